@@ -1,0 +1,126 @@
+/*
+ * Configuration: config.yaml + .env + environment, described by one table of keys (config.c)
+ * that drives parsing, validation, `snapsync config --template` and masked printing.
+ *
+ * Precedence for secrets (IMMICH_API_KEY, UNRAID_USERNAME, UNRAID_PASSWORD, MQTT_USERNAME,
+ * MQTT_PASSWORD): environment > .env (next to the config file; the working directory for the
+ * embedded default) > config.yaml.
+ *
+ * Relative paths in a config file (service.database_path, unraid.mount_point) are resolved
+ * against the directory of that file; in the embedded default, against the working directory.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "error.h"
+
+/* Largest config file or .env we read; bigger is refused with -EFBIG. */
+#define CONFIG_FILE_MAX (1024 * 1024)
+
+enum config_protocol { CONFIG_PROTOCOL_SMB, CONFIG_PROTOCOL_NFS, CONFIG_PROTOCOL_LOCAL };
+
+struct config {
+    char *path; /* file it came from; NULL for the embedded default */
+
+    struct {
+        char *name;          /* "snapsync" */
+        char *database_path; /* absolute after loading a file, "./snapsync.db" by default */
+        char *log_level;     /* debug | info | warning | error */
+        int web_ui_port;     /* 1..65535, default 8080 */
+    } service;
+
+    struct {
+        bool auto_detect;
+        char **mount_points; /* NULL-terminated array */
+        size_t n_mount_points;
+    } sd_card;
+
+    struct {
+        char **extensions; /* NULL-terminated, lower case, without the dot: "jpg", "cr2" */
+        size_t n_extensions;
+        uint64_t min_size; /* bytes; YAML may say 1024, "100KB", "1 MiB" */
+    } files;
+
+    struct {
+        bool enabled;
+        char *url;
+        char *api_key; /* secret */
+        int timeout;   /* seconds */
+        bool organize_by_date;
+    } immich;
+
+    struct {
+        bool enabled;
+        enum config_protocol protocol;
+        char *host;
+        char *share;
+        char *path; /* folder inside the share / mount point; may be "" */
+        char *username; /* secret */
+        char *password; /* secret */
+        char *mount_point;
+        bool organize_by_date;
+    } unraid;
+
+    struct {
+        bool enabled;
+        char *broker;
+        int port;
+        char *username; /* secret */
+        char *password; /* secret */
+        char *discovery_prefix;
+        char *topic_prefix;
+        char *client_id;
+    } mqtt;
+
+    struct {
+        bool parallel;
+        int concurrent_files; /* 1..64 */
+        bool verify_checksums;
+        int max_retries;      /* 0..100 */
+        double retry_delay;   /* seconds, first retry; doubles each attempt */
+    } backup;
+
+    /* Non-fatal findings of loading (".env is readable by others", ...), NULL-terminated. */
+    char **warnings;
+    size_t n_warnings;
+};
+
+/*
+ * Finds and loads the configuration. explicit_path (from --config) wins; then
+ * $SNAPSYNC_CONFIG; then ./config.yaml; then /etc/snapsync/config.yaml; with none of them, the
+ * embedded default (local destination ./snapsync-backup, database ./snapsync.db, Immich, SMB and
+ * MQTT off). Applies .env and environment overrides, then validates.
+ *
+ * *ret is the caller's, freed with config_free(); written only on success.
+ * Errors: -ENOENT (explicit or $SNAPSYNC_CONFIG file missing), -EACCES, -EFBIG,
+ * -EINVAL (validation: err reads "file:line: key: problem"), -ENOMEM. Any thread.
+ */
+int config_load(const char *explicit_path, struct config **ret, struct error *err);
+
+/*
+ * Parses and validates YAML text held in memory, named `name` in messages. Applies no .env and no
+ * environment. Used by tests and the fuzzer. Same errors as config_load.
+ */
+int config_parse_buffer(const char *name, const char *text, size_t len, struct config **ret,
+                        struct error *err);
+
+/* The embedded default, as config_load returns it when no file exists (without .env/env). */
+int config_default(struct config **ret, struct error *err);
+
+/* Frees everything; NULL-safe. */
+void config_free(struct config *cfg);
+
+/* Writes the effective configuration as YAML, every secret replaced by "********" (or "" when
+ * unset). Returns 0 or -EIO. */
+int config_print(const struct config *cfg, FILE *out);
+
+/* Writes a commented template holding every key with its default and help; parsing it back
+ * gives a valid configuration equal to the embedded default. Returns 0 or -EIO. */
+int config_print_template(FILE *out);
+
+/* True when the file extension (without dot, any case) is one of cfg->files.extensions. */
+bool config_extension_wanted(const struct config *cfg, const char *ext);

@@ -1,0 +1,24 @@
+/*
+ * Levelled logging to stderr (journald picks it up under systemd). Lines from outside (file
+ * names, server messages) are escaped so a crafted name cannot forge log lines. Never log a
+ * secret: pass them through nothing here.
+ */
+#pragma once
+
+enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, LOG_LEVEL_ERROR };
+
+/* Sets the threshold; messages below it are dropped. Call before starting threads. */
+void log_set_level(enum log_level level);
+
+/* Parses "debug", "info", "warning"/"warn", "error" (case-insensitive). Returns 0 or -EINVAL. */
+int log_level_from_string(const char *s, enum log_level *ret);
+
+/* Writes one line "<level>: <message>" to stderr, with control characters in the formatted
+ * message escaped as \xHH. With SNAPSYNC_LOG_TIMESTAMPS=1 in the environment lines are prefixed
+ * with an ISO-8601 time. Thread-safe. */
+void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
+#define log_warning(...) log_msg(LOG_LEVEL_WARNING, __VA_ARGS__)
+#define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
