@@ -1,12 +1,574 @@
-/* Placeholder until the CLI lands in this same series of commits. */
+/*
+ * Command line. Global options come before the command (`snapsync --config FILE backup PATH`);
+ * each command parses its own. Every failure ends in one message on stderr and an exit code from
+ * one table: 0 success, 1 a file or session failed, 2 usage or configuration error.
+ */
 #include "cli.h"
 
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "config.h"
+#include "db.h"
+#include "dest.h"
+#include "engine.h"
+#include "log.h"
+
+enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
+
+struct cli {
+    const char *config_path;
+    struct config *cfg;
+};
+
+struct command {
+    const char *name;
+    int (*run)(struct cli *cli, int argc, char **argv);
+    const char *usage;
+    const char *help;
+};
+
+static volatile sig_atomic_t cancel_flag;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    cancel_flag = 1;
+}
+
+static int load_config(struct cli *cli)
+{
+    struct error err = {0};
+    int r = config_load(cli->config_path, &cli->cfg, &err);
+    if (r < 0) {
+        fprintf(stderr, "snapsync: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
+    enum log_level level;
+    if (log_level_from_string(cli->cfg->service.log_level, &level) == 0)
+        log_set_level(level);
+    for (size_t i = 0; i < cli->cfg->n_warnings; i++)
+        log_warning("%s", cli->cfg->warnings[i]);
+    return EXIT_OK;
+}
+
+static void format_bytes(double b, char *buf, size_t size)
+{
+    static const char *const units[] = {"B", "KB", "MB", "GB", "TB"};
+    int u = 0;
+    while (b >= 1000 && u < 4) {
+        b /= 1000;
+        u++;
+    }
+    snprintf(buf, size, u ? "%.1f %s" : "%.0f %s", b, units[u]);
+}
+
+static void format_duration(double s, char *buf, size_t size)
+{
+    long t = s > 0 && s < 1e9 ? (long)(s + 0.5) : 0;
+    if (t >= 3600)
+        snprintf(buf, size, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
+    else
+        snprintf(buf, size, "%ld:%02ld", t / 60, t % 60);
+}
+
+static void format_time(int64_t t, char *buf, size_t size)
+{
+    if (t <= 0) {
+        snprintf(buf, size, "-");
+        return;
+    }
+    time_t tt = (time_t)t;
+    struct tm tm;
+    localtime_r(&tt, &tm);
+    strftime(buf, size, "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+/* ---- backup ---- */
+
+static void progress_line(const struct engine_progress *p, void *userdata)
+{
+    (void)userdata;
+    char done[32], total[32], eta[32] = "--:--";
+    format_bytes((double)p->bytes_done, done, sizeof(done));
+    format_bytes((double)p->totals.bytes_total, total, sizeof(total));
+    uint64_t left = (uint64_t)p->totals.bytes_total > p->bytes_done
+                        ? (uint64_t)p->totals.bytes_total - p->bytes_done
+                        : 0;
+    if (p->rate_bps > 0)
+        format_duration((double)left / p->rate_bps, eta, sizeof(eta));
+    char cur[48];
+    size_t len = strlen(p->current_file);
+    /* the tail of the path is the informative part */
+    snprintf(cur, sizeof(cur), "%s", len > 40 ? p->current_file + len - 40 : p->current_file);
+    for (char *c = cur; *c; c++)
+        if ((unsigned char)*c < 0x20)
+            *c = '?';
+    fprintf(stderr, "\r\033[K%" PRIu64 "/%" PRId64 " files  %s/%s  %.1f MB/s  ETA %s  %s",
+            p->files_done, p->totals.files_total, done, total, p->rate_bps / 1e6, eta, cur);
+    fflush(stderr);
+}
+
+static int cmd_backup(struct cli *cli, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"dry-run", no_argument, NULL, 'n'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    bool dry_run = false, json = false;
+    int c;
+    optind = 0; /* 0: glibc re-initialises its state for this argv */
+    while ((c = getopt_long(argc, argv, "njh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'n':
+            dry_run = true;
+            break;
+        case 'j':
+            json = true;
+            break;
+        case 'h':
+            printf("usage: snapsync backup PATH [--dry-run] [--json]\n\n"
+                   "Backs up the photos and videos under PATH (a mounted card or any folder) to\n"
+                   "every enabled destination, as one session.\n\n"
+                   "  -n, --dry-run  only scan: show what would be copied, write nothing\n"
+                   "  -j, --json     print one JSON object with the result on stdout\n\n"
+                   "Exit status: 0 every file is backed up, 1 some failed, 2 usage or "
+                   "configuration error.\n");
+            return EXIT_OK;
+        default:
+            return EXIT_USAGE;
+        }
+    }
+    if (optind + 1 != argc) {
+        fprintf(stderr, "usage: snapsync backup PATH [--dry-run] [--json]\n");
+        return EXIT_USAGE;
+    }
+    const char *path = argv[optind];
+    int rc = load_config(cli);
+    if (rc)
+        return rc;
+
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    bool tty = isatty(STDERR_FILENO) && !json;
+    struct engine_options opt = {
+        .dry_run = dry_run,
+        .on_progress = tty ? progress_line : NULL,
+        .cancel = &cancel_flag,
+    };
+    struct engine_report rep = {0};
+    struct error err = {0};
+    int r = engine_backup(cli->cfg, path, &opt, &rep, &err);
+    if (tty)
+        fputs("\r\033[K", stderr);
+    if (r < 0 && rep.session_id == 0) {
+        fprintf(stderr, "snapsync: %s\n", err.msg);
+        /* the folder or the configuration is wrong: usage; anything else: failure */
+        return r == -ENOENT || r == -ENOTDIR || r == -ENODEV || r == -ENOTSUP || r == -EINVAL
+                   ? EXIT_USAGE
+                   : EXIT_FAILED;
+    }
+
+    const struct db_totals *t = &rep.totals;
+    if (json) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "session_id", json_object_new_int64(rep.session_id));
+        json_object_object_add(o, "status",
+                               json_object_new_string(db_session_status_to_string(rep.status)));
+        json_object_object_add(o, "dry_run", json_object_new_boolean(dry_run));
+        json_object_object_add(o, "card_uuid", json_object_new_string(rep.card_uuid));
+        json_object_object_add(o, "card_label", json_object_new_string(rep.card_label));
+        json_object_object_add(o, "files_total", json_object_new_int64(t->files_total));
+        json_object_object_add(o, "bytes_total", json_object_new_int64(t->bytes_total));
+        json_object_object_add(o, "files_copied", json_object_new_int64(t->files_copied));
+        json_object_object_add(o, "files_skipped", json_object_new_int64(t->files_skipped));
+        json_object_object_add(o, "files_duplicate", json_object_new_int64(t->files_duplicate));
+        json_object_object_add(o, "files_failed", json_object_new_int64(t->files_failed));
+        json_object_object_add(o, "bytes_copied", json_object_new_int64(t->bytes_copied));
+        json_object_object_add(o, "duration_s", json_object_new_double(rep.duration_s));
+        json_object_object_add(o, "error",
+                               rep.error[0] ? json_object_new_string(rep.error) : NULL);
+        puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+        json_object_put(o);
+    } else {
+        char copied[32], dur[32];
+        format_bytes((double)t->bytes_copied, copied, sizeof(copied));
+        format_duration(rep.duration_s, dur, sizeof(dur));
+        if (dry_run)
+            printf("dry run: %" PRId64 " files found, %" PRId64 " to copy (%s), %" PRId64
+                   " already backed up\n",
+                   t->files_total, t->files_copied, copied, t->files_skipped);
+        else
+            printf("session %" PRId64 " %s: %" PRId64 " files, %" PRId64 " copied (%s), %" PRId64
+                   " already backed up, %" PRId64 " duplicates, %" PRId64 " failed, in %s (%.1f "
+                   "MB/s)\n",
+                   rep.session_id, db_session_status_to_string(rep.status), t->files_total,
+                   t->files_copied, copied, t->files_skipped, t->files_duplicate, t->files_failed,
+                   dur, rep.duration_s > 0 ? (double)t->bytes_copied / rep.duration_s / 1e6 : 0.0);
+        if (rep.error[0])
+            printf("first error: %s\n", rep.error);
+    }
+    if (r < 0 || rep.status != DB_SESSION_COMPLETED || t->files_failed > 0)
+        return EXIT_FAILED;
+    return EXIT_OK;
+}
+
+/* ---- status and sessions ---- */
+
+static json_object *session_json(const struct db_session *s)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "id", json_object_new_int64(s->id));
+    json_object_object_add(o, "status",
+                           json_object_new_string(db_session_status_to_string(s->status)));
+    json_object_object_add(o, "card_uuid", json_object_new_string(s->card_uuid));
+    json_object_object_add(o, "card_label", json_object_new_string(s->card_label));
+    json_object_object_add(o, "source", json_object_new_string(s->source));
+    json_object_object_add(o, "started_at", json_object_new_int64(s->started_at));
+    json_object_object_add(o, "ended_at",
+                           s->ended_at ? json_object_new_int64(s->ended_at) : NULL);
+    json_object_object_add(o, "files_total", json_object_new_int64(s->totals.files_total));
+    json_object_object_add(o, "bytes_total", json_object_new_int64(s->totals.bytes_total));
+    json_object_object_add(o, "files_copied", json_object_new_int64(s->totals.files_copied));
+    json_object_object_add(o, "files_skipped", json_object_new_int64(s->totals.files_skipped));
+    json_object_object_add(o, "files_duplicate",
+                           json_object_new_int64(s->totals.files_duplicate));
+    json_object_object_add(o, "files_failed", json_object_new_int64(s->totals.files_failed));
+    json_object_object_add(o, "bytes_copied", json_object_new_int64(s->totals.bytes_copied));
+    json_object_object_add(o, "error", s->error[0] ? json_object_new_string(s->error) : NULL);
+    return o;
+}
+
+static void session_print(const struct db_session *s)
+{
+    char started[32], copied[32];
+    format_time(s->started_at, started, sizeof(started));
+    format_bytes((double)s->totals.bytes_copied, copied, sizeof(copied));
+    printf("%6" PRId64 "  %s  %-11s  %-20.20s  %5" PRId64 " files  %5" PRId64 " copied (%s)  %4" PRId64
+           " skipped  %3" PRId64 " dup  %3" PRId64 " failed\n",
+           s->id, started, db_session_status_to_string(s->status), s->card_label,
+           s->totals.files_total, s->totals.files_copied, copied, s->totals.files_skipped,
+           s->totals.files_duplicate, s->totals.files_failed);
+}
+
+static int open_db_ro(struct cli *cli, struct db **db, bool *ret_missing)
+{
+    struct error err = {0};
+    int r = db_open(cli->cfg->service.database_path, DB_READ_ONLY, db, &err);
+    *ret_missing = r == -ENOENT;
+    if (r < 0 && r != -ENOENT) {
+        fprintf(stderr, "snapsync: %s\n", err.msg);
+        return EXIT_FAILED;
+    }
+    return EXIT_OK;
+}
+
+static int parse_json_flag(int argc, char **argv, const char *usage, const char *help, bool *json,
+                           int *limit)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {"number", required_argument, NULL, 'n'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    optind = 0; /* 0: glibc re-initialises its state for this argv */
+    while ((c = getopt_long(argc, argv, limit ? "jhn:" : "jh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'j':
+            *json = true;
+            break;
+        case 'n': {
+            char *end = NULL;
+            errno = 0;
+            long v = strtol(optarg, &end, 10);
+            if (errno || !end || *end || v < 1 || v > 10000) {
+                fprintf(stderr, "snapsync: -n wants a number from 1 to 10000, got '%s'\n", optarg);
+                return EXIT_USAGE;
+            }
+            *limit = (int)v;
+            break;
+        }
+        case 'h':
+            printf("usage: %s\n\n%s\n", usage, help);
+            return -1;
+        default:
+            return EXIT_USAGE;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "usage: %s\n", usage);
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+static int cmd_status(struct cli *cli, int argc, char **argv)
+{
+    bool json = false;
+    int rc = parse_json_flag(argc, argv, "snapsync status [--json]",
+                             "Shows the current or last session and overall statistics.", &json,
+                             NULL);
+    if (rc)
+        return rc < 0 ? EXIT_OK : rc;
+    if ((rc = load_config(cli)))
+        return rc;
+    struct db *db = NULL;
+    bool missing = false;
+    if ((rc = open_db_ro(cli, &db, &missing)))
+        return rc;
+    struct db_session *list = NULL;
+    size_t n = 0;
+    struct db_stats st = {0};
+    struct error err = {0};
+    if (db && (db_sessions_list(db, 1, &list, &n, &err) < 0 || db_stats_get(db, &st, &err) < 0)) {
+        fprintf(stderr, "snapsync: %s\n", err.msg);
+        free(list);
+        db_close(db);
+        return EXIT_FAILED;
+    }
+    bool running = n > 0 && (list[0].status == DB_SESSION_SCANNING ||
+                             list[0].status == DB_SESSION_BACKING_UP);
+    if (json) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "state", json_object_new_string(running ? "backing_up" : "idle"));
+        json_object_object_add(o, "database",
+                               json_object_new_string(cli->cfg->service.database_path));
+        json_object_object_add(o, "session", n ? session_json(&list[0]) : NULL);
+        json_object *s = json_object_new_object();
+        json_object_object_add(s, "sessions", json_object_new_int64(st.sessions));
+        json_object_object_add(s, "cards", json_object_new_int64(st.cards));
+        json_object_object_add(s, "files", json_object_new_int64(st.files));
+        json_object_object_add(s, "files_completed", json_object_new_int64(st.files_completed));
+        json_object_object_add(s, "files_failed", json_object_new_int64(st.files_failed));
+        json_object_object_add(s, "files_duplicate", json_object_new_int64(st.files_duplicate));
+        json_object_object_add(s, "bytes_completed", json_object_new_int64(st.bytes_completed));
+        json_object_object_add(o, "stats", s);
+        puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+        json_object_put(o);
+    } else {
+        if (missing) {
+            printf("no backups yet (database %s does not exist)\n",
+                   cli->cfg->service.database_path);
+        } else {
+            printf("state: %s\n", running ? "backing up" : "idle");
+            if (n) {
+                printf("%s session:\n", running ? "current" : "last");
+                session_print(&list[0]);
+                if (list[0].error[0])
+                    printf("        error: %s\n", list[0].error);
+            }
+            char bytes[32];
+            format_bytes((double)st.bytes_completed, bytes, sizeof(bytes));
+            printf("all time: %" PRId64 " sessions, %" PRId64 " cards, %" PRId64
+                   " files backed up (%s), %" PRId64 " duplicates, %" PRId64 " failed\n",
+                   st.sessions, st.cards, st.files_completed, bytes, st.files_duplicate,
+                   st.files_failed);
+        }
+    }
+    free(list);
+    db_close(db);
+    return EXIT_OK;
+}
+
+static int cmd_sessions(struct cli *cli, int argc, char **argv)
+{
+    bool json = false;
+    int limit = 10;
+    int rc = parse_json_flag(argc, argv, "snapsync sessions [-n N] [--json]",
+                             "Lists the N (default 10) most recent sessions, newest first.", &json,
+                             &limit);
+    if (rc)
+        return rc < 0 ? EXIT_OK : rc;
+    if ((rc = load_config(cli)))
+        return rc;
+    struct db *db = NULL;
+    bool missing = false;
+    if ((rc = open_db_ro(cli, &db, &missing)))
+        return rc;
+    struct db_session *list = NULL;
+    size_t n = 0;
+    struct error err = {0};
+    if (db && db_sessions_list(db, limit, &list, &n, &err) < 0) {
+        fprintf(stderr, "snapsync: %s\n", err.msg);
+        db_close(db);
+        return EXIT_FAILED;
+    }
+    if (json) {
+        json_object *a = json_object_new_array();
+        for (size_t i = 0; i < n; i++)
+            json_object_array_add(a, session_json(&list[i]));
+        puts(json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN));
+        json_object_put(a);
+    } else if (n == 0) {
+        printf("no sessions yet\n");
+    } else {
+        for (size_t i = 0; i < n; i++)
+            session_print(&list[i]);
+    }
+    free(list);
+    db_close(db);
+    return EXIT_OK;
+}
+
+/* ---- config and test-connection ---- */
+
+static int cmd_config(struct cli *cli, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"template", no_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    bool template = false;
+    int c;
+    optind = 0; /* 0: glibc re-initialises its state for this argv */
+    while ((c = getopt_long(argc, argv, "th", opts, NULL)) != -1) {
+        if (c == 't') {
+            template = true;
+        } else if (c == 'h') {
+            printf("usage: snapsync config [--template]\n\n"
+                   "Prints the effective configuration (secrets masked), or with --template a\n"
+                   "commented configuration file holding every key with its default.\n");
+            return EXIT_OK;
+        } else {
+            return EXIT_USAGE;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "usage: snapsync config [--template]\n");
+        return EXIT_USAGE;
+    }
+    if (template)
+        return config_print_template(stdout) < 0 ? EXIT_FAILED : EXIT_OK;
+    int rc = load_config(cli);
+    if (rc)
+        return rc;
+    printf("# effective configuration, from %s\n",
+           cli->cfg->path ? cli->cfg->path : "the embedded default");
+    return config_print(cli->cfg, stdout) < 0 ? EXIT_FAILED : EXIT_OK;
+}
+
+static int cmd_test_connection(struct cli *cli, int argc, char **argv)
+{
+    if (argc > 1) {
+        bool help = strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0;
+        printf("usage: snapsync test-connection\n\n"
+               "Checks every enabled destination: reachable, writable (a probe file is created\n"
+               "and deleted). One line per destination; exit 0 only if all pass.\n");
+        return help ? EXIT_OK : EXIT_USAGE;
+    }
+    int rc = load_config(cli);
+    if (rc)
+        return rc;
+    struct dest **dests = NULL;
+    size_t n = 0;
+    struct error err = {0};
+    if (dest_create_all(cli->cfg, &dests, &n, &err) < 0) {
+        printf("FAIL  %s\n", err.msg);
+        return EXIT_FAILED;
+    }
+    rc = EXIT_OK;
+    for (size_t i = 0; i < n; i++) {
+        char detail[512] = "";
+        if (dest_probe(dests[i], detail, sizeof(detail), &err) == 0) {
+            printf("OK    %s: %s\n", dest_kind(dests[i]), detail);
+        } else {
+            printf("FAIL  %s: %s\n", dest_label(dests[i]), err.msg);
+            rc = EXIT_FAILED;
+        }
+    }
+    dest_free_all(dests, n);
+    return rc;
+}
+
+static int cmd_later(struct cli *cli, int argc, char **argv)
+{
+    (void)cli;
+    (void)argc;
+    fprintf(stderr,
+            "snapsync: '%s' is not available in this version yet; use 'snapsync backup PATH'\n",
+            argv[0]);
+    return EXIT_USAGE;
+}
+
+static const struct command commands[] = {
+    {"backup", cmd_backup, "backup PATH [--dry-run] [--json]", "back up a card or folder now"},
+    {"status", cmd_status, "status [--json]", "current or last session, overall statistics"},
+    {"sessions", cmd_sessions, "sessions [-n N] [--json]", "recent sessions"},
+    {"config", cmd_config, "config [--template]", "print the configuration or a template"},
+    {"test-connection", cmd_test_connection, "test-connection", "check every destination"},
+    {"start", cmd_later, "start", "run the service (card detection) - coming"},
+    {"web", cmd_later, "web", "serve the dashboard - coming"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: snapsync [--config FILE] COMMAND [ARGS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(out, "  %-36s %s\n", commands[i].usage, commands[i].help);
+    fprintf(out, "\noptions:\n"
+                 "  -c, --config FILE  configuration file (default: $SNAPSYNC_CONFIG, ./config.yaml,\n"
+                 "                     /etc/snapsync/config.yaml, else the built-in default)\n"
+                 "  -h, --help         this help; 'snapsync COMMAND --help' for a command\n"
+                 "  -V, --version      print the version\n");
+}
 
 int cli_main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fputs("snapsync: not built yet\n", stderr);
-    return 2;
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    struct cli cli = {0};
+    int c;
+    while ((c = getopt_long(argc, argv, "+c:hV", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            cli.config_path = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
+        case 'V':
+            printf("snapsync %s\n", SNAPSYNC_VERSION);
+            return EXIT_OK;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *name = argv[optind];
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(name, commands[i].name) != 0)
+            continue;
+        int rc = commands[i].run(&cli, argc - optind, argv + optind);
+        config_free(cli.cfg);
+        return rc;
+    }
+    fprintf(stderr, "snapsync: unknown command '%s'\n", name);
+    usage(stderr);
+    return EXIT_USAGE;
 }

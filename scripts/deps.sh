@@ -1,0 +1,30 @@
+#!/bin/sh
+# Installs what SnapSync needs from Debian (12 "bookworm" or Raspberry Pi OS).
+#   scripts/deps.sh          build and run dependencies
+#   scripts/deps.sh --test   also what the test suite and benchmarks use
+# As root it calls apt-get directly, otherwise through sudo.
+set -eu
+
+pkgs="build-essential cmake pkg-config libyaml-dev libsqlite3-dev libssl-dev libjson-c-dev
+      libmount-dev libblkid-dev"
+if [ "${1:-}" = "--test" ]; then
+    pkgs="$pkgs libcmocka-dev python3 libimage-exiftool-perl ffmpeg clang valgrind dosfstools
+          util-linux sqlite3"
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+    sudo=""
+else
+    sudo="sudo"
+fi
+
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "installing:$missing"
+    $sudo apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
+fi

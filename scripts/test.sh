@@ -1,0 +1,37 @@
+#!/bin/sh
+# The whole test suite, from a bare Debian 12 machine: installs what it needs, then builds and
+# runs every test in a normal build, under AddressSanitizer + UndefinedBehaviorSanitizer, under
+# valgrind (unit tests), and fuzzes each parser briefly with libFuzzer.
+# Integration tests that mount filesystems need root (CI runs as root).
+set -eu
+cd "$(dirname "$0")/.."
+top=$(pwd)
+jobs=$(nproc)
+
+sh scripts/deps.sh --test
+
+echo "== normal build"
+cmake -S . -B build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-test -j"$jobs"
+(cd build-test && ctest --output-on-failure -j"$jobs" --timeout 600)
+
+echo "== valgrind (unit tests)"
+for t in build-test/tests/test_*; do
+    [ -x "$t" ] || continue
+    valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+        "$t" >/dev/null 2>"$t.valgrind.log" || { cat "$t.valgrind.log"; echo "valgrind: $t failed"; exit 1; }
+    echo "valgrind clean: $(basename "$t")"
+done
+
+echo "== AddressSanitizer + UndefinedBehaviorSanitizer build"
+cmake -S . -B build-asan -DSNAPSYNC_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build build-asan -j"$jobs"
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    ctest --output-on-failure -j"$jobs" --timeout 900)
+
+echo "== libFuzzer (clang)"
+CC=clang cmake -S . -B build-fuzz -DSNAPSYNC_FUZZ=ON -DSNAPSYNC_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build build-fuzz -j"$jobs"
+(cd build-fuzz && ctest --output-on-failure -L fuzz --timeout 600)
+
+echo "all test suites passed ($top)"

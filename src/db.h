@@ -1,0 +1,256 @@
+/*
+ * The database: SQLite in WAL mode, the only module that speaks SQL. Holds cards, sessions,
+ * files and per-destination copies (docs/design.md has the data model).
+ *
+ * Threads: a struct db is one connection and belongs to one thread at a time. Each worker opens
+ * its own; WAL and a busy timeout let the CLI read while a backup writes.
+ *
+ * Times are seconds since the epoch (UTC) unless named *_ns. Strings returned inside structs
+ * are fixed arrays (truncated if longer), so nothing returned needs freeing except the arrays
+ * that functions say are the caller's.
+ *
+ * Errors every function may return besides those it lists: -EINVAL (a bad argument, or an id
+ * that a foreign key needs and that does not exist), -EBUSY (locked for more than the busy
+ * timeout), -EBADMSG (corrupt file), -ENOSPC, -EROFS (a write on a DB_READ_ONLY connection),
+ * -ENOMEM, -EIO. Functions that change one row by id return -ENOENT when there is no such row.
+ * Strings that identify something are refused with -ENAMETOOLONG rather than cut (rel_path and
+ * remote beyond 4095 bytes, a card uuid beyond 127); free text (labels, sources, errors) is
+ * stored cut to 4096 bytes.
+ * docs/database.md describes the schema, the states and the migration policy.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+#define DB_SCHEMA_VERSION 1
+
+enum db_mode {
+    DB_READ_WRITE, /* creates the file and its folder if needed, migrates the schema */
+    DB_READ_ONLY,  /* the file must exist with a schema this build knows; no migration */
+};
+
+/* Per-file states (files.state). */
+enum db_file_state {
+    DB_FILE_NEW,
+    DB_FILE_SCANNING, /* being read and hashed */
+    DB_FILE_BACKING_UP,
+    DB_FILE_VERIFYING,
+    DB_FILE_COMPLETED,
+    DB_FILE_FAILED,
+};
+
+/* Per-destination copy states (copies.state). */
+enum db_copy_state {
+    DB_COPY_PENDING,
+    DB_COPY_COPYING,
+    DB_COPY_VERIFYING,
+    DB_COPY_COMPLETED,
+    DB_COPY_FAILED,
+};
+
+/* Session states (sessions.status). */
+enum db_session_status {
+    DB_SESSION_SCANNING,
+    DB_SESSION_BACKING_UP,
+    DB_SESSION_COMPLETED,   /* every file backed up (or already was) */
+    DB_SESSION_PARTIAL,     /* some files failed, others done */
+    DB_SESSION_FAILED,      /* nothing could be done (destination unusable, card unreadable) */
+    DB_SESSION_INTERRUPTED, /* the process stopped or the card went away mid-session */
+};
+
+/* What a session did with one file (session_files.outcome). */
+enum db_outcome {
+    DB_OUTCOME_COPIED,
+    DB_OUTCOME_SKIPPED,   /* already completed everywhere (fast path or same file at target) */
+    DB_OUTCOME_DUPLICATE, /* same content already backed up from another path or card */
+    DB_OUTCOME_FAILED,
+};
+
+const char *db_file_state_to_string(enum db_file_state s);
+const char *db_copy_state_to_string(enum db_copy_state s);
+const char *db_session_status_to_string(enum db_session_status s);
+const char *db_outcome_to_string(enum db_outcome o);
+/* Each returns 0 or -EINVAL. */
+int db_session_status_from_string(const char *s, enum db_session_status *ret);
+
+struct db;
+
+/*
+ * Opens (and in DB_READ_WRITE mode creates and migrates) the database at path. Sets WAL, a busy
+ * timeout of 10 s, foreign keys on. Errors: -ENOENT (read-only and missing), -EACCES,
+ * -EBADMSG (not a database or corrupt: "database 'x' is corrupt or not a SnapSync database"),
+ * -EPROTO (schema newer than this build: "created by a newer SnapSync"), -EIO. *ret is the
+ * caller's, closed with db_close(). Any thread; the result then belongs to that thread.
+ */
+int db_open(const char *path, enum db_mode mode, struct db **ret, struct error *err);
+
+/* Closes; NULL-safe. */
+void db_close(struct db *db);
+
+/* Runs fn inside BEGIN IMMEDIATE ... COMMIT (ROLLBACK if fn fails). Returns fn's result or a
+ * negative errno from SQLite. When fn fails, err is left as it was: fn reports its own detail
+ * (typically through a struct error passed in userdata, which may be err itself). Called inside
+ * another db_transaction, it nests through a savepoint. */
+int db_transaction(struct db *db, int (*fn)(struct db *db, void *userdata), void *userdata,
+                   struct error *err);
+
+/* ---- cards ---- */
+
+/* Finds the card by uuid or creates it; updates label and last_seen. */
+int db_card_upsert(struct db *db, const char *uuid, const char *label, int64_t *ret_card_id,
+                   struct error *err);
+
+/* ---- sessions ---- */
+
+struct db_totals {
+    int64_t files_total; /* candidates found by the scan */
+    int64_t bytes_total;
+    int64_t files_copied;
+    int64_t files_skipped;
+    int64_t files_duplicate;
+    int64_t files_failed;
+    int64_t bytes_copied; /* bytes of files copied in this session (counted once per file) */
+};
+
+struct db_session {
+    int64_t id;
+    int64_t card_id;
+    char card_uuid[128];
+    char card_label[128];
+    char source[1024]; /* the folder or mount point backed up */
+    int64_t started_at;
+    int64_t ended_at; /* 0 while running */
+    int64_t pid;      /* process that ran it */
+    enum db_session_status status;
+    struct db_totals totals;
+    char error[512];
+};
+
+/* Starts a session (status scanning, started_at now, pid getpid()). card_id 0: a session without
+ * a card (a plain folder). */
+int db_session_begin(struct db *db, int64_t card_id, const char *source, int64_t *ret_id,
+                     struct error *err);
+
+/* Updates status and totals of a running session (called for progress, cheap). */
+int db_session_update(struct db *db, int64_t id, enum db_session_status status,
+                      const struct db_totals *totals, struct error *err);
+
+/* Ends a session: final status, totals, ended_at now, error (NULL for none). */
+int db_session_end(struct db *db, int64_t id, enum db_session_status status,
+                   const struct db_totals *totals, const char *error, struct error *err);
+
+/* Marks sessions still scanning/backing_up whose pid is not alive (or is our own pid, which
+ * cannot have a running session yet) as interrupted, with ended_at now. ret_count may be NULL. */
+int db_sessions_interrupt_stale(struct db *db, int64_t *ret_count, struct error *err);
+
+/* The most recent sessions, newest first, at most limit (1..10000). *ret is a malloc'd array
+ * the caller frees with free(); *ret_n its length (0 and NULL when none). */
+int db_sessions_list(struct db *db, int limit, struct db_session **ret, size_t *ret_n,
+                     struct error *err);
+
+/* One session by id; -ENOENT if none. */
+int db_session_get(struct db *db, int64_t id, struct db_session *ret, struct error *err);
+
+/* Records what session_id did with file_id (insert or replace). */
+int db_session_file_set(struct db *db, int64_t session_id, int64_t file_id, enum db_outcome o,
+                        struct error *err);
+
+/* ---- files ---- */
+
+/* Identity of a file on a card: (card, relative path, size, mtime). */
+struct db_file_key {
+    int64_t card_id;
+    const char *rel_path;
+    int64_t size;
+    int64_t mtime_ns;
+};
+
+struct db_file {
+    int64_t id;
+    int64_t card_id;
+    char rel_path[1024];
+    int64_t size;
+    int64_t mtime_ns;
+    char md5[33];  /* hex, "" until hashed */
+    char sha1[41]; /* hex, "" until hashed */
+    int64_t capture_time; /* floating local time, see media.h; 0 unknown */
+    char kind[16];
+    enum db_file_state state;
+    int attempts;
+    char last_error[512];
+    int64_t duplicate_of; /* file id with the same content, 0 if none */
+};
+
+/*
+ * Fast path: true when the file with this key exists and has a completed copy for every one of
+ * the n destination names. One indexed query; no other work. n is 1..16 and every name non-empty
+ * and shorter than 256 bytes, else -EINVAL; a name given twice counts once.
+ */
+int db_file_done(struct db *db, const struct db_file_key *key, const char *const *dests, size_t n,
+                 bool *ret_done, struct error *err);
+
+/* Finds the file with this key or inserts it (state new). ret_file may be NULL. */
+int db_file_get_or_create(struct db *db, const struct db_file_key *key, int64_t *ret_id,
+                          struct db_file *ret_file, struct error *err);
+
+/* Sets state and last_error (NULL clears it); when state is DB_FILE_SCANNING, attempts += 1. */
+int db_file_set_state(struct db *db, int64_t file_id, enum db_file_state state, const char *error,
+                      struct error *err);
+
+/* Stores hashes (lower-case hex), capture time and kind ("photo", "raw", "video", "unknown"). */
+int db_file_set_meta(struct db *db, int64_t file_id, const char *md5, const char *sha1,
+                     int64_t capture_time, const char *kind, struct error *err);
+
+/* Marks file_id as a duplicate of original_id (state completed). */
+int db_file_set_duplicate(struct db *db, int64_t file_id, int64_t original_id, struct error *err);
+
+/*
+ * Dedup: finds another file (id != exclude_id) with the same md5 AND sha1 that has a completed
+ * copy for every one of the n destinations. *ret_file_id is its id, or 0 when none. Hashes are
+ * hex of exact length (either case); n and names as for db_file_done (-EINVAL otherwise).
+ */
+int db_hash_backed_up(struct db *db, const char *md5, const char *sha1, int64_t exclude_id,
+                      const char *const *dests, size_t n, int64_t *ret_file_id,
+                      struct error *err);
+
+/* Files in state failed, newest first, at most limit. Array is the caller's (free()). */
+int db_files_failed(struct db *db, int limit, struct db_file **ret, size_t *ret_n,
+                    struct error *err);
+
+/* ---- copies (file x destination) ---- */
+
+struct db_copy {
+    int64_t file_id;
+    char dest[256];
+    enum db_copy_state state;
+    char remote[1024]; /* path at the destination, or a remote id */
+    int64_t verified_at; /* 0 if not verified */
+    char error[512];
+};
+
+/* Inserts or updates the copy of file_id at dest. remote and error may be NULL (kept as is for
+ * remote, cleared for error). Completed sets verified_at now; any other state resets it to 0. */
+int db_copy_set(struct db *db, int64_t file_id, const char *dest, enum db_copy_state state,
+                const char *remote, const char *error, struct error *err);
+
+/* The copy of file_id at dest; -ENOENT if none. */
+int db_copy_get(struct db *db, int64_t file_id, const char *dest, struct db_copy *ret,
+                struct error *err);
+
+/* ---- statistics ---- */
+
+struct db_stats {
+    int64_t sessions;
+    int64_t cards;
+    int64_t files;           /* distinct files known */
+    int64_t files_completed;
+    int64_t files_failed;
+    int64_t files_duplicate;
+    int64_t bytes_completed; /* sum of sizes of completed, non-duplicate files */
+};
+
+int db_stats_get(struct db *db, struct db_stats *ret, struct error *err);

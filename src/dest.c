@@ -1,0 +1,179 @@
+/*
+ * Destination dispatch: turns the config into a list of backends and forwards each call to the
+ * backend's ops table. The only place that knows which backends exist.
+ */
+#include "dest.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern const struct dest_ops dest_local_ops;
+
+struct dest {
+    const struct dest_ops *ops;
+    void *priv;
+    char id[DEST_REMOTE_MAX];
+    char label[DEST_REMOTE_MAX];
+};
+
+struct dest_conn {
+    struct dest *dest;
+    void *priv;
+};
+
+struct dest_file {
+    struct dest *dest;
+    void *priv;
+};
+
+static int dest_new(const struct dest_ops *ops, const struct config *cfg, struct dest **ret,
+                    struct error *err)
+{
+    struct dest *d = calloc(1, sizeof(*d));
+    if (!d)
+        return error_set(err, -ENOMEM, "out of memory");
+    d->ops = ops;
+    int r = ops->init(cfg, &d->priv, d->id, sizeof(d->id), d->label, sizeof(d->label), err);
+    if (r < 0) {
+        free(d);
+        return r;
+    }
+    *ret = d;
+    return 0;
+}
+
+int dest_create_all(const struct config *cfg, struct dest ***ret, size_t *ret_n,
+                    struct error *err)
+{
+    struct dest **list = calloc(DEST_MAX, sizeof(*list));
+    size_t n = 0;
+    int r = 0;
+    if (!list)
+        return error_set(err, -ENOMEM, "out of memory");
+
+    if (cfg->unraid.enabled) {
+        if (cfg->unraid.protocol == CONFIG_PROTOCOL_SMB) {
+            r = error_set(err, -ENOTSUP,
+                          "unraid.protocol smb: the SMB destination is not in this build yet; "
+                          "use protocol nfs or local with a mounted share");
+            goto fail;
+        }
+        r = dest_new(&dest_local_ops, cfg, &list[n], err);
+        if (r < 0)
+            goto fail;
+        n++;
+    }
+    if (cfg->immich.enabled) {
+        r = error_set(err, -ENOTSUP, "immich: the Immich destination is not in this build yet");
+        goto fail;
+    }
+    if (n == 0) {
+        r = error_set(err, -ENODEV, "no destination is enabled (enable unraid or immich)");
+        goto fail;
+    }
+    *ret = list;
+    *ret_n = n;
+    return 0;
+fail:
+    dest_free_all(list, n);
+    return r;
+}
+
+void dest_free_all(struct dest **dests, size_t n)
+{
+    if (!dests)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        if (!dests[i])
+            continue;
+        dests[i]->ops->done(dests[i]->priv);
+        free(dests[i]);
+    }
+    free(dests);
+}
+
+const char *dest_id(const struct dest *d)
+{
+    return d->id;
+}
+
+const char *dest_label(const struct dest *d)
+{
+    return d->label;
+}
+
+const char *dest_kind(const struct dest *d)
+{
+    return d->ops->kind;
+}
+
+int dest_prepare(struct dest *d, struct error *err)
+{
+    return d->ops->prepare(d->priv, err);
+}
+
+int dest_probe(struct dest *d, char *detail, size_t detail_size, struct error *err)
+{
+    return d->ops->probe(d->priv, detail, detail_size, err);
+}
+
+int dest_conn_new(struct dest *d, struct dest_conn **ret, struct error *err)
+{
+    struct dest_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return error_set(err, -ENOMEM, "out of memory");
+    c->dest = d;
+    int r = d->ops->conn_new(d->priv, &c->priv, err);
+    if (r < 0) {
+        free(c);
+        return r;
+    }
+    *ret = c;
+    return 0;
+}
+
+void dest_conn_free(struct dest_conn *c)
+{
+    if (!c)
+        return;
+    c->dest->ops->conn_free(c->priv);
+    free(c);
+}
+
+int dest_open(struct dest_conn *c, const struct dest_item *item, struct dest_file **ret,
+              struct error *err)
+{
+    struct dest_file *f = calloc(1, sizeof(*f));
+    if (!f)
+        return error_set(err, -ENOMEM, "out of memory");
+    f->dest = c->dest;
+    int r = c->dest->ops->open(c->priv, item, &f->priv, err);
+    if (r < 0) {
+        free(f);
+        return r;
+    }
+    *ret = f;
+    return 0;
+}
+
+int dest_write(struct dest_file *f, const void *buf, size_t len, struct error *err)
+{
+    return f->dest->ops->write(f->priv, buf, len, err);
+}
+
+int dest_finish(struct dest_file *f, const struct hasher_digest *digest, bool verify,
+                struct dest_result *ret, struct error *err)
+{
+    int r = f->dest->ops->finish(f->priv, digest, verify, ret, err);
+    free(f);
+    return r;
+}
+
+void dest_abort(struct dest_file *f)
+{
+    if (!f)
+        return;
+    f->dest->ops->abort(f->priv);
+    free(f);
+}

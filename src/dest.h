@@ -1,0 +1,103 @@
+/*
+ * Destinations: the small interface every backend implements (dest_local.c now; SMB, Immich and
+ * others later, each one file with one `const struct dest_ops` table). Nothing outside dest.c
+ * asks which kind of destination it has.
+ *
+ * Life cycle: dest_create_all() from the config; per session dest_prepare(); per worker thread
+ * dest_conn_new() (backends keep connection state there: an SMB context, a CURL handle); per file
+ * dest_open() -> dest_write()* -> dest_finish() (commit + verify) or dest_abort().
+ *
+ * Promises every backend keeps (docs/design.md): a partial file never has its final name; an
+ * existing file with different content is never overwritten (a unique new name is chosen); a copy
+ * is reported done only after it was verified when verification is on.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "error.h"
+#include "hasher.h"
+
+#define DEST_MAX 8
+#define DEST_REMOTE_MAX 1024
+
+/* What a destination is told about one file. */
+struct dest_item {
+    const char *rel_path;  /* path on the card */
+    const char *name;      /* base name on the card */
+    uint64_t size;
+    int64_t mtime_ns;
+    int64_t capture_time;  /* floating local time (media.h) */
+    const char *date_path; /* "YYYY/MM/DD" from capture_time */
+    const char *kind;      /* "photo", "raw", "video", "unknown" */
+};
+
+struct dest_result {
+    char remote[DEST_REMOTE_MAX]; /* where the copy is: a path, a URL, an asset id */
+    bool existed; /* the same content was already there under that name; nothing was added */
+};
+
+struct dest;
+struct dest_conn;
+struct dest_file;
+
+/* The table a backend fills. Private state hangs off the void pointers. */
+struct dest_ops {
+    const char *kind; /* "local" */
+    /* Reads its settings from cfg; sets *ret_priv, and the stable id and human label. */
+    int (*init)(const struct config *cfg, void **ret_priv, char *id, size_t id_size, char *label,
+                size_t label_size, struct error *err);
+    void (*done)(void *priv);
+    /* Once per session before any file: checks the target, cleans temporaries left by dead runs. */
+    int (*prepare)(void *priv, struct error *err);
+    /* For test-connection: reach, authenticate, create and delete a probe file. */
+    int (*probe)(void *priv, char *detail, size_t detail_size, struct error *err);
+    int (*conn_new)(void *priv, void **ret_conn, struct error *err);
+    void (*conn_free)(void *conn);
+    int (*open)(void *conn, const struct dest_item *item, void **ret_file, struct error *err);
+    int (*write)(void *file, const void *buf, size_t len, struct error *err);
+    /* Commits the temporary into place and verifies it against digest (when verify). Consumes
+     * file, whatever the result. */
+    int (*finish)(void *file, const struct hasher_digest *digest, bool verify,
+                  struct dest_result *ret, struct error *err);
+    /* Removes the temporary. Consumes file. */
+    void (*abort)(void *file);
+};
+
+/*
+ * Creates every destination the config enables, in a stable order. Errors: -ENOTSUP for a
+ * destination this build does not have, -EINVAL, -ENOMEM. *ret is a malloc'd array of *ret_n
+ * destinations, the caller's (dest_free_all). With none enabled: -ENODEV ("no destination is
+ * enabled").
+ */
+int dest_create_all(const struct config *cfg, struct dest ***ret, size_t *ret_n,
+                    struct error *err);
+
+/* Frees n destinations and the array; NULL-safe. */
+void dest_free_all(struct dest **dests, size_t n);
+
+/* Stable id for the database ("local:/srv/photos"); changes only when the target does. */
+const char *dest_id(const struct dest *d);
+/* Short human label ("local /srv/photos"). */
+const char *dest_label(const struct dest *d);
+/* Backend kind ("local"). */
+const char *dest_kind(const struct dest *d);
+
+int dest_prepare(struct dest *d, struct error *err);
+int dest_probe(struct dest *d, char *detail, size_t detail_size, struct error *err);
+
+/* Per worker thread; a connection belongs to the thread that uses it. */
+int dest_conn_new(struct dest *d, struct dest_conn **ret, struct error *err);
+void dest_conn_free(struct dest_conn *c);
+
+int dest_open(struct dest_conn *c, const struct dest_item *item, struct dest_file **ret,
+              struct error *err);
+int dest_write(struct dest_file *f, const void *buf, size_t len, struct error *err);
+/* Consumes f. */
+int dest_finish(struct dest_file *f, const struct hasher_digest *digest, bool verify,
+                struct dest_result *ret, struct error *err);
+/* Consumes f; NULL-safe. */
+void dest_abort(struct dest_file *f);

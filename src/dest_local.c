@@ -1,0 +1,556 @@
+/*
+ * Local or NFS-mounted folder destination (`unraid.protocol: local | nfs`).
+ *
+ * A copy is written to <root>/.snapsync-tmp/<pid>.<seq>.<host>.part, fsync'd, read back from disk
+ * (the page cache dropped first) and compared by MD5, then moved to <root>/YYYY/MM/DD/<name> with a
+ * rename that refuses to replace (renameat2 RENAME_NOREPLACE, falling back to link+unlink, then to
+ * check-then-rename on filesystems that have neither). When the name is taken, the file there is
+ * compared: same content means done, different content means the next free name "<stem>_N.<ext>".
+ * Temporaries of processes that died (kill -9, power loss) are removed by the next prepare.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libmount.h>
+
+#include "dest.h"
+
+#define TMP_DIR ".snapsync-tmp"
+#define VERIFY_BUF (1024 * 1024)
+#define NAME_MAX_BYTES 255
+#define STALE_FOREIGN_TMP_S (24 * 3600)
+
+struct local {
+    char root[PATH_MAX];        /* absolute: mount_point[/path] */
+    char mount_point[PATH_MAX]; /* absolute */
+    bool nfs;
+    bool organize_by_date;
+    char host[64];
+};
+
+struct local_conn {
+    struct local *local;
+    uint8_t *buf; /* verify buffer, one per worker */
+};
+
+struct local_file {
+    struct local_conn *conn;
+    int fd;
+    int tmp_dir_fd;
+    char tmp_name[128];
+    char name[NAME_MAX_BYTES + 1];
+    char date_path[16];
+    uint64_t written;
+};
+
+static atomic_uint tmp_seq;
+
+/* Joins a relative path onto the working directory and drops trailing slashes. */
+static int absolute_path(const char *in, char *out, size_t size)
+{
+    char cwd[PATH_MAX];
+    int n;
+    if (in[0] == '/') {
+        n = snprintf(out, size, "%s", in);
+    } else {
+        if (!getcwd(cwd, sizeof(cwd)))
+            return -errno;
+        const char *rel = in;
+        while (rel[0] == '.' && rel[1] == '/')
+            rel += 2;
+        n = strcmp(rel, ".") == 0 ? snprintf(out, size, "%s", cwd)
+                                  : snprintf(out, size, "%s/%s", cwd, rel);
+    }
+    if (n < 0 || (size_t)n >= size)
+        return -ENAMETOOLONG;
+    for (size_t len = strlen(out); len > 1 && out[len - 1] == '/'; len--)
+        out[len - 1] = '\0';
+    return 0;
+}
+
+static int local_init(const struct config *cfg, void **ret_priv, char *id, size_t id_size,
+                      char *label, size_t label_size, struct error *err)
+{
+    struct local *l = calloc(1, sizeof(*l));
+    if (!l)
+        return error_set(err, -ENOMEM, "out of memory");
+    int r = absolute_path(cfg->unraid.mount_point, l->mount_point, sizeof(l->mount_point));
+    if (r < 0) {
+        free(l);
+        return error_set_errno(err, r, "unraid.mount_point '%s'", cfg->unraid.mount_point);
+    }
+    const char *sub = cfg->unraid.path ? cfg->unraid.path : "";
+    while (*sub == '/')
+        sub++;
+    int n = sub[0] ? snprintf(l->root, sizeof(l->root), "%s/%s", l->mount_point, sub)
+                   : snprintf(l->root, sizeof(l->root), "%s", l->mount_point);
+    if (n < 0 || (size_t)n >= sizeof(l->root) - 64) {
+        free(l);
+        return error_set(err, -ENAMETOOLONG, "unraid.path: destination path too long");
+    }
+    for (size_t len = strlen(l->root); len > 1 && l->root[len - 1] == '/'; len--)
+        l->root[len - 1] = '\0';
+    l->nfs = cfg->unraid.protocol == CONFIG_PROTOCOL_NFS;
+    l->organize_by_date = cfg->unraid.organize_by_date;
+    if (gethostname(l->host, sizeof(l->host)) < 0 || !l->host[0])
+        snprintf(l->host, sizeof(l->host), "localhost");
+    l->host[sizeof(l->host) - 1] = '\0';
+    for (char *p = l->host; *p; p++) /* keep the temp name parseable */
+        if (*p == '/' || *p == '.')
+            *p = '_';
+    snprintf(id, id_size, "local:%s", l->root);
+    snprintf(label, label_size, "%s %s", l->nfs ? "nfs" : "local", l->root);
+    *ret_priv = l;
+    return 0;
+}
+
+static void local_done(void *priv)
+{
+    free(priv);
+}
+
+static bool is_mount_point(const char *path)
+{
+    bool found = false;
+    struct libmnt_table *tb = mnt_new_table();
+    if (tb && mnt_table_parse_mtab(tb, NULL) == 0) {
+        struct libmnt_fs *fs = mnt_table_find_target(tb, path, MNT_ITER_BACKWARD);
+        found = fs && mnt_fs_get_target(fs) && strcmp(mnt_fs_get_target(fs), path) == 0;
+    }
+    mnt_unref_table(tb);
+    return found;
+}
+
+/* mkdir -p below (and including) path; existing folders are fine. */
+static int mkdir_p(const char *path, mode_t mode)
+{
+    char buf[PATH_MAX];
+    int n = snprintf(buf, sizeof(buf), "%s", path);
+    if (n < 0 || (size_t)n >= sizeof(buf))
+        return -ENAMETOOLONG;
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, mode) < 0 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    if (mkdir(buf, mode) < 0 && errno != EEXIST)
+        return -errno;
+    struct stat st;
+    if (stat(buf, &st) < 0)
+        return -errno;
+    return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+/* Removes temporaries whose writer is gone: ours by pid, other hosts' after a day. */
+static void clean_stale(const struct local *l, int tmp_fd)
+{
+    DIR *d = fdopendir(dup(tmp_fd));
+    if (!d)
+        return;
+    struct dirent *de;
+    time_t now = time(NULL);
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char *end = NULL;
+        errno = 0;
+        long pid = strtol(de->d_name, &end, 10);
+        const char *host = end && *end == '.' ? strchr(end + 1, '.') : NULL;
+        bool stale = false;
+        if (!host || errno || pid <= 0) {
+            stale = true; /* not ours to understand; only reached for names we never write */
+        } else {
+            host++;
+            size_t hl = strlen(l->host);
+            bool same_host = strncmp(host, l->host, hl) == 0 && strcmp(host + hl, ".part") == 0;
+            if (same_host) {
+                stale = (pid_t)pid != getpid() && kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+            } else {
+                struct stat st;
+                stale = fstatat(tmp_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                        now - st.st_mtime > STALE_FOREIGN_TMP_S;
+            }
+        }
+        if (stale)
+            unlinkat(tmp_fd, de->d_name, 0);
+    }
+    closedir(d);
+}
+
+static int local_prepare(void *priv, struct error *err)
+{
+    struct local *l = priv;
+    if (l->nfs) {
+        struct stat st;
+        if (stat(l->mount_point, &st) < 0 || !S_ISDIR(st.st_mode) || !is_mount_point(l->mount_point))
+            return error_set(err, -ENXIO,
+                             "unraid.mount_point '%s' is not a mount point: refusing to write "
+                             "to the local disk (is the NFS share mounted?)",
+                             l->mount_point);
+    }
+    int r = mkdir_p(l->root, 0755);
+    if (r < 0)
+        return error_set_errno(err, r, "cannot create destination folder '%s'", l->root);
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof(tmp), "%s/" TMP_DIR, l->root);
+    if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+        return error_set_errno(err, -errno, "cannot create '%s'", tmp);
+    int fd = open(tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return error_set_errno(err, -errno, "cannot open '%s'", tmp);
+    if (faccessat(fd, ".", W_OK, AT_EACCESS) < 0) {
+        r = error_set_errno(err, -errno, "destination '%s' is not writable", l->root);
+        close(fd);
+        return r;
+    }
+    clean_stale(l, fd);
+    close(fd);
+    return 0;
+}
+
+static int local_probe(void *priv, char *detail, size_t detail_size, struct error *err)
+{
+    struct local *l = priv;
+    int r = local_prepare(priv, err);
+    if (r < 0)
+        return r;
+    char probe[PATH_MAX];
+    snprintf(probe, sizeof(probe), "%s/" TMP_DIR "/%ld.probe.%s.part", l->root, (long)getpid(),
+             l->host);
+    int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return error_set_errno(err, -errno, "cannot create a file in '%s'", l->root);
+    bool ok = write(fd, "snapsync", 8) == 8 && fsync(fd) == 0;
+    r = ok ? 0 : error_set_errno(err, -errno, "cannot write to '%s'", l->root);
+    close(fd);
+    unlink(probe);
+    if (r < 0)
+        return r;
+    struct statvfs sv;
+    if (statvfs(l->root, &sv) == 0)
+        snprintf(detail, detail_size, "%s writable, %.1f GiB free", l->root,
+                 (double)sv.f_bavail * (double)sv.f_frsize / (1024.0 * 1024 * 1024));
+    else
+        snprintf(detail, detail_size, "%s writable", l->root);
+    return 0;
+}
+
+static int local_conn_new(void *priv, void **ret_conn, struct error *err)
+{
+    struct local_conn *c = calloc(1, sizeof(*c));
+    if (c)
+        c->buf = malloc(VERIFY_BUF);
+    if (!c || !c->buf) {
+        free(c);
+        return error_set(err, -ENOMEM, "out of memory");
+    }
+    c->local = priv;
+    *ret_conn = c;
+    return 0;
+}
+
+static void local_conn_free(void *conn)
+{
+    struct local_conn *c = conn;
+    if (!c)
+        return;
+    free(c->buf);
+    free(c);
+}
+
+static int local_open(void *conn, const struct dest_item *item, void **ret_file,
+                      struct error *err)
+{
+    struct local_conn *c = conn;
+    struct local *l = c->local;
+    size_t name_len = strlen(item->name);
+    if (name_len == 0 || name_len > NAME_MAX_BYTES || strchr(item->name, '/') ||
+        strcmp(item->name, ".") == 0 || strcmp(item->name, "..") == 0)
+        return error_set(err, -EINVAL, "unusable file name");
+
+    struct local_file *f = calloc(1, sizeof(*f));
+    if (!f)
+        return error_set(err, -ENOMEM, "out of memory");
+    f->fd = -1;
+    f->conn = c;
+    memcpy(f->name, item->name, name_len + 1);
+    snprintf(f->date_path, sizeof(f->date_path), "%s", l->organize_by_date ? item->date_path : "");
+
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof(tmp), "%s/" TMP_DIR, l->root);
+    f->tmp_dir_fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (f->tmp_dir_fd < 0) {
+        int r = error_set_errno(err, -errno, "cannot open '%s'", tmp);
+        free(f);
+        return r;
+    }
+    snprintf(f->tmp_name, sizeof(f->tmp_name), "%ld.%u.%s.part", (long)getpid(),
+             atomic_fetch_add(&tmp_seq, 1), l->host);
+    f->fd = openat(f->tmp_dir_fd, f->tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (f->fd < 0) {
+        int r = error_set_errno(err, -errno, "cannot create a temporary file in '%s'", tmp);
+        close(f->tmp_dir_fd);
+        free(f);
+        return r;
+    }
+    /* Tell the filesystem the final size so it can allocate contiguously; failure is fine. */
+    if (item->size > 0)
+        (void)posix_fallocate(f->fd, 0, (off_t)item->size);
+    *ret_file = f;
+    return 0;
+}
+
+static int local_write(void *file, const void *buf, size_t len, struct error *err)
+{
+    struct local_file *f = file;
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = pwrite(f->fd, p, len, (off_t)f->written);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == ENOSPC || errno == EDQUOT)
+                return error_set(err, -ENOSPC, "destination disk '%s' is full",
+                                 f->conn->local->root);
+            return error_set_errno(err, -errno, "write to '%s' failed", f->conn->local->root);
+        }
+        p += n;
+        len -= (size_t)n;
+        f->written += (uint64_t)n;
+    }
+    return 0;
+}
+
+static void local_file_free(struct local_file *f, bool unlink_tmp)
+{
+    if (f->fd >= 0)
+        close(f->fd);
+    if (unlink_tmp && f->tmp_dir_fd >= 0)
+        unlinkat(f->tmp_dir_fd, f->tmp_name, 0);
+    if (f->tmp_dir_fd >= 0)
+        close(f->tmp_dir_fd);
+    free(f);
+}
+
+static void local_abort(void *file)
+{
+    if (file)
+        local_file_free(file, true);
+}
+
+/* Candidate name k: k == 0 is the name itself, else "<stem>_<k>.<ext>", the stem shortened so
+ * the result fits in NAME_MAX_BYTES. */
+static void candidate_name(const char *name, unsigned k, char *out, size_t size)
+{
+    if (k == 0) {
+        snprintf(out, size, "%s", name);
+        return;
+    }
+    const char *dot = strrchr(name, '.');
+    if (!dot || dot == name)
+        dot = name + strlen(name);
+    char suffix[32];
+    int sl = snprintf(suffix, sizeof(suffix), "_%u", k);
+    size_t ext_len = strlen(dot);
+    size_t stem_len = (size_t)(dot - name);
+    size_t room = NAME_MAX_BYTES - (size_t)sl - ext_len;
+    if (stem_len > room) {
+        stem_len = room;
+        /* do not cut a UTF-8 sequence in half */
+        while (stem_len > 0 && ((unsigned char)name[stem_len] & 0xC0) == 0x80)
+            stem_len--;
+    }
+    snprintf(out, size, "%.*s%s%s", (int)stem_len, name, suffix, dot);
+}
+
+/* Is the file `name` in dir_fd the same content as the copy (size and MD5)? */
+static int same_content(struct local_file *f, int dir_fd, const char *name,
+                        const struct hasher_digest *digest, bool *ret_same, struct error *err)
+{
+    int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) { /* vanished meanwhile: try the name again */
+            *ret_same = false;
+            return -EAGAIN;
+        }
+        return error_set_errno(err, -errno, "cannot read existing '%s'", name);
+    }
+    struct stat st;
+    int r = 0;
+    if (fstat(fd, &st) < 0) {
+        r = error_set_errno(err, -errno, "cannot stat existing '%s'", name);
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != f->written) {
+        *ret_same = false;
+        goto out;
+    }
+    char hex[33];
+    r = hasher_md5_fd(fd, f->conn->buf, VERIFY_BUF, hex, err);
+    if (r < 0) {
+        error_prefix(err, "cannot read existing '%s'", name);
+        goto out;
+    }
+    *ret_same = strcmp(hex, digest->md5_hex) == 0;
+out:
+    close(fd);
+    return r;
+}
+
+/* Moves the temporary to `name` in dir_fd without ever replacing an existing file.
+ * Returns 0, -EEXIST when the name is taken, or another negative errno. */
+static int place_noreplace(struct local_file *f, int dir_fd, const char *name)
+{
+    if (renameat2(f->tmp_dir_fd, f->tmp_name, dir_fd, name, RENAME_NOREPLACE) == 0)
+        return 0;
+    if (errno == EEXIST)
+        return -EEXIST;
+    if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP)
+        return -errno;
+    /* NFS and some others lack RENAME_NOREPLACE: a hard link fails on an existing name. */
+    if (linkat(f->tmp_dir_fd, f->tmp_name, dir_fd, name, 0) == 0) {
+        unlinkat(f->tmp_dir_fd, f->tmp_name, 0);
+        return 0;
+    }
+    if (errno == EEXIST)
+        return -EEXIST;
+    if (errno != EPERM && errno != ENOTSUP && errno != EOPNOTSUPP && errno != EMLINK)
+        return -errno;
+    /* vfat/exfat: no hard links either. We own this folder's new names, so check then rename. */
+    struct stat st;
+    if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+        return -EEXIST;
+    if (renameat(f->tmp_dir_fd, f->tmp_name, dir_fd, name) < 0)
+        return -errno;
+    return 0;
+}
+
+static int local_finish(void *file, const struct hasher_digest *digest, bool verify,
+                        struct dest_result *ret, struct error *err)
+{
+    struct local_file *f = file;
+    struct local *l = f->conn->local;
+    int r = 0, dir_fd = -1;
+    char dir[PATH_MAX];
+
+    /* posix_fallocate may have reserved more than was written (a file that shrank). */
+    if (ftruncate(f->fd, (off_t)f->written) < 0 || fsync(f->fd) < 0) {
+        r = errno == ENOSPC ? error_set(err, -ENOSPC, "destination disk '%s' is full", l->root)
+                            : error_set_errno(err, -errno, "cannot flush the copy to disk");
+        goto out;
+    }
+    if (verify) {
+        /* Drop the cached pages so the read below comes from the disk, not from memory. */
+        (void)posix_fadvise(f->fd, 0, 0, POSIX_FADV_DONTNEED);
+        int rfd = openat(f->tmp_dir_fd, f->tmp_name, O_RDONLY | O_CLOEXEC);
+        if (rfd < 0) {
+            r = error_set_errno(err, -errno, "cannot reopen the copy to verify it");
+            goto out;
+        }
+        char hex[33];
+        r = hasher_md5_fd(rfd, f->conn->buf, VERIFY_BUF, hex, err);
+        close(rfd);
+        if (r < 0) {
+            error_prefix(err, "cannot read the copy back to verify it");
+            goto out;
+        }
+        if (strcmp(hex, digest->md5_hex) != 0) {
+            r = error_set(err, -EIO, "verification failed: the copy differs from the card "
+                                     "(MD5 %s, expected %s)",
+                          hex, digest->md5_hex);
+            goto out;
+        }
+    }
+
+    int n = f->date_path[0] ? snprintf(dir, sizeof(dir), "%s/%s", l->root, f->date_path)
+                            : snprintf(dir, sizeof(dir), "%s", l->root);
+    if (n < 0 || (size_t)n >= sizeof(dir)) {
+        r = error_set(err, -ENAMETOOLONG, "destination path too long");
+        goto out;
+    }
+    r = mkdir_p(dir, 0755);
+    if (r < 0) {
+        error_set_errno(err, r, "cannot create folder '%s'", dir);
+        goto out;
+    }
+    dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir_fd < 0) {
+        r = error_set_errno(err, -errno, "cannot open folder '%s'", dir);
+        goto out;
+    }
+
+    char name[NAME_MAX_BYTES + 1];
+    for (unsigned k = 0;; k++) {
+        if (k > 9999) {
+            r = error_set(err, -EEXIST, "no free name for '%s' in '%s'", f->name, dir);
+            goto out;
+        }
+        candidate_name(f->name, k, name, sizeof(name));
+        r = place_noreplace(f, dir_fd, name);
+        if (r == 0)
+            break;
+        if (r != -EEXIST) {
+            error_set_errno(err, r, "cannot move the copy into '%s'", dir);
+            goto out;
+        }
+        bool same = false;
+        r = same_content(f, dir_fd, name, digest, &same, err);
+        if (r == -EAGAIN) {
+            k--; /* the name was freed meanwhile: try it again */
+            continue;
+        }
+        if (r < 0)
+            goto out;
+        if (same) {
+            unlinkat(f->tmp_dir_fd, f->tmp_name, 0);
+            snprintf(ret->remote, sizeof(ret->remote), "%s/%s", dir, name);
+            ret->existed = true;
+            r = 0;
+            goto out_placed;
+        }
+    }
+    if (fsync(dir_fd) < 0) {
+        r = error_set_errno(err, -errno, "cannot flush folder '%s'", dir);
+        goto out;
+    }
+    snprintf(ret->remote, sizeof(ret->remote), "%s/%s", dir, name);
+    ret->existed = false;
+out_placed:
+    if (dir_fd >= 0)
+        close(dir_fd);
+    local_file_free(f, false);
+    return 0;
+out:
+    if (dir_fd >= 0)
+        close(dir_fd);
+    local_file_free(f, true);
+    return r;
+}
+
+const struct dest_ops dest_local_ops = {
+    .kind = "local",
+    .init = local_init,
+    .done = local_done,
+    .prepare = local_prepare,
+    .probe = local_probe,
+    .conn_new = local_conn_new,
+    .conn_free = local_conn_free,
+    .open = local_open,
+    .write = local_write,
+    .finish = local_finish,
+    .abort = local_abort,
+};

@@ -1,0 +1,885 @@
+/*
+ * Backup engine.
+ *
+ * engine_backup() runs in the caller's thread: it identifies the card, prepares the destinations,
+ * opens the session, scans, takes the fast path for files already done, then starts the workers
+ * and reports progress until they finish.
+ *
+ * Each worker owns a database connection, a hasher, and per destination a "lane": a thread with
+ * its own destination connection. The worker reads a file in ENGINE_CHUNK pieces into a ring of
+ * ENGINE_CHUNKS buffers; every buffer is handed to all lanes and reused when the last lane has
+ * written it, so a slow destination slows the reader (back-pressure) but memory never grows.
+ * When the read ends the worker knows the hashes: a file whose content is already backed up is a
+ * duplicate (lanes abort, temporaries go); otherwise lanes finish (commit + verify).
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "card.h"
+#include "dest.h"
+#include "hasher.h"
+#include "log.h"
+#include "media.h"
+#include "scanner.h"
+
+enum lane_end { END_NONE, END_FINISH, END_ABORT };
+
+struct worker;
+
+struct lane {
+    struct worker *w;
+    struct dest *dest;
+    struct dest_conn *conn;
+    pthread_t thread;
+    bool started;
+    /* guarded by w->lock */
+    bool active;   /* takes part in the current file */
+    bool failed;   /* open or a write failed: drains chunks without writing */
+    bool finished; /* result below is valid */
+    uint64_t next; /* next chunk to write */
+    int result;
+    struct error err;
+    struct dest_result res;
+};
+
+struct engine;
+
+struct worker {
+    struct engine *e;
+    pthread_t thread;
+    struct db *db;
+    struct hasher *hasher;
+    int src_dir_fd;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    uint8_t *buf[ENGINE_CHUNKS];
+    size_t len[ENGINE_CHUNKS];
+    int refs[ENGINE_CHUNKS];
+    uint64_t posted;
+    uint64_t job;
+    enum lane_end end;
+    bool quit;
+    bool verify;
+    struct hasher_digest digest;
+    struct dest_item item;
+    struct lane lanes[DEST_MAX];
+};
+
+struct engine {
+    const struct config *cfg;
+    const struct engine_options *opt;
+    struct card_identity card;
+    int64_t card_id;
+    int64_t session_id;
+    struct dest **dests;
+    size_t n_dests;
+    const char *dest_ids[DEST_MAX];
+    bool dest_ok[DEST_MAX];
+    char dest_error[DEST_MAX][ERROR_MSG_MAX];
+    struct scan_list *scan;
+    size_t *todo; /* indexes into scan->entries still to back up */
+    size_t n_todo;
+
+    pthread_mutex_t lock; /* guards everything below */
+    pthread_cond_t cond;
+    size_t next_todo;
+    size_t workers_running;
+    struct db_totals totals;
+    uint64_t bytes_read;
+    uint64_t bytes_skipped;
+    char current[256];
+    char first_error[ERROR_MSG_MAX];
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static bool cancelled(const struct engine *e)
+{
+    return e->opt->cancel && *e->opt->cancel;
+}
+
+/* Keeps the first failure of the session for its record; rel may be NULL. */
+static void note_error(struct engine *e, const char *rel, const char *msg)
+{
+    pthread_mutex_lock(&e->lock);
+    if (!e->first_error[0] && rel)
+        snprintf(e->first_error, sizeof(e->first_error), "'%s': %s", rel, msg);
+    else if (!e->first_error[0])
+        snprintf(e->first_error, sizeof(e->first_error), "%s", msg);
+    pthread_mutex_unlock(&e->lock);
+}
+
+/* ---- lanes ---- */
+
+static void *lane_main(void *arg)
+{
+    struct lane *l = arg;
+    struct worker *w = l->w;
+    uint64_t seen = 0;
+
+    pthread_mutex_lock(&w->lock);
+    for (;;) {
+        while (!w->quit && w->job == seen)
+            pthread_cond_wait(&w->cond, &w->lock);
+        if (w->quit)
+            break;
+        seen = w->job;
+        if (!l->active)
+            continue;
+        struct dest_item item = w->item;
+        pthread_mutex_unlock(&w->lock);
+
+        struct dest_file *file = NULL;
+        struct error err = {0};
+        int r = dest_open(l->conn, &item, &file, &err);
+
+        pthread_mutex_lock(&w->lock);
+        if (r < 0) {
+            l->failed = true;
+            l->result = r;
+            l->err = err;
+        }
+        for (;;) {
+            while (l->next >= w->posted && w->end == END_NONE && !w->quit)
+                pthread_cond_wait(&w->cond, &w->lock);
+            if (l->next < w->posted) {
+                size_t idx = l->next % ENGINE_CHUNKS;
+                bool write = !l->failed;
+                pthread_mutex_unlock(&w->lock);
+                if (write)
+                    r = dest_write(file, w->buf[idx], w->len[idx], &err);
+                pthread_mutex_lock(&w->lock);
+                if (write && r < 0) {
+                    l->failed = true;
+                    l->result = r;
+                    l->err = err;
+                }
+                w->refs[idx]--;
+                l->next++;
+                pthread_cond_broadcast(&w->cond);
+                continue;
+            }
+            break;
+        }
+        enum lane_end end = w->quit ? END_ABORT : w->end;
+        bool failed = l->failed;
+        struct hasher_digest digest = w->digest;
+        bool verify = w->verify;
+        pthread_mutex_unlock(&w->lock);
+
+        struct dest_result res = {0};
+        if (failed || end != END_FINISH) {
+            dest_abort(file);
+            r = failed ? l->result : -ECANCELED;
+        } else {
+            r = dest_finish(file, &digest, verify, &res, &err);
+        }
+
+        pthread_mutex_lock(&w->lock);
+        l->result = r;
+        if (r < 0 && !failed)
+            l->err = err;
+        l->res = res;
+        l->finished = true;
+        pthread_cond_broadcast(&w->cond);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+/* ---- one file ---- */
+
+static long fd_read_at(void *ctx, uint64_t offset, void *buf, size_t len)
+{
+    ssize_t n;
+    do
+        n = pread(*(int *)ctx, buf, len, (off_t)offset);
+    while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : (long)n;
+}
+
+/* Reads the file once, feeding the lanes in need[]. On return every active lane has finished
+ * and holds its result. Returns 0, or a negative errno for a failure of the card side (open,
+ * read), which fails all lanes of this attempt. *ret_dup is the id of the file with the same
+ * content already backed up (0 if none). */
+static int stream_file(struct worker *w, const struct scan_entry *se, int64_t file_id,
+                       const bool need[DEST_MAX], int64_t *ret_dup, struct error *err)
+{
+    struct engine *e = w->e;
+    int r = 0, fd = -1;
+    char date_path[16];
+    *ret_dup = 0;
+
+    fd = scanner_open_beneath(w->src_dir_fd, se->rel_path, O_RDONLY);
+    if (fd < 0)
+        return error_set_errno(err, fd, "cannot open it on the card");
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+
+    struct media_info mi;
+    struct media_reader rd = {.read_at = fd_read_at, .ctx = &fd, .size = se->size};
+    struct error merr;
+    int64_t capture;
+    const char *kind;
+    if (media_probe(&rd, se->ext, &mi, &merr) == 0 && mi.capture_time > 0) {
+        capture = mi.capture_time;
+        kind = media_kind_to_string(mi.kind);
+    } else {
+        capture = media_floating_time(se->mtime_ns / 1000000000);
+        kind = media_kind_to_string(media_kind_from_ext(se->ext));
+    }
+    media_date_path(capture, date_path, sizeof(date_path));
+
+    db_file_set_state(w->db, file_id, DB_FILE_BACKING_UP, NULL, NULL);
+
+    /* start the job on the lanes */
+    pthread_mutex_lock(&w->lock);
+    w->item = (struct dest_item){
+        .rel_path = se->rel_path,
+        .name = se->name,
+        .size = se->size,
+        .mtime_ns = se->mtime_ns,
+        .capture_time = capture,
+        .date_path = date_path,
+        .kind = kind,
+    };
+    int n_active = 0;
+    for (size_t i = 0; i < e->n_dests; i++) {
+        struct lane *l = &w->lanes[i];
+        l->active = need[i];
+        l->finished = !need[i];
+        l->failed = false;
+        l->next = 0;
+        l->result = 0;
+        n_active += need[i];
+    }
+    for (int i = 0; i < ENGINE_CHUNKS; i++)
+        w->refs[i] = 0;
+    w->posted = 0;
+    w->end = END_NONE;
+    w->verify = e->cfg->backup.verify_checksums;
+    w->job++;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+
+    enum lane_end end = END_ABORT;
+    hasher_reset(w->hasher, NULL);
+    for (;;) {
+        if (cancelled(e)) {
+            r = error_set(err, -ECANCELED, "interrupted");
+            break;
+        }
+        size_t idx = w->posted % ENGINE_CHUNKS;
+        pthread_mutex_lock(&w->lock);
+        while (w->refs[idx] > 0)
+            pthread_cond_wait(&w->cond, &w->lock);
+        int alive = 0;
+        for (size_t i = 0; i < e->n_dests; i++)
+            alive += w->lanes[i].active && !w->lanes[i].failed;
+        pthread_mutex_unlock(&w->lock);
+        if (alive == 0) /* every destination failed this file: stop reading */
+            break;
+
+        ssize_t n = read(fd, w->buf[idx], ENGINE_CHUNK);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            r = error_set_errno(err, -errno, "cannot read it from the card");
+            break;
+        }
+        if (n == 0) {
+            r = hasher_final(w->hasher, &w->digest, err);
+            if (r < 0)
+                break;
+            end = END_FINISH;
+            break;
+        }
+        r = hasher_update(w->hasher, w->buf[idx], (size_t)n, err);
+        if (r < 0)
+            break;
+        pthread_mutex_lock(&w->lock);
+        w->len[idx] = (size_t)n;
+        w->refs[idx] = n_active;
+        w->posted++;
+        pthread_cond_broadcast(&w->cond);
+        pthread_mutex_unlock(&w->lock);
+        pthread_mutex_lock(&e->lock);
+        e->bytes_read += (uint64_t)n;
+        pthread_mutex_unlock(&e->lock);
+    }
+    close(fd);
+
+    if (end == END_FINISH) {
+        db_file_set_meta(w->db, file_id, w->digest.md5_hex, w->digest.sha1_hex, capture, kind,
+                         NULL);
+        int64_t dup = 0;
+        if (db_hash_backed_up(w->db, w->digest.md5_hex, w->digest.sha1_hex, file_id, e->dest_ids,
+                              e->n_dests, &dup, NULL) == 0 &&
+            dup > 0) {
+            *ret_dup = dup;
+            end = END_ABORT;
+        } else {
+            db_file_set_state(w->db, file_id, DB_FILE_VERIFYING, NULL, NULL);
+        }
+    }
+
+    pthread_mutex_lock(&w->lock);
+    w->end = end;
+    pthread_cond_broadcast(&w->cond);
+    for (;;) {
+        bool all = true;
+        for (size_t i = 0; i < e->n_dests; i++)
+            all = all && w->lanes[i].finished;
+        if (all)
+            break;
+        pthread_cond_wait(&w->cond, &w->lock);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return r;
+}
+
+static bool retryable(int r)
+{
+    return r != -ENOSPC && r != -ECANCELED && r != -EINVAL && r != -ENAMETOOLONG &&
+           r != -EROFS && r != -EACCES;
+}
+
+/* Waits before a retry; false when cancelled meanwhile. Sleeping here is a delay, not a way
+ * to wait for an event: the wait ends early on cancel. */
+static bool retry_wait(struct engine *e, int attempt)
+{
+    double delay = e->cfg->backup.retry_delay * pow(2.0, attempt);
+    if (delay > 300)
+        delay = 300;
+    double until = now_s() + delay;
+    while (now_s() < until) {
+        if (cancelled(e))
+            return false;
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return !cancelled(e);
+}
+
+static void count_outcome(struct engine *e, enum db_outcome o, uint64_t size)
+{
+    pthread_mutex_lock(&e->lock);
+    switch (o) {
+    case DB_OUTCOME_COPIED:
+        e->totals.files_copied++;
+        e->totals.bytes_copied += (int64_t)size;
+        break;
+    case DB_OUTCOME_SKIPPED:
+        e->totals.files_skipped++;
+        break;
+    case DB_OUTCOME_DUPLICATE:
+        e->totals.files_duplicate++;
+        break;
+    case DB_OUTCOME_FAILED:
+        e->totals.files_failed++;
+        break;
+    }
+    pthread_mutex_unlock(&e->lock);
+}
+
+static void backup_file(struct worker *w, const struct scan_entry *se)
+{
+    struct engine *e = w->e;
+    struct error err = {0};
+    struct db_file_key key = {e->card_id, se->rel_path, (int64_t)se->size, se->mtime_ns};
+    int64_t file_id = 0;
+    bool need[DEST_MAX] = {0};
+    char last_error[ERROR_MSG_MAX] = "";
+    enum db_outcome outcome = DB_OUTCOME_FAILED;
+    bool any_new = false;
+
+    pthread_mutex_lock(&e->lock);
+    snprintf(e->current, sizeof(e->current), "%s", se->rel_path);
+    pthread_mutex_unlock(&e->lock);
+
+    if (db_file_get_or_create(w->db, &key, &file_id, NULL, &err) < 0) {
+        snprintf(last_error, sizeof(last_error), "%s", err.msg);
+        goto record;
+    }
+    size_t n_need = 0;
+    for (size_t i = 0; i < e->n_dests; i++) {
+        struct db_copy c;
+        need[i] = !(db_copy_get(w->db, file_id, e->dest_ids[i], &c, NULL) == 0 &&
+                    c.state == DB_COPY_COMPLETED);
+        if (need[i] && !e->dest_ok[i]) { /* destination unusable this session */
+            db_copy_set(w->db, file_id, e->dest_ids[i], DB_COPY_FAILED, NULL, e->dest_error[i],
+                        NULL);
+            snprintf(last_error, sizeof(last_error), "%s", e->dest_error[i]);
+            need[i] = false;
+            n_need += 0;
+        }
+        n_need += need[i];
+    }
+
+    for (int attempt = 0; n_need > 0; attempt++) {
+        db_file_set_state(w->db, file_id, DB_FILE_SCANNING, NULL, NULL);
+        for (size_t i = 0; i < e->n_dests; i++)
+            if (need[i])
+                db_copy_set(w->db, file_id, e->dest_ids[i], DB_COPY_COPYING, NULL, NULL, NULL);
+        int64_t dup = 0;
+        error_clear(&err);
+        int r = stream_file(w, se, file_id, need, &dup, &err);
+        if (r == -ECANCELED) {
+            db_file_set_state(w->db, file_id, DB_FILE_NEW, "interrupted", NULL);
+            for (size_t i = 0; i < e->n_dests; i++)
+                if (need[i])
+                    db_copy_set(w->db, file_id, e->dest_ids[i], DB_COPY_PENDING, NULL, NULL, NULL);
+            return; /* not counted: the session ends as interrupted */
+        }
+        if (r == 0 && dup > 0) {
+            for (size_t i = 0; i < e->n_dests; i++) {
+                struct db_copy orig;
+                if (!need[i])
+                    continue;
+                const char *remote =
+                    db_copy_get(w->db, dup, e->dest_ids[i], &orig, NULL) == 0 ? orig.remote : NULL;
+                db_copy_set(w->db, file_id, e->dest_ids[i], DB_COPY_COMPLETED, remote, NULL, NULL);
+            }
+            db_file_set_duplicate(w->db, file_id, dup, NULL);
+            if (!any_new)
+                outcome = DB_OUTCOME_DUPLICATE;
+            else
+                outcome = DB_OUTCOME_COPIED;
+            log_info("'%s': same content already backed up, not copied again", se->rel_path);
+            last_error[0] = '\0';
+            goto record;
+        }
+        bool may_retry = r == 0 || retryable(r);
+        if (r < 0) {
+            snprintf(last_error, sizeof(last_error), "%s", err.msg);
+            for (size_t i = 0; i < e->n_dests; i++)
+                if (need[i])
+                    db_copy_set(w->db, file_id, e->dest_ids[i], DB_COPY_FAILED, NULL, err.msg, NULL);
+        } else {
+            for (size_t i = 0; i < e->n_dests; i++) {
+                struct lane *l = &w->lanes[i];
+                if (!need[i])
+                    continue;
+                if (l->result == 0) {
+                    db_copy_set(w->db, file_id, e->dest_ids[i], DB_COPY_COMPLETED, l->res.remote,
+                                NULL, NULL);
+                    if (!l->res.existed)
+                        any_new = true;
+                    need[i] = false;
+                    n_need--;
+                } else {
+                    snprintf(last_error, sizeof(last_error), "%s: %s", dest_label(e->dests[i]),
+                             l->err.msg);
+                    db_copy_set(w->db, file_id, e->dest_ids[i], DB_COPY_FAILED, NULL, l->err.msg,
+                                NULL);
+                    if (!retryable(l->result))
+                        may_retry = false;
+                }
+            }
+        }
+        if (n_need == 0) {
+            outcome = any_new ? DB_OUTCOME_COPIED : DB_OUTCOME_SKIPPED;
+            last_error[0] = '\0';
+            break;
+        }
+        if (!may_retry || attempt >= e->cfg->backup.max_retries)
+            break;
+        log_warning("'%s': %s, will retry (%d of %d)", se->rel_path, last_error, attempt + 1,
+                    e->cfg->backup.max_retries);
+        if (!retry_wait(e, attempt))
+            return;
+    }
+    if (n_need == 0 && outcome == DB_OUTCOME_FAILED && !last_error[0])
+        outcome = any_new ? DB_OUTCOME_COPIED : DB_OUTCOME_SKIPPED;
+
+record:
+    if (outcome == DB_OUTCOME_FAILED) {
+        if (!last_error[0])
+            snprintf(last_error, sizeof(last_error), "failed");
+        log_error("'%s': %s", se->rel_path, last_error);
+        note_error(e, se->rel_path, last_error);
+        if (file_id)
+            db_file_set_state(w->db, file_id, DB_FILE_FAILED, last_error, NULL);
+    } else if (outcome != DB_OUTCOME_DUPLICATE && file_id) {
+        db_file_set_state(w->db, file_id, DB_FILE_COMPLETED, NULL, NULL);
+    }
+    if (file_id)
+        db_session_file_set(w->db, e->session_id, file_id, outcome, NULL);
+    count_outcome(e, outcome, se->size);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct engine *e = w->e;
+    for (;;) {
+        if (cancelled(e))
+            break;
+        pthread_mutex_lock(&e->lock);
+        size_t k = e->next_todo < e->n_todo ? e->todo[e->next_todo++] : (size_t)-1;
+        pthread_mutex_unlock(&e->lock);
+        if (k == (size_t)-1)
+            break;
+        backup_file(w, &e->scan->entries[k]);
+    }
+    pthread_mutex_lock(&e->lock);
+    e->workers_running--;
+    pthread_cond_broadcast(&e->cond);
+    pthread_mutex_unlock(&e->lock);
+    return NULL;
+}
+
+static void worker_free(struct worker *w)
+{
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->lock);
+    w->quit = true;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    for (size_t i = 0; i < DEST_MAX; i++) {
+        if (w->lanes[i].started)
+            pthread_join(w->lanes[i].thread, NULL);
+        dest_conn_free(w->lanes[i].conn);
+    }
+    for (int i = 0; i < ENGINE_CHUNKS; i++)
+        free(w->buf[i]);
+    if (w->src_dir_fd >= 0)
+        close(w->src_dir_fd);
+    hasher_free(w->hasher);
+    db_close(w->db);
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+}
+
+static int worker_new(struct engine *e, struct worker **ret, struct error *err)
+{
+    struct worker *w = calloc(1, sizeof(*w));
+    if (!w)
+        return error_set(err, -ENOMEM, "out of memory");
+    w->e = e;
+    w->src_dir_fd = -1;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    int r = db_open(e->cfg->service.database_path, DB_READ_WRITE, &w->db, err);
+    if (r < 0)
+        goto fail;
+    r = hasher_new(&w->hasher, err);
+    if (r < 0)
+        goto fail;
+    for (int i = 0; i < ENGINE_CHUNKS; i++)
+        if (!(w->buf[i] = malloc(ENGINE_CHUNK))) {
+            r = error_set(err, -ENOMEM, "out of memory");
+            goto fail;
+        }
+    w->src_dir_fd = open(e->card.root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (w->src_dir_fd < 0) {
+        r = error_set_errno(err, -errno, "cannot open '%s'", e->card.root);
+        goto fail;
+    }
+    for (size_t i = 0; i < e->n_dests; i++) {
+        struct lane *l = &w->lanes[i];
+        l->w = w;
+        l->dest = e->dests[i];
+        l->finished = true;
+        r = dest_conn_new(e->dests[i], &l->conn, err);
+        if (r < 0)
+            goto fail;
+        r = -pthread_create(&l->thread, NULL, lane_main, l);
+        if (r < 0) {
+            error_set_errno(err, r, "cannot start a thread");
+            goto fail;
+        }
+        l->started = true;
+    }
+    *ret = w;
+    return 0;
+fail:
+    worker_free(w);
+    return r;
+}
+
+static void progress_snapshot(struct engine *e, double t0, double *last_t, uint64_t *last_bytes,
+                              double *rate, struct engine_progress *p, enum db_session_status st)
+{
+    double t = now_s();
+    pthread_mutex_lock(&e->lock);
+    p->session_id = e->session_id;
+    p->status = st;
+    p->totals = e->totals;
+    p->files_done = (uint64_t)(e->totals.files_copied + e->totals.files_skipped +
+                               e->totals.files_duplicate + e->totals.files_failed);
+    p->bytes_done = e->bytes_read + e->bytes_skipped;
+    snprintf(p->current_file, sizeof(p->current_file), "%s", e->current);
+    uint64_t bytes = e->bytes_read;
+    pthread_mutex_unlock(&e->lock);
+    if (t - *last_t >= 0.5) {
+        double inst = (double)(bytes - *last_bytes) / (t - *last_t);
+        *rate = *rate > 0 ? 0.7 * *rate + 0.3 * inst : inst;
+        *last_t = t;
+        *last_bytes = bytes;
+    }
+    p->elapsed_s = t - t0;
+    p->rate_bps = *rate;
+}
+
+static void report_progress(struct engine *e, const struct engine_progress *p)
+{
+    if (e->opt->on_progress)
+        e->opt->on_progress(p, e->opt->userdata);
+}
+
+/* Fast path and the to-do list. In a dry run db may be NULL (no database yet). */
+static int classify(struct engine *e, struct db *db, struct error *err)
+{
+    e->todo = calloc(e->scan->n ? e->scan->n : 1, sizeof(*e->todo));
+    if (!e->todo)
+        return error_set(err, -ENOMEM, "out of memory");
+    for (size_t i = 0; i < e->scan->n; i++) {
+        const struct scan_entry *se = &e->scan->entries[i];
+        struct db_file_key key = {e->card_id, se->rel_path, (int64_t)se->size, se->mtime_ns};
+        bool done = false;
+        if (db) {
+            int r = db_file_done(db, &key, e->dest_ids, e->n_dests, &done, err);
+            if (r < 0)
+                return r;
+        }
+        if (!done) {
+            e->todo[e->n_todo++] = i;
+            continue;
+        }
+        e->totals.files_skipped++;
+        e->bytes_skipped += se->size;
+        if (!e->opt->dry_run) {
+            int64_t id = 0;
+            int r = db_file_get_or_create(db, &key, &id, NULL, err);
+            if (r == 0)
+                r = db_session_file_set(db, e->session_id, id, DB_OUTCOME_SKIPPED, err);
+            if (r < 0)
+                return r;
+        }
+    }
+    return 0;
+}
+
+struct classify_args {
+    struct engine *e;
+    struct error *err;
+};
+
+static int classify_tx(struct db *db, void *userdata)
+{
+    struct classify_args *a = userdata;
+    return classify(a->e, db, a->err);
+}
+
+static enum db_session_status final_status(const struct engine *e, bool interrupted)
+{
+    if (interrupted)
+        return DB_SESSION_INTERRUPTED;
+    if (e->totals.files_failed == 0)
+        return DB_SESSION_COMPLETED;
+    if (e->totals.files_copied + e->totals.files_skipped + e->totals.files_duplicate > 0)
+        return DB_SESSION_PARTIAL;
+    return DB_SESSION_FAILED;
+}
+
+static int run_workers(struct engine *e, struct db *db, double t0, struct error *err)
+{
+    int n_workers = e->cfg->backup.concurrent_files;
+    if ((size_t)n_workers > e->n_todo)
+        n_workers = (int)e->n_todo;
+    struct worker *workers[64] = {0};
+    int r = 0, started = 0;
+    for (; started < n_workers; started++) {
+        r = worker_new(e, &workers[started], err);
+        if (r < 0)
+            break;
+        pthread_mutex_lock(&e->lock);
+        e->workers_running++;
+        pthread_mutex_unlock(&e->lock);
+        int pr = pthread_create(&workers[started]->thread, NULL, worker_main, workers[started]);
+        if (pr != 0) {
+            pthread_mutex_lock(&e->lock);
+            e->workers_running--;
+            pthread_mutex_unlock(&e->lock);
+            worker_free(workers[started]);
+            workers[started] = NULL;
+            r = error_set_errno(err, -pr, "cannot start a worker thread");
+            break;
+        }
+    }
+
+    double last_t = t0, rate = 0, last_db = t0;
+    uint64_t last_bytes = 0;
+    pthread_mutex_lock(&e->lock);
+    while (e->workers_running > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&e->cond, &e->lock, &ts);
+        pthread_mutex_unlock(&e->lock);
+        struct engine_progress p = {0};
+        progress_snapshot(e, t0, &last_t, &last_bytes, &rate, &p, DB_SESSION_BACKING_UP);
+        report_progress(e, &p);
+        if (now_s() - last_db >= 1.0) {
+            db_session_update(db, e->session_id, DB_SESSION_BACKING_UP, &p.totals, NULL);
+            last_db = now_s();
+        }
+        pthread_mutex_lock(&e->lock);
+    }
+    pthread_mutex_unlock(&e->lock);
+
+    for (int i = 0; i < started; i++) {
+        if (!workers[i])
+            continue;
+        pthread_join(workers[i]->thread, NULL);
+        worker_free(workers[i]);
+    }
+    return r;
+}
+
+int engine_backup(const struct config *cfg, const char *path, const struct engine_options *opt,
+                  struct engine_report *ret, struct error *err)
+{
+    struct engine e = {.cfg = cfg, .opt = opt};
+    struct db *db = NULL;
+    int r;
+    double t0 = now_s();
+    pthread_mutex_init(&e.lock, NULL);
+    pthread_cond_init(&e.cond, NULL);
+
+    r = card_identify(path, &e.card, err);
+    if (r < 0)
+        goto out;
+    r = dest_create_all(cfg, &e.dests, &e.n_dests, err);
+    if (r < 0)
+        goto out;
+    for (size_t i = 0; i < e.n_dests; i++)
+        e.dest_ids[i] = dest_id(e.dests[i]);
+
+    if (opt->dry_run) {
+        r = db_open(cfg->service.database_path, DB_READ_ONLY, &db, err);
+        if (r == -ENOENT) {
+            db = NULL;
+            r = 0;
+        }
+        if (r < 0)
+            goto out;
+        if (db) {
+            /* the card may be unknown: then nothing is done yet */
+            r = db_card_upsert(db, e.card.uuid, e.card.label, &e.card_id, NULL);
+            if (r < 0)
+                e.card_id = -1;
+        }
+    } else {
+        r = db_open(cfg->service.database_path, DB_READ_WRITE, &db, err);
+        if (r < 0)
+            goto out;
+        db_sessions_interrupt_stale(db, NULL, NULL);
+        r = db_card_upsert(db, e.card.uuid, e.card.label, &e.card_id, err);
+        if (r < 0)
+            goto out;
+        r = db_session_begin(db, e.card_id, e.card.root, &e.session_id, err);
+        if (r < 0)
+            goto out;
+        for (size_t i = 0; i < e.n_dests; i++) {
+            struct error derr;
+            e.dest_ok[i] = dest_prepare(e.dests[i], &derr) == 0;
+            if (!e.dest_ok[i]) {
+                snprintf(e.dest_error[i], sizeof(e.dest_error[i]), "%s", derr.msg);
+                log_error("%s: %s", dest_label(e.dests[i]), derr.msg);
+                note_error(&e, NULL, derr.msg);
+            }
+        }
+    }
+
+    log_info("scanning '%s' (card %s)", e.card.root, e.card.uuid);
+    r = scanner_scan(e.card.root, cfg->files.extensions, cfg->files.min_size, &e.scan, err);
+    if (r < 0)
+        goto end_session;
+    if (e.scan->n_symlinks || e.scan->n_unreadable || e.scan->n_truncated)
+        log_warning("'%s': %zu symlinks not followed, %zu unreadable entries, %zu beyond limits",
+                    e.card.root, e.scan->n_symlinks, e.scan->n_unreadable, e.scan->n_truncated);
+    e.totals.files_total = (int64_t)e.scan->n;
+    e.totals.bytes_total = (int64_t)e.scan->bytes;
+
+    if (opt->dry_run) {
+        r = classify(&e, e.card_id > 0 ? db : NULL, err);
+        if (r < 0)
+            goto out;
+        e.totals.files_copied = (int64_t)e.n_todo; /* would be copied */
+        for (size_t i = 0; i < e.n_todo; i++)
+            e.totals.bytes_copied += (int64_t)e.scan->entries[e.todo[i]].size;
+        goto out;
+    }
+
+    struct classify_args ca = {&e, err};
+    r = db_transaction(db, classify_tx, &ca, err);
+    if (r < 0)
+        goto end_session;
+    db_session_update(db, e.session_id, DB_SESSION_BACKING_UP, &e.totals, NULL);
+    log_info("%zu files (%.1f MB), %lld already backed up, %zu to back up", e.scan->n,
+             (double)e.scan->bytes / 1e6, (long long)e.totals.files_skipped, e.n_todo);
+
+    if (e.n_todo > 0)
+        r = run_workers(&e, db, t0, err);
+
+end_session:;
+    bool interrupted = cancelled(&e);
+    enum db_session_status st = r < 0 ? DB_SESSION_FAILED : final_status(&e, interrupted);
+    if (r < 0 && !e.first_error[0])
+        snprintf(e.first_error, sizeof(e.first_error), "%s", err->msg);
+    db_session_end(db, e.session_id, st, &e.totals, e.first_error[0] ? e.first_error : NULL,
+                   NULL);
+    if (r < 0)
+        goto out;
+    ret->status = st;
+
+out:
+    if (r == 0 || e.session_id) {
+        ret->session_id = e.session_id;
+        if (r == 0 && opt->dry_run)
+            ret->status = DB_SESSION_COMPLETED;
+        else if (r < 0)
+            ret->status = DB_SESSION_FAILED;
+        ret->totals = e.totals;
+        ret->duration_s = now_s() - t0;
+        snprintf(ret->card_uuid, sizeof(ret->card_uuid), "%s", e.card.uuid);
+        snprintf(ret->card_label, sizeof(ret->card_label), "%s", e.card.label);
+        snprintf(ret->error, sizeof(ret->error), "%s", e.first_error);
+        struct engine_progress p = {0};
+        double lt = t0, rate = 0;
+        uint64_t lb = 0;
+        progress_snapshot(&e, t0, &lt, &lb, &rate, &p, ret->status);
+        p.rate_bps = ret->duration_s > 0 ? (double)e.bytes_read / ret->duration_s : 0;
+        report_progress(&e, &p);
+    }
+    scan_list_free(e.scan);
+    free(e.todo);
+    dest_free_all(e.dests, e.n_dests);
+    db_close(db);
+    pthread_cond_destroy(&e.cond);
+    pthread_mutex_destroy(&e.lock);
+    return r;
+}

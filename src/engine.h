@@ -1,0 +1,61 @@
+/*
+ * The backup engine: one session over one folder (a mounted card). Scans, skips what is already
+ * done (fast path, no read), then a pool of backup.concurrent_files workers reads each new file
+ * once in chunks, hashes it (MD5 + SHA-1), and tees every chunk to one writer thread per
+ * destination through a small ring of buffers (back-pressure, bounded memory). Each copy is
+ * verified and recorded; failures are retried with growing delay.
+ */
+#pragma once
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "db.h"
+#include "error.h"
+
+/* Chunk size and buffers per worker: memory is ENGINE_CHUNK x ENGINE_CHUNKS x workers. */
+#define ENGINE_CHUNK (1024 * 1024)
+#define ENGINE_CHUNKS 4
+
+struct engine_progress {
+    int64_t session_id;
+    enum db_session_status status;
+    struct db_totals totals;
+    uint64_t files_done; /* copied + skipped + duplicate + failed */
+    uint64_t bytes_done; /* bytes read from the card so far plus bytes of skipped files */
+    double elapsed_s;
+    double rate_bps;      /* bytes/s read recently */
+    char current_file[256];
+};
+
+struct engine_options {
+    bool dry_run; /* scan and classify only: nothing is written anywhere, not even the DB */
+    /* Called from the calling thread about 5 times a second and once at the end. */
+    void (*on_progress)(const struct engine_progress *p, void *userdata);
+    void *userdata;
+    /* Set (from a signal handler, another thread) to stop: in-flight files are abandoned, their
+     * temporaries removed, and the session ends as interrupted. May be NULL. */
+    volatile sig_atomic_t *cancel;
+};
+
+struct engine_report {
+    int64_t session_id; /* 0 in a dry run */
+    enum db_session_status status;
+    struct db_totals totals;
+    double duration_s;
+    char card_uuid[128];
+    char card_label[128];
+    char error[ERROR_MSG_MAX]; /* first failure, "" when none */
+};
+
+/*
+ * Backs up the folder at path as one session. Returns 0 when the session ran (look at
+ * ret->status and ret->totals.files_failed for the outcome), or a negative errno when it could
+ * not start (path unreadable, database unusable, no destination): -ENOENT, -EACCES, -EBADMSG,
+ * -ENODEV, -ENOTSUP, ... ret is written whenever the session started. Main thread.
+ */
+int engine_backup(const struct config *cfg, const char *path, const struct engine_options *opt,
+                  struct engine_report *ret, struct error *err);

@@ -1,0 +1,170 @@
+"""Test harness for SnapSync integration tests: temporary folders, generated cards with real
+photos and videos (ffmpeg + exiftool from Debian), config files, and running the real binary.
+
+Standard library only. Every wait has a deadline; nothing sleeps to synchronise."""
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import unittest
+
+BIN = os.environ.get("SNAPSYNC_BIN", "snapsync")
+TMP_ROOT = os.environ.get("SNAPSYNC_TEST_TMP", tempfile.gettempdir())
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer")
+
+_sample_cache = {}
+_sample_dir = None
+
+
+def tool(name):
+    path = shutil.which(name)
+    if not path:
+        raise AssertionError(f"{name} is not installed (scripts/deps.sh --test installs it)")
+    return path
+
+
+def run_tool(*args):
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def sample(kind, workdir):
+    """A small real file of this kind ('jpg', 'mp4', 'mov', 'tif'), made once per process."""
+    global _sample_dir
+    if kind in _sample_cache:
+        return _sample_cache[kind]
+    if _sample_dir is None:
+        os.makedirs(TMP_ROOT, exist_ok=True)
+        _sample_dir = tempfile.mkdtemp(prefix="samples.", dir=TMP_ROOT)
+    out = os.path.join(_sample_dir, f"sample.{kind}")
+    ffmpeg = tool("ffmpeg")
+    if kind in ("jpg", "tif"):
+        run_tool(ffmpeg, "-y", "-f", "lavfi", "-i", "testsrc=size=160x120", "-frames:v", "1", out)
+    else:
+        run_tool(ffmpeg, "-y", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-t", "1",
+                 "-pix_fmt", "yuv420p", "-metadata", "creation_time=2021-03-04T10:20:30Z", out)
+    _sample_cache[kind] = out
+    return out
+
+
+def make_photo(path, workdir, date=None, salt=b""):
+    """A real JPEG at path with EXIF DateTimeOriginal 'YYYY:MM:DD HH:MM:SS' (or none). salt makes
+    the content unique (appended after the JPEG end, which readers ignore)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    # exiftool works on a short name: it adds a suffix of its own that a 255-byte name lacks room for
+    tmp = os.path.join(os.path.dirname(path), f".mk{os.getpid()}.jpg")
+    shutil.copyfile(sample("jpg", workdir), tmp)
+    if date:
+        run_tool(tool("exiftool"), "-q", "-overwrite_original", f"-DateTimeOriginal={date}", tmp)
+    with open(tmp, "ab") as f:
+        f.write(salt or os.urandom(16))
+    os.replace(tmp, path)
+
+
+def make_video(path, workdir, salt=b""):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    shutil.copyfile(sample("mp4", workdir), path)
+    with open(path, "ab") as f:
+        f.write(salt or os.urandom(16))
+
+
+def make_blob(path, size, seed=None):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            n = min(left, 1 << 20)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def write_config(path, dest, db, extra=""):
+    with open(path, "w") as f:
+        f.write(f"""service:
+  database_path: {db}
+  log_level: info
+unraid:
+  enabled: true
+  protocol: local
+  mount_point: {dest}
+  organize_by_date: true
+backup:
+  concurrent_files: 2
+  max_retries: 1
+  retry_delay: 0.1
+{extra}""")
+    os.chmod(path, 0o600)
+
+
+def md5(path):
+    import hashlib
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def wait_for(predicate, timeout=30.0, what="condition"):
+    """Waits for predicate() to become true, polling a file-system state with a deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class SnapsyncTest(unittest.TestCase):
+    """Per test: a fresh folder with card/, dest/, snapsync.db and config.yaml."""
+
+    def setUp(self):
+        os.makedirs(TMP_ROOT, exist_ok=True)
+        self.dir = tempfile.mkdtemp(prefix=f"{self._testMethodName}.", dir=TMP_ROOT)
+        self.card = os.path.join(self.dir, "card")
+        self.dest = os.path.join(self.dir, "dest")
+        self.db = os.path.join(self.dir, "snapsync.db")
+        self.config = os.path.join(self.dir, "config.yaml")
+        os.makedirs(self.card)
+        write_config(self.config, self.dest, self.db)
+        self.env = dict(os.environ)
+        for k in ("SNAPSYNC_CONFIG", "IMMICH_API_KEY", "UNRAID_USERNAME", "UNRAID_PASSWORD",
+                  "MQTT_USERNAME", "MQTT_PASSWORD"):
+            self.env.pop(k, None)
+        self.cleanups = []
+
+    def tearDown(self):
+        for fn in reversed(self.cleanups):
+            fn()
+        ok = getattr(self._outcome, "success", True)  # keep the folder of a failed test
+        if ok and not os.environ.get("SNAPSYNC_KEEP_TMP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def snapsync(self, *args, config=True, check=None, timeout=300):
+        cmd = [BIN] + (["--config", self.config] if config else []) + list(args)
+        p = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=timeout,
+                           cwd=self.dir)
+        for mark in SANITIZER_MARKS:
+            self.assertNotIn(mark, p.stderr, f"sanitizer report from {cmd}:\n{p.stderr}")
+        if check is not None:
+            self.assertEqual(p.returncode, check,
+                             f"{cmd} exited {p.returncode}\nstdout:{p.stdout}\nstderr:{p.stderr}")
+        return p
+
+    def backup(self, path=None, check=0, *extra):
+        p = self.snapsync("backup", path or self.card, "--json", *extra, check=check)
+        return json.loads(p.stdout)
+
+    def dest_files(self):
+        """Relative paths of every file under dest/, temporaries included."""
+        out = []
+        for root, dirs, files in os.walk(self.dest):
+            for f in files:
+                out.append(os.path.relpath(os.path.join(root, f), self.dest))
+        return sorted(out)
+
+    def temporaries(self):
+        tmp = os.path.join(self.dest, ".snapsync-tmp")
+        return os.listdir(tmp) if os.path.isdir(tmp) else []

@@ -1,0 +1,235 @@
+"""`snapsync backup` end to end on generated cards: real files, real disk, real SQLite."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+
+from harness import (SnapsyncTest, make_blob, make_photo, make_video, md5, wait_for,
+                     write_config)
+
+
+class BackupTest(SnapsyncTest):
+    def make_card(self):
+        c = self.card
+        make_photo(f"{c}/DCIM/100CANON/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        make_photo(f"{c}/DCIM/100CANON/IMG_0002.JPG", self.dir, "2023:07:15 09:00:00")
+        make_photo(f"{c}/DCIM/100CANON/NODATE.JPG", self.dir, None)
+        os.utime(f"{c}/DCIM/100CANON/NODATE.JPG", (1600000000, 1600000000))
+        make_video(f"{c}/DCIM/100CANON/MVI_0003.MP4", self.dir)
+        make_blob(f"{c}/DCIM/100CANON/notes.txt", 5000)  # extension not wanted
+        make_blob(f"{c}/.Trashes/IMG_9999.JPG", 5000)  # hidden folder
+        make_blob(f"{c}/System Volume Information/IMG_9998.JPG", 5000)
+        make_blob(f"{c}/DCIM/100CANON/EMPTY.JPG", 0)  # below min_size
+
+    def expected_paths(self):
+        from datetime import datetime
+        nodate = datetime.fromtimestamp(1600000000).strftime("%Y/%m/%d")
+        return {
+            "DCIM/100CANON/IMG_0001.JPG": "2023/07/14/IMG_0001.JPG",
+            "DCIM/100CANON/IMG_0002.JPG": "2023/07/15/IMG_0002.JPG",
+            "DCIM/100CANON/NODATE.JPG": f"{nodate}/NODATE.JPG",
+            "DCIM/100CANON/MVI_0003.MP4": None,  # local date of 2021-03-04T10:20:30Z
+        }
+
+    def test_full_backup_then_rerun_copies_nothing(self):
+        self.make_card()
+        r = self.backup()
+        self.assertEqual(r["status"], "completed")
+        self.assertEqual(r["files_total"], 4)
+        self.assertEqual(r["files_copied"], 4)
+        self.assertEqual(r["files_failed"], 0)
+        self.assertGreater(r["bytes_copied"], 0)
+        for key in ("session_id", "files_skipped", "files_duplicate", "duration_s"):
+            self.assertIn(key, r)
+        for src, dst in self.expected_paths().items():
+            if dst is None:
+                continue
+            self.assertEqual(md5(f"{self.card}/{src}"), md5(f"{self.dest}/{dst}"), dst)
+        videos = [p for p in self.dest_files() if p.endswith("MVI_0003.MP4")]
+        self.assertEqual(len(videos), 1)
+        self.assertTrue(videos[0].startswith("2021/03/0"), videos[0])
+        self.assertEqual(self.temporaries(), [])
+        self.assertEqual(len([p for p in self.dest_files() if not p.startswith(".")]), 4)
+
+        before = {p: os.stat(f"{self.dest}/{p}").st_mtime_ns for p in self.dest_files()}
+        r2 = self.backup()
+        self.assertEqual(r2["files_copied"], 0)
+        self.assertEqual(r2["files_skipped"], 4)
+        self.assertEqual(r2["status"], "completed")
+        after = {p: os.stat(f"{self.dest}/{p}").st_mtime_ns for p in self.dest_files()}
+        self.assertEqual(before, after)
+
+        # the database holds every file with both hashes and a verified copy
+        con = sqlite3.connect(self.db)
+        rows = con.execute("select f.md5, f.sha1, c.state, c.verified_at from files f "
+                           "join copies c on c.file_id = f.id").fetchall()
+        self.assertEqual(len(rows), 4)
+        for md5hex, sha1hex, state, verified in rows:
+            self.assertEqual(len(md5hex), 32)
+            self.assertEqual(len(sha1hex), 40)
+            self.assertEqual(state, "completed")
+            self.assertGreater(verified, 0)
+
+        s = json.loads(self.snapsync("sessions", "--json", check=0).stdout)
+        self.assertEqual([x["status"] for x in s], ["completed", "completed"])
+        st = json.loads(self.snapsync("status", "--json", check=0).stdout)
+        self.assertEqual(st["stats"]["sessions"], 2)
+        self.assertEqual(st["session"]["id"], r2["session_id"])
+
+    def test_dry_run_writes_nothing(self):
+        self.make_card()
+        r = self.backup(None, 0, "--dry-run")
+        self.assertEqual(r["files_total"], 4)
+        self.assertEqual(r["files_copied"], 4)
+        self.assertFalse(os.path.exists(self.dest))
+        self.assertFalse(os.path.exists(self.db))
+
+    def test_duplicate_content_is_not_copied_again(self):
+        make_photo(f"{self.card}/DCIM/A.JPG", self.dir, "2022:01:01 12:00:00", salt=b"same")
+        self.backup()
+        other = os.path.join(self.dir, "card2")
+        os.makedirs(f"{other}/DCIM")
+        with open(f"{self.card}/DCIM/A.JPG", "rb") as f:
+            data = f.read()
+        with open(f"{other}/DCIM/B.JPG", "wb") as f:
+            f.write(data)
+        r = self.backup(other)
+        self.assertEqual(r["files_duplicate"], 1)
+        self.assertEqual(r["files_copied"], 0)
+        self.assertEqual([p for p in self.dest_files() if not p.startswith(".")],
+                         ["2022/01/01/A.JPG"])
+        self.assertEqual(self.temporaries(), [])
+
+    def test_same_name_different_content_gets_new_name(self):
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2022:02:02 12:00:00")
+        os.makedirs(f"{self.dest}/2022/02/02")
+        existing = f"{self.dest}/2022/02/02/IMG_0001.JPG"
+        with open(existing, "wb") as f:
+            f.write(b"someone else's photo")
+        r = self.backup()
+        self.assertEqual(r["files_copied"], 1)
+        with open(existing, "rb") as f:
+            self.assertEqual(f.read(), b"someone else's photo")
+        self.assertEqual(md5(f"{self.dest}/2022/02/02/IMG_0001_1.JPG"),
+                         md5(f"{self.card}/DCIM/IMG_0001.JPG"))
+
+    def test_same_name_same_content_is_done(self):
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2022:02:02 12:00:00")
+        os.makedirs(f"{self.dest}/2022/02/02")
+        with open(f"{self.card}/DCIM/IMG_0001.JPG", "rb") as s, \
+                open(f"{self.dest}/2022/02/02/IMG_0001.JPG", "wb") as d:
+            d.write(s.read())
+        r = self.backup()
+        self.assertEqual(r["files_failed"], 0)
+        self.assertEqual(r["files_copied"], 0)
+        self.assertEqual(r["files_skipped"], 1)
+        self.assertEqual([p for p in self.dest_files() if not p.startswith(".")],
+                         ["2022/02/02/IMG_0001.JPG"])
+
+    def test_awkward_file_names(self):
+        names = ["with space.JPG", "ünïcödé_写真.JPG", "new\nline.JPG", "x" * 251 + ".JPG",
+                 "-leading-dash.JPG", "quote'\"semi;colon.JPG"]
+        for n in names:
+            make_photo(f"{self.card}/DCIM/{n}", self.dir, "2020:05:06 07:08:09")
+        r = self.backup()
+        self.assertEqual(r["files_copied"], len(names))
+        for n in names:
+            self.assertEqual(md5(f"{self.card}/DCIM/{n}"), md5(f"{self.dest}/2020/05/06/{n}"))
+        # a second file with a 255-byte name and other content: the _1 name still fits
+        other = os.path.join(self.dir, "card2")
+        make_photo(f"{other}/{'x' * 251}.JPG", self.dir, "2020:05:06 07:08:09")
+        r = self.backup(other)
+        self.assertEqual(r["files_copied"], 1)
+        long_names = [p for p in os.listdir(f"{self.dest}/2020/05/06") if p.startswith("xxx")]
+        self.assertEqual(len(long_names), 2)
+        self.assertTrue(all(len(p.encode()) <= 255 for p in long_names))
+
+    def test_symlinks_out_of_the_card_are_not_followed(self):
+        outside = os.path.join(self.dir, "outside")
+        make_photo(f"{outside}/SECRET.JPG", self.dir, "2020:01:01 00:00:00")
+        make_photo(f"{self.card}/DCIM/REAL.JPG", self.dir, "2020:01:01 00:00:00")
+        os.symlink(f"{outside}/SECRET.JPG", f"{self.card}/DCIM/LINK.JPG")
+        os.symlink(outside, f"{self.card}/DCIM/linkdir")
+        os.symlink("/", f"{self.card}/root")
+        r = self.backup()
+        self.assertEqual(r["files_total"], 1)
+        self.assertEqual([p for p in self.dest_files() if not p.startswith(".")],
+                         ["2020/01/01/REAL.JPG"])
+
+    def test_kill_9_then_resume(self):
+        write_config(self.config, self.dest, self.db,
+                     "files:\n  min_size: 1\n")
+        with open(self.config, "a") as f:
+            pass
+        for i in range(12):
+            make_blob(f"{self.card}/DCIM/CLIP{i:02d}.MP4", 24 << 20)
+        cmd = [os.environ.get("SNAPSYNC_BIN", "snapsync"), "--config", self.config, "backup",
+               self.card]
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env=self.env, cwd=self.dir)
+        # wait until at least one file is complete and another is being written
+        def mid_run():
+            done = [x for x in self.dest_files() if not x.startswith(".")]
+            return len(done) >= 1 and self.temporaries()
+        try:
+            wait_for(mid_run, 120, "a backup in the middle of a file")
+        finally:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+        self.assertTrue(self.temporaries(), "the kill should leave a temporary behind")
+        r = self.backup()
+        self.assertEqual(r["status"], "completed")
+        self.assertEqual(r["files_failed"], 0)
+        self.assertEqual(r["files_copied"] + r["files_skipped"], 12)
+        self.assertEqual(self.temporaries(), [])
+        copies = [x for x in self.dest_files() if not x.startswith(".")]
+        self.assertEqual(len(copies), 12, copies)  # each file exactly once, no _1 duplicates
+        for c in copies:
+            name = os.path.basename(c)
+            self.assertEqual(md5(f"{self.dest}/{c}"), md5(f"{self.card}/DCIM/{name}"))
+        con = sqlite3.connect(self.db)
+        self.assertEqual(con.execute("select count(*) from copies where state='completed' "
+                                     "and verified_at > 0").fetchone()[0], 12)
+        statuses = [x["status"] for x in json.loads(
+            self.snapsync("sessions", "--json", check=0).stdout)]
+        self.assertEqual(statuses, ["completed", "interrupted"])
+
+    def test_unwritable_destination_fails_clearly(self):
+        make_photo(f"{self.card}/DCIM/A.JPG", self.dir, "2020:01:01 00:00:00")
+        with open(self.dest, "w") as f:  # a file where the folder should be
+            f.write("not a folder")
+        p = self.snapsync("backup", self.card, check=1)
+        self.assertIn("destination", p.stdout + p.stderr)
+        r = self.backup(None, 1)
+        self.assertEqual(r["files_failed"], 1)
+        self.assertEqual(r["status"], "failed")
+
+    def test_nfs_refuses_a_folder_that_is_not_a_mount_point(self):
+        make_photo(f"{self.card}/DCIM/A.JPG", self.dir, "2020:01:01 00:00:00")
+        os.makedirs(self.dest)
+        with open(self.config) as f:
+            text = f.read().replace("protocol: local", "protocol: nfs")
+        with open(self.config, "w") as f:
+            f.write(text)
+        p = self.snapsync("backup", self.card, check=1)
+        self.assertIn("not a mount point", p.stdout + p.stderr)
+        self.assertEqual(os.listdir(self.dest), [])
+
+    def test_bad_path_and_bad_config_exit_2(self):
+        p = self.snapsync("backup", os.path.join(self.dir, "missing"), check=2)
+        self.assertIn("missing", p.stderr)
+        with open(self.config, "a") as f:
+            f.write("bogus_section:\n  x: 1\n")
+        p = self.snapsync("backup", self.card, check=2)
+        self.assertRegex(p.stderr, r"config\.yaml:\d+: ")
+
+    def test_corrupt_database_is_a_clear_error(self):
+        make_photo(f"{self.card}/DCIM/A.JPG", self.dir, "2020:01:01 00:00:00")
+        with open(self.db, "wb") as f:
+            f.write(os.urandom(8192))
+        p = self.snapsync("backup", self.card, check=1)
+        self.assertIn("corrupt", p.stderr)
+        p = self.snapsync("status", check=1)
+        self.assertIn("corrupt", p.stderr)
