@@ -8,8 +8,8 @@ set -eu
 pkgs="build-essential cmake pkg-config libyaml-dev libsqlite3-dev libssl-dev libjson-c-dev
       libmount-dev libblkid-dev"
 if [ "${1:-}" = "--test" ]; then
-    pkgs="$pkgs libcmocka-dev python3 libimage-exiftool-perl ffmpeg clang valgrind dosfstools
-          util-linux sqlite3"
+    pkgs="$pkgs libcmocka-dev python3 libimage-exiftool-perl ffmpeg clang valgrind
+          util-linux e2fsprogs sqlite3"
 fi
 
 if [ "$(id -u)" -eq 0 ]; then

@@ -80,7 +80,8 @@ def make_blob(path, size, seed=None):
             left -= n
 
 
-def write_config(path, dest, db, extra=""):
+def write_config(path, dest, db, extra="", backup=None):
+    backup = backup or "  concurrent_files: 2\n  max_retries: 1\n  retry_delay: 0.1\n"
     with open(path, "w") as f:
         f.write(f"""service:
   database_path: {db}
@@ -91,10 +92,7 @@ unraid:
   mount_point: {dest}
   organize_by_date: true
 backup:
-  concurrent_files: 2
-  max_retries: 1
-  retry_delay: 0.1
-{extra}""")
+{backup}{extra}""")
     os.chmod(path, 0o600)
 
 
