@@ -1,6 +1,6 @@
 /*
  * The database: SQLite in WAL mode, the only module that speaks SQL. Holds cards, sessions,
- * files and per-destination copies (docs/design.md has the data model).
+ * files and per-destination copies (docs/database.md has the data model).
  *
  * Threads: a struct db is one connection and belongs to one thread at a time. Each worker opens
  * its own; WAL and a busy timeout let the CLI read while a backup writes.
@@ -103,6 +103,10 @@ int db_transaction(struct db *db, int (*fn)(struct db *db, void *userdata), void
 /* Finds the card by uuid or creates it; updates label and last_seen. */
 int db_card_upsert(struct db *db, const char *uuid, const char *label, int64_t *ret_card_id,
                    struct error *err);
+
+/* The id of the card with this uuid, without changing anything (read-only connections);
+ * -ENOENT when unknown. */
+int db_card_find(struct db *db, const char *uuid, int64_t *ret_card_id, struct error *err);
 
 /* ---- sessions ---- */
 

@@ -788,9 +788,10 @@ int engine_backup(const struct config *cfg, const char *path, const struct engin
             goto out;
         if (db) {
             /* the card may be unknown: then nothing is done yet */
-            r = db_card_upsert(db, e.card.uuid, e.card.label, &e.card_id, NULL);
+            r = db_card_find(db, e.card.uuid, &e.card_id, NULL);
             if (r < 0)
                 e.card_id = -1;
+            r = 0;
         }
     } else {
         r = db_open(cfg->service.database_path, DB_READ_WRITE, &db, err);

@@ -85,6 +85,12 @@ class BackupTest(SnapsyncTest):
         self.assertEqual(r["files_copied"], 4)
         self.assertFalse(os.path.exists(self.dest))
         self.assertFalse(os.path.exists(self.db))
+        self.backup()
+        make_photo(f"{self.card}/DCIM/NEW.JPG", self.dir, "2023:01:01 00:00:00")
+        r = self.backup(None, 0, "--dry-run")
+        self.assertEqual(r["files_copied"], 1)
+        self.assertEqual(r["files_skipped"], 4)
+        self.assertFalse(any("NEW.JPG" in p for p in self.dest_files()))
 
     def test_duplicate_content_is_not_copied_again(self):
         make_photo(f"{self.card}/DCIM/A.JPG", self.dir, "2022:01:01 12:00:00", salt=b"same")

@@ -1,0 +1,1532 @@
+/*
+ * The database: the only module that speaks SQL (docs/database.md describes the schema, the
+ * states and the migration policy).
+ *
+ * A struct db is one SQLite connection in WAL mode with a busy timeout, so a backup can write
+ * while the CLI or the web dashboard reads. The schema is versioned with PRAGMA user_version;
+ * migrations[] holds one SQL step per version and db_open applies the missing ones in a single
+ * transaction. Every query lives in stmt_sql[] and is prepared once per connection, on first
+ * use, then reset and re-bound for each call: the fast path (db_file_done) runs thousands of
+ * times per card and must not re-parse SQL. Errors from SQLite are mapped to negative errno
+ * values in db_fail(), which also writes the human message with sqlite3_errmsg().
+ */
+#include "db.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+#define DB_BUSY_TIMEOUT_MS 10000
+#define DB_DESTS_MAX 16   /* destinations per file_done/hash_backed_up query */
+#define DB_LIST_MAX 10000 /* rows per list call */
+#define DB_KEY_MAX 4096   /* rel_path, remote: longer is refused, never cut */
+#define DB_TEXT_MAX 4096  /* free text (labels, errors, sources) is cut to this many bytes */
+#define DB_DIR_MODE 0750
+#define DB_FILE_MODE 0640
+
+#ifndef SQLITE_DIRECTONLY
+#define SQLITE_DIRECTONLY 0
+#endif
+
+/* ---- state names: what the TEXT columns hold ---- */
+
+static const char *const file_state_names[] = {
+    [DB_FILE_NEW] = "new",
+    [DB_FILE_SCANNING] = "scanning",
+    [DB_FILE_BACKING_UP] = "backing_up",
+    [DB_FILE_VERIFYING] = "verifying",
+    [DB_FILE_COMPLETED] = "completed",
+    [DB_FILE_FAILED] = "failed",
+};
+
+static const char *const copy_state_names[] = {
+    [DB_COPY_PENDING] = "pending",     [DB_COPY_COPYING] = "copying",
+    [DB_COPY_VERIFYING] = "verifying", [DB_COPY_COMPLETED] = "completed",
+    [DB_COPY_FAILED] = "failed",
+};
+
+static const char *const session_status_names[] = {
+    [DB_SESSION_SCANNING] = "scanning",   [DB_SESSION_BACKING_UP] = "backing_up",
+    [DB_SESSION_COMPLETED] = "completed", [DB_SESSION_PARTIAL] = "partial",
+    [DB_SESSION_FAILED] = "failed",       [DB_SESSION_INTERRUPTED] = "interrupted",
+};
+
+static const char *const outcome_names[] = {
+    [DB_OUTCOME_COPIED] = "copied",
+    [DB_OUTCOME_SKIPPED] = "skipped",
+    [DB_OUTCOME_DUPLICATE] = "duplicate",
+    [DB_OUTCOME_FAILED] = "failed",
+};
+
+static const char *name_of(const char *const *names, size_t n, int v)
+{
+    if (v < 0 || (size_t)v >= n)
+        return "unknown";
+    return names[v];
+}
+
+static int index_of(const char *const *names, size_t n, const char *s)
+{
+    if (!s)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], s) == 0)
+            return (int)i;
+    return -1;
+}
+
+const char *db_file_state_to_string(enum db_file_state s)
+{
+    return name_of(file_state_names, ARRAY_SIZE(file_state_names), (int)s);
+}
+
+const char *db_copy_state_to_string(enum db_copy_state s)
+{
+    return name_of(copy_state_names, ARRAY_SIZE(copy_state_names), (int)s);
+}
+
+const char *db_session_status_to_string(enum db_session_status s)
+{
+    return name_of(session_status_names, ARRAY_SIZE(session_status_names), (int)s);
+}
+
+const char *db_outcome_to_string(enum db_outcome o)
+{
+    return name_of(outcome_names, ARRAY_SIZE(outcome_names), (int)o);
+}
+
+int db_session_status_from_string(const char *s, enum db_session_status *ret)
+{
+    int i = index_of(session_status_names, ARRAY_SIZE(session_status_names), s);
+    if (i < 0 || !ret)
+        return -EINVAL;
+    *ret = (enum db_session_status)i;
+    return 0;
+}
+
+/* Strings read back from the database that this build does not know (a newer build, or a hand
+ * edit) map to the value that makes the engine redo work rather than skip it. */
+static enum db_file_state file_state_parse(const char *s)
+{
+    int i = index_of(file_state_names, ARRAY_SIZE(file_state_names), s);
+    return i < 0 ? DB_FILE_NEW : (enum db_file_state)i;
+}
+
+static enum db_copy_state copy_state_parse(const char *s)
+{
+    int i = index_of(copy_state_names, ARRAY_SIZE(copy_state_names), s);
+    return i < 0 ? DB_COPY_PENDING : (enum db_copy_state)i;
+}
+
+static enum db_session_status session_status_parse(const char *s)
+{
+    enum db_session_status st;
+    return db_session_status_from_string(s, &st) < 0 ? DB_SESSION_INTERRUPTED : st;
+}
+
+/* ---- schema ---- */
+
+/* migrations[i] takes a database from user_version i to i + 1. Never edit a released step: add
+ * one. Plain CREATE (no IF NOT EXISTS), so a step that ran twice would fail loudly. */
+static const char *const migrations[] = {
+    /* 0 -> 1: everything */
+    "CREATE TABLE cards ("
+    "  id INTEGER PRIMARY KEY,"
+    "  uuid TEXT NOT NULL UNIQUE,"
+    "  label TEXT NOT NULL DEFAULT '',"
+    "  first_seen INTEGER NOT NULL,"
+    "  last_seen INTEGER NOT NULL"
+    ");"
+    "CREATE TABLE sessions ("
+    "  id INTEGER PRIMARY KEY,"
+    "  card_id INTEGER REFERENCES cards(id) ON DELETE SET NULL,"
+    "  source TEXT NOT NULL DEFAULT '',"
+    "  started_at INTEGER NOT NULL,"
+    "  ended_at INTEGER NOT NULL DEFAULT 0,"
+    "  pid INTEGER NOT NULL DEFAULT 0,"
+    "  status TEXT NOT NULL,"
+    "  files_total INTEGER NOT NULL DEFAULT 0,"
+    "  bytes_total INTEGER NOT NULL DEFAULT 0,"
+    "  files_copied INTEGER NOT NULL DEFAULT 0,"
+    "  files_skipped INTEGER NOT NULL DEFAULT 0,"
+    "  files_duplicate INTEGER NOT NULL DEFAULT 0,"
+    "  files_failed INTEGER NOT NULL DEFAULT 0,"
+    "  bytes_copied INTEGER NOT NULL DEFAULT 0,"
+    "  error TEXT"
+    ");"
+    "CREATE INDEX sessions_started ON sessions(started_at);"
+    "CREATE TABLE files ("
+    "  id INTEGER PRIMARY KEY,"
+    "  card_id INTEGER NOT NULL REFERENCES cards(id) ON DELETE CASCADE,"
+    "  rel_path TEXT NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  mtime_ns INTEGER NOT NULL,"
+    "  md5 TEXT,"
+    "  sha1 TEXT,"
+    "  capture_time INTEGER NOT NULL DEFAULT 0,"
+    "  kind TEXT NOT NULL DEFAULT 'unknown',"
+    "  state TEXT NOT NULL DEFAULT 'new',"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  last_error TEXT,"
+    "  duplicate_of INTEGER REFERENCES files(id) ON DELETE SET NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL,"
+    "  UNIQUE (card_id, rel_path, size, mtime_ns)"
+    ");"
+    "CREATE INDEX files_md5 ON files(md5);"
+    "CREATE INDEX files_sha1 ON files(sha1);"
+    "CREATE INDEX files_state ON files(state, updated_at);"
+    "CREATE TABLE copies ("
+    "  file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,"
+    "  dest TEXT NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  remote TEXT,"
+    "  verified_at INTEGER NOT NULL DEFAULT 0,"
+    "  error TEXT,"
+    "  updated_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (file_id, dest)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE session_files ("
+    "  session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,"
+    "  file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,"
+    "  outcome TEXT NOT NULL,"
+    "  PRIMARY KEY (session_id, file_id)"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX session_files_file ON session_files(file_id);",
+};
+
+_Static_assert(ARRAY_SIZE(migrations) == DB_SCHEMA_VERSION,
+               "one migration step per schema version");
+
+/* The tables every schema version since 1 holds; a file without them is not ours. */
+#define DB_TABLES_SQL                                                                              \
+    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "                         \
+    "('cards', 'sessions', 'files', 'copies', 'session_files')"
+#define DB_TABLES_COUNT 5
+
+/* ---- the statement cache ---- */
+
+enum stmt_id {
+    STMT_CARD_UPSERT,
+    STMT_SESSION_BEGIN,
+    STMT_SESSION_UPDATE,
+    STMT_SESSION_END,
+    STMT_SESSION_INTERRUPT,
+    STMT_SESSION_LIST,
+    STMT_SESSION_GET,
+    STMT_SESSION_FILE_SET,
+    STMT_FILE_DONE,
+    STMT_FILE_SELECT,
+    STMT_FILE_INSERT,
+    STMT_FILE_SET_STATE,
+    STMT_FILE_SET_META,
+    STMT_FILE_SET_DUPLICATE,
+    STMT_HASH_BACKED_UP,
+    STMT_FILES_FAILED,
+    STMT_COPY_SET,
+    STMT_COPY_GET,
+    STMT_STATS,
+    STMT_MAX,
+};
+
+#define SESSION_COLUMNS                                                                            \
+    "SELECT s.id, s.card_id, c.uuid, c.label, s.source, s.started_at, s.ended_at, s.pid, "         \
+    "s.status, s.files_total, s.bytes_total, s.files_copied, s.files_skipped, "                    \
+    "s.files_duplicate, s.files_failed, s.bytes_copied, s.error "                                  \
+    "FROM sessions s LEFT JOIN cards c ON c.id = s.card_id "
+
+#define FILE_COLUMNS                                                                               \
+    "SELECT id, card_id, rel_path, size, mtime_ns, md5, sha1, capture_time, kind, state, "         \
+    "attempts, last_error, duplicate_of FROM files "
+
+/* DB_DESTS_MAX placeholders; unused ones stay NULL, which matches no row. */
+#define DEST_LIST_5 "(?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+#define DEST_LIST_4 "(?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+
+static const char *const stmt_sql[STMT_MAX] = {
+    [STMT_CARD_UPSERT] = "INSERT INTO cards (uuid, label, first_seen, last_seen) "
+                         "VALUES (?1, coalesce(?2, ''), ?3, ?3) "
+                         "ON CONFLICT (uuid) DO UPDATE SET label = coalesce(?2, label), "
+                         "last_seen = ?3 RETURNING id",
+    [STMT_SESSION_BEGIN] = "INSERT INTO sessions (card_id, source, started_at, pid, status) "
+                           "VALUES (?1, ?2, ?3, ?4, 'scanning') RETURNING id",
+    [STMT_SESSION_UPDATE] = "UPDATE sessions SET status = ?2, files_total = ?3, bytes_total = ?4, "
+                            "files_copied = ?5, files_skipped = ?6, files_duplicate = ?7, "
+                            "files_failed = ?8, bytes_copied = ?9 WHERE id = ?1",
+    [STMT_SESSION_END] = "UPDATE sessions SET status = ?2, files_total = ?3, bytes_total = ?4, "
+                         "files_copied = ?5, files_skipped = ?6, files_duplicate = ?7, "
+                         "files_failed = ?8, bytes_copied = ?9, ended_at = ?10, error = ?11 "
+                         "WHERE id = ?1",
+    [STMT_SESSION_INTERRUPT] =
+        "UPDATE sessions SET status = 'interrupted', ended_at = ?1, "
+        "error = coalesce(error, 'the process running this session stopped') "
+        "WHERE status IN ('scanning', 'backing_up') AND NOT snapsync_pid_alive(pid)",
+    [STMT_SESSION_LIST] = SESSION_COLUMNS "ORDER BY s.started_at DESC, s.id DESC LIMIT ?1",
+    [STMT_SESSION_GET] = SESSION_COLUMNS "WHERE s.id = ?1",
+    [STMT_SESSION_FILE_SET] = "INSERT INTO session_files (session_id, file_id, outcome) "
+                              "VALUES (?1, ?2, ?3) "
+                              "ON CONFLICT (session_id, file_id) DO UPDATE SET outcome = ?3",
+    /* One lookup in the files unique index, then one primary-key probe in copies per name. */
+    [STMT_FILE_DONE] = "SELECT count(*) FROM files f JOIN copies c ON c.file_id = f.id "
+                       "WHERE f.card_id = ?1 AND f.rel_path = ?2 AND f.size = ?3 "
+                       "AND f.mtime_ns = ?4 AND c.state = 'completed' AND c.dest IN " DEST_LIST_5,
+    [STMT_FILE_SELECT] =
+        FILE_COLUMNS "WHERE card_id = ?1 AND rel_path = ?2 AND size = ?3 AND mtime_ns = ?4",
+    [STMT_FILE_INSERT] = "INSERT INTO files (card_id, rel_path, size, mtime_ns, state, "
+                         "created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'new', ?5, ?5) "
+                         "ON CONFLICT DO NOTHING",
+    [STMT_FILE_SET_STATE] = "UPDATE files SET state = ?2, last_error = ?3, "
+                            "attempts = attempts + ?4, updated_at = ?5 WHERE id = ?1",
+    [STMT_FILE_SET_META] = "UPDATE files SET md5 = ?2, sha1 = ?3, capture_time = ?4, kind = ?5, "
+                           "updated_at = ?6 WHERE id = ?1",
+    [STMT_FILE_SET_DUPLICATE] = "UPDATE files SET duplicate_of = ?2, state = 'completed', "
+                                "last_error = NULL, updated_at = ?3 WHERE id = ?1",
+    [STMT_HASH_BACKED_UP] = "SELECT f.id FROM files f JOIN copies c ON c.file_id = f.id "
+                            "WHERE f.md5 = ?1 AND f.sha1 = ?2 AND f.id <> ?3 "
+                            "AND c.state = 'completed' AND c.dest IN " DEST_LIST_4 " "
+                            "GROUP BY f.id HAVING count(*) = ?20 ORDER BY f.id LIMIT 1",
+    [STMT_FILES_FAILED] =
+        FILE_COLUMNS "WHERE state = 'failed' ORDER BY updated_at DESC, id DESC LIMIT ?1",
+    [STMT_COPY_SET] = "INSERT INTO copies (file_id, dest, state, remote, verified_at, error, "
+                      "updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
+                      "ON CONFLICT (file_id, dest) DO UPDATE SET state = ?3, "
+                      "remote = coalesce(?4, remote), verified_at = ?5, error = ?6, "
+                      "updated_at = ?7",
+    [STMT_COPY_GET] = "SELECT file_id, dest, state, remote, verified_at, error FROM copies "
+                      "WHERE file_id = ?1 AND dest = ?2",
+    [STMT_STATS] = "SELECT (SELECT count(*) FROM sessions), (SELECT count(*) FROM cards), "
+                   "(SELECT count(*) FROM files), "
+                   "(SELECT count(*) FROM files WHERE state = 'completed'), "
+                   "(SELECT count(*) FROM files WHERE state = 'failed'), "
+                   "(SELECT count(*) FROM files WHERE duplicate_of IS NOT NULL), "
+                   "(SELECT coalesce(sum(size), 0) FROM files "
+                   " WHERE state = 'completed' AND duplicate_of IS NULL)",
+};
+
+struct db {
+    sqlite3 *conn;
+    enum db_mode mode;
+    sqlite3_stmt *stmts[STMT_MAX];
+    char path[PATH_MAX];
+};
+
+/* ---- errors ---- */
+
+/* Maps an SQLite result code to a negative errno and writes "database '<path>': <what>:
+ * <sqlite message>" (or the corrupt/busy wording) into err. */
+static int db_fail(const struct db *db, int rc, struct error *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int db_fail(const struct db *db, int rc, struct error *err, const char *fmt, ...)
+{
+    char what[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+
+    const char *msg = sqlite3_errstr(rc);
+    if (db->conn && sqlite3_errcode(db->conn) != SQLITE_OK)
+        msg = sqlite3_errmsg(db->conn);
+
+    int code;
+    switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return error_set(err, -EBUSY,
+                         "database '%s' is busy (locked by another connection for more than "
+                         "%d s): %s: %s",
+                         db->path, DB_BUSY_TIMEOUT_MS / 1000, what, msg);
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+        return error_set(err, -EBADMSG,
+                         "database '%s' is corrupt or not a SnapSync database (%s: %s)", db->path,
+                         what, msg);
+    case SQLITE_FULL:
+        code = -ENOSPC;
+        break;
+    case SQLITE_READONLY:
+        code = -EROFS;
+        break;
+    case SQLITE_CANTOPEN: {
+        int sys = db->conn ? sqlite3_system_errno(db->conn) : 0;
+        code = (sys == EACCES || sys == EPERM) ? -EACCES : sys == EISDIR ? -EISDIR : -ENOENT;
+        break;
+    }
+    case SQLITE_PERM:
+    case SQLITE_AUTH:
+        code = -EACCES;
+        break;
+    case SQLITE_NOMEM:
+        code = -ENOMEM;
+        break;
+    case SQLITE_CONSTRAINT: /* a caller passed an id that does not exist, or a duplicate key */
+    case SQLITE_MISMATCH:
+    case SQLITE_RANGE:
+        code = -EINVAL;
+        break;
+    case SQLITE_IOERR:
+        code = rc == SQLITE_IOERR_NOMEM ? -ENOMEM : -EIO;
+        break;
+    default:
+        code = -EIO;
+        break;
+    }
+    return error_set(err, code, "database '%s': %s: %s", db->path, what, msg);
+}
+
+/* ---- small helpers ---- */
+
+static int64_t now_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+/* The bind helpers pass an earlier failure through, so a run of binds is checked once. */
+static int bind_i64(sqlite3_stmt *st, int i, int64_t v, int rc)
+{
+    return rc != SQLITE_OK ? rc : sqlite3_bind_int64(st, i, v);
+}
+
+static int bind_str(sqlite3_stmt *st, int i, const char *s, int rc)
+{
+    if (rc != SQLITE_OK)
+        return rc;
+    if (!s)
+        return sqlite3_bind_null(st, i);
+    return sqlite3_bind_text(st, i, s, (int)strnlen(s, DB_TEXT_MAX), SQLITE_STATIC);
+}
+
+static void col_str(sqlite3_stmt *st, int i, char *buf, size_t size)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    snprintf(buf, size, "%s", t ? (const char *)t : "");
+}
+
+static int stmt_get(struct db *db, enum stmt_id id, sqlite3_stmt **ret, struct error *err)
+{
+    if (!db->stmts[id]) {
+        int rc = sqlite3_prepare_v3(db->conn, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
+                                    &db->stmts[id], NULL);
+        if (rc != SQLITE_OK) {
+            db->stmts[id] = NULL;
+            return db_fail(db, rc, err, "cannot prepare query %d", (int)id);
+        }
+    }
+    *ret = db->stmts[id];
+    return 0;
+}
+
+/* Returns a cached statement to its idle state; a statement left stepping would pin a read
+ * transaction and keep the WAL from being checkpointed. */
+static void stmt_done(sqlite3_stmt *st)
+{
+    if (st) {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
+}
+
+/* Steps a write statement to completion. Returns 0 or the mapped error. */
+static int stmt_run(struct db *db, sqlite3_stmt *st, struct error *err, const char *what)
+{
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        ;
+    if (rc != SQLITE_DONE)
+        return db_fail(db, rc, err, "%s", what);
+    return 0;
+}
+
+static int exec_sql(struct db *db, const char *sql, struct error *err, const char *what)
+{
+    int rc = sqlite3_exec(db->conn, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return db_fail(db, rc, err, "%s", what);
+    return 0;
+}
+
+/* Runs a one-row, one-integer query such as a PRAGMA. */
+static int query_int(struct db *db, const char *sql, int64_t *ret, struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int r;
+    int rc = sqlite3_prepare_v2(db->conn, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        r = db_fail(db, rc, err, "cannot read '%s'", sql);
+        goto out;
+    }
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        r = db_fail(db, rc == SQLITE_DONE ? SQLITE_ERROR : rc, err, "cannot read '%s'", sql);
+        goto out;
+    }
+    *ret = sqlite3_column_int64(st, 0);
+    r = 0;
+out:
+    sqlite3_finalize(st);
+    return r;
+}
+
+static bool is_hex(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+            return false;
+    }
+    return true;
+}
+
+/* Copies a hex digest of exactly len digits, lower-cased, into out (len + 1 bytes). */
+static int hash_normalize(const char *in, size_t len, char *out, const char *what,
+                          struct error *err)
+{
+    if (!in || strnlen(in, len + 1) != len || !is_hex(in, len))
+        return error_set(err, -EINVAL, "invalid %s '%.64s': want %zu hex digits", what,
+                         in ? in : "(null)", len);
+    for (size_t i = 0; i < len; i++)
+        out[i] = (in[i] >= 'A' && in[i] <= 'F') ? (char)(in[i] - 'A' + 'a') : in[i];
+    out[len] = '\0';
+    return 0;
+}
+
+static int check_dests(const char *const *dests, size_t n, struct error *err)
+{
+    if (n == 0 || n > DB_DESTS_MAX || !dests)
+        return error_set(err, -EINVAL, "need 1 to %d destinations, got %zu", DB_DESTS_MAX, n);
+    for (size_t i = 0; i < n; i++)
+        if (!dests[i] || !dests[i][0] || strlen(dests[i]) >= sizeof(((struct db_copy *)0)->dest))
+            return error_set(err, -EINVAL, "destination name %zu is empty or too long", i);
+    return 0;
+}
+
+/* Binds dests to the DB_DESTS_MAX placeholders starting at first; returns how many distinct
+ * names there are, which is the count of completed copies that means "done everywhere". */
+static int bind_dests(sqlite3_stmt *st, int first, const char *const *dests, size_t n,
+                      int64_t *ret_distinct)
+{
+    int rc = SQLITE_OK;
+    int64_t distinct = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = strcmp(dests[i], dests[j]) == 0;
+        if (!seen)
+            distinct++;
+        rc = bind_str(st, first + (int)i, dests[i], rc);
+    }
+    *ret_distinct = distinct;
+    return rc;
+}
+
+static int check_key(const struct db_file_key *key, struct error *err)
+{
+    if (!key || !key->rel_path || !key->rel_path[0] || key->card_id <= 0)
+        return error_set(err, -EINVAL, "invalid file key");
+    if (strnlen(key->rel_path, DB_KEY_MAX) >= DB_KEY_MAX)
+        return error_set(err, -ENAMETOOLONG, "file path '%.64s...' is longer than %d bytes",
+                         key->rel_path, DB_KEY_MAX - 1);
+    return 0;
+}
+
+static int bind_key(sqlite3_stmt *st, const struct db_file_key *key)
+{
+    int rc = SQLITE_OK;
+    rc = bind_i64(st, 1, key->card_id, rc);
+    rc = bind_str(st, 2, key->rel_path, rc);
+    rc = bind_i64(st, 3, key->size, rc);
+    rc = bind_i64(st, 4, key->mtime_ns, rc);
+    return rc;
+}
+
+/* ---- opening ---- */
+
+/* Creates the parent folders of path (mode DB_DIR_MODE) and the file itself (DB_FILE_MODE),
+ * so SQLite never creates it with its default 0644. An existing file keeps its mode. */
+static int create_file(const char *path, struct error *err)
+{
+    char buf[PATH_MAX];
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, DB_DIR_MODE) < 0 && errno != EEXIST)
+            return error_set_errno(err, -errno, "cannot create folder '%s' for the database", buf);
+        *p = '/';
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, DB_FILE_MODE);
+    if (fd < 0)
+        return error_set_errno(err, -errno, "cannot open database '%s'", path);
+    close(fd);
+    return 0;
+}
+
+static void sql_pid_alive(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    int64_t pid = sqlite3_value_int64(argv[0]);
+    bool alive;
+    if (pid <= 0 || pid > INT_MAX || pid == (int64_t)getpid())
+        alive = false; /* kill(0 or -1, ...) would mean a process group or everyone */
+    else
+        alive = kill((pid_t)pid, 0) == 0 || errno != ESRCH; /* EPERM: alive, not ours */
+    sqlite3_result_int(ctx, alive);
+}
+
+static int check_tables(struct db *db, struct error *err)
+{
+    int64_t n;
+    int r = query_int(db, DB_TABLES_SQL, &n, err);
+    if (r < 0)
+        return r;
+    if (n != DB_TABLES_COUNT)
+        return error_set(err, -EBADMSG,
+                         "database '%s' is corrupt or not a SnapSync database (tables missing)",
+                         db->path);
+    return 0;
+}
+
+/* A database with no schema version must be empty: SnapSync never writes into another
+ * program's SQLite file. */
+static int check_empty(struct db *db, struct error *err)
+{
+    int64_t objects;
+    int r = query_int(db, "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'",
+                      &objects, err);
+    if (r < 0)
+        return r;
+    if (objects > 0)
+        return error_set(err, -EBADMSG,
+                         "database '%s' is corrupt or not a SnapSync database (it holds other "
+                         "tables and no SnapSync schema version)",
+                         db->path);
+    return 0;
+}
+
+static int check_version(struct db *db, int64_t version, struct error *err)
+{
+    if (version > DB_SCHEMA_VERSION || version < 0)
+        return error_set(err, -EPROTO,
+                         "database '%s' has schema version %lld, created by a newer SnapSync "
+                         "(this build knows version %d)",
+                         db->path, (long long)version, DB_SCHEMA_VERSION);
+    return 0;
+}
+
+/* Applies migrations[version..] in one transaction. Another process may be doing the same, so
+ * the version is read again once the write lock is held. */
+static int migrate(struct db *db, struct error *err)
+{
+    int64_t version;
+    int r = exec_sql(db, "BEGIN IMMEDIATE", err, "cannot start the schema migration");
+    if (r < 0)
+        return r;
+    r = query_int(db, "PRAGMA user_version", &version, err);
+    if (r < 0)
+        goto out;
+    r = check_version(db, version, err);
+    if (r < 0)
+        goto out;
+    if (version == 0) {
+        r = check_empty(db, err);
+        if (r < 0)
+            goto out;
+    }
+    for (int64_t v = version; v < DB_SCHEMA_VERSION; v++) {
+        char sql[64];
+        r = exec_sql(db, migrations[v], err, "cannot migrate the schema");
+        if (r < 0)
+            goto out;
+        snprintf(sql, sizeof(sql), "PRAGMA user_version = %lld", (long long)(v + 1));
+        r = exec_sql(db, sql, err, "cannot migrate the schema");
+        if (r < 0)
+            goto out;
+    }
+    r = exec_sql(db, "COMMIT", err, "cannot commit the schema migration");
+out:
+    if (r < 0 && !sqlite3_get_autocommit(db->conn))
+        sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+    return r;
+}
+
+static int configure(struct db *db, struct error *err)
+{
+    int64_t version;
+    sqlite3_stmt *st = NULL;
+    int r, rc;
+
+    /* The first read of the file: this is where a text file or random bytes show up. */
+    r = query_int(db, "PRAGMA user_version", &version, err);
+    if (r < 0)
+        return r;
+    r = check_version(db, version, err);
+    if (r < 0)
+        return r;
+    /* Before anything writes (switching to WAL rewrites the header): a file that is not ours is
+     * refused untouched. */
+    r = version == 0 ? check_empty(db, err) : check_tables(db, err);
+    if (r < 0)
+        return r;
+
+    if (db->mode == DB_READ_WRITE) {
+        rc = sqlite3_prepare_v2(db->conn, "PRAGMA journal_mode = WAL", -1, &st, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW) {
+            r = db_fail(db, rc, err, "cannot switch to WAL mode");
+            goto out;
+        }
+        const unsigned char *mode = sqlite3_column_text(st, 0);
+        if (!mode || strcmp((const char *)mode, "wal") != 0) {
+            r = error_set(err, -EIO,
+                          "database '%s': cannot switch to WAL mode (journal mode is '%s'); "
+                          "is it on a filesystem without shared memory, such as NFS?",
+                          db->path, mode ? (const char *)mode : "?");
+            goto out;
+        }
+        /* A statement left open would keep the migration below from committing. */
+        sqlite3_finalize(st);
+        st = NULL;
+    }
+    r = exec_sql(db, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON", err,
+                 "cannot set options");
+    if (r < 0)
+        goto out;
+
+    if (version < DB_SCHEMA_VERSION) {
+        if (db->mode == DB_READ_ONLY) {
+            if (version == 0)
+                r = error_set(err, -EBADMSG,
+                              "database '%s' is empty or not a SnapSync database (it has no "
+                              "SnapSync schema; run SnapSync once to create it)",
+                              db->path);
+            else
+                r = error_set(err, -EPROTO,
+                              "database '%s' has schema version %lld from an older SnapSync; "
+                              "open it read-write once to upgrade it to version %d",
+                              db->path, (long long)version, DB_SCHEMA_VERSION);
+            goto out;
+        }
+        r = migrate(db, err);
+        if (r < 0)
+            goto out;
+        r = check_tables(db, err);
+        if (r < 0)
+            goto out;
+    }
+
+    rc = sqlite3_create_function_v2(db->conn, "snapsync_pid_alive", 1,
+                                    SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL, sql_pid_alive, NULL,
+                                    NULL, NULL);
+    if (rc != SQLITE_OK)
+        r = db_fail(db, rc, err, "cannot register functions");
+out:
+    sqlite3_finalize(st);
+    return r;
+}
+
+int db_open(const char *path, enum db_mode mode, struct db **ret, struct error *err)
+{
+    struct db *db = NULL;
+    struct stat stbuf;
+    int r, rc;
+
+    if (!path || !path[0] || !ret || (mode != DB_READ_WRITE && mode != DB_READ_ONLY))
+        return error_set(err, -EINVAL, "no database path given");
+    if (strnlen(path, PATH_MAX) >= PATH_MAX)
+        return error_set(err, -ENAMETOOLONG, "database path '%.64s...' is too long", path);
+
+    db = calloc(1, sizeof(*db));
+    if (!db)
+        return error_set_errno(err, -ENOMEM, "cannot open database '%s'", path);
+    snprintf(db->path, sizeof(db->path), "%s", path);
+    db->mode = mode;
+
+    if (mode == DB_READ_WRITE) {
+        r = create_file(path, err);
+        if (r < 0)
+            goto out;
+    } else if (stat(path, &stbuf) < 0) {
+        r = error_set_errno(err, -errno, "cannot open database '%s'", path);
+        goto out;
+    } else if (S_ISDIR(stbuf.st_mode)) {
+        r = error_set_errno(err, -EISDIR, "cannot open database '%s'", path);
+        goto out;
+    }
+
+    int flags = (mode == DB_READ_WRITE ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY) |
+                SQLITE_OPEN_NOMUTEX;
+    rc = sqlite3_open_v2(path, &db->conn, flags, NULL);
+    if (rc != SQLITE_OK) {
+        r = db_fail(db, rc, err, "cannot open");
+        goto out;
+    }
+    sqlite3_extended_result_codes(db->conn, 1);
+    sqlite3_busy_timeout(db->conn, DB_BUSY_TIMEOUT_MS);
+
+    r = configure(db, err);
+    if (r < 0)
+        goto out;
+
+    *ret = db;
+    db = NULL;
+out:
+    db_close(db);
+    return r;
+}
+
+void db_close(struct db *db)
+{
+    if (!db)
+        return;
+    for (size_t i = 0; i < STMT_MAX; i++)
+        sqlite3_finalize(db->stmts[i]);
+    /* close_v2: whatever a bug left unfinalized, the connection still goes away. */
+    sqlite3_close_v2(db->conn);
+    free(db);
+}
+
+int db_transaction(struct db *db, int (*fn)(struct db *db, void *userdata), void *userdata,
+                   struct error *err)
+{
+    if (!db || !fn)
+        return error_set(err, -EINVAL, "invalid transaction");
+    /* Inside a transaction already: a savepoint makes this one nest. */
+    bool nested = !sqlite3_get_autocommit(db->conn);
+    int r = exec_sql(db, nested ? "SAVEPOINT db_transaction" : "BEGIN IMMEDIATE", err,
+                     "cannot start a transaction");
+    if (r < 0)
+        return r;
+
+    r = fn(db, userdata);
+    if (r >= 0) {
+        int c = exec_sql(db, nested ? "RELEASE db_transaction" : "COMMIT", err,
+                         "cannot commit a transaction");
+        if (c == 0)
+            return r;
+        r = c;
+    }
+    /* SQLite may have rolled back already (SQLITE_FULL, some I/O errors). */
+    if (!sqlite3_get_autocommit(db->conn))
+        sqlite3_exec(db->conn,
+                     nested ? "ROLLBACK TO db_transaction; RELEASE db_transaction" : "ROLLBACK",
+                     NULL, NULL, NULL);
+    return r;
+}
+
+/* ---- cards ---- */
+
+int db_card_upsert(struct db *db, const char *uuid, const char *label, int64_t *ret_card_id,
+                   struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int r, rc = SQLITE_OK;
+    int64_t id = 0;
+
+    if (!db || !uuid || !uuid[0])
+        return error_set(err, -EINVAL, "card without a uuid");
+    if (strnlen(uuid, DB_KEY_MAX) >= sizeof(((struct db_session *)0)->card_uuid))
+        return error_set(err, -ENAMETOOLONG, "card uuid '%.64s...' is too long", uuid);
+    r = stmt_get(db, STMT_CARD_UPSERT, &st, err);
+    if (r < 0)
+        return r;
+    rc = bind_str(st, 1, uuid, rc);
+    rc = bind_str(st, 2, label, rc);
+    rc = bind_i64(st, 3, now_s(), rc);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        r = db_fail(db, rc, err, "cannot record card '%s'", uuid);
+        goto out;
+    }
+    id = sqlite3_column_int64(st, 0);
+    r = stmt_run(db, st, err, "cannot record card");
+    if (r < 0)
+        goto out;
+    if (ret_card_id)
+        *ret_card_id = id;
+out:
+    stmt_done(st);
+    return r;
+}
+
+int db_card_find(struct db *db, const char *uuid, int64_t *ret_card_id, struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db->conn, "SELECT id FROM cards WHERE uuid = ?1", -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = bind_str(st, 1, uuid, rc);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    int r;
+    if (rc == SQLITE_ROW) {
+        *ret_card_id = sqlite3_column_int64(st, 0);
+        r = 0;
+    } else if (rc == SQLITE_DONE) {
+        r = error_set(err, -ENOENT, "card '%s' is not known", uuid);
+    } else {
+        r = db_fail(db, rc, err, "cannot look up card '%s'", uuid);
+    }
+    sqlite3_finalize(st);
+    return r;
+}
+
+/* ---- sessions ---- */
+
+static int bind_totals(sqlite3_stmt *st, const struct db_totals *t, int rc)
+{
+    rc = bind_i64(st, 3, t->files_total, rc);
+    rc = bind_i64(st, 4, t->bytes_total, rc);
+    rc = bind_i64(st, 5, t->files_copied, rc);
+    rc = bind_i64(st, 6, t->files_skipped, rc);
+    rc = bind_i64(st, 7, t->files_duplicate, rc);
+    rc = bind_i64(st, 8, t->files_failed, rc);
+    rc = bind_i64(st, 9, t->bytes_copied, rc);
+    return rc;
+}
+
+static void read_session(sqlite3_stmt *st, struct db_session *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->id = sqlite3_column_int64(st, 0);
+    s->card_id = sqlite3_column_int64(st, 1);
+    col_str(st, 2, s->card_uuid, sizeof(s->card_uuid));
+    col_str(st, 3, s->card_label, sizeof(s->card_label));
+    col_str(st, 4, s->source, sizeof(s->source));
+    s->started_at = sqlite3_column_int64(st, 5);
+    s->ended_at = sqlite3_column_int64(st, 6);
+    s->pid = sqlite3_column_int64(st, 7);
+    s->status = session_status_parse((const char *)sqlite3_column_text(st, 8));
+    s->totals.files_total = sqlite3_column_int64(st, 9);
+    s->totals.bytes_total = sqlite3_column_int64(st, 10);
+    s->totals.files_copied = sqlite3_column_int64(st, 11);
+    s->totals.files_skipped = sqlite3_column_int64(st, 12);
+    s->totals.files_duplicate = sqlite3_column_int64(st, 13);
+    s->totals.files_failed = sqlite3_column_int64(st, 14);
+    s->totals.bytes_copied = sqlite3_column_int64(st, 15);
+    col_str(st, 16, s->error, sizeof(s->error));
+}
+
+int db_session_begin(struct db *db, int64_t card_id, const char *source, int64_t *ret_id,
+                     struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int r, rc = SQLITE_OK;
+    int64_t id;
+
+    if (!db)
+        return error_set(err, -EINVAL, "no database");
+    r = stmt_get(db, STMT_SESSION_BEGIN, &st, err);
+    if (r < 0)
+        return r;
+    /* A session without a card (a plain folder) keeps card_id NULL. */
+    rc = card_id > 0 ? bind_i64(st, 1, card_id, rc) : sqlite3_bind_null(st, 1);
+    rc = bind_str(st, 2, source ? source : "", rc);
+    rc = bind_i64(st, 3, now_s(), rc);
+    rc = bind_i64(st, 4, (int64_t)getpid(), rc);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        r = db_fail(db, rc, err, "cannot start a session for card %lld", (long long)card_id);
+        goto out;
+    }
+    id = sqlite3_column_int64(st, 0);
+    r = stmt_run(db, st, err, "cannot start a session");
+    if (r < 0)
+        goto out;
+    if (ret_id)
+        *ret_id = id;
+out:
+    stmt_done(st);
+    return r;
+}
+
+static int session_write(struct db *db, enum stmt_id which, int64_t id,
+                         enum db_session_status status, const struct db_totals *totals,
+                         const char *error, struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int r, rc = SQLITE_OK;
+
+    if (!db || !totals || (unsigned)status >= ARRAY_SIZE(session_status_names))
+        return error_set(err, -EINVAL, "invalid session update");
+    r = stmt_get(db, which, &st, err);
+    if (r < 0)
+        return r;
+    rc = bind_i64(st, 1, id, rc);
+    rc = bind_str(st, 2, session_status_names[status], rc);
+    rc = bind_totals(st, totals, rc);
+    if (which == STMT_SESSION_END) {
+        rc = bind_i64(st, 10, now_s(), rc);
+        rc = bind_str(st, 11, error, rc);
+    }
+    if (rc != SQLITE_OK) {
+        r = db_fail(db, rc, err, "cannot update session %lld", (long long)id);
+        goto out;
+    }
+    r = stmt_run(db, st, err, "cannot update a session");
+    if (r < 0)
+        goto out;
+    if (sqlite3_changes(db->conn) == 0)
+        r = error_set(err, -ENOENT, "no session %lld", (long long)id);
+out:
+    stmt_done(st);
+    return r;
+}
+
+int db_session_update(struct db *db, int64_t id, enum db_session_status status,
+                      const struct db_totals *totals, struct error *err)
+{
+    return session_write(db, STMT_SESSION_UPDATE, id, status, totals, NULL, err);
+}
+
+int db_session_end(struct db *db, int64_t id, enum db_session_status status,
+                   const struct db_totals *totals, const char *error, struct error *err)
+{
+    return session_write(db, STMT_SESSION_END, id, status, totals, error, err);
+}
+
+int db_sessions_interrupt_stale(struct db *db, int64_t *ret_count, struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int r, rc = SQLITE_OK;
+
+    if (!db)
+        return error_set(err, -EINVAL, "no database");
+    r = stmt_get(db, STMT_SESSION_INTERRUPT, &st, err);
+    if (r < 0)
+        return r;
+    rc = bind_i64(st, 1, now_s(), rc);
+    if (rc != SQLITE_OK) {
+        r = db_fail(db, rc, err, "cannot mark stale sessions");
+        goto out;
+    }
+    r = stmt_run(db, st, err, "cannot mark stale sessions as interrupted");
+    if (r < 0)
+        goto out;
+    if (ret_count)
+        *ret_count = sqlite3_changes(db->conn);
+out:
+    stmt_done(st);
+    return r;
+}
+
+/* Collects up to limit rows of a list statement (bound already) into a growing array. */
+static int collect_rows(struct db *db, sqlite3_stmt *st, int limit, size_t elem,
+                        void (*read)(sqlite3_stmt *st, void *row), void **ret, size_t *ret_n,
+                        struct error *err, const char *what)
+{
+    char *rows = NULL;
+    size_t n = 0, cap = 0;
+    int r, rc;
+
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == (size_t)limit)
+            break;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            if (ncap > (size_t)limit)
+                ncap = (size_t)limit;
+            char *p = realloc(rows, ncap * elem);
+            if (!p) {
+                r = error_set_errno(err, -ENOMEM, "%s", what);
+                goto out;
+            }
+            rows = p;
+            cap = ncap;
+        }
+        read(st, rows + n * elem);
+        n++;
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        r = db_fail(db, rc, err, "%s", what);
+        goto out;
+    }
+    *ret = rows;
+    *ret_n = n;
+    rows = NULL;
+    r = 0;
+out:
+    free(rows);
+    return r;
+}
+
+static void read_session_row(sqlite3_stmt *st, void *row)
+{
+    read_session(st, row);
+}
+
+int db_sessions_list(struct db *db, int limit, struct db_session **ret, size_t *ret_n,
+                     struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    void *rows = NULL;
+    size_t n = 0;
+    int r;
+
+    if (!db || !ret || !ret_n || limit < 1 || limit > DB_LIST_MAX)
+        return error_set(err, -EINVAL, "session list limit must be 1 to %d", DB_LIST_MAX);
+    r = stmt_get(db, STMT_SESSION_LIST, &st, err);
+    if (r < 0)
+        return r;
+    int rc = bind_i64(st, 1, limit, SQLITE_OK);
+    if (rc != SQLITE_OK) {
+        r = db_fail(db, rc, err, "cannot list sessions");
+        goto out;
+    }
+    r = collect_rows(db, st, limit, sizeof(struct db_session), read_session_row, &rows, &n, err,
+                     "cannot list sessions");
+    if (r < 0)
+        goto out;
+    *ret = rows;
+    *ret_n = n;
+out:
+    stmt_done(st);
+    return r;
+}
+
+int db_session_get(struct db *db, int64_t id, struct db_session *ret, struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int r, rc;
+
+    if (!db || !ret)
+        return error_set(err, -EINVAL, "invalid session query");
+    r = stmt_get(db, STMT_SESSION_GET, &st, err);
+    if (r < 0)
+        return r;
+    rc = bind_i64(st, 1, id, SQLITE_OK);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        read_session(st, ret);
+        r = 0;
+    } else if (rc == SQLITE_DONE) {
+        r = error_set(err, -ENOENT, "no session %lld", (long long)id);
+    } else {
+        r = db_fail(db, rc, err, "cannot read session %lld", (long long)id);
+    }
+    stmt_done(st);
+    return r;
+}
+
+int db_session_file_set(struct db *db, int64_t session_id, int64_t file_id, enum db_outcome o,
+                        struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int r, rc = SQLITE_OK;
+
+    if (!db || (unsigned)o >= ARRAY_SIZE(outcome_names))
+        return error_set(err, -EINVAL, "invalid session outcome");
+    r = stmt_get(db, STMT_SESSION_FILE_SET, &st, err);
+    if (r < 0)
+        return r;
+    rc = bind_i64(st, 1, session_id, rc);
+    rc = bind_i64(st, 2, file_id, rc);
+    rc = bind_str(st, 3, outcome_names[o], rc);
+    if (rc != SQLITE_OK) {
+        r = db_fail(db, rc, err, "cannot record a session outcome");
+        goto out;
+    }
+    r = stmt_run(db, st, err, "cannot record a session outcome");
+out:
+    stmt_done(st);
+    return r;
+}
+
+/* ---- files ---- */
+
+static void read_file(sqlite3_stmt *st, struct db_file *f)
+{
+    memset(f, 0, sizeof(*f));
+    f->id = sqlite3_column_int64(st, 0);
+    f->card_id = sqlite3_column_int64(st, 1);
+    col_str(st, 2, f->rel_path, sizeof(f->rel_path));
+    f->size = sqlite3_column_int64(st, 3);
+    f->mtime_ns = sqlite3_column_int64(st, 4);
+    col_str(st, 5, f->md5, sizeof(f->md5));
+    col_str(st, 6, f->sha1, sizeof(f->sha1));
+    f->capture_time = sqlite3_column_int64(st, 7);
+    col_str(st, 8, f->kind, sizeof(f->kind));
+    f->state = file_state_parse((const char *)sqlite3_column_text(st, 9));
+    f->attempts = sqlite3_column_int(st, 10);
+    col_str(st, 11, f->last_error, sizeof(f->last_error));
+    f->duplicate_of = sqlite3_column_int64(st, 12);
+}
+
+static void read_file_row(sqlite3_stmt *st, void *row)
+{
+    read_file(st, row);
+}
+
+int db_file_done(struct db *db, const struct db_file_key *key, const char *const *dests, size_t n,
+                 bool *ret_done, struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t want = 0;
+    int r, rc;
+
+    if (!db || !ret_done)
+        return error_set(err, -EINVAL, "invalid file query");
+    r = check_key(key, err);
+    if (r < 0)
+        return r;
+    r = check_dests(dests, n, err);
+    if (r < 0)
+        return r;
+    r = stmt_get(db, STMT_FILE_DONE, &st, err);
+    if (r < 0)
+        return r;
+    rc = bind_key(st, key);
+    if (rc == SQLITE_OK)
+        rc = bind_dests(st, 5, dests, n, &want);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        r = db_fail(db, rc, err, "cannot look up '%s'", key->rel_path);
+        goto out;
+    }
+    *ret_done = sqlite3_column_int64(st, 0) == want;
+out:
+    stmt_done(st);
+    return r;
+}
+
+int db_file_get_or_create(struct db *db, const struct db_file_key *key, int64_t *ret_id,
+                          struct db_file *ret_file, struct error *err)
+{
+    sqlite3_stmt *sel = NULL, *ins = NULL;
+    int r, rc;
+
+    if (!db)
+        return error_set(err, -EINVAL, "no database");
+    r = check_key(key, err);
+    if (r < 0)
+        return r;
+    r = stmt_get(db, STMT_FILE_SELECT, &sel, err);
+    if (r < 0)
+        return r;
+    r = stmt_get(db, STMT_FILE_INSERT, &ins, err);
+    if (r < 0)
+        return r;
+
+    /* Look first: on a re-run nearly every file exists, and a read takes no write lock. */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        rc = bind_key(sel, key);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(sel);
+        if (rc == SQLITE_ROW) {
+            if (ret_id)
+                *ret_id = sqlite3_column_int64(sel, 0);
+            if (ret_file)
+                read_file(sel, ret_file);
+            r = 0;
+            goto out;
+        }
+        if (rc != SQLITE_DONE) {
+            r = db_fail(db, rc, err, "cannot look up '%s'", key->rel_path);
+            goto out;
+        }
+        stmt_done(sel);
+        if (attempt > 0)
+            break;
+        /* ON CONFLICT DO NOTHING: another connection may insert the same key in between. */
+        rc = bind_key(ins, key);
+        rc = bind_i64(ins, 5, now_s(), rc);
+        if (rc != SQLITE_OK) {
+            r = db_fail(db, rc, err, "cannot record '%s'", key->rel_path);
+            goto out;
+        }
+        r = stmt_run(db, ins, err, "cannot record a file");
+        stmt_done(ins);
+        if (r < 0)
+            goto out;
+    }
+    r = error_set(err, -EIO, "database '%s': file '%s' vanished right after it was recorded",
+                  db->path, key->rel_path);
+out:
+    stmt_done(sel);
+    stmt_done(ins);
+    return r;
+}
+
+/* Runs one of the UPDATE statements on files whose ?1 is the file id and reports -ENOENT when
+ * no row matched. */
+static int file_update_run(struct db *db, sqlite3_stmt *st, int64_t file_id, int rc,
+                           struct error *err)
+{
+    if (rc != SQLITE_OK)
+        return db_fail(db, rc, err, "cannot update file %lld", (long long)file_id);
+    int r = stmt_run(db, st, err, "cannot update a file");
+    if (r < 0)
+        return r;
+    if (sqlite3_changes(db->conn) == 0)
+        return error_set(err, -ENOENT, "no file %lld", (long long)file_id);
+    return 0;
+}
+
+int db_file_set_state(struct db *db, int64_t file_id, enum db_file_state state, const char *error,
+                      struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int r, rc = SQLITE_OK;
+
+    if (!db || (unsigned)state >= ARRAY_SIZE(file_state_names))
+        return error_set(err, -EINVAL, "invalid file state");
+    r = stmt_get(db, STMT_FILE_SET_STATE, &st, err);
+    if (r < 0)
+        return r;
+    rc = bind_i64(st, 1, file_id, rc);
+    rc = bind_str(st, 2, file_state_names[state], rc);
+    rc = bind_str(st, 3, error, rc);
+    rc = bind_i64(st, 4, state == DB_FILE_SCANNING ? 1 : 0, rc);
+    rc = bind_i64(st, 5, now_s(), rc);
+    r = file_update_run(db, st, file_id, rc, err);
+    stmt_done(st);
+    return r;
+}
+
+int db_file_set_meta(struct db *db, int64_t file_id, const char *md5, const char *sha1,
+                     int64_t capture_time, const char *kind, struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    char md5_lc[33], sha1_lc[41];
+    int r, rc = SQLITE_OK;
+
+    if (!db)
+        return error_set(err, -EINVAL, "no database");
+    r = hash_normalize(md5, 32, md5_lc, "MD5", err);
+    if (r < 0)
+        return r;
+    r = hash_normalize(sha1, 40, sha1_lc, "SHA-1", err);
+    if (r < 0)
+        return r;
+    if (!kind)
+        kind = "unknown";
+    if (!kind[0] || strlen(kind) >= sizeof(((struct db_file *)0)->kind))
+        return error_set(err, -EINVAL, "invalid file kind '%.32s'", kind);
+    r = stmt_get(db, STMT_FILE_SET_META, &st, err);
+    if (r < 0)
+        return r;
+    rc = bind_i64(st, 1, file_id, rc);
+    rc = bind_str(st, 2, md5_lc, rc);
+    rc = bind_str(st, 3, sha1_lc, rc);
+    rc = bind_i64(st, 4, capture_time, rc);
+    rc = bind_str(st, 5, kind, rc);
+    rc = bind_i64(st, 6, now_s(), rc);
+    r = file_update_run(db, st, file_id, rc, err);
+    stmt_done(st);
+    return r;
+}
+
+int db_file_set_duplicate(struct db *db, int64_t file_id, int64_t original_id, struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int r, rc = SQLITE_OK;
+
+    if (!db || original_id <= 0 || original_id == file_id)
+        return error_set(err, -EINVAL, "file %lld cannot be a duplicate of %lld",
+                         (long long)file_id, (long long)original_id);
+    r = stmt_get(db, STMT_FILE_SET_DUPLICATE, &st, err);
+    if (r < 0)
+        return r;
+    rc = bind_i64(st, 1, file_id, rc);
+    rc = bind_i64(st, 2, original_id, rc);
+    rc = bind_i64(st, 3, now_s(), rc);
+    r = file_update_run(db, st, file_id, rc, err);
+    stmt_done(st);
+    return r;
+}
+
+int db_hash_backed_up(struct db *db, const char *md5, const char *sha1, int64_t exclude_id,
+                      const char *const *dests, size_t n, int64_t *ret_file_id, struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    char md5_lc[33], sha1_lc[41];
+    int64_t want = 0;
+    int r, rc = SQLITE_OK;
+
+    if (!db || !ret_file_id)
+        return error_set(err, -EINVAL, "invalid duplicate query");
+    r = hash_normalize(md5, 32, md5_lc, "MD5", err);
+    if (r < 0)
+        return r;
+    r = hash_normalize(sha1, 40, sha1_lc, "SHA-1", err);
+    if (r < 0)
+        return r;
+    r = check_dests(dests, n, err);
+    if (r < 0)
+        return r;
+    r = stmt_get(db, STMT_HASH_BACKED_UP, &st, err);
+    if (r < 0)
+        return r;
+    rc = bind_str(st, 1, md5_lc, rc);
+    rc = bind_str(st, 2, sha1_lc, rc);
+    rc = bind_i64(st, 3, exclude_id, rc);
+    if (rc == SQLITE_OK)
+        rc = bind_dests(st, 4, dests, n, &want);
+    rc = bind_i64(st, 20, rc == SQLITE_OK ? want : 0, rc);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *ret_file_id = sqlite3_column_int64(st, 0);
+    } else if (rc == SQLITE_DONE) {
+        *ret_file_id = 0;
+    } else {
+        r = db_fail(db, rc, err, "cannot look up hash %s", md5_lc);
+        goto out;
+    }
+    r = 0;
+out:
+    stmt_done(st);
+    return r;
+}
+
+int db_files_failed(struct db *db, int limit, struct db_file **ret, size_t *ret_n,
+                    struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    void *rows = NULL;
+    size_t n = 0;
+    int r;
+
+    if (!db || !ret || !ret_n || limit < 1 || limit > DB_LIST_MAX)
+        return error_set(err, -EINVAL, "file list limit must be 1 to %d", DB_LIST_MAX);
+    r = stmt_get(db, STMT_FILES_FAILED, &st, err);
+    if (r < 0)
+        return r;
+    int rc = bind_i64(st, 1, limit, SQLITE_OK);
+    if (rc != SQLITE_OK) {
+        r = db_fail(db, rc, err, "cannot list failed files");
+        goto out;
+    }
+    r = collect_rows(db, st, limit, sizeof(struct db_file), read_file_row, &rows, &n, err,
+                     "cannot list failed files");
+    if (r < 0)
+        goto out;
+    *ret = rows;
+    *ret_n = n;
+out:
+    stmt_done(st);
+    return r;
+}
+
+/* ---- copies ---- */
+
+int db_copy_set(struct db *db, int64_t file_id, const char *dest, enum db_copy_state state,
+                const char *remote, const char *error, struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int r, rc = SQLITE_OK;
+
+    if (!db || (unsigned)state >= ARRAY_SIZE(copy_state_names))
+        return error_set(err, -EINVAL, "invalid copy state");
+    r = check_dests(&dest, 1, err);
+    if (r < 0)
+        return r;
+    if (remote && strnlen(remote, DB_KEY_MAX) >= DB_KEY_MAX)
+        return error_set(err, -ENAMETOOLONG, "remote path '%.64s...' is longer than %d bytes",
+                         remote, DB_KEY_MAX - 1);
+    r = stmt_get(db, STMT_COPY_SET, &st, err);
+    if (r < 0)
+        return r;
+    int64_t now = now_s();
+    rc = bind_i64(st, 1, file_id, rc);
+    rc = bind_str(st, 2, dest, rc);
+    rc = bind_str(st, 3, copy_state_names[state], rc);
+    rc = bind_str(st, 4, remote, rc);
+    rc = bind_i64(st, 5, state == DB_COPY_COMPLETED ? now : 0, rc);
+    rc = bind_str(st, 6, error, rc);
+    rc = bind_i64(st, 7, now, rc);
+    if (rc != SQLITE_OK) {
+        r = db_fail(db, rc, err, "cannot record the copy of file %lld at '%s'", (long long)file_id,
+                    dest);
+        goto out;
+    }
+    r = stmt_run(db, st, err, "cannot record a copy");
+out:
+    stmt_done(st);
+    return r;
+}
+
+int db_copy_get(struct db *db, int64_t file_id, const char *dest, struct db_copy *ret,
+                struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int r, rc = SQLITE_OK;
+
+    if (!db || !ret)
+        return error_set(err, -EINVAL, "invalid copy query");
+    r = check_dests(&dest, 1, err);
+    if (r < 0)
+        return r;
+    r = stmt_get(db, STMT_COPY_GET, &st, err);
+    if (r < 0)
+        return r;
+    rc = bind_i64(st, 1, file_id, rc);
+    rc = bind_str(st, 2, dest, rc);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        memset(ret, 0, sizeof(*ret));
+        ret->file_id = sqlite3_column_int64(st, 0);
+        col_str(st, 1, ret->dest, sizeof(ret->dest));
+        ret->state = copy_state_parse((const char *)sqlite3_column_text(st, 2));
+        col_str(st, 3, ret->remote, sizeof(ret->remote));
+        ret->verified_at = sqlite3_column_int64(st, 4);
+        col_str(st, 5, ret->error, sizeof(ret->error));
+        r = 0;
+    } else if (rc == SQLITE_DONE) {
+        r = error_set(err, -ENOENT, "no copy of file %lld at '%s'", (long long)file_id, dest);
+    } else {
+        r = db_fail(db, rc, err, "cannot read the copy of file %lld at '%s'", (long long)file_id,
+                    dest);
+    }
+    stmt_done(st);
+    return r;
+}
+
+/* ---- statistics ---- */
+
+int db_stats_get(struct db *db, struct db_stats *ret, struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int r, rc;
+
+    if (!db || !ret)
+        return error_set(err, -EINVAL, "invalid statistics query");
+    r = stmt_get(db, STMT_STATS, &st, err);
+    if (r < 0)
+        return r;
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        r = db_fail(db, rc, err, "cannot read statistics");
+        goto out;
+    }
+    memset(ret, 0, sizeof(*ret));
+    ret->sessions = sqlite3_column_int64(st, 0);
+    ret->cards = sqlite3_column_int64(st, 1);
+    ret->files = sqlite3_column_int64(st, 2);
+    ret->files_completed = sqlite3_column_int64(st, 3);
+    ret->files_failed = sqlite3_column_int64(st, 4);
+    ret->files_duplicate = sqlite3_column_int64(st, 5);
+    ret->bytes_completed = sqlite3_column_int64(st, 6);
+out:
+    stmt_done(st);
+    return r;
+}

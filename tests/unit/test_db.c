@@ -1,0 +1,1426 @@
+/*
+ * Unit tests for db.c: schema creation and migration, reopening, read-only mode, corrupt and
+ * foreign files, every query, the 10,000-file fast path and two connections at once.
+ *
+ * Each test gets a fresh database under a temporary folder ($SNAPSYNC_TEST_TMP when set, else
+ * /tmp). The tests talk to SQLite directly only to build states the API cannot (a newer schema,
+ * a foreign pid, an unknown state string) and to check what was stored.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "db.h"
+
+#define MD5_A "0123456789abcdef0123456789abcdef"
+#define SHA1_A "0123456789abcdef0123456789abcdef01234567"
+#define MD5_B "ffffffffffffffffffffffffffffffff"
+#define SHA1_B "ffffffffffffffffffffffffffffffffffffffff"
+
+static char tmp_root[PATH_MAX];
+static int path_seq;
+
+/* ---- helpers ---- */
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    const char *base = getenv("SNAPSYNC_TEST_TMP");
+    if (!base || !base[0])
+        base = "/tmp";
+    if (mkdir(base, 0755) < 0 && errno != EEXIST)
+        return -1;
+    snprintf(tmp_root, sizeof(tmp_root), "%s/test_db.XXXXXX", base);
+    return mkdtemp(tmp_root) ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    nftw(tmp_root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return 0;
+}
+
+/* A fresh path "<tmp>/<n>/data/<name>" whose folders do not exist yet. */
+static void new_path(char *buf, size_t size, const char *name)
+{
+    snprintf(buf, size, "%s/%d/data/%s", tmp_root, ++path_seq, name);
+}
+
+/* A fresh path whose folder exists, for files the test writes itself. */
+static void new_file_path(char *buf, size_t size, const char *name)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/%d", tmp_root, ++path_seq);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    snprintf(buf, size, "%s/%s", dir, name);
+}
+
+static struct db *open_rw(const char *path)
+{
+    struct db *db = NULL;
+    struct error err = {0};
+    int r = db_open(path, DB_READ_WRITE, &db, &err);
+    if (r < 0)
+        print_error("db_open('%s'): %s\n", path, err.msg);
+    assert_int_equal(r, 0);
+    assert_non_null(db);
+    return db;
+}
+
+static void write_file(const char *path, const void *data, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, data, len), (ssize_t)len);
+    close(fd);
+}
+
+/* Runs SQL on the file through a separate, raw connection. */
+static void raw_exec(const char *path, const char *sql)
+{
+    sqlite3 *c = NULL;
+    assert_int_equal(sqlite3_open(path, &c), SQLITE_OK);
+    sqlite3_busy_timeout(c, 10000);
+    int rc = sqlite3_exec(c, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        print_error("%s: %s\n", sql, sqlite3_errmsg(c));
+    assert_int_equal(rc, SQLITE_OK);
+    sqlite3_close(c);
+}
+
+static int64_t raw_int(const char *path, const char *sql)
+{
+    sqlite3 *c = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &c, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(c, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(c);
+    return v;
+}
+
+static void raw_text(const char *path, const char *sql, char *buf, size_t size)
+{
+    sqlite3 *c = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &c, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(c, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    const unsigned char *t = sqlite3_column_text(st, 0);
+    snprintf(buf, size, "%s", t ? (const char *)t : "");
+    sqlite3_finalize(st);
+    sqlite3_close(c);
+}
+
+static int64_t add_card(struct db *db, const char *uuid)
+{
+    int64_t id = 0;
+    assert_int_equal(db_card_upsert(db, uuid, "CANON", &id, NULL), 0);
+    assert_true(id > 0);
+    return id;
+}
+
+static int64_t add_file(struct db *db, int64_t card, const char *rel, int64_t size)
+{
+    struct db_file_key key = {card, rel, size, 1700000000000000000LL};
+    int64_t id = 0;
+    assert_int_equal(db_file_get_or_create(db, &key, &id, NULL, NULL), 0);
+    assert_true(id > 0);
+    return id;
+}
+
+static bool contains(const char *haystack, const char *needle)
+{
+    return strstr(haystack, needle) != NULL;
+}
+
+/* ---- state strings ---- */
+
+static void test_state_strings(void **state)
+{
+    (void)state;
+    static const char *const files[] = {"new",       "scanning",  "backing_up",
+                                        "verifying", "completed", "failed"};
+    static const char *const copies[] = {"pending", "copying", "verifying", "completed", "failed"};
+    static const char *const sessions[] = {"scanning", "backing_up", "completed",
+                                           "partial",  "failed",     "interrupted"};
+    static const char *const outcomes[] = {"copied", "skipped", "duplicate", "failed"};
+
+    for (int i = 0; i <= DB_FILE_FAILED; i++)
+        assert_string_equal(db_file_state_to_string((enum db_file_state)i), files[i]);
+    for (int i = 0; i <= DB_COPY_FAILED; i++)
+        assert_string_equal(db_copy_state_to_string((enum db_copy_state)i), copies[i]);
+    for (int i = 0; i <= DB_OUTCOME_FAILED; i++)
+        assert_string_equal(db_outcome_to_string((enum db_outcome)i), outcomes[i]);
+    for (int i = 0; i <= DB_SESSION_INTERRUPTED; i++) {
+        enum db_session_status s;
+        const char *name = db_session_status_to_string((enum db_session_status)i);
+        assert_string_equal(name, sessions[i]);
+        assert_int_equal(db_session_status_from_string(name, &s), 0);
+        assert_int_equal(s, i);
+    }
+
+    enum db_session_status s = DB_SESSION_COMPLETED;
+    assert_int_equal(db_session_status_from_string("running", &s), -EINVAL);
+    assert_int_equal(db_session_status_from_string("Completed", &s), -EINVAL);
+    assert_int_equal(db_session_status_from_string("", &s), -EINVAL);
+    assert_int_equal(db_session_status_from_string(NULL, &s), -EINVAL);
+    assert_int_equal(s, DB_SESSION_COMPLETED); /* untouched on failure */
+
+    assert_string_equal(db_file_state_to_string((enum db_file_state)42), "unknown");
+    assert_string_equal(db_copy_state_to_string((enum db_copy_state) - 1), "unknown");
+    assert_string_equal(db_session_status_to_string((enum db_session_status)99), "unknown");
+    assert_string_equal(db_outcome_to_string((enum db_outcome)7), "unknown");
+}
+
+/* ---- opening, migration, modes ---- */
+
+static void test_create_and_migrate(void **state)
+{
+    (void)state;
+    char path[PATH_MAX], dir[PATH_MAX];
+    struct stat st;
+    new_path(path, sizeof(path), "snapsync.db");
+
+    struct db *db = open_rw(path);
+    db_close(db);
+
+    assert_int_equal(stat(path, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(st.st_mode & 0777 & ~0640, 0);
+    snprintf(dir, sizeof(dir), "%s", path);
+    *strrchr(dir, '/') = '\0';
+    assert_int_equal(stat(dir, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(st.st_mode & 0777 & ~0750, 0);
+
+    char mode[16];
+    raw_text(path, "PRAGMA journal_mode", mode, sizeof(mode));
+    assert_string_equal(mode, "wal");
+    assert_int_equal(raw_int(path, "PRAGMA user_version"), DB_SCHEMA_VERSION);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
+                                   "name IN ('cards', 'sessions', 'files', 'copies', "
+                                   "'session_files')"),
+                     5);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
+                                   "name IN ('files_md5', 'files_sha1', 'files_state')"),
+                     3);
+}
+
+static void test_reopen_keeps_data(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    new_path(path, sizeof(path), "snapsync.db");
+
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "1234-ABCD");
+    int64_t file = add_file(db, card, "DCIM/IMG_0001.JPG", 10);
+    db_close(db);
+    int64_t objects = raw_int(path, "SELECT count(*) FROM sqlite_master");
+
+    /* The migration uses plain CREATE TABLE: running it again would fail the open. */
+    db = open_rw(path);
+    int64_t again = 0;
+    assert_int_equal(db_card_upsert(db, "1234-ABCD", NULL, &again, NULL), 0);
+    assert_int_equal(again, card);
+    assert_int_equal(add_file(db, card, "DCIM/IMG_0001.JPG", 10), file);
+    db_close(db);
+    assert_int_equal(raw_int(path, "PRAGMA user_version"), DB_SCHEMA_VERSION);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_master"), objects);
+}
+
+static void test_zero_byte_file(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    new_file_path(path, sizeof(path), "empty.db");
+    write_file(path, "", 0);
+
+    /* Read-only: an empty file has no schema. */
+    struct db *db = NULL;
+    struct error err = {0};
+    assert_int_equal(db_open(path, DB_READ_ONLY, &db, &err), -EBADMSG);
+    assert_null(db);
+    assert_true(contains(err.msg, path));
+
+    /* Read-write: SQLite sees an empty database and it is created in place. */
+    db = open_rw(path);
+    add_card(db, "u");
+    db_close(db);
+    assert_int_equal(raw_int(path, "PRAGMA user_version"), DB_SCHEMA_VERSION);
+}
+
+static void test_read_only(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    struct db *db = NULL;
+    struct error err = {0};
+    struct stat st;
+
+    new_path(path, sizeof(path), "snapsync.db");
+    assert_int_equal(db_open(path, DB_READ_ONLY, &db, &err), -ENOENT);
+    assert_int_equal(err.code, -ENOENT);
+    assert_null(db);
+    assert_int_equal(stat(path, &st), -1); /* nothing created */
+
+    db = open_rw(path);
+    int64_t card = add_card(db, "card-ro");
+    int64_t sid = 0;
+    assert_int_equal(db_session_begin(db, card, "/media/card", &sid, NULL), 0);
+    db_close(db);
+
+    db = NULL;
+    assert_int_equal(db_open(path, DB_READ_ONLY, &db, &err), 0);
+    struct db_session s;
+    assert_int_equal(db_session_get(db, sid, &s, NULL), 0);
+    assert_string_equal(s.card_uuid, "card-ro");
+    struct db_stats stats;
+    assert_int_equal(db_stats_get(db, &stats, NULL), 0);
+    assert_int_equal(stats.cards, 1);
+
+    assert_int_equal(db_card_upsert(db, "other", "x", NULL, &err), -EROFS);
+    assert_int_equal(err.code, -EROFS);
+    assert_true(contains(err.msg, "readonly") || contains(err.msg, "read-only") ||
+                contains(err.msg, "read only"));
+    assert_int_equal(db_sessions_interrupt_stale(db, NULL, &err), -EROFS);
+    db_close(db);
+}
+
+static void test_newer_schema(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    struct db *db = NULL;
+    struct error err = {0};
+    new_file_path(path, sizeof(path), "future.db");
+    raw_exec(path, "CREATE TABLE cards (id INTEGER PRIMARY KEY); PRAGMA user_version = 99");
+
+    assert_int_equal(db_open(path, DB_READ_WRITE, &db, &err), -EPROTO);
+    assert_null(db);
+    assert_true(contains(err.msg, "newer SnapSync"));
+    assert_true(contains(err.msg, "99"));
+    assert_int_equal(db_open(path, DB_READ_ONLY, &db, &err), -EPROTO);
+    assert_null(db);
+    assert_int_equal(raw_int(path, "PRAGMA user_version"), 99); /* untouched */
+}
+
+static void test_foreign_database(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    struct db *db = NULL;
+    struct error err = {0};
+    new_file_path(path, sizeof(path), "other-app.db");
+    raw_exec(path, "CREATE TABLE contacts (name TEXT); INSERT INTO contacts VALUES ('x')");
+
+    assert_int_equal(db_open(path, DB_READ_WRITE, &db, &err), -EBADMSG);
+    assert_null(db);
+    assert_true(contains(err.msg, "not a SnapSync database"));
+    assert_int_equal(db_open(path, DB_READ_ONLY, &db, &err), -EBADMSG);
+    /* Untouched: no tables added, not even switched to WAL. */
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_master"), 1);
+    char mode[16];
+    raw_text(path, "PRAGMA journal_mode", mode, sizeof(mode));
+    assert_string_equal(mode, "delete");
+
+    /* Right version number, wrong tables. */
+    new_file_path(path, sizeof(path), "half.db");
+    raw_exec(path, "CREATE TABLE cards (id INTEGER PRIMARY KEY); PRAGMA user_version = 1");
+    assert_int_equal(db_open(path, DB_READ_WRITE, &db, &err), -EBADMSG);
+    assert_true(contains(err.msg, "tables missing"));
+    assert_int_equal(db_open(path, DB_READ_ONLY, &db, &err), -EBADMSG);
+    assert_null(db);
+    raw_text(path, "PRAGMA journal_mode", mode, sizeof(mode));
+    assert_string_equal(mode, "delete");
+}
+
+static void expect_corrupt(const char *path)
+{
+    struct db *db = NULL;
+    struct error err = {0};
+    assert_int_equal(db_open(path, DB_READ_WRITE, &db, &err), -EBADMSG);
+    assert_null(db);
+    assert_int_equal(err.code, -EBADMSG);
+    char want[PATH_MAX + 64];
+    snprintf(want, sizeof(want), "database '%s' is corrupt or not a SnapSync database", path);
+    assert_true(contains(err.msg, want));
+    assert_int_equal(db_open(path, DB_READ_ONLY, &db, &err), -EBADMSG);
+    assert_null(db);
+}
+
+static void test_random_bytes(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    unsigned char buf[8192];
+    uint32_t x = 2463534242u; /* xorshift32: the same "random" file every run */
+    for (size_t i = 0; i < sizeof(buf); i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        buf[i] = (unsigned char)x;
+    }
+    new_file_path(path, sizeof(path), "random.db");
+    write_file(path, buf, sizeof(buf));
+    expect_corrupt(path);
+}
+
+static void test_text_file(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    static const char text[] = "service:\n  database_path: /var/lib/snapsync/snapsync.db\n";
+    new_file_path(path, sizeof(path), "config.yaml");
+    write_file(path, text, sizeof(text) - 1);
+    expect_corrupt(path);
+}
+
+static void test_truncated_database(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    struct stat st;
+    new_path(path, sizeof(path), "snapsync.db");
+
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "trunc");
+    char rel[64];
+    for (int i = 0; i < 3000; i++) {
+        snprintf(rel, sizeof(rel), "DCIM/100CANON/IMG_%04d.JPG", i);
+        add_file(db, card, rel, i);
+    }
+    db_close(db); /* checkpoints the WAL into the file and removes it */
+    assert_int_equal(stat(path, &st), 0);
+    assert_true(st.st_size > 64 * 1024);
+
+    assert_int_equal(truncate(path, st.st_size / 2), 0);
+    expect_corrupt(path);
+    assert_int_equal(truncate(path, 4096), 0);
+    expect_corrupt(path);
+}
+
+/* Pages garbled in the middle of a real database: the header is fine, so the open may succeed,
+ * but every call must return 0 or -EBADMSG, never crash. */
+static void test_garbled_pages(void **state)
+{
+    (void)state;
+    char path[PATH_MAX], rel[64];
+    struct stat st;
+    new_path(path, sizeof(path), "snapsync.db");
+
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "garbled");
+    for (int i = 0; i < 3000; i++) {
+        snprintf(rel, sizeof(rel), "DCIM/100CANON/IMG_%04d.JPG", i);
+        int64_t f = add_file(db, card, rel, i);
+        if (i % 10 == 0)
+            assert_int_equal(db_file_set_state(db, f, DB_FILE_FAILED, "x", NULL), 0);
+    }
+    db_close(db);
+    assert_int_equal(stat(path, &st), 0);
+
+    unsigned char junk[4096];
+    uint32_t x = 88172645u;
+    for (size_t i = 0; i < sizeof(junk); i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        junk[i] = (unsigned char)x;
+    }
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    for (off_t off = 2 * 4096; off + 4096 <= st.st_size; off += 3 * 4096)
+        assert_int_equal(pwrite(fd, junk, sizeof(junk), off), (ssize_t)sizeof(junk));
+    close(fd);
+
+    struct error err;
+    db = NULL;
+    int r = db_open(path, DB_READ_WRITE, &db, &err);
+    assert_true(r == 0 || r == -EBADMSG);
+    if (r < 0)
+        return;
+    const char *const dests[] = {"nas"};
+    struct db_file_key key = {card, "DCIM/100CANON/IMG_2999.JPG", 2999, 1700000000000000000LL};
+    struct db_stats stats;
+    struct db_file *files = NULL;
+    struct db_session *sessions = NULL;
+    size_t n;
+    bool done;
+    int64_t id;
+    r = db_stats_get(db, &stats, &err);
+    assert_true(r == 0 || r == -EBADMSG);
+    r = db_file_done(db, &key, dests, 1, &done, &err);
+    assert_true(r == 0 || r == -EBADMSG);
+    r = db_file_get_or_create(db, &key, &id, NULL, &err);
+    assert_true(r == 0 || r == -EBADMSG);
+    r = db_files_failed(db, 10000, &files, &n, &err);
+    assert_true(r == 0 || r == -EBADMSG);
+    free(files);
+    r = db_sessions_list(db, 10, &sessions, &n, &err);
+    assert_true(r == 0 || r == -EBADMSG);
+    free(sessions);
+    db_close(db);
+}
+
+static void test_unusable_paths(void **state)
+{
+    (void)state;
+    char path[PATH_MAX], below[PATH_MAX + 16];
+    struct db *db = NULL;
+    struct error err = {0};
+
+    assert_int_equal(db_open(NULL, DB_READ_WRITE, &db, &err), -EINVAL);
+    assert_int_equal(db_open("", DB_READ_WRITE, &db, &err), -EINVAL);
+    assert_int_equal(db_open("x.db", (enum db_mode)5, &db, &err), -EINVAL);
+
+    /* A folder where the file should be. Works as root too, unlike chmod 000. */
+    new_file_path(path, sizeof(path), "dir.db");
+    assert_int_equal(mkdir(path, 0755), 0);
+    assert_int_equal(db_open(path, DB_READ_WRITE, &db, &err), -EISDIR);
+    assert_true(contains(err.msg, path));
+    assert_int_equal(db_open(path, DB_READ_ONLY, &db, &err), -EISDIR);
+
+    /* A regular file where a parent folder should be. */
+    new_file_path(path, sizeof(path), "plain");
+    write_file(path, "x", 1);
+    snprintf(below, sizeof(below), "%s/sub/snapsync.db", path);
+    assert_int_equal(db_open(below, DB_READ_WRITE, &db, &err), -ENOTDIR);
+    assert_int_equal(db_open(below, DB_READ_ONLY, &db, &err), -ENOTDIR);
+    assert_null(db);
+
+    /* Permission denied can only be shown without root: root reads a chmod 000 file. */
+    if (geteuid() != 0) {
+        new_path(path, sizeof(path), "locked.db");
+        db_close(open_rw(path));
+        assert_int_equal(chmod(path, 0), 0);
+        assert_int_equal(db_open(path, DB_READ_WRITE, &db, &err), -EACCES);
+        assert_int_equal(db_open(path, DB_READ_ONLY, &db, &err), -EACCES);
+        assert_null(db);
+    }
+    db_close(NULL);
+}
+
+/* ---- transactions ---- */
+
+static char uuid_committed[] = "committed", uuid_rolled_back[] = "rolled-back",
+            uuid_inner_fails[] = "inner-fails", uuid_inner_ok[] = "inner-ok";
+
+static int tx_add_card(struct db *db, void *userdata)
+{
+    return db_card_upsert(db, userdata, NULL, NULL, NULL);
+}
+
+static int tx_add_card_then_fail(struct db *db, void *userdata)
+{
+    int r = db_card_upsert(db, userdata, NULL, NULL, NULL);
+    return r < 0 ? r : -EIO;
+}
+
+static int tx_nested(struct db *db, void *userdata)
+{
+    (void)userdata;
+    int r = db_card_upsert(db, "outer", NULL, NULL, NULL);
+    if (r < 0)
+        return r;
+    r = db_transaction(db, tx_add_card_then_fail, uuid_inner_fails, NULL);
+    if (r != -EIO)
+        return -EINVAL;
+    return db_transaction(db, tx_add_card, uuid_inner_ok, NULL);
+}
+
+static void test_transaction(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    struct db_stats stats;
+    struct error err = {.code = 1234, .msg = "fn's own detail"};
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+
+    assert_int_equal(db_transaction(db, tx_add_card, uuid_committed, NULL), 0);
+    assert_int_equal(db_transaction(db, tx_add_card_then_fail, uuid_rolled_back, &err), -EIO);
+    assert_string_equal(err.msg, "fn's own detail"); /* fn's failure: err is fn's business */
+    assert_int_equal(db_stats_get(db, &stats, NULL), 0);
+    assert_int_equal(stats.cards, 1);
+
+    assert_int_equal(db_transaction(db, tx_nested, NULL, NULL), 0);
+    assert_int_equal(db_stats_get(db, &stats, NULL), 0);
+    assert_int_equal(stats.cards, 3); /* committed, outer, inner-ok */
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM cards WHERE uuid = 'inner-fails'"), 0);
+
+    assert_int_equal(db_transaction(db, NULL, NULL, NULL), -EINVAL);
+    db_close(db);
+}
+
+/* ---- cards and sessions ---- */
+
+static void test_cards(void **state)
+{
+    (void)state;
+    char path[PATH_MAX], longlabel[300];
+    struct error err;
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+
+    int64_t a = 0, b = 0, a2 = 0;
+    assert_int_equal(db_card_upsert(db, "AAAA-1111", "EOS_DIGITAL", &a, NULL), 0);
+    assert_int_equal(db_card_upsert(db, "BBBB-2222", NULL, &b, NULL), 0);
+    assert_true(a > 0 && b > 0 && a != b);
+    assert_int_equal(db_card_upsert(db, "AAAA-1111", "RENAMED", &a2, NULL), 0);
+    assert_int_equal(a2, a);
+    char label[64];
+    raw_text(path, "SELECT label FROM cards WHERE uuid = 'AAAA-1111'", label, sizeof(label));
+    assert_string_equal(label, "RENAMED");
+    /* NULL label keeps the old one. */
+    assert_int_equal(db_card_upsert(db, "AAAA-1111", NULL, NULL, NULL), 0);
+    raw_text(path, "SELECT label FROM cards WHERE uuid = 'AAAA-1111'", label, sizeof(label));
+    assert_string_equal(label, "RENAMED");
+    assert_true(raw_int(path, "SELECT last_seen FROM cards WHERE uuid = 'AAAA-1111'") > 0);
+
+    assert_int_equal(db_card_upsert(db, NULL, "x", NULL, &err), -EINVAL);
+    assert_int_equal(db_card_upsert(db, "", "x", NULL, &err), -EINVAL);
+
+    /* A long label is kept, and cut (NUL-terminated) in struct db_session. */
+    memset(longlabel, 'L', sizeof(longlabel) - 1);
+    longlabel[sizeof(longlabel) - 1] = '\0';
+    int64_t c = 0, sid = 0;
+    assert_int_equal(db_card_upsert(db, "CCCC", longlabel, &c, NULL), 0);
+    assert_int_equal(db_session_begin(db, c, "/media/c", &sid, NULL), 0);
+    struct db_session s;
+    assert_int_equal(db_session_get(db, sid, &s, NULL), 0);
+    assert_int_equal(strlen(s.card_label), sizeof(s.card_label) - 1);
+    db_close(db);
+}
+
+static void test_sessions(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    struct error err;
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "SESS-1");
+
+    int64_t sid = 0;
+    assert_int_equal(db_session_begin(db, card, "/media/EOS", &sid, NULL), 0);
+    struct db_session s;
+    assert_int_equal(db_session_get(db, sid, &s, NULL), 0);
+    assert_int_equal(s.id, sid);
+    assert_int_equal(s.card_id, card);
+    assert_string_equal(s.card_uuid, "SESS-1");
+    assert_string_equal(s.card_label, "CANON");
+    assert_string_equal(s.source, "/media/EOS");
+    assert_int_equal(s.status, DB_SESSION_SCANNING);
+    assert_int_equal(s.pid, getpid());
+    assert_true(s.started_at > 0);
+    assert_int_equal(s.ended_at, 0);
+    assert_string_equal(s.error, "");
+
+    struct db_totals t = {100, 1000, 10, 20, 3, 4, 500};
+    assert_int_equal(db_session_update(db, sid, DB_SESSION_BACKING_UP, &t, NULL), 0);
+    assert_int_equal(db_session_get(db, sid, &s, NULL), 0);
+    assert_int_equal(s.status, DB_SESSION_BACKING_UP);
+    assert_memory_equal(&s.totals, &t, sizeof(t));
+    assert_int_equal(s.ended_at, 0);
+
+    t.files_copied = 93;
+    assert_int_equal(db_session_end(db, sid, DB_SESSION_PARTIAL, &t, "4 files failed", NULL), 0);
+    assert_int_equal(db_session_get(db, sid, &s, NULL), 0);
+    assert_int_equal(s.status, DB_SESSION_PARTIAL);
+    assert_int_equal(s.totals.files_copied, 93);
+    assert_true(s.ended_at >= s.started_at);
+    assert_string_equal(s.error, "4 files failed");
+
+    assert_int_equal(db_session_get(db, 9999, &s, &err), -ENOENT);
+    assert_int_equal(db_session_update(db, 9999, DB_SESSION_BACKING_UP, &t, &err), -ENOENT);
+    assert_int_equal(db_session_end(db, 9999, DB_SESSION_FAILED, &t, NULL, &err), -ENOENT);
+    assert_int_equal(db_session_update(db, sid, (enum db_session_status)17, &t, &err), -EINVAL);
+    assert_int_equal(db_session_update(db, sid, DB_SESSION_BACKING_UP, NULL, &err), -EINVAL);
+    /* No such card: the foreign key refuses it. */
+    assert_int_equal(db_session_begin(db, 4242, "/x", &sid, &err), -EINVAL);
+    assert_true(contains(err.msg, "FOREIGN KEY"));
+
+    /* A session without a card, with a source too long for the struct. */
+    char source[2000];
+    memset(source, 's', sizeof(source) - 1);
+    source[sizeof(source) - 1] = '\0';
+    assert_int_equal(db_session_begin(db, 0, source, &sid, NULL), 0);
+    assert_int_equal(db_session_get(db, sid, &s, NULL), 0);
+    assert_int_equal(s.card_id, 0);
+    assert_string_equal(s.card_uuid, "");
+    assert_int_equal(strlen(s.source), sizeof(s.source) - 1);
+
+    /* An unknown status string in the file reads as interrupted, never a crash. */
+    raw_exec(path, "UPDATE sessions SET status = 'paused-by-v9' WHERE id = 1");
+    assert_int_equal(db_session_get(db, 1, &s, NULL), 0);
+    assert_int_equal(s.status, DB_SESSION_INTERRUPTED);
+    db_close(db);
+}
+
+static void test_sessions_list(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    struct db_session *list = NULL;
+    size_t n = 99;
+    struct error err;
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+
+    assert_int_equal(db_sessions_list(db, 10, &list, &n, NULL), 0);
+    assert_null(list);
+    assert_int_equal(n, 0);
+
+    int64_t card = add_card(db, "LIST");
+    int64_t ids[5];
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(db_session_begin(db, card, "/m", &ids[i], NULL), 0);
+
+    /* Same second: newest id first. */
+    assert_int_equal(db_sessions_list(db, 3, &list, &n, NULL), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(list[0].id, ids[4]);
+    assert_int_equal(list[1].id, ids[3]);
+    assert_int_equal(list[2].id, ids[2]);
+    assert_string_equal(list[0].card_uuid, "LIST");
+    free(list);
+
+    /* started_at decides before id. */
+    raw_exec(path, "UPDATE sessions SET started_at = started_at + 100 WHERE id = 1");
+    assert_int_equal(db_sessions_list(db, 10000, &list, &n, NULL), 0);
+    assert_int_equal(n, 5);
+    assert_int_equal(list[0].id, ids[0]);
+    assert_int_equal(list[1].id, ids[4]);
+    assert_int_equal(list[4].id, ids[1]);
+    free(list);
+
+    list = NULL;
+    assert_int_equal(db_sessions_list(db, 0, &list, &n, &err), -EINVAL);
+    assert_int_equal(db_sessions_list(db, 10001, &list, &n, &err), -EINVAL);
+    assert_int_equal(db_sessions_list(db, -1, &list, &n, &err), -EINVAL);
+    assert_null(list);
+    db_close(db);
+}
+
+static void test_interrupt_stale(void **state)
+{
+    (void)state;
+    char path[PATH_MAX], sql[256];
+
+    /* A child that has exited and been reaped: its pid is free. Forked before any connection
+     * exists, so the child inherits nothing to leak. */
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0)
+        _exit(0);
+    assert_int_equal(waitpid(child, NULL, 0), child);
+
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "STALE");
+
+    int64_t own, alive, dead, zero, done;
+    assert_int_equal(db_session_begin(db, card, "/m", &own, NULL), 0);
+    assert_int_equal(db_session_begin(db, card, "/m", &alive, NULL), 0);
+    assert_int_equal(db_session_begin(db, card, "/m", &dead, NULL), 0);
+    assert_int_equal(db_session_begin(db, card, "/m", &zero, NULL), 0);
+    assert_int_equal(db_session_begin(db, card, "/m", &done, NULL), 0);
+    struct db_totals t = {0};
+    assert_int_equal(db_session_update(db, dead, DB_SESSION_BACKING_UP, &t, NULL), 0);
+    assert_int_equal(db_session_end(db, done, DB_SESSION_COMPLETED, &t, NULL, NULL), 0);
+
+    snprintf(sql, sizeof(sql),
+             "UPDATE sessions SET pid = %d WHERE id = %lld;"
+             "UPDATE sessions SET pid = %d WHERE id = %lld;"
+             "UPDATE sessions SET pid = 0 WHERE id = %lld",
+             (int)getppid(), (long long)alive, (int)child, (long long)dead, (long long)zero);
+    raw_exec(path, sql);
+
+    int64_t count = -1;
+    assert_int_equal(db_sessions_interrupt_stale(db, &count, NULL), 0);
+    assert_int_equal(count, 3);
+
+    struct db_session s;
+    int64_t stale[] = {own, dead, zero};
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(db_session_get(db, stale[i], &s, NULL), 0);
+        assert_int_equal(s.status, DB_SESSION_INTERRUPTED);
+        assert_true(s.ended_at > 0);
+        assert_true(s.error[0] != '\0');
+    }
+    assert_int_equal(db_session_get(db, alive, &s, NULL), 0);
+    assert_int_equal(s.status, DB_SESSION_SCANNING);
+    assert_int_equal(s.ended_at, 0);
+    assert_int_equal(db_session_get(db, done, &s, NULL), 0);
+    assert_int_equal(s.status, DB_SESSION_COMPLETED);
+
+    assert_int_equal(db_sessions_interrupt_stale(db, NULL, NULL), 0); /* NULL count is fine */
+    assert_int_equal(db_sessions_interrupt_stale(db, &count, NULL), 0);
+    assert_int_equal(count, 0);
+    db_close(db);
+}
+
+static void test_session_files(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    struct error err;
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "SF");
+    int64_t sid = 0;
+    assert_int_equal(db_session_begin(db, card, "/m", &sid, NULL), 0);
+    int64_t f = add_file(db, card, "a.jpg", 1);
+
+    assert_int_equal(db_session_file_set(db, sid, f, DB_OUTCOME_FAILED, NULL), 0);
+    assert_int_equal(db_session_file_set(db, sid, f, DB_OUTCOME_COPIED, NULL), 0);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM session_files"), 1);
+    char outcome[32];
+    raw_text(path, "SELECT outcome FROM session_files", outcome, sizeof(outcome));
+    assert_string_equal(outcome, "copied");
+
+    assert_int_equal(db_session_file_set(db, sid, f, (enum db_outcome)9, &err), -EINVAL);
+    assert_int_equal(db_session_file_set(db, sid, 777, DB_OUTCOME_SKIPPED, &err), -EINVAL);
+    assert_int_equal(db_session_file_set(db, 777, f, DB_OUTCOME_SKIPPED, &err), -EINVAL);
+    db_close(db);
+}
+
+/* ---- files ---- */
+
+static void test_files(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    struct error err;
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "FILES");
+
+    struct db_file_key key = {card, "DCIM/100CANON/IMG_0001.CR2", 25000000, 1700000000123456789};
+    struct db_file f;
+    int64_t id = 0, id2 = 0;
+    assert_int_equal(db_file_get_or_create(db, &key, &id, &f, NULL), 0);
+    assert_true(id > 0);
+    assert_int_equal(f.id, id);
+    assert_int_equal(f.card_id, card);
+    assert_string_equal(f.rel_path, key.rel_path);
+    assert_int_equal(f.size, key.size);
+    assert_int_equal(f.mtime_ns, key.mtime_ns);
+    assert_string_equal(f.md5, "");
+    assert_string_equal(f.sha1, "");
+    assert_int_equal(f.state, DB_FILE_NEW);
+    assert_int_equal(f.attempts, 0);
+    assert_int_equal(f.duplicate_of, 0);
+    assert_int_equal(db_file_get_or_create(db, &key, &id2, NULL, NULL), 0);
+    assert_int_equal(id2, id);
+
+    /* Any part of the key differing makes another file. */
+    struct db_file_key k2 = key;
+    k2.mtime_ns++;
+    assert_int_equal(db_file_get_or_create(db, &k2, &id2, NULL, NULL), 0);
+    assert_true(id2 != id);
+
+    assert_int_equal(db_file_set_state(db, id, DB_FILE_SCANNING, NULL, NULL), 0);
+    assert_int_equal(db_file_set_state(db, id, DB_FILE_BACKING_UP, NULL, NULL), 0);
+    assert_int_equal(db_file_set_state(db, id, DB_FILE_SCANNING, NULL, NULL), 0);
+    assert_int_equal(db_file_set_state(db, id, DB_FILE_FAILED, "read error", NULL), 0);
+    assert_int_equal(db_file_get_or_create(db, &key, NULL, &f, NULL), 0);
+    assert_int_equal(f.attempts, 2);
+    assert_int_equal(f.state, DB_FILE_FAILED);
+    assert_string_equal(f.last_error, "read error");
+    assert_int_equal(db_file_set_state(db, id, DB_FILE_VERIFYING, NULL, NULL), 0);
+    assert_int_equal(db_file_get_or_create(db, &key, NULL, &f, NULL), 0);
+    assert_int_equal(f.state, DB_FILE_VERIFYING);
+    assert_string_equal(f.last_error, "");
+
+    assert_int_equal(db_file_set_meta(db, id, "0123456789ABCDEF0123456789ABCDEF", SHA1_A,
+                                      1699999999, "raw", NULL),
+                     0);
+    assert_int_equal(db_file_get_or_create(db, &key, NULL, &f, NULL), 0);
+    assert_string_equal(f.md5, MD5_A);
+    assert_string_equal(f.sha1, SHA1_A);
+    assert_int_equal(f.capture_time, 1699999999);
+    assert_string_equal(f.kind, "raw");
+
+    assert_int_equal(db_file_set_meta(db, id, "0123", SHA1_A, 0, "raw", &err), -EINVAL);
+    assert_int_equal(db_file_set_meta(db, id, MD5_A, MD5_A, 0, "raw", &err), -EINVAL);
+    assert_int_equal(db_file_set_meta(db, id, MD5_A "0", SHA1_A, 0, "raw", &err), -EINVAL);
+    assert_int_equal(
+        db_file_set_meta(db, id, "0123456789abcdef0123456789abcdeg", SHA1_A, 0, "raw", &err),
+        -EINVAL);
+    assert_int_equal(db_file_set_meta(db, id, NULL, SHA1_A, 0, "raw", &err), -EINVAL);
+    assert_int_equal(db_file_set_meta(db, id, MD5_A, SHA1_A, 0, "a-kind-far-too-long", &err),
+                     -EINVAL);
+    assert_int_equal(db_file_set_meta(db, 9999, MD5_A, SHA1_A, 0, NULL, &err), -ENOENT);
+    assert_int_equal(db_file_set_meta(db, id2, MD5_A, SHA1_A, 0, NULL, NULL), 0);
+    assert_int_equal(db_file_get_or_create(db, &k2, NULL, &f, NULL), 0);
+    assert_string_equal(f.kind, "unknown");
+
+    assert_int_equal(db_file_set_duplicate(db, id2, id, NULL), 0);
+    assert_int_equal(db_file_get_or_create(db, &k2, NULL, &f, NULL), 0);
+    assert_int_equal(f.state, DB_FILE_COMPLETED);
+    assert_int_equal(f.duplicate_of, id);
+    assert_int_equal(db_file_set_duplicate(db, id, id, &err), -EINVAL);
+    assert_int_equal(db_file_set_duplicate(db, id, 0, &err), -EINVAL);
+    assert_int_equal(db_file_set_duplicate(db, id, 9999, &err), -EINVAL); /* foreign key */
+    assert_int_equal(db_file_set_duplicate(db, 9999, id, &err), -ENOENT);
+
+    assert_int_equal(db_file_set_state(db, 9999, DB_FILE_NEW, NULL, &err), -ENOENT);
+    assert_int_equal(db_file_set_state(db, id, (enum db_file_state)6, NULL, &err), -EINVAL);
+
+    /* Bad keys. */
+    struct db_file_key bad = key;
+    bad.rel_path = NULL;
+    assert_int_equal(db_file_get_or_create(db, &bad, &id2, NULL, &err), -EINVAL);
+    bad.rel_path = "";
+    assert_int_equal(db_file_get_or_create(db, &bad, &id2, NULL, &err), -EINVAL);
+    bad = key;
+    bad.card_id = 0;
+    assert_int_equal(db_file_get_or_create(db, &bad, &id2, NULL, &err), -EINVAL);
+    bad.card_id = 4242; /* no such card */
+    assert_int_equal(db_file_get_or_create(db, &bad, &id2, NULL, &err), -EINVAL);
+    assert_int_equal(db_file_get_or_create(db, NULL, &id2, NULL, &err), -EINVAL);
+
+    /* Long paths: stored whole, cut in the struct; beyond the ceiling, refused. */
+    static char longpath[5000];
+    memset(longpath, 'p', sizeof(longpath) - 1);
+    longpath[2000] = '\0';
+    struct db_file_key lk = {card, longpath, 1, 1};
+    assert_int_equal(db_file_get_or_create(db, &lk, &id2, &f, NULL), 0);
+    assert_int_equal(strlen(f.rel_path), sizeof(f.rel_path) - 1);
+    assert_int_equal(raw_int(path, "SELECT max(length(rel_path)) FROM files"), 2000);
+    longpath[2000] = 'p';
+    assert_int_equal(db_file_get_or_create(db, &lk, &id2, &f, &err), -ENAMETOOLONG);
+
+    /* An error message longer than the struct. */
+    static char longerr[3000];
+    memset(longerr, 'e', sizeof(longerr) - 1);
+    assert_int_equal(db_file_set_state(db, id, DB_FILE_FAILED, longerr, NULL), 0);
+    assert_int_equal(db_file_get_or_create(db, &key, NULL, &f, NULL), 0);
+    assert_int_equal(strlen(f.last_error), sizeof(f.last_error) - 1);
+
+    /* A state string from a newer build reads as new (redo the work), never a crash. */
+    raw_exec(path, "UPDATE files SET state = 'hashing' WHERE id = 1");
+    assert_int_equal(db_file_get_or_create(db, &key, NULL, &f, NULL), 0);
+    assert_int_equal(f.state, DB_FILE_NEW);
+    db_close(db);
+}
+
+static void test_files_failed(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    struct db_file *list = NULL;
+    size_t n = 99;
+    struct error err;
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "FAIL");
+
+    assert_int_equal(db_files_failed(db, 10, &list, &n, NULL), 0);
+    assert_null(list);
+    assert_int_equal(n, 0);
+
+    int64_t a = add_file(db, card, "a.jpg", 1);
+    int64_t b = add_file(db, card, "b.jpg", 2);
+    int64_t c = add_file(db, card, "c.jpg", 3);
+    add_file(db, card, "d.jpg", 4); /* stays new */
+    assert_int_equal(db_file_set_state(db, a, DB_FILE_FAILED, "error a", NULL), 0);
+    assert_int_equal(db_file_set_state(db, b, DB_FILE_FAILED, "error b", NULL), 0);
+    assert_int_equal(db_file_set_state(db, c, DB_FILE_FAILED, "error c", NULL), 0);
+    /* a failed most recently */
+    raw_exec(path, "UPDATE files SET updated_at = updated_at + 50 WHERE rel_path = 'a.jpg'");
+
+    assert_int_equal(db_files_failed(db, 10, &list, &n, NULL), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(list[0].id, a);
+    assert_string_equal(list[0].last_error, "error a");
+    assert_int_equal(list[0].state, DB_FILE_FAILED);
+    assert_int_equal(list[1].id, c); /* same second: newest id first */
+    assert_int_equal(list[2].id, b);
+    free(list);
+
+    assert_int_equal(db_files_failed(db, 1, &list, &n, NULL), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(list[0].id, a);
+    free(list);
+
+    assert_int_equal(db_files_failed(db, 0, &list, &n, &err), -EINVAL);
+    assert_int_equal(db_files_failed(db, 10001, &list, &n, &err), -EINVAL);
+    db_close(db);
+}
+
+/* ---- copies, fast path, dedup ---- */
+
+static void test_copies(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    struct error err;
+    struct db_copy c;
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "COPY");
+    int64_t f = add_file(db, card, "a.jpg", 1);
+
+    assert_int_equal(db_copy_get(db, f, "nas", &c, &err), -ENOENT);
+
+    assert_int_equal(db_copy_set(db, f, "nas", DB_COPY_PENDING, NULL, NULL, NULL), 0);
+    assert_int_equal(db_copy_get(db, f, "nas", &c, NULL), 0);
+    assert_int_equal(c.file_id, f);
+    assert_string_equal(c.dest, "nas");
+    assert_int_equal(c.state, DB_COPY_PENDING);
+    assert_string_equal(c.remote, "");
+    assert_int_equal(c.verified_at, 0);
+    assert_string_equal(c.error, "");
+
+    assert_int_equal(db_copy_set(db, f, "nas", DB_COPY_COPYING, "2024/01/02/a.jpg", NULL, NULL), 0);
+    assert_int_equal(db_copy_set(db, f, "nas", DB_COPY_FAILED, NULL, "disk full", NULL), 0);
+    assert_int_equal(db_copy_get(db, f, "nas", &c, NULL), 0);
+    assert_int_equal(c.state, DB_COPY_FAILED);
+    assert_string_equal(c.remote, "2024/01/02/a.jpg"); /* NULL keeps remote */
+    assert_string_equal(c.error, "disk full");
+    assert_int_equal(c.verified_at, 0);
+
+    assert_int_equal(db_copy_set(db, f, "nas", DB_COPY_COMPLETED, NULL, NULL, NULL), 0);
+    assert_int_equal(db_copy_get(db, f, "nas", &c, NULL), 0);
+    assert_int_equal(c.state, DB_COPY_COMPLETED);
+    assert_string_equal(c.remote, "2024/01/02/a.jpg");
+    assert_string_equal(c.error, ""); /* NULL clears error */
+    assert_true(c.verified_at > 0);
+
+    assert_int_equal(db_copy_set(db, f, "immich", DB_COPY_VERIFYING, "asset-uuid", NULL, NULL), 0);
+    assert_int_equal(db_copy_get(db, f, "immich", &c, NULL), 0);
+    assert_int_equal(c.state, DB_COPY_VERIFYING);
+    assert_string_equal(c.remote, "asset-uuid");
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM copies"), 2);
+
+    /* Unknown state strings read as pending (copy again), never a crash. */
+    raw_exec(path, "UPDATE copies SET state = 'uploading' WHERE dest = 'immich'");
+    assert_int_equal(db_copy_get(db, f, "immich", &c, NULL), 0);
+    assert_int_equal(c.state, DB_COPY_PENDING);
+
+    char longdest[300];
+    memset(longdest, 'd', sizeof(longdest) - 1);
+    longdest[sizeof(longdest) - 1] = '\0';
+    assert_int_equal(db_copy_set(db, f, longdest, DB_COPY_PENDING, NULL, NULL, &err), -EINVAL);
+    assert_int_equal(db_copy_set(db, f, NULL, DB_COPY_PENDING, NULL, NULL, &err), -EINVAL);
+    assert_int_equal(db_copy_set(db, f, "", DB_COPY_PENDING, NULL, NULL, &err), -EINVAL);
+    assert_int_equal(db_copy_set(db, f, "nas", (enum db_copy_state)5, NULL, NULL, &err), -EINVAL);
+    assert_int_equal(db_copy_set(db, 9999, "nas", DB_COPY_PENDING, NULL, NULL, &err), -EINVAL);
+    assert_int_equal(db_copy_get(db, f, NULL, &c, &err), -EINVAL);
+    db_close(db);
+}
+
+static void test_file_done(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    struct error err;
+    bool done = true;
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "DONE");
+    const char *const dests[] = {"nas", "immich"};
+    const char *const twice[] = {"nas", "nas"};
+    const char *const nas[] = {"nas"};
+
+    struct db_file_key key = {card, "DCIM/a.jpg", 100, 1700000000000000000LL};
+    assert_int_equal(db_file_done(db, &key, dests, 2, &done, NULL), 0);
+    assert_false(done); /* unknown file */
+
+    int64_t f = add_file(db, card, "DCIM/a.jpg", 100);
+    assert_int_equal(db_file_done(db, &key, dests, 2, &done, NULL), 0);
+    assert_false(done); /* no copies */
+
+    assert_int_equal(db_copy_set(db, f, "nas", DB_COPY_COMPLETED, "a.jpg", NULL, NULL), 0);
+    assert_int_equal(db_copy_set(db, f, "immich", DB_COPY_VERIFYING, NULL, NULL, NULL), 0);
+    assert_int_equal(db_file_done(db, &key, dests, 2, &done, NULL), 0);
+    assert_false(done); /* one destination not verified yet */
+    assert_int_equal(db_file_done(db, &key, nas, 1, &done, NULL), 0);
+    assert_true(done);
+    assert_int_equal(db_file_done(db, &key, twice, 2, &done, NULL), 0);
+    assert_true(done); /* the same name twice counts once */
+
+    assert_int_equal(db_copy_set(db, f, "immich", DB_COPY_COMPLETED, NULL, NULL, NULL), 0);
+    assert_int_equal(db_file_done(db, &key, dests, 2, &done, NULL), 0);
+    assert_true(done);
+
+    /* The key must match exactly: a changed size or mtime is another file. */
+    struct db_file_key k2 = key;
+    k2.size = 101;
+    assert_int_equal(db_file_done(db, &k2, dests, 2, &done, NULL), 0);
+    assert_false(done);
+    k2 = key;
+    k2.mtime_ns--;
+    assert_int_equal(db_file_done(db, &k2, dests, 2, &done, NULL), 0);
+    assert_false(done);
+
+    /* A failed copy is not done. */
+    assert_int_equal(db_copy_set(db, f, "nas", DB_COPY_FAILED, NULL, "gone", NULL), 0);
+    assert_int_equal(db_file_done(db, &key, dests, 2, &done, NULL), 0);
+    assert_false(done);
+
+    const char *many[17];
+    char names[17][8];
+    for (int i = 0; i < 17; i++) {
+        snprintf(names[i], sizeof(names[i]), "d%d", i);
+        many[i] = names[i];
+    }
+    assert_int_equal(db_file_done(db, &key, many, 16, &done, NULL), 0);
+    assert_false(done);
+    done = true;
+    assert_int_equal(db_file_done(db, &key, many, 17, &done, &err), -EINVAL);
+    assert_int_equal(db_file_done(db, &key, dests, 0, &done, &err), -EINVAL);
+    assert_true(done); /* untouched on failure */
+    const char *const with_null[] = {"nas", NULL};
+    assert_int_equal(db_file_done(db, &key, with_null, 2, &done, &err), -EINVAL);
+    assert_int_equal(db_file_done(db, NULL, dests, 2, &done, &err), -EINVAL);
+    db_close(db);
+}
+
+struct bulk {
+    int64_t card;
+    int n;
+};
+
+static int bulk_insert(struct db *db, void *userdata)
+{
+    const struct bulk *b = userdata;
+    char rel[64];
+    for (int i = 0; i < b->n; i++) {
+        snprintf(rel, sizeof(rel), "DCIM/%03dCANON/IMG_%05d.JPG", 100 + i / 1000, i);
+        struct db_file_key key = {b->card, rel, 1000000 + i, 1700000000000000000LL + i};
+        int64_t id;
+        int r = db_file_get_or_create(db, &key, &id, NULL, NULL);
+        if (r == 0)
+            r = db_copy_set(db, id, "nas", DB_COPY_COMPLETED, rel, NULL, NULL);
+        if (r == 0)
+            r = db_copy_set(db, id, "immich", DB_COPY_COMPLETED, "asset", NULL, NULL);
+        if (r == 0)
+            r = db_file_set_state(db, id, DB_FILE_COMPLETED, NULL, NULL);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+static double elapsed_ms(const struct timespec *a, const struct timespec *b)
+{
+    return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;
+}
+
+/* A re-run over a card of 10,000 files already backed up: every file takes the fast path. The
+ * time is printed, not asserted (sanitizer and valgrind builds are many times slower). */
+static void test_fast_path_10000(void **state)
+{
+    (void)state;
+    char path[PATH_MAX], rel[64];
+    struct timespec t0, t1, t2;
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    struct bulk b = {add_card(db, "BULK"), 10000};
+    const char *const dests[] = {"nas", "immich"};
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(db_transaction(db, bulk_insert, &b, NULL), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+
+    size_t n_done = 0;
+    for (int i = 0; i < b.n; i++) {
+        snprintf(rel, sizeof(rel), "DCIM/%03dCANON/IMG_%05d.JPG", 100 + i / 1000, i);
+        struct db_file_key key = {b.card, rel, 1000000 + i, 1700000000000000000LL + i};
+        bool done = false;
+        assert_int_equal(db_file_done(db, &key, dests, 2, &done, NULL), 0);
+        n_done += done;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t2);
+    assert_int_equal(n_done, 10000);
+    print_message("10000 files: insert %.1f ms in one transaction, db_file_done x10000 %.1f ms\n",
+                  elapsed_ms(&t0, &t1), elapsed_ms(&t1, &t2));
+
+    struct db_stats stats;
+    assert_int_equal(db_stats_get(db, &stats, NULL), 0);
+    assert_int_equal(stats.files, 10000);
+    assert_int_equal(stats.files_completed, 10000);
+    db_close(db);
+}
+
+static void test_hash_backed_up(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    struct error err;
+    int64_t found = -1;
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "HASH");
+    const char *const dests[] = {"nas", "immich"};
+    const char *const other[] = {"nas", "s3"};
+    const char *const twice[] = {"nas", "nas", "immich"};
+
+    int64_t a = add_file(db, card, "a.jpg", 10);
+    int64_t b = add_file(db, card, "copy-of-a.jpg", 10);
+    int64_t c = add_file(db, card, "c.jpg", 10);
+    assert_int_equal(db_file_set_meta(db, a, MD5_A, SHA1_A, 0, "photo", NULL), 0);
+    assert_int_equal(db_file_set_meta(db, b, MD5_A, SHA1_A, 0, "photo", NULL), 0);
+    /* Same MD5, different SHA-1: not the same content. */
+    assert_int_equal(db_file_set_meta(db, c, MD5_A, SHA1_B, 0, "photo", NULL), 0);
+
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, b, dests, 2, &found, NULL), 0);
+    assert_int_equal(found, 0); /* a has no copies yet */
+
+    assert_int_equal(db_copy_set(db, a, "nas", DB_COPY_COMPLETED, NULL, NULL, NULL), 0);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, b, dests, 2, &found, NULL), 0);
+    assert_int_equal(found, 0); /* only one of two */
+    assert_int_equal(db_copy_set(db, a, "immich", DB_COPY_COMPLETED, NULL, NULL, NULL), 0);
+    assert_int_equal(db_copy_set(db, c, "nas", DB_COPY_COMPLETED, NULL, NULL, NULL), 0);
+    assert_int_equal(db_copy_set(db, c, "immich", DB_COPY_COMPLETED, NULL, NULL, NULL), 0);
+
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, b, dests, 2, &found, NULL), 0);
+    assert_int_equal(found, a);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, b, twice, 3, &found, NULL), 0);
+    assert_int_equal(found, a);
+    /* Upper-case input is the same hash. */
+    assert_int_equal(db_hash_backed_up(db, "0123456789ABCDEF0123456789ABCDEF", SHA1_A, b, dests, 2,
+                                       &found, NULL),
+                     0);
+    assert_int_equal(found, a);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, a, dests, 2, &found, NULL), 0);
+    assert_int_equal(found, 0); /* excluding a leaves only b, which has no copies */
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, b, other, 2, &found, NULL), 0);
+    assert_int_equal(found, 0); /* not on s3 */
+    assert_int_equal(db_hash_backed_up(db, MD5_B, SHA1_B, 0, dests, 2, &found, NULL), 0);
+    assert_int_equal(found, 0);
+
+    found = -1;
+    assert_int_equal(db_hash_backed_up(db, "xyz", SHA1_A, b, dests, 2, &found, &err), -EINVAL);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, NULL, b, dests, 2, &found, &err), -EINVAL);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, b, dests, 0, &found, &err), -EINVAL);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, b, dests, 17, &found, &err), -EINVAL);
+    assert_int_equal(found, -1);
+    db_close(db);
+}
+
+/* ---- statistics ---- */
+
+static void test_stats(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    struct db_stats s;
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+
+    assert_int_equal(db_stats_get(db, &s, NULL), 0);
+    struct db_stats zero = {0};
+    assert_memory_equal(&s, &zero, sizeof(s));
+
+    int64_t c1 = add_card(db, "S1");
+    add_card(db, "S2");
+    int64_t sid;
+    assert_int_equal(db_session_begin(db, c1, "/m", &sid, NULL), 0);
+    assert_int_equal(db_session_begin(db, c1, "/m", &sid, NULL), 0);
+    int64_t a = add_file(db, c1, "a.jpg", 1000);
+    int64_t b = add_file(db, c1, "b.jpg", 2000);
+    int64_t d = add_file(db, c1, "dup-of-a.jpg", 1000);
+    int64_t e = add_file(db, c1, "e.jpg", 4000);
+    add_file(db, c1, "new.jpg", 8000);
+    assert_int_equal(db_file_set_state(db, a, DB_FILE_COMPLETED, NULL, NULL), 0);
+    assert_int_equal(db_file_set_state(db, b, DB_FILE_COMPLETED, NULL, NULL), 0);
+    assert_int_equal(db_file_set_duplicate(db, d, a, NULL), 0);
+    assert_int_equal(db_file_set_state(db, e, DB_FILE_FAILED, "x", NULL), 0);
+
+    assert_int_equal(db_stats_get(db, &s, NULL), 0);
+    assert_int_equal(s.sessions, 2);
+    assert_int_equal(s.cards, 2);
+    assert_int_equal(s.files, 5);
+    assert_int_equal(s.files_completed, 3); /* duplicates are completed too */
+    assert_int_equal(s.files_failed, 1);
+    assert_int_equal(s.files_duplicate, 1);
+    assert_int_equal(s.bytes_completed, 3000); /* a + b; the duplicate is not counted */
+    db_close(db);
+}
+
+/* ---- two connections at once ---- */
+
+#define WRITER_ROUNDS 200
+
+struct conc {
+    char path[PATH_MAX];
+    atomic_int writers_left;
+    atomic_int errors;
+    atomic_long reads;
+    char first_error[ERROR_MSG_MAX];
+    pthread_mutex_t lock;
+};
+
+static void conc_fail(struct conc *c, const struct error *err)
+{
+    pthread_mutex_lock(&c->lock);
+    if (atomic_fetch_add(&c->errors, 1) == 0)
+        snprintf(c->first_error, sizeof(c->first_error), "%d %s", err->code, err->msg);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void *writer_main(void *arg)
+{
+    struct conc *c = arg;
+    struct db *db = NULL;
+    struct error err;
+    char uuid[32], rel[64];
+    static atomic_int seq;
+    int me = atomic_fetch_add(&seq, 1);
+
+    if (db_open(c->path, DB_READ_WRITE, &db, &err) < 0) {
+        conc_fail(c, &err);
+        goto out;
+    }
+    snprintf(uuid, sizeof(uuid), "WRITER-%d", me);
+    int64_t card;
+    if (db_card_upsert(db, uuid, "w", &card, &err) < 0) {
+        conc_fail(c, &err);
+        goto out;
+    }
+    for (int i = 0; i < WRITER_ROUNDS; i++) {
+        int64_t sid, fid;
+        struct db_totals t = {i, i, i, 0, 0, 0, i};
+        snprintf(rel, sizeof(rel), "IMG_%04d.JPG", i);
+        struct db_file_key key = {card, rel, i, i};
+        if (db_session_begin(db, card, "/media/w", &sid, &err) < 0 ||
+            db_session_update(db, sid, DB_SESSION_BACKING_UP, &t, &err) < 0 ||
+            db_file_get_or_create(db, &key, &fid, NULL, &err) < 0 ||
+            db_copy_set(db, fid, "nas", DB_COPY_COMPLETED, rel, NULL, &err) < 0 ||
+            db_session_file_set(db, sid, fid, DB_OUTCOME_COPIED, &err) < 0 ||
+            db_session_end(db, sid, DB_SESSION_COMPLETED, &t, NULL, &err) < 0) {
+            conc_fail(c, &err);
+            break;
+        }
+    }
+out:
+    db_close(db);
+    atomic_fetch_sub(&c->writers_left, 1);
+    return NULL;
+}
+
+static void *reader_main(void *arg)
+{
+    struct conc *c = arg;
+    struct db *db = NULL;
+    struct error err;
+
+    if (db_open(c->path, DB_READ_ONLY, &db, &err) < 0) {
+        conc_fail(c, &err);
+        return NULL;
+    }
+    /* Reads until the writers are done; at least one round even if they finish first. */
+    do {
+        struct db_session *list = NULL;
+        size_t n = 0;
+        struct db_stats stats;
+        if (db_sessions_list(db, 50, &list, &n, &err) < 0 || db_stats_get(db, &stats, &err) < 0) {
+            conc_fail(c, &err);
+            break;
+        }
+        if (n > 0) {
+            struct db_session s;
+            if (db_session_get(db, list[0].id, &s, &err) < 0)
+                conc_fail(c, &err);
+        }
+        free(list);
+        atomic_fetch_add(&c->reads, 1);
+    } while (atomic_load(&c->writers_left) > 0);
+    db_close(db);
+    return NULL;
+}
+
+static void test_concurrent_connections(void **state)
+{
+    (void)state;
+    static struct conc c;
+    memset(&c, 0, sizeof(c));
+    pthread_mutex_init(&c.lock, NULL);
+    new_path(c.path, sizeof(c.path), "snapsync.db");
+    db_close(open_rw(c.path)); /* created and migrated before the threads start */
+
+    pthread_t w1, w2, r;
+    atomic_store(&c.writers_left, 2);
+    assert_int_equal(pthread_create(&r, NULL, reader_main, &c), 0);
+    assert_int_equal(pthread_create(&w1, NULL, writer_main, &c), 0);
+    assert_int_equal(pthread_create(&w2, NULL, writer_main, &c), 0);
+    pthread_join(w1, NULL);
+    pthread_join(w2, NULL);
+    pthread_join(r, NULL);
+    pthread_mutex_destroy(&c.lock);
+
+    if (atomic_load(&c.errors) > 0)
+        print_error("first error: %s\n", c.first_error);
+    assert_int_equal(atomic_load(&c.errors), 0);
+    assert_true(atomic_load(&c.reads) > 0);
+    assert_int_equal(raw_int(c.path, "SELECT count(*) FROM sessions WHERE status = 'completed'"),
+                     2 * WRITER_ROUNDS);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_state_strings),
+        cmocka_unit_test(test_create_and_migrate),
+        cmocka_unit_test(test_reopen_keeps_data),
+        cmocka_unit_test(test_zero_byte_file),
+        cmocka_unit_test(test_read_only),
+        cmocka_unit_test(test_newer_schema),
+        cmocka_unit_test(test_foreign_database),
+        cmocka_unit_test(test_random_bytes),
+        cmocka_unit_test(test_text_file),
+        cmocka_unit_test(test_truncated_database),
+        cmocka_unit_test(test_garbled_pages),
+        cmocka_unit_test(test_unusable_paths),
+        cmocka_unit_test(test_transaction),
+        cmocka_unit_test(test_cards),
+        cmocka_unit_test(test_sessions),
+        cmocka_unit_test(test_sessions_list),
+        cmocka_unit_test(test_interrupt_stale),
+        cmocka_unit_test(test_session_files),
+        cmocka_unit_test(test_files),
+        cmocka_unit_test(test_files_failed),
+        cmocka_unit_test(test_copies),
+        cmocka_unit_test(test_file_done),
+        cmocka_unit_test(test_fast_path_10000),
+        cmocka_unit_test(test_hash_backed_up),
+        cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_concurrent_connections),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
