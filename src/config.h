@@ -108,6 +108,16 @@ int config_load(const char *explicit_path, struct config **ret, struct error *er
 int config_parse_buffer(const char *name, const char *text, size_t len, struct config **ret,
                         struct error *err);
 
+/*
+ * Applies the secrets found in .env-format text held in memory (named `name` in messages) to cfg:
+ * `KEY=value` or `export KEY=value` lines, `#` comments, blank lines, values optionally in single
+ * or double quotes. Unknown keys are ignored; empty values count as unset. Applies all or nothing;
+ * does not validate. Used by config_load, tests and the fuzzer.
+ * Errors: -EINVAL (err reads "name:line: problem", never quoting a value), -EFBIG, -ENOMEM.
+ */
+int config_apply_dotenv(struct config *cfg, const char *name, const char *text, size_t len,
+                        struct error *err);
+
 /* The embedded default, as config_load returns it when no file exists (without .env/env). */
 int config_default(struct config **ret, struct error *err);
 

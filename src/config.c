@@ -1,0 +1,1795 @@
+/*
+ * Configuration: config.yaml, then .env, then the environment.
+ *
+ * Everything about a key lives in one row of `keys[]`: section, name, type, where it is stored in
+ * struct config, its default (as YAML text, applied through the same setter as a file value, so a
+ * default cannot escape the checks), the value of the embedded default when it differs, bounds,
+ * flags (secret, extension list, ...) and a one-line help. Parsing, defaults, bounds checks,
+ * `config --template` and masked printing all walk that table; the few rules that tie keys
+ * together ("immich.enabled needs a url") are a second, smaller table, `rules[]`.
+ *
+ * The YAML is read with libyaml's event API, one event at a time, by a small state machine that
+ * knows the only shape we accept (a mapping of sections, each a mapping of keys, a value being a
+ * scalar or a list of scalars). Anything else stops the parse at once with the line it was on, so
+ * hostile nesting or aliases never grow anything. Values are bounded (CONFIG_VALUE_MAX bytes,
+ * CONFIG_LIST_MAX items) and files are bounded by CONFIG_FILE_MAX.
+ *
+ * Secret values never reach an error message or config_print.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <yaml.h>
+
+#define CONFIG_VALUE_MAX 4096 /* longest string value, list item or secret */
+#define CONFIG_LIST_MAX 256   /* most items in a list */
+#define CONFIG_WARNINGS_MAX 32
+#define CONFIG_SYSTEM_PATH "/etc/snapsync/config.yaml"
+#define SHOW_MAX 48 /* how much of a bad value an error message quotes */
+#define MASK "********"
+
+enum section {
+    SEC_SERVICE,
+    SEC_SD_CARD,
+    SEC_FILES,
+    SEC_IMMICH,
+    SEC_UNRAID,
+    SEC_MQTT,
+    SEC_BACKUP,
+    N_SECTIONS
+};
+
+static const struct section_row {
+    const char *name;
+    const char *help;
+} sections[N_SECTIONS] = {
+    [SEC_SERVICE] = {"service", "The service itself."},
+    [SEC_SD_CARD] = {"sd_card", "Where SD cards show up."},
+    [SEC_FILES] = {"files", "Which files on a card are backed up."},
+    [SEC_IMMICH] = {"immich", "Upload to an Immich server."},
+    [SEC_UNRAID] = {"unraid", "Copy to a file share (SMB or NFS on Unraid or any NAS) or a local "
+                              "folder."},
+    [SEC_MQTT] = {"mqtt", "Report to Home Assistant through MQTT."},
+    [SEC_BACKUP] = {"backup", "How files are copied."},
+};
+
+enum key_type {
+    KT_STRING,
+    KT_PATH,     /* a string; relative values in a file are resolved against its directory */
+    KT_ENUM,     /* char *, one of choices[], stored in the spelling of choices[] */
+    KT_PROTOCOL, /* enum config_protocol, choices[] in enum order */
+    KT_BOOL,
+    KT_INT,    /* int, min..max */
+    KT_SIZE,   /* uint64_t bytes, min..max */
+    KT_NUMBER, /* double, min..max */
+    KT_LIST,   /* char ** NULL-terminated + size_t count at off_n */
+};
+
+#define KF_SECRET 0x01u    /* masked when printed, overridable from .env and the environment */
+#define KF_NONEMPTY 0x02u  /* "" is refused */
+#define KF_EXTENSION 0x04u /* list items are file extensions: dot stripped, lower case */
+#define KF_ABSOLUTE 0x08u  /* list items are absolute paths */
+#define KF_URL 0x10u       /* http:// or https:// when not empty */
+
+struct key_row {
+    enum section section;
+    const char *name;
+    enum key_type type;
+    size_t off;   /* of the value in struct config */
+    size_t off_n; /* KT_LIST: of the item count */
+    const char *def;
+    const char *embedded; /* value in the embedded default and the template, when not def */
+    const char *const *def_list;
+    int64_t min, max; /* numbers: bounds; strings and list items: max is the longest length */
+    const char *const *choices;
+    const char *env; /* secrets: environment / .env variable */
+    unsigned flags;
+    const char *help;
+};
+
+/* offsetof that refuses to compile when the field does not have the C type the row claims. */
+#define AT(ctype, field)                                                                           \
+    _Generic(((struct config *)0)->field, ctype : offsetof(struct config, field))
+
+static const char *const log_levels[] = {"debug", "info", "warning", "error", NULL};
+static const char *const protocols[] = {[CONFIG_PROTOCOL_SMB] = "smb",
+                                        [CONFIG_PROTOCOL_NFS] = "nfs",
+                                        [CONFIG_PROTOCOL_LOCAL] = "local",
+                                        NULL};
+static const char *const default_mount_points[] = {"/media", "/run/media", NULL};
+static const char *const default_extensions[] = {
+    "jpg", "jpeg", "heic", "heif", "png", "tif", "tiff", "dng", "cr2", "cr3", "crw",  "nef",
+    "nrw", "arw",  "srf",  "sr2",  "raf", "orf", "rw2",  "pef", "srw", "x3f", "3fr",  "erf",
+    "kdc", "mef",  "mos",  "iiq",  "mp4", "mov", "m4v",  "3gp", "avi", "mts", "m2ts", NULL};
+
+#define STR(sec, nm, field, deflt, fl, hlp)                                                        \
+    {                                                                                              \
+        .section = (sec), .name = (nm), .type = KT_STRING, .off = AT(char *, field),               \
+        .def = (deflt), .max = CONFIG_VALUE_MAX, .flags = (fl), .help = (hlp)                      \
+    }
+#define SECRET(sec, nm, field, var, hlp)                                                           \
+    {                                                                                              \
+        .section = (sec), .name = (nm), .type = KT_STRING, .off = AT(char *, field), .def = "",    \
+        .max = CONFIG_VALUE_MAX, .env = (var), .flags = KF_SECRET, .help = (hlp)                   \
+    }
+#define BOOL(sec, nm, field, deflt, hlp)                                                           \
+    {                                                                                              \
+        .section = (sec), .name = (nm), .type = KT_BOOL, .off = AT(bool, field), .def = (deflt),   \
+        .help = (hlp)                                                                              \
+    }
+#define INT(sec, nm, field, deflt, lo, hi, hlp)                                                    \
+    {                                                                                              \
+        .section = (sec), .name = (nm), .type = KT_INT, .off = AT(int, field), .def = (deflt),     \
+        .min = (lo), .max = (hi), .help = (hlp)                                                    \
+    }
+
+static const struct key_row keys[] = {
+    STR(SEC_SERVICE, "name", service.name, "snapsync", KF_NONEMPTY,
+        "Name shown in the web UI and in Home Assistant."),
+    {.section = SEC_SERVICE,
+     .name = "database_path",
+     .type = KT_PATH,
+     .off = AT(char *, service.database_path),
+     .def = "./snapsync.db",
+     .max = PATH_MAX - 1,
+     .flags = KF_NONEMPTY,
+     .help = "SQLite database of what was backed up; relative to this file."},
+    {.section = SEC_SERVICE,
+     .name = "log_level",
+     .type = KT_ENUM,
+     .off = AT(char *, service.log_level),
+     .def = "info",
+     .choices = log_levels,
+     .help = "How much to log."},
+    INT(SEC_SERVICE, "web_ui_port", service.web_ui_port, "8080", 1, 65535, "Port of the web UI."),
+
+    BOOL(SEC_SD_CARD, "auto_detect", sd_card.auto_detect, "true",
+         "Notice cards as they are inserted."),
+    {.section = SEC_SD_CARD,
+     .name = "mount_points",
+     .type = KT_LIST,
+     .off = AT(char **, sd_card.mount_points),
+     .off_n = AT(size_t, sd_card.n_mount_points),
+     .def_list = default_mount_points,
+     .max = PATH_MAX - 1,
+     .flags = KF_ABSOLUTE,
+     .help = "Folders under which cards get mounted."},
+
+    {.section = SEC_FILES,
+     .name = "extensions",
+     .type = KT_LIST,
+     .off = AT(char **, files.extensions),
+     .off_n = AT(size_t, files.n_extensions),
+     .def_list = default_extensions,
+     .max = 16,
+     .flags = KF_EXTENSION,
+     .help = "File extensions to back up, any case, with or without the dot."},
+    {.section = SEC_FILES,
+     .name = "min_size",
+     .type = KT_SIZE,
+     .off = AT(uint64_t, files.min_size),
+     .def = "1",
+     .min = 0,
+     .max = INT64_C(1) << 40,
+     .help = "Skip smaller files; bytes, or 100KB, 1 MiB, 2M (KB = 1000, KiB = K = 1024)."},
+
+    BOOL(SEC_IMMICH, "enabled", immich.enabled, "false", "Upload to Immich."),
+    STR(SEC_IMMICH, "url", immich.url, "", KF_URL, "Server address, http:// or https://."),
+    SECRET(SEC_IMMICH, "api_key", immich.api_key, "IMMICH_API_KEY", "API key of the Immich user."),
+    INT(SEC_IMMICH, "timeout", immich.timeout, "30", 1, 3600, "Seconds before a request gives up."),
+    BOOL(SEC_IMMICH, "organize_by_date", immich.organize_by_date, "true",
+         "Put uploads into one album per day."),
+
+    {.section = SEC_UNRAID,
+     .name = "enabled",
+     .type = KT_BOOL,
+     .off = AT(bool, unraid.enabled),
+     .def = "false",
+     .embedded = "true",
+     .help = "Copy files to the share or folder."},
+    {.section = SEC_UNRAID,
+     .name = "protocol",
+     .type = KT_PROTOCOL,
+     .off = AT(enum config_protocol, unraid.protocol),
+     .def = "local",
+     .choices = protocols,
+     .help = "smb: SnapSync talks SMB itself; nfs, local: copy into mount_point."},
+    STR(SEC_UNRAID, "host", unraid.host, "", 0, "SMB server name or address."),
+    STR(SEC_UNRAID, "share", unraid.share, "", 0, "SMB share name."),
+    STR(SEC_UNRAID, "path", unraid.path, "", 0, "Folder inside the share or mount point."),
+    SECRET(SEC_UNRAID, "username", unraid.username, "UNRAID_USERNAME", "SMB user."),
+    SECRET(SEC_UNRAID, "password", unraid.password, "UNRAID_PASSWORD", "SMB password."),
+    {.section = SEC_UNRAID,
+     .name = "mount_point",
+     .type = KT_PATH,
+     .off = AT(char *, unraid.mount_point),
+     .def = "",
+     .embedded = "./snapsync-backup",
+     .max = PATH_MAX - 1,
+     .help = "Folder to copy into (nfs, local); relative to this file."},
+    BOOL(SEC_UNRAID, "organize_by_date", unraid.organize_by_date, "true",
+         "Sort copies into YYYY/MM/DD folders."),
+
+    BOOL(SEC_MQTT, "enabled", mqtt.enabled, "false", "Publish state to an MQTT broker."),
+    STR(SEC_MQTT, "broker", mqtt.broker, "localhost", 0, "Broker host name or address."),
+    INT(SEC_MQTT, "port", mqtt.port, "1883", 1, 65535, "Broker port."),
+    SECRET(SEC_MQTT, "username", mqtt.username, "MQTT_USERNAME", "Broker user."),
+    SECRET(SEC_MQTT, "password", mqtt.password, "MQTT_PASSWORD", "Broker password."),
+    STR(SEC_MQTT, "discovery_prefix", mqtt.discovery_prefix, "homeassistant", 0,
+        "Home Assistant discovery prefix."),
+    STR(SEC_MQTT, "topic_prefix", mqtt.topic_prefix, "snapsync", 0, "Prefix of our topics."),
+    STR(SEC_MQTT, "client_id", mqtt.client_id, "snapsync", 0, "MQTT client id."),
+
+    BOOL(SEC_BACKUP, "parallel", backup.parallel, "true",
+         "Write to all destinations at the same time."),
+    INT(SEC_BACKUP, "concurrent_files", backup.concurrent_files, "2", 1, 64,
+        "Files copied at the same time."),
+    BOOL(SEC_BACKUP, "verify_checksums", backup.verify_checksums, "true",
+         "Read copies back and compare checksums."),
+    INT(SEC_BACKUP, "max_retries", backup.max_retries, "3", 0, 100,
+        "Attempts after a failed copy."),
+    {.section = SEC_BACKUP,
+     .name = "retry_delay",
+     .type = KT_NUMBER,
+     .off = AT(double, backup.retry_delay),
+     .def = "5",
+     .min = 0,
+     .max = 3600,
+     .help = "Seconds before the first retry; doubles each time."},
+};
+
+#define N_KEYS (sizeof(keys) / sizeof(keys[0]))
+
+/* Checks that span keys: `key` must not be empty when `when` holds. */
+static bool immich_on(const struct config *c)
+{
+    return c->immich.enabled;
+}
+
+static bool unraid_smb(const struct config *c)
+{
+    return c->unraid.enabled && c->unraid.protocol == CONFIG_PROTOCOL_SMB;
+}
+
+static bool unraid_mounted(const struct config *c)
+{
+    return c->unraid.enabled && c->unraid.protocol != CONFIG_PROTOCOL_SMB;
+}
+
+static bool mqtt_on(const struct config *c)
+{
+    return c->mqtt.enabled;
+}
+
+static const struct rule {
+    enum section section;
+    const char *key;
+    bool (*when)(const struct config *);
+    const char *why;
+} rules[] = {
+    {SEC_IMMICH, "url", immich_on, "immich is enabled"},
+    {SEC_IMMICH, "api_key", immich_on, "immich is enabled"},
+    {SEC_UNRAID, "host", unraid_smb, "unraid is enabled with protocol smb"},
+    {SEC_UNRAID, "share", unraid_smb, "unraid is enabled with protocol smb"},
+    {SEC_UNRAID, "mount_point", unraid_mounted, "unraid is enabled with protocol nfs or local"},
+    {SEC_MQTT, "broker", mqtt_on, "mqtt is enabled"},
+    {SEC_MQTT, "discovery_prefix", mqtt_on, "mqtt is enabled"},
+    {SEC_MQTT, "topic_prefix", mqtt_on, "mqtt is enabled"},
+    {SEC_MQTT, "client_id", mqtt_on, "mqtt is enabled"},
+};
+
+/* Where each section and key was set in the file (1-based lines; 0 = not in the file). */
+struct lines {
+    size_t section[N_SECTIONS];
+    size_t key[N_KEYS];
+};
+
+/* ---- small helpers ---- */
+
+static void *field(struct config *cfg, size_t off)
+{
+    return (char *)cfg + off;
+}
+
+static const void *cfield(const struct config *cfg, size_t off)
+{
+    return (const char *)cfg + off;
+}
+
+static const struct key_row *key_find(enum section sec, const char *name)
+{
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (keys[i].section == sec && strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+static size_t key_index(const struct key_row *row)
+{
+    return (size_t)(row - keys);
+}
+
+static void key_path(char *buf, size_t size, const struct key_row *row)
+{
+    snprintf(buf, size, "%s.%s", sections[row->section].name, row->name);
+}
+
+/* Copies outside text into buf for an error message: escaped, cut at SHOW_MAX bytes. */
+static const char *show(char *buf, size_t size, const char *s, size_t len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len && o + 8 < size; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (i >= SHOW_MAX) {
+            memcpy(buf + o, "...", 3);
+            o += 3;
+            break;
+        }
+        if (c < 0x20 || c == 0x7f || c == '\'' || c == '\\')
+            o += (size_t)snprintf(buf + o, size - o, "\\x%02x", c);
+        else
+            buf[o++] = (char)c;
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+/* Fails with "name:line: key: problem" (line 0 and key NULL are left out). */
+static int fail_code(struct error *err, int code, const char *name, size_t line, const char *key,
+                     const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static int fail_code(struct error *err, int code, const char *name, size_t line, const char *key,
+                     const char *fmt, ...)
+{
+    char problem[ERROR_MSG_MAX];
+    char where[64] = "";
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(problem, sizeof(problem), fmt, ap);
+    va_end(ap);
+    if (line > 0)
+        snprintf(where, sizeof(where), ":%zu", line);
+    if (key)
+        return error_set(err, code, "%s%s: %s: %s", name, where, key, problem);
+    return error_set(err, code, "%s%s: %s", name, where, problem);
+}
+
+#define fail(err, name, line, key, ...) fail_code(err, -EINVAL, name, line, key, __VA_ARGS__)
+
+static int add_warning(struct config *cfg, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int add_warning(struct config *cfg, const char *fmt, ...)
+{
+    if (cfg->n_warnings >= CONFIG_WARNINGS_MAX)
+        return 0;
+    char **w = realloc(cfg->warnings, (cfg->n_warnings + 2) * sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    cfg->warnings = w;
+    char buf[ERROR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    w[cfg->n_warnings] = strdup(buf);
+    if (!w[cfg->n_warnings])
+        return -ENOMEM;
+    w[++cfg->n_warnings] = NULL;
+    return 0;
+}
+
+static void list_free(char **list)
+{
+    if (!list)
+        return;
+    for (char **p = list; *p; p++)
+        free(*p);
+    free(list);
+}
+
+/* ---- values ---- */
+
+/* "a boolean (true/false)", "one of debug, info, warning, error", ... */
+static const char *type_expect(char *buf, size_t size, const struct key_row *row)
+{
+    switch (row->type) {
+    case KT_STRING:
+    case KT_PATH:
+        return "a string";
+    case KT_ENUM:
+    case KT_PROTOCOL: {
+        size_t n = (size_t)snprintf(buf, size, "one of");
+        for (size_t c = 0; row->choices[c] && n < size; c++)
+            n += (size_t)snprintf(buf + n, size - n, "%s %s", c ? "," : "", row->choices[c]);
+        return buf;
+    }
+    case KT_BOOL:
+        return "a boolean (true/false)";
+    case KT_INT:
+        return "an integer";
+    case KT_SIZE:
+        return "a size such as 1024, 100KB or 1 MiB";
+    case KT_NUMBER:
+        return "a number";
+    case KT_LIST:
+        return "a list of strings";
+    }
+    return "a value";
+}
+
+static int parse_bool(const char *s, bool *ret)
+{
+    static const char *const yes[] = {"true", "yes", "on"};
+    static const char *const no[] = {"false", "no", "off"};
+    for (size_t i = 0; i < 3; i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *ret = true;
+            return 0;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *ret = false;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+/* Decimal integer, optional sign, nothing else (no spaces, no 0x, no 1_000). */
+static int parse_int64(const char *s, int64_t *ret)
+{
+    const char *d = (*s == '-' || *s == '+') ? s + 1 : s;
+    if (!isdigit((unsigned char)*d))
+        return -EINVAL;
+    errno = 0;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (errno == ERANGE)
+        return -ERANGE;
+    if (errno != 0 || end == s || *end != '\0')
+        return -EINVAL;
+    *ret = v;
+    return 0;
+}
+
+static int parse_number(const char *s, double *ret)
+{
+    if (*s == '\0' || strspn(s, "0123456789+-.eE") != strlen(s))
+        return -EINVAL;
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0')
+        return -EINVAL;
+    if (errno == ERANGE && fabs(v) < 1.0)
+        v = 0.0; /* underflow: a denormal or zero is zero to us */
+    else if (errno == ERANGE || !isfinite(v))
+        return -ERANGE;
+    *ret = v + 0.0; /* no -0 */
+    return 0;
+}
+
+/* "1024", "100KB", "1 MiB", "2M": digits, optional spaces, optional unit. */
+static int parse_size(const char *s, uint64_t *ret)
+{
+    static const struct {
+        const char *unit;
+        uint64_t mult;
+    } units[] = {
+        {"", 1},
+        {"b", 1},
+        {"k", UINT64_C(1) << 10},
+        {"kb", UINT64_C(1000)},
+        {"kib", UINT64_C(1) << 10},
+        {"m", UINT64_C(1) << 20},
+        {"mb", UINT64_C(1000000)},
+        {"mib", UINT64_C(1) << 20},
+        {"g", UINT64_C(1) << 30},
+        {"gb", UINT64_C(1000000000)},
+        {"gib", UINT64_C(1) << 30},
+        {"t", UINT64_C(1) << 40},
+        {"tb", UINT64_C(1000000000000)},
+        {"tib", UINT64_C(1) << 40},
+    };
+    uint64_t n = 0;
+    const char *p = s;
+    if (!isdigit((unsigned char)*p))
+        return -EINVAL;
+    for (; isdigit((unsigned char)*p); p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (n > (UINT64_MAX - d) / 10)
+            return -ERANGE;
+        n = n * 10 + d;
+    }
+    while (*p == ' ')
+        p++;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcasecmp(p, units[i].unit) != 0)
+            continue;
+        if (n > UINT64_MAX / units[i].mult)
+            return -ERANGE;
+        *ret = n * units[i].mult;
+        return 0;
+    }
+    return -EINVAL;
+}
+
+/* Refuses what no string value should hold: NUL, control characters, Unicode line breaks. */
+static const char *string_problem(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == 0)
+            return "contains a NUL byte";
+        if (c < 0x20 || c == 0x7f)
+            return "contains a control character";
+        if (c == 0xc2 && i + 1 < len && (unsigned char)s[i + 1] < 0xa0)
+            return "contains a control character";
+        if (c == 0xe2 && i + 2 < len && (unsigned char)s[i + 1] == 0x80 &&
+            ((unsigned char)s[i + 2] == 0xa8 || (unsigned char)s[i + 2] == 0xa9))
+            return "contains a line separator";
+    }
+    return NULL;
+}
+
+/* Where a value came from, for messages. */
+struct origin {
+    const char *name; /* "config.yaml", ".env", "environment", "built-in default" */
+    size_t line;
+    const char *key; /* as the user spells it: "immich.api_key", "IMMICH_API_KEY" */
+};
+
+/* Checks a string value (or list item) against its row; *ret_dup is a fresh copy. */
+static int string_check(const struct key_row *row, const char *s, size_t len, bool item,
+                        const struct origin *o, char **ret_dup, struct error *err)
+{
+    char shown[4 * SHOW_MAX + 16];
+    bool secret = row->flags & KF_SECRET;
+    if (len > (size_t)row->max)
+        return fail(err, o->name, o->line, o->key, "%s too long (%zu bytes, at most %" PRId64 ")",
+                    item ? "item" : "value", len, row->max);
+    const char *problem = string_problem(s, len);
+    if (problem)
+        return fail(err, o->name, o->line, o->key, "%s %s", item ? "item" : "value", problem);
+    if (len == 0 && (row->flags & KF_NONEMPTY))
+        return fail(err, o->name, o->line, o->key, "must not be empty");
+    if (len > 0 && (row->flags & KF_URL)) {
+        size_t skip = strncasecmp(s, "https://", 8) == 0  ? 8
+                      : strncasecmp(s, "http://", 7) == 0 ? 7
+                                                          : 0;
+        if (skip == 0 || skip == len || s[skip] == '/')
+            return fail(err, o->name, o->line, o->key,
+                        "expected an http:// or https:// address, got '%s'",
+                        secret ? "(hidden)" : show(shown, sizeof(shown), s, len));
+    }
+    if (item && (row->flags & KF_ABSOLUTE) && s[0] != '/')
+        return fail(err, o->name, o->line, o->key, "expected an absolute path, got '%s'",
+                    show(shown, sizeof(shown), s, len));
+    char *dup;
+    if (item && (row->flags & KF_EXTENSION)) {
+        const char *e = (len > 0 && s[0] == '.') ? s + 1 : s;
+        size_t elen = len - (size_t)(e - s);
+        if (elen == 0 || strspn(e, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                   "0123456789_-") != elen)
+            return fail(err, o->name, o->line, o->key,
+                        "expected a file extension such as jpg or .CR2, got '%s'",
+                        show(shown, sizeof(shown), s, len));
+        dup = strndup(e, elen);
+        if (dup)
+            for (char *c = dup; *c; c++)
+                *c = (char)tolower((unsigned char)*c);
+    } else {
+        dup = strndup(s, len);
+    }
+    if (!dup)
+        return error_set(err, -ENOMEM, "out of memory");
+    *ret_dup = dup;
+    return 0;
+}
+
+/* Collects list items, then swaps them into cfg in one go. */
+struct list_builder {
+    char **items;
+    size_t n;
+};
+
+static int list_add(struct list_builder *lb, const struct key_row *row, const char *s, size_t len,
+                    const struct origin *o, struct error *err)
+{
+    if (lb->n >= CONFIG_LIST_MAX)
+        return fail(err, o->name, o->line, o->key, "too many items (at most %d)", CONFIG_LIST_MAX);
+    char *dup;
+    int r = string_check(row, s, len, true, o, &dup, err);
+    if (r < 0)
+        return r;
+    if (row->flags & KF_EXTENSION)
+        for (size_t i = 0; i < lb->n; i++)
+            if (strcmp(lb->items[i], dup) == 0) {
+                free(dup); /* "JPG" and ".jpg" are the same extension */
+                return 0;
+            }
+    char **items = realloc(lb->items, (lb->n + 2) * sizeof(*items));
+    if (!items) {
+        free(dup);
+        return error_set(err, -ENOMEM, "out of memory");
+    }
+    lb->items = items;
+    items[lb->n++] = dup;
+    items[lb->n] = NULL;
+    return 0;
+}
+
+static int list_commit(struct config *cfg, const struct key_row *row, struct list_builder *lb,
+                       const struct origin *o, struct error *err)
+{
+    if ((row->flags & KF_EXTENSION) && lb->n == 0)
+        return fail(err, o->name, o->line, o->key, "must list at least one extension");
+    if (!lb->items) {
+        lb->items = calloc(1, sizeof(char *));
+        if (!lb->items)
+            return error_set(err, -ENOMEM, "out of memory");
+    }
+    list_free(*(char ***)field(cfg, row->off));
+    *(char ***)field(cfg, row->off) = lb->items;
+    *(size_t *)field(cfg, row->off_n) = lb->n;
+    lb->items = NULL;
+    lb->n = 0;
+    return 0;
+}
+
+/*
+ * Sets a scalar key from text. null is YAML's null (an empty plain value, ~, null): "" for
+ * strings, an empty list for lists, an error for the rest.
+ */
+static int value_set(struct config *cfg, const struct key_row *row, const char *s, size_t len,
+                     bool null, const struct origin *o, struct error *err)
+{
+    char shown[4 * SHOW_MAX + 16];
+    char expect[128];
+    void *f = field(cfg, row->off);
+    int64_t i;
+    uint64_t u;
+    double d;
+    bool b;
+    int r;
+
+    if (row->type == KT_STRING || row->type == KT_PATH) {
+        char *dup;
+        r = string_check(row, s, null ? 0 : len, false, o, &dup, err);
+        if (r < 0)
+            return r;
+        free(*(char **)f);
+        *(char **)f = dup;
+        return 0;
+    }
+    if (row->type == KT_LIST) {
+        struct list_builder empty = {0};
+        if (!null)
+            return fail(err, o->name, o->line, o->key, "expected %s, got '%s'",
+                        type_expect(expect, sizeof(expect), row),
+                        show(shown, sizeof(shown), s, len));
+        return list_commit(cfg, row, &empty, o, err);
+    }
+    if (null || len == 0)
+        return fail(err, o->name, o->line, o->key, "expected %s, got an empty value",
+                    type_expect(expect, sizeof(expect), row));
+    if (memchr(s, '\0', len))
+        return fail(err, o->name, o->line, o->key, "expected %s, got a value with a NUL byte",
+                    type_expect(expect, sizeof(expect), row));
+
+    switch (row->type) {
+    case KT_ENUM:
+    case KT_PROTOCOL:
+        for (size_t c = 0; row->choices[c]; c++) {
+            if (strcasecmp(s, row->choices[c]) != 0)
+                continue;
+            if (row->type == KT_PROTOCOL) {
+                *(enum config_protocol *)f = (enum config_protocol)c;
+                return 0;
+            }
+            char *dup = strdup(row->choices[c]);
+            if (!dup)
+                return error_set(err, -ENOMEM, "out of memory");
+            free(*(char **)f);
+            *(char **)f = dup;
+            return 0;
+        }
+        break;
+    case KT_BOOL:
+        if (parse_bool(s, &b) < 0)
+            break;
+        *(bool *)f = b;
+        return 0;
+    case KT_INT:
+        r = parse_int64(s, &i);
+        if (r == -EINVAL)
+            break;
+        if (r < 0 || i < row->min || i > row->max)
+            return fail(err, o->name, o->line, o->key,
+                        "%s is out of range (%" PRId64 "..%" PRId64 ")",
+                        show(shown, sizeof(shown), s, len), row->min, row->max);
+        *(int *)f = (int)i;
+        return 0;
+    case KT_SIZE:
+        r = parse_size(s, &u);
+        if (r == -EINVAL)
+            break;
+        if (r < 0 || u < (uint64_t)row->min || u > (uint64_t)row->max)
+            return fail(err, o->name, o->line, o->key,
+                        "%s is out of range (%" PRId64 "..%" PRId64 " bytes)",
+                        show(shown, sizeof(shown), s, len), row->min, row->max);
+        *(uint64_t *)f = u;
+        return 0;
+    case KT_NUMBER:
+        r = parse_number(s, &d);
+        if (r == -EINVAL)
+            break;
+        if (r < 0 || d < (double)row->min || d > (double)row->max)
+            return fail(err, o->name, o->line, o->key,
+                        "%s is out of range (%" PRId64 "..%" PRId64 ")",
+                        show(shown, sizeof(shown), s, len), row->min, row->max);
+        *(double *)f = d;
+        return 0;
+    case KT_STRING:
+    case KT_PATH:
+    case KT_LIST:
+        break;
+    }
+    return fail(err, o->name, o->line, o->key, "expected %s, got '%s'",
+                type_expect(expect, sizeof(expect), row), show(shown, sizeof(shown), s, len));
+}
+
+void config_free(struct config *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const struct key_row *row = &keys[i];
+        if (row->type == KT_STRING || row->type == KT_PATH || row->type == KT_ENUM)
+            free(*(char **)field(cfg, row->off));
+        else if (row->type == KT_LIST)
+            list_free(*(char ***)field(cfg, row->off));
+    }
+    list_free(cfg->warnings);
+    free(cfg->path);
+    free(cfg);
+}
+
+/* A config holding the table defaults, or those of the embedded default. */
+static int config_new(bool embedded, struct config **ret, struct error *err)
+{
+    struct config *cfg = calloc(1, sizeof(*cfg));
+    struct list_builder lb = {0};
+    int r = 0;
+    if (!cfg)
+        return error_set(err, -ENOMEM, "out of memory");
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const struct key_row *row = &keys[i];
+        char key[64];
+        key_path(key, sizeof(key), row);
+        struct origin o = {.name = "built-in default", .key = key};
+        if (row->type == KT_LIST) {
+            for (size_t j = 0; row->def_list[j]; j++) {
+                r = list_add(&lb, row, row->def_list[j], strlen(row->def_list[j]), &o, err);
+                if (r < 0)
+                    goto out;
+            }
+            r = list_commit(cfg, row, &lb, &o, err);
+        } else {
+            const char *def = (embedded && row->embedded) ? row->embedded : row->def;
+            r = value_set(cfg, row, def, strlen(def), false, &o, err);
+        }
+        if (r < 0)
+            goto out;
+    }
+    *ret = cfg;
+    cfg = NULL;
+out:
+    list_free(lb.items);
+    config_free(cfg);
+    return r;
+}
+
+/* ---- validation ---- */
+
+static int validate(const struct config *cfg, const char *name, const struct lines *lines,
+                    struct error *err)
+{
+    for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
+        const struct rule *rule = &rules[i];
+        const struct key_row *row = key_find(rule->section, rule->key);
+        if (!rule->when(cfg) || **(char *const *)cfield(cfg, row->off) != '\0')
+            continue;
+        size_t line = 0;
+        if (lines) {
+            const struct key_row *enabled = key_find(rule->section, "enabled");
+            line = lines->key[key_index(enabled)];
+            if (line == 0)
+                line = lines->section[rule->section];
+        }
+        char key[64];
+        key_path(key, sizeof(key), row);
+        if (row->env)
+            return fail(err, name, line, key, "required when %s (set %s in .env)", rule->why,
+                        row->env);
+        return fail(err, name, line, key, "required when %s", rule->why);
+    }
+    return 0;
+}
+
+/* ---- YAML ---- */
+
+struct yparse {
+    yaml_parser_t yp;
+    yaml_event_t ev;
+    bool have_ev;
+    const char *name;
+    const char *text;
+    size_t len;
+    struct config *cfg;
+    struct lines *lines;
+    struct error *err;
+};
+
+static size_t ev_line(const struct yparse *p)
+{
+    return p->ev.start_mark.line + 1;
+}
+
+static size_t line_of_offset(const char *text, size_t len, size_t off)
+{
+    size_t line = 1;
+    for (size_t i = 0; i < off && i < len; i++)
+        if (text[i] == '\n')
+            line++;
+    return line;
+}
+
+static int yaml_failed(struct yparse *p)
+{
+    const yaml_parser_t *yp = &p->yp;
+    if (yp->error == YAML_MEMORY_ERROR)
+        return error_set(p->err, -ENOMEM, "%s: out of memory", p->name);
+    const char *problem = yp->problem ? yp->problem : "syntax error";
+    if (yp->error == YAML_READER_ERROR)
+        return fail(p->err, p->name, line_of_offset(p->text, p->len, yp->problem_offset), NULL,
+                    "invalid YAML: %s", problem);
+    if (yp->context)
+        return fail(p->err, p->name, yp->problem_mark.line + 1, NULL,
+                    "invalid YAML: %s (%s on line %zu)", problem, yp->context,
+                    yp->context_mark.line + 1);
+    return fail(p->err, p->name, yp->problem_mark.line + 1, NULL, "invalid YAML: %s", problem);
+}
+
+static int next_event(struct yparse *p)
+{
+    if (p->have_ev) {
+        yaml_event_delete(&p->ev);
+        p->have_ev = false;
+    }
+    if (!yaml_parser_parse(&p->yp, &p->ev))
+        return yaml_failed(p);
+    p->have_ev = true;
+    if (p->ev.type == YAML_ALIAS_EVENT)
+        return fail(p->err, p->name, ev_line(p), NULL, "aliases (*name) are not supported");
+    return 0;
+}
+
+static bool ev_is_null(const yaml_event_t *ev)
+{
+    if (ev->type != YAML_SCALAR_EVENT || ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return false;
+    const char *v = (const char *)ev->data.scalar.value;
+    size_t n = ev->data.scalar.length;
+    return n == 0 || (n == 1 && v[0] == '~') ||
+           (n == 4 && (strcmp(v, "null") == 0 || strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0));
+}
+
+static const char *ev_kind(const yaml_event_t *ev)
+{
+    switch (ev->type) {
+    case YAML_SEQUENCE_START_EVENT:
+        return "a list";
+    case YAML_MAPPING_START_EVENT:
+        return "a mapping";
+    default:
+        return "something else";
+    }
+}
+
+static unsigned edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned row[65];
+    if (la > 64 || lb > 64)
+        return UINT_MAX;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = (unsigned)j;
+    for (size_t i = 1; i <= la; i++) {
+        unsigned diag = row[0];
+        row[0] = (unsigned)i;
+        for (size_t j = 1; j <= lb; j++) {
+            unsigned up = row[j];
+            unsigned cost = tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
+            unsigned best = diag + cost;
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* The closest known name to `s`, or NULL when nothing is close. sec < 0: section names. */
+static const char *suggest(int sec, const char *s)
+{
+    const char *best = NULL;
+    unsigned best_d = 3;
+    size_t n = sec < 0 ? N_SECTIONS : N_KEYS;
+    for (size_t i = 0; i < n; i++) {
+        if (sec >= 0 && keys[i].section != (enum section)sec)
+            continue;
+        const char *cand = sec < 0 ? sections[i].name : keys[i].name;
+        unsigned d = edit_distance(s, cand);
+        if (d < best_d && d < strlen(cand)) {
+            best = cand;
+            best_d = d;
+        }
+    }
+    return best;
+}
+
+static int unknown(struct yparse *p, int sec, const char *s, size_t len)
+{
+    char shown[4 * SHOW_MAX + 16];
+    char key[4 * SHOW_MAX + 64];
+    const char *hint = memchr(s, '\0', len) ? NULL : suggest(sec, s);
+    show(shown, sizeof(shown), s, len);
+    if (sec < 0)
+        snprintf(key, sizeof(key), "%s", shown);
+    else
+        snprintf(key, sizeof(key), "%s.%s", sections[sec].name, shown);
+    if (hint)
+        return fail(p->err, p->name, ev_line(p), key, "unknown %s (did you mean %s?)",
+                    sec < 0 ? "section" : "key", hint);
+    return fail(p->err, p->name, ev_line(p), key, "unknown %s", sec < 0 ? "section" : "key");
+}
+
+/* The event after a key: the value of `row`. */
+static int parse_value(struct yparse *p, const struct key_row *row)
+{
+    char key[64];
+    char expect[128];
+    struct list_builder lb = {0};
+    int r;
+    key_path(key, sizeof(key), row);
+    struct origin o = {.name = p->name, .line = ev_line(p), .key = key};
+
+    if (p->ev.type == YAML_SCALAR_EVENT)
+        return value_set(p->cfg, row, (const char *)p->ev.data.scalar.value,
+                         p->ev.data.scalar.length, ev_is_null(&p->ev), &o, p->err);
+    if (p->ev.type != YAML_SEQUENCE_START_EVENT || row->type != KT_LIST)
+        return fail(p->err, p->name, o.line, key, "expected %s, got %s",
+                    type_expect(expect, sizeof(expect), row), ev_kind(&p->ev));
+    for (;;) {
+        r = next_event(p);
+        if (r < 0)
+            goto out;
+        if (p->ev.type == YAML_SEQUENCE_END_EVENT)
+            break;
+        o.line = ev_line(p);
+        if (p->ev.type != YAML_SCALAR_EVENT) {
+            r = fail(p->err, p->name, o.line, key, "expected a string, got %s (nested too deep)",
+                     ev_kind(&p->ev));
+            goto out;
+        }
+        r = list_add(&lb, row, (const char *)p->ev.data.scalar.value, p->ev.data.scalar.length, &o,
+                     p->err);
+        if (r < 0)
+            goto out;
+    }
+    r = list_commit(p->cfg, row, &lb, &o, p->err);
+out:
+    list_free(lb.items);
+    return r;
+}
+
+/* The event after a section name: its mapping of keys, or null for all defaults. */
+static int parse_section(struct yparse *p, enum section sec)
+{
+    int r;
+    if (ev_is_null(&p->ev))
+        return 0;
+    if (p->ev.type != YAML_MAPPING_START_EVENT)
+        return fail(p->err, p->name, ev_line(p), sections[sec].name,
+                    "expected a mapping of keys, got %s",
+                    p->ev.type == YAML_SCALAR_EVENT ? "a value" : ev_kind(&p->ev));
+    for (;;) {
+        r = next_event(p);
+        if (r < 0)
+            return r;
+        if (p->ev.type == YAML_MAPPING_END_EVENT)
+            return 0;
+        if (p->ev.type != YAML_SCALAR_EVENT)
+            return fail(p->err, p->name, ev_line(p), sections[sec].name,
+                        "expected a key name, got %s", ev_kind(&p->ev));
+        const char *name = (const char *)p->ev.data.scalar.value;
+        size_t len = p->ev.data.scalar.length;
+        const struct key_row *row = memchr(name, '\0', len) ? NULL : key_find(sec, name);
+        if (!row)
+            return unknown(p, (int)sec, name, len);
+        size_t *line = &p->lines->key[key_index(row)];
+        if (*line) {
+            char key[64];
+            key_path(key, sizeof(key), row);
+            return fail(p->err, p->name, ev_line(p), key, "duplicate key (first set on line %zu)",
+                        *line);
+        }
+        *line = ev_line(p);
+        r = next_event(p);
+        if (r < 0)
+            return r;
+        r = parse_value(p, row);
+        if (r < 0)
+            return r;
+    }
+}
+
+static int parse_document(struct yparse *p)
+{
+    int r = next_event(p);
+    if (r < 0)
+        return r;
+    if (p->ev.type != YAML_STREAM_START_EVENT)
+        return fail(p->err, p->name, ev_line(p), NULL, "invalid YAML stream");
+    r = next_event(p);
+    if (r < 0)
+        return r;
+    if (p->ev.type == YAML_STREAM_END_EVENT)
+        return 0; /* empty file or only comments: all defaults */
+    r = next_event(p);
+    if (r < 0)
+        return r;
+    if (ev_is_null(&p->ev)) {
+        /* "---" alone */
+    } else if (p->ev.type != YAML_MAPPING_START_EVENT) {
+        return fail(p->err, p->name, ev_line(p), NULL,
+                    "expected a mapping of sections (service:, immich:, ...), got %s",
+                    p->ev.type == YAML_SCALAR_EVENT ? "a value" : ev_kind(&p->ev));
+    } else {
+        for (;;) {
+            r = next_event(p);
+            if (r < 0)
+                return r;
+            if (p->ev.type == YAML_MAPPING_END_EVENT)
+                break;
+            if (p->ev.type != YAML_SCALAR_EVENT)
+                return fail(p->err, p->name, ev_line(p), NULL, "expected a section name, got %s",
+                            ev_kind(&p->ev));
+            const char *name = (const char *)p->ev.data.scalar.value;
+            size_t len = p->ev.data.scalar.length;
+            int sec = -1;
+            for (int s = 0; s < N_SECTIONS && !memchr(name, '\0', len); s++)
+                if (strcmp(sections[s].name, name) == 0)
+                    sec = s;
+            if (sec < 0)
+                return unknown(p, -1, name, len);
+            if (p->lines->section[sec])
+                return fail(p->err, p->name, ev_line(p), sections[sec].name,
+                            "duplicate section (first on line %zu)", p->lines->section[sec]);
+            p->lines->section[sec] = ev_line(p);
+            r = next_event(p);
+            if (r < 0)
+                return r;
+            r = parse_section(p, (enum section)sec);
+            if (r < 0)
+                return r;
+        }
+    }
+    r = next_event(p); /* DOCUMENT-END */
+    if (r < 0)
+        return r;
+    r = next_event(p);
+    if (r < 0)
+        return r;
+    if (p->ev.type != YAML_STREAM_END_EVENT)
+        return fail(p->err, p->name, ev_line(p), NULL, "only one YAML document is allowed");
+    return 0;
+}
+
+/* Parses text over the table defaults; no .env, no environment, no validation. */
+static int parse_yaml(const char *name, const char *text, size_t len, struct lines *lines,
+                      struct config **ret, struct error *err)
+{
+    struct yparse p = {.name = name, .text = text, .len = len, .lines = lines, .err = err};
+    int r;
+    if (len > CONFIG_FILE_MAX)
+        return error_set(err, -EFBIG, "%s: larger than %d bytes", name, CONFIG_FILE_MAX);
+    memset(lines, 0, sizeof(*lines));
+    r = config_new(false, &p.cfg, err);
+    if (r < 0)
+        return r;
+    if (!yaml_parser_initialize(&p.yp)) {
+        r = error_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    yaml_parser_set_input_string(&p.yp, (const unsigned char *)text, len);
+    r = parse_document(&p);
+    if (p.have_ev)
+        yaml_event_delete(&p.ev);
+    yaml_parser_delete(&p.yp);
+    if (r < 0)
+        goto out;
+    *ret = p.cfg;
+    p.cfg = NULL;
+out:
+    config_free(p.cfg);
+    return r;
+}
+
+int config_parse_buffer(const char *name, const char *text, size_t len, struct config **ret,
+                        struct error *err)
+{
+    struct lines lines;
+    struct config *cfg = NULL;
+    int r = parse_yaml(name, text, len, &lines, &cfg, err);
+    if (r < 0)
+        return r;
+    r = validate(cfg, name, &lines, err);
+    if (r < 0) {
+        config_free(cfg);
+        return r;
+    }
+    *ret = cfg;
+    return 0;
+}
+
+int config_default(struct config **ret, struct error *err)
+{
+    struct config *cfg = NULL;
+    int r = config_new(true, &cfg, err);
+    if (r < 0)
+        return r;
+    r = validate(cfg, "built-in default", NULL, err);
+    if (r < 0) {
+        config_free(cfg);
+        return r;
+    }
+    *ret = cfg;
+    return 0;
+}
+
+/* ---- .env and environment ---- */
+
+static bool is_blank(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* One "KEY=value" line (without its newline). Sets *ret_row and *ret_val (row NULL: not ours). */
+static int dotenv_line(const char *name, size_t line, const char *s, size_t len,
+                       const struct key_row **ret_row, char **ret_val, struct error *err)
+{
+    const char *end = s + len;
+    char var[64];
+    *ret_row = NULL;
+    while (s < end && is_blank(*s))
+        s++;
+    if (s == end || *s == '#')
+        return 0;
+    if (end - s > 7 && memcmp(s, "export", 6) == 0 && is_blank(s[6])) {
+        s += 7;
+        while (s < end && is_blank(*s))
+            s++;
+    }
+    const char *k = s;
+    while (s < end && (isalnum((unsigned char)*s) || *s == '_'))
+        s++;
+    size_t klen = (size_t)(s - k);
+    if (klen == 0 || isdigit((unsigned char)*k))
+        return fail(err, name, line, NULL, "expected KEY=value");
+    while (s < end && is_blank(*s))
+        s++;
+    if (s == end || *s != '=')
+        return fail(err, name, line, NULL, "expected KEY=value");
+    s++;
+    if (klen >= sizeof(var))
+        return 0; /* longer than any of ours */
+    memcpy(var, k, klen);
+    var[klen] = '\0';
+    while (s < end && is_blank(*s))
+        s++;
+
+    /* The value: 'single' (verbatim), "double" (\" and \\ escapes), or bare up to " #". */
+    char *val = malloc((size_t)(end - s) + 1);
+    size_t n = 0;
+    int r = 0;
+    if (!val)
+        return error_set(err, -ENOMEM, "out of memory");
+    if (s < end && (*s == '\'' || *s == '"')) {
+        char q = *s++;
+        for (;; s++) {
+            if (s == end) {
+                r = fail(err, name, line, var, "unterminated %s quote",
+                         q == '"' ? "double" : "single");
+                goto out;
+            }
+            if (*s == q)
+                break;
+            if (q == '"' && *s == '\\' && s + 1 < end && (s[1] == '"' || s[1] == '\\'))
+                s++;
+            val[n++] = *s;
+        }
+        for (s++; s < end && is_blank(*s); s++)
+            ;
+        if (s < end && *s != '#') {
+            r = fail(err, name, line, var, "unexpected text after the closing quote");
+            goto out;
+        }
+    } else {
+        for (; s < end; s++) {
+            if (*s == '#' && n > 0 && is_blank(val[n - 1]))
+                break;
+            val[n++] = *s;
+        }
+        while (n > 0 && is_blank(val[n - 1]))
+            n--;
+    }
+    val[n] = '\0';
+    for (size_t i = 0; i < N_KEYS; i++) {
+        if (!keys[i].env || strcmp(keys[i].env, var) != 0)
+            continue;
+        struct origin o = {.name = name, .line = line, .key = var};
+        char *dup;
+        r = string_check(&keys[i], val, n, false, &o, &dup, err);
+        if (r < 0)
+            goto out;
+        *ret_row = &keys[i];
+        *ret_val = dup;
+    }
+out:
+    free(val);
+    return r;
+}
+
+int config_apply_dotenv(struct config *cfg, const char *name, const char *text, size_t len,
+                        struct error *err)
+{
+    char *vals[N_KEYS] = {0};
+    size_t line = 1;
+    int r = 0;
+    if (len > CONFIG_FILE_MAX)
+        return error_set(err, -EFBIG, "%s: larger than %d bytes", name, CONFIG_FILE_MAX);
+    if (memchr(text, '\0', len))
+        return fail(
+            err, name,
+            line_of_offset(text, len, (size_t)((const char *)memchr(text, '\0', len) - text)), NULL,
+            "NUL byte");
+    for (const char *s = text, *end = text + len; s < end; line++) {
+        const char *nl = memchr(s, '\n', (size_t)(end - s));
+        size_t n = nl ? (size_t)(nl - s) : (size_t)(end - s);
+        const struct key_row *row;
+        char *val = NULL;
+        r = dotenv_line(name, line, s, n > 0 && s[n - 1] == '\r' ? n - 1 : n, &row, &val, err);
+        if (r < 0)
+            goto out;
+        if (row) {
+            free(vals[key_index(row)]);
+            vals[key_index(row)] = val;
+        }
+        s += n + 1;
+    }
+    /* Empty values count as unset, so a blank "MQTT_PASSWORD=" does not erase the YAML's. */
+    for (size_t i = 0; i < N_KEYS; i++) {
+        if (!vals[i] || !*vals[i])
+            continue;
+        char **f = field(cfg, keys[i].off);
+        free(*f);
+        *f = vals[i];
+        vals[i] = NULL;
+    }
+out:
+    for (size_t i = 0; i < N_KEYS; i++)
+        free(vals[i]);
+    return r;
+}
+
+static int apply_environment(struct config *cfg, struct error *err)
+{
+    for (size_t i = 0; i < N_KEYS; i++) {
+        if (!keys[i].env)
+            continue;
+        const char *v = getenv(keys[i].env);
+        if (!v || !*v)
+            continue;
+        struct origin o = {.name = "environment", .key = keys[i].env};
+        char *dup;
+        int r = string_check(&keys[i], v, strlen(v), false, &o, &dup, err);
+        if (r < 0)
+            return r;
+        char **f = field(cfg, keys[i].off);
+        free(*f);
+        *f = dup;
+    }
+    return 0;
+}
+
+/* ---- files ---- */
+
+/* Reads a regular file of at most CONFIG_FILE_MAX bytes. */
+static int read_text(const char *path, char **ret_text, size_t *ret_len, struct stat *ret_st,
+                     struct error *err)
+{
+    char *buf = NULL;
+    size_t len = 0, cap;
+    struct stat st;
+    int r = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return error_set_errno(err, -errno, "cannot open '%s'", path);
+    if (fstat(fd, &st) < 0) {
+        r = error_set_errno(err, -errno, "cannot stat '%s'", path);
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        r = error_set(err, -EINVAL, "'%s' is not a regular file", path);
+        goto out;
+    }
+    if (st.st_size > CONFIG_FILE_MAX) {
+        r = error_set(err, -EFBIG, "'%s' is larger than %d bytes", path, CONFIG_FILE_MAX);
+        goto out;
+    }
+    cap = (size_t)st.st_size + 1;
+    buf = malloc(cap + 1);
+    if (!buf) {
+        r = error_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    for (;;) {
+        if (len == cap) { /* it grew while we read */
+            if (cap > CONFIG_FILE_MAX) {
+                r = error_set(err, -EFBIG, "'%s' is larger than %d bytes", path, CONFIG_FILE_MAX);
+                goto out;
+            }
+            cap = cap * 2 > CONFIG_FILE_MAX + 1 ? CONFIG_FILE_MAX + 1 : cap * 2;
+            char *bigger = realloc(buf, cap + 1);
+            if (!bigger) {
+                r = error_set(err, -ENOMEM, "out of memory");
+                goto out;
+            }
+            buf = bigger;
+        }
+        ssize_t n = read(fd, buf + len, cap - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            r = error_set_errno(err, -errno, "cannot read '%s'", path);
+            goto out;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    if (len > CONFIG_FILE_MAX) {
+        r = error_set(err, -EFBIG, "'%s' is larger than %d bytes", path, CONFIG_FILE_MAX);
+        goto out;
+    }
+    buf[len] = '\0';
+    *ret_text = buf;
+    *ret_len = len;
+    *ret_st = st;
+    buf = NULL;
+out:
+    free(buf);
+    close(fd);
+    return r;
+}
+
+/* Joins dir and rel ("/" between), dropping "." components and doubled slashes. */
+static char *path_join(const char *dir, const char *rel)
+{
+    size_t cap = strlen(dir) + strlen(rel) + 3;
+    char *out = malloc(cap);
+    size_t n = 0;
+    if (!out)
+        return NULL;
+    const char *parts[2] = {dir, rel};
+    for (int i = 0; i < 2; i++) {
+        const char *s = parts[i];
+        while (*s) {
+            while (*s == '/')
+                s++;
+            const char *e = strchrnul(s, '/');
+            size_t seg = (size_t)(e - s);
+            if (seg > 0 && !(seg == 1 && s[0] == '.')) {
+                out[n++] = '/';
+                memcpy(out + n, s, seg);
+                n += seg;
+            }
+            s = e;
+        }
+    }
+    if (n == 0)
+        out[n++] = '/';
+    out[n] = '\0';
+    return out;
+}
+
+/* The absolute form of path, and the directory holding it. */
+static int path_absolute(const char *path, char **ret_abs, char **ret_dir)
+{
+    char cwd[PATH_MAX];
+    if (path[0] != '/' && !getcwd(cwd, sizeof(cwd)))
+        return -errno;
+    char *abs = path_join(path[0] == '/' ? "/" : cwd, path);
+    if (!abs)
+        return -ENOMEM;
+    char *dir = strdup(abs);
+    if (!dir) {
+        free(abs);
+        return -ENOMEM;
+    }
+    char *slash = strrchr(dir, '/');
+    slash[slash == dir ? 1 : 0] = '\0';
+    *ret_abs = abs;
+    *ret_dir = dir;
+    return 0;
+}
+
+static int resolve_paths(struct config *cfg, const char *dir, const char *name,
+                         const struct lines *lines, struct error *err)
+{
+    for (size_t i = 0; i < N_KEYS; i++) {
+        if (keys[i].type != KT_PATH)
+            continue;
+        char **f = field(cfg, keys[i].off);
+        if (**f == '\0' || **f == '/')
+            continue;
+        char *abs = path_join(dir, *f);
+        if (!abs)
+            return error_set(err, -ENOMEM, "out of memory");
+        if (strlen(abs) > (size_t)keys[i].max) {
+            char key[64];
+            key_path(key, sizeof(key), &keys[i]);
+            free(abs);
+            return fail(err, name, lines->key[i], key, "path too long once made absolute");
+        }
+        free(*f);
+        *f = abs;
+    }
+    return 0;
+}
+
+/* Applies dir/.env when it exists, with a warning when others can read it. */
+static int load_dotenv(struct config *cfg, const char *path, struct error *err)
+{
+    char *text = NULL;
+    size_t len;
+    struct stat st;
+    struct error e;
+    int r = read_text(path, &text, &len, &st, &e);
+    if (r == -ENOENT)
+        return 0;
+    if (r < 0) {
+        error_set(err, r, "%s", e.msg);
+        return r;
+    }
+    if (st.st_mode & (S_IRGRP | S_IROTH)) {
+        r = add_warning(cfg, "'%s' is readable by other users; chmod 600 it", path);
+        if (r < 0) {
+            error_set(err, r, "out of memory");
+            goto out;
+        }
+    }
+    r = config_apply_dotenv(cfg, path, text, len, err);
+out:
+    free(text);
+    return r;
+}
+
+/* Loads one file. how: "" or " (from $SNAPSYNC_CONFIG)", for the not-found message. */
+static int load_file(const char *path, const char *how, struct config **ret, struct error *err)
+{
+    struct config *cfg = NULL;
+    struct lines lines;
+    char *text = NULL, *abs = NULL, *dir = NULL, *envpath = NULL;
+    size_t len;
+    struct stat st;
+    int r = read_text(path, &text, &len, &st, err);
+    if (r == -ENOENT)
+        return error_set(err, r, "config file '%s'%s not found", path, how);
+    if (r < 0)
+        return r;
+    r = parse_yaml(path, text, len, &lines, &cfg, err);
+    if (r < 0)
+        goto out;
+    r = path_absolute(path, &abs, &dir);
+    if (r < 0) {
+        error_set_errno(err, r, "cannot make '%s' absolute", path);
+        goto out;
+    }
+    cfg->path = abs;
+    abs = NULL;
+    r = resolve_paths(cfg, dir, path, &lines, err);
+    if (r < 0)
+        goto out;
+    if (st.st_mode & (S_IRGRP | S_IROTH)) {
+        for (size_t i = 0; i < N_KEYS; i++) {
+            if (!(keys[i].flags & KF_SECRET) || !lines.key[i] ||
+                !**(char **)field(cfg, keys[i].off))
+                continue;
+            r = add_warning(cfg,
+                            "'%s' holds a secret and is readable by other users; chmod 600 it "
+                            "(or move %s to .env)",
+                            path, keys[i].env);
+            if (r < 0) {
+                error_set(err, r, "out of memory");
+                goto out;
+            }
+            break;
+        }
+    }
+    envpath = path_join(dir, ".env");
+    if (!envpath) {
+        r = error_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    r = load_dotenv(cfg, envpath, err);
+    if (r < 0)
+        goto out;
+    r = apply_environment(cfg, err);
+    if (r < 0)
+        goto out;
+    r = validate(cfg, path, &lines, err);
+    if (r < 0)
+        goto out;
+    *ret = cfg;
+    cfg = NULL;
+out:
+    config_free(cfg);
+    free(text);
+    free(abs);
+    free(dir);
+    free(envpath);
+    return r;
+}
+
+int config_load(const char *explicit_path, struct config **ret, struct error *err)
+{
+    struct config *cfg = NULL;
+    int r;
+    if (explicit_path)
+        return load_file(explicit_path, "", ret, err);
+    const char *env = getenv("SNAPSYNC_CONFIG");
+    if (env && *env)
+        return load_file(env, " (from $SNAPSYNC_CONFIG)", ret, err);
+    static const char *const search[] = {"config.yaml", CONFIG_SYSTEM_PATH};
+    for (size_t i = 0; i < sizeof(search) / sizeof(search[0]); i++) {
+        if (access(search[i], F_OK) == 0 || errno != ENOENT)
+            return load_file(search[i], "", ret, err);
+    }
+    r = config_default(&cfg, err);
+    if (r < 0)
+        return r;
+    r = load_dotenv(cfg, ".env", err);
+    if (r < 0)
+        goto out;
+    r = apply_environment(cfg, err);
+    if (r < 0)
+        goto out;
+    r = validate(cfg, "built-in default", NULL, err);
+    if (r < 0)
+        goto out;
+    *ret = cfg;
+    cfg = NULL;
+out:
+    config_free(cfg);
+    return r;
+}
+
+bool config_extension_wanted(const struct config *cfg, const char *ext)
+{
+    if (!cfg || !ext || !cfg->files.extensions)
+        return false;
+    if (ext[0] == '.')
+        ext++;
+    for (size_t i = 0; i < cfg->files.n_extensions; i++)
+        if (strcasecmp(cfg->files.extensions[i], ext) == 0)
+            return true;
+    return false;
+}
+
+/* ---- printing ---- */
+
+static bool needs_quotes(const char *s)
+{
+    static const char *const words[] = {"true", "false", "yes", "no",   "on",
+                                        "off",  "y",     "n",   "null", "~"};
+    if (!*s || strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./-") !=
+                   strlen(s))
+        return true;
+    if (s[0] == '-')
+        return true;
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+        if (strcasecmp(s, words[i]) == 0)
+            return true;
+    double d;
+    return parse_number(s, &d) != -EINVAL;
+}
+
+static void write_string(FILE *out, const char *s)
+{
+    if (!needs_quotes(s)) {
+        fputs(s, out);
+        return;
+    }
+    fputc('"', out);
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            fprintf(out, "\\%c", *c);
+        else if (*c < 0x20 || *c == 0x7f)
+            fprintf(out, "\\x%02x", *c);
+        else if (c[0] == 0xc2 && c[1] >= 0x80 && c[1] < 0xa0)
+            fprintf(out, "\\x%02x", *++c); /* C1 control, U+0080..U+009F */
+        else if (c[0] == 0xe2 && c[1] == 0x80 && (c[2] == 0xa8 || c[2] == 0xa9))
+            fputs((c += 2)[0] == 0xa8 ? "\\L" : "\\P", out);
+        else
+            fputc(*c, out);
+    }
+    fputc('"', out);
+}
+
+static void write_number(FILE *out, double d)
+{
+    char buf[64];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, sizeof(buf), "%.*g", prec, d);
+        if (strtod(buf, NULL) == d)
+            break;
+    }
+    fputs(buf, out);
+}
+
+static void write_value(FILE *out, const struct config *cfg, const struct key_row *row)
+{
+    const void *f = cfield(cfg, row->off);
+    switch (row->type) {
+    case KT_STRING:
+    case KT_PATH:
+    case KT_ENUM: {
+        const char *s = *(char *const *)f;
+        if ((row->flags & KF_SECRET) && *s)
+            s = MASK;
+        write_string(out, s);
+        break;
+    }
+    case KT_PROTOCOL:
+        fputs(row->choices[*(const enum config_protocol *)f], out);
+        break;
+    case KT_BOOL:
+        fputs(*(const bool *)f ? "true" : "false", out);
+        break;
+    case KT_INT:
+        fprintf(out, "%d", *(const int *)f);
+        break;
+    case KT_SIZE:
+        fprintf(out, "%" PRIu64, *(const uint64_t *)f);
+        break;
+    case KT_NUMBER:
+        write_number(out, *(const double *)f);
+        break;
+    case KT_LIST: {
+        char *const *items = *(char **const *)f;
+        size_t col = 4 + strlen(row->name) + 3;
+        fputc('[', out);
+        for (size_t i = 0; items && items[i]; i++) {
+            size_t w = strlen(items[i]) + 2;
+            if (i > 0) {
+                fputc(',', out);
+                if (col + w > 96) {
+                    fputs("\n     ", out);
+                    col = 5;
+                }
+                fputc(' ', out);
+            }
+            write_string(out, items[i]);
+            col += w;
+        }
+        fputc(']', out);
+        break;
+    }
+    }
+}
+
+/* Writes the sections; with help, a comment before each key (the template). */
+static int write_config(FILE *out, const struct config *cfg, bool help)
+{
+    for (int s = 0; s < N_SECTIONS; s++) {
+        if (help)
+            fprintf(out, "\n# %s\n", sections[s].help);
+        fprintf(out, "%s:\n", sections[s].name);
+        for (size_t i = 0; i < N_KEYS; i++) {
+            const struct key_row *row = &keys[i];
+            if (row->section != (enum section)s)
+                continue;
+            if (help) {
+                fprintf(out, "  # %s", row->help);
+                if (row->type == KT_INT || row->type == KT_NUMBER)
+                    fprintf(out, " Range: %" PRId64 "..%" PRId64 ".", row->min, row->max);
+                if (row->type == KT_ENUM || row->type == KT_PROTOCOL) {
+                    fputs(" One of:", out);
+                    for (size_t c = 0; row->choices[c]; c++)
+                        fprintf(out, "%s %s", c ? "," : "", row->choices[c]);
+                    fputc('.', out);
+                }
+                if (row->env)
+                    fprintf(out, " Secret: better set %s in .env.", row->env);
+                if (row->embedded)
+                    fprintf(out, " When left out: %s.", *row->def ? row->def : "\"\"");
+                fputc('\n', out);
+            }
+            fprintf(out, "  %s: ", row->name);
+            write_value(out, cfg, row);
+            fputc('\n', out);
+        }
+    }
+    return fflush(out) == 0 && !ferror(out) ? 0 : -EIO;
+}
+
+static void write_comment(FILE *out, const char *s)
+{
+    for (; *s; s++)
+        fputc((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s, out);
+}
+
+int config_print(const struct config *cfg, FILE *out)
+{
+    fputs("# SnapSync effective configuration (secrets masked)\n# from: ", out);
+    write_comment(out, cfg->path ? cfg->path : "built-in defaults");
+    fputc('\n', out);
+    return write_config(out, cfg, false);
+}
+
+int config_print_template(FILE *out)
+{
+    struct config *cfg = NULL;
+    int r = config_default(&cfg, NULL);
+    if (r < 0)
+        return r;
+    fputs("# SnapSync configuration.\n"
+          "#\n"
+          "# SnapSync uses the first of:\n"
+          "#   1. the file given with --config\n"
+          "#   2. the file named by $SNAPSYNC_CONFIG\n"
+          "#   3. ./config.yaml in the working directory\n"
+          "#   4. /etc/snapsync/config.yaml\n"
+          "#   5. built-in defaults, the same as this file: copy to ./snapsync-backup\n"
+          "#\n"
+          "# Secrets (IMMICH_API_KEY, UNRAID_USERNAME, UNRAID_PASSWORD, MQTT_USERNAME,\n"
+          "# MQTT_PASSWORD) belong in a .env file next to this one (chmod 600 .env), as\n"
+          "# KEY=value lines, or in the environment: the environment wins over .env, which wins\n"
+          "# over this file. Leave them empty here.\n"
+          "#\n"
+          "# Relative paths (database_path, mount_point) are relative to the directory of this\n"
+          "# file. A key left out takes the value shown, unless its comment says otherwise\n"
+          "# (\"When left out\"). Booleans: true/false, yes/no, on/off. `snapsync config` shows "
+          "what is\n"
+          "# in effect.\n",
+          out);
+    r = write_config(out, cfg, true);
+    config_free(cfg);
+    return r;
+}
