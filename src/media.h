@@ -4,8 +4,9 @@
  *
  * Supported: JPEG (EXIF APP1), TIFF-based RAW (CR2, NEF, NRW, ARW, SR2, DNG, ORF, RW2, PEF, RAF
  * via its embedded JPEG, SRW, 3FR, ERF, KDC, MEF, MOS, IIQ), ISO-BMFF (CR3 CMT1/CMT2 boxes,
- * HEIC/HEIF/AVIF Exif item, MP4/MOV/M4V/3GP `mvhd` creation time). Everything it reads is
- * untrusted: bounds-checked, no recursion without a depth limit, no allocation sized from input.
+ * HEIC/HEIF/AVIF Exif item, MP4/MOV/M4V/3GP `mvhd` creation time), PNG eXIf and WebP EXIF
+ * chunks. Everything it reads is untrusted: bounds-checked, no recursion without a depth limit,
+ * no allocation sized from input.
  */
 #pragma once
 
@@ -44,8 +45,11 @@ struct media_reader {
  * Reads the capture date of a file: only the metadata structures (EXIF IFDs, box headers, the
  * moov box wherever it lies), never the image or video data, at most MEDIA_PROBE_MAX_BYTES.
  * `ext` is the lower-case extension without dot, a hint for the kind; the content decides the
- * format. Errors: -ENODATA (no capture date found), -EBADMSG (malformed), -EIO and other read
- * errors from read_at. Never crashes on any input. ret is written only on success. Any thread.
+ * format. Errors: -ENODATA (no capture date found, also for containers recognised but not read:
+ * AVI, Matroska, MPEG-TS/AVCHD, GIF, X3F, CRW), -EBADMSG (malformed, unrecognised, or metadata
+ * needing more than MEDIA_PROBE_MAX_BYTES of reading), -ENOMEM, -EIO and other read errors from
+ * read_at. Never crashes on any input. ret is written only on success. Any thread; the local
+ * time zone is read (for MP4 times) as localtime_r sees it, so call tzset() after changing TZ.
  */
 int media_probe(const struct media_reader *rd, const char *ext, struct media_info *ret,
                 struct error *err);

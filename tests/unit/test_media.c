@@ -1,0 +1,1390 @@
+/*
+ * Unit tests for media.c.
+ *
+ * Two groups. "files" makes real samples at test time with ffmpeg and exiftool (JPEG with EXIF in
+ * both byte orders, TIFF, DNG, PNG, WebP, MP4 with moov at the end and at the start, MOV, 3GP)
+ * and checks the dates, then cuts, mutates and replaces them with random bytes to check that
+ * every input ends in a clean error. A missing tool fails the group: it does not skip. "memory"
+ * builds what the tools cannot write (CR3, HEIF, RAF, 64-bit boxes, IFD loops, pathological
+ * counts) byte by byte, and covers the small helpers and time zones.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "media.h"
+
+extern char **environ;
+
+#define TZ_CET "CET-1CEST,M3.5.0,M10.5.0/3"
+#define TZ_NEW_YORK "EST5EDT,M3.2.0,M11.1.0"
+
+static char tmpdir[4096];
+static char tool_log[4200];
+static bool keep_tmp; /* a failed setup keeps its folder and tools.log to look at */
+
+/* ---- helpers ------------------------------------------------------------------------------- */
+
+static void set_tz(const char *tz)
+{
+    setenv("TZ", tz, 1);
+    tzset();
+}
+
+static int64_t utc(int y, int mo, int d, int h, int mi, int s)
+{
+    struct tm tm = {.tm_year = y - 1900,
+                    .tm_mon = mo - 1,
+                    .tm_mday = d,
+                    .tm_hour = h,
+                    .tm_min = mi,
+                    .tm_sec = s};
+    return (int64_t)timegm(&tm);
+}
+
+static void path_in_tmp(char *buf, size_t size, const char *name)
+{
+    int n = snprintf(buf, size, "%s/%s", tmpdir, name);
+    assert_true(n > 0 && (size_t)n < size);
+}
+
+/* Runs a tool with posix_spawnp, output into tool_log; -1 with a message when it cannot run or
+ * fails, so the group fails with the reason. */
+static int run_tool(const char *const argv[])
+{
+    posix_spawn_file_actions_t fa;
+    pid_t pid;
+    int status;
+
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, tool_log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    int r = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (r != 0) {
+        fprintf(stderr,
+                "cannot run '%s': %s: the media tests need ffmpeg and exiftool "
+                "(apt-get install ffmpeg libimage-exiftool-perl)\n",
+                argv[0], strerror(r));
+        return -1;
+    }
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "'%s' failed (status 0x%x), see %s\n", argv[0], (unsigned)status, tool_log);
+        return -1;
+    }
+    return 0;
+}
+
+static int ffmpeg_image(const char *name)
+{
+    char out[4200];
+    path_in_tmp(out, sizeof(out), name);
+    const char *argv[24] = {
+        "ffmpeg", "-nostdin",          "-v",        "error", "-y", "-f", "lavfi",
+        "-i",     "color=red:s=16x16", "-frames:v", "1"};
+    int n = 11;
+    const char *ext = strrchr(name, '.');
+    /* TIFF wants RGB; ffmpeg knows no .dng, so that one is a TIFF by another name. */
+    if (ext && (!strcmp(ext, ".tif") || !strcmp(ext, ".dng"))) {
+        const char *tiff[] = {"-pix_fmt", "rgb24", "-f", "image2", "-c:v", "tiff"};
+        for (size_t i = 0; i < sizeof(tiff) / sizeof(tiff[0]); i++)
+            argv[n++] = tiff[i];
+    }
+    argv[n++] = out;
+    argv[n] = NULL;
+    return run_tool(argv);
+}
+
+static int ffmpeg_video(const char *name, bool faststart, bool dated)
+{
+    char out[4200];
+    path_in_tmp(out, sizeof(out), name);
+    const char *argv[24] = {"ffmpeg", "-nostdin", "-v",
+                            "error",  "-y",       "-f",
+                            "lavfi",  "-i",       "testsrc=size=16x16:rate=1",
+                            "-t",     "1",        "-c:v",
+                            "mpeg4"};
+    int n = 13;
+    if (faststart) {
+        argv[n++] = "-movflags";
+        argv[n++] = "+faststart";
+    }
+    if (dated) {
+        argv[n++] = "-metadata";
+        argv[n++] = "creation_time=2022-12-31T23:59:58Z";
+    }
+    argv[n++] = out;
+    argv[n] = NULL;
+    return run_tool(argv);
+}
+
+/* exiftool with tag assignments, in place. */
+static int exiftool(const char *name, const char *a1, const char *a2)
+{
+    char file[4200];
+    path_in_tmp(file, sizeof(file), name);
+    const char *argv[] = {"exiftool",       "-q", "-overwrite_original", a1, a2 ? a2 : file,
+                          a2 ? file : NULL, NULL};
+    return run_tool(argv);
+}
+
+static uint8_t *read_file(const char *name, size_t *ret_len)
+{
+    char path[4200];
+    struct stat st;
+    path_in_tmp(path, sizeof(path), name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(fstat(fd, &st), 0);
+    uint8_t *buf = malloc((size_t)st.st_size + 1);
+    assert_non_null(buf);
+    assert_int_equal(read(fd, buf, (size_t)st.st_size), st.st_size);
+    close(fd);
+    *ret_len = (size_t)st.st_size;
+    return buf;
+}
+
+static void write_file(const char *name, const uint8_t *data, size_t len)
+{
+    char path[4200];
+    path_in_tmp(path, sizeof(path), name);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, data, len), (ssize_t)len);
+    close(fd);
+}
+
+static int probe_file(const char *name, const char *ext, struct media_info *info, struct error *err)
+{
+    char path[4200];
+    struct stat st;
+    path_in_tmp(path, sizeof(path), name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(fstat(fd, &st), 0);
+    int r = media_probe_fd(fd, (uint64_t)st.st_size, ext, info, err);
+    /* media_probe_fd must not move the file offset */
+    assert_int_equal(lseek(fd, 0, SEEK_CUR), 0);
+    close(fd);
+    return r;
+}
+
+/* Every failure is a clean -ENODATA or -EBADMSG with a message and ret untouched. */
+static int probe_checked(const uint8_t *data, size_t len, const char *ext)
+{
+    struct media_info info, before;
+    struct error err = {0};
+    memset(&info, 0xa5, sizeof(info));
+    before = info;
+    int r = media_probe_buffer(data, len, ext, &info, &err);
+    if (r == 0) {
+        assert_true(info.kind >= MEDIA_KIND_UNKNOWN && info.kind <= MEDIA_KIND_VIDEO);
+        assert_true(info.has_offset == 0 || info.has_offset == 1);
+    } else {
+        if (r != -ENODATA && r != -EBADMSG)
+            fail_msg("unexpected error %d (%s) for %zu bytes", r, err.msg, len);
+        assert_int_equal(err.code, r);
+        assert_true(err.msg[0] != '\0');
+        assert_memory_equal(&info, &before, sizeof(info));
+    }
+    return r;
+}
+
+/* ---- generated samples --------------------------------------------------------------------- */
+
+struct sample {
+    const char *name;
+    const char *ext;
+    int result;
+    int64_t time; /* under TZ=UTC */
+    int has_offset;
+    int32_t offset;
+    enum media_kind kind;
+};
+
+static struct sample samples[16];
+static size_t nsamples;
+
+static void add_sample(const char *name, const char *ext, int result, int64_t t, int has_offset,
+                       int32_t offset, enum media_kind kind)
+{
+    samples[nsamples++] = (struct sample){name, ext, result, t, has_offset, offset, kind};
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int files_setup(void **state)
+{
+    (void)state;
+    const char *base = getenv("SNAPSYNC_TEST_TMP");
+    if (!base || !*base)
+        base = "/tmp";
+    if (mkdir(base, 0755) < 0 && errno != EEXIST) {
+        fprintf(stderr, "cannot create '%s': %s\n", base, strerror(errno));
+        return -1;
+    }
+    if (snprintf(tmpdir, sizeof(tmpdir), "%s/media-XXXXXX", base) >= (int)sizeof(tmpdir) ||
+        !mkdtemp(tmpdir)) {
+        fprintf(stderr, "cannot create a temporary folder in '%s'\n", base);
+        return -1;
+    }
+    snprintf(tool_log, sizeof(tool_log), "%s/tools.log", tmpdir);
+    set_tz("UTC0");
+    keep_tmp = true;
+
+    nsamples = 0;
+    if (ffmpeg_image("photo.jpg") || exiftool("photo.jpg", "-DateTimeOriginal=2023:07:14 18:30:05",
+                                              "-OffsetTimeOriginal=+02:00"))
+        return -1;
+    add_sample("photo.jpg", "jpg", 0, utc(2023, 7, 14, 18, 30, 5), 1, 7200, MEDIA_KIND_PHOTO);
+
+    if (ffmpeg_image("be.jpg") ||
+        exiftool("be.jpg", "-ExifByteOrder=MM", "-CreateDate=2018:03:04 05:06:07") ||
+        exiftool("be.jpg", "-OffsetTimeDigitized=-05:30", NULL))
+        return -1;
+    add_sample("be.jpg", "jpg", 0, utc(2018, 3, 4, 5, 6, 7), 1, -19800, MEDIA_KIND_PHOTO);
+
+    /* An unset camera clock in DateTimeOriginal (written raw with '#'), a valid IFD0 DateTime. */
+    if (ffmpeg_image("zero.jpg") || exiftool("zero.jpg", "-DateTimeOriginal#=0000:00:00 00:00:00",
+                                             "-ModifyDate=2016:06:30 23:59:59"))
+        return -1;
+    add_sample("zero.jpg", "jpeg", 0, utc(2016, 6, 30, 23, 59, 59), 0, 0, MEDIA_KIND_PHOTO);
+
+    if (ffmpeg_image("nodate.jpg"))
+        return -1;
+    add_sample("nodate.jpg", "jpg", -ENODATA, 0, 0, 0, MEDIA_KIND_PHOTO);
+    if (ffmpeg_image("artist.jpg") || exiftool("artist.jpg", "-Artist=Nobody", NULL))
+        return -1;
+    add_sample("artist.jpg", "jpg", -ENODATA, 0, 0, 0, MEDIA_KIND_PHOTO);
+
+    if (ffmpeg_image("photo.tif") ||
+        exiftool("photo.tif", "-DateTimeOriginal=2021:01:02 03:04:05", NULL))
+        return -1;
+    add_sample("photo.tif", "tif", 0, utc(2021, 1, 2, 3, 4, 5), 0, 0, MEDIA_KIND_PHOTO);
+
+    if (ffmpeg_image("photo.dng") ||
+        exiftool("photo.dng", "-DNGVersion=1.4.0.0", "-DateTimeOriginal=2020:02:29 12:00:00"))
+        return -1;
+    add_sample("photo.dng", "dng", 0, utc(2020, 2, 29, 12, 0, 0), 0, 0, MEDIA_KIND_RAW);
+
+    if (ffmpeg_image("photo.png") ||
+        exiftool("photo.png", "-DateTimeOriginal=2019:05:06 07:08:09", NULL))
+        return -1;
+    add_sample("photo.png", "png", 0, utc(2019, 5, 6, 7, 8, 9), 0, 0, MEDIA_KIND_PHOTO);
+
+    if (ffmpeg_image("photo.webp") ||
+        exiftool("photo.webp", "-DateTimeOriginal=2017:01:01 00:00:00", NULL))
+        return -1;
+    add_sample("photo.webp", "webp", 0, utc(2017, 1, 1, 0, 0, 0), 0, 0, MEDIA_KIND_PHOTO);
+
+    int64_t video = utc(2022, 12, 31, 23, 59, 58);
+    if (ffmpeg_video("moov_end.mp4", false, true) || ffmpeg_video("faststart.mp4", true, true) ||
+        ffmpeg_video("clip.mov", false, true) || ffmpeg_video("clip.3gp", false, true) ||
+        ffmpeg_video("nodate.mp4", false, false))
+        return -1;
+    add_sample("moov_end.mp4", "mp4", 0, video, 0, 0, MEDIA_KIND_VIDEO);
+    add_sample("faststart.mp4", "mp4", 0, video, 0, 0, MEDIA_KIND_VIDEO);
+    add_sample("clip.mov", "mov", 0, video, 0, 0, MEDIA_KIND_VIDEO);
+    add_sample("clip.3gp", "3gp", 0, video, 0, 0, MEDIA_KIND_VIDEO);
+    add_sample("nodate.mp4", "mp4", -ENODATA, 0, 0, 0, MEDIA_KIND_VIDEO);
+    keep_tmp = getenv("SNAPSYNC_KEEP_TMP") != NULL;
+    return 0;
+}
+
+static int files_teardown(void **state)
+{
+    (void)state;
+    set_tz("UTC0");
+    if (tmpdir[0] && !keep_tmp)
+        nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return 0;
+}
+
+static void test_samples(void **state)
+{
+    (void)state;
+    assert_true(nsamples > 0);
+    for (size_t i = 0; i < nsamples; i++) {
+        const struct sample *s = &samples[i];
+        struct media_info info;
+        struct error err = {0};
+        size_t len;
+        uint8_t *data = read_file(s->name, &len);
+
+        for (int via_fd = 0; via_fd < 2; via_fd++) {
+            memset(&info, 0, sizeof(info));
+            int r = via_fd ? probe_file(s->name, s->ext, &info, &err)
+                           : media_probe_buffer(data, len, s->ext, &info, &err);
+            if (r != s->result)
+                fail_msg("%s: expected %d, got %d (%s)", s->name, s->result, r, err.msg);
+            if (r < 0) {
+                assert_true(err.msg[0] != '\0');
+                continue;
+            }
+            if (info.capture_time != s->time)
+                fail_msg("%s: expected time %lld, got %lld", s->name, (long long)s->time,
+                         (long long)info.capture_time);
+            assert_int_equal(info.kind, s->kind);
+            assert_int_equal(info.has_offset, s->has_offset);
+            assert_int_equal(info.utc_offset, s->offset);
+        }
+        free(data);
+    }
+}
+
+static size_t find_bytes(const uint8_t *h, size_t n, const char *needle)
+{
+    size_t k = strlen(needle);
+    for (size_t i = 0; i + k <= n; i++)
+        if (memcmp(h + i, needle, k) == 0)
+            return i;
+    return (size_t)-1;
+}
+
+/* The samples are laid out as the tests assume: both MP4 layouts, both byte orders. */
+static void test_sample_layouts(void **state)
+{
+    (void)state;
+    size_t len;
+    uint8_t *be = read_file("be.jpg", &len);
+    assert_true(find_bytes(be, len, "MM") < len);
+    assert_int_equal(find_bytes(be, len, "MM"), find_bytes(be, len, "Exif") + 6);
+    free(be);
+    uint8_t *end = read_file("moov_end.mp4", &len);
+    assert_true(find_bytes(end, len, "moov") > find_bytes(end, len, "mdat"));
+    free(end);
+    uint8_t *start = read_file("faststart.mp4", &len);
+    assert_true(find_bytes(start, len, "moov") < find_bytes(start, len, "mdat"));
+    free(start);
+}
+
+static void test_ext_does_not_decide_format(void **state)
+{
+    (void)state;
+    struct media_info info;
+    struct error err;
+    assert_int_equal(probe_file("photo.jpg", "mp4", &info, &err), 0);
+    assert_int_equal(info.kind, MEDIA_KIND_PHOTO);
+    assert_int_equal(probe_file("moov_end.mp4", NULL, &info, &err), 0);
+    assert_int_equal(info.kind, MEDIA_KIND_VIDEO);
+    assert_int_equal(probe_file("photo.dng", "tif", &info, &err), 0);
+    assert_int_equal(info.kind, MEDIA_KIND_PHOTO);
+    assert_int_equal(probe_file("photo.tif", "nef", &info, &err), 0);
+    assert_int_equal(info.kind, MEDIA_KIND_RAW);
+}
+
+static void test_video_in_other_zones(void **state)
+{
+    (void)state;
+    struct media_info info;
+    struct error err;
+    char day[16];
+
+    /* mvhd is UTC: 23:59:58 on New Year's Eve is already 2023 in Paris, still 2022 in NY. */
+    set_tz(TZ_CET);
+    assert_int_equal(probe_file("moov_end.mp4", "mp4", &info, &err), 0);
+    assert_int_equal(info.capture_time, utc(2023, 1, 1, 0, 59, 58));
+    media_date_path(info.capture_time, day, sizeof(day));
+    assert_string_equal(day, "2023/01/01");
+
+    set_tz(TZ_NEW_YORK);
+    assert_int_equal(probe_file("faststart.mp4", "mp4", &info, &err), 0);
+    assert_int_equal(info.capture_time, utc(2022, 12, 31, 18, 59, 58));
+
+    /* EXIF times are floating: the zone does not change them. */
+    assert_int_equal(probe_file("photo.jpg", "jpg", &info, &err), 0);
+    assert_int_equal(info.capture_time, utc(2023, 7, 14, 18, 30, 5));
+    set_tz("UTC0");
+}
+
+static void test_truncated(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < nsamples; i++) {
+        size_t len;
+        uint8_t *data = read_file(samples[i].name, &len);
+        for (size_t cut = 0; cut < len; cut++) {
+            /* an exact-size copy, so ASan and valgrind see any read past the end */
+            uint8_t *copy = malloc(cut ? cut : 1);
+            assert_non_null(copy);
+            memcpy(copy, data, cut);
+            int r = probe_checked(copy, cut, samples[i].ext);
+            /* Nothing useful fits in the first 16 bytes of any of these. */
+            if (cut < 16)
+                assert_true(r < 0);
+            free(copy);
+        }
+        /* Through a real file too: the last box or IFD ends early. */
+        char name[64];
+        snprintf(name, sizeof(name), "cut-%s", samples[i].name);
+        write_file(name, data, len / 2);
+        struct media_info info;
+        struct error err;
+        int r = probe_file(name, samples[i].ext, &info, &err);
+        assert_true(r == 0 || r == -ENODATA || r == -EBADMSG);
+        free(data);
+    }
+}
+
+/* Byte flips in real files: every outcome is a clean success or a clean error. */
+static void test_mutated(void **state)
+{
+    (void)state;
+    unsigned seed = 12345;
+    for (size_t i = 0; i < nsamples; i++) {
+        size_t len;
+        uint8_t *data = read_file(samples[i].name, &len);
+        uint8_t *copy = malloc(len);
+        assert_non_null(copy);
+        for (int round = 0; round < 400; round++) {
+            memcpy(copy, data, len);
+            int flips = 1 + rand_r(&seed) % 4;
+            for (int f = 0; f < flips; f++) {
+                size_t at = (size_t)rand_r(&seed) % len;
+                /* favour the values that upset parsers most */
+                static const uint8_t nasty[] = {0x00, 0xff, 0x01, 0x7f, 0x80};
+                copy[at] = rand_r(&seed) % 2 ? nasty[rand_r(&seed) % 5] : (uint8_t)rand_r(&seed);
+            }
+            probe_checked(copy, len, samples[i].ext);
+        }
+        free(copy);
+        free(data);
+    }
+}
+
+static void test_random_bytes(void **state)
+{
+    (void)state;
+    static const char *const exts[] = {"jpg", "cr3", "mp4", NULL};
+    static const struct {
+        const char *bytes;
+        size_t len;
+    } prefixes[] = {
+        {"", 0},
+        {"\xff\xd8\xff\xe1\x10\x00"
+         "Exif\0\0",
+         12},
+        {"II*\0\x08\0\0\0", 8},
+        {"MM\0*\0\0\0\x08", 8},
+        {"IIRO\x08\0\0\0", 8},
+        {"\0\0\0\x18"
+         "ftypheic",
+         12},
+        {"\0\0\0\x18"
+         "ftypcrx ",
+         12},
+        {"\0\0\0\x18"
+         "ftypisom",
+         12},
+        {"FUJIFILMCCD-RAW 0201", 20},
+        {"\x89PNG\r\n\x1a\n", 8},
+        {"RIFF\0\x10\0\0WEBP", 12},
+    };
+    unsigned seed = 777;
+    uint8_t buf[4096];
+    for (size_t p = 0; p < sizeof(prefixes) / sizeof(prefixes[0]); p++) {
+        for (int round = 0; round < 300; round++) {
+            size_t len = (size_t)rand_r(&seed) % sizeof(buf);
+            for (size_t i = 0; i < len; i++)
+                buf[i] = (uint8_t)rand_r(&seed);
+            memcpy(buf, prefixes[p].bytes, prefixes[p].len < len ? prefixes[p].len : len);
+            uint8_t *copy = malloc(len ? len : 1);
+            assert_non_null(copy);
+            memcpy(copy, buf, len);
+            int r = probe_checked(copy, len, exts[round % 4]);
+            if (p == 0)
+                assert_true(r < 0); /* plain noise has no date */
+            free(copy);
+        }
+    }
+}
+
+/* ---- hand-built structures ----------------------------------------------------------------- */
+
+struct buf {
+    uint8_t data[16384];
+    size_t len;
+};
+
+static void put(struct buf *b, const void *p, size_t n)
+{
+    assert_true(n <= sizeof(b->data) - b->len);
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+static void put8(struct buf *b, unsigned v)
+{
+    uint8_t x = (uint8_t)v;
+    put(b, &x, 1);
+}
+
+static void put16(struct buf *b, unsigned v, bool be)
+{
+    uint8_t x[2] = {(uint8_t)(be ? v >> 8 : v), (uint8_t)(be ? v : v >> 8)};
+    put(b, x, 2);
+}
+
+static void put32(struct buf *b, uint32_t v, bool be)
+{
+    for (int i = 0; i < 4; i++)
+        put8(b, be ? v >> (24 - 8 * i) : v >> (8 * i));
+}
+
+static void patch32be(struct buf *b, size_t at, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        b->data[at + (size_t)i] = (uint8_t)(v >> (24 - 8 * i));
+}
+
+static size_t box_begin(struct buf *b, const char *type)
+{
+    size_t at = b->len;
+    put32(b, 0, true);
+    put(b, type, 4);
+    return at;
+}
+
+static void box_end(struct buf *b, size_t at)
+{
+    patch32be(b, at, (uint32_t)(b->len - at));
+}
+
+struct tag {
+    uint16_t tag;
+    const char *value; /* ASCII */
+};
+
+/*
+ * A TIFF structure: IFD0 with `ifd0` (plus a pointer to the EXIF IFD when `exif` is not empty),
+ * the EXIF IFD, then the string values. Offsets are relative to the start of the structure.
+ */
+static void put_tiff(struct buf *b, bool be, const struct tag *ifd0, size_t n0,
+                     const struct tag *exif, size_t n1)
+{
+    size_t start = b->len;
+    uint32_t ifd0_off = 8, ifd0_n = (uint32_t)(n0 + (n1 ? 1 : 0));
+    uint32_t exif_off = ifd0_off + 2 + 12 * ifd0_n + 4;
+    uint32_t data_off = exif_off + (n1 ? 2 + 12 * (uint32_t)n1 + 4 : 0);
+    uint32_t data = data_off;
+
+    put(b, be ? "MM" : "II", 2);
+    put16(b, 42, be);
+    put32(b, ifd0_off, be);
+    for (int ifd = 0; ifd < 2; ifd++) {
+        const struct tag *tags = ifd ? exif : ifd0;
+        size_t n = ifd ? n1 : n0;
+        if (ifd == 1 && n == 0)
+            break;
+        put16(b, (unsigned)(n + (ifd == 0 && n1 ? 1 : 0)), be);
+        for (size_t i = 0; i < n; i++) {
+            uint32_t count = (uint32_t)strlen(tags[i].value) + 1;
+            put16(b, tags[i].tag, be);
+            put16(b, 2, be);
+            put32(b, count, be);
+            if (count <= 4) {
+                uint8_t inline_value[4] = {0};
+                memcpy(inline_value, tags[i].value, count);
+                put(b, inline_value, 4);
+            } else {
+                put32(b, data, be);
+                data += count;
+            }
+        }
+        if (ifd == 0 && n1) {
+            put16(b, 0x8769, be);
+            put16(b, 4, be);
+            put32(b, 1, be);
+            put32(b, exif_off, be);
+        }
+        put32(b, 0, be); /* no next IFD */
+    }
+    assert_int_equal(b->len - start, data_off);
+    for (int ifd = 0; ifd < 2; ifd++) {
+        const struct tag *tags = ifd ? exif : ifd0;
+        size_t n = ifd ? n1 : n0;
+        for (size_t i = 0; i < n; i++)
+            if (strlen(tags[i].value) + 1 > 4)
+                put(b, tags[i].value, strlen(tags[i].value) + 1);
+    }
+}
+
+static void put_jpeg(struct buf *b, const struct tag *ifd0, size_t n0, const struct tag *exif,
+                     size_t n1)
+{
+    put(b, "\xff\xd8", 2);
+    size_t app1 = b->len;
+    put(b, "\xff\xe1\0\0Exif\0\0", 10);
+    put_tiff(b, false, ifd0, n0, exif, n1);
+    size_t seg = b->len - app1 - 2;
+    b->data[app1 + 2] = (uint8_t)(seg >> 8);
+    b->data[app1 + 3] = (uint8_t)seg;
+    put(b, "\xff\xda\0\x02\xff\xd9", 6);
+}
+
+static int probe_buf(const struct buf *b, const char *ext, struct media_info *info,
+                     struct error *err)
+{
+    /* exact-size copy so that out-of-bounds reads are caught */
+    uint8_t *copy = malloc(b->len ? b->len : 1);
+    assert_non_null(copy);
+    memcpy(copy, b->data, b->len);
+    int r = media_probe_buffer(copy, b->len, ext, info, err);
+    free(copy);
+    return r;
+}
+
+static void put_ftyp(struct buf *b, const char *major, const char *compat)
+{
+    size_t at = box_begin(b, "ftyp");
+    put(b, major, 4);
+    put32(b, 0, true);
+    put(b, compat, strlen(compat));
+    box_end(b, at);
+}
+
+static const uint8_t canon_uuid[16] = {0x85, 0xc0, 0xb6, 0x87, 0x82, 0x0f, 0x11, 0xe0,
+                                       0x81, 0x11, 0xf4, 0xce, 0x46, 0x2b, 0x6a, 0x48};
+
+static void put_mvhd(struct buf *b, int version, uint64_t created)
+{
+    size_t at = box_begin(b, "mvhd");
+    put32(b, (uint32_t)version << 24, true);
+    if (version == 1) {
+        put32(b, (uint32_t)(created >> 32), true);
+        put32(b, (uint32_t)created, true);
+        put32(b, 0, true);
+        put32(b, 0, true);
+    } else {
+        put32(b, (uint32_t)created, true);
+        put32(b, 0, true);
+    }
+    put32(b, 1000, true);
+    for (int i = 0; i < 20; i++)
+        put32(b, 0, true);
+    box_end(b, at);
+}
+
+static void build_cr3(struct buf *b, const struct tag *cmt1, size_t n1, const struct tag *cmt2,
+                      size_t n2)
+{
+    b->len = 0;
+    put_ftyp(b, "crx ", "crx isom");
+    size_t moov = box_begin(b, "moov");
+    size_t uuid = box_begin(b, "uuid");
+    put(b, canon_uuid, 16);
+    size_t cncv = box_begin(b, "CNCV");
+    put(b, "CanonCR3_001/00.09.00/00.00.00", 30);
+    box_end(b, cncv);
+    size_t c1 = box_begin(b, "CMT1");
+    put_tiff(b, false, cmt1, n1, NULL, 0);
+    box_end(b, c1);
+    if (n2) {
+        size_t c2 = box_begin(b, "CMT2");
+        put_tiff(b, true, cmt2, n2, NULL, 0);
+        box_end(b, c2);
+    }
+    box_end(b, uuid);
+    put_mvhd(b, 0, 0);
+    box_end(b, moov);
+    size_t mdat = box_begin(b, "mdat");
+    put(b, "raw sensor data", 15);
+    box_end(b, mdat);
+}
+
+static void test_cr3(void **state)
+{
+    (void)state;
+    static struct buf b;
+    struct media_info info;
+    struct error err;
+    const struct tag ifd0[] = {{0x010f, "Canon"}, {0x0132, "2015:01:02 03:04:05"}};
+    const struct tag exif[] = {{0x9003, "2016:07:08 09:10:11"}, {0x9011, "+09:00"}};
+    const struct tag bad_exif[] = {{0x9003, "2016:13:08 09:10:11"}};
+
+    build_cr3(&b, ifd0, 2, exif, 2);
+    write_file("synthetic.cr3", b.data, b.len);
+    assert_int_equal(probe_buf(&b, NULL, &info, &err), 0);
+    assert_int_equal(info.kind, MEDIA_KIND_RAW);
+    assert_int_equal(info.capture_time, utc(2016, 7, 8, 9, 10, 11));
+    assert_int_equal(info.has_offset, 1);
+    assert_int_equal(info.utc_offset, 9 * 3600);
+
+    /* CMT1's DateTime when CMT2 is missing or its date is impossible */
+    build_cr3(&b, ifd0, 2, NULL, 0);
+    assert_int_equal(probe_buf(&b, "cr3", &info, &err), 0);
+    assert_int_equal(info.capture_time, utc(2015, 1, 2, 3, 4, 5));
+    assert_int_equal(info.has_offset, 0);
+    build_cr3(&b, ifd0, 2, bad_exif, 1);
+    assert_int_equal(probe_buf(&b, "cr3", &info, &err), 0);
+    assert_int_equal(info.capture_time, utc(2015, 1, 2, 3, 4, 5));
+
+    build_cr3(&b, ifd0, 1, NULL, 0);
+    assert_int_equal(probe_buf(&b, "cr3", &info, &err), -EBADMSG); /* no CMT2 and no date */
+    build_cr3(&b, ifd0, 1, bad_exif, 1);
+    assert_int_equal(probe_buf(&b, "cr3", &info, &err), -ENODATA);
+    assert_string_equal(err.msg, "no capture date in EXIF");
+}
+
+/*
+ * A HEIF: ftyp, meta (hdlr, iinf with an image item and an Exif item, iloc, maybe idat), mdat.
+ * infe_version 2 or 3 (16- or 32-bit item ids, iloc version 0 or 2); in_idat puts the Exif item
+ * in idat (iloc version 1, construction method 1).
+ */
+static void build_heif(struct buf *b, int infe_version, bool in_idat, bool with_exif)
+{
+    const struct tag exif[] = {{0x9003, "2024:02:29 23:59:59"}, {0x9011, "-03:00"}};
+    const struct tag ifd0[] = {{0x010f, "Apple"}};
+    bool wide = infe_version == 3;
+    int iloc_version = in_idat ? 1 : wide ? 2 : 0;
+    struct buf item = {.len = 0};
+
+    put32(&item, 6, true);
+    put(&item, "Exif\0\0", 6);
+    put_tiff(&item, true, ifd0, 1, exif, 2);
+
+    b->len = 0;
+    put_ftyp(b, "heic", "mif1heic");
+    size_t meta = box_begin(b, "meta");
+    put32(b, 0, true);
+    size_t hdlr = box_begin(b, "hdlr");
+    put32(b, 0, true);
+    put32(b, 0, true);
+    put(b, "pict", 4);
+    put(b, "\0\0\0\0\0\0\0\0\0\0\0\0\0", 13);
+    box_end(b, hdlr);
+    size_t pitm = box_begin(b, "pitm");
+    put32(b, 0, true);
+    put16(b, 1, true);
+    box_end(b, pitm);
+
+    size_t iinf = box_begin(b, "iinf");
+    put32(b, 0, true);
+    put16(b, with_exif ? 2 : 1, true);
+    for (unsigned id = 1; id <= (with_exif ? 2u : 1u); id++) {
+        size_t infe = box_begin(b, "infe");
+        put32(b, (uint32_t)infe_version << 24, true);
+        if (wide)
+            put32(b, id, true);
+        else
+            put16(b, id, true);
+        put16(b, 0, true);
+        put(b, id == 1 ? "hvc1" : "Exif", 4);
+        put8(b, 0);
+        box_end(b, infe);
+    }
+    box_end(b, iinf);
+
+    size_t iloc = box_begin(b, "iloc");
+    put32(b, (uint32_t)iloc_version << 24, true);
+    put8(b, 0x44); /* offset_size 4, length_size 4 */
+    put8(b, 0x00); /* base_offset_size 0, index_size 0 */
+    if (iloc_version == 2)
+        put32(b, 2, true);
+    else
+        put16(b, 2, true);
+    size_t patch[3] = {0};
+    for (unsigned id = 1; id <= 2; id++) {
+        if (iloc_version == 2)
+            put32(b, id, true);
+        else
+            put16(b, id, true);
+        if (iloc_version >= 1)
+            put16(b, id == 2 && in_idat ? 1 : 0, true); /* construction method */
+        put16(b, 0, true);                              /* data_reference_index */
+        put16(b, 1, true);                              /* extent_count */
+        patch[id] = b->len;
+        put32(b, 0, true);
+        put32(b, id == 2 ? (uint32_t)item.len : 4, true);
+    }
+    box_end(b, iloc);
+    if (in_idat) {
+        size_t idat = box_begin(b, "idat");
+        put(b, "pad!", 4);
+        patch32be(b, patch[2], 4); /* relative to the idat payload */
+        put(b, item.data, item.len);
+        box_end(b, idat);
+    }
+    box_end(b, meta);
+
+    size_t mdat = box_begin(b, "mdat");
+    patch32be(b, patch[1], (uint32_t)b->len);
+    put(b, "hevc", 4);
+    if (!in_idat) {
+        patch32be(b, patch[2], (uint32_t)b->len);
+        put(b, item.data, item.len);
+    }
+    box_end(b, mdat);
+}
+
+static void test_heif(void **state)
+{
+    (void)state;
+    static struct buf b;
+    struct media_info info;
+    struct error err;
+    const struct {
+        int infe_version;
+        bool in_idat;
+    } cases[] = {{2, false}, {3, false}, {2, true}};
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        build_heif(&b, cases[i].infe_version, cases[i].in_idat, true);
+        char name[64];
+        snprintf(name, sizeof(name), "synthetic-%zu.heic", i);
+        write_file(name, b.data, b.len);
+        memset(&info, 0, sizeof(info));
+        int r = probe_buf(&b, "mp4", &info, &err);
+        if (r != 0)
+            fail_msg("case %zu: %d %s", i, r, err.msg);
+        assert_int_equal(info.kind, MEDIA_KIND_PHOTO);
+        assert_int_equal(info.capture_time, utc(2024, 2, 29, 23, 59, 59));
+        assert_int_equal(info.has_offset, 1);
+        assert_int_equal(info.utc_offset, -3 * 3600);
+    }
+    build_heif(&b, 2, false, false);
+    assert_int_equal(probe_buf(&b, "heic", &info, &err), -ENODATA);
+    assert_string_equal(err.msg, "no Exif item in HEIF");
+}
+
+static void test_raf(void **state)
+{
+    (void)state;
+    static struct buf b, jpeg;
+    struct media_info info;
+    struct error err;
+    const struct tag ifd0[] = {{0x010f, "FUJIFILM"}};
+    const struct tag exif[] = {{0x9003, "2012:12:12 12:12:12"}};
+
+    jpeg.len = 0;
+    put_jpeg(&jpeg, ifd0, 1, exif, 1);
+    b.len = 0;
+    put(&b, "FUJIFILMCCD-RAW 0201FF383501", 28);
+    while (b.len < 84)
+        put8(&b, 0);
+    put32(&b, 100, true);
+    put32(&b, (uint32_t)jpeg.len, true);
+    while (b.len < 100)
+        put8(&b, 0);
+    put(&b, jpeg.data, jpeg.len);
+    put(&b, "CFA data", 8);
+    write_file("synthetic.raf", b.data, b.len);
+    assert_int_equal(probe_buf(&b, "raf", &info, &err), 0);
+    assert_int_equal(info.kind, MEDIA_KIND_RAW);
+    assert_int_equal(info.capture_time, utc(2012, 12, 12, 12, 12, 12));
+
+    /* an embedded JPEG offset past the end */
+    patch32be(&b, 84, 0x7fffffff);
+    assert_int_equal(probe_buf(&b, "raf", &info, &err), -EBADMSG);
+    assert_non_null(strstr(err.msg, "outside the file"));
+}
+
+static void test_mvhd_variants(void **state)
+{
+    (void)state;
+    static struct buf b;
+    struct media_info info;
+    struct error err;
+    const uint64_t qt = UINT64_C(2082844800);
+    int64_t t = utc(2030, 6, 1, 12, 0, 0);
+
+    b.len = 0;
+    put_ftyp(&b, "isom", "isomiso2mp41");
+    size_t mdat = box_begin(&b, "mdat");
+    put(&b, "frames", 6);
+    box_end(&b, mdat);
+    size_t moov = box_begin(&b, "moov");
+    put_mvhd(&b, 1, qt + (uint64_t)t);
+    box_end(&b, moov);
+    assert_int_equal(probe_buf(&b, "mp4", &info, &err), 0);
+    assert_int_equal(info.capture_time, t);
+    assert_int_equal(info.kind, MEDIA_KIND_VIDEO);
+
+    b.len = moov; /* creation time before 1970 */
+    moov = box_begin(&b, "moov");
+    put_mvhd(&b, 0, 1000);
+    box_end(&b, moov);
+    assert_int_equal(probe_buf(&b, "mp4", &info, &err), -ENODATA);
+
+    b.data[moov + 16] = 7; /* mvhd version 7 */
+    assert_int_equal(probe_buf(&b, "mp4", &info, &err), -EBADMSG);
+    assert_non_null(strstr(err.msg, "mvhd version"));
+
+    b.len = moov; /* moov without mvhd */
+    moov = box_begin(&b, "moov");
+    size_t trak = box_begin(&b, "trak");
+    box_end(&b, trak);
+    box_end(&b, moov);
+    assert_int_equal(probe_buf(&b, "mov", &info, &err), -EBADMSG);
+    assert_string_equal(err.msg, "no 'mvhd' box in 'moov'");
+
+    b.len = moov; /* no moov at all: a recording cut off before it was written */
+    assert_int_equal(probe_buf(&b, "mp4", &info, &err), -EBADMSG);
+    assert_string_equal(err.msg, "no 'moov' box in file");
+}
+
+/* A reader for a file that mostly does not exist: a 5 GB mdat (64-bit size) between a small
+ * head and a moov at the end. Any read inside the mdat payload is a test failure. */
+struct sparse {
+    const uint8_t *head;
+    size_t head_len;
+    const uint8_t *tail;
+    size_t tail_len;
+    uint64_t size;
+    uint64_t bytes;
+    int reads;
+    int fail_after; /* -EIO from this read on; 0: never */
+    bool touched_gap;
+};
+
+static long sparse_read_at(void *ctx, uint64_t off, void *buf, size_t len)
+{
+    struct sparse *s = ctx;
+    if (s->fail_after && ++s->reads >= s->fail_after)
+        return -EIO;
+    if (off >= s->size)
+        return 0;
+    if (off < s->head_len) {
+        size_t n = s->head_len - off < len ? s->head_len - (size_t)off : len;
+        memcpy(buf, s->head + off, n);
+        s->bytes += n;
+        return (long)n;
+    }
+    uint64_t tail_at = s->size - s->tail_len;
+    if (off >= tail_at) {
+        size_t n = s->size - off < len ? (size_t)(s->size - off) : len;
+        memcpy(buf, s->tail + (off - tail_at), n);
+        s->bytes += n;
+        return (long)n;
+    }
+    s->touched_gap = true;
+    memset(buf, 0, len);
+    s->bytes += len;
+    return (long)len;
+}
+
+static void test_moov_after_huge_mdat(void **state)
+{
+    (void)state;
+    static struct buf head, tail;
+    struct media_info info;
+    struct error err;
+    const uint64_t mdat_size = UINT64_C(5) << 30;
+    int64_t t = utc(2025, 3, 3, 3, 3, 3);
+
+    head.len = 0;
+    put_ftyp(&head, "qt  ", "qt  ");
+    size_t mdat_at = head.len;
+    put32(&head, 1, true);
+    put(&head, "mdat", 4);
+    put32(&head, (uint32_t)(mdat_size >> 32), true);
+    put32(&head, (uint32_t)mdat_size, true);
+    tail.len = 0;
+    size_t moov = box_begin(&tail, "moov");
+    put_mvhd(&tail, 0, UINT64_C(2082844800) + (uint64_t)t);
+    box_end(&tail, moov);
+
+    struct sparse s = {.head = head.data,
+                       .head_len = head.len,
+                       .tail = tail.data,
+                       .tail_len = tail.len,
+                       .size = mdat_at + mdat_size + tail.len};
+    struct media_reader rd = {.read_at = sparse_read_at, .ctx = &s, .size = s.size};
+    assert_int_equal(media_probe(&rd, "mov", &info, &err), 0);
+    assert_int_equal(info.capture_time, t);
+    assert_false(s.touched_gap);
+    assert_true(s.bytes < 512);
+
+    /* read errors come back as they are */
+    struct sparse failing = s;
+    failing.fail_after = 3;
+    assert_int_equal(media_probe(&rd, "mov", &info, &err), 0);
+    rd.ctx = &failing;
+    assert_int_equal(media_probe(&rd, "mov", &info, &err), -EIO);
+    assert_non_null(strstr(err.msg, "Input/output error"));
+}
+
+/* A "file" of 1 GB made only of 8-byte 'free' boxes, or of TIFF IFDs that each point to the
+ * next one: the caps stop the walk long before MEDIA_PROBE_MAX_BYTES. */
+struct pattern {
+    int kind;
+    uint64_t size;
+    uint64_t bytes;
+};
+
+static long pattern_read_at(void *ctx, uint64_t off, void *buf, size_t len)
+{
+    struct pattern *p = ctx;
+    uint8_t *out = buf;
+    for (size_t i = 0; i < len; i++) {
+        uint64_t at = off + i;
+        if (p->kind == 0) { /* boxes */
+            static const uint8_t box[8] = {0, 0, 0, 8, 'f', 'r', 'e', 'e'};
+            out[i] = box[at % 8];
+        } else { /* "II*\0", IFD0 at 8; IFD k at 8 + 16384 k, 1000 entries, next = IFD k+1 */
+            static const uint8_t hdr[8] = {'I', 'I', 42, 0, 8, 0, 0, 0};
+            if (at < 8) {
+                out[i] = hdr[at];
+                continue;
+            }
+            uint64_t k = (at - 8) / 16384, rel = (at - 8) % 16384;
+            uint32_t next = (uint32_t)(8 + 16384 * (k + 1));
+            if (rel < 2)
+                out[i] = (uint8_t)(1000 >> (8 * rel));
+            else if (rel >= 12002 && rel < 12006)
+                out[i] = (uint8_t)(next >> (8 * (rel - 12002)));
+            else if (rel < 12002)
+                out[i] = 0x55; /* entries with tag 0x5555: ignored */
+            else
+                out[i] = 0;
+        }
+    }
+    p->bytes += len;
+    return (long)len;
+}
+
+static void test_caps(void **state)
+{
+    (void)state;
+    struct media_info info;
+    struct error err;
+    struct pattern p = {.kind = 0, .size = UINT64_C(1) << 30};
+    struct media_reader rd = {.read_at = pattern_read_at, .ctx = &p, .size = p.size};
+
+    assert_int_equal(media_probe(&rd, "mp4", &info, &err), -EBADMSG);
+    assert_string_equal(err.msg, "no 'moov' box in file");
+    assert_true(p.bytes <= 4096 * 8 + 64);
+
+    p = (struct pattern){.kind = 1, .size = UINT64_C(1) << 30};
+    assert_int_equal(media_probe(&rd, "tif", &info, &err), -ENODATA);
+    assert_true(p.bytes <= 64 * (2 + 1000 * 12 + 4) + 64);
+    assert_true(p.bytes <= MEDIA_PROBE_MAX_BYTES);
+}
+
+static void test_tiff_loops_and_limits(void **state)
+{
+    (void)state;
+    static struct buf b;
+    struct media_info info;
+    struct error err;
+
+    /* IFD0 whose next pointer is itself, with an EXIF IFD pointing back to IFD0 */
+    b.len = 0;
+    put(&b, "II*\0\x08\0\0\0", 8);
+    put16(&b, 1, false);
+    put16(&b, 0x8769, false);
+    put16(&b, 4, false);
+    put32(&b, 1, false);
+    put32(&b, 8, false);
+    put32(&b, 8, false);
+    assert_int_equal(probe_buf(&b, "tif", &info, &err), -ENODATA);
+
+    /* two IFDs pointing at each other */
+    b.len = 0;
+    put(&b, "MM\0*\0\0\0\x08", 8);
+    put16(&b, 0, true);
+    put32(&b, 14, true);
+    put16(&b, 0, true);
+    put32(&b, 8, true);
+    assert_int_equal(probe_buf(&b, "tif", &info, &err), -ENODATA);
+
+    /* more entries than the limit */
+    b.len = 0;
+    put(&b, "II*\0\x08\0\0\0", 8);
+    put16(&b, 2000, false);
+    assert_int_equal(probe_buf(&b, "tif", &info, &err), -EBADMSG);
+    assert_non_null(strstr(err.msg, "2000 entries"));
+
+    /* an IFD that runs past the end */
+    b.len = 0;
+    put(&b, "II*\0\x08\0\0\0", 8);
+    put16(&b, 3, false);
+    put16(&b, 0x0132, false);
+    assert_int_equal(probe_buf(&b, "tif", &info, &err), -EBADMSG);
+    assert_string_equal(err.msg, "truncated TIFF IFD at offset 10");
+
+    /* a date value pointing outside the TIFF, then a good one: the good one is used */
+    b.len = 0;
+    put(&b, "II*\0\x08\0\0\0", 8);
+    put16(&b, 2, false);
+    put16(&b, 0x9003, false);
+    put16(&b, 2, false);
+    put32(&b, 20, false);
+    put32(&b, 0xfffffff0, false);
+    put16(&b, 0x0132, false);
+    put16(&b, 2, false);
+    put32(&b, 20, false);
+    put32(&b, 38, false);
+    put32(&b, 0, false);
+    put(&b, "2011:11:11 11:11:11", 20);
+    assert_int_equal(probe_buf(&b, "tif", &info, &err), 0);
+    assert_int_equal(info.capture_time, utc(2011, 11, 11, 11, 11, 11));
+}
+
+static void test_dates(void **state)
+{
+    (void)state;
+    static struct buf b;
+    struct media_info info;
+    struct error err;
+    const struct {
+        const char *value;
+        int64_t expect; /* -1: no date */
+    } cases[] = {
+        {"2023:07:14 18:30:05", utc(2023, 7, 14, 18, 30, 5)},
+        {"2024:02:29 10:00:00", utc(2024, 2, 29, 10, 0, 0)},
+        {"2000:02:29 00:00:00", utc(2000, 2, 29, 0, 0, 0)},
+        {"1970:01:01 00:00:00", 0},
+        {"2199:12:31 23:59:59", utc(2199, 12, 31, 23, 59, 59)},
+        {"2023-07-14T18:30:05", utc(2023, 7, 14, 18, 30, 5)},
+        {"2023:07:14 18:30:05.123", utc(2023, 7, 14, 18, 30, 5)},
+        {"2023:02:29 10:00:00", -1},
+        {"1900:02:29 10:00:00", -1},
+        {"2023:13:01 00:00:00", -1},
+        {"2023:00:10 00:00:00", -1},
+        {"2023:04:31 00:00:00", -1},
+        {"2023:07:14 24:00:00", -1},
+        {"2023:07:14 12:60:00", -1},
+        {"1969:12:31 23:59:59", -1},
+        {"2200:01:01 00:00:00", -1},
+        {"0000:00:00 00:00:00", -1},
+        {"    :  :     :  :  ", -1},
+        {"2023:07:14", -1},
+        {"2023:07-14 18:30:05", -1},
+        {"+023:07:14 18:30:05", -1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct tag exif[] = {{0x9003, cases[i].value}};
+        b.len = 0;
+        put_jpeg(&b, NULL, 0, exif, 1);
+        int r = probe_buf(&b, "jpg", &info, &err);
+        if (cases[i].expect < 0) {
+            if (r != -ENODATA)
+                fail_msg("'%s': expected no date, got %d", cases[i].value, r);
+        } else {
+            if (r != 0 || info.capture_time != cases[i].expect)
+                fail_msg("'%s': got %d %lld", cases[i].value, r, (long long)info.capture_time);
+        }
+    }
+
+    /* Preference: original, then digitized, then IFD0's DateTime; each with its own offset. */
+    const struct tag ifd0[] = {{0x0132, "2003:03:03 03:03:03"}, {0x9010, "+03:00"}};
+    const struct tag all[] = {{0x9004, "2002:02:02 02:02:02"},
+                              {0x9003, "2001:01:01 01:01:01"},
+                              {0x9012, "+02:00"},
+                              {0x9011, "+14:00"}};
+    b.len = 0;
+    put_jpeg(&b, ifd0, 2, all, 4);
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_int_equal(info.capture_time, utc(2001, 1, 1, 1, 1, 1));
+    assert_int_equal(info.utc_offset, 14 * 3600);
+    b.len = 0;
+    put_jpeg(&b, ifd0, 2, all, 1);
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_int_equal(info.capture_time, utc(2002, 2, 2, 2, 2, 2));
+    assert_int_equal(info.has_offset, 0);
+    b.len = 0;
+    put_jpeg(&b, ifd0, 2, NULL, 0);
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_int_equal(info.capture_time, utc(2003, 3, 3, 3, 3, 3));
+    assert_int_equal(info.utc_offset, 3 * 3600);
+
+    /* impossible offsets are ignored, the date stays */
+    const char *bad_offsets[] = {"+15:00", "+02:60", "02:00", "+2:00", "", "Z"};
+    for (size_t i = 0; i < sizeof(bad_offsets) / sizeof(bad_offsets[0]); i++) {
+        const struct tag exif[] = {{0x9003, "2001:01:01 01:01:01"}, {0x9011, bad_offsets[i]}};
+        b.len = 0;
+        put_jpeg(&b, NULL, 0, exif, 2);
+        assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+        assert_int_equal(info.has_offset, 0);
+        assert_int_equal(info.utc_offset, 0);
+    }
+}
+
+static void test_formats_without_dates(void **state)
+{
+    (void)state;
+    static uint8_t ts[400];
+    struct media_info info;
+    struct error err;
+    const uint8_t avi[] = "RIFF\x10\0\0\0AVI LIST";
+    const uint8_t mkv[] = "\x1a\x45\xdf\xa3\x9f\x42\x86\x81";
+    const uint8_t gif[] = "GIF89a\x01\0\x01\0";
+
+    assert_int_equal(media_probe_buffer(avi, sizeof(avi) - 1, "avi", &info, &err), -ENODATA);
+    assert_int_equal(media_probe_buffer(mkv, sizeof(mkv) - 1, "mkv", &info, &err), -ENODATA);
+    assert_int_equal(media_probe_buffer(gif, sizeof(gif) - 1, "gif", &info, &err), -ENODATA);
+    for (size_t i = 0; i < sizeof(ts); i += 192)
+        ts[i + 4] = 0x47;
+    assert_int_equal(media_probe_buffer(ts, sizeof(ts), "mts", &info, &err), -ENODATA);
+    assert_non_null(strstr(err.msg, "transport stream"));
+
+    assert_int_equal(media_probe_buffer(NULL, 0, "jpg", &info, &err), -EBADMSG);
+    assert_string_equal(err.msg, "empty file");
+    assert_int_equal(media_probe_buffer((const uint8_t *)"hello", 5, "jpg", &info, &err), -EBADMSG);
+    assert_string_equal(err.msg, "unrecognised file format");
+    /* a NULL error struct is fine */
+    assert_int_equal(media_probe_buffer((const uint8_t *)"hello", 5, "jpg", &info, NULL), -EBADMSG);
+}
+
+static void test_jpeg_markers(void **state)
+{
+    (void)state;
+    static struct buf b;
+    struct media_info info;
+    struct error err;
+
+    /* fill bytes, RST markers and a non-EXIF APP1 (XMP) before the EXIF one */
+    const struct tag exif[] = {{0x9003, "2010:10:10 10:10:10"}};
+    struct buf *j = &b;
+    j->len = 0;
+    put(j, "\xff\xd8\xff\xff\xff\xd0", 6);
+    put(j, "\xff\xe1\0\x08http:/", 10);
+    static struct buf tail;
+    tail.len = 0;
+    put_jpeg(&tail, NULL, 0, exif, 1);
+    put(j, tail.data + 2, tail.len - 2);
+    assert_int_equal(probe_buf(j, "jpg", &info, &err), 0);
+    assert_int_equal(info.capture_time, utc(2010, 10, 10, 10, 10, 10));
+
+    /* garbage where a marker should be */
+    j->len = 0;
+    put(j, "\xff\xd8\xff\xe0\0\x04xx\x12\x34", 10);
+    assert_int_equal(probe_buf(j, "jpg", &info, &err), -EBADMSG);
+    assert_string_equal(err.msg, "bad JPEG marker at offset 8");
+
+    /* endless fill bytes: the marker cap ends it */
+    j->len = 0;
+    put(j, "\xff\xd8", 2);
+    while (j->len < 4000)
+        put8(j, 0xff);
+    assert_int_equal(probe_buf(j, "jpg", &info, &err), -ENODATA);
+    assert_string_equal(err.msg, "no EXIF in JPEG");
+}
+
+static void test_kind_from_ext(void **state)
+{
+    (void)state;
+    const char *photo[] = {"jpg", "JPG", "jpeg", "heic", "HEIF", "png", "tif", "tiff", "avif"};
+    const char *raw[] = {"cr2", "CR3", "nef", "nrw", "arw", "sr2", "srf", "dng", "orf", "rw2",
+                         "pef", "raf", "srw", "3fr", "erf", "kdc", "mef", "mos", "iiq", "x3f"};
+    const char *video[] = {"mp4", "MOV", "m4v", "3gp", "avi", "mts", "m2ts", "mkv"};
+    const char *other[] = {"", "txt", "jpgx", "xmp", "thm", "lrv"};
+
+    for (size_t i = 0; i < sizeof(photo) / sizeof(photo[0]); i++)
+        assert_int_equal(media_kind_from_ext(photo[i]), MEDIA_KIND_PHOTO);
+    for (size_t i = 0; i < sizeof(raw) / sizeof(raw[0]); i++)
+        assert_int_equal(media_kind_from_ext(raw[i]), MEDIA_KIND_RAW);
+    for (size_t i = 0; i < sizeof(video) / sizeof(video[0]); i++)
+        assert_int_equal(media_kind_from_ext(video[i]), MEDIA_KIND_VIDEO);
+    for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++)
+        assert_int_equal(media_kind_from_ext(other[i]), MEDIA_KIND_UNKNOWN);
+    assert_int_equal(media_kind_from_ext(NULL), MEDIA_KIND_UNKNOWN);
+
+    assert_string_equal(media_kind_to_string(MEDIA_KIND_PHOTO), "photo");
+    assert_string_equal(media_kind_to_string(MEDIA_KIND_RAW), "raw");
+    assert_string_equal(media_kind_to_string(MEDIA_KIND_VIDEO), "video");
+    assert_string_equal(media_kind_to_string(MEDIA_KIND_UNKNOWN), "unknown");
+    assert_string_equal(media_kind_to_string((enum media_kind)42), "unknown");
+}
+
+static void test_date_path(void **state)
+{
+    (void)state;
+    char buf[32];
+
+    media_date_path(0, buf, sizeof(buf));
+    assert_string_equal(buf, "1970/01/01");
+    media_date_path(utc(2023, 7, 14, 23, 59, 59), buf, sizeof(buf));
+    assert_string_equal(buf, "2023/07/14");
+    media_date_path(utc(2024, 2, 29, 0, 0, 0), buf, 11);
+    assert_string_equal(buf, "2024/02/29");
+    media_date_path(utc(2024, 2, 29, 0, 0, 0), buf, 5);
+    assert_string_equal(buf, "2024");
+    buf[0] = 'x';
+    media_date_path(0, buf, 0);
+    assert_int_equal(buf[0], 'x');
+}
+
+/* media_floating_time is what callers use for the mtime fallback as well. */
+static void test_floating_time(void **state)
+{
+    (void)state;
+    int64_t winter = utc(2023, 1, 15, 12, 0, 0), summer = utc(2023, 7, 15, 12, 0, 0);
+
+    set_tz("UTC0");
+    assert_int_equal(media_floating_time(winter), winter);
+    assert_int_equal(media_floating_time(summer), summer);
+    set_tz(TZ_CET);
+    assert_int_equal(media_floating_time(winter), winter + 3600);
+    assert_int_equal(media_floating_time(summer), summer + 7200);
+    set_tz(TZ_NEW_YORK);
+    assert_int_equal(media_floating_time(winter), winter - 5 * 3600);
+    assert_int_equal(media_floating_time(summer), summer - 4 * 3600);
+    /* a file modified at 01:30 local time keeps its local day */
+    char day[16];
+    media_date_path(media_floating_time(utc(2023, 7, 15, 5, 30, 0)), day, sizeof(day));
+    assert_string_equal(day, "2023/07/15");
+    media_date_path(media_floating_time(utc(2023, 7, 15, 3, 30, 0)), day, sizeof(day));
+    assert_string_equal(day, "2023/07/14");
+    set_tz("UTC0");
+}
+
+static int memory_setup(void **state)
+{
+    (void)state;
+    set_tz("UTC0");
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest files[] = {
+        cmocka_unit_test(test_samples),
+        cmocka_unit_test(test_sample_layouts),
+        cmocka_unit_test(test_ext_does_not_decide_format),
+        cmocka_unit_test(test_video_in_other_zones),
+        cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_mutated),
+        cmocka_unit_test(test_random_bytes),
+        /* these write their buffers to the folder too, to look at or add to the corpus */
+        cmocka_unit_test(test_cr3),
+        cmocka_unit_test(test_heif),
+        cmocka_unit_test(test_raf),
+    };
+    const struct CMUnitTest memory[] = {
+        cmocka_unit_test(test_mvhd_variants), cmocka_unit_test(test_moov_after_huge_mdat),
+        cmocka_unit_test(test_caps),          cmocka_unit_test(test_tiff_loops_and_limits),
+        cmocka_unit_test(test_dates),         cmocka_unit_test(test_formats_without_dates),
+        cmocka_unit_test(test_jpeg_markers),  cmocka_unit_test(test_kind_from_ext),
+        cmocka_unit_test(test_date_path),     cmocka_unit_test(test_floating_time),
+    };
+    int failed = cmocka_run_group_tests_name("media files", files, files_setup, files_teardown);
+    failed += cmocka_run_group_tests_name("media memory", memory, memory_setup, NULL);
+    return failed;
+}
