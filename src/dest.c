@@ -108,9 +108,25 @@ const char *dest_kind(const struct dest *d)
     return d->ops->kind;
 }
 
-int dest_prepare(struct dest *d, struct error *err)
+int dest_prepare(struct dest *d, const struct dest_session *session, struct error *err)
 {
-    return d->ops->prepare(d->priv, err);
+    return d->ops->prepare(d->priv, session, err);
+}
+
+bool dest_has_precheck(const struct dest *d)
+{
+    return d->ops->precheck != NULL;
+}
+
+int dest_precheck(struct dest *d, const struct dest_item *items, size_t n,
+                  struct dest_precheck *ret, struct error *err)
+{
+    return d->ops->precheck ? d->ops->precheck(d->priv, items, n, ret, err) : 0;
+}
+
+int dest_end_session(struct dest *d, struct error *err)
+{
+    return d->ops->end_session ? d->ops->end_session(d->priv, err) : 0;
 }
 
 int dest_probe(struct dest *d, char *detail, size_t detail_size, struct error *err)

@@ -24,6 +24,14 @@
 #define DEST_MAX 8
 #define DEST_REMOTE_MAX 1024
 
+/* The session a destination works for (albums per session, names in logs). */
+struct dest_session {
+    int64_t id;
+    const char *card_uuid;
+    const char *card_label;
+    int64_t started_at; /* seconds since the epoch */
+};
+
 /* What a destination is told about one file. */
 struct dest_item {
     const char *rel_path;  /* path on the card */
@@ -31,8 +39,23 @@ struct dest_item {
     uint64_t size;
     int64_t mtime_ns;
     int64_t capture_time;  /* floating local time (media.h) */
+    int32_t utc_offset;    /* seconds east of UTC of capture_time, when has_offset */
+    bool has_offset;       /* the file said its zone; else capture_time is the local zone's */
     const char *date_path; /* "YYYY/MM/DD" from capture_time */
     const char *kind;      /* "photo", "raw", "video", "unknown" */
+    /* SHA-1 (hex) when already known before this read (an earlier attempt or session hashed
+     * the file), else "". The content read now is hashed again and checked at finish. */
+    const char *sha1_known;
+    /* A sidecar next to the file on the card ("IMG_0001.xmp"), relative to card_dir_fd, or NULL.
+     * Destinations read it themselves through scanner_open_beneath (it is small). */
+    const char *sidecar_rel;
+    int card_dir_fd;
+};
+
+/* Answer of the optional precheck for one item. */
+struct dest_precheck {
+    bool present; /* the destination already has this content: no upload needed */
+    char remote[DEST_REMOTE_MAX];
 };
 
 struct dest_result {
@@ -52,7 +75,14 @@ struct dest_ops {
                 size_t label_size, struct error *err);
     void (*done)(void *priv);
     /* Once per session before any file: checks the target, cleans temporaries left by dead runs. */
-    int (*prepare)(void *priv, struct error *err);
+    int (*prepare)(void *priv, const struct dest_session *session, struct error *err);
+    /* Optional (NULL): asks in bulk which items (all with sha1_known) the destination already
+     * has, so they are not sent again. Fills ret[i] for each of the n items. Main thread, after
+     * prepare; the backend may use its own connection. */
+    int (*precheck)(void *priv, const struct dest_item *items, size_t n,
+                    struct dest_precheck *ret, struct error *err);
+    /* Optional (NULL): once at the end of a session (flush album additions, ...). */
+    int (*end_session)(void *priv, struct error *err);
     /* For test-connection: reach, authenticate, create and delete a probe file. */
     int (*probe)(void *priv, char *detail, size_t detail_size, struct error *err);
     int (*conn_new)(void *priv, void **ret_conn, struct error *err);
@@ -86,7 +116,13 @@ const char *dest_label(const struct dest *d);
 /* Backend kind ("local"). */
 const char *dest_kind(const struct dest *d);
 
-int dest_prepare(struct dest *d, struct error *err);
+int dest_prepare(struct dest *d, const struct dest_session *session, struct error *err);
+/* True when the backend has a precheck. */
+bool dest_has_precheck(const struct dest *d);
+/* Returns 0 without touching ret when the backend has none. */
+int dest_precheck(struct dest *d, const struct dest_item *items, size_t n,
+                  struct dest_precheck *ret, struct error *err);
+int dest_end_session(struct dest *d, struct error *err);
 int dest_probe(struct dest *d, char *detail, size_t detail_size, struct error *err);
 
 /* Per worker thread; a connection belongs to the thread that uses it. */

@@ -191,8 +191,9 @@ static void clean_stale(const struct local *l, int tmp_fd)
     closedir(d);
 }
 
-static int local_prepare(void *priv, struct error *err)
+static int local_prepare(void *priv, const struct dest_session *session, struct error *err)
 {
+    (void)session;
     struct local *l = priv;
     if (l->nfs) {
         struct stat st;
@@ -225,7 +226,7 @@ static int local_prepare(void *priv, struct error *err)
 static int local_probe(void *priv, char *detail, size_t detail_size, struct error *err)
 {
     struct local *l = priv;
-    int r = local_prepare(priv, err);
+    int r = local_prepare(priv, NULL, err);
     if (r < 0)
         return r;
     char probe[PATH_MAX];

@@ -218,8 +218,35 @@ static long fd_read_at(void *ctx, uint64_t offset, void *buf, size_t len)
  * and holds its result. Returns 0, or a negative errno for a failure of the card side (open,
  * read), which fails all lanes of this attempt. *ret_dup is the id of the file with the same
  * content already backed up (0 if none). */
+/* Finds a sidecar of se on the card: "<name>.xmp" or "<stem>.xmp", either case. Writes its
+ * relative path into buf and returns buf, or NULL when there is none. */
+static const char *find_sidecar(int dir_fd, const char *rel, char *buf, size_t size)
+{
+    const char *dot = strrchr(rel, '.');
+    const char *slash = strrchr(rel, '/');
+    size_t stem = dot && (!slash || dot > slash) ? (size_t)(dot - rel) : strlen(rel);
+    static const char *const exts[] = {"xmp", "XMP"};
+    for (int whole = 1; whole >= 0; whole--)
+        for (size_t i = 0; i < 2; i++) {
+            int n = whole ? snprintf(buf, size, "%s.%s", rel, exts[i])
+                          : snprintf(buf, size, "%.*s.%s", (int)stem, rel, exts[i]);
+            if (n < 0 || (size_t)n >= size)
+                continue;
+            int fd = scanner_open_beneath(dir_fd, buf, O_RDONLY);
+            if (fd >= 0) {
+                struct stat st;
+                bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+                close(fd);
+                if (ok)
+                    return buf;
+            }
+        }
+    return NULL;
+}
+
 static int stream_file(struct worker *w, const struct scan_entry *se, int64_t file_id,
-                       const bool need[DEST_MAX], int64_t *ret_dup, struct error *err)
+                       const char *sha1_known, const bool need[DEST_MAX], int64_t *ret_dup,
+                       struct error *err)
 {
     struct engine *e = w->e;
     int r = 0, fd = -1;
@@ -236,14 +263,20 @@ static int stream_file(struct worker *w, const struct scan_entry *se, int64_t fi
     struct error merr;
     int64_t capture;
     const char *kind;
+    int32_t utc_offset = 0;
+    bool has_offset = false;
     if (media_probe(&rd, se->ext, &mi, &merr) == 0 && mi.capture_time > 0) {
         capture = mi.capture_time;
         kind = media_kind_to_string(mi.kind);
+        utc_offset = mi.utc_offset;
+        has_offset = mi.has_offset;
     } else {
         capture = media_floating_time(se->mtime_ns / 1000000000);
         kind = media_kind_to_string(media_kind_from_ext(se->ext));
     }
     media_date_path(capture, date_path, sizeof(date_path));
+    char sidecar[SCANNER_MAX_PATH];
+    const char *sidecar_rel = find_sidecar(w->src_dir_fd, se->rel_path, sidecar, sizeof(sidecar));
 
     db_file_set_state(w->db, file_id, DB_FILE_BACKING_UP, NULL, NULL);
 
@@ -255,8 +288,13 @@ static int stream_file(struct worker *w, const struct scan_entry *se, int64_t fi
         .size = se->size,
         .mtime_ns = se->mtime_ns,
         .capture_time = capture,
+        .utc_offset = utc_offset,
+        .has_offset = has_offset,
         .date_path = date_path,
         .kind = kind,
+        .sha1_known = sha1_known ? sha1_known : "",
+        .sidecar_rel = sidecar_rel,
+        .card_dir_fd = w->src_dir_fd,
     };
     int n_active = 0;
     for (size_t i = 0; i < e->n_dests; i++) {
@@ -412,7 +450,8 @@ static void backup_file(struct worker *w, const struct scan_entry *se)
     snprintf(e->current, sizeof(e->current), "%s", se->rel_path);
     pthread_mutex_unlock(&e->lock);
 
-    if (db_file_get_or_create(w->db, &key, &file_id, NULL, &err) < 0) {
+    struct db_file known = {0};
+    if (db_file_get_or_create(w->db, &key, &file_id, &known, &err) < 0) {
         snprintf(last_error, sizeof(last_error), "%s", err.msg);
         goto record;
     }
@@ -438,7 +477,7 @@ static void backup_file(struct worker *w, const struct scan_entry *se)
                 db_copy_set(w->db, file_id, e->dest_ids[i], DB_COPY_COPYING, NULL, NULL, NULL);
         int64_t dup = 0;
         error_clear(&err);
-        int r = stream_file(w, se, file_id, need, &dup, &err);
+        int r = stream_file(w, se, file_id, known.sha1, need, &dup, &err);
         if (r == -ECANCELED) {
             db_file_set_state(w->db, file_id, DB_FILE_NEW, "interrupted", NULL);
             for (size_t i = 0; i < e->n_dests; i++)
@@ -689,6 +728,85 @@ static int classify_tx(struct db *db, void *userdata)
     return classify(a->e, db, a->err);
 }
 
+/* Asks destinations that can tell (Immich's bulk check) which of the files to do, whose SHA-1
+ * is known from an earlier read, they already have. Those are recorded as completed there
+ * without reading the card; a file then complete everywhere leaves the to-do list as skipped. */
+static int precheck_pass(struct engine *e, struct db *db, struct error *err)
+{
+    size_t with = 0;
+    for (size_t d = 0; d < e->n_dests; d++)
+        with += e->dest_ok[d] && dest_has_precheck(e->dests[d]);
+    if (with == 0 || e->n_todo == 0)
+        return 0;
+
+    struct dest_item *items = calloc(e->n_todo, sizeof(*items));
+    char(*sha1)[41] = calloc(e->n_todo, sizeof(*sha1));
+    int64_t *ids = calloc(e->n_todo, sizeof(*ids));
+    size_t *pos = calloc(e->n_todo, sizeof(*pos));
+    struct dest_precheck *res = calloc(e->n_todo, sizeof(*res));
+    int r = 0;
+    if (!items || !sha1 || !ids || !pos || !res) {
+        r = error_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    size_t n = 0;
+    for (size_t k = 0; k < e->n_todo; k++) {
+        const struct scan_entry *se = &e->scan->entries[e->todo[k]];
+        struct db_file_key key = {e->card_id, se->rel_path, (int64_t)se->size, se->mtime_ns};
+        struct db_file f;
+        r = db_file_get_or_create(db, &key, &ids[n], &f, err);
+        if (r < 0)
+            goto out;
+        if (!f.sha1[0])
+            continue;
+        snprintf(sha1[n], sizeof(sha1[n]), "%s", f.sha1);
+        items[n] = (struct dest_item){.rel_path = se->rel_path, .name = se->name, .size = se->size,
+                                      .mtime_ns = se->mtime_ns, .sha1_known = sha1[n],
+                                      .card_dir_fd = -1};
+        pos[n++] = k;
+    }
+    for (size_t d = 0; d < e->n_dests && n > 0; d++) {
+        if (!e->dest_ok[d] || !dest_has_precheck(e->dests[d]))
+            continue;
+        memset(res, 0, n * sizeof(*res));
+        struct error perr;
+        if (dest_precheck(e->dests[d], items, n, res, &perr) < 0) {
+            log_warning("%s: cannot check which files it already has: %s; uploading them",
+                        dest_label(e->dests[d]), perr.msg);
+            continue;
+        }
+        for (size_t i = 0; i < n; i++)
+            if (res[i].present)
+                db_copy_set(db, ids[i], e->dest_ids[d], DB_COPY_COMPLETED, res[i].remote, NULL,
+                            NULL);
+    }
+    /* files now complete everywhere leave the list */
+    for (size_t i = 0; i < n; i++) {
+        const struct scan_entry *se = &e->scan->entries[e->todo[pos[i]]];
+        struct db_file_key key = {e->card_id, se->rel_path, (int64_t)se->size, se->mtime_ns};
+        bool done = false;
+        if (db_file_done(db, &key, e->dest_ids, e->n_dests, &done, NULL) == 0 && done) {
+            db_file_set_state(db, ids[i], DB_FILE_COMPLETED, NULL, NULL);
+            db_session_file_set(db, e->session_id, ids[i], DB_OUTCOME_SKIPPED, NULL);
+            e->totals.files_skipped++;
+            e->bytes_skipped += se->size;
+            e->todo[pos[i]] = (size_t)-1;
+        }
+    }
+    size_t kept = 0;
+    for (size_t k = 0; k < e->n_todo; k++)
+        if (e->todo[k] != (size_t)-1)
+            e->todo[kept++] = e->todo[k];
+    e->n_todo = kept;
+out:
+    free(items);
+    free(sha1);
+    free(ids);
+    free(pos);
+    free(res);
+    return r;
+}
+
 static enum db_session_status final_status(const struct engine *e, bool interrupted)
 {
     if (interrupted)
@@ -804,9 +922,15 @@ int engine_backup(const struct config *cfg, const char *path, const struct engin
         r = db_session_begin(db, e.card_id, e.card.root, &e.session_id, err);
         if (r < 0)
             goto out;
+        struct dest_session session = {
+            .id = e.session_id,
+            .card_uuid = e.card.uuid,
+            .card_label = e.card.label,
+            .started_at = (int64_t)time(NULL),
+        };
         for (size_t i = 0; i < e.n_dests; i++) {
             struct error derr;
-            e.dest_ok[i] = dest_prepare(e.dests[i], &derr) == 0;
+            e.dest_ok[i] = dest_prepare(e.dests[i], &session, &derr) == 0;
             if (!e.dest_ok[i]) {
                 snprintf(e.dest_error[i], sizeof(e.dest_error[i]), "%s", derr.msg);
                 log_error("%s: %s", dest_label(e.dests[i]), derr.msg);
@@ -839,6 +963,9 @@ int engine_backup(const struct config *cfg, const char *path, const struct engin
     r = db_transaction(db, classify_tx, &ca, err);
     if (r < 0)
         goto end_session;
+    r = precheck_pass(&e, db, err);
+    if (r < 0)
+        goto end_session;
     db_session_update(db, e.session_id, DB_SESSION_BACKING_UP, &e.totals, NULL);
     log_info("%zu files (%.1f MB), %lld already backed up, %zu to back up", e.scan->n,
              (double)e.scan->bytes / 1e6, (long long)e.totals.files_skipped, e.n_todo);
@@ -846,7 +973,14 @@ int engine_backup(const struct config *cfg, const char *path, const struct engin
     if (e.n_todo > 0)
         r = run_workers(&e, db, t0, err);
 
-end_session:;
+end_session:
+    for (size_t i = 0; i < e.n_dests; i++) {
+        struct error derr;
+        if (e.dest_ok[i] && dest_end_session(e.dests[i], &derr) < 0) {
+            log_error("%s: %s", dest_label(e.dests[i]), derr.msg);
+            note_error(&e, NULL, derr.msg);
+        }
+    }
     bool interrupted = cancelled(&e);
     enum db_session_status st = r < 0 ? DB_SESSION_FAILED : final_status(&e, interrupted);
     if (r < 0 && !e.first_error[0])
