@@ -6,10 +6,10 @@
 set -eu
 
 pkgs="build-essential cmake pkg-config libyaml-dev libsqlite3-dev libssl-dev libjson-c-dev
-      libmount-dev libblkid-dev"
+      libmount-dev libblkid-dev libsmbclient-dev libcurl4-openssl-dev libudev-dev libsystemd-dev"
 if [ "${1:-}" = "--test" ]; then
     pkgs="$pkgs libcmocka-dev python3 libimage-exiftool-perl ffmpeg clang valgrind
-          util-linux e2fsprogs sqlite3"
+          util-linux e2fsprogs sqlite3 samba smbclient"
 fi
 
 if [ "$(id -u)" -eq 0 ]; then
