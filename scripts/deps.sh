@@ -9,7 +9,7 @@ pkgs="build-essential cmake pkg-config libyaml-dev libsqlite3-dev libssl-dev lib
       libmount-dev libblkid-dev libsmbclient-dev libcurl4-openssl-dev libudev-dev libsystemd-dev"
 if [ "${1:-}" = "--test" ]; then
     pkgs="$pkgs libcmocka-dev python3 libimage-exiftool-perl ffmpeg clang valgrind
-          util-linux e2fsprogs sqlite3 samba smbclient"
+          util-linux e2fsprogs squashfs-tools sqlite3 samba smbclient"
 fi
 
 if [ "$(id -u)" -eq 0 ]; then

@@ -239,3 +239,30 @@ class BackupTest(SnapsyncTest):
         self.assertIn("corrupt", p.stderr)
         p = self.snapsync("status", check=1)
         self.assertIn("corrupt", p.stderr)
+
+
+class ConcurrentReadTest(SnapsyncTest):
+    def test_status_reads_while_a_backup_writes(self):
+        for i in range(8):
+            make_blob(f"{self.card}/DCIM/CLIP{i}.MP4", 16 << 20)
+        write_config(self.config, self.dest, self.db,
+                     backup="  concurrent_files: 1\n  max_retries: 0\n")
+        cmd = [os.environ.get("SNAPSYNC_BIN", "snapsync"), "--config", self.config, "backup",
+               self.card]
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env=self.env, cwd=self.dir)
+        try:
+            wait_for(lambda: self.temporaries(), 60, "the first copy to start")
+            p.send_signal(signal.SIGSTOP)  # hold the writer mid-session while we read
+            st = json.loads(self.snapsync("status", "--json", check=0).stdout)
+            self.assertEqual(st["state"], "backing_up")
+            self.assertEqual(st["session"]["status"], "backing_up")
+            self.assertEqual(st["session"]["files_total"], 8)
+            s = json.loads(self.snapsync("sessions", "--json", check=0).stdout)
+            self.assertEqual(len(s), 1)
+        finally:
+            p.send_signal(signal.SIGCONT)
+            self.assertEqual(p.wait(timeout=120), 0)
+        st = json.loads(self.snapsync("status", "--json", check=0).stdout)
+        self.assertEqual(st["state"], "idle")
+        self.assertEqual(st["session"]["files_copied"], 8)

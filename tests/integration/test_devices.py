@@ -71,3 +71,35 @@ class DeviceTest(SnapsyncTest):
         self.assertEqual(r["card_uuid"], "fs:0a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d")
         self.assertEqual(r["files_skipped"], 1)
         self.assertEqual(r["files_copied"], 0)
+
+    def test_read_error_on_the_card_fails_that_file_only(self):
+        require_root(self)
+        # squashfs with a corrupted compressed block: the kernel answers EIO for that file only,
+        # as a failing card does. A and C are random (stored raw), B is compressible.
+        src = os.path.join(self.dir, "src")
+        make_blob(f"{src}/DCIM/A.JPG", 256 << 10)
+        make_blob(f"{src}/DCIM/C.JPG", 256 << 10)
+        with open(f"{src}/DCIM/B.JPG", "w") as f:
+            f.write(os.urandom(512 << 10).hex())
+        img = os.path.join(self.dir, "card.sqfs")
+        subprocess.run([tool("mksquashfs"), src, img, "-noappend", "-quiet", "-comp", "gzip"],
+                       check=True, stdout=subprocess.DEVNULL)
+        with open(img, "r+b") as f:
+            f.seek(96 + (256 << 10) + 200000)  # inside B's compressed blocks
+            f.write(b"\xff" * 200)
+        mnt = os.path.join(self.dir, "mnt")
+        os.makedirs(mnt)
+        self.mount("-o", "loop,ro", img, mnt)
+        p = self.snapsync("backup", mnt, "--json", check=1)
+        r = json.loads(p.stdout)
+        self.assertEqual(r["files_failed"], 1)
+        self.assertEqual(r["files_copied"], 2)
+        self.assertEqual(r["status"], "partial")
+        self.assertIn("B.JPG", p.stderr)
+        self.assertIn("Input/output error", p.stderr)
+        copies = sorted(os.path.basename(x) for x in self.dest_files() if not x.startswith("."))
+        self.assertEqual(copies, ["A.JPG", "C.JPG"])
+        self.assertEqual(self.temporaries(), [])
+        failed = json.loads(self.snapsync("status", "--json", check=0).stdout)
+        self.assertEqual(failed["session"]["status"], "partial")
+        self.assertIn("B.JPG", failed["session"]["error"])
