@@ -295,6 +295,10 @@ static int parse_json_flag(int argc, char **argv, const char *usage, const char 
             *json = true;
             break;
         case 'n': {
+            if (!limit) { /* --number reaches here even where -n is not offered */
+                fprintf(stderr, "usage: %s\n", usage);
+                return EXIT_USAGE;
+            }
             char *end = NULL;
             errno = 0;
             long v = strtol(optarg, &end, 10);

@@ -1,0 +1,48 @@
+#!/bin/sh
+# SnapSync benchmark: throughput, peak RSS and CPU of `snapsync backup` against cp, rsync and
+# rclone on a synthetic card, plus the re-run time of an already backed-up 10,000-file card.
+#
+#   sh bench/run.sh                    # full size: a card of about 3 GiB, 5 rounds
+#   BENCH_SCALE=0.05 sh bench/run.sh   # quick run (card about 150 MiB)
+#
+# Environment:
+#   BENCH_SCALE    card size factor (default 1 = about 3 GiB)
+#   BENCH_ROUNDS   interleaved rounds (default 5, at least 5 for the report)
+#   BENCH_SMALL    files on the small-file card (default 10000)
+#   SNAPSYNC_BIN   binary to measure (default: build-bench/snapsync, built if missing)
+#   BENCH_NO_APT=1 skip apt-get (the tools must already be installed)
+#
+# Everything it writes goes to bench/out/ (gitignored); results in bench/out/results.md.
+# Exit status: 0 when the measurements ran (targets missed or not), non-zero on errors.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+
+if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+
+need=""
+command -v rsync >/dev/null 2>&1 || need="$need rsync"
+command -v rclone >/dev/null 2>&1 || need="$need rclone"
+[ -x /usr/bin/time ] || need="$need time"
+command -v python3 >/dev/null 2>&1 || need="$need python3"
+if [ -n "$need" ] && [ "${BENCH_NO_APT:-0}" != 1 ]; then
+    echo "bench: installing$need" >&2
+    $sudo apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $need >/dev/null
+fi
+for t in rsync rclone python3 cp sync; do
+    command -v "$t" >/dev/null 2>&1 || { echo "bench: $t is missing" >&2; exit 2; }
+done
+[ -x /usr/bin/time ] || { echo "bench: GNU time (/usr/bin/time) is missing" >&2; exit 2; }
+
+bin=${SNAPSYNC_BIN:-$root/build-bench/snapsync}
+if [ ! -x "$bin" ]; then
+    echo "bench: building $bin" >&2
+    cmake -S "$root" -B "$root/build-bench" -DSNAPSYNC_TESTS=OFF -DCMAKE_BUILD_TYPE=Release >/dev/null
+    cmake --build "$root/build-bench" -j"$(nproc)" >/dev/null
+    bin=$root/build-bench/snapsync
+fi
+
+exec python3 "$here/bench.py" --bin "$bin" --out "$here/out" "$@"
