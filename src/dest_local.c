@@ -30,6 +30,7 @@
 #define VERIFY_BUF (1024 * 1024)
 #define NAME_MAX_BYTES 255
 #define STALE_FOREIGN_TMP_S (24 * 3600)
+#define WRITEBACK_STEP (8 * 1024 * 1024)
 
 struct local {
     char root[PATH_MAX];        /* absolute: mount_point[/path] */
@@ -52,6 +53,7 @@ struct local_file {
     char name[NAME_MAX_BYTES + 1];
     char date_path[16];
     uint64_t written;
+    uint64_t flushed; /* writeback started up to here */
 };
 
 static atomic_uint tmp_seq;
@@ -332,6 +334,13 @@ static int local_write(void *file, const void *buf, size_t len, struct error *er
         p += n;
         len -= (size_t)n;
         f->written += (uint64_t)n;
+    }
+    /* Start writeback as we go, so the fsync at the end waits for the tail only and the disk
+     * writes while the card is read. Asynchronous; an error shows up at fsync. */
+    if (f->written - f->flushed >= WRITEBACK_STEP) {
+        (void)sync_file_range(f->fd, (off_t)f->flushed, (off_t)(f->written - f->flushed),
+                              SYNC_FILE_RANGE_WRITE);
+        f->flushed = f->written;
     }
     return 0;
 }

@@ -36,20 +36,42 @@ enum lane_end { END_NONE, END_FINISH, END_ABORT };
 
 struct worker;
 
+/* The outcome of one destination for one file. */
+struct lane_outcome {
+    bool active;   /* the destination took part */
+    bool finished; /* result below is valid */
+    int result;
+    struct error err;
+    struct dest_result res;
+};
+
+/*
+ * A lane is one destination inside one worker: a writer thread that writes the chunks of the
+ * current file, and a finisher thread that commits and verifies the previous one, so the
+ * read-back of file k overlaps the copy of file k+1. Results land in out[job & 1].
+ */
 struct lane {
     struct worker *w;
     struct dest *dest;
     struct dest_conn *conn;
     pthread_t thread;
+    pthread_t fin_thread;
     bool started;
+    bool fin_started;
     /* guarded by w->lock */
     bool active;   /* takes part in the current file */
     bool failed;   /* open or a write failed: drains chunks without writing */
-    bool finished; /* result below is valid */
+    bool handed;   /* the writer is done with the current file */
     uint64_t next; /* next chunk to write */
-    int result;
-    struct error err;
-    struct dest_result res;
+    int wresult;   /* failure of open/write for the current file */
+    struct error werr;
+    /* finisher mailbox: one file waiting to be finished */
+    bool fin_queued;
+    struct dest_file *fin_file;
+    struct hasher_digest fin_digest;
+    bool fin_verify;
+    unsigned fin_slot;
+    struct lane_outcome out[2];
 };
 
 struct engine;
@@ -127,6 +149,18 @@ static void note_error(struct engine *e, const char *rel, const char *msg)
 
 /* ---- lanes ---- */
 
+static void lane_set_outcome(struct lane *l, unsigned slot, int result, const struct error *err,
+                             const struct dest_result *res)
+{
+    struct lane_outcome *o = &l->out[slot];
+    o->result = result;
+    if (result < 0 && err)
+        o->err = *err;
+    if (res)
+        o->res = *res;
+    o->finished = true;
+}
+
 static void *lane_main(void *arg)
 {
     struct lane *l = arg;
@@ -140,6 +174,7 @@ static void *lane_main(void *arg)
         if (w->quit)
             break;
         seen = w->job;
+        unsigned slot = (unsigned)(seen & 1);
         if (!l->active)
             continue;
         struct dest_item item = w->item;
@@ -152,8 +187,8 @@ static void *lane_main(void *arg)
         pthread_mutex_lock(&w->lock);
         if (r < 0) {
             l->failed = true;
-            l->result = r;
-            l->err = err;
+            l->wresult = r;
+            l->werr = err;
         }
         for (;;) {
             while (l->next >= w->posted && w->end == END_NONE && !w->quit)
@@ -167,8 +202,8 @@ static void *lane_main(void *arg)
                 pthread_mutex_lock(&w->lock);
                 if (write && r < 0) {
                     l->failed = true;
-                    l->result = r;
-                    l->err = err;
+                    l->wresult = r;
+                    l->werr = err;
                 }
                 w->refs[idx]--;
                 l->next++;
@@ -178,25 +213,69 @@ static void *lane_main(void *arg)
             break;
         }
         enum lane_end end = w->quit ? END_ABORT : w->end;
-        bool failed = l->failed;
-        struct hasher_digest digest = w->digest;
-        bool verify = w->verify;
+        if (l->failed || end != END_FINISH) {
+            int result = l->failed ? l->wresult : -ECANCELED;
+            struct error ferr = l->werr;
+            pthread_mutex_unlock(&w->lock);
+            dest_abort(file);
+            pthread_mutex_lock(&w->lock);
+            lane_set_outcome(l, slot, result, &ferr, NULL);
+        } else {
+            /* hand the file to the finisher; wait while it still holds an earlier one */
+            while (l->fin_queued && !w->quit)
+                pthread_cond_wait(&w->cond, &w->lock);
+            if (w->quit) {
+                pthread_mutex_unlock(&w->lock);
+                dest_abort(file);
+                pthread_mutex_lock(&w->lock);
+                lane_set_outcome(l, slot, -ECANCELED, NULL, NULL);
+            } else {
+                l->fin_file = file;
+                l->fin_digest = w->digest;
+                l->fin_verify = w->verify;
+                l->fin_slot = slot;
+                l->fin_queued = true;
+            }
+        }
+        l->handed = true;
+        pthread_cond_broadcast(&w->cond);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+static void *finisher_main(void *arg)
+{
+    struct lane *l = arg;
+    struct worker *w = l->w;
+
+    pthread_mutex_lock(&w->lock);
+    for (;;) {
+        while (!l->fin_queued && !w->quit)
+            pthread_cond_wait(&w->cond, &w->lock);
+        if (!l->fin_queued)
+            break; /* quit with nothing queued */
+        struct dest_file *file = l->fin_file;
+        struct hasher_digest digest = l->fin_digest;
+        bool verify = l->fin_verify;
+        unsigned slot = l->fin_slot;
+        bool quit = w->quit;
+        l->fin_queued = false;
+        pthread_cond_broadcast(&w->cond);
         pthread_mutex_unlock(&w->lock);
 
         struct dest_result res = {0};
-        if (failed || end != END_FINISH) {
+        struct error err = {0};
+        int r;
+        if (quit) {
             dest_abort(file);
-            r = failed ? l->result : -ECANCELED;
+            r = -ECANCELED;
         } else {
             r = dest_finish(file, &digest, verify, &res, &err);
         }
 
         pthread_mutex_lock(&w->lock);
-        l->result = r;
-        if (r < 0 && !failed)
-            l->err = err;
-        l->res = res;
-        l->finished = true;
+        lane_set_outcome(l, slot, r, &err, &res);
         pthread_cond_broadcast(&w->cond);
     }
     pthread_mutex_unlock(&w->lock);
@@ -214,10 +293,6 @@ static long fd_read_at(void *ctx, uint64_t offset, void *buf, size_t len)
     return n < 0 ? -errno : (long)n;
 }
 
-/* Reads the file once, feeding the lanes in need[]. On return every active lane has finished
- * and holds its result. Returns 0, or a negative errno for a failure of the card side (open,
- * read), which fails all lanes of this attempt. *ret_dup is the id of the file with the same
- * content already backed up (0 if none). */
 /* Finds a sidecar of se on the card: "<name>.xmp" or "<stem>.xmp", either case. Writes its
  * relative path into buf and returns buf, or NULL when there is none. */
 static const char *find_sidecar(int dir_fd, const char *rel, char *buf, size_t size)
@@ -244,15 +319,20 @@ static const char *find_sidecar(int dir_fd, const char *rel, char *buf, size_t s
     return NULL;
 }
 
+/* Reads the file once, feeding the lanes in need[]. Returns when every writer is done with it;
+ * the outcomes come later from collect(*ret_job) (0 when no lane was started). Returns 0, or a
+ * negative errno for a failure of the card side (open, read), which fails all lanes of this
+ * attempt. *ret_dup is the id of the file with the same content already backed up (0 if none). */
 static int stream_file(struct worker *w, const struct scan_entry *se, int64_t file_id,
                        const char *sha1_known, const bool need[DEST_MAX], int64_t *ret_dup,
-                       struct error *err)
+                       uint64_t *ret_job, struct error *err)
 {
     struct engine *e = w->e;
     int r = 0, fd = -1;
     char date_path[16];
     *ret_dup = 0;
 
+    *ret_job = 0;
     fd = scanner_open_beneath(w->src_dir_fd, se->rel_path, O_RDONLY);
     if (fd < 0)
         return error_set_errno(err, fd, "cannot open it on the card");
@@ -297,13 +377,16 @@ static int stream_file(struct worker *w, const struct scan_entry *se, int64_t fi
         .card_dir_fd = w->src_dir_fd,
     };
     int n_active = 0;
+    unsigned slot = (unsigned)((w->job + 1) & 1);
     for (size_t i = 0; i < e->n_dests; i++) {
         struct lane *l = &w->lanes[i];
         l->active = need[i];
-        l->finished = !need[i];
+        l->handed = !need[i];
         l->failed = false;
         l->next = 0;
-        l->result = 0;
+        l->wresult = 0;
+        error_clear(&l->werr);
+        l->out[slot] = (struct lane_outcome){.active = need[i], .finished = !need[i]};
         n_active += need[i];
     }
     for (int i = 0; i < ENGINE_CHUNKS; i++)
@@ -376,19 +459,36 @@ static int stream_file(struct worker *w, const struct scan_entry *se, int64_t fi
         }
     }
 
+    /* Wait only until every writer is done with the file: commit and verification go on in
+     * the finishers while this worker reads the next file. */
     pthread_mutex_lock(&w->lock);
     w->end = end;
     pthread_cond_broadcast(&w->cond);
     for (;;) {
         bool all = true;
         for (size_t i = 0; i < e->n_dests; i++)
-            all = all && w->lanes[i].finished;
+            all = all && w->lanes[i].handed;
         if (all)
             break;
         pthread_cond_wait(&w->cond, &w->lock);
     }
+    *ret_job = w->job;
     pthread_mutex_unlock(&w->lock);
     return r;
+}
+
+/* Waits for the finishers of job and copies its outcomes into out (one per destination). */
+static void collect(struct worker *w, uint64_t job, struct lane_outcome out[DEST_MAX])
+{
+    unsigned slot = (unsigned)(job & 1);
+    pthread_mutex_lock(&w->lock);
+    for (size_t i = 0; i < w->e->n_dests; i++) {
+        struct lane *l = &w->lanes[i];
+        while (!l->out[slot].finished)
+            pthread_cond_wait(&w->cond, &w->lock);
+        out[i] = l->out[slot];
+    }
+    pthread_mutex_unlock(&w->lock);
 }
 
 static bool retryable(int r)
@@ -435,147 +535,238 @@ static void count_outcome(struct engine *e, enum db_outcome o, uint64_t size)
     pthread_mutex_unlock(&e->lock);
 }
 
-static void backup_file(struct worker *w, const struct scan_entry *se)
+/* One file in a worker, from its first attempt to its recorded outcome. A worker holds two:
+ * the one being read and the one being finished. */
+struct pending {
+    const struct scan_entry *se;
+    int64_t file_id;
+    struct db_file known;
+    bool need[DEST_MAX];
+    size_t n_need;
+    int attempt;
+    bool any_new;
+    /* the attempt in flight */
+    bool in_flight;
+    uint64_t job;
+    int stream_r;
+    struct error err;
+    int64_t dup;
+    struct lane_outcome out[DEST_MAX];
+    /* the verdict */
+    bool decided;
+    enum db_outcome outcome;
+    char last_error[ERROR_MSG_MAX];
+};
+
+static void attempt_start(struct worker *w, struct pending *p)
+{
+    struct engine *e = w->e;
+    db_file_set_state(w->db, p->file_id, DB_FILE_SCANNING, NULL, NULL);
+    for (size_t i = 0; i < e->n_dests; i++)
+        if (p->need[i])
+            db_copy_set(w->db, p->file_id, e->dest_ids[i], DB_COPY_COPYING, NULL, NULL, NULL);
+    error_clear(&p->err);
+    p->dup = 0;
+    p->stream_r = stream_file(w, p->se, p->file_id, p->known.sha1, p->need, &p->dup, &p->job,
+                              &p->err);
+    p->in_flight = p->job != 0;
+    if (!p->in_flight)
+        memset(p->out, 0, sizeof(p->out));
+}
+
+static void attempt_collect(struct worker *w, struct pending *p)
+{
+    if (p->in_flight) {
+        collect(w, p->job, p->out);
+        p->in_flight = false;
+    }
+}
+
+static void pending_start(struct worker *w, const struct scan_entry *se, struct pending *p)
 {
     struct engine *e = w->e;
     struct error err = {0};
-    struct db_file_key key = {e->card_id, se->rel_path, (int64_t)se->size, se->mtime_ns};
-    int64_t file_id = 0;
-    bool need[DEST_MAX] = {0};
-    char last_error[ERROR_MSG_MAX] = "";
-    enum db_outcome outcome = DB_OUTCOME_FAILED;
-    bool any_new = false;
+    memset(p, 0, sizeof(*p));
+    p->se = se;
+    p->outcome = DB_OUTCOME_FAILED;
 
     pthread_mutex_lock(&e->lock);
     snprintf(e->current, sizeof(e->current), "%s", se->rel_path);
     pthread_mutex_unlock(&e->lock);
 
-    struct db_file known = {0};
-    if (db_file_get_or_create(w->db, &key, &file_id, &known, &err) < 0) {
-        snprintf(last_error, sizeof(last_error), "%s", err.msg);
-        goto record;
+    struct db_file_key key = {e->card_id, se->rel_path, (int64_t)se->size, se->mtime_ns};
+    if (db_file_get_or_create(w->db, &key, &p->file_id, &p->known, &err) < 0) {
+        snprintf(p->last_error, sizeof(p->last_error), "%s", err.msg);
+        p->decided = true;
+        return;
     }
-    size_t n_need = 0;
     for (size_t i = 0; i < e->n_dests; i++) {
         struct db_copy c;
-        need[i] = !(db_copy_get(w->db, file_id, e->dest_ids[i], &c, NULL) == 0 &&
-                    c.state == DB_COPY_COMPLETED);
-        if (need[i] && !e->dest_ok[i]) { /* destination unusable this session */
-            db_copy_set(w->db, file_id, e->dest_ids[i], DB_COPY_FAILED, NULL, e->dest_error[i],
-                        NULL);
-            snprintf(last_error, sizeof(last_error), "%s", e->dest_error[i]);
-            need[i] = false;
-            n_need += 0;
+        p->need[i] = !(db_copy_get(w->db, p->file_id, e->dest_ids[i], &c, NULL) == 0 &&
+                       c.state == DB_COPY_COMPLETED);
+        if (p->need[i] && !e->dest_ok[i]) { /* destination unusable this session */
+            db_copy_set(w->db, p->file_id, e->dest_ids[i], DB_COPY_FAILED, NULL,
+                        e->dest_error[i], NULL);
+            snprintf(p->last_error, sizeof(p->last_error), "%s", e->dest_error[i]);
+            p->need[i] = false;
         }
-        n_need += need[i];
+        p->n_need += p->need[i];
     }
+    if (p->n_need == 0) {
+        p->outcome = p->last_error[0] ? DB_OUTCOME_FAILED : DB_OUTCOME_SKIPPED;
+        p->decided = true;
+        return;
+    }
+    attempt_start(w, p);
+}
 
-    for (int attempt = 0; n_need > 0; attempt++) {
-        db_file_set_state(w->db, file_id, DB_FILE_SCANNING, NULL, NULL);
+/* Applies the outcomes of the collected attempt. Returns true when another attempt is due. */
+static bool attempt_apply(struct worker *w, struct pending *p)
+{
+    struct engine *e = w->e;
+    const struct scan_entry *se = p->se;
+
+    if (p->stream_r == -ECANCELED) {
+        db_file_set_state(w->db, p->file_id, DB_FILE_NEW, "interrupted", NULL);
         for (size_t i = 0; i < e->n_dests; i++)
-            if (need[i])
-                db_copy_set(w->db, file_id, e->dest_ids[i], DB_COPY_COPYING, NULL, NULL, NULL);
-        int64_t dup = 0;
-        error_clear(&err);
-        int r = stream_file(w, se, file_id, known.sha1, need, &dup, &err);
-        if (r == -ECANCELED) {
-            db_file_set_state(w->db, file_id, DB_FILE_NEW, "interrupted", NULL);
-            for (size_t i = 0; i < e->n_dests; i++)
-                if (need[i])
-                    db_copy_set(w->db, file_id, e->dest_ids[i], DB_COPY_PENDING, NULL, NULL, NULL);
-            return; /* not counted: the session ends as interrupted */
-        }
-        if (r == 0 && dup > 0) {
-            for (size_t i = 0; i < e->n_dests; i++) {
-                struct db_copy orig;
-                if (!need[i])
-                    continue;
-                const char *remote =
-                    db_copy_get(w->db, dup, e->dest_ids[i], &orig, NULL) == 0 ? orig.remote : NULL;
-                db_copy_set(w->db, file_id, e->dest_ids[i], DB_COPY_COMPLETED, remote, NULL, NULL);
-            }
-            db_file_set_duplicate(w->db, file_id, dup, NULL);
-            if (!any_new)
-                outcome = DB_OUTCOME_DUPLICATE;
-            else
-                outcome = DB_OUTCOME_COPIED;
-            log_info("'%s': same content already backed up, not copied again", se->rel_path);
-            last_error[0] = '\0';
-            goto record;
-        }
-        bool may_retry = r == 0 || retryable(r);
-        if (r < 0) {
-            snprintf(last_error, sizeof(last_error), "%s", err.msg);
-            for (size_t i = 0; i < e->n_dests; i++)
-                if (need[i])
-                    db_copy_set(w->db, file_id, e->dest_ids[i], DB_COPY_FAILED, NULL, err.msg, NULL);
-        } else {
-            for (size_t i = 0; i < e->n_dests; i++) {
-                struct lane *l = &w->lanes[i];
-                if (!need[i])
-                    continue;
-                if (l->result == 0) {
-                    db_copy_set(w->db, file_id, e->dest_ids[i], DB_COPY_COMPLETED, l->res.remote,
-                                NULL, NULL);
-                    if (!l->res.existed)
-                        any_new = true;
-                    need[i] = false;
-                    n_need--;
-                } else {
-                    snprintf(last_error, sizeof(last_error), "%s: %s", dest_label(e->dests[i]),
-                             l->err.msg);
-                    db_copy_set(w->db, file_id, e->dest_ids[i], DB_COPY_FAILED, NULL, l->err.msg,
-                                NULL);
-                    if (!retryable(l->result))
-                        may_retry = false;
-                }
-            }
-        }
-        if (n_need == 0) {
-            outcome = any_new ? DB_OUTCOME_COPIED : DB_OUTCOME_SKIPPED;
-            last_error[0] = '\0';
-            break;
-        }
-        if (!may_retry || attempt >= e->cfg->backup.max_retries)
-            break;
-        log_warning("'%s': %s, will retry (%d of %d)", se->rel_path, last_error, attempt + 1,
-                    e->cfg->backup.max_retries);
-        if (!retry_wait(e, attempt))
-            return;
+            if (p->need[i])
+                db_copy_set(w->db, p->file_id, e->dest_ids[i], DB_COPY_PENDING, NULL, NULL, NULL);
+        p->decided = false; /* not counted: the session ends as interrupted */
+        return false;
     }
-    if (n_need == 0 && outcome == DB_OUTCOME_FAILED && !last_error[0])
-        outcome = any_new ? DB_OUTCOME_COPIED : DB_OUTCOME_SKIPPED;
+    if (p->stream_r == 0 && p->dup > 0) {
+        for (size_t i = 0; i < e->n_dests; i++) {
+            struct db_copy orig;
+            if (!p->need[i])
+                continue;
+            const char *remote =
+                db_copy_get(w->db, p->dup, e->dest_ids[i], &orig, NULL) == 0 ? orig.remote : NULL;
+            db_copy_set(w->db, p->file_id, e->dest_ids[i], DB_COPY_COMPLETED, remote, NULL, NULL);
+        }
+        db_file_set_duplicate(w->db, p->file_id, p->dup, NULL);
+        p->outcome = p->any_new ? DB_OUTCOME_COPIED : DB_OUTCOME_DUPLICATE;
+        log_info("'%s': same content already backed up, not copied again", se->rel_path);
+        p->last_error[0] = '\0';
+        p->decided = true;
+        return false;
+    }
+    bool may_retry = p->stream_r == 0 || retryable(p->stream_r);
+    if (p->stream_r < 0) {
+        snprintf(p->last_error, sizeof(p->last_error), "%s", p->err.msg);
+        for (size_t i = 0; i < e->n_dests; i++)
+            if (p->need[i])
+                db_copy_set(w->db, p->file_id, e->dest_ids[i], DB_COPY_FAILED, NULL, p->err.msg,
+                            NULL);
+    } else {
+        for (size_t i = 0; i < e->n_dests; i++) {
+            const struct lane_outcome *o = &p->out[i];
+            if (!p->need[i])
+                continue;
+            if (o->result == 0) {
+                db_copy_set(w->db, p->file_id, e->dest_ids[i], DB_COPY_COMPLETED, o->res.remote,
+                            NULL, NULL);
+                if (!o->res.existed)
+                    p->any_new = true;
+                p->need[i] = false;
+                p->n_need--;
+            } else {
+                snprintf(p->last_error, sizeof(p->last_error), "%s: %s",
+                         dest_label(e->dests[i]), o->err.msg);
+                db_copy_set(w->db, p->file_id, e->dest_ids[i], DB_COPY_FAILED, NULL, o->err.msg,
+                            NULL);
+                if (!retryable(o->result))
+                    may_retry = false;
+            }
+        }
+    }
+    if (p->n_need == 0) {
+        p->outcome = p->any_new ? DB_OUTCOME_COPIED : DB_OUTCOME_SKIPPED;
+        p->last_error[0] = '\0';
+        p->decided = true;
+        return false;
+    }
+    if (!may_retry || p->attempt >= e->cfg->backup.max_retries) {
+        p->outcome = DB_OUTCOME_FAILED;
+        p->decided = true;
+        return false;
+    }
+    return true;
+}
 
-record:
-    if (outcome == DB_OUTCOME_FAILED) {
-        if (!last_error[0])
-            snprintf(last_error, sizeof(last_error), "failed");
-        log_error("'%s': %s", se->rel_path, last_error);
-        note_error(e, se->rel_path, last_error);
-        if (file_id)
-            db_file_set_state(w->db, file_id, DB_FILE_FAILED, last_error, NULL);
-    } else if (outcome != DB_OUTCOME_DUPLICATE && file_id) {
-        db_file_set_state(w->db, file_id, DB_FILE_COMPLETED, NULL, NULL);
+static void pending_record(struct worker *w, struct pending *p)
+{
+    struct engine *e = w->e;
+    const struct scan_entry *se = p->se;
+    if (p->outcome == DB_OUTCOME_FAILED) {
+        if (!p->last_error[0])
+            snprintf(p->last_error, sizeof(p->last_error), "failed");
+        log_error("'%s': %s", se->rel_path, p->last_error);
+        note_error(e, se->rel_path, p->last_error);
+        if (p->file_id)
+            db_file_set_state(w->db, p->file_id, DB_FILE_FAILED, p->last_error, NULL);
+    } else if (p->outcome != DB_OUTCOME_DUPLICATE && p->file_id) {
+        db_file_set_state(w->db, p->file_id, DB_FILE_COMPLETED, NULL, NULL);
     }
-    if (file_id)
-        db_session_file_set(w->db, e->session_id, file_id, outcome, NULL);
-    count_outcome(e, outcome, se->size);
+    if (p->file_id)
+        db_session_file_set(w->db, e->session_id, p->file_id, p->outcome, NULL);
+    count_outcome(e, p->outcome, se->size);
+}
+
+/* Collects p's attempt, retries it as long as it is due (collecting `other`, the file read
+ * meanwhile, first so that its outcome slot is safe), and records the verdict. */
+static void pending_finish(struct worker *w, struct pending *p, struct pending *other)
+{
+    struct engine *e = w->e;
+    while (!p->decided) {
+        attempt_collect(w, p);
+        if (!attempt_apply(w, p)) {
+            if (!p->decided)
+                return; /* interrupted */
+            break;
+        }
+        log_warning("'%s': %s, will retry (%d of %d)", p->se->rel_path, p->last_error,
+                    p->attempt + 1, e->cfg->backup.max_retries);
+        if (other)
+            attempt_collect(w, other);
+        if (!retry_wait(e, p->attempt))
+            return;
+        p->attempt++;
+        attempt_start(w, p);
+    }
+    pending_record(w, p);
 }
 
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct engine *e = w->e;
-    for (;;) {
-        if (cancelled(e))
+    struct pending *slots = calloc(2, sizeof(*slots));
+    struct pending *cur = slots, *prev = slots ? slots + 1 : NULL;
+    bool have_prev = false;
+    for (; slots;) {
+        size_t k = (size_t)-1;
+        if (!cancelled(e)) {
+            pthread_mutex_lock(&e->lock);
+            if (e->next_todo < e->n_todo)
+                k = e->todo[e->next_todo++];
+            pthread_mutex_unlock(&e->lock);
+        }
+        bool got = k != (size_t)-1;
+        if (got)
+            pending_start(w, &e->scan->entries[k], cur);
+        if (have_prev)
+            pending_finish(w, prev, got ? cur : NULL);
+        have_prev = false;
+        if (!got)
             break;
-        pthread_mutex_lock(&e->lock);
-        size_t k = e->next_todo < e->n_todo ? e->todo[e->next_todo++] : (size_t)-1;
-        pthread_mutex_unlock(&e->lock);
-        if (k == (size_t)-1)
-            break;
-        backup_file(w, &e->scan->entries[k]);
+        struct pending *t = prev;
+        prev = cur;
+        cur = t;
+        have_prev = true;
     }
+    if (!slots)
+        note_error(e, NULL, "out of memory");
+    free(slots);
     pthread_mutex_lock(&e->lock);
     e->workers_running--;
     pthread_cond_broadcast(&e->cond);
@@ -594,6 +785,8 @@ static void worker_free(struct worker *w)
     for (size_t i = 0; i < DEST_MAX; i++) {
         if (w->lanes[i].started)
             pthread_join(w->lanes[i].thread, NULL);
+        if (w->lanes[i].fin_started)
+            pthread_join(w->lanes[i].fin_thread, NULL);
         dest_conn_free(w->lanes[i].conn);
     }
     for (int i = 0; i < ENGINE_CHUNKS; i++)
@@ -636,7 +829,7 @@ static int worker_new(struct engine *e, struct worker **ret, struct error *err)
         struct lane *l = &w->lanes[i];
         l->w = w;
         l->dest = e->dests[i];
-        l->finished = true;
+        l->handed = true;
         r = dest_conn_new(e->dests[i], &l->conn, err);
         if (r < 0)
             goto fail;
@@ -646,6 +839,12 @@ static int worker_new(struct engine *e, struct worker **ret, struct error *err)
             goto fail;
         }
         l->started = true;
+        r = -pthread_create(&l->fin_thread, NULL, finisher_main, l);
+        if (r < 0) {
+            error_set_errno(err, r, "cannot start a thread");
+            goto fail;
+        }
+        l->fin_started = true;
     }
     *ret = w;
     return 0;
