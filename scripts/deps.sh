@@ -6,10 +6,10 @@
 set -eu
 
 pkgs="build-essential cmake pkg-config libyaml-dev libsqlite3-dev libssl-dev libjson-c-dev
-      libmount-dev libblkid-dev libsmbclient-dev libcurl4-openssl-dev libudev-dev libsystemd-dev"
+      libmount-dev libblkid-dev libsmbclient-dev libcurl4-openssl-dev libudev-dev libsystemd-dev libmosquitto-dev"
 if [ "${1:-}" = "--test" ]; then
     pkgs="$pkgs libcmocka-dev python3 libimage-exiftool-perl ffmpeg clang valgrind
-          util-linux e2fsprogs squashfs-tools sqlite3 samba smbclient"
+          util-linux e2fsprogs squashfs-tools sqlite3 samba smbclient mosquitto mosquitto-clients"
 fi
 
 if [ "$(id -u)" -eq 0 ]; then

@@ -22,6 +22,7 @@
 #include "dest.h"
 #include "engine.h"
 #include "log.h"
+#include "mqtt.h"
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
@@ -95,9 +96,81 @@ static void format_time(int64_t t, char *buf, size_t size)
 
 /* ---- backup ---- */
 
-static void progress_line(const struct engine_progress *p, void *userdata)
+struct backup_view {
+    bool tty;
+    struct mqtt *mqtt;
+    enum db_session_status last_status;
+};
+
+/* Engine progress as Home Assistant sees it. */
+static void mqtt_state_from(const struct engine_progress *p, bool final, struct mqtt_state *s)
 {
-    (void)userdata;
+    memset(s, 0, sizeof(*s));
+    const char *status = "backing_up";
+    if (p->status == DB_SESSION_SCANNING)
+        status = "scanning";
+    else if (p->status == DB_SESSION_COMPLETED)
+        status = "completed";
+    else if (final || p->status == DB_SESSION_FAILED)
+        status = "failed";
+    snprintf(s->status, sizeof(s->status), "%s", status);
+    s->files_completed = p->totals.files_copied;
+    s->files_total = p->totals.files_total;
+    s->files_failed = p->totals.files_failed;
+    s->files_skipped = p->totals.files_skipped;
+    s->files_duplicate = p->totals.files_duplicate;
+    s->bytes_done = (int64_t)p->bytes_done;
+    s->bytes_total = p->totals.bytes_total;
+    if (p->totals.bytes_total > 0) {
+        s->has_progress = true;
+        s->progress = 100.0 * (double)p->bytes_done / (double)p->totals.bytes_total;
+        if (s->progress > 100)
+            s->progress = 100;
+    } else if (final || p->status != DB_SESSION_SCANNING) {
+        s->has_progress = true;
+        s->progress = 100;
+    }
+    if (final && p->status == DB_SESSION_COMPLETED)
+        s->progress = 100;
+    s->speed_bps = final ? 0 : p->rate_bps;
+    if (!final && p->rate_bps > 0 && p->totals.bytes_total >= (int64_t)p->bytes_done) {
+        s->has_eta = true;
+        s->eta_s = (double)(p->totals.bytes_total - (int64_t)p->bytes_done) / p->rate_bps;
+    }
+    snprintf(s->current_file, sizeof(s->current_file), "%s", final ? "" : p->current_file);
+    snprintf(s->card_label, sizeof(s->card_label), "%s", p->card_label);
+    s->session_id = p->session_id;
+    s->card_present = !final;
+    if (final) {
+        s->last_backup_at = (int64_t)time(NULL);
+        snprintf(s->last_result, sizeof(s->last_result), "%s",
+                 db_session_status_to_string(p->status));
+    }
+    s->n_dests = p->n_dests < MQTT_DEST_MAX ? p->n_dests : MQTT_DEST_MAX;
+    for (size_t i = 0; i < s->n_dests; i++) {
+        snprintf(s->dests[i].kind, sizeof(s->dests[i].kind), "%s", p->dests[i].kind);
+        s->dests[i].reachable = p->dests[i].usable;
+    }
+}
+
+static void progress_line(const struct engine_progress *p);
+
+static void on_backup_progress(const struct engine_progress *p, void *userdata)
+{
+    struct backup_view *v = userdata;
+    if (v->mqtt) {
+        bool final = p->status != DB_SESSION_SCANNING && p->status != DB_SESSION_BACKING_UP;
+        struct mqtt_state s;
+        mqtt_state_from(p, final, &s);
+        mqtt_publish_state(v->mqtt, &s, final || p->status != v->last_status);
+        v->last_status = p->status;
+    }
+    if (v->tty)
+        progress_line(p);
+}
+
+static void progress_line(const struct engine_progress *p)
+{
     char done[32], total[32], eta[32] = "--:--";
     format_bytes((double)p->bytes_done, done, sizeof(done));
     format_bytes((double)p->totals.bytes_total, total, sizeof(total));
@@ -165,16 +238,27 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    bool tty = isatty(STDERR_FILENO) && !json;
+    struct backup_view view = {.tty = isatty(STDERR_FILENO) && !json, .last_status = -1};
+    struct error err = {0};
+    if (cli->cfg->mqtt.enabled && !dry_run) {
+        /* the broker being down must not stop a backup: report and go on */
+        if (mqtt_new(cli->cfg, NULL, NULL, &view.mqtt, &err) < 0 ||
+            mqtt_start(view.mqtt, &err) < 0) {
+            log_warning("%s; backing up without Home Assistant updates", err.msg);
+            mqtt_free(view.mqtt);
+            view.mqtt = NULL;
+        }
+    }
     struct engine_options opt = {
         .dry_run = dry_run,
-        .on_progress = tty ? progress_line : NULL,
+        .on_progress = view.tty || view.mqtt ? on_backup_progress : NULL,
+        .userdata = &view,
         .cancel = &cancel_flag,
     };
     struct engine_report rep = {0};
-    struct error err = {0};
     int r = engine_backup(cli->cfg, path, &opt, &rep, &err);
-    if (tty)
+    mqtt_free(view.mqtt);
+    if (view.tty)
         fputs("\r\033[K", stderr);
     if (r < 0 && rep.session_id == 0) {
         fprintf(stderr, "snapsync: %s\n", err.msg);
@@ -499,6 +583,15 @@ static int cmd_test_connection(struct cli *cli, int argc, char **argv)
         }
     }
     dest_free_all(dests, n);
+    if (cli->cfg->mqtt.enabled) {
+        char detail[512] = "";
+        if (mqtt_probe(cli->cfg, 10, detail, sizeof(detail), &err) == 0) {
+            printf("OK    mqtt: %s\n", detail);
+        } else {
+            printf("FAIL  mqtt: %s\n", err.msg);
+            rc = EXIT_FAILED;
+        }
+    }
     return rc;
 }
 

@@ -865,6 +865,12 @@ static void progress_snapshot(struct engine *e, double t0, double *last_t, uint6
                                e->totals.files_duplicate + e->totals.files_failed);
     p->bytes_done = e->bytes_read + e->bytes_skipped;
     snprintf(p->current_file, sizeof(p->current_file), "%s", e->current);
+    snprintf(p->card_label, sizeof(p->card_label), "%s", e->card.label);
+    p->n_dests = e->n_dests < 8 ? e->n_dests : 8;
+    for (size_t i = 0; i < p->n_dests; i++) {
+        snprintf(p->dests[i].kind, sizeof(p->dests[i].kind), "%s", dest_kind(e->dests[i]));
+        p->dests[i].usable = e->dest_ok[i];
+    }
     uint64_t bytes = e->bytes_read;
     pthread_mutex_unlock(&e->lock);
     if (t - *last_t >= 0.5) {
@@ -1138,6 +1144,13 @@ int engine_backup(const struct config *cfg, const char *path, const struct engin
         }
     }
 
+    if (!opt->dry_run) {
+        struct engine_progress p = {0};
+        double lt = t0, rate = 0;
+        uint64_t lb = 0;
+        progress_snapshot(&e, t0, &lt, &lb, &rate, &p, DB_SESSION_SCANNING);
+        report_progress(&e, &p);
+    }
     log_info("scanning '%s' (card %s)", e.card.root, e.card.uuid);
     r = scanner_scan(e.card.root, cfg->files.extensions, cfg->files.min_size, &e.scan, err);
     if (r < 0)
@@ -1166,6 +1179,13 @@ int engine_backup(const struct config *cfg, const char *path, const struct engin
     if (r < 0)
         goto end_session;
     db_session_update(db, e.session_id, DB_SESSION_BACKING_UP, &e.totals, NULL);
+    {
+        struct engine_progress p = {0};
+        double lt = t0, rate = 0;
+        uint64_t lb = 0;
+        progress_snapshot(&e, t0, &lt, &lb, &rate, &p, DB_SESSION_BACKING_UP);
+        report_progress(&e, &p);
+    }
     log_info("%zu files (%.1f MB), %lld already backed up, %zu to back up", e.scan->n,
              (double)e.scan->bytes / 1e6, (long long)e.totals.files_skipped, e.n_todo);
 

@@ -29,6 +29,12 @@ struct engine_progress {
     double elapsed_s;
     double rate_bps;      /* bytes/s read recently */
     char current_file[256];
+    char card_label[128];
+    size_t n_dests;
+    struct {
+        char kind[16]; /* dest_kind(): "local", "smb", "immich" */
+        bool usable;   /* prepared fine this session */
+    } dests[8];
 };
 
 struct engine_options {

@@ -3,6 +3,7 @@ photos and videos (ffmpeg + exiftool from Debian), config files, and running the
 
 Standard library only. Every wait has a deadline; nothing sleeps to synchronise."""
 
+import atexit
 import json
 import os
 import shutil
@@ -38,6 +39,7 @@ def sample(kind, workdir):
     if _sample_dir is None:
         os.makedirs(TMP_ROOT, exist_ok=True)
         _sample_dir = tempfile.mkdtemp(prefix="samples.", dir=TMP_ROOT)
+        atexit.register(shutil.rmtree, _sample_dir, True)
     out = os.path.join(_sample_dir, f"sample.{kind}")
     ffmpeg = tool("ffmpeg")
     if kind in ("jpg", "tif"):
@@ -136,7 +138,10 @@ class SnapsyncTest(unittest.TestCase):
     def tearDown(self):
         for fn in reversed(self.cleanups):
             fn()
-        ok = getattr(self._outcome, "success", True)  # keep the folder of a failed test
+        result = getattr(self._outcome, "result", None)
+        failed = result is not None and any(
+            t is self for t, _ in list(result.errors) + list(result.failures))
+        ok = getattr(self._outcome, "success", True) and not failed  # keep a failed test's folder
         if ok and not os.environ.get("SNAPSYNC_KEEP_TMP"):
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -166,3 +171,64 @@ class SnapsyncTest(unittest.TestCase):
     def temporaries(self):
         tmp = os.path.join(self.dest, ".snapsync-tmp")
         return os.listdir(tmp) if os.path.isdir(tmp) else []
+
+
+IMMICH_SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "immich",
+                             "server.py")
+
+
+class ImmichServer:
+    """tests/immich/server.py on 127.0.0.1, a port the OS picks; stopped by its pid."""
+
+    def __init__(self, logdir, version="3.1.0", api_key="test-key", permissions="all"):
+        import sys
+        self.api_key = api_key
+        self.log = open(os.path.join(logdir, f"immich-server.{version}.log"), "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, IMMICH_SERVER, "--port", "0", "--version", version,
+             "--api-key", api_key, "--permissions", permissions],
+            stdout=subprocess.PIPE, stderr=self.log, text=True)
+        line = ""
+        deadline = time.monotonic() + 30
+        import select
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
+            if ready:
+                line = self.proc.stdout.readline()
+                break
+            if self.proc.poll() is not None:
+                break
+        if not line.startswith("PORT "):
+            self.stop()
+            raise AssertionError(f"the Immich test server did not start ({line!r})")
+        self.port = int(line.split()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def control(self, what, body=None):
+        import urllib.request
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.url}/control/{what}", data=data,
+                                     method="POST" if data is not None else "GET")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+
+    def state(self):
+        return self.control("state")
+
+    def faults(self, *rules):
+        return self.control("faults", {"faults": list(rules)})
+
+    def configure(self, **kw):
+        return self.control("config", kw)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, 15)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, 9)
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.log.close()

@@ -1,0 +1,654 @@
+/*
+ * Home Assistant MQTT publisher.
+ *
+ * libmosquitto runs its own network thread (mosquitto_loop_start); everything here only takes
+ * the lock, copies, and calls mosquitto_publish, which queues. On every connect the client
+ * publishes "online", the retained device discovery, subscribes to Home Assistant's birth topic
+ * and to its command topics, and publishes the current state; the same happens again when Home
+ * Assistant announces itself. The last will marks the device offline if SnapSync dies.
+ *
+ * Discovery follows the facts in docs/home-assistant.md: device-based discovery, unique ids
+ * "<device id>_<component>", default_entity_id "<domain>.snapsync_<component>".
+ */
+#include "mqtt.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+#include <mosquitto.h>
+#include <openssl/evp.h>
+
+#include "hasher.h"
+#include "log.h"
+
+#define TOPIC_MAX 256
+#define KEEPALIVE_S 30
+#define MIN_INTERVAL_S 0.5
+
+struct mqtt {
+    struct mosquitto *mosq;
+    pthread_mutex_t lock;
+    struct mqtt_handler handler;
+    char device_id[64];
+    char name[64];
+    char web_url[256];
+    char discovery_prefix[128];
+    char topic_base[TOPIC_MAX]; /* <topic_prefix>/<device id> */
+    char broker[256];
+    int port;
+    bool has_unraid, has_immich;
+    /* guarded by lock */
+    struct mqtt_state state;
+    bool have_state;
+    bool connected;
+    bool started;
+    double last_pub;
+    char last_error[256];
+};
+
+static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+
+static void lib_init(void)
+{
+    mosquitto_lib_init();
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Topic ids may only hold [a-zA-Z0-9_-]; everything else becomes '_'. */
+static void topic_safe(char *s)
+{
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '_' || *s == '-'))
+            *s = '_';
+}
+
+void mqtt_device_id(const struct config *cfg, char *buf, size_t size)
+{
+    char seed[512] = "";
+    int fd = open("/etc/machine-id", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, seed, 64);
+        close(fd);
+        seed[n > 0 ? n : 0] = '\0';
+    }
+    if (!seed[0])
+        gethostname(seed, 255);
+    size_t len = strlen(seed);
+    snprintf(seed + len, sizeof(seed) - len, "/%s", cfg->service.name ? cfg->service.name : "");
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    char hex[2 * EVP_MAX_MD_SIZE + 1] = "000000000000";
+    if (EVP_Digest(seed, strlen(seed), md, &mdlen, EVP_sha1(), NULL) == 1)
+        hasher_hex(md, 6, hex);
+    snprintf(buf, size, "snapsync_%s", hex);
+}
+
+/* ---- JSON ---- */
+
+static void add_str(json_object *o, const char *k, const char *v)
+{
+    json_object_object_add(o, k, json_object_new_string(v));
+}
+
+static json_object *component(struct mqtt *m, const char *platform, const char *id,
+                              const char *name, const char *value_tpl)
+{
+    char buf[TOPIC_MAX + 64];
+    json_object *c = json_object_new_object();
+    add_str(c, "p", platform);
+    snprintf(buf, sizeof(buf), "%s_%s", m->device_id, id);
+    add_str(c, "unique_id", buf);
+    snprintf(buf, sizeof(buf), "%s.snapsync_%s", platform, id);
+    add_str(c, "default_entity_id", buf);
+    add_str(c, "name", name);
+    if (value_tpl) {
+        snprintf(buf, sizeof(buf), "%s/state", m->topic_base);
+        add_str(c, "state_topic", buf);
+        add_str(c, "value_template", value_tpl);
+    }
+    return c;
+}
+
+static json_object *discovery(struct mqtt *m)
+{
+    char buf[TOPIC_MAX + 64];
+    json_object *root = json_object_new_object();
+
+    json_object *dev = json_object_new_object();
+    json_object *ids = json_object_new_array();
+    json_object_array_add(ids, json_object_new_string(m->device_id));
+    json_object_object_add(dev, "identifiers", ids);
+    add_str(dev, "name", m->name);
+    add_str(dev, "manufacturer", "SnapSync");
+    add_str(dev, "model", "SD card backup");
+    add_str(dev, "sw_version", SNAPSYNC_VERSION);
+    if (m->web_url[0])
+        add_str(dev, "configuration_url", m->web_url);
+    json_object_object_add(root, "device", dev);
+
+    json_object *origin = json_object_new_object();
+    add_str(origin, "name", "snapsync");
+    add_str(origin, "sw_version", SNAPSYNC_VERSION);
+    json_object_object_add(root, "origin", origin);
+
+    snprintf(buf, sizeof(buf), "%s/availability", m->topic_base);
+    add_str(root, "availability_topic", buf);
+    add_str(root, "payload_available", "online");
+    add_str(root, "payload_not_available", "offline");
+    json_object_object_add(root, "qos", json_object_new_int(1));
+
+    json_object *cmps = json_object_new_object();
+    json_object *c;
+
+    c = component(m, "sensor", "status", "Status", "{{ value_json.status }}");
+    add_str(c, "device_class", "enum");
+    json_object *opts = json_object_new_array();
+    static const char *const statuses[] = {"idle",      "scanning",  "backing_up",
+                                           "verifying", "completed", "failed"};
+    for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++)
+        json_object_array_add(opts, json_object_new_string(statuses[i]));
+    json_object_object_add(c, "options", opts);
+    add_str(c, "icon", "mdi:sd");
+    snprintf(buf, sizeof(buf), "%s/state", m->topic_base);
+    add_str(c, "json_attributes_topic", buf);
+    add_str(c, "json_attributes_template",
+            "{{ {'card': value_json.card_label, 'session_id': value_json.session_id, "
+            "'error': value_json.error} | tojson }}");
+    json_object_object_add(cmps, "status", c);
+
+    c = component(m, "sensor", "progress", "Progress", "{{ value_json.progress }}");
+    add_str(c, "unit_of_measurement", "%");
+    add_str(c, "state_class", "measurement");
+    json_object_object_add(c, "suggested_display_precision", json_object_new_int(0));
+    add_str(c, "json_attributes_topic", buf);
+    add_str(c, "json_attributes_template",
+            "{{ {'bytes_done': value_json.bytes_done, 'bytes_total': value_json.bytes_total, "
+            "'files_done': value_json.files_done, 'files_total': value_json.files_total} "
+            "| tojson }}");
+    add_str(c, "icon", "mdi:progress-upload");
+    json_object_object_add(cmps, "progress", c);
+
+    c = component(m, "sensor", "files", "Files", "{{ value_json.files_completed }}");
+    add_str(c, "state_class", "measurement");
+    add_str(c, "json_attributes_topic", buf);
+    add_str(c, "json_attributes_template",
+            "{{ {'completed': value_json.files_completed, 'total': value_json.files_total, "
+            "'failed': value_json.files_failed, 'skipped': value_json.files_skipped, "
+            "'duplicate': value_json.files_duplicate} | tojson }}");
+    add_str(c, "icon", "mdi:file-image");
+    json_object_object_add(cmps, "files", c);
+
+    c = component(m, "sensor", "current_file", "Current file", "{{ value_json.current_file }}");
+    add_str(c, "icon", "mdi:file-sync");
+    json_object_object_add(cmps, "current_file", c);
+
+    c = component(m, "binary_sensor", "card_present", "Card present",
+                  "{{ value_json.card_present }}");
+    add_str(c, "device_class", "plug");
+    json_object_object_add(cmps, "card_present", c);
+
+    c = component(m, "sensor", "speed", "Speed", "{{ value_json.speed_bps }}");
+    add_str(c, "device_class", "data_rate");
+    add_str(c, "unit_of_measurement", "B/s");
+    add_str(c, "state_class", "measurement");
+    json_object_object_add(cmps, "speed", c);
+
+    c = component(m, "sensor", "bytes_copied", "Copied", "{{ value_json.bytes_done }}");
+    add_str(c, "device_class", "data_size");
+    add_str(c, "unit_of_measurement", "B");
+    add_str(c, "state_class", "measurement");
+    json_object_object_add(cmps, "bytes_copied", c);
+
+    c = component(m, "sensor", "bytes_total", "Total size", "{{ value_json.bytes_total }}");
+    add_str(c, "device_class", "data_size");
+    add_str(c, "unit_of_measurement", "B");
+    add_str(c, "state_class", "measurement");
+    json_object_object_add(cmps, "bytes_total", c);
+
+    c = component(m, "sensor", "eta", "Time left", "{{ value_json.eta_s }}");
+    add_str(c, "device_class", "duration");
+    add_str(c, "unit_of_measurement", "s");
+    json_object_object_add(cmps, "eta", c);
+
+    c = component(m, "sensor", "last_backup", "Last backup", "{{ value_json.last_backup }}");
+    add_str(c, "device_class", "timestamp");
+    json_object_object_add(cmps, "last_backup", c);
+
+    c = component(m, "sensor", "last_result", "Last result", "{{ value_json.last_result }}");
+    add_str(c, "device_class", "enum");
+    opts = json_object_new_array();
+    static const char *const results[] = {"none", "completed", "partial", "failed",
+                                          "interrupted"};
+    for (size_t i = 0; i < sizeof(results) / sizeof(results[0]); i++)
+        json_object_array_add(opts, json_object_new_string(results[i]));
+    json_object_object_add(c, "options", opts);
+    json_object_object_add(cmps, "last_result", c);
+
+    if (m->has_unraid) {
+        c = component(m, "binary_sensor", "unraid_reachable", "Share reachable",
+                      "{{ value_json.unraid_reachable }}");
+        add_str(c, "device_class", "connectivity");
+        add_str(c, "entity_category", "diagnostic");
+        json_object_object_add(cmps, "unraid_reachable", c);
+    }
+    if (m->has_immich) {
+        c = component(m, "binary_sensor", "immich_reachable", "Immich reachable",
+                      "{{ value_json.immich_reachable }}");
+        add_str(c, "device_class", "connectivity");
+        add_str(c, "entity_category", "diagnostic");
+        json_object_object_add(cmps, "immich_reachable", c);
+    }
+
+    static const struct {
+        const char *id, *name, *icon;
+    } buttons[] = {{"eject", "Eject card", "mdi:eject"},
+                   {"retry_failed", "Retry failed files", "mdi:refresh"}};
+    for (size_t i = 0; i < 2; i++) {
+        c = component(m, "button", buttons[i].id, buttons[i].name, NULL);
+        snprintf(buf, sizeof(buf), "%s/cmd/%s", m->topic_base, i == 0 ? "eject" : "retry");
+        add_str(c, "command_topic", buf);
+        add_str(c, "payload_press", "PRESS");
+        add_str(c, "icon", buttons[i].icon);
+        json_object_object_add(cmps, buttons[i].id, c);
+    }
+    json_object_object_add(root, "components", cmps);
+    return root;
+}
+
+char *mqtt_discovery_json(struct mqtt *m)
+{
+    json_object *o = discovery(m);
+    char *s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+    json_object_put(o);
+    return s;
+}
+
+static void iso_time(int64_t t, char *buf, size_t size)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    localtime_r(&tt, &tm);
+    char zone[8];
+    strftime(zone, sizeof(zone), "%z", &tm); /* +0100 -> +01:00 */
+    char date[32];
+    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf, size, "%s%.3s:%.2s", date, zone, zone + 3);
+}
+
+static json_object *state_json(const struct mqtt_state *s)
+{
+    json_object *o = json_object_new_object();
+    add_str(o, "status", s->status[0] ? s->status : "idle");
+    json_object_object_add(o, "progress",
+                           s->has_progress ? json_object_new_double(s->progress) : NULL);
+    json_object_object_add(o, "files_completed", json_object_new_int64(s->files_completed));
+    json_object_object_add(o, "files_total", json_object_new_int64(s->files_total));
+    json_object_object_add(o, "files_failed", json_object_new_int64(s->files_failed));
+    json_object_object_add(o, "files_skipped", json_object_new_int64(s->files_skipped));
+    json_object_object_add(o, "files_duplicate", json_object_new_int64(s->files_duplicate));
+    json_object_object_add(o, "files_done",
+                           json_object_new_int64(s->files_completed + s->files_failed +
+                                                 s->files_skipped + s->files_duplicate));
+    json_object_object_add(o, "bytes_done", json_object_new_int64(s->bytes_done));
+    json_object_object_add(o, "bytes_total", json_object_new_int64(s->bytes_total));
+    json_object_object_add(o, "speed_bps", json_object_new_int64((int64_t)s->speed_bps));
+    json_object_object_add(o, "eta_s", s->has_eta ? json_object_new_int64((int64_t)s->eta_s) : NULL);
+    add_str(o, "current_file", s->current_file);
+    add_str(o, "card_label", s->card_label);
+    json_object_object_add(o, "session_id", s->session_id ? json_object_new_int64(s->session_id)
+                                                          : NULL);
+    add_str(o, "card_present", s->card_present ? "ON" : "OFF");
+    if (s->last_backup_at > 0) {
+        char t[48];
+        iso_time(s->last_backup_at, t, sizeof(t));
+        add_str(o, "last_backup", t);
+    } else {
+        json_object_object_add(o, "last_backup", NULL);
+    }
+    add_str(o, "last_result", s->last_result[0] ? s->last_result : "none");
+    json_object_object_add(o, "error", NULL);
+    for (size_t i = 0; i < s->n_dests && i < MQTT_DEST_MAX; i++) {
+        const char *key = strcmp(s->dests[i].kind, "immich") == 0 ? "immich_reachable"
+                                                                  : "unraid_reachable";
+        add_str(o, key, s->dests[i].reachable ? "ON" : "OFF");
+    }
+    return o;
+}
+
+/* ---- publishing (lock held) ---- */
+
+static void publish_locked(struct mqtt *m, const char *suffix, const char *payload, bool retain)
+{
+    char topic[TOPIC_MAX + 32];
+    snprintf(topic, sizeof(topic), "%s/%s", m->topic_base, suffix);
+    mosquitto_publish(m->mosq, NULL, topic, (int)strlen(payload), payload, 1, retain);
+}
+
+static void publish_state_locked(struct mqtt *m)
+{
+    if (!m->connected || !m->have_state)
+        return;
+    json_object *o = state_json(&m->state);
+    publish_locked(m, "state", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN), true);
+    json_object_put(o);
+    m->last_pub = now_s();
+}
+
+static void publish_discovery_locked(struct mqtt *m)
+{
+    char topic[TOPIC_MAX + 64];
+    snprintf(topic, sizeof(topic), "%s/device/%s/config", m->discovery_prefix, m->device_id);
+    char *payload = mqtt_discovery_json(m);
+    if (payload)
+        mosquitto_publish(m->mosq, NULL, topic, (int)strlen(payload), payload, 1, true);
+    free(payload);
+}
+
+static void on_connect(struct mosquitto *mosq, void *ud, int rc)
+{
+    struct mqtt *m = ud;
+    (void)mosq;
+    pthread_mutex_lock(&m->lock);
+    if (rc != 0) {
+        snprintf(m->last_error, sizeof(m->last_error), "broker %s:%d refused the connection: %s",
+                 m->broker, m->port, mosquitto_connack_string(rc));
+        log_error("mqtt: %s", m->last_error);
+        pthread_mutex_unlock(&m->lock);
+        return;
+    }
+    m->connected = true;
+    m->last_error[0] = '\0';
+    publish_locked(m, "availability", "online", true);
+    publish_discovery_locked(m);
+    char topic[TOPIC_MAX + 32];
+    snprintf(topic, sizeof(topic), "%s/status", m->discovery_prefix);
+    mosquitto_subscribe(m->mosq, NULL, topic, 1);
+    snprintf(topic, sizeof(topic), "%s/cmd/+", m->topic_base);
+    mosquitto_subscribe(m->mosq, NULL, topic, 1);
+    publish_state_locked(m);
+    pthread_mutex_unlock(&m->lock);
+    log_info("mqtt: connected to %s:%d", m->broker, m->port);
+}
+
+static void on_disconnect(struct mosquitto *mosq, void *ud, int rc)
+{
+    struct mqtt *m = ud;
+    (void)mosq;
+    pthread_mutex_lock(&m->lock);
+    bool was = m->connected;
+    m->connected = false;
+    if (rc != 0 && !m->last_error[0])
+        snprintf(m->last_error, sizeof(m->last_error), "lost the connection to %s:%d", m->broker,
+                 m->port);
+    pthread_mutex_unlock(&m->lock);
+    if (was && rc != 0)
+        log_warning("mqtt: lost the connection to %s:%d, reconnecting", m->broker, m->port);
+}
+
+int mqtt_parse_command(const char *action, const void *payload, int len, enum mqtt_command *ret)
+{
+    if (!payload || len != 5 || memcmp(payload, "PRESS", 5) != 0)
+        return -EINVAL;
+    if (strcmp(action, "eject") == 0)
+        *ret = MQTT_COMMAND_EJECT;
+    else if (strcmp(action, "retry") == 0)
+        *ret = MQTT_COMMAND_RETRY;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+static void on_message(struct mosquitto *mosq, void *ud, const struct mosquitto_message *msg)
+{
+    struct mqtt *m = ud;
+    (void)mosq;
+    char birth[TOPIC_MAX + 32], cmd[TOPIC_MAX + 32];
+    snprintf(birth, sizeof(birth), "%s/status", m->discovery_prefix);
+    snprintf(cmd, sizeof(cmd), "%s/cmd/", m->topic_base);
+    if (strcmp(msg->topic, birth) == 0) {
+        if (msg->payloadlen == 6 && memcmp(msg->payload, "online", 6) == 0) {
+            pthread_mutex_lock(&m->lock);
+            publish_discovery_locked(m);
+            publish_state_locked(m);
+            pthread_mutex_unlock(&m->lock);
+            log_info("mqtt: Home Assistant came online, discovery and state published again");
+        }
+        return;
+    }
+    enum mqtt_command c;
+    if (strncmp(msg->topic, cmd, strlen(cmd)) == 0 &&
+        mqtt_parse_command(msg->topic + strlen(cmd), msg->payload, msg->payloadlen, &c) == 0) {
+        if (m->handler.on_command)
+            m->handler.on_command(c, m->handler.userdata);
+        else
+            log_info("mqtt: command '%s' ignored: no service is running", msg->topic + strlen(cmd));
+        return;
+    }
+    log_warning("mqtt: ignored unexpected message on '%s' (%d bytes)", msg->topic,
+                msg->payloadlen);
+}
+
+int mqtt_new(const struct config *cfg, const char *web_url, const struct mqtt_handler *handler,
+             struct mqtt **ret, struct error *err)
+{
+    pthread_once(&lib_once, lib_init);
+    struct mqtt *m = calloc(1, sizeof(*m));
+    if (!m)
+        return error_set(err, -ENOMEM, "out of memory");
+    pthread_mutex_init(&m->lock, NULL);
+    if (handler)
+        m->handler = *handler;
+    int r = 0;
+    mqtt_device_id(cfg, m->device_id, sizeof(m->device_id));
+    snprintf(m->name, sizeof(m->name), "%s", cfg->service.name[0] ? cfg->service.name : "SnapSync");
+    if (strcmp(m->name, "snapsync") == 0)
+        snprintf(m->name, sizeof(m->name), "SnapSync");
+    snprintf(m->web_url, sizeof(m->web_url), "%s", web_url ? web_url : "");
+    snprintf(m->discovery_prefix, sizeof(m->discovery_prefix), "%s", cfg->mqtt.discovery_prefix);
+    char prefix[128];
+    snprintf(prefix, sizeof(prefix), "%s", cfg->mqtt.topic_prefix);
+    if (!prefix[0] || strpbrk(prefix, "#+") || strpbrk(m->discovery_prefix, "#+") ||
+        !m->discovery_prefix[0]) {
+        r = error_set(err, -EINVAL, "mqtt: topic_prefix and discovery_prefix must be non-empty "
+                                    "and hold no '#' or '+'");
+        goto fail;
+    }
+    snprintf(m->topic_base, sizeof(m->topic_base), "%s/%s", prefix, m->device_id);
+    snprintf(m->broker, sizeof(m->broker), "%s", cfg->mqtt.broker);
+    m->port = cfg->mqtt.port;
+    m->has_unraid = cfg->unraid.enabled;
+    m->has_immich = cfg->immich.enabled;
+    char client_id[128];
+    snprintf(client_id, sizeof(client_id), "%s", cfg->mqtt.client_id);
+    topic_safe(client_id);
+    m->mosq = mosquitto_new(client_id[0] ? client_id : NULL, true, m);
+    if (!m->mosq) {
+        r = error_set(err, -ENOMEM, "mqtt: cannot create the client");
+        goto fail;
+    }
+    if (cfg->mqtt.username && cfg->mqtt.username[0] &&
+        mosquitto_username_pw_set(m->mosq, cfg->mqtt.username, cfg->mqtt.password) !=
+            MOSQ_ERR_SUCCESS) {
+        r = error_set(err, -EINVAL, "mqtt: cannot use the configured credentials");
+        goto fail;
+    }
+    char will[TOPIC_MAX + 32];
+    snprintf(will, sizeof(will), "%s/availability", m->topic_base);
+    if (mosquitto_will_set(m->mosq, will, 7, "offline", 1, true) != MOSQ_ERR_SUCCESS) {
+        r = error_set(err, -EINVAL, "mqtt: cannot set the last will");
+        goto fail;
+    }
+    mosquitto_reconnect_delay_set(m->mosq, 1, 60, true);
+    mosquitto_connect_callback_set(m->mosq, on_connect);
+    mosquitto_disconnect_callback_set(m->mosq, on_disconnect);
+    mosquitto_message_callback_set(m->mosq, on_message);
+    snprintf(m->state.status, sizeof(m->state.status), "idle");
+    *ret = m;
+    return 0;
+fail:
+    mqtt_free(m);
+    return r;
+}
+
+int mqtt_start(struct mqtt *m, struct error *err)
+{
+    /* connect_async fails at once only for bad arguments or a host that cannot be resolved;
+     * either way the loop thread keeps retrying */
+    int rc = mosquitto_connect_async(m->mosq, m->broker, m->port, KEEPALIVE_S);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        pthread_mutex_lock(&m->lock);
+        snprintf(m->last_error, sizeof(m->last_error), "cannot reach broker %s:%d: %s",
+                 m->broker, m->port, rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+        pthread_mutex_unlock(&m->lock);
+        log_warning("mqtt: %s; will keep trying", m->last_error);
+    }
+    rc = mosquitto_loop_start(m->mosq);
+    if (rc != MOSQ_ERR_SUCCESS)
+        return error_set(err, -EIO, "mqtt: cannot start the network thread: %s",
+                         mosquitto_strerror(rc));
+    m->started = true;
+    return 0;
+}
+
+void mqtt_publish_state(struct mqtt *m, const struct mqtt_state *s, bool force)
+{
+    if (!m)
+        return;
+    pthread_mutex_lock(&m->lock);
+    m->state = *s;
+    m->have_state = true;
+    if (force || now_s() - m->last_pub >= MIN_INTERVAL_S)
+        publish_state_locked(m);
+    pthread_mutex_unlock(&m->lock);
+}
+
+void mqtt_last_error(struct mqtt *m, char *buf, size_t size)
+{
+    pthread_mutex_lock(&m->lock);
+    snprintf(buf, size, "%s", m->last_error);
+    pthread_mutex_unlock(&m->lock);
+}
+
+bool mqtt_connected(struct mqtt *m)
+{
+    pthread_mutex_lock(&m->lock);
+    bool c = m->connected;
+    pthread_mutex_unlock(&m->lock);
+    return c;
+}
+
+void mqtt_stop(struct mqtt *m)
+{
+    if (!m || !m->started)
+        return;
+    pthread_mutex_lock(&m->lock);
+    if (m->connected) {
+        publish_state_locked(m);
+        /* a clean DISCONNECT drops the will, so say offline ourselves */
+        publish_locked(m, "availability", "offline", true);
+    }
+    pthread_mutex_unlock(&m->lock);
+    mosquitto_disconnect(m->mosq);
+    mosquitto_loop_stop(m->mosq, false);
+    m->started = false;
+}
+
+void mqtt_free(struct mqtt *m)
+{
+    if (!m)
+        return;
+    mqtt_stop(m);
+    if (m->mosq)
+        mosquitto_destroy(m->mosq);
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}
+
+struct probe_ctx {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+    int rc;
+};
+
+static void probe_on_connect(struct mosquitto *mosq, void *ud, int rc)
+{
+    struct probe_ctx *p = ud;
+    (void)mosq;
+    pthread_mutex_lock(&p->lock);
+    p->done = true;
+    p->rc = rc;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
+int mqtt_probe(const struct config *cfg, int timeout_s, char *detail, size_t detail_size,
+               struct error *err)
+{
+    pthread_once(&lib_once, lib_init);
+    struct probe_ctx p = {.rc = -1};
+    pthread_mutex_init(&p.lock, NULL);
+    pthread_cond_init(&p.cond, NULL);
+    int r = 0;
+    struct mosquitto *mosq = mosquitto_new(NULL, true, &p);
+    if (!mosq) {
+        r = error_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    if (cfg->mqtt.username && cfg->mqtt.username[0])
+        mosquitto_username_pw_set(mosq, cfg->mqtt.username, cfg->mqtt.password);
+    mosquitto_connect_callback_set(mosq, probe_on_connect);
+    int rc = mosquitto_connect(mosq, cfg->mqtt.broker, cfg->mqtt.port, KEEPALIVE_S);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        r = error_set(err, rc == MOSQ_ERR_ERRNO && errno == ECONNREFUSED ? -ECONNREFUSED
+                                                                          : -EHOSTUNREACH,
+                      "cannot reach broker %s:%d: %s", cfg->mqtt.broker, cfg->mqtt.port,
+                      rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+        goto out;
+    }
+    mosquitto_loop_start(mosq);
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_s;
+    pthread_mutex_lock(&p.lock);
+    while (!p.done)
+        if (pthread_cond_timedwait(&p.cond, &p.lock, &deadline) == ETIMEDOUT)
+            break;
+    bool done = p.done;
+    rc = p.rc;
+    pthread_mutex_unlock(&p.lock);
+    mosquitto_disconnect(mosq);
+    mosquitto_loop_stop(mosq, !done);
+    if (!done)
+        r = error_set(err, -ETIMEDOUT, "broker %s:%d did not answer within %d s", cfg->mqtt.broker,
+                      cfg->mqtt.port, timeout_s);
+    else if (rc == 4 || rc == 5)
+        r = error_set(err, -EACCES, "broker %s:%d refused the credentials (%s): check "
+                                    "MQTT_USERNAME/MQTT_PASSWORD",
+                      cfg->mqtt.broker, cfg->mqtt.port, mosquitto_connack_string(rc));
+    else if (rc != 0)
+        r = error_set(err, -ECONNREFUSED, "broker %s:%d refused the connection: %s",
+                      cfg->mqtt.broker, cfg->mqtt.port, mosquitto_connack_string(rc));
+    else
+        snprintf(detail, detail_size, "broker %s:%d accepts us", cfg->mqtt.broker, cfg->mqtt.port);
+out:
+    if (mosq)
+        mosquitto_destroy(mosq);
+    pthread_cond_destroy(&p.cond);
+    pthread_mutex_destroy(&p.lock);
+    return r;
+}

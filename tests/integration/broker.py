@@ -1,0 +1,118 @@
+"""A real mosquitto broker on 127.0.0.1 and a free port, and a subscriber that records every
+message, for the MQTT tests. Started and stopped by the test; waits have deadlines."""
+
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+from harness import tool
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    def __init__(self, workdir, user=None, password=None):
+        self.dir = tempfile.mkdtemp(prefix="mosquitto.", dir=workdir)
+        self.port = free_port()
+        conf = os.path.join(self.dir, "mosquitto.conf")
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false"]
+        if os.geteuid() == 0:
+            lines.append("user root")  # else it drops to 'mosquitto', who cannot read our files
+        if user:
+            pwfile = os.path.join(self.dir, "passwd")
+            subprocess.run([tool("mosquitto_passwd"), "-c", "-b", pwfile, user, password],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            os.chmod(pwfile, 0o600)
+            lines += ["allow_anonymous false", f"password_file {pwfile}"]
+        else:
+            lines += ["allow_anonymous true"]
+        with open(conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.log = open(os.path.join(self.dir, "mosquitto.log"), "w")
+        self.proc = subprocess.Popen([tool("mosquitto"), "-c", conf], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"mosquitto did not start; see {self.log.name}")
+                time.sleep(0.02)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+    def publish(self, topic, payload, retain=False, user=None, password=None):
+        cmd = [tool("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(self.port), "-t", topic,
+               "-m", payload, "-q", "1"]
+        if retain:
+            cmd.append("-r")
+        if user:
+            cmd += ["-u", user, "-P", password]
+        subprocess.run(cmd, check=True, timeout=20)
+
+
+class Subscriber:
+    """mosquitto_sub on '#', every message kept as (retained, topic, payload)."""
+
+    def __init__(self, broker, user=None, password=None):
+        self.broker = broker
+        self.messages = []
+        self.cond = threading.Condition()
+        cmd = [tool("mosquitto_sub"), "-h", "127.0.0.1", "-p", str(broker.port), "-v", "-t", "#",
+               "-F", "%r\t%t\t%p", "-q", "1"]
+        if user:
+            cmd += ["-u", user, "-P", password]
+        self.auth = (user, password)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        # ready when our own marker comes back
+        marker = f"ready/{os.getpid()}/{time.monotonic_ns()}"
+        deadline = time.monotonic() + 20
+        while not self.find(marker):
+            if time.monotonic() > deadline:
+                raise AssertionError("mosquitto_sub did not subscribe")
+            broker.publish(marker, "x", user=user, password=password)
+            self.wait(lambda: self.find(marker), 0.5, raise_=False)
+
+    def _read(self):
+        for line in self.proc.stdout:
+            parts = line.rstrip("\n").split("\t", 2)
+            if len(parts) != 3:
+                continue
+            with self.cond:
+                self.messages.append((parts[0] == "1", parts[1], parts[2]))
+                self.cond.notify_all()
+
+    def find(self, topic):
+        with self.cond:
+            return [m for m in self.messages if m[1] == topic]
+
+    def wait(self, predicate, timeout=30, what="message", raise_=True):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    if raise_:
+                        raise AssertionError(f"timed out waiting for {what}")
+                    return False
+                self.cond.wait(left)
+        return True
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)

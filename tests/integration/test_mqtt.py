@@ -1,0 +1,160 @@
+"""Home Assistant over MQTT against a real mosquitto broker: discovery, availability, live
+progress, faults (broker down, bad credentials, SnapSync killed)."""
+
+import json
+import os
+import signal
+import subprocess
+
+from broker import Broker, Subscriber
+from harness import SnapsyncTest, make_blob, make_photo, wait_for, write_config
+
+REQUIRED_ENTITIES = {
+    "sensor.snapsync_status", "sensor.snapsync_progress", "sensor.snapsync_files",
+    "sensor.snapsync_current_file", "binary_sensor.snapsync_card_present",
+    "sensor.snapsync_speed", "sensor.snapsync_bytes_copied", "sensor.snapsync_bytes_total",
+    "sensor.snapsync_eta", "sensor.snapsync_last_backup", "sensor.snapsync_last_result",
+    "button.snapsync_eject", "button.snapsync_retry_failed",
+    "binary_sensor.snapsync_unraid_reachable",
+}
+
+
+class MqttTest(SnapsyncTest):
+    def use_broker(self, user=None, password=None, env_password=None, port=None):
+        self.broker = Broker(self.dir, user, password)
+        self.cleanups.append(self.broker.stop)
+        extra = (f"mqtt:\n  enabled: true\n  broker: 127.0.0.1\n  port: {port or self.broker.port}\n"
+                 f"  discovery_prefix: homeassistant\n  topic_prefix: snapsync\n")
+        if user:
+            extra += f"  username: {user}\n"
+            self.env["MQTT_PASSWORD"] = env_password or password
+        write_config(self.config, self.dest, self.db, extra)
+        self.sub = Subscriber(self.broker, user, password)
+        self.cleanups.append(self.sub.stop)
+
+    def discovery(self, check=True):
+        msgs = [m for m in self.sub.messages if m[1].startswith("homeassistant/device/")]
+        if check:
+            self.assertTrue(msgs, "no device discovery message")
+        return msgs
+
+    def states(self):
+        return [json.loads(m[2]) for m in self.sub.messages
+                if m[1].startswith("snapsync/") and m[1].endswith("/state")]
+
+    def test_backup_publishes_discovery_and_progress(self):
+        self.use_broker()
+        for i in range(6):
+            make_photo(f"{self.card}/DCIM/IMG_{i:04d}.JPG", self.dir, "2024:01:02 03:04:05")
+        make_blob(f"{self.card}/DCIM/CLIP.MP4", 8 << 20)
+        r = self.backup()
+        self.assertEqual(r["status"], "completed")
+        self.sub.wait(lambda: any(m[2] == "offline" for m in self.sub.messages
+                                  if m[1].endswith("/availability")), 20, "offline at the end")
+
+        topic, payload = self.discovery()[0][1], self.discovery()[0][2]
+        retained = [m for m in self.discovery() if m[0]]
+        self.assertTrue(self.discovery()[0][0] or retained is not None)
+        device_id = topic.split("/")[2]
+        self.assertRegex(device_id, r"^[a-zA-Z0-9_-]+$")
+        d = json.loads(payload)
+        self.assertIn(device_id, d["device"]["identifiers"])
+        for key in ("name", "manufacturer", "model", "sw_version"):
+            self.assertTrue(d["device"][key], key)
+        self.assertEqual(d["origin"]["name"], "snapsync")
+        self.assertEqual(d["availability_topic"], f"snapsync/{device_id}/availability")
+        self.assertNotIn("~", d)
+        entities = {c["default_entity_id"] for c in d["components"].values()}
+        self.assertTrue(REQUIRED_ENTITIES <= entities, REQUIRED_ENTITIES - entities)
+        uids = [c["unique_id"] for c in d["components"].values()]
+        self.assertEqual(len(uids), len(set(uids)))
+        for cid, c in d["components"].items():
+            self.assertIn(c["p"], ("sensor", "binary_sensor", "button"))
+            self.assertTrue(c["default_entity_id"].startswith(c["p"] + "."))
+            if c["p"] == "button":
+                self.assertTrue(c["command_topic"].startswith(f"snapsync/{device_id}/cmd/"))
+            else:
+                self.assertEqual(c["state_topic"], f"snapsync/{device_id}/state")
+            if c.get("device_class") == "enum":
+                self.assertNotIn("unit_of_measurement", c)
+                self.assertNotIn("state_class", c)
+        status = d["components"]["status"]
+        self.assertEqual(status["options"],
+                         ["idle", "scanning", "backing_up", "verifying", "completed", "failed"])
+
+        states = self.states()
+        seq = [s["status"] for s in states]
+        self.assertEqual(seq[0], "scanning")
+        self.assertIn("backing_up", seq)
+        self.assertEqual(seq[-1], "completed")
+        progress = [s["progress"] for s in states if s["progress"] is not None]
+        self.assertEqual(progress, sorted(progress))
+        self.assertEqual(progress[-1], 100)
+        last = states[-1]
+        self.assertEqual(last["files_completed"], 7)
+        self.assertEqual(last["files_total"], 7)
+        self.assertEqual(last["last_result"], "completed")
+        self.assertRegex(last["last_backup"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$")
+        self.assertEqual(last["card_present"], "OFF")
+        self.assertEqual(last["unraid_reachable"], "ON")
+        avail = [m[2] for m in self.sub.messages if m[1].endswith("/availability")]
+        self.assertEqual(avail[0], "online")
+        self.assertEqual(avail[-1], "offline")
+        # states are retained, so Home Assistant sees the last one after a restart
+        late = Subscriber(self.broker)
+        self.cleanups.append(late.stop)
+        late.wait(lambda: late.find(f"snapsync/{device_id}/state"), 10, "retained state")
+        self.assertTrue(late.find(f"snapsync/{device_id}/state")[0][0])
+
+    def test_broker_down_does_not_stop_a_backup(self):
+        self.use_broker()
+        port = self.broker.port
+        self.broker.stop()
+        make_photo(f"{self.card}/DCIM/A.JPG", self.dir, "2024:01:02 03:04:05")
+        r = self.backup()
+        self.assertEqual(r["status"], "completed")
+        self.assertEqual(r["files_copied"], 1)
+        p = self.snapsync("test-connection", check=1)
+        self.assertRegex(p.stdout, r"FAIL +mqtt: cannot reach broker 127\.0\.0\.1:%d" % port)
+
+    def test_bad_credentials_are_reported(self):
+        self.use_broker(user="snap", password="right-pass", env_password="wrong-pass")
+        make_photo(f"{self.card}/DCIM/A.JPG", self.dir, "2024:01:02 03:04:05")
+        p = self.snapsync("backup", self.card, check=0)
+        self.assertIn("mqtt", p.stderr)
+        self.assertNotIn("wrong-pass", p.stderr + p.stdout)
+        p = self.snapsync("test-connection", check=1)
+        self.assertIn("credentials", p.stdout)
+        self.assertNotIn("wrong-pass", p.stdout)
+        self.env["MQTT_PASSWORD"] = "right-pass"
+        p = self.snapsync("test-connection", check=0)
+        self.assertRegex(p.stdout, r"OK +mqtt")
+
+    def test_killed_snapsync_goes_offline_and_birth_republishes(self):
+        self.use_broker()
+        for i in range(40):
+            make_blob(f"{self.card}/DCIM/CLIP{i}.MP4", 16 << 20)
+        write_config(self.config, self.dest, self.db,
+                     f"mqtt:\n  enabled: true\n  broker: 127.0.0.1\n  port: {self.broker.port}\n",
+                     backup="  concurrent_files: 1\n")
+        cmd = [os.environ.get("SNAPSYNC_BIN", "snapsync"), "--config", self.config, "backup",
+               self.card]
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env=self.env, cwd=self.dir)
+        try:
+            self.sub.wait(lambda: any(m[2] == "online" for m in self.sub.messages), 30, "online")
+            self.sub.wait(lambda: len(self.discovery(False)) >= 1, 30, "discovery")
+            p.send_signal(signal.SIGSTOP)  # hold it mid-backup while Home Assistant comes up
+            n = len(self.discovery())
+            self.broker.publish("homeassistant/status", "online")
+            self.broker.publish(self.discovery()[0][1].replace("homeassistant/device/",
+                                                               "snapsync/").replace(
+                "/config", "/cmd/eject"), "garbage")
+            p.send_signal(signal.SIGCONT)
+            self.sub.wait(lambda: len(self.discovery(False)) > n, 30, "discovery again after birth")
+        finally:
+            p.send_signal(signal.SIGKILL)
+            self.assertEqual(p.wait(), -signal.SIGKILL, "the backup ended before the kill")
+        self.sub.wait(lambda: [m[2] for m in self.sub.messages
+                               if m[1].endswith("/availability")][-1] == "offline",
+                      30, "the last will")
