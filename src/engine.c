@@ -109,6 +109,8 @@ struct engine {
     const char *dest_ids[DEST_MAX];
     bool dest_ok[DEST_MAX];
     char dest_error[DEST_MAX][ERROR_MSG_MAX];
+    dev_t card_dev;       /* st_dev of the card's root when the session started */
+    atomic_bool card_gone;
     struct scan_list *scan;
     size_t *todo; /* indexes into scan->entries still to back up */
     size_t n_todo;
@@ -133,7 +135,21 @@ static double now_s(void)
 
 static bool cancelled(const struct engine *e)
 {
-    return e->opt->cancel && *e->opt->cancel;
+    return (e->opt->cancel && *e->opt->cancel) || atomic_load(&e->card_gone);
+}
+
+/* After an error reading the card: is the card still there? A card pulled out (device gone,
+ * filesystem unmounted) ends the session as interrupted instead of failing its files. */
+static bool check_card_gone(struct engine *e)
+{
+    struct stat st;
+    if (stat(e->card.root, &st) < 0 || st.st_dev != e->card_dev) {
+        if (!atomic_exchange(&e->card_gone, true))
+            log_warning("'%s': the card is gone; the session stops and resumes when it is back",
+                        e->card.root);
+        return true;
+    }
+    return false;
 }
 
 /* Keeps the first failure of the session for its record; rel may be NULL. */
@@ -335,7 +351,8 @@ static int stream_file(struct worker *w, const struct scan_entry *se, int64_t fi
     *ret_job = 0;
     fd = scanner_open_beneath(w->src_dir_fd, se->rel_path, O_RDONLY);
     if (fd < 0)
-        return error_set_errno(err, fd, "cannot open it on the card");
+        return check_card_gone(e) ? error_set(err, -ECANCELED, "the card is gone")
+                                  : error_set_errno(err, fd, "cannot open it on the card");
     (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
     struct media_info mi;
@@ -420,7 +437,9 @@ static int stream_file(struct worker *w, const struct scan_entry *se, int64_t fi
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            r = error_set_errno(err, -errno, "cannot read it from the card");
+            int saved = -errno;
+            r = check_card_gone(e) ? error_set(err, -ECANCELED, "the card is gone")
+                                   : error_set_errno(err, saved, "cannot read it from the card");
             break;
         }
         if (n == 0) {
@@ -1095,6 +1114,12 @@ int engine_backup(const struct config *cfg, const char *path, const struct engin
     r = card_identify(path, &e.card, err);
     if (r < 0)
         goto out;
+    struct stat root_st;
+    if (stat(e.card.root, &root_st) < 0) {
+        r = error_set_errno(err, -errno, "cannot open '%s'", path);
+        goto out;
+    }
+    e.card_dev = root_st.st_dev;
     r = dest_create_all(cfg, &e.dests, &e.n_dests, err);
     if (r < 0)
         goto out;
@@ -1127,6 +1152,8 @@ int engine_backup(const struct config *cfg, const char *path, const struct engin
         r = db_session_begin(db, e.card_id, e.card.root, &e.session_id, err);
         if (r < 0)
             goto out;
+        if (opt->on_session_started)
+            opt->on_session_started(e.session_id, opt->userdata);
         struct dest_session session = {
             .id = e.session_id,
             .card_uuid = e.card.uuid,

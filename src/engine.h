@@ -41,6 +41,8 @@ struct engine_options {
     bool dry_run; /* scan and classify only: nothing is written anywhere, not even the DB */
     /* Called from the calling thread about 5 times a second and once at the end. */
     void (*on_progress)(const struct engine_progress *p, void *userdata);
+    /* Called from the calling thread once the session exists in the database. May be NULL. */
+    void (*on_session_started)(int64_t session_id, void *userdata);
     void *userdata;
     /* Set (from a signal handler, another thread) to stop: in-flight files are abandoned, their
      * temporaries removed, and the session ends as interrupted. May be NULL. */
@@ -61,7 +63,10 @@ struct engine_report {
  * Backs up the folder at path as one session. Returns 0 when the session ran (look at
  * ret->status and ret->totals.files_failed for the outcome), or a negative errno when it could
  * not start (path unreadable, database unusable, no destination): -ENOENT, -EACCES, -EBADMSG,
- * -ENODEV, -ENOTSUP, ... ret is written whenever the session started. Main thread.
+ * -ENODEV, -ENOTSUP, ... ret is written whenever the session started.
+ * Any thread; several sessions (cards) may run at once, each in its own thread. A card that
+ * disappears during the session (its folder gone or no longer the same filesystem) ends it as
+ * interrupted, like a cancel.
  */
 int engine_backup(const struct config *cfg, const char *path, const struct engine_options *opt,
                   struct engine_report *ret, struct error *err);
