@@ -3,9 +3,15 @@
  * others later, each one file with one `const struct dest_ops` table). Nothing outside dest.c
  * asks which kind of destination it has.
  *
- * Life cycle: dest_create_all() from the config; per session dest_prepare(); per worker thread
- * dest_conn_new() (backends keep connection state there: an SMB context, a CURL handle); per file
- * dest_open() -> dest_write()* -> dest_finish() (commit + verify) or dest_abort().
+ * Life cycle: dest_create_all() from the config; per session dest_prepare(); per worker and
+ * destination dest_conn_new() (backends keep connection state there: an SMB context, a CURL
+ * handle); per file dest_open() -> dest_write()* -> dest_finish() (commit + verify) or
+ * dest_abort().
+ *
+ * Threads: a conn is used by two threads of the engine, a writer (open, write, abort of file
+ * k+1) and a finisher (finish of file k), possibly at the same time, so that verifying one file
+ * overlaps copying the next. At most two files of a conn are open at once. A backend keeps
+ * per-file state in its file object and guards what the two share.
  *
  * Promises every backend keeps (docs/design.md): a partial file never has its final name; an
  * existing file with different content is never overwritten (a unique new name is chosen); a copy
@@ -125,7 +131,7 @@ int dest_precheck(struct dest *d, const struct dest_item *items, size_t n,
 int dest_end_session(struct dest *d, struct error *err);
 int dest_probe(struct dest *d, char *detail, size_t detail_size, struct error *err);
 
-/* Per worker thread; a connection belongs to the thread that uses it. */
+/* Per worker and destination; see the note on threads at the top. */
 int dest_conn_new(struct dest *d, struct dest_conn **ret, struct error *err);
 void dest_conn_free(struct dest_conn *c);
 

@@ -564,12 +564,15 @@ struct pending {
     size_t n_need;
     int attempt;
     bool any_new;
+    bool dest_unusable; /* a destination could not be used this session: the file is not done */
     /* the attempt in flight */
     bool in_flight;
     uint64_t job;
     int stream_r;
     struct error err;
     int64_t dup;
+    bool hashed; /* digest below holds this file's hashes from a complete read */
+    struct hasher_digest digest;
     struct lane_outcome out[DEST_MAX];
     /* the verdict */
     bool decided;
@@ -588,6 +591,12 @@ static void attempt_start(struct worker *w, struct pending *p)
     p->dup = 0;
     p->stream_r = stream_file(w, p->se, p->file_id, p->known.sha1, p->need, &p->dup, &p->job,
                               &p->err);
+    /* w->digest is the next file's once the worker moves on: keep ours for the retries, which
+     * can then send the checksum up front */
+    if (p->stream_r == 0 && p->job) {
+        p->digest = w->digest;
+        p->hashed = true;
+    }
     p->in_flight = p->job != 0;
     if (!p->in_flight)
         memset(p->out, 0, sizeof(p->out));
@@ -626,13 +635,15 @@ static void pending_start(struct worker *w, const struct scan_entry *se, struct 
         if (p->need[i] && !e->dest_ok[i]) { /* destination unusable this session */
             db_copy_set(w->db, p->file_id, e->dest_ids[i], DB_COPY_FAILED, NULL,
                         e->dest_error[i], NULL);
-            snprintf(p->last_error, sizeof(p->last_error), "%s", e->dest_error[i]);
+            snprintf(p->last_error, sizeof(p->last_error), "%s: %s", dest_label(e->dests[i]),
+                     e->dest_error[i]);
             p->need[i] = false;
+            p->dest_unusable = true;
         }
         p->n_need += p->need[i];
     }
     if (p->n_need == 0) {
-        p->outcome = p->last_error[0] ? DB_OUTCOME_FAILED : DB_OUTCOME_SKIPPED;
+        p->outcome = p->dest_unusable ? DB_OUTCOME_FAILED : DB_OUTCOME_SKIPPED;
         p->decided = true;
         return;
     }
@@ -698,6 +709,12 @@ static bool attempt_apply(struct worker *w, struct pending *p)
             }
         }
     }
+    if (p->n_need == 0 && p->dest_unusable) {
+        /* copied where it could be; the unusable destination still lacks it */
+        p->outcome = DB_OUTCOME_FAILED;
+        p->decided = true;
+        return false;
+    }
     if (p->n_need == 0) {
         p->outcome = p->any_new ? DB_OUTCOME_COPIED : DB_OUTCOME_SKIPPED;
         p->last_error[0] = '\0';
@@ -750,6 +767,8 @@ static void pending_finish(struct worker *w, struct pending *p, struct pending *
         if (!retry_wait(e, p->attempt))
             return;
         p->attempt++;
+        if (p->hashed)
+            snprintf(p->known.sha1, sizeof(p->known.sha1), "%s", p->digest.sha1_hex);
         attempt_start(w, p);
     }
     pending_record(w, p);
@@ -965,11 +984,12 @@ static int precheck_pass(struct engine *e, struct db *db, struct error *err)
 
     struct dest_item *items = calloc(e->n_todo, sizeof(*items));
     char(*sha1)[41] = calloc(e->n_todo, sizeof(*sha1));
+    char(*dates)[16] = calloc(e->n_todo, sizeof(*dates));
     int64_t *ids = calloc(e->n_todo, sizeof(*ids));
     size_t *pos = calloc(e->n_todo, sizeof(*pos));
     struct dest_precheck *res = calloc(e->n_todo, sizeof(*res));
     int r = 0;
-    if (!items || !sha1 || !ids || !pos || !res) {
+    if (!items || !sha1 || !dates || !ids || !pos || !res) {
         r = error_set(err, -ENOMEM, "out of memory");
         goto out;
     }
@@ -984,9 +1004,14 @@ static int precheck_pass(struct engine *e, struct db *db, struct error *err)
         if (!f.sha1[0])
             continue;
         snprintf(sha1[n], sizeof(sha1[n]), "%s", f.sha1);
+        /* the capture time is known from the read that produced the hash */
+        int64_t capture =
+            f.capture_time > 0 ? f.capture_time : media_floating_time(se->mtime_ns / 1000000000);
+        media_date_path(capture, dates[n], sizeof(dates[n]));
         items[n] = (struct dest_item){.rel_path = se->rel_path, .name = se->name, .size = se->size,
-                                      .mtime_ns = se->mtime_ns, .sha1_known = sha1[n],
-                                      .card_dir_fd = -1};
+                                      .mtime_ns = se->mtime_ns, .capture_time = capture,
+                                      .date_path = dates[n], .kind = f.kind,
+                                      .sha1_known = sha1[n], .card_dir_fd = -1};
         pos[n++] = k;
     }
     for (size_t d = 0; d < e->n_dests && n > 0; d++) {
@@ -1025,6 +1050,7 @@ static int precheck_pass(struct engine *e, struct db *db, struct error *err)
 out:
     free(items);
     free(sha1);
+    free(dates);
     free(ids);
     free(pos);
     free(res);
