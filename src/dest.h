@@ -8,10 +8,10 @@
  * handle); per file dest_open() -> dest_write()* -> dest_finish() (commit + verify) or
  * dest_abort().
  *
- * Threads: a conn is used by two threads of the engine, a writer (open, write, abort of file
- * k+1) and a finisher (finish of file k), possibly at the same time, so that verifying one file
- * overlaps copying the next. At most two files of a conn are open at once. A backend keeps
- * per-file state in its file object and guards what the two share.
+ * Threads: a conn is used by one thread at a time, never by two at once; it may move between
+ * threads (the engine's writer opens and writes a file, its finisher then finishes it) with the
+ * engine's lock in between. The engine keeps two conns per worker and destination so that
+ * verifying one file overlaps copying the next. One file of a conn is open at a time.
  *
  * Promises every backend keeps (docs/design.md): a partial file never has its final name; an
  * existing file with different content is never overwritten (a unique new name is chosen); a copy

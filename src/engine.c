@@ -53,7 +53,10 @@ struct lane_outcome {
 struct lane {
     struct worker *w;
     struct dest *dest;
-    struct dest_conn *conn;
+    /* Two connections used in turn (file k on conns[k & 1]), so the writer and the finisher
+     * never share one: a backend sees each connection used by one thread at a time. */
+    struct dest_conn *conns[2];
+    bool conn_busy[2]; /* guarded by w->lock: a file of this connection is open */
     pthread_t thread;
     pthread_t fin_thread;
     bool started;
@@ -194,11 +197,16 @@ static void *lane_main(void *arg)
         if (!l->active)
             continue;
         struct dest_item item = w->item;
+        /* the finisher may still be committing file k-2 on this connection */
+        while (l->conn_busy[slot] && !w->quit)
+            pthread_cond_wait(&w->cond, &w->lock);
+        l->conn_busy[slot] = true;
         pthread_mutex_unlock(&w->lock);
 
         struct dest_file *file = NULL;
         struct error err = {0};
-        int r = dest_open(l->conn, &item, &file, &err);
+        int r = w->quit ? error_set(&err, -ECANCELED, "stopping")
+                        : dest_open(l->conns[slot], &item, &file, &err);
 
         pthread_mutex_lock(&w->lock);
         if (r < 0) {
@@ -236,6 +244,7 @@ static void *lane_main(void *arg)
             dest_abort(file);
             pthread_mutex_lock(&w->lock);
             lane_set_outcome(l, slot, result, &ferr, NULL);
+            l->conn_busy[slot] = false;
         } else {
             /* hand the file to the finisher; wait while it still holds an earlier one */
             while (l->fin_queued && !w->quit)
@@ -245,6 +254,7 @@ static void *lane_main(void *arg)
                 dest_abort(file);
                 pthread_mutex_lock(&w->lock);
                 lane_set_outcome(l, slot, -ECANCELED, NULL, NULL);
+                l->conn_busy[slot] = false;
             } else {
                 l->fin_file = file;
                 l->fin_digest = w->digest;
@@ -292,6 +302,7 @@ static void *finisher_main(void *arg)
 
         pthread_mutex_lock(&w->lock);
         lane_set_outcome(l, slot, r, &err, &res);
+        l->conn_busy[slot] = false;
         pthread_cond_broadcast(&w->cond);
     }
     pthread_mutex_unlock(&w->lock);
@@ -825,7 +836,8 @@ static void worker_free(struct worker *w)
             pthread_join(w->lanes[i].thread, NULL);
         if (w->lanes[i].fin_started)
             pthread_join(w->lanes[i].fin_thread, NULL);
-        dest_conn_free(w->lanes[i].conn);
+        dest_conn_free(w->lanes[i].conns[0]);
+        dest_conn_free(w->lanes[i].conns[1]);
     }
     for (int i = 0; i < ENGINE_CHUNKS; i++)
         free(w->buf[i]);
@@ -868,9 +880,11 @@ static int worker_new(struct engine *e, struct worker **ret, struct error *err)
         l->w = w;
         l->dest = e->dests[i];
         l->handed = true;
-        r = dest_conn_new(e->dests[i], &l->conn, err);
-        if (r < 0)
-            goto fail;
+        for (int k = 0; k < 2; k++) {
+            r = dest_conn_new(e->dests[i], &l->conns[k], err);
+            if (r < 0)
+                goto fail;
+        }
         r = -pthread_create(&l->thread, NULL, lane_main, l);
         if (r < 0) {
             error_set_errno(err, r, "cannot start a thread");
