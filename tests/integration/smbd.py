@@ -1,0 +1,232 @@
+"""A private Samba server for integration tests: Debian's smbd on 127.0.0.1 on a port the OS
+picked, with its own smb.conf, state, passdb and log under a temporary folder, a user with a
+password, and four shares:
+
+  photos    read-write for USER
+  guest     read-write for anyone (guest ok, guest only)
+  readonly  read-only for USER
+  encrypted read-write for USER, SMB3 encryption required
+
+Needs root (to add the Unix user and run smbd). Started as `smbd -F --debug-stdout -s CONF`, which
+calls setsid() (so the process group it signals on exit is its own, never the harness's); stopped
+by PID, then its process group. Standard library only; every wait has a deadline.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+USER = "snapsync-smbtest"
+PASSWORD = "Corr3ct-h0rse"  # a throwaway test account on 127.0.0.1 only
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require_root():
+    if os.geteuid() != 0:
+        raise AssertionError("the SMB tests need root (to add a Unix user and run smbd); "
+                             "CI runs them as root")
+
+
+def ensure_unix_user(name):
+    """A dedicated system user without a home or a login shell, created once."""
+    if subprocess.run(["id", "-u", name], capture_output=True).returncode == 0:
+        return
+    r = subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                        "/usr/sbin/nologin", name], capture_output=True, text=True)
+    if r.returncode != 0 and subprocess.run(["id", "-u", name],
+                                            capture_output=True).returncode != 0:
+        raise AssertionError(f"useradd {name} failed: {r.stderr}")
+
+
+class Smbd:
+    def __init__(self, base_dir):
+        require_root()
+        for tool in ("smbd", "smbpasswd"):
+            if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
+                raise AssertionError(f"{tool} is not installed (scripts/deps.sh --test installs "
+                                     "samba)")
+        self.dir = tempfile.mkdtemp(prefix="smbd.", dir=base_dir)
+        os.chmod(self.dir, 0o755)  # smbd works as USER inside the shares
+        self.port = free_port()
+        self.conf = os.path.join(self.dir, "smb.conf")
+        self.log = os.path.join(self.dir, "smbd.log")
+        self.proc = None
+        self.logf = None
+        for sub in ("private", "lock", "state", "cache", "pid", "ncalrpc", "shares"):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        os.chmod(os.path.join(self.dir, "private"), 0o700)
+        ensure_unix_user(USER)
+        import pwd
+        pw = pwd.getpwnam(USER)
+        for share in ("photos", "guest", "readonly", "encrypted"):
+            path = self.share_dir(share)
+            os.makedirs(path, exist_ok=True)
+            if share == "guest":
+                os.chmod(path, 0o777)
+            else:
+                os.chown(path, pw.pw_uid, pw.pw_gid)
+                os.chmod(path, 0o755)
+        self._write_conf()
+        r = subprocess.run([shutil.which("smbpasswd") or "/usr/sbin/smbpasswd", "-c", self.conf,
+                            "-a", "-s", USER], input=f"{PASSWORD}\n{PASSWORD}\n",
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise AssertionError(f"smbpasswd failed: {r.stdout}{r.stderr}")
+
+    def makedirs(self, path):
+        """mkdir -p inside a share's folder on disk, owned by USER as if smbd had made them."""
+        import pwd
+        pw = pwd.getpwnam(USER)
+        missing = []
+        while not os.path.isdir(path):
+            missing.append(path)
+            path = os.path.dirname(path)
+        for p in reversed(missing):
+            os.mkdir(p, 0o755)
+            os.chown(p, pw.pw_uid, pw.pw_gid)
+
+    def share_dir(self, share):
+        return os.path.join(self.dir, "shares", share)
+
+    def _write_conf(self):
+        d = self.dir
+        with open(self.conf, "w") as f:
+            f.write(f"""[global]
+  server role = standalone server
+  workgroup = WORKGROUP
+  netbios name = SNAPTEST
+  smb ports = {self.port}
+  interfaces = 127.0.0.1
+  bind interfaces only = yes
+  disable netbios = yes
+  private dir = {d}/private
+  lock directory = {d}/lock
+  state directory = {d}/state
+  cache directory = {d}/cache
+  pid directory = {d}/pid
+  ncalrpc dir = {d}/ncalrpc
+  passdb backend = tdbsam:{d}/private/passdb.tdb
+  log file = {d}/log.%m
+  log level = 1
+  logging = file
+  map to guest = Bad User
+  guest account = nobody
+  server min protocol = SMB2_02
+  load printers = no
+  printing = bsd
+  printcap name = /dev/null
+  disable spoolss = yes
+  obey pam restrictions = no
+  unix password sync = no
+  usershare path =
+
+[photos]
+  path = {self.share_dir("photos")}
+  read only = no
+  valid users = {USER}
+
+[guest]
+  path = {self.share_dir("guest")}
+  read only = no
+  guest ok = yes
+  guest only = yes
+
+[readonly]
+  path = {self.share_dir("readonly")}
+  read only = yes
+  valid users = {USER}
+
+[encrypted]
+  path = {self.share_dir("encrypted")}
+  read only = no
+  valid users = {USER}
+  smb encrypt = required
+""")
+
+    def _port_open(self):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def start(self, timeout=30.0):
+        smbd = shutil.which("smbd") or "/usr/sbin/smbd"
+        self.logf = open(self.log, "ab")
+        # Without --no-process-group smbd calls setsid() itself: it leads a session of its own
+        # and the signals it sends its process group on exit never reach the harness.
+        self.proc = subprocess.Popen([smbd, "-F", "--debug-stdout", "-s", self.conf],
+                                     stdin=subprocess.DEVNULL, stdout=self.logf,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"smbd exited with {self.proc.returncode}:\n{self.log_text()}")
+            if self._port_open():
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise AssertionError(f"smbd did not listen on port {self.port}:\n{self.log_text()}")
+
+    def _signal_group(self, sig):
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill(self):
+        """SIGKILL smbd and every process it forked (one per client): the server dies."""
+        if not self.proc:
+            return
+        self._signal_group(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        # the children are gone too once nothing answers on the port any more
+        deadline = time.monotonic() + 30
+        while self._port_open() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.proc = None
+        self.logf.close()
+
+    def stop(self):
+        if not self.proc:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        self._signal_group(signal.SIGKILL)  # children serving clients, and anything left
+        if self.proc.poll() is None:
+            self.proc.wait(timeout=20)
+        self.proc = None
+        self.logf.close()
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def log_text(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()[-4000:]
+        except OSError:
+            return ""
+
+    def files(self, share):
+        """Relative paths of every file in a share's folder on disk."""
+        root = self.share_dir(share)
+        out = []
+        for r, dirs, files in os.walk(root):
+            for f in files:
+                out.append(os.path.relpath(os.path.join(r, f), root))
+        return sorted(out)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,359 @@
+"""The SMB destination against a real Samba server (smbd.py) on 127.0.0.1: backup to SMB and a
+local folder at once, re-runs, bad credentials, missing and read-only shares, guest access, the
+server killed mid-transfer, names Windows forbids, and `snapsync test-connection`.
+
+Needs root (smbd and a Unix user); fails without it, as CI runs as root. Assertions read the
+shares' folders on disk directly (this kernel has no cifs)."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import tempfile
+
+from harness import (BIN, SANITIZER_MARKS, TMP_ROOT, SnapsyncTest, make_blob, make_photo,
+                     make_video, md5, wait_for)
+import smbd
+
+SFM = {c: chr(0xF000 + c) for c in range(1, 0x20)}
+SFM.update({ord(ch): chr(0xF020 + i) for i, ch in enumerate('"*:<>?\\|')})
+
+
+def sfm_map(name):
+    """What SnapSync stores on a share without catia (see src/dest_smb.c)."""
+    out = "".join(SFM.get(ord(ch), ch) for ch in name)
+    if out.endswith(" "):
+        out = out[:-1] + "\uf028"
+    elif out.endswith("."):
+        out = out[:-1] + "\uf029"
+    return out
+
+
+def sfm_unmap(name):
+    back = {v: chr(k) for k, v in SFM.items()}
+    back["\uf028"] = " "
+    back["\uf029"] = "."
+    return "".join(back.get(ch, ch) for ch in name)
+
+
+class SmbTest(SnapsyncTest):
+    server = None
+
+    @classmethod
+    def setUpClass(cls):
+        os.makedirs(TMP_ROOT, exist_ok=True)
+        cls.server = smbd.Smbd(TMP_ROOT)
+        cls.server.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.server:
+            if os.environ.get("SNAPSYNC_KEEP_TMP"):
+                cls.server.stop()
+            else:
+                cls.server.cleanup()
+
+    def setUp(self):
+        super().setUp()
+        if not self.server.proc:  # a test that killed it failed before starting it again
+            self.server.start()
+        self.sub = self._testMethodName  # each test works in a folder of its own in the shares
+        self.local = os.path.join(self.dir, "local")
+        self.env["UNRAID_USERNAME"] = smbd.USER
+        self.env["UNRAID_PASSWORD"] = smbd.PASSWORD
+        self.smb_config()
+
+    def smb_config(self, share="photos", port=None, local=False, backup=None, extra=""):
+        backup = backup or "  concurrent_files: 2\n  max_retries: 1\n  retry_delay: 0.1\n"
+        local_section = (f"local:\n  enabled: true\n  path: {self.local}\n"
+                         if local else "")
+        with open(self.config, "w") as f:
+            f.write(f"""service:
+  database_path: {self.db}
+  log_level: info
+unraid:
+  enabled: true
+  protocol: smb
+  host: 127.0.0.1:{port or self.server.port}
+  share: {share}
+  path: snap/{self.sub}
+  organize_by_date: true
+{local_section}backup:
+{backup}{extra}""")
+        os.chmod(self.config, 0o600)
+
+    def root(self, share="photos"):
+        return os.path.join(self.server.share_dir(share), "snap", self.sub)
+
+    def share_files(self, share="photos"):
+        """Files under our folder of the share, temporaries included."""
+        out = []
+        for r, dirs, files in os.walk(self.root(share)):
+            for f in files:
+                out.append(os.path.relpath(os.path.join(r, f), self.root(share)))
+        return sorted(out)
+
+    def share_temporaries(self, share="photos"):
+        tmp = os.path.join(self.root(share), ".snapsync-tmp")
+        return os.listdir(tmp) if os.path.isdir(tmp) else []
+
+    def assert_no_secret(self, p):
+        for text in (p.stdout, p.stderr):
+            self.assertNotIn(smbd.PASSWORD, text)
+
+    def make_card(self):
+        c = self.card
+        make_photo(f"{c}/DCIM/100CANON/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        make_photo(f"{c}/DCIM/100CANON/IMG_0002.JPG", self.dir, "2023:07:15 09:00:00")
+        make_video(f"{c}/DCIM/100CANON/MVI_0003.MP4", self.dir)
+        make_blob(f"{c}/DCIM/100CANON/CLIP_0004.MP4", 5 << 20)  # several chunks
+        # same name and day, other folder and content: IMG_0001_1.JPG
+        make_photo(f"{c}/DCIM/101CANON/IMG_0001.JPG", self.dir, "2023:07:14 11:00:00")
+
+    def card_files(self):
+        out = {}
+        for r, dirs, files in os.walk(self.card):
+            for f in files:
+                out[os.path.relpath(os.path.join(r, f), self.card)] = md5(os.path.join(r, f))
+        return out
+
+    def test_smb_and_local_at_once_then_rerun_copies_nothing(self):
+        self.make_card()
+        self.smb_config(local=True)
+        r = self.backup()
+        self.assertEqual(r["status"], "completed", r)
+        self.assertEqual(r["files_total"], 5)
+        self.assertEqual(r["files_copied"], 5)
+        self.assertEqual(self.share_temporaries(), [])
+        want = sorted(self.card_files().values())
+        on_share = [f for f in self.share_files() if not f.startswith(".")]
+        self.dest = self.local
+        on_local = [f for f in self.dest_files() if not f.startswith(".")]
+        self.assertEqual(len(on_share), 5, on_share)
+        self.assertEqual(on_share, on_local)  # same names and folders at both
+        self.assertEqual(sorted(md5(os.path.join(self.root(), f)) for f in on_share), want)
+        self.assertEqual(sorted(md5(os.path.join(self.local, f)) for f in on_local), want)
+        self.assertIn("2023/07/14/IMG_0001.JPG", on_share)
+        self.assertTrue(any(f.endswith("IMG_0001_1.JPG") for f in on_share), on_share)
+        # the database knows both copies, the SMB one by its id
+        import sqlite3
+        con = sqlite3.connect(self.db)
+        dests = {d for (d,) in con.execute("select distinct dest from copies")}
+        self.assertIn(f"smb://127.0.0.1:{self.server.port}/photos/snap/{self.sub}", dests)
+        self.assertEqual(len(dests), 2, dests)
+
+        before = {f: os.stat(os.path.join(self.root(), f)).st_mtime_ns for f in on_share}
+        r2 = self.backup()
+        self.assertEqual(r2["files_copied"], 0)
+        self.assertEqual(r2["files_skipped"], 5)
+        self.assertEqual(r2["status"], "completed")
+        after = {f: os.stat(os.path.join(self.root(), f)).st_mtime_ns for f in on_share}
+        self.assertEqual(before, after)
+
+    def test_existing_file_is_never_overwritten(self):
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2022:02:02 12:00:00")
+        make_photo(f"{self.card}/DCIM/IMG_0002.JPG", self.dir, "2022:02:02 12:00:00")
+        day = os.path.join(self.root(), "2022/02/02")
+        self.server.makedirs(day)
+        with open(f"{day}/IMG_0001.JPG", "wb") as f:
+            f.write(b"someone else's photo")
+        with open(f"{self.card}/DCIM/IMG_0002.JPG", "rb") as s, \
+                open(f"{day}/IMG_0002.JPG", "wb") as d:
+            d.write(s.read())  # already there with the same content
+        r = self.backup()
+        self.assertEqual(r["files_failed"], 0)
+        self.assertEqual(r["files_copied"], 1)
+        self.assertEqual(r["files_skipped"], 1)
+        with open(f"{day}/IMG_0001.JPG", "rb") as f:
+            self.assertEqual(f.read(), b"someone else's photo")
+        self.assertEqual(md5(f"{day}/IMG_0001_1.JPG"), md5(f"{self.card}/DCIM/IMG_0001.JPG"))
+        self.assertEqual(sorted(os.listdir(day)),
+                         ["IMG_0001.JPG", "IMG_0001_1.JPG", "IMG_0002.JPG"])
+
+    def test_wrong_password_is_a_clear_error(self):
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2022:02:02 12:00:00")
+        self.env["UNRAID_PASSWORD"] = "wrong-" + smbd.PASSWORD
+        p = self.snapsync("backup", self.card, "--json", check=1)
+        r = json.loads(p.stdout)
+        self.assertEqual(r["files_failed"], 1)
+        self.assertIn("authentication failed", p.stderr)
+        self.assertNotIn("wrong-", p.stdout + p.stderr)
+        p = self.snapsync("test-connection", check=1)
+        self.assertRegex(p.stdout, r"^FAIL  smb smb://127\.0\.0\.1:\d+/photos/snap/\S+: SMB "
+                                   r"authentication failed for user 'snapsync-smbtest'")
+        self.assertNotIn("wrong-", p.stdout + p.stderr)
+        self.assertEqual(self.share_files(), [])
+
+    def test_missing_share(self):
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2022:02:02 12:00:00")
+        self.smb_config(share="nosuchshare")
+        p = self.snapsync("backup", self.card, "--json", check=1)
+        self.assertIn("SMB share 'nosuchshare' does not exist on '127.0.0.1'", p.stderr)
+        self.assert_no_secret(p)
+        p = self.snapsync("test-connection", check=1)
+        self.assertIn("does not exist", p.stdout)
+
+    def test_read_only_share(self):
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2022:02:02 12:00:00")
+        self.smb_config(share="readonly")
+        p = self.snapsync("backup", self.card, "--json", check=1)
+        self.assertEqual(json.loads(p.stdout)["files_failed"], 1)
+        self.assertIn("access denied for snapsync-smbtest", p.stderr)
+        self.assert_no_secret(p)
+        p = self.snapsync("test-connection", check=1)
+        self.assertTrue(p.stdout.startswith("FAIL  smb "), p.stdout)
+        self.assertIn("access denied", p.stdout)
+        self.assertEqual(self.server.files("readonly"), [])
+
+    def test_guest_share_without_credentials(self):
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2022:02:02 12:00:00")
+        del self.env["UNRAID_USERNAME"]
+        del self.env["UNRAID_PASSWORD"]
+        self.smb_config(share="guest")
+        r = self.backup()
+        self.assertEqual(r["files_copied"], 1)
+        self.assertEqual(md5(os.path.join(self.root("guest"), "2022/02/02/IMG_0001.JPG")),
+                         md5(f"{self.card}/DCIM/IMG_0001.JPG"))
+        p = self.snapsync("test-connection", check=0)
+        self.assertIn("writable as guest", p.stdout)
+        # a share that wants a user refuses guests, and says so
+        self.smb_config(share="photos")
+        p = self.snapsync("test-connection", check=1)
+        self.assertIn("access denied for guest", p.stdout)
+
+    def test_test_connection(self):
+        self.smb_config(local=True)
+        p = self.snapsync("test-connection", check=0)
+        lines = p.stdout.splitlines()
+        self.assertEqual(len(lines), 2, p.stdout)
+        self.assertRegex(lines[0], r"^OK    smb: smb://127\.0\.0\.1:\d+/photos/snap/\S+ writable "
+                                   r"as snapsync-smbtest, [\d.]+ GiB free$")
+        self.assertTrue(lines[1].startswith("OK    local: "), lines[1])
+        self.assert_no_secret(p)
+        # the probe file is gone again
+        self.assertEqual(self.share_temporaries(), [])
+        # nothing listens on this port: unreachable, and the local folder still passes
+        self.smb_config(local=True, port=smbd.free_port())
+        p = self.snapsync("test-connection", check=1)
+        lines = p.stdout.splitlines()
+        self.assertRegex(lines[0], r"^FAIL  smb smb://127\.0\.0\.1:\d+/photos/snap/\S+: SMB server "
+                                   r"'127\.0\.0\.1' port \d+ is unreachable: Connection refused$")
+        self.assertTrue(lines[1].startswith("OK    local: "), lines[1])
+
+    def run_in_background(self):
+        log = open(os.path.join(self.dir, "background.log"), "w")
+        p = subprocess.Popen([BIN, "--config", self.config, "backup", self.card],
+                             stdout=subprocess.DEVNULL, stderr=log, env=self.env, cwd=self.dir)
+        self.cleanups.append(lambda: (p.poll() is None and p.kill(), p.wait(), log.close()))
+        return p
+
+    def background_log(self):
+        with open(os.path.join(self.dir, "background.log")) as f:
+            text = f.read()
+        for mark in SANITIZER_MARKS:
+            self.assertNotIn(mark, text, text)
+        return text
+
+    def mid_transfer(self):
+        tmp = os.path.join(self.root(), ".snapsync-tmp")
+        try:
+            return any(os.path.getsize(os.path.join(tmp, n)) > (1 << 20)
+                       for n in os.listdir(tmp))
+        except OSError:
+            return False
+
+    def test_smbd_killed_mid_transfer_then_next_run_completes(self):
+        for i in range(8):
+            make_blob(f"{self.card}/DCIM/CLIP{i:02d}.MP4", 24 << 20)
+        p = self.run_in_background()
+        wait_for(self.mid_transfer, 120, "a copy in the middle of a file")
+        self.server.kill()
+        self.assertEqual(p.wait(timeout=120), 1)  # the files in flight and after failed
+        log = self.background_log()
+        self.assertIn("SMB server", log)
+        self.assertTrue(self.share_temporaries(), "the kill should leave a temporary behind")
+
+        self.server.start()
+        r = self.backup()
+        self.assertEqual(r["status"], "completed", r)
+        self.assertEqual(r["files_failed"], 0)
+        self.assertEqual(self.share_temporaries(), [])
+        copies = [f for f in self.share_files() if not f.startswith(".")]
+        self.assertEqual(len(copies), 8, copies)  # each file once, no _1
+        for c in copies:
+            self.assertEqual(md5(os.path.join(self.root(), c)),
+                             md5(f"{self.card}/DCIM/{os.path.basename(c)}"))
+
+    def test_server_restart_mid_run_reconnects(self):
+        for i in range(6):
+            make_blob(f"{self.card}/DCIM/CLIP{i:02d}.MP4", 16 << 20)
+        self.smb_config(backup="  concurrent_files: 2\n  max_retries: 5\n  retry_delay: 0.5\n")
+        p = self.run_in_background()
+        wait_for(self.mid_transfer, 120, "a copy in the middle of a file")
+        self.server.kill()
+        self.server.start()
+        self.assertEqual(p.wait(timeout=300), 0, self.background_log())
+        self.assertIn("will retry", self.background_log())
+        self.assertEqual(self.share_temporaries(), [])
+        copies = [f for f in self.share_files() if not f.startswith(".")]
+        self.assertEqual(len(copies), 6, copies)
+        for c in copies:
+            self.assertEqual(md5(os.path.join(self.root(), c)),
+                             md5(f"{self.card}/DCIM/{os.path.basename(c)}"))
+
+    def test_names_windows_forbids_are_mapped_reversibly(self):
+        names = ["a:b.JPG", "what?.JPG", "star*.JPG", 'q"uote.JPG', "pi|pe.JPG", "lt<gt>.JPG",
+                 "back\\slash.JPG", "new\nline.JPG", "percent%41.JPG", "hash#&amp;.JPG",
+                 "ünïcödé_写真.JPG", "x" * 251 + ".JPG"]
+        for n in names:
+            make_photo(f"{self.card}/DCIM/{n}", self.dir, "2020:05:06 07:08:09")
+        r = self.backup()
+        self.assertEqual(r["files_copied"], len(names), r)
+        day = os.path.join(self.root(), "2020/05/06")
+        stored = sorted(os.listdir(day))
+        self.assertEqual(stored, sorted(sfm_map(n) for n in names))
+        for s in stored:
+            self.assertEqual(md5(os.path.join(day, s)), md5(f"{self.card}/DCIM/{sfm_unmap(s)}"))
+
+        # the same over an encrypted connection (the share requires it)
+        self.smb_config(share="encrypted")
+        r = self.backup()
+        self.assertEqual(r["files_copied"], len(names), r)
+        day = os.path.join(self.root("encrypted"), "2020/05/06")
+        self.assertEqual(sorted(os.listdir(day)), stored)
+
+    def test_share_full_is_a_clear_error(self):
+        # the share's folder is a 6 MiB tmpfs: some files fit, the rest fail as "full"
+        folder = self.root()
+        self.server.makedirs(folder)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m,mode=0755", "tmpfs", folder],
+                       check=True)
+        self.cleanups.append(lambda: subprocess.run(["umount", "-l", folder]))
+        import pwd
+        pw = pwd.getpwnam(smbd.USER)
+        os.chown(folder, pw.pw_uid, pw.pw_gid)
+        for i, size in enumerate([1 << 20, 3 << 20, 4 << 20, 512 << 10]):
+            make_blob(f"{self.card}/DCIM/F{i}.MP4", size)
+        self.smb_config(backup="  concurrent_files: 1\n  max_retries: 0\n")
+        p = self.snapsync("backup", self.card, "--json", check=1)
+        r = json.loads(p.stdout)
+        self.assertGreaterEqual(r["files_failed"], 1)
+        self.assertGreaterEqual(r["files_copied"], 1)
+        self.assertEqual(r["status"], "partial")
+        self.assertRegex(p.stderr, r"SMB share smb://127\.0\.0\.1:\d+/photos/\S+ is full")
+        self.assertEqual(self.share_temporaries(), [])
+        for c in [f for f in self.share_files() if not f.startswith(".")]:
+            self.assertEqual(md5(os.path.join(folder, c)),
+                             md5(f"{self.card}/DCIM/{os.path.basename(c)}"))
+
+    def test_name_too_long_once_mapped_is_reported(self):
+        long_name = "x" * 250 + ":.JPG"  # 255 bytes on the card, 257 once ':' is mapped
+        make_photo(f"{self.card}/DCIM/{long_name}", self.dir, "2020:05:06 07:08:09")
+        make_photo(f"{self.card}/DCIM/OK.JPG", self.dir, "2020:05:06 07:08:09")
+        p = self.snapsync("backup", self.card, "--json", check=1)
+        r = json.loads(p.stdout)
+        self.assertEqual((r["files_copied"], r["files_failed"]), (1, 1))
+        self.assertIn("name too long for an SMB share", p.stderr)
+        self.assertEqual([f for f in self.share_files() if not f.startswith(".")],
+                         ["2020/05/06/OK.JPG"])
