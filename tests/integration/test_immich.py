@@ -1,0 +1,325 @@
+"""The Immich destination against tests/immich/server.py, which checks every request against the
+official OpenAPI spec. Every test runs against a 3.x and a 2.x server (ImmichV3Test,
+ImmichV2Test) and ends by asserting that the server saw no invalid request."""
+
+import hashlib
+import json
+import os
+import resource
+import sqlite3
+
+from harness import ImmichServer, SnapsyncTest, make_blob, make_photo, make_video, write_config
+
+KEY = "sk-SECRET-0123456789abcdef"
+
+
+def sha1(path):
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ImmichBase:
+    VERSION = "3.1.0"
+
+    def setUp(self):
+        super().setUp()
+        self.server = ImmichServer(self.dir, version=self.VERSION, api_key=KEY)
+        self.cleanups.append(self.server.stop)
+        self.env["IMMICH_API_KEY"] = KEY
+        self.configure()
+
+    def configure(self, immich="", backup=None, local=True, db=None, url=None, timeout=5):
+        extra = (f"immich:\n  enabled: true\n  url: {url or self.server.url}\n"
+                 f"  timeout: {timeout}\n{immich}")
+        write_config(self.config, self.dest, db or self.db, extra=extra, backup=backup)
+        if not local:
+            with open(self.config) as f:
+                text = f.read()
+            with open(self.config, "w") as f:
+                f.write(text.replace("unraid:\n  enabled: true", "unraid:\n  enabled: false"))
+
+    def snapsync(self, *args, **kw):
+        p = super().snapsync(*args, **kw)
+        self.assertNotIn(KEY, p.stdout)
+        self.assertNotIn(KEY, p.stderr)
+        return p
+
+    def tearDown(self):
+        try:
+            if getattr(self._outcome, "success", True) and self.server.proc.poll() is None:
+                errors = self.server.state()["errors"]
+                self.assertEqual(errors, [], "the Immich test server saw invalid requests")
+        finally:
+            super().tearDown()
+
+    def assert_immich_copies_failed(self):
+        """A destination refused at the start of a session: its copies are failed (the next run
+        does them); how the session counts that is the engine's business."""
+        con = sqlite3.connect(self.db)
+        states = [x[0] for x in con.execute(
+            "select state from copies where dest like 'immich:%'")]
+        con.close()
+        self.assertTrue(states and all(x == "failed" for x in states), states)
+
+    def uploads(self, state=None):
+        state = state or self.server.state()
+        return [r for r in state["requests"] if r["op"] == "uploadAsset"]
+
+    def assets_by_sha1(self):
+        return {a["sha1"]: a for a in self.server.state()["assets"]}
+
+    def make_card(self, card=None):
+        c = card or self.card
+        make_photo(f"{c}/DCIM/100CANON/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        make_photo(f"{c}/DCIM/100CANON/IMG_0002.JPG", self.dir, "2023:07:15 09:00:00")
+        with open(f"{c}/DCIM/100CANON/IMG_0002.xmp", "w") as f:
+            f.write('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>')
+        make_photo(f"{c}/DCIM/100CANON/NODATE.JPG", self.dir, None)
+        make_video(f"{c}/DCIM/100CANON/MVI_0003.MP4", self.dir)
+        return ["DCIM/100CANON/IMG_0001.JPG", "DCIM/100CANON/IMG_0002.JPG",
+                "DCIM/100CANON/NODATE.JPG", "DCIM/100CANON/MVI_0003.MP4"]
+
+    # ---- tests ----
+
+    def test_full_card_to_immich_and_local_then_rerun_uploads_nothing(self):
+        files = self.make_card()
+        r = self.backup()
+        self.assertEqual(r["status"], "completed", r)
+        self.assertEqual(r["files_copied"], 4)
+        st = self.server.state()
+        assets = {a["sha1"]: a for a in st["assets"]}
+        for rel in files:
+            a = assets[sha1(f"{self.card}/{rel}")]  # byte-identical: SHA-1, MD5 and size
+            self.assertEqual(a["size"], os.path.getsize(f"{self.card}/{rel}"))
+            self.assertEqual(a["originalFileName"], os.path.basename(rel))
+        ups = self.uploads(st)
+        self.assertEqual(len(ups), 4)
+        for u in ups:
+            self.assertEqual(u["headers"]["content-length"], str(
+                int(u["headers"]["content-length"])))  # a Content-Length, never chunked
+            self.assertTrue(u["has_api_key"])
+            self.assertNotIn("x-immich-checksum", u["headers"])  # hash unknown before the read
+            if self.VERSION.startswith("2."):
+                self.assertIn("deviceAssetId", u["fields"])
+                self.assertIn("deviceId", u["fields"])
+            else:
+                self.assertNotIn("deviceAssetId", u["fields"])
+                self.assertNotIn("deviceId", u["fields"])
+            if u["fields"]["filename"] == "MVI_0003.MP4":
+                self.assertEqual(u["fields"]["duration"],
+                                 "0" if self.VERSION.startswith("3.") else "0:00:00.000000")
+            if u["fields"]["filename"] == "IMG_0001.JPG":
+                self.assertTrue(u["fields"]["fileCreatedAt"].startswith("2023-07-14T18:30:05"))
+        # the sidecar went up with its photo
+        img2 = assets[sha1(f"{self.card}/DCIM/100CANON/IMG_0002.JPG")]
+        self.assertEqual(img2["sidecar"], sha1(f"{self.card}/DCIM/100CANON/IMG_0002.xmp"))
+        # every asset was verified by a GET, the default album mode is one album per day
+        gets = [q for q in st["requests"] if q["op"] == "getAssetInfo"]
+        self.assertEqual(len(gets), 4)
+        albums = {a["name"]: a["assets"] for a in st["albums"]}
+        self.assertIn("2023-07-14", albums)
+        self.assertEqual(sum(len(v) for v in albums.values()), 4)
+        # the local copies are there too
+        self.assertEqual(len([p for p in self.dest_files() if not p.startswith(".")]), 4)
+        con = sqlite3.connect(self.db)
+        remotes = [x[0] for x in con.execute(
+            "select remote from copies where dest like 'immich:%' and state = 'completed'")]
+        self.assertEqual(sorted(remotes), sorted(a["id"] for a in st["assets"]))
+
+        r2 = self.backup()
+        self.assertEqual(r2["files_copied"], 0)
+        self.assertEqual(r2["files_skipped"], 4)
+        self.assertEqual(len(self.uploads()), 4)
+
+    def test_duplicate_content_from_another_card_is_not_sent_again(self):
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05", b"same")
+        self.backup()
+        other = os.path.join(self.dir, "card2")
+        make_photo(f"{other}/DCIM/COPY.JPG", self.dir, "2023:07:14 18:30:05", b"same")
+        r = self.backup(other)
+        self.assertEqual(r["files_duplicate"], 1)
+        # The hash of a file read for the first time is known only at the end of its read, while
+        # its upload streams: a small file may already be sent, and Immich then answers
+        # duplicate. Nothing is stored twice either way.
+        ups = self.uploads()
+        self.assertEqual(ups[0]["result"], "created")
+        self.assertTrue(all(u.get("result") != "created" for u in ups[1:]), ups)
+        self.assertEqual(len(self.server.state()["assets"]), 1)
+        # a third card with that content: its hash is known now, nothing is read or sent
+        r = self.backup(other)
+        self.assertEqual(r["files_skipped"], 1)
+        self.assertEqual(len(self.uploads()), len(ups))
+
+    def test_known_hash_goes_through_bulk_check(self):
+        make_blob(f"{self.card}/DCIM/BIG.MP4", 3 << 20)
+        self.configure(backup="  max_retries: 0\n  retry_delay: 0.1\n")
+        # the first run hashes the file, then the upload fails after its body
+        self.server.faults({"op": "uploadAsset", "action": "status_after_body", "status": 500})
+        r = self.backup(check=1)
+        self.assertEqual(r["files_failed"], 1)
+        self.assertIn("HTTP 500", r["error"])
+        r = self.backup()
+        self.assertEqual(r["files_copied"], 1)
+        st = self.server.state()
+        checks = [q for q in st["requests"] if q["op"] == "checkBulkUpload"]
+        self.assertEqual(len(checks), 1)
+        self.assertEqual(checks[0]["fields"], {"n": 1})
+        last = self.uploads(st)[-1]
+        self.assertEqual(last["headers"]["x-immich-checksum"], sha1(f"{self.card}/DCIM/BIG.MP4"))
+        self.assertEqual(last["result"], "created")
+
+    def duplicate_before_body(self, dup_close):
+        """Immich has the content, SnapSync knows the hash but its bulk check fails: the upload
+        carries x-immich-checksum and the server answers duplicate without reading the body."""
+        make_blob(f"{self.card}/DCIM/BIG.MP4", 8 << 20)
+        other_db = os.path.join(self.dir, "other.db")
+        self.configure(db=other_db, local=False)
+        self.backup()  # Immich has it now, this database does not know
+        self.configure(backup="  max_retries: 0\n  retry_delay: 0.1\n")
+        self.server.faults({"op": "uploadAsset", "action": "status_after_body", "status": 503})
+        self.backup(check=1)  # hashed, not completed at Immich
+        self.server.configure(dup_close=dup_close)
+        self.server.faults({"op": "checkBulkUpload", "action": "status", "status": 500})
+        r = self.backup()
+        self.assertEqual(r["status"], "completed", r)
+        ups = self.uploads()
+        self.assertTrue(ups[-1].get("early_duplicate"), ups[-1])
+        self.assertEqual(len(self.server.state()["assets"]), 1)
+
+    def test_checksum_header_duplicate_answered_before_the_body(self):
+        self.duplicate_before_body(dup_close=False)
+
+    def test_connection_reset_after_duplicate_reply_is_a_duplicate(self):
+        self.duplicate_before_body(dup_close=True)
+
+    def test_verification_mismatch_fails_then_next_run_completes(self):
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        self.configure(backup="  max_retries: 0\n  retry_delay: 0.1\n")
+        self.server.faults({"op": "getAssetInfo", "action": "wrong_checksum"})
+        r = self.backup(check=1)
+        self.assertIn("checksum", r["error"])
+        r = self.backup()
+        self.assertEqual(r["status"], "completed")
+        self.assertEqual(len(self.server.state()["assets"]), 1)
+
+    def test_server_errors_and_429_are_retried(self):
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        self.configure(backup="  max_retries: 4\n  retry_delay: 0.1\n")
+        self.server.faults({"op": "uploadAsset", "action": "status", "status": 500},
+                           {"op": "uploadAsset", "action": "status", "status": 429,
+                            "retry_after": 1},
+                           {"op": "uploadAsset", "action": "malformed"},
+                           {"op": "uploadAsset", "action": "reset", "at": 1000})
+        p = self.snapsync("backup", self.card, "--json", check=0)
+        self.assertEqual(json.loads(p.stdout)["status"], "completed")
+        self.assertIn("HTTP 500", p.stderr)
+        self.assertIn("retry after 1 s", p.stderr)
+        self.assertIn("will retry", p.stderr)
+        self.assertEqual(len(self.server.state()["assets"]), 1)
+
+    def test_stalled_upload_times_out_and_is_retried(self):
+        make_blob(f"{self.card}/DCIM/BIG.MP4", 4 << 20)
+        self.configure(timeout=1, backup="  max_retries: 2\n  retry_delay: 0.1\n")
+        self.server.faults({"op": "uploadAsset", "action": "stall", "at": 1 << 20,
+                            "seconds": 3})
+        p = self.snapsync("backup", self.card, "--json", check=0)
+        self.assertEqual(json.loads(p.stdout)["status"], "completed")
+        self.assertIn("no progress for 1 s", p.stderr)
+
+    def test_wrong_key_and_missing_permission_are_clear(self):
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        self.env["IMMICH_API_KEY"] = "wrong-key"
+        p = self.snapsync("test-connection", check=1)
+        self.assertIn("FAIL  immich", p.stdout)
+        self.assertIn("API key was refused", p.stdout)
+        r = self.backup(check=None)
+        self.assertIn("API key was refused", r["error"])
+        self.assert_immich_copies_failed()
+        self.assertEqual(self.uploads(), [])
+        self.env["IMMICH_API_KEY"] = KEY
+        self.server.configure(permissions=["asset.upload", "album.read"])
+        p = self.snapsync("test-connection", check=1)
+        self.assertIn("lacks the permissions asset.read, album.create, albumAsset.create",
+                      p.stdout)
+        self.server.configure(permissions=["asset.upload", "asset.read"])
+        self.configure(immich="  album_mode: none\n")
+        p = self.snapsync("test-connection", check=0)
+        self.assertRegex(p.stdout, r"OK    immich: http://127\.0\.0\.1:\d+/api: Immich "
+                         + self.VERSION.replace(".", r"\.") + r", API key 'snapsync' may upload")
+        self.assertEqual(self.backup()["status"], "completed")
+
+    def test_forbidden_upload_is_not_retried(self):
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        self.configure(backup="  max_retries: 3\n  retry_delay: 0.1\n")
+        self.server.faults({"op": "uploadAsset", "action": "status", "status": 403,
+                            "message": "Missing required permission: asset.upload", "times": 5})
+        r = self.backup(check=1)
+        self.assertIn("HTTP 403 Missing required permission: asset.upload", r["error"])
+        self.assertEqual(len(self.uploads()), 1)
+
+    def test_old_server_is_refused(self):
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        self.server.configure(version="1.140.0")
+        p = self.snapsync("test-connection", check=1)
+        self.assertIn("Immich 1.140.0 is older than 2.0.0", p.stdout)
+        r = self.backup(check=None)
+        self.assertIn("older than 2.0.0", r["error"])
+        self.assert_immich_copies_failed()
+        # the local copy was still made
+        self.assertEqual(len([p for p in self.dest_files() if not p.startswith(".")]), 1)
+
+    def test_immich_down_does_not_block_local_and_next_run_completes(self):
+        self.make_card()
+        self.configure(url="http://127.0.0.1:1", backup="  max_retries: 0\n")
+        r = self.backup(check=None)
+        self.assertIn("cannot reach Immich", r["error"])
+        self.assert_immich_copies_failed()
+        self.assertEqual(len([p for p in self.dest_files() if not p.startswith(".")]), 4)
+        self.configure()
+        r = self.backup()
+        self.assertEqual(r["status"], "completed")
+        self.assertEqual(len(self.server.state()["assets"]), 4)
+
+    def test_fixed_and_session_albums(self):
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        self.configure(immich="  album_mode: fixed\n  album: Holidays 2023\n")
+        self.backup()
+        make_photo(f"{self.card}/DCIM/IMG_0002.JPG", self.dir, "2023:07:15 18:30:05")
+        self.backup()
+        albums = self.server.state()["albums"]
+        self.assertEqual([(a["name"], len(a["assets"])) for a in albums],
+                         [("Holidays 2023", 2)])  # found again, not created twice
+        make_photo(f"{self.card}/DCIM/IMG_0003.JPG", self.dir, "2023:07:16 18:30:05")
+        self.configure(immich="  album_mode: session\n")
+        self.backup()
+        names = [a["name"] for a in self.server.state()["albums"]]
+        self.assertEqual(len(names), 2)
+        self.assertTrue(names[1].startswith("SnapSync card "), names)
+
+    def test_streams_a_large_file_with_bounded_memory(self):
+        path = f"{self.card}/DCIM/LONG.MP4"
+        os.makedirs(os.path.dirname(path))
+        with open(path, "wb") as f:  # sparse: 512 MiB, cheap to make and to read
+            f.write(b"\0\0\0\x18ftypmp42")
+            f.truncate(512 << 20)
+        self.configure(local=False)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        r = self.backup()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        self.assertEqual(r["files_copied"], 1)
+        a = self.server.state()["assets"][0]
+        self.assertEqual(a["size"], 512 << 20)
+        self.assertEqual(a["sha1"], sha1(path))
+        if after > before:  # this run raised the children's peak: it must stay far below the file
+            self.assertLess(after * 1024, 128 << 20, f"peak RSS {after} KiB")
+
+
+class ImmichV3Test(ImmichBase, SnapsyncTest):
+    VERSION = "3.1.0"
+
+
+class ImmichV2Test(ImmichBase, SnapsyncTest):
+    VERSION = "2.7.0"
