@@ -1,0 +1,476 @@
+"""`snapsync start` with real kernel devices: ext4 card images with a partition table on loop
+devices, attached and detached while the service runs. Needs root (CI runs as root); fails
+without it rather than skipping.
+
+This kernel parses no partition table itself (no MSDOS/EFI partition support), so after
+`losetup -P` the partitions are added with `partx -a` (BLKPG), which sends the same `add` uevent a
+card reader's partition does. Every wait reads the service's log or the database with a deadline.
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import tempfile
+import time
+
+from harness import SANITIZER_MARKS, BIN, SnapsyncTest, make_blob, make_photo, md5, tool, \
+    wait_for, write_config
+
+MOUNT_FLAGS = {"ro", "nosuid", "nodev", "noexec"}
+
+
+def require_root(test):
+    if os.geteuid() != 0:
+        test.fail("this test needs root (loop devices, mount); CI runs as root")
+
+
+def mounts():
+    """{target: (source, options)} from /proc/self/mounts."""
+    out = {}
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            src, target, _fs, opts = line.split()[:4]
+            out[target.replace("\\040", " ")] = (src, set(opts.split(",")))
+    return out
+
+
+class ServiceTest(SnapsyncTest):
+    def setUp(self):
+        super().setUp()
+        require_root(self)
+        self.cards = os.path.join(self.dir, "cards")
+        self.media = os.path.join(self.dir, "media")
+        os.makedirs(self.media)
+        self.log_path = os.path.join(self.dir, "service.log")
+        self.proc = None
+        self.loops = []
+        # order of cleanups (reversed): stop the service, unmount, detach
+        self.cleanups.append(self.detach_all)
+        self.cleanups.append(self.unmount_all)
+        self.cleanups.append(self.kill_service)
+
+    # ---- cards ----
+
+    def make_card(self, name, files, label=None, partitioned=True):
+        """A card image: GPT with one partition holding ext4 (mkfs.ext4 -d) with files
+        {relative path: size in bytes, or 'photo'}. Returns (image path, staging folder)."""
+        staging = os.path.join(self.dir, f"{name}.staging")
+        for rel, size in files.items():
+            if size == "photo":
+                make_photo(os.path.join(staging, rel), self.dir, "2024:08:09 10:11:12")
+            else:
+                make_blob(os.path.join(staging, rel), size)
+        total = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(staging)
+                    for f in fs)
+        fs_mb = total * 12 // 10 // (1 << 20) + 16
+        img = os.path.join(self.dir, f"{name}.img")
+        fs_img = img + ".fs" if partitioned else img
+        with open(fs_img, "wb") as f:
+            f.truncate(fs_mb << 20)
+        subprocess.run([tool("mkfs.ext4"), "-q", "-L", label or name, "-d", staging, fs_img],
+                       check=True)
+        if partitioned:
+            with open(img, "wb") as f:
+                f.truncate((fs_mb + 2) << 20)
+            subprocess.run([tool("sfdisk"), "-q", img], input=b"label: gpt\nstart=2048, type=L\n",
+                           check=True, stdout=subprocess.DEVNULL)
+            with open(fs_img, "rb") as src, open(img, "r+b") as dst:
+                dst.seek(1 << 20)
+                while True:
+                    block = src.read(1 << 20)
+                    if not block:
+                        break
+                    dst.write(block)
+            os.unlink(fs_img)
+        return img, staging
+
+    def reserve(self, n=1):
+        """Claims n loop devices with a blank placeholder each and returns their names. The
+        service accepts only these (sd_card.devices), so another test run on the same machine
+        attaching loop devices at the same time cannot disturb this one."""
+        placeholder = os.path.join(self.dir, "placeholder.img")
+        with open(placeholder, "wb") as f:
+            f.truncate(1 << 20)
+        for _ in range(n):
+            dev = subprocess.run([tool("losetup"), "-f", "--show", placeholder], check=True,
+                                 capture_output=True, text=True).stdout.strip()
+            self.loops.append(dev)
+        return [os.path.basename(d) for d in self.loops[-n:]]
+
+    def attach(self, img, dev):
+        """Inserts the card: the placeholder goes, the image comes (losetup -P), then partx -a
+        where the kernel did not add the partitions. Returns the device of the filesystem."""
+        dev = "/dev/" + dev
+        subprocess.run([tool("losetup"), "-d", dev], stderr=subprocess.DEVNULL)
+        wait_for(lambda: not os.path.exists(f"/sys/block/{os.path.basename(dev)}/loop"), 30,
+                 f"{dev} to be free")
+        subprocess.run([tool("losetup"), "-P", dev, img], check=True)
+        with open(img, "rb") as f:
+            f.seek(512)
+            partitioned = f.read(8) == b"EFI PART"
+        if not partitioned:
+            return dev
+        if not os.path.exists(dev + "p1"):
+            subprocess.run([tool("partx"), "-a", dev], check=True)
+        wait_for(lambda: os.path.exists(dev + "p1"), 10, f"{dev}p1")
+        return dev + "p1"
+
+    def detach(self, dev):
+        disk = re.sub(r"p\d+$", "", dev)
+        subprocess.run([tool("losetup"), "-d", disk], stderr=subprocess.DEVNULL)
+
+    def detach_all(self):
+        for dev in self.loops:
+            subprocess.run(["losetup", "-d", dev], stderr=subprocess.DEVNULL)
+
+    def unmount_all(self):
+        for target in sorted(mounts(), reverse=True):
+            if target.startswith(self.dir + "/"):
+                subprocess.run(["umount", "-l", target], stderr=subprocess.DEVNULL)
+
+    # ---- the service ----
+
+    def service_config(self, devices=None, ignore=(), unmount=True, backup=None):
+        if devices is None:
+            devices = [p for d in self.loops for p in (os.path.basename(d), os.path.basename(d) + "p*")]
+        quoted = lambda xs: "[" + ", ".join(f'"{x}"' for x in xs) + "]"
+        write_config(self.config, self.dest, self.db, backup=backup,
+                     extra=f"""sd_card:
+  auto_detect: true
+  devices: {quoted(devices)}
+  ignore_devices: {quoted(ignore)}
+  mount_base: {self.cards}
+  mount_points: [{self.media}]
+  unmount_when_done: {"true" if unmount else "false"}
+  poll_interval: 1
+""")
+
+    def start(self, watchdog_usec=None):
+        # AF_UNIX paths are short: not under the test folder
+        notify_dir = tempfile.mkdtemp(prefix="snapsync-notify.")
+        self.cleanups.append(lambda: shutil.rmtree(notify_dir, ignore_errors=True))
+        self.notify_path = os.path.join(notify_dir, "notify")
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(self.notify_path)
+        self.notify.settimeout(30)
+        env = dict(self.env, NOTIFY_SOCKET=self.notify_path)
+        if watchdog_usec:
+            env["WATCHDOG_USEC"] = str(watchdog_usec)
+        self.log_file = open(self.log_path, "w")
+        self.proc = subprocess.Popen([BIN, "--config", self.config, "start"], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=self.log_file,
+                                     cwd=self.dir)
+        self.wait_notify("READY=1")
+
+    def wait_notify(self, what, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = self.notify.recv(4096).decode()
+            if what in msg.split("\n"):
+                return
+        self.fail(f"no {what} from the service\n{self.log()}")
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def wait_log(self, pattern, count=1, timeout=60):
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log()
+            if len(rx.findall(text)) >= count:
+                return text
+            if self.proc.poll() is not None:
+                self.fail(f"service exited {self.proc.returncode} waiting for {pattern!r}:\n{text}")
+            time.sleep(0.01)
+        self.fail(f"timed out waiting for {pattern!r} in the service log:\n{self.log()}")
+
+    def stop(self, sig=signal.SIGTERM, timeout=120):
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout=timeout)
+        text = self.log()
+        for mark in SANITIZER_MARKS:
+            self.assertNotIn(mark, text, f"sanitizer report:\n{text}")
+        self.assertEqual(rc, 0, text)
+        self.proc = None
+        return text
+
+    def kill_service(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if getattr(self, "log_file", None):
+            self.log_file.close()
+        if getattr(self, "notify", None):
+            self.notify.close()
+
+    # ---- the database ----
+
+    def sessions(self):
+        if not os.path.exists(self.db):
+            return []
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
+        try:
+            con.row_factory = sqlite3.Row
+            return [dict(r) for r in con.execute(
+                "SELECT s.*, c.label FROM sessions s LEFT JOIN cards c ON c.id = s.card_id "
+                "ORDER BY s.id")]
+        finally:
+            con.close()
+
+    def assert_backed_up(self, staging):
+        """Every file of the staging folder is at the destination exactly once, identical."""
+        copies = {}
+        for rel in self.dest_files():
+            if not rel.startswith("."):
+                copies.setdefault(os.path.basename(rel), []).append(rel)
+        for root, _, files in os.walk(staging):
+            for f in files:
+                self.assertEqual(len(copies.get(f, [])), 1, f"{f}: {copies.get(f)}")
+                self.assertEqual(md5(os.path.join(self.dest, copies[f][0])),
+                                 md5(os.path.join(root, f)), f)
+        self.assertEqual(self.temporaries(), [])
+
+    def our_mounts(self):
+        return {t: v for t, v in mounts().items() if t.startswith(self.cards + "/")}
+
+    # ---- tests ----
+
+    def test_inserted_card_is_mounted_read_only_backed_up_and_unmounted(self):
+        img, staging = self.make_card("EOS_DIGITAL", {
+            "DCIM/100CANON/IMG_0001.JPG": "photo",
+            "DCIM/100CANON/IMG_0002.JPG": "photo",
+            "DCIM/100CANON/MVI_0003.MP4": 3 << 20,
+            "MISC/notes.txt": 100,
+        })
+        [loop] = self.reserve()
+        self.service_config()
+        self.start()
+        t0 = time.monotonic()
+        dev = self.attach(img, loop)
+        text = self.wait_log(r"session \d+ completed.*safe to remove")
+        elapsed = time.monotonic() - t0
+        self.assertIn(f"card 'EOS_DIGITAL' ({dev}, ext4", text)
+        self.assertIn("mounted read-only", text)
+        self.assertEqual(self.our_mounts(), {})  # unmounted, folder removed
+        self.assertEqual(os.listdir(self.cards), [])
+        [s] = self.sessions()
+        self.assertEqual(s["status"], "completed")
+        self.assertEqual(s["safe_to_remove"], 1)
+        self.assertEqual(s["files_copied"], 3)
+        self.assertEqual(s["label"], "EOS_DIGITAL")
+        self.assertTrue(os.path.exists(f"{self.dest}/2024/08/09/IMG_0001.JPG"))
+        self.assertFalse(any(p.endswith("notes.txt") for p in self.dest_files()))
+        self.assertLess(elapsed, 60)
+        # the card stays in the reader: the periodic rescan must not back it up again
+        self.detach(dev)
+        self.wait_log(r"EOS_DIGITAL.*removed")
+        self.stop()
+        self.assertEqual(len(self.sessions()), 1)
+
+    def test_card_present_at_start_stays_mounted_read_only_when_asked(self):
+        img, staging = self.make_card("PRESENT", {"DCIM/A.JPG": "photo", "DCIM/B.MP4": 1 << 20})
+        [loop] = self.reserve()
+        self.attach(img, loop)
+        self.service_config(unmount=False)
+        self.start()
+        self.wait_log(r"session \d+ completed")
+        [(target, (src, opts))] = self.our_mounts().items()
+        self.assertEqual(os.path.basename(target), "PRESENT")
+        self.assertTrue(MOUNT_FLAGS <= opts, opts)
+        [s] = self.sessions()
+        self.assertEqual(s["status"], "completed")
+        self.assertEqual(s["safe_to_remove"], 0)
+        self.assert_backed_up(staging)
+        text = self.stop()
+        self.assertIn(f"unmounted '{target}'", text)
+        self.assertEqual(self.our_mounts(), {})
+
+    def test_card_mounted_by_someone_else_under_a_watched_folder(self):
+        img, staging = self.make_card("OTHER", {"DCIM/C.JPG": "photo"})
+        [loop] = self.reserve()
+        self.service_config(devices=())  # loop devices are not cards: only the mount counts
+        self.start()
+        dev = self.attach(img, loop)
+        target = os.path.join(self.media, "OTHER")
+        os.makedirs(target)
+        subprocess.run(["mount", "-o", "ro", dev, target], check=True)
+        self.wait_log(r"session \d+ completed")
+        [s] = self.sessions()
+        self.assertEqual(s["status"], "completed")
+        self.assertEqual(s["safe_to_remove"], 0)
+        self.assertEqual(s["source"], target)
+        self.assertIn(target, mounts())  # not ours: left mounted
+        self.assertEqual(self.our_mounts(), {})
+        self.assert_backed_up(staging)
+        self.stop()
+        self.assertIn(target, mounts())
+
+    def test_card_pulled_during_backup_is_interrupted_then_resumes(self):
+        files = {f"DCIM/BIG{i}.MP4": 48 << 20 for i in range(4)}
+        img, staging = self.make_card("PULLED", files)
+        [loop] = self.reserve()
+        self.service_config(backup="  concurrent_files: 1\n  max_retries: 0\n")
+        self.start()
+        dev = self.attach(img, loop)
+        self.wait_log(r"4 files .* to back up")
+        [target] = self.our_mounts()
+        # the card goes away: its filesystem vanishes, then the device
+        subprocess.run(["umount", "-l", target], check=True)
+        self.detach(dev)
+        self.wait_log(r"session \d+ interrupted")
+        [s] = self.sessions()
+        self.assertEqual(s["status"], "interrupted")
+        self.assertLess(s["files_copied"], 4)
+        self.assertEqual(self.temporaries(), [])
+        # whatever is at a final name is complete
+        for rel in self.dest_files():
+            if not rel.startswith("."):
+                self.assertEqual(md5(os.path.join(self.dest, rel)),
+                                 md5(os.path.join(staging, "DCIM", os.path.basename(rel))))
+        # it comes back: the backup finishes, nothing lost or doubled
+        wait_for(lambda: not os.path.exists(dev), 30, f"{dev} to go away")
+        self.attach(img, loop)
+        self.wait_log(r"session \d+ completed.*safe to remove")
+        sessions = self.sessions()
+        self.assertEqual([x["status"] for x in sessions], ["interrupted", "completed"])
+        self.assertEqual(sessions[0]["files_copied"] + sessions[1]["files_copied"]
+                         + sessions[1]["files_duplicate"], 4)
+        self.assert_backed_up(staging)
+        self.stop()
+
+    def test_two_cards_at_once(self):
+        img1, st1 = self.make_card("CARD_A", {f"DCIM/A{i}.MP4": 4 << 20 for i in range(3)})
+        img2, st2 = self.make_card("CARD_B", {f"DCIM/B{i}.MP4": 4 << 20 for i in range(3)})
+        loops = self.reserve(2)
+        self.service_config()
+        self.start()
+        self.attach(img1, loops[0])
+        self.attach(img2, loops[1])
+        self.wait_log(r"session \d+ completed.*safe to remove", count=2)
+        sessions = self.sessions()
+        self.assertEqual(sorted(s["label"] for s in sessions), ["CARD_A", "CARD_B"])
+        for s in sessions:
+            self.assertEqual(s["status"], "completed")
+            self.assertEqual(s["safe_to_remove"], 1)
+            self.assertIsNone(s["error"])
+        self.assert_backed_up(st1)
+        self.assert_backed_up(st2)
+        self.stop()
+
+    def test_sigterm_during_backup_stops_gracefully(self):
+        img, staging = self.make_card("STOPPED", {f"DCIM/S{i}.MP4": 48 << 20 for i in range(4)})
+        [loop] = self.reserve()
+        self.service_config()
+        self.start(watchdog_usec=200000)
+        self.wait_notify("WATCHDOG=1")
+        self.attach(img, loop)
+        self.wait_log(r"4 files .* to back up")
+        text = self.stop(signal.SIGTERM)
+        self.assertIn("stopping", text)
+        [s] = self.sessions()
+        self.assertEqual(s["status"], "interrupted")
+        self.assertEqual(self.temporaries(), [])
+        self.assertEqual(self.our_mounts(), {})
+        # a later start resumes and completes
+        self.notify.close()
+        os.unlink(self.notify_path)
+        self.log_file.close()
+        self.start()
+        self.wait_log(r"session \d+ completed.*safe to remove")
+        self.assert_backed_up(staging)
+        self.stop()
+
+    def test_ignored_devices_and_sighup_reload(self):
+        img, staging = self.make_card("LATER", {"DCIM/L.JPG": "photo"})
+        blank = os.path.join(self.dir, "blank.img")
+        with open(blank, "wb") as f:
+            f.truncate(8 << 20)
+        loops = self.reserve(2)
+        self.service_config(ignore=("loop*",))
+        self.start()
+        card_dev = self.attach(img, loops[0])
+        # ignored; the rescan after the reload finds it
+        self.assertEqual(self.sessions(), [])
+        self.service_config()
+        self.proc.send_signal(signal.SIGHUP)
+        self.wait_log("configuration reloaded")
+        self.wait_log(r"session \d+ completed.*safe to remove")
+        self.assertNotIn(f"({card_dev}", self.log().split("configuration reloaded")[0])
+        # a device without a filesystem is not a card
+        blank_dev = self.attach(blank, loops[1])
+        self.wait_log(re.escape(f"'{blank_dev}': no filesystem"))
+        [s] = self.sessions()
+        self.assertEqual(s["label"], "LATER")
+        self.assert_backed_up(staging)
+        # a broken configuration is refused and the service keeps running
+        with open(self.config, "a") as f:
+            f.write("bogus: [\n")
+        self.proc.send_signal(signal.SIGHUP)
+        self.wait_log("keeping the running one")
+        self.stop()
+
+
+class PackagingTest(SnapsyncTest):
+    def test_install_sh_is_idempotent_and_uninstall_keeps_data(self):
+        top = os.environ.get("SNAPSYNC_SOURCE_DIR", "../..")
+        root = os.path.join(self.dir, "root")
+        env = dict(self.env, SNAPSYNC_ROOT=root,
+                   SNAPSYNC_BUILD_DIR=os.path.join(os.path.dirname(self.dir), "install-build"))
+        run = lambda *a: subprocess.run(["sh", os.path.join(top, "install.sh"), *a], env=env,
+                                        capture_output=True, text=True, timeout=600)
+        p = run()
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("systemd is not running", p.stdout)
+        etc = os.path.join(root, "etc/snapsync")
+        binary = os.path.join(root, "usr/local/bin/snapsync")
+        self.assertTrue(os.access(binary, os.X_OK))
+        self.assertEqual(os.stat(f"{etc}/.env").st_mode & 0o777, 0o600)
+        with open(f"{etc}/config.yaml") as f:
+            config = f.read()
+        self.assertIn("database_path: /var/lib/snapsync/snapsync.db", config)
+        self.assertIn("mount_point: /var/lib/snapsync/backup", config)
+        self.assertTrue(os.path.exists(os.path.join(root, "etc/systemd/system/snapsync.service")))
+        # the installed configuration is valid
+        self.snapsync("--config", f"{etc}/config.yaml", "config", config=False, check=0)
+        # a second run keeps what the user changed
+        with open(f"{etc}/config.yaml", "a") as f:
+            f.write("# mine\n")
+        with open(f"{etc}/.env", "w") as f:
+            f.write("IMMICH_API_KEY=secret\n")
+        p = run()
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("kept the existing", p.stdout)
+        with open(f"{etc}/config.yaml") as f:
+            self.assertTrue(f.read().endswith("# mine\n"))
+        with open(f"{etc}/.env") as f:
+            self.assertEqual(f.read(), "IMMICH_API_KEY=secret\n")
+        p = run("--uninstall")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertFalse(os.path.exists(binary))
+        self.assertFalse(os.path.exists(os.path.join(root, "etc/systemd/system/snapsync.service")))
+        self.assertTrue(os.path.exists(f"{etc}/config.yaml"))
+        self.assertTrue(os.path.isdir(os.path.join(root, "var/lib/snapsync")))
+
+
+    def test_systemd_unit_verifies(self):
+        src = os.path.join(os.environ.get("SNAPSYNC_SOURCE_DIR", "../.."), "packaging",
+                           "snapsync.service")
+        with open(src) as f:
+            unit = f.read()
+        self.assertIn("Type=notify", unit)
+        self.assertIn("WatchdogSec=", unit)
+        # verify needs the binary it names: point it at the one under test
+        unit = unit.replace("/usr/local/bin/snapsync", os.path.abspath(BIN))
+        path = os.path.join(self.dir, "snapsync.service")
+        with open(path, "w") as f:
+            f.write(unit)
+        p = subprocess.run([tool("systemd-analyze"), "verify", path], capture_output=True,
+                           text=True)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertNotIn("snapsync.service:", p.stderr, p.stderr)
