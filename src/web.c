@@ -1,0 +1,1433 @@
+/*
+ * The web dashboard: libmicrohttpd serving the page (compiled in from web/ by
+ * cmake/embed_assets.cmake), a JSON API and server-sent events. docs/api.md is the contract.
+ *
+ * Inside: libmicrohttpd runs one thread per connection, so a handler may block on the database
+ * and an event stream may wait on a condition variable. Three kinds of state:
+ *   - the status document (what /api/status returns and /api/events pushes) is built by one
+ *     sampler thread once a second from its own read-only database connection, plus the live
+ *     states the service hands in; requests only copy the cached text, so a slow disk never
+ *     stalls the page and many viewers cost one query set;
+ *   - the health document is built by a health thread that probes each destination and the
+ *     broker every WEB_HEALTH_INTERVAL_S; /api/health returns the last result at once;
+ *   - other reads (sessions, files, stats) run in the request's thread on a read-only
+ *     connection opened for the request; actions open a read-write one for their transaction.
+ * Everything the server answers carries nosniff, a strict Content-Security-Policy and an exact
+ * Content-Type. Requests are bounded by libmicrohttpd (header memory, idle time, connections)
+ * and by the handler (bodies, ids, query numbers); anything unexpected is a 4xx.
+ */
+#include "web.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+#include <microhttpd.h>
+
+#include "db.h"
+#include "dest.h"
+#include "log.h"
+#include "web_assets.h"
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+#define WEB_BODY_MAX 1024             /* action bodies are empty or a tiny JSON object */
+#define WEB_HEADER_MEMORY (32 * 1024) /* per connection: request line + headers */
+#define WEB_PER_IP_MAX 32             /* connections from one address */
+#define WEB_STACK_SIZE (512 * 1024)
+#define WEB_ACTIVE_MAX 8      /* running sessions shown */
+#define WEB_HISTORY 60        /* throughput chart points per session, one a second */
+#define WEB_RATE_WINDOW_S 5.0 /* the rate from the database: bytes done over this window */
+#define WEB_KEEPALIVE_S 15    /* an event stream with nothing new sends a comment */
+#define WEB_LIST_DEFAULT 20
+#define WEB_LIST_MAX 1000
+#define WEB_FILES_PAGE 100
+
+#define CSP                                                                                        \
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "              \
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+struct asset {
+    const char *path;
+    const char *type;
+    const unsigned char *data;
+    const size_t *len;
+};
+
+/* The only files served: a fixed table, so no request names anything on disk. */
+static const struct asset assets[] = {
+    {"/", "text/html; charset=utf-8", web_asset_index_html, &web_asset_index_html_len},
+    {"/index.html", "text/html; charset=utf-8", web_asset_index_html, &web_asset_index_html_len},
+    {"/app.js", "text/javascript; charset=utf-8", web_asset_app_js, &web_asset_app_js_len},
+    {"/style.css", "text/css; charset=utf-8", web_asset_style_css, &web_asset_style_css_len},
+    {"/favicon.svg", "image/svg+xml", web_asset_favicon_svg, &web_asset_favicon_svg_len},
+};
+
+/* One running session as the sampler follows it: samples for the rate, points for the chart. */
+struct track {
+    int64_t session_id;
+    bool seen; /* in the last sample */
+    double sample_t[16];
+    int64_t sample_bytes[16];
+    size_t n_samples;
+    double chart_t[WEB_HISTORY];
+    double chart_bps[WEB_HISTORY];
+    size_t n_chart;
+};
+
+struct live {
+    double at; /* monotonic seconds; 0: unused */
+    struct mqtt_state s;
+};
+
+struct web {
+    const struct config *cfg;
+    struct web_actions actions;
+    bool has_actions;
+    int port;
+    struct sockaddr_storage addr;
+    char shown_addr[64];
+    char *token; /* "" none */
+    struct MHD_Daemon *daemon;
+
+    pthread_mutex_t lock; /* everything below */
+    pthread_cond_t changed;
+    bool stopping;
+    bool threads_started;
+    char *status_json; /* the current status document */
+    uint64_t status_version;
+    char *health_json;
+    int streams;
+    struct live live[WEB_ACTIVE_MAX];
+    struct track tracks[WEB_ACTIVE_MAX];
+    double last_live_push;
+    bool wake_sampler;
+
+    pthread_t sampler;
+    pthread_t health;
+};
+
+/* Per request, kept by libmicrohttpd between the calls of one request. */
+struct request {
+    char body[WEB_BODY_MAX + 1];
+    size_t len;
+    bool too_big;
+};
+
+/* Per /api/events stream. */
+struct stream {
+    struct web *w;
+    uint64_t version; /* of the last state sent */
+    double last_sent;
+    char *pending; /* text not yet handed to libmicrohttpd */
+    size_t len, off;
+};
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- responses ---- */
+
+static enum MHD_Result send_response(struct MHD_Connection *conn, unsigned status,
+                                     struct MHD_Response *resp, const char *type)
+{
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, "Content-Security-Policy", CSP);
+    MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+    MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(resp, "Cross-Origin-Resource-Policy", "same-origin");
+    MHD_add_response_header(resp, "Cross-Origin-Opener-Policy", "same-origin");
+    if (!MHD_get_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    enum MHD_Result r = MHD_queue_response(conn, status, resp);
+    MHD_destroy_response(resp);
+    return r;
+}
+
+/* Sends text (copied). */
+static enum MHD_Result send_text(struct MHD_Connection *conn, unsigned status, const char *type,
+                                 const char *text, size_t len)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)text, MHD_RESPMEM_MUST_COPY);
+    return send_response(conn, status, resp, type);
+}
+
+/* Sends a JSON document and drops the reference. */
+static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, json_object *o)
+{
+    if (!o)
+        return MHD_NO;
+    size_t len = 0;
+    const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+    enum MHD_Result r = send_text(conn, status, "application/json", s, len);
+    json_object_put(o);
+    return r;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *conn, unsigned status, const char *fmt,
+                                  ...) __attribute__((format(printf, 3, 4)));
+
+static enum MHD_Result send_error(struct MHD_Connection *conn, unsigned status, const char *fmt,
+                                  ...)
+{
+    char msg[ERROR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "error", json_object_new_string(msg));
+    return send_json(conn, status, o);
+}
+
+static enum MHD_Result send_method_not_allowed(struct MHD_Connection *conn, const char *allow)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "error", json_object_new_string("method not allowed"));
+    size_t len = 0;
+    const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)s, MHD_RESPMEM_MUST_COPY);
+    if (resp)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    enum MHD_Result r = send_response(conn, MHD_HTTP_METHOD_NOT_ALLOWED, resp, "application/json");
+    json_object_put(o);
+    return r;
+}
+
+/* A database error as the API shows it: what was asked for does not exist, or 500/503. */
+static enum MHD_Result send_db_error(struct MHD_Connection *conn, int r, const struct error *err)
+{
+    if (r == -ENOENT)
+        return send_error(conn, MHD_HTTP_NOT_FOUND, "%s", err->msg[0] ? err->msg : "not found");
+    if (r == -EBUSY)
+        return send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "%s", err->msg);
+    return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "%s", err->msg);
+}
+
+/* ---- the database ---- */
+
+/* A read-only connection for one request. Not pooled: a connection kept open was seen to go on
+ * reading an old snapshot after other connections of the same process closed the database, and
+ * opening one costs well under a millisecond. */
+static int pool_take(struct web *w, struct db **ret, struct error *err)
+{
+    struct db *db = NULL;
+    int r = db_open(w->cfg->service.database_path, DB_READ_ONLY, &db, err);
+    if (r == -ENOENT)
+        error_set(err, -ENOENT, "no backup has run yet (no database)");
+    if (r < 0)
+        return r;
+    *ret = db;
+    return 0;
+}
+
+static void pool_give(struct web *w, struct db *db, bool ok)
+{
+    (void)w;
+    (void)ok;
+    db_close(db);
+}
+
+/* ---- JSON of database rows ---- */
+
+static json_object *json_str_or_null(const char *s)
+{
+    return s && s[0] ? json_object_new_string(s) : NULL;
+}
+
+static bool session_running(const struct db_session *s)
+{
+    if (s->status != DB_SESSION_SCANNING && s->status != DB_SESSION_BACKING_UP)
+        return false;
+    /* a process that died mid-session left its row running; the next backup marks it */
+    if (s->pid <= 0 || s->pid > INT32_MAX)
+        return false;
+    return kill((pid_t)s->pid, 0) == 0 || errno != ESRCH;
+}
+
+static json_object *session_json(const struct db_session *s)
+{
+    bool running = session_running(s);
+    bool stale =
+        !running && (s->status == DB_SESSION_SCANNING || s->status == DB_SESSION_BACKING_UP);
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "id", json_object_new_int64(s->id));
+    json_object_object_add(
+        o, "status",
+        json_object_new_string(stale ? "interrupted" : db_session_status_to_string(s->status)));
+    json_object_object_add(o, "running", json_object_new_boolean(running));
+    json_object_object_add(o, "card_uuid", json_object_new_string(s->card_uuid));
+    json_object_object_add(o, "card_label", json_object_new_string(s->card_label));
+    json_object_object_add(o, "source", json_object_new_string(s->source));
+    json_object_object_add(o, "started_at", json_object_new_int64(s->started_at));
+    json_object_object_add(o, "ended_at", s->ended_at ? json_object_new_int64(s->ended_at) : NULL);
+    json_object_object_add(o, "files_total", json_object_new_int64(s->totals.files_total));
+    json_object_object_add(o, "bytes_total", json_object_new_int64(s->totals.bytes_total));
+    json_object_object_add(o, "files_copied", json_object_new_int64(s->totals.files_copied));
+    json_object_object_add(o, "files_skipped", json_object_new_int64(s->totals.files_skipped));
+    json_object_object_add(o, "files_duplicate", json_object_new_int64(s->totals.files_duplicate));
+    json_object_object_add(o, "files_failed", json_object_new_int64(s->totals.files_failed));
+    json_object_object_add(o, "bytes_copied", json_object_new_int64(s->totals.bytes_copied));
+    json_object_object_add(o, "safe_to_remove", json_object_new_boolean(s->safe_to_remove));
+    json_object_object_add(o, "error",
+                           stale ? json_object_new_string("the process running it stopped")
+                                 : json_str_or_null(s->error));
+    return o;
+}
+
+static json_object *file_json(const struct db_file *f)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "id", json_object_new_int64(f->id));
+    json_object_object_add(o, "path", json_object_new_string(f->rel_path));
+    json_object_object_add(o, "size", json_object_new_int64(f->size));
+    json_object_object_add(o, "kind", json_object_new_string(f->kind[0] ? f->kind : "unknown"));
+    json_object_object_add(o, "state", json_object_new_string(db_file_state_to_string(f->state)));
+    json_object_object_add(o, "attempts", json_object_new_int(f->attempts));
+    json_object_object_add(o, "capture_time",
+                           f->capture_time ? json_object_new_int64(f->capture_time) : NULL);
+    json_object_object_add(o, "md5", json_str_or_null(f->md5));
+    json_object_object_add(o, "duplicate_of",
+                           f->duplicate_of ? json_object_new_int64(f->duplicate_of) : NULL);
+    json_object_object_add(o, "error", json_str_or_null(f->last_error));
+    return o;
+}
+
+static json_object *dest_stats_json(const struct db_dest_stats *d, size_t n)
+{
+    json_object *a = json_object_new_array();
+    for (size_t i = 0; i < n; i++) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "name", json_object_new_string(d[i].dest));
+        json_object_object_add(o, "completed", json_object_new_int64(d[i].completed));
+        json_object_object_add(o, "failed", json_object_new_int64(d[i].failed));
+        json_object_object_add(o, "pending", json_object_new_int64(d[i].pending));
+        json_object_object_add(o, "bytes_completed", json_object_new_int64(d[i].bytes_completed));
+        json_object_object_add(o, "error", json_str_or_null(d[i].last_error));
+        json_object_array_add(a, o);
+    }
+    return a;
+}
+
+static json_object *stats_json(const struct db_stats *st)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "sessions", json_object_new_int64(st->sessions));
+    json_object_object_add(o, "cards", json_object_new_int64(st->cards));
+    json_object_object_add(o, "files", json_object_new_int64(st->files));
+    json_object_object_add(o, "files_completed", json_object_new_int64(st->files_completed));
+    json_object_object_add(o, "files_failed", json_object_new_int64(st->files_failed));
+    json_object_object_add(o, "files_duplicate", json_object_new_int64(st->files_duplicate));
+    json_object_object_add(o, "bytes_completed", json_object_new_int64(st->bytes_completed));
+    return o;
+}
+
+/* ---- the sampler: the status document ---- */
+
+static struct track *track_for(struct web *w, int64_t session_id)
+{
+    struct track *free_slot = NULL;
+    for (size_t i = 0; i < WEB_ACTIVE_MAX; i++) {
+        if (w->tracks[i].session_id == session_id)
+            return &w->tracks[i];
+        if (!free_slot && w->tracks[i].session_id == 0)
+            free_slot = &w->tracks[i];
+    }
+    if (free_slot) {
+        memset(free_slot, 0, sizeof(*free_slot));
+        free_slot->session_id = session_id;
+    }
+    return free_slot;
+}
+
+/* Adds a sample; returns the rate over the last WEB_RATE_WINDOW_S seconds. */
+static double track_sample(struct track *t, double now, int64_t bytes)
+{
+    size_t cap = ARRAY_SIZE(t->sample_t);
+    if (t->n_samples == cap) {
+        memmove(t->sample_t, t->sample_t + 1, (cap - 1) * sizeof(t->sample_t[0]));
+        memmove(t->sample_bytes, t->sample_bytes + 1, (cap - 1) * sizeof(t->sample_bytes[0]));
+        t->n_samples--;
+    }
+    t->sample_t[t->n_samples] = now;
+    t->sample_bytes[t->n_samples] = bytes;
+    t->n_samples++;
+    size_t first = 0;
+    while (first + 1 < t->n_samples && now - t->sample_t[first + 1] >= WEB_RATE_WINDOW_S)
+        first++;
+    double dt = now - t->sample_t[first];
+    if (dt < 0.5)
+        return 0;
+    int64_t db = bytes - t->sample_bytes[first];
+    return db > 0 ? (double)db / dt : 0;
+}
+
+static void track_chart(struct track *t, double now, double bps)
+{
+    if (t->n_chart && now - t->chart_t[t->n_chart - 1] < 0.9)
+        return; /* one point a second, however often the state changes */
+    if (t->n_chart == WEB_HISTORY) {
+        memmove(t->chart_t, t->chart_t + 1, (WEB_HISTORY - 1) * sizeof(t->chart_t[0]));
+        memmove(t->chart_bps, t->chart_bps + 1, (WEB_HISTORY - 1) * sizeof(t->chart_bps[0]));
+        t->n_chart--;
+    }
+    t->chart_t[t->n_chart] = now;
+    t->chart_bps[t->n_chart] = bps;
+    t->n_chart++;
+}
+
+/* One running session for the status document; called with w->lock held. */
+static json_object *active_json(struct web *w, struct db *db, const struct db_session *s,
+                                double now)
+{
+    struct error err = {0};
+    int64_t files_done = 0, bytes_done = 0;
+    db_session_done(db, s->id, &files_done, &bytes_done, &err);
+    struct db_file cur;
+    bool has_cur = s->card_id > 0 && db_card_current_file(db, s->card_id, &cur, &err) == 0;
+    struct db_dest_stats *ds = NULL;
+    size_t n_ds = 0;
+    db_dest_stats(db, s->id, &ds, &n_ds, &err);
+
+    struct track *t = track_for(w, s->id);
+    double rate = t ? track_sample(t, now, bytes_done) : 0;
+    const char *current = has_cur ? cur.rel_path : "";
+    const struct live *lv = NULL;
+    for (size_t i = 0; i < WEB_ACTIVE_MAX; i++)
+        if (w->live[i].at > 0 && w->live[i].s.session_id == s->id &&
+            now - w->live[i].at < WEB_LIVE_TTL_S)
+            lv = &w->live[i];
+    if (lv) {
+        if (lv->s.bytes_done > bytes_done)
+            bytes_done = lv->s.bytes_done;
+        rate = lv->s.speed_bps;
+        current = lv->s.current_file;
+    }
+    if (t) {
+        t->seen = true;
+        track_chart(t, now, rate);
+    }
+
+    json_object *o = session_json(s);
+    int64_t total = s->totals.bytes_total;
+    double progress = 0;
+    if (s->status == DB_SESSION_BACKING_UP) {
+        if (total > 0)
+            progress = 100.0 * (double)bytes_done / (double)total;
+        else if (s->totals.files_total > 0)
+            progress = 100.0 * (double)files_done / (double)s->totals.files_total;
+        else
+            progress = 100;
+    }
+    if (progress > 100)
+        progress = 100;
+    json_object_object_add(o, "files_done", json_object_new_int64(files_done));
+    json_object_object_add(o, "bytes_done", json_object_new_int64(bytes_done));
+    json_object_object_add(o, "progress", json_object_new_double(progress));
+    json_object_object_add(o, "rate_bps", json_object_new_double(rate));
+    json_object_object_add(o, "eta_s",
+                           rate > 0 && total > bytes_done
+                               ? json_object_new_double((double)(total - bytes_done) / rate)
+                               : NULL);
+    json_object_object_add(o, "current_file", json_object_new_string(current));
+    json_object *hist = json_object_new_array();
+    for (size_t i = 0; t && i < t->n_chart; i++) {
+        json_object *p = json_object_new_array();
+        json_object_array_add(p, json_object_new_double(t->chart_t[i] - now));
+        json_object_array_add(p, json_object_new_double(t->chart_bps[i]));
+        json_object_array_add(hist, p);
+    }
+    json_object_object_add(o, "history", hist);
+    json_object_object_add(o, "destinations", dest_stats_json(ds, n_ds));
+    free(ds);
+    return o;
+}
+
+/* Builds the status document; called with w->lock held (the database reads are short). */
+static char *status_build(struct web *w, struct db *db, const char *db_problem, bool missing)
+{
+    double now = mono_now();
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "name", json_object_new_string(w->cfg->service.name));
+    json_object_object_add(o, "version", json_object_new_string(SNAPSYNC_VERSION));
+    json_object_object_add(o, "mode", json_object_new_string(w->has_actions ? "service" : "web"));
+    json_object_object_add(o, "time", json_object_new_int64((int64_t)time(NULL)));
+    json_object_object_add(o, "token_required", json_object_new_boolean(w->token[0] != '\0'));
+
+    struct db_session *list = NULL;
+    size_t n = 0;
+    struct db_stats st = {0};
+    struct error err = {0};
+    const char *problem = db_problem;
+    if (db && (db_sessions_list(db, WEB_LIST_DEFAULT, &list, &n, &err) < 0 ||
+               db_stats_get(db, &st, &err) < 0))
+        problem = err.msg;
+
+    for (size_t i = 0; i < WEB_ACTIVE_MAX; i++)
+        w->tracks[i].seen = false;
+    json_object *active = json_object_new_array();
+    const struct db_session *last = NULL;
+    bool scanning = false;
+    for (size_t i = 0; i < n; i++) {
+        if (session_running(&list[i])) {
+            if (json_object_array_length(active) < WEB_ACTIVE_MAX) {
+                json_object_array_add(active, active_json(w, db, &list[i], now));
+                scanning |= list[i].status == DB_SESSION_SCANNING;
+            }
+        } else if (!last) {
+            last = &list[i];
+        }
+    }
+    for (size_t i = 0; i < WEB_ACTIVE_MAX; i++)
+        if (!w->tracks[i].seen)
+            w->tracks[i].session_id = 0;
+
+    size_t n_active = json_object_array_length(active);
+    json_object_object_add(o, "state",
+                           json_object_new_string(n_active == 0               ? "idle"
+                                                  : scanning && n_active == 1 ? "scanning"
+                                                                              : "backing_up"));
+    json_object_object_add(o, "database",
+                           json_object_new_string(!problem  ? "ok"
+                                                  : missing ? "missing"
+                                                            : "unavailable"));
+    json_object_object_add(o, "database_error", json_str_or_null(problem));
+    json_object_object_add(o, "active", active);
+    json_object_object_add(o, "last", last ? session_json(last) : NULL);
+    json_object_object_add(o, "stats", stats_json(&st));
+    char *text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+    json_object_put(o);
+    free(list);
+    return text;
+}
+
+static void *sampler_main(void *arg)
+{
+    struct web *w = arg;
+    struct db *db = NULL;
+    char problem[ERROR_MSG_MAX];
+    bool missing = false;
+
+    pthread_mutex_lock(&w->lock);
+    while (!w->stopping) {
+        pthread_mutex_unlock(&w->lock);
+        struct error err = {0};
+        problem[0] = '\0';
+        if (!db) {
+            int r = db_open(w->cfg->service.database_path, DB_READ_ONLY, &db, &err);
+            missing = r == -ENOENT;
+            if (r == -ENOENT)
+                snprintf(problem, sizeof(problem), "no backup has run yet (no database)");
+            else if (r < 0)
+                snprintf(problem, sizeof(problem), "%s", err.msg);
+        }
+        pthread_mutex_lock(&w->lock);
+        char *text = status_build(w, db, problem[0] ? problem : NULL, missing);
+        if (text) {
+            free(w->status_json);
+            w->status_json = text;
+            w->status_version++;
+            pthread_cond_broadcast(&w->changed);
+        }
+        /* A fresh connection each time: the file may have been created, replaced or repaired,
+         * and a connection kept open in a process whose other connections close the database
+         * was seen to keep reading an old snapshot. Opening costs well under a millisecond. */
+        db_close(db);
+        db = NULL;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        while (!w->stopping && !w->wake_sampler &&
+               pthread_cond_timedwait(&w->changed, &w->lock, &ts) != ETIMEDOUT)
+            ;
+        w->wake_sampler = false;
+    }
+    pthread_mutex_unlock(&w->lock);
+    db_close(db);
+    return NULL;
+}
+
+void web_set_live_state(struct web *w, const struct mqtt_state *s)
+{
+    if (!w || !s || s->session_id <= 0)
+        return;
+    double now = mono_now();
+    pthread_mutex_lock(&w->lock);
+    struct live *slot = NULL, *oldest = &w->live[0];
+    for (size_t i = 0; i < WEB_ACTIVE_MAX; i++) {
+        if (w->live[i].at > 0 && w->live[i].s.session_id == s->session_id)
+            slot = &w->live[i];
+        if (w->live[i].at < oldest->at)
+            oldest = &w->live[i];
+    }
+    if (!slot)
+        slot = oldest;
+    slot->s = *s;
+    slot->s.current_file[sizeof(slot->s.current_file) - 1] = '\0';
+    slot->at = now;
+    /* at most about five pushes a second, whatever the caller's rate */
+    if (now - w->last_live_push >= 0.2) {
+        w->last_live_push = now;
+        w->wake_sampler = true;
+        pthread_cond_broadcast(&w->changed);
+    }
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* ---- health ---- */
+
+static json_object *health_probe(const struct web *w)
+{
+    const struct config *cfg = w->cfg;
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "checked_at", json_object_new_int64((int64_t)time(NULL)));
+    json_object_object_add(o, "interval_s", json_object_new_int(WEB_HEALTH_INTERVAL_S));
+    json_object *dests = json_object_new_array();
+    struct dest **list = NULL;
+    size_t n = 0;
+    struct error err = {0};
+    if (dest_create_all(cfg, &list, &n, &err) < 0) {
+        json_object_object_add(o, "error", json_object_new_string(err.msg));
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            char detail[512] = "";
+            error_clear(&err);
+            bool ok = dest_probe(list[i], detail, sizeof(detail), &err) == 0;
+            json_object *d = json_object_new_object();
+            json_object_object_add(d, "name", json_object_new_string(dest_id(list[i])));
+            json_object_object_add(d, "label", json_object_new_string(dest_label(list[i])));
+            json_object_object_add(d, "kind", json_object_new_string(dest_kind(list[i])));
+            json_object_object_add(d, "ok", json_object_new_boolean(ok));
+            json_object_object_add(d, "detail", json_object_new_string(ok ? detail : err.msg));
+            json_object_array_add(dests, d);
+        }
+        dest_free_all(list, n);
+    }
+    json_object_object_add(o, "destinations", dests);
+    json_object *m = json_object_new_object();
+    json_object_object_add(m, "enabled", json_object_new_boolean(cfg->mqtt.enabled));
+    if (cfg->mqtt.enabled) {
+        char detail[512] = "";
+        error_clear(&err);
+        bool ok = mqtt_probe(cfg, 5, detail, sizeof(detail), &err) == 0;
+        json_object_object_add(m, "ok", json_object_new_boolean(ok));
+        json_object_object_add(m, "detail", json_object_new_string(ok ? detail : err.msg));
+    }
+    json_object_object_add(o, "mqtt", m);
+    return o;
+}
+
+static void *health_main(void *arg)
+{
+    struct web *w = arg;
+    pthread_mutex_lock(&w->lock);
+    while (!w->stopping) {
+        pthread_mutex_unlock(&w->lock);
+        json_object *o = health_probe(w);
+        char *text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+        json_object_put(o);
+        pthread_mutex_lock(&w->lock);
+        if (text) {
+            free(w->health_json);
+            w->health_json = text;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += WEB_HEALTH_INTERVAL_S;
+        while (!w->stopping && pthread_cond_timedwait(&w->changed, &w->lock, &ts) != ETIMEDOUT)
+            ;
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+/* ---- request parsing ---- */
+
+/* A positive id of at most 18 digits, nothing else. */
+static bool parse_id(const char *s, size_t len, int64_t *ret)
+{
+    if (len == 0 || len > 18)
+        return false;
+    int64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v <= 0)
+        return false;
+    *ret = v;
+    return true;
+}
+
+/* Query number: absent gives def; otherwise digits only within lo..hi, else false. */
+static bool query_number(struct MHD_Connection *conn, const char *name, int64_t def, int64_t lo,
+                         int64_t hi, int64_t *ret)
+{
+    const char *v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
+    if (!v) {
+        *ret = def;
+        return true;
+    }
+    int64_t n = 0;
+    size_t len = strlen(v);
+    if (strcmp(v, "0") == 0 && lo == 0) {
+        *ret = 0;
+        return true;
+    }
+    if (!parse_id(v, len, &n) || n < lo || n > hi)
+        return false;
+    *ret = n;
+    return true;
+}
+
+/* "/api/sessions/12/retry" with prefix "/api/sessions/" and suffix "/retry": the id. */
+static bool match_id(const char *url, const char *prefix, const char *suffix, int64_t *ret)
+{
+    size_t lp = strlen(prefix), ls = strlen(suffix), lu = strlen(url);
+    if (lu <= lp + ls || strncmp(url, prefix, lp) != 0 || strcmp(url + lu - ls, suffix) != 0)
+        return false;
+    return parse_id(url + lp, lu - lp - ls, ret);
+}
+
+static bool token_ok(const struct web *w, struct MHD_Connection *conn)
+{
+    if (!w->token[0])
+        return true;
+    const char *h =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return false;
+    const char *given = h + 7;
+    size_t lg = strlen(given), lt = strlen(w->token);
+    /* constant time in the token's length: no early exit on the first difference */
+    unsigned char diff = lg != lt;
+    for (size_t i = 0; i < lt; i++)
+        diff |= (unsigned char)(w->token[i] ^ (i < lg ? given[i] : 0));
+    return diff == 0;
+}
+
+/* Cross-site checks for actions: 0 when the request may go on, else the HTTP status to send
+ * with the reason in *why. */
+static unsigned action_refused(struct MHD_Connection *conn, const char **why)
+{
+    const char *site = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-Fetch-Site");
+    if (site && strcmp(site, "same-origin") != 0 && strcmp(site, "none") != 0) {
+        *why = "cross-site request refused";
+        return MHD_HTTP_FORBIDDEN;
+    }
+    const char *origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
+    if (origin) {
+        const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+        const char *rest = strncmp(origin, "http://", 7) == 0    ? origin + 7
+                           : strncmp(origin, "https://", 8) == 0 ? origin + 8
+                                                                 : NULL;
+        if (!host || !rest || strcasecmp(rest, host) != 0) {
+            *why = "cross-origin request refused";
+            return MHD_HTTP_FORBIDDEN;
+        }
+    }
+    /* application/json cannot be sent cross-site without a preflight, which we never allow */
+    const char *type =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    size_t lt = strlen("application/json");
+    if (!type || strncasecmp(type, "application/json", lt) != 0 ||
+        (type[lt] != '\0' && type[lt] != ';' && type[lt] != ' ')) {
+        *why = "actions need Content-Type: application/json";
+        return MHD_HTTP_UNSUPPORTED_MEDIA_TYPE;
+    }
+    return 0;
+}
+
+/* The body of an action: empty or one JSON object. */
+static bool body_ok(const struct request *rq)
+{
+    size_t i = 0;
+    while (i < rq->len && strchr(" \t\r\n", rq->body[i]))
+        i++;
+    if (i == rq->len)
+        return true;
+    struct json_tokener *tok = json_tokener_new_ex(8);
+    if (!tok)
+        return false;
+    json_object *o = json_tokener_parse_ex(tok, rq->body, (int)rq->len);
+    bool ok = o && json_tokener_get_error(tok) == json_tokener_success &&
+              json_object_is_type(o, json_type_object) &&
+              json_tokener_get_parse_end(tok) == rq->len;
+    if (ok && json_tokener_get_parse_end(tok) < rq->len)
+        ok = false;
+    json_object_put(o);
+    json_tokener_free(tok);
+    return ok;
+}
+
+/* ---- reads ---- */
+
+static enum MHD_Result get_status(struct web *w, struct MHD_Connection *conn)
+{
+    pthread_mutex_lock(&w->lock);
+    char *text = w->status_json ? strdup(w->status_json) : NULL;
+    pthread_mutex_unlock(&w->lock);
+    if (!text)
+        return send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "starting, try again");
+    enum MHD_Result r = send_text(conn, MHD_HTTP_OK, "application/json", text, strlen(text));
+    free(text);
+    return r;
+}
+
+static enum MHD_Result get_health(struct web *w, struct MHD_Connection *conn)
+{
+    pthread_mutex_lock(&w->lock);
+    char *text = w->health_json ? strdup(w->health_json) : NULL;
+    pthread_mutex_unlock(&w->lock);
+    if (!text) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "checked_at", NULL);
+        json_object_object_add(o, "checking", json_object_new_boolean(true));
+        json_object_object_add(o, "destinations", json_object_new_array());
+        return send_json(conn, MHD_HTTP_OK, o);
+    }
+    enum MHD_Result r = send_text(conn, MHD_HTTP_OK, "application/json", text, strlen(text));
+    free(text);
+    return r;
+}
+
+static enum MHD_Result get_sessions(struct web *w, struct MHD_Connection *conn)
+{
+    int64_t limit;
+    if (!query_number(conn, "limit", WEB_LIST_DEFAULT, 1, WEB_LIST_MAX, &limit))
+        return send_error(conn, MHD_HTTP_BAD_REQUEST, "limit must be a number from 1 to %d",
+                          WEB_LIST_MAX);
+    struct db *db = NULL;
+    struct error err = {0};
+    int r = pool_take(w, &db, &err);
+    if (r == -ENOENT)
+        return send_json(conn, MHD_HTTP_OK, json_object_new_array());
+    if (r < 0)
+        return send_db_error(conn, r, &err);
+    struct db_session *list = NULL;
+    size_t n = 0;
+    r = db_sessions_list(db, (int)limit, &list, &n, &err);
+    pool_give(w, db, r == 0);
+    if (r < 0)
+        return send_db_error(conn, r, &err);
+    json_object *a = json_object_new_array();
+    for (size_t i = 0; i < n; i++)
+        json_object_array_add(a, session_json(&list[i]));
+    free(list);
+    return send_json(conn, MHD_HTTP_OK, a);
+}
+
+static json_object *copies_json(struct db *db, int64_t file_id)
+{
+    struct db_copy *c = NULL;
+    size_t n = 0;
+    json_object *a = json_object_new_array();
+    if (db_file_copies(db, file_id, &c, &n, NULL) < 0)
+        return a;
+    for (size_t i = 0; i < n; i++) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "destination", json_object_new_string(c[i].dest));
+        json_object_object_add(o, "state",
+                               json_object_new_string(db_copy_state_to_string(c[i].state)));
+        json_object_object_add(o, "remote", json_str_or_null(c[i].remote));
+        json_object_object_add(o, "verified_at",
+                               c[i].verified_at ? json_object_new_int64(c[i].verified_at) : NULL);
+        json_object_object_add(o, "error", json_str_or_null(c[i].error));
+        json_object_array_add(a, o);
+    }
+    free(c);
+    return a;
+}
+
+static enum MHD_Result get_session(struct web *w, struct MHD_Connection *conn, int64_t id)
+{
+    int64_t offset, limit;
+    if (!query_number(conn, "offset", 0, 0, INT64_C(1) << 40, &offset) ||
+        !query_number(conn, "limit", WEB_FILES_PAGE, 1, WEB_LIST_MAX, &limit))
+        return send_error(conn, MHD_HTTP_BAD_REQUEST,
+                          "offset must be 0 or more and limit a number from 1 to %d", WEB_LIST_MAX);
+    struct db *db = NULL;
+    struct error err = {0};
+    int r = pool_take(w, &db, &err);
+    if (r < 0)
+        return send_db_error(conn, r, &err);
+    struct db_session s;
+    struct db_session_file *files = NULL;
+    struct db_dest_stats *ds = NULL;
+    size_t n = 0, n_ds = 0;
+    int64_t total = 0;
+    r = db_session_get(db, id, &s, &err);
+    if (r == 0)
+        r = db_session_files(db, id, offset, (int)limit, &files, &n, &total, &err);
+    if (r == 0)
+        r = db_dest_stats(db, id, &ds, &n_ds, &err);
+    if (r < 0) {
+        pool_give(w, db, r == -ENOENT);
+        free(files);
+        return send_db_error(conn, r, &err);
+    }
+    json_object *o = session_json(&s);
+    json_object_object_add(o, "destinations", dest_stats_json(ds, n_ds));
+    json_object *fa = json_object_new_array();
+    for (size_t i = 0; i < n; i++) {
+        json_object *f = file_json(&files[i].file);
+        json_object_object_add(f, "outcome",
+                               json_object_new_string(db_outcome_to_string(files[i].outcome)));
+        json_object_object_add(f, "copies", copies_json(db, files[i].file.id));
+        json_object_array_add(fa, f);
+    }
+    pool_give(w, db, true);
+    free(files);
+    free(ds);
+    json_object *page = json_object_new_object();
+    json_object_object_add(page, "offset", json_object_new_int64(offset));
+    json_object_object_add(page, "limit", json_object_new_int64(limit));
+    json_object_object_add(page, "total", json_object_new_int64(total));
+    json_object_object_add(o, "files_page", page);
+    json_object_object_add(o, "files", fa);
+    return send_json(conn, MHD_HTTP_OK, o);
+}
+
+static enum MHD_Result get_stats(struct web *w, struct MHD_Connection *conn)
+{
+    struct db *db = NULL;
+    struct error err = {0};
+    struct db_stats st = {0};
+    struct db_dest_stats *ds = NULL;
+    size_t n_ds = 0;
+    int r = pool_take(w, &db, &err);
+    if (r == 0) {
+        r = db_stats_get(db, &st, &err);
+        if (r == 0)
+            r = db_dest_stats(db, 0, &ds, &n_ds, &err);
+        pool_give(w, db, r == 0);
+    }
+    if (r < 0 && r != -ENOENT)
+        return send_db_error(conn, r, &err);
+    json_object *o = stats_json(&st);
+    json_object_object_add(o, "destinations", dest_stats_json(ds, n_ds));
+    free(ds);
+    return send_json(conn, MHD_HTTP_OK, o);
+}
+
+static enum MHD_Result get_files(struct web *w, struct MHD_Connection *conn)
+{
+    const char *status = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "status");
+    int64_t limit;
+    if (!status || strcmp(status, "failed") != 0)
+        return send_error(conn, MHD_HTTP_BAD_REQUEST, "status=failed is the list offered");
+    if (!query_number(conn, "limit", 100, 1, WEB_LIST_MAX, &limit))
+        return send_error(conn, MHD_HTTP_BAD_REQUEST, "limit must be a number from 1 to %d",
+                          WEB_LIST_MAX);
+    struct db *db = NULL;
+    struct error err = {0};
+    int r = pool_take(w, &db, &err);
+    if (r == -ENOENT)
+        return send_json(conn, MHD_HTTP_OK, json_object_new_array());
+    if (r < 0)
+        return send_db_error(conn, r, &err);
+    struct db_file *files = NULL;
+    size_t n = 0;
+    r = db_files_failed(db, (int)limit, &files, &n, &err);
+    if (r < 0) {
+        pool_give(w, db, false);
+        return send_db_error(conn, r, &err);
+    }
+    json_object *a = json_object_new_array();
+    for (size_t i = 0; i < n; i++) {
+        json_object *f = file_json(&files[i]);
+        json_object_object_add(f, "copies", copies_json(db, files[i].id));
+        json_object_array_add(a, f);
+    }
+    pool_give(w, db, true);
+    free(files);
+    return send_json(conn, MHD_HTTP_OK, a);
+}
+
+/* ---- server-sent events ---- */
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    struct stream *s = cls;
+    struct web *w = s->w;
+
+    if (s->off == s->len) {
+        free(s->pending);
+        s->pending = NULL;
+        s->len = s->off = 0;
+        pthread_mutex_lock(&w->lock);
+        /* one thread per connection: this stream's thread may wait here */
+        while (!w->stopping && s->version == w->status_version &&
+               mono_now() - s->last_sent < WEB_KEEPALIVE_S) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&w->changed, &w->lock, &ts);
+        }
+        if (w->stopping) {
+            pthread_mutex_unlock(&w->lock);
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        }
+        char *text = NULL;
+        if (s->version != w->status_version && w->status_json) {
+            size_t n = strlen(w->status_json) + 32;
+            text = malloc(n);
+            if (text)
+                s->len = (size_t)snprintf(text, n, "event: state\ndata: %s\n\n", w->status_json);
+            s->version = w->status_version;
+        } else {
+            text = strdup(": keepalive\n\n");
+            s->len = text ? strlen(text) : 0;
+        }
+        pthread_mutex_unlock(&w->lock);
+        if (!text)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        s->pending = text;
+        s->last_sent = mono_now();
+    }
+    size_t n = s->len - s->off < max ? s->len - s->off : max;
+    memcpy(buf, s->pending + s->off, n);
+    s->off += n;
+    return (ssize_t)n;
+}
+
+static void stream_free(void *cls)
+{
+    struct stream *s = cls;
+    pthread_mutex_lock(&s->w->lock);
+    s->w->streams--;
+    pthread_mutex_unlock(&s->w->lock);
+    free(s->pending);
+    free(s);
+}
+
+static enum MHD_Result get_events(struct web *w, struct MHD_Connection *conn)
+{
+    pthread_mutex_lock(&w->lock);
+    bool full = w->streams >= WEB_STREAMS_MAX;
+    if (!full)
+        w->streams++;
+    pthread_mutex_unlock(&w->lock);
+    if (full)
+        return send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "too many event streams");
+    struct stream *s = calloc(1, sizeof(*s));
+    if (s) {
+        s->w = w;
+        /* the first call sends the current state at once, then a retry hint rides along */
+        s->pending = strdup("retry: 5000\n\n");
+        s->len = s->pending ? strlen(s->pending) : 0;
+        s->last_sent = mono_now();
+    }
+    struct MHD_Response *resp = s ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024,
+                                                                      stream_read, s, stream_free)
+                                  : NULL;
+    if (!resp) {
+        if (s)
+            stream_free(s);
+        else {
+            pthread_mutex_lock(&w->lock);
+            w->streams--;
+            pthread_mutex_unlock(&w->lock);
+        }
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    return send_response(conn, MHD_HTTP_OK, resp, "text/event-stream");
+}
+
+/* ---- actions ---- */
+
+static enum MHD_Result post_retry(struct web *w, struct MHD_Connection *conn, bool session,
+                                  int64_t id)
+{
+    struct db *ro = NULL, *db = NULL;
+    struct error err = {0};
+    /* look first through a read-only connection: a missing database must stay missing */
+    int r = pool_take(w, &ro, &err);
+    if (r < 0)
+        return send_db_error(conn, r == -ENOENT ? -ENOENT : r, &err);
+    pool_give(w, ro, true);
+    r = db_open(w->cfg->service.database_path, DB_READ_WRITE, &db, &err);
+    int64_t count = 0;
+    if (r == 0)
+        r = session ? db_session_retry(db, id, &count, &err) : db_file_retry(db, id, &count, &err);
+    db_close(db);
+    if (r < 0)
+        return send_db_error(conn, r, &err);
+    log_info("web: %s %" PRId64 ": %" PRId64 " file(s) marked for retry",
+             session ? "session" : "file", id, count);
+    if (count > 0 && w->actions.retried)
+        w->actions.retried(w->actions.userdata);
+    pthread_mutex_lock(&w->lock);
+    w->wake_sampler = true;
+    pthread_cond_broadcast(&w->changed);
+    pthread_mutex_unlock(&w->lock);
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "ok", json_object_new_boolean(true));
+    json_object_object_add(o, "marked", json_object_new_int64(count));
+    json_object_object_add(o, "service", json_object_new_boolean(w->actions.retried != NULL));
+    return send_json(conn, MHD_HTTP_OK, o);
+}
+
+static enum MHD_Result post_eject(struct web *w, struct MHD_Connection *conn)
+{
+    if (!w->actions.eject)
+        return send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE,
+                          "no SnapSync service is running here: ejecting needs 'snapsync start'");
+    struct error err = {0};
+    int r = w->actions.eject(w->actions.userdata, &err);
+    if (r < 0)
+        return send_error(conn, r == -ENOENT ? MHD_HTTP_NOT_FOUND : MHD_HTTP_CONFLICT, "%s",
+                          err.msg[0] ? err.msg : "cannot eject");
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "ok", json_object_new_boolean(true));
+    return send_json(conn, MHD_HTTP_OK, o);
+}
+
+/* ---- routing ---- */
+
+static bool is_action(const char *url, bool *session, int64_t *id)
+{
+    if (match_id(url, "/api/files/", "/retry", id)) {
+        *session = false;
+        return true;
+    }
+    if (match_id(url, "/api/sessions/", "/retry", id)) {
+        *session = true;
+        return true;
+    }
+    return strcmp(url, "/api/cards/eject") == 0;
+}
+
+static enum MHD_Result route_get(struct web *w, struct MHD_Connection *conn, const char *url,
+                                 bool head)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(assets); i++) {
+        if (strcmp(url, assets[i].path) != 0)
+            continue;
+        struct MHD_Response *resp = MHD_create_response_from_buffer(
+            *assets[i].len, (void *)assets[i].data, MHD_RESPMEM_PERSISTENT);
+        if (resp)
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+        return send_response(conn, MHD_HTTP_OK, resp, assets[i].type);
+    }
+    int64_t id;
+    if (strcmp(url, "/api/status") == 0)
+        return get_status(w, conn);
+    if (strcmp(url, "/api/health") == 0)
+        return get_health(w, conn);
+    if (strcmp(url, "/api/sessions") == 0)
+        return get_sessions(w, conn);
+    if (match_id(url, "/api/sessions/", "", &id))
+        return get_session(w, conn, id);
+    if (strcmp(url, "/api/stats") == 0)
+        return get_stats(w, conn);
+    if (strcmp(url, "/api/files") == 0)
+        return get_files(w, conn);
+    if (strcmp(url, "/api/events") == 0) {
+        if (head)
+            return send_method_not_allowed(conn, "GET");
+        return get_events(w, conn);
+    }
+    bool session;
+    if (is_action(url, &session, &id))
+        return send_method_not_allowed(conn, "POST");
+    return send_error(conn, MHD_HTTP_NOT_FOUND, "not found");
+}
+
+/* True for the paths route_get answers with something else than 404. */
+static bool is_read(const char *url)
+{
+    static const char *const api[] = {"/api/status", "/api/health", "/api/sessions",
+                                      "/api/stats",  "/api/files",  "/api/events"};
+    int64_t id;
+    for (size_t i = 0; i < ARRAY_SIZE(assets); i++)
+        if (strcmp(url, assets[i].path) == 0)
+            return true;
+    for (size_t i = 0; i < ARRAY_SIZE(api); i++)
+        if (strcmp(url, api[i]) == 0)
+            return true;
+    return match_id(url, "/api/sessions/", "", &id);
+}
+
+static enum MHD_Result route_post(struct web *w, struct MHD_Connection *conn, const char *url,
+                                  const struct request *rq)
+{
+    bool session = false;
+    int64_t id = 0;
+    if (!is_action(url, &session, &id))
+        return send_error(conn, MHD_HTTP_NOT_FOUND, "not found");
+    const char *why = NULL;
+    unsigned refused = action_refused(conn, &why);
+    if (refused)
+        return send_error(conn, refused, "%s", why);
+    if (!token_ok(w, conn)) {
+        struct MHD_Response *resp = MHD_create_response_from_buffer(
+            strlen("{\"error\":\"this action needs the access token\"}"),
+            (void *)"{\"error\":\"this action needs the access token\"}", MHD_RESPMEM_PERSISTENT);
+        if (resp)
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+        return send_response(conn, MHD_HTTP_UNAUTHORIZED, resp, "application/json");
+    }
+    if (rq->too_big)
+        return send_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "the body is limited to %d bytes",
+                          WEB_BODY_MAX);
+    if (!body_ok(rq))
+        return send_error(conn, MHD_HTTP_BAD_REQUEST, "the body must be empty or a JSON object");
+    if (strcmp(url, "/api/cards/eject") == 0)
+        return post_eject(w, conn);
+    return post_retry(w, conn, session, id);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    (void)version;
+    struct web *w = cls;
+    bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
+    bool head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+    bool post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
+
+    if (!post) {
+        if (!*con_cls) {
+            /* the first call carries only the headers; a body is ignored, and answered now */
+            *con_cls = (void *)1;
+            const char *cl =
+                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+            if ((cl && strcmp(cl, "0") != 0) ||
+                MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                            MHD_HTTP_HEADER_TRANSFER_ENCODING))
+                return send_error(conn, MHD_HTTP_BAD_REQUEST, "this request takes no body");
+            if (get || head)
+                return route_get(w, conn, url, head);
+            bool session;
+            int64_t id;
+            if (is_action(url, &session, &id))
+                return send_method_not_allowed(conn, "POST");
+            return is_read(url) ? send_method_not_allowed(conn, "GET, HEAD")
+                                : send_error(conn, MHD_HTTP_NOT_FOUND, "not found");
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+
+    struct request *rq = *con_cls;
+    if (!rq) {
+        rq = calloc(1, sizeof(*rq));
+        if (!rq)
+            return MHD_NO;
+        *con_cls = rq;
+        const char *cl =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        int64_t n = 0;
+        if (cl && strcmp(cl, "0") != 0 && (!parse_id(cl, strlen(cl), &n) || n > WEB_BODY_MAX))
+            rq->too_big = true;
+        bool session;
+        int64_t id;
+        if (!is_action(url, &session, &id))
+            return is_read(url) ? send_method_not_allowed(conn, "GET, HEAD")
+                                : send_error(conn, MHD_HTTP_NOT_FOUND, "not found");
+        if (rq->too_big) /* answered before reading the body; the connection then closes */
+            return send_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "the body is limited to %d bytes",
+                              WEB_BODY_MAX);
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        if (rq->len + n > WEB_BODY_MAX)
+            rq->too_big = true;
+        else {
+            memcpy(rq->body + rq->len, upload_data, n);
+            rq->len += n;
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    return route_post(w, conn, url, rq);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    if (*con_cls && *con_cls != (void *)1)
+        free(*con_cls);
+    *con_cls = NULL;
+}
+
+/* No percent-decoding: every route and query value is plain ASCII, so "%2e%2e" or "%00" stay as
+ * sent and match nothing (404) instead of turning into dots or cutting the path short. */
+static size_t on_unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    return strlen(s);
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char line[512];
+    vsnprintf(line, sizeof(line), fmt, ap);
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    log_debug("web: %s", line);
+}
+
+/* ---- life cycle ---- */
+
+int web_new(const struct config *cfg, int port_override, const struct web_actions *actions,
+            struct web **ret, struct error *err)
+{
+    if (!cfg || !ret || port_override > 65535)
+        return error_set(err, -EINVAL, "invalid web server settings");
+    struct web *w = calloc(1, sizeof(*w));
+    if (!w)
+        return error_set_errno(err, -ENOMEM, "cannot start the web server");
+    w->cfg = cfg;
+    w->port = port_override >= 0 ? port_override : cfg->service.web_ui_port;
+    const char *bind = cfg->service.web_ui_bind ? cfg->service.web_ui_bind : "0.0.0.0";
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&w->addr;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&w->addr;
+    if (inet_pton(AF_INET, bind, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)w->port);
+        snprintf(w->shown_addr, sizeof(w->shown_addr), "%s", bind);
+    } else if (inet_pton(AF_INET6, bind, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)w->port);
+        snprintf(w->shown_addr, sizeof(w->shown_addr), "[%s]", bind);
+    } else {
+        free(w);
+        return error_set(err, -EINVAL,
+                         "service.web_ui_bind: '%.64s' is not an IPv4 or IPv6 address", bind);
+    }
+    w->token = strdup(cfg->service.web_ui_token ? cfg->service.web_ui_token : "");
+    if (!w->token) {
+        free(w);
+        return error_set_errno(err, -ENOMEM, "cannot start the web server");
+    }
+    if (actions) {
+        w->actions = *actions;
+        w->has_actions = true;
+    }
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_cond_init(&w->changed, &ca);
+    pthread_condattr_destroy(&ca);
+    *ret = w;
+    return 0;
+}
+
+int web_start(struct web *w, struct error *err)
+{
+    if (!w || w->daemon)
+        return error_set(err, -EINVAL, "the web server is already running");
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_POLL | MHD_USE_ERROR_LOG;
+    if (w->addr.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    w->daemon = MHD_start_daemon(
+        flags, (uint16_t)w->port, NULL, NULL, on_request, w, MHD_OPTION_SOCK_ADDR, &w->addr,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)WEB_CONNECTIONS_MAX,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)WEB_PER_IP_MAX, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)WEB_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)WEB_HEADER_MEMORY,
+        MHD_OPTION_THREAD_STACK_SIZE, (size_t)WEB_STACK_SIZE, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, w, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, w, MHD_OPTION_UNESCAPE_CALLBACK,
+        on_unescape, w, MHD_OPTION_STRICT_FOR_CLIENT, 1, MHD_OPTION_END);
+    if (!w->daemon) {
+        int e = errno ? errno : EIO;
+        return error_set_errno(err, e == EADDRINUSE || e == EACCES ? -e : -EIO,
+                               "cannot listen on %s:%d", w->shown_addr, w->port);
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(w->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    if (info && info->port)
+        w->port = info->port;
+
+    int r = pthread_create(&w->sampler, NULL, sampler_main, w);
+    if (r == 0) {
+        r = pthread_create(&w->health, NULL, health_main, w);
+        if (r != 0) {
+            pthread_mutex_lock(&w->lock);
+            w->stopping = true;
+            pthread_cond_broadcast(&w->changed);
+            pthread_mutex_unlock(&w->lock);
+            pthread_join(w->sampler, NULL);
+        }
+    }
+    if (r != 0) {
+        MHD_stop_daemon(w->daemon);
+        w->daemon = NULL;
+        return error_set_errno(err, -r, "cannot start the web server's threads");
+    }
+    w->threads_started = true;
+    log_info("web dashboard on http://%s:%d/", w->shown_addr, w->port);
+    return 0;
+}
+
+int web_port(const struct web *w)
+{
+    return w && w->daemon ? w->port : 0;
+}
+
+void web_stop(struct web *w)
+{
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->lock);
+    w->stopping = true;
+    pthread_cond_broadcast(&w->changed);
+    pthread_mutex_unlock(&w->lock);
+    if (w->daemon) {
+        /* event streams see stopping and end, so every connection thread returns */
+        MHD_stop_daemon(w->daemon);
+        w->daemon = NULL;
+    }
+    if (w->threads_started) {
+        pthread_join(w->sampler, NULL);
+        pthread_join(w->health, NULL);
+        w->threads_started = false;
+    }
+}
+
+void web_free(struct web *w)
+{
+    if (!w)
+        return;
+    web_stop(w);
+    free(w->status_json);
+    free(w->health_json);
+    free(w->token);
+    pthread_cond_destroy(&w->changed);
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+}
