@@ -6,10 +6,15 @@
 set -eu
 
 pkgs="build-essential cmake pkg-config libyaml-dev libsqlite3-dev libssl-dev libjson-c-dev
-      libmount-dev libblkid-dev libsmbclient-dev libcurl4-openssl-dev libudev-dev libsystemd-dev libmosquitto-dev"
+      libmount-dev libblkid-dev libsmbclient-dev libcurl4-openssl-dev libudev-dev libsystemd-dev libmosquitto-dev
+      libmicrohttpd-dev"
 if [ "${1:-}" = "--test" ]; then
     pkgs="$pkgs libcmocka-dev python3 libimage-exiftool-perl ffmpeg clang valgrind
-          util-linux e2fsprogs squashfs-tools sqlite3 samba smbclient mosquitto mosquitto-clients"
+          util-linux e2fsprogs squashfs-tools sqlite3 samba smbclient mosquitto mosquitto-clients
+          fdisk systemd"
+    # the dashboard's browser tests: Debian's Chromium driven by playwright-core from npm
+    pkgs="$pkgs chromium nodejs"
+    command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
 fi
 
 if [ "$(id -u)" -eq 0 ]; then

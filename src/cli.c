@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +23,9 @@
 #include "dest.h"
 #include "engine.h"
 #include "log.h"
+#include "service.h"
 #include "mqtt.h"
+#include "web.h"
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
@@ -595,14 +598,88 @@ static int cmd_test_connection(struct cli *cli, int argc, char **argv)
     return rc;
 }
 
-static int cmd_later(struct cli *cli, int argc, char **argv)
+static int cmd_start(struct cli *cli, int argc, char **argv)
 {
-    (void)cli;
-    (void)argc;
-    fprintf(stderr,
-            "snapsync: '%s' is not available in this version yet; use 'snapsync backup PATH'\n",
-            argv[0]);
-    return EXIT_USAGE;
+    if (argc > 1) {
+        bool help = strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0;
+        fprintf(help ? stdout : stderr,
+                "usage: snapsync start\n\nRuns in the foreground: backs up every card inserted, "
+                "unmounts it when done.\nSIGTERM/SIGINT stop, SIGHUP reloads the "
+                "configuration.\n");
+        return help ? EXIT_OK : EXIT_USAGE;
+    }
+    int rc = load_config(cli);
+    if (rc != EXIT_OK)
+        return rc;
+    struct error err = {0};
+    if (service_run(cli->config_path, cli->cfg, &err) < 0) {
+        log_error("%s", err.msg);
+        return EXIT_FAILED;
+    }
+    return EXIT_OK;
+}
+
+static int cmd_web(struct cli *cli, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"port", required_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int port = -1, c;
+    optind = 0; /* 0: glibc re-initialises its state for this argv */
+    while ((c = getopt_long(argc, argv, "p:h", opts, NULL)) != -1) {
+        if (c == 'p') {
+            char *end = NULL;
+            errno = 0;
+            long v = strtol(optarg, &end, 10);
+            if (errno || !end || *end || v < 0 || v > 65535) {
+                fprintf(stderr, "snapsync: --port wants 0 to 65535 (0: any free port), got '%s'\n",
+                        optarg);
+                return EXIT_USAGE;
+            }
+            port = (int)v;
+        } else if (c == 'h') {
+            printf("usage: snapsync web [--port N]\n\n"
+                   "Serves the dashboard and its JSON API (docs/api.md) on service.web_ui_bind,\n"
+                   "port service.web_ui_port, until SIGINT or SIGTERM. It shows what the database\n"
+                   "holds, including backups that other processes run; ejecting needs the service\n"
+                   "('snapsync start'), which serves the same dashboard itself.\n\n"
+                   "  -p, --port N   listen on port N instead (0: a free port, printed at start)\n");
+            return EXIT_OK;
+        } else {
+            return EXIT_USAGE;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "usage: snapsync web [--port N]\n");
+        return EXIT_USAGE;
+    }
+    int rc = load_config(cli);
+    if (rc)
+        return rc;
+    /* blocked before any thread starts, so only sigwait below sees them */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    struct web *w = NULL;
+    struct error err = {0};
+    int r = web_new(cli->cfg, port, NULL, &w, &err);
+    if (r == 0)
+        r = web_start(w, &err);
+    if (r < 0) {
+        fprintf(stderr, "snapsync: %s\n", err.msg);
+        web_free(w);
+        return r == -EINVAL ? EXIT_USAGE : EXIT_FAILED;
+    }
+    int sig = 0;
+    sigwait(&set, &sig);
+    log_info("web: stopping (%s)", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    web_free(w);
+    return EXIT_OK;
 }
 
 static const struct command commands[] = {
@@ -611,8 +688,8 @@ static const struct command commands[] = {
     {"sessions", cmd_sessions, "sessions [-n N] [--json]", "recent sessions"},
     {"config", cmd_config, "config [--template]", "print the configuration or a template"},
     {"test-connection", cmd_test_connection, "test-connection", "check every destination"},
-    {"start", cmd_later, "start", "run the service (card detection) - coming"},
-    {"web", cmd_later, "web", "serve the dashboard - coming"},
+    {"start", cmd_start, "start", "run the service: back up every card inserted"},
+    {"web", cmd_web, "web [--port N]", "serve the dashboard and JSON API"},
 };
 
 static void usage(FILE *out)

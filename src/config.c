@@ -46,6 +46,7 @@ enum section {
     SEC_FILES,
     SEC_IMMICH,
     SEC_UNRAID,
+    SEC_LOCAL,
     SEC_MQTT,
     SEC_BACKUP,
     N_SECTIONS
@@ -61,6 +62,7 @@ static const struct section_row {
     [SEC_IMMICH] = {"immich", "Upload to an Immich server."},
     [SEC_UNRAID] = {"unraid", "Copy to a file share (SMB or NFS on Unraid or any NAS) or a local "
                               "folder."},
+    [SEC_LOCAL] = {"local", "Also copy to a local folder (a USB disk), next to unraid."},
     [SEC_MQTT] = {"mqtt", "Report to Home Assistant through MQTT."},
     [SEC_BACKUP] = {"backup", "How files are copied."},
 };
@@ -108,7 +110,9 @@ static const char *const protocols[] = {[CONFIG_PROTOCOL_SMB] = "smb",
                                         [CONFIG_PROTOCOL_NFS] = "nfs",
                                         [CONFIG_PROTOCOL_LOCAL] = "local",
                                         NULL};
+static const char *const album_modes[] = {"auto", "none", "fixed", "session", "date", NULL};
 static const char *const default_mount_points[] = {"/media", "/run/media", NULL};
+static const char *const no_items[] = {NULL};
 static const char *const default_extensions[] = {
     "jpg", "jpeg", "heic", "heif", "png", "tif", "tiff", "dng", "cr2", "cr3", "crw",  "nef",
     "nrw", "arw",  "srf",  "sr2",  "raf", "orf", "rw2",  "pef", "srw", "x3f", "3fr",  "erf",
@@ -154,6 +158,10 @@ static const struct key_row keys[] = {
      .choices = log_levels,
      .help = "How much to log."},
     INT(SEC_SERVICE, "web_ui_port", service.web_ui_port, "8080", 1, 65535, "Port of the web UI."),
+    STR(SEC_SERVICE, "web_ui_bind", service.web_ui_bind, "0.0.0.0", KF_NONEMPTY,
+        "Web UI address: 0.0.0.0 every IPv4 interface (phones on the LAN), 127.0.0.1 this host."),
+    SECRET(SEC_SERVICE, "web_ui_token", service.web_ui_token, "SNAPSYNC_WEB_TOKEN",
+           "Asked by the web UI for retry and eject."),
 
     BOOL(SEC_SD_CARD, "auto_detect", sd_card.auto_detect, "true",
          "Notice cards as they are inserted."),
@@ -166,6 +174,35 @@ static const struct key_row keys[] = {
      .max = PATH_MAX - 1,
      .flags = KF_ABSOLUTE,
      .help = "Folders under which cards get mounted."},
+    {.section = SEC_SD_CARD,
+     .name = "devices",
+     .type = KT_LIST,
+     .off = AT(char **, sd_card.devices),
+     .off_n = AT(size_t, sd_card.n_devices),
+     .def_list = no_items,
+     .max = 255,
+     .help = "More kernel device names, * ? allowed, taken as cards (\"loop*\"); removable, USB, MMC "
+             "always are."},
+    {.section = SEC_SD_CARD,
+     .name = "ignore_devices",
+     .type = KT_LIST,
+     .off = AT(char **, sd_card.ignore_devices),
+     .off_n = AT(size_t, sd_card.n_ignore_devices),
+     .def_list = no_items,
+     .max = 255,
+     .help = "Kernel device names never taken as cards, * ? allowed (\"sdb*\")."},
+    {.section = SEC_SD_CARD,
+     .name = "mount_base",
+     .type = KT_PATH,
+     .off = AT(char *, sd_card.mount_base),
+     .def = "/run/snapsync/cards",
+     .max = PATH_MAX - 1,
+     .flags = KF_NONEMPTY,
+     .help = "SnapSync mounts cards read-only in a folder here named after the label or UUID."},
+    BOOL(SEC_SD_CARD, "unmount_when_done", sd_card.unmount_when_done, "true",
+         "Unmount a card SnapSync mounted when its backup completed, so it can be pulled."),
+    INT(SEC_SD_CARD, "poll_interval", sd_card.poll_interval, "2", 0, 3600,
+        "Seconds between polls of readers for new media; 0: never."),
 
     {.section = SEC_FILES,
      .name = "extensions",
@@ -186,11 +223,20 @@ static const struct key_row keys[] = {
      .help = "Skip smaller files; bytes, or 100KB, 1 MiB, 2M (KB = 1000, KiB = K = 1024)."},
 
     BOOL(SEC_IMMICH, "enabled", immich.enabled, "false", "Upload to Immich."),
-    STR(SEC_IMMICH, "url", immich.url, "", KF_URL, "Server address, http:// or https://."),
+    STR(SEC_IMMICH, "url", immich.url, "", KF_URL, "Server address, http:// or https://, with or without /api."),
     SECRET(SEC_IMMICH, "api_key", immich.api_key, "IMMICH_API_KEY", "API key of the Immich user."),
-    INT(SEC_IMMICH, "timeout", immich.timeout, "30", 1, 3600, "Seconds before a request gives up."),
+    INT(SEC_IMMICH, "timeout", immich.timeout, "30", 1, 3600,
+        "Seconds without progress before a request gives up (not a total time)."),
     BOOL(SEC_IMMICH, "organize_by_date", immich.organize_by_date, "true",
-         "Put uploads into one album per day."),
+         "With album_mode auto: one album per capture day."),
+    {.section = SEC_IMMICH,
+     .name = "album_mode",
+     .type = KT_ENUM,
+     .off = AT(char *, immich.album_mode),
+     .def = "auto",
+     .choices = album_modes,
+     .help = "Albums: fixed (album below), one per session or date."},
+    STR(SEC_IMMICH, "album", immich.album, "", 0, "Album name for album_mode fixed."),
 
     {.section = SEC_UNRAID,
      .name = "enabled",
@@ -220,6 +266,17 @@ static const struct key_row keys[] = {
      .max = PATH_MAX - 1,
      .help = "Folder to copy into (nfs, local); relative to this file."},
     BOOL(SEC_UNRAID, "organize_by_date", unraid.organize_by_date, "true",
+         "Sort copies into YYYY/MM/DD folders."),
+
+    BOOL(SEC_LOCAL, "enabled", local.enabled, "false", "Copy files to the folder below too."),
+    {.section = SEC_LOCAL,
+     .name = "path",
+     .type = KT_PATH,
+     .off = AT(char *, local.path),
+     .def = "",
+     .max = PATH_MAX - 1,
+     .help = "Folder to copy into; relative to this file."},
+    BOOL(SEC_LOCAL, "organize_by_date", local.organize_by_date, "true",
          "Sort copies into YYYY/MM/DD folders."),
 
     BOOL(SEC_MQTT, "enabled", mqtt.enabled, "false", "Publish state to an MQTT broker."),
@@ -268,9 +325,19 @@ static bool unraid_mounted(const struct config *c)
     return c->unraid.enabled && c->unraid.protocol != CONFIG_PROTOCOL_SMB;
 }
 
+static bool local_on(const struct config *c)
+{
+    return c->local.enabled;
+}
+
 static bool mqtt_on(const struct config *c)
 {
     return c->mqtt.enabled;
+}
+
+static bool immich_album_fixed(const struct config *c)
+{
+    return c->immich.enabled && c->immich.album_mode && strcmp(c->immich.album_mode, "fixed") == 0;
 }
 
 static const struct rule {
@@ -281,9 +348,11 @@ static const struct rule {
 } rules[] = {
     {SEC_IMMICH, "url", immich_on, "immich is enabled"},
     {SEC_IMMICH, "api_key", immich_on, "immich is enabled"},
+    {SEC_IMMICH, "album", immich_album_fixed, "immich.album_mode is fixed"},
     {SEC_UNRAID, "host", unraid_smb, "unraid is enabled with protocol smb"},
     {SEC_UNRAID, "share", unraid_smb, "unraid is enabled with protocol smb"},
     {SEC_UNRAID, "mount_point", unraid_mounted, "unraid is enabled with protocol nfs or local"},
+    {SEC_LOCAL, "path", local_on, "local is enabled"},
     {SEC_MQTT, "broker", mqtt_on, "mqtt is enabled"},
     {SEC_MQTT, "discovery_prefix", mqtt_on, "mqtt is enabled"},
     {SEC_MQTT, "topic_prefix", mqtt_on, "mqtt is enabled"},
@@ -1779,9 +1848,9 @@ int config_print_template(FILE *out)
           "#   5. built-in defaults, the same as this file: copy to ./snapsync-backup\n"
           "#\n"
           "# Secrets (IMMICH_API_KEY, UNRAID_USERNAME, UNRAID_PASSWORD, MQTT_USERNAME,\n"
-          "# MQTT_PASSWORD) belong in a .env file next to this one (chmod 600 .env), as\n"
-          "# KEY=value lines, or in the environment: the environment wins over .env, which wins\n"
-          "# over this file. Leave them empty here.\n"
+          "# MQTT_PASSWORD, SNAPSYNC_WEB_TOKEN) belong in a .env file next to this one (chmod 600\n"
+          "# .env), as KEY=value lines, or in the environment: the environment wins over .env,\n"
+          "# which wins over this file. Leave them empty here.\n"
           "#\n"
           "# Relative paths (database_path, mount_point) are relative to the directory of this\n"
           "# file. A key left out takes the value shown, unless its comment says otherwise\n"

@@ -3,8 +3,8 @@
  * that drives parsing, validation, `snapsync config --template` and masked printing.
  *
  * Precedence for secrets (IMMICH_API_KEY, UNRAID_USERNAME, UNRAID_PASSWORD, MQTT_USERNAME,
- * MQTT_PASSWORD): environment > .env (next to the config file; the working directory for the
- * embedded default) > config.yaml.
+ * MQTT_PASSWORD, SNAPSYNC_WEB_TOKEN): environment > .env (next to the config file; the working
+ * directory for the embedded default) > config.yaml.
  *
  * Relative paths in a config file (service.database_path, unraid.mount_point) are resolved
  * against the directory of that file; in the embedded default, against the working directory.
@@ -31,12 +31,21 @@ struct config {
         char *database_path; /* absolute after loading a file, "./snapsync.db" by default */
         char *log_level;     /* debug | info | warning | error */
         int web_ui_port;     /* 1..65535, default 8080 */
+        char *web_ui_bind;   /* IPv4 or IPv6 address literal, default "0.0.0.0" */
+        char *web_ui_token;  /* secret; "" none: actions of the web UI need it when set */
     } service;
 
     struct {
         bool auto_detect;
         char **mount_points; /* NULL-terminated array */
         size_t n_mount_points;
+        char **devices; /* extra accepted kernel device names, fnmatch patterns ("loop*") */
+        size_t n_devices;
+        char **ignore_devices; /* device names never treated as cards, fnmatch patterns */
+        size_t n_ignore_devices;
+        char *mount_base;       /* folder under which SnapSync mounts cards itself */
+        bool unmount_when_done; /* unmount what SnapSync mounted after a completed session */
+        int poll_interval;      /* seconds between polls of readers for media; 0 never */
     } sd_card;
 
     struct {
@@ -49,8 +58,10 @@ struct config {
         bool enabled;
         char *url;
         char *api_key; /* secret */
-        int timeout;   /* seconds */
+        int timeout;   /* seconds without progress before a request gives up (stall) */
         bool organize_by_date;
+        char *album_mode; /* auto | none | fixed | session | date */
+        char *album;      /* album name for album_mode fixed */
     } immich;
 
     struct {
@@ -64,6 +75,13 @@ struct config {
         char *mount_point;
         bool organize_by_date;
     } unraid;
+
+    /* A second destination, a local folder, next to unraid (a USB disk while unraid is SMB). */
+    struct {
+        bool enabled;
+        char *path; /* absolute after loading a file */
+        bool organize_by_date;
+    } local;
 
     struct {
         bool enabled;

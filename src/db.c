@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -206,6 +207,8 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (session_id, file_id)"
     ") WITHOUT ROWID;"
     "CREATE INDEX session_files_file ON session_files(file_id);",
+    /* 1 -> 2: the service records when it unmounted a card after its session */
+    "ALTER TABLE sessions ADD COLUMN safe_to_remove INTEGER NOT NULL DEFAULT 0;",
 };
 
 _Static_assert(ARRAY_SIZE(migrations) == DB_SCHEMA_VERSION,
@@ -239,13 +242,14 @@ enum stmt_id {
     STMT_COPY_SET,
     STMT_COPY_GET,
     STMT_STATS,
+    STMT_SESSION_SAFE,
     STMT_MAX,
 };
 
 #define SESSION_COLUMNS                                                                            \
     "SELECT s.id, s.card_id, c.uuid, c.label, s.source, s.started_at, s.ended_at, s.pid, "         \
     "s.status, s.files_total, s.bytes_total, s.files_copied, s.files_skipped, "                    \
-    "s.files_duplicate, s.files_failed, s.bytes_copied, s.error "                                  \
+    "s.files_duplicate, s.files_failed, s.bytes_copied, s.error, s.safe_to_remove "                                  \
     "FROM sessions s LEFT JOIN cards c ON c.id = s.card_id "
 
 #define FILE_COLUMNS                                                                               \
@@ -273,7 +277,7 @@ static const char *const stmt_sql[STMT_MAX] = {
     [STMT_SESSION_INTERRUPT] =
         "UPDATE sessions SET status = 'interrupted', ended_at = ?1, "
         "error = coalesce(error, 'the process running this session stopped') "
-        "WHERE status IN ('scanning', 'backing_up') AND NOT snapsync_pid_alive(pid)",
+        "WHERE status IN ('scanning', 'backing_up') AND NOT snapsync_session_alive(pid, id)",
     [STMT_SESSION_LIST] = SESSION_COLUMNS "ORDER BY s.started_at DESC, s.id DESC LIMIT ?1",
     [STMT_SESSION_GET] = SESSION_COLUMNS "WHERE s.id = ?1",
     [STMT_SESSION_FILE_SET] = "INSERT INTO session_files (session_id, file_id, outcome) "
@@ -307,6 +311,7 @@ static const char *const stmt_sql[STMT_MAX] = {
                       "updated_at = ?7",
     [STMT_COPY_GET] = "SELECT file_id, dest, state, remote, verified_at, error FROM copies "
                       "WHERE file_id = ?1 AND dest = ?2",
+    [STMT_SESSION_SAFE] = "UPDATE sessions SET safe_to_remove = ?2 WHERE id = ?1",
     [STMT_STATS] = "SELECT (SELECT count(*) FROM sessions), (SELECT count(*) FROM cards), "
                    "(SELECT count(*) FROM files), "
                    "(SELECT count(*) FROM files WHERE state = 'completed'), "
@@ -576,12 +581,44 @@ static int create_file(const char *path, struct error *err)
     return 0;
 }
 
-static void sql_pid_alive(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+/* Sessions this process began and has not ended: the service runs several at once, and one
+ * starting must not take another for a leftover of a dead process that had our pid. */
+#define DB_OWN_SESSIONS_MAX 64
+static pthread_mutex_t own_lock = PTHREAD_MUTEX_INITIALIZER;
+static int64_t own_sessions[DB_OWN_SESSIONS_MAX];
+
+static void own_session_set(int64_t id, bool running)
+{
+    pthread_mutex_lock(&own_lock);
+    for (size_t i = 0; i < DB_OWN_SESSIONS_MAX; i++) {
+        if (running ? own_sessions[i] == 0 : own_sessions[i] == id) {
+            own_sessions[i] = running ? id : 0;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&own_lock);
+}
+
+static bool own_session_running(int64_t id)
+{
+    bool found = false;
+    pthread_mutex_lock(&own_lock);
+    for (size_t i = 0; i < DB_OWN_SESSIONS_MAX && !found; i++)
+        found = own_sessions[i] == id;
+    pthread_mutex_unlock(&own_lock);
+    return found;
+}
+
+/* snapsync_session_alive(pid, id): the process that runs session id is still running it. */
+static void sql_session_alive(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
     (void)argc;
     int64_t pid = sqlite3_value_int64(argv[0]);
+    int64_t id = sqlite3_value_int64(argv[1]);
     bool alive;
-    if (pid <= 0 || pid > INT_MAX || pid == (int64_t)getpid())
+    if (pid == (int64_t)getpid())
+        alive = id > 0 && own_session_running(id);
+    else if (pid <= 0 || pid > INT_MAX)
         alive = false; /* kill(0 or -1, ...) would mean a process group or everyone */
     else
         alive = kill((pid_t)pid, 0) == 0 || errno != ESRCH; /* EPERM: alive, not ours */
@@ -730,8 +767,8 @@ static int configure(struct db *db, struct error *err)
             goto out;
     }
 
-    rc = sqlite3_create_function_v2(db->conn, "snapsync_pid_alive", 1,
-                                    SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL, sql_pid_alive, NULL,
+    rc = sqlite3_create_function_v2(db->conn, "snapsync_session_alive", 2,
+                                    SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL, sql_session_alive, NULL,
                                     NULL, NULL);
     if (rc != SQLITE_OK)
         r = db_fail(db, rc, err, "cannot register functions");
@@ -920,6 +957,7 @@ static void read_session(sqlite3_stmt *st, struct db_session *s)
     s->totals.files_failed = sqlite3_column_int64(st, 14);
     s->totals.bytes_copied = sqlite3_column_int64(st, 15);
     col_str(st, 16, s->error, sizeof(s->error));
+    s->safe_to_remove = sqlite3_column_int64(st, 17) != 0;
 }
 
 int db_session_begin(struct db *db, int64_t card_id, const char *source, int64_t *ret_id,
@@ -949,6 +987,7 @@ int db_session_begin(struct db *db, int64_t card_id, const char *source, int64_t
     r = stmt_run(db, st, err, "cannot start a session");
     if (r < 0)
         goto out;
+    own_session_set(id, true);
     if (ret_id)
         *ret_id = id;
 out:
@@ -998,7 +1037,36 @@ int db_session_update(struct db *db, int64_t id, enum db_session_status status,
 int db_session_end(struct db *db, int64_t id, enum db_session_status status,
                    const struct db_totals *totals, const char *error, struct error *err)
 {
-    return session_write(db, STMT_SESSION_END, id, status, totals, error, err);
+    int r = session_write(db, STMT_SESSION_END, id, status, totals, error, err);
+    if (r == 0)
+        own_session_set(id, false);
+    return r;
+}
+
+int db_session_set_safe_to_remove(struct db *db, int64_t id, bool safe, struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int r, rc = SQLITE_OK;
+
+    if (!db)
+        return error_set(err, -EINVAL, "no database");
+    r = stmt_get(db, STMT_SESSION_SAFE, &st, err);
+    if (r < 0)
+        return r;
+    rc = bind_i64(st, 1, id, rc);
+    rc = bind_i64(st, 2, safe ? 1 : 0, rc);
+    if (rc != SQLITE_OK) {
+        r = db_fail(db, rc, err, "cannot update session %lld", (long long)id);
+        goto out;
+    }
+    r = stmt_run(db, st, err, "cannot update a session");
+    if (r < 0)
+        goto out;
+    if (sqlite3_changes(db->conn) == 0)
+        r = error_set(err, -ENOENT, "no session %lld", (long long)id);
+out:
+    stmt_done(st);
+    return r;
 }
 
 int db_sessions_interrupt_stale(struct db *db, int64_t *ret_count, struct error *err)
@@ -1529,4 +1597,352 @@ int db_stats_get(struct db *db, struct db_stats *ret, struct error *err)
 out:
     stmt_done(st);
     return r;
+}
+
+/* ---- the web dashboard's queries ----
+ * The dashboard asks these a few times a second at most; each statement is prepared for the call
+ * and finalized after it, so its SQL stays next to the function and the connection's cache of
+ * hot statements keeps its size. */
+
+#define DB_PAGE_MAX 1000 /* rows per db_session_files call */
+
+static int adhoc_prepare(struct db *db, const char *sql, sqlite3_stmt **ret, struct error *err)
+{
+    int rc = sqlite3_prepare_v2(db->conn, sql, -1, ret, NULL);
+    if (rc != SQLITE_OK) {
+        *ret = NULL;
+        return db_fail(db, rc, err, "cannot prepare a dashboard query");
+    }
+    return 0;
+}
+
+static void read_dest_stats_row(sqlite3_stmt *st, void *row)
+{
+    struct db_dest_stats *d = row;
+    memset(d, 0, sizeof(*d));
+    col_str(st, 0, d->dest, sizeof(d->dest));
+    d->completed = sqlite3_column_int64(st, 1);
+    d->failed = sqlite3_column_int64(st, 2);
+    d->pending = sqlite3_column_int64(st, 3);
+    d->bytes_completed = sqlite3_column_int64(st, 4);
+    col_str(st, 5, d->last_error, sizeof(d->last_error));
+}
+
+/* scope: more conditions on c2, the copy whose error is the destination's last one */
+#define DEST_STATS_COLUMNS(scope)                                                                  \
+    "SELECT c.dest, "                                                                              \
+    "sum(c.state = 'completed'), sum(c.state = 'failed'), "                                        \
+    "sum(c.state IN ('pending', 'copying', 'verifying')), "                                        \
+    "coalesce(sum(CASE WHEN c.state = 'completed' THEN f.size END), 0), "                          \
+    "(SELECT c2.error FROM copies c2 WHERE c2.dest = c.dest AND c2.state = 'failed' " scope        \
+    " ORDER BY c2.updated_at DESC LIMIT 1) "
+
+int db_dest_stats(struct db *db, int64_t session_id, struct db_dest_stats **ret, size_t *ret_n,
+                  struct error *err)
+{
+    static const char *const sql_all =
+        DEST_STATS_COLUMNS("") "FROM copies c JOIN files f ON f.id = c.file_id "
+                           "GROUP BY c.dest ORDER BY c.dest LIMIT ?1";
+    static const char *const sql_session =
+        DEST_STATS_COLUMNS("AND c2.file_id IN (SELECT file_id FROM session_files "
+                           "WHERE session_id = ?2)")
+        "FROM session_files sf JOIN copies c ON c.file_id = sf.file_id "
+                           "JOIN files f ON f.id = sf.file_id WHERE sf.session_id = ?2 "
+                           "GROUP BY c.dest ORDER BY c.dest LIMIT ?1";
+    sqlite3_stmt *st = NULL;
+    void *rows = NULL;
+    size_t n = 0;
+    int r, rc = SQLITE_OK;
+
+    if (!db || !ret || !ret_n || session_id < 0)
+        return error_set(err, -EINVAL, "invalid destination statistics query");
+    r = adhoc_prepare(db, session_id ? sql_session : sql_all, &st, err);
+    if (r < 0)
+        return r;
+    rc = bind_i64(st, 1, DB_DEST_STATS_MAX, rc);
+    if (session_id)
+        rc = bind_i64(st, 2, session_id, rc);
+    if (rc != SQLITE_OK) {
+        r = db_fail(db, rc, err, "cannot read destination statistics");
+        goto out;
+    }
+    r = collect_rows(db, st, DB_DEST_STATS_MAX, sizeof(struct db_dest_stats),
+                     read_dest_stats_row, &rows, &n, err, "cannot read destination statistics");
+    if (r < 0)
+        goto out;
+    *ret = rows;
+    *ret_n = n;
+out:
+    sqlite3_finalize(st);
+    return r;
+}
+
+int db_session_done(struct db *db, int64_t session_id, int64_t *ret_files, int64_t *ret_bytes,
+                    struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int r, rc;
+
+    if (!db || !ret_files || !ret_bytes)
+        return error_set(err, -EINVAL, "invalid session progress query");
+    r = adhoc_prepare(db,
+                      "SELECT count(*), coalesce(sum(f.size), 0) FROM session_files sf "
+                      "JOIN files f ON f.id = sf.file_id WHERE sf.session_id = ?1",
+                      &st, err);
+    if (r < 0)
+        return r;
+    rc = bind_i64(st, 1, session_id, SQLITE_OK);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        r = db_fail(db, rc, err, "cannot read the progress of session %lld",
+                    (long long)session_id);
+        goto out;
+    }
+    *ret_files = sqlite3_column_int64(st, 0);
+    *ret_bytes = sqlite3_column_int64(st, 1);
+out:
+    sqlite3_finalize(st);
+    return r;
+}
+
+/* Steps a one-row file query (bound already) into ret; -ENOENT with what when no row. */
+static int file_query_one(struct db *db, sqlite3_stmt *st, int rc, struct db_file *ret,
+                          struct error *err, const char *what)
+{
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        read_file(st, ret);
+        return 0;
+    }
+    if (rc == SQLITE_DONE)
+        return error_set(err, -ENOENT, "%s", what);
+    return db_fail(db, rc, err, "%s", what);
+}
+
+int db_card_current_file(struct db *db, int64_t card_id, struct db_file *ret, struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int r;
+
+    if (!db || !ret)
+        return error_set(err, -EINVAL, "invalid current file query");
+    /* files_state (state, updated_at) serves each of the three states */
+    r = adhoc_prepare(db,
+                      FILE_COLUMNS "WHERE state IN ('scanning', 'backing_up', 'verifying') "
+                                   "AND card_id = ?1 ORDER BY updated_at DESC, id DESC LIMIT 1",
+                      &st, err);
+    if (r < 0)
+        return r;
+    r = file_query_one(db, st, bind_i64(st, 1, card_id, SQLITE_OK), ret, err,
+                       "no file is being backed up");
+    sqlite3_finalize(st);
+    return r;
+}
+
+int db_file_get(struct db *db, int64_t id, struct db_file *ret, struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    char what[64];
+    int r;
+
+    if (!db || !ret)
+        return error_set(err, -EINVAL, "invalid file query");
+    r = adhoc_prepare(db, FILE_COLUMNS "WHERE id = ?1", &st, err);
+    if (r < 0)
+        return r;
+    snprintf(what, sizeof(what), "no file %lld", (long long)id);
+    r = file_query_one(db, st, bind_i64(st, 1, id, SQLITE_OK), ret, err, what);
+    sqlite3_finalize(st);
+    return r;
+}
+
+static void read_session_file_row(sqlite3_stmt *st, void *row)
+{
+    struct db_session_file *sf = row;
+    read_file(st, &sf->file);
+    int o = index_of(outcome_names, ARRAY_SIZE(outcome_names),
+                     (const char *)sqlite3_column_text(st, 13));
+    sf->outcome = o < 0 ? DB_OUTCOME_FAILED : (enum db_outcome)o;
+}
+
+int db_session_files(struct db *db, int64_t session_id, int64_t offset, int limit,
+                     struct db_session_file **ret, size_t *ret_n, int64_t *ret_total,
+                     struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    void *rows = NULL;
+    size_t n = 0;
+    int r, rc = SQLITE_OK;
+
+    if (!db || !ret || !ret_n || offset < 0 || limit < 1 || limit > DB_PAGE_MAX)
+        return error_set(err, -EINVAL, "file page: offset must be 0 or more, limit 1 to %d",
+                         DB_PAGE_MAX);
+    if (ret_total) {
+        int64_t bytes;
+        r = db_session_done(db, session_id, ret_total, &bytes, err);
+        if (r < 0)
+            return r;
+    }
+    r = adhoc_prepare(db,
+                      "SELECT f.id, f.card_id, f.rel_path, f.size, f.mtime_ns, f.md5, f.sha1, "
+                      "f.capture_time, f.kind, f.state, f.attempts, f.last_error, "
+                      "f.duplicate_of, sf.outcome FROM session_files sf "
+                      "JOIN files f ON f.id = sf.file_id WHERE sf.session_id = ?1 "
+                      "ORDER BY f.rel_path, f.id LIMIT ?2 OFFSET ?3",
+                      &st, err);
+    if (r < 0)
+        return r;
+    rc = bind_i64(st, 1, session_id, rc);
+    rc = bind_i64(st, 2, limit, rc);
+    rc = bind_i64(st, 3, offset, rc);
+    if (rc != SQLITE_OK) {
+        r = db_fail(db, rc, err, "cannot list the files of session %lld", (long long)session_id);
+        goto out;
+    }
+    r = collect_rows(db, st, limit, sizeof(struct db_session_file), read_session_file_row, &rows,
+                     &n, err, "cannot list the files of a session");
+    if (r < 0)
+        goto out;
+    *ret = rows;
+    *ret_n = n;
+out:
+    sqlite3_finalize(st);
+    return r;
+}
+
+static void read_copy_row(sqlite3_stmt *st, void *row)
+{
+    struct db_copy *c = row;
+    memset(c, 0, sizeof(*c));
+    c->file_id = sqlite3_column_int64(st, 0);
+    col_str(st, 1, c->dest, sizeof(c->dest));
+    c->state = copy_state_parse((const char *)sqlite3_column_text(st, 2));
+    col_str(st, 3, c->remote, sizeof(c->remote));
+    c->verified_at = sqlite3_column_int64(st, 4);
+    col_str(st, 5, c->error, sizeof(c->error));
+}
+
+int db_file_copies(struct db *db, int64_t file_id, struct db_copy **ret, size_t *ret_n,
+                   struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    void *rows = NULL;
+    size_t n = 0;
+    int r, rc = SQLITE_OK;
+
+    if (!db || !ret || !ret_n)
+        return error_set(err, -EINVAL, "invalid copies query");
+    r = adhoc_prepare(db,
+                      "SELECT file_id, dest, state, remote, verified_at, error FROM copies "
+                      "WHERE file_id = ?1 ORDER BY dest LIMIT ?2",
+                      &st, err);
+    if (r < 0)
+        return r;
+    rc = bind_i64(st, 1, file_id, rc);
+    rc = bind_i64(st, 2, DB_DEST_STATS_MAX, rc);
+    if (rc != SQLITE_OK) {
+        r = db_fail(db, rc, err, "cannot list the copies of file %lld", (long long)file_id);
+        goto out;
+    }
+    r = collect_rows(db, st, DB_DEST_STATS_MAX, sizeof(struct db_copy), read_copy_row, &rows, &n,
+                     err, "cannot list the copies of a file");
+    if (r < 0)
+        goto out;
+    *ret = rows;
+    *ret_n = n;
+out:
+    sqlite3_finalize(st);
+    return r;
+}
+
+struct retry_args {
+    bool session;  /* id is a session id, else a file id */
+    int64_t id;
+    int64_t count; /* files marked */
+    struct error *err;
+};
+
+/* Runs one UPDATE of the retry with ?1 = the id and ?2 = now. */
+static int retry_exec(struct db *db, const char *sql, int64_t id, struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int r = adhoc_prepare(db, sql, &st, err);
+    if (r < 0)
+        return r;
+    int rc = bind_i64(st, 1, id, SQLITE_OK);
+    rc = bind_i64(st, 2, now_s(), rc);
+    if (rc != SQLITE_OK)
+        r = db_fail(db, rc, err, "cannot mark files for retry");
+    else
+        r = stmt_run(db, st, err, "cannot mark files for retry");
+    sqlite3_finalize(st);
+    return r;
+}
+
+static int retry_tx(struct db *db, void *userdata)
+{
+    /* The copies first: the files' failed state still tells which ones to take. */
+    static const char *const file_sql[2] = {
+        "UPDATE copies SET state = 'pending', error = NULL, verified_at = 0, updated_at = ?2 "
+        "WHERE state = 'failed' AND file_id = ?1 "
+        "AND (SELECT state FROM files WHERE id = ?1) = 'failed'",
+        "UPDATE files SET state = 'new', last_error = NULL, updated_at = ?2 "
+        "WHERE id = ?1 AND state = 'failed'",
+    };
+    static const char *const session_sql[2] = {
+        "UPDATE copies SET state = 'pending', error = NULL, verified_at = 0, updated_at = ?2 "
+        "WHERE state = 'failed' AND file_id IN (SELECT sf.file_id FROM session_files sf "
+        "JOIN files f ON f.id = sf.file_id WHERE sf.session_id = ?1 AND sf.outcome = 'failed' "
+        "AND f.state = 'failed')",
+        "UPDATE files SET state = 'new', last_error = NULL, updated_at = ?2 "
+        "WHERE state = 'failed' AND id IN (SELECT file_id FROM session_files "
+        "WHERE session_id = ?1 AND outcome = 'failed')",
+    };
+    struct retry_args *a = userdata;
+    const char *const *sql = a->session ? session_sql : file_sql;
+    int r = retry_exec(db, sql[0], a->id, a->err);
+    if (r < 0)
+        return r;
+    r = retry_exec(db, sql[1], a->id, a->err);
+    if (r < 0)
+        return r;
+    a->count = sqlite3_changes(db->conn);
+    return 0;
+}
+
+static int mark_retry(struct db *db, bool session, int64_t id, int64_t *ret_count,
+                      struct error *err)
+{
+    struct retry_args a = {.session = session, .id = id, .err = err};
+    int r;
+
+    if (!db)
+        return error_set(err, -EINVAL, "no database");
+    if (session) {
+        struct db_session s;
+        r = db_session_get(db, id, &s, err);
+    } else {
+        struct db_file f;
+        r = db_file_get(db, id, &f, err);
+    }
+    if (r < 0)
+        return r;
+    r = db_transaction(db, retry_tx, &a, err);
+    if (r < 0)
+        return r;
+    if (ret_count)
+        *ret_count = a.count;
+    return 0;
+}
+
+int db_file_retry(struct db *db, int64_t file_id, int64_t *ret_count, struct error *err)
+{
+    return mark_retry(db, false, file_id, ret_count, err);
+}
+
+int db_session_retry(struct db *db, int64_t session_id, int64_t *ret_count, struct error *err)
+{
+    return mark_retry(db, true, session_id, ret_count, err);
 }

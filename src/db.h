@@ -26,7 +26,7 @@
 
 #include "error.h"
 
-#define DB_SCHEMA_VERSION 1
+#define DB_SCHEMA_VERSION 2
 
 enum db_mode {
     DB_READ_WRITE, /* creates the file and its folder if needed, migrates the schema */
@@ -132,6 +132,7 @@ struct db_session {
     enum db_session_status status;
     struct db_totals totals;
     char error[512];
+    bool safe_to_remove; /* the service unmounted the card after the session */
 };
 
 /* Starts a session (status scanning, started_at now, pid getpid()). card_id 0: a session without
@@ -147,8 +148,13 @@ int db_session_update(struct db *db, int64_t id, enum db_session_status status,
 int db_session_end(struct db *db, int64_t id, enum db_session_status status,
                    const struct db_totals *totals, const char *error, struct error *err);
 
-/* Marks sessions still scanning/backing_up whose pid is not alive (or is our own pid, which
- * cannot have a running session yet) as interrupted, with ended_at now. ret_count may be NULL. */
+/* Records that the card of session id was unmounted after it (safe true), so it can be pulled. */
+int db_session_set_safe_to_remove(struct db *db, int64_t id, bool safe, struct error *err);
+
+/* Marks sessions still scanning/backing_up whose process is not alive as interrupted, with
+ * ended_at now. A session of our own pid is alive only while this process runs it (begun and not
+ * yet ended through any connection), so parallel sessions of the service are left alone and a
+ * leftover of a dead process that had our pid is not. ret_count may be NULL. */
 int db_sessions_interrupt_stale(struct db *db, int64_t *ret_count, struct error *err);
 
 /* The most recent sessions, newest first, at most limit (1..10000). *ret is a malloc'd array
@@ -258,3 +264,72 @@ struct db_stats {
 };
 
 int db_stats_get(struct db *db, struct db_stats *ret, struct error *err);
+
+/* ---- the web dashboard's queries (src/web.c) ----
+ * Read a few times a second at most, so these prepare their statement per call instead of
+ * taking slots in the connection's cache. */
+
+#define DB_DEST_STATS_MAX 64 /* destinations reported per db_dest_stats call */
+
+/* Copies at one destination. */
+struct db_dest_stats {
+    char dest[256];          /* the destination id, as in copies.dest */
+    int64_t completed;       /* verified copies */
+    int64_t failed;
+    int64_t pending;         /* pending, copying or verifying */
+    int64_t bytes_completed; /* sizes of the files with a verified copy here */
+    char last_error[512];    /* error of the most recently failed copy, "" when none */
+};
+
+/*
+ * Copies per destination, sorted by destination id: of the files session_id recorded an outcome
+ * for, or of every file when session_id is 0. At most DB_DEST_STATS_MAX. *ret is the caller's
+ * (free()); *ret_n its length (0 and NULL when none).
+ */
+int db_dest_stats(struct db *db, int64_t session_id, struct db_dest_stats **ret, size_t *ret_n,
+                  struct error *err);
+
+/* How many files session_id recorded an outcome for, and their sizes added up: the work done so
+ * far whatever the outcome (copied, skipped, duplicate, failed). 0 and 0 for an unknown id. */
+int db_session_done(struct db *db, int64_t session_id, int64_t *ret_files, int64_t *ret_bytes,
+                    struct error *err);
+
+/* The file of card_id that most recently entered scanning, backing_up or verifying: what a
+ * running session works on. -ENOENT when none is. */
+int db_card_current_file(struct db *db, int64_t card_id, struct db_file *ret, struct error *err);
+
+/* One file by id; -ENOENT if none. */
+int db_file_get(struct db *db, int64_t id, struct db_file *ret, struct error *err);
+
+struct db_session_file {
+    struct db_file file;
+    enum db_outcome outcome;
+};
+
+/*
+ * The files session_id recorded an outcome for, sorted by path then id, skipping offset (>= 0)
+ * and returning at most limit (1..1000). *ret_total (may be NULL) is how many there are in all.
+ * *ret is the caller's (free()); *ret_n its length (0 and NULL when none).
+ */
+int db_session_files(struct db *db, int64_t session_id, int64_t offset, int limit,
+                     struct db_session_file **ret, size_t *ret_n, int64_t *ret_total,
+                     struct error *err);
+
+/* Every copy of file_id (one per destination), sorted by destination id, at most
+ * DB_DEST_STATS_MAX. *ret is the caller's (free()); *ret_n its length (0 and NULL when none). */
+int db_file_copies(struct db *db, int64_t file_id, struct db_copy **ret, size_t *ret_n,
+                   struct error *err);
+
+/*
+ * Marks a failed file for retry, in one transaction: its failed copies become pending (error
+ * cleared) and the file, if failed, becomes new with its last error cleared, so it leaves the
+ * failed list. The next backup of its card copies it again (it would anyway: only completed
+ * copies are skipped), so this records the wish and tells the user it was heard.
+ * *ret_count (may be NULL): 1 when the file was failed, 0 when there was nothing to retry.
+ * -ENOENT when there is no such file. Needs a DB_READ_WRITE connection.
+ */
+int db_file_retry(struct db *db, int64_t file_id, int64_t *ret_count, struct error *err);
+
+/* The same for every file that failed in session_id and is still failed. *ret_count (may be
+ * NULL): how many files were marked. -ENOENT when there is no such session. */
+int db_session_retry(struct db *db, int64_t session_id, int64_t *ret_count, struct error *err);

@@ -9,6 +9,9 @@
 #include <string.h>
 
 extern const struct dest_ops dest_local_ops;
+extern const struct dest_ops dest_local_folder_ops;
+extern const struct dest_ops dest_smb_ops;
+extern const struct dest_ops dest_immich_ops;
 
 struct dest {
     const struct dest_ops *ops;
@@ -53,23 +56,27 @@ int dest_create_all(const struct config *cfg, struct dest ***ret, size_t *ret_n,
         return error_set(err, -ENOMEM, "out of memory");
 
     if (cfg->unraid.enabled) {
-        if (cfg->unraid.protocol == CONFIG_PROTOCOL_SMB) {
-            r = error_set(err, -ENOTSUP,
-                          "unraid.protocol smb: the SMB destination is not in this build yet; "
-                          "use protocol nfs or local with a mounted share");
+        const struct dest_ops *ops =
+            cfg->unraid.protocol == CONFIG_PROTOCOL_SMB ? &dest_smb_ops : &dest_local_ops;
+        r = dest_new(ops, cfg, &list[n], err);
+        if (r < 0)
             goto fail;
-        }
-        r = dest_new(&dest_local_ops, cfg, &list[n], err);
+        n++;
+    }
+    if (cfg->local.enabled) {
+        r = dest_new(&dest_local_folder_ops, cfg, &list[n], err);
         if (r < 0)
             goto fail;
         n++;
     }
     if (cfg->immich.enabled) {
-        r = error_set(err, -ENOTSUP, "immich: the Immich destination is not in this build yet");
-        goto fail;
+        r = dest_new(&dest_immich_ops, cfg, &list[n], err);
+        if (r < 0)
+            goto fail;
+        n++;
     }
     if (n == 0) {
-        r = error_set(err, -ENODEV, "no destination is enabled (enable unraid or immich)");
+        r = error_set(err, -ENODEV, "no destination is enabled (enable unraid, local or immich)");
         goto fail;
     }
     *ret = list;

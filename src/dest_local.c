@@ -1,5 +1,6 @@
 /*
- * Local or NFS-mounted folder destination (`unraid.protocol: local | nfs`).
+ * Local or NFS-mounted folder destination (`unraid.protocol: local | nfs`, and the `local` section,
+ * a second folder next to unraid: dest_local_folder_ops).
  *
  * A copy is written to <root>/.snapsync-tmp/<pid>.<seq>.<host>.part, fsync'd, read back from disk
  * (the page cache dropped first) and compared by MD5, then moved to <root>/YYYY/MM/DD/<name> with a
@@ -81,30 +82,32 @@ static int absolute_path(const char *in, char *out, size_t size)
     return 0;
 }
 
-static int local_init(const struct config *cfg, void **ret_priv, char *id, size_t id_size,
-                      char *label, size_t label_size, struct error *err)
+/* A destination at mount_point[/path]; nfs: the folder must be a mount point. */
+static int local_init_at(const char *mount_point, const char *path, bool nfs, bool organize_by_date,
+                         const char *key, void **ret_priv, char *id, size_t id_size, char *label,
+                         size_t label_size, struct error *err)
 {
     struct local *l = calloc(1, sizeof(*l));
     if (!l)
         return error_set(err, -ENOMEM, "out of memory");
-    int r = absolute_path(cfg->unraid.mount_point, l->mount_point, sizeof(l->mount_point));
+    int r = absolute_path(mount_point, l->mount_point, sizeof(l->mount_point));
     if (r < 0) {
         free(l);
-        return error_set_errno(err, r, "unraid.mount_point '%s'", cfg->unraid.mount_point);
+        return error_set_errno(err, r, "%s '%s'", key, mount_point);
     }
-    const char *sub = cfg->unraid.path ? cfg->unraid.path : "";
+    const char *sub = path ? path : "";
     while (*sub == '/')
         sub++;
     int n = sub[0] ? snprintf(l->root, sizeof(l->root), "%s/%s", l->mount_point, sub)
                    : snprintf(l->root, sizeof(l->root), "%s", l->mount_point);
     if (n < 0 || (size_t)n >= sizeof(l->root) - 64) {
         free(l);
-        return error_set(err, -ENAMETOOLONG, "unraid.path: destination path too long");
+        return error_set(err, -ENAMETOOLONG, "%s: destination path too long", key);
     }
     for (size_t len = strlen(l->root); len > 1 && l->root[len - 1] == '/'; len--)
         l->root[len - 1] = '\0';
-    l->nfs = cfg->unraid.protocol == CONFIG_PROTOCOL_NFS;
-    l->organize_by_date = cfg->unraid.organize_by_date;
+    l->nfs = nfs;
+    l->organize_by_date = organize_by_date;
     if (gethostname(l->host, sizeof(l->host)) < 0 || !l->host[0])
         snprintf(l->host, sizeof(l->host), "localhost");
     l->host[sizeof(l->host) - 1] = '\0';
@@ -115,6 +118,23 @@ static int local_init(const struct config *cfg, void **ret_priv, char *id, size_
     snprintf(label, label_size, "%s %s", l->nfs ? "nfs" : "local", l->root);
     *ret_priv = l;
     return 0;
+}
+
+/* unraid with protocol local or nfs */
+static int local_init(const struct config *cfg, void **ret_priv, char *id, size_t id_size,
+                      char *label, size_t label_size, struct error *err)
+{
+    return local_init_at(cfg->unraid.mount_point, cfg->unraid.path,
+                         cfg->unraid.protocol == CONFIG_PROTOCOL_NFS, cfg->unraid.organize_by_date,
+                         "unraid.mount_point", ret_priv, id, id_size, label, label_size, err);
+}
+
+/* the local section: a second folder next to unraid */
+static int local_folder_init(const struct config *cfg, void **ret_priv, char *id, size_t id_size,
+                             char *label, size_t label_size, struct error *err)
+{
+    return local_init_at(cfg->local.path, NULL, false, cfg->local.organize_by_date, "local.path",
+                         ret_priv, id, id_size, label, label_size, err);
 }
 
 static void local_done(void *priv)
@@ -554,6 +574,21 @@ out:
 const struct dest_ops dest_local_ops = {
     .kind = "local",
     .init = local_init,
+    .done = local_done,
+    .prepare = local_prepare,
+    .probe = local_probe,
+    .conn_new = local_conn_new,
+    .conn_free = local_conn_free,
+    .open = local_open,
+    .write = local_write,
+    .finish = local_finish,
+    .abort = local_abort,
+};
+
+/* The same backend configured from the `local` section. */
+const struct dest_ops dest_local_folder_ops = {
+    .kind = "local",
+    .init = local_folder_init,
     .done = local_done,
     .prepare = local_prepare,
     .probe = local_probe,

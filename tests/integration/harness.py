@@ -14,6 +14,7 @@ import unittest
 
 BIN = os.environ.get("SNAPSYNC_BIN", "snapsync")
 TMP_ROOT = os.environ.get("SNAPSYNC_TEST_TMP", tempfile.gettempdir())
+LSAN_SUPP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lsan.supp")
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer")
 
 _sample_cache = {}
@@ -133,6 +134,10 @@ class SnapsyncTest(unittest.TestCase):
         for k in ("SNAPSYNC_CONFIG", "IMMICH_API_KEY", "UNRAID_USERNAME", "UNRAID_PASSWORD",
                   "MQTT_USERNAME", "MQTT_PASSWORD"):
             self.env.pop(k, None)
+        # leaks inside system libraries (libsmbclient's init), listed and explained in the file
+        lsan = self.env.get("LSAN_OPTIONS", "")
+        self.env["LSAN_OPTIONS"] = (lsan + ":" if lsan else "") + f"suppressions={LSAN_SUPP}"
+
         self.cleanups = []
 
     def tearDown(self):

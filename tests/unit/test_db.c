@@ -750,8 +750,9 @@ static void test_interrupt_stale(void **state)
     struct db *db = open_rw(path);
     int64_t card = add_card(db, "STALE");
 
-    int64_t own, alive, dead, zero, done;
+    int64_t own, mine, alive, dead, zero, done;
     assert_int_equal(db_session_begin(db, card, "/m", &own, NULL), 0);
+    assert_int_equal(db_session_begin(db, card, "/m", &mine, NULL), 0);
     assert_int_equal(db_session_begin(db, card, "/m", &alive, NULL), 0);
     assert_int_equal(db_session_begin(db, card, "/m", &dead, NULL), 0);
     assert_int_equal(db_session_begin(db, card, "/m", &zero, NULL), 0);
@@ -763,9 +764,13 @@ static void test_interrupt_stale(void **state)
     snprintf(sql, sizeof(sql),
              "UPDATE sessions SET pid = %d WHERE id = %lld;"
              "UPDATE sessions SET pid = %d WHERE id = %lld;"
-             "UPDATE sessions SET pid = 0 WHERE id = %lld",
-             (int)getppid(), (long long)alive, (int)child, (long long)dead, (long long)zero);
+             "UPDATE sessions SET pid = 0 WHERE id = %lld;"
+             /* a leftover of a dead process that had our pid: a new id, never begun by us */
+             "UPDATE sessions SET id = %lld WHERE id = %lld",
+             (int)getppid(), (long long)alive, (int)child, (long long)dead, (long long)zero,
+             (long long)(done + 100), (long long)own);
     raw_exec(path, sql);
+    own = done + 100;
 
     int64_t count = -1;
     assert_int_equal(db_sessions_interrupt_stale(db, &count, NULL), 0);
@@ -779,15 +784,25 @@ static void test_interrupt_stale(void **state)
         assert_true(s.ended_at > 0);
         assert_true(s.error[0] != '\0');
     }
-    assert_int_equal(db_session_get(db, alive, &s, NULL), 0);
-    assert_int_equal(s.status, DB_SESSION_SCANNING);
-    assert_int_equal(s.ended_at, 0);
+    /* ours and running (the service runs several sessions at once), or another live process */
+    int64_t running[] = {alive, mine};
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(db_session_get(db, running[i], &s, NULL), 0);
+        assert_int_equal(s.status, DB_SESSION_SCANNING);
+        assert_int_equal(s.ended_at, 0);
+    }
     assert_int_equal(db_session_get(db, done, &s, NULL), 0);
     assert_int_equal(s.status, DB_SESSION_COMPLETED);
 
     assert_int_equal(db_sessions_interrupt_stale(db, NULL, NULL), 0); /* NULL count is fine */
     assert_int_equal(db_sessions_interrupt_stale(db, &count, NULL), 0);
     assert_int_equal(count, 0);
+    assert_false(s.safe_to_remove);
+    assert_int_equal(db_session_set_safe_to_remove(db, done, true, NULL), 0);
+    assert_int_equal(db_session_get(db, done, &s, NULL), 0);
+    assert_true(s.safe_to_remove);
+    assert_int_equal(db_session_set_safe_to_remove(db, done + 1000, true, NULL), -ENOENT);
+    assert_int_equal(db_session_end(db, mine, DB_SESSION_COMPLETED, &t, NULL, NULL), 0);
     db_close(db);
 }
 
