@@ -105,57 +105,6 @@ struct backup_view {
     enum db_session_status last_status;
 };
 
-/* Engine progress as Home Assistant sees it. */
-static void mqtt_state_from(const struct engine_progress *p, bool final, struct mqtt_state *s)
-{
-    memset(s, 0, sizeof(*s));
-    const char *status = "backing_up";
-    if (p->status == DB_SESSION_SCANNING)
-        status = "scanning";
-    else if (p->status == DB_SESSION_COMPLETED)
-        status = "completed";
-    else if (final || p->status == DB_SESSION_FAILED)
-        status = "failed";
-    snprintf(s->status, sizeof(s->status), "%s", status);
-    s->files_completed = p->totals.files_copied;
-    s->files_total = p->totals.files_total;
-    s->files_failed = p->totals.files_failed;
-    s->files_skipped = p->totals.files_skipped;
-    s->files_duplicate = p->totals.files_duplicate;
-    s->bytes_done = (int64_t)p->bytes_done;
-    s->bytes_total = p->totals.bytes_total;
-    if (p->totals.bytes_total > 0) {
-        s->has_progress = true;
-        s->progress = 100.0 * (double)p->bytes_done / (double)p->totals.bytes_total;
-        if (s->progress > 100)
-            s->progress = 100;
-    } else if (final || p->status != DB_SESSION_SCANNING) {
-        s->has_progress = true;
-        s->progress = 100;
-    }
-    if (final && p->status == DB_SESSION_COMPLETED)
-        s->progress = 100;
-    s->speed_bps = final ? 0 : p->rate_bps;
-    if (!final && p->rate_bps > 0 && p->totals.bytes_total >= (int64_t)p->bytes_done) {
-        s->has_eta = true;
-        s->eta_s = (double)(p->totals.bytes_total - (int64_t)p->bytes_done) / p->rate_bps;
-    }
-    snprintf(s->current_file, sizeof(s->current_file), "%s", final ? "" : p->current_file);
-    snprintf(s->card_label, sizeof(s->card_label), "%s", p->card_label);
-    s->session_id = p->session_id;
-    s->card_present = !final;
-    if (final) {
-        s->last_backup_at = (int64_t)time(NULL);
-        snprintf(s->last_result, sizeof(s->last_result), "%s",
-                 db_session_status_to_string(p->status));
-    }
-    s->n_dests = p->n_dests < MQTT_DEST_MAX ? p->n_dests : MQTT_DEST_MAX;
-    for (size_t i = 0; i < s->n_dests; i++) {
-        snprintf(s->dests[i].kind, sizeof(s->dests[i].kind), "%s", p->dests[i].kind);
-        s->dests[i].reachable = p->dests[i].usable;
-    }
-}
-
 static void progress_line(const struct engine_progress *p);
 
 static void on_backup_progress(const struct engine_progress *p, void *userdata)
@@ -164,7 +113,7 @@ static void on_backup_progress(const struct engine_progress *p, void *userdata)
     if (v->mqtt) {
         bool final = p->status != DB_SESSION_SCANNING && p->status != DB_SESSION_BACKING_UP;
         struct mqtt_state s;
-        mqtt_state_from(p, final, &s);
+        mqtt_state_from_progress(p, final, &s);
         mqtt_publish_state(v->mqtt, &s, final || p->status != v->last_status);
         v->last_status = p->status;
     }

@@ -872,7 +872,9 @@ static int worker_new(struct engine *e, struct worker **ret, struct error *err)
         }
     w->src_dir_fd = open(e->card.root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (w->src_dir_fd < 0) {
-        r = error_set_errno(err, -errno, "cannot open '%s'", e->card.root);
+        int saved = -errno;
+        r = check_card_gone(e) ? error_set(err, -ECANCELED, "the card is gone")
+                               : error_set_errno(err, saved, "cannot open '%s'", e->card.root);
         goto fail;
     }
     for (size_t i = 0; i < e->n_dests; i++) {
@@ -1138,7 +1140,8 @@ static int run_workers(struct engine *e, struct db *db, double t0, struct error 
         pthread_join(workers[i]->thread, NULL);
         worker_free(workers[i]);
     }
-    return r;
+    /* the card went away before a worker could start: the session is interrupted, not failed */
+    return r == -ECANCELED ? 0 : r;
 }
 
 int engine_backup(const struct config *cfg, const char *path, const struct engine_options *opt,
@@ -1220,7 +1223,11 @@ int engine_backup(const struct config *cfg, const char *path, const struct engin
     }
     log_info("scanning '%s' (card %s)", e.card.root, e.card.uuid);
     r = scanner_scan(e.card.root, cfg->files.extensions, cfg->files.min_size, &e.scan, err);
-    if (r < 0)
+    if (r < 0 && !opt->dry_run && check_card_gone(&e))
+        r = 0; /* pulled before the scan: interrupted, not failed */
+    if (r < 0 && opt->dry_run)
+        goto out;
+    if (r < 0 || !e.scan)
         goto end_session;
     if (e.scan->n_symlinks || e.scan->n_unreadable || e.scan->n_truncated)
         log_warning("'%s': %zu symlinks not followed, %zu unreadable entries, %zu beyond limits",

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "engine.h"
 #include "error.h"
 
 #define MQTT_DEST_MAX 8
@@ -44,6 +45,10 @@ struct mqtt_state {
         bool reachable;
     } dests[MQTT_DEST_MAX];
 };
+
+/* The state Home Assistant gets for an engine progress report; final: the session ended (status
+ * completed or failed, last_backup now, last_result the session's status, card not present). */
+void mqtt_state_from_progress(const struct engine_progress *p, bool final, struct mqtt_state *s);
 
 enum mqtt_command { MQTT_COMMAND_EJECT, MQTT_COMMAND_RETRY };
 

@@ -32,10 +32,14 @@
 #include "detector.h"
 #include "engine.h"
 #include "log.h"
+#include "mqtt.h"
+#include "web.h"
 
 #define SERVICE_JOBS_MAX 16 /* sessions at once; more cards wait for a rescan */
 
-enum { SRC_SIGNAL = 1, SRC_DETECTOR, SRC_DONE, SRC_WATCHDOG };
+#define SERVICE_IDLE_CARDS_MAX 16 /* cards left mounted after their session (retry, eject) */
+
+enum { SRC_SIGNAL = 1, SRC_DETECTOR, SRC_DONE, SRC_WATCHDOG, SRC_COMMAND };
 
 struct svc_config {
     struct config *cfg;
@@ -54,6 +58,7 @@ struct job {
     atomic_bool finished;
     bool removed; /* the card went away during the session */
     bool unmounted;
+    bool eject;   /* unmount when the session ends, whatever its result */
     int rc;
     struct error err;
     struct engine_report report;
@@ -71,6 +76,16 @@ struct service {
     struct job *jobs;
     size_t n_jobs;
     bool stopping;
+    /* Home Assistant and the dashboard; they keep the configuration they started with */
+    struct svc_config *ui_conf;
+    struct mqtt *mqtt;
+    struct web *web;
+    int cmdfd;               /* eventfd: a command from MQTT or the web is waiting */
+    atomic_bool eject_req;   /* commands, set by other threads, handled by the loop */
+    atomic_bool retry_req;
+    /* cards whose session ended with the card still mounted (loop thread) */
+    struct detector_card idle[SERVICE_IDLE_CARDS_MAX];
+    size_t n_idle;
 };
 
 static void conf_unref(struct svc_config *c)
@@ -112,11 +127,30 @@ static void mark_safe(const struct config *cfg, int64_t session_id)
     db_close(db);
 }
 
+/* Engine progress of one session, to Home Assistant and the dashboard (job thread). With two
+ * cards at once, both report to the one device: the latest report wins. */
+static void job_progress(const struct engine_progress *p, void *userdata)
+{
+    struct job *j = userdata;
+    bool final = p->status != DB_SESSION_SCANNING && p->status != DB_SESSION_BACKING_UP;
+    struct mqtt_state st;
+    mqtt_state_from_progress(p, final, &st);
+    if (!final)
+        st.card_present = true;
+    mqtt_publish_state(j->svc->mqtt, &st, final || p->status == DB_SESSION_SCANNING);
+    if (j->svc->web)
+        web_set_live_state(j->svc->web, &st);
+}
+
 static void *job_main(void *arg)
 {
     struct job *j = arg;
     const struct config *cfg = j->conf->cfg;
-    struct engine_options opt = {.cancel = &j->cancel};
+    struct engine_options opt = {
+        .cancel = &j->cancel,
+        .on_progress = j->svc->mqtt || j->svc->web ? job_progress : NULL,
+        .userdata = j,
+    };
 
     j->rc = engine_backup(cfg, j->card.mount_point, &opt, &j->report, &j->err);
     atomic_store(&j->finished, true);
@@ -153,11 +187,23 @@ static struct job *find_job(struct service *svc, const struct detector_card *c)
     return NULL;
 }
 
+/* Forgets an idle card (it went away, or a session starts on it again). */
+static void idle_forget(struct service *svc, const struct detector_card *c)
+{
+    for (size_t i = 0; i < svc->n_idle; i++)
+        if (strcmp(svc->idle[i].mount_point, c->mount_point) == 0 ||
+            (c->device[0] && strcmp(svc->idle[i].device, c->device) == 0)) {
+            svc->idle[i] = svc->idle[--svc->n_idle];
+            return;
+        }
+}
+
 static void on_card_added(const struct detector_card *card, void *userdata)
 {
     struct service *svc = userdata;
     if (svc->stopping)
         return;
+    idle_forget(svc, card);
     if (find_job(svc, card)) {
         log_debug("card '%s' is already being backed up", card_name(card));
         return;
@@ -193,6 +239,7 @@ static void on_card_added(const struct detector_card *card, void *userdata)
 static void on_card_removed(const struct detector_card *card, void *userdata)
 {
     struct service *svc = userdata;
+    idle_forget(svc, card);
     struct job *j = find_job(svc, card);
     if (!j || atomic_load(&j->finished) || j->cancel)
         return;
@@ -214,6 +261,19 @@ static void finish_job(struct service *svc, struct job *j)
         }
     svc->n_jobs--;
     const char *name = card_name(&j->card);
+    if (j->eject && !j->unmounted && !j->removed) {
+        struct error err = {0};
+        if (j->card.mounted_by_us && detector_unmount(j->card.mount_point, true, &err) == 0) {
+            j->unmounted = true;
+            log_info("card '%s' ejected: safe to remove", name);
+        } else if (!j->card.mounted_by_us) {
+            log_warning("card '%s' was mounted by someone else: unmount it there", name);
+        } else {
+            log_warning("%s", err.msg);
+        }
+    }
+    if (!j->unmounted && !j->removed && svc->n_idle < SERVICE_IDLE_CARDS_MAX)
+        svc->idle[svc->n_idle++] = j->card; /* still mounted: retry and eject can reach it */
     if (j->rc < 0) {
         log_error("card '%s': %s", name, j->err.msg);
     } else {
@@ -297,6 +357,102 @@ static void reload(struct service *svc)
     sd_notify(0, "READY=1");
 }
 
+/* ---- commands from Home Assistant and the dashboard ---- */
+
+static void post_command(struct service *svc, atomic_bool *flag)
+{
+    atomic_store(flag, true);
+    uint64_t one = 1;
+    if (write(svc->cmdfd, &one, sizeof(one)) < 0)
+        log_error("cannot wake the service loop: %s", strerror(errno));
+}
+
+static void on_mqtt_command(enum mqtt_command cmd, void *userdata)
+{
+    struct service *svc = userdata;
+    post_command(svc, cmd == MQTT_COMMAND_EJECT ? &svc->eject_req : &svc->retry_req);
+}
+
+static int on_web_eject(void *userdata, struct error *err)
+{
+    (void)err;
+    struct service *svc = userdata;
+    post_command(svc, &svc->eject_req);
+    return 0;
+}
+
+static void on_web_retried(void *userdata)
+{
+    struct service *svc = userdata;
+    post_command(svc, &svc->retry_req);
+}
+
+/* Eject: running sessions stop (resumable) and their cards are unmounted when they end; idle
+ * cards that SnapSync mounted are unmounted now. */
+static void eject(struct service *svc)
+{
+    log_info("eject requested");
+    for (struct job *j = svc->jobs; j; j = j->next) {
+        j->eject = true;
+        j->cancel = 1;
+    }
+    for (size_t i = 0; i < svc->n_idle;) {
+        struct detector_card *c = &svc->idle[i];
+        struct error err = {0};
+        if (!c->mounted_by_us) {
+            log_warning("card '%s' was mounted by someone else: unmount it there", card_name(c));
+            i++;
+            continue;
+        }
+        if (detector_unmount(c->mount_point, true, &err) == 0)
+            log_info("card '%s' ejected: safe to remove", card_name(c));
+        else
+            log_warning("%s", err.msg);
+        svc->idle[i] = svc->idle[--svc->n_idle];
+    }
+}
+
+/* Retry: the files marked for retry (web) or all failed ones (Home Assistant's button) are
+ * picked up by a new session on every card still mounted. */
+static void retry(struct service *svc, bool mark_all_failed)
+{
+    if (mark_all_failed) {
+        struct db *db = NULL;
+        struct error err = {0};
+        struct db_file *failed = NULL;
+        size_t n = 0;
+        int r = db_open(svc->conf->cfg->service.database_path, DB_READ_WRITE, &db, &err);
+        if (r == 0)
+            r = db_files_failed(db, 10000, &failed, &n, &err);
+        for (size_t i = 0; r == 0 && i < n; i++)
+            r = db_file_retry(db, failed[i].id, NULL, &err);
+        if (r < 0)
+            log_error("retry: %s", err.msg);
+        else
+            log_info("retry: %zu failed file(s) marked", n);
+        free(failed);
+        db_close(db);
+    }
+    struct detector_card cards[SERVICE_IDLE_CARDS_MAX];
+    size_t n = svc->n_idle;
+    memcpy(cards, svc->idle, n * sizeof(cards[0]));
+    for (size_t i = 0; i < n; i++)
+        on_card_added(&cards[i], svc);
+    if (n == 0)
+        log_info("retry: no card is in; the files are retried when their card is inserted");
+}
+
+static void handle_command(struct service *svc)
+{
+    uint64_t n;
+    if (read(svc->cmdfd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+        log_warning("eventfd: %s", strerror(errno));
+    if (atomic_exchange(&svc->eject_req, false))
+        eject(svc);
+    if (atomic_exchange(&svc->retry_req, false) && !svc->stopping)
+        retry(svc, true);
+}
+
 static int handle_signal(struct service *svc)
 {
     struct signalfd_siginfo si;
@@ -327,14 +483,55 @@ static int setup(struct service *svc, struct error *err)
         return error_set(err, -EINVAL, "cannot block signals");
     svc->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     svc->donefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    svc->cmdfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     svc->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (svc->sigfd < 0 || svc->donefd < 0 || svc->epfd < 0)
+    if (svc->sigfd < 0 || svc->donefd < 0 || svc->cmdfd < 0 || svc->epfd < 0)
         return error_set_errno(err, -errno, "cannot create the service's event sources");
     int r = epoll_add(svc->epfd, svc->sigfd, SRC_SIGNAL);
     if (r == 0)
         r = epoll_add(svc->epfd, svc->donefd, SRC_DONE);
+    if (r == 0)
+        r = epoll_add(svc->epfd, svc->cmdfd, SRC_COMMAND);
     if (r < 0)
         return error_set_errno(err, r, "epoll");
+
+    /* the dashboard and Home Assistant keep the configuration they start with */
+    const struct config *cfg = svc->conf->cfg;
+    svc->ui_conf = svc->conf;
+    svc->ui_conf->refs++;
+    struct web_actions actions = {.eject = on_web_eject, .retried = on_web_retried,
+                                  .userdata = svc};
+    r = web_new(cfg, -1, &actions, &svc->web, err);
+    if (r == 0)
+        r = web_start(svc->web, err);
+    if (r < 0) {
+        /* the backups matter more than the dashboard: go on without it */
+        log_error("web dashboard not available: %s", err->msg);
+        web_free(svc->web);
+        svc->web = NULL;
+    } else {
+        log_info("dashboard on port %d", web_port(svc->web));
+    }
+    if (cfg->mqtt.enabled) {
+        char url[128];
+        const char *bind = cfg->service.web_ui_bind;
+        snprintf(url, sizeof(url), "http://%s:%d/",
+                 !bind || !bind[0] || strcmp(bind, "0.0.0.0") == 0 || strcmp(bind, "::") == 0
+                     ? "localhost"
+                     : bind,
+                 cfg->service.web_ui_port);
+        struct mqtt_handler h = {.on_command = on_mqtt_command, .userdata = svc};
+        struct error merr = {0};
+        if (mqtt_new(cfg, svc->web ? url : NULL, &h, &svc->mqtt, &merr) < 0 ||
+            mqtt_start(svc->mqtt, &merr) < 0) {
+            log_error("Home Assistant (MQTT) not available: %s", merr.msg);
+            mqtt_free(svc->mqtt);
+            svc->mqtt = NULL;
+        } else {
+            struct mqtt_state idle = {.status = "idle"};
+            mqtt_publish_state(svc->mqtt, &idle, true);
+        }
+    }
 
     uint64_t usec = 0;
     if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
@@ -374,8 +571,12 @@ static int setup(struct service *svc, struct error *err)
 
 int service_run(const char *config_path, const struct config *cfg, struct error *err)
 {
-    struct service svc = {
-        .config_path = config_path, .epfd = -1, .sigfd = -1, .donefd = -1, .wdfd = -1};
+    struct service svc = {.config_path = config_path,
+                          .epfd = -1,
+                          .sigfd = -1,
+                          .donefd = -1,
+                          .wdfd = -1,
+                          .cmdfd = -1};
     int r;
     pthread_mutex_init(&svc.lock, NULL);
     svc.conf = calloc(1, sizeof(*svc.conf));
@@ -416,6 +617,9 @@ int service_run(const char *config_path, const struct config *cfg, struct error 
             case SRC_DONE:
                 drain_done(&svc);
                 break;
+            case SRC_COMMAND:
+                handle_command(&svc);
+                break;
             case SRC_WATCHDOG: {
                 uint64_t ticks;
                 if (read(svc.wdfd, &ticks, sizeof(ticks)) > 0)
@@ -443,7 +647,12 @@ int service_run(const char *config_path, const struct config *cfg, struct error 
     if (r == 0)
         log_info("stopped");
 out:
+    web_free(svc.web);
+    mqtt_free(svc.mqtt); /* publishes the last state and "offline" */
+    conf_unref(svc.ui_conf);
     detector_free(svc.det);
+    if (svc.cmdfd >= 0)
+        close(svc.cmdfd);
     if (svc.wdfd >= 0)
         close(svc.wdfd);
     if (svc.epfd >= 0)

@@ -83,12 +83,22 @@ def make_blob(path, size, seed=None):
             left -= n
 
 
-def write_config(path, dest, db, extra="", backup=None):
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(path, dest, db, extra="", backup=None, web_port=None):
+    """A config for tests; the dashboard (when the service runs) on loopback and a free port."""
     backup = backup or "  concurrent_files: 2\n  max_retries: 1\n  retry_delay: 0.1\n"
     with open(path, "w") as f:
         f.write(f"""service:
   database_path: {db}
   log_level: info
+  web_ui_bind: 127.0.0.1
+  web_ui_port: {web_port or free_port()}
 unraid:
   enabled: true
   protocol: local
@@ -174,8 +184,10 @@ class SnapsyncTest(unittest.TestCase):
         return sorted(out)
 
     def temporaries(self):
+        """Temporaries of copies in dest/; the probe files of test-connection and of the
+        dashboard's health check (created and removed at once) are not copies."""
         tmp = os.path.join(self.dest, ".snapsync-tmp")
-        return os.listdir(tmp) if os.path.isdir(tmp) else []
+        return [t for t in (os.listdir(tmp) if os.path.isdir(tmp) else []) if ".probe." not in t]
 
 
 IMMICH_SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "immich",

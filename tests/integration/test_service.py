@@ -416,6 +416,59 @@ class ServiceTest(SnapsyncTest):
         self.stop()
 
 
+    def test_home_assistant_and_dashboard_follow_the_service(self):
+        from broker import Broker, Subscriber
+        import json
+        import urllib.request
+        img, staging = self.make_card("EOS_R5", {"DCIM/100EOSR5/IMG_0001.JPG": "photo",
+                                                 "DCIM/100EOSR5/MVI_0002.MP4": 2 << 20})
+        [loop] = self.reserve()
+        broker = Broker(self.dir)
+        self.cleanups.append(broker.stop)
+        sub = Subscriber(broker)
+        self.cleanups.append(sub.stop)
+        self.service_config(unmount=False)
+        with open(self.config) as f:
+            port = int(re.search(r"web_ui_port: (\d+)", f.read()).group(1))
+        with open(self.config, "a") as f:
+            f.write(f"mqtt:\n  enabled: true\n  broker: 127.0.0.1\n  port: {broker.port}\n")
+        self.start()
+        sub.wait(lambda: any(m[1].endswith("/availability") and m[2] == "online"
+                             for m in sub.messages), 30, "online")
+        self.attach(img, loop)
+        self.wait_log(r"session \d+ completed")
+
+        def states():
+            return [json.loads(m[2]) for m in sub.messages if m[1].endswith("/state")]
+        sub.wait(lambda: states() and states()[-1]["status"] == "completed", 30, "completed")
+        last = states()[-1]
+        self.assertEqual(last["last_result"], "completed")
+        self.assertEqual(last["files_completed"], 2)
+        seq = [s["status"] for s in states()]
+        self.assertEqual(seq[0], "idle")
+        self.assertIn("scanning", seq)
+        discovery = json.loads([m for m in sub.messages
+                                if m[1].startswith("homeassistant/device/")][-1][2])
+        self.assertEqual(discovery["device"]["configuration_url"], f"http://127.0.0.1:{port}/")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=10) as r:
+            self.assertEqual(r.status, 200)
+            json.loads(r.read())
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/sessions", timeout=10) as r:
+            self.assertEqual(json.loads(r.read())[0]["status"], "completed")
+
+        # the card stayed mounted (unmount_when_done false): Home Assistant's eject button
+        self.assertEqual(len(self.our_mounts()), 1)
+        device_id = discovery["device"]["identifiers"][0]
+        broker.publish(f"snapsync/{device_id}/cmd/eject", "bogus")  # ignored, logged
+        broker.publish(f"snapsync/{device_id}/cmd/eject", "PRESS")
+        self.wait_log(r"ejected: safe to remove")
+        self.assertEqual(self.our_mounts(), {})
+        self.assertIn("ignored unexpected message", self.log())
+        self.stop()
+        sub.wait(lambda: [m[2] for m in sub.messages if m[1].endswith("/availability")][-1]
+                 == "offline", 30, "offline after stop")
+
+
 class PackagingTest(SnapsyncTest):
     def test_install_sh_is_idempotent_and_uninstall_keeps_data(self):
         top = os.environ.get("SNAPSYNC_SOURCE_DIR", "../..")
