@@ -92,6 +92,8 @@ struct config {
         char *discovery_prefix;
         char *topic_prefix;
         char *client_id;
+        bool tls;          /* TLS required: never falls back to plain MQTT */
+        char *tls_ca_file; /* PEM CA file, absolute after loading a file; "" system CAs */
     } mqtt;
 
     struct {

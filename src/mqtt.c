@@ -31,10 +31,14 @@
 #define TOPIC_MAX 256
 #define KEEPALIVE_S 30
 #define MIN_INTERVAL_S 0.5
+#define STOP_CONNECT_WAIT_S 3
 
 struct mqtt {
     struct mosquitto *mosq;
     pthread_mutex_t lock;
+    pthread_cond_t conn_cond; /* signalled on every connect answer */
+    bool answered;            /* the broker answered a connect (yes or no) */
+    int wait_mid;             /* mqtt_stop waits for the broker to acknowledge this message */
     struct mqtt_handler handler;
     char device_id[64];
     char name[64];
@@ -54,6 +58,22 @@ struct mqtt {
 };
 
 static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+
+#define SYSTEM_CA_PATH "/etc/ssl/certs"
+
+/* TLS from mqtt.tls / mqtt.tls_ca_file; the broker's certificate is always verified. */
+static int tls_setup(struct mosquitto *mosq, const struct config *cfg, struct error *err)
+{
+    if (!cfg->mqtt.tls)
+        return 0;
+    const char *ca = cfg->mqtt.tls_ca_file && cfg->mqtt.tls_ca_file[0] ? cfg->mqtt.tls_ca_file
+                                                                         : NULL;
+    int rc = mosquitto_tls_set(mosq, ca, ca ? NULL : SYSTEM_CA_PATH, NULL, NULL, NULL);
+    if (rc != MOSQ_ERR_SUCCESS)
+        return error_set(err, -EINVAL, "mqtt.tls_ca_file: cannot use '%s': %s",
+                         ca ? ca : SYSTEM_CA_PATH, mosquitto_strerror(rc));
+    return 0;
+}
 
 static void lib_init(void)
 {
@@ -382,11 +402,28 @@ void mqtt_state_from_progress(const struct engine_progress *p, bool final, struc
 
 /* ---- publishing (lock held) ---- */
 
-static void publish_locked(struct mqtt *m, const char *suffix, const char *payload, bool retain)
+/* Returns the message id (0 when it could not be queued). */
+static int publish_locked(struct mqtt *m, const char *suffix, const char *payload, bool retain)
 {
     char topic[TOPIC_MAX + 32];
+    int mid = 0;
     snprintf(topic, sizeof(topic), "%s/%s", m->topic_base, suffix);
-    mosquitto_publish(m->mosq, NULL, topic, (int)strlen(payload), payload, 1, retain);
+    if (mosquitto_publish(m->mosq, &mid, topic, (int)strlen(payload), payload, 1, retain) !=
+        MOSQ_ERR_SUCCESS)
+        return 0;
+    return mid;
+}
+
+static void on_publish(struct mosquitto *mosq, void *ud, int mid)
+{
+    struct mqtt *m = ud;
+    (void)mosq;
+    pthread_mutex_lock(&m->lock);
+    if (mid == m->wait_mid) {
+        m->wait_mid = 0;
+        pthread_cond_broadcast(&m->conn_cond);
+    }
+    pthread_mutex_unlock(&m->lock);
 }
 
 static void publish_state_locked(struct mqtt *m)
@@ -414,6 +451,8 @@ static void on_connect(struct mosquitto *mosq, void *ud, int rc)
     struct mqtt *m = ud;
     (void)mosq;
     pthread_mutex_lock(&m->lock);
+    m->answered = true;
+    pthread_cond_broadcast(&m->conn_cond);
     if (rc != 0) {
         snprintf(m->last_error, sizeof(m->last_error), "broker %s:%d refused the connection: %s",
                  m->broker, m->port, mosquitto_connack_string(rc));
@@ -442,6 +481,7 @@ static void on_disconnect(struct mosquitto *mosq, void *ud, int rc)
     pthread_mutex_lock(&m->lock);
     bool was = m->connected;
     m->connected = false;
+    pthread_cond_broadcast(&m->conn_cond);
     if (rc != 0 && !m->last_error[0])
         snprintf(m->last_error, sizeof(m->last_error), "lost the connection to %s:%d", m->broker,
                  m->port);
@@ -501,6 +541,7 @@ int mqtt_new(const struct config *cfg, const char *web_url, const struct mqtt_ha
     if (!m)
         return error_set(err, -ENOMEM, "out of memory");
     pthread_mutex_init(&m->lock, NULL);
+    pthread_cond_init(&m->conn_cond, NULL);
     if (handler)
         m->handler = *handler;
     int r = 0;
@@ -537,6 +578,9 @@ int mqtt_new(const struct config *cfg, const char *web_url, const struct mqtt_ha
         r = error_set(err, -EINVAL, "mqtt: cannot use the configured credentials");
         goto fail;
     }
+    r = tls_setup(m->mosq, cfg, err);
+    if (r < 0)
+        goto fail;
     char will[TOPIC_MAX + 32];
     snprintf(will, sizeof(will), "%s/availability", m->topic_base);
     if (mosquitto_will_set(m->mosq, will, 7, "offline", 1, true) != MOSQ_ERR_SUCCESS) {
@@ -547,6 +591,7 @@ int mqtt_new(const struct config *cfg, const char *web_url, const struct mqtt_ha
     mosquitto_connect_callback_set(m->mosq, on_connect);
     mosquitto_disconnect_callback_set(m->mosq, on_disconnect);
     mosquitto_message_callback_set(m->mosq, on_message);
+    mosquitto_publish_callback_set(m->mosq, on_publish);
     snprintf(m->state.status, sizeof(m->state.status), "idle");
     *ret = m;
     return 0;
@@ -607,10 +652,24 @@ void mqtt_stop(struct mqtt *m)
     if (!m || !m->started)
         return;
     pthread_mutex_lock(&m->lock);
+    /* A short session can end while the first connection (a TLS handshake, say) is still under
+     * way: give the broker a moment to answer so the final state is not lost. */
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += STOP_CONNECT_WAIT_S;
+    struct timespec connect_deadline = deadline;
+    deadline.tv_sec += STOP_CONNECT_WAIT_S; /* and as long again for the last messages */
+    while (!m->answered && !m->last_error[0])
+        if (pthread_cond_timedwait(&m->conn_cond, &m->lock, &connect_deadline) == ETIMEDOUT)
+            break;
     if (m->connected) {
         publish_state_locked(m);
-        /* a clean DISCONNECT drops the will, so say offline ourselves */
-        publish_locked(m, "availability", "offline", true);
+        /* a clean DISCONNECT drops the will, so say offline ourselves; messages are delivered
+         * in order, so once "offline" is acknowledged the final state is there too */
+        m->wait_mid = publish_locked(m, "availability", "offline", true);
+        while (m->wait_mid != 0 && m->connected)
+            if (pthread_cond_timedwait(&m->conn_cond, &m->lock, &deadline) == ETIMEDOUT)
+                break;
     }
     pthread_mutex_unlock(&m->lock);
     mosquitto_disconnect(m->mosq);
@@ -625,6 +684,7 @@ void mqtt_free(struct mqtt *m)
     mqtt_stop(m);
     if (m->mosq)
         mosquitto_destroy(m->mosq);
+    pthread_cond_destroy(&m->conn_cond);
     pthread_mutex_destroy(&m->lock);
     free(m);
 }
@@ -662,28 +722,48 @@ int mqtt_probe(const struct config *cfg, int timeout_s, char *detail, size_t det
     }
     if (cfg->mqtt.username && cfg->mqtt.username[0])
         mosquitto_username_pw_set(mosq, cfg->mqtt.username, cfg->mqtt.password);
+    r = tls_setup(mosq, cfg, err);
+    if (r < 0)
+        goto out;
     mosquitto_connect_callback_set(mosq, probe_on_connect);
     int rc = mosquitto_connect(mosq, cfg->mqtt.broker, cfg->mqtt.port, KEEPALIVE_S);
     if (rc != MOSQ_ERR_SUCCESS) {
         r = error_set(err, rc == MOSQ_ERR_ERRNO && errno == ECONNREFUSED ? -ECONNREFUSED
                                                                           : -EHOSTUNREACH,
                       "cannot reach broker %s:%d: %s", cfg->mqtt.broker, cfg->mqtt.port,
-                      rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+                      rc == MOSQ_ERR_ERRNO ? strerror(errno)
+                      : rc == MOSQ_ERR_TLS ? "TLS handshake failed (is the broker's certificate "
+                                             "signed by mqtt.tls_ca_file? does the port speak TLS?)"
+                                           : mosquitto_strerror(rc));
         goto out;
     }
-    mosquitto_loop_start(mosq);
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += timeout_s;
-    pthread_mutex_lock(&p.lock);
-    while (!p.done)
-        if (pthread_cond_timedwait(&p.cond, &p.lock, &deadline) == ETIMEDOUT)
+    /* Driven here rather than by a thread, so a TLS or network failure comes back as a
+     * return code at once instead of a silent retry. */
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    bool done = false;
+    int lrc = MOSQ_ERR_SUCCESS;
+    for (;;) {
+        lrc = mosquitto_loop(mosq, 200, 1);
+        pthread_mutex_lock(&p.lock);
+        done = p.done;
+        rc = p.rc;
+        pthread_mutex_unlock(&p.lock);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (done || lrc != MOSQ_ERR_SUCCESS || now.tv_sec - start.tv_sec >= timeout_s)
             break;
-    bool done = p.done;
-    rc = p.rc;
-    pthread_mutex_unlock(&p.lock);
-    mosquitto_disconnect(mosq);
-    mosquitto_loop_stop(mosq, !done);
+    }
+    if (done)
+        mosquitto_disconnect(mosq);
+    if (!done && lrc != MOSQ_ERR_SUCCESS) {
+        r = error_set(err, lrc == MOSQ_ERR_TLS ? -EPROTO : -ECONNRESET,
+                      "broker %s:%d: %s", cfg->mqtt.broker, cfg->mqtt.port,
+                      lrc == MOSQ_ERR_TLS ? "TLS handshake failed (is the broker's certificate "
+                                            "signed by mqtt.tls_ca_file?)"
+                      : lrc == MOSQ_ERR_ERRNO ? strerror(errno)
+                                              : mosquitto_strerror(lrc));
+        goto out;
+    }
     if (!done)
         r = error_set(err, -ETIMEDOUT, "broker %s:%d did not answer within %d s", cfg->mqtt.broker,
                       cfg->mqtt.port, timeout_s);
@@ -695,7 +775,8 @@ int mqtt_probe(const struct config *cfg, int timeout_s, char *detail, size_t det
         r = error_set(err, -ECONNREFUSED, "broker %s:%d refused the connection: %s",
                       cfg->mqtt.broker, cfg->mqtt.port, mosquitto_connack_string(rc));
     else
-        snprintf(detail, detail_size, "broker %s:%d accepts us", cfg->mqtt.broker, cfg->mqtt.port);
+        snprintf(detail, detail_size, "broker %s:%d accepts us%s", cfg->mqtt.broker,
+                 cfg->mqtt.port, cfg->mqtt.tls ? " over TLS" : "");
 out:
     if (mosq)
         mosquitto_destroy(mosq);

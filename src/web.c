@@ -1291,7 +1291,9 @@ static size_t on_unescape(void *cls, struct MHD_Connection *conn, char *s)
     return strlen(s);
 }
 
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+/* libmicrohttpd's own messages; the format comes from the library. */
+__attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt,
+                                                              va_list ap)
 {
     (void)cls;
     char line[512];

@@ -17,12 +17,35 @@ def free_port():
         return s.getsockname()[1]
 
 
+def make_ca(folder, name):
+    """A CA and a server certificate for 127.0.0.1 signed by it (openssl). Returns
+    (ca.pem, server.pem, server.key)."""
+    openssl = tool("openssl")
+    ca, ca_key = os.path.join(folder, f"{name}-ca.pem"), os.path.join(folder, f"{name}-ca.key")
+    crt, key = os.path.join(folder, f"{name}-server.pem"), os.path.join(folder, f"{name}-server.key")
+    csr, ext = os.path.join(folder, f"{name}.csr"), os.path.join(folder, f"{name}.ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+    quiet = {"check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key,
+                    "-out", ca, "-days", "2", "-subj", f"/CN={name} test CA"], **quiet)
+    subprocess.run([openssl, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+                    "-subj", "/CN=127.0.0.1"], **quiet)
+    subprocess.run([openssl, "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
+                    "-CAcreateserial", "-out", crt, "-days", "2", "-extfile", ext], **quiet)
+    return ca, crt, key
+
+
 class Broker:
-    def __init__(self, workdir, user=None, password=None):
+    def __init__(self, workdir, user=None, password=None, tls=False):
         self.dir = tempfile.mkdtemp(prefix="mosquitto.", dir=workdir)
         self.port = free_port()
         conf = os.path.join(self.dir, "mosquitto.conf")
         lines = [f"listener {self.port} 127.0.0.1", "persistence false"]
+        self.ca = None
+        if tls:
+            self.ca, crt, key = make_ca(self.dir, "broker")
+            lines += [f"cafile {self.ca}", f"certfile {crt}", f"keyfile {key}"]
         if os.geteuid() == 0:
             lines.append("user root")  # else it drops to 'mosquitto', who cannot read our files
         if user:
@@ -54,9 +77,12 @@ class Broker:
             self.proc.wait(timeout=10)
         self.log.close()
 
+    def client_args(self):
+        return ["--cafile", self.ca] if self.ca else []
+
     def publish(self, topic, payload, retain=False, user=None, password=None):
         cmd = [tool("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(self.port), "-t", topic,
-               "-m", payload, "-q", "1"]
+               "-m", payload, "-q", "1"] + self.client_args()
         if retain:
             cmd.append("-r")
         if user:
@@ -72,7 +98,7 @@ class Subscriber:
         self.messages = []
         self.cond = threading.Condition()
         cmd = [tool("mosquitto_sub"), "-h", "127.0.0.1", "-p", str(broker.port), "-v", "-t", "#",
-               "-F", "%r\t%t\t%p", "-q", "1"]
+               "-F", "%r\t%t\t%p", "-q", "1"] + broker.client_args()
         if user:
             cmd += ["-u", user, "-P", password]
         self.auth = (user, password)

@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 
-from broker import Broker, Subscriber
+from broker import Broker, Subscriber, make_ca
 from harness import SnapsyncTest, make_blob, make_photo, wait_for, write_config
 
 REQUIRED_ENTITIES = {
@@ -20,11 +20,14 @@ REQUIRED_ENTITIES = {
 
 
 class MqttTest(SnapsyncTest):
-    def use_broker(self, user=None, password=None, env_password=None, port=None):
-        self.broker = Broker(self.dir, user, password)
+    def use_broker(self, user=None, password=None, env_password=None, port=None, tls=False,
+                   ca=None):
+        self.broker = Broker(self.dir, user, password, tls=tls)
         self.cleanups.append(self.broker.stop)
         extra = (f"mqtt:\n  enabled: true\n  broker: 127.0.0.1\n  port: {port or self.broker.port}\n"
                  f"  discovery_prefix: homeassistant\n  topic_prefix: snapsync\n")
+        if tls:
+            extra += f"  tls: true\n  tls_ca_file: {ca or self.broker.ca}\n"
         if user:
             extra += f"  username: {user}\n"
             self.env["MQTT_PASSWORD"] = env_password or password
@@ -158,3 +161,26 @@ class MqttTest(SnapsyncTest):
         self.sub.wait(lambda: [m[2] for m in self.sub.messages
                                if m[1].endswith("/availability")][-1] == "offline",
                       30, "the last will")
+
+    def test_tls_is_verified(self):
+        self.use_broker(tls=True)
+        make_photo(f"{self.card}/DCIM/A.JPG", self.dir, "2024:01:02 03:04:05")
+        r = self.backup()
+        self.assertEqual(r["status"], "completed")
+        self.sub.wait(lambda: any(m[1].endswith("/state") and json.loads(m[2])["status"]
+                                  == "completed" for m in self.sub.messages), 20, "state over TLS")
+        p = self.snapsync("test-connection", check=0)
+        self.assertRegex(p.stdout, r"OK +mqtt: .* over TLS")
+        # a CA that did not sign the broker's certificate: refused, clearly
+        other_ca, _, _ = make_ca(self.dir, "other")
+        with open(self.config) as f:
+            text = f.read().replace(f"tls_ca_file: {self.broker.ca}", f"tls_ca_file: {other_ca}")
+        with open(self.config, "w") as f:
+            f.write(text)
+        p = self.snapsync("test-connection", check=1)
+        self.assertIn("TLS handshake failed", p.stdout)
+        # plain MQTT against the TLS port is not silently accepted either
+        with open(self.config, "w") as f:
+            f.write(text.replace("tls: true", "tls: false"))
+        p = self.snapsync("test-connection", check=1)
+        self.assertRegex(p.stdout, r"FAIL +mqtt")
