@@ -385,6 +385,16 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
     }
     bool running = n > 0 && (list[0].status == DB_SESSION_SCANNING ||
                              list[0].status == DB_SESSION_BACKING_UP);
+    /* Home Assistant's side: can we reach the broker with our credentials? (a few seconds at
+     * most when it does not answer) */
+    char mqtt_msg[ERROR_MSG_MAX] = "";
+    bool mqtt_ok = false;
+    if (cli->cfg->mqtt.enabled) {
+        struct error merr = {0};
+        mqtt_ok = mqtt_probe(cli->cfg, 3, mqtt_msg, sizeof(mqtt_msg), &merr) == 0;
+        if (!mqtt_ok)
+            snprintf(mqtt_msg, sizeof(mqtt_msg), "%s", merr.msg);
+    }
     if (json) {
         json_object *o = json_object_new_object();
         json_object_object_add(o, "state", json_object_new_string(running ? "backing_up" : "idle"));
@@ -400,6 +410,12 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
         json_object_object_add(s, "files_duplicate", json_object_new_int64(st.files_duplicate));
         json_object_object_add(s, "bytes_completed", json_object_new_int64(st.bytes_completed));
         json_object_object_add(o, "stats", s);
+        if (cli->cfg->mqtt.enabled) {
+            json_object *mq = json_object_new_object();
+            json_object_object_add(mq, "ok", json_object_new_boolean(mqtt_ok));
+            json_object_object_add(mq, "message", json_object_new_string(mqtt_msg));
+            json_object_object_add(o, "mqtt", mq);
+        }
         puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
         json_object_put(o);
     } else {
@@ -416,6 +432,8 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
             }
             char bytes[32];
             format_bytes((double)st.bytes_completed, bytes, sizeof(bytes));
+            if (cli->cfg->mqtt.enabled)
+                printf("mqtt: %s%s\n", mqtt_ok ? "OK, " : "FAIL, ", mqtt_msg);
             printf("all time: %" PRId64 " sessions, %" PRId64 " cards, %" PRId64
                    " files backed up (%s), %" PRId64 " duplicates, %" PRId64 " failed\n",
                    st.sessions, st.cards, st.files_completed, bytes, st.files_duplicate,

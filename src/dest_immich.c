@@ -128,6 +128,7 @@ struct immich_file {
     bool paused;
     bool early; /* the server answered before the whole body was sent */
     char sha1_known[41];
+    char dup_id[IMMICH_ID_MAX]; /* found by checksum after the server cut the upload */
     char album_date[16];
 };
 
@@ -1556,6 +1557,33 @@ static void file_free(struct immich_file *f)
     free(f);
 }
 
+/*
+ * The server may answer "duplicate" to the checksum header and close the connection while the
+ * body is still being sent; when the write hits the closed socket first, the reply is lost. With
+ * the checksum known, ask the server whether it has that content: if so, it is a duplicate, not
+ * an error. Returns true when it is (f->dup_id set).
+ */
+static bool duplicate_after_cut(struct immich_file *f)
+{
+    CURLcode res = f->x->result;
+    if (!f->sha1_known[0] || (res != CURLE_SEND_ERROR && res != CURLE_RECV_ERROR &&
+                              res != CURLE_GOT_NOTHING))
+        return false;
+    struct immich *im = f->conn->im;
+    char body[160];
+    snprintf(body, sizeof(body), "{\"assets\":[{\"id\":\"0\",\"checksum\":\"%s\"}]}",
+             f->sha1_known);
+    struct dest_precheck pc = {0};
+    struct error err = {0};
+    xfer_stop(f->x);
+    if (request_ok(im, f->x, "POST", "/assets/bulk-upload-check", body, 200, REPLY_MAX, &err) < 0 ||
+        immich_parse_bulk_check(f->x->reply, f->x->reply_len, 1, &pc, &err) < 0 || !pc.present)
+        return false;
+    snprintf(f->dup_id, sizeof(f->dup_id), "%s", pc.remote);
+    f->early = true;
+    return true;
+}
+
 static int immich_write(void *file, const void *buf, size_t len, struct error *err)
 {
     struct immich_file *f = file;
@@ -1582,7 +1610,7 @@ static int immich_write(void *file, const void *buf, size_t len, struct error *e
         long code = 0;
         curl_easy_getinfo(f->x->easy, CURLINFO_RESPONSE_CODE, &code);
         if (f->x->result != CURLE_OK && !reply_complete(f->x))
-            return curl_failure(f->x, f->conn->im, err);
+            return duplicate_after_cut(f) ? 0 : curl_failure(f->x, f->conn->im, err);
         if (code != 200 && code != 201)
             return http_failure(f->x, code, err);
         f->early = f->sent < f->size;
@@ -1642,10 +1670,20 @@ static int immich_finish(void *file, const struct hasher_digest *digest, bool ve
         if (r < 0)
             goto out;
     }
-    xfer_stop(f->x);
-    r = upload_result(f, id, &dup, err);
-    if (r < 0)
-        goto out;
+    if (f->dup_id[0]) {
+        snprintf(id, sizeof(id), "%s", f->dup_id);
+        dup = true;
+    } else {
+        xfer_stop(f->x);
+        r = upload_result(f, id, &dup, err);
+        if (r == -ECONNRESET && duplicate_after_cut(f)) {
+            snprintf(id, sizeof(id), "%s", f->dup_id);
+            dup = true;
+            r = 0;
+        }
+        if (r < 0)
+            goto out;
+    }
     if (dup && f->early && f->sha1_known[0] && strcmp(f->sha1_known, digest->sha1_hex) != 0) {
         r = error_set(err, -EIO, "the file changed since it was hashed; uploading it again");
         goto out;

@@ -39,6 +39,8 @@ struct mqtt {
     pthread_cond_t conn_cond; /* signalled on every connect answer */
     bool answered;            /* the broker answered a connect (yes or no) */
     int wait_mid;             /* mqtt_stop waits for the broker to acknowledge this message */
+    bool removed;             /* mqtt_remove_device: publish nothing more */
+    bool ever_connected;
     struct mqtt_handler handler;
     char device_id[64];
     char name[64];
@@ -143,7 +145,9 @@ static json_object *component(struct mqtt *m, const char *platform, const char *
     return c;
 }
 
-static json_object *discovery(struct mqtt *m)
+/* with_stubs: components that are not enabled appear as {"p": platform}, which is how device
+ * discovery removes an entity that an earlier configuration had. */
+static json_object *discovery(struct mqtt *m, bool with_stubs)
 {
     char buf[TOPIC_MAX + 64];
     json_object *root = json_object_new_object();
@@ -258,6 +262,17 @@ static json_object *discovery(struct mqtt *m)
     json_object_object_add(c, "options", opts);
     json_object_object_add(cmps, "last_result", c);
 
+    json_object *stub;
+    if (!m->has_unraid && with_stubs) {
+        stub = json_object_new_object();
+        add_str(stub, "p", "binary_sensor");
+        json_object_object_add(cmps, "unraid_reachable", stub);
+    }
+    if (!m->has_immich && with_stubs) {
+        stub = json_object_new_object();
+        add_str(stub, "p", "binary_sensor");
+        json_object_object_add(cmps, "immich_reachable", stub);
+    }
     if (m->has_unraid) {
         c = component(m, "binary_sensor", "unraid_reachable", "Share reachable",
                       "{{ value_json.unraid_reachable }}");
@@ -291,7 +306,7 @@ static json_object *discovery(struct mqtt *m)
 
 char *mqtt_discovery_json(struct mqtt *m)
 {
-    json_object *o = discovery(m);
+    json_object *o = discovery(m, false);
     char *s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
     json_object_put(o);
     return s;
@@ -428,7 +443,7 @@ static void on_publish(struct mosquitto *mosq, void *ud, int mid)
 
 static void publish_state_locked(struct mqtt *m)
 {
-    if (!m->connected || !m->have_state)
+    if (!m->connected || !m->have_state || m->removed)
         return;
     json_object *o = state_json(&m->state);
     publish_locked(m, "state", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN), true);
@@ -440,10 +455,34 @@ static void publish_discovery_locked(struct mqtt *m)
 {
     char topic[TOPIC_MAX + 64];
     snprintf(topic, sizeof(topic), "%s/device/%s/config", m->discovery_prefix, m->device_id);
+    if (!m->has_unraid || !m->has_immich) {
+        /* first remove the entities of destinations that are not enabled (any more) */
+        json_object *o = discovery(m, true);
+        const char *stubbed = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+        mosquitto_publish(m->mosq, NULL, topic, (int)strlen(stubbed), stubbed, 1, true);
+        json_object_put(o);
+    }
     char *payload = mqtt_discovery_json(m);
     if (payload)
         mosquitto_publish(m->mosq, NULL, topic, (int)strlen(payload), payload, 1, true);
     free(payload);
+}
+
+void mqtt_remove_device(struct mqtt *m)
+{
+    if (!m)
+        return;
+    pthread_mutex_lock(&m->lock);
+    if (m->connected) {
+        char topic[TOPIC_MAX + 64];
+        snprintf(topic, sizeof(topic), "%s/device/%s/config", m->discovery_prefix, m->device_id);
+        /* an empty retained payload removes the device from Home Assistant and the broker */
+        mosquitto_publish(m->mosq, NULL, topic, 0, NULL, 1, true);
+        publish_locked(m, "state", "", true);
+        publish_locked(m, "availability", "", true);
+    }
+    m->removed = true;
+    pthread_mutex_unlock(&m->lock);
 }
 
 static void on_connect(struct mosquitto *mosq, void *ud, int rc)
@@ -461,7 +500,12 @@ static void on_connect(struct mosquitto *mosq, void *ud, int rc)
         return;
     }
     m->connected = true;
+    m->ever_connected = true;
     m->last_error[0] = '\0';
+    if (m->removed) {
+        pthread_mutex_unlock(&m->lock);
+        return;
+    }
     publish_locked(m, "availability", "online", true);
     publish_discovery_locked(m);
     char topic[TOPIC_MAX + 32];
@@ -513,6 +557,10 @@ static void on_message(struct mosquitto *mosq, void *ud, const struct mosquitto_
     if (strcmp(msg->topic, birth) == 0) {
         if (msg->payloadlen == 6 && memcmp(msg->payload, "online", 6) == 0) {
             pthread_mutex_lock(&m->lock);
+            if (m->removed) {
+                pthread_mutex_unlock(&m->lock);
+                return;
+            }
             publish_discovery_locked(m);
             publish_state_locked(m);
             pthread_mutex_unlock(&m->lock);
@@ -652,17 +700,18 @@ void mqtt_stop(struct mqtt *m)
     if (!m || !m->started)
         return;
     pthread_mutex_lock(&m->lock);
-    /* A short session can end while the first connection (a TLS handshake, say) is still under
-     * way: give the broker a moment to answer so the final state is not lost. */
+    /* A session can end while the first connection (a TLS handshake, say) is under way, or
+     * while reconnecting to a broker that restarted: give it a moment so the final state is not
+     * lost. A broker that never answered is not waited for. */
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += STOP_CONNECT_WAIT_S;
     struct timespec connect_deadline = deadline;
     deadline.tv_sec += STOP_CONNECT_WAIT_S; /* and as long again for the last messages */
-    while (!m->answered && !m->last_error[0])
+    while (!m->connected && (m->ever_connected || (!m->answered && !m->last_error[0])))
         if (pthread_cond_timedwait(&m->conn_cond, &m->lock, &connect_deadline) == ETIMEDOUT)
             break;
-    if (m->connected) {
+    if (m->connected && !m->removed) {
         publish_state_locked(m);
         /* a clean DISCONNECT drops the will, so say offline ourselves; messages are delivered
          * in order, so once "offline" is acknowledged the final state is there too */

@@ -85,6 +85,11 @@ bool mqtt_connected(struct mqtt *m);
 /* Publishes the final state and "offline", disconnects, stops the thread. NULL-safe. */
 void mqtt_stop(struct mqtt *m);
 
+/* Removes the device from Home Assistant: clears the retained discovery, state and
+ * availability, and publishes nothing more (used when MQTT is turned off while the service
+ * runs). Other threads may go on calling mqtt_publish_state; it does nothing. NULL-safe. */
+void mqtt_remove_device(struct mqtt *m);
+
 /* Frees (stops first if needed). NULL-safe. */
 void mqtt_free(struct mqtt *m);
 

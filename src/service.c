@@ -79,6 +79,7 @@ struct service {
     /* Home Assistant and the dashboard; they keep the configuration they started with */
     struct svc_config *ui_conf;
     struct mqtt *mqtt;
+    bool mqtt_removed;
     struct web *web;
     int cmdfd;               /* eventfd: a command from MQTT or the web is waiting */
     atomic_bool eject_req;   /* commands, set by other threads, handled by the loop */
@@ -347,6 +348,13 @@ static void reload(struct service *svc)
     conf_unref(svc->conf);
     svc->conf = c;
     log_info("configuration reloaded from '%s'", cfg->path ? cfg->path : "(built-in default)");
+    if (svc->mqtt && !cfg->mqtt.enabled && !svc->mqtt_removed) {
+        /* turned off: take the device out of Home Assistant rather than leave it stale; the
+         * client itself goes at exit, since running sessions still hold it */
+        mqtt_remove_device(svc->mqtt);
+        svc->mqtt_removed = true;
+        log_info("mqtt: disabled; the SnapSync device was removed from Home Assistant");
+    }
     if (svc->det) {
         r = detector_reconfigure(svc->det, cfg, &err);
         if (r < 0)

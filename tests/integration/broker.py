@@ -58,8 +58,12 @@ class Broker:
             lines += ["allow_anonymous true"]
         with open(conf, "w") as f:
             f.write("\n".join(lines) + "\n")
+        self.conf = conf
         self.log = open(os.path.join(self.dir, "mosquitto.log"), "w")
-        self.proc = subprocess.Popen([tool("mosquitto"), "-c", conf], stdout=self.log,
+        self.launch()
+
+    def launch(self):
+        self.proc = subprocess.Popen([tool("mosquitto"), "-c", self.conf], stdout=self.log,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while True:
@@ -71,11 +75,19 @@ class Broker:
                     raise AssertionError(f"mosquitto did not start; see {self.log.name}")
                 time.sleep(0.02)
 
+    def restart(self):
+        """Stops the broker and starts it again on the same port (retained messages are lost:
+        persistence is off, as after a broker crash)."""
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.launch()
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=10)
-        self.log.close()
+        if not self.log.closed:
+            self.log.close()
 
     def client_args(self):
         return ["--cafile", self.ca] if self.ca else []

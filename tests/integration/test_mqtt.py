@@ -55,9 +55,11 @@ class MqttTest(SnapsyncTest):
         self.sub.wait(lambda: any(m[2] == "offline" for m in self.sub.messages
                                   if m[1].endswith("/availability")), 20, "offline at the end")
 
-        topic, payload = self.discovery()[0][1], self.discovery()[0][2]
-        retained = [m for m in self.discovery() if m[0]]
-        self.assertTrue(self.discovery()[0][0] or retained is not None)
+        # first the entities of destinations not enabled are removed ({"p": ...} only), then
+        # the whole device is announced
+        first = json.loads(self.discovery()[0][2])
+        self.assertEqual(first["components"]["immich_reachable"], {"p": "binary_sensor"})
+        topic, payload = self.discovery()[-1][1], self.discovery()[-1][2]
         device_id = topic.split("/")[2]
         self.assertRegex(device_id, r"^[a-zA-Z0-9_-]+$")
         d = json.loads(payload)
@@ -129,9 +131,14 @@ class MqttTest(SnapsyncTest):
         p = self.snapsync("test-connection", check=1)
         self.assertIn("credentials", p.stdout)
         self.assertNotIn("wrong-pass", p.stdout)
+        p = self.snapsync("status", check=0)
+        self.assertRegex(p.stdout, r"mqtt: FAIL, .*credentials")
+        st = json.loads(self.snapsync("status", "--json", check=0).stdout)
+        self.assertFalse(st["mqtt"]["ok"])
         self.env["MQTT_PASSWORD"] = "right-pass"
         p = self.snapsync("test-connection", check=0)
         self.assertRegex(p.stdout, r"OK +mqtt")
+        self.assertRegex(self.snapsync("status", check=0).stdout, r"mqtt: OK")
 
     def test_killed_snapsync_goes_offline_and_birth_republishes(self):
         self.use_broker()
@@ -184,3 +191,32 @@ class MqttTest(SnapsyncTest):
             f.write(text.replace("tls: true", "tls: false"))
         p = self.snapsync("test-connection", check=1)
         self.assertRegex(p.stdout, r"FAIL +mqtt")
+
+    def test_broker_restarted_mid_backup(self):
+        self.use_broker()
+        for i in range(24):
+            make_blob(f"{self.card}/DCIM/CLIP{i}.MP4", 8 << 20)
+        write_config(self.config, self.dest, self.db,
+                     f"mqtt:\n  enabled: true\n  broker: 127.0.0.1\n  port: {self.broker.port}\n",
+                     backup="  concurrent_files: 1\n")
+        cmd = [os.environ.get("SNAPSYNC_BIN", "snapsync"), "--config", self.config, "backup",
+               self.card, "--json"]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=self.env, cwd=self.dir)
+        self.sub.wait(lambda: any(m[1].endswith("/state") for m in self.sub.messages), 30,
+                      "a first state")
+        p.send_signal(signal.SIGSTOP)  # the broker goes away and comes back mid-backup
+        self.sub.stop()
+        self.broker.restart()
+        sub = Subscriber(self.broker)
+        self.cleanups.append(sub.stop)
+        p.send_signal(signal.SIGCONT)
+        out, err = p.communicate(timeout=300)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertEqual(json.loads(out)["files_copied"], 24)
+        self.assertIn("reconnecting", err)
+        # the broker lost everything retained: SnapSync published discovery and state again
+        sub.wait(lambda: any(m[1].startswith("homeassistant/device/") for m in sub.messages), 30,
+                 "discovery after the restart")
+        sub.wait(lambda: any(m[1].endswith("/state") and json.loads(m[2])["status"] == "completed"
+                             for m in sub.messages), 30, "the final state after the restart")
