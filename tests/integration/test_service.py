@@ -469,6 +469,41 @@ class ServiceTest(SnapsyncTest):
                  == "offline", 30, "offline after stop")
 
 
+    def test_retry_button_backs_up_the_failed_files_of_a_card_still_in(self):
+        from broker import Broker, Subscriber
+        import json
+        img, staging = self.make_card("RETRY", {"DCIM/IMG_0001.JPG": "photo",
+                                                "DCIM/CLIP.MP4": 1 << 20})
+        [loop] = self.reserve()
+        broker = Broker(self.dir)
+        self.cleanups.append(broker.stop)
+        sub = Subscriber(broker)
+        self.cleanups.append(sub.stop)
+        self.service_config(backup="  concurrent_files: 1\n  max_retries: 0\n")
+        with open(self.config, "a") as f:
+            f.write(f"mqtt:\n  enabled: true\n  broker: 127.0.0.1\n  port: {broker.port}\n")
+        # a file where the photo's date folder should be: the photo fails, the clip does not
+        os.makedirs(f"{self.dest}/2024/08")
+        with open(f"{self.dest}/2024/08/09", "w") as f:
+            f.write("in the way")
+        self.start()
+        self.attach(img, loop)
+        self.wait_log(r"session \d+ partial")
+        self.assertEqual(len(self.our_mounts()), 1)  # not complete: the card stays mounted
+        sub.wait(lambda: any(m[1].startswith("homeassistant/device/") for m in sub.messages), 30,
+                 "discovery")
+        device_id = json.loads([m for m in sub.messages
+                                if m[1].startswith("homeassistant/device/")][-1][2])[
+            "device"]["identifiers"][0]
+        os.remove(f"{self.dest}/2024/08/09")
+        broker.publish(f"snapsync/{device_id}/cmd/retry", "PRESS")
+        self.wait_log(r"retry: 1 failed file\(s\) marked")
+        self.wait_log(r"session \d+ completed.*safe to remove")
+        self.assert_backed_up(staging)
+        self.assertEqual([s["status"] for s in self.sessions()], ["partial", "completed"])
+        self.stop()
+
+
 class PackagingTest(SnapsyncTest):
     def test_install_sh_is_idempotent_and_uninstall_keeps_data(self):
         top = os.environ.get("SNAPSYNC_SOURCE_DIR", "../..")

@@ -1299,6 +1299,8 @@ struct conc {
     atomic_long reads;
     char first_error[ERROR_MSG_MAX];
     pthread_mutex_t lock;
+    pthread_cond_t progressed; /* a writer finished a round (or exited) */
+    long rounds;               /* under lock */
 };
 
 static void conc_fail(struct conc *c, const struct error *err)
@@ -1342,10 +1344,17 @@ static void *writer_main(void *arg)
             conc_fail(c, &err);
             break;
         }
+        pthread_mutex_lock(&c->lock);
+        c->rounds++;
+        pthread_cond_broadcast(&c->progressed);
+        pthread_mutex_unlock(&c->lock);
     }
 out:
     db_close(db);
+    pthread_mutex_lock(&c->lock);
     atomic_fetch_sub(&c->writers_left, 1);
+    pthread_cond_broadcast(&c->progressed);
+    pthread_mutex_unlock(&c->lock);
     return NULL;
 }
 
@@ -1375,6 +1384,13 @@ static void *reader_main(void *arg)
         }
         free(list);
         atomic_fetch_add(&c->reads, 1);
+        /* one read per round of the writers: reading flat out starves them under valgrind,
+         * which runs one thread at a time */
+        pthread_mutex_lock(&c->lock);
+        long seen = c->rounds;
+        while (c->rounds == seen && atomic_load(&c->writers_left) > 0)
+            pthread_cond_wait(&c->progressed, &c->lock);
+        pthread_mutex_unlock(&c->lock);
     } while (atomic_load(&c->writers_left) > 0);
     db_close(db);
     return NULL;
@@ -1386,6 +1402,7 @@ static void test_concurrent_connections(void **state)
     static struct conc c;
     memset(&c, 0, sizeof(c));
     pthread_mutex_init(&c.lock, NULL);
+    pthread_cond_init(&c.progressed, NULL);
     new_path(c.path, sizeof(c.path), "snapsync.db");
     db_close(open_rw(c.path)); /* created and migrated before the threads start */
 
@@ -1397,6 +1414,7 @@ static void test_concurrent_connections(void **state)
     pthread_join(w1, NULL);
     pthread_join(w2, NULL);
     pthread_join(r, NULL);
+    pthread_cond_destroy(&c.progressed);
     pthread_mutex_destroy(&c.lock);
 
     if (atomic_load(&c.errors) > 0)
