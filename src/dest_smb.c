@@ -26,6 +26,7 @@
  * broken; the next open builds a fresh one (libsmbclient reconnects a new context by itself).
  * The password lives only in struct smb and the auth callback; it is wiped when freed.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -45,6 +46,48 @@
 
 #include "dest.h"
 #include "log.h"
+
+/*
+ * libsmbclient is loaded (dlopen) only when an SMB destination is configured: linked directly,
+ * its dependencies (Samba, Kerberos, LDAP, GnuTLS) add about 14 MiB to the memory of every run,
+ * SMB or not. Each function is taken by name with the type the header declares.
+ */
+#define SMB_API(X) X(smbc_free_context) X(smbc_getFunctionClose) X(smbc_getFunctionClosedir) X(smbc_getFunctionMkdir) X(smbc_getFunctionOpen) X(smbc_getFunctionOpendir) X(smbc_getFunctionRead) X(smbc_getFunctionReaddir) X(smbc_getFunctionRename) X(smbc_getFunctionStat) X(smbc_getFunctionStatVFS) X(smbc_getFunctionUnlink) X(smbc_getFunctionWrite) X(smbc_getOptionUserData) X(smbc_init_context) X(smbc_new_context) X(smbc_setDebug) X(smbc_setFunctionAuthDataWithContext) X(smbc_setLogCallback) X(smbc_setOptionCaseSensitive) X(smbc_setOptionDebugToStderr) X(smbc_setOptionFallbackAfterKerberos) X(smbc_setOptionNoAutoAnonymousLogin) X(smbc_setOptionProtocols) X(smbc_setOptionSmbEncryptionLevel) X(smbc_setOptionUseCCache) X(smbc_setOptionUseKerberos) X(smbc_setOptionUserData) X(smbc_setPort) X(smbc_setTimeout)
+
+static struct {
+#define SMB_API_FIELD(name) __typeof__(name) *name;
+    SMB_API(SMB_API_FIELD)
+#undef SMB_API_FIELD
+} smb_api;
+
+static pthread_once_t smb_api_once = PTHREAD_ONCE_INIT;
+static char smb_api_error[256];
+
+static void smb_api_load_once(void)
+{
+    void *h = dlopen("libsmbclient.so.0", RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        const char *e = dlerror();
+        snprintf(smb_api_error, sizeof(smb_api_error),
+                 "cannot load libsmbclient (install the libsmbclient package): %s", e ? e : "?");
+        return;
+    }
+#define SMB_API_LOAD(name)                                                                         \
+    if (!smb_api_error[0] && !(*(void **)&smb_api.name = dlsym(h, #name)))                       \
+        snprintf(smb_api_error, sizeof(smb_api_error), "libsmbclient lacks %s", #name);
+    SMB_API(SMB_API_LOAD)
+#undef SMB_API_LOAD
+}
+
+/* Loads libsmbclient once per process. Returns 0 or -ENOENT with err set. Any thread. */
+static int smb_api_load(struct error *err)
+{
+    pthread_once(&smb_api_once, smb_api_load_once);
+    if (smb_api_error[0])
+        return error_set(err, -ENOENT, "%s", smb_api_error);
+    return 0;
+}
+
 
 #define TMP_DIR ".snapsync-tmp"
 #define VERIFY_BUF (1024 * 1024)
@@ -234,7 +277,7 @@ static int lib_stat(struct smb_conn *c, const char *url, struct stat *st)
 {
     pthread_mutex_lock(&lib_lock);
     errno = 0;
-    int r = smbc_getFunctionStat(c->ctx)(c->ctx, url, st);
+    int r = smb_api.smbc_getFunctionStat(c->ctx)(c->ctx, url, st);
     int e = errno;
     pthread_mutex_unlock(&lib_lock);
     return lib_result(c, r == 0, e);
@@ -244,7 +287,7 @@ static int lib_mkdir(struct smb_conn *c, const char *url)
 {
     pthread_mutex_lock(&lib_lock);
     errno = 0;
-    int r = smbc_getFunctionMkdir(c->ctx)(c->ctx, url, 0755);
+    int r = smb_api.smbc_getFunctionMkdir(c->ctx)(c->ctx, url, 0755);
     int e = errno;
     pthread_mutex_unlock(&lib_lock);
     return lib_result(c, r == 0, e);
@@ -254,7 +297,7 @@ static int lib_unlink(struct smb_conn *c, const char *url)
 {
     pthread_mutex_lock(&lib_lock);
     errno = 0;
-    int r = smbc_getFunctionUnlink(c->ctx)(c->ctx, url);
+    int r = smb_api.smbc_getFunctionUnlink(c->ctx)(c->ctx, url);
     int e = errno;
     pthread_mutex_unlock(&lib_lock);
     return lib_result(c, r == 0, e);
@@ -265,7 +308,7 @@ static int lib_rename(struct smb_conn *c, const char *from, const char *to)
 {
     pthread_mutex_lock(&lib_lock);
     errno = 0;
-    int r = smbc_getFunctionRename(c->ctx)(c->ctx, from, c->ctx, to);
+    int r = smb_api.smbc_getFunctionRename(c->ctx)(c->ctx, from, c->ctx, to);
     int e = errno;
     pthread_mutex_unlock(&lib_lock);
     return lib_result(c, r == 0, e);
@@ -275,7 +318,7 @@ static int lib_open(struct smb_conn *c, const char *url, int flags, SMBCFILE **r
 {
     pthread_mutex_lock(&lib_lock);
     errno = 0;
-    SMBCFILE *fh = smbc_getFunctionOpen(c->ctx)(c->ctx, url, flags, 0644);
+    SMBCFILE *fh = smb_api.smbc_getFunctionOpen(c->ctx)(c->ctx, url, flags, 0644);
     int e = errno;
     pthread_mutex_unlock(&lib_lock);
     if (fh)
@@ -287,7 +330,7 @@ static int lib_close(struct smb_conn *c, SMBCFILE *fh)
 {
     pthread_mutex_lock(&lib_lock);
     errno = 0;
-    int r = smbc_getFunctionClose(c->ctx)(c->ctx, fh);
+    int r = smb_api.smbc_getFunctionClose(c->ctx)(c->ctx, fh);
     int e = errno;
     pthread_mutex_unlock(&lib_lock);
     return lib_result(c, r == 0, e);
@@ -297,7 +340,7 @@ static int lib_write(struct smb_conn *c, SMBCFILE *fh, const void *buf, size_t l
 {
     pthread_mutex_lock(&lib_lock);
     errno = 0;
-    ssize_t n = smbc_getFunctionWrite(c->ctx)(c->ctx, fh, buf, len);
+    ssize_t n = smb_api.smbc_getFunctionWrite(c->ctx)(c->ctx, fh, buf, len);
     int e = errno;
     pthread_mutex_unlock(&lib_lock);
     if (n >= 0)
@@ -309,7 +352,7 @@ static int lib_read(struct smb_conn *c, SMBCFILE *fh, void *buf, size_t len, siz
 {
     pthread_mutex_lock(&lib_lock);
     errno = 0;
-    ssize_t n = smbc_getFunctionRead(c->ctx)(c->ctx, fh, buf, len);
+    ssize_t n = smb_api.smbc_getFunctionRead(c->ctx)(c->ctx, fh, buf, len);
     int e = errno;
     pthread_mutex_unlock(&lib_lock);
     if (n >= 0)
@@ -325,7 +368,7 @@ static void auth_fn(SMBCCTX *ctx, const char *server, const char *share, char *w
 {
     (void)server;
     (void)share;
-    const struct smb *s = smbc_getOptionUserData(ctx);
+    const struct smb *s = smb_api.smbc_getOptionUserData(ctx);
     if (!s || s->guest) {
         /* empty user and password: anonymous, which servers map to guest (not $USER) */
         if (username_len > 0)
@@ -361,40 +404,40 @@ static void ctx_free(SMBCCTX *ctx)
         return;
     pthread_mutex_lock(&lib_lock);
     /* 1: close files and connections; fails only if files are still open (then force). */
-    if (smbc_free_context(ctx, 1) != 0)
-        smbc_free_context(ctx, 0);
+    if (smb_api.smbc_free_context(ctx, 1) != 0)
+        smb_api.smbc_free_context(ctx, 0);
     pthread_mutex_unlock(&lib_lock);
 }
 
 static int ctx_new(const struct smb *s, SMBCCTX **ret, struct error *err)
 {
     pthread_mutex_lock(&lib_lock);
-    SMBCCTX *ctx = smbc_new_context();
+    SMBCCTX *ctx = smb_api.smbc_new_context();
     if (!ctx) {
         pthread_mutex_unlock(&lib_lock);
         return error_set(err, -ENOMEM, "cannot create an SMB context");
     }
-    smbc_setLogCallback(ctx, NULL, log_fn);
-    smbc_setDebug(ctx, 0);
-    smbc_setOptionDebugToStderr(ctx, 1);
-    smbc_setOptionUserData(ctx, (void *)s);
-    smbc_setFunctionAuthDataWithContext(ctx, auth_fn);
-    smbc_setOptionProtocols(ctx, "SMB2_02", "SMB3");
+    smb_api.smbc_setLogCallback(ctx, NULL, log_fn);
+    smb_api.smbc_setDebug(ctx, 0);
+    smb_api.smbc_setOptionDebugToStderr(ctx, 1);
+    smb_api.smbc_setOptionUserData(ctx, (void *)s);
+    smb_api.smbc_setFunctionAuthDataWithContext(ctx, auth_fn);
+    smb_api.smbc_setOptionProtocols(ctx, "SMB2_02", "SMB3");
     /* encryption and signing when the server asks for them (it then refuses without) */
-    smbc_setOptionSmbEncryptionLevel(ctx, SMBC_ENCRYPTLEVEL_DEFAULT);
-    smbc_setOptionUseKerberos(ctx, 0);
-    smbc_setOptionFallbackAfterKerberos(ctx, 1);
-    smbc_setOptionUseCCache(ctx, 0);
+    smb_api.smbc_setOptionSmbEncryptionLevel(ctx, SMBC_ENCRYPTLEVEL_DEFAULT);
+    smb_api.smbc_setOptionUseKerberos(ctx, 0);
+    smb_api.smbc_setOptionFallbackAfterKerberos(ctx, 1);
+    smb_api.smbc_setOptionUseCCache(ctx, 0);
     /* with credentials, a failed login must fail, not quietly become a guest session */
-    smbc_setOptionNoAutoAnonymousLogin(ctx, !s->guest);
-    smbc_setOptionCaseSensitive(ctx, 0);
-    smbc_setTimeout(ctx, SMB_TIMEOUT_MS);
+    smb_api.smbc_setOptionNoAutoAnonymousLogin(ctx, !s->guest);
+    smb_api.smbc_setOptionCaseSensitive(ctx, 0);
+    smb_api.smbc_setTimeout(ctx, SMB_TIMEOUT_MS);
     if (s->port)
-        smbc_setPort(ctx, s->port);
-    SMBCCTX *ok = smbc_init_context(ctx);
+        smb_api.smbc_setPort(ctx, s->port);
+    SMBCCTX *ok = smb_api.smbc_init_context(ctx);
     int e = errno;
     if (!ok)
-        smbc_free_context(ctx, 0);
+        smb_api.smbc_free_context(ctx, 0);
     pthread_mutex_unlock(&lib_lock);
     if (!ok)
         return error_set_errno(err, -(e ? e : EIO), "cannot initialise libsmbclient");
@@ -710,6 +753,9 @@ static void smb_done(void *priv)
 static int smb_init(const struct config *cfg, void **ret_priv, char *id, size_t id_size,
                     char *label, size_t label_size, struct error *err)
 {
+    int lr = smb_api_load(err);
+    if (lr < 0)
+        return lr;
     struct smb *s = calloc(1, sizeof(*s));
     if (!s)
         return error_set(err, -ENOMEM, "out of memory");
@@ -827,10 +873,10 @@ static void clean_stale(struct smb_conn *c)
         return;
     time_t now = time(NULL);
     pthread_mutex_lock(&lib_lock);
-    SMBCFILE *dir = smbc_getFunctionOpendir(c->ctx)(c->ctx, dir_url);
+    SMBCFILE *dir = smb_api.smbc_getFunctionOpendir(c->ctx)(c->ctx, dir_url);
     if (dir) {
         struct smbc_dirent *de;
-        while (n_stale < MAX_STALE && (de = smbc_getFunctionReaddir(c->ctx)(c->ctx, dir))) {
+        while (n_stale < MAX_STALE && (de = smb_api.smbc_getFunctionReaddir(c->ctx)(c->ctx, dir))) {
             const char *name = de->name;
             size_t nl = strlen(name);
             if (de->smbc_type != SMBC_FILE || nl < 6 || nl >= 128 ||
@@ -852,13 +898,13 @@ static void clean_stale(struct smb_conn *c)
                 char url[URL_MAX];
                 struct stat st;
                 if (url_join(s, url, sizeof(url), TMP_DIR, name, NULL) == 0 &&
-                    smbc_getFunctionStat(c->ctx)(c->ctx, url, &st) == 0)
+                    smb_api.smbc_getFunctionStat(c->ctx)(c->ctx, url, &st) == 0)
                     is_stale = now - st.st_mtime > STALE_FOREIGN_TMP_S;
             }
             if (is_stale)
                 memcpy(stale[n_stale++], name, nl + 1);
         }
-        smbc_getFunctionClosedir(c->ctx)(c->ctx, dir);
+        smb_api.smbc_getFunctionClosedir(c->ctx)(c->ctx, dir);
     }
     pthread_mutex_unlock(&lib_lock);
     for (size_t i = 0; i < n_stale; i++) {
@@ -896,7 +942,7 @@ static double free_bytes(struct smb_conn *c)
 {
     struct statvfs sv;
     pthread_mutex_lock(&lib_lock);
-    int r = smbc_getFunctionStatVFS(c->ctx)(c->ctx, c->smb->base_url, &sv);
+    int r = smb_api.smbc_getFunctionStatVFS(c->ctx)(c->ctx, c->smb->base_url, &sv);
     pthread_mutex_unlock(&lib_lock);
     if (r != 0)
         return -1;

@@ -504,6 +504,37 @@ class ServiceTest(SnapsyncTest):
         self.stop()
 
 
+    def test_mqtt_broker_late_then_mqtt_turned_off(self):
+        from broker import Broker, Subscriber
+        broker = Broker(self.dir)
+        self.cleanups.append(broker.stop)
+        broker.proc.terminate()  # down when the service starts
+        broker.proc.wait(timeout=10)
+        self.service_config()
+        with open(self.config, "a") as f:
+            f.write(f"mqtt:\n  enabled: true\n  broker: 127.0.0.1\n  port: {broker.port}\n")
+        self.start()
+        broker.launch()  # the broker comes up: the service finds it by itself
+        sub = Subscriber(broker)
+        self.cleanups.append(sub.stop)
+        sub.wait(lambda: any(m[1].startswith("homeassistant/device/") and m[2]
+                             for m in sub.messages), 90, "discovery once the broker is up")
+        sub.wait(lambda: any(m[1].endswith("/state") for m in sub.messages), 30, "idle state")
+        # MQTT turned off: the device is removed from Home Assistant (empty retained config)
+        with open(self.config) as f:
+            text = f.read().replace("mqtt:\n  enabled: true", "mqtt:\n  enabled: false")
+        with open(self.config, "w") as f:
+            f.write(text)
+        self.proc.send_signal(signal.SIGHUP)
+        self.wait_log("removed from Home Assistant")
+        sub.wait(lambda: any(m[1].startswith("homeassistant/device/") and m[2] == ""
+                             for m in sub.messages), 30, "the empty retained discovery")
+        late = Subscriber(broker)
+        self.cleanups.append(late.stop)
+        self.assertEqual([m for m in late.messages if m[1].startswith("homeassistant/")], [])
+        self.stop()
+
+
 class PackagingTest(SnapsyncTest):
     def test_install_sh_is_idempotent_and_uninstall_keeps_data(self):
         top = os.environ.get("SNAPSYNC_SOURCE_DIR", "../..")
