@@ -41,6 +41,9 @@ struct mqtt {
     int wait_mid;             /* mqtt_stop waits for the broker to acknowledge this message */
     bool removed;             /* mqtt_remove_device: publish nothing more */
     bool ever_connected;
+    bool stopping;
+    pthread_t retry_thread; /* first connection attempts (libmosquitto retries only after one) */
+    bool retry_started;
     struct mqtt_handler handler;
     char device_id[64];
     char name[64];
@@ -648,10 +651,36 @@ fail:
     return r;
 }
 
+/* Until the first connection succeeds, try again with a delay growing from 1 s to 60 s: a
+ * broker that is down when SnapSync starts is found when it comes up. libmosquitto's own loop
+ * takes over reconnecting once a connection was made. */
+static void *retry_main(void *arg)
+{
+    struct mqtt *m = arg;
+    int delay = 1;
+    pthread_mutex_lock(&m->lock);
+    while (!m->stopping && !m->ever_connected) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += delay;
+        while (!m->stopping && !m->ever_connected &&
+               pthread_cond_timedwait(&m->conn_cond, &m->lock, &ts) != ETIMEDOUT)
+            ;
+        if (m->stopping || m->ever_connected)
+            break;
+        pthread_mutex_unlock(&m->lock);
+        int rc = mosquitto_connect_async(m->mosq, m->broker, m->port, KEEPALIVE_S);
+        pthread_mutex_lock(&m->lock);
+        if (rc != MOSQ_ERR_SUCCESS)
+            log_debug("mqtt: broker %s:%d still unreachable", m->broker, m->port);
+        delay = delay * 2 > 60 ? 60 : delay * 2;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return NULL;
+}
+
 int mqtt_start(struct mqtt *m, struct error *err)
 {
-    /* connect_async fails at once only for bad arguments or a host that cannot be resolved;
-     * either way the loop thread keeps retrying */
     int rc = mosquitto_connect_async(m->mosq, m->broker, m->port, KEEPALIVE_S);
     if (rc != MOSQ_ERR_SUCCESS) {
         pthread_mutex_lock(&m->lock);
@@ -665,6 +694,8 @@ int mqtt_start(struct mqtt *m, struct error *err)
         return error_set(err, -EIO, "mqtt: cannot start the network thread: %s",
                          mosquitto_strerror(rc));
     m->started = true;
+    if (pthread_create(&m->retry_thread, NULL, retry_main, m) == 0)
+        m->retry_started = true;
     return 0;
 }
 
@@ -721,6 +752,13 @@ void mqtt_stop(struct mqtt *m)
                 break;
     }
     pthread_mutex_unlock(&m->lock);
+    pthread_mutex_lock(&m->lock);
+    m->stopping = true;
+    pthread_cond_broadcast(&m->conn_cond);
+    pthread_mutex_unlock(&m->lock);
+    if (m->retry_started)
+        pthread_join(m->retry_thread, NULL);
+    m->retry_started = false;
     mosquitto_disconnect(m->mosq);
     mosquitto_loop_stop(m->mosq, false);
     m->started = false;
