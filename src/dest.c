@@ -5,6 +5,7 @@
 #include "dest.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -199,4 +200,27 @@ void dest_abort(struct dest_file *f)
         return;
     f->dest->ops->abort(f->priv);
     free(f);
+}
+
+void dest_candidate_name(const char *name, unsigned k, char *out, size_t size)
+{
+    if (k == 0) {
+        snprintf(out, size, "%s", name);
+        return;
+    }
+    const char *dot = strrchr(name, '.');
+    if (!dot || dot == name)
+        dot = name + strlen(name);
+    char suffix[32];
+    int sl = snprintf(suffix, sizeof(suffix), "_%u", k);
+    size_t ext_len = strlen(dot);
+    size_t stem_len = (size_t)(dot - name);
+    size_t room = DEST_NAME_MAX > (size_t)sl + ext_len ? DEST_NAME_MAX - (size_t)sl - ext_len : 0;
+    if (stem_len > room) {
+        stem_len = room;
+        /* do not cut a UTF-8 sequence in half */
+        while (stem_len > 0 && ((unsigned char)name[stem_len] & 0xC0) == 0x80)
+            stem_len--;
+    }
+    snprintf(out, size, "%.*s%s%s", (int)stem_len, name, suffix, dot);
 }

@@ -29,6 +29,7 @@
 
 #define DEST_MAX 8
 #define DEST_REMOTE_MAX 1024
+#define DEST_NAME_MAX 255 /* bytes of one file name at a destination */
 
 /* The session a destination works for (albums per session, names in logs). */
 struct dest_session {
@@ -143,3 +144,8 @@ int dest_finish(struct dest_file *f, const struct hasher_digest *digest, bool ve
                 struct dest_result *ret, struct error *err);
 /* Consumes f; NULL-safe. */
 void dest_abort(struct dest_file *f);
+
+/* For backends: candidate name k for a file named name when the name is taken: k == 0 is name
+ * itself, else "<stem>_<k>.<ext>", the stem shortened (never inside a UTF-8 sequence) so that the
+ * result fits in DEST_NAME_MAX bytes. out gets at most size bytes. */
+void dest_candidate_name(const char *name, unsigned k, char *out, size_t size);

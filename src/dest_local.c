@@ -382,30 +382,6 @@ static void local_abort(void *file)
         local_file_free(file, true);
 }
 
-/* Candidate name k: k == 0 is the name itself, else "<stem>_<k>.<ext>", the stem shortened so
- * the result fits in NAME_MAX_BYTES. */
-static void candidate_name(const char *name, unsigned k, char *out, size_t size)
-{
-    if (k == 0) {
-        snprintf(out, size, "%s", name);
-        return;
-    }
-    const char *dot = strrchr(name, '.');
-    if (!dot || dot == name)
-        dot = name + strlen(name);
-    char suffix[32];
-    int sl = snprintf(suffix, sizeof(suffix), "_%u", k);
-    size_t ext_len = strlen(dot);
-    size_t stem_len = (size_t)(dot - name);
-    size_t room = NAME_MAX_BYTES - (size_t)sl - ext_len;
-    if (stem_len > room) {
-        stem_len = room;
-        /* do not cut a UTF-8 sequence in half */
-        while (stem_len > 0 && ((unsigned char)name[stem_len] & 0xC0) == 0x80)
-            stem_len--;
-    }
-    snprintf(out, size, "%.*s%s%s", (int)stem_len, name, suffix, dot);
-}
 
 /* Is the file `name` in dir_fd the same content as the copy (size and MD5)? */
 static int same_content(struct local_file *f, int dir_fd, const char *name,
@@ -529,7 +505,7 @@ static int local_finish(void *file, const struct hasher_digest *digest, bool ver
             r = error_set(err, -EEXIST, "no free name for '%s' in '%s'", f->name, dir);
             goto out;
         }
-        candidate_name(f->name, k, name, sizeof(name));
+        dest_candidate_name(f->name, k, name, sizeof(name));
         r = place_noreplace(f, dir_fd, name);
         if (r == 0)
             break;

@@ -228,30 +228,6 @@ static int map_name(const char *in, char *out, size_t size)
     return 0;
 }
 
-/* Candidate k: the name itself for k == 0, else "<stem>_<k>.<ext>" with the stem shortened (at
- * a UTF-8 boundary) so the result fits NAME_MAX_BYTES. */
-static void candidate_name(const char *name, unsigned k, char *out, size_t size)
-{
-    if (k == 0) {
-        snprintf(out, size, "%s", name);
-        return;
-    }
-    const char *dot = strrchr(name, '.');
-    if (!dot || dot == name)
-        dot = name + strlen(name);
-    char suffix[32];
-    int sl = snprintf(suffix, sizeof(suffix), "_%u", k);
-    size_t ext_len = strlen(dot);
-    size_t stem_len = (size_t)(dot - name);
-    size_t room = NAME_MAX_BYTES > (size_t)sl + ext_len ? NAME_MAX_BYTES - (size_t)sl - ext_len : 0;
-    if (stem_len > room) {
-        stem_len = room;
-        while (stem_len > 0 && ((unsigned char)name[stem_len] & 0xC0) == 0x80)
-            stem_len--;
-    }
-    snprintf(out, size, "%.*s%s%s", (int)stem_len, name, suffix, dot);
-}
-
 /* ---- calls into libsmbclient, each under lib_lock; they return 0 or a negative errno ---- */
 
 static bool is_connection_error(int e)
@@ -1119,7 +1095,7 @@ static int place(struct smb_file *f, const struct hasher_digest *digest, struct 
                           f->date_path);
             break;
         }
-        candidate_name(f->name, k, name, sizeof(name));
+        dest_candidate_name(f->name, k, name, sizeof(name));
         if (url_join(s, url, sizeof(url), f->date_path, name, NULL) < 0) {
             r = error_set(err, -ENAMETOOLONG, "path too long");
             break;
