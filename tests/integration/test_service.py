@@ -291,6 +291,29 @@ class ServiceTest(SnapsyncTest):
         self.assertIn(f"unmounted '{target}'", text)
         self.assertEqual(self.our_mounts(), {})
 
+    def test_dashboard_eject_unmounts_a_card_left_mounted(self):
+        import json
+        import urllib.request
+        img, staging = self.make_card("EJECTME", {"DCIM/A.JPG": "photo"})
+        [loop] = self.reserve()
+        self.service_config(unmount=False)
+        with open(self.config) as f:
+            port = int(re.search(r"web_ui_port: (\d+)", f.read()).group(1))
+        self.start()
+        self.attach(img, loop)
+        self.wait_log(r"session \d+ completed")
+        self.assertEqual(len(self.our_mounts()), 1)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/cards/eject", data=b"{}",
+                                     method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            self.assertIn(r.status, (200, 202))
+            json.loads(r.read())
+        self.wait_log(r"card 'EJECTME' ejected: safe to remove")
+        self.assertEqual(self.our_mounts(), {})
+        self.assert_backed_up(staging)
+        self.stop()
+
     def test_card_mounted_by_someone_else_under_a_watched_folder(self):
         img, staging = self.make_card("OTHER", {"DCIM/C.JPG": "photo"})
         [loop] = self.reserve()
