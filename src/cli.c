@@ -287,6 +287,7 @@ static json_object *session_json(const struct db_session *s)
     json_object_object_add(o, "files_failed", json_object_new_int64(s->totals.files_failed));
     json_object_object_add(o, "bytes_copied", json_object_new_int64(s->totals.bytes_copied));
     json_object_object_add(o, "error", s->error[0] ? json_object_new_string(s->error) : NULL);
+    json_object_object_add(o, "safe_to_remove", json_object_new_boolean(s->safe_to_remove));
     return o;
 }
 
@@ -429,6 +430,8 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
                 session_print(&list[0]);
                 if (list[0].error[0])
                     printf("        error: %s\n", list[0].error);
+                if (list[0].safe_to_remove)
+                    printf("        the card was unmounted: safe to remove\n");
             }
             char bytes[32];
             format_bytes((double)st.bytes_completed, bytes, sizeof(bytes));

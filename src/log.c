@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,12 +14,12 @@
 #include <strings.h>
 #include <time.h>
 
-static enum log_level threshold = LOG_LEVEL_INFO;
+static atomic_int threshold = LOG_LEVEL_INFO; /* changed on SIGHUP while threads log */
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void log_set_level(enum log_level level)
 {
-    threshold = level;
+    atomic_store(&threshold, (int)level);
 }
 
 int log_level_from_string(const char *s, enum log_level *ret)
@@ -41,7 +42,7 @@ int log_level_from_string(const char *s, enum log_level *ret)
 void log_msg(enum log_level level, const char *fmt, ...)
 {
     static const char *const prefix[] = {"debug", "info", "warning", "error"};
-    if (level < threshold)
+    if ((int)level < atomic_load(&threshold))
         return;
 
     char raw[2048];

@@ -7,7 +7,7 @@
 
 enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, LOG_LEVEL_ERROR };
 
-/* Sets the threshold; messages below it are dropped. Call before starting threads. */
+/* Sets the threshold; messages below it are dropped. Any thread. */
 void log_set_level(enum log_level level);
 
 /* Parses "debug", "info", "warning"/"warn", "error" (case-insensitive). Returns 0 or -EINVAL. */

@@ -340,8 +340,12 @@ static void reload(struct service *svc)
     }
     for (size_t i = 0; i < cfg->n_warnings; i++)
         log_warning("%s", cfg->warnings[i]);
-    if (strcmp(cfg->service.log_level, svc->conf->cfg->service.log_level) != 0)
-        log_warning("service.log_level applies from the next start");
+    enum log_level level;
+    if (strcmp(cfg->service.log_level, svc->conf->cfg->service.log_level) != 0 &&
+        log_level_from_string(cfg->service.log_level, &level) == 0) {
+        log_set_level(level);
+        log_info("log level is now %s", cfg->service.log_level);
+    }
     c->cfg = cfg;
     c->owned = true;
     c->refs = 1;

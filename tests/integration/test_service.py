@@ -264,6 +264,10 @@ class ServiceTest(SnapsyncTest):
         self.assertEqual(s["safe_to_remove"], 1)
         self.assertEqual(s["files_copied"], 3)
         self.assertEqual(s["label"], "EOS_DIGITAL")
+        import json
+        st = json.loads(self.snapsync("status", "--json", check=0).stdout)
+        self.assertTrue(st["session"]["safe_to_remove"])
+        self.assertIn("safe to remove", self.snapsync("status", check=0).stdout)
         self.assertTrue(os.path.exists(f"{self.dest}/2024/08/09/IMG_0001.JPG"))
         self.assertFalse(any(p.endswith("notes.txt") for p in self.dest_files()))
         self.assertLess(elapsed, 60)
