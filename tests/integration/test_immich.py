@@ -302,16 +302,16 @@ class ImmichBase:
     def test_streams_a_large_file_with_bounded_memory(self):
         path = f"{self.card}/DCIM/LONG.MP4"
         os.makedirs(os.path.dirname(path))
-        with open(path, "wb") as f:  # sparse: 512 MiB, cheap to make and to read
+        with open(path, "wb") as f:  # sparse: 2 GiB (multi-GB), cheap to make and to read
             f.write(b"\0\0\0\x18ftypmp42")
-            f.truncate(512 << 20)
+            f.truncate(2 << 30)
         self.configure(local=False)
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         r = self.backup()
         after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         self.assertEqual(r["files_copied"], 1)
         a = self.server.state()["assets"][0]
-        self.assertEqual(a["size"], 512 << 20)
+        self.assertEqual(a["size"], 2 << 30)
         self.assertEqual(a["sha1"], sha1(path))
         if after > before:  # this run raised the children's peak: it must stay far below the file
             self.assertLess(after * 1024, 128 << 20, f"peak RSS {after} KiB")
