@@ -1139,8 +1139,11 @@ static void read_session_row(sqlite3_stmt *st, void *row)
     read_session(st, row);
 }
 
-int db_sessions_list(struct db *db, int limit, struct db_session **ret, size_t *ret_n,
-                     struct error *err)
+/* The newest rows of a list statement whose one parameter is the limit (1..DB_LIST_MAX), each
+ * read by read into an array of elem-sized rows; what names the list in messages. */
+static int list_newest(struct db *db, enum stmt_id id, int limit, size_t elem,
+                       void (*read)(sqlite3_stmt *st, void *row), const char *what, void **ret,
+                       size_t *ret_n, struct error *err)
 {
     sqlite3_stmt *st = NULL;
     void *rows = NULL;
@@ -1148,23 +1151,35 @@ int db_sessions_list(struct db *db, int limit, struct db_session **ret, size_t *
     int r;
 
     if (!db || !ret || !ret_n || limit < 1 || limit > DB_LIST_MAX)
-        return error_set(err, -EINVAL, "session list limit must be 1 to %d", DB_LIST_MAX);
-    r = stmt_get(db, STMT_SESSION_LIST, &st, err);
+        return error_set(err, -EINVAL, "%s: the limit must be 1 to %d", what, DB_LIST_MAX);
+    r = stmt_get(db, id, &st, err);
     if (r < 0)
         return r;
     int rc = bind_i64(st, 1, limit, SQLITE_OK);
     if (rc != SQLITE_OK) {
-        r = db_fail(db, rc, err, "cannot list sessions");
+        r = db_fail(db, rc, err, "cannot list %s", what);
         goto out;
     }
-    r = collect_rows(db, st, limit, sizeof(struct db_session), read_session_row, &rows, &n, err,
-                     "cannot list sessions");
+    char msg[64];
+    snprintf(msg, sizeof(msg), "cannot list %s", what);
+    r = collect_rows(db, st, limit, elem, read, &rows, &n, err, msg);
     if (r < 0)
         goto out;
     *ret = rows;
     *ret_n = n;
 out:
     stmt_done(st);
+    return r;
+}
+
+int db_sessions_list(struct db *db, int limit, struct db_session **ret, size_t *ret_n,
+                     struct error *err)
+{
+    void *rows = NULL;
+    int r = list_newest(db, STMT_SESSION_LIST, limit, sizeof(struct db_session), read_session_row,
+                        "sessions", &rows, ret_n, err);
+    if (r == 0)
+        *ret = rows;
     return r;
 }
 
@@ -1468,29 +1483,11 @@ out:
 int db_files_failed(struct db *db, int limit, struct db_file **ret, size_t *ret_n,
                     struct error *err)
 {
-    sqlite3_stmt *st = NULL;
     void *rows = NULL;
-    size_t n = 0;
-    int r;
-
-    if (!db || !ret || !ret_n || limit < 1 || limit > DB_LIST_MAX)
-        return error_set(err, -EINVAL, "file list limit must be 1 to %d", DB_LIST_MAX);
-    r = stmt_get(db, STMT_FILES_FAILED, &st, err);
-    if (r < 0)
-        return r;
-    int rc = bind_i64(st, 1, limit, SQLITE_OK);
-    if (rc != SQLITE_OK) {
-        r = db_fail(db, rc, err, "cannot list failed files");
-        goto out;
-    }
-    r = collect_rows(db, st, limit, sizeof(struct db_file), read_file_row, &rows, &n, err,
-                     "cannot list failed files");
-    if (r < 0)
-        goto out;
-    *ret = rows;
-    *ret_n = n;
-out:
-    stmt_done(st);
+    int r = list_newest(db, STMT_FILES_FAILED, limit, sizeof(struct db_file), read_file_row,
+                        "failed files", &rows, ret_n, err);
+    if (r == 0)
+        *ret = rows;
     return r;
 }
 
