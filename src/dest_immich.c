@@ -38,13 +38,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
 #include <json-c/json.h>
+#include <linux/tcp.h>
 #include <openssl/evp.h>
 
 #include "dest.h"
@@ -78,6 +81,8 @@ struct xfer {
     char location[256];
     double last_progress; /* monotonic seconds */
     curl_off_t moved;     /* bytes up + down seen by the progress callback */
+    uint64_t wire;        /* bytes the peer acknowledged + bytes received, from TCP_INFO */
+    curl_socket_t sock;   /* the connection's socket (one per multi handle), or CURL_SOCKET_BAD */
     bool stalled;
     bool done;
     CURLcode result;
@@ -498,6 +503,25 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
+/*
+ * Bytes the connection's peer has acknowledged plus bytes received, as the kernel counts them
+ * (0 when unknown). curl's counters stop when the last of the body is in the socket buffer, which
+ * on a slow link can hold many seconds of upload; the acknowledged count keeps moving while the
+ * server takes it, so only a real stall trips immich.timeout.
+ */
+static uint64_t wire_bytes(curl_socket_t fd)
+{
+    if (fd == CURL_SOCKET_BAD)
+        return 0;
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+        len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(ti.tcpi_bytes_received))
+        return 0;
+    return ti.tcpi_bytes_acked + ti.tcpi_bytes_received;
+}
+
 static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                        curl_off_t ulnow)
 {
@@ -505,14 +529,33 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
     (void)dltotal;
     (void)ultotal;
     double t = now_s();
-    if (dlnow + ulnow != x->moved) {
+    uint64_t wire = wire_bytes(x->sock);
+    if (dlnow + ulnow != x->moved || wire != x->wire) {
         x->moved = dlnow + ulnow;
+        x->wire = wire;
         x->last_progress = t;
     } else if (t - x->last_progress > (double)x->timeout) {
         x->stalled = true;
         return 1; /* abort: no byte moved for timeout seconds */
     }
     return 0;
+}
+
+/* Remembers the socket of this transfer's connection, for wire_bytes(). */
+static int on_sockopt(void *userdata, curl_socket_t fd, curlsocktype purpose)
+{
+    struct xfer *x = userdata;
+    if (purpose == CURLSOCKTYPE_IPCXN)
+        x->sock = fd;
+    return CURL_SOCKOPT_OK;
+}
+
+static int on_closesocket(void *userdata, curl_socket_t fd)
+{
+    struct xfer *x = userdata;
+    if (x->sock == fd)
+        x->sock = CURL_SOCKET_BAD;
+    return close(fd);
 }
 
 static void xfer_free(struct xfer *x)
@@ -535,6 +578,7 @@ static int xfer_new(long timeout, struct xfer **ret, struct error *err)
     x->easy = curl_easy_init();
     x->multi = curl_multi_init();
     x->timeout = timeout;
+    x->sock = CURL_SOCKET_BAD;
     if (!x->easy || !x->multi) {
         xfer_free(x);
         return error_set(err, -ENOMEM, "cannot create a CURL handle");
@@ -563,6 +607,10 @@ static void xfer_setup(struct xfer *x, const struct immich *im, const char *url,
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(e, CURLOPT_XFERINFODATA, x);
+    curl_easy_setopt(e, CURLOPT_SOCKOPTFUNCTION, on_sockopt);
+    curl_easy_setopt(e, CURLOPT_SOCKOPTDATA, x);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_closesocket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, x);
     curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
     x->errbuf[0] = '\0';

@@ -18,9 +18,11 @@ As a 2.x server it applies the 2.x field set of uploadAsset (an overlay on the 3
 Control, outside /api (no key):
   GET  /control/state        requests, validation errors, assets, albums (JSON)
   POST /control/faults       {"faults": [rule, ...]} appended; rule = {"op": operationId,
-                             "action": status|reset|stall|malformed|wrong_checksum|close_after_reply,
-                             "status": 500, "retry_after": "1", "at": bytes, "seconds": s,
-                             "times": n}
+                             "action": status|reset|stall|slow|malformed|wrong_checksum|
+                             close_after_reply, "status": 500, "retry_after": "1", "at": bytes,
+                             "seconds": s, "rate": bytes/s (slow), "times": n}
+                             stall: reading stops for `seconds` at byte `at`; slow: from byte
+                             `at` on, the body is read at `rate` bytes a second (a slow link)
   POST /control/config       {"version": "2.7.0", "permissions": [...], "dup_close": bool}
   POST /control/reset        forget assets, albums, requests, errors and faults
 
@@ -686,19 +688,31 @@ class Handler(BaseHTTPRequestHandler):
         fields, files, errors, order = {}, {}, [], []
         delim = b"\r\n--" + boundary
         buf = bytearray(b"\r\n")  # so the first delimiter looks like the others
-        stall = st.take_fault(op_id, ("stall", "reset"))
+        stall = st.take_fault(op_id, ("stall", "reset", "slow"))
         stall_at = stall.get("at", 0) if stall else None
+        slow_rate = None
 
         def fill(need):
-            nonlocal stall_at
+            nonlocal stall_at, slow_rate
             while len(buf) < need:
                 if stall_at is not None and self._read >= stall_at:
                     if stall["action"] == "reset":
                         self.reset_connection()
                         raise ConnectionError("reset by fault")
-                    time.sleep(stall.get("seconds", 5))
+                    if stall["action"] == "slow":
+                        slow_rate = max(1024, int(stall.get("rate", 256 << 10)))
+                        # a small receive buffer, as a slow link has: the client sees the body
+                        # drain at the rate, not vanish into megabytes of loopback buffers
+                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+                    else:
+                        time.sleep(stall.get("seconds", 5))
                     stall_at = None
-                chunk = self.read_body(1 << 16)
+                if slow_rate is not None:
+                    # a tenth of a second's worth at a time: progress never stops for long
+                    time.sleep(0.1)
+                    chunk = self.read_body(max(1, slow_rate // 10))
+                else:
+                    chunk = self.read_body(1 << 16)
                 if not chunk:
                     return False
                 buf.extend(chunk)

@@ -229,6 +229,17 @@ class ImmichBase:
         self.assertEqual(json.loads(p.stdout)["status"], "completed")
         self.assertIn("no progress for 1 s", p.stderr)
 
+    def test_slow_upload_outlasting_the_timeout_completes(self):
+        # immich.timeout is a stall timeout, not a total one: a body that takes three times the
+        # timeout to arrive, but never stops moving, is one upload, not a retry
+        make_blob(f"{self.card}/DCIM/LONG.MP4", 3 << 20)
+        self.configure(timeout=1, backup="  max_retries: 0\n")
+        self.server.faults({"op": "uploadAsset", "action": "slow", "at": 0, "rate": 1 << 20})
+        r = self.backup()
+        self.assertEqual(r["status"], "completed")
+        self.assertEqual(len(self.uploads()), 1)
+        self.assertEqual(len(self.server.state()["assets"]), 1)
+
     def test_wrong_key_and_missing_permission_are_clear(self):
         make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
         self.env["IMMICH_API_KEY"] = "wrong-key"
