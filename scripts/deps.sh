@@ -11,7 +11,7 @@ pkgs="build-essential cmake pkg-config libyaml-dev libsqlite3-dev libssl-dev lib
 if [ "${1:-}" = "--test" ]; then
     pkgs="$pkgs libcmocka-dev python3 libimage-exiftool-perl ffmpeg clang valgrind
           util-linux e2fsprogs squashfs-tools sqlite3 samba smbclient mosquitto mosquitto-clients
-          fdisk systemd"
+          fdisk systemd nghttp2-proxy"
     # the dashboard's browser tests: Debian's Chromium driven by playwright-core from npm
     pkgs="$pkgs chromium nodejs"
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"

@@ -128,6 +128,11 @@ static const char *const default_extensions[] = {
         .section = (sec), .name = (nm), .type = KT_STRING, .off = AT(char *, field), .def = "",    \
         .max = CONFIG_VALUE_MAX, .env = (var), .flags = KF_SECRET, .help = (hlp)                   \
     }
+#define PATHKEY(sec, nm, field, deflt, fl, hlp)                                                    \
+    {                                                                                              \
+        .section = (sec), .name = (nm), .type = KT_PATH, .off = AT(char *, field), .def = (deflt), \
+        .max = PATH_MAX - 1, .flags = (fl), .help = (hlp)                                          \
+    }
 #define BOOL(sec, nm, field, deflt, hlp)                                                           \
     {                                                                                              \
         .section = (sec), .name = (nm), .type = KT_BOOL, .off = AT(bool, field), .def = (deflt),   \
@@ -142,14 +147,8 @@ static const char *const default_extensions[] = {
 static const struct key_row keys[] = {
     STR(SEC_SERVICE, "name", service.name, "snapsync", KF_NONEMPTY,
         "Name shown in the web UI and in Home Assistant."),
-    {.section = SEC_SERVICE,
-     .name = "database_path",
-     .type = KT_PATH,
-     .off = AT(char *, service.database_path),
-     .def = "./snapsync.db",
-     .max = PATH_MAX - 1,
-     .flags = KF_NONEMPTY,
-     .help = "SQLite database of what was backed up; relative to this file."},
+    PATHKEY(SEC_SERVICE, "database_path", service.database_path, "./snapsync.db", KF_NONEMPTY,
+            "SQLite database of what was backed up; relative to this file."),
     {.section = SEC_SERVICE,
      .name = "log_level",
      .type = KT_ENUM,
@@ -181,8 +180,9 @@ static const struct key_row keys[] = {
      .off_n = AT(size_t, sd_card.n_devices),
      .def_list = no_items,
      .max = 255,
-     .help = "More kernel device names, * ? allowed, taken as cards (\"loop*\"); removable, USB, MMC "
-             "always are."},
+     .help =
+         "More kernel device names, * ? allowed, taken as cards (\"loop*\"); removable, USB, MMC "
+         "always are."},
     {.section = SEC_SD_CARD,
      .name = "ignore_devices",
      .type = KT_LIST,
@@ -191,14 +191,8 @@ static const struct key_row keys[] = {
      .def_list = no_items,
      .max = 255,
      .help = "Kernel device names never taken as cards, * ? allowed (\"sdb*\")."},
-    {.section = SEC_SD_CARD,
-     .name = "mount_base",
-     .type = KT_PATH,
-     .off = AT(char *, sd_card.mount_base),
-     .def = "/run/snapsync/cards",
-     .max = PATH_MAX - 1,
-     .flags = KF_NONEMPTY,
-     .help = "SnapSync mounts cards read-only in a folder here named after the label or UUID."},
+    PATHKEY(SEC_SD_CARD, "mount_base", sd_card.mount_base, "/run/snapsync/cards", KF_NONEMPTY,
+            "SnapSync mounts cards read-only in a folder here named after the label or UUID."),
     BOOL(SEC_SD_CARD, "unmount_when_done", sd_card.unmount_when_done, "true",
          "Unmount a card SnapSync mounted when its backup completed, so it can be pulled."),
     INT(SEC_SD_CARD, "poll_interval", sd_card.poll_interval, "2", 0, 3600,
@@ -223,7 +217,8 @@ static const struct key_row keys[] = {
      .help = "Skip smaller files; bytes, or 100KB, 1 MiB, 2M (KB = 1000, KiB = K = 1024)."},
 
     BOOL(SEC_IMMICH, "enabled", immich.enabled, "false", "Upload to Immich."),
-    STR(SEC_IMMICH, "url", immich.url, "", KF_URL, "Server address, http:// or https://, with or without /api."),
+    STR(SEC_IMMICH, "url", immich.url, "", KF_URL,
+        "Server address, http:// or https://, with or without /api."),
     SECRET(SEC_IMMICH, "api_key", immich.api_key, "IMMICH_API_KEY", "API key of the Immich user."),
     INT(SEC_IMMICH, "timeout", immich.timeout, "30", 1, 3600,
         "Seconds without progress before a request gives up (not a total time)."),
@@ -237,6 +232,8 @@ static const struct key_row keys[] = {
      .choices = album_modes,
      .help = "Albums: fixed (album below), one per session or date."},
     STR(SEC_IMMICH, "album", immich.album, "", 0, "Album name for album_mode fixed."),
+    PATHKEY(SEC_IMMICH, "tls_ca_file", immich.tls_ca_file, "", 0,
+            "For https: CA certificate (PEM) of a self-signed server; empty: the system's CAs."),
 
     {.section = SEC_UNRAID,
      .name = "enabled",
@@ -269,13 +266,7 @@ static const struct key_row keys[] = {
          "Sort copies into YYYY/MM/DD folders."),
 
     BOOL(SEC_LOCAL, "enabled", local.enabled, "false", "Copy files to the folder below too."),
-    {.section = SEC_LOCAL,
-     .name = "path",
-     .type = KT_PATH,
-     .off = AT(char *, local.path),
-     .def = "",
-     .max = PATH_MAX - 1,
-     .help = "Folder to copy into; relative to this file."},
+    PATHKEY(SEC_LOCAL, "path", local.path, "", 0, "Folder to copy into; relative to this file."),
     BOOL(SEC_LOCAL, "organize_by_date", local.organize_by_date, "true",
          "Sort copies into YYYY/MM/DD folders."),
 
@@ -289,13 +280,8 @@ static const struct key_row keys[] = {
     STR(SEC_MQTT, "topic_prefix", mqtt.topic_prefix, "snapsync", 0, "Prefix of our topics."),
     STR(SEC_MQTT, "client_id", mqtt.client_id, "snapsync", 0, "MQTT client id."),
     BOOL(SEC_MQTT, "tls", mqtt.tls, "false", "Connect with TLS only (the port is usually 8883)."),
-    {.section = SEC_MQTT,
-     .name = "tls_ca_file",
-     .type = KT_PATH,
-     .off = AT(char *, mqtt.tls_ca_file),
-     .def = "",
-     .max = PATH_MAX - 1,
-     .help = "With tls: CA certificate (PEM); empty: the system's CAs."},
+    PATHKEY(SEC_MQTT, "tls_ca_file", mqtt.tls_ca_file, "", 0,
+            "With tls: CA certificate (PEM); empty: the system's CAs."),
 
     BOOL(SEC_BACKUP, "parallel", backup.parallel, "true",
          "Write to all destinations at the same time."),

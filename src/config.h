@@ -62,6 +62,7 @@ struct config {
         bool organize_by_date;
         char *album_mode; /* auto | none | fixed | session | date */
         char *album;      /* album name for album_mode fixed */
+        char *tls_ca_file; /* PEM CA file for an https url, absolute after loading; "" system CAs */
     } immich;
 
     struct {

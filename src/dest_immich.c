@@ -99,6 +99,7 @@ struct album {
 
 struct immich {
     char api[URL_MAX]; /* "https://host/api" */
+    char ca_file[PATH_MAX]; /* immich.tls_ca_file, "" for the system's CAs */
     char *key_header;  /* "x-api-key: ..." (secret) */
     long timeout;
     bool verify;
@@ -597,6 +598,8 @@ static void xfer_setup(struct xfer *x, const struct immich *im, const char *url,
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    if (im->ca_file[0])
+        curl_easy_setopt(e, CURLOPT_CAINFO, im->ca_file);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, im->timeout);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "snapsync/" SNAPSYNC_VERSION);
@@ -697,7 +700,11 @@ static int curl_failure(const struct xfer *x, const struct immich *im, struct er
         return error_set(err, -ECONNRESET, "connection lost: %s", detail);
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CACERT_BADFILE:
-        return error_set(err, -EACCES, "TLS: the server's certificate is not trusted: %s", detail);
+        return error_set(err, -EACCES,
+                         "TLS: the server's certificate is not trusted (%s; a self-signed "
+                         "server needs its CA in immich.tls_ca_file): %s",
+                         im->ca_file[0] ? "not signed by immich.tls_ca_file" : "system CAs",
+                         detail);
     case CURLE_UNSUPPORTED_PROTOCOL:
     case CURLE_URL_MALFORMAT:
         return error_set(err, -EINVAL, "immich.url: %s", detail);
@@ -959,6 +966,10 @@ static int immich_init(const struct config *cfg, void **ret_priv, char *id, size
             return error_set(err, -EINVAL, "immich.url: no spaces, query or fragment allowed");
     if (!cfg->immich.api_key || !cfg->immich.api_key[0])
         return error_set(err, -EINVAL, "immich.api_key (IMMICH_API_KEY) is not set");
+    const char *ca = cfg->immich.tls_ca_file ? cfg->immich.tls_ca_file : "";
+    if (ca[0] && access(ca, R_OK) != 0)
+        return error_set(err, -errno, "immich.tls_ca_file: cannot read '%s': %s", ca,
+                         strerror(errno));
     for (const char *p = cfg->immich.api_key; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
             return error_set(err, -EINVAL, "IMMICH_API_KEY holds a control character");
@@ -969,6 +980,7 @@ static int immich_init(const struct config *cfg, void **ret_priv, char *id, size
     pthread_mutex_init(&im->lock, NULL);
     bool has_api = len >= 4 && strncmp(url + len - 4, "/api", 4) == 0;
     snprintf(im->api, sizeof(im->api), "%.*s%s", (int)len, url, has_api ? "" : "/api");
+    snprintf(im->ca_file, sizeof(im->ca_file), "%s", ca);
     size_t kl = strlen("x-api-key: ") + strlen(cfg->immich.api_key) + 1;
     im->key_header = malloc(kl);
     if (!im->key_header) {

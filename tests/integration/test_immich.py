@@ -7,8 +7,12 @@ import json
 import os
 import resource
 import sqlite3
+import subprocess
+import time
 
-from harness import ImmichServer, SnapsyncTest, make_blob, make_photo, make_video, write_config
+from broker import make_ca
+from harness import (ImmichServer, SnapsyncTest, free_port, make_blob, make_photo, make_video,
+                     tool, wait_for, write_config)
 
 KEY = "sk-SECRET-0123456789abcdef"
 
@@ -334,3 +338,111 @@ class ImmichV3Test(ImmichBase, SnapsyncTest):
 
 class ImmichV2Test(ImmichBase, SnapsyncTest):
     VERSION = "2.7.0"
+
+
+class TlsProxy:
+    """nghttpx on 127.0.0.1: TLS with ALPN h2 and http/1.1 in front of the test server, as a
+    reverse proxy in front of a real Immich is; its access log records each request's protocol."""
+
+    def __init__(self, workdir, backend_port):
+        self.ca, crt, key = make_ca(workdir, "immich")
+        self.port = free_port()
+        self.access = os.path.join(workdir, "nghttpx-access.log")
+        self.log = open(os.path.join(workdir, "nghttpx.log"), "w")
+        self.proc = subprocess.Popen(
+            [tool("nghttpx"), "--conf=/dev/null", f"--frontend=127.0.0.1,{self.port}",
+             f"--backend=127.0.0.1,{backend_port}", "--workers=1", "--no-ocsp",
+             f"--accesslog-file={self.access}",
+             "--accesslog-format=$alpn $method $path $status",
+             f"--errorlog-file={os.path.join(workdir, 'nghttpx-error.log')}", key, crt],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = f"https://127.0.0.1:{self.port}"
+        wait_for(self.listening, 30, "nghttpx listening")
+
+    def listening(self):
+        import socket
+        if self.proc.poll() is not None:
+            raise AssertionError("nghttpx exited; see nghttpx.log")
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def requests(self):
+        """(protocol, method, path, status) per request, in order."""
+        with open(self.access) as f:
+            return [tuple(line.split()) for line in f if line.strip()]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class ImmichHttpsTest(SnapsyncTest):
+    """https through a TLS reverse proxy: HTTP/2 negotiated, immich.tls_ca_file for a self-signed
+    server, an untrusted certificate refused clearly."""
+
+    def setUp(self):
+        super().setUp()
+        self.server = ImmichServer(self.dir, api_key=KEY)
+        self.cleanups.append(self.server.stop)
+        self.proxy = TlsProxy(self.dir, self.server.port)
+        self.cleanups.append(self.proxy.stop)
+        self.env["IMMICH_API_KEY"] = KEY
+
+    def configure(self, ca=True):
+        extra = f"immich:\n  enabled: true\n  url: {self.proxy.url}\n"
+        if ca:
+            extra += f"  tls_ca_file: {self.proxy.ca}\n"
+        write_config(self.config, self.dest, self.db, extra=extra)
+
+    def test_https_speaks_http2_and_uploads_everything_once(self):
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        make_photo(f"{self.card}/DCIM/IMG_0002.JPG", self.dir, "2023:07:15 09:00:00", salt=b"2")
+        make_blob(f"{self.card}/DCIM/CLIP.MP4", 3 << 20)
+        self.configure()
+        p = self.snapsync("test-connection", check=0)
+        self.assertRegex(p.stdout, r"OK    immich: https://127\.0\.0\.1:\d+/api")
+        r = self.backup()
+        self.assertEqual((r["status"], r["files_copied"]), ("completed", 3))
+        assets = self.server.state()["assets"]
+        self.assertEqual(sorted(a["sha1"] for a in assets),
+                         sorted(sha1(f"{self.card}/DCIM/{n}")
+                                for n in ("IMG_0001.JPG", "IMG_0002.JPG", "CLIP.MP4")))
+        uploads = [q for q in self.proxy.requests() if q[1] == "POST" and q[2] == "/api/assets"]
+        self.assertEqual(len(uploads), 3)
+        self.assertTrue(all(q[0] == "h2" for q in uploads), uploads)
+        # the database gone, the hashes are unknown: each upload goes out with its checksum
+        # header and the server answers "duplicate" early, on the same HTTP/2 connection
+        os.remove(self.db)
+        r = self.backup()
+        self.assertEqual(r["status"], "completed")
+        uploads = [q for q in self.proxy.requests() if q[1] == "POST" and q[2] == "/api/assets"]
+        self.assertEqual([q[0] + " " + q[3] for q in uploads[3:]], ["h2 200"] * 3)
+        self.assertEqual(len(self.server.state()["assets"]), 3)
+        self.assertEqual(self.server.state()["errors"], [])
+
+    def test_untrusted_certificate_is_refused_clearly(self):
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        self.configure(ca=False)
+        p = self.snapsync("test-connection", check=1)
+        self.assertIn("FAIL  immich", p.stdout)
+        self.assertIn("certificate is not trusted", p.stdout)
+        self.assertIn("immich.tls_ca_file", p.stdout)
+        r = self.backup(check=1)
+        self.assertIn("certificate is not trusted", r["error"])
+        self.assertEqual([q for q in self.proxy.requests() if q[2].startswith("/api/")], [])
+
+    def test_unreadable_ca_file_is_a_clear_error(self):
+        missing = os.path.join(self.dir, "no-such-ca.pem")
+        write_config(self.config, self.dest, self.db,
+                     extra=f"immich:\n  enabled: true\n  url: {self.proxy.url}\n"
+                           f"  tls_ca_file: {missing}\n")
+        p = self.snapsync("test-connection", check=None)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("immich.tls_ca_file: cannot read", p.stdout + p.stderr)
+        self.assertIn("no-such-ca.pem", p.stdout + p.stderr)
