@@ -54,6 +54,9 @@ elif [ $# -gt 0 ]; then
     exit 2
 fi
 
+# Build and run-time packages. FUSE mounters for FAT and exFAT cards (exfat-fuse, fusefat) come
+# only where the running kernel lacks the vfat or exfat driver: Debian's and Raspberry Pi OS's
+# kernels have both, so a Pi gets neither.
 if [ -z "$root" ] && [ "${SNAPSYNC_SKIP_DEPS:-}" != 1 ]; then
     sh scripts/deps.sh
 fi

@@ -8,10 +8,25 @@ set -eu
 pkgs="build-essential cmake pkg-config libyaml-dev libsqlite3-dev libssl-dev libjson-c-dev
       libmount-dev libblkid-dev libsmbclient-dev libcurl4-openssl-dev libudev-dev libsystemd-dev libmosquitto-dev
       libmicrohttpd-dev"
+# Cards are FAT32 or exFAT. Debian's and Raspberry Pi OS's kernels have both drivers; where the
+# running kernel lacks one, SnapSync mounts such cards through a FUSE program (docs/design.md,
+# "Filesystems"), installed here.
+kernel_has() {
+    grep -q "[[:space:]]$1\$" /proc/filesystems 2>/dev/null ||
+        [ -n "$(find "/lib/modules/$(uname -r)" -name "$1.ko*" 2>/dev/null | head -n 1)" ]
+}
+fuse_pkgs=""
+kernel_has exfat || fuse_pkgs="$fuse_pkgs exfat-fuse"
+kernel_has vfat || fuse_pkgs="$fuse_pkgs fusefat"
+[ -z "$fuse_pkgs" ] || pkgs="$pkgs fuse3$fuse_pkgs"
 if [ "${1:-}" = "--test" ]; then
     pkgs="$pkgs libcmocka-dev python3 libimage-exiftool-perl ffmpeg clang valgrind
           util-linux e2fsprogs squashfs-tools sqlite3 samba smbclient mosquitto mosquitto-clients
           fdisk systemd nghttp2-proxy"
+    # exFAT and FAT32 card images (tests/integration/test_fuse_cards.py): made with exfatprogs
+    # and dosfstools, filled through exfat-fuse and with mtools, mounted through FUSE where the
+    # kernel lacks the driver
+    pkgs="$pkgs exfatprogs dosfstools mtools fuse3 exfat-fuse fusefat"
     # the dashboard's browser tests: Debian's Chromium driven by playwright-core from npm
     pkgs="$pkgs chromium nodejs"
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"

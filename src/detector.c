@@ -10,6 +10,10 @@
  *
  * Events are handled idempotently (an add for a known device with the same UUID does nothing),
  * so the periodic rescan and duplicate events are harmless.
+ *
+ * Mounting tries libmount first; on "unknown filesystem type" it runs a FUSE program itself
+ * (posix_spawn, waited for through a pidfd with a deadline, since the daemon it leaves behind
+ * must inherit nothing of ours), then checks the mount's flags and fixes them by bind remount.
  */
 #include "detector.h"
 
@@ -18,12 +22,21 @@
 #include <fnmatch.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/pidfd.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <blkid.h>
@@ -34,6 +47,8 @@
 
 #define DETECTOR_CARDS_MAX 64
 #define MOUNT_OPTIONS "ro,nosuid,nodev,noexec"
+#define FUSE_MOUNT_TIMEOUT_MS 15000 /* a FUSE mounter still running then is killed */
+#define HELPER_OUTPUT_MAX 1024      /* the last bytes a FUSE mounter printed, for errors */
 #define UDEV_CONTROL "/run/udev/control"
 
 enum { SRC_UDEV = 1, SRC_MOUNTS, SRC_TIMER };
@@ -42,6 +57,7 @@ struct entry {
     bool used;
     bool active;     /* reported through card_added, not yet through card_removed */
     bool from_mount; /* found in the mount table, not through a device: forgotten on unmount */
+    char via[288];   /* how SnapSync mounted it when not by the kernel alone, for the log */
     struct detector_card card;
 };
 
@@ -160,10 +176,11 @@ static void drop_entry(struct detector *d, struct entry *e, const char *why)
 static void report(struct detector *d, struct entry *e)
 {
     e->active = true;
-    log_info("card '%s' (%s, %s, UUID %s) at '%s'%s", e->card.label,
+    log_info("card '%s' (%s, %s, UUID %s) at '%s'%s%s%s", e->card.label,
              e->card.device[0] ? e->card.device : "no device",
              e->card.fstype[0] ? e->card.fstype : "?", e->card.uuid[0] ? e->card.uuid : "-",
-             e->card.mount_point, e->card.mounted_by_us ? ", mounted read-only" : "");
+             e->card.mount_point, e->card.mounted_by_us ? ", mounted read-only" : "",
+             e->card.mounted_by_us && e->via[0] ? " " : "", e->card.mounted_by_us ? e->via : "");
     if (d->cb.card_added)
         d->cb.card_added(&e->card, d->cb.userdata);
 }
@@ -237,7 +254,293 @@ static bool is_mount_point(const char *path)
     return stat(path, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
 }
 
-/* Mounts the card of e read-only in a fresh folder under sd_card.mount_base. */
+/* ---- mounting ---- */
+
+/*
+ * FUSE mounters for filesystems whose kernel driver may be missing (a kernel built without vfat
+ * or exfat). They are used only after libmount answered "unknown filesystem type" without
+ * running a helper of its own: libmount prefers a /sbin/mount.<type> when one exists (ntfs-3g
+ * installs mount.ntfs, for one), but Debian's exfat-fuse no longer installs mount.exfat, and
+ * fusefat has no mount.vfat at all. Each runs as `PROGRAM -o OPTIONS DEVICE FOLDER`, the syntax
+ * all of them share, with the device opened read-only ("ro"). Which of nosuid, nodev and noexec
+ * a mounter honours differs (mount.exfat-fuse passes on only "ro"), so enforce_mount_flags checks
+ * the result and sets what is missing.
+ */
+struct fuse_mounter {
+    const char *fstype;  /* libblkid's name */
+    const char *program; /* looked up in program_dirs */
+    const char *package; /* the Debian package that installs it */
+    bool fsname;         /* add fsname=DEVICE, so the mount table names the device as source */
+    uint64_t max_bytes;  /* larger filesystems are refused (0: no limit) */
+    const char *caveat;  /* logged as a warning whenever it is used */
+};
+
+static const struct fuse_mounter fuse_mounters[] = {
+    {.fstype = "exfat", .program = "mount.exfat-fuse", .package = "exfat-fuse"},
+    /* fusefat 0.1a reads no directory stored past 2 GiB (its folders look empty): a bigger card
+     * would be "backed up" with files missing, so it is refused instead. */
+    {.fstype = "vfat",
+     .program = "fusefat",
+     .package = "fusefat",
+     .fsname = true,
+     .max_bytes = UINT64_C(2) << 30,
+     .caveat = "fusefat reports modification times one month late: files without a capture date "
+               "in their metadata are filed under the wrong month"},
+    {.fstype = "ntfs", .program = "ntfs-3g", .package = "ntfs-3g"},
+};
+
+/* Root-owned system folders only: never $PATH. */
+static const char *const program_dirs[] = {"/usr/local/sbin", "/usr/local/bin", "/usr/sbin",
+                                           "/usr/bin",        "/sbin",          "/bin"};
+
+static bool find_program(const char *name, char *buf, size_t size)
+{
+    for (size_t i = 0; i < sizeof(program_dirs) / sizeof(program_dirs[0]); i++) {
+        struct stat st;
+        int n = snprintf(buf, size, "%s/%s", program_dirs[i], name);
+        if (n > 0 && (size_t)n < size && stat(buf, &st) == 0 && S_ISREG(st.st_mode) &&
+            access(buf, X_OK) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Appends what fd has now to out (size > 1), keeping the last bytes. Returns true at EOF. */
+static bool drain_output(int fd, char *out, size_t size, size_t *len)
+{
+    char buf[512];
+    for (;;) {
+        ssize_t k = read(fd, buf, sizeof(buf));
+        if (k == 0)
+            return true;
+        if (k < 0)
+            return errno != EAGAIN && errno != EINTR;
+        for (ssize_t i = 0; i < k; i++) {
+            if (*len + 1 >= size) {
+                memmove(out, out + size / 2, *len - size / 2);
+                *len -= size / 2;
+            }
+            out[(*len)++] = buf[i];
+        }
+        out[*len] = '\0';
+    }
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Runs argv (argv[0] an absolute path) and waits until it exits, at most FUSE_MOUNT_TIMEOUT_MS,
+ * then kills it. The FUSE daemon it leaves behind lives on, so it gets nothing of ours: stdin
+ * /dev/null, stdout and stderr into out (the last bytes, NUL-terminated), no other descriptor,
+ * the default signal mask and dispositions (the service blocks SIGTERM and others for its
+ * signalfd), and of the environment (which may hold secrets) only a PATH and TZ (exfat-fuse
+ * reads a timestamp without a UTC offset as local time). *ret_status: the wait status.
+ * Errors: -ETIMEDOUT (killed), or what posix_spawn, pipe2 or waitpid said.
+ */
+static int run_helper(char *const argv[], int *ret_status, char *out, size_t size)
+{
+    char path[] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", tz[256];
+    char *envp[3] = {path, NULL, NULL};
+    const char *tzv = getenv("TZ");
+    if (tzv && snprintf(tz, sizeof(tz), "TZ=%s", tzv) < (int)sizeof(tz))
+        envp[1] = tz;
+    out[0] = '\0';
+
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return -errno;
+    fcntl(p[0], F_SETFL, O_NONBLOCK);
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&attr);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    /* dup2 first: with our stdin closed, the pipe may be fd 0 */
+    int r = posix_spawn_file_actions_adddup2(&fa, p[1], STDOUT_FILENO);
+    if (r == 0)
+        r = posix_spawn_file_actions_adddup2(&fa, p[1], STDERR_FILENO);
+    if (r == 0)
+        r = posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    if (r == 0)
+        r = posix_spawn_file_actions_addclosefrom_np(&fa, STDERR_FILENO + 1);
+    if (r == 0)
+        r = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    if (r == 0)
+        r = posix_spawnattr_setsigmask(&attr, &none);
+    if (r == 0)
+        r = posix_spawnattr_setsigdefault(&attr, &all);
+    pid_t pid = -1;
+    if (r == 0)
+        r = posix_spawn(&pid, argv[0], &fa, &attr, argv, envp);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    close(p[1]);
+    if (r != 0) {
+        close(p[0]);
+        return -r;
+    }
+
+    /* without a pidfd (kernel before 5.3) the end of the output stands for the exit */
+    int pidfd = pidfd_open(pid, 0);
+    int64_t deadline = now_ms() + FUSE_MOUNT_TIMEOUT_MS;
+    size_t len = 0;
+    bool eof = false, exited = false;
+    int status = 0;
+    r = 0;
+    while (!exited) {
+        int64_t left = deadline - now_ms();
+        if (left <= 0) {
+            kill(pid, SIGKILL);
+            r = -ETIMEDOUT;
+            break;
+        }
+        if (eof && pidfd < 0)
+            break;
+        struct pollfd fds[2] = {{.fd = eof ? -1 : p[0], .events = POLLIN},
+                                {.fd = pidfd, .events = POLLIN}};
+        if (poll(fds, 2, (int)left) < 0 && errno != EINTR) {
+            kill(pid, SIGKILL);
+            r = -errno;
+            break;
+        }
+        if (fds[0].revents)
+            eof = drain_output(p[0], out, size, &len);
+        if (fds[1].revents)
+            exited = true;
+    }
+    if (waitpid(pid, &status, 0) < 0 && r == 0)
+        r = -errno;
+    if (!eof)
+        drain_output(p[0], out, size, &len);
+    if (pidfd >= 0)
+        close(pidfd);
+    close(p[0]);
+    if (r == 0)
+        *ret_status = status;
+    return r;
+}
+
+/* The last non-empty line of a helper's output, trailing white space cut (in place). */
+static const char *last_line(char *out)
+{
+    size_t n = strlen(out);
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r' || out[n - 1] == ' '))
+        out[--n] = '\0';
+    const char *nl = strrchr(out, '\n');
+    return nl ? nl + 1 : out;
+}
+
+static int device_bytes(const char *devnode, uint64_t *ret)
+{
+    int fd = open(devnode, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return -errno;
+    uint64_t n = 0;
+    int r = ioctl(fd, BLKGETSIZE64, &n) < 0 ? -errno : 0;
+    close(fd);
+    if (r == 0)
+        *ret = n;
+    return r;
+}
+
+/* Mounts e's card on target with a FUSE mounter, after the kernel refused its type (why). */
+static int mount_fuse(struct entry *e, const char *target, const char *why, struct error *err)
+{
+    const char *dev = e->card.device, *type = e->card.fstype;
+    const struct fuse_mounter *m = NULL;
+    for (size_t i = 0; i < sizeof(fuse_mounters) / sizeof(fuse_mounters[0]) && !m; i++)
+        if (strcmp(fuse_mounters[i].fstype, type) == 0)
+            m = &fuse_mounters[i];
+    if (!m)
+        return error_set(err, -ENODEV,
+                         "cannot mount '%s' (%s): %s, and SnapSync knows no FUSE program for %s",
+                         dev, type, why, type);
+    char path[PATH_MAX];
+    if (!find_program(m->program, path, sizeof(path)))
+        return error_set(err, -ENODEV,
+                         "cannot mount '%s' (%s): the kernel has no %s driver (%s) and %s is not "
+                         "installed: install the Debian package %s",
+                         dev, type, type, why, m->program, m->package);
+    uint64_t bytes = 0;
+    if (m->max_bytes && device_bytes(dev, &bytes) == 0 && bytes > m->max_bytes)
+        return error_set(err, -EFBIG,
+                         "cannot mount '%s' (%s): the kernel has no %s driver (%s), and %s misses "
+                         "files on filesystems over %" PRIu64 " MiB (this one has %" PRIu64
+                         " MiB): use a kernel with the %s driver",
+                         dev, type, type, why, m->program, m->max_bytes >> 20, bytes >> 20, type);
+
+    char opts[512];
+    int n = snprintf(opts, sizeof(opts), "%s", MOUNT_OPTIONS);
+    /* a comma would end the option early; without fsname the mount is still fine */
+    if (m->fsname && !strpbrk(dev, ",\\") && n > 0 && (size_t)n < sizeof(opts))
+        snprintf(opts + n, sizeof(opts) - (size_t)n, ",fsname=%s,subtype=%s", dev, m->program);
+    log_info("'%s': the kernel has no %s driver (%s): mounting it through FUSE with '%s'", dev,
+             type, why, path);
+    if (m->caveat)
+        log_warning("'%s': %s", dev, m->caveat);
+
+    char dash_o[] = "-o";
+    char *argv[] = {path, dash_o, opts, e->card.device, (char *)target, NULL};
+    char out[HELPER_OUTPUT_MAX];
+    int status = 0;
+    int r = run_helper(argv, &status, out, sizeof(out));
+    if (out[0])
+        log_debug("'%s' printed: %s", path, out);
+    if (r < 0) {
+        umount2(target, MNT_DETACH); /* in case it got as far as mounting */
+        if (r == -ETIMEDOUT)
+            return error_set(err, r, "cannot mount '%s' (%s): '%s' did not finish in %d s", dev,
+                             type, path, FUSE_MOUNT_TIMEOUT_MS / 1000);
+        return error_set_errno(err, r, "cannot mount '%s' (%s): cannot run '%s'", dev, type, path);
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        const char *said = last_line(out);
+        umount2(target, MNT_DETACH);
+        if (WIFSIGNALED(status))
+            return error_set(err, -EIO, "cannot mount '%s' (%s): '%s' was killed by signal %d%s%s",
+                             dev, type, path, WTERMSIG(status), said[0] ? ": " : "", said);
+        return error_set(err, -EIO, "cannot mount '%s' (%s): '%s' exited with status %d%s%s", dev,
+                         type, path, WEXITSTATUS(status), said[0] ? ": " : "", said);
+    }
+    if (!is_mount_point(target))
+        return error_set(err, -EIO, "cannot mount '%s' (%s): '%s' succeeded but mounted nothing",
+                         dev, type, path);
+    snprintf(e->via, sizeof(e->via), "through FUSE ('%s')", path);
+    return 0;
+}
+
+/*
+ * Whatever mounted the card (the kernel, a libmount helper, a FUSE mounter), the mount must be
+ * read-only, nosuid, nodev and noexec. Mounters honour different subsets of these options, so
+ * check, and set what is missing with a bind remount (which changes this mount point's flags
+ * only, for any filesystem).
+ */
+static int enforce_mount_flags(const char *target, struct error *err)
+{
+    const unsigned long want = ST_RDONLY | ST_NOSUID | ST_NODEV | ST_NOEXEC;
+    struct statvfs sv;
+    if (statvfs(target, &sv) < 0)
+        return error_set_errno(err, -errno, "cannot check the mount on '%s'", target);
+    if ((sv.f_flag & want) == want)
+        return 0;
+    if (mount(NULL, target, NULL,
+              MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0 ||
+        statvfs(target, &sv) < 0)
+        return error_set_errno(err, -errno, "cannot make the mount on '%s' " MOUNT_OPTIONS, target);
+    if ((sv.f_flag & want) != want)
+        return error_set(err, -EPERM, "the mount on '%s' stays writable or executable", target);
+    return 0;
+}
+
+/* Mounts the card of e read-only in a fresh folder under sd_card.mount_base: with libmount (the
+ * kernel's driver, or a /sbin/mount.<type> helper), else through a FUSE mounter. */
 static int mount_card(struct detector *d, struct entry *e, struct error *err)
 {
     const char *base = d->cfg->sd_card.mount_base;
@@ -274,18 +577,34 @@ static int mount_card(struct detector *d, struct entry *e, struct error *err)
         (!e->card.fstype[0] || mnt_context_set_fstype(cx, e->card.fstype) == 0) &&
         mnt_context_set_options(cx, MOUNT_OPTIONS) == 0)
         rc = mnt_context_mount(cx);
+    e->via[0] = '\0';
+    r = 0;
     if (rc != 0 || mnt_context_get_status(cx) != 1) {
         char msg[256] = "";
         mnt_context_get_excode(cx, rc, msg, sizeof(msg));
         int code = mnt_context_syscall_called(cx) && mnt_context_get_syscall_errno(cx)
                        ? -mnt_context_get_syscall_errno(cx)
                        : -EIO;
-        mnt_free_context(cx);
-        rmdir(target);
-        return error_set(err, code, "cannot mount '%s' (%s) on '%s': %s", e->card.device,
-                         e->card.fstype[0] ? e->card.fstype : "?", target, msg[0] ? msg : "failed");
+        /* ENODEV: the kernel has no driver for this type, and libmount found no helper */
+        if (code == -ENODEV && !mnt_context_helper_executed(cx) && e->card.fstype[0])
+            r = mount_fuse(e, target, msg[0] ? msg : "unknown filesystem type", err);
+        else
+            r = error_set(err, code, "cannot mount '%s' (%s) on '%s': %s", e->card.device,
+                          e->card.fstype[0] ? e->card.fstype : "?", target,
+                          msg[0] ? msg : "failed");
+    } else if (mnt_context_helper_executed(cx)) {
+        snprintf(e->via, sizeof(e->via), "by libmount's helper mount.%s", e->card.fstype);
     }
     mnt_free_context(cx);
+    if (r == 0) {
+        r = enforce_mount_flags(target, err);
+        if (r < 0)
+            umount2(target, MNT_DETACH);
+    }
+    if (r < 0) {
+        rmdir(target);
+        return r;
+    }
     snprintf(e->card.mount_point, sizeof(e->card.mount_point), "%s", target);
     e->card.mounted_by_us = true;
     return 0;
@@ -350,13 +669,15 @@ static uint64_t sysattr_u64(struct udev_device *dev, const char *attr)
     return errno || end == v ? 0 : (uint64_t)n;
 }
 
-/* The mount of the block device devnode in tb, or NULL. */
+/* The mount of the block device devnode in tb, or NULL. A FUSE mount other than fuseblk has a
+ * device number of its own, and shows the device only as its source (when it does). */
 static struct libmnt_fs *find_device_mount(struct libmnt_table *tb, const char *devnode)
 {
     struct stat st;
     if (!tb || stat(devnode, &st) < 0 || !S_ISBLK(st.st_mode))
         return NULL;
-    return mnt_table_find_devno(tb, st.st_rdev, MNT_ITER_FORWARD);
+    struct libmnt_fs *fs = mnt_table_find_devno(tb, st.st_rdev, MNT_ITER_FORWARD);
+    return fs ? fs : mnt_table_find_srcpath(tb, devnode, MNT_ITER_FORWARD);
 }
 
 /* action: "add", "change", "remove", or "scan" (a device present at a rescan). */
@@ -563,6 +884,8 @@ static void process_mounts(struct detector *d)
             if (probe_device(src, &p) == 0) {
                 snprintf(e->card.uuid, sizeof(e->card.uuid), "%s", p.uuid);
                 snprintf(e->card.label, sizeof(e->card.label), "%s", p.label);
+                if (p.type[0]) /* "exfat" rather than the "fuseblk" of a FUSE mount */
+                    snprintf(e->card.fstype, sizeof(e->card.fstype), "%s", p.type);
             }
         }
         if (!e->card.label[0]) {

@@ -11,9 +11,12 @@
  *
  * A card is a partition, or a whole disk without a partition table, of a removable, USB or MMC
  * device (or one named by sd_card.devices, never one named by sd_card.ignore_devices) that
- * carries a filesystem (libblkid). SnapSync mounts it with libmount (so filesystem helpers such
- * as FUSE ones are used where the kernel lacks a driver) read-only, nosuid, nodev, noexec under
- * sd_card.mount_base, in a folder named after the label, else the UUID.
+ * carries a filesystem (libblkid). SnapSync mounts it with libmount (the kernel's driver, or a
+ * /sbin/mount.<type> helper when one exists) read-only, nosuid, nodev, noexec under
+ * sd_card.mount_base, in a folder named after the label, else the UUID. Where the kernel has no
+ * driver for the type and libmount no helper, a FUSE program from a table in detector.c mounts it
+ * (mount.exfat-fuse, fusefat, ntfs-3g); whatever mounted it, the four flags are checked and
+ * enforced before the card is reported.
  *
  * Threads: a struct detector belongs to one thread (the service's loop thread); only
  * detector_unmount may be called from any thread.
