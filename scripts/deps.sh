@@ -26,7 +26,7 @@ if [ "${1:-}" = "--test" ]; then
     # exFAT and FAT32 card images (tests/integration/test_fuse_cards.py): made with exfatprogs
     # and dosfstools, filled through exfat-fuse and with mtools, mounted through FUSE where the
     # kernel lacks the driver
-    pkgs="$pkgs exfatprogs dosfstools mtools fuse3 exfat-fuse fusefat"
+    pkgs="$pkgs exfatprogs dosfstools mtools fuse3 exfat-fuse fusefat ntfs-3g"
     # the dashboard's browser tests: Debian's Chromium driven by playwright-core from npm
     pkgs="$pkgs chromium nodejs"
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"

@@ -484,8 +484,30 @@ static int epoll_add(int epfd, int fd, uint32_t tag)
     return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
+/*
+ * In a child forked by a library (libmount runs /sbin/mount.<type> helpers, whose FUSE daemons
+ * outlive the mount): undo what the service set for itself, the blocked signals it reads from
+ * its signalfd and the ignored SIGPIPE, which exec would otherwise pass on. Only
+ * async-signal-safe calls.
+ */
+static void child_after_fork(void)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+}
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, child_after_fork);
+}
+
 static int setup(struct service *svc, struct error *err)
 {
+    pthread_once(&atfork_once, register_atfork);
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
