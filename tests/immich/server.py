@@ -10,10 +10,15 @@ on purpose: a property the schema does not name, a query parameter the spec does
 field sent after the file part, or a body without Content-Length is an error here.
 
 Behaviour follows tests/immich/NOTES-derived rules (docs/design.md, "Immich destination"):
-ping, server/version (a 2.x or 3.x server, --version), api-keys/me (--permissions), uploads
-stored by SHA-1 answering 201 created or 200 duplicate, `x-immich-checksum` answered before the
-body is read, getAssetInfo with the base64 SHA-1, bulk-upload-check, albums (list, create, add).
+ping, server/version (a 2.x or 3.x server, --version), api-keys/me (--permissions), users/me and
+server/media-types (what the official CLI asks first), uploads stored by SHA-1 answering 201
+created or 200 duplicate, `x-immich-checksum` answered before the body is read, getAssetInfo with
+the base64 SHA-1, bulk-upload-check (base64 or hex checksums), albums (list, create, add).
 As a 2.x server it applies the 2.x field set of uploadAsset (an overlay on the 3.x spec below).
+An upload field named in --ignore-fields is dropped unchecked, as Immich drops every unknown
+field (the official CLI sends a stray `fileSize`); any other unknown field stays an error.
+Uploads are read 1 MiB at a time and only SHA-1 is computed (as Immich does), so the server
+keeps up with a fast client on loopback (bench/immich.py measures clients against it).
 
 Control, outside /api (no key):
   GET  /control/state        requests, validation errors, assets, albums (JSON)
@@ -23,10 +28,12 @@ Control, outside /api (no key):
                              "seconds": s, "rate": bytes/s (slow), "times": n}
                              stall: reading stops for `seconds` at byte `at`; slow: from byte
                              `at` on, the body is read at `rate` bytes a second (a slow link)
-  POST /control/config       {"version": "2.7.0", "permissions": [...], "dup_close": bool}
+  POST /control/config       {"version": "2.7.0", "permissions": [...], "dup_close": bool,
+                             "ignore_fields": [...]}
   POST /control/reset        forget assets, albums, requests, errors and faults
 
-Run: server.py --port 0 [--version 3.1.0] [--api-key KEY] [--permissions all,...]; it prints
+Run: server.py --port 0 [--version 3.1.0] [--api-key KEY] [--permissions all,...]
+[--ignore-fields fileSize,...]; it prints
 "PORT <n>" on stdout once listening.
 """
 
@@ -51,6 +58,7 @@ SPEC_PATH = os.path.join(HERE, "immich-openapi-specs.json")
 SPEC_SHA256 = "bc6712603e980faef3277d2417b123a5787ed445b077f084b3b181b098f856da"
 JSON_MAX = 10 * 1000 * 1000  # Immich's JSON body limit (NOTES §4)
 TEXT_PART_MAX = 1 << 20
+READ_CHUNK = 1 << 20  # body reads without a pending fault; with one, 64 KiB as the faults expect
 HEADERS_MAX = 16384
 
 # What Immich accepts as media (server/src/utils/mime-types.ts, a subset large enough for cards).
@@ -240,6 +248,7 @@ class State:
         self.api_key = args.api_key
         self.permissions = args.permissions.split(",")
         self.dup_close = False
+        self.ignore_fields = {f for f in args.ignore_fields.split(",") if f}
         self.owner = str(uuid.uuid4())
         self.key_id = str(uuid.uuid4())
         self.reset()
@@ -282,6 +291,9 @@ class Reject(Exception):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "immich-test"
+    # TCP_NODELAY, as Node's HTTP server (Immich) sets by default: a reply goes out as two writes
+    # (headers, body), and with Nagle on, the body waits for the client's delayed ACK (~40 ms)
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):
         if self.server.verbose:
@@ -528,6 +540,25 @@ class Handler(BaseHTTPRequestHandler):
         self.respond_checked(op, 200, {"id": st.key_id, "name": "snapsync", "permissions": perms,
                                        "createdAt": t, "updatedAt": t})
 
+    def op_getMyUser(self, op, params, rec):
+        st = self.server.state
+        self.drain()
+        if self.fault_reply(op["operationId"], "before"):
+            return
+        t = now_iso()
+        user = {"avatarColor": "primary", "createdAt": t, "deletedAt": None,
+                "email": "owner@example.com", "id": st.owner, "isAdmin": True, "license": None,
+                "name": "Owner", "oauthId": "", "profileChangedAt": t, "profileImagePath": "",
+                "quotaSizeInBytes": None, "quotaUsageInBytes": 0, "shouldChangePassword": False,
+                "status": "active", "storageLabel": "admin", "updatedAt": t}
+        self.respond_checked(op, 200, user)
+
+    def op_getSupportedMediaTypes(self, op, params, rec):
+        # file extensions with the dot, despite the spec's "MIME types" (NOTES §2)
+        self.drain()
+        self.respond_checked(op, 200, {"image": sorted(IMAGE_EXT), "video": sorted(VIDEO_EXT),
+                                       "sidecar": [".xmp"]})
+
     def asset_dto(self, a, checksum=None):
         st = self.server.state
         dur = a.get("duration")
@@ -629,8 +660,13 @@ class Handler(BaseHTTPRequestHandler):
         if self._status == "reset":
             return
         values = {}
+        with st.lock:
+            ignored = st.ignore_fields - set(schema["properties"])
         for name, text in fields.items():
             prop = schema["properties"].get(name)
+            if prop is None and name in ignored:
+                rec.setdefault("ignored", []).append(name)
+                continue
             if prop is None:
                 errors.append(f"field '{name}' is not in the schema")
                 continue
@@ -667,7 +703,7 @@ class Handler(BaseHTTPRequestHandler):
                 st.by_sha1[asset["sha1raw"]] = aid
                 st.assets[aid] = {
                     "id": aid, "checksum": base64.b64encode(asset["sha1raw"]).decode(),
-                    "sha1": asset["sha1"], "md5": asset["md5"], "size": asset["size"],
+                    "sha1": asset["sha1"], "size": asset["size"],
                     "originalFileName": fields.get("filename", asset["filename"]),
                     "fileCreatedAt": fields["fileCreatedAt"],
                     "fileModifiedAt": fields["fileModifiedAt"], "createdAt": now_iso(),
@@ -712,7 +748,7 @@ class Handler(BaseHTTPRequestHandler):
                     time.sleep(0.1)
                     chunk = self.read_body(max(1, slow_rate // 10))
                 else:
-                    chunk = self.read_body(1 << 16)
+                    chunk = self.read_body(1 << 16 if stall_at is not None else READ_CHUNK)
                 if not chunk:
                     return False
                 buf.extend(chunk)
@@ -750,32 +786,29 @@ class Handler(BaseHTTPRequestHandler):
                 errors.append(f"part '{name}' sent twice")
             if not is_file and seen_file and name != "sidecarData":
                 errors.append(f"text field '{name}' comes after the file part assetData")
-            sha1, md5, size, text = hashlib.sha1(), hashlib.md5(), 0, bytearray()
+            sha1, size, text = hashlib.sha1(), 0, bytearray()
             while True:
+                # the part's bytes up to the delimiter, or all but a delimiter's length (which
+                # may be its start); hashed through a memoryview, not copied
                 idx = buf.find(delim)
-                if idx >= 0:
-                    data, rest = buf[:idx], buf[idx + len(delim):]
-                else:
-                    keep = len(delim)
-                    data, rest = buf[:max(0, len(buf) - keep)], buf[max(0, len(buf) - keep):]
-                if data:
+                end = idx if idx >= 0 else max(0, len(buf) - len(delim))
+                if end:
                     if is_file:
-                        sha1.update(data)
-                        md5.update(data)
+                        with memoryview(buf) as view, view[:end] as data:
+                            sha1.update(data)
                     else:
-                        if len(text) + len(data) > TEXT_PART_MAX:
+                        if len(text) + end > TEXT_PART_MAX:
                             raise Reject(400, f"text field '{name}' too long", validation=True)
-                        text.extend(data)
-                    size += len(data)
-                buf[:] = rest
+                        text.extend(buf[:end])
+                    size += end
+                del buf[:end + (len(delim) if idx >= 0 else 0)]
                 if idx >= 0:
                     break
                 if not fill(len(buf) + 1):
                     raise Reject(400, "multipart body ends inside a part", validation=True)
             if is_file:
                 files[name] = {"filename": unquote(fn.group(1)), "size": size,
-                               "sha1": sha1.hexdigest(), "md5": md5.hexdigest(),
-                               "sha1raw": sha1.digest(),
+                               "sha1": sha1.hexdigest(), "sha1raw": sha1.digest(),
                                "content_type": hdrs.get("content-type", "")}
                 if name == "assetData":
                     seen_file = True
@@ -868,6 +901,8 @@ class Handler(BaseHTTPRequestHandler):
                     st.permissions = body["permissions"]
                 if "dup_close" in body:
                     st.dup_close = body["dup_close"]
+                if "ignore_fields" in body:
+                    st.ignore_fields = set(body["ignore_fields"])
                 if "trash" in body:
                     for aid in body["trash"]:
                         st.assets[aid]["isTrashed"] = True
@@ -906,6 +941,9 @@ def main():
     ap.add_argument("--version", default="3.1.0", help="server version to report, 2.x or 3.x")
     ap.add_argument("--api-key", default="test-key")
     ap.add_argument("--permissions", default="all")
+    ap.add_argument("--ignore-fields", default="",
+                    help="upload fields to drop unchecked, comma-separated (Immich drops unknown "
+                         "fields; the official CLI sends fileSize)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
     srv = Server(("127.0.0.1", args.port), Handler)
