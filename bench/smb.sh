@@ -1,9 +1,11 @@
 #!/bin/sh
-# SMB benchmark (bench/smb.py): snapsync to a loopback smbd vs `smbclient mput`, and SMB + local
-# at once vs the slower alone. As root (smbd). Results in bench/out/smb/results.md.
+# SMB benchmark (bench/smb.py): snapsync to a loopback smbd vs `smbclient mput` and `rclone copy`,
+# and SMB + local at once vs the slower alone. As root (smbd). Results in bench/out/smb/results.md.
 #
 #   sh bench/smb.sh                     # card of about 1.4 GiB, 3 rounds
 #   BENCH_SCALE=0.1 sh bench/smb.sh     # quick
+#   BENCH_LINK=1gbit sh bench/smb.sh    # smbd behind a 1 Gbit/s full-duplex link (netns + tc)
+#   BENCH_COMPARE_BIN=old/snapsync sh bench/smb.sh   # also time another build, interleaved
 # SNAPSYNC_BIN picks the binary (default build-bench/snapsync, built if missing).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)

@@ -21,7 +21,8 @@ kernel_has vfat || fuse_pkgs="$fuse_pkgs fusefat"
 [ -z "$fuse_pkgs" ] || pkgs="$pkgs fuse3$fuse_pkgs"
 if [ "${1:-}" = "--test" ]; then
     pkgs="$pkgs libcmocka-dev python3 libimage-exiftool-perl ffmpeg clang valgrind
-          util-linux e2fsprogs squashfs-tools sqlite3 samba smbclient mosquitto mosquitto-clients
+          util-linux e2fsprogs squashfs-tools sqlite3 samba smbclient samba-vfs-modules rclone
+          iproute2 mosquitto mosquitto-clients
           fdisk systemd nghttp2-proxy"
     # exFAT and FAT32 card images (tests/integration/test_fuse_cards.py): made with exfatprogs
     # and dosfstools, filled through exfat-fuse and with mtools, mounted through FUSE where the

@@ -2,11 +2,20 @@
  * SMB destination (`unraid.protocol: smb`): an SMB2/3 share (Unraid, a NAS, Windows) reached with
  * libsmbclient, no mount needed.
  *
- * Each lane has its own libsmbclient context (struct smb_conn); prepare and probe use one more,
- * owned by the main thread. The library this is built against keeps process-wide state (its
- * talloc stack, debug and loadparm globals) and does not export smbc_thread_posix(), so every
- * call into it is made holding one process-wide mutex, `lib_lock`; a call blocks for one SMB
- * round trip at most (a 1 MiB write is pipelined inside the library), bounded by SMB_TIMEOUT_MS.
+ * Each lane connection has its own libsmbclient context (struct smb_conn), used by one thread at a
+ * time; prepare and probe use one more, owned by the main thread. libsmbclient keeps process-wide
+ * state: a talloc stack every call uses, debug and loadparm globals, a name cache. Debian's build
+ * does not export smbc_thread_posix(), so right after loading the library we hand pthread-based
+ * thread hooks to libsamba-util's smb_thread_set_functions() (which is all smbc_thread_posix()
+ * does); they make the talloc stack per thread. One read-write lock, `lib_lock`, keeps the rest
+ * safe: creating and freeing contexts and every call that takes a path (it may connect or
+ * reconnect: name resolution, credentials, loadparm) hold it exclusively, as every call did
+ * before; reads, writes and closes of open files hold it shared, so they run in parallel with
+ * each other (the read-back of one file overlaps the writes of the next) and never with anything
+ * else (see "calls into libsmbclient" below). Without the hooks (a library lacking
+ * smb_thread_set_functions, or one whose talloc stack was set up before them) every call holds it
+ * exclusively. A call blocks for one SMB round trip at most (a 1 MiB write is one request),
+ * bounded by SMB_TIMEOUT_MS.
  *
  * A copy is written to <path>/.snapsync-tmp/<pid>.<seq>.<host>.part, closed, read back over SMB
  * and compared by MD5, then renamed to <path>/YYYY/MM/DD/<name>. libsmbclient's rename replaces
@@ -18,8 +27,9 @@
  * Names: Windows and SMB forbid " * : < > ? \ | and control characters, and a trailing space or
  * dot. They are mapped as Services for Mac does (U+F001..U+F01F for controls, U+F020..U+F027 for
  * the eight characters, U+F028/U+F029 for a final space/dot), reversibly: a server running vfs
- * catia/fruit with that mapping (Unraid's "enhanced macOS interoperability") stores the original
- * name, another server stores the private-use characters, which macOS shows as the original.
+ * catia/fruit with that mapping (Unraid's "enhanced macOS interoperability", fruit:encoding =
+ * native) stores the original name (tests/integration/test_smb.py checks it), another server
+ * stores the private-use characters, which macOS shows as the original.
  *
  * Errors say what failed in SMB terms: server unreachable, authentication failed, share missing,
  * access denied, share full. A call that fails like a dropped connection marks the context
@@ -63,6 +73,210 @@ static struct {
 static pthread_once_t smb_api_once = PTHREAD_ONCE_INIT;
 static char smb_api_error[256];
 
+/* Exclusive for whatever touches libsmbclient's process-wide state, shared among transfers on
+ * open files: see "calls into libsmbclient". Writers first, so a transfer-heavy load never holds
+ * off an open or a rename for long. */
+static pthread_rwlock_t lib_lock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+
+/*
+ * Samba's thread hooks. libsmbclient.h documents them for smbc_thread_impl(), which Debian's
+ * library (4.17) does not export; smbc_thread_posix() and smbc_thread_impl() only hand such a table
+ * to smb_thread_set_functions() of libsamba-util, which is exported and is what we call. The layout
+ * is that of lib/util/smb_threads.h (checked against the 4.17 binary: talloc_tos() calls get_tls
+ * at offset 48, smb_thread_once() calls lock_mutex at offset 16 with 1 and 2). With the hooks,
+ * Samba's talloc stack (the one process-wide state every call touches) is per thread, and its
+ * own few globals (module init, the count of contexts) take these mutexes.
+ */
+struct smb_thread_functions {
+    int (*create_mutex)(const char *lockname, void **pplock, const char *location);
+    void (*destroy_mutex)(void *plock, const char *location);
+    int (*lock_mutex)(void *plock, int lock_type, const char *location);
+    int (*create_tls)(const char *keyname, void **ppkey, const char *location);
+    void (*destroy_tls)(void **ppkey, const char *location);
+    int (*set_tls)(void *pkey, const void *pval, const char *location);
+    void *(*get_tls)(void *pkey, const char *location);
+};
+
+enum { SMB_THREAD_LOCK = 1, SMB_THREAD_UNLOCK = 2, TLS_KEYS_MAX = 4 };
+
+/*
+ * Thread-local values are kept in nodes. When a thread ends, its node goes to its key's free list
+ * and the next thread that has none takes it over: Samba never frees a thread's talloc stack (an
+ * empty one when the thread's last call returned), so without reuse every lane thread of every
+ * session would leak one. Reusing an empty stack in another thread is what a long-lived thread
+ * does anyway.
+ */
+struct tls_key;
+
+struct tls_node {
+    struct tls_key *key;
+    void *value;
+    struct tls_node *next;
+};
+
+struct tls_key {
+    pthread_key_t key;
+    pthread_mutex_t lock;
+    struct tls_node *free; /* nodes of threads that ended, values kept */
+};
+
+static struct tls_key *tls_keys[TLS_KEYS_MAX]; /* never freed: Samba keeps its keys for good */
+static atomic_size_t n_tls_keys;
+/* Samba asked for a value under a key that is not ours: its talloc stack was set up before the
+ * hooks. Every call then holds lib_lock exclusively, as without hooks. */
+static atomic_bool tls_foreign;
+/* The hooks are installed: transfers on open files may run in parallel. */
+static bool lib_threads;
+
+static int hook_create_mutex(const char *lockname, void **pplock, const char *location)
+{
+    (void)lockname;
+    (void)location;
+    pthread_mutex_t *m = malloc(sizeof(*m));
+    if (!m)
+        return ENOMEM;
+    int r = pthread_mutex_init(m, NULL);
+    if (r != 0) {
+        free(m);
+        return r;
+    }
+    *pplock = m;
+    return 0;
+}
+
+static void hook_destroy_mutex(void *plock, const char *location)
+{
+    (void)location;
+    if (!plock)
+        return;
+    pthread_mutex_destroy(plock);
+    free(plock);
+}
+
+static int hook_lock_mutex(void *plock, int lock_type, const char *location)
+{
+    (void)location;
+    if (lock_type == SMB_THREAD_LOCK)
+        return pthread_mutex_lock(plock);
+    if (lock_type == SMB_THREAD_UNLOCK)
+        return pthread_mutex_unlock(plock);
+    return EINVAL;
+}
+
+/* pthread key destructor: a thread ended; its value waits for the next thread. */
+static void tls_node_release(void *v)
+{
+    struct tls_node *n = v;
+    pthread_mutex_lock(&n->key->lock);
+    n->next = n->key->free;
+    n->key->free = n;
+    pthread_mutex_unlock(&n->key->lock);
+}
+
+static int hook_create_tls(const char *keyname, void **ppkey, const char *location)
+{
+    (void)keyname;
+    (void)location;
+    size_t i = atomic_load(&n_tls_keys);
+    if (i >= TLS_KEYS_MAX)
+        return ENOMEM;
+    struct tls_key *k = calloc(1, sizeof(*k));
+    if (!k)
+        return ENOMEM;
+    int r = pthread_key_create(&k->key, tls_node_release);
+    if (r != 0) {
+        free(k);
+        return r;
+    }
+    pthread_mutex_init(&k->lock, NULL);
+    tls_keys[i] = k; /* Samba creates keys under its "once" mutex, one at a time */
+    atomic_store(&n_tls_keys, i + 1);
+    *ppkey = k;
+    return 0;
+}
+
+static void hook_destroy_tls(void **ppkey, const char *location)
+{
+    /* Samba 4.17 never destroys its key; keeping ours is harmless (values may still be in use). */
+    (void)ppkey;
+    (void)location;
+}
+
+static struct tls_key *tls_key_of(void *pkey)
+{
+    size_t n = atomic_load(&n_tls_keys);
+    for (size_t i = 0; i < n; i++)
+        if (tls_keys[i] == pkey)
+            return tls_keys[i];
+    return NULL;
+}
+
+static int hook_set_tls(void *pkey, const void *pval, const char *location)
+{
+    (void)location;
+    struct tls_key *k = tls_key_of(pkey);
+    if (!k) {
+        /* not reached: Samba sets a value only after get_tls found none, and hook_get_tls
+         * answers every key that is not ours with a value */
+        atomic_store(&tls_foreign, true);
+        return EINVAL;
+    }
+    struct tls_node *n = pthread_getspecific(k->key);
+    if (!n) {
+        n = calloc(1, sizeof(*n));
+        if (!n)
+            return ENOMEM;
+        n->key = k;
+        int r = pthread_setspecific(k->key, n);
+        if (r != 0) {
+            free(n);
+            return r;
+        }
+    }
+    n->value = (void *)pval;
+    return 0;
+}
+
+static void *hook_get_tls(void *pkey, const char *location)
+{
+    (void)location;
+    if (!pkey)
+        return NULL; /* before Samba created its key: nothing stored yet */
+    struct tls_key *k = tls_key_of(pkey);
+    if (!k) {
+        /* Without hooks Samba keeps the value itself in the key variable (single-threaded
+         * mode, set up before our hooks): answer as it would, and stop running in parallel. */
+        atomic_store(&tls_foreign, true);
+        return pkey;
+    }
+    struct tls_node *n = pthread_getspecific(k->key);
+    if (!n) {
+        pthread_mutex_lock(&k->lock);
+        n = k->free;
+        if (n)
+            k->free = n->next;
+        pthread_mutex_unlock(&k->lock);
+        if (!n)
+            return NULL;
+        n->next = NULL;
+        if (pthread_setspecific(k->key, n) != 0) {
+            tls_node_release(n);
+            return NULL;
+        }
+    }
+    return n->value;
+}
+
+static const struct smb_thread_functions smb_thread_hooks = {
+    .create_mutex = hook_create_mutex,
+    .destroy_mutex = hook_destroy_mutex,
+    .lock_mutex = hook_lock_mutex,
+    .create_tls = hook_create_tls,
+    .destroy_tls = hook_destroy_tls,
+    .set_tls = hook_set_tls,
+    .get_tls = hook_get_tls,
+};
+
 static void smb_api_load_once(void)
 {
     void *h = dlopen("libsmbclient.so.0", RTLD_NOW | RTLD_LOCAL);
@@ -77,6 +291,14 @@ static void smb_api_load_once(void)
         snprintf(smb_api_error, sizeof(smb_api_error), "libsmbclient lacks %s", #name);
     SMB_API(SMB_API_LOAD)
 #undef SMB_API_LOAD
+    if (smb_api_error[0])
+        return;
+    /* Before any other call into the library, so that its first talloc stack is already per
+     * thread. Found through libsmbclient's dependencies (libsamba-util). Without it every call
+     * holds lib_lock exclusively. */
+    int (*set_functions)(const struct smb_thread_functions *) = NULL;
+    *(void **)&set_functions = dlsym(h, "smb_thread_set_functions");
+    lib_threads = set_functions && set_functions(&smb_thread_hooks) == 0;
 }
 
 /* Loads libsmbclient once per process. Returns 0 or -ENOENT with err set. Any thread. */
@@ -97,8 +319,6 @@ static int smb_api_load(struct error *err)
 #define SMB_TIMEOUT_MS 30000
 /* A share name no server has: tells a failed login from a share that refuses the user. */
 #define NO_SUCH_SHARE "snapsync-no-such-share-7f3c"
-
-static pthread_mutex_t lib_lock = PTHREAD_MUTEX_INITIALIZER;
 
 struct smb {
     char host[256]; /* without the port */
@@ -228,7 +448,39 @@ static int map_name(const char *in, char *out, size_t size)
     return 0;
 }
 
-/* ---- calls into libsmbclient, each under lib_lock; they return 0 or a negative errno ---- */
+/*
+ * ---- calls into libsmbclient; they return 0 or a negative errno ----
+ *
+ * A call that takes a path may (re)connect: name resolution, Samba's name cache, loadparm and
+ * credentials are process-wide and not all locked inside Samba, so such calls hold lib_lock
+ * exclusively, as do context creation and freeing (debug and loadparm setup, module init). A
+ * transfer on an open file (read, write, close) uses only that file's context and connection, the
+ * thread's own talloc stack and a tevent context made for the call (checked in the 4.17 binary:
+ * SMBC_read_ctx, SMBC_write_ctx and SMBC_close_ctx go straight to cli_read, cli_writeall and
+ * cli_close on the connection the file was opened on, with no path resolution); with the thread
+ * hooks it holds lib_lock shared. Transfers then share only reads of Samba's debug level (Samba
+ * logs nothing at our level 0 on these paths, not even when the server goes away).
+ */
+
+static void lib_lock_all(void)
+{
+    pthread_rwlock_wrlock(&lib_lock);
+}
+
+/* For a read, write or close of an open file: shared with other transfers when the thread hooks
+ * are in place, else exclusive. */
+static void lib_lock_transfer(void)
+{
+    if (lib_threads && !atomic_load(&tls_foreign))
+        pthread_rwlock_rdlock(&lib_lock);
+    else
+        pthread_rwlock_wrlock(&lib_lock);
+}
+
+static void lib_unlock(void)
+{
+    pthread_rwlock_unlock(&lib_lock);
+}
 
 static bool is_connection_error(int e)
 {
@@ -251,52 +503,52 @@ static int lib_result(struct smb_conn *c, int ok, int saved_errno)
 
 static int lib_stat(struct smb_conn *c, const char *url, struct stat *st)
 {
-    pthread_mutex_lock(&lib_lock);
+    lib_lock_all();
     errno = 0;
     int r = smb_api.smbc_getFunctionStat(c->ctx)(c->ctx, url, st);
     int e = errno;
-    pthread_mutex_unlock(&lib_lock);
+    lib_unlock();
     return lib_result(c, r == 0, e);
 }
 
 static int lib_mkdir(struct smb_conn *c, const char *url)
 {
-    pthread_mutex_lock(&lib_lock);
+    lib_lock_all();
     errno = 0;
     int r = smb_api.smbc_getFunctionMkdir(c->ctx)(c->ctx, url, 0755);
     int e = errno;
-    pthread_mutex_unlock(&lib_lock);
+    lib_unlock();
     return lib_result(c, r == 0, e);
 }
 
 static int lib_unlink(struct smb_conn *c, const char *url)
 {
-    pthread_mutex_lock(&lib_lock);
+    lib_lock_all();
     errno = 0;
     int r = smb_api.smbc_getFunctionUnlink(c->ctx)(c->ctx, url);
     int e = errno;
-    pthread_mutex_unlock(&lib_lock);
+    lib_unlock();
     return lib_result(c, r == 0, e);
 }
 
 /* Replaces an existing `to` (libsmbclient unlinks it): callers check first, under place_lock. */
 static int lib_rename(struct smb_conn *c, const char *from, const char *to)
 {
-    pthread_mutex_lock(&lib_lock);
+    lib_lock_all();
     errno = 0;
     int r = smb_api.smbc_getFunctionRename(c->ctx)(c->ctx, from, c->ctx, to);
     int e = errno;
-    pthread_mutex_unlock(&lib_lock);
+    lib_unlock();
     return lib_result(c, r == 0, e);
 }
 
 static int lib_open(struct smb_conn *c, const char *url, int flags, SMBCFILE **ret)
 {
-    pthread_mutex_lock(&lib_lock);
+    lib_lock_all();
     errno = 0;
     SMBCFILE *fh = smb_api.smbc_getFunctionOpen(c->ctx)(c->ctx, url, flags, 0644);
     int e = errno;
-    pthread_mutex_unlock(&lib_lock);
+    lib_unlock();
     if (fh)
         *ret = fh;
     return lib_result(c, fh != NULL, e);
@@ -304,21 +556,21 @@ static int lib_open(struct smb_conn *c, const char *url, int flags, SMBCFILE **r
 
 static int lib_close(struct smb_conn *c, SMBCFILE *fh)
 {
-    pthread_mutex_lock(&lib_lock);
+    lib_lock_transfer();
     errno = 0;
     int r = smb_api.smbc_getFunctionClose(c->ctx)(c->ctx, fh);
     int e = errno;
-    pthread_mutex_unlock(&lib_lock);
+    lib_unlock();
     return lib_result(c, r == 0, e);
 }
 
 static int lib_write(struct smb_conn *c, SMBCFILE *fh, const void *buf, size_t len, size_t *ret)
 {
-    pthread_mutex_lock(&lib_lock);
+    lib_lock_transfer();
     errno = 0;
     ssize_t n = smb_api.smbc_getFunctionWrite(c->ctx)(c->ctx, fh, buf, len);
     int e = errno;
-    pthread_mutex_unlock(&lib_lock);
+    lib_unlock();
     if (n >= 0)
         *ret = (size_t)n;
     return lib_result(c, n >= 0, e);
@@ -326,11 +578,11 @@ static int lib_write(struct smb_conn *c, SMBCFILE *fh, const void *buf, size_t l
 
 static int lib_read(struct smb_conn *c, SMBCFILE *fh, void *buf, size_t len, size_t *ret)
 {
-    pthread_mutex_lock(&lib_lock);
+    lib_lock_transfer();
     errno = 0;
     ssize_t n = smb_api.smbc_getFunctionRead(c->ctx)(c->ctx, fh, buf, len);
     int e = errno;
-    pthread_mutex_unlock(&lib_lock);
+    lib_unlock();
     if (n >= 0)
         *ret = (size_t)n;
     return lib_result(c, n >= 0, e);
@@ -378,19 +630,19 @@ static void ctx_free(SMBCCTX *ctx)
 {
     if (!ctx)
         return;
-    pthread_mutex_lock(&lib_lock);
+    lib_lock_all();
     /* 1: close files and connections; fails only if files are still open (then force). */
     if (smb_api.smbc_free_context(ctx, 1) != 0)
         smb_api.smbc_free_context(ctx, 0);
-    pthread_mutex_unlock(&lib_lock);
+    lib_unlock();
 }
 
 static int ctx_new(const struct smb *s, SMBCCTX **ret, struct error *err)
 {
-    pthread_mutex_lock(&lib_lock);
+    lib_lock_all();
     SMBCCTX *ctx = smb_api.smbc_new_context();
     if (!ctx) {
-        pthread_mutex_unlock(&lib_lock);
+        lib_unlock();
         return error_set(err, -ENOMEM, "cannot create an SMB context");
     }
     smb_api.smbc_setLogCallback(ctx, NULL, log_fn);
@@ -414,7 +666,7 @@ static int ctx_new(const struct smb *s, SMBCCTX **ret, struct error *err)
     int e = errno;
     if (!ok)
         smb_api.smbc_free_context(ctx, 0);
-    pthread_mutex_unlock(&lib_lock);
+    lib_unlock();
     if (!ok)
         return error_set_errno(err, -(e ? e : EIO), "cannot initialise libsmbclient");
     *ret = ctx;
@@ -848,7 +1100,7 @@ static void clean_stale(struct smb_conn *c)
     if (!stale)
         return;
     time_t now = time(NULL);
-    pthread_mutex_lock(&lib_lock);
+    lib_lock_all();
     SMBCFILE *dir = smb_api.smbc_getFunctionOpendir(c->ctx)(c->ctx, dir_url);
     if (dir) {
         struct smbc_dirent *de;
@@ -882,7 +1134,7 @@ static void clean_stale(struct smb_conn *c)
         }
         smb_api.smbc_getFunctionClosedir(c->ctx)(c->ctx, dir);
     }
-    pthread_mutex_unlock(&lib_lock);
+    lib_unlock();
     for (size_t i = 0; i < n_stale; i++) {
         char url[URL_MAX];
         if (url_join(s, url, sizeof(url), TMP_DIR, stale[i], NULL) == 0 && lib_unlink(c, url) == 0)
@@ -899,6 +1151,10 @@ static int smb_prepare(void *priv, const struct dest_session *session, struct er
     if (r < 0)
         return r;
     struct smb_conn *c = s->main;
+    log_debug("%s: %s", s->shown,
+              lib_threads && !atomic_load(&tls_foreign)
+                  ? "libsmbclient thread hooks in place: transfers run in parallel"
+                  : "libsmbclient calls are serialised (no thread hooks)");
     r = connect_check(c, err);
     if (r < 0)
         return r;
@@ -917,9 +1173,9 @@ static int smb_prepare(void *priv, const struct dest_session *session, struct er
 static double free_bytes(struct smb_conn *c)
 {
     struct statvfs sv;
-    pthread_mutex_lock(&lib_lock);
+    lib_lock_all();
     int r = smb_api.smbc_getFunctionStatVFS(c->ctx)(c->ctx, c->smb->base_url, &sv);
-    pthread_mutex_unlock(&lib_lock);
+    lib_unlock();
     if (r != 0)
         return -1;
     double unit =

@@ -1,15 +1,21 @@
 """A private Samba server for integration tests: Debian's smbd on 127.0.0.1 on a port the OS
 picked, with its own smb.conf, state, passdb and log under a temporary folder, a user with a
-password, and four shares:
+password, and five shares:
 
   photos    read-write for USER
   guest     read-write for anyone (guest ok, guest only)
   readonly  read-only for USER
   encrypted read-write for USER, SMB3 encryption required
+  mac       read-write for USER, with vfs catia + fruit storing names natively (Unraid's
+            "enhanced macOS interoperability"; needs Debian's samba-vfs-modules)
 
 Needs root (to add the Unix user and run smbd). Started as `smbd -F --debug-stdout -s CONF`, which
 calls setsid() (so the process group it signals on exit is its own, never the harness's); stopped
 by PID, then its process group. Standard library only; every wait has a deadline.
+
+Smbd(dir, link="1gbit") puts smbd in a network namespace of its own behind a veth pair whose two
+ends are rate-limited (tc tbf) in each direction, like a NAS on a full-duplex LAN; its address is
+then `host` instead of 127.0.0.1. The benchmark uses it (bench/smb.py, BENCH_LINK).
 """
 
 import os
@@ -21,6 +27,7 @@ import tempfile
 import time
 
 USER = "snapsync-smbtest"
+SHARES = ("photos", "guest", "readonly", "encrypted", "mac")
 PASSWORD = "Corr3ct-h0rse"  # a throwaway test account on 127.0.0.1 only
 
 def free_port():
@@ -47,7 +54,7 @@ def ensure_unix_user(name):
 
 
 class Smbd:
-    def __init__(self, base_dir):
+    def __init__(self, base_dir, link=None):
         require_root()
         for tool in ("smbd", "smbpasswd"):
             if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
@@ -56,6 +63,10 @@ class Smbd:
         self.dir = tempfile.mkdtemp(prefix="smbd.", dir=base_dir)
         os.chmod(self.dir, 0o755)  # smbd works as USER inside the shares
         self.port = free_port()
+        self.host = "127.0.0.1"
+        self.netns = None
+        if link:
+            self._make_link(link)
         self.conf = os.path.join(self.dir, "smb.conf")
         self.log = os.path.join(self.dir, "smbd.log")
         self.proc = None
@@ -66,7 +77,7 @@ class Smbd:
         ensure_unix_user(USER)
         import pwd
         pw = pwd.getpwnam(USER)
-        for share in ("photos", "guest", "readonly", "encrypted"):
+        for share in SHARES:
             path = self.share_dir(share)
             os.makedirs(path, exist_ok=True)
             if share == "guest":
@@ -93,6 +104,17 @@ class Smbd:
             os.mkdir(p, 0o755)
             os.chown(p, pw.pw_uid, pw.pw_gid)
 
+    @staticmethod
+    def has_vfs_module(name):
+        """Is Samba's VFS module `name` installed (samba-vfs-modules)?"""
+        out = subprocess.run([shutil.which("smbd") or "/usr/sbin/smbd", "-b"], capture_output=True,
+                             text=True).stdout
+        for line in out.splitlines():
+            if line.strip().startswith("MODULESDIR:"):
+                d = line.split(":", 1)[1].strip()
+                return os.path.exists(os.path.join(d, "vfs", f"{name}.so"))
+        return False
+
     def share_dir(self, share):
         return os.path.join(self.dir, "shares", share)
 
@@ -104,7 +126,7 @@ class Smbd:
   workgroup = WORKGROUP
   netbios name = SNAPTEST
   smb ports = {self.port}
-  interfaces = 127.0.0.1
+  interfaces = {self.host}
   bind interfaces only = yes
   disable netbios = yes
   private dir = {d}/private
@@ -149,19 +171,59 @@ class Smbd:
   read only = no
   valid users = {USER}
   smb encrypt = required
+
+[mac]
+  path = {self.share_dir("mac")}
+  read only = no
+  valid users = {USER}
+  vfs objects = catia fruit streams_xattr
+  fruit:encoding = native
 """)
+
+    def _make_link(self, rate):
+        """A namespace for smbd, joined to ours by a veth pair limited to rate each way."""
+        n = os.getpid() % 16384  # one /30 of 10.213.0.0/16 per process
+        self.netns = f"snapsync-smbd-{n}"
+        outer, inner = f"ssb{n}a", f"ssb{n}b"
+        base, last = f"10.213.{n // 64}.", n % 64 * 4
+        self.host = f"{base}{last + 2}"
+        self._outer = outer
+        ns = ["ip", "netns", "exec", self.netns]
+        steps = [["ip", "netns", "add", self.netns],
+                 ["ip", "link", "add", outer, "type", "veth", "peer", "name", inner],
+                 ["ip", "link", "set", inner, "netns", self.netns],
+                 ["ip", "addr", "add", f"{base}{last + 1}/30", "dev", outer],
+                 ["ip", "link", "set", outer, "up"],
+                 ns + ["ip", "addr", "add", f"{self.host}/30", "dev", inner],
+                 ns + ["ip", "link", "set", inner, "up"],
+                 ns + ["ip", "link", "set", "lo", "up"]]
+        for dev, prefix in ((outer, []), (inner, ns)):
+            steps.append(prefix + ["tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
+                                   "burst", "256kb", "latency", "20ms"])
+        for cmd in steps:
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                self._remove_link()
+                raise AssertionError(f"{' '.join(cmd)} failed: {r.stderr}")
+
+    def _remove_link(self):
+        if self.netns:
+            subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+            subprocess.run(["ip", "link", "del", self._outer], capture_output=True)
+            self.netns = None
 
     def _port_open(self):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.settimeout(0.5)
-            return s.connect_ex(("127.0.0.1", self.port)) == 0
+            return s.connect_ex((self.host, self.port)) == 0
 
     def start(self, timeout=30.0):
         smbd = shutil.which("smbd") or "/usr/sbin/smbd"
         self.logf = open(self.log, "ab")
         # Without --no-process-group smbd calls setsid() itself: it leads a session of its own
         # and the signals it sends its process group on exit never reach the harness.
-        self.proc = subprocess.Popen([smbd, "-F", "--debug-stdout", "-s", self.conf],
+        ns = ["ip", "netns", "exec", self.netns] if self.netns else []
+        self.proc = subprocess.Popen(ns + [smbd, "-F", "--debug-stdout", "-s", self.conf],
                                      stdin=subprocess.DEVNULL, stdout=self.logf,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -229,4 +291,5 @@ class Smbd:
 
     def cleanup(self):
         self.stop()
+        self._remove_link()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,6 +1,7 @@
 """The SMB destination against a real Samba server (smbd.py) on 127.0.0.1: backup to SMB and a
 local folder at once, re-runs, bad credentials, missing and read-only shares, guest access, the
-server killed mid-transfer, names Windows forbids, and `snapsync test-connection`.
+server killed mid-transfer, names Windows forbids (and their original form on a share with vfs
+catia + fruit), parallel transfers through Samba's thread hooks, and `snapsync test-connection`.
 
 Needs root (smbd and a Unix user); fails without it, as CI runs as root. Assertions read the
 shares' folders on disk directly (this kernel has no cifs)."""
@@ -64,14 +65,15 @@ class SmbTest(SnapsyncTest):
         self.env["UNRAID_PASSWORD"] = smbd.PASSWORD
         self.smb_config()
 
-    def smb_config(self, share="photos", port=None, local=False, backup=None, extra=""):
+    def smb_config(self, share="photos", port=None, local=False, backup=None, extra="",
+                   log_level="info"):
         backup = backup or "  concurrent_files: 2\n  max_retries: 1\n  retry_delay: 0.1\n"
         local_section = (f"local:\n  enabled: true\n  path: {self.local}\n"
                          if local else "")
         with open(self.config, "w") as f:
             f.write(f"""service:
   database_path: {self.db}
-  log_level: info
+  log_level: {log_level}
 unraid:
   enabled: true
   protocol: smb
@@ -150,6 +152,25 @@ unraid:
         self.assertEqual(r2["status"], "completed")
         after = {f: os.stat(os.path.join(self.root(), f)).st_mtime_ns for f in on_share}
         self.assertEqual(before, after)
+
+    def test_transfers_run_in_parallel_with_samba_thread_hooks(self):
+        # src/dest_smb.c installs Samba's thread hooks so that lanes' reads and writes need not
+        # take turns; a Samba whose libsamba-util lacks them would quietly fall back to
+        # serialised calls, which this catches
+        for i in range(4):
+            make_blob(f"{self.card}/DCIM/CLIP{i:02d}.MP4", (3 << 20) + i)
+        self.smb_config(log_level="debug")
+        p = self.snapsync("backup", self.card, "--json", check=0)
+        self.assertEqual(json.loads(p.stdout)["files_copied"], 4)
+        self.assertIn("libsmbclient thread hooks in place: transfers run in parallel", p.stderr)
+        self.assertNotIn("serialised", p.stderr)
+        self.assert_no_secret(p)
+        for i in range(4):
+            name = f"CLIP{i:02d}.MP4"
+            copies = [f for f in self.share_files() if f.endswith(name)]
+            self.assertEqual(len(copies), 1, copies)
+            self.assertEqual(md5(os.path.join(self.root(), copies[0])),
+                             md5(f"{self.card}/DCIM/{name}"))
 
     def test_existing_file_is_never_overwritten(self):
         make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2022:02:02 12:00:00")
@@ -322,6 +343,35 @@ unraid:
         self.assertEqual(r["files_copied"], len(names), r)
         day = os.path.join(self.root("encrypted"), "2020/05/06")
         self.assertEqual(sorted(os.listdir(day)), stored)
+
+    def test_names_keep_their_original_form_on_a_catia_fruit_share(self):
+        # Unraid's "enhanced macOS interoperability" (vfs catia + fruit, fruit:encoding = native)
+        # turns the private-use characters back into the characters Windows forbids: the file on
+        # the server's disk has the name it had on the card.
+        for mod in ("catia", "fruit"):
+            self.assertTrue(smbd.Smbd.has_vfs_module(mod),
+                            f"Samba VFS module {mod} is missing (scripts/deps.sh --test installs "
+                            "samba-vfs-modules)")
+        names = ["a:b.JPG", "what?.JPG", "star*.JPG", 'q"uote.JPG', "pi|pe.JPG", "lt<gt>.JPG",
+                 "back\\slash.JPG", "tab\tin.JPG", "ünïcödé_写真.JPG", "plain.JPG"]
+        for n in names:
+            make_photo(f"{self.card}/DCIM/{n}", self.dir, "2020:05:06 07:08:09")
+        self.smb_config(share="mac")
+        r = self.backup()
+        self.assertEqual((r["files_copied"], r["files_failed"]), (len(names), 0), r)
+        day = os.path.join(self.root("mac"), "2020/05/06")
+        self.assertEqual(sorted(os.listdir(day)), sorted(names))
+        for n in names:
+            self.assertEqual(md5(os.path.join(day, n)), md5(f"{self.card}/DCIM/{n}"))
+        # without the database, a run looks at the share: it finds each file under its mapped
+        # name with the same content, so nothing is copied twice and no NAME_1 appears
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.db + suffix):
+                os.remove(self.db + suffix)
+        r = self.backup()
+        self.assertEqual((r["files_copied"], r["files_skipped"]), (0, len(names)), r)
+        self.assertEqual(sorted(os.listdir(day)), sorted(names))
+        self.assertEqual(self.share_temporaries("mac"), [])
 
     def test_share_full_is_a_clear_error(self):
         # the share's folder is a 6 MiB tmpfs: some files fit, the rest fail as "full"
