@@ -37,6 +37,8 @@ COMPARE_BIN = os.environ.get("BENCH_COMPARE_BIN", "")
 # tests/integration/smbd.py) instead of plain loopback: a NAS on a LAN, where the network, not
 # the CPU, is the limit
 LINK = os.environ.get("BENCH_LINK", "")
+# BENCH_CONCURRENT=n sets snapsync's backup.concurrent_files (default 2, snapsync's default)
+CONCURRENT = int(os.environ.get("BENCH_CONCURRENT", "2"))
 
 
 def drop_caches():
@@ -128,7 +130,8 @@ def run(name, card, work, sub, server, env, rclone_env):
                 f"local:\n  enabled: {'true' if local else 'false'}\n"
                 f"  path: {work}/local\n"
                 "backup:\n  verify_checksums: "
-                f"{'false' if 'no verify' in base else 'true'}\n")
+                f"{'false' if 'no verify' in base else 'true'}\n"
+                f"  concurrent_files: {CONCURRENT}\n")
     os.chmod(cfg, 0o600)
     return timed([binary, "--config", cfg, "backup", card], env, server)
 
