@@ -7,6 +7,7 @@
 #   BENCH_LINK=1gbit sh bench/smb.sh    # smbd behind a 1 Gbit/s full-duplex link (netns + tc)
 #   BENCH_COMPARE_BIN=old/snapsync sh bench/smb.sh   # also time another build, interleaved
 #   BENCH_CONCURRENT=4 sh bench/smb.sh  # snapsync's backup.concurrent_files (default 2)
+#   BENCH_LINK=1gbit BENCH_LINK_LATENCY=2ms sh bench/smb.sh   # a shallower queue on the link
 # SNAPSYNC_BIN picks the binary (default build-bench/snapsync, built if missing).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)

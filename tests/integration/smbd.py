@@ -15,7 +15,8 @@ by PID, then its process group. Standard library only; every wait has a deadline
 
 Smbd(dir, link="1gbit") puts smbd in a network namespace of its own behind a veth pair whose two
 ends are rate-limited (tc tbf) in each direction, like a NAS on a full-duplex LAN; its address is
-then `host` instead of 127.0.0.1. The benchmark uses it (bench/smb.py, BENCH_LINK).
+then `host` instead of 127.0.0.1. The benchmark uses it (bench/smb.py, BENCH_LINK); tbf's FIFO
+holds up to BENCH_LINK_LATENCY of data (default 20ms) before it drops.
 """
 
 import os
@@ -199,7 +200,8 @@ class Smbd:
                  ns + ["ip", "link", "set", "lo", "up"]]
         for dev, prefix in ((outer, []), (inner, ns)):
             steps.append(prefix + ["tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
-                                   "burst", "256kb", "latency", "20ms"])
+                                   "burst", "256kb", "latency",
+                                   os.environ.get("BENCH_LINK_LATENCY", "20ms")])
         for cmd in steps:
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode != 0:
