@@ -117,6 +117,13 @@ def run(name, card, work, sub, server, env, rclone_env):
     if name == "rclone copy":
         cmd = ["rclone", "copy", f"{card}/DCIM/100CANON", f"snap:photos/{sub}"]
         return timed(cmd, rclone_env, server)
+    if name == "rclone copy + check":
+        # a peer that verifies too: rclone's SMB backend has no hashes, so `check --download`
+        # reads every copy back and compares it with the card
+        src, dst = f"{card}/DCIM/100CANON", f"snap:photos/{sub}"
+        cmd = ["sh", "-c", 'rclone copy "$1" "$2" && rclone check --download "$1" "$2"', "sh",
+               src, dst]
+        return timed(cmd, rclone_env, server)
     binary = COMPARE_BIN if name.endswith(" [compare]") else BIN
     base = name.removesuffix(" [compare]")
     smb = base.startswith("snapsync smb")
@@ -145,7 +152,8 @@ def main():
     server.start()
     env = dict(os.environ, UNRAID_USERNAME=smbd.USER, UNRAID_PASSWORD=smbd.PASSWORD)
     results = {"snapsync smb": [], "snapsync smb, no verify": [], "smbclient mput": [],
-               "rclone copy": [], "snapsync local": [], "snapsync smb+local": []}
+               "rclone copy": [], "rclone copy + check": [], "snapsync local": [],
+               "snapsync smb+local": []}
     # rclone's SMB backend, configured through the environment (the password obscured as
     # rclone wants it)
     obscured = subprocess.run(["rclone", "obscure", smbd.PASSWORD], check=True,
@@ -199,6 +207,10 @@ def main():
         if peer and "snapsync smb" + tag in med:
             lines.append(f"snapsync smb{tag} / faster peer: "
                          f"{peer / med['snapsync smb' + tag]:.2f}x throughput (target >= 0.9)")
+        if "rclone copy + check" in med and "snapsync smb" + tag in med:
+            lines.append(f"snapsync smb{tag} / verifying peer (rclone copy + check --download): "
+                         f"{med['rclone copy + check'] / med['snapsync smb' + tag]:.2f}x "
+                         "throughput")
         if peer and "snapsync smb, no verify" + tag in med:
             lines.append(f"snapsync smb without read-back{tag} / faster peer: "
                          f"{peer / med['snapsync smb, no verify' + tag]:.2f}x throughput")

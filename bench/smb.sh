@@ -1,5 +1,6 @@
 #!/bin/sh
-# SMB benchmark (bench/smb.py): snapsync to a loopback smbd vs `smbclient mput` and `rclone copy`,
+# SMB benchmark (bench/smb.py): snapsync to a loopback smbd vs `smbclient mput` and `rclone copy`
+# (and `rclone copy` + `rclone check --download`, a peer that verifies too),
 # and SMB + local at once vs the slower alone. As root (smbd). Results in bench/out/smb/results.md.
 #
 #   sh bench/smb.sh                     # card of about 1.4 GiB, 3 rounds
