@@ -995,6 +995,25 @@ out:
     return r;
 }
 
+/* Runs st, a bound UPDATE of session id (rc: the binds' result), and releases it. */
+static int session_update_run(struct db *db, sqlite3_stmt *st, int rc, int64_t id,
+                              struct error *err)
+{
+    int r;
+    if (rc != SQLITE_OK) {
+        r = db_fail(db, rc, err, "cannot update session %lld", (long long)id);
+        goto out;
+    }
+    r = stmt_run(db, st, err, "cannot update a session");
+    if (r < 0)
+        goto out;
+    if (sqlite3_changes(db->conn) == 0)
+        r = error_set(err, -ENOENT, "no session %lld", (long long)id);
+out:
+    stmt_done(st);
+    return r;
+}
+
 static int session_write(struct db *db, enum stmt_id which, int64_t id,
                          enum db_session_status status, const struct db_totals *totals,
                          const char *error, struct error *err)
@@ -1014,18 +1033,7 @@ static int session_write(struct db *db, enum stmt_id which, int64_t id,
         rc = bind_i64(st, 10, now_s(), rc);
         rc = bind_str(st, 11, error, rc);
     }
-    if (rc != SQLITE_OK) {
-        r = db_fail(db, rc, err, "cannot update session %lld", (long long)id);
-        goto out;
-    }
-    r = stmt_run(db, st, err, "cannot update a session");
-    if (r < 0)
-        goto out;
-    if (sqlite3_changes(db->conn) == 0)
-        r = error_set(err, -ENOENT, "no session %lld", (long long)id);
-out:
-    stmt_done(st);
-    return r;
+    return session_update_run(db, st, rc, id, err);
 }
 
 int db_session_update(struct db *db, int64_t id, enum db_session_status status,
@@ -1055,18 +1063,7 @@ int db_session_set_safe_to_remove(struct db *db, int64_t id, bool safe, struct e
         return r;
     rc = bind_i64(st, 1, id, rc);
     rc = bind_i64(st, 2, safe ? 1 : 0, rc);
-    if (rc != SQLITE_OK) {
-        r = db_fail(db, rc, err, "cannot update session %lld", (long long)id);
-        goto out;
-    }
-    r = stmt_run(db, st, err, "cannot update a session");
-    if (r < 0)
-        goto out;
-    if (sqlite3_changes(db->conn) == 0)
-        r = error_set(err, -ENOENT, "no session %lld", (long long)id);
-out:
-    stmt_done(st);
-    return r;
+    return session_update_run(db, st, rc, id, err);
 }
 
 int db_sessions_interrupt_stale(struct db *db, int64_t *ret_count, struct error *err)

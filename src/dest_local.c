@@ -547,31 +547,13 @@ out:
     return r;
 }
 
-const struct dest_ops dest_local_ops = {
-    .kind = "local",
-    .init = local_init,
-    .done = local_done,
-    .prepare = local_prepare,
-    .probe = local_probe,
-    .conn_new = local_conn_new,
-    .conn_free = local_conn_free,
-    .open = local_open,
-    .write = local_write,
-    .finish = local_finish,
-    .abort = local_abort,
-};
+/* The backend's table, configured from the `unraid` section (nfs, local) or the `local` one. */
+#define LOCAL_OPS(init_fn)                                                                         \
+    {                                                                                              \
+        .kind = "local", .init = (init_fn), .done = local_done, .prepare = local_prepare,         \
+        .probe = local_probe, .conn_new = local_conn_new, .conn_free = local_conn_free,            \
+        .open = local_open, .write = local_write, .finish = local_finish, .abort = local_abort,    \
+    }
 
-/* The same backend configured from the `local` section. */
-const struct dest_ops dest_local_folder_ops = {
-    .kind = "local",
-    .init = local_folder_init,
-    .done = local_done,
-    .prepare = local_prepare,
-    .probe = local_probe,
-    .conn_new = local_conn_new,
-    .conn_free = local_conn_free,
-    .open = local_open,
-    .write = local_write,
-    .finish = local_finish,
-    .abort = local_abort,
-};
+const struct dest_ops dest_local_ops = LOCAL_OPS(local_init);
+const struct dest_ops dest_local_folder_ops = LOCAL_OPS(local_folder_init);

@@ -129,6 +129,15 @@ static void add_str(json_object *o, const char *k, const char *v)
     json_object_object_add(o, k, json_object_new_string(v));
 }
 
+/* A numeric sensor's measure: its device class and unit (NULL: none), state class measurement. */
+static void add_measure(json_object *c, const char *device_class, const char *unit)
+{
+    if (device_class)
+        add_str(c, "device_class", device_class);
+    add_str(c, "unit_of_measurement", unit);
+    add_str(c, "state_class", "measurement");
+}
+
 static json_object *component(struct mqtt *m, const char *platform, const char *id,
                               const char *name, const char *value_tpl)
 {
@@ -198,8 +207,7 @@ static json_object *discovery(struct mqtt *m, bool with_stubs)
     json_object_object_add(cmps, "status", c);
 
     c = component(m, "sensor", "progress", "Progress", "{{ value_json.progress }}");
-    add_str(c, "unit_of_measurement", "%");
-    add_str(c, "state_class", "measurement");
+    add_measure(c, NULL, "%");
     json_object_object_add(c, "suggested_display_precision", json_object_new_int(0));
     add_str(c, "json_attributes_topic", buf);
     add_str(c, "json_attributes_template",
@@ -229,21 +237,15 @@ static json_object *discovery(struct mqtt *m, bool with_stubs)
     json_object_object_add(cmps, "card_present", c);
 
     c = component(m, "sensor", "speed", "Speed", "{{ value_json.speed_bps }}");
-    add_str(c, "device_class", "data_rate");
-    add_str(c, "unit_of_measurement", "B/s");
-    add_str(c, "state_class", "measurement");
+    add_measure(c, "data_rate", "B/s");
     json_object_object_add(cmps, "speed", c);
 
     c = component(m, "sensor", "bytes_copied", "Copied", "{{ value_json.bytes_done }}");
-    add_str(c, "device_class", "data_size");
-    add_str(c, "unit_of_measurement", "B");
-    add_str(c, "state_class", "measurement");
+    add_measure(c, "data_size", "B");
     json_object_object_add(cmps, "bytes_copied", c);
 
     c = component(m, "sensor", "bytes_total", "Total size", "{{ value_json.bytes_total }}");
-    add_str(c, "device_class", "data_size");
-    add_str(c, "unit_of_measurement", "B");
-    add_str(c, "state_class", "measurement");
+    add_measure(c, "data_size", "B");
     json_object_object_add(cmps, "bytes_total", c);
 
     c = component(m, "sensor", "eta", "Time left", "{{ value_json.eta_s }}");

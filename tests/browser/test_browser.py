@@ -12,13 +12,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
-from harness import SnapsyncTest, make_blob, make_photo, tool, wait_for, write_config  # noqa: E402
+from harness import SnapsyncTest, make_blob, make_photo, tool, write_config  # noqa: E402
 from webserver import WebServer  # noqa: E402
 
 NODE_DIR = os.environ.get("SNAPSYNC_BROWSER_NODE_DIR",
@@ -129,12 +128,7 @@ class DashboardTest(SnapsyncTest):
             self.assertEqual(b.call("count", selector="#failed li"), 1)
             b.call("wait_text", selector="#health", pattern="reachable")
 
-            cmd = [os.environ.get("SNAPSYNC_BIN", "snapsync"), "--config", self.config,
-                   "backup", card2]
-            p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                 env=self.env, cwd=self.dir)
-            wait_for(lambda: self.temporaries(), 60, "the first copy to start")
-            p.send_signal(signal.SIGSTOP)
+            p = self.start_held_backup(card2)
             b.call("wait_text", selector="#state", pattern="^Backing up$")
             b.call("wait_text", selector=".cardrun h3", pattern="EOS_R6")
             b.call("wait_text", selector=".cardrun .current", pattern="CLIP")
@@ -142,17 +136,7 @@ class DashboardTest(SnapsyncTest):
             done = int(text.split("Files", 1)[1].split("/", 1)[0])
 
             # one more file, held again: the page follows without a reload
-            con = sqlite3.connect(self.db)
-            sid = con.execute("select max(id) from sessions").fetchone()[0]
-            count = lambda: con.execute("select count(*) from session_files where session_id=?",
-                                        (sid,)).fetchone()[0]
-            before = count()
-            p.send_signal(signal.SIGCONT)
-            try:
-                wait_for(lambda: count() > before, 120, "one more file done")
-            finally:
-                p.send_signal(signal.SIGSTOP)
-            con.close()
+            self.let_one_more_file_finish(p)
             b.call("wait_text", selector=".cardrun .figures",
                    pattern=r"Files(%s) / 12" % "|".join(str(n) for n in range(done + 1, 13)))
             self.assertEqual(b.call("text", selector="#conn"), "Live")

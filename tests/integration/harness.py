@@ -7,6 +7,8 @@ import atexit
 import json
 import os
 import shutil
+import signal
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -109,13 +111,21 @@ backup:
     os.chmod(path, 0o600)
 
 
-def md5(path):
+def file_digest(path, algorithm):
     import hashlib
-    h = hashlib.md5()
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def md5(path):
+    return file_digest(path, "md5")
+
+
+def sha1(path):
+    return file_digest(path, "sha1")
 
 
 def wait_for(predicate, timeout=30.0, what="condition"):
@@ -182,6 +192,33 @@ class SnapsyncTest(unittest.TestCase):
             for f in files:
                 out.append(os.path.relpath(os.path.join(root, f), self.dest))
         return sorted(out)
+
+    def start_held_backup(self, card=None):
+        """Starts `snapsync backup` of card (default self.card) in the background and stops it
+        with SIGSTOP once its first copy has started. Returns the Popen."""
+        cmd = [BIN, "--config", self.config, "backup", card or self.card]
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env=self.env, cwd=self.dir)
+        wait_for(lambda: self.temporaries(), 60, "the first copy to start")
+        p.send_signal(signal.SIGSTOP)  # hold the writer mid-session while we read
+        return p
+
+    def let_one_more_file_finish(self, p, session_id=None):
+        """Lets the backup p held by start_held_backup run until the database records one more
+        file of session_id (default: the newest session), then holds it again."""
+        con = sqlite3.connect(self.db)
+        try:
+            sid = session_id or con.execute("select max(id) from sessions").fetchone()[0]
+            count = lambda: con.execute(  # noqa: E731
+                "select count(*) from session_files where session_id=?", (sid,)).fetchone()[0]
+            before = count()
+            p.send_signal(signal.SIGCONT)
+            try:
+                wait_for(lambda: count() > before, 120, "one more file done")
+            finally:
+                p.send_signal(signal.SIGSTOP)
+        finally:
+            con.close()
 
     def temporaries(self):
         """Temporaries of copies in dest/; the probe files of test-connection and of the

@@ -247,13 +247,8 @@ class ConcurrentReadTest(SnapsyncTest):
             make_blob(f"{self.card}/DCIM/CLIP{i}.MP4", 16 << 20)
         write_config(self.config, self.dest, self.db,
                      backup="  concurrent_files: 1\n  max_retries: 0\n")
-        cmd = [os.environ.get("SNAPSYNC_BIN", "snapsync"), "--config", self.config, "backup",
-               self.card]
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env=self.env, cwd=self.dir)
+        p = self.start_held_backup()
         try:
-            wait_for(lambda: self.temporaries(), 60, "the first copy to start")
-            p.send_signal(signal.SIGSTOP)  # hold the writer mid-session while we read
             st = json.loads(self.snapsync("status", "--json", check=0).stdout)
             self.assertEqual(st["state"], "backing_up")
             self.assertEqual(st["session"]["status"], "backing_up")

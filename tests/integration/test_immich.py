@@ -2,27 +2,17 @@
 official OpenAPI spec. Every test runs against a 3.x and a 2.x server (ImmichV3Test,
 ImmichV2Test) and ends by asserting that the server saw no invalid request."""
 
-import hashlib
 import json
 import os
 import resource
 import sqlite3
 import subprocess
-import time
 
 from broker import make_ca
 from harness import (ImmichServer, SnapsyncTest, free_port, make_blob, make_photo, make_video,
-                     tool, wait_for, write_config)
+                     sha1, tool, wait_for, write_config)
 
 KEY = "sk-SECRET-0123456789abcdef"
-
-
-def sha1(path):
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class ImmichBase:

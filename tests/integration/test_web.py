@@ -7,10 +7,9 @@ import os
 import signal
 import socket
 import sqlite3
-import subprocess
 import time
 
-from harness import SnapsyncTest, make_blob, make_photo, wait_for, write_config
+from harness import SnapsyncTest, make_blob, make_photo, write_config
 from webserver import WebServer
 
 TOKEN = "correct-horse-battery-staple-42"
@@ -169,13 +168,8 @@ class WebTest(SnapsyncTest):
         write_config(self.config, self.dest, self.db,
                      backup="  concurrent_files: 1\n  max_retries: 0\n")
         w = self.start_web()
-        cmd = [os.environ.get("SNAPSYNC_BIN", "snapsync"), "--config", self.config, "backup",
-               self.card]
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env=self.env, cwd=self.dir)
+        p = self.start_held_backup()
         try:
-            wait_for(lambda: self.temporaries(), 60, "the first copy to start")
-            p.send_signal(signal.SIGSTOP)  # hold the writer mid-session while we read
             st = w.wait_status(lambda x: x["active"] and x["active"][0]["files_total"] == 12,
                                what="the running session")
             a = st["active"][0]
@@ -193,16 +187,7 @@ class WebTest(SnapsyncTest):
 
             # let it run until the database shows one more file, hold it again, and the status
             # follows without anything but time passing
-            con = sqlite3.connect(self.db)
-            count = lambda: con.execute("select count(*) from session_files where session_id=?",
-                                        (a["id"],)).fetchone()[0]
-            before = count()
-            p.send_signal(signal.SIGCONT)
-            try:
-                wait_for(lambda: count() > before, 120, "one more file done")
-            finally:
-                p.send_signal(signal.SIGSTOP)
-            con.close()
+            self.let_one_more_file_finish(p, a["id"])
             st = w.wait_status(lambda x: x["active"] and x["active"][0]["files_done"] > done,
                                what="progress to advance")
             self.assertEqual(st["active"][0]["status"], "backing_up")
