@@ -27,8 +27,9 @@ BIN = os.environ.get("SNAPSYNC_BIN", os.path.join(root, "build-bench", "snapsync
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 OUT = os.path.join(here, "out", "smb")  # bench/out/ is gitignored
-# BENCH_ONLY="snapsync smb,smbclient mput" runs only those (quicker while working on one of them)
-ONLY = [n for n in os.environ.get("BENCH_ONLY", "").split(",") if n]
+# BENCH_ONLY="snapsync smb;smbclient mput" runs only those (quicker while working on one of them;
+# ';' separates, since a run's name may hold a comma)
+ONLY = [n.strip() for n in os.environ.get("BENCH_ONLY", "").split(";") if n.strip()]
 # BENCH_COMPARE_BIN=path adds each snapsync run made with that binary too ("... [compare]"),
 # interleaved in the same rounds, so a change is measured against the old build under the same
 # load

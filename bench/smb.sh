@@ -9,6 +9,8 @@
 #   BENCH_COMPARE_BIN=old/snapsync sh bench/smb.sh   # also time another build, interleaved
 #   BENCH_CONCURRENT=4 sh bench/smb.sh  # snapsync's backup.concurrent_files (default 2)
 #   BENCH_LINK=1gbit BENCH_LINK_LATENCY=2ms sh bench/smb.sh   # a shallower queue on the link
+#   BENCH_LINK=1gbit BENCH_LINK_QUEUE=flows sh bench/smb.sh   # a queue per TCP flow (fq_codel-like)
+#   BENCH_ONLY="snapsync smb;rclone copy" sh bench/smb.sh     # only these runs (';' separates)
 # SNAPSYNC_BIN picks the binary (default build-bench/snapsync, built if missing).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)

@@ -7,14 +7,15 @@
  * state: a talloc stack every call uses, debug and loadparm globals, a name cache. Debian's build
  * does not export smbc_thread_posix(), so right after loading the library we hand pthread-based
  * thread hooks to libsamba-util's smb_thread_set_functions() (which is all smbc_thread_posix()
- * does); they make the talloc stack per thread. One read-write lock, `lib_lock`, keeps the rest
- * safe: creating and freeing contexts and every call that takes a path (it may connect or
- * reconnect: name resolution, credentials, loadparm) hold it exclusively, as every call did
- * before; reads, writes and closes of open files hold it shared, so they run in parallel with
- * each other (the read-back of one file overlaps the writes of the next) and never with anything
- * else (see "calls into libsmbclient" below). Without the hooks (a library lacking
- * smb_thread_set_functions, or one whose talloc stack was set up before them) every call holds it
- * exclusively. A call blocks for one SMB round trip at most (a 1 MiB write is one request),
+ * does); they make the talloc stack per thread. A read-write lock, `lib_lock`, and a mutex,
+ * `path_lock`, keep the rest safe: creating and freeing contexts holds lib_lock exclusively;
+ * every call that takes a path (it may connect or reconnect: name resolution, credentials,
+ * loadparm) holds it shared plus path_lock, so such calls take turns among themselves; reads,
+ * writes and closes of open files hold it shared, so they run in parallel with each other and
+ * with path calls (the read-back of one file overlaps the writes of the next, and opening or
+ * renaming one file never stops another's transfer; see "calls into libsmbclient" below).
+ * Without the hooks (a library lacking smb_thread_set_functions, or one whose talloc stack was
+ * set up before them) every call holds lib_lock exclusively. A call blocks for one SMB round trip at most (a 1 MiB write is one request),
  * bounded by SMB_TIMEOUT_MS.
  *
  * A copy is written to <path>/.snapsync-tmp/<pid>.<seq>.<host>.part, closed, read back over SMB
@@ -77,6 +78,8 @@ static char smb_api_error[256];
  * open files: see "calls into libsmbclient". Writers first, so a transfer-heavy load never holds
  * off an open or a rename for long. */
 static pthread_rwlock_t lib_lock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+/* One call that takes a path at a time (with the thread hooks; see lib_lock_path). */
+static pthread_mutex_t path_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /*
  * Samba's thread hooks. libsmbclient.h documents them for smbc_thread_impl(), which Debian's
@@ -452,14 +455,21 @@ static int map_name(const char *in, char *out, size_t size)
  * ---- calls into libsmbclient; they return 0 or a negative errno ----
  *
  * A call that takes a path may (re)connect: name resolution, Samba's name cache, loadparm and
- * credentials are process-wide and not all locked inside Samba, so such calls hold lib_lock
- * exclusively, as do context creation and freeing (debug and loadparm setup, module init). A
- * transfer on an open file (read, write, close) uses only that file's context and connection, the
- * thread's own talloc stack and a tevent context made for the call (checked in the 4.17 binary:
- * SMBC_read_ctx, SMBC_write_ctx and SMBC_close_ctx go straight to cli_read, cli_writeall and
- * cli_close on the connection the file was opened on, with no path resolution); with the thread
- * hooks it holds lib_lock shared. Transfers then share only reads of Samba's debug level (Samba
- * logs nothing at our level 0 on these paths, not even when the server goes away).
+ * credentials are process-wide and not all locked inside Samba, so such calls take turns
+ * (path_lock), and context creation and freeing (debug and loadparm setup, module init) exclude
+ * everything (lib_lock exclusive). A transfer on an open file (read, write, close) uses only that
+ * file's context and connection, the thread's own talloc stack and a tevent context made for the
+ * call (checked in the 4.17 binary: SMBC_read_ctx, SMBC_write_ctx and SMBC_close_ctx go straight
+ * to cli_read, cli_writeall and cli_close on the connection the file was opened on, with no path
+ * resolution), none of the state a path call writes; with the thread hooks it holds lib_lock
+ * shared, and path calls too (plus path_lock). Transfers and path calls then share only reads of
+ * Samba's debug level (Samba logs nothing at our level 0 on transfer paths, not even when the
+ * server goes away). tests/integration/test_smb.py runs a backup of four workers under DRD,
+ * which reports any two threads touching the same memory unordered.
+ *
+ * Why path calls must not exclude transfers: with lib_lock writer-first, every open, stat or
+ * rename waited for the writes in flight on other lanes and held new ones back, so the link fell
+ * idle for a round trip several times per file (5 % of a 1 Gbit/s upload; docs/performance.md).
  */
 
 static void lib_lock_all(void)
@@ -479,6 +489,27 @@ static void lib_lock_transfer(void)
 
 static void lib_unlock(void)
 {
+    pthread_rwlock_unlock(&lib_lock);
+}
+
+/* For a call that takes a path: one at a time, alongside transfers when the thread hooks are in
+ * place (lib_lock shared plus path_lock), else lib_lock exclusively. Returns what
+ * lib_unlock_path() must release. */
+static bool lib_lock_path(void)
+{
+    if (lib_threads && !atomic_load(&tls_foreign)) {
+        pthread_rwlock_rdlock(&lib_lock);
+        pthread_mutex_lock(&path_lock);
+        return true;
+    }
+    pthread_rwlock_wrlock(&lib_lock);
+    return false;
+}
+
+static void lib_unlock_path(bool with_path_lock)
+{
+    if (with_path_lock)
+        pthread_mutex_unlock(&path_lock);
     pthread_rwlock_unlock(&lib_lock);
 }
 
@@ -503,52 +534,52 @@ static int lib_result(struct smb_conn *c, int ok, int saved_errno)
 
 static int lib_stat(struct smb_conn *c, const char *url, struct stat *st)
 {
-    lib_lock_all();
+    bool pl = lib_lock_path();
     errno = 0;
     int r = smb_api.smbc_getFunctionStat(c->ctx)(c->ctx, url, st);
     int e = errno;
-    lib_unlock();
+    lib_unlock_path(pl);
     return lib_result(c, r == 0, e);
 }
 
 static int lib_mkdir(struct smb_conn *c, const char *url)
 {
-    lib_lock_all();
+    bool pl = lib_lock_path();
     errno = 0;
     int r = smb_api.smbc_getFunctionMkdir(c->ctx)(c->ctx, url, 0755);
     int e = errno;
-    lib_unlock();
+    lib_unlock_path(pl);
     return lib_result(c, r == 0, e);
 }
 
 static int lib_unlink(struct smb_conn *c, const char *url)
 {
-    lib_lock_all();
+    bool pl = lib_lock_path();
     errno = 0;
     int r = smb_api.smbc_getFunctionUnlink(c->ctx)(c->ctx, url);
     int e = errno;
-    lib_unlock();
+    lib_unlock_path(pl);
     return lib_result(c, r == 0, e);
 }
 
 /* Replaces an existing `to` (libsmbclient unlinks it): callers check first, under place_lock. */
 static int lib_rename(struct smb_conn *c, const char *from, const char *to)
 {
-    lib_lock_all();
+    bool pl = lib_lock_path();
     errno = 0;
     int r = smb_api.smbc_getFunctionRename(c->ctx)(c->ctx, from, c->ctx, to);
     int e = errno;
-    lib_unlock();
+    lib_unlock_path(pl);
     return lib_result(c, r == 0, e);
 }
 
 static int lib_open(struct smb_conn *c, const char *url, int flags, SMBCFILE **ret)
 {
-    lib_lock_all();
+    bool pl = lib_lock_path();
     errno = 0;
     SMBCFILE *fh = smb_api.smbc_getFunctionOpen(c->ctx)(c->ctx, url, flags, 0644);
     int e = errno;
-    lib_unlock();
+    lib_unlock_path(pl);
     if (fh)
         *ret = fh;
     return lib_result(c, fh != NULL, e);
@@ -1100,7 +1131,7 @@ static void clean_stale(struct smb_conn *c)
     if (!stale)
         return;
     time_t now = time(NULL);
-    lib_lock_all();
+    bool pl = lib_lock_path();
     SMBCFILE *dir = smb_api.smbc_getFunctionOpendir(c->ctx)(c->ctx, dir_url);
     if (dir) {
         struct smbc_dirent *de;
@@ -1134,7 +1165,7 @@ static void clean_stale(struct smb_conn *c)
         }
         smb_api.smbc_getFunctionClosedir(c->ctx)(c->ctx, dir);
     }
-    lib_unlock();
+    lib_unlock_path(pl);
     for (size_t i = 0; i < n_stale; i++) {
         char url[URL_MAX];
         if (url_join(s, url, sizeof(url), TMP_DIR, stale[i], NULL) == 0 && lib_unlink(c, url) == 0)
@@ -1173,9 +1204,9 @@ static int smb_prepare(void *priv, const struct dest_session *session, struct er
 static double free_bytes(struct smb_conn *c)
 {
     struct statvfs sv;
-    lib_lock_all();
+    bool pl = lib_lock_path();
     int r = smb_api.smbc_getFunctionStatVFS(c->ctx)(c->ctx, c->smb->base_url, &sv);
-    lib_unlock();
+    lib_unlock_path(pl);
     if (r != 0)
         return -1;
     double unit =

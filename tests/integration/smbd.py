@@ -16,7 +16,9 @@ by PID, then its process group. Standard library only; every wait has a deadline
 Smbd(dir, link="1gbit") puts smbd in a network namespace of its own behind a veth pair whose two
 ends are rate-limited (tc tbf) in each direction, like a NAS on a full-duplex LAN; its address is
 then `host` instead of 127.0.0.1. The benchmark uses it (bench/smb.py, BENCH_LINK); tbf's FIFO
-holds up to BENCH_LINK_LATENCY of data (default 20ms) before it drops.
+holds up to BENCH_LINK_LATENCY of data (default 20ms) before it drops. BENCH_LINK_QUEUE=flows
+gives each TCP flow a queue of its own, served in turn (as fq_codel, a Linux host's default
+queue, does), instead of the one FIFO.
 """
 
 import os
@@ -198,15 +200,56 @@ class Smbd:
                  ns + ["ip", "addr", "add", f"{self.host}/30", "dev", inner],
                  ns + ["ip", "link", "set", inner, "up"],
                  ns + ["ip", "link", "set", "lo", "up"]]
-        for dev, prefix in ((outer, []), (inner, ns)):
-            steps.append(prefix + ["tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
-                                   "burst", "256kb", "latency",
-                                   os.environ.get("BENCH_LINK_LATENCY", "20ms")])
+        latency = os.environ.get("BENCH_LINK_LATENCY", "20ms")
+        queue = os.environ.get("BENCH_LINK_QUEUE", "fifo")
+        if queue not in ("fifo", "flows"):
+            raise AssertionError(f"BENCH_LINK_QUEUE={queue}: expected fifo or flows")
+        # outer sends to smbd (the client's port is the source), inner back (the destination)
+        for dev, prefix, port_at in ((outer, [], "0x000f0000"), (inner, ns, "0x0000000f")):
+            tc = prefix + ["tc"]
+            steps.append(tc + ["qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf", "rate",
+                               rate, "burst", "256kb", "latency", latency])
+            if queue == "flows":
+                steps += self._flow_queue(tc, dev, rate, latency, port_at)
         for cmd in steps:
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode != 0:
                 self._remove_link()
                 raise AssertionError(f"{' '.join(cmd)} failed: {r.stderr}")
+
+    @staticmethod
+    def _flow_queue(tc, dev, rate, latency, client_port_at):
+        """Under tbf, one queue per TCP flow (16 buckets by the client's port), served in turn
+        (htb's deficit round robin among classes of equal priority), each holding up to `latency`
+        of data at `rate`. That is the flow fairness of fq_codel, a Linux host's default queue
+        under systemd, which this kernel lacks (as it lacks fq, sfq, drr and the flow
+        classifier); it has htb and u32. client_port_at: the u32 mask (at offset 20, the TCP ports)
+        that picks the low bits of the client's port in this direction."""
+        units = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
+        bits = next(float(rate[:-len(u)]) * m for u, m in units.items() if rate.endswith(u))
+        if not latency.endswith("ms"):
+            raise AssertionError(f"BENCH_LINK_LATENCY={latency}: expected milliseconds (20ms)")
+        limit = str(int(bits / 8 * float(latency[:-2]) / 1000))
+        dv = ["dev", dev]
+        steps = [tc + ["qdisc", "add"] + dv + ["parent", "1:1", "handle", "10:", "htb", "default",
+                                              "100"]]
+        for b in range(16):
+            cls = f"10:{0x100 + b:x}"
+            steps += [tc + ["class", "add"] + dv + ["parent", "10:", "classid", cls, "htb", "rate",
+                                                   "10gbit", "quantum", "3028"],
+                      tc + ["qdisc", "add"] + dv + ["parent", cls, "bfifo", "limit", limit]]
+        steps += [tc + ["filter", "add"] + dv + ["parent", "10:", "prio", "1", "handle", "2:",
+                                                "protocol", "ip", "u32", "divisor", "16"],
+                  tc + ["filter", "add"] + dv + ["parent", "10:", "prio", "1", "protocol", "ip",
+                                                "u32", "ht", "800::", "match", "ip", "protocol",
+                                                "6", "0xff", "hashkey", "mask", client_port_at,
+                                                "at", "20", "link", "2:"]]
+        for b in range(16):
+            steps.append(tc + ["filter", "add"] + dv + ["parent", "10:", "prio", "1", "protocol",
+                                                       "ip", "u32", "ht", f"2:{b:x}:", "match",
+                                                       "u8", "0", "0", "flowid",
+                                                       f"10:{0x100 + b:x}"])
+        return steps
 
     def _remove_link(self):
         if self.netns:
