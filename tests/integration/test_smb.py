@@ -114,6 +114,16 @@ unraid:
         # same name and day, other folder and content: IMG_0001_1.JPG
         make_photo(f"{c}/DCIM/101CANON/IMG_0001.JPG", self.dir, "2023:07:14 11:00:00")
 
+    def assert_clips_copied(self, n):
+        """The share holds one copy of each of the card's DCIM/CLIP00.MP4 .. CLIP<n-1>.MP4, equal
+        to it."""
+        for i in range(n):
+            name = f"CLIP{i:02d}.MP4"
+            copies = [f for f in self.share_files() if f.endswith(name)]
+            self.assertEqual(len(copies), 1, copies)
+            self.assertEqual(md5(os.path.join(self.root(), copies[0])),
+                             md5(f"{self.card}/DCIM/{name}"))
+
     def card_files(self):
         out = {}
         for r, dirs, files in os.walk(self.card):
@@ -166,12 +176,7 @@ unraid:
         self.assertIn("libsmbclient thread hooks in place: transfers run in parallel", p.stderr)
         self.assertNotIn("serialised", p.stderr)
         self.assert_no_secret(p)
-        for i in range(4):
-            name = f"CLIP{i:02d}.MP4"
-            copies = [f for f in self.share_files() if f.endswith(name)]
-            self.assertEqual(len(copies), 1, copies)
-            self.assertEqual(md5(os.path.join(self.root(), copies[0])),
-                             md5(f"{self.card}/DCIM/{name}"))
+        self.assert_clips_copied(4)
 
     def test_parallel_lanes_are_race_free_under_drd(self):
         # calls that take a path (open, stat, rename) run alongside other lanes' reads and
@@ -194,12 +199,7 @@ unraid:
         self.assertEqual(p.returncode, 0, p.stderr[-6000:])
         self.assertNotIn("Conflicting", p.stderr)
         self.assertEqual(json.loads(p.stdout)["files_copied"], 12)
-        for i in range(12):
-            name = f"CLIP{i:02d}.MP4"
-            copies = [f for f in self.share_files() if f.endswith(name)]
-            self.assertEqual(len(copies), 1, copies)
-            self.assertEqual(md5(os.path.join(self.root(), copies[0])),
-                             md5(f"{self.card}/DCIM/{name}"))
+        self.assert_clips_copied(12)
 
     def test_existing_file_is_never_overwritten(self):
         make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2022:02:02 12:00:00")
