@@ -11,19 +11,10 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+. "$here/lib.sh"
 need=""
 command -v npm >/dev/null 2>&1 || need="$need npm"
 [ -x /usr/bin/time ] || need="$need time"
-if [ -n "$need" ]; then
-    echo "bench: installing$need" >&2
-    $sudo apt-get update -qq
-    # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $need >/dev/null
-fi
-bin=${SNAPSYNC_BIN:-$root/build-bench/snapsync}
-if [ ! -x "$bin" ]; then
-    cmake -S "$root" -B "$root/build-bench" -DCMAKE_BUILD_TYPE=Release -DSNAPSYNC_TESTS=OFF >/dev/null
-    cmake --build "$root/build-bench" -j"$(nproc)" >/dev/null
-fi
+bench_install "$need"
+bench_bin
 SNAPSYNC_BIN=$bin exec python3 "$here/immich.py"

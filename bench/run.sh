@@ -19,30 +19,19 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 
-if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+. "$here/lib.sh"
 
 need=""
 command -v rsync >/dev/null 2>&1 || need="$need rsync"
 command -v rclone >/dev/null 2>&1 || need="$need rclone"
 [ -x /usr/bin/time ] || need="$need time"
 command -v python3 >/dev/null 2>&1 || need="$need python3"
-if [ -n "$need" ] && [ "${BENCH_NO_APT:-0}" != 1 ]; then
-    echo "bench: installing$need" >&2
-    $sudo apt-get update -qq
-    # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $need >/dev/null
-fi
+[ "${BENCH_NO_APT:-0}" = 1 ] || bench_install "$need"
 for t in rsync rclone python3 cp sync; do
     command -v "$t" >/dev/null 2>&1 || { echo "bench: $t is missing" >&2; exit 2; }
 done
 [ -x /usr/bin/time ] || { echo "bench: GNU time (/usr/bin/time) is missing" >&2; exit 2; }
 
-bin=${SNAPSYNC_BIN:-$root/build-bench/snapsync}
-if [ ! -x "$bin" ]; then
-    echo "bench: building $bin" >&2
-    cmake -S "$root" -B "$root/build-bench" -DSNAPSYNC_TESTS=OFF -DCMAKE_BUILD_TYPE=Release >/dev/null
-    cmake --build "$root/build-bench" -j"$(nproc)" >/dev/null
-    bin=$root/build-bench/snapsync
-fi
+bench_bin
 
 exec python3 "$here/bench.py" --bin "$bin" --out "$here/out" "$@"

@@ -15,9 +15,6 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-bin=${SNAPSYNC_BIN:-$root/build-bench/snapsync}
-if [ ! -x "$bin" ]; then
-    cmake -S "$root" -B "$root/build-bench" -DCMAKE_BUILD_TYPE=Release -DSNAPSYNC_TESTS=OFF >/dev/null
-    cmake --build "$root/build-bench" -j"$(nproc)" >/dev/null
-fi
+. "$here/lib.sh"
+bench_bin
 SNAPSYNC_BIN=$bin exec python3 "$here/smb.py"

@@ -472,6 +472,12 @@ static int map_name(const char *in, char *out, size_t size)
  * idle for a round trip several times per file (5 % of a 1 Gbit/s upload; docs/performance.md).
  */
 
+/* The thread hooks are in place and Samba uses them: calls may run in parallel. */
+static bool lib_parallel(void)
+{
+    return lib_threads && !atomic_load(&tls_foreign);
+}
+
 static void lib_lock_all(void)
 {
     pthread_rwlock_wrlock(&lib_lock);
@@ -481,7 +487,7 @@ static void lib_lock_all(void)
  * are in place, else exclusive. */
 static void lib_lock_transfer(void)
 {
-    if (lib_threads && !atomic_load(&tls_foreign))
+    if (lib_parallel())
         pthread_rwlock_rdlock(&lib_lock);
     else
         pthread_rwlock_wrlock(&lib_lock);
@@ -497,7 +503,7 @@ static void lib_unlock(void)
  * lib_unlock_path() must release. */
 static bool lib_lock_path(void)
 {
-    if (lib_threads && !atomic_load(&tls_foreign)) {
+    if (lib_parallel()) {
         pthread_rwlock_rdlock(&lib_lock);
         pthread_mutex_lock(&path_lock);
         return true;
@@ -1183,7 +1189,7 @@ static int smb_prepare(void *priv, const struct dest_session *session, struct er
         return r;
     struct smb_conn *c = s->main;
     log_debug("%s: %s", s->shown,
-              lib_threads && !atomic_load(&tls_foreign)
+              lib_parallel()
                   ? "libsmbclient thread hooks in place: transfers run in parallel"
                   : "libsmbclient calls are serialised (no thread hooks)");
     r = connect_check(c, err);
