@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,12 +42,12 @@ struct command {
     const char *help;
 };
 
-static volatile sig_atomic_t cancel_flag;
+static atomic_bool cancel_flag; /* lock-free, so a signal handler may set it */
 
 static void on_signal(int sig)
 {
     (void)sig;
-    cancel_flag = 1;
+    atomic_store(&cancel_flag, true);
 }
 
 static int load_config(struct cli *cli)

@@ -284,7 +284,7 @@ static const struct key_row keys[] = {
             "With tls: CA certificate (PEM); empty: the system's CAs."),
 
     BOOL(SEC_BACKUP, "parallel", backup.parallel, "true",
-         "Write to all destinations at the same time."),
+         "Write to all destinations at once; false: one after another (one read)."),
     INT(SEC_BACKUP, "concurrent_files", backup.concurrent_files, "2", 1, 64,
         "Files copied at the same time."),
     BOOL(SEC_BACKUP, "verify_checksums", backup.verify_checksums, "true",
@@ -299,6 +299,14 @@ static const struct key_row keys[] = {
      .min = 0,
      .max = 3600,
      .help = "Seconds before the first retry; doubles each time."},
+    {.section = SEC_BACKUP,
+     .name = "destination_wait",
+     .type = KT_NUMBER,
+     .off = AT(double, backup.destination_wait),
+     .def = "60",
+     .min = 0,
+     .max = 86400,
+     .help = "Seconds to wait at the end for a destination that is down."},
 };
 
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -1718,6 +1726,10 @@ static void write_string(FILE *out, const char *s)
 static void write_number(FILE *out, double d)
 {
     char buf[64];
+    if (d == (double)(int64_t)d && d > -1e15 && d < 1e15) { /* 60, not 6e+01 */
+        fprintf(out, "%" PRId64, (int64_t)d);
+        return;
+    }
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(buf, sizeof(buf), "%.*g", prec, d);
         if (strtod(buf, NULL) == d)

@@ -103,6 +103,7 @@ struct config {
         bool verify_checksums;
         int max_retries;      /* 0..100 */
         double retry_delay;   /* seconds, first retry; doubles each attempt */
+        double destination_wait; /* seconds to wait at the end for a destination that is down */
     } backup;
 
     /* Non-fatal findings of loading (".env is readable by others", ...), NULL-terminated. */

@@ -1,13 +1,11 @@
 /*
- * The backup engine: one session over one folder (a mounted card). Scans, skips what is already
- * done (fast path, no read), then a pool of backup.concurrent_files workers reads each new file
- * once in chunks, hashes it (MD5 + SHA-1), and tees every chunk to one writer thread per
- * destination through a small ring of buffers (back-pressure, bounded memory). Each copy is
- * verified and recorded; failures are retried with growing delay.
+ * The backup engine: one session over one folder (a mounted card). Identifies the card, prepares
+ * the destinations and watches their health (health.h), scans, skips what is already done (fast
+ * path, no read), then hands the rest to the worker pipeline (pipeline.h), reports progress, and
+ * closes the session with its status. The dry run only scans and classifies.
  */
 #pragma once
 
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -16,24 +14,22 @@
 #include "db.h"
 #include "error.h"
 
-/* Chunk size and buffers per worker: memory is ENGINE_CHUNK x ENGINE_CHUNKS x workers. */
-#define ENGINE_CHUNK (1024 * 1024)
-#define ENGINE_CHUNKS 4
-
 struct engine_progress {
     int64_t session_id;
     enum db_session_status status;
     struct db_totals totals;
-    uint64_t files_done; /* copied + skipped + duplicate + failed */
-    uint64_t bytes_done; /* bytes read from the card so far plus bytes of skipped files */
+    uint64_t files_done;    /* copied + skipped + duplicate + failed */
+    uint64_t bytes_done;    /* bytes read from the card so far plus bytes of skipped files */
+    uint64_t files_waiting; /* files waiting for a destination that is down */
     double elapsed_s;
-    double rate_bps;      /* bytes/s read recently */
+    double rate_bps; /* bytes/s read recently */
     char current_file[256];
     char card_label[128];
     size_t n_dests;
     struct {
-        char kind[16]; /* dest_kind(): "local", "smb", "immich" */
-        bool usable;   /* prepared fine this session */
+        char kind[16];     /* dest_kind(): "local", "smb", "immich" */
+        bool usable;       /* up: prepared and not down */
+        char problem[256]; /* why it is down, "" while up */
     } dests[8];
 };
 
@@ -46,7 +42,7 @@ struct engine_options {
     void *userdata;
     /* Set (from a signal handler, another thread) to stop: in-flight files are abandoned, their
      * temporaries removed, and the session ends as interrupted. May be NULL. */
-    volatile sig_atomic_t *cancel;
+    const atomic_bool *cancel;
 };
 
 struct engine_report {
@@ -56,7 +52,8 @@ struct engine_report {
     double duration_s;
     char card_uuid[128];
     char card_label[128];
-    char error[ERROR_MSG_MAX]; /* first failure, "" when none */
+    char error[ERROR_MSG_MAX]; /* a destination that was down, else the first failure; "" */
+    size_t dests_down;         /* destinations down when the session ended */
 };
 
 /*

@@ -54,7 +54,7 @@ struct job {
     struct svc_config *conf;
     struct detector_card card;
     pthread_t thread;
-    volatile sig_atomic_t cancel;
+    atomic_bool cancel; /* read by the session's workers */
     atomic_bool finished;
     bool removed; /* the card went away during the session */
     bool unmounted;
@@ -155,7 +155,7 @@ static void *job_main(void *arg)
 
     j->rc = engine_backup(cfg, j->card.mount_point, &opt, &j->report, &j->err);
     atomic_store(&j->finished, true);
-    if (j->rc == 0 && j->report.status == DB_SESSION_COMPLETED && !j->cancel &&
+    if (j->rc == 0 && j->report.status == DB_SESSION_COMPLETED && !atomic_load(&j->cancel) &&
         j->card.mounted_by_us && cfg->sd_card.unmount_when_done) {
         struct error err = {0};
         if (detector_unmount(j->card.mount_point, false, &err) == 0) {
@@ -242,10 +242,10 @@ static void on_card_removed(const struct detector_card *card, void *userdata)
     struct service *svc = userdata;
     idle_forget(svc, card);
     struct job *j = find_job(svc, card);
-    if (!j || atomic_load(&j->finished) || j->cancel)
+    if (!j || atomic_load(&j->finished) || atomic_load(&j->cancel))
         return;
     j->removed = true;
-    j->cancel = 1;
+    atomic_store(&j->cancel, true);
     log_warning("card '%s' went away during its backup: stopping; inserting it again resumes",
                 card_name(card));
 }
@@ -316,7 +316,7 @@ static void stop(struct service *svc, int sig)
     svc->stopping = true;
     sd_notify(0, "STOPPING=1");
     for (struct job *j = svc->jobs; j; j = j->next)
-        j->cancel = 1;
+        atomic_store(&j->cancel, true);
     notify_status(svc);
 }
 
@@ -406,7 +406,7 @@ static void eject(struct service *svc)
     log_info("eject requested");
     for (struct job *j = svc->jobs; j; j = j->next) {
         j->eject = true;
-        j->cancel = 1;
+        atomic_store(&j->cancel, true);
     }
     for (size_t i = 0; i < svc->n_idle;) {
         struct detector_card *c = &svc->idle[i];
@@ -665,7 +665,7 @@ int service_run(const char *config_path, const struct config *cfg, struct error 
     }
     /* after an epoll failure, still wait for the workers: they use svc */
     for (struct job *j = svc.jobs; j; j = j->next)
-        j->cancel = 1;
+        atomic_store(&j->cancel, true);
     while (svc.jobs) {
         struct job *j = svc.jobs;
         pthread_join(j->thread, NULL);

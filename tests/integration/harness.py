@@ -95,6 +95,8 @@ def free_port():
 def write_config(path, dest, db, extra="", backup=None, web_port=None):
     """A config for tests; the dashboard (when the service runs) on loopback and a free port."""
     backup = backup or "  concurrent_files: 2\n  max_retries: 1\n  retry_delay: 0.1\n"
+    if "destination_wait" not in backup:  # a destination that is down: give up at once
+        backup += "  destination_wait: 0\n"
     with open(path, "w") as f:
         f.write(f"""service:
   database_path: {db}

@@ -49,14 +49,14 @@ class ImmichBase:
         finally:
             super().tearDown()
 
-    def assert_immich_copies_failed(self):
-        """A destination refused at the start of a session: its copies are failed (the next run
-        does them); how the session counts that is the engine's business."""
+    def assert_immich_copies_wait(self):
+        """A destination refused at the start of a session is down: its copies stay pending (the
+        next run does them); how the session counts that is the engine's business."""
         con = sqlite3.connect(self.db)
         states = [x[0] for x in con.execute(
             "select state from copies where dest like 'immich:%'")]
         con.close()
-        self.assertTrue(states and all(x == "failed" for x in states), states)
+        self.assertTrue(states and all(x == "pending" for x in states), states)
 
     def uploads(self, state=None):
         state = state or self.server.state()
@@ -216,12 +216,16 @@ class ImmichBase:
 
     def test_stalled_upload_times_out_and_is_retried(self):
         make_blob(f"{self.card}/DCIM/BIG.MP4", 4 << 20)
-        self.configure(timeout=1, backup="  max_retries: 2\n  retry_delay: 0.1\n")
+        # a stall takes the destination down; it answers the next probe and the file is sent
+        self.configure(timeout=1, backup="  max_retries: 2\n  retry_delay: 0.1\n"
+                                         "  destination_wait: 60\n")
         self.server.faults({"op": "uploadAsset", "action": "stall", "at": 1 << 20,
                             "seconds": 3})
         p = self.snapsync("backup", self.card, "--json", check=0)
         self.assertEqual(json.loads(p.stdout)["status"], "completed")
         self.assertIn("no progress for 1 s", p.stderr)
+        self.assertIn("destination down", p.stderr)
+        self.assertIn("destination back", p.stderr)
 
     def test_slow_upload_outlasting_the_timeout_completes(self):
         # immich.timeout is a stall timeout, not a total one: a body that takes three times the
@@ -242,7 +246,7 @@ class ImmichBase:
         self.assertIn("API key was refused", p.stdout)
         r = self.backup(check=None)
         self.assertIn("API key was refused", r["error"])
-        self.assert_immich_copies_failed()
+        self.assert_immich_copies_wait()
         self.assertEqual(self.uploads(), [])
         self.env["IMMICH_API_KEY"] = KEY
         self.server.configure(permissions=["asset.upload", "album.read"])
@@ -272,7 +276,7 @@ class ImmichBase:
         self.assertIn("Immich 1.140.0 is older than 2.0.0", p.stdout)
         r = self.backup(check=None)
         self.assertIn("older than 2.0.0", r["error"])
-        self.assert_immich_copies_failed()
+        self.assert_immich_copies_wait()
         # the local copy was still made
         self.assertEqual(len([p for p in self.dest_files() if not p.startswith(".")]), 1)
 
@@ -281,7 +285,7 @@ class ImmichBase:
         self.configure(url="http://127.0.0.1:1", backup="  max_retries: 0\n")
         r = self.backup(check=None)
         self.assertIn("cannot reach Immich", r["error"])
-        self.assert_immich_copies_failed()
+        self.assert_immich_copies_wait()
         self.assertEqual(len([p for p in self.dest_files() if not p.startswith(".")]), 4)
         self.configure()
         r = self.backup()
