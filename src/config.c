@@ -941,8 +941,7 @@ static int value_set(struct config *cfg, const struct key_row *row, const char *
             return fail(err, o->name, o->line, o->key,
                         "'%s' is not allowed: at most %04o, and at least %04o (SnapSync reads "
                         "its copies back and writes into its folders)",
-                        show(shown, sizeof(shown), s, len), (unsigned)row->max,
-                        (unsigned)row->min);
+                        show(shown, sizeof(shown), s, len), (unsigned)row->max, (unsigned)row->min);
         *(unsigned *)f = m;
         return 0;
     case KT_STRING:
@@ -1021,8 +1020,8 @@ static bool perm_is_default(const struct config *cfg, const struct key_row *row)
 
 /* An SMB server gives copies the owner and modes of its share settings (force user, create
  * mask); SnapSync cannot set them, so it refuses to pretend it does. */
-static int validate_smb_perms(const struct config *cfg, const char *name,
-                              const struct lines *lines, struct error *err)
+static int validate_smb_perms(const struct config *cfg, const char *name, const struct lines *lines,
+                              struct error *err)
 {
     if (!unraid_smb(cfg))
         return 0;

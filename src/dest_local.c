@@ -49,8 +49,8 @@ struct local {
     char host[64];
     mode_t file_mode;
     mode_t dir_mode;
-    uid_t uid; /* (uid_t)-1: unchanged */
-    gid_t gid; /* (gid_t)-1: unchanged */
+    uid_t uid;             /* (uid_t)-1: unchanged */
+    gid_t gid;             /* (gid_t)-1: unchanged */
     char owner_shown[600]; /* "owner 'nobody', group 'users'", for messages; "" when unchanged */
 };
 

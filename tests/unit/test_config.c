@@ -810,8 +810,8 @@ static void test_copy_permissions(void **state)
         {"local:\n  owner: 4294967295\n",
          "config.yaml:2: local.owner: unknown user '4294967295' (not in /etc/passwd on this "
          "system)"},
-        {"local:\n  owner: \"a\\tb\"\n", "config.yaml:2: local.owner: value contains a control "
-                                        "character"},
+        {"local:\n  owner: \"a\\tb\"\n",
+         "config.yaml:2: local.owner: value contains a control character"},
         {"unraid:\n  enabled: true\n  protocol: smb\n  host: h\n  share: s\n  owner: nobody\n",
          "config.yaml:6: unraid.owner: cannot be applied with protocol smb: the SMB server "
          "decides (force user, create mask in its share settings); remove it"},
