@@ -188,15 +188,22 @@ static bool is_mount_point(const char *path)
 
 /* Gives fd (the temporary of a copy, or a folder SnapSync just created; `what` names it in
  * messages) the configured owner and group, then `mode` whatever the umask: after the owner,
- * because chown may clear the set-group-ID bit. */
+ * because chown may clear the set-group-ID bit. A refusal (EPERM: not root) is returned as
+ * -EACCES, a permission problem that a retry would not change. */
 static int apply_perms(const struct local *l, int fd, mode_t mode, const char *what,
                        struct error *err)
 {
+    int r = 0;
     if ((l->uid != (uid_t)-1 || l->gid != (gid_t)-1) && fchown(fd, l->uid, l->gid) < 0)
-        return error_set_errno(err, -errno, "cannot set %s on %s", l->owner_shown, what);
-    if (fchmod(fd, mode) < 0)
-        return error_set_errno(err, -errno, "cannot set mode %04o on %s", (unsigned)mode, what);
-    return 0;
+        r = error_set_errno(err, -errno, "cannot set %s on %s", l->owner_shown, what);
+    else if (fchmod(fd, mode) < 0)
+        r = error_set_errno(err, -errno, "cannot set mode %04o on %s", (unsigned)mode, what);
+    if (r == -EPERM) {
+        r = -EACCES;
+        if (err)
+            err->code = r;
+    }
+    return r;
 }
 
 /* Creates folder `path`: 0700 (so it is never more open than configured, whatever the umask),
