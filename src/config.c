@@ -169,9 +169,11 @@ static const char *const default_extensions[] = {
         MODE(sec, "dir_mode", perms.dir_mode, "0755", 0700, 07777,                                 \
              "Permissions of the folders SnapSync creates, octal; at least 0700."),                \
         OWNER(sec, "owner", KT_USER, perms.owner, perms.uid,                                       \
-              "Owner of copies and new folders, name or number (Unraid: nobody); empty: ours."),   \
+              "Owner of copies and new folders, name or number (Unraid's nobody: 99); "            \
+              "empty: ours."),                                                                     \
         OWNER(sec, "group", KT_GROUP, perms.group, perms.gid,                                      \
-              "Group of copies and new folders, name or number (Unraid: users); empty: ours.")
+              "Group of copies and new folders, name or number (Unraid's users: 100); "            \
+              "empty: ours.")
 
 static const struct key_row keys[] = {
     STR(SEC_SERVICE, "name", service.name, "snapsync", KF_NONEMPTY,
