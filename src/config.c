@@ -21,9 +21,11 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,7 +63,8 @@ static const struct section_row {
     [SEC_FILES] = {"files", "Which files on a card are backed up."},
     [SEC_IMMICH] = {"immich", "Upload to an Immich server."},
     [SEC_UNRAID] = {"unraid", "Copy to a file share (SMB or NFS on Unraid or any NAS) or a local "
-                              "folder."},
+                              "folder.\n# file_mode, dir_mode, owner, group: nfs and local only; "
+                              "with smb the server\n# decides (force user, create mask)."},
     [SEC_LOCAL] = {"local", "Also copy to a local folder (a USB disk), next to unraid."},
     [SEC_MQTT] = {"mqtt", "Report to Home Assistant through MQTT."},
     [SEC_BACKUP] = {"backup", "How files are copied."},
@@ -77,6 +80,10 @@ enum key_type {
     KT_SIZE,   /* uint64_t bytes, min..max */
     KT_NUMBER, /* double, min..max */
     KT_LIST,   /* char ** NULL-terminated + size_t count at off_n */
+    KT_MODE,   /* unsigned permission bits, written in octal ("0644"); min: bits that must be
+                  set, max: bits that may be set */
+    KT_USER,   /* char * user name or number ("" none), resolved at load to int64_t at off_n */
+    KT_GROUP,  /* the same for a group */
 };
 
 #define KF_SECRET 0x01u    /* masked when printed, overridable from .env and the environment */
@@ -90,7 +97,7 @@ struct key_row {
     const char *name;
     enum key_type type;
     size_t off;   /* of the value in struct config */
-    size_t off_n; /* KT_LIST: of the item count */
+    size_t off_n; /* KT_LIST: of the item count; KT_USER, KT_GROUP: of the resolved id */
     const char *def;
     const char *embedded; /* value in the embedded default and the template, when not def */
     const char *const *def_list;
@@ -143,6 +150,30 @@ static const char *const default_extensions[] = {
         .section = (sec), .name = (nm), .type = KT_INT, .off = AT(int, field), .def = (deflt),     \
         .min = (lo), .max = (hi), .help = (hlp)                                                    \
     }
+#define MODE(sec, nm, field, deflt, must, may, hlp)                                                \
+    {                                                                                              \
+        .section = (sec), .name = (nm), .type = KT_MODE, .off = AT(unsigned, field),               \
+        .def = (deflt), .min = (must), .max = (may), .help = (hlp)                                 \
+    }
+#define OWNER(sec, nm, kt, field, id_field, hlp)                                                   \
+    {                                                                                              \
+        .section = (sec), .name = (nm), .type = (kt), .off = AT(char *, field),                    \
+        .off_n = AT(int64_t, id_field), .def = "", .max = 255, .help = (hlp)                       \
+    }
+/* The permission keys of a folder destination (struct config_perms). Modes: the copy must stay
+ * readable by SnapSync (read back to verify it) and a folder writable and searchable; no set-id or
+ * sticky bit on a file. */
+#define PERMS(sec, perms)                                                                          \
+    MODE(sec, "file_mode", perms.file_mode, "0644", 0400, 0777,                                    \
+         "Permissions of the copies, octal, whatever the umask; at least 0400."),                  \
+        MODE(sec, "dir_mode", perms.dir_mode, "0755", 0700, 07777,                                 \
+             "Permissions of the folders SnapSync creates, octal; at least 0700."),                \
+        OWNER(sec, "owner", KT_USER, perms.owner, perms.uid,                                       \
+              "Owner of copies and new folders, name or number (Unraid's nobody: 99); "            \
+              "empty: ours."),                                                                     \
+        OWNER(sec, "group", KT_GROUP, perms.group, perms.gid,                                      \
+              "Group of copies and new folders, name or number (Unraid's users: 100); "            \
+              "empty: ours.")
 
 static const struct key_row keys[] = {
     STR(SEC_SERVICE, "name", service.name, "snapsync", KF_NONEMPTY,
@@ -264,11 +295,14 @@ static const struct key_row keys[] = {
      .help = "Folder to copy into (nfs, local); relative to this file."},
     BOOL(SEC_UNRAID, "organize_by_date", unraid.organize_by_date, "true",
          "Sort copies into YYYY/MM/DD folders."),
+    /* nfs, local; with smb the server decides (validate() refuses other values) */
+    PERMS(SEC_UNRAID, unraid.perms),
 
     BOOL(SEC_LOCAL, "enabled", local.enabled, "false", "Copy files to the folder below too."),
     PATHKEY(SEC_LOCAL, "path", local.path, "", 0, "Folder to copy into; relative to this file."),
     BOOL(SEC_LOCAL, "organize_by_date", local.organize_by_date, "true",
          "Sort copies into YYYY/MM/DD folders."),
+    PERMS(SEC_LOCAL, local.perms),
 
     BOOL(SEC_MQTT, "enabled", mqtt.enabled, "false", "Publish state to an MQTT broker."),
     STR(SEC_MQTT, "broker", mqtt.broker, "localhost", 0, "Broker host name or address."),
@@ -495,6 +529,12 @@ static const char *type_expect(char *buf, size_t size, const struct key_row *row
         return "a number";
     case KT_LIST:
         return "a list of strings";
+    case KT_MODE:
+        return "an octal mode such as \"0644\"";
+    case KT_USER:
+        return "a user name or number";
+    case KT_GROUP:
+        return "a group name or number";
     }
     return "a value";
 }
@@ -593,6 +633,64 @@ static int parse_size(const char *s, uint64_t *ret)
         return 0;
     }
     return -EINVAL;
+}
+
+/* "0644", "644", "2775": octal digits only, at most 07777. */
+static int parse_mode(const char *s, unsigned *ret)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > 5 || strspn(s, "01234567") != len)
+        return -EINVAL;
+    unsigned v = 0;
+    for (const char *p = s; *p; p++)
+        v = v * 8 + (unsigned)(*p - '0');
+    if (v > 07777)
+        return -ERANGE;
+    *ret = v;
+    return 0;
+}
+
+/* A user or group id written as a number: decimal digits, below the (uid_t)-1 that means "no
+ * change" to chown. */
+static int parse_id(const char *s, int64_t *ret)
+{
+    int64_t v;
+    if (!isdigit((unsigned char)*s) || parse_int64(s, &v) < 0 || v >= (int64_t)UINT32_MAX)
+        return -EINVAL;
+    *ret = v;
+    return 0;
+}
+
+/* The id of user (group: of group) `name` in the system's databases (NSS). -ENOENT when there is
+ * none, another negative errno when the lookup failed. */
+static int lookup_id(const char *name, bool group, int64_t *ret)
+{
+    enum { BUF_START = 4096, BUF_MAX = 1024 * 1024 };
+    int r = 0;
+    for (size_t size = BUF_START; size <= BUF_MAX; size *= 2) {
+        char *buf = malloc(size);
+        if (!buf)
+            return -ENOMEM;
+        if (group) {
+            struct group gr, *found = NULL;
+            r = getgrnam_r(name, &gr, buf, size, &found);
+            if (r == 0 && found)
+                *ret = found->gr_gid;
+            else if (r == 0)
+                r = ENOENT;
+        } else {
+            struct passwd pw, *found = NULL;
+            r = getpwnam_r(name, &pw, buf, size, &found);
+            if (r == 0 && found)
+                *ret = found->pw_uid;
+            else if (r == 0)
+                r = ENOENT;
+        }
+        free(buf);
+        if (r != ERANGE)
+            break;
+    }
+    return -r;
 }
 
 /* Refuses what no string value should hold: NUL, control characters, Unicode line breaks. */
@@ -718,6 +816,37 @@ static int list_commit(struct config *cfg, const struct key_row *row, struct lis
     return 0;
 }
 
+/* Sets an owner or group key: the text as written, and the id it names (-1 for ""). */
+static int owner_set(struct config *cfg, const struct key_row *row, const char *s, size_t len,
+                     const struct origin *o, struct error *err)
+{
+    char shown[4 * SHOW_MAX + 16];
+    bool group = row->type == KT_GROUP;
+    int64_t id = -1;
+    char *dup;
+    int r = string_check(row, s, len, false, o, &dup, err);
+    if (r < 0)
+        return r;
+    if (*dup && parse_id(dup, &id) < 0) {
+        r = lookup_id(dup, group, &id);
+        if (r == -ENOENT)
+            r = fail(err, o->name, o->line, o->key, "unknown %s '%s' (not in %s on this system)",
+                     group ? "group" : "user", show(shown, sizeof(shown), s, len),
+                     group ? "/etc/group" : "/etc/passwd");
+        else if (r < 0)
+            r = fail(err, o->name, o->line, o->key, "cannot look up %s '%s': %s",
+                     group ? "group" : "user", show(shown, sizeof(shown), s, len), strerror(-r));
+        if (r < 0) {
+            free(dup);
+            return r;
+        }
+    }
+    free(*(char **)field(cfg, row->off));
+    *(char **)field(cfg, row->off) = dup;
+    *(int64_t *)field(cfg, row->off_n) = id;
+    return 0;
+}
+
 /*
  * Sets a scalar key from text. null is YAML's null (an empty plain value, ~, null): "" for
  * strings, an empty list for lists, an error for the rest.
@@ -730,6 +859,7 @@ static int value_set(struct config *cfg, const struct key_row *row, const char *
     void *f = field(cfg, row->off);
     int64_t i;
     uint64_t u;
+    unsigned m;
     double d;
     bool b;
     int r;
@@ -743,6 +873,8 @@ static int value_set(struct config *cfg, const struct key_row *row, const char *
         *(char **)f = dup;
         return 0;
     }
+    if (row->type == KT_USER || row->type == KT_GROUP)
+        return owner_set(cfg, row, null ? "" : s, null ? 0 : len, o, err);
     if (row->type == KT_LIST) {
         struct list_builder empty = {0};
         if (!null)
@@ -811,9 +943,22 @@ static int value_set(struct config *cfg, const struct key_row *row, const char *
                         show(shown, sizeof(shown), s, len), row->min, row->max);
         *(double *)f = d;
         return 0;
+    case KT_MODE:
+        r = parse_mode(s, &m);
+        if (r == -EINVAL)
+            break;
+        if (r < 0 || (m & ~(unsigned)row->max) || (m & (unsigned)row->min) != (unsigned)row->min)
+            return fail(err, o->name, o->line, o->key,
+                        "'%s' is not allowed: at most %04o, and at least %04o (SnapSync reads "
+                        "its copies back and writes into its folders)",
+                        show(shown, sizeof(shown), s, len), (unsigned)row->max, (unsigned)row->min);
+        *(unsigned *)f = m;
+        return 0;
     case KT_STRING:
     case KT_PATH:
     case KT_LIST:
+    case KT_USER:
+    case KT_GROUP:
         break;
     }
     return fail(err, o->name, o->line, o->key, "expected %s, got '%s'",
@@ -826,7 +971,8 @@ void config_free(struct config *cfg)
         return;
     for (size_t i = 0; i < N_KEYS; i++) {
         const struct key_row *row = &keys[i];
-        if (row->type == KT_STRING || row->type == KT_PATH || row->type == KT_ENUM)
+        if (row->type == KT_STRING || row->type == KT_PATH || row->type == KT_ENUM ||
+            row->type == KT_USER || row->type == KT_GROUP)
             free(*(char **)field(cfg, row->off));
         else if (row->type == KT_LIST)
             list_free(*(char ***)field(cfg, row->off));
@@ -873,9 +1019,42 @@ out:
 
 /* ---- validation ---- */
 
+/* True when the key holds its table default (a permission key left as the template has it). */
+static bool perm_is_default(const struct config *cfg, const struct key_row *row)
+{
+    unsigned def = 0;
+    if (row->type == KT_MODE)
+        return parse_mode(row->def, &def) == 0 && *(const unsigned *)cfield(cfg, row->off) == def;
+    return **(char *const *)cfield(cfg, row->off) == '\0';
+}
+
+/* An SMB server gives copies the owner and modes of its share settings (force user, create
+ * mask); SnapSync cannot set them, so it refuses to pretend it does. */
+static int validate_smb_perms(const struct config *cfg, const char *name, const struct lines *lines,
+                              struct error *err)
+{
+    if (!unraid_smb(cfg))
+        return 0;
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const struct key_row *row = &keys[i];
+        bool perm = row->type == KT_MODE || row->type == KT_USER || row->type == KT_GROUP;
+        if (row->section != SEC_UNRAID || !perm || perm_is_default(cfg, row))
+            continue;
+        char key[64];
+        key_path(key, sizeof(key), row);
+        return fail(err, name, lines ? lines->key[i] : 0, key,
+                    "cannot be applied with protocol smb: the SMB server decides (force user, "
+                    "create mask in its share settings); remove it");
+    }
+    return 0;
+}
+
 static int validate(const struct config *cfg, const char *name, const struct lines *lines,
                     struct error *err)
 {
+    int r = validate_smb_perms(cfg, name, lines, err);
+    if (r < 0)
+        return r;
     for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
         const struct rule *rule = &rules[i];
         const struct key_row *row = key_find(rule->section, rule->key);
@@ -1744,7 +1923,9 @@ static void write_value(FILE *out, const struct config *cfg, const struct key_ro
     switch (row->type) {
     case KT_STRING:
     case KT_PATH:
-    case KT_ENUM: {
+    case KT_ENUM:
+    case KT_USER:
+    case KT_GROUP: {
         const char *s = *(char *const *)f;
         if ((row->flags & KF_SECRET) && *s)
             s = MASK;
@@ -1765,6 +1946,9 @@ static void write_value(FILE *out, const struct config *cfg, const struct key_ro
         break;
     case KT_NUMBER:
         write_number(out, *(const double *)f);
+        break;
+    case KT_MODE:
+        fprintf(out, "\"%04o\"", *(const unsigned *)f);
         break;
     case KT_LIST: {
         char *const *items = *(char **const *)f;

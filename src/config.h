@@ -23,6 +23,19 @@
 
 enum config_protocol { CONFIG_PROTOCOL_SMB, CONFIG_PROTOCOL_NFS, CONFIG_PROTOCOL_LOCAL };
 
+/* Permissions of the files and folders a folder destination (local, nfs) creates, applied
+ * whatever the process umask is. owner and group are kept as written (a name or a number, "" to
+ * leave them as the process creates them); uid and gid are what they resolved to at load, -1 for
+ * "". */
+struct config_perms {
+    unsigned file_mode; /* 0..0777 with at least 0400, default 0644 */
+    unsigned dir_mode;  /* 0..07777 with at least 0700, default 0755 */
+    char *owner;        /* user name or number; "" */
+    char *group;        /* group name or number; "" */
+    int64_t uid;        /* -1: unchanged */
+    int64_t gid;        /* -1: unchanged */
+};
+
 struct config {
     char *path; /* file it came from; NULL for the embedded default */
 
@@ -75,6 +88,7 @@ struct config {
         char *password; /* secret */
         char *mount_point;
         bool organize_by_date;
+        struct config_perms perms; /* protocol nfs, local; with smb the server decides */
     } unraid;
 
     /* A second destination, a local folder, next to unraid (a USB disk while unraid is SMB). */
@@ -82,6 +96,7 @@ struct config {
         bool enabled;
         char *path; /* absolute after loading a file */
         bool organize_by_date;
+        struct config_perms perms;
     } local;
 
     struct {

@@ -8,6 +8,14 @@
  * check-then-rename on filesystems that have neither). When the name is taken, the file there is
  * compared: same content means done, different content means the next free name "<stem>_N.<ext>".
  * Temporaries of processes that died (kill -9, power loss) are removed by the next prepare.
+ *
+ * What a copy carries besides its bytes, set on the temporary so the final name never shows
+ * anything else: the card file's modification time (futimens, to the nanosecond where the
+ * filesystem keeps it; the access time gets the same value), the configured owner and group
+ * (fchown) and file_mode (fchmod), whatever the process umask. Folders SnapSync creates (the
+ * destination itself, YYYY/MM/DD) are made 0700, then given the owner and dir_mode; folders that
+ * exist are left as they are, and so is .snapsync-tmp (0700, the service's own). A mode, owner or
+ * time that cannot be set fails the copy (as a non-root service cannot give files away).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -39,6 +47,11 @@ struct local {
     bool nfs;
     bool organize_by_date;
     char host[64];
+    mode_t file_mode;
+    mode_t dir_mode;
+    uid_t uid;             /* (uid_t)-1: unchanged */
+    gid_t gid;             /* (gid_t)-1: unchanged */
+    char owner_shown[600]; /* "owner 'nobody', group 'users'", for messages; "" when unchanged */
 };
 
 struct local_conn {
@@ -53,6 +66,7 @@ struct local_file {
     char tmp_name[128];
     char name[NAME_MAX_BYTES + 1];
     char date_path[16];
+    int64_t mtime_ns; /* the card file's */
     uint64_t written;
     uint64_t flushed; /* writeback started up to here */
 };
@@ -82,10 +96,25 @@ static int absolute_path(const char *in, char *out, size_t size)
     return 0;
 }
 
+/* The configured permissions, for the copies and the folders SnapSync creates. */
+static void perms_init(struct local *l, const struct config_perms *p)
+{
+    l->file_mode = (mode_t)p->file_mode;
+    l->dir_mode = (mode_t)p->dir_mode;
+    l->uid = p->uid >= 0 ? (uid_t)p->uid : (uid_t)-1;
+    l->gid = p->gid >= 0 ? (gid_t)p->gid : (gid_t)-1;
+    bool owner = p->uid >= 0, group = p->gid >= 0;
+    snprintf(l->owner_shown, sizeof(l->owner_shown), "%s%.255s%s%s%s%.255s%s",
+             owner ? "owner '" : "", owner ? p->owner : "", owner ? "'" : "",
+             owner && group ? ", " : "", group ? "group '" : "", group ? p->group : "",
+             group ? "'" : "");
+}
+
 /* A destination at mount_point[/path]; nfs: the folder must be a mount point. */
 static int local_init_at(const char *mount_point, const char *path, bool nfs, bool organize_by_date,
-                         const char *key, void **ret_priv, char *id, size_t id_size, char *label,
-                         size_t label_size, struct error *err)
+                         const struct config_perms *perms, const char *key, void **ret_priv,
+                         char *id, size_t id_size, char *label, size_t label_size,
+                         struct error *err)
 {
     struct local *l = calloc(1, sizeof(*l));
     if (!l)
@@ -108,6 +137,7 @@ static int local_init_at(const char *mount_point, const char *path, bool nfs, bo
         l->root[len - 1] = '\0';
     l->nfs = nfs;
     l->organize_by_date = organize_by_date;
+    perms_init(l, perms);
     if (gethostname(l->host, sizeof(l->host)) < 0 || !l->host[0])
         snprintf(l->host, sizeof(l->host), "localhost");
     l->host[sizeof(l->host) - 1] = '\0';
@@ -126,15 +156,17 @@ static int local_init(const struct config *cfg, void **ret_priv, char *id, size_
 {
     return local_init_at(cfg->unraid.mount_point, cfg->unraid.path,
                          cfg->unraid.protocol == CONFIG_PROTOCOL_NFS, cfg->unraid.organize_by_date,
-                         "unraid.mount_point", ret_priv, id, id_size, label, label_size, err);
+                         &cfg->unraid.perms, "unraid.mount_point", ret_priv, id, id_size, label,
+                         label_size, err);
 }
 
 /* the local section: a second folder next to unraid */
 static int local_folder_init(const struct config *cfg, void **ret_priv, char *id, size_t id_size,
                              char *label, size_t label_size, struct error *err)
 {
-    return local_init_at(cfg->local.path, NULL, false, cfg->local.organize_by_date, "local.path",
-                         ret_priv, id, id_size, label, label_size, err);
+    return local_init_at(cfg->local.path, NULL, false, cfg->local.organize_by_date,
+                         &cfg->local.perms, "local.path", ret_priv, id, id_size, label, label_size,
+                         err);
 }
 
 static void local_done(void *priv)
@@ -154,27 +186,74 @@ static bool is_mount_point(const char *path)
     return found;
 }
 
-/* mkdir -p below (and including) path; existing folders are fine. */
-static int mkdir_p(const char *path, mode_t mode)
+/* Gives fd (the temporary of a copy, or a folder SnapSync just created; `what` names it in
+ * messages) the configured owner and group, then `mode` whatever the umask: after the owner,
+ * because chown may clear the set-group-ID bit. A refusal (EPERM: not root) is returned as
+ * -EACCES, a permission problem that a retry would not change. */
+static int apply_perms(const struct local *l, int fd, mode_t mode, const char *what,
+                       struct error *err)
+{
+    int r = 0;
+    if ((l->uid != (uid_t)-1 || l->gid != (gid_t)-1) && fchown(fd, l->uid, l->gid) < 0)
+        r = error_set_errno(err, -errno, "cannot set %s on %s", l->owner_shown, what);
+    else if (fchmod(fd, mode) < 0)
+        r = error_set_errno(err, -errno, "cannot set mode %04o on %s", (unsigned)mode, what);
+    if (r == -EPERM) {
+        r = -EACCES;
+        if (err)
+            err->code = r;
+    }
+    return r;
+}
+
+/* Creates folder `path`: 0700 (so it is never more open than configured, whatever the umask),
+ * then the configured owner and dir_mode. Returns 0, -EEXIST when it exists (left as it is), or
+ * another negative errno with err set. */
+static int make_dir(const struct local *l, const char *path, struct error *err)
+{
+    if (mkdir(path, 0700) < 0)
+        return errno == EEXIST ? -EEXIST
+                               : error_set_errno(err, -errno, "cannot create folder '%s'", path);
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        int r = error_set_errno(err, -errno, "cannot open the new folder '%s'", path);
+        rmdir(path);
+        return r;
+    }
+    char what[PATH_MAX + 16];
+    snprintf(what, sizeof(what), "folder '%s'", path);
+    int r = apply_perms(l, fd, l->dir_mode, what, err);
+    close(fd);
+    if (r < 0)
+        rmdir(path); /* empty unless another lane wrote there meanwhile: then it stays */
+    return r;
+}
+
+/* mkdir -p below (and including) path; existing folders are fine and left as they are. */
+static int mkdir_p(const struct local *l, const char *path, struct error *err)
 {
     char buf[PATH_MAX];
     int n = snprintf(buf, sizeof(buf), "%s", path);
     if (n < 0 || (size_t)n >= sizeof(buf))
-        return -ENAMETOOLONG;
+        return error_set(err, -ENAMETOOLONG, "folder name too long: '%s'", path);
+    int r;
     for (char *p = buf + 1; *p; p++) {
         if (*p != '/')
             continue;
         *p = '\0';
-        if (mkdir(buf, mode) < 0 && errno != EEXIST)
-            return -errno;
+        r = make_dir(l, buf, err);
+        if (r < 0 && r != -EEXIST)
+            return r;
         *p = '/';
     }
-    if (mkdir(buf, mode) < 0 && errno != EEXIST)
-        return -errno;
+    r = make_dir(l, buf, err);
+    if (r < 0 && r != -EEXIST)
+        return r;
     struct stat st;
     if (stat(buf, &st) < 0)
-        return -errno;
-    return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+        return error_set_errno(err, -errno, "cannot create folder '%s'", buf);
+    return S_ISDIR(st.st_mode) ? 0
+                               : error_set_errno(err, -ENOTDIR, "cannot create folder '%s'", buf);
 }
 
 /* Removes temporaries whose writer is gone: ours by pid, other hosts' after a day. */
@@ -225,9 +304,9 @@ static int local_prepare(void *priv, const struct dest_session *session, struct 
                              "to the local disk (is the NFS share mounted?)",
                              l->mount_point);
     }
-    int r = mkdir_p(l->root, 0755);
+    int r = mkdir_p(l, l->root, err);
     if (r < 0)
-        return error_set_errno(err, r, "cannot create destination folder '%s'", l->root);
+        return r;
     char tmp[PATH_MAX];
     snprintf(tmp, sizeof(tmp), "%s/" TMP_DIR, l->root);
     if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
@@ -295,6 +374,17 @@ static void local_conn_free(void *conn)
     free(c);
 }
 
+static void local_file_free(struct local_file *f, bool unlink_tmp)
+{
+    if (f->fd >= 0)
+        close(f->fd);
+    if (unlink_tmp && f->tmp_dir_fd >= 0)
+        unlinkat(f->tmp_dir_fd, f->tmp_name, 0);
+    if (f->tmp_dir_fd >= 0)
+        close(f->tmp_dir_fd);
+    free(f);
+}
+
 static int local_open(void *conn, const struct dest_item *item, void **ret_file,
                       struct error *err)
 {
@@ -323,11 +413,19 @@ static int local_open(void *conn, const struct dest_item *item, void **ret_file,
     }
     snprintf(f->tmp_name, sizeof(f->tmp_name), "%ld.%u.%s.part", (long)getpid(),
              atomic_fetch_add(&tmp_seq, 1), l->host);
-    f->fd = openat(f->tmp_dir_fd, f->tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    f->mtime_ns = item->mtime_ns;
+    /* 0600 until the configured owner and mode are applied, here, before any byte is written,
+     * so that a refused chown fails the copy at once */
+    f->fd = openat(f->tmp_dir_fd, f->tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (f->fd < 0) {
         int r = error_set_errno(err, -errno, "cannot create a temporary file in '%s'", tmp);
         close(f->tmp_dir_fd);
         free(f);
+        return r;
+    }
+    int r = apply_perms(l, f->fd, l->file_mode, "the copy", err);
+    if (r < 0) {
+        local_file_free(f, true);
         return r;
     }
     /* Tell the filesystem the final size so it can allocate contiguously; failure is fine. */
@@ -363,17 +461,6 @@ static int local_write(void *file, const void *buf, size_t len, struct error *er
         f->flushed = f->written;
     }
     return 0;
-}
-
-static void local_file_free(struct local_file *f, bool unlink_tmp)
-{
-    if (f->fd >= 0)
-        close(f->fd);
-    if (unlink_tmp && f->tmp_dir_fd >= 0)
-        unlinkat(f->tmp_dir_fd, f->tmp_name, 0);
-    if (f->tmp_dir_fd >= 0)
-        close(f->tmp_dir_fd);
-    free(f);
 }
 
 static void local_abort(void *file)
@@ -454,7 +541,23 @@ static int local_finish(void *file, const struct hasher_digest *digest, bool ver
     char dir[PATH_MAX];
 
     /* posix_fallocate may have reserved more than was written (a file that shrank). */
-    if (ftruncate(f->fd, (off_t)f->written) < 0 || fsync(f->fd) < 0) {
+    if (ftruncate(f->fd, (off_t)f->written) < 0) {
+        r = error_set_errno(err, -errno, "cannot flush the copy to disk");
+        goto out;
+    }
+    /* After the last write, before the fsync that makes it durable with the data. */
+    int64_t sec = f->mtime_ns / 1000000000, nsec = f->mtime_ns % 1000000000;
+    if (nsec < 0) { /* before 1970: floor, as the kernel keeps it */
+        sec--;
+        nsec += 1000000000;
+    }
+    struct timespec times[2] = {{.tv_sec = (time_t)sec, .tv_nsec = (long)nsec},
+                                {.tv_sec = (time_t)sec, .tv_nsec = (long)nsec}};
+    if (futimens(f->fd, times) < 0) {
+        r = error_set_errno(err, -errno, "cannot set the modification time of the copy");
+        goto out;
+    }
+    if (fsync(f->fd) < 0) {
         r = errno == ENOSPC ? error_set(err, -ENOSPC, "destination disk '%s' is full", l->root)
                             : error_set_errno(err, -errno, "cannot flush the copy to disk");
         goto out;
@@ -488,11 +591,9 @@ static int local_finish(void *file, const struct hasher_digest *digest, bool ver
         r = error_set(err, -ENAMETOOLONG, "destination path too long");
         goto out;
     }
-    r = mkdir_p(dir, 0755);
-    if (r < 0) {
-        error_set_errno(err, r, "cannot create folder '%s'", dir);
+    r = mkdir_p(l, dir, err);
+    if (r < 0)
         goto out;
-    }
     dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dir_fd < 0) {
         r = error_set_errno(err, -errno, "cannot open folder '%s'", dir);

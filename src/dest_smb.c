@@ -14,12 +14,17 @@
  * writes and closes of open files hold it shared, so they run in parallel with each other and
  * with path calls (the read-back of one file overlaps the writes of the next, and opening or
  * renaming one file never stops another's transfer; see "calls into libsmbclient" below).
- * Without the hooks (a library lacking smb_thread_set_functions, or one whose talloc stack was
- * set up before them) every call holds lib_lock exclusively. A call blocks for one SMB round trip at most (a 1 MiB write is one request),
+ * The hooks' layout is Samba's private one, so they are installed only on a libsmbclient whose
+ * smbc_version() is of the series that layout was checked against (smb_hooks_version_known).
+ * Without the hooks (another version, a library lacking smb_thread_set_functions, or one whose
+ * talloc stack was set up before them) every call holds lib_lock exclusively. A call blocks for one SMB round trip at most (a 1 MiB write is one request),
  * bounded by SMB_TIMEOUT_MS.
  *
- * A copy is written to <path>/.snapsync-tmp/<pid>.<seq>.<host>.part, closed, read back over SMB
- * and compared by MD5, then renamed to <path>/YYYY/MM/DD/<name>. libsmbclient's rename replaces
+ * A copy is written to <path>/.snapsync-tmp/<pid>.<seq>.<host>.part, closed, given the card file's
+ * modification (and access) time (utimes: microseconds on the wire), read back over SMB and
+ * compared by MD5, then renamed to <path>/YYYY/MM/DD/<name>. Owner and permissions are the
+ * server's to decide (force user, create mask): config.c refuses file_mode, dir_mode, owner and
+ * group with protocol smb. libsmbclient's rename replaces
  * an existing target (it unlinks it and retries), so the move is check-then-rename under
  * `place_lock`, which makes it atomic among the lanes of this process; a name that is taken is
  * compared (size, then MD5 read back): same content is done, other content gets "<stem>_N.<ext>".
@@ -56,6 +61,7 @@
 #include <openssl/evp.h>
 
 #include "dest.h"
+#include "dest_smb.h"
 #include "log.h"
 
 /*
@@ -63,7 +69,7 @@
  * its dependencies (Samba, Kerberos, LDAP, GnuTLS) add about 14 MiB to the memory of every run,
  * SMB or not. Each function is taken by name with the type the header declares.
  */
-#define SMB_API(X) X(smbc_free_context) X(smbc_getFunctionClose) X(smbc_getFunctionClosedir) X(smbc_getFunctionMkdir) X(smbc_getFunctionOpen) X(smbc_getFunctionOpendir) X(smbc_getFunctionRead) X(smbc_getFunctionReaddir) X(smbc_getFunctionRename) X(smbc_getFunctionStat) X(smbc_getFunctionStatVFS) X(smbc_getFunctionUnlink) X(smbc_getFunctionWrite) X(smbc_getOptionUserData) X(smbc_init_context) X(smbc_new_context) X(smbc_setDebug) X(smbc_setFunctionAuthDataWithContext) X(smbc_setLogCallback) X(smbc_setOptionCaseSensitive) X(smbc_setOptionDebugToStderr) X(smbc_setOptionFallbackAfterKerberos) X(smbc_setOptionNoAutoAnonymousLogin) X(smbc_setOptionProtocols) X(smbc_setOptionSmbEncryptionLevel) X(smbc_setOptionUseCCache) X(smbc_setOptionUseKerberos) X(smbc_setOptionUserData) X(smbc_setPort) X(smbc_setTimeout)
+#define SMB_API(X) X(smbc_free_context) X(smbc_getFunctionClose) X(smbc_getFunctionClosedir) X(smbc_getFunctionMkdir) X(smbc_getFunctionOpen) X(smbc_getFunctionOpendir) X(smbc_getFunctionRead) X(smbc_getFunctionReaddir) X(smbc_getFunctionRename) X(smbc_getFunctionStat) X(smbc_getFunctionStatVFS) X(smbc_getFunctionUnlink) X(smbc_getFunctionUtimes) X(smbc_getFunctionWrite) X(smbc_getOptionUserData) X(smbc_init_context) X(smbc_new_context) X(smbc_setDebug) X(smbc_setFunctionAuthDataWithContext) X(smbc_setLogCallback) X(smbc_setOptionCaseSensitive) X(smbc_setOptionDebugToStderr) X(smbc_setOptionFallbackAfterKerberos) X(smbc_setOptionNoAutoAnonymousLogin) X(smbc_setOptionProtocols) X(smbc_setOptionSmbEncryptionLevel) X(smbc_setOptionUseCCache) X(smbc_setOptionUseKerberos) X(smbc_setOptionUserData) X(smbc_setPort) X(smbc_setTimeout) X(smbc_version)
 
 static struct {
 #define SMB_API_FIELD(name) __typeof__(name) *name;
@@ -130,6 +136,8 @@ static atomic_size_t n_tls_keys;
 static atomic_bool tls_foreign;
 /* The hooks are installed: transfers on open files may run in parallel. */
 static bool lib_threads;
+/* Why they are not, for the log ("" when they are). */
+static char lib_threads_why[160];
 
 static int hook_create_mutex(const char *lockname, void **pplock, const char *location)
 {
@@ -301,7 +309,32 @@ static void smb_api_load_once(void)
      * holds lib_lock exclusively. */
     int (*set_functions)(const struct smb_thread_functions *) = NULL;
     *(void **)&set_functions = dlsym(h, "smb_thread_set_functions");
-    lib_threads = set_functions && set_functions(&smb_thread_hooks) == 0;
+    /* smbc_version() only formats a static string (no talloc), so it may come first. */
+    const char *version = smb_api.smbc_version();
+    if (!smb_hooks_version_known(version))
+        snprintf(lib_threads_why, sizeof(lib_threads_why),
+                 "libsmbclient %.40s is not of the series %s whose thread-hook layout is known",
+                 version ? version : "(unknown)", SMB_HOOKS_KNOWN_SERIES);
+    else if (!set_functions)
+        snprintf(lib_threads_why, sizeof(lib_threads_why),
+                 "libsmbclient lacks smb_thread_set_functions");
+    else if (set_functions(&smb_thread_hooks) != 0)
+        snprintf(lib_threads_why, sizeof(lib_threads_why), "Samba refused the thread hooks");
+    else
+        lib_threads = true;
+}
+
+bool smb_hooks_version_known(const char *version)
+{
+    static const char prefix[] = SMB_HOOKS_KNOWN_SERIES ".";
+    if (!version || strncmp(version, prefix, sizeof(prefix) - 1) != 0)
+        return false;
+    const char *p = version + sizeof(prefix) - 1;
+    if (*p < '0' || *p > '9')
+        return false;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    return *p == '\0' || *p == '-' || *p == '+' || *p == '~' || *p == '.' || *p == ' ';
 }
 
 /* Loads libsmbclient once per process. Returns 0 or -ENOENT with err set. Any thread. */
@@ -358,6 +391,7 @@ struct smb_file {
     char tmp_name[128];
     char name[NAME_MAX_BYTES + 1]; /* as stored on the share (mapped) */
     char date_path[16];
+    int64_t mtime_ns; /* the card file's */
     uint64_t written;
 };
 
@@ -574,6 +608,24 @@ static int lib_rename(struct smb_conn *c, const char *from, const char *to)
     bool pl = lib_lock_path();
     errno = 0;
     int r = smb_api.smbc_getFunctionRename(c->ctx)(c->ctx, from, c->ctx, to);
+    int e = errno;
+    lib_unlock_path(pl);
+    return lib_result(c, r == 0, e);
+}
+
+/* Sets the access and modification time of url (microseconds on the wire). */
+static int lib_utimes(struct smb_conn *c, const char *url, int64_t mtime_ns)
+{
+    int64_t sec = mtime_ns / 1000000000, usec = mtime_ns % 1000000000 / 1000;
+    if (usec < 0) { /* before 1970: floor */
+        sec--;
+        usec += 1000000;
+    }
+    struct timeval tv[2] = {{.tv_sec = (time_t)sec, .tv_usec = (suseconds_t)usec},
+                            {.tv_sec = (time_t)sec, .tv_usec = (suseconds_t)usec}};
+    bool pl = lib_lock_path();
+    errno = 0;
+    int r = smb_api.smbc_getFunctionUtimes(c->ctx)(c->ctx, url, tv);
     int e = errno;
     lib_unlock_path(pl);
     return lib_result(c, r == 0, e);
@@ -1188,10 +1240,12 @@ static int smb_prepare(void *priv, const struct dest_session *session, struct er
     if (r < 0)
         return r;
     struct smb_conn *c = s->main;
-    log_debug("%s: %s", s->shown,
-              lib_parallel()
-                  ? "libsmbclient thread hooks in place: transfers run in parallel"
-                  : "libsmbclient calls are serialised (no thread hooks)");
+    if (lib_parallel())
+        log_debug("%s: libsmbclient thread hooks in place: transfers run in parallel", s->shown);
+    else
+        log_debug("%s: libsmbclient calls are serialised (no thread hooks: %s)", s->shown,
+                  lib_threads_why[0] ? lib_threads_why
+                                     : "Samba set up its talloc stack before them");
     r = connect_check(c, err);
     if (r < 0)
         return r;
@@ -1292,6 +1346,7 @@ static int smb_open(void *conn, const struct dest_item *item, void **ret_file, s
         goto fail;
     }
     snprintf(f->date_path, sizeof(f->date_path), "%s", s->organize_by_date ? item->date_path : "");
+    f->mtime_ns = item->mtime_ns;
     r = conn_revive(c, err);
     if (r < 0)
         goto fail;
@@ -1436,6 +1491,12 @@ static int smb_finish(void *file, const struct hasher_digest *digest, bool verif
     f->fh = NULL;
     if (r < 0) {
         r = share_error(s, err, r, "cannot close the copy");
+        goto fail;
+    }
+    /* after the close, which would otherwise stamp its own time */
+    r = lib_utimes(c, f->tmp_url, f->mtime_ns);
+    if (r < 0) {
+        r = share_error(s, err, r, "cannot set the modification time of the copy");
         goto fail;
     }
     if (verify) {

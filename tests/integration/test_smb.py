@@ -166,6 +166,21 @@ unraid:
         after = {f: os.stat(os.path.join(self.root(), f)).st_mtime_ns for f in on_share}
         self.assertEqual(before, after)
 
+    def test_copies_keep_the_card_files_modification_time(self):
+        # set over SMB after the last write (libsmbclient's utimes: microseconds), read here on
+        # the share's folder on disk
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        make_blob(f"{self.card}/DCIM/CLIP00.MP4", 3 << 20)
+        want = {"IMG_0001.JPG": 1600000000 * 10**9 + 123456789,
+                "CLIP00.MP4": 1500000000 * 10**9 + 987654000}
+        for name, ns in want.items():
+            os.utime(f"{self.card}/DCIM/{name}", ns=(ns, ns))
+        r = self.backup()
+        self.assertEqual(r["files_copied"], 2, r)
+        got = {os.path.basename(f): os.stat(os.path.join(self.root(), f)).st_mtime_ns
+               for f in self.share_files() if not f.startswith(".")}
+        self.assertEqual(got, {name: ns // 1000 * 1000 for name, ns in want.items()})
+
     def test_transfers_run_in_parallel_with_samba_thread_hooks(self):
         # src/dest_smb.c installs Samba's thread hooks so that lanes' reads and writes need not
         # take turns; a Samba whose libsamba-util lacks them would quietly fall back to

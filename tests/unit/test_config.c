@@ -729,6 +729,99 @@ static void test_errors_validation(void **state)
     config_free(cfg);
 }
 
+/* unraid and local: file_mode, dir_mode, owner, group. Modes are octal; owner and group are a
+ * name (resolved at load) or a number; with protocol smb they are refused unless left as the
+ * defaults, because the server decides. */
+static void test_copy_permissions(void **state)
+{
+    (void)state;
+    struct config *cfg = parse_ok("");
+    assert_int_equal(cfg->unraid.perms.file_mode, 0644);
+    assert_int_equal(cfg->unraid.perms.dir_mode, 0755);
+    assert_string_equal(cfg->unraid.perms.owner, "");
+    assert_int_equal(cfg->unraid.perms.uid, -1);
+    assert_int_equal(cfg->unraid.perms.gid, -1);
+    assert_int_equal(cfg->local.perms.file_mode, 0644);
+    assert_int_equal(cfg->local.perms.gid, -1);
+    config_free(cfg);
+
+    /* root and its group 0 exist everywhere; "nobody" is in every Debian base system */
+    cfg = parse_ok("unraid:\n  file_mode: 0640\n  dir_mode: \"2775\"\n  owner: nobody\n"
+                   "  group: 0\nlocal:\n  file_mode: 600\n  dir_mode: 0700\n  owner: 1234\n"
+                   "  group: root\n");
+    assert_int_equal(cfg->unraid.perms.file_mode, 0640);
+    assert_int_equal(cfg->unraid.perms.dir_mode, 02775);
+    assert_string_equal(cfg->unraid.perms.owner, "nobody");
+    assert_int_equal(cfg->unraid.perms.uid, 65534);
+    assert_string_equal(cfg->unraid.perms.group, "0");
+    assert_int_equal(cfg->unraid.perms.gid, 0);
+    assert_int_equal(cfg->local.perms.file_mode, 0600);
+    assert_int_equal(cfg->local.perms.dir_mode, 0700);
+    assert_int_equal(cfg->local.perms.uid, 1234);
+    assert_int_equal(cfg->local.perms.gid, 0);
+    /* printed in octal and as written, and parsed back the same */
+    char *out = print_config(cfg, false);
+    assert_non_null(strstr(out, "  file_mode: \"0640\"\n  dir_mode: \"2775\"\n  owner: nobody\n"
+                                "  group: \"0\"\n"));
+    struct config *back = parse_ok(out);
+    assert_int_equal(back->unraid.perms.dir_mode, 02775);
+    assert_int_equal(back->local.perms.file_mode, 0600);
+    assert_int_equal(back->unraid.perms.uid, 65534);
+    config_free(back);
+    free(out);
+    config_free(cfg);
+
+    /* the template's defaults are fine with smb; other values are refused at their line */
+    cfg = parse_ok("unraid:\n  enabled: true\n  protocol: smb\n  host: h\n  share: s\n"
+                   "  file_mode: \"0644\"\n  dir_mode: 0755\n  owner: \"\"\n  group:\n");
+    config_free(cfg);
+
+    static const struct bad cases[] = {
+        {"unraid:\n  file_mode: rw-r--r--\n",
+         "config.yaml:2: unraid.file_mode: expected an octal mode such as \"0644\", got "
+         "'rw-r--r--'"},
+        {"local:\n  file_mode: 0648\n",
+         "config.yaml:2: local.file_mode: expected an octal mode such as \"0644\", got '0648'"},
+        {"local:\n  file_mode: 0x1a4\n",
+         "config.yaml:2: local.file_mode: expected an octal mode such as \"0644\", got '0x1a4'"},
+        {"local:\n  file_mode:\n",
+         "config.yaml:2: local.file_mode: expected an octal mode such as \"0644\", got an empty "
+         "value"},
+        {"local:\n  file_mode: -644\n",
+         "config.yaml:2: local.file_mode: expected an octal mode such as \"0644\", got '-644'"},
+        {"local:\n  file_mode: 4755\n",
+         "config.yaml:2: local.file_mode: '4755' is not allowed: at most 0777, and at least 0400 "
+         "(SnapSync reads its copies back and writes into its folders)"},
+        {"local:\n  file_mode: 0044\n",
+         "config.yaml:2: local.file_mode: '0044' is not allowed: at most 0777, and at least 0400 "
+         "(SnapSync reads its copies back and writes into its folders)"},
+        {"unraid:\n\n  dir_mode: 0555\n",
+         "config.yaml:3: unraid.dir_mode: '0555' is not allowed: at most 7777, and at least 0700 "
+         "(SnapSync reads its copies back and writes into its folders)"},
+        {"unraid:\n  dir_mode: 10755\n",
+         "config.yaml:2: unraid.dir_mode: '10755' is not allowed: at most 7777, and at least 0700 "
+         "(SnapSync reads its copies back and writes into its folders)"},
+        {"unraid:\n  owner: snapsync-no-such-user\n",
+         "config.yaml:2: unraid.owner: unknown user 'snapsync-no-such-user' (not in /etc/passwd "
+         "on this system)"},
+        {"local:\n  group: snapsync-no-such-group\n",
+         "config.yaml:2: local.group: unknown group 'snapsync-no-such-group' (not in /etc/group "
+         "on this system)"},
+        {"local:\n  owner: 4294967295\n",
+         "config.yaml:2: local.owner: unknown user '4294967295' (not in /etc/passwd on this "
+         "system)"},
+        {"local:\n  owner: \"a\\tb\"\n",
+         "config.yaml:2: local.owner: value contains a control character"},
+        {"unraid:\n  enabled: true\n  protocol: smb\n  host: h\n  share: s\n  owner: nobody\n",
+         "config.yaml:6: unraid.owner: cannot be applied with protocol smb: the SMB server "
+         "decides (force user, create mask in its share settings); remove it"},
+        {"unraid:\n  enabled: true\n  protocol: smb\n  host: h\n  share: s\n  file_mode: 0664\n",
+         "config.yaml:6: unraid.file_mode: cannot be applied with protocol smb: the SMB server "
+         "decides (force user, create mask in its share settings); remove it"},
+    };
+    check_bad(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
 static void test_sizes(void **state)
 {
     (void)state;
@@ -1182,6 +1275,7 @@ int main(void)
         T(test_errors_structure),
         T(test_errors_values),
         T(test_errors_validation),
+        T(test_copy_permissions),
         T(test_sizes),
         T(test_numbers),
         T(test_hostile),
