@@ -665,116 +665,169 @@ static int check_version(struct db *db, int64_t version, struct error *err)
     return 0;
 }
 
-/* Applies migrations[version..] in one transaction. Another process may be doing the same, so
- * the version is read again once the write lock is held. */
+/* Reads the schema version and checks that the file holds what that version says (no tables at
+ * version 0, ours at any other), inside the caller's transaction so both are read from one
+ * snapshot: a creator that commits in between cannot make an empty file look foreign. */
+static int schema_check(struct db *db, int64_t *ret_version, struct error *err)
+{
+    int64_t version;
+    /* The first read of the file: this is where a text file or random bytes show up. */
+    int r = query_int(db, "PRAGMA user_version", &version, err);
+    if (r < 0)
+        return r;
+    r = check_version(db, version, err);
+    if (r < 0)
+        return r;
+    r = version == 0 ? check_empty(db, err) : check_tables(db, err);
+    if (r < 0)
+        return r;
+    *ret_version = version;
+    return 0;
+}
+
+/* Ends the transaction begun by BEGIN ...: COMMIT when r is 0, else ROLLBACK. Returns r or
+ * the COMMIT's error. */
+static int tx_end(struct db *db, int r, struct error *err, const char *what)
+{
+    if (r == 0)
+        r = exec_sql(db, "COMMIT", err, what);
+    if (r < 0 && !sqlite3_get_autocommit(db->conn))
+        sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+    return r;
+}
+
+/* The schema as a reader sees it, in one read transaction. Takes no write lock, so opening a
+ * database that is already current never waits for a backup that is writing. */
+static int schema_read(struct db *db, int64_t *ret_version, struct error *err)
+{
+    int r = exec_sql(db, "BEGIN DEFERRED", err, "cannot read the schema");
+    if (r < 0)
+        return r;
+    return tx_end(db, schema_check(db, ret_version, err), err, "cannot read the schema");
+}
+
+/* Applies migrations[version..] under one write lock (BEGIN IMMEDIATE, which waits for other
+ * writers within the busy timeout). Another process may be creating or migrating the same file,
+ * so the version and the tables are read again once the lock is held, and the result is checked
+ * before it commits. */
 static int migrate(struct db *db, struct error *err)
 {
     int64_t version;
     int r = exec_sql(db, "BEGIN IMMEDIATE", err, "cannot start the schema migration");
     if (r < 0)
         return r;
-    r = query_int(db, "PRAGMA user_version", &version, err);
-    if (r < 0)
-        goto out;
-    r = check_version(db, version, err);
-    if (r < 0)
-        goto out;
-    if (version == 0) {
-        r = check_empty(db, err);
-        if (r < 0)
-            goto out;
-    }
-    for (int64_t v = version; v < DB_SCHEMA_VERSION; v++) {
+    r = schema_check(db, &version, err);
+    for (int64_t v = version; r == 0 && v < DB_SCHEMA_VERSION; v++) {
         char sql[64];
         r = exec_sql(db, migrations[v], err, "cannot migrate the schema");
-        if (r < 0)
-            goto out;
         snprintf(sql, sizeof(sql), "PRAGMA user_version = %lld", (long long)(v + 1));
-        r = exec_sql(db, sql, err, "cannot migrate the schema");
-        if (r < 0)
-            goto out;
+        if (r == 0)
+            r = exec_sql(db, sql, err, "cannot migrate the schema");
+        if (r == 0 && v + 1 == DB_SCHEMA_VERSION)
+            r = check_tables(db, err);
     }
-    r = exec_sql(db, "COMMIT", err, "cannot commit the schema migration");
+    return tx_end(db, r, err, "cannot commit the schema migration");
+}
+
+/* Monotonic milliseconds, for the deadline of lock retries. */
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Switches the file to WAL. This cannot run inside a transaction, so it comes after the schema
+ * is known to be ours (it rewrites the header) and takes its own exclusive lock; SQLite returns
+ * SQLITE_BUSY from it without calling the busy handler when another connection holds a lock
+ * (a concurrent creator migrating, or one reading the header), so it is retried here until the
+ * busy timeout, backing off like SQLite's own busy handler: file locks have no notification to
+ * wait on. Already WAL: one cheap query. */
+static int wal_enable(struct db *db, struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t deadline = mono_ms() + DB_BUSY_TIMEOUT_MS;
+    int delay_ms = 1;
+    int r, rc;
+
+    rc = sqlite3_prepare_v2(db->conn, "PRAGMA journal_mode = WAL", -1, &st, NULL);
+    while (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
+            break;
+        sqlite3_reset(st);
+        if (mono_ms() + delay_ms > deadline)
+            break;
+        sqlite3_sleep(delay_ms);
+        delay_ms = delay_ms < 50 ? delay_ms * 2 : 100;
+        rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_ROW) {
+        r = db_fail(db, rc, err, "cannot switch to WAL mode");
+        goto out;
+    }
+    const unsigned char *mode = sqlite3_column_text(st, 0);
+    if (!mode || strcmp((const char *)mode, "wal") != 0) {
+        r = error_set(err, -EIO,
+                      "database '%s': cannot switch to WAL mode (journal mode is '%s'); "
+                      "is it on a filesystem without shared memory, such as NFS?",
+                      db->path, mode ? (const char *)mode : "?");
+        goto out;
+    }
+    r = 0;
 out:
-    if (r < 0 && !sqlite3_get_autocommit(db->conn))
-        sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_finalize(st);
     return r;
 }
 
+/*
+ * Checks the schema and, read-write, migrates it and switches to WAL. Safe against other
+ * processes doing the same to the same new file at once: the check and the migration run under
+ * one write lock, so exactly one creator writes the schema and the others find it done; nothing
+ * writes before the file is known to be ours, so a foreign file is refused untouched.
+ */
 static int configure(struct db *db, struct error *err)
 {
-    int64_t version;
-    sqlite3_stmt *st = NULL;
+    int64_t version = 0;
     int r, rc;
 
-    /* The first read of the file: this is where a text file or random bytes show up. */
-    r = query_int(db, "PRAGMA user_version", &version, err);
-    if (r < 0)
-        return r;
-    r = check_version(db, version, err);
-    if (r < 0)
-        return r;
-    /* Before anything writes (switching to WAL rewrites the header): a file that is not ours is
-     * refused untouched. */
-    r = version == 0 ? check_empty(db, err) : check_tables(db, err);
-    if (r < 0)
-        return r;
-
-    if (db->mode == DB_READ_WRITE) {
-        rc = sqlite3_prepare_v2(db->conn, "PRAGMA journal_mode = WAL", -1, &st, NULL);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_step(st);
-        if (rc != SQLITE_ROW) {
-            r = db_fail(db, rc, err, "cannot switch to WAL mode");
-            goto out;
-        }
-        const unsigned char *mode = sqlite3_column_text(st, 0);
-        if (!mode || strcmp((const char *)mode, "wal") != 0) {
-            r = error_set(err, -EIO,
-                          "database '%s': cannot switch to WAL mode (journal mode is '%s'); "
-                          "is it on a filesystem without shared memory, such as NFS?",
-                          db->path, mode ? (const char *)mode : "?");
-            goto out;
-        }
-        /* A statement left open would keep the migration below from committing. */
-        sqlite3_finalize(st);
-        st = NULL;
-    }
+    /* Per connection, and foreign_keys is a no-op inside a transaction: first. */
     r = exec_sql(db, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON", err,
                  "cannot set options");
     if (r < 0)
-        goto out;
+        return r;
+    r = schema_read(db, &version, err);
+    if (r < 0)
+        return r;
 
+    if (version < DB_SCHEMA_VERSION && db->mode == DB_READ_ONLY) {
+        if (version == 0)
+            return error_set(err, -EBADMSG,
+                             "database '%s' is empty or not a SnapSync database (it has no "
+                             "SnapSync schema; run SnapSync once to create it)",
+                             db->path);
+        return error_set(err, -EPROTO,
+                         "database '%s' has schema version %lld from an older SnapSync; "
+                         "open it read-write once to upgrade it to version %d",
+                         db->path, (long long)version, DB_SCHEMA_VERSION);
+    }
     if (version < DB_SCHEMA_VERSION) {
-        if (db->mode == DB_READ_ONLY) {
-            if (version == 0)
-                r = error_set(err, -EBADMSG,
-                              "database '%s' is empty or not a SnapSync database (it has no "
-                              "SnapSync schema; run SnapSync once to create it)",
-                              db->path);
-            else
-                r = error_set(err, -EPROTO,
-                              "database '%s' has schema version %lld from an older SnapSync; "
-                              "open it read-write once to upgrade it to version %d",
-                              db->path, (long long)version, DB_SCHEMA_VERSION);
-            goto out;
-        }
         r = migrate(db, err);
         if (r < 0)
-            goto out;
-        r = check_tables(db, err);
+            return r;
+    }
+    if (db->mode == DB_READ_WRITE) {
+        r = wal_enable(db, err);
         if (r < 0)
-            goto out;
+            return r;
     }
 
     rc = sqlite3_create_function_v2(db->conn, "snapsync_session_alive", 2,
                                     SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL, sql_session_alive, NULL,
                                     NULL, NULL);
     if (rc != SQLITE_OK)
-        r = db_fail(db, rc, err, "cannot register functions");
-out:
-    sqlite3_finalize(st);
-    return r;
+        return db_fail(db, rc, err, "cannot register functions");
+    return 0;
 }
 
 int db_open(const char *path, enum db_mode mode, struct db **ret, struct error *err)

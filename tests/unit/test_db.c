@@ -1425,6 +1425,83 @@ static void test_concurrent_connections(void **state)
                      2 * WRITER_ROUNDS);
 }
 
+/* ---- several processes creating the same new database ---- */
+
+#define CREATORS 6
+#define CREATOR_ROUNDS 50
+
+/* Child: waits for the parent to open the gate (the write end of the pipe closes), then opens
+ * path read-write; exits 0 or 1 and reports a failure on the error pipe. */
+static void creator_main(const char *path, int gate, int report)
+{
+    char c;
+    while (read(gate, &c, 1) < 0 && errno == EINTR)
+        ;
+    struct db *db = NULL;
+    struct error err = {0};
+    int r = db_open(path, DB_READ_WRITE, &db, &err);
+    if (r == 0) {
+        /* and a write, as the engine does right after opening */
+        r = db_card_upsert(db, "CONCURRENT", "c", NULL, &err);
+    }
+    db_close(db);
+    if (r < 0) {
+        char msg[ERROR_MSG_MAX + 32];
+        int n = snprintf(msg, sizeof(msg), "%d %s\n", r, err.msg);
+        if (write(report, msg, (size_t)n) < 0)
+            _exit(2);
+    }
+    _exit(r < 0 ? 1 : 0);
+}
+
+static void test_concurrent_creation(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    int failures = 0;
+
+    for (int round = 0; round < CREATOR_ROUNDS; round++) {
+        int gate[2], report[2];
+        pid_t pids[CREATORS];
+        new_path(path, sizeof(path), "snapsync.db");
+        assert_int_equal(pipe(gate), 0);
+        assert_int_equal(pipe(report), 0);
+        for (int i = 0; i < CREATORS; i++) {
+            pids[i] = fork();
+            assert_true(pids[i] >= 0);
+            if (pids[i] == 0) {
+                close(gate[1]);
+                close(report[0]);
+                creator_main(path, gate[0], report[1]);
+            }
+        }
+        close(gate[0]);
+        close(report[1]);
+        close(gate[1]); /* every child's read returns 0 at once */
+        for (int i = 0; i < CREATORS; i++) {
+            int status = 0;
+            assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+            if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                failures++;
+        }
+        char msg[4096];
+        ssize_t n = read(report[0], msg, sizeof(msg) - 1);
+        if (n > 0) {
+            msg[n] = '\0';
+            print_error("round %d: %s", round, msg);
+        }
+        close(report[0]);
+        if (failures == 0) {
+            assert_int_equal(raw_int(path, "PRAGMA user_version"), DB_SCHEMA_VERSION);
+            assert_int_equal(raw_int(path, "SELECT count(*) FROM cards"), 1);
+            char mode[16];
+            raw_text(path, "PRAGMA journal_mode", mode, sizeof(mode));
+            assert_string_equal(mode, "wal");
+        }
+    }
+    assert_int_equal(failures, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1454,6 +1531,7 @@ int main(void)
         cmocka_unit_test(test_hash_backed_up),
         cmocka_unit_test(test_stats),
         cmocka_unit_test(test_concurrent_connections),
+        cmocka_unit_test(test_concurrent_creation),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
