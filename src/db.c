@@ -367,9 +367,16 @@ static int db_fail(const struct db *db, int rc, struct error *err, const char *f
         code = -EROFS;
         break;
     case SQLITE_CANTOPEN: {
+        /* Never -ENOENT: callers take that for "no database yet", and a missing file is found
+         * before SQLite opens it. The system errno is SQLite's last failed call, which may be a
+         * probe of a side file, so it is only named in the message. */
         int sys = db->conn ? sqlite3_system_errno(db->conn) : 0;
-        code = (sys == EACCES || sys == EPERM) ? -EACCES : sys == EISDIR ? -EISDIR : -ENOENT;
-        break;
+        code = (sys == EACCES || sys == EPERM) ? -EACCES
+               : sys == EISDIR                 ? -EISDIR
+               : sys == EROFS                  ? -EROFS
+                                               : -EIO;
+        return error_set(err, code, "database '%s': %s: %s (%s)", db->path, what, msg,
+                         sys ? strerror(sys) : "no system error");
     }
     case SQLITE_PERM:
     case SQLITE_AUTH:
@@ -830,6 +837,92 @@ static int configure(struct db *db, struct error *err)
     return 0;
 }
 
+/* Side files of a WAL database: path with "-wal" or "-shm" appended. */
+static bool side_file(const char *path, const char *suffix, struct stat *ret)
+{
+    char buf[PATH_MAX + 8];
+    snprintf(buf, sizeof(buf), "%s%s", path, suffix);
+    return stat(buf, ret) == 0;
+}
+
+/* True when path's header says WAL (file format bytes 18 and 19 are 2). */
+static bool header_is_wal(const char *path)
+{
+    unsigned char v[2] = {0, 0};
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return false;
+    bool wal = pread(fd, v, sizeof(v), 18) == (ssize_t)sizeof(v) && v[0] == 2 && v[1] == 2;
+    close(fd);
+    return wal;
+}
+
+/* "file:<path, percent-encoded>?immutable=1" into buf (3 * PATH_MAX + 32 bytes). */
+static void immutable_uri(const char *path, char *buf, size_t size)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = (size_t)snprintf(buf, size, "file:");
+    for (const unsigned char *p = (const unsigned char *)path; *p && n + 4 < size; p++) {
+        bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                     (*p >= '0' && *p <= '9') || strchr("/._-~", *p);
+        if (plain) {
+            buf[n++] = (char)*p;
+        } else {
+            buf[n++] = '%';
+            buf[n++] = hex[*p >> 4];
+            buf[n++] = hex[*p & 15];
+        }
+    }
+    snprintf(buf + n, size - n, "?immutable=1");
+}
+
+/*
+ * How a read-only connection can open a WAL database whose folder it cannot write. SQLite needs
+ * the -shm file next to the database; when no connection has the file open there is none, and
+ * SQLite would fail with "unable to open database file" (and an errno from probing the missing
+ * -shm, which once made a read-only filesystem look like a missing database). So:
+ * - a -shm is there (a writer has it open, or stopped): SQLite reads it as it is;
+ * - a read-only filesystem, no write-ahead log: nothing can change the file under us, so it is
+ *   opened immutable (no locks, no -shm); *ret_immutable is set;
+ * - a read-only filesystem with a write-ahead log but no -shm: the log cannot be read there, and
+ *   reading without it would show old data: -EROFS;
+ * - a folder this user may not write: -EACCES.
+ */
+static int ro_plan(const char *path, bool *ret_immutable, struct error *err)
+{
+    char dir[PATH_MAX];
+    struct stat st;
+
+    *ret_immutable = false;
+    if (side_file(path, "-shm", &st) || !header_is_wal(path))
+        return 0;
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(dir, sizeof(dir), ".");
+    else if (slash == dir)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
+    if (access(dir, W_OK) == 0)
+        return 0; /* SQLite creates the -shm */
+    int e = errno;
+    if (e == EROFS) {
+        if (side_file(path, "-wal", &st) && st.st_size > 0)
+            return error_set(err, -EROFS,
+                             "database '%s' is on a read-only filesystem with a write-ahead log "
+                             "('%s-wal') but no '%s-shm': SQLite cannot read it there; mount it "
+                             "read-write once, or copy the three files elsewhere",
+                             path, path, path);
+        *ret_immutable = true;
+        return 0;
+    }
+    return error_set(err, e == EACCES || e == EPERM ? -EACCES : -e,
+                     "cannot read database '%s': SQLite needs to create '%s-shm' next to it and "
+                     "cannot write to '%s' (%s); run as the user that runs SnapSync",
+                     path, path, dir, strerror(e));
+}
+
 int db_open(const char *path, enum db_mode mode, struct db **ret, struct error *err)
 {
     struct db *db = NULL;
@@ -859,9 +952,19 @@ int db_open(const char *path, enum db_mode mode, struct db **ret, struct error *
         goto out;
     }
 
+    bool immutable = false;
+    if (mode == DB_READ_ONLY) {
+        r = ro_plan(path, &immutable, err);
+        if (r < 0)
+            goto out;
+    }
     int flags = (mode == DB_READ_WRITE ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY) |
                 SQLITE_OPEN_NOMUTEX;
-    rc = sqlite3_open_v2(path, &db->conn, flags, NULL);
+    char uri[3 * PATH_MAX + 32];
+    if (immutable)
+        immutable_uri(path, uri, sizeof(uri));
+    rc = sqlite3_open_v2(immutable ? uri : path, &db->conn,
+                         flags | (immutable ? SQLITE_OPEN_URI : 0), NULL);
     if (rc != SQLITE_OK) {
         r = db_fail(db, rc, err, "cannot open");
         goto out;

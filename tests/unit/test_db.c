@@ -11,6 +11,7 @@
 #include <ftw.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -19,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -156,6 +159,36 @@ static int64_t add_file(struct db *db, int64_t card, const char *rel, int64_t si
     assert_int_equal(db_file_get_or_create(db, &key, &id, NULL, NULL), 0);
     assert_true(id > 0);
     return id;
+}
+
+
+/* Mounts made by the tests live in a mount namespace of this process (set up in main), so they
+ * vanish with it, whatever happens to the test. */
+static bool own_mounts;
+
+/* A fresh folder with a tmpfs of size_kb mounted on it, in buf. Needs root, as CI runs. */
+static void new_tmpfs(char *buf, size_t size, size_t size_kb)
+{
+    char opts[32];
+    if (!own_mounts)
+        fail_msg("this test mounts a tmpfs: run it as root (CI does)");
+    snprintf(buf, size, "%s/%d", tmp_root, ++path_seq);
+    assert_int_equal(mkdir(buf, 0755), 0);
+    snprintf(opts, sizeof(opts), "size=%zuk,mode=0755", size_kb);
+    if (mount("tmpfs", buf, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+        fail_msg("cannot mount a tmpfs on '%s': %s", buf, strerror(errno));
+}
+
+static void remount_ro(const char *dir)
+{
+    if (mount("tmpfs", dir, "tmpfs", MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+        fail_msg("cannot remount '%s' read-only: %s", dir, strerror(errno));
+}
+
+static bool exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
 }
 
 static bool contains(const char *haystack, const char *needle)
@@ -518,6 +551,37 @@ static void test_unusable_paths(void **state)
     assert_int_equal(db_open(below, DB_READ_WRITE, &db, &err), -ENOTDIR);
     assert_int_equal(db_open(below, DB_READ_ONLY, &db, &err), -ENOTDIR);
     assert_null(db);
+
+    /* A user who may read the file but not write its folder, where SQLite must create the
+     * -shm of a WAL database: -EACCES naming the file, not "does not exist". As root, the
+     * check runs in a child that becomes nobody. */
+    new_path(path, sizeof(path), "others.db");
+    db_close(open_rw(path));
+    assert_int_equal(chmod(path, 0644), 0);
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", path);
+    *strrchr(dir, '/') = '\0';
+    assert_int_equal(chmod(dir, 0755), 0);
+    *strrchr(dir, '/') = '\0';
+    assert_int_equal(chmod(dir, 0755), 0);
+    assert_int_equal(chmod(tmp_root, 0755), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        if (geteuid() == 0 && (setgid(65534) < 0 || setuid(65534) < 0))
+            _exit(3);
+        struct error cerr = {0};
+        int r = db_open(path, DB_READ_ONLY, &db, &cerr);
+        if (r != -EACCES)
+            fprintf(stderr, "as nobody: %d %s\n", r, cerr.msg);
+        _exit(r == -EACCES && contains(cerr.msg, path) && contains(cerr.msg, "-shm") ? 0
+              : r == 0                                                          ? 1
+                                                                                : 2);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
 
     /* Permission denied can only be shown without root: root reads a chmod 000 file. */
     if (geteuid() != 0) {
@@ -1425,6 +1489,79 @@ static void test_concurrent_connections(void **state)
                      2 * WRITER_ROUNDS);
 }
 
+/* ---- a database on a read-only filesystem ---- */
+
+static void test_read_only_filesystem(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], path[PATH_MAX + 32], walled[PATH_MAX + 32], live[PATH_MAX + 32],
+        fresh[PATH_MAX + 32], side[PATH_MAX + 40];
+    struct db *db = NULL;
+    struct error err = {0};
+
+    new_tmpfs(dir, sizeof(dir), 4096);
+    snprintf(path, sizeof(path), "%s/snapsync.db", dir);
+    snprintf(walled, sizeof(walled), "%s/walled.db", dir);
+    snprintf(live, sizeof(live), "%s/live.db", dir);
+    snprintf(fresh, sizeof(fresh), "%s/new/snapsync.db", dir);
+
+    /* closed cleanly: no -wal, no -shm */
+    db = open_rw(path);
+    int64_t card = add_card(db, "RO-CARD");
+    int64_t sid = 0;
+    assert_int_equal(db_session_begin(db, card, "/media/ro", &sid, NULL), 0);
+    db_close(db);
+    /* left by a writer that stopped (or copied off a running system): a write-ahead log that
+     * holds data, with its -shm (live) or without (walled) */
+    const char *const logged[] = {walled, live};
+    for (size_t i = 0; i < 2; i++) {
+        db_close(open_rw(logged[i]));
+        sqlite3 *c = NULL;
+        assert_int_equal(sqlite3_open(logged[i], &c), SQLITE_OK);
+        assert_int_equal(sqlite3_db_config(c, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL),
+                         SQLITE_OK);
+        assert_int_equal(sqlite3_exec(c, "INSERT INTO cards (uuid, first_seen, last_seen) "
+                                         "VALUES ('IN-WAL', 1, 1)", NULL, NULL, NULL),
+                         SQLITE_OK);
+        sqlite3_close(c);
+        snprintf(side, sizeof(side), "%s-wal", logged[i]);
+        assert_true(exists(side));
+        snprintf(side, sizeof(side), "%s-shm", logged[i]);
+        assert_true(exists(side));
+    }
+    snprintf(side, sizeof(side), "%s-shm", walled);
+    assert_int_equal(unlink(side), 0);
+    remount_ro(dir);
+
+    /* reading works */
+    assert_int_equal(db_open(path, DB_READ_ONLY, &db, &err), 0);
+    struct db_session s;
+    assert_int_equal(db_session_get(db, sid, &s, NULL), 0);
+    assert_string_equal(s.card_uuid, "RO-CARD");
+    assert_int_equal(db_card_upsert(db, "other", "x", NULL, &err), -EROFS);
+    db_close(db);
+    snprintf(side, sizeof(side), "%s-shm", path);
+    assert_false(exists(side));
+
+    assert_int_equal(db_open(live, DB_READ_ONLY, &db, &err), 0);
+    int64_t id = 0;
+    assert_int_equal(db_card_find(db, "IN-WAL", &id, NULL), 0); /* read from the log */
+    db_close(db);
+
+    /* honest errors naming the file, never "does not exist" */
+    db = NULL;
+    assert_int_equal(db_open(walled, DB_READ_ONLY, &db, &err), -EROFS);
+    assert_null(db);
+    assert_true(contains(err.msg, walled));
+    assert_true(contains(err.msg, "read-only"));
+    assert_int_equal(db_open(path, DB_READ_WRITE, &db, &err), -EROFS);
+    assert_true(contains(err.msg, path));
+    assert_int_equal(db_open(fresh, DB_READ_WRITE, &db, &err), -EROFS);
+    assert_true(contains(err.msg, dir));
+    assert_int_equal(db_open(fresh, DB_READ_ONLY, &db, &err), -ENOENT); /* truly missing */
+    assert_null(db);
+}
+
 /* ---- several processes creating the same new database ---- */
 
 #define CREATORS 6
@@ -1504,6 +1641,8 @@ static void test_concurrent_creation(void **state)
 
 int main(void)
 {
+    /* a private mount namespace: the tmpfs the tests mount are gone when the process is */
+    own_mounts = unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_state_strings),
         cmocka_unit_test(test_create_and_migrate),
@@ -1517,6 +1656,7 @@ int main(void)
         cmocka_unit_test(test_truncated_database),
         cmocka_unit_test(test_garbled_pages),
         cmocka_unit_test(test_unusable_paths),
+        cmocka_unit_test(test_read_only_filesystem),
         cmocka_unit_test(test_transaction),
         cmocka_unit_test(test_cards),
         cmocka_unit_test(test_sessions),
