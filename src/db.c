@@ -227,7 +227,6 @@ enum stmt_id {
     STMT_SESSION_BEGIN,
     STMT_SESSION_UPDATE,
     STMT_SESSION_END,
-    STMT_SESSION_INTERRUPT,
     STMT_SESSION_LIST,
     STMT_SESSION_GET,
     STMT_SESSION_FILE_SET,
@@ -274,10 +273,6 @@ static const char *const stmt_sql[STMT_MAX] = {
                          "files_copied = ?5, files_skipped = ?6, files_duplicate = ?7, "
                          "files_failed = ?8, bytes_copied = ?9, ended_at = ?10, error = ?11 "
                          "WHERE id = ?1",
-    [STMT_SESSION_INTERRUPT] =
-        "UPDATE sessions SET status = 'interrupted', ended_at = ?1, "
-        "error = coalesce(error, 'the process running this session stopped') "
-        "WHERE status IN ('scanning', 'backing_up') AND NOT snapsync_session_alive(pid, id)",
     [STMT_SESSION_LIST] = SESSION_COLUMNS "ORDER BY s.started_at DESC, s.id DESC LIMIT ?1",
     [STMT_SESSION_GET] = SESSION_COLUMNS "WHERE s.id = ?1",
     [STMT_SESSION_FILE_SET] = "INSERT INTO session_files (session_id, file_id, outcome) "
@@ -616,20 +611,84 @@ static bool own_session_running(int64_t id)
     return found;
 }
 
-/* snapsync_session_alive(pid, id): the process that runs session id is still running it. */
+/* When process pid started, in seconds since the epoch (with its fraction): field 22 of
+ * /proc/<pid>/stat is its start in clock ticks since boot, and CLOCK_BOOTTIME is the same clock,
+ * so the start is now minus the time since then. -errno when the process cannot be read. */
+static int process_started_at(pid_t pid, double *ret)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    int e = errno;
+    close(fd);
+    if (n <= 0)
+        return n < 0 ? -e : -EIO;
+    buf[n] = '\0';
+    /* "pid (comm) state ppid ...": comm may hold spaces and parentheses, so fields are counted
+     * from the last ')', which ends field 2. */
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return -EBADMSG;
+    p++;
+    for (int field = 3; field < 22 && p; field++) {
+        p = strchr(p + 1, ' ');
+    }
+    if (!p)
+        return -EBADMSG;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long ticks = strtoull(p + 1, &end, 10);
+    long hz = sysconf(_SC_CLK_TCK);
+    if (errno || end == p + 1 || (*end != ' ' && *end != '\0') || hz <= 0)
+        return -EBADMSG;
+    struct timespec boot, real;
+    clock_gettime(CLOCK_BOOTTIME, &boot);
+    clock_gettime(CLOCK_REALTIME, &real);
+    double since_boot = (double)ticks / (double)hz;
+    double up = (double)boot.tv_sec + (double)boot.tv_nsec / 1e9;
+    *ret = (double)real.tv_sec + (double)real.tv_nsec / 1e9 - (up - since_boot);
+    return 0;
+}
+
+/* started_at is whole seconds, cut, taken after the process started: a process whose start
+ * comes out later than this after started_at started after the session began. */
+#define DB_START_SLACK_S 2.0
+
+/* The process that ran session id (begun at started_at by pid) still runs it. */
+static bool session_alive(int64_t pid, int64_t id, int64_t started_at)
+{
+    if (pid == (int64_t)getpid())
+        return id > 0 && own_session_running(id);
+    if (pid <= 0 || pid > INT_MAX)
+        return false; /* kill(0 or -1, ...) would mean a process group or everyone */
+    if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+        return false; /* EPERM: alive, not ours */
+    /* The pid is taken, but a process that started after the session began (the pid reused,
+     * typically after a reboot) cannot be the one that ran it. When its start cannot be read
+     * (no /proc), the pid alone decides. */
+    double start;
+    if (process_started_at((pid_t)pid, &start) < 0)
+        return true;
+    return start <= (double)started_at + DB_START_SLACK_S;
+}
+
+bool db_session_alive(const struct db_session *s)
+{
+    if (!s || (s->status != DB_SESSION_SCANNING && s->status != DB_SESSION_BACKING_UP))
+        return false;
+    return session_alive(s->pid, s->id, s->started_at);
+}
+
+/* snapsync_session_alive(pid, id, started_at): SQL's view of session_alive. */
 static void sql_session_alive(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
     (void)argc;
-    int64_t pid = sqlite3_value_int64(argv[0]);
-    int64_t id = sqlite3_value_int64(argv[1]);
-    bool alive;
-    if (pid == (int64_t)getpid())
-        alive = id > 0 && own_session_running(id);
-    else if (pid <= 0 || pid > INT_MAX)
-        alive = false; /* kill(0 or -1, ...) would mean a process group or everyone */
-    else
-        alive = kill((pid_t)pid, 0) == 0 || errno != ESRCH; /* EPERM: alive, not ours */
-    sqlite3_result_int(ctx, alive);
+    sqlite3_result_int(ctx, session_alive(sqlite3_value_int64(argv[0]),
+                                          sqlite3_value_int64(argv[1]),
+                                          sqlite3_value_int64(argv[2])));
 }
 
 static int check_tables(struct db *db, struct error *err)
@@ -829,7 +888,7 @@ static int configure(struct db *db, struct error *err)
             return r;
     }
 
-    rc = sqlite3_create_function_v2(db->conn, "snapsync_session_alive", 2,
+    rc = sqlite3_create_function_v2(db->conn, "snapsync_session_alive", 3,
                                     SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL, sql_session_alive, NULL,
                                     NULL, NULL);
     if (rc != SQLITE_OK)
@@ -1116,39 +1175,63 @@ static void read_session(sqlite3_stmt *st, struct db_session *s)
     s->safe_to_remove = sqlite3_column_int64(st, 17) != 0;
 }
 
-int db_session_begin(struct db *db, int64_t card_id, const char *source, int64_t *ret_id,
-                     struct error *err)
+struct begin_args {
+    int64_t card_id;
+    const char *source;
+    int64_t id;
+    struct error *err;
+};
+
+static int session_begin_tx(struct db *db, void *userdata)
 {
+    struct begin_args *a = userdata;
     sqlite3_stmt *st = NULL;
     int r, rc = SQLITE_OK;
-    int64_t id;
 
-    if (!db)
-        return error_set(err, -EINVAL, "no database");
-    r = stmt_get(db, STMT_SESSION_BEGIN, &st, err);
+    r = stmt_get(db, STMT_SESSION_BEGIN, &st, a->err);
     if (r < 0)
         return r;
     /* A session without a card (a plain folder) keeps card_id NULL. */
-    rc = card_id > 0 ? bind_i64(st, 1, card_id, rc) : sqlite3_bind_null(st, 1);
-    rc = bind_str(st, 2, source ? source : "", rc);
+    rc = a->card_id > 0 ? bind_i64(st, 1, a->card_id, rc) : sqlite3_bind_null(st, 1);
+    rc = bind_str(st, 2, a->source ? a->source : "", rc);
     rc = bind_i64(st, 3, now_s(), rc);
     rc = bind_i64(st, 4, (int64_t)getpid(), rc);
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     if (rc != SQLITE_ROW) {
-        r = db_fail(db, rc, err, "cannot start a session for card %lld", (long long)card_id);
+        r = db_fail(db, rc, a->err, "cannot start a session for card %lld",
+                    (long long)a->card_id);
         goto out;
     }
-    id = sqlite3_column_int64(st, 0);
-    r = stmt_run(db, st, err, "cannot start a session");
+    int64_t id = sqlite3_column_int64(st, 0);
+    r = stmt_run(db, st, a->err, "cannot start a session");
     if (r < 0)
         goto out;
+    /* Before the row is committed: another thread of this process repairing stale rows (which
+     * takes the write lock) then never sees our running row without knowing it is ours. */
     own_session_set(id, true);
-    if (ret_id)
-        *ret_id = id;
+    a->id = id;
 out:
     stmt_done(st);
     return r;
+}
+
+int db_session_begin(struct db *db, int64_t card_id, const char *source, int64_t *ret_id,
+                     struct error *err)
+{
+    struct begin_args a = {.card_id = card_id, .source = source, .err = err};
+
+    if (!db)
+        return error_set(err, -EINVAL, "no database");
+    int r = db_transaction(db, session_begin_tx, &a, err);
+    if (r < 0) {
+        if (a.id > 0)
+            own_session_set(a.id, false); /* the commit failed */
+        return r;
+    }
+    if (ret_id)
+        *ret_id = a.id;
+    return 0;
 }
 
 /* Runs st, a bound UPDATE of session id (rc: the binds' result), and releases it. */
@@ -1222,28 +1305,83 @@ int db_session_set_safe_to_remove(struct db *db, int64_t id, bool safe, struct e
     return session_update_run(db, st, rc, id, err);
 }
 
-int db_sessions_interrupt_stale(struct db *db, int64_t *ret_count, struct error *err)
+/* Runs sql, an ad-hoc write with ?1 = a and ?2 = b; *ret_changes (may be NULL): rows changed. */
+static int adhoc_run(struct db *db, const char *sql, int64_t a, int64_t b, int64_t *ret_changes,
+                     struct error *err, const char *what)
 {
     sqlite3_stmt *st = NULL;
-    int r, rc = SQLITE_OK;
+    int r;
+    int rc = sqlite3_prepare_v2(db->conn, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = bind_i64(st, 1, a, rc);
+    if (rc == SQLITE_OK && sqlite3_bind_parameter_count(st) >= 2)
+        rc = bind_i64(st, 2, b, rc);
+    if (rc != SQLITE_OK)
+        r = db_fail(db, rc, err, "%s", what);
+    else
+        r = stmt_run(db, st, err, what);
+    if (r == 0 && ret_changes)
+        *ret_changes = sqlite3_changes(db->conn);
+    sqlite3_finalize(st);
+    return r;
+}
 
+/* A session still running: one whose card's files are in flight and must be left alone. */
+#define RUNNING_SESSION_ON(card)                                                                   \
+    "EXISTS (SELECT 1 FROM sessions s WHERE s.status IN ('scanning', 'backing_up') "               \
+    "AND (s.card_id IS NULL OR s.card_id = " card "))"
+
+struct repair_args {
+    struct db_repair counts;
+    struct error *err;
+};
+
+static int repair_tx(struct db *db, void *userdata)
+{
+    /* Sessions first: once the dead ones are interrupted, every session still running is
+     * alive, and the files of its card (a session without a card could touch any) are its. */
+    static const char *const sql[3] = {
+        "UPDATE sessions SET status = 'interrupted', ended_at = ?1, "
+        "error = coalesce(error, 'the process running this session stopped') "
+        "WHERE status IN ('scanning', 'backing_up') "
+        "AND NOT snapsync_session_alive(pid, id, started_at)",
+        "UPDATE files SET state = 'new', last_error = 'interrupted', updated_at = ?1 "
+        "WHERE state IN ('scanning', 'backing_up', 'verifying') "
+        "AND NOT " RUNNING_SESSION_ON("files.card_id"),
+        "UPDATE copies SET state = 'pending', error = NULL, verified_at = 0, updated_at = ?1 "
+        "WHERE state IN ('copying', 'verifying') "
+        "AND NOT " RUNNING_SESSION_ON("(SELECT card_id FROM files WHERE id = copies.file_id)"),
+    };
+    struct repair_args *a = userdata;
+    int64_t *counts[3] = {&a->counts.sessions, &a->counts.files, &a->counts.copies};
+    int64_t now = now_s();
+    for (size_t i = 0; i < 3; i++) {
+        int r = adhoc_run(db, sql[i], now, 0, counts[i], a->err, "cannot repair stale rows");
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+int db_repair_stale(struct db *db, struct db_repair *ret, struct error *err)
+{
+    struct repair_args a = {.err = err};
     if (!db)
         return error_set(err, -EINVAL, "no database");
-    r = stmt_get(db, STMT_SESSION_INTERRUPT, &st, err);
+    int r = db_transaction(db, repair_tx, &a, err);
     if (r < 0)
         return r;
-    rc = bind_i64(st, 1, now_s(), rc);
-    if (rc != SQLITE_OK) {
-        r = db_fail(db, rc, err, "cannot mark stale sessions");
-        goto out;
-    }
-    r = stmt_run(db, st, err, "cannot mark stale sessions as interrupted");
-    if (r < 0)
-        goto out;
-    if (ret_count)
-        *ret_count = sqlite3_changes(db->conn);
-out:
-    stmt_done(st);
+    if (ret)
+        *ret = a.counts;
+    return 0;
+}
+
+int db_sessions_interrupt_stale(struct db *db, int64_t *ret_count, struct error *err)
+{
+    struct db_repair rep = {0};
+    int r = db_repair_stale(db, &rep, err);
+    if (r == 0 && ret_count)
+        *ret_count = rep.sessions;
     return r;
 }
 
@@ -2014,23 +2152,6 @@ struct retry_args {
     struct error *err;
 };
 
-/* Runs one UPDATE of the retry with ?1 = the id and ?2 = now. */
-static int retry_exec(struct db *db, const char *sql, int64_t id, struct error *err)
-{
-    sqlite3_stmt *st = NULL;
-    int r = adhoc_prepare(db, sql, &st, err);
-    if (r < 0)
-        return r;
-    int rc = bind_i64(st, 1, id, SQLITE_OK);
-    rc = bind_i64(st, 2, now_s(), rc);
-    if (rc != SQLITE_OK)
-        r = db_fail(db, rc, err, "cannot mark files for retry");
-    else
-        r = stmt_run(db, st, err, "cannot mark files for retry");
-    sqlite3_finalize(st);
-    return r;
-}
-
 static int retry_tx(struct db *db, void *userdata)
 {
     /* The copies first: the files' failed state still tells which ones to take. */
@@ -2052,14 +2173,10 @@ static int retry_tx(struct db *db, void *userdata)
     };
     struct retry_args *a = userdata;
     const char *const *sql = a->session ? session_sql : file_sql;
-    int r = retry_exec(db, sql[0], a->id, a->err);
+    int r = adhoc_run(db, sql[0], a->id, now_s(), NULL, a->err, "cannot mark files for retry");
     if (r < 0)
         return r;
-    r = retry_exec(db, sql[1], a->id, a->err);
-    if (r < 0)
-        return r;
-    a->count = sqlite3_changes(db->conn);
-    return 0;
+    return adhoc_run(db, sql[1], a->id, now_s(), &a->count, a->err, "cannot mark files for retry");
 }
 
 static int mark_retry(struct db *db, bool session, int64_t id, int64_t *ret_count,

@@ -151,10 +151,45 @@ int db_session_end(struct db *db, int64_t id, enum db_session_status status,
 /* Records that the card of session id was unmounted after it (safe true), so it can be pulled. */
 int db_session_set_safe_to_remove(struct db *db, int64_t id, bool safe, struct error *err);
 
-/* Marks sessions still scanning/backing_up whose process is not alive as interrupted, with
- * ended_at now. A session of our own pid is alive only while this process runs it (begun and not
- * yet ended through any connection), so parallel sessions of the service are left alone and a
- * leftover of a dead process that had our pid is not. ret_count may be NULL. */
+/*
+ * True while the process that ran session s still runs it: s is scanning or backing_up and
+ * - its pid is this process's, and this process began it (db_session_begin, through any
+ *   connection) and has not ended it; or
+ * - its pid is another live process (kill(pid, 0) does not fail with ESRCH) that started no
+ *   later than s began (started_at, 2 s of slack): a process that started after the session
+ *   cannot have run it, even though it now has the pid of the one that did (pids are reused,
+ *   above all after a reboot). The start comes from /proc/<pid>/stat; when /proc cannot tell,
+ *   the pid alone decides. A wall clock stepped forward between the session's start and this
+ *   call (NTP on a board without a clock) can make another process's session look dead.
+ * Any thread.
+ */
+bool db_session_alive(const struct db_session *s);
+
+/* What db_repair_stale changed. */
+struct db_repair {
+    int64_t sessions; /* sessions marked interrupted */
+    int64_t files;    /* files put back to new */
+    int64_t copies;   /* copies put back to pending */
+};
+
+/*
+ * Repairs what a process that died mid-session left behind, in one transaction:
+ * - sessions still scanning/backing_up that are not db_session_alive become interrupted, with
+ *   ended_at now and error "the process running this session stopped" (unless one was set);
+ * - then files in scanning, backing_up or verifying become new with last_error "interrupted",
+ *   and copies in copying or verifying become pending (error cleared, verified_at 0, remote
+ *   kept), so the next backup of their card does them again -- except those of a card that a
+ *   session still running (so alive) is backing up: a live session owns its card's rows. A
+ *   running session without a card (a plain folder) could own any file, so while one runs no
+ *   file or copy is touched.
+ * Call it before a session starts and when the service starts (its own sessions of this
+ * process are alive, so parallel sessions leave each other alone). *ret (may be NULL): the
+ * counts. Needs a DB_READ_WRITE connection (-EROFS otherwise).
+ */
+int db_repair_stale(struct db *db, struct db_repair *ret, struct error *err);
+
+/* db_repair_stale, returning only the number of sessions it interrupted (ret_count may be
+ * NULL). Kept for the engine, which calls it before each session. */
 int db_sessions_interrupt_stale(struct db *db, int64_t *ret_count, struct error *err);
 
 /* The most recent sessions, newest first, at most limit (1..10000). *ret is a malloc'd array

@@ -870,6 +870,152 @@ static void test_interrupt_stale(void **state)
     db_close(db);
 }
 
+/* A process that started after a session began cannot be the one that ran it, whatever pid it
+ * has: the session of a process that died, whose pid a newer process took, is interrupted. */
+static void test_interrupt_reused_pid(void **state)
+{
+    (void)state;
+    char path[PATH_MAX], sql[256];
+    int hold[2];
+
+    /* a live child that waits until the test closes the pipe; forked before any connection */
+    assert_int_equal(pipe(hold), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        char c;
+        close(hold[1]);
+        while (read(hold[0], &c, 1) < 0 && errno == EINTR)
+            ;
+        _exit(0);
+    }
+    close(hold[0]);
+
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "REUSED");
+    int64_t reused, young;
+    assert_int_equal(db_session_begin(db, card, "/m", &reused, NULL), 0);
+    assert_int_equal(db_session_begin(db, card, "/m", &young, NULL), 0);
+    /* both rows name the live child; one began an hour before it started */
+    snprintf(sql, sizeof(sql),
+             "UPDATE sessions SET pid = %d; UPDATE sessions SET started_at = started_at - 3600 "
+             "WHERE id = %lld",
+             (int)child, (long long)reused);
+    raw_exec(path, sql);
+
+    struct db_session s;
+    assert_int_equal(db_session_get(db, reused, &s, NULL), 0);
+    assert_false(db_session_alive(&s));
+    assert_int_equal(db_session_get(db, young, &s, NULL), 0);
+    assert_true(db_session_alive(&s)); /* began after the child started: may be its own */
+
+    int64_t count = -1;
+    assert_int_equal(db_sessions_interrupt_stale(db, &count, NULL), 0);
+    assert_int_equal(count, 1);
+    assert_int_equal(db_session_get(db, reused, &s, NULL), 0);
+    assert_int_equal(s.status, DB_SESSION_INTERRUPTED);
+    assert_false(db_session_alive(&s)); /* ended: not running, whatever the process */
+    assert_int_equal(db_session_get(db, young, &s, NULL), 0);
+    assert_int_equal(s.status, DB_SESSION_SCANNING);
+
+    close(hold[1]);
+    assert_int_equal(waitpid(child, NULL, 0), child);
+    assert_false(db_session_alive(&s)); /* and once the process is gone, it is not alive */
+    db_close(db);
+}
+
+/* Rows left in flight by a session whose process died are put back, so the next run does them
+ * again; rows of a card that a live session is backing up are left alone. */
+static void test_repair_stale(void **state)
+{
+    (void)state;
+    char path[PATH_MAX], sql[512];
+
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t dead_card = add_card(db, "DEAD"), live_card = add_card(db, "LIVE");
+    int64_t dead, live;
+    assert_int_equal(db_session_begin(db, dead_card, "/dead", &dead, NULL), 0);
+    assert_int_equal(db_session_begin(db, live_card, "/live", &live, NULL), 0);
+
+    static const enum db_file_state stuck[] = {DB_FILE_SCANNING, DB_FILE_BACKING_UP,
+                                               DB_FILE_VERIFYING};
+    int64_t dead_files[3], live_files[3];
+    char rel[32];
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(rel, sizeof(rel), "IMG_%zu.JPG", i);
+        dead_files[i] = add_file(db, dead_card, rel, 100);
+        live_files[i] = add_file(db, live_card, rel, 100);
+        assert_int_equal(db_file_set_state(db, dead_files[i], stuck[i], NULL, NULL), 0);
+        assert_int_equal(db_file_set_state(db, live_files[i], stuck[i], NULL, NULL), 0);
+    }
+    int64_t done_file = add_file(db, dead_card, "DONE.JPG", 100);
+    int64_t failed_file = add_file(db, dead_card, "FAILED.JPG", 100);
+    assert_int_equal(db_file_set_state(db, done_file, DB_FILE_COMPLETED, NULL, NULL), 0);
+    assert_int_equal(db_file_set_state(db, failed_file, DB_FILE_FAILED, "bad", NULL), 0);
+    int64_t ids[] = {dead_files[0], live_files[0]};
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(db_copy_set(db, ids[i], "nas", DB_COPY_COPYING, NULL, NULL, NULL), 0);
+        assert_int_equal(db_copy_set(db, ids[i], "usb", DB_COPY_VERIFYING, "r", NULL, NULL), 0);
+        assert_int_equal(db_copy_set(db, ids[i], "ssd", DB_COPY_COMPLETED, "r", NULL, NULL), 0);
+    }
+    assert_int_equal(db_copy_set(db, done_file, "nas", DB_COPY_FAILED, NULL, "x", NULL), 0);
+
+    /* the dead card's session ran in a process that has gone: a leftover with our pid */
+    snprintf(sql, sizeof(sql), "UPDATE sessions SET id = %lld WHERE id = %lld",
+             (long long)(live + 100), (long long)dead);
+    raw_exec(path, sql);
+
+    struct db_repair rep = {-1, -1, -1};
+    assert_int_equal(db_repair_stale(db, &rep, NULL), 0);
+    assert_int_equal(rep.sessions, 1);
+    assert_int_equal(rep.files, 3);
+    assert_int_equal(rep.copies, 2);
+
+    struct db_file f;
+    struct db_copy c;
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(db_file_get(db, dead_files[i], &f, NULL), 0);
+        assert_int_equal(f.state, DB_FILE_NEW);
+        assert_string_equal(f.last_error, "interrupted");
+        assert_int_equal(db_file_get(db, live_files[i], &f, NULL), 0);
+        assert_int_equal(f.state, stuck[i]);
+    }
+    assert_int_equal(db_copy_get(db, dead_files[0], "nas", &c, NULL), 0);
+    assert_int_equal(c.state, DB_COPY_PENDING);
+    assert_int_equal(db_copy_get(db, dead_files[0], "usb", &c, NULL), 0);
+    assert_int_equal(c.state, DB_COPY_PENDING);
+    assert_string_equal(c.remote, "r");
+    assert_int_equal(c.verified_at, 0);
+    assert_int_equal(db_copy_get(db, dead_files[0], "ssd", &c, NULL), 0);
+    assert_int_equal(c.state, DB_COPY_COMPLETED);
+    assert_int_equal(db_copy_get(db, live_files[0], "nas", &c, NULL), 0);
+    assert_int_equal(c.state, DB_COPY_COPYING);
+    assert_int_equal(db_copy_get(db, live_files[0], "usb", &c, NULL), 0);
+    assert_int_equal(c.state, DB_COPY_VERIFYING);
+    assert_int_equal(db_file_get(db, done_file, &f, NULL), 0);
+    assert_int_equal(f.state, DB_FILE_COMPLETED);
+    assert_int_equal(db_copy_get(db, done_file, "nas", &c, NULL), 0);
+    assert_int_equal(c.state, DB_COPY_FAILED);
+    assert_int_equal(db_file_get(db, failed_file, &f, NULL), 0);
+    assert_int_equal(f.state, DB_FILE_FAILED);
+
+    /* nothing left to repair; NULL is fine */
+    assert_int_equal(db_repair_stale(db, &rep, NULL), 0);
+    assert_int_equal(rep.sessions + rep.files + rep.copies, 0);
+    assert_int_equal(db_repair_stale(db, NULL, NULL), 0);
+
+    /* once the live session ends, its card's leftovers are repaired too */
+    struct db_totals t = {0};
+    assert_int_equal(db_session_end(db, live, DB_SESSION_INTERRUPTED, &t, NULL, NULL), 0);
+    assert_int_equal(db_repair_stale(db, &rep, NULL), 0);
+    assert_int_equal(rep.sessions, 0);
+    assert_int_equal(rep.files, 3);
+    assert_int_equal(rep.copies, 2);
+    db_close(db);
+}
+
 static void test_session_files(void **state)
 {
     (void)state;
@@ -1662,6 +1808,8 @@ int main(void)
         cmocka_unit_test(test_sessions),
         cmocka_unit_test(test_sessions_list),
         cmocka_unit_test(test_interrupt_stale),
+        cmocka_unit_test(test_interrupt_reused_pid),
+        cmocka_unit_test(test_repair_stale),
         cmocka_unit_test(test_session_files),
         cmocka_unit_test(test_files),
         cmocka_unit_test(test_files_failed),
