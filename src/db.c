@@ -227,6 +227,10 @@ enum stmt_id {
     STMT_SESSION_BEGIN,
     STMT_SESSION_UPDATE,
     STMT_SESSION_END,
+    STMT_SESSION_STATUS,
+    STMT_SESSION_FINISH,
+    STMT_SESSION_FOUND,
+    STMT_SESSION_COUNT,
     STMT_SESSION_LIST,
     STMT_SESSION_GET,
     STMT_SESSION_FILE_SET,
@@ -273,6 +277,24 @@ static const char *const stmt_sql[STMT_MAX] = {
                          "files_copied = ?5, files_skipped = ?6, files_duplicate = ?7, "
                          "files_failed = ?8, bytes_copied = ?9, ended_at = ?10, error = ?11 "
                          "WHERE id = ?1",
+    /* The same without the totals: a session whose files are recorded by db_file_record
+     * counts in its row. ?3 to ?9 are the totals' slots, unused here. */
+    [STMT_SESSION_STATUS] = "UPDATE sessions SET status = ?2 WHERE id = ?1",
+    [STMT_SESSION_FINISH] = "UPDATE sessions SET status = ?2, ended_at = ?10, error = ?11 "
+                            "WHERE id = ?1",
+    [STMT_SESSION_FOUND] = "UPDATE sessions SET files_total = ?2, bytes_total = ?3 WHERE id = ?1",
+    /* Counts outcome ?2 of file ?3 in session ?1, taking back the outcome it had there. */
+    [STMT_SESSION_COUNT] =
+        "UPDATE sessions SET "
+        "files_copied = files_copied + (?2 = 'copied') - (o.old = 'copied'), "
+        "files_skipped = files_skipped + (?2 = 'skipped') - (o.old = 'skipped'), "
+        "files_duplicate = files_duplicate + (?2 = 'duplicate') - (o.old = 'duplicate'), "
+        "files_failed = files_failed + (?2 = 'failed') - (o.old = 'failed'), "
+        "bytes_copied = bytes_copied + o.size * ((?2 = 'copied') - (o.old = 'copied')) "
+        "FROM (SELECT coalesce((SELECT outcome FROM session_files "
+        "WHERE session_id = ?1 AND file_id = ?3), '') AS old, "
+        "(SELECT size FROM files WHERE id = ?3) AS size) AS o "
+        "WHERE sessions.id = ?1",
     [STMT_SESSION_LIST] = SESSION_COLUMNS "ORDER BY s.started_at DESC, s.id DESC LIMIT ?1",
     [STMT_SESSION_GET] = SESSION_COLUMNS "WHERE s.id = ?1",
     [STMT_SESSION_FILE_SET] = "INSERT INTO session_files (session_id, file_id, outcome) "
@@ -1260,15 +1282,18 @@ static int session_write(struct db *db, enum stmt_id which, int64_t id,
     sqlite3_stmt *st = NULL;
     int r, rc = SQLITE_OK;
 
-    if (!db || !totals || (unsigned)status >= ARRAY_SIZE(session_status_names))
+    if (!db || (unsigned)status >= ARRAY_SIZE(session_status_names))
         return error_set(err, -EINVAL, "invalid session update");
+    if (!totals)
+        which = which == STMT_SESSION_END ? STMT_SESSION_FINISH : STMT_SESSION_STATUS;
     r = stmt_get(db, which, &st, err);
     if (r < 0)
         return r;
     rc = bind_i64(st, 1, id, rc);
     rc = bind_str(st, 2, session_status_names[status], rc);
-    rc = bind_totals(st, totals, rc);
-    if (which == STMT_SESSION_END) {
+    if (totals)
+        rc = bind_totals(st, totals, rc);
+    if (which == STMT_SESSION_END || which == STMT_SESSION_FINISH) {
         rc = bind_i64(st, 10, now_s(), rc);
         rc = bind_str(st, 11, error, rc);
     }
@@ -1290,19 +1315,34 @@ int db_session_end(struct db *db, int64_t id, enum db_session_status status,
     return r;
 }
 
-int db_session_set_safe_to_remove(struct db *db, int64_t id, bool safe, struct error *err)
+/* Runs which, an UPDATE of session id (?1) with ?2, ?3, ... = v[0 .. n-1]. */
+static int session_set(struct db *db, enum stmt_id which, int64_t id, const int64_t *v, int n,
+                       struct error *err)
 {
     sqlite3_stmt *st = NULL;
-    int r, rc = SQLITE_OK;
+    int rc = SQLITE_OK;
 
     if (!db)
         return error_set(err, -EINVAL, "no database");
-    r = stmt_get(db, STMT_SESSION_SAFE, &st, err);
+    int r = stmt_get(db, which, &st, err);
     if (r < 0)
         return r;
     rc = bind_i64(st, 1, id, rc);
-    rc = bind_i64(st, 2, safe ? 1 : 0, rc);
+    for (int i = 0; i < n; i++)
+        rc = bind_i64(st, 2 + i, v[i], rc);
     return session_update_run(db, st, rc, id, err);
+}
+
+int db_session_set_found(struct db *db, int64_t id, int64_t files_total, int64_t bytes_total,
+                         struct error *err)
+{
+    return session_set(db, STMT_SESSION_FOUND, id, (const int64_t[]){files_total, bytes_total},
+                       2, err);
+}
+
+int db_session_set_safe_to_remove(struct db *db, int64_t id, bool safe, struct error *err)
+{
+    return session_set(db, STMT_SESSION_SAFE, id, (const int64_t[]){safe ? 1 : 0}, 1, err);
 }
 
 /* Runs sql, an ad-hoc write with ?1 = a and ?2 = b; *ret_changes (may be NULL): rows changed. */
@@ -1854,6 +1894,95 @@ int db_copy_get(struct db *db, int64_t file_id, const char *dest, struct db_copy
                     dest);
     }
     stmt_done(st);
+    return r;
+}
+
+/* ---- one file's outcome ---- */
+
+static int check_record(int64_t session_id, const struct db_file_record *rec, struct error *err)
+{
+    if (!rec || rec->file_id <= 0 || session_id < 0 ||
+        (unsigned)rec->state >= ARRAY_SIZE(file_state_names) ||
+        rec->n_copies > DB_RECORD_COPIES_MAX ||
+        (session_id > 0 && (unsigned)rec->outcome >= ARRAY_SIZE(outcome_names)))
+        return error_set(err, -EINVAL, "invalid outcome record for file %lld",
+                         rec ? (long long)rec->file_id : 0LL);
+    if (rec->duplicate_of < 0 || rec->duplicate_of == rec->file_id ||
+        (rec->duplicate_of > 0 && rec->state != DB_FILE_COMPLETED))
+        return error_set(err, -EINVAL,
+                         "file %lld: a duplicate must be of another file and completed",
+                         (long long)rec->file_id);
+    for (size_t i = 0; i < rec->n_copies; i++) {
+        const struct db_record_copy *c = &rec->copies[i];
+        int r = check_dests(&c->dest, 1, err);
+        if (r < 0)
+            return r;
+        if ((unsigned)c->state >= ARRAY_SIZE(copy_state_names))
+            return error_set(err, -EINVAL, "file %lld: invalid copy state for '%s'",
+                             (long long)rec->file_id, c->dest);
+        if (c->remote && strnlen(c->remote, DB_KEY_MAX) >= DB_KEY_MAX)
+            return error_set(err, -ENAMETOOLONG,
+                             "remote path '%.64s...' is longer than %d bytes", c->remote,
+                             DB_KEY_MAX - 1);
+    }
+    return 0;
+}
+
+struct record_args {
+    int64_t session_id;
+    const struct db_file_record *rec;
+    struct error *err;
+};
+
+/* Counts the outcome in the session's row (before session_files changes: the old outcome is
+ * read from there). */
+static int session_count(struct db *db, int64_t session_id, int64_t file_id, enum db_outcome o,
+                         struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = SQLITE_OK;
+    int r = stmt_get(db, STMT_SESSION_COUNT, &st, err);
+    if (r < 0)
+        return r;
+    rc = bind_i64(st, 1, session_id, rc);
+    rc = bind_str(st, 2, outcome_names[o], rc);
+    rc = bind_i64(st, 3, file_id, rc);
+    return session_update_run(db, st, rc, session_id, err);
+}
+
+static int record_tx(struct db *db, void *userdata)
+{
+    struct record_args *a = userdata;
+    const struct db_file_record *rec = a->rec;
+    int r;
+
+    if (rec->duplicate_of > 0)
+        r = db_file_set_duplicate(db, rec->file_id, rec->duplicate_of, a->err);
+    else
+        r = db_file_set_state(db, rec->file_id, rec->state, rec->last_error, a->err);
+    for (size_t i = 0; r == 0 && i < rec->n_copies; i++) {
+        const struct db_record_copy *c = &rec->copies[i];
+        r = db_copy_set(db, rec->file_id, c->dest, c->state, c->remote, c->error, a->err);
+    }
+    if (r == 0 && a->session_id > 0)
+        r = session_count(db, a->session_id, rec->file_id, rec->outcome, a->err);
+    if (r == 0 && a->session_id > 0)
+        r = db_session_file_set(db, a->session_id, rec->file_id, rec->outcome, a->err);
+    return r;
+}
+
+int db_file_record(struct db *db, int64_t session_id, const struct db_file_record *rec,
+                   struct error *err)
+{
+    if (!db)
+        return error_set(err, -EINVAL, "no database");
+    int r = check_record(session_id, rec, err);
+    if (r < 0)
+        return r;
+    struct record_args a = {.session_id = session_id, .rec = rec, .err = err};
+    r = db_transaction(db, record_tx, &a, err);
+    if (r < 0)
+        error_prefix(err, "file %lld not recorded", (long long)rec->file_id);
     return r;
 }
 

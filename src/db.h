@@ -140,11 +140,19 @@ struct db_session {
 int db_session_begin(struct db *db, int64_t card_id, const char *source, int64_t *ret_id,
                      struct error *err);
 
-/* Updates status and totals of a running session (called for progress, cheap). */
+/* Updates status and totals of a running session (called for progress, cheap). totals NULL:
+ * only the status; the totals in the row stay (a caller that records its files with
+ * db_file_record lets the row count, and must pass NULL here and to db_session_end, else its
+ * own counts overwrite the row's). */
 int db_session_update(struct db *db, int64_t id, enum db_session_status status,
                       const struct db_totals *totals, struct error *err);
 
-/* Ends a session: final status, totals, ended_at now, error (NULL for none). */
+/* Sets what the scan of session id found (files_total, bytes_total) and nothing else. */
+int db_session_set_found(struct db *db, int64_t id, int64_t files_total, int64_t bytes_total,
+                         struct error *err);
+
+/* Ends a session: final status, totals (NULL: those in the row stay, see db_session_update),
+ * ended_at now, error (NULL for none). */
 int db_session_end(struct db *db, int64_t id, enum db_session_status status,
                    const struct db_totals *totals, const char *error, struct error *err);
 
@@ -285,6 +293,54 @@ int db_copy_set(struct db *db, int64_t file_id, const char *dest, enum db_copy_s
 /* The copy of file_id at dest; -ENOENT if none. */
 int db_copy_get(struct db *db, int64_t file_id, const char *dest, struct db_copy *ret,
                 struct error *err);
+
+/* ---- one file's outcome, in one transaction ---- */
+
+#define DB_RECORD_COPIES_MAX 16
+
+/* One destination's copy in a db_file_record: as db_copy_set takes it. */
+struct db_record_copy {
+    const char *dest;         /* destination id, non-empty, shorter than 256 bytes */
+    enum db_copy_state state; /* completed sets verified_at now; any other state resets it */
+    const char *remote;       /* NULL keeps the stored one; at most 4095 bytes */
+    const char *error;        /* NULL clears it */
+};
+
+/* What became of one file. The strings are borrowed for the call. */
+struct db_file_record {
+    int64_t file_id;
+    enum db_file_state state; /* the file's state after this (completed, failed, or new for a
+                                 * file whose work was interrupted); attempts is not changed */
+    const char *last_error;   /* NULL clears it */
+    int64_t duplicate_of;     /* > 0: the file has the same content as that file (state must
+                               * be completed; last_error is cleared), as db_file_set_duplicate */
+    struct db_record_copy copies[DB_RECORD_COPIES_MAX]; /* the copies to set, in order */
+    size_t n_copies;                                     /* 0..DB_RECORD_COPIES_MAX */
+    enum db_outcome outcome;  /* what session_id did with the file (unused when it is 0) */
+};
+
+/*
+ * Records one file's outcome in ONE transaction, so a crash, a full disk or any error leaves
+ * either all of it or none of it:
+ * - the file's state and last_error (or duplicate_of);
+ * - each of the n_copies copies, as db_copy_set;
+ * - when session_id > 0: the outcome in session_files, and the session's counters in its row,
+ *   counted in SQL: the counter of the outcome (files_copied, files_skipped, files_duplicate,
+ *   files_failed) + 1, and for copied bytes_copied + the file's size. When session_id already
+ *   had an outcome for this file, that one's counts are taken back first, so the counters are
+ *   always exactly what session_files says. A caller using this must let the row count: pass
+ *   NULL totals to db_session_update and db_session_end, and db_session_set_found for what the
+ *   scan found. session_id 0: no outcome, no counters (a file whose work was interrupted).
+ * Begins with BEGIN IMMEDIATE (a savepoint inside a caller's db_transaction) and commits, or
+ * rolls everything back on any failure. Errors: -EINVAL (a bad record: a state, outcome or
+ * copy state out of range, more than DB_RECORD_COPIES_MAX copies, a bad destination name,
+ * duplicate_of equal to file_id or with a state other than completed), -ENAMETOOLONG (remote),
+ * -ENOENT (no such file or session; nothing recorded), -ENOSPC (the disk holding the database
+ * is full: nothing recorded, the caller may retry later), -EBUSY, -EROFS, -EIO. err names the
+ * file id and what failed. The connection's thread.
+ */
+int db_file_record(struct db *db, int64_t session_id, const struct db_file_record *rec,
+                   struct error *err);
 
 /* ---- statistics ---- */
 

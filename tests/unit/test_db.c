@@ -730,7 +730,8 @@ static void test_sessions(void **state)
     assert_int_equal(db_session_update(db, 9999, DB_SESSION_BACKING_UP, &t, &err), -ENOENT);
     assert_int_equal(db_session_end(db, 9999, DB_SESSION_FAILED, &t, NULL, &err), -ENOENT);
     assert_int_equal(db_session_update(db, sid, (enum db_session_status)17, &t, &err), -EINVAL);
-    assert_int_equal(db_session_update(db, sid, DB_SESSION_BACKING_UP, NULL, &err), -EINVAL);
+    assert_int_equal(db_session_update(db, 9999, DB_SESSION_BACKING_UP, NULL, &err), -ENOENT);
+    assert_int_equal(db_session_end(db, 9999, DB_SESSION_FAILED, NULL, NULL, &err), -ENOENT);
     /* No such card: the foreign key refuses it. */
     assert_int_equal(db_session_begin(db, 4242, "/x", &sid, &err), -EINVAL);
     assert_true(contains(err.msg, "FOREIGN KEY"));
@@ -1038,6 +1039,262 @@ static void test_session_files(void **state)
     assert_int_equal(db_session_file_set(db, sid, f, (enum db_outcome)9, &err), -EINVAL);
     assert_int_equal(db_session_file_set(db, sid, 777, DB_OUTCOME_SKIPPED, &err), -EINVAL);
     assert_int_equal(db_session_file_set(db, 777, f, DB_OUTCOME_SKIPPED, &err), -EINVAL);
+    db_close(db);
+}
+
+/* ---- one file's outcome in one transaction ---- */
+
+static void expect_counts(struct db *db, int64_t sid, int64_t copied, int64_t skipped,
+                          int64_t dup, int64_t failed, int64_t bytes)
+{
+    struct db_session s;
+    assert_int_equal(db_session_get(db, sid, &s, NULL), 0);
+    assert_int_equal(s.totals.files_copied, copied);
+    assert_int_equal(s.totals.files_skipped, skipped);
+    assert_int_equal(s.totals.files_duplicate, dup);
+    assert_int_equal(s.totals.files_failed, failed);
+    assert_int_equal(s.totals.bytes_copied, bytes);
+    /* the row agrees with session_files, whatever happened */
+    int64_t files = 0, sizes = 0;
+    assert_int_equal(db_session_done(db, sid, &files, &sizes, NULL), 0);
+    assert_int_equal(files, copied + skipped + dup + failed);
+}
+
+static void test_file_record(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    struct error err = {0};
+    struct db_file f;
+    struct db_copy c;
+
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "RECORD");
+    int64_t sid = 0;
+    assert_int_equal(db_session_begin(db, card, "/m", &sid, NULL), 0);
+    struct db_totals t = {.files_total = 3, .bytes_total = 600};
+    assert_int_equal(db_session_update(db, sid, DB_SESSION_BACKING_UP, &t, NULL), 0);
+    int64_t a = add_file(db, card, "A.JPG", 100), b = add_file(db, card, "B.JPG", 200),
+            d = add_file(db, card, "D.JPG", 300);
+
+    /* copied to two destinations */
+    struct db_file_record rec = {
+        .file_id = a,
+        .state = DB_FILE_COMPLETED,
+        .copies = {{"nas", DB_COPY_COMPLETED, "2023/A.JPG", NULL},
+                   {"usb", DB_COPY_COMPLETED, "2023/A.JPG", NULL}},
+        .n_copies = 2,
+        .outcome = DB_OUTCOME_COPIED,
+    };
+    assert_int_equal(db_file_record(db, sid, &rec, &err), 0);
+    assert_int_equal(db_file_get(db, a, &f, NULL), 0);
+    assert_int_equal(f.state, DB_FILE_COMPLETED);
+    assert_int_equal(db_copy_get(db, a, "usb", &c, NULL), 0);
+    assert_int_equal(c.state, DB_COPY_COMPLETED);
+    assert_string_equal(c.remote, "2023/A.JPG");
+    assert_true(c.verified_at > 0);
+    expect_counts(db, sid, 1, 0, 0, 0, 100);
+
+    /* failed at one destination */
+    struct db_file_record fail = {
+        .file_id = b,
+        .state = DB_FILE_FAILED,
+        .last_error = "nas: Connection refused",
+        .copies = {{"nas", DB_COPY_FAILED, NULL, "Connection refused"},
+                   {"usb", DB_COPY_COMPLETED, "2023/B.JPG", NULL}},
+        .n_copies = 2,
+        .outcome = DB_OUTCOME_FAILED,
+    };
+    assert_int_equal(db_file_record(db, sid, &fail, &err), 0);
+    assert_int_equal(db_file_get(db, b, &f, NULL), 0);
+    assert_int_equal(f.state, DB_FILE_FAILED);
+    assert_string_equal(f.last_error, "nas: Connection refused");
+    assert_int_equal(db_copy_get(db, b, "nas", &c, NULL), 0);
+    assert_string_equal(c.error, "Connection refused");
+    expect_counts(db, sid, 1, 0, 0, 1, 100);
+
+    /* retried in the same session and copied: the failure is taken back, not counted twice */
+    struct db_file_record again = {
+        .file_id = b,
+        .state = DB_FILE_COMPLETED,
+        .copies = {{"nas", DB_COPY_COMPLETED, "2023/B.JPG", NULL}},
+        .n_copies = 1,
+        .outcome = DB_OUTCOME_COPIED,
+    };
+    assert_int_equal(db_file_record(db, sid, &again, &err), 0);
+    assert_int_equal(db_file_get(db, b, &f, NULL), 0);
+    assert_string_equal(f.last_error, "");
+    assert_int_equal(db_copy_get(db, b, "nas", &c, NULL), 0);
+    assert_string_equal(c.error, "");
+    expect_counts(db, sid, 2, 0, 0, 0, 300);
+    assert_int_equal(db_file_record(db, sid, &again, &err), 0); /* the same twice: once */
+    expect_counts(db, sid, 2, 0, 0, 0, 300);
+
+    /* a duplicate of a */
+    struct db_file_record dup = {
+        .file_id = d,
+        .state = DB_FILE_COMPLETED,
+        .duplicate_of = a,
+        .copies = {{"nas", DB_COPY_COMPLETED, "2023/A.JPG", NULL}},
+        .n_copies = 1,
+        .outcome = DB_OUTCOME_DUPLICATE,
+    };
+    assert_int_equal(db_file_record(db, sid, &dup, &err), 0);
+    assert_int_equal(db_file_get(db, d, &f, NULL), 0);
+    assert_int_equal(f.duplicate_of, a);
+    assert_int_equal(f.state, DB_FILE_COMPLETED);
+    expect_counts(db, sid, 2, 0, 1, 0, 300);
+
+    /* interrupted: no session outcome */
+    int64_t e = add_file(db, card, "E.JPG", 50);
+    struct db_file_record stop = {
+        .file_id = e,
+        .state = DB_FILE_NEW,
+        .last_error = "interrupted",
+        .copies = {{"nas", DB_COPY_PENDING, NULL, NULL}},
+        .n_copies = 1,
+    };
+    assert_int_equal(db_file_record(db, 0, &stop, &err), 0);
+    assert_int_equal(db_file_get(db, e, &f, NULL), 0);
+    assert_string_equal(f.last_error, "interrupted");
+    expect_counts(db, sid, 2, 0, 1, 0, 300);
+
+    /* NULL totals keep the row's counts; set_found sets only what the scan found */
+    assert_int_equal(db_session_update(db, sid, DB_SESSION_BACKING_UP, NULL, NULL), 0);
+    assert_int_equal(db_session_set_found(db, sid, 4, 650, NULL), 0);
+    assert_int_equal(db_session_end(db, sid, DB_SESSION_COMPLETED, NULL, NULL, NULL), 0);
+    expect_counts(db, sid, 2, 0, 1, 0, 300);
+    struct db_session s;
+    assert_int_equal(db_session_get(db, sid, &s, NULL), 0);
+    assert_int_equal(s.status, DB_SESSION_COMPLETED);
+    assert_int_equal(s.totals.files_total, 4);
+    assert_int_equal(s.totals.bytes_total, 650);
+    assert_true(s.ended_at > 0);
+    assert_int_equal(db_session_set_found(db, sid + 99, 1, 1, &err), -ENOENT);
+
+    /* a failing part rolls back the parts done before it */
+    int64_t g = add_file(db, card, "G.JPG", 10);
+    struct db_file_record bad = {
+        .file_id = g,
+        .state = DB_FILE_COMPLETED,
+        .copies = {{"nas", DB_COPY_COMPLETED, "G", NULL}},
+        .n_copies = 1,
+        .outcome = DB_OUTCOME_COPIED,
+    };
+    assert_int_equal(db_file_record(db, sid + 99, &bad, &err), -ENOENT); /* no such session */
+    assert_int_equal(err.code, -ENOENT);
+    assert_int_equal(db_file_get(db, g, &f, NULL), 0);
+    assert_int_equal(f.state, DB_FILE_NEW);
+    assert_int_equal(db_copy_get(db, g, "nas", &c, NULL), -ENOENT);
+    bad.file_id = g + 1000; /* no such file */
+    assert_int_equal(db_file_record(db, sid, &bad, &err), -ENOENT);
+    expect_counts(db, sid, 2, 0, 1, 0, 300);
+
+    /* bad records change nothing */
+    bad.file_id = g;
+    bad.copies[0].dest = "";
+    assert_int_equal(db_file_record(db, sid, &bad, &err), -EINVAL);
+    bad.copies[0].dest = "nas";
+    bad.n_copies = DB_RECORD_COPIES_MAX + 1;
+    assert_int_equal(db_file_record(db, sid, &bad, &err), -EINVAL);
+    bad.n_copies = 1;
+    bad.outcome = (enum db_outcome)9;
+    assert_int_equal(db_file_record(db, sid, &bad, &err), -EINVAL);
+    bad.outcome = DB_OUTCOME_COPIED;
+    bad.duplicate_of = g;
+    assert_int_equal(db_file_record(db, sid, &bad, &err), -EINVAL);
+    bad.duplicate_of = a;
+    bad.state = DB_FILE_FAILED;
+    assert_int_equal(db_file_record(db, sid, &bad, &err), -EINVAL);
+    assert_int_equal(db_file_record(db, sid, NULL, &err), -EINVAL);
+    assert_int_equal(db_file_get(db, g, &f, NULL), 0);
+    assert_int_equal(f.state, DB_FILE_NEW);
+    expect_counts(db, sid, 2, 0, 1, 0, 300);
+    db_close(db);
+}
+
+/* Fills the filesystem holding dir: a file grown until write() says ENOSPC. */
+static void fill_disk(const char *file)
+{
+    static char block[65536];
+    int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    size_t chunk = sizeof(block);
+    while (chunk > 0) {
+        ssize_t n = write(fd, block, chunk);
+        if (n < 0) {
+            assert_int_equal(errno, ENOSPC);
+            chunk /= 2;
+        }
+    }
+    close(fd);
+}
+
+/* The disk holding the database fills while a file's outcome is recorded: nothing of it is
+ * recorded, the caller gets -ENOSPC, and the same record goes through once there is room. */
+static void test_file_record_disk_full(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], path[PATH_MAX + 32], filler[PATH_MAX + 32], remote[4000];
+    struct error err = {0};
+
+    new_tmpfs(dir, sizeof(dir), 1024);
+    snprintf(path, sizeof(path), "%s/snapsync.db", dir);
+    snprintf(filler, sizeof(filler), "%s/filler", dir);
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "FULL");
+    int64_t sid = 0;
+    assert_int_equal(db_session_begin(db, card, "/m", &sid, NULL), 0);
+    int64_t fid = add_file(db, card, "DCIM/BIG.MP4", 1 << 30);
+    assert_int_equal(db_file_set_state(db, fid, DB_FILE_VERIFYING, NULL, NULL), 0);
+
+    /* 16 copies with long remote paths: many pages to write */
+    static char dests[DB_RECORD_COPIES_MAX][16];
+    struct db_file_record rec = {
+        .file_id = fid,
+        .state = DB_FILE_COMPLETED,
+        .n_copies = DB_RECORD_COPIES_MAX,
+        .outcome = DB_OUTCOME_COPIED,
+    };
+    memset(remote, 'r', sizeof(remote) - 1);
+    remote[sizeof(remote) - 1] = '\0';
+    for (size_t i = 0; i < DB_RECORD_COPIES_MAX; i++) {
+        snprintf(dests[i], sizeof(dests[i]), "dest-%zu", i);
+        assert_int_equal(db_copy_set(db, fid, dests[i], DB_COPY_COPYING, NULL, NULL, NULL), 0);
+        rec.copies[i] = (struct db_record_copy){dests[i], DB_COPY_COMPLETED, remote, NULL};
+    }
+
+    fill_disk(filler);
+    assert_int_equal(db_file_record(db, sid, &rec, &err), -ENOSPC);
+    assert_int_equal(err.code, -ENOSPC);
+    assert_true(contains(err.msg, path));
+
+    /* wholly rolled back: as it was before */
+    struct db_file f;
+    struct db_copy c;
+    assert_int_equal(db_file_get(db, fid, &f, NULL), 0);
+    assert_int_equal(f.state, DB_FILE_VERIFYING);
+    for (size_t i = 0; i < DB_RECORD_COPIES_MAX; i++) {
+        assert_int_equal(db_copy_get(db, fid, dests[i], &c, NULL), 0);
+        assert_int_equal(c.state, DB_COPY_COPYING);
+        assert_string_equal(c.remote, "");
+    }
+    expect_counts(db, sid, 0, 0, 0, 0, 0);
+
+    /* room again: the same record goes through */
+    assert_int_equal(unlink(filler), 0);
+    assert_int_equal(db_file_record(db, sid, &rec, &err), 0);
+    assert_int_equal(db_file_get(db, fid, &f, NULL), 0);
+    assert_int_equal(f.state, DB_FILE_COMPLETED);
+    assert_int_equal(db_copy_get(db, fid, dests[15], &c, NULL), 0);
+    assert_int_equal(c.state, DB_COPY_COMPLETED);
+    expect_counts(db, sid, 1, 0, 0, 0, 1 << 30);
+    db_close(db);
+
+    /* and after a reopen, the file agrees */
+    db = open_rw(path);
+    expect_counts(db, sid, 1, 0, 0, 0, 1 << 30);
     db_close(db);
 }
 
@@ -1811,6 +2068,8 @@ int main(void)
         cmocka_unit_test(test_interrupt_reused_pid),
         cmocka_unit_test(test_repair_stale),
         cmocka_unit_test(test_session_files),
+        cmocka_unit_test(test_file_record),
+        cmocka_unit_test(test_file_record_disk_full),
         cmocka_unit_test(test_files),
         cmocka_unit_test(test_files_failed),
         cmocka_unit_test(test_copies),
