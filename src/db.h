@@ -81,10 +81,18 @@ struct db;
 
 /*
  * Opens (and in DB_READ_WRITE mode creates and migrates) the database at path. Sets WAL, a busy
- * timeout of 10 s, foreign keys on. Errors: -ENOENT (read-only and missing), -EACCES,
- * -EBADMSG (not a database or corrupt: "database 'x' is corrupt or not a SnapSync database"),
- * -EPROTO (schema newer than this build: "created by a newer SnapSync"), -EIO. *ret is the
- * caller's, closed with db_close(). Any thread; the result then belongs to that thread.
+ * timeout of 10 s, foreign keys on. Safe when several processes create or migrate the same new
+ * file at once: the schema is checked and migrated under one write lock, and the switch to WAL
+ * is retried while another holds a lock, within the busy timeout (then -EBUSY).
+ * DB_READ_ONLY on a read-only filesystem reads the file as it is (immutable when no
+ * write-ahead log is left; see docs/database.md).
+ * Errors: -ENOENT (read-only and the file is missing; only then), -EACCES (no permission, or
+ * read-only and the folder of a WAL database cannot be written to create its -shm), -EROFS
+ * (read-write on a read-only filesystem, or read-only with a write-ahead log left there that
+ * cannot be read without its -shm), -EBADMSG (not a database or corrupt: "database 'x' is
+ * corrupt or not a SnapSync database"), -EPROTO (schema newer than this build: "created by a
+ * newer SnapSync"), -EBUSY, -EIO. Messages name the file. *ret is the caller's, closed with
+ * db_close(). Any thread; the result then belongs to that thread.
  */
 int db_open(const char *path, enum db_mode mode, struct db **ret, struct error *err);
 
