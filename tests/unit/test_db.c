@@ -2045,7 +2045,8 @@ static void test_concurrent_creation(void **state)
 int main(void)
 {
     /* a private mount namespace: the tmpfs the tests mount are gone when the process is */
-    own_mounts = unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0;
+    own_mounts = unshare(CLONE_NEWNS) == 0 &&
+                 mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) == 0;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_state_strings),
         cmocka_unit_test(test_create_and_migrate),
