@@ -708,9 +708,9 @@ bool db_session_alive(const struct db_session *s)
 static void sql_session_alive(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
     (void)argc;
-    sqlite3_result_int(ctx, session_alive(sqlite3_value_int64(argv[0]),
-                                          sqlite3_value_int64(argv[1]),
-                                          sqlite3_value_int64(argv[2])));
+    sqlite3_result_int(ctx,
+                       session_alive(sqlite3_value_int64(argv[0]), sqlite3_value_int64(argv[1]),
+                                     sqlite3_value_int64(argv[2])));
 }
 
 static int check_tables(struct db *db, struct error *err)
@@ -1221,8 +1221,7 @@ static int session_begin_tx(struct db *db, void *userdata)
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     if (rc != SQLITE_ROW) {
-        r = db_fail(db, rc, a->err, "cannot start a session for card %lld",
-                    (long long)a->card_id);
+        r = db_fail(db, rc, a->err, "cannot start a session for card %lld", (long long)a->card_id);
         goto out;
     }
     int64_t id = sqlite3_column_int64(st, 0);
@@ -1336,8 +1335,8 @@ static int session_set(struct db *db, enum stmt_id which, int64_t id, const int6
 int db_session_set_found(struct db *db, int64_t id, int64_t files_total, int64_t bytes_total,
                          struct error *err)
 {
-    return session_set(db, STMT_SESSION_FOUND, id, (const int64_t[]){files_total, bytes_total},
-                       2, err);
+    return session_set(db, STMT_SESSION_FOUND, id, (const int64_t[]){files_total, bytes_total}, 2,
+                       err);
 }
 
 int db_session_set_safe_to_remove(struct db *db, int64_t id, bool safe, struct error *err)
@@ -1921,9 +1920,8 @@ static int check_record(int64_t session_id, const struct db_file_record *rec, st
             return error_set(err, -EINVAL, "file %lld: invalid copy state for '%s'",
                              (long long)rec->file_id, c->dest);
         if (c->remote && strnlen(c->remote, DB_KEY_MAX) >= DB_KEY_MAX)
-            return error_set(err, -ENAMETOOLONG,
-                             "remote path '%.64s...' is longer than %d bytes", c->remote,
-                             DB_KEY_MAX - 1);
+            return error_set(err, -ENAMETOOLONG, "remote path '%.64s...' is longer than %d bytes",
+                             c->remote, DB_KEY_MAX - 1);
     }
     return 0;
 }

@@ -318,13 +318,13 @@ struct db_record_copy {
 struct db_file_record {
     int64_t file_id;
     enum db_file_state state; /* the file's state after this (completed, failed, or new for a
-                                 * file whose work was interrupted); attempts is not changed */
+                               * file whose work was interrupted); attempts is not changed */
     const char *last_error;   /* NULL clears it */
     int64_t duplicate_of;     /* > 0: the file has the same content as that file (state must
                                * be completed; last_error is cleared), as db_file_set_duplicate */
     struct db_record_copy copies[DB_RECORD_COPIES_MAX]; /* the copies to set, in order */
-    size_t n_copies;                                     /* 0..DB_RECORD_COPIES_MAX */
-    enum db_outcome outcome;  /* what session_id did with the file (unused when it is 0) */
+    size_t n_copies;                                    /* 0..DB_RECORD_COPIES_MAX */
+    enum db_outcome outcome; /* what session_id did with the file (unused when it is 0) */
 };
 
 /*

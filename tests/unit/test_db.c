@@ -161,7 +161,6 @@ static int64_t add_file(struct db *db, int64_t card, const char *rel, int64_t si
     return id;
 }
 
-
 /* Mounts made by the tests live in a mount namespace of this process (set up in main), so they
  * vanish with it, whatever happens to the test. */
 static bool own_mounts;
@@ -575,8 +574,8 @@ static void test_unusable_paths(void **state)
         if (r != -EACCES)
             fprintf(stderr, "as nobody: %d %s\n", r, cerr.msg);
         _exit(r == -EACCES && contains(cerr.msg, path) && contains(cerr.msg, "-shm") ? 0
-              : r == 0                                                          ? 1
-                                                                                : 2);
+              : r == 0                                                               ? 1
+                                                                                     : 2);
     }
     int status = 0;
     assert_int_equal(waitpid(child, &status, 0), child);
@@ -1044,8 +1043,8 @@ static void test_session_files(void **state)
 
 /* ---- one file's outcome in one transaction ---- */
 
-static void expect_counts(struct db *db, int64_t sid, int64_t copied, int64_t skipped,
-                          int64_t dup, int64_t failed, int64_t bytes)
+static void expect_counts(struct db *db, int64_t sid, int64_t copied, int64_t skipped, int64_t dup,
+                          int64_t failed, int64_t bytes)
 {
     struct db_session s;
     assert_int_equal(db_session_get(db, sid, &s, NULL), 0);
@@ -1923,8 +1922,10 @@ static void test_read_only_filesystem(void **state)
         assert_int_equal(sqlite3_open(logged[i], &c), SQLITE_OK);
         assert_int_equal(sqlite3_db_config(c, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL),
                          SQLITE_OK);
-        assert_int_equal(sqlite3_exec(c, "INSERT INTO cards (uuid, first_seen, last_seen) "
-                                         "VALUES ('IN-WAL', 1, 1)", NULL, NULL, NULL),
+        assert_int_equal(sqlite3_exec(c,
+                                      "INSERT INTO cards (uuid, first_seen, last_seen) "
+                                      "VALUES ('IN-WAL', 1, 1)",
+                                      NULL, NULL, NULL),
                          SQLITE_OK);
         sqlite3_close(c);
         snprintf(side, sizeof(side), "%s-wal", logged[i]);
@@ -2045,8 +2046,8 @@ static void test_concurrent_creation(void **state)
 int main(void)
 {
     /* a private mount namespace: the tmpfs the tests mount are gone when the process is */
-    own_mounts = unshare(CLONE_NEWNS) == 0 &&
-                 mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) == 0;
+    own_mounts =
+        unshare(CLONE_NEWNS) == 0 && mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) == 0;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_state_strings),
         cmocka_unit_test(test_create_and_migrate),
