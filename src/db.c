@@ -227,7 +227,10 @@ enum stmt_id {
     STMT_SESSION_BEGIN,
     STMT_SESSION_UPDATE,
     STMT_SESSION_END,
-    STMT_SESSION_INTERRUPT,
+    STMT_SESSION_STATUS,
+    STMT_SESSION_FINISH,
+    STMT_SESSION_FOUND,
+    STMT_SESSION_COUNT,
     STMT_SESSION_LIST,
     STMT_SESSION_GET,
     STMT_SESSION_FILE_SET,
@@ -274,10 +277,24 @@ static const char *const stmt_sql[STMT_MAX] = {
                          "files_copied = ?5, files_skipped = ?6, files_duplicate = ?7, "
                          "files_failed = ?8, bytes_copied = ?9, ended_at = ?10, error = ?11 "
                          "WHERE id = ?1",
-    [STMT_SESSION_INTERRUPT] =
-        "UPDATE sessions SET status = 'interrupted', ended_at = ?1, "
-        "error = coalesce(error, 'the process running this session stopped') "
-        "WHERE status IN ('scanning', 'backing_up') AND NOT snapsync_session_alive(pid, id)",
+    /* The same without the totals: a session whose files are recorded by db_file_record
+     * counts in its row. ?3 to ?9 are the totals' slots, unused here. */
+    [STMT_SESSION_STATUS] = "UPDATE sessions SET status = ?2 WHERE id = ?1",
+    [STMT_SESSION_FINISH] = "UPDATE sessions SET status = ?2, ended_at = ?10, error = ?11 "
+                            "WHERE id = ?1",
+    [STMT_SESSION_FOUND] = "UPDATE sessions SET files_total = ?2, bytes_total = ?3 WHERE id = ?1",
+    /* Counts outcome ?2 of file ?3 in session ?1, taking back the outcome it had there. */
+    [STMT_SESSION_COUNT] =
+        "UPDATE sessions SET "
+        "files_copied = files_copied + (?2 = 'copied') - (o.old = 'copied'), "
+        "files_skipped = files_skipped + (?2 = 'skipped') - (o.old = 'skipped'), "
+        "files_duplicate = files_duplicate + (?2 = 'duplicate') - (o.old = 'duplicate'), "
+        "files_failed = files_failed + (?2 = 'failed') - (o.old = 'failed'), "
+        "bytes_copied = bytes_copied + o.size * ((?2 = 'copied') - (o.old = 'copied')) "
+        "FROM (SELECT coalesce((SELECT outcome FROM session_files "
+        "WHERE session_id = ?1 AND file_id = ?3), '') AS old, "
+        "(SELECT size FROM files WHERE id = ?3) AS size) AS o "
+        "WHERE sessions.id = ?1",
     [STMT_SESSION_LIST] = SESSION_COLUMNS "ORDER BY s.started_at DESC, s.id DESC LIMIT ?1",
     [STMT_SESSION_GET] = SESSION_COLUMNS "WHERE s.id = ?1",
     [STMT_SESSION_FILE_SET] = "INSERT INTO session_files (session_id, file_id, outcome) "
@@ -367,9 +384,16 @@ static int db_fail(const struct db *db, int rc, struct error *err, const char *f
         code = -EROFS;
         break;
     case SQLITE_CANTOPEN: {
+        /* Never -ENOENT: callers take that for "no database yet", and a missing file is found
+         * before SQLite opens it. The system errno is SQLite's last failed call, which may be a
+         * probe of a side file, so it is only named in the message. */
         int sys = db->conn ? sqlite3_system_errno(db->conn) : 0;
-        code = (sys == EACCES || sys == EPERM) ? -EACCES : sys == EISDIR ? -EISDIR : -ENOENT;
-        break;
+        code = (sys == EACCES || sys == EPERM) ? -EACCES
+               : sys == EISDIR                 ? -EISDIR
+               : sys == EROFS                  ? -EROFS
+                                               : -EIO;
+        return error_set(err, code, "database '%s': %s: %s (%s)", db->path, what, msg,
+                         sys ? strerror(sys) : "no system error");
     }
     case SQLITE_PERM:
     case SQLITE_AUTH:
@@ -609,20 +633,84 @@ static bool own_session_running(int64_t id)
     return found;
 }
 
-/* snapsync_session_alive(pid, id): the process that runs session id is still running it. */
+/* When process pid started, in seconds since the epoch (with its fraction): field 22 of
+ * /proc/<pid>/stat is its start in clock ticks since boot, and CLOCK_BOOTTIME is the same clock,
+ * so the start is now minus the time since then. -errno when the process cannot be read. */
+static int process_started_at(pid_t pid, double *ret)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    int e = errno;
+    close(fd);
+    if (n <= 0)
+        return n < 0 ? -e : -EIO;
+    buf[n] = '\0';
+    /* "pid (comm) state ppid ...": comm may hold spaces and parentheses, so fields are counted
+     * from the last ')', which ends field 2. */
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return -EBADMSG;
+    p++;
+    for (int field = 3; field < 22 && p; field++) {
+        p = strchr(p + 1, ' ');
+    }
+    if (!p)
+        return -EBADMSG;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long ticks = strtoull(p + 1, &end, 10);
+    long hz = sysconf(_SC_CLK_TCK);
+    if (errno || end == p + 1 || (*end != ' ' && *end != '\0') || hz <= 0)
+        return -EBADMSG;
+    struct timespec boot, real;
+    clock_gettime(CLOCK_BOOTTIME, &boot);
+    clock_gettime(CLOCK_REALTIME, &real);
+    double since_boot = (double)ticks / (double)hz;
+    double up = (double)boot.tv_sec + (double)boot.tv_nsec / 1e9;
+    *ret = (double)real.tv_sec + (double)real.tv_nsec / 1e9 - (up - since_boot);
+    return 0;
+}
+
+/* started_at is whole seconds, cut, taken after the process started: a process whose start
+ * comes out later than this after started_at started after the session began. */
+#define DB_START_SLACK_S 2.0
+
+/* The process that ran session id (begun at started_at by pid) still runs it. */
+static bool session_alive(int64_t pid, int64_t id, int64_t started_at)
+{
+    if (pid == (int64_t)getpid())
+        return id > 0 && own_session_running(id);
+    if (pid <= 0 || pid > INT_MAX)
+        return false; /* kill(0 or -1, ...) would mean a process group or everyone */
+    if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+        return false; /* EPERM: alive, not ours */
+    /* The pid is taken, but a process that started after the session began (the pid reused,
+     * typically after a reboot) cannot be the one that ran it. When its start cannot be read
+     * (no /proc), the pid alone decides. */
+    double start;
+    if (process_started_at((pid_t)pid, &start) < 0)
+        return true;
+    return start <= (double)started_at + DB_START_SLACK_S;
+}
+
+bool db_session_alive(const struct db_session *s)
+{
+    if (!s || (s->status != DB_SESSION_SCANNING && s->status != DB_SESSION_BACKING_UP))
+        return false;
+    return session_alive(s->pid, s->id, s->started_at);
+}
+
+/* snapsync_session_alive(pid, id, started_at): SQL's view of session_alive. */
 static void sql_session_alive(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
     (void)argc;
-    int64_t pid = sqlite3_value_int64(argv[0]);
-    int64_t id = sqlite3_value_int64(argv[1]);
-    bool alive;
-    if (pid == (int64_t)getpid())
-        alive = id > 0 && own_session_running(id);
-    else if (pid <= 0 || pid > INT_MAX)
-        alive = false; /* kill(0 or -1, ...) would mean a process group or everyone */
-    else
-        alive = kill((pid_t)pid, 0) == 0 || errno != ESRCH; /* EPERM: alive, not ours */
-    sqlite3_result_int(ctx, alive);
+    sqlite3_result_int(ctx,
+                       session_alive(sqlite3_value_int64(argv[0]), sqlite3_value_int64(argv[1]),
+                                     sqlite3_value_int64(argv[2])));
 }
 
 static int check_tables(struct db *db, struct error *err)
@@ -665,116 +753,255 @@ static int check_version(struct db *db, int64_t version, struct error *err)
     return 0;
 }
 
-/* Applies migrations[version..] in one transaction. Another process may be doing the same, so
- * the version is read again once the write lock is held. */
+/* Reads the schema version and checks that the file holds what that version says (no tables at
+ * version 0, ours at any other), inside the caller's transaction so both are read from one
+ * snapshot: a creator that commits in between cannot make an empty file look foreign. */
+static int schema_check(struct db *db, int64_t *ret_version, struct error *err)
+{
+    int64_t version;
+    /* The first read of the file: this is where a text file or random bytes show up. */
+    int r = query_int(db, "PRAGMA user_version", &version, err);
+    if (r < 0)
+        return r;
+    r = check_version(db, version, err);
+    if (r < 0)
+        return r;
+    r = version == 0 ? check_empty(db, err) : check_tables(db, err);
+    if (r < 0)
+        return r;
+    *ret_version = version;
+    return 0;
+}
+
+/* Ends the transaction begun by BEGIN ...: COMMIT when r is 0, else ROLLBACK. Returns r or
+ * the COMMIT's error. */
+static int tx_end(struct db *db, int r, struct error *err, const char *what)
+{
+    if (r == 0)
+        r = exec_sql(db, "COMMIT", err, what);
+    if (r < 0 && !sqlite3_get_autocommit(db->conn))
+        sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+    return r;
+}
+
+/* The schema as a reader sees it, in one read transaction. Takes no write lock, so opening a
+ * database that is already current never waits for a backup that is writing. */
+static int schema_read(struct db *db, int64_t *ret_version, struct error *err)
+{
+    int r = exec_sql(db, "BEGIN DEFERRED", err, "cannot read the schema");
+    if (r < 0)
+        return r;
+    return tx_end(db, schema_check(db, ret_version, err), err, "cannot read the schema");
+}
+
+/* Applies migrations[version..] under one write lock (BEGIN IMMEDIATE, which waits for other
+ * writers within the busy timeout). Another process may be creating or migrating the same file,
+ * so the version and the tables are read again once the lock is held, and the result is checked
+ * before it commits. */
 static int migrate(struct db *db, struct error *err)
 {
     int64_t version;
     int r = exec_sql(db, "BEGIN IMMEDIATE", err, "cannot start the schema migration");
     if (r < 0)
         return r;
-    r = query_int(db, "PRAGMA user_version", &version, err);
-    if (r < 0)
-        goto out;
-    r = check_version(db, version, err);
-    if (r < 0)
-        goto out;
-    if (version == 0) {
-        r = check_empty(db, err);
-        if (r < 0)
-            goto out;
-    }
-    for (int64_t v = version; v < DB_SCHEMA_VERSION; v++) {
+    r = schema_check(db, &version, err);
+    for (int64_t v = version; r == 0 && v < DB_SCHEMA_VERSION; v++) {
         char sql[64];
         r = exec_sql(db, migrations[v], err, "cannot migrate the schema");
-        if (r < 0)
-            goto out;
         snprintf(sql, sizeof(sql), "PRAGMA user_version = %lld", (long long)(v + 1));
-        r = exec_sql(db, sql, err, "cannot migrate the schema");
-        if (r < 0)
-            goto out;
+        if (r == 0)
+            r = exec_sql(db, sql, err, "cannot migrate the schema");
+        if (r == 0 && v + 1 == DB_SCHEMA_VERSION)
+            r = check_tables(db, err);
     }
-    r = exec_sql(db, "COMMIT", err, "cannot commit the schema migration");
-out:
-    if (r < 0 && !sqlite3_get_autocommit(db->conn))
-        sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
-    return r;
+    return tx_end(db, r, err, "cannot commit the schema migration");
 }
 
-static int configure(struct db *db, struct error *err)
+/* Monotonic milliseconds, for the deadline of lock retries. */
+static int64_t mono_ms(void)
 {
-    int64_t version;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Switches the file to WAL. This cannot run inside a transaction, so it comes after the schema
+ * is known to be ours (it rewrites the header) and takes its own exclusive lock; SQLite returns
+ * SQLITE_BUSY from it without calling the busy handler when another connection holds a lock
+ * (a concurrent creator migrating, or one reading the header), so it is retried here until the
+ * busy timeout, backing off like SQLite's own busy handler: file locks have no notification to
+ * wait on. Already WAL: one cheap query. */
+static int wal_enable(struct db *db, struct error *err)
+{
     sqlite3_stmt *st = NULL;
+    int64_t deadline = mono_ms() + DB_BUSY_TIMEOUT_MS;
+    int delay_ms = 1;
     int r, rc;
 
-    /* The first read of the file: this is where a text file or random bytes show up. */
-    r = query_int(db, "PRAGMA user_version", &version, err);
-    if (r < 0)
-        return r;
-    r = check_version(db, version, err);
-    if (r < 0)
-        return r;
-    /* Before anything writes (switching to WAL rewrites the header): a file that is not ours is
-     * refused untouched. */
-    r = version == 0 ? check_empty(db, err) : check_tables(db, err);
-    if (r < 0)
-        return r;
-
-    if (db->mode == DB_READ_WRITE) {
-        rc = sqlite3_prepare_v2(db->conn, "PRAGMA journal_mode = WAL", -1, &st, NULL);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_step(st);
-        if (rc != SQLITE_ROW) {
-            r = db_fail(db, rc, err, "cannot switch to WAL mode");
-            goto out;
-        }
-        const unsigned char *mode = sqlite3_column_text(st, 0);
-        if (!mode || strcmp((const char *)mode, "wal") != 0) {
-            r = error_set(err, -EIO,
-                          "database '%s': cannot switch to WAL mode (journal mode is '%s'); "
-                          "is it on a filesystem without shared memory, such as NFS?",
-                          db->path, mode ? (const char *)mode : "?");
-            goto out;
-        }
-        /* A statement left open would keep the migration below from committing. */
-        sqlite3_finalize(st);
-        st = NULL;
+    rc = sqlite3_prepare_v2(db->conn, "PRAGMA journal_mode = WAL", -1, &st, NULL);
+    while (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
+            break;
+        sqlite3_reset(st);
+        if (mono_ms() + delay_ms > deadline)
+            break;
+        sqlite3_sleep(delay_ms);
+        delay_ms = delay_ms < 50 ? delay_ms * 2 : 100;
+        rc = SQLITE_OK;
     }
-    r = exec_sql(db, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON", err,
-                 "cannot set options");
-    if (r < 0)
+    if (rc != SQLITE_ROW) {
+        r = db_fail(db, rc, err, "cannot switch to WAL mode");
         goto out;
-
-    if (version < DB_SCHEMA_VERSION) {
-        if (db->mode == DB_READ_ONLY) {
-            if (version == 0)
-                r = error_set(err, -EBADMSG,
-                              "database '%s' is empty or not a SnapSync database (it has no "
-                              "SnapSync schema; run SnapSync once to create it)",
-                              db->path);
-            else
-                r = error_set(err, -EPROTO,
-                              "database '%s' has schema version %lld from an older SnapSync; "
-                              "open it read-write once to upgrade it to version %d",
-                              db->path, (long long)version, DB_SCHEMA_VERSION);
-            goto out;
-        }
-        r = migrate(db, err);
-        if (r < 0)
-            goto out;
-        r = check_tables(db, err);
-        if (r < 0)
-            goto out;
     }
-
-    rc = sqlite3_create_function_v2(db->conn, "snapsync_session_alive", 2,
-                                    SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL, sql_session_alive, NULL,
-                                    NULL, NULL);
-    if (rc != SQLITE_OK)
-        r = db_fail(db, rc, err, "cannot register functions");
+    const unsigned char *mode = sqlite3_column_text(st, 0);
+    if (!mode || strcmp((const char *)mode, "wal") != 0) {
+        r = error_set(err, -EIO,
+                      "database '%s': cannot switch to WAL mode (journal mode is '%s'); "
+                      "is it on a filesystem without shared memory, such as NFS?",
+                      db->path, mode ? (const char *)mode : "?");
+        goto out;
+    }
+    r = 0;
 out:
     sqlite3_finalize(st);
     return r;
+}
+
+/*
+ * Checks the schema and, read-write, migrates it and switches to WAL. Safe against other
+ * processes doing the same to the same new file at once: the check and the migration run under
+ * one write lock, so exactly one creator writes the schema and the others find it done; nothing
+ * writes before the file is known to be ours, so a foreign file is refused untouched.
+ */
+static int configure(struct db *db, struct error *err)
+{
+    int64_t version = 0;
+    int r, rc;
+
+    /* Per connection, and foreign_keys is a no-op inside a transaction: first. */
+    r = exec_sql(db, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON", err,
+                 "cannot set options");
+    if (r < 0)
+        return r;
+    r = schema_read(db, &version, err);
+    if (r < 0)
+        return r;
+
+    if (version < DB_SCHEMA_VERSION && db->mode == DB_READ_ONLY) {
+        if (version == 0)
+            return error_set(err, -EBADMSG,
+                             "database '%s' is empty or not a SnapSync database (it has no "
+                             "SnapSync schema; run SnapSync once to create it)",
+                             db->path);
+        return error_set(err, -EPROTO,
+                         "database '%s' has schema version %lld from an older SnapSync; "
+                         "open it read-write once to upgrade it to version %d",
+                         db->path, (long long)version, DB_SCHEMA_VERSION);
+    }
+    if (version < DB_SCHEMA_VERSION) {
+        r = migrate(db, err);
+        if (r < 0)
+            return r;
+    }
+    if (db->mode == DB_READ_WRITE) {
+        r = wal_enable(db, err);
+        if (r < 0)
+            return r;
+    }
+
+    rc = sqlite3_create_function_v2(db->conn, "snapsync_session_alive", 3,
+                                    SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL, sql_session_alive, NULL,
+                                    NULL, NULL);
+    if (rc != SQLITE_OK)
+        return db_fail(db, rc, err, "cannot register functions");
+    return 0;
+}
+
+/* Side files of a WAL database: path with "-wal" or "-shm" appended. */
+static bool side_file(const char *path, const char *suffix, struct stat *ret)
+{
+    char buf[PATH_MAX + 8];
+    snprintf(buf, sizeof(buf), "%s%s", path, suffix);
+    return stat(buf, ret) == 0;
+}
+
+/* True when path's header says WAL (file format bytes 18 and 19 are 2). */
+static bool header_is_wal(const char *path)
+{
+    unsigned char v[2] = {0, 0};
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return false;
+    bool wal = pread(fd, v, sizeof(v), 18) == (ssize_t)sizeof(v) && v[0] == 2 && v[1] == 2;
+    close(fd);
+    return wal;
+}
+
+/* "file:<path, percent-encoded>?immutable=1" into buf (3 * PATH_MAX + 32 bytes). */
+static void immutable_uri(const char *path, char *buf, size_t size)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = (size_t)snprintf(buf, size, "file:");
+    for (const unsigned char *p = (const unsigned char *)path; *p && n + 4 < size; p++) {
+        bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                     (*p >= '0' && *p <= '9') || strchr("/._-~", *p);
+        if (plain) {
+            buf[n++] = (char)*p;
+        } else {
+            buf[n++] = '%';
+            buf[n++] = hex[*p >> 4];
+            buf[n++] = hex[*p & 15];
+        }
+    }
+    snprintf(buf + n, size - n, "?immutable=1");
+}
+
+/*
+ * How a read-only connection can open a WAL database whose folder it cannot write. SQLite needs
+ * the -shm file next to the database; when no connection has the file open there is none, and
+ * SQLite would fail with "unable to open database file" (and an errno from probing the missing
+ * -shm, which once made a read-only filesystem look like a missing database). So:
+ * - a -shm is there (a writer has it open, or stopped): SQLite reads it as it is;
+ * - a read-only filesystem, no write-ahead log: nothing can change the file under us, so it is
+ *   opened immutable (no locks, no -shm); *ret_immutable is set;
+ * - a read-only filesystem with a write-ahead log but no -shm: the log cannot be read there, and
+ *   reading without it would show old data: -EROFS;
+ * - a folder this user may not write: -EACCES.
+ */
+static int ro_plan(const char *path, bool *ret_immutable, struct error *err)
+{
+    char dir[PATH_MAX];
+    struct stat st;
+
+    *ret_immutable = false;
+    if (side_file(path, "-shm", &st) || !header_is_wal(path))
+        return 0;
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(dir, sizeof(dir), ".");
+    else if (slash == dir)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
+    if (access(dir, W_OK) == 0)
+        return 0; /* SQLite creates the -shm */
+    int e = errno;
+    if (e == EROFS) {
+        if (side_file(path, "-wal", &st) && st.st_size > 0)
+            return error_set(err, -EROFS,
+                             "database '%s' is on a read-only filesystem with a write-ahead log "
+                             "('%s-wal') but no '%s-shm': SQLite cannot read it there; mount it "
+                             "read-write once, or copy the three files elsewhere",
+                             path, path, path);
+        *ret_immutable = true;
+        return 0;
+    }
+    return error_set(err, e == EACCES || e == EPERM ? -EACCES : -e,
+                     "cannot read database '%s': SQLite needs to create '%s-shm' next to it and "
+                     "cannot write to '%s' (%s); run as the user that runs SnapSync",
+                     path, path, dir, strerror(e));
 }
 
 int db_open(const char *path, enum db_mode mode, struct db **ret, struct error *err)
@@ -806,9 +1033,19 @@ int db_open(const char *path, enum db_mode mode, struct db **ret, struct error *
         goto out;
     }
 
+    bool immutable = false;
+    if (mode == DB_READ_ONLY) {
+        r = ro_plan(path, &immutable, err);
+        if (r < 0)
+            goto out;
+    }
     int flags = (mode == DB_READ_WRITE ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY) |
                 SQLITE_OPEN_NOMUTEX;
-    rc = sqlite3_open_v2(path, &db->conn, flags, NULL);
+    char uri[3 * PATH_MAX + 32];
+    if (immutable)
+        immutable_uri(path, uri, sizeof(uri));
+    rc = sqlite3_open_v2(immutable ? uri : path, &db->conn,
+                         flags | (immutable ? SQLITE_OPEN_URI : 0), NULL);
     if (rc != SQLITE_OK) {
         r = db_fail(db, rc, err, "cannot open");
         goto out;
@@ -960,39 +1197,62 @@ static void read_session(sqlite3_stmt *st, struct db_session *s)
     s->safe_to_remove = sqlite3_column_int64(st, 17) != 0;
 }
 
-int db_session_begin(struct db *db, int64_t card_id, const char *source, int64_t *ret_id,
-                     struct error *err)
+struct begin_args {
+    int64_t card_id;
+    const char *source;
+    int64_t id;
+    struct error *err;
+};
+
+static int session_begin_tx(struct db *db, void *userdata)
 {
+    struct begin_args *a = userdata;
     sqlite3_stmt *st = NULL;
     int r, rc = SQLITE_OK;
-    int64_t id;
 
-    if (!db)
-        return error_set(err, -EINVAL, "no database");
-    r = stmt_get(db, STMT_SESSION_BEGIN, &st, err);
+    r = stmt_get(db, STMT_SESSION_BEGIN, &st, a->err);
     if (r < 0)
         return r;
     /* A session without a card (a plain folder) keeps card_id NULL. */
-    rc = card_id > 0 ? bind_i64(st, 1, card_id, rc) : sqlite3_bind_null(st, 1);
-    rc = bind_str(st, 2, source ? source : "", rc);
+    rc = a->card_id > 0 ? bind_i64(st, 1, a->card_id, rc) : sqlite3_bind_null(st, 1);
+    rc = bind_str(st, 2, a->source ? a->source : "", rc);
     rc = bind_i64(st, 3, now_s(), rc);
     rc = bind_i64(st, 4, (int64_t)getpid(), rc);
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     if (rc != SQLITE_ROW) {
-        r = db_fail(db, rc, err, "cannot start a session for card %lld", (long long)card_id);
+        r = db_fail(db, rc, a->err, "cannot start a session for card %lld", (long long)a->card_id);
         goto out;
     }
-    id = sqlite3_column_int64(st, 0);
-    r = stmt_run(db, st, err, "cannot start a session");
+    int64_t id = sqlite3_column_int64(st, 0);
+    r = stmt_run(db, st, a->err, "cannot start a session");
     if (r < 0)
         goto out;
+    /* Before the row is committed: another thread of this process repairing stale rows (which
+     * takes the write lock) then never sees our running row without knowing it is ours. */
     own_session_set(id, true);
-    if (ret_id)
-        *ret_id = id;
+    a->id = id;
 out:
     stmt_done(st);
     return r;
+}
+
+int db_session_begin(struct db *db, int64_t card_id, const char *source, int64_t *ret_id,
+                     struct error *err)
+{
+    struct begin_args a = {.card_id = card_id, .source = source, .err = err};
+
+    if (!db)
+        return error_set(err, -EINVAL, "no database");
+    int r = db_transaction(db, session_begin_tx, &a, err);
+    if (r < 0) {
+        if (a.id > 0)
+            own_session_set(a.id, false); /* the commit failed */
+        return r;
+    }
+    if (ret_id)
+        *ret_id = a.id;
+    return 0;
 }
 
 /* Runs st, a bound UPDATE of session id (rc: the binds' result), and releases it. */
@@ -1021,15 +1281,18 @@ static int session_write(struct db *db, enum stmt_id which, int64_t id,
     sqlite3_stmt *st = NULL;
     int r, rc = SQLITE_OK;
 
-    if (!db || !totals || (unsigned)status >= ARRAY_SIZE(session_status_names))
+    if (!db || (unsigned)status >= ARRAY_SIZE(session_status_names))
         return error_set(err, -EINVAL, "invalid session update");
+    if (!totals)
+        which = which == STMT_SESSION_END ? STMT_SESSION_FINISH : STMT_SESSION_STATUS;
     r = stmt_get(db, which, &st, err);
     if (r < 0)
         return r;
     rc = bind_i64(st, 1, id, rc);
     rc = bind_str(st, 2, session_status_names[status], rc);
-    rc = bind_totals(st, totals, rc);
-    if (which == STMT_SESSION_END) {
+    if (totals)
+        rc = bind_totals(st, totals, rc);
+    if (which == STMT_SESSION_END || which == STMT_SESSION_FINISH) {
         rc = bind_i64(st, 10, now_s(), rc);
         rc = bind_str(st, 11, error, rc);
     }
@@ -1051,43 +1314,113 @@ int db_session_end(struct db *db, int64_t id, enum db_session_status status,
     return r;
 }
 
-int db_session_set_safe_to_remove(struct db *db, int64_t id, bool safe, struct error *err)
+/* Runs which, an UPDATE of session id (?1) with ?2, ?3, ... = v[0 .. n-1]. */
+static int session_set(struct db *db, enum stmt_id which, int64_t id, const int64_t *v, int n,
+                       struct error *err)
 {
     sqlite3_stmt *st = NULL;
-    int r, rc = SQLITE_OK;
+    int rc = SQLITE_OK;
 
     if (!db)
         return error_set(err, -EINVAL, "no database");
-    r = stmt_get(db, STMT_SESSION_SAFE, &st, err);
+    int r = stmt_get(db, which, &st, err);
     if (r < 0)
         return r;
     rc = bind_i64(st, 1, id, rc);
-    rc = bind_i64(st, 2, safe ? 1 : 0, rc);
+    for (int i = 0; i < n; i++)
+        rc = bind_i64(st, 2 + i, v[i], rc);
     return session_update_run(db, st, rc, id, err);
+}
+
+int db_session_set_found(struct db *db, int64_t id, int64_t files_total, int64_t bytes_total,
+                         struct error *err)
+{
+    return session_set(db, STMT_SESSION_FOUND, id, (const int64_t[]){files_total, bytes_total}, 2,
+                       err);
+}
+
+int db_session_set_safe_to_remove(struct db *db, int64_t id, bool safe, struct error *err)
+{
+    return session_set(db, STMT_SESSION_SAFE, id, (const int64_t[]){safe ? 1 : 0}, 1, err);
+}
+
+/* Runs sql, an ad-hoc write with ?1 = a and ?2 = b; *ret_changes (may be NULL): rows changed. */
+static int adhoc_run(struct db *db, const char *sql, int64_t a, int64_t b, int64_t *ret_changes,
+                     struct error *err, const char *what)
+{
+    sqlite3_stmt *st = NULL;
+    int r;
+    int rc = sqlite3_prepare_v2(db->conn, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = bind_i64(st, 1, a, rc);
+    if (rc == SQLITE_OK && sqlite3_bind_parameter_count(st) >= 2)
+        rc = bind_i64(st, 2, b, rc);
+    if (rc != SQLITE_OK)
+        r = db_fail(db, rc, err, "%s", what);
+    else
+        r = stmt_run(db, st, err, what);
+    if (r == 0 && ret_changes)
+        *ret_changes = sqlite3_changes(db->conn);
+    sqlite3_finalize(st);
+    return r;
+}
+
+/* A session still running: one whose card's files are in flight and must be left alone. */
+#define RUNNING_SESSION_ON(card)                                                                   \
+    "EXISTS (SELECT 1 FROM sessions s WHERE s.status IN ('scanning', 'backing_up') "               \
+    "AND (s.card_id IS NULL OR s.card_id = " card "))"
+
+struct repair_args {
+    struct db_repair counts;
+    struct error *err;
+};
+
+static int repair_tx(struct db *db, void *userdata)
+{
+    /* Sessions first: once the dead ones are interrupted, every session still running is
+     * alive, and the files of its card (a session without a card could touch any) are its. */
+    static const char *const sql[3] = {
+        "UPDATE sessions SET status = 'interrupted', ended_at = ?1, "
+        "error = coalesce(error, 'the process running this session stopped') "
+        "WHERE status IN ('scanning', 'backing_up') "
+        "AND NOT snapsync_session_alive(pid, id, started_at)",
+        "UPDATE files SET state = 'new', last_error = 'interrupted', updated_at = ?1 "
+        "WHERE state IN ('scanning', 'backing_up', 'verifying') "
+        "AND NOT " RUNNING_SESSION_ON("files.card_id"),
+        "UPDATE copies SET state = 'pending', error = NULL, verified_at = 0, updated_at = ?1 "
+        "WHERE state IN ('copying', 'verifying') "
+        "AND NOT " RUNNING_SESSION_ON("(SELECT card_id FROM files WHERE id = copies.file_id)"),
+    };
+    struct repair_args *a = userdata;
+    int64_t *counts[3] = {&a->counts.sessions, &a->counts.files, &a->counts.copies};
+    int64_t now = now_s();
+    for (size_t i = 0; i < 3; i++) {
+        int r = adhoc_run(db, sql[i], now, 0, counts[i], a->err, "cannot repair stale rows");
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+int db_repair_stale(struct db *db, struct db_repair *ret, struct error *err)
+{
+    struct repair_args a = {.err = err};
+    if (!db)
+        return error_set(err, -EINVAL, "no database");
+    int r = db_transaction(db, repair_tx, &a, err);
+    if (r < 0)
+        return r;
+    if (ret)
+        *ret = a.counts;
+    return 0;
 }
 
 int db_sessions_interrupt_stale(struct db *db, int64_t *ret_count, struct error *err)
 {
-    sqlite3_stmt *st = NULL;
-    int r, rc = SQLITE_OK;
-
-    if (!db)
-        return error_set(err, -EINVAL, "no database");
-    r = stmt_get(db, STMT_SESSION_INTERRUPT, &st, err);
-    if (r < 0)
-        return r;
-    rc = bind_i64(st, 1, now_s(), rc);
-    if (rc != SQLITE_OK) {
-        r = db_fail(db, rc, err, "cannot mark stale sessions");
-        goto out;
-    }
-    r = stmt_run(db, st, err, "cannot mark stale sessions as interrupted");
-    if (r < 0)
-        goto out;
-    if (ret_count)
-        *ret_count = sqlite3_changes(db->conn);
-out:
-    stmt_done(st);
+    struct db_repair rep = {0};
+    int r = db_repair_stale(db, &rep, err);
+    if (r == 0 && ret_count)
+        *ret_count = rep.sessions;
     return r;
 }
 
@@ -1563,6 +1896,94 @@ int db_copy_get(struct db *db, int64_t file_id, const char *dest, struct db_copy
     return r;
 }
 
+/* ---- one file's outcome ---- */
+
+static int check_record(int64_t session_id, const struct db_file_record *rec, struct error *err)
+{
+    if (!rec || rec->file_id <= 0 || session_id < 0 ||
+        (unsigned)rec->state >= ARRAY_SIZE(file_state_names) ||
+        rec->n_copies > DB_RECORD_COPIES_MAX ||
+        (session_id > 0 && (unsigned)rec->outcome >= ARRAY_SIZE(outcome_names)))
+        return error_set(err, -EINVAL, "invalid outcome record for file %lld",
+                         rec ? (long long)rec->file_id : 0LL);
+    if (rec->duplicate_of < 0 || rec->duplicate_of == rec->file_id ||
+        (rec->duplicate_of > 0 && rec->state != DB_FILE_COMPLETED))
+        return error_set(err, -EINVAL,
+                         "file %lld: a duplicate must be of another file and completed",
+                         (long long)rec->file_id);
+    for (size_t i = 0; i < rec->n_copies; i++) {
+        const struct db_record_copy *c = &rec->copies[i];
+        int r = check_dests(&c->dest, 1, err);
+        if (r < 0)
+            return r;
+        if ((unsigned)c->state >= ARRAY_SIZE(copy_state_names))
+            return error_set(err, -EINVAL, "file %lld: invalid copy state for '%s'",
+                             (long long)rec->file_id, c->dest);
+        if (c->remote && strnlen(c->remote, DB_KEY_MAX) >= DB_KEY_MAX)
+            return error_set(err, -ENAMETOOLONG, "remote path '%.64s...' is longer than %d bytes",
+                             c->remote, DB_KEY_MAX - 1);
+    }
+    return 0;
+}
+
+struct record_args {
+    int64_t session_id;
+    const struct db_file_record *rec;
+    struct error *err;
+};
+
+/* Counts the outcome in the session's row (before session_files changes: the old outcome is
+ * read from there). */
+static int session_count(struct db *db, int64_t session_id, int64_t file_id, enum db_outcome o,
+                         struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = SQLITE_OK;
+    int r = stmt_get(db, STMT_SESSION_COUNT, &st, err);
+    if (r < 0)
+        return r;
+    rc = bind_i64(st, 1, session_id, rc);
+    rc = bind_str(st, 2, outcome_names[o], rc);
+    rc = bind_i64(st, 3, file_id, rc);
+    return session_update_run(db, st, rc, session_id, err);
+}
+
+static int record_tx(struct db *db, void *userdata)
+{
+    struct record_args *a = userdata;
+    const struct db_file_record *rec = a->rec;
+    int r;
+
+    if (rec->duplicate_of > 0)
+        r = db_file_set_duplicate(db, rec->file_id, rec->duplicate_of, a->err);
+    else
+        r = db_file_set_state(db, rec->file_id, rec->state, rec->last_error, a->err);
+    for (size_t i = 0; r == 0 && i < rec->n_copies; i++) {
+        const struct db_record_copy *c = &rec->copies[i];
+        r = db_copy_set(db, rec->file_id, c->dest, c->state, c->remote, c->error, a->err);
+    }
+    if (r == 0 && a->session_id > 0)
+        r = session_count(db, a->session_id, rec->file_id, rec->outcome, a->err);
+    if (r == 0 && a->session_id > 0)
+        r = db_session_file_set(db, a->session_id, rec->file_id, rec->outcome, a->err);
+    return r;
+}
+
+int db_file_record(struct db *db, int64_t session_id, const struct db_file_record *rec,
+                   struct error *err)
+{
+    if (!db)
+        return error_set(err, -EINVAL, "no database");
+    int r = check_record(session_id, rec, err);
+    if (r < 0)
+        return r;
+    struct record_args a = {.session_id = session_id, .rec = rec, .err = err};
+    r = db_transaction(db, record_tx, &a, err);
+    if (r < 0)
+        error_prefix(err, "file %lld not recorded", (long long)rec->file_id);
+    return r;
+}
+
 /* ---- statistics ---- */
 
 int db_stats_get(struct db *db, struct db_stats *ret, struct error *err)
@@ -1858,23 +2279,6 @@ struct retry_args {
     struct error *err;
 };
 
-/* Runs one UPDATE of the retry with ?1 = the id and ?2 = now. */
-static int retry_exec(struct db *db, const char *sql, int64_t id, struct error *err)
-{
-    sqlite3_stmt *st = NULL;
-    int r = adhoc_prepare(db, sql, &st, err);
-    if (r < 0)
-        return r;
-    int rc = bind_i64(st, 1, id, SQLITE_OK);
-    rc = bind_i64(st, 2, now_s(), rc);
-    if (rc != SQLITE_OK)
-        r = db_fail(db, rc, err, "cannot mark files for retry");
-    else
-        r = stmt_run(db, st, err, "cannot mark files for retry");
-    sqlite3_finalize(st);
-    return r;
-}
-
 static int retry_tx(struct db *db, void *userdata)
 {
     /* The copies first: the files' failed state still tells which ones to take. */
@@ -1896,14 +2300,10 @@ static int retry_tx(struct db *db, void *userdata)
     };
     struct retry_args *a = userdata;
     const char *const *sql = a->session ? session_sql : file_sql;
-    int r = retry_exec(db, sql[0], a->id, a->err);
+    int r = adhoc_run(db, sql[0], a->id, now_s(), NULL, a->err, "cannot mark files for retry");
     if (r < 0)
         return r;
-    r = retry_exec(db, sql[1], a->id, a->err);
-    if (r < 0)
-        return r;
-    a->count = sqlite3_changes(db->conn);
-    return 0;
+    return adhoc_run(db, sql[1], a->id, now_s(), &a->count, a->err, "cannot mark files for retry");
 }
 
 static int mark_retry(struct db *db, bool session, int64_t id, int64_t *ret_count,

@@ -81,10 +81,18 @@ struct db;
 
 /*
  * Opens (and in DB_READ_WRITE mode creates and migrates) the database at path. Sets WAL, a busy
- * timeout of 10 s, foreign keys on. Errors: -ENOENT (read-only and missing), -EACCES,
- * -EBADMSG (not a database or corrupt: "database 'x' is corrupt or not a SnapSync database"),
- * -EPROTO (schema newer than this build: "created by a newer SnapSync"), -EIO. *ret is the
- * caller's, closed with db_close(). Any thread; the result then belongs to that thread.
+ * timeout of 10 s, foreign keys on. Safe when several processes create or migrate the same new
+ * file at once: the schema is checked and migrated under one write lock, and the switch to WAL
+ * is retried while another holds a lock, within the busy timeout (then -EBUSY).
+ * DB_READ_ONLY on a read-only filesystem reads the file as it is (immutable when no
+ * write-ahead log is left; see docs/database.md).
+ * Errors: -ENOENT (read-only and the file is missing; only then), -EACCES (no permission, or
+ * read-only and the folder of a WAL database cannot be written to create its -shm), -EROFS
+ * (read-write on a read-only filesystem, or read-only with a write-ahead log left there that
+ * cannot be read without its -shm), -EBADMSG (not a database or corrupt: "database 'x' is
+ * corrupt or not a SnapSync database"), -EPROTO (schema newer than this build: "created by a
+ * newer SnapSync"), -EBUSY, -EIO. Messages name the file. *ret is the caller's, closed with
+ * db_close(). Any thread; the result then belongs to that thread.
  */
 int db_open(const char *path, enum db_mode mode, struct db **ret, struct error *err);
 
@@ -140,21 +148,64 @@ struct db_session {
 int db_session_begin(struct db *db, int64_t card_id, const char *source, int64_t *ret_id,
                      struct error *err);
 
-/* Updates status and totals of a running session (called for progress, cheap). */
+/* Updates status and totals of a running session (called for progress, cheap). totals NULL:
+ * only the status; the totals in the row stay (a caller that records its files with
+ * db_file_record lets the row count, and must pass NULL here and to db_session_end, else its
+ * own counts overwrite the row's). */
 int db_session_update(struct db *db, int64_t id, enum db_session_status status,
                       const struct db_totals *totals, struct error *err);
 
-/* Ends a session: final status, totals, ended_at now, error (NULL for none). */
+/* Sets what the scan of session id found (files_total, bytes_total) and nothing else. */
+int db_session_set_found(struct db *db, int64_t id, int64_t files_total, int64_t bytes_total,
+                         struct error *err);
+
+/* Ends a session: final status, totals (NULL: those in the row stay, see db_session_update),
+ * ended_at now, error (NULL for none). */
 int db_session_end(struct db *db, int64_t id, enum db_session_status status,
                    const struct db_totals *totals, const char *error, struct error *err);
 
 /* Records that the card of session id was unmounted after it (safe true), so it can be pulled. */
 int db_session_set_safe_to_remove(struct db *db, int64_t id, bool safe, struct error *err);
 
-/* Marks sessions still scanning/backing_up whose process is not alive as interrupted, with
- * ended_at now. A session of our own pid is alive only while this process runs it (begun and not
- * yet ended through any connection), so parallel sessions of the service are left alone and a
- * leftover of a dead process that had our pid is not. ret_count may be NULL. */
+/*
+ * True while the process that ran session s still runs it: s is scanning or backing_up and
+ * - its pid is this process's, and this process began it (db_session_begin, through any
+ *   connection) and has not ended it; or
+ * - its pid is another live process (kill(pid, 0) does not fail with ESRCH) that started no
+ *   later than s began (started_at, 2 s of slack): a process that started after the session
+ *   cannot have run it, even though it now has the pid of the one that did (pids are reused,
+ *   above all after a reboot). The start comes from /proc/<pid>/stat; when /proc cannot tell,
+ *   the pid alone decides. A wall clock stepped forward between the session's start and this
+ *   call (NTP on a board without a clock) can make another process's session look dead.
+ * Any thread.
+ */
+bool db_session_alive(const struct db_session *s);
+
+/* What db_repair_stale changed. */
+struct db_repair {
+    int64_t sessions; /* sessions marked interrupted */
+    int64_t files;    /* files put back to new */
+    int64_t copies;   /* copies put back to pending */
+};
+
+/*
+ * Repairs what a process that died mid-session left behind, in one transaction:
+ * - sessions still scanning/backing_up that are not db_session_alive become interrupted, with
+ *   ended_at now and error "the process running this session stopped" (unless one was set);
+ * - then files in scanning, backing_up or verifying become new with last_error "interrupted",
+ *   and copies in copying or verifying become pending (error cleared, verified_at 0, remote
+ *   kept), so the next backup of their card does them again -- except those of a card that a
+ *   session still running (so alive) is backing up: a live session owns its card's rows. A
+ *   running session without a card (a plain folder) could own any file, so while one runs no
+ *   file or copy is touched.
+ * Call it before a session starts and when the service starts (its own sessions of this
+ * process are alive, so parallel sessions leave each other alone). *ret (may be NULL): the
+ * counts. Needs a DB_READ_WRITE connection (-EROFS otherwise).
+ */
+int db_repair_stale(struct db *db, struct db_repair *ret, struct error *err);
+
+/* db_repair_stale, returning only the number of sessions it interrupted (ret_count may be
+ * NULL). Kept for the engine, which calls it before each session. */
 int db_sessions_interrupt_stale(struct db *db, int64_t *ret_count, struct error *err);
 
 /* The most recent sessions, newest first, at most limit (1..10000). *ret is a malloc'd array
@@ -250,6 +301,54 @@ int db_copy_set(struct db *db, int64_t file_id, const char *dest, enum db_copy_s
 /* The copy of file_id at dest; -ENOENT if none. */
 int db_copy_get(struct db *db, int64_t file_id, const char *dest, struct db_copy *ret,
                 struct error *err);
+
+/* ---- one file's outcome, in one transaction ---- */
+
+#define DB_RECORD_COPIES_MAX 16
+
+/* One destination's copy in a db_file_record: as db_copy_set takes it. */
+struct db_record_copy {
+    const char *dest;         /* destination id, non-empty, shorter than 256 bytes */
+    enum db_copy_state state; /* completed sets verified_at now; any other state resets it */
+    const char *remote;       /* NULL keeps the stored one; at most 4095 bytes */
+    const char *error;        /* NULL clears it */
+};
+
+/* What became of one file. The strings are borrowed for the call. */
+struct db_file_record {
+    int64_t file_id;
+    enum db_file_state state; /* the file's state after this (completed, failed, or new for a
+                               * file whose work was interrupted); attempts is not changed */
+    const char *last_error;   /* NULL clears it */
+    int64_t duplicate_of;     /* > 0: the file has the same content as that file (state must
+                               * be completed; last_error is cleared), as db_file_set_duplicate */
+    struct db_record_copy copies[DB_RECORD_COPIES_MAX]; /* the copies to set, in order */
+    size_t n_copies;                                    /* 0..DB_RECORD_COPIES_MAX */
+    enum db_outcome outcome; /* what session_id did with the file (unused when it is 0) */
+};
+
+/*
+ * Records one file's outcome in ONE transaction, so a crash, a full disk or any error leaves
+ * either all of it or none of it:
+ * - the file's state and last_error (or duplicate_of);
+ * - each of the n_copies copies, as db_copy_set;
+ * - when session_id > 0: the outcome in session_files, and the session's counters in its row,
+ *   counted in SQL: the counter of the outcome (files_copied, files_skipped, files_duplicate,
+ *   files_failed) + 1, and for copied bytes_copied + the file's size. When session_id already
+ *   had an outcome for this file, that one's counts are taken back first, so the counters are
+ *   always exactly what session_files says. A caller using this must let the row count: pass
+ *   NULL totals to db_session_update and db_session_end, and db_session_set_found for what the
+ *   scan found. session_id 0: no outcome, no counters (a file whose work was interrupted).
+ * Begins with BEGIN IMMEDIATE (a savepoint inside a caller's db_transaction) and commits, or
+ * rolls everything back on any failure. Errors: -EINVAL (a bad record: a state, outcome or
+ * copy state out of range, more than DB_RECORD_COPIES_MAX copies, a bad destination name,
+ * duplicate_of equal to file_id or with a state other than completed), -ENAMETOOLONG (remote),
+ * -ENOENT (no such file or session; nothing recorded), -ENOSPC (the disk holding the database
+ * is full: nothing recorded, the caller may retry later), -EBUSY, -EROFS, -EIO. err names the
+ * file id and what failed. The connection's thread.
+ */
+int db_file_record(struct db *db, int64_t session_id, const struct db_file_record *rec,
+                   struct error *err);
 
 /* ---- statistics ---- */
 

@@ -505,6 +505,28 @@ static void register_atfork(void)
     pthread_atfork(NULL, NULL, child_after_fork);
 }
 
+/* What a previous run left behind when it died (sessions shown as running, files and copies
+ * stuck in flight) is repaired before any card is handled: no session of ours runs yet, so
+ * only another live process's sessions, and their cards' files, are left alone. A database
+ * that cannot be opened is not fatal here: each session reports it. */
+static void repair_database(const struct config *cfg)
+{
+    struct db *db = NULL;
+    struct error err = {0};
+    struct db_repair rep = {0};
+    int r = db_open(cfg->service.database_path, DB_READ_WRITE, &db, &err);
+    if (r == 0)
+        r = db_repair_stale(db, &rep, &err);
+    db_close(db);
+    if (r < 0)
+        log_error("cannot repair what a stopped process left in the database: %s", err.msg);
+    else
+        log_info("database checked: %" PRId64 " session(s) of a stopped process marked "
+                 "interrupted; %" PRId64 " file(s) and %" PRId64 " copy record(s) left in flight "
+                 "reset to be done again",
+                 rep.sessions, rep.files, rep.copies);
+}
+
 static int setup(struct service *svc, struct error *err)
 {
     pthread_once(&atfork_once, register_atfork);
@@ -531,6 +553,7 @@ static int setup(struct service *svc, struct error *err)
 
     /* the dashboard and Home Assistant keep the configuration they start with */
     const struct config *cfg = svc->conf->cfg;
+    repair_database(cfg);
     svc->ui_conf = svc->conf;
     svc->ui_conf->refs++;
     struct web_actions actions = {.eject = on_web_eject, .retried = on_web_retried,

@@ -257,14 +257,11 @@ static json_object *json_str_or_null(const char *s)
     return s && s[0] ? json_object_new_string(s) : NULL;
 }
 
+/* a process that died mid-session left its row running (the next run marks it), and its pid
+ * may belong to another process by now */
 static bool session_running(const struct db_session *s)
 {
-    if (s->status != DB_SESSION_SCANNING && s->status != DB_SESSION_BACKING_UP)
-        return false;
-    /* a process that died mid-session left its row running; the next backup marks it */
-    if (s->pid <= 0 || s->pid > INT32_MAX)
-        return false;
-    return kill((pid_t)s->pid, 0) == 0 || errno != ESRCH;
+    return db_session_alive(s);
 }
 
 static json_object *session_json(const struct db_session *s)

@@ -413,6 +413,35 @@ class ServiceTest(SnapsyncTest):
         self.assert_backed_up(staging)
         self.stop()
 
+    def test_start_repairs_what_a_dead_process_left(self):
+        """A session whose process died shows as running (its pid now taken by a process that
+        started later), with a file stuck in verifying and a copy stuck in copying: the service
+        marks it interrupted and puts the file and the copy back when it starts."""
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        self.backup()
+        write_config(self.config, self.dest, self.db, extra="sd_card:\n  auto_detect: false\n")
+        impostor = subprocess.Popen(["cat"], stdin=subprocess.PIPE)  # started after the session
+        self.cleanups.append(lambda: (impostor.kill(), impostor.wait()))
+        con = sqlite3.connect(self.db)
+        con.execute("update sessions set status = 'backing_up', ended_at = 0, pid = ?, "
+                    "started_at = started_at - 3600", (impostor.pid,))
+        con.execute("update files set state = 'verifying'")
+        con.execute("update copies set state = 'copying'")
+        con.commit()
+        con.close()
+
+        self.start()
+        self.wait_log(r"database checked: 1 session\(s\) of a stopped process marked "
+                      r"interrupted; 1 file\(s\) and 1 copy record\(s\)")
+        [s] = self.sessions()
+        self.assertEqual(s["status"], "interrupted")
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
+        self.assertEqual(con.execute("select state, last_error from files").fetchall(),
+                         [("new", "interrupted")])
+        self.assertEqual(con.execute("select state from copies").fetchall(), [("pending",)])
+        con.close()
+        self.stop()
+
     def test_ignored_devices_and_sighup_reload(self):
         img, staging = self.make_card("LATER", {"DCIM/L.JPG": "photo"})
         blank = os.path.join(self.dir, "blank.img")

@@ -11,6 +11,7 @@
 #include <ftw.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -19,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -156,6 +159,35 @@ static int64_t add_file(struct db *db, int64_t card, const char *rel, int64_t si
     assert_int_equal(db_file_get_or_create(db, &key, &id, NULL, NULL), 0);
     assert_true(id > 0);
     return id;
+}
+
+/* Mounts made by the tests live in a mount namespace of this process (set up in main), so they
+ * vanish with it, whatever happens to the test. */
+static bool own_mounts;
+
+/* A fresh folder with a tmpfs of size_kb mounted on it, in buf. Needs root, as CI runs. */
+static void new_tmpfs(char *buf, size_t size, size_t size_kb)
+{
+    char opts[32];
+    if (!own_mounts)
+        fail_msg("this test mounts a tmpfs: run it as root (CI does)");
+    snprintf(buf, size, "%s/%d", tmp_root, ++path_seq);
+    assert_int_equal(mkdir(buf, 0755), 0);
+    snprintf(opts, sizeof(opts), "size=%zuk,mode=0755", size_kb);
+    if (mount("tmpfs", buf, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+        fail_msg("cannot mount a tmpfs on '%s': %s", buf, strerror(errno));
+}
+
+static void remount_ro(const char *dir)
+{
+    if (mount("tmpfs", dir, "tmpfs", MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+        fail_msg("cannot remount '%s' read-only: %s", dir, strerror(errno));
+}
+
+static bool exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
 }
 
 static bool contains(const char *haystack, const char *needle)
@@ -519,6 +551,37 @@ static void test_unusable_paths(void **state)
     assert_int_equal(db_open(below, DB_READ_ONLY, &db, &err), -ENOTDIR);
     assert_null(db);
 
+    /* A user who may read the file but not write its folder, where SQLite must create the
+     * -shm of a WAL database: -EACCES naming the file, not "does not exist". As root, the
+     * check runs in a child that becomes nobody. */
+    new_path(path, sizeof(path), "others.db");
+    db_close(open_rw(path));
+    assert_int_equal(chmod(path, 0644), 0);
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", path);
+    *strrchr(dir, '/') = '\0';
+    assert_int_equal(chmod(dir, 0755), 0);
+    *strrchr(dir, '/') = '\0';
+    assert_int_equal(chmod(dir, 0755), 0);
+    assert_int_equal(chmod(tmp_root, 0755), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        if (geteuid() == 0 && (setgid(65534) < 0 || setuid(65534) < 0))
+            _exit(3);
+        struct error cerr = {0};
+        int r = db_open(path, DB_READ_ONLY, &db, &cerr);
+        if (r != -EACCES)
+            fprintf(stderr, "as nobody: %d %s\n", r, cerr.msg);
+        _exit(r == -EACCES && contains(cerr.msg, path) && contains(cerr.msg, "-shm") ? 0
+              : r == 0                                                               ? 1
+                                                                                     : 2);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+
     /* Permission denied can only be shown without root: root reads a chmod 000 file. */
     if (geteuid() != 0) {
         new_path(path, sizeof(path), "locked.db");
@@ -666,7 +729,8 @@ static void test_sessions(void **state)
     assert_int_equal(db_session_update(db, 9999, DB_SESSION_BACKING_UP, &t, &err), -ENOENT);
     assert_int_equal(db_session_end(db, 9999, DB_SESSION_FAILED, &t, NULL, &err), -ENOENT);
     assert_int_equal(db_session_update(db, sid, (enum db_session_status)17, &t, &err), -EINVAL);
-    assert_int_equal(db_session_update(db, sid, DB_SESSION_BACKING_UP, NULL, &err), -EINVAL);
+    assert_int_equal(db_session_update(db, 9999, DB_SESSION_BACKING_UP, NULL, &err), -ENOENT);
+    assert_int_equal(db_session_end(db, 9999, DB_SESSION_FAILED, NULL, NULL, &err), -ENOENT);
     /* No such card: the foreign key refuses it. */
     assert_int_equal(db_session_begin(db, 4242, "/x", &sid, &err), -EINVAL);
     assert_true(contains(err.msg, "FOREIGN KEY"));
@@ -806,6 +870,152 @@ static void test_interrupt_stale(void **state)
     db_close(db);
 }
 
+/* A process that started after a session began cannot be the one that ran it, whatever pid it
+ * has: the session of a process that died, whose pid a newer process took, is interrupted. */
+static void test_interrupt_reused_pid(void **state)
+{
+    (void)state;
+    char path[PATH_MAX], sql[256];
+    int hold[2];
+
+    /* a live child that waits until the test closes the pipe; forked before any connection */
+    assert_int_equal(pipe(hold), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        char c;
+        close(hold[1]);
+        while (read(hold[0], &c, 1) < 0 && errno == EINTR)
+            ;
+        _exit(0);
+    }
+    close(hold[0]);
+
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "REUSED");
+    int64_t reused, young;
+    assert_int_equal(db_session_begin(db, card, "/m", &reused, NULL), 0);
+    assert_int_equal(db_session_begin(db, card, "/m", &young, NULL), 0);
+    /* both rows name the live child; one began an hour before it started */
+    snprintf(sql, sizeof(sql),
+             "UPDATE sessions SET pid = %d; UPDATE sessions SET started_at = started_at - 3600 "
+             "WHERE id = %lld",
+             (int)child, (long long)reused);
+    raw_exec(path, sql);
+
+    struct db_session s;
+    assert_int_equal(db_session_get(db, reused, &s, NULL), 0);
+    assert_false(db_session_alive(&s));
+    assert_int_equal(db_session_get(db, young, &s, NULL), 0);
+    assert_true(db_session_alive(&s)); /* began after the child started: may be its own */
+
+    int64_t count = -1;
+    assert_int_equal(db_sessions_interrupt_stale(db, &count, NULL), 0);
+    assert_int_equal(count, 1);
+    assert_int_equal(db_session_get(db, reused, &s, NULL), 0);
+    assert_int_equal(s.status, DB_SESSION_INTERRUPTED);
+    assert_false(db_session_alive(&s)); /* ended: not running, whatever the process */
+    assert_int_equal(db_session_get(db, young, &s, NULL), 0);
+    assert_int_equal(s.status, DB_SESSION_SCANNING);
+
+    close(hold[1]);
+    assert_int_equal(waitpid(child, NULL, 0), child);
+    assert_false(db_session_alive(&s)); /* and once the process is gone, it is not alive */
+    db_close(db);
+}
+
+/* Rows left in flight by a session whose process died are put back, so the next run does them
+ * again; rows of a card that a live session is backing up are left alone. */
+static void test_repair_stale(void **state)
+{
+    (void)state;
+    char path[PATH_MAX], sql[512];
+
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t dead_card = add_card(db, "DEAD"), live_card = add_card(db, "LIVE");
+    int64_t dead, live;
+    assert_int_equal(db_session_begin(db, dead_card, "/dead", &dead, NULL), 0);
+    assert_int_equal(db_session_begin(db, live_card, "/live", &live, NULL), 0);
+
+    static const enum db_file_state stuck[] = {DB_FILE_SCANNING, DB_FILE_BACKING_UP,
+                                               DB_FILE_VERIFYING};
+    int64_t dead_files[3], live_files[3];
+    char rel[32];
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(rel, sizeof(rel), "IMG_%zu.JPG", i);
+        dead_files[i] = add_file(db, dead_card, rel, 100);
+        live_files[i] = add_file(db, live_card, rel, 100);
+        assert_int_equal(db_file_set_state(db, dead_files[i], stuck[i], NULL, NULL), 0);
+        assert_int_equal(db_file_set_state(db, live_files[i], stuck[i], NULL, NULL), 0);
+    }
+    int64_t done_file = add_file(db, dead_card, "DONE.JPG", 100);
+    int64_t failed_file = add_file(db, dead_card, "FAILED.JPG", 100);
+    assert_int_equal(db_file_set_state(db, done_file, DB_FILE_COMPLETED, NULL, NULL), 0);
+    assert_int_equal(db_file_set_state(db, failed_file, DB_FILE_FAILED, "bad", NULL), 0);
+    int64_t ids[] = {dead_files[0], live_files[0]};
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(db_copy_set(db, ids[i], "nas", DB_COPY_COPYING, NULL, NULL, NULL), 0);
+        assert_int_equal(db_copy_set(db, ids[i], "usb", DB_COPY_VERIFYING, "r", NULL, NULL), 0);
+        assert_int_equal(db_copy_set(db, ids[i], "ssd", DB_COPY_COMPLETED, "r", NULL, NULL), 0);
+    }
+    assert_int_equal(db_copy_set(db, done_file, "nas", DB_COPY_FAILED, NULL, "x", NULL), 0);
+
+    /* the dead card's session ran in a process that has gone: a leftover with our pid */
+    snprintf(sql, sizeof(sql), "UPDATE sessions SET id = %lld WHERE id = %lld",
+             (long long)(live + 100), (long long)dead);
+    raw_exec(path, sql);
+
+    struct db_repair rep = {-1, -1, -1};
+    assert_int_equal(db_repair_stale(db, &rep, NULL), 0);
+    assert_int_equal(rep.sessions, 1);
+    assert_int_equal(rep.files, 3);
+    assert_int_equal(rep.copies, 2);
+
+    struct db_file f;
+    struct db_copy c;
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(db_file_get(db, dead_files[i], &f, NULL), 0);
+        assert_int_equal(f.state, DB_FILE_NEW);
+        assert_string_equal(f.last_error, "interrupted");
+        assert_int_equal(db_file_get(db, live_files[i], &f, NULL), 0);
+        assert_int_equal(f.state, stuck[i]);
+    }
+    assert_int_equal(db_copy_get(db, dead_files[0], "nas", &c, NULL), 0);
+    assert_int_equal(c.state, DB_COPY_PENDING);
+    assert_int_equal(db_copy_get(db, dead_files[0], "usb", &c, NULL), 0);
+    assert_int_equal(c.state, DB_COPY_PENDING);
+    assert_string_equal(c.remote, "r");
+    assert_int_equal(c.verified_at, 0);
+    assert_int_equal(db_copy_get(db, dead_files[0], "ssd", &c, NULL), 0);
+    assert_int_equal(c.state, DB_COPY_COMPLETED);
+    assert_int_equal(db_copy_get(db, live_files[0], "nas", &c, NULL), 0);
+    assert_int_equal(c.state, DB_COPY_COPYING);
+    assert_int_equal(db_copy_get(db, live_files[0], "usb", &c, NULL), 0);
+    assert_int_equal(c.state, DB_COPY_VERIFYING);
+    assert_int_equal(db_file_get(db, done_file, &f, NULL), 0);
+    assert_int_equal(f.state, DB_FILE_COMPLETED);
+    assert_int_equal(db_copy_get(db, done_file, "nas", &c, NULL), 0);
+    assert_int_equal(c.state, DB_COPY_FAILED);
+    assert_int_equal(db_file_get(db, failed_file, &f, NULL), 0);
+    assert_int_equal(f.state, DB_FILE_FAILED);
+
+    /* nothing left to repair; NULL is fine */
+    assert_int_equal(db_repair_stale(db, &rep, NULL), 0);
+    assert_int_equal(rep.sessions + rep.files + rep.copies, 0);
+    assert_int_equal(db_repair_stale(db, NULL, NULL), 0);
+
+    /* once the live session ends, its card's leftovers are repaired too */
+    struct db_totals t = {0};
+    assert_int_equal(db_session_end(db, live, DB_SESSION_INTERRUPTED, &t, NULL, NULL), 0);
+    assert_int_equal(db_repair_stale(db, &rep, NULL), 0);
+    assert_int_equal(rep.sessions, 0);
+    assert_int_equal(rep.files, 3);
+    assert_int_equal(rep.copies, 2);
+    db_close(db);
+}
+
 static void test_session_files(void **state)
 {
     (void)state;
@@ -828,6 +1038,262 @@ static void test_session_files(void **state)
     assert_int_equal(db_session_file_set(db, sid, f, (enum db_outcome)9, &err), -EINVAL);
     assert_int_equal(db_session_file_set(db, sid, 777, DB_OUTCOME_SKIPPED, &err), -EINVAL);
     assert_int_equal(db_session_file_set(db, 777, f, DB_OUTCOME_SKIPPED, &err), -EINVAL);
+    db_close(db);
+}
+
+/* ---- one file's outcome in one transaction ---- */
+
+static void expect_counts(struct db *db, int64_t sid, int64_t copied, int64_t skipped, int64_t dup,
+                          int64_t failed, int64_t bytes)
+{
+    struct db_session s;
+    assert_int_equal(db_session_get(db, sid, &s, NULL), 0);
+    assert_int_equal(s.totals.files_copied, copied);
+    assert_int_equal(s.totals.files_skipped, skipped);
+    assert_int_equal(s.totals.files_duplicate, dup);
+    assert_int_equal(s.totals.files_failed, failed);
+    assert_int_equal(s.totals.bytes_copied, bytes);
+    /* the row agrees with session_files, whatever happened */
+    int64_t files = 0, sizes = 0;
+    assert_int_equal(db_session_done(db, sid, &files, &sizes, NULL), 0);
+    assert_int_equal(files, copied + skipped + dup + failed);
+}
+
+static void test_file_record(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    struct error err = {0};
+    struct db_file f;
+    struct db_copy c;
+
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "RECORD");
+    int64_t sid = 0;
+    assert_int_equal(db_session_begin(db, card, "/m", &sid, NULL), 0);
+    struct db_totals t = {.files_total = 3, .bytes_total = 600};
+    assert_int_equal(db_session_update(db, sid, DB_SESSION_BACKING_UP, &t, NULL), 0);
+    int64_t a = add_file(db, card, "A.JPG", 100), b = add_file(db, card, "B.JPG", 200),
+            d = add_file(db, card, "D.JPG", 300);
+
+    /* copied to two destinations */
+    struct db_file_record rec = {
+        .file_id = a,
+        .state = DB_FILE_COMPLETED,
+        .copies = {{"nas", DB_COPY_COMPLETED, "2023/A.JPG", NULL},
+                   {"usb", DB_COPY_COMPLETED, "2023/A.JPG", NULL}},
+        .n_copies = 2,
+        .outcome = DB_OUTCOME_COPIED,
+    };
+    assert_int_equal(db_file_record(db, sid, &rec, &err), 0);
+    assert_int_equal(db_file_get(db, a, &f, NULL), 0);
+    assert_int_equal(f.state, DB_FILE_COMPLETED);
+    assert_int_equal(db_copy_get(db, a, "usb", &c, NULL), 0);
+    assert_int_equal(c.state, DB_COPY_COMPLETED);
+    assert_string_equal(c.remote, "2023/A.JPG");
+    assert_true(c.verified_at > 0);
+    expect_counts(db, sid, 1, 0, 0, 0, 100);
+
+    /* failed at one destination */
+    struct db_file_record fail = {
+        .file_id = b,
+        .state = DB_FILE_FAILED,
+        .last_error = "nas: Connection refused",
+        .copies = {{"nas", DB_COPY_FAILED, NULL, "Connection refused"},
+                   {"usb", DB_COPY_COMPLETED, "2023/B.JPG", NULL}},
+        .n_copies = 2,
+        .outcome = DB_OUTCOME_FAILED,
+    };
+    assert_int_equal(db_file_record(db, sid, &fail, &err), 0);
+    assert_int_equal(db_file_get(db, b, &f, NULL), 0);
+    assert_int_equal(f.state, DB_FILE_FAILED);
+    assert_string_equal(f.last_error, "nas: Connection refused");
+    assert_int_equal(db_copy_get(db, b, "nas", &c, NULL), 0);
+    assert_string_equal(c.error, "Connection refused");
+    expect_counts(db, sid, 1, 0, 0, 1, 100);
+
+    /* retried in the same session and copied: the failure is taken back, not counted twice */
+    struct db_file_record again = {
+        .file_id = b,
+        .state = DB_FILE_COMPLETED,
+        .copies = {{"nas", DB_COPY_COMPLETED, "2023/B.JPG", NULL}},
+        .n_copies = 1,
+        .outcome = DB_OUTCOME_COPIED,
+    };
+    assert_int_equal(db_file_record(db, sid, &again, &err), 0);
+    assert_int_equal(db_file_get(db, b, &f, NULL), 0);
+    assert_string_equal(f.last_error, "");
+    assert_int_equal(db_copy_get(db, b, "nas", &c, NULL), 0);
+    assert_string_equal(c.error, "");
+    expect_counts(db, sid, 2, 0, 0, 0, 300);
+    assert_int_equal(db_file_record(db, sid, &again, &err), 0); /* the same twice: once */
+    expect_counts(db, sid, 2, 0, 0, 0, 300);
+
+    /* a duplicate of a */
+    struct db_file_record dup = {
+        .file_id = d,
+        .state = DB_FILE_COMPLETED,
+        .duplicate_of = a,
+        .copies = {{"nas", DB_COPY_COMPLETED, "2023/A.JPG", NULL}},
+        .n_copies = 1,
+        .outcome = DB_OUTCOME_DUPLICATE,
+    };
+    assert_int_equal(db_file_record(db, sid, &dup, &err), 0);
+    assert_int_equal(db_file_get(db, d, &f, NULL), 0);
+    assert_int_equal(f.duplicate_of, a);
+    assert_int_equal(f.state, DB_FILE_COMPLETED);
+    expect_counts(db, sid, 2, 0, 1, 0, 300);
+
+    /* interrupted: no session outcome */
+    int64_t e = add_file(db, card, "E.JPG", 50);
+    struct db_file_record stop = {
+        .file_id = e,
+        .state = DB_FILE_NEW,
+        .last_error = "interrupted",
+        .copies = {{"nas", DB_COPY_PENDING, NULL, NULL}},
+        .n_copies = 1,
+    };
+    assert_int_equal(db_file_record(db, 0, &stop, &err), 0);
+    assert_int_equal(db_file_get(db, e, &f, NULL), 0);
+    assert_string_equal(f.last_error, "interrupted");
+    expect_counts(db, sid, 2, 0, 1, 0, 300);
+
+    /* NULL totals keep the row's counts; set_found sets only what the scan found */
+    assert_int_equal(db_session_update(db, sid, DB_SESSION_BACKING_UP, NULL, NULL), 0);
+    assert_int_equal(db_session_set_found(db, sid, 4, 650, NULL), 0);
+    assert_int_equal(db_session_end(db, sid, DB_SESSION_COMPLETED, NULL, NULL, NULL), 0);
+    expect_counts(db, sid, 2, 0, 1, 0, 300);
+    struct db_session s;
+    assert_int_equal(db_session_get(db, sid, &s, NULL), 0);
+    assert_int_equal(s.status, DB_SESSION_COMPLETED);
+    assert_int_equal(s.totals.files_total, 4);
+    assert_int_equal(s.totals.bytes_total, 650);
+    assert_true(s.ended_at > 0);
+    assert_int_equal(db_session_set_found(db, sid + 99, 1, 1, &err), -ENOENT);
+
+    /* a failing part rolls back the parts done before it */
+    int64_t g = add_file(db, card, "G.JPG", 10);
+    struct db_file_record bad = {
+        .file_id = g,
+        .state = DB_FILE_COMPLETED,
+        .copies = {{"nas", DB_COPY_COMPLETED, "G", NULL}},
+        .n_copies = 1,
+        .outcome = DB_OUTCOME_COPIED,
+    };
+    assert_int_equal(db_file_record(db, sid + 99, &bad, &err), -ENOENT); /* no such session */
+    assert_int_equal(err.code, -ENOENT);
+    assert_int_equal(db_file_get(db, g, &f, NULL), 0);
+    assert_int_equal(f.state, DB_FILE_NEW);
+    assert_int_equal(db_copy_get(db, g, "nas", &c, NULL), -ENOENT);
+    bad.file_id = g + 1000; /* no such file */
+    assert_int_equal(db_file_record(db, sid, &bad, &err), -ENOENT);
+    expect_counts(db, sid, 2, 0, 1, 0, 300);
+
+    /* bad records change nothing */
+    bad.file_id = g;
+    bad.copies[0].dest = "";
+    assert_int_equal(db_file_record(db, sid, &bad, &err), -EINVAL);
+    bad.copies[0].dest = "nas";
+    bad.n_copies = DB_RECORD_COPIES_MAX + 1;
+    assert_int_equal(db_file_record(db, sid, &bad, &err), -EINVAL);
+    bad.n_copies = 1;
+    bad.outcome = (enum db_outcome)9;
+    assert_int_equal(db_file_record(db, sid, &bad, &err), -EINVAL);
+    bad.outcome = DB_OUTCOME_COPIED;
+    bad.duplicate_of = g;
+    assert_int_equal(db_file_record(db, sid, &bad, &err), -EINVAL);
+    bad.duplicate_of = a;
+    bad.state = DB_FILE_FAILED;
+    assert_int_equal(db_file_record(db, sid, &bad, &err), -EINVAL);
+    assert_int_equal(db_file_record(db, sid, NULL, &err), -EINVAL);
+    assert_int_equal(db_file_get(db, g, &f, NULL), 0);
+    assert_int_equal(f.state, DB_FILE_NEW);
+    expect_counts(db, sid, 2, 0, 1, 0, 300);
+    db_close(db);
+}
+
+/* Fills the filesystem holding dir: a file grown until write() says ENOSPC. */
+static void fill_disk(const char *file)
+{
+    static char block[65536];
+    int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    size_t chunk = sizeof(block);
+    while (chunk > 0) {
+        ssize_t n = write(fd, block, chunk);
+        if (n < 0) {
+            assert_int_equal(errno, ENOSPC);
+            chunk /= 2;
+        }
+    }
+    close(fd);
+}
+
+/* The disk holding the database fills while a file's outcome is recorded: nothing of it is
+ * recorded, the caller gets -ENOSPC, and the same record goes through once there is room. */
+static void test_file_record_disk_full(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], path[PATH_MAX + 32], filler[PATH_MAX + 32], remote[4000];
+    struct error err = {0};
+
+    new_tmpfs(dir, sizeof(dir), 1024);
+    snprintf(path, sizeof(path), "%s/snapsync.db", dir);
+    snprintf(filler, sizeof(filler), "%s/filler", dir);
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "FULL");
+    int64_t sid = 0;
+    assert_int_equal(db_session_begin(db, card, "/m", &sid, NULL), 0);
+    int64_t fid = add_file(db, card, "DCIM/BIG.MP4", 1 << 30);
+    assert_int_equal(db_file_set_state(db, fid, DB_FILE_VERIFYING, NULL, NULL), 0);
+
+    /* 16 copies with long remote paths: many pages to write */
+    static char dests[DB_RECORD_COPIES_MAX][16];
+    struct db_file_record rec = {
+        .file_id = fid,
+        .state = DB_FILE_COMPLETED,
+        .n_copies = DB_RECORD_COPIES_MAX,
+        .outcome = DB_OUTCOME_COPIED,
+    };
+    memset(remote, 'r', sizeof(remote) - 1);
+    remote[sizeof(remote) - 1] = '\0';
+    for (size_t i = 0; i < DB_RECORD_COPIES_MAX; i++) {
+        snprintf(dests[i], sizeof(dests[i]), "dest-%zu", i);
+        assert_int_equal(db_copy_set(db, fid, dests[i], DB_COPY_COPYING, NULL, NULL, NULL), 0);
+        rec.copies[i] = (struct db_record_copy){dests[i], DB_COPY_COMPLETED, remote, NULL};
+    }
+
+    fill_disk(filler);
+    assert_int_equal(db_file_record(db, sid, &rec, &err), -ENOSPC);
+    assert_int_equal(err.code, -ENOSPC);
+    assert_true(contains(err.msg, path));
+
+    /* wholly rolled back: as it was before */
+    struct db_file f;
+    struct db_copy c;
+    assert_int_equal(db_file_get(db, fid, &f, NULL), 0);
+    assert_int_equal(f.state, DB_FILE_VERIFYING);
+    for (size_t i = 0; i < DB_RECORD_COPIES_MAX; i++) {
+        assert_int_equal(db_copy_get(db, fid, dests[i], &c, NULL), 0);
+        assert_int_equal(c.state, DB_COPY_COPYING);
+        assert_string_equal(c.remote, "");
+    }
+    expect_counts(db, sid, 0, 0, 0, 0, 0);
+
+    /* room again: the same record goes through */
+    assert_int_equal(unlink(filler), 0);
+    assert_int_equal(db_file_record(db, sid, &rec, &err), 0);
+    assert_int_equal(db_file_get(db, fid, &f, NULL), 0);
+    assert_int_equal(f.state, DB_FILE_COMPLETED);
+    assert_int_equal(db_copy_get(db, fid, dests[15], &c, NULL), 0);
+    assert_int_equal(c.state, DB_COPY_COMPLETED);
+    expect_counts(db, sid, 1, 0, 0, 0, 1 << 30);
+    db_close(db);
+
+    /* and after a reopen, the file agrees */
+    db = open_rw(path);
+    expect_counts(db, sid, 1, 0, 0, 0, 1 << 30);
     db_close(db);
 }
 
@@ -1425,8 +1891,163 @@ static void test_concurrent_connections(void **state)
                      2 * WRITER_ROUNDS);
 }
 
+/* ---- a database on a read-only filesystem ---- */
+
+static void test_read_only_filesystem(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], path[PATH_MAX + 32], walled[PATH_MAX + 32], live[PATH_MAX + 32],
+        fresh[PATH_MAX + 32], side[PATH_MAX + 40];
+    struct db *db = NULL;
+    struct error err = {0};
+
+    new_tmpfs(dir, sizeof(dir), 4096);
+    snprintf(path, sizeof(path), "%s/snapsync.db", dir);
+    snprintf(walled, sizeof(walled), "%s/walled.db", dir);
+    snprintf(live, sizeof(live), "%s/live.db", dir);
+    snprintf(fresh, sizeof(fresh), "%s/new/snapsync.db", dir);
+
+    /* closed cleanly: no -wal, no -shm */
+    db = open_rw(path);
+    int64_t card = add_card(db, "RO-CARD");
+    int64_t sid = 0;
+    assert_int_equal(db_session_begin(db, card, "/media/ro", &sid, NULL), 0);
+    db_close(db);
+    /* left by a writer that stopped (or copied off a running system): a write-ahead log that
+     * holds data, with its -shm (live) or without (walled) */
+    const char *const logged[] = {walled, live};
+    for (size_t i = 0; i < 2; i++) {
+        db_close(open_rw(logged[i]));
+        sqlite3 *c = NULL;
+        assert_int_equal(sqlite3_open(logged[i], &c), SQLITE_OK);
+        assert_int_equal(sqlite3_db_config(c, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL),
+                         SQLITE_OK);
+        assert_int_equal(sqlite3_exec(c,
+                                      "INSERT INTO cards (uuid, first_seen, last_seen) "
+                                      "VALUES ('IN-WAL', 1, 1)",
+                                      NULL, NULL, NULL),
+                         SQLITE_OK);
+        sqlite3_close(c);
+        snprintf(side, sizeof(side), "%s-wal", logged[i]);
+        assert_true(exists(side));
+        snprintf(side, sizeof(side), "%s-shm", logged[i]);
+        assert_true(exists(side));
+    }
+    snprintf(side, sizeof(side), "%s-shm", walled);
+    assert_int_equal(unlink(side), 0);
+    remount_ro(dir);
+
+    /* reading works */
+    assert_int_equal(db_open(path, DB_READ_ONLY, &db, &err), 0);
+    struct db_session s;
+    assert_int_equal(db_session_get(db, sid, &s, NULL), 0);
+    assert_string_equal(s.card_uuid, "RO-CARD");
+    assert_int_equal(db_card_upsert(db, "other", "x", NULL, &err), -EROFS);
+    db_close(db);
+    snprintf(side, sizeof(side), "%s-shm", path);
+    assert_false(exists(side));
+
+    assert_int_equal(db_open(live, DB_READ_ONLY, &db, &err), 0);
+    int64_t id = 0;
+    assert_int_equal(db_card_find(db, "IN-WAL", &id, NULL), 0); /* read from the log */
+    db_close(db);
+
+    /* honest errors naming the file, never "does not exist" */
+    db = NULL;
+    assert_int_equal(db_open(walled, DB_READ_ONLY, &db, &err), -EROFS);
+    assert_null(db);
+    assert_true(contains(err.msg, walled));
+    assert_true(contains(err.msg, "read-only"));
+    assert_int_equal(db_open(path, DB_READ_WRITE, &db, &err), -EROFS);
+    assert_true(contains(err.msg, path));
+    assert_int_equal(db_open(fresh, DB_READ_WRITE, &db, &err), -EROFS);
+    assert_true(contains(err.msg, dir));
+    assert_int_equal(db_open(fresh, DB_READ_ONLY, &db, &err), -ENOENT); /* truly missing */
+    assert_null(db);
+}
+
+/* ---- several processes creating the same new database ---- */
+
+#define CREATORS 6
+#define CREATOR_ROUNDS 50
+
+/* Child: waits for the parent to open the gate (the write end of the pipe closes), then opens
+ * path read-write; exits 0 or 1 and reports a failure on the error pipe. */
+static void creator_main(const char *path, int gate, int report)
+{
+    char c;
+    while (read(gate, &c, 1) < 0 && errno == EINTR)
+        ;
+    struct db *db = NULL;
+    struct error err = {0};
+    int r = db_open(path, DB_READ_WRITE, &db, &err);
+    if (r == 0) {
+        /* and a write, as the engine does right after opening */
+        r = db_card_upsert(db, "CONCURRENT", "c", NULL, &err);
+    }
+    db_close(db);
+    if (r < 0) {
+        char msg[ERROR_MSG_MAX + 32];
+        int n = snprintf(msg, sizeof(msg), "%d %s\n", r, err.msg);
+        if (write(report, msg, (size_t)n) < 0)
+            _exit(2);
+    }
+    _exit(r < 0 ? 1 : 0);
+}
+
+static void test_concurrent_creation(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    int failures = 0;
+
+    for (int round = 0; round < CREATOR_ROUNDS; round++) {
+        int gate[2], report[2];
+        pid_t pids[CREATORS];
+        new_path(path, sizeof(path), "snapsync.db");
+        assert_int_equal(pipe(gate), 0);
+        assert_int_equal(pipe(report), 0);
+        for (int i = 0; i < CREATORS; i++) {
+            pids[i] = fork();
+            assert_true(pids[i] >= 0);
+            if (pids[i] == 0) {
+                close(gate[1]);
+                close(report[0]);
+                creator_main(path, gate[0], report[1]);
+            }
+        }
+        close(gate[0]);
+        close(report[1]);
+        close(gate[1]); /* every child's read returns 0 at once */
+        for (int i = 0; i < CREATORS; i++) {
+            int status = 0;
+            assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+            if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                failures++;
+        }
+        char msg[4096];
+        ssize_t n = read(report[0], msg, sizeof(msg) - 1);
+        if (n > 0) {
+            msg[n] = '\0';
+            print_error("round %d: %s", round, msg);
+        }
+        close(report[0]);
+        if (failures == 0) {
+            assert_int_equal(raw_int(path, "PRAGMA user_version"), DB_SCHEMA_VERSION);
+            assert_int_equal(raw_int(path, "SELECT count(*) FROM cards"), 1);
+            char mode[16];
+            raw_text(path, "PRAGMA journal_mode", mode, sizeof(mode));
+            assert_string_equal(mode, "wal");
+        }
+    }
+    assert_int_equal(failures, 0);
+}
+
 int main(void)
 {
+    /* a private mount namespace: the tmpfs the tests mount are gone when the process is */
+    own_mounts =
+        unshare(CLONE_NEWNS) == 0 && mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) == 0;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_state_strings),
         cmocka_unit_test(test_create_and_migrate),
@@ -1440,12 +2061,17 @@ int main(void)
         cmocka_unit_test(test_truncated_database),
         cmocka_unit_test(test_garbled_pages),
         cmocka_unit_test(test_unusable_paths),
+        cmocka_unit_test(test_read_only_filesystem),
         cmocka_unit_test(test_transaction),
         cmocka_unit_test(test_cards),
         cmocka_unit_test(test_sessions),
         cmocka_unit_test(test_sessions_list),
         cmocka_unit_test(test_interrupt_stale),
+        cmocka_unit_test(test_interrupt_reused_pid),
+        cmocka_unit_test(test_repair_stale),
         cmocka_unit_test(test_session_files),
+        cmocka_unit_test(test_file_record),
+        cmocka_unit_test(test_file_record_disk_full),
         cmocka_unit_test(test_files),
         cmocka_unit_test(test_files_failed),
         cmocka_unit_test(test_copies),
@@ -1454,6 +2080,7 @@ int main(void)
         cmocka_unit_test(test_hash_backed_up),
         cmocka_unit_test(test_stats),
         cmocka_unit_test(test_concurrent_connections),
+        cmocka_unit_test(test_concurrent_creation),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
