@@ -1073,13 +1073,15 @@ out:
     return r;
 }
 
+/* An entry the scan could not list or examine hides files nobody saw: never complete. */
 static enum db_session_status final_status(const struct engine *e, bool interrupted)
 {
     if (interrupted)
         return DB_SESSION_INTERRUPTED;
-    if (e->totals.files_failed == 0)
-        return DB_SESSION_COMPLETED;
-    if (e->totals.files_copied + e->totals.files_skipped + e->totals.files_duplicate > 0)
+    if (e->totals.files_failed == 0 && e->totals.scan_problems == 0)
+        return e->totals.files_total == 0 ? DB_SESSION_EMPTY : DB_SESSION_COMPLETED;
+    if (e->totals.files_failed == 0 ||
+        e->totals.files_copied + e->totals.files_skipped + e->totals.files_duplicate > 0)
         return DB_SESSION_PARTIAL;
     return DB_SESSION_FAILED;
 }
@@ -1142,6 +1144,52 @@ static int run_workers(struct engine *e, struct db *db, double t0, struct error 
     }
     /* the card went away before a worker could start: the session is interrupted, not failed */
     return r == -ECANCELED ? 0 : r;
+}
+
+/* path, or when it has size bytes or more its start and its end in buf: for a log line or a
+ * session's error (the session's problems keep all of it). */
+static const char *short_path(const char *path, char *buf, size_t size)
+{
+    size_t len = strlen(path);
+    if (len < size)
+        return path;
+    int half = (int)(size - 4) / 2;
+    snprintf(buf, size, "%.*s...%s", half, path, path + len - (size_t)half);
+    return buf;
+}
+
+/* Names what the scan could not list or examine: in the log, in the session's record (db NULL
+ * in a dry run) and as its first error. The files under those entries were never seen. */
+static void record_scan_problems(struct engine *e, struct db *db)
+{
+    const struct scan_list *l = e->scan;
+    if (l->n_symlinks)
+        log_info("'%s': %zu symlinks not followed", e->card.root, l->n_symlinks);
+    e->totals.scan_problems = (int64_t)l->n_problems;
+    for (size_t i = 0; i < l->n_problems_named; i++) {
+        const char *rel = l->problems[i].rel_path;
+        char what[ERROR_MSG_MAX], shown[480];
+        scan_problem_describe(&l->problems[i], what, sizeof(what));
+        log_error("'%s': %s", short_path(rel, shown, sizeof(shown)), what);
+        struct error derr;
+        if (db && db_session_problem_add(db, e->session_id, rel, what, &derr) < 0)
+            log_warning("%s", derr.msg);
+        if (i == 0) {
+            char first[ERROR_MSG_MAX];
+            snprintf(first, sizeof(first), "%s (%zu %s of the card could not be read)", what,
+                     l->n_problems, l->n_problems == 1 ? "entry" : "entries");
+            note_error(e, short_path(rel, shown, 200), first);
+        }
+    }
+    if (l->n_problems)
+        log_error("'%s': %zu %s could not be listed or examined (%zu named above): the files "
+                  "under %s are not backed up, so the session is partial",
+                  e->card.root, l->n_problems, l->n_problems == 1 ? "entry" : "entries",
+                  l->n_problems_named, l->n_problems == 1 ? "it" : "them");
+    else if (l->n == 0)
+        log_warning("'%s': no photos or videos found (no file with a wanted extension of at "
+                    "least %llu bytes)",
+                    e->card.root, (unsigned long long)e->cfg->files.min_size);
 }
 
 int engine_backup(const struct config *cfg, const char *path, const struct engine_options *opt,
@@ -1229,9 +1277,7 @@ int engine_backup(const struct config *cfg, const char *path, const struct engin
         goto out;
     if (r < 0 || !e.scan)
         goto end_session;
-    if (e.scan->n_symlinks || e.scan->n_unreadable || e.scan->n_truncated)
-        log_warning("'%s': %zu symlinks not followed, %zu unreadable entries, %zu beyond limits",
-                    e.card.root, e.scan->n_symlinks, e.scan->n_unreadable, e.scan->n_truncated);
+    record_scan_problems(&e, opt->dry_run ? NULL : db);
     e.totals.files_total = (int64_t)e.scan->n;
     e.totals.bytes_total = (int64_t)e.scan->bytes;
 
@@ -1288,7 +1334,7 @@ out:
     if (r == 0 || e.session_id) {
         ret->session_id = e.session_id;
         if (r == 0 && opt->dry_run)
-            ret->status = DB_SESSION_COMPLETED;
+            ret->status = final_status(&e, false);
         else if (r < 0)
             ret->status = DB_SESSION_FAILED;
         ret->totals = e.totals;
@@ -1301,6 +1347,7 @@ out:
         uint64_t lb = 0;
         progress_snapshot(&e, t0, &lt, &lb, &rate, &p, ret->status);
         p.rate_bps = ret->duration_s > 0 ? (double)e.bytes_read / ret->duration_s : 0;
+        snprintf(p.error, sizeof(p.error), "%s", e.first_error);
         report_progress(&e, &p);
     }
     scan_list_free(e.scan);
