@@ -144,6 +144,28 @@ static void progress_line(const struct engine_progress *p)
     fflush(stderr);
 }
 
+/* "jpg, jpeg, png, ..." from the configured extensions, cut to fit. */
+static void extensions_text(const struct config *cfg, char *buf, size_t size)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < cfg->files.n_extensions && n < size; i++) {
+        int k = snprintf(buf + n, size - n, "%s.%s", i ? ", " : "", cfg->files.extensions[i]);
+        if (k < 0)
+            break;
+        n += (size_t)k;
+    }
+}
+
+/* The line that says some of the source was never seen (nothing when count is 0). */
+static void scan_problems_print(int64_t count)
+{
+    if (count > 0)
+        printf("%" PRId64 " %s of the source could not be read: the files under %s are not "
+               "backed up\n",
+               count, count == 1 ? "entry" : "entries", count == 1 ? "it" : "them");
+}
+
 static int cmd_backup(struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -169,8 +191,9 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
                    "every enabled destination, as one session.\n\n"
                    "  -n, --dry-run  only scan: show what would be copied, write nothing\n"
                    "  -j, --json     print one JSON object with the result on stdout\n\n"
-                   "Exit status: 0 every file is backed up, 1 some failed, 2 usage or "
-                   "configuration error.\n");
+                   "Exit status: 0 every file is backed up (or there were none: status empty),\n"
+                   "1 some failed or some of PATH could not be read, 2 usage or configuration "
+                   "error.\n");
             return EXIT_OK;
         default:
             return EXIT_USAGE;
@@ -237,6 +260,7 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
         json_object_object_add(o, "files_duplicate", json_object_new_int64(t->files_duplicate));
         json_object_object_add(o, "files_failed", json_object_new_int64(t->files_failed));
         json_object_object_add(o, "bytes_copied", json_object_new_int64(t->bytes_copied));
+        json_object_object_add(o, "scan_problems", json_object_new_int64(t->scan_problems));
         json_object_object_add(o, "duration_s", json_object_new_double(rep.duration_s));
         json_object_object_add(o, "error",
                                rep.error[0] ? json_object_new_string(rep.error) : NULL);
@@ -257,10 +281,19 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
                    rep.session_id, db_session_status_to_string(rep.status), t->files_total,
                    t->files_copied, copied, t->files_skipped, t->files_duplicate, t->files_failed,
                    dur, rep.duration_s > 0 ? (double)t->bytes_copied / rep.duration_s / 1e6 : 0.0);
+        if (rep.status == DB_SESSION_EMPTY) {
+            char exts[512];
+            extensions_text(cli->cfg, exts, sizeof(exts));
+            printf("no photos or videos found in '%s' (looked for %s; files under %" PRIu64
+                   " bytes are ignored)\n",
+                   path, exts, cli->cfg->files.min_size);
+        }
+        scan_problems_print(t->scan_problems);
         if (rep.error[0])
             printf("first error: %s\n", rep.error);
     }
-    if (r < 0 || rep.status != DB_SESSION_COMPLETED || t->files_failed > 0)
+    bool ok = rep.status == DB_SESSION_COMPLETED || rep.status == DB_SESSION_EMPTY;
+    if (r < 0 || !ok || t->files_failed > 0)
         return EXIT_FAILED;
     return EXIT_OK;
 }
@@ -287,9 +320,23 @@ static json_object *session_json(const struct db_session *s)
                            json_object_new_int64(s->totals.files_duplicate));
     json_object_object_add(o, "files_failed", json_object_new_int64(s->totals.files_failed));
     json_object_object_add(o, "bytes_copied", json_object_new_int64(s->totals.bytes_copied));
+    json_object_object_add(o, "scan_problems", json_object_new_int64(s->totals.scan_problems));
     json_object_object_add(o, "error", s->error[0] ? json_object_new_string(s->error) : NULL);
     json_object_object_add(o, "safe_to_remove", json_object_new_boolean(s->safe_to_remove));
     return o;
+}
+
+/* The named problems of a session as [{"path", "error"}]. */
+static json_object *problems_json(const struct db_problem *p, size_t n)
+{
+    json_object *a = json_object_new_array();
+    for (size_t i = 0; i < n; i++) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "path", json_object_new_string(p[i].path));
+        json_object_object_add(o, "error", json_object_new_string(p[i].error));
+        json_object_array_add(a, o);
+    }
+    return a;
 }
 
 static void session_print(const struct db_session *s)
@@ -379,7 +426,10 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
     size_t n = 0;
     struct db_stats st = {0};
     struct error err = {0};
-    if (db && (db_sessions_list(db, 1, &list, &n, &err) < 0 || db_stats_get(db, &st, &err) < 0)) {
+    struct db_problem *problems = NULL;
+    size_t n_problems = 0;
+    if (db && (db_sessions_list(db, 1, &list, &n, &err) < 0 || db_stats_get(db, &st, &err) < 0 ||
+               (n && db_session_problems(db, list[0].id, &problems, &n_problems, &err) < 0))) {
         fprintf(stderr, "snapsync: %s\n", err.msg);
         free(list);
         db_close(db);
@@ -402,7 +452,11 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
         json_object_object_add(o, "state", json_object_new_string(running ? "backing_up" : "idle"));
         json_object_object_add(o, "database",
                                json_object_new_string(cli->cfg->service.database_path));
-        json_object_object_add(o, "session", n ? session_json(&list[0]) : NULL);
+        json_object *session = n ? session_json(&list[0]) : NULL;
+        if (session)
+            json_object_object_add(session, "scan_problem_entries",
+                                   problems_json(problems, n_problems));
+        json_object_object_add(o, "session", session);
         json_object *s = json_object_new_object();
         json_object_object_add(s, "sessions", json_object_new_int64(st.sessions));
         json_object_object_add(s, "cards", json_object_new_int64(st.cards));
@@ -431,6 +485,17 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
                 session_print(&list[0]);
                 if (list[0].error[0])
                     printf("        error: %s\n", list[0].error);
+                if (list[0].totals.scan_problems > 0) {
+                    printf("        ");
+                    scan_problems_print(list[0].totals.scan_problems);
+                    for (size_t i = 0; i < n_problems; i++)
+                        printf("          '%s': %s\n", problems[i].path, problems[i].error);
+                    if ((int64_t)n_problems < list[0].totals.scan_problems)
+                        printf("          (and %" PRId64 " more)\n",
+                               list[0].totals.scan_problems - (int64_t)n_problems);
+                }
+                if (list[0].status == DB_SESSION_EMPTY)
+                    printf("        no photos or videos were found\n");
                 if (list[0].safe_to_remove)
                     printf("        the card was unmounted: safe to remove\n");
             }
@@ -445,6 +510,7 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
         }
     }
     free(list);
+    free(problems);
     db_close(db);
     return EXIT_OK;
 }

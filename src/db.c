@@ -63,6 +63,7 @@ static const char *const session_status_names[] = {
     [DB_SESSION_SCANNING] = "scanning",   [DB_SESSION_BACKING_UP] = "backing_up",
     [DB_SESSION_COMPLETED] = "completed", [DB_SESSION_PARTIAL] = "partial",
     [DB_SESSION_FAILED] = "failed",       [DB_SESSION_INTERRUPTED] = "interrupted",
+    [DB_SESSION_EMPTY] = "empty",
 };
 
 static const char *const outcome_names[] = {
@@ -209,6 +210,15 @@ static const char *const migrations[] = {
     "CREATE INDEX session_files_file ON session_files(file_id);",
     /* 1 -> 2: the service records when it unmounted a card after its session */
     "ALTER TABLE sessions ADD COLUMN safe_to_remove INTEGER NOT NULL DEFAULT 0;",
+    /* 2 -> 3: what the scan could not see: a count per session, the first ones named */
+    "ALTER TABLE sessions ADD COLUMN scan_problems INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE session_problems ("
+    "  id INTEGER PRIMARY KEY,"
+    "  session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,"
+    "  path TEXT NOT NULL,"
+    "  error TEXT NOT NULL"
+    ");"
+    "CREATE INDEX session_problems_session ON session_problems(session_id, id);",
 };
 
 _Static_assert(ARRAY_SIZE(migrations) == DB_SCHEMA_VERSION,
@@ -252,7 +262,8 @@ enum stmt_id {
 #define SESSION_COLUMNS                                                                            \
     "SELECT s.id, s.card_id, c.uuid, c.label, s.source, s.started_at, s.ended_at, s.pid, "         \
     "s.status, s.files_total, s.bytes_total, s.files_copied, s.files_skipped, "                    \
-    "s.files_duplicate, s.files_failed, s.bytes_copied, s.error, s.safe_to_remove "                                  \
+    "s.files_duplicate, s.files_failed, s.bytes_copied, s.error, s.safe_to_remove, "               \
+    "s.scan_problems "                                                                             \
     "FROM sessions s LEFT JOIN cards c ON c.id = s.card_id "
 
 #define FILE_COLUMNS                                                                               \
@@ -272,15 +283,16 @@ static const char *const stmt_sql[STMT_MAX] = {
                            "VALUES (?1, ?2, ?3, ?4, 'scanning') RETURNING id",
     [STMT_SESSION_UPDATE] = "UPDATE sessions SET status = ?2, files_total = ?3, bytes_total = ?4, "
                             "files_copied = ?5, files_skipped = ?6, files_duplicate = ?7, "
-                            "files_failed = ?8, bytes_copied = ?9 WHERE id = ?1",
+                            "files_failed = ?8, bytes_copied = ?9, scan_problems = ?10 "
+                            "WHERE id = ?1",
     [STMT_SESSION_END] = "UPDATE sessions SET status = ?2, files_total = ?3, bytes_total = ?4, "
                          "files_copied = ?5, files_skipped = ?6, files_duplicate = ?7, "
-                         "files_failed = ?8, bytes_copied = ?9, ended_at = ?10, error = ?11 "
-                         "WHERE id = ?1",
+                         "files_failed = ?8, bytes_copied = ?9, scan_problems = ?10, "
+                         "ended_at = ?11, error = ?12 WHERE id = ?1",
     /* The same without the totals: a session whose files are recorded by db_file_record
-     * counts in its row. ?3 to ?9 are the totals' slots, unused here. */
+     * counts in its row. ?3 to ?10 are the totals' slots, unused here. */
     [STMT_SESSION_STATUS] = "UPDATE sessions SET status = ?2 WHERE id = ?1",
-    [STMT_SESSION_FINISH] = "UPDATE sessions SET status = ?2, ended_at = ?10, error = ?11 "
+    [STMT_SESSION_FINISH] = "UPDATE sessions SET status = ?2, ended_at = ?11, error = ?12 "
                             "WHERE id = ?1",
     [STMT_SESSION_FOUND] = "UPDATE sessions SET files_total = ?2, bytes_total = ?3 WHERE id = ?1",
     /* Counts outcome ?2 of file ?3 in session ?1, taking back the outcome it had there. */
@@ -1171,6 +1183,7 @@ static int bind_totals(sqlite3_stmt *st, const struct db_totals *t, int rc)
     rc = bind_i64(st, 7, t->files_duplicate, rc);
     rc = bind_i64(st, 8, t->files_failed, rc);
     rc = bind_i64(st, 9, t->bytes_copied, rc);
+    rc = bind_i64(st, 10, t->scan_problems, rc);
     return rc;
 }
 
@@ -1195,6 +1208,7 @@ static void read_session(sqlite3_stmt *st, struct db_session *s)
     s->totals.bytes_copied = sqlite3_column_int64(st, 15);
     col_str(st, 16, s->error, sizeof(s->error));
     s->safe_to_remove = sqlite3_column_int64(st, 17) != 0;
+    s->totals.scan_problems = sqlite3_column_int64(st, 18);
 }
 
 struct begin_args {
@@ -1293,8 +1307,8 @@ static int session_write(struct db *db, enum stmt_id which, int64_t id,
     if (totals)
         rc = bind_totals(st, totals, rc);
     if (which == STMT_SESSION_END || which == STMT_SESSION_FINISH) {
-        rc = bind_i64(st, 10, now_s(), rc);
-        rc = bind_str(st, 11, error, rc);
+        rc = bind_i64(st, 11, now_s(), rc);
+        rc = bind_str(st, 12, error, rc);
     }
     return session_update_run(db, st, rc, id, err);
 }
@@ -1559,6 +1573,92 @@ int db_session_file_set(struct db *db, int64_t session_id, int64_t file_id, enum
     r = stmt_run(db, st, err, "cannot record a session outcome");
 out:
     stmt_done(st);
+    return r;
+}
+
+static int adhoc_prepare(struct db *db, const char *sql, sqlite3_stmt **ret, struct error *err);
+
+/* The rows of sql (?1 = id, ?2 = limit) read by read into an array of at most limit elem-sized
+ * rows; what ("the copies of file") names them in messages. */
+static int list_by_id(struct db *db, const char *sql, int64_t id, int limit, size_t elem,
+                      void (*read)(sqlite3_stmt *st, void *row), const char *what, void **ret,
+                      size_t *ret_n, struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    void *rows = NULL;
+    size_t n = 0;
+    int r, rc = SQLITE_OK;
+    char msg[64];
+
+    r = adhoc_prepare(db, sql, &st, err);
+    if (r < 0)
+        return r;
+    rc = bind_i64(st, 1, id, rc);
+    rc = bind_i64(st, 2, limit, rc);
+    if (rc != SQLITE_OK) {
+        r = db_fail(db, rc, err, "cannot list %s %lld", what, (long long)id);
+        goto out;
+    }
+    snprintf(msg, sizeof(msg), "cannot list %s %lld", what, (long long)id);
+    r = collect_rows(db, st, limit, elem, read, &rows, &n, err, msg);
+    if (r < 0)
+        goto out;
+    *ret = rows;
+    *ret_n = n;
+out:
+    sqlite3_finalize(st);
+    return r;
+}
+
+int db_session_problem_add(struct db *db, int64_t session_id, const char *path, const char *error,
+                           struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int r, rc = SQLITE_OK;
+
+    if (!db || !path || !error)
+        return error_set(err, -EINVAL, "invalid session problem");
+    /* the count and the insert in one statement: nothing can slip in between */
+    r = adhoc_prepare(db,
+                      "INSERT INTO session_problems (session_id, path, error) SELECT ?1, ?2, ?3 "
+                      "WHERE (SELECT count(*) FROM session_problems WHERE session_id = ?1) < ?4",
+                      &st, err);
+    if (r < 0)
+        return r;
+    rc = bind_i64(st, 1, session_id, rc);
+    rc = bind_str(st, 2, path, rc);
+    rc = bind_str(st, 3, error, rc);
+    rc = bind_i64(st, 4, DB_PROBLEMS_MAX, rc);
+    if (rc != SQLITE_OK) {
+        r = db_fail(db, rc, err, "cannot record a problem of session %lld", (long long)session_id);
+        goto out;
+    }
+    r = stmt_run(db, st, err, "cannot record a problem of a session");
+out:
+    sqlite3_finalize(st);
+    return r;
+}
+
+static void read_problem_row(sqlite3_stmt *st, void *row)
+{
+    struct db_problem *p = row;
+    col_str(st, 0, p->path, sizeof(p->path));
+    col_str(st, 1, p->error, sizeof(p->error));
+}
+
+int db_session_problems(struct db *db, int64_t session_id, struct db_problem **ret, size_t *ret_n,
+                        struct error *err)
+{
+    if (!db || !ret || !ret_n)
+        return error_set(err, -EINVAL, "invalid session problems query");
+    void *rows = NULL;
+    int r = list_by_id(db,
+                       "SELECT path, error FROM session_problems WHERE session_id = ?1 "
+                       "ORDER BY id LIMIT ?2",
+                       session_id, DB_PROBLEMS_MAX, sizeof(struct db_problem), read_problem_row,
+                       "the problems of session", &rows, ret_n, err);
+    if (r == 0)
+        *ret = rows;
     return r;
 }
 
@@ -2242,33 +2342,16 @@ static void read_copy_row(sqlite3_stmt *st, void *row)
 int db_file_copies(struct db *db, int64_t file_id, struct db_copy **ret, size_t *ret_n,
                    struct error *err)
 {
-    sqlite3_stmt *st = NULL;
-    void *rows = NULL;
-    size_t n = 0;
-    int r, rc = SQLITE_OK;
-
     if (!db || !ret || !ret_n)
         return error_set(err, -EINVAL, "invalid copies query");
-    r = adhoc_prepare(db,
-                      "SELECT file_id, dest, state, remote, verified_at, error FROM copies "
-                      "WHERE file_id = ?1 ORDER BY dest LIMIT ?2",
-                      &st, err);
-    if (r < 0)
-        return r;
-    rc = bind_i64(st, 1, file_id, rc);
-    rc = bind_i64(st, 2, DB_DEST_STATS_MAX, rc);
-    if (rc != SQLITE_OK) {
-        r = db_fail(db, rc, err, "cannot list the copies of file %lld", (long long)file_id);
-        goto out;
-    }
-    r = collect_rows(db, st, DB_DEST_STATS_MAX, sizeof(struct db_copy), read_copy_row, &rows, &n,
-                     err, "cannot list the copies of a file");
-    if (r < 0)
-        goto out;
-    *ret = rows;
-    *ret_n = n;
-out:
-    sqlite3_finalize(st);
+    void *rows = NULL;
+    int r = list_by_id(db,
+                       "SELECT file_id, dest, state, remote, verified_at, error FROM copies "
+                       "WHERE file_id = ?1 ORDER BY dest LIMIT ?2",
+                       file_id, DB_DEST_STATS_MAX, sizeof(struct db_copy), read_copy_row,
+                       "the copies of file", &rows, ret_n, err);
+    if (r == 0)
+        *ret = rows;
     return r;
 }
 

@@ -26,7 +26,7 @@
 
 #include "error.h"
 
-#define DB_SCHEMA_VERSION 2
+#define DB_SCHEMA_VERSION 3
 
 enum db_mode {
     DB_READ_WRITE, /* creates the file and its folder if needed, migrates the schema */
@@ -60,6 +60,7 @@ enum db_session_status {
     DB_SESSION_PARTIAL,     /* some files failed, others done */
     DB_SESSION_FAILED,      /* nothing could be done (destination unusable, card unreadable) */
     DB_SESSION_INTERRUPTED, /* the process stopped or the card went away mid-session */
+    DB_SESSION_EMPTY,       /* the source holds no wanted file, and all of it could be read */
 };
 
 /* What a session did with one file (session_files.outcome). */
@@ -126,6 +127,8 @@ struct db_totals {
     int64_t files_duplicate;
     int64_t files_failed;
     int64_t bytes_copied; /* bytes of files copied in this session (counted once per file) */
+    int64_t scan_problems; /* entries of the source that could not be listed or examined (the
+                            * first DB_PROBLEMS_MAX are named by db_session_problem_add) */
 };
 
 struct db_session {
@@ -215,6 +218,29 @@ int db_sessions_list(struct db *db, int limit, struct db_session **ret, size_t *
 
 /* One session by id; -ENOENT if none. */
 int db_session_get(struct db *db, int64_t id, struct db_session *ret, struct error *err);
+
+#define DB_PROBLEMS_MAX 100 /* problems named per session */
+
+/* An entry of a session's source that could not be listed or examined. */
+struct db_problem {
+    char path[4096]; /* relative to the source, "." for the source itself */
+    char error[512]; /* what failed: "cannot examine it: Input/output error" */
+};
+
+/*
+ * Names one problem of session_id, after those already named. Beyond DB_PROBLEMS_MAX problems
+ * for the session the call stores nothing and returns 0: the count of all of them is
+ * totals.scan_problems. path and error are free text (cut to 4096 bytes). -EINVAL when there
+ * is no such session.
+ */
+int db_session_problem_add(struct db *db, int64_t session_id, const char *path, const char *error,
+                           struct error *err);
+
+/* The problems named for session_id, in the order they were added, at most DB_PROBLEMS_MAX.
+ * *ret is the caller's (free()); *ret_n its length (0 and NULL when none, also for an unknown
+ * session). */
+int db_session_problems(struct db *db, int64_t session_id, struct db_problem **ret, size_t *ret_n,
+                        struct error *err);
 
 /* Records what session_id did with file_id (insert or replace). */
 int db_session_file_set(struct db *db, int64_t session_id, int64_t file_id, enum db_outcome o,

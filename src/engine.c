@@ -152,8 +152,10 @@ static void progress_snapshot(struct engine *e, enum db_session_status st,
     }
     p->elapsed_s = t - e->t0;
     p->rate_bps = e->rate;
-    if (st != DB_SESSION_SCANNING && st != DB_SESSION_BACKING_UP)
+    if (st != DB_SESSION_SCANNING && st != DB_SESSION_BACKING_UP) {
         p->rate_bps = p->elapsed_s > 0 ? (double)ps.bytes_read / p->elapsed_s : 0;
+        snprintf(p->error, sizeof(p->error), "%s", e->first_error);
+    }
 }
 
 static void report_progress(struct engine *e, enum db_session_status st,
@@ -320,15 +322,61 @@ out:
     return r;
 }
 
+/* An entry the scan could not list or examine hides files nobody saw: never complete. */
 static enum db_session_status final_status(const struct db_totals *t, bool interrupted)
 {
     if (interrupted)
         return DB_SESSION_INTERRUPTED;
-    if (t->files_failed == 0)
-        return DB_SESSION_COMPLETED;
-    if (t->files_copied + t->files_skipped + t->files_duplicate > 0)
+    if (t->files_failed == 0 && t->scan_problems == 0)
+        return t->files_total == 0 ? DB_SESSION_EMPTY : DB_SESSION_COMPLETED;
+    if (t->files_failed == 0 || t->files_copied + t->files_skipped + t->files_duplicate > 0)
         return DB_SESSION_PARTIAL;
     return DB_SESSION_FAILED;
+}
+
+/* path, or when it has size bytes or more its start and its end in buf: for a log line or a
+ * session's error (the session's problems keep all of it). */
+static const char *short_path(const char *path, char *buf, size_t size)
+{
+    size_t len = strlen(path);
+    if (len < size)
+        return path;
+    int half = (int)(size - 4) / 2;
+    snprintf(buf, size, "%.*s...%s", half, path, path + len - (size_t)half);
+    return buf;
+}
+
+/* Names what the scan could not list or examine: in the log, in the session's record (db NULL
+ * in a dry run) and as its first error. The files under those entries were never seen. */
+static void record_scan_problems(struct engine *e, struct db *db)
+{
+    const struct scan_list *l = e->scan;
+    if (l->n_symlinks)
+        log_info("'%s': %zu symlinks not followed", e->card.root, l->n_symlinks);
+    e->totals.scan_problems = (int64_t)l->n_problems;
+    for (size_t i = 0; i < l->n_problems_named; i++) {
+        const char *rel = l->problems[i].rel_path;
+        char what[ERROR_MSG_MAX], shown[480];
+        scan_problem_describe(&l->problems[i], what, sizeof(what));
+        log_error("'%s': %s", short_path(rel, shown, sizeof(shown)), what);
+        struct error derr;
+        if (db && db_session_problem_add(db, e->session_id, rel, what, &derr) < 0)
+            log_warning("%s", derr.msg);
+        if (i == 0 && !e->first_error[0])
+            snprintf(e->first_error, sizeof(e->first_error),
+                     "'%s': %.300s (%zu %s of the card could not be read)",
+                     short_path(rel, shown, 120), what, l->n_problems,
+                     l->n_problems == 1 ? "entry" : "entries");
+    }
+    if (l->n_problems)
+        log_error("'%s': %zu %s could not be listed or examined (%zu named above): the files "
+                  "under %s are not backed up, so the session is partial",
+                  e->card.root, l->n_problems, l->n_problems == 1 ? "entry" : "entries",
+                  l->n_problems_named, l->n_problems == 1 ? "it" : "them");
+    else if (l->n == 0)
+        log_warning("'%s': no photos or videos found (no file with a wanted extension of at "
+                    "least %llu bytes)",
+                    e->card.root, (unsigned long long)e->cfg->files.min_size);
 }
 
 /* Runs the pipeline over the to-do list, reporting progress about 5 times a second and saving
@@ -433,6 +481,7 @@ static int dry_run(struct engine *e, struct error *err)
     log_info("scanning '%s' (card %s)", e->card.root, e->card.uuid);
     r = scanner_scan(e->card.root, e->cfg->files.extensions, e->cfg->files.min_size, &e->scan, err);
     if (r == 0) {
+        record_scan_problems(e, NULL);
         e->totals.files_total = (int64_t)e->scan->n;
         e->totals.bytes_total = (int64_t)e->scan->bytes;
         r = classify(e, e->card_id > 0 ? db : NULL, err);
@@ -503,7 +552,7 @@ int engine_backup(const struct config *cfg, const char *path, const struct engin
         r = dry_run(&e, err);
         if (r == 0) {
             ret->session_id = 0;
-            ret->status = DB_SESSION_COMPLETED;
+            ret->status = final_status(&e.totals, false);
         }
         goto report;
     }
@@ -522,9 +571,7 @@ int engine_backup(const struct config *cfg, const char *path, const struct engin
         r = 0; /* pulled before the scan: interrupted, not failed */
     if (r < 0 || !e.scan)
         goto end_session;
-    if (e.scan->n_symlinks || e.scan->n_unreadable || e.scan->n_truncated)
-        log_warning("'%s': %zu symlinks not followed, %zu unreadable entries, %zu beyond limits",
-                    e.card.root, e.scan->n_symlinks, e.scan->n_unreadable, e.scan->n_truncated);
+    record_scan_problems(&e, db);
     e.totals.files_total = (int64_t)e.scan->n;
     e.totals.bytes_total = (int64_t)e.scan->bytes;
 

@@ -31,6 +31,7 @@ struct engine_progress {
         bool usable;       /* up: prepared and not down */
         char problem[256]; /* why it is down, "" while up */
     } dests[8];
+    char error[256]; /* the session's first failure, in the final report only; "" when none */
 };
 
 struct engine_options {
@@ -58,7 +59,9 @@ struct engine_report {
 
 /*
  * Backs up the folder at path as one session. Returns 0 when the session ran (look at
- * ret->status and ret->totals.files_failed for the outcome), or a negative errno when it could
+ * ret->status and ret->totals.files_failed for the outcome: completed and empty are the only
+ * statuses after which nothing on the card is left without a copy; an entry the scan could not
+ * list or examine makes the session partial, named in the log and in the session's problems), or a negative errno when it could
  * not start (path unreadable, database unusable, no destination): -ENOENT, -EACCES, -EBADMSG,
  * -ENODEV, -ENOTSUP, ... ret is written whenever the session started.
  * Any thread; several sessions (cards) may run at once, each in its own thread. A card that

@@ -193,8 +193,8 @@ static json_object *discovery(struct mqtt *m, bool with_stubs)
     c = component(m, "sensor", "status", "Status", "{{ value_json.status }}");
     add_str(c, "device_class", "enum");
     json_object *opts = json_object_new_array();
-    static const char *const statuses[] = {"idle",      "scanning",  "backing_up",
-                                           "verifying", "completed", "failed"};
+    static const char *const statuses[] = {"idle",      "scanning",  "backing_up", "verifying",
+                                           "completed", "empty",     "failed"};
     for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++)
         json_object_array_add(opts, json_object_new_string(statuses[i]));
     json_object_object_add(c, "options", opts);
@@ -203,7 +203,7 @@ static json_object *discovery(struct mqtt *m, bool with_stubs)
     add_str(c, "json_attributes_topic", buf);
     add_str(c, "json_attributes_template",
             "{{ {'card': value_json.card_label, 'session_id': value_json.session_id, "
-            "'error': value_json.error} | tojson }}");
+            "'error': value_json.error, 'scan_problems': value_json.scan_problems} | tojson }}");
     json_object_object_add(cmps, "status", c);
 
     c = component(m, "sensor", "progress", "Progress", "{{ value_json.progress }}");
@@ -260,11 +260,15 @@ static json_object *discovery(struct mqtt *m, bool with_stubs)
     c = component(m, "sensor", "last_result", "Last result", "{{ value_json.last_result }}");
     add_str(c, "device_class", "enum");
     opts = json_object_new_array();
-    static const char *const results[] = {"none", "completed", "partial", "failed",
-                                          "interrupted"};
+    static const char *const results[] = {"none",   "completed", "empty",
+                                          "partial", "failed",   "interrupted"};
     for (size_t i = 0; i < sizeof(results) / sizeof(results[0]); i++)
         json_object_array_add(opts, json_object_new_string(results[i]));
     json_object_object_add(c, "options", opts);
+    add_str(c, "json_attributes_topic", buf);
+    add_str(c, "json_attributes_template",
+            "{{ {'error': value_json.error, 'scan_problems': value_json.scan_problems} "
+            "| tojson }}");
     json_object_object_add(cmps, "last_result", c);
 
     json_object *stub;
@@ -360,7 +364,8 @@ static json_object *state_json(const struct mqtt_state *s)
         json_object_object_add(o, "last_backup", NULL);
     }
     add_str(o, "last_result", s->last_result[0] ? s->last_result : "none");
-    json_object_object_add(o, "error", NULL);
+    json_object_object_add(o, "scan_problems", json_object_new_int64(s->scan_problems));
+    json_object_object_add(o, "error", s->error[0] ? json_object_new_string(s->error) : NULL);
     for (size_t i = 0; i < s->n_dests && i < MQTT_DEST_MAX; i++) {
         const char *key = strcmp(s->dests[i].kind, "immich") == 0 ? "immich_reachable"
                                                                   : "unraid_reachable";
@@ -378,6 +383,8 @@ void mqtt_state_from_progress(const struct engine_progress *p, bool final, struc
         status = "scanning";
     else if (p->status == DB_SESSION_COMPLETED)
         status = "completed";
+    else if (p->status == DB_SESSION_EMPTY)
+        status = "empty";
     else if (final || p->status == DB_SESSION_FAILED)
         status = "failed";
     snprintf(s->status, sizeof(s->status), "%s", status);
@@ -386,6 +393,8 @@ void mqtt_state_from_progress(const struct engine_progress *p, bool final, struc
     s->files_failed = p->totals.files_failed;
     s->files_skipped = p->totals.files_skipped;
     s->files_duplicate = p->totals.files_duplicate;
+    s->scan_problems = p->totals.scan_problems;
+    snprintf(s->error, sizeof(s->error), "%s", p->error);
     s->bytes_done = (int64_t)p->bytes_done;
     s->bytes_total = p->totals.bytes_total;
     if (p->totals.bytes_total > 0) {

@@ -20,7 +20,7 @@
 
 /* What SnapSync shows; plain values, copied on publish. */
 struct mqtt_state {
-    char status[16]; /* idle | scanning | backing_up | verifying | completed | failed */
+    char status[16]; /* idle | scanning | backing_up | verifying | completed | empty | failed */
     bool has_progress;
     double progress; /* 0..100 */
     int64_t files_completed;
@@ -38,7 +38,9 @@ struct mqtt_state {
     int64_t session_id;
     bool card_present;
     int64_t last_backup_at; /* seconds since the epoch, 0 never */
-    char last_result[16];   /* completed | partial | failed | interrupted | "" */
+    char last_result[16];   /* completed | empty | partial | failed | interrupted | "" */
+    int64_t scan_problems;  /* entries of the card the session could not read */
+    char error[256];        /* the session's first failure (naming the first unreadable entry) */
     size_t n_dests;
     struct {
         char kind[16]; /* "local", "smb", "immich": which config section it belongs to */
@@ -47,7 +49,8 @@ struct mqtt_state {
 };
 
 /* The state Home Assistant gets for an engine progress report; final: the session ended (status
- * completed or failed, last_backup now, last_result the session's status, card not present). */
+ * completed, empty or failed, last_backup now, last_result the session's status, card not
+ * present, error the session's first failure). */
 void mqtt_state_from_progress(const struct engine_progress *p, bool final, struct mqtt_state *s);
 
 enum mqtt_command { MQTT_COMMAND_EJECT, MQTT_COMMAND_RETRY };

@@ -1,7 +1,13 @@
 /*
- * Card walker. Recursion over openat()'d directory fds with O_NOFOLLOW, so the walk stays on the
- * card even if it holds symlinks to '/'. Entries are collected into a growing array (with a
- * ceiling) and sorted at the end, so runs over the same card see files in the same order.
+ * Card walker. Depth first over openat()'d directory fds with O_NOFOLLOW, so the walk stays on
+ * the card even if it holds symlinks to '/'. The walk keeps its own stack of folders (no
+ * recursion): each folder is read whole when it is entered (files added, sub-folder names kept
+ * on its frame), then its sub-folders are visited one by one. Frames near the root keep their
+ * fd; deeper ones give it up after reading and their children are reopened by path from the
+ * deepest frame that kept one, so any depth the path ceiling allows costs a bounded number of
+ * fds. Entries are collected into a growing array (with a ceiling) and sorted at the end, so
+ * runs over the same card see files in the same order. Whatever could not be listed or
+ * examined becomes a named problem in the list.
  */
 #include "scanner.h"
 
@@ -10,17 +16,30 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define SCANNER_OPEN_FRAMES 64 /* frames that keep their folder's fd */
+
+/* One folder on the way down. */
+struct frame {
+    int fd;          /* -1 once given up (deep frames) */
+    size_t path_len; /* length of its relative path in the walk's path buffer */
+    char **subdirs;  /* names of the sub-folders still to visit */
+    size_t n_subdirs, next_subdir, cap_subdirs;
+};
+
 struct walk {
     struct scan_list *list;
     size_t cap;
     char *const *extensions;
     uint64_t min_size;
+    size_t n_folders;
+    char *path; /* SCANNER_MAX_PATH bytes: the relative path of the current folder or entry */
 };
 
 static bool system_folder(const char *name)
@@ -57,14 +76,34 @@ static bool extension_wanted(char *const *extensions, const char *ext)
     return false;
 }
 
+/* Records a problem with rel (or "." for the root). Only -ENOMEM fails. */
+static int add_problem(struct walk *w, const char *rel, enum scan_problem_kind kind, int error)
+{
+    struct scan_list *l = w->list;
+    l->n_problems++;
+    if (l->n_problems_named >= SCANNER_MAX_PROBLEMS)
+        return 0;
+    if (!l->problems) {
+        l->problems = calloc(SCANNER_MAX_PROBLEMS, sizeof(*l->problems));
+        if (!l->problems)
+            return -ENOMEM;
+    }
+    char *copy = strdup(rel[0] ? rel : ".");
+    if (!copy)
+        return -ENOMEM;
+    struct scan_problem *p = &l->problems[l->n_problems_named++];
+    p->rel_path = copy;
+    p->kind = kind;
+    p->error = error;
+    return 0;
+}
+
 static int add_entry(struct walk *w, const char *rel, const char *name_in_rel, const char ext[16],
                      const struct stat *st)
 {
     struct scan_list *l = w->list;
-    if (l->n >= SCANNER_MAX_FILES) {
-        l->n_truncated++;
-        return 0;
-    }
+    if (l->n >= SCANNER_MAX_FILES)
+        return add_problem(w, rel, SCAN_PROBLEM_FILES, EFBIG);
     if (l->n == w->cap) {
         size_t cap = w->cap ? w->cap * 2 : 256;
         struct scan_entry *e = realloc(l->entries, cap * sizeof(*e));
@@ -86,14 +125,61 @@ static int add_entry(struct walk *w, const char *rel, const char *name_in_rel, c
     return 0;
 }
 
-/* path holds the relative path of dir_fd ("" for root) with room for SCANNER_MAX_PATH bytes. */
-static int walk_dir(struct walk *w, int dir_fd, char *path, size_t path_len, int depth)
+static int frame_push_subdir(struct frame *f, const char *name)
 {
-    DIR *d = fdopendir(dir_fd);
-    if (!d) {
-        close(dir_fd);
-        w->list->n_unreadable++;
+    if (f->n_subdirs == f->cap_subdirs) {
+        size_t cap = f->cap_subdirs ? f->cap_subdirs * 2 : 8;
+        char **p = realloc(f->subdirs, cap * sizeof(*p));
+        if (!p)
+            return -ENOMEM;
+        f->subdirs = p;
+        f->cap_subdirs = cap;
+    }
+    f->subdirs[f->n_subdirs] = strdup(name);
+    if (!f->subdirs[f->n_subdirs])
+        return -ENOMEM;
+    f->n_subdirs++;
+    return 0;
+}
+
+static void frame_done(struct frame *f)
+{
+    if (f->fd >= 0)
+        close(f->fd);
+    for (size_t i = 0; i < f->n_subdirs; i++)
+        free(f->subdirs[i]);
+    free(f->subdirs);
+    memset(f, 0, sizeof(*f));
+    f->fd = -1;
+}
+
+/* Appends name to the path of a folder (path_len bytes). Returns the new length, or 0 when it
+ * would pass the ceiling (then the path is left as it was). */
+static size_t path_append(char *path, size_t path_len, const char *name)
+{
+    size_t name_len = strlen(name);
+    size_t sep = path_len ? 1 : 0;
+    if (path_len + sep + name_len + 1 > SCANNER_MAX_PATH)
         return 0;
+    if (sep)
+        path[path_len] = '/';
+    memcpy(path + path_len + sep, name, name_len + 1);
+    return path_len + sep + name_len;
+}
+
+/* Reads the folder of frame f (its path in w->path): adds its wanted files, keeps its
+ * sub-folders' names on f. Problems are recorded; only -ENOMEM fails. */
+static int read_folder(struct walk *w, struct frame *f)
+{
+    char *path = w->path;
+    size_t path_len = f->path_len;
+    int fd = fcntl(f->fd, F_DUPFD_CLOEXEC, 0); /* closedir() closes it; f keeps its own */
+    DIR *d = fd < 0 ? NULL : fdopendir(fd);
+    if (!d) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return add_problem(w, path, SCAN_PROBLEM_LIST, e);
     }
     int r = 0;
     struct dirent *de;
@@ -101,58 +187,104 @@ static int walk_dir(struct walk *w, int dir_fd, char *path, size_t path_len, int
         const char *name = de->d_name;
         if (name[0] == '.') /* ., .., hidden files, .Trashes, ._AppleDouble, .Spotlight-V100 */
             continue;
-        struct stat st;
-        if (fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-            w->list->n_unreadable++;
-            continue;
-        }
-        if (S_ISLNK(st.st_mode)) {
-            w->list->n_symlinks++;
-            continue;
-        }
-        size_t name_len = strlen(name);
-        if (path_len + name_len + 2 > SCANNER_MAX_PATH) {
-            w->list->n_truncated++;
-            continue;
-        }
-        size_t sep = path_len ? 1 : 0;
-        if (sep)
-            path[path_len] = '/';
-        memcpy(path + path_len + sep, name, name_len + 1);
-        size_t child_len = path_len + sep + name_len;
-
-        if (S_ISDIR(st.st_mode)) {
-            if (system_folder(name))
-                goto next;
-            if (depth + 1 >= SCANNER_MAX_DEPTH) {
-                w->list->n_truncated++;
-                goto next;
-            }
-            int fd = openat(dirfd(d), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-            if (fd < 0) {
-                w->list->n_unreadable++;
-                goto next;
-            }
-            r = walk_dir(w, fd, path, child_len, depth + 1);
+        size_t child_len = path_append(path, path_len, name);
+        if (!child_len) {
+            path[path_len] = '\0';
+            r = add_problem(w, path, SCAN_PROBLEM_PATH, ENAMETOOLONG);
             if (r < 0)
                 break;
+            continue;
+        }
+        struct stat st;
+        if (fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+            r = add_problem(w, path, SCAN_PROBLEM_STAT, errno);
+        } else if (S_ISLNK(st.st_mode)) {
+            w->list->n_symlinks++;
+        } else if (S_ISDIR(st.st_mode) && !system_folder(name)) {
+            if (w->n_folders >= SCANNER_MAX_FOLDERS)
+                r = add_problem(w, path, SCAN_PROBLEM_FOLDERS, EFBIG);
+            else if ((r = frame_push_subdir(f, name)) == 0)
+                w->n_folders++;
         } else if (S_ISREG(st.st_mode)) {
             char ext[16];
             extension_of(name, ext);
-            if (!extension_wanted(w->extensions, ext) || (uint64_t)st.st_size < w->min_size) {
+            if (!extension_wanted(w->extensions, ext) || (uint64_t)st.st_size < w->min_size)
                 w->list->n_ignored++;
-                goto next;
-            }
-            r = add_entry(w, path, path + path_len + sep, ext, &st);
-            if (r < 0)
-                break;
+            else
+                r = add_entry(w, path, path + child_len - strlen(name), ext, &st);
         }
-    next:
         path[path_len] = '\0';
+        if (r < 0)
+            break;
     }
     if (r == 0 && errno != 0)
-        w->list->n_unreadable++;
+        r = add_problem(w, path, SCAN_PROBLEM_READ, errno);
     closedir(d);
+    return r;
+}
+
+/* Opens the folder whose path (w->path, child_len bytes) is a child of the top frame. */
+static int open_child(struct walk *w, struct frame *frames, size_t depth, const char *name)
+{
+    const struct frame *top = &frames[depth - 1];
+    if (top->fd >= 0) {
+        int fd = openat(top->fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        return fd < 0 ? -errno : fd;
+    }
+    /* the deepest frame that kept its fd, and the path below it */
+    const struct frame *base = &frames[SCANNER_OPEN_FRAMES - 1];
+    const char *rel = w->path + base->path_len + (base->path_len ? 1 : 0);
+    return scanner_open_beneath(base->fd, rel, O_RDONLY | O_DIRECTORY);
+}
+
+static int walk(struct walk *w, int root_fd)
+{
+    struct frame *frames = calloc(SCANNER_MAX_DEPTH, sizeof(*frames));
+    if (!frames) {
+        close(root_fd);
+        return -ENOMEM;
+    }
+    size_t depth = 1;
+    frames[0].fd = root_fd;
+    int r = read_folder(w, &frames[0]);
+    while (r == 0 && depth > 0) {
+        struct frame *top = &frames[depth - 1];
+        if (top->next_subdir == top->n_subdirs) {
+            frame_done(top);
+            depth--;
+            if (depth)
+                w->path[frames[depth - 1].path_len] = '\0';
+            continue;
+        }
+        const char *name = top->subdirs[top->next_subdir++];
+        size_t child_len = path_append(w->path, top->path_len, name);
+        if (!child_len) { /* read_folder checked the length: cannot happen, but stay safe */
+            r = add_problem(w, w->path, SCAN_PROBLEM_PATH, ENAMETOOLONG);
+            continue;
+        }
+        if (depth == SCANNER_MAX_DEPTH) { /* the path ceiling keeps depth below this */
+            r = add_problem(w, w->path, SCAN_PROBLEM_PATH, ENAMETOOLONG);
+            w->path[top->path_len] = '\0';
+            continue;
+        }
+        int fd = open_child(w, frames, depth, name);
+        if (fd < 0) {
+            r = add_problem(w, w->path, SCAN_PROBLEM_LIST, -fd);
+            w->path[top->path_len] = '\0';
+            continue;
+        }
+        struct frame *f = &frames[depth++];
+        f->fd = fd;
+        f->path_len = child_len;
+        r = read_folder(w, f);
+        if (depth > SCANNER_OPEN_FRAMES) {
+            close(f->fd);
+            f->fd = -1;
+        }
+    }
+    for (size_t i = 0; i < depth; i++)
+        frame_done(&frames[i]);
+    free(frames);
     return r;
 }
 
@@ -177,8 +309,8 @@ int scanner_scan(const char *root, char *const *extensions, uint64_t min_size,
         return error_set(err, -ENOMEM, "out of memory");
     }
     path[0] = '\0';
-    struct walk w = {.list = list, .extensions = extensions, .min_size = min_size};
-    int r = walk_dir(&w, fd, path, 0, 0); /* takes fd */
+    struct walk w = {.list = list, .extensions = extensions, .min_size = min_size, .path = path};
+    int r = walk(&w, fd); /* takes fd */
     free(path);
     if (r < 0) {
         scan_list_free(list);
@@ -197,7 +329,40 @@ void scan_list_free(struct scan_list *list)
     for (size_t i = 0; i < list->n; i++)
         free(list->entries[i].rel_path);
     free(list->entries);
+    for (size_t i = 0; i < list->n_problems_named; i++)
+        free(list->problems[i].rel_path);
+    free(list->problems);
     free(list);
+}
+
+void scan_problem_describe(const struct scan_problem *p, char *buf, size_t size)
+{
+    switch (p->kind) {
+    case SCAN_PROBLEM_LIST:
+        snprintf(buf, size, "cannot list the folder: %s", strerror(p->error));
+        break;
+    case SCAN_PROBLEM_READ:
+        snprintf(buf, size, "cannot read the folder's entries: %s", strerror(p->error));
+        break;
+    case SCAN_PROBLEM_STAT:
+        snprintf(buf, size, "cannot examine it: %s", strerror(p->error));
+        break;
+    case SCAN_PROBLEM_PATH:
+        snprintf(buf, size, "path too long: a name inside it makes a path longer than %d bytes",
+                 SCANNER_MAX_PATH - 1);
+        break;
+    case SCAN_PROBLEM_FILES:
+        snprintf(buf, size, "too many files: more than %d wanted files on the card",
+                 SCANNER_MAX_FILES);
+        break;
+    case SCAN_PROBLEM_FOLDERS:
+        snprintf(buf, size, "too many folders: more than %d folders on the card",
+                 SCANNER_MAX_FOLDERS);
+        break;
+    default:
+        snprintf(buf, size, "cannot read it: %s", strerror(p->error));
+        break;
+    }
 }
 
 int scanner_open_beneath(int dir_fd, const char *rel_path, int flags)

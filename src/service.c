@@ -155,8 +155,12 @@ static void *job_main(void *arg)
 
     j->rc = engine_backup(cfg, j->card.mount_point, &opt, &j->report, &j->err);
     atomic_store(&j->finished, true);
-    if (j->rc == 0 && j->report.status == DB_SESSION_COMPLETED && !atomic_load(&j->cancel) &&
-        j->card.mounted_by_us && cfg->sd_card.unmount_when_done) {
+    /* Only a card with nothing left uncopied may be called safe to remove: every file backed up
+     * (completed) or none to back up (empty). Partial, failed and interrupted stay mounted. */
+    bool nothing_left =
+        j->report.status == DB_SESSION_COMPLETED || j->report.status == DB_SESSION_EMPTY;
+    if (j->rc == 0 && nothing_left && !atomic_load(&j->cancel) && j->card.mounted_by_us &&
+        cfg->sd_card.unmount_when_done) {
         struct error err = {0};
         if (detector_unmount(j->card.mount_point, false, &err) == 0) {
             j->unmounted = true;

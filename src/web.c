@@ -55,6 +55,7 @@
 #define WEB_LIST_DEFAULT 20
 #define WEB_LIST_MAX 1000
 #define WEB_FILES_PAGE 100
+#define WEB_LAST_PROBLEMS 10 /* problems of the last session in the status document */
 
 #define CSP                                                                                        \
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "              \
@@ -287,11 +288,33 @@ static json_object *session_json(const struct db_session *s)
     json_object_object_add(o, "files_duplicate", json_object_new_int64(s->totals.files_duplicate));
     json_object_object_add(o, "files_failed", json_object_new_int64(s->totals.files_failed));
     json_object_object_add(o, "bytes_copied", json_object_new_int64(s->totals.bytes_copied));
+    json_object_object_add(o, "scan_problems", json_object_new_int64(s->totals.scan_problems));
     json_object_object_add(o, "safe_to_remove", json_object_new_boolean(s->safe_to_remove));
     json_object_object_add(o, "error",
                            stale ? json_object_new_string("the process running it stopped")
                                  : json_str_or_null(s->error));
     return o;
+}
+
+/* Adds "scan_problem_entries": the first max (at most DB_PROBLEMS_MAX) entries of the source
+ * of session s that could not be read, as [{"path", "error"}]. Empty when it had none or the
+ * database cannot say. */
+static void add_scan_problems(json_object *o, struct db *db, const struct db_session *s,
+                              size_t max)
+{
+    struct db_problem *p = NULL;
+    size_t n = 0;
+    if (s->totals.scan_problems > 0 && db_session_problems(db, s->id, &p, &n, NULL) < 0)
+        n = 0;
+    json_object *a = json_object_new_array();
+    for (size_t i = 0; i < n && i < max; i++) {
+        json_object *e = json_object_new_object();
+        json_object_object_add(e, "path", json_object_new_string(p[i].path));
+        json_object_object_add(e, "error", json_object_new_string(p[i].error));
+        json_object_array_add(a, e);
+    }
+    free(p);
+    json_object_object_add(o, "scan_problem_entries", a);
 }
 
 static json_object *file_json(const struct db_file *f)
@@ -512,7 +535,10 @@ static char *status_build(struct web *w, struct db *db, const char *db_problem, 
                                                             : "unavailable"));
     json_object_object_add(o, "database_error", json_str_or_null(problem));
     json_object_object_add(o, "active", active);
-    json_object_object_add(o, "last", last ? session_json(last) : NULL);
+    json_object *last_json = last ? session_json(last) : NULL;
+    if (last_json)
+        add_scan_problems(last_json, db, last, WEB_LAST_PROBLEMS);
+    json_object_object_add(o, "last", last_json);
     json_object_object_add(o, "stats", stats_json(&st));
     char *text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
     json_object_put(o);
@@ -887,6 +913,7 @@ static enum MHD_Result get_session(struct web *w, struct MHD_Connection *conn, i
         return send_db_error(conn, r, &err);
     }
     json_object *o = session_json(&s);
+    add_scan_problems(o, db, &s, DB_PROBLEMS_MAX);
     json_object_object_add(o, "destinations", dest_stats_json(ds, n_ds));
     json_object *fa = json_object_new_array();
     for (size_t i = 0; i < n; i++) {

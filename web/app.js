@@ -47,9 +47,22 @@ function when(t) {
 }
 
 function statusTag(status) {
-  const cls = { completed: 'ok', partial: 'warn', interrupted: 'warn', failed: 'bad',
-    backing_up: 'warn', scanning: 'warn' }[status] || 'warn';
+  const cls = { completed: 'ok', empty: 'ok', partial: 'warn', interrupted: 'warn',
+    failed: 'bad', backing_up: 'warn', scanning: 'warn' }[status] || 'warn';
   return el('span', { class: 'tag ' + cls, text: status.replace('_', ' ') });
+}
+
+/* What the scan of a session could not read: a sentence and the named entries (or null). */
+function scanProblems(s) {
+  if (!s.scan_problems) return null;
+  const n = s.scan_problems;
+  const entries = s.scan_problem_entries || [];
+  const list = el('ul', { class: 'problems' }, ...entries.map((p) =>
+    el('li', null, el('span', { class: 'path', text: p.path }), ' — ' + p.error)));
+  if (entries.length < n) list.append(el('li', { text: 'and ' + (n - entries.length) + ' more' }));
+  return el('div', { class: 'scan-problems' },
+    el('p', { text: n + (n === 1 ? ' entry' : ' entries') + ' of the card could not be read: ' +
+      'the files under ' + (n === 1 ? 'it' : 'them') + ' are not backed up.' }), list);
 }
 
 function message(text, ok) {
@@ -173,7 +186,11 @@ function renderStatus(st) {
   banner.hidden = true;
   if (!st.active.length && last) {
     const label = last.card_label || last.source;
-    if (last.safe_to_remove) {
+    if (last.status === 'empty') {
+      banner.className = 'banner ok';
+      banner.textContent = 'No photos or videos on ' + label + ': nothing to back up' +
+        (last.safe_to_remove ? '; unmounted, safe to remove.' : '.');
+    } else if (last.safe_to_remove) {
       banner.className = 'banner ok';
       banner.textContent = 'Safe to remove: ' + label + ' is backed up and unmounted.';
     } else if (last.status === 'completed') {
@@ -184,6 +201,8 @@ function renderStatus(st) {
       banner.textContent = 'Last backup of ' + label + ' ' + last.status.replace('_', ' ') +
         (last.files_failed ? ': ' + last.files_failed + ' file(s) failed' : '') +
         (last.error ? ' — ' + last.error : '');
+      const problems = scanProblems(last);
+      if (problems) banner.append(problems);
     }
     banner.hidden = false;
   }
@@ -246,7 +265,7 @@ function filesTable(detail, body) {
       el('th', { scope: 'col', text: 'Outcome' }), el('th', { scope: 'col', text: 'Size' }),
       el('th', { scope: 'col', text: 'Copies' }))),
     el('tbody', null, ...rows));
-  body.replaceChildren(table);
+  body.replaceChildren(...[scanProblems(detail), table].filter((x) => x));
   const page = detail.files_page;
   if (page.offset + detail.files.length < page.total) {
     const more = el('button', { type: 'button', class: 'more',
@@ -286,7 +305,8 @@ function renderSessions(list) {
       el('span', { class: 'line' }, statusTag(s.status), s.card_label || s.source),
       el('span', { class: 'meta', text: when(s.started_at) + ' · ' + s.files_total + ' files, ' +
         s.files_copied + ' copied (' + bytes(s.bytes_copied) + '), ' + s.files_skipped +
-        ' already backed up' + (s.files_failed ? ', ' + s.files_failed + ' failed' : '') }));
+        ' already backed up' + (s.files_failed ? ', ' + s.files_failed + ' failed' : '') +
+        (s.scan_problems ? ', ' + s.scan_problems + ' unreadable' : '') }));
     const d = el('details', { 'data-session': String(s.id) }, summary, body);
     const load = async () => {
       try {

@@ -17,7 +17,8 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
-from harness import SnapsyncTest, make_blob, make_photo, tool, write_config  # noqa: E402
+from harness import SnapsyncTest, make_blob, make_path_beyond_ceiling, make_photo, tool, \
+    write_config  # noqa: E402
 from webserver import WebServer  # noqa: E402
 
 NODE_DIR = os.environ.get("SNAPSYNC_BROWSER_NODE_DIR",
@@ -166,6 +167,20 @@ class DashboardTest(SnapsyncTest):
             self.assertEqual(con.execute("select count(*) from copies where state='pending'")
                              .fetchone()[0], 1)
             con.close()
+
+            # a card with a path past the ceiling: partial, the entry named in the banner; then
+            # a card without photos: its own banner
+            card3 = os.path.join(self.dir, "DEEP")
+            make_blob(f"{card3}/DCIM/IMG_TOP.JPG", 4000)
+            name = make_path_beyond_ceiling(card3)
+            self.assertEqual(self.backup(card3, 1)["status"], "partial")
+            b.call("wait_text", selector="#banner", pattern="1 entry of the card could not be read")
+            b.call("wait_text", selector="#banner .scan-problems .path", pattern=name[:40])
+            empty = os.path.join(self.dir, "NOPHOTOS")
+            make_blob(f"{empty}/MISC/notes.txt", 100)
+            self.assertEqual(self.backup(empty)["status"], "empty")
+            b.call("wait_text", selector="#banner", pattern="No photos or videos on NOPHOTOS")
+            b.call("wait_text", selector="#sessions", pattern="empty")
 
             # keyboard: after a reload, the first Tab reaches the skip link
             self.assertEqual(b.call("goto", url=web.url + "/"), 200)

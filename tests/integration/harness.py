@@ -85,6 +85,51 @@ def make_blob(path, size, seed=None):
             left -= n
 
 
+def make_path_beyond_ceiling(root):
+    """Under root, 20 folders of 250 bytes one inside the other and IMG_LOST.JPG at the bottom:
+    a path of about 5 KB, more than a system call takes at once (and than SnapSync's 4096-byte
+    ceiling), so each folder is made from the one above it. Returns the folder name."""
+    name = "L" * 250
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(20):
+            os.mkdir(name, dir_fd=fd)
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        with open(os.open("IMG_LOST.JPG", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as f:
+            f.write(os.urandom(4000))
+    finally:
+        os.close(fd)
+    return name
+
+
+def make_damaged_squashfs(workdir):
+    """A squashfs card image whose first inode-table block is garbage: the folder DCIM/100BAD
+    (its inode is in that block, written right after its three files) answers EIO to stat, as
+    do part of the 300 files of DCIM/200GOOD; the root and DCIM stay readable. Returns the image
+    path. The kernel reads metadata in compressed 8 KiB blocks, so the damage hits whole blocks."""
+    import struct
+    src = os.path.join(workdir, "squashfs-src")
+    for i in range(3):
+        make_blob(f"{src}/DCIM/100BAD/IMG_{i:04d}.JPG", 3000)
+    for i in range(300):
+        make_blob(f"{src}/DCIM/200GOOD/IMG_{i:04d}.JPG", 2000)
+    img = os.path.join(workdir, "card.sqfs")
+    subprocess.run([tool("mksquashfs"), src, img, "-noappend", "-quiet", "-comp", "gzip"],
+                   check=True, stdout=subprocess.DEVNULL)
+    with open(img, "r+b") as f:
+        sb = f.read(96)
+        inode_table, dir_table = struct.unpack_from("<QQ", sb, 64)
+        f.seek(inode_table)
+        first = struct.unpack("<H", f.read(2))[0] & 0x7fff
+        # more than one block, else the root's inode would be damaged too and nothing mounts
+        assert inode_table + 2 + first < dir_table, "the inode table fits in one block"
+        f.seek(inode_table + 2 + 20)
+        f.write(b"\xff" * 200)
+    return img
+
+
 def free_port():
     import socket
     with socket.socket() as s:

@@ -6,8 +6,8 @@ import signal
 import sqlite3
 import subprocess
 
-from harness import (SnapsyncTest, make_blob, make_photo, make_video, md5, wait_for,
-                     write_config)
+from harness import (SnapsyncTest, make_blob, make_path_beyond_ceiling, make_photo, make_video,
+                     md5, wait_for, write_config)
 
 
 class BackupTest(SnapsyncTest):
@@ -239,6 +239,64 @@ class BackupTest(SnapsyncTest):
         self.assertIn("corrupt", p.stderr)
         p = self.snapsync("status", check=1)
         self.assertIn("corrupt", p.stderr)
+
+
+class ScanRulesTest(SnapsyncTest):
+    """What the scan could not see decides the session: every entry that could not be listed or
+    examined makes it partial (exit 1) and is named; a source without wanted files is empty."""
+
+    def test_a_deep_tree_is_backed_up_fully(self):
+        # far deeper than the old limit of 32 folders, still inside the path ceiling
+        deep = os.path.join(*[f"d{i}" for i in range(300)])
+        make_blob(f"{self.card}/{deep}/IMG_DEEP.JPG", 4000)
+        make_blob(f"{self.card}/DCIM/IMG_TOP.JPG", 4000)
+        r = self.backup()
+        self.assertEqual(r["status"], "completed")
+        self.assertEqual(r["files_total"], 2)
+        self.assertEqual(r["files_copied"], 2)
+        self.assertEqual(r["scan_problems"], 0)
+        copies = sorted(os.path.basename(p) for p in self.dest_files() if not p.startswith("."))
+        self.assertEqual(copies, ["IMG_DEEP.JPG", "IMG_TOP.JPG"])
+
+    def test_a_path_beyond_the_ceiling_makes_the_session_partial(self):
+        make_blob(f"{self.card}/DCIM/IMG_TOP.JPG", 4000)
+        name = make_path_beyond_ceiling(self.card)
+        p = self.snapsync("backup", self.card, "--json", check=1)
+        r = json.loads(p.stdout)
+        self.assertEqual(r["status"], "partial")
+        self.assertEqual(r["files_copied"], 1)
+        self.assertEqual(r["files_failed"], 0)
+        self.assertEqual(r["scan_problems"], 1)
+        self.assertIn("path too long", p.stderr)
+        # the log keeps the start and the end of a path this long; status has all of it
+        self.assertIn("error: '" + name[:200], p.stderr)
+        self.assertIn("path too long", r["error"])
+        st = json.loads(self.snapsync("status", "--json", check=0).stdout)["session"]
+        self.assertEqual(st["status"], "partial")
+        self.assertEqual(st["scan_problems"], 1)
+        [entry] = st["scan_problem_entries"]
+        self.assertTrue(entry["path"].startswith(name + "/" + name), entry["path"])
+        self.assertIn("path too long", entry["error"])
+        text = self.snapsync("status", check=0).stdout
+        self.assertIn("1 entry of the source could not be read", text)
+        self.assertIn("path too long", text)
+
+    def test_a_source_without_photos_or_videos_is_empty(self):
+        make_blob(f"{self.card}/MISC/notes.txt", 100)
+        make_blob(f"{self.card}/DCIM/EMPTY.JPG", 0)  # below min_size
+        r = self.backup()
+        self.assertEqual(r["status"], "empty")
+        self.assertEqual(r["files_total"], 0)
+        p = self.snapsync("backup", self.card, check=0)
+        self.assertIn("no photos or videos found", p.stdout)
+        self.assertIn("jpg", p.stdout)
+        self.assertIn("mp4", p.stdout)
+        st = json.loads(self.snapsync("status", "--json", check=0).stdout)["session"]
+        self.assertEqual(st["status"], "empty")
+        self.assertEqual(st["scan_problems"], 0)
+        self.assertEqual(st["scan_problem_entries"], [])
+        self.assertIn("empty", self.snapsync("status", check=0).stdout)
+        self.assertEqual(self.backup(self.card, 0, "--dry-run")["status"], "empty")
 
 
 class ConcurrentReadTest(SnapsyncTest):

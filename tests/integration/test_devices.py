@@ -6,7 +6,8 @@ import json
 import os
 import subprocess
 
-from harness import SnapsyncTest, make_blob, make_photo, md5, tool, write_config
+from harness import (SnapsyncTest, make_blob, make_damaged_squashfs, make_photo, md5, tool,
+                     write_config)
 
 
 def require_root(test):
@@ -103,3 +104,41 @@ class DeviceTest(SnapsyncTest):
         failed = json.loads(self.snapsync("status", "--json", check=0).stdout)
         self.assertEqual(failed["session"]["status"], "partial")
         self.assertIn("B.JPG", failed["session"]["error"])
+
+    def test_unreadable_folder_on_the_card_makes_the_session_partial(self):
+        require_root(self)
+        img = make_damaged_squashfs(self.dir)
+        mnt = os.path.join(self.dir, "mnt")
+        os.makedirs(mnt)
+        self.mount("-o", "loop,ro", img, mnt)
+        p = self.snapsync("backup", mnt, "--json", check=1)
+        r = json.loads(p.stdout)
+        self.assertEqual(r["status"], "partial")
+        # every file seen was copied: the session is partial for what was never seen
+        self.assertEqual(r["files_failed"], 0)
+        self.assertEqual(r["files_copied"], r["files_total"])
+        self.assertLess(r["files_total"], 303)
+        self.assertGreater(r["scan_problems"], 1)
+        # the folder 100BAD, and each file of 200GOOD whose inode was in the damaged block
+        self.assertEqual(r["scan_problems"], 1 + 300 - r["files_total"])
+        self.assertIn("'DCIM/100BAD'", p.stderr)
+        self.assertRegex(p.stderr, r"error: 'DCIM/100BAD': cannot examine.*Input/output error")
+        self.assertIn("DCIM/100BAD", r["error"])
+        copies = [os.path.basename(x) for x in self.dest_files() if not x.startswith(".")]
+        self.assertEqual(len(copies), r["files_total"])
+        st = json.loads(self.snapsync("status", "--json", check=0).stdout)["session"]
+        self.assertEqual(st["status"], "partial")
+        self.assertFalse(st["safe_to_remove"])
+        self.assertEqual(st["scan_problems"], r["scan_problems"])
+        entries = st["scan_problem_entries"]
+        self.assertEqual(len(entries), min(100, r["scan_problems"]))
+        self.assertEqual(entries[0]["path"], "DCIM/100BAD")
+        self.assertIn("Input/output error", entries[0]["error"])
+        text = self.snapsync("status", check=0).stdout
+        self.assertIn("could not be read", text)
+        self.assertIn("'DCIM/100BAD'", text)
+        # the same card again: still partial, nothing copied twice
+        p = self.snapsync("backup", mnt, "--json", check=1)
+        r2 = json.loads(p.stdout)
+        self.assertEqual(r2["status"], "partial")
+        self.assertEqual(r2["files_skipped"], r["files_total"])

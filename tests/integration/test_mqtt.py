@@ -7,7 +7,8 @@ import signal
 import subprocess
 
 from broker import Broker, Subscriber, make_ca
-from harness import SnapsyncTest, make_blob, make_photo, wait_for, write_config
+from harness import SnapsyncTest, make_blob, make_path_beyond_ceiling, make_photo, wait_for, \
+    write_config
 
 REQUIRED_ENTITIES = {
     "sensor.snapsync_status", "sensor.snapsync_progress", "sensor.snapsync_files",
@@ -84,8 +85,12 @@ class MqttTest(SnapsyncTest):
                 self.assertNotIn("unit_of_measurement", c)
                 self.assertNotIn("state_class", c)
         status = d["components"]["status"]
-        self.assertEqual(status["options"],
-                         ["idle", "scanning", "backing_up", "verifying", "completed", "failed"])
+        self.assertEqual(status["options"], ["idle", "scanning", "backing_up", "verifying",
+                                             "completed", "empty", "failed"])
+        self.assertIn("scan_problems", status["json_attributes_template"])
+        result = d["components"]["last_result"]
+        self.assertEqual(result["options"],
+                         ["none", "completed", "empty", "partial", "failed", "interrupted"])
 
         states = self.states()
         seq = [s["status"] for s in states]
@@ -110,6 +115,27 @@ class MqttTest(SnapsyncTest):
         self.cleanups.append(late.stop)
         late.wait(lambda: late.find(f"snapsync/{device_id}/state"), 10, "retained state")
         self.assertTrue(late.find(f"snapsync/{device_id}/state")[0][0])
+
+    def test_empty_and_unreadable_cards_show_in_home_assistant(self):
+        self.use_broker()
+        make_blob(f"{self.card}/MISC/notes.txt", 100)
+        self.assertEqual(self.backup()["status"], "empty")
+        self.sub.wait(lambda: self.states() and self.states()[-1]["last_result"] == "empty", 20,
+                      "the empty result")
+        last = self.states()[-1]
+        self.assertEqual(last["status"], "empty")
+        self.assertEqual(last["scan_problems"], 0)
+        self.assertIsNone(last["error"])
+
+        make_blob(f"{self.card}/DCIM/IMG_TOP.JPG", 4000)
+        name = make_path_beyond_ceiling(self.card)
+        self.assertEqual(self.backup(None, 1)["status"], "partial")
+        self.sub.wait(lambda: self.states()[-1]["last_result"] == "partial", 20,
+                      "the partial result")
+        last = self.states()[-1]
+        self.assertEqual(last["scan_problems"], 1)
+        self.assertIn(name[:50], last["error"])
+        self.assertIn("path too long", last["error"])
 
     def test_broker_down_does_not_stop_a_backup(self):
         self.use_broker()

@@ -17,8 +17,8 @@ import subprocess
 import tempfile
 import time
 
-from harness import SANITIZER_MARKS, BIN, SnapsyncTest, make_blob, make_photo, md5, tool, \
-    wait_for, write_config
+from harness import SANITIZER_MARKS, BIN, SnapsyncTest, make_blob, make_damaged_squashfs, \
+    make_photo, md5, tool, wait_for, write_config
 
 MOUNT_FLAGS = {"ro", "nosuid", "nodev", "noexec"}
 
@@ -369,6 +369,36 @@ class ServiceTest(SnapsyncTest):
         self.assertEqual(sessions[0]["files_copied"] + sessions[1]["files_copied"]
                          + sessions[1]["files_duplicate"], 4)
         self.assert_backed_up(staging)
+        self.stop()
+
+    def test_card_with_an_unreadable_folder_is_never_safe_to_remove(self):
+        img = make_damaged_squashfs(self.dir)
+        [loop] = self.reserve()
+        self.service_config()
+        self.start()
+        self.attach(img, loop)
+        text = self.wait_log(r"card '.*': session \d+ partial")
+        line = re.search(r"card '.*': session \d+ partial.*", text).group(0)
+        self.assertNotIn("safe to remove", line)
+        self.assertRegex(text, r"error: 'DCIM/100BAD': cannot examine.*Input/output error")
+        [s] = self.sessions()
+        self.assertEqual(s["status"], "partial")
+        self.assertEqual(s["safe_to_remove"], 0)
+        self.assertIn("DCIM/100BAD", s["error"])
+        self.assertEqual(len(self.our_mounts()), 1)  # left mounted: nothing says pull it
+        self.stop()
+
+    def test_card_without_photos_is_empty_and_safe_to_remove(self):
+        img, _ = self.make_card("NOPHOTOS", {"MISC/notes.txt": 100})
+        [loop] = self.reserve()
+        self.service_config()
+        self.start()
+        self.attach(img, loop)
+        self.wait_log(r"card 'NOPHOTOS': session \d+ empty.*safe to remove")
+        [s] = self.sessions()
+        self.assertEqual(s["status"], "empty")
+        self.assertEqual(s["safe_to_remove"], 1)
+        self.assertEqual(self.our_mounts(), {})
         self.stop()
 
     def test_two_cards_at_once(self):

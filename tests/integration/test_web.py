@@ -9,7 +9,7 @@ import socket
 import sqlite3
 import time
 
-from harness import SnapsyncTest, make_blob, make_photo, write_config
+from harness import SnapsyncTest, make_blob, make_path_beyond_ceiling, make_photo, write_config
 from webserver import WebServer
 
 TOKEN = "correct-horse-battery-staple-42"
@@ -161,6 +161,30 @@ class WebTest(SnapsyncTest):
         status, body = w.action(f"/api/sessions/{r['session_id']}/retry")
         self.assertEqual((status, body["marked"]), (200, 2), body)
         self.assertEqual(w.get_json("/api/files?status=failed"), [])
+
+    def test_empty_and_unreadable_sessions(self):
+        empty = os.path.join(self.dir, "empty")
+        make_blob(f"{empty}/MISC/notes.txt", 100)
+        e = self.backup(empty)
+        self.assertEqual(e["status"], "empty")
+        make_blob(f"{self.card}/DCIM/IMG_TOP.JPG", 4000)
+        name = make_path_beyond_ceiling(self.card)
+        p = self.backup(None, 1)
+        self.assertEqual(p["status"], "partial")
+        w = self.start_web()
+        sessions = w.get_json("/api/sessions")
+        self.assertEqual([(s["status"], s["scan_problems"]) for s in sessions],
+                         [("partial", 1), ("empty", 0)])
+        d = w.get_json(f"/api/sessions/{p['session_id']}")
+        [entry] = d["scan_problem_entries"]
+        self.assertTrue(entry["path"].startswith(name + "/"), entry["path"])
+        self.assertIn("path too long", entry["error"])
+        self.assertIn("path too long", d["error"])
+        self.assertEqual(w.get_json(f"/api/sessions/{e['session_id']}")["scan_problem_entries"], [])
+        st = w.wait_status(lambda x: x["last"] is not None, what="the last session")
+        self.assertEqual(st["last"]["status"], "partial")
+        self.assertEqual(st["last"]["scan_problems"], 1)
+        self.assertEqual(st["last"]["scan_problem_entries"][0]["path"], entry["path"])
 
     def test_a_running_backup_shows_live(self):
         for i in range(12):

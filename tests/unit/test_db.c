@@ -203,8 +203,8 @@ static void test_state_strings(void **state)
     static const char *const files[] = {"new",       "scanning",  "backing_up",
                                         "verifying", "completed", "failed"};
     static const char *const copies[] = {"pending", "copying", "verifying", "completed", "failed"};
-    static const char *const sessions[] = {"scanning", "backing_up", "completed",
-                                           "partial",  "failed",     "interrupted"};
+    static const char *const sessions[] = {"scanning", "backing_up",  "completed", "partial",
+                                           "failed",   "interrupted", "empty"};
     static const char *const outcomes[] = {"copied", "skipped", "duplicate", "failed"};
 
     for (int i = 0; i <= DB_FILE_FAILED; i++)
@@ -213,7 +213,7 @@ static void test_state_strings(void **state)
         assert_string_equal(db_copy_state_to_string((enum db_copy_state)i), copies[i]);
     for (int i = 0; i <= DB_OUTCOME_FAILED; i++)
         assert_string_equal(db_outcome_to_string((enum db_outcome)i), outcomes[i]);
-    for (int i = 0; i <= DB_SESSION_INTERRUPTED; i++) {
+    for (int i = 0; i <= DB_SESSION_EMPTY; i++) {
         enum db_session_status s;
         const char *name = db_session_status_to_string((enum db_session_status)i);
         assert_string_equal(name, sessions[i]);
@@ -710,7 +710,7 @@ static void test_sessions(void **state)
     assert_int_equal(s.ended_at, 0);
     assert_string_equal(s.error, "");
 
-    struct db_totals t = {100, 1000, 10, 20, 3, 4, 500};
+    struct db_totals t = {100, 1000, 10, 20, 3, 4, 500, 7};
     assert_int_equal(db_session_update(db, sid, DB_SESSION_BACKING_UP, &t, NULL), 0);
     assert_int_equal(db_session_get(db, sid, &s, NULL), 0);
     assert_int_equal(s.status, DB_SESSION_BACKING_UP);
@@ -749,6 +749,99 @@ static void test_sessions(void **state)
     raw_exec(path, "UPDATE sessions SET status = 'paused-by-v9' WHERE id = 1");
     assert_int_equal(db_session_get(db, 1, &s, NULL), 0);
     assert_int_equal(s.status, DB_SESSION_INTERRUPTED);
+    db_close(db);
+}
+
+/* A version-2 database (before scan problems) is migrated in place, its sessions kept. */
+static void test_migrate_from_v2(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t sid = 0;
+    assert_int_equal(db_session_begin(db, add_card(db, "v2"), "/m", &sid, NULL), 0);
+    db_close(db);
+    raw_exec(path, "DROP TABLE session_problems; ALTER TABLE sessions DROP COLUMN scan_problems; "
+                   "UPDATE sessions SET status = 'completed'; PRAGMA user_version = 2");
+
+    struct error err = {0};
+    assert_int_equal(db_open(path, DB_READ_ONLY, &db, &err), -EPROTO);
+    assert_true(contains(err.msg, "version 2"));
+    db = open_rw(path);
+    assert_int_equal(raw_int(path, "PRAGMA user_version"), 3);
+    struct db_session s;
+    assert_int_equal(db_session_get(db, sid, &s, NULL), 0);
+    assert_int_equal(s.status, DB_SESSION_COMPLETED);
+    assert_int_equal(s.totals.scan_problems, 0);
+    assert_int_equal(db_session_problem_add(db, sid, "DCIM", "cannot list the folder: x", NULL), 0);
+    db_close(db);
+}
+
+static void test_session_problems(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    struct error err = {0};
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "PROB");
+    int64_t a = 0, b = 0;
+    assert_int_equal(db_session_begin(db, card, "/a", &a, NULL), 0);
+    assert_int_equal(db_session_begin(db, card, "/b", &b, NULL), 0);
+
+    struct db_problem *list = (struct db_problem *)1;
+    size_t n = 99;
+    assert_int_equal(db_session_problems(db, a, &list, &n, NULL), 0);
+    assert_int_equal(n, 0);
+    assert_null(list);
+
+    /* more than the ceiling: the first ones are kept, in order; the rest only count elsewhere */
+    char rel[64];
+    for (int i = 0; i < DB_PROBLEMS_MAX + 20; i++) {
+        snprintf(rel, sizeof(rel), "DCIM/%03d", i);
+        assert_int_equal(db_session_problem_add(db, a, rel, "cannot examine it: EIO", NULL), 0);
+    }
+    assert_int_equal(db_session_problem_add(db, b, "x", "cannot list the folder: y", NULL), 0);
+    /* a long path is kept whole */
+    char longpath[4000];
+    memset(longpath, 'L', sizeof(longpath) - 1);
+    longpath[sizeof(longpath) - 1] = '\0';
+    assert_int_equal(db_session_problem_add(db, b, longpath, "path too long", NULL), 0);
+
+    assert_int_equal(db_session_problems(db, a, &list, &n, NULL), 0);
+    assert_int_equal(n, DB_PROBLEMS_MAX);
+    assert_string_equal(list[0].path, "DCIM/000");
+    assert_string_equal(list[DB_PROBLEMS_MAX - 1].path, "DCIM/099");
+    assert_string_equal(list[0].error, "cannot examine it: EIO");
+    free(list);
+    assert_int_equal(db_session_problems(db, b, &list, &n, NULL), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(list[0].path, "x");
+    assert_string_equal(list[1].path, longpath);
+    free(list);
+
+    assert_int_equal(db_session_problem_add(db, 4242, "x", "y", &err), -EINVAL);
+    assert_int_equal(db_session_problem_add(db, a, NULL, "y", &err), -EINVAL);
+    assert_int_equal(db_session_problems(db, a, NULL, &n, &err), -EINVAL);
+
+    /* the count travels with the totals; an empty session reads back as such */
+    struct db_totals t = {.scan_problems = DB_PROBLEMS_MAX + 20};
+    assert_int_equal(db_session_end(db, a, DB_SESSION_PARTIAL, &t, "x", NULL), 0);
+    struct db_totals none = {0};
+    assert_int_equal(db_session_end(db, b, DB_SESSION_EMPTY, &none, NULL, NULL), 0);
+    struct db_session s;
+    assert_int_equal(db_session_get(db, a, &s, NULL), 0);
+    assert_int_equal(s.totals.scan_problems, DB_PROBLEMS_MAX + 20);
+    assert_int_equal(db_session_get(db, b, &s, NULL), 0);
+    assert_int_equal(s.status, DB_SESSION_EMPTY);
+    db_close(db);
+
+    /* read-only connections list them too */
+    assert_int_equal(db_open(path, DB_READ_ONLY, &db, &err), 0);
+    assert_int_equal(db_session_problems(db, a, &list, &n, NULL), 0);
+    assert_int_equal(n, DB_PROBLEMS_MAX);
+    free(list);
     db_close(db);
 }
 
@@ -1798,7 +1891,7 @@ static void *writer_main(void *arg)
     }
     for (int i = 0; i < WRITER_ROUNDS; i++) {
         int64_t sid, fid;
-        struct db_totals t = {i, i, i, 0, 0, 0, i};
+        struct db_totals t = {i, i, i, 0, 0, 0, i, 0};
         snprintf(rel, sizeof(rel), "IMG_%04d.JPG", i);
         struct db_file_key key = {card, rel, i, i};
         if (db_session_begin(db, card, "/media/w", &sid, &err) < 0 ||
@@ -2066,6 +2159,8 @@ int main(void)
         cmocka_unit_test(test_cards),
         cmocka_unit_test(test_sessions),
         cmocka_unit_test(test_sessions_list),
+        cmocka_unit_test(test_migrate_from_v2),
+        cmocka_unit_test(test_session_problems),
         cmocka_unit_test(test_interrupt_stale),
         cmocka_unit_test(test_interrupt_reused_pid),
         cmocka_unit_test(test_repair_stale),
