@@ -296,6 +296,8 @@ static const struct key_row keys[] = {
     BOOL(SEC_UNRAID, "organize_by_date", unraid.organize_by_date, "true",
          "Sort copies into YYYY/MM/DD folders."),
     /* nfs, local; with smb the server decides (validate() refuses other values) */
+    INT(SEC_UNRAID, "timeout", unraid.timeout, "30", 1, 600,
+        "With protocol smb: seconds a request waits for the server before it is down."),
     PERMS(SEC_UNRAID, unraid.perms),
 
     BOOL(SEC_LOCAL, "enabled", local.enabled, "false", "Copy files to the folder below too."),

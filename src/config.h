@@ -88,6 +88,7 @@ struct config {
         char *password; /* secret */
         char *mount_point;
         bool organize_by_date;
+        int timeout; /* seconds an SMB request may wait for the server (protocol smb) */
         struct config_perms perms; /* protocol nfs, local; with smb the server decides */
     } unraid;
 

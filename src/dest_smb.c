@@ -18,7 +18,7 @@
  * smbc_version() is of the series that layout was checked against (smb_hooks_version_known).
  * Without the hooks (another version, a library lacking smb_thread_set_functions, or one whose
  * talloc stack was set up before them) every call holds lib_lock exclusively. A call blocks for one SMB round trip at most (a 1 MiB write is one request),
- * bounded by SMB_TIMEOUT_MS.
+ * bounded by unraid.timeout.
  *
  * A copy is written to <path>/.snapsync-tmp/<pid>.<seq>.<host>.part, closed, given the card file's
  * modification (and access) time (utimes: microseconds on the wire), read back over SMB and
@@ -352,7 +352,6 @@ static int smb_api_load(struct error *err)
 #define NAME_MAX_BYTES 255
 #define URL_MAX 4096
 #define STALE_FOREIGN_TMP_S (24 * 3600)
-#define SMB_TIMEOUT_MS 30000
 /* A share name no server has: tells a failed login from a share that refuses the user. */
 #define NO_SUCH_SHARE "snapsync-no-such-share-7f3c"
 
@@ -366,6 +365,7 @@ struct smb {
     char password[256];
     bool guest;
     bool organize_by_date;
+    int timeout_ms;         /* unraid.timeout */
     char hostname[64];      /* this machine, in temporary names */
     char base_url[URL_MAX]; /* smb://host/share[/path], encoded */
     char shown[URL_MAX];    /* smb://host[:port]/share[/path], for messages */
@@ -748,7 +748,7 @@ static int ctx_new(const struct smb *s, SMBCCTX **ret, struct error *err)
     /* with credentials, a failed login must fail, not quietly become a guest session */
     smb_api.smbc_setOptionNoAutoAnonymousLogin(ctx, !s->guest);
     smb_api.smbc_setOptionCaseSensitive(ctx, 0);
-    smb_api.smbc_setTimeout(ctx, SMB_TIMEOUT_MS);
+    smb_api.smbc_setTimeout(ctx, s->timeout_ms);
     if (s->port)
         smb_api.smbc_setPort(ctx, s->port);
     SMBCCTX *ok = smb_api.smbc_init_context(ctx);
@@ -1077,6 +1077,7 @@ static int smb_init(const struct config *cfg, void **ret_priv, char *id, size_t 
     if (!s)
         return error_set(err, -ENOMEM, "out of memory");
     pthread_mutex_init(&s->place_lock, NULL);
+    s->timeout_ms = cfg->unraid.timeout * 1000;
     int r = 0;
     const char *host = cfg->unraid.host ? cfg->unraid.host : "";
     const char *share = cfg->unraid.share ? cfg->unraid.share : "";

@@ -55,6 +55,7 @@ struct engine {
     /* what the session itself decided (the fast path, the precheck) */
     struct db_totals totals;
     uint64_t bytes_skipped;
+    uint64_t files_partly; /* failed, but copied to some destinations */
     char first_error[ERROR_MSG_MAX];
     /* progress rate */
     double t0, last_t, rate;
@@ -322,14 +323,18 @@ out:
     return r;
 }
 
-/* An entry the scan could not list or examine hides files nobody saw: never complete. */
-static enum db_session_status final_status(const struct db_totals *t, bool interrupted)
+/* An entry the scan could not list or examine hides files nobody saw: never complete. Failed
+ * means nothing was done at all: a file copied to some destinations (the others down) makes the
+ * session partial. */
+static enum db_session_status final_status(const struct db_totals *t, uint64_t files_partly,
+                                           bool interrupted)
 {
     if (interrupted)
         return DB_SESSION_INTERRUPTED;
     if (t->files_failed == 0 && t->scan_problems == 0)
         return t->files_total == 0 ? DB_SESSION_EMPTY : DB_SESSION_COMPLETED;
-    if (t->files_failed == 0 || t->files_copied + t->files_skipped + t->files_duplicate > 0)
+    if (t->files_failed == 0 || files_partly > 0 ||
+        t->files_copied + t->files_skipped + t->files_duplicate > 0)
         return DB_SESSION_PARTIAL;
     return DB_SESSION_FAILED;
 }
@@ -425,6 +430,7 @@ static int run_pipeline(struct engine *e, struct db *db, struct error *err)
         e->totals.files_failed += ps.totals.files_failed;
         e->totals.bytes_copied += ps.totals.bytes_copied;
         e->bytes_skipped += ps.bytes_skipped;
+        e->files_partly = ps.files_partly;
         e->last_bytes = ps.bytes_read; /* the final rate below counts what was read */
         if (ps.card_gone)
             e->card_gone = true;
@@ -552,7 +558,7 @@ int engine_backup(const struct config *cfg, const char *path, const struct engin
         r = dry_run(&e, err);
         if (r == 0) {
             ret->session_id = 0;
-            ret->status = final_status(&e.totals, false);
+            ret->status = final_status(&e.totals, 0, false);
         }
         goto report;
     }
@@ -603,7 +609,8 @@ end_session:
         ret->dests_down = summarise_health(&e);
     }
     bool interrupted = cancelled(&e) || e.card_gone;
-    enum db_session_status st = r < 0 ? DB_SESSION_FAILED : final_status(&e.totals, interrupted);
+    enum db_session_status st =
+        r < 0 ? DB_SESSION_FAILED : final_status(&e.totals, e.files_partly, interrupted);
     if (r < 0 && !e.first_error[0])
         snprintf(e.first_error, sizeof(e.first_error), "%s", err->msg);
     if (e.session_id)

@@ -230,7 +230,7 @@ void health_start(struct health *h, double grace)
         if (h->d[i].state != ST_STARTING)
             continue;
         char msg[128];
-        snprintf(msg, sizeof(msg), "no answer within %.0f s", grace);
+        snprintf(msg, sizeof(msg), "no answer within %g s", grace);
         mark_down(h, &h->d[i], -ETIMEDOUT, msg);
     }
     pthread_mutex_unlock(&h->lock);

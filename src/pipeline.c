@@ -355,6 +355,12 @@ static const char *find_sidecar(int dir_fd, const char *rel, char *buf, size_t s
     return NULL;
 }
 
+/* Checks a database write of an attempt: a failure fails the attempt (its copies are not kept). */
+static int db_step(int r, const struct error *dberr, struct error *err)
+{
+    return r < 0 ? error_set(err, r, "cannot record it in the database: %s", dberr->msg) : 0;
+}
+
 static int64_t mtime_ns_of(const struct stat *st)
 {
     return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
@@ -420,7 +426,12 @@ static int stream_file(struct worker *w, const struct scan_entry *se, int64_t fi
     char sidecar[SCANNER_MAX_PATH];
     const char *sidecar_rel = find_sidecar(w->src_dir_fd, se->rel_path, sidecar, sizeof(sidecar));
 
-    db_file_set_state(w->db, file_id, DB_FILE_BACKING_UP, NULL, NULL);
+    struct error dberr = {0};
+    r = db_step(db_file_set_state(w->db, file_id, DB_FILE_BACKING_UP, NULL, &dberr), &dberr, err);
+    if (r < 0) {
+        close(fd);
+        return r;
+    }
 
     /* start the job on the lanes */
     pthread_mutex_lock(&w->lock);
@@ -534,17 +545,21 @@ static int stream_file(struct worker *w, const struct scan_entry *se, int64_t fi
     close(fd);
 
     if (end == END_FINISH) {
-        db_file_set_meta(w->db, file_id, w->digest.md5_hex, w->digest.sha1_hex, capture, kind,
-                         NULL);
         int64_t dup = 0;
-        if (db_hash_backed_up(w->db, w->digest.md5_hex, w->digest.sha1_hex, file_id,
-                              p->env.dest_ids, p->env.n_dests, &dup, NULL) == 0 &&
-            dup > 0) {
+        r = db_step(db_file_set_meta(w->db, file_id, w->digest.md5_hex, w->digest.sha1_hex, capture,
+                                     kind, &dberr),
+                    &dberr, err);
+        if (r == 0)
+            r = db_step(db_hash_backed_up(w->db, w->digest.md5_hex, w->digest.sha1_hex, file_id,
+                                          p->env.dest_ids, p->env.n_dests, &dup, &dberr),
+                        &dberr, err);
+        if (r == 0 && dup > 0)
             *ret_dup = dup;
-            end = END_ABORT;
-        } else {
-            db_file_set_state(w->db, file_id, DB_FILE_VERIFYING, NULL, NULL);
-        }
+        else if (r == 0)
+            r = db_step(db_file_set_state(w->db, file_id, DB_FILE_VERIFYING, NULL, &dberr), &dberr,
+                        err);
+        if (r < 0 || dup > 0)
+            end = END_ABORT; /* a duplicate, or its hashes are not recorded: no copy is kept */
     }
 
     /* Wait only until every writer is done with the file: commit and verification go on in
@@ -777,6 +792,13 @@ struct pending {
     struct error err;
     int64_t dup;
     struct lane_outcome out[DEST_MAX];
+    /* the copies to record with the verdict, in the same transaction */
+    struct {
+        bool set;
+        enum db_copy_state state;
+        char remote[DEST_REMOTE_MAX]; /* "" keeps the stored one */
+        char error[ERROR_MSG_MAX];    /* "" clears it */
+    } copy[DEST_MAX];
     /* the verdict */
     enum verdict verdict;
     enum db_outcome outcome;
@@ -784,17 +806,62 @@ struct pending {
     char last_error[ERROR_MSG_MAX];
 };
 
+static void set_copy(struct pending *f, size_t i, enum db_copy_state state, const char *remote,
+                     const char *error)
+{
+    f->copy[i].set = true;
+    f->copy[i].state = state;
+    snprintf(f->copy[i].remote, sizeof(f->copy[i].remote), "%s", remote ? remote : "");
+    snprintf(f->copy[i].error, sizeof(f->copy[i].error), "%s", error ? error : "");
+}
+
+/* Writes f's state, its copies and (with session_id > 0) its outcome and the session's counts in
+ * one transaction. Returns 0 or the negative errno of the database (logged here, with the file). */
+static int record(struct worker *w, struct pending *f, enum db_file_state state,
+                  const char *last_error, int64_t session_id)
+{
+    struct pipeline *p = w->p;
+    struct db_file_record rec = {
+        .file_id = f->file_id,
+        .state = state,
+        .last_error = last_error && last_error[0] ? last_error : NULL,
+        .duplicate_of = state == DB_FILE_COMPLETED ? f->dup : 0,
+        .outcome = f->outcome,
+    };
+    for (size_t i = 0; i < p->env.n_dests && rec.n_copies < DB_RECORD_COPIES_MAX; i++) {
+        if (!f->copy[i].set)
+            continue;
+        rec.copies[rec.n_copies++] = (struct db_record_copy){
+            .dest = p->env.dest_ids[i],
+            .state = f->copy[i].state,
+            .remote = f->copy[i].remote[0] ? f->copy[i].remote : NULL,
+            .error = f->copy[i].error[0] ? f->copy[i].error : NULL,
+        };
+    }
+    struct error err = {0};
+    int r = f->file_id ? db_file_record(w->db, session_id, &rec, &err) : 0;
+    if (r < 0)
+        log_error("'%s': cannot record it in the database: %s", f->se->rel_path, err.msg);
+    return r;
+}
+
 static void attempt_start(struct worker *w, struct pending *f)
 {
     struct pipeline *p = w->p;
-    db_file_set_state(w->db, f->file_id, DB_FILE_SCANNING, NULL, NULL);
-    for (size_t i = 0; i < p->env.n_dests; i++)
-        if (f->need[i])
-            db_copy_set(w->db, f->file_id, p->env.dest_ids[i], DB_COPY_COPYING, NULL, NULL, NULL);
+    struct error dberr = {0};
     error_clear(&f->err);
     f->dup = 0;
-    f->stream_r =
-        stream_file(w, f->se, f->file_id, f->known.sha1, f->need, &f->dup, &f->job, &f->err);
+    f->job = 0;
+    f->stream_r = db_step(db_file_set_state(w->db, f->file_id, DB_FILE_SCANNING, NULL, &dberr),
+                          &dberr, &f->err);
+    for (size_t i = 0; i < p->env.n_dests && f->stream_r == 0; i++)
+        if (f->need[i])
+            f->stream_r = db_step(db_copy_set(w->db, f->file_id, p->env.dest_ids[i],
+                                              DB_COPY_COPYING, NULL, NULL, &dberr),
+                                  &dberr, &f->err);
+    if (f->stream_r == 0)
+        f->stream_r =
+            stream_file(w, f->se, f->file_id, f->known.sha1, f->need, &f->dup, &f->job, &f->err);
     f->in_flight = f->job != 0;
     if (!f->in_flight)
         memset(f->out, 0, sizeof(f->out));
@@ -830,21 +897,27 @@ static void pending_start(struct worker *w, const struct task *t, struct pending
     struct db_file_key key = {p->env.card_id, f->se->rel_path, (int64_t)f->se->size,
                               f->se->mtime_ns};
     if (db_file_get_or_create(w->db, &key, &f->file_id, &f->known, &err) < 0) {
-        snprintf(f->last_error, sizeof(f->last_error), "%s", err.msg);
+        snprintf(f->last_error, sizeof(f->last_error), "cannot record it in the database: %s",
+                 err.msg);
         f->verdict = V_DONE;
         return;
     }
     size_t n_wait = 0;
     for (size_t i = 0; i < p->env.n_dests; i++) {
         struct db_copy c;
-        if (db_copy_get(w->db, f->file_id, p->env.dest_ids[i], &c, NULL) == 0 &&
-            c.state == DB_COPY_COMPLETED)
+        int r = db_copy_get(w->db, f->file_id, p->env.dest_ids[i], &c, &err);
+        if (r < 0 && r != -ENOENT) {
+            snprintf(f->last_error, sizeof(f->last_error), "cannot read it from the database: %s",
+                     err.msg);
+            f->verdict = V_DONE;
+            return;
+        }
+        if (r == 0 && c.state == DB_COPY_COMPLETED)
             continue;
         if (!health_is_up(p->env.health, i)) {
             f->wait[i] = true;
             n_wait++;
-            db_copy_set(w->db, f->file_id, p->env.dest_ids[i], DB_COPY_PENDING, NULL,
-                        "waiting for the destination", NULL);
+            set_copy(f, i, DB_COPY_PENDING, NULL, "waiting for the destination");
             continue;
         }
         f->need[i] = true;
@@ -874,13 +947,11 @@ static void attempt_apply(struct worker *w, struct pending *f)
 {
     struct pipeline *p = w->p;
     const struct scan_entry *se = f->se;
-    const char *const *ids = p->env.dest_ids;
 
     if (f->stream_r == -ECANCELED) {
-        db_file_set_state(w->db, f->file_id, DB_FILE_NEW, "interrupted", NULL);
         for (size_t i = 0; i < p->env.n_dests; i++)
             if (f->need[i])
-                db_copy_set(w->db, f->file_id, ids[i], DB_COPY_PENDING, NULL, NULL, NULL);
+                set_copy(f, i, DB_COPY_PENDING, NULL, NULL);
         f->verdict = V_INTERRUPTED;
         return;
     }
@@ -890,11 +961,9 @@ static void attempt_apply(struct worker *w, struct pending *f)
             struct db_copy orig;
             if (!f->need[i] && !f->wait[i])
                 continue;
-            const char *remote =
-                db_copy_get(w->db, f->dup, ids[i], &orig, NULL) == 0 ? orig.remote : NULL;
-            db_copy_set(w->db, f->file_id, ids[i], DB_COPY_COMPLETED, remote, NULL, NULL);
+            bool known = db_copy_get(w->db, f->dup, p->env.dest_ids[i], &orig, NULL) == 0;
+            set_copy(f, i, DB_COPY_COMPLETED, known ? orig.remote : NULL, NULL);
         }
-        db_file_set_duplicate(w->db, f->file_id, f->dup, NULL);
         f->outcome = f->task.any_new ? DB_OUTCOME_COPIED : DB_OUTCOME_DUPLICATE;
         log_info("'%s': same content already backed up, not copied again", se->rel_path);
         f->last_error[0] = '\0';
@@ -908,7 +977,7 @@ static void attempt_apply(struct worker *w, struct pending *f)
         snprintf(f->last_error, sizeof(f->last_error), "%s", f->err.msg);
         for (size_t i = 0; i < p->env.n_dests; i++)
             if (f->need[i])
-                db_copy_set(w->db, f->file_id, ids[i], DB_COPY_FAILED, NULL, f->err.msg, NULL);
+                set_copy(f, i, DB_COPY_FAILED, NULL, f->err.msg);
     } else {
         for (size_t i = 0; i < p->env.n_dests; i++) {
             const struct lane_outcome *o = &f->out[i];
@@ -916,20 +985,19 @@ static void attempt_apply(struct worker *w, struct pending *f)
                 continue;
             if (o->result == 0) {
                 health_report_success(p->env.health, i);
-                db_copy_set(w->db, f->file_id, ids[i], DB_COPY_COMPLETED, o->res.remote, NULL,
-                            NULL);
+                set_copy(f, i, DB_COPY_COMPLETED, o->res.remote, NULL);
                 if (!o->res.existed)
                     f->task.any_new = true;
             } else if (health_report_failure(p->env.health, i, f->file_id, o->result, &o->err)) {
                 f->wait[i] = true;
-                db_copy_set(w->db, f->file_id, ids[i], DB_COPY_PENDING, NULL, o->err.msg, NULL);
+                set_copy(f, i, DB_COPY_PENDING, NULL, o->err.msg);
             } else {
                 file_failed = true;
                 if (!retryable(o->result))
                     may_retry = false;
                 snprintf(f->last_error, sizeof(f->last_error), "%s: %s",
                          dest_label(p->env.dests[i]), o->err.msg);
-                db_copy_set(w->db, f->file_id, ids[i], DB_COPY_FAILED, NULL, o->err.msg, NULL);
+                set_copy(f, i, DB_COPY_FAILED, NULL, o->err.msg);
             }
         }
     }
@@ -949,25 +1017,33 @@ static void attempt_apply(struct worker *w, struct pending *f)
     }
 }
 
+/* Records the file's outcome in the session and counts it. */
 static void pending_record(struct worker *w, struct pending *f)
 {
     struct pipeline *p = w->p;
     const struct scan_entry *se = f->se;
-    if (f->outcome == DB_OUTCOME_FAILED) {
+    if (f->outcome != DB_OUTCOME_FAILED &&
+        record(w, f, DB_FILE_COMPLETED, NULL, p->env.session_id) < 0) {
+        /* the copies are verified, but unknown to the database: the next run finds them there */
+        f->outcome = DB_OUTCOME_FAILED;
+        snprintf(f->last_error, sizeof(f->last_error), "cannot record it in the database");
+    } else if (f->outcome == DB_OUTCOME_FAILED) {
         if (!f->last_error[0])
             snprintf(f->last_error, sizeof(f->last_error), "failed");
+        record(w, f, DB_FILE_FAILED, f->last_error, p->env.session_id);
+    }
+    if (f->outcome == DB_OUTCOME_FAILED) {
         if (f->quiet)
             log_debug("'%s': %s", se->rel_path, f->last_error);
         else
             log_error("'%s': %s", se->rel_path, f->last_error);
         note_error(p, se->rel_path, f->last_error);
-        if (f->file_id)
-            db_file_set_state(w->db, f->file_id, DB_FILE_FAILED, f->last_error, NULL);
-    } else if (f->outcome != DB_OUTCOME_DUPLICATE && f->file_id) {
-        db_file_set_state(w->db, f->file_id, DB_FILE_COMPLETED, NULL, NULL);
+        if (f->task.any_new) {
+            pthread_mutex_lock(&p->lock);
+            p->stats.files_partly++;
+            pthread_mutex_unlock(&p->lock);
+        }
     }
-    if (f->file_id)
-        db_session_file_set(w->db, p->env.session_id, f->file_id, f->outcome, NULL);
     count_outcome(p, f->outcome, se->size);
 }
 
@@ -989,7 +1065,7 @@ static void pending_finish(struct worker *w, struct pending *f)
             delay = 300;
         log_warning("'%s': %s, will retry in %.0f s (%d of %d)", f->se->rel_path, f->last_error,
                     delay, f->task.attempt + 1, p->env.cfg->backup.max_retries);
-        db_file_set_state(w->db, f->file_id, DB_FILE_NEW, f->last_error, NULL);
+        record(w, f, DB_FILE_NEW, f->last_error, 0);
         f->task.attempt++;
         f->task.not_before = monotime_now() + delay;
         if (queue_task(p, &f->task, false))
@@ -999,13 +1075,14 @@ static void pending_finish(struct worker *w, struct pending *f)
         break;
     }
     case V_WAIT:
-        db_file_set_state(w->db, f->file_id, DB_FILE_NEW, "waiting for a destination", NULL);
+        record(w, f, DB_FILE_NEW, "waiting for a destination", 0);
         if (queue_task(p, &f->task, true))
             return;
         snprintf(f->last_error, sizeof(f->last_error), "out of memory");
         f->outcome = DB_OUTCOME_FAILED;
         break;
     case V_INTERRUPTED:
+        record(w, f, DB_FILE_NEW, "interrupted", 0);
         release_task(p);
         return;
     default:

@@ -57,6 +57,7 @@ struct pipeline_stats {
     uint64_t bytes_skipped; /* of files found complete everywhere when their turn came */
     uint64_t files_waiting; /* waiting for a destination that is down */
     uint64_t files_retrying;
+    uint64_t files_partly; /* failed files that were copied to some destinations */
     bool card_gone;
     char current[256];               /* a file being read, "" when none */
     char first_error[ERROR_MSG_MAX]; /* the first file that failed, "" when none */

@@ -287,6 +287,13 @@ class Smbd:
         except ProcessLookupError:
             pass
 
+    def pause(self):
+        """SIGSTOP smbd and every process it forked: the server hangs, its connections stay open."""
+        self._signal_group(signal.SIGSTOP)
+
+    def resume(self):
+        self._signal_group(signal.SIGCONT)
+
     def kill(self):
         """SIGKILL smbd and every process it forked (one per client): the server dies."""
         if not self.proc:

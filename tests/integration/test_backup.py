@@ -223,6 +223,66 @@ class BackupTest(SnapsyncTest):
         self.assertIn("not a mount point", p.stdout + p.stderr)
         self.assertEqual(os.listdir(self.dest), [])
 
+    # ---- a card file that changes while it is read is never recorded ----
+
+    def start_big_backup(self, size):
+        """A card with a small photo and a sparse file of size bytes; starts `backup --json` and
+        returns it once the big file's copy has started."""
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        self.big = f"{self.card}/DCIM/BIG.MP4"
+        with open(self.big, "wb") as f:
+            f.truncate(size)
+        p = subprocess.Popen([self.bin(), "--config", self.config, "backup", self.card, "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=self.env, cwd=self.dir)
+        self.cleanups.append(lambda: (p.poll() is None and p.kill(), p.wait()))
+        wait_for(lambda: any(os.path.getsize(os.path.join(self.dest, ".snapsync-tmp", t)) > 0
+                             for t in self.temporaries()), 60, "the big copy to start")
+        return p
+
+    def assert_big_file_not_recorded(self, p):
+        out, err = p.communicate(timeout=300)
+        self.assertEqual(p.returncode, 1, err)
+        r = json.loads(out)
+        self.assertEqual((r["status"], r["files_copied"], r["files_failed"]), ("partial", 1, 1), r)
+        self.assertIn("changed on the card", r["error"])
+        self.assertIn("discarded", err)
+        # no fragment under a final name, no temporary left, nothing completed in the database
+        self.assertEqual([f for f in self.dest_files() if "BIG" in f], [])
+        self.assertEqual(self.temporaries(), [])
+        con = sqlite3.connect(self.db)
+        rows = con.execute("select f.state, c.state from files f join copies c on c.file_id = "
+                           "f.id where f.rel_path = 'DCIM/BIG.MP4'").fetchall()
+        con.close()
+        self.assertEqual(rows, [("failed", "failed")])
+
+    def bin(self):
+        from harness import BIN
+        return BIN
+
+    def test_a_file_that_shrinks_while_it_is_read_is_discarded(self):
+        p = self.start_big_backup(512 << 20)
+        os.truncate(self.big, 100 << 20)
+        self.assert_big_file_not_recorded(p)
+
+    def test_a_file_that_grows_while_it_is_read_is_discarded(self):
+        p = self.start_big_backup(512 << 20)
+        os.truncate(self.big, 600 << 20)
+        self.assert_big_file_not_recorded(p)
+
+    def test_parallel_false_writes_both_destinations_from_one_read(self):
+        self.make_card()
+        second = os.path.join(self.dir, "second")
+        with open(self.config) as f:
+            text = f.read().replace("  concurrent_files: 2\n", "  concurrent_files: 2\n  parallel: false\n")
+        with open(self.config, "w") as f:
+            f.write(text + f"local:\n  enabled: true\n  path: {second}\n")
+        r = self.backup()
+        self.assertEqual((r["status"], r["files_copied"]), ("completed", 4), r)
+        for root in (self.dest, second):
+            copies = [f for dp, _, fs in os.walk(root) for f in fs if not dp.endswith("tmp")]
+            self.assertEqual(len(copies), 4, (root, copies))
+
     def test_bad_path_and_bad_config_exit_2(self):
         p = self.snapsync("backup", os.path.join(self.dir, "missing"), check=2)
         self.assertIn("missing", p.stderr)

@@ -11,8 +11,11 @@ import json
 import os
 import shutil
 import signal
+import socket
+import sqlite3
 import subprocess
 import tempfile
+import threading
 
 from harness import (BIN, SANITIZER_MARKS, TMP_ROOT, SnapsyncTest, make_blob, make_photo,
                      make_video, md5, wait_for)
@@ -37,6 +40,33 @@ def sfm_unmap(name):
     back["\uf028"] = " "
     back["\uf029"] = "."
     return "".join(back.get(ch, ch) for ch in name)
+
+
+class BlackHole:
+    """A TCP server on 127.0.0.1, a port the OS picks, that accepts every connection and never
+    answers: a NAS that hangs."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
 
 
 class SmbTest(SnapsyncTest):
@@ -67,7 +97,7 @@ class SmbTest(SnapsyncTest):
         self.smb_config()
 
     def smb_config(self, share="photos", port=None, local=False, backup=None, extra="",
-                   log_level="info"):
+                   log_level="info", timeout=None):
         backup = backup or "  concurrent_files: 2\n  max_retries: 1\n  retry_delay: 0.1\n"
         if "destination_wait" not in backup:  # a share that is down: give up at once
             backup += "  destination_wait: 0\n"
@@ -84,7 +114,7 @@ unraid:
   share: {share}
   path: snap/{self.sub}
   organize_by_date: true
-{local_section}backup:
+{f"  timeout: {timeout}{chr(10)}" if timeout else ""}{local_section}backup:
 {backup}{extra}""")
         os.chmod(self.config, 0o600)
 
@@ -351,6 +381,91 @@ unraid:
         for c in copies:
             self.assertEqual(md5(os.path.join(self.root(), c)),
                              md5(f"{self.card}/DCIM/{os.path.basename(c)}"))
+
+    # ---- a share that goes away, hangs or never answers: the local copies go on ----
+
+    def make_clips(self, n, size):
+        for i in range(n):
+            make_blob(f"{self.card}/DCIM/CLIP{i:02d}.MP4", size)
+
+    def copy_states(self, kind):
+        con = sqlite3.connect(self.db)
+        try:
+            return [r[0] for r in con.execute(
+                "select state from copies where dest like ? order by file_id", (kind + ":%",))]
+        finally:
+            con.close()
+
+    def assert_local_complete_and_share_waits(self, r, log, n):
+        """Every local copy made and verified, the share's copies pending, the session partial,
+        and the problem said once, not once per file."""
+        self.assertEqual(r["status"], "partial", r)
+        self.assertEqual(r["files_failed"], n, r)
+        self.assertIn("is down", r["error"])
+        self.assertIn("smb://127.0.0.1", r["error"])
+        for i in range(n):
+            name = f"CLIP{i:02d}.MP4"
+            copies = [os.path.join(dp, f) for dp, _, fs in os.walk(self.local) for f in fs
+                      if f == name]
+            self.assertEqual(len(copies), 1, copies)
+            self.assertEqual(md5(copies[0]), md5(f"{self.card}/DCIM/{name}"))
+        self.assertEqual(self.copy_states("local"), ["completed"] * n)
+        self.assertEqual(self.copy_states("smb"), ["pending"] * n)
+        self.assertEqual(log.count("destination down"), 1, log)
+        self.assertNotIn("will retry", log)
+
+    def test_a_share_that_accepts_and_never_answers_does_not_hold_up_local_copies(self):
+        hole = BlackHole()
+        self.cleanups.append(hole.close)
+        self.make_clips(4, 3 << 20)
+        self.smb_config(port=hole.port, local=True, timeout=2)
+        p = self.snapsync("backup", self.card, "--json", check=1)
+        self.assert_local_complete_and_share_waits(json.loads(p.stdout), p.stderr, 4)
+
+    def test_a_share_whose_port_is_closed_does_not_hold_up_local_copies(self):
+        from harness import free_port
+        self.make_clips(4, 3 << 20)
+        self.smb_config(port=free_port(), local=True, timeout=2)
+        p = self.snapsync("backup", self.card, "--json", check=1)
+        self.assert_local_complete_and_share_waits(json.loads(p.stdout), p.stderr, 4)
+
+    def test_a_share_that_hangs_mid_session_is_down_then_the_next_run_completes(self):
+        self.make_clips(8, 16 << 20)
+        self.smb_config(local=True, timeout=2)
+        p = self.run_in_background()
+        wait_for(self.mid_transfer, 120, "a copy in the middle of a file")
+        self.server.pause()  # smbd and its children stop answering; connections stay open
+        try:
+            self.assertEqual(p.wait(timeout=300), 1, self.background_log())
+        finally:
+            self.server.resume()
+        log = self.background_log()
+        self.assertEqual(log.count("destination down"), 1, log)
+        local = [f for dp, _, fs in os.walk(self.local) for f in fs if f.endswith(".MP4")]
+        self.assertEqual(len(local), 8, local)
+        self.assertEqual(self.copy_states("local"), ["completed"] * 8)
+        self.assertIn("pending", self.copy_states("smb"))
+        # the share answers again: the next run copies only what it lacks
+        r = self.backup()
+        self.assertEqual(r["status"], "completed", r)
+        self.assertEqual(self.share_temporaries(), [])
+        self.assert_clips_copied(8)
+
+    def test_a_share_back_within_destination_wait_gets_its_files_in_the_same_session(self):
+        self.make_clips(6, 16 << 20)
+        self.smb_config(local=True, timeout=2, backup="  concurrent_files: 2\n  max_retries: 1\n"
+                        "  retry_delay: 0.1\n  destination_wait: 120\n")
+        p = self.run_in_background()
+        wait_for(self.mid_transfer, 120, "a copy in the middle of a file")
+        self.server.pause()
+        wait_for(lambda: "destination down" in self.background_log(), 120, "the share down")
+        self.server.resume()
+        self.assertEqual(p.wait(timeout=300), 0, self.background_log())
+        log = self.background_log()
+        self.assertIn("destination back", log)
+        self.assertEqual(self.copy_states("smb"), ["completed"] * 6)
+        self.assertEqual(self.share_temporaries(), [])
+        self.assert_clips_copied(6)
 
     def test_server_restart_mid_run_reconnects(self):
         for i in range(6):
