@@ -16,6 +16,7 @@ extern const struct dest_ops dest_immich_ops;
 
 struct dest {
     const struct dest_ops *ops;
+    const char *section; /* the config section it comes from */
     void *priv;
     char id[DEST_REMOTE_MAX];
     char label[DEST_REMOTE_MAX];
@@ -31,13 +32,14 @@ struct dest_file {
     void *priv;
 };
 
-static int dest_new(const struct dest_ops *ops, const struct config *cfg, struct dest **ret,
-                    struct error *err)
+static int dest_new(const struct dest_ops *ops, const char *section, const struct config *cfg,
+                    struct dest **ret, struct error *err)
 {
     struct dest *d = calloc(1, sizeof(*d));
     if (!d)
         return error_set(err, -ENOMEM, "out of memory");
     d->ops = ops;
+    d->section = section;
     int r = ops->init(cfg, &d->priv, d->id, sizeof(d->id), d->label, sizeof(d->label), err);
     if (r < 0) {
         free(d);
@@ -59,19 +61,19 @@ int dest_create_all(const struct config *cfg, struct dest ***ret, size_t *ret_n,
     if (cfg->unraid.enabled) {
         const struct dest_ops *ops =
             cfg->unraid.protocol == CONFIG_PROTOCOL_SMB ? &dest_smb_ops : &dest_local_ops;
-        r = dest_new(ops, cfg, &list[n], err);
+        r = dest_new(ops, "unraid", cfg, &list[n], err);
         if (r < 0)
             goto fail;
         n++;
     }
     if (cfg->local.enabled) {
-        r = dest_new(&dest_local_folder_ops, cfg, &list[n], err);
+        r = dest_new(&dest_local_folder_ops, "local", cfg, &list[n], err);
         if (r < 0)
             goto fail;
         n++;
     }
     if (cfg->immich.enabled) {
-        r = dest_new(&dest_immich_ops, cfg, &list[n], err);
+        r = dest_new(&dest_immich_ops, "immich", cfg, &list[n], err);
         if (r < 0)
             goto fail;
         n++;
@@ -109,6 +111,11 @@ const char *dest_id(const struct dest *d)
 const char *dest_label(const struct dest *d)
 {
     return d->label;
+}
+
+const char *dest_section(const struct dest *d)
+{
+    return d->section;
 }
 
 const char *dest_kind(const struct dest *d)

@@ -120,6 +120,8 @@ void dest_free_all(struct dest **dests, size_t n);
 const char *dest_id(const struct dest *d);
 /* Short human label ("local /srv/photos"). */
 const char *dest_label(const struct dest *d);
+/* The config section it comes from: "unraid", "local" or "immich". */
+const char *dest_section(const struct dest *d);
 /* Backend kind ("local"). */
 const char *dest_kind(const struct dest *d);
 

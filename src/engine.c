@@ -138,6 +138,8 @@ static void progress_snapshot(struct engine *e, enum db_session_status st,
     p->n_dests = e->n_dests < 8 ? e->n_dests : 8;
     for (size_t i = 0; i < p->n_dests; i++) {
         snprintf(p->dests[i].kind, sizeof(p->dests[i].kind), "%s", dest_kind(e->dests[i]));
+        snprintf(p->dests[i].section, sizeof(p->dests[i].section), "%s", dest_section(e->dests[i]));
+        snprintf(p->dests[i].id, sizeof(p->dests[i].id), "%s", e->dest_ids[i]);
         struct health_state hs = {.up = true};
         if (e->health)
             health_get(e->health, i, &hs);

@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "db.h"
+#include "dest.h"
 #include "error.h"
 
 struct engine_progress {
@@ -27,9 +28,11 @@ struct engine_progress {
     char card_label[128];
     size_t n_dests;
     struct {
-        char kind[16];     /* dest_kind(): "local", "smb", "immich" */
-        bool usable;       /* up: prepared and not down */
-        char problem[256]; /* why it is down, "" while up */
+        char kind[16];            /* dest_kind(): "local", "smb", "immich" */
+        char section[16];         /* dest_section(): "unraid", "local", "immich" */
+        char id[DEST_REMOTE_MAX]; /* dest_id(), as the database names it */
+        bool usable;              /* up: prepared and not down */
+        char problem[256];        /* why it is down, "" while up */
     } dests[8];
     char error[256]; /* the session's first failure, in the final report only; "" when none */
 };
@@ -61,9 +64,9 @@ struct engine_report {
  * Backs up the folder at path as one session. Returns 0 when the session ran (look at
  * ret->status and ret->totals.files_failed for the outcome: completed and empty are the only
  * statuses after which nothing on the card is left without a copy; an entry the scan could not
- * list or examine makes the session partial, named in the log and in the session's problems), or a negative errno when it could
- * not start (path unreadable, database unusable, no destination): -ENOENT, -EACCES, -EBADMSG,
- * -ENODEV, -ENOTSUP, ... ret is written whenever the session started.
+ * list or examine makes the session partial, named in the log and in the session's problems), or a
+ * negative errno when it could not start (path unreadable, database unusable, no destination):
+ * -ENOENT, -EACCES, -EBADMSG, -ENODEV, -ENOTSUP, ... ret is written whenever the session started.
  * Any thread; several sessions (cards) may run at once, each in its own thread. A card that
  * disappears during the session (its folder gone or no longer the same filesystem) ends it as
  * interrupted, like a cancel.

@@ -286,6 +286,9 @@ static json_object *discovery(struct mqtt *m, bool with_stubs)
         c = component(m, "binary_sensor", "unraid_reachable", "Share reachable",
                       "{{ value_json.unraid_reachable }}");
         add_str(c, "device_class", "connectivity");
+        add_str(c, "json_attributes_topic", buf);
+        add_str(c, "json_attributes_template",
+                "{{ {'problem': value_json.unraid_problem} | tojson }}");
         add_str(c, "entity_category", "diagnostic");
         json_object_object_add(cmps, "unraid_reachable", c);
     }
@@ -293,6 +296,9 @@ static json_object *discovery(struct mqtt *m, bool with_stubs)
         c = component(m, "binary_sensor", "immich_reachable", "Immich reachable",
                       "{{ value_json.immich_reachable }}");
         add_str(c, "device_class", "connectivity");
+        add_str(c, "json_attributes_topic", buf);
+        add_str(c, "json_attributes_template",
+                "{{ {'problem': value_json.immich_problem} | tojson }}");
         add_str(c, "entity_category", "diagnostic");
         json_object_object_add(cmps, "immich_reachable", c);
     }
@@ -366,10 +372,18 @@ static json_object *state_json(const struct mqtt_state *s)
     add_str(o, "last_result", s->last_result[0] ? s->last_result : "none");
     json_object_object_add(o, "scan_problems", json_object_new_int64(s->scan_problems));
     json_object_object_add(o, "error", s->error[0] ? json_object_new_string(s->error) : NULL);
+    /* one state per destination with an entity (the local folder has none) */
     for (size_t i = 0; i < s->n_dests && i < MQTT_DEST_MAX; i++) {
-        const char *key = strcmp(s->dests[i].kind, "immich") == 0 ? "immich_reachable"
-                                                                  : "unraid_reachable";
+        const char *sec = s->dests[i].section;
+        if (strcmp(sec, "unraid") != 0 && strcmp(sec, "immich") != 0)
+            continue;
+        char key[32];
+        snprintf(key, sizeof(key), "%s_reachable", sec);
         add_str(o, key, s->dests[i].reachable ? "ON" : "OFF");
+        snprintf(key, sizeof(key), "%s_problem", sec);
+        json_object_object_add(o, key,
+                               s->dests[i].problem[0] ? json_object_new_string(s->dests[i].problem)
+                                                      : NULL);
     }
     return o;
 }
@@ -425,7 +439,10 @@ void mqtt_state_from_progress(const struct engine_progress *p, bool final, struc
     s->n_dests = p->n_dests < MQTT_DEST_MAX ? p->n_dests : MQTT_DEST_MAX;
     for (size_t i = 0; i < s->n_dests; i++) {
         snprintf(s->dests[i].kind, sizeof(s->dests[i].kind), "%s", p->dests[i].kind);
+        snprintf(s->dests[i].section, sizeof(s->dests[i].section), "%s", p->dests[i].section);
+        snprintf(s->dests[i].id, sizeof(s->dests[i].id), "%s", p->dests[i].id);
         s->dests[i].reachable = p->dests[i].usable;
+        snprintf(s->dests[i].problem, sizeof(s->dests[i].problem), "%s", p->dests[i].problem);
     }
 }
 

@@ -43,8 +43,11 @@ struct mqtt_state {
     char error[256];        /* the session's first failure (naming the first unreadable entry) */
     size_t n_dests;
     struct {
-        char kind[16]; /* "local", "smb", "immich": which config section it belongs to */
+        char kind[16];     /* "local", "smb", "immich" */
+        char section[16];  /* "unraid", "local", "immich": the config section it comes from */
+        char id[1024];     /* the destination's id, as the database names it */
         bool reachable;
+        char problem[256]; /* why it is down, "" while reachable */
     } dests[MQTT_DEST_MAX];
 };
 

@@ -480,7 +480,19 @@ static json_object *active_json(struct web *w, struct db *db, const struct db_se
         json_object_array_add(hist, p);
     }
     json_object_object_add(o, "history", hist);
-    json_object_object_add(o, "destinations", dest_stats_json(ds, n_ds));
+    json_object *dests = dest_stats_json(ds, n_ds);
+    for (size_t i = 0; lv && i < lv->s.n_dests && i < MQTT_DEST_MAX; i++) {
+        /* the session's own view: a destination it found down, and why (one entry each) */
+        for (size_t k = 0; k < json_object_array_length(dests); k++) {
+            json_object *d = json_object_array_get_idx(dests, k), *name;
+            if (!json_object_object_get_ex(d, "name", &name) ||
+                strcmp(json_object_get_string(name), lv->s.dests[i].id) != 0)
+                continue;
+            json_object_object_add(d, "down", json_object_new_boolean(!lv->s.dests[i].reachable));
+            json_object_object_add(d, "problem", json_str_or_null(lv->s.dests[i].problem));
+        }
+    }
+    json_object_object_add(o, "destinations", dests);
     free(ds);
     return o;
 }

@@ -142,10 +142,11 @@ function renderActive(s) {
   const chart = el('canvas', { class: 'chart', role: 'img' });
   const dests = el('ul', { class: 'dests', 'aria-label': 'Destinations of this backup' });
   for (const d of s.destinations || []) {
-    const cls = d.failed ? 'bad' : d.pending ? 'warn' : 'ok';
-    const word = d.failed ? d.failed + ' failed' : d.pending ? 'copying' : 'ok';
+    const cls = d.failed || d.down ? 'bad' : d.pending ? 'warn' : 'ok';
+    const word = d.down ? 'down' : d.failed ? d.failed + ' failed' : d.pending ? 'copying' : 'ok';
+    const why = d.down ? d.problem || 'not answering' : d.error;
     dests.append(el('li', null, el('span', { class: 'tag ' + cls, text: word }),
-      d.name + ': ' + d.completed + ' verified' + (d.error ? ' — ' + d.error : '')));
+      d.name + ': ' + d.completed + ' verified' + (why ? ' — ' + why : '')));
   }
   const card = el('article', { class: 'cardrun', 'data-session': String(s.id) },
     el('h3', { text: label }),

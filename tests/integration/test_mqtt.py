@@ -137,6 +137,30 @@ class MqttTest(SnapsyncTest):
         self.assertIn(name[:50], last["error"])
         self.assertIn("path too long", last["error"])
 
+    def test_a_destination_that_is_down_is_one_state_with_its_reason(self):
+        self.use_broker()
+        local = os.path.join(self.dir, "local")
+        with open(self.config, "a") as f:  # the share is a file: the unraid destination is down
+            f.write(f"local:\n  enabled: true\n  path: {local}\n")
+        with open(self.dest, "w") as f:
+            f.write("not a folder")
+        for i in range(3):
+            make_photo(f"{self.card}/DCIM/IMG_{i:04d}.JPG", self.dir, "2024:01:02 03:04:05")
+        r = self.backup(None, 1)
+        self.assertEqual(r["status"], "partial")  # copied to the local folder only
+        self.sub.wait(lambda: self.states() and self.states()[-1]["last_result"] == "partial",
+                      20, "the partial result")
+        last = self.states()[-1]
+        self.assertEqual(last["unraid_reachable"], "OFF")
+        self.assertIn("Not a directory", last["unraid_problem"])
+        self.assertIn("is down", last["error"])
+        # the local folder has no entity of its own: it never overwrites the share's state
+        self.assertTrue(all(s["unraid_reachable"] == "OFF" for s in self.states()
+                            if "unraid_reachable" in s and s["status"] != "idle"))
+        attrs = [json.loads(m[2])["components"]["unraid_reachable"]
+                 for m in self.discovery()][-1]
+        self.assertIn("unraid_problem", attrs["json_attributes_template"])
+
     def test_broker_down_does_not_stop_a_backup(self):
         self.use_broker()
         port = self.broker.port
