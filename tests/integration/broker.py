@@ -152,5 +152,11 @@ class Subscriber:
         return True
 
     def stop(self):
+        # mosquitto_sub disconnects cleanly on SIGTERM, which can outlast 10 s on a loaded
+        # machine while its broker restarts: then it is killed
         self.proc.terminate()
-        self.proc.wait(timeout=10)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
