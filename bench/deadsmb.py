@@ -32,6 +32,8 @@ BIN = os.environ.get("SNAPSYNC_BIN", os.path.join(root, "build-bench", "snapsync
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 TIMEOUT = int(os.environ.get("BENCH_SMB_TIMEOUT", "30"))
+LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "info")  # each run's log: work/<run>/log
+ONLY = [n.strip() for n in os.environ.get("BENCH_ONLY", "").split(";") if n.strip()]
 OUT = os.path.join(here, "out", "deadsmb")  # bench/out/ is gitignored
 
 
@@ -103,7 +105,7 @@ def run(name, card, n, work, smb_port, env, on_start=None):
     local = os.path.join(work, "local")
     cfg = os.path.join(work, "config.yaml")
     with open(cfg, "w") as f:
-        f.write(f"service:\n  database_path: {work}/db\n"
+        f.write(f"service:\n  database_path: {work}/db\n  log_level: {LOG_LEVEL}\n"
                 f"unraid:\n  enabled: {'true' if smb_port else 'false'}\n"
                 f"  protocol: smb\n  host: 127.0.0.1:{smb_port or 445}\n"
                 f"  share: photos\n  path: dead/{os.path.basename(work)}\n"
@@ -144,6 +146,7 @@ def main():
     env = dict(os.environ, UNRAID_USERNAME=smbd.USER, UNRAID_PASSWORD=smbd.PASSWORD)
     names = ["local alone", "+ SMB that never answers", "+ SMB port closed",
              "+ smbd stopped mid-session"]
+    names = [n for n in names if not ONLY or n in ONLY or n == "local alone"]
     results = {k: [] for k in names}
     try:
         for rnd in range(ROUNDS):

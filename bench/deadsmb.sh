@@ -6,6 +6,8 @@
 #
 #   sh bench/deadsmb.sh                         # card of about 1 GiB, 3 rounds, unraid.timeout 30
 #   BENCH_SCALE=0.25 BENCH_SMB_TIMEOUT=5 sh bench/deadsmb.sh   # quick
+#   BENCH_ONLY="+ smbd stopped mid-session" BENCH_LOG_LEVEL=debug sh bench/deadsmb.sh
+#                                   # one case (and the reference), with each run's log in debug
 # SNAPSYNC_BIN picks the binary (default build-bench/snapsync, built if missing).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)

@@ -770,7 +770,7 @@ static int check_version(struct db *db, int64_t version, struct error *err)
  * snapshot: a creator that commits in between cannot make an empty file look foreign. */
 static int schema_check(struct db *db, int64_t *ret_version, struct error *err)
 {
-    int64_t version;
+    int64_t version = 0;
     /* The first read of the file: this is where a text file or random bytes show up. */
     int r = query_int(db, "PRAGMA user_version", &version, err);
     if (r < 0)

@@ -40,18 +40,26 @@
  * Errors say what failed in SMB terms: server unreachable, authentication failed, share missing,
  * access denied, share full. A call that fails like a dropped connection marks the context
  * broken; the next open builds a fresh one (libsmbclient reconnects a new context by itself).
+ * A call that times out means the server hangs (frozen, smbd stopped): every other connection to
+ * it would wait out its own timeout, one call after another, so all of this process's TCP
+ * connections to that server are shut down at once (cut_connections) and whatever waits on them
+ * fails now; until a call succeeds again, a connection is not revived just to remove temporaries
+ * (the next prepare removes them).
  * The password lives only in struct smb and the auth callback; it is wiped when freed.
  */
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -366,6 +374,7 @@ struct smb {
     bool guest;
     bool organize_by_date;
     int timeout_ms;         /* unraid.timeout */
+    atomic_bool hung;       /* a call timed out and no call has succeeded since */
     char hostname[64];      /* this machine, in temporary names */
     char base_url[URL_MAX]; /* smb://host/share[/path], encoded */
     char shown[URL_MAX];    /* smb://host[:port]/share[/path], for messages */
@@ -560,15 +569,82 @@ static bool is_connection_error(int e)
            e == ENETDOWN || e == EIO;
 }
 
+/* True when the socket address a is the server's: one of its addresses, on its port (445 or
+ * 139 when none is set, libsmbclient's choice). */
+static bool is_server(const struct sockaddr_storage *a, const struct addrinfo *ai, uint16_t port)
+{
+    uint16_t p;
+    if (a->ss_family == AF_INET)
+        p = ntohs(((const struct sockaddr_in *)a)->sin_port);
+    else if (a->ss_family == AF_INET6)
+        p = ntohs(((const struct sockaddr_in6 *)a)->sin6_port);
+    else
+        return false;
+    if (port ? p != port : p != 445 && p != 139)
+        return false;
+    for (; ai; ai = ai->ai_next) {
+        if (ai->ai_family != a->ss_family)
+            continue;
+        if (a->ss_family == AF_INET &&
+            memcmp(&((const struct sockaddr_in *)a)->sin_addr,
+                   &((const struct sockaddr_in *)ai->ai_addr)->sin_addr, sizeof(struct in_addr)) == 0)
+            return true;
+        if (a->ss_family == AF_INET6 &&
+            memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                   &((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr,
+                   sizeof(struct in6_addr)) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Shuts down every TCP connection of this process to the server, found by their peer address
+ * among our open descriptors: a call waiting on one fails at once. The descriptors stay open
+ * (libsmbclient owns them), so none can be reused meanwhile. */
+static void cut_connections(const struct smb *s)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+    if (getaddrinfo(s->host, NULL, &hints, &ai) != 0)
+        return;
+    DIR *d = opendir("/proc/self/fd");
+    unsigned cut = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        char *end;
+        long fd = strtol(de->d_name, &end, 10);
+        struct stat st;
+        struct sockaddr_storage peer;
+        socklen_t len = sizeof(peer);
+        if (*end || end == de->d_name || fd < 0 || fd > INT_MAX || fd == dirfd(d) ||
+            fstat((int)fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
+            getpeername((int)fd, (struct sockaddr *)&peer, &len) < 0 ||
+            !is_server(&peer, ai, s->port))
+            continue;
+        if (shutdown((int)fd, SHUT_RDWR) == 0)
+            cut++;
+    }
+    if (d)
+        closedir(d);
+    freeaddrinfo(ai);
+    log_debug("%s: a call timed out: %u connection(s) to the server shut down", s->shown, cut);
+}
+
 /* Turns the errno a call left into our return, marking the context broken when it failed the way
- * a dropped connection does. */
+ * a dropped connection does, and cutting every connection to a server that hangs. */
 static int lib_result(struct smb_conn *c, int ok, int saved_errno)
 {
-    if (ok)
+    if (ok) {
+        if (atomic_load_explicit(&c->smb->hung, memory_order_relaxed))
+            atomic_store(&c->smb->hung, false);
         return 0;
+    }
     int e = saved_errno ? saved_errno : EIO;
     if (is_connection_error(e))
         c->broken = true;
+    /* libsmbclient gives up a call whose answer did not come in time with ETIMEDOUT, or drops the
+     * connection and says ECONNABORTED */
+    if ((e == ETIMEDOUT || e == ECONNABORTED) && !atomic_exchange(&c->smb->hung, true))
+        cut_connections(c->smb);
     return -e;
 }
 
@@ -792,9 +868,10 @@ static void conn_destroy(struct smb_conn *c)
 {
     if (!c)
         return;
-    if (c->n_orphans > 0) {
+    if (c->n_orphans > 0 && !atomic_load(&c->smb->hung)) {
         /* temporaries an abort could not remove while the server was away: one more try on a
-         * fresh connection before this worker goes, so a finished run leaves none behind */
+         * fresh connection before this worker goes, so a finished run leaves none behind (not
+         * while the server hangs: that would wait a timeout; the next prepare removes them) */
         struct error err;
         c->broken = true;
         if (conn_revive(c, &err) < 0)

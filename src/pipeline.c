@@ -65,6 +65,7 @@ struct lane_outcome {
 struct lane {
     struct worker *w;
     struct dest *dest;
+    size_t index; /* the destination's index in the session */
     /* Two connections used in turn (file k on conns[k & 1]), so the writer and the finisher
      * never share one: a backend sees each connection used by one thread at a time. */
     struct dest_conn *conns[2];
@@ -86,6 +87,7 @@ struct lane {
     struct hasher_digest fin_digest;
     bool fin_verify;
     unsigned fin_slot;
+    int64_t fin_file_id;
     struct lane_outcome out[2];
 };
 
@@ -112,6 +114,7 @@ struct worker {
     bool verify;
     struct hasher_digest digest;
     struct dest_item item;
+    int64_t file_id; /* of item */
     struct lane lanes[DEST_MAX];
 };
 
@@ -184,6 +187,23 @@ static void serial_unlock(struct worker *w)
         pthread_mutex_unlock(&w->serial);
 }
 
+/* A lane does not start or go on talking to a destination that is down: with a server that
+ * hangs, each call would wait out its timeout. Any thread of the lane. */
+static int lane_check_up(struct lane *l, struct error *err)
+{
+    return health_is_up(l->w->p->env.health, l->index)
+               ? 0
+               : error_set(err, -EHOSTDOWN, "the destination is down");
+}
+
+/* Tells the health of a failure as soon as the lane sees it, so the other lanes and workers stop
+ * using a destination that is gone before this file's outcome is even collected. */
+static void lane_report(struct lane *l, int64_t file_id, int r, const struct error *err)
+{
+    if (r != -EHOSTDOWN && r != -ECANCELED)
+        health_report_failure(l->w->p->env.health, l->index, file_id, r, err);
+}
+
 static void *lane_main(void *arg)
 {
     struct lane *l = arg;
@@ -201,6 +221,7 @@ static void *lane_main(void *arg)
         if (!l->active)
             continue;
         struct dest_item item = w->item;
+        int64_t file_id = w->file_id;
         /* the finisher may still be committing file k-2 on this connection */
         while (l->conn_busy[slot] && !w->quit)
             pthread_cond_wait(&w->cond, &w->lock);
@@ -209,8 +230,11 @@ static void *lane_main(void *arg)
 
         struct dest_file *file = NULL;
         struct error err = {0};
-        int r = w->quit ? error_set(&err, -ECANCELED, "stopping")
-                        : dest_open(l->conns[slot], &item, &file, &err);
+        int r = w->quit ? error_set(&err, -ECANCELED, "stopping") : lane_check_up(l, &err);
+        if (r == 0)
+            r = dest_open(l->conns[slot], &item, &file, &err);
+        if (r < 0)
+            lane_report(l, file_id, r, &err);
 
         pthread_mutex_lock(&w->lock);
         if (r < 0) {
@@ -227,8 +251,12 @@ static void *lane_main(void *arg)
                 pthread_mutex_unlock(&w->lock);
                 if (write) {
                     serial_lock(w);
-                    r = dest_write(file, w->buf[idx], w->len[idx], &err);
+                    r = lane_check_up(l, &err);
+                    if (r == 0)
+                        r = dest_write(file, w->buf[idx], w->len[idx], &err);
                     serial_unlock(w);
+                    if (r < 0)
+                        lane_report(l, file_id, r, &err);
                 }
                 pthread_mutex_lock(&w->lock);
                 if (write && r < 0) {
@@ -245,13 +273,20 @@ static void *lane_main(void *arg)
         }
         enum lane_end end = w->quit ? END_ABORT : w->end;
         if (l->failed || end != END_FINISH) {
+            /* The outcome is known: the worker goes on while the temporary is removed, which
+             * can take a timeout when the server hangs. The connection stays busy until then,
+             * so the next file on it waits, and the worker's teardown joins this thread. */
             int result = l->failed ? l->wresult : -ECANCELED;
             struct error ferr = l->werr;
+            lane_set_outcome(l, slot, result, &ferr, NULL);
+            l->handed = true;
+            pthread_cond_broadcast(&w->cond);
             pthread_mutex_unlock(&w->lock);
             dest_abort(file);
             pthread_mutex_lock(&w->lock);
-            lane_set_outcome(l, slot, result, &ferr, NULL);
             l->conn_busy[slot] = false;
+            pthread_cond_broadcast(&w->cond);
+            continue;
         } else {
             /* hand the file to the finisher; wait while it still holds an earlier one */
             while (l->fin_queued && !w->quit)
@@ -267,6 +302,7 @@ static void *lane_main(void *arg)
                 l->fin_digest = w->digest;
                 l->fin_verify = w->verify;
                 l->fin_slot = slot;
+                l->fin_file_id = file_id;
                 l->fin_queued = true;
             }
         }
@@ -292,6 +328,7 @@ static void *finisher_main(void *arg)
         struct hasher_digest digest = l->fin_digest;
         bool verify = l->fin_verify;
         unsigned slot = l->fin_slot;
+        int64_t file_id = l->fin_file_id;
         bool quit = w->quit;
         l->fin_queued = false;
         pthread_cond_broadcast(&w->cond);
@@ -303,10 +340,14 @@ static void *finisher_main(void *arg)
         if (quit) {
             dest_abort(file);
             r = -ECANCELED;
+        } else if ((r = lane_check_up(l, &err)) < 0) {
+            dest_abort(file);
         } else {
             serial_lock(w);
             r = dest_finish(file, &digest, verify, &res, &err);
             serial_unlock(w);
+            if (r < 0)
+                lane_report(l, file_id, r, &err);
         }
 
         pthread_mutex_lock(&w->lock);
@@ -449,6 +490,7 @@ static int stream_file(struct worker *w, const struct scan_entry *se, int64_t fi
         .sidecar_rel = sidecar_rel,
         .card_dir_fd = w->src_dir_fd,
     };
+    w->file_id = file_id;
     int n_active = 0;
     unsigned slot = (unsigned)((w->job + 1) & 1);
     for (size_t i = 0; i < p->env.n_dests; i++) {
@@ -1197,6 +1239,7 @@ static int worker_new(struct pipeline *p, struct worker **ret, struct error *err
         struct lane *l = &w->lanes[i];
         l->w = w;
         l->dest = p->env.dests[i];
+        l->index = i;
         l->handed = true;
         for (int k = 0; k < 2; k++) {
             r = dest_conn_new(p->env.dests[i], &l->conns[k], err);
