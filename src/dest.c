@@ -149,6 +149,12 @@ int dest_probe(struct dest *d, char *detail, size_t detail_size, struct error *e
     return d->ops->probe(d->priv, detail, detail_size, err);
 }
 
+void dest_interrupt(struct dest *d)
+{
+    if (d->ops->interrupt)
+        d->ops->interrupt(d->priv);
+}
+
 int dest_conn_new(struct dest *d, struct dest_conn **ret, struct error *err)
 {
     struct dest_conn *c = calloc(1, sizeof(*c));

@@ -92,6 +92,9 @@ struct dest_ops {
     int (*end_session)(void *priv, struct error *err);
     /* For test-connection: reach, authenticate, create and delete a probe file. */
     int (*probe)(void *priv, char *detail, size_t detail_size, struct error *err);
+    /* Optional (NULL): makes calls in progress on this destination (a prepare or probe waiting
+     * for a server that hangs) fail soon, because the session ends without it. Any thread. */
+    void (*interrupt)(void *priv);
     int (*conn_new)(void *priv, void **ret_conn, struct error *err);
     void (*conn_free)(void *conn);
     int (*open)(void *conn, const struct dest_item *item, void **ret_file, struct error *err);
@@ -133,6 +136,8 @@ int dest_precheck(struct dest *d, const struct dest_item *items, size_t n,
                   struct dest_precheck *ret, struct error *err);
 int dest_end_session(struct dest *d, struct error *err);
 int dest_probe(struct dest *d, char *detail, size_t detail_size, struct error *err);
+/* Does nothing when the backend has no interrupt. Any thread. */
+void dest_interrupt(struct dest *d);
 
 /* Per worker and destination; see the note on threads at the top. */
 int dest_conn_new(struct dest *d, struct dest_conn **ret, struct error *err);

@@ -17,8 +17,8 @@
  * The hooks' layout is Samba's private one, so they are installed only on a libsmbclient whose
  * smbc_version() is of the series that layout was checked against (smb_hooks_version_known).
  * Without the hooks (another version, a library lacking smb_thread_set_functions, or one whose
- * talloc stack was set up before them) every call holds lib_lock exclusively. A call blocks for one SMB round trip at most (a 1 MiB write is one request),
- * bounded by unraid.timeout.
+ * talloc stack was set up before them) every call holds lib_lock exclusively. A call blocks for
+ * one SMB round trip at most (a 1 MiB write is one request), bounded by unraid.timeout.
  *
  * A copy is written to <path>/.snapsync-tmp/<pid>.<seq>.<host>.part, closed, given the card file's
  * modification (and access) time (utimes: microseconds on the wire), read back over SMB and
@@ -601,7 +601,7 @@ static bool is_server(const struct sockaddr_storage *a, const struct addrinfo *a
 /* Shuts down every TCP connection of this process to the server, found by their peer address
  * among our open descriptors: a call waiting on one fails at once. The descriptors stay open
  * (libsmbclient owns them), so none can be reused meanwhile. */
-static void cut_connections(const struct smb *s)
+static void cut_connections(const struct smb *s, const char *why)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
     if (getaddrinfo(s->host, NULL, &hints, &ai) != 0)
@@ -626,7 +626,7 @@ static void cut_connections(const struct smb *s)
     if (d)
         closedir(d);
     freeaddrinfo(ai);
-    log_debug("%s: a call timed out: %u connection(s) to the server shut down", s->shown, cut);
+    log_debug("%s: %s: %u connection(s) to the server shut down", s->shown, why, cut);
 }
 
 /* Turns the errno a call left into our return, marking the context broken when it failed the way
@@ -644,7 +644,7 @@ static int lib_result(struct smb_conn *c, int ok, int saved_errno)
     /* libsmbclient gives up a call whose answer did not come in time with ETIMEDOUT, or drops the
      * connection and says ECONNABORTED */
     if ((e == ETIMEDOUT || e == ECONNABORTED) && !atomic_exchange(&c->smb->hung, true))
-        cut_connections(c->smb);
+        cut_connections(c->smb, "a call timed out");
     return -e;
 }
 
@@ -1473,7 +1473,11 @@ static int smb_write(void *file, const void *buf, size_t len, struct error *err)
 static void file_free(struct smb_file *f, bool unlink_tmp)
 {
     struct smb_conn *c = f->conn;
-    if (f->fh)
+    /* a server that hangs gets no more calls: the context's teardown frees the handle, the next
+     * prepare removes the temporary */
+    if (atomic_load(&c->smb->hung))
+        c->broken = true;
+    if (f->fh && !atomic_load(&c->smb->hung))
         (void)lib_close(c, f->fh);
     int r = unlink_tmp && !c->broken ? lib_unlink(c, f->tmp_url) : 0;
     /* with the connection gone: after reconnecting (conn_revive), else by the next prepare */
@@ -1611,12 +1615,21 @@ fail:
     return r;
 }
 
+/* The session ends while a call waits for a server that hangs: cut our connections to it. */
+static void smb_interrupt(void *priv)
+{
+    struct smb *s = priv;
+    atomic_store(&s->hung, true);
+    cut_connections(s, "the session ends without the share");
+}
+
 const struct dest_ops dest_smb_ops = {
     .kind = "smb",
     .init = smb_init,
     .done = smb_done,
     .prepare = smb_prepare,
     .probe = smb_probe,
+    .interrupt = smb_interrupt,
     .conn_new = smb_conn_new,
     .conn_free = smb_conn_free,
     .open = smb_open,

@@ -107,7 +107,15 @@ static void dest_up(size_t i, void *userdata)
     pthread_mutex_unlock(&e->lock);
 }
 
-static const struct health_ops health_ops = {.probe = probe_dest, .up = dest_up};
+/* The session ends while a probe waits for a server that hangs. */
+static void interrupt_dest(size_t i, void *userdata)
+{
+    struct engine *e = userdata;
+    dest_interrupt(e->dests[i]);
+}
+
+static const struct health_ops health_ops = {
+    .probe = probe_dest, .up = dest_up, .interrupt = interrupt_dest};
 
 /* ---- progress ---- */
 
@@ -439,6 +447,11 @@ static int run_pipeline(struct engine *e, struct db *db, struct error *err)
         if (!e->first_error[0])
             snprintf(e->first_error, sizeof(e->first_error), "%s", ps.first_error);
     }
+    /* what still talks to a destination that is down (a temporary being removed from a server
+     * that hangs) fails now instead of waiting out its timeout */
+    for (size_t i = 0; p && i < e->n_dests; i++)
+        if (!health_is_up(e->health, i))
+            dest_interrupt(e->dests[i]);
     /* no up() may reach the pipeline once it is gone */
     pthread_mutex_lock(&e->lock);
     e->pipeline = NULL;

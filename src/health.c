@@ -42,6 +42,7 @@ struct dest_health {
     int64_t streak_file; /* the file that failed last */
     unsigned downs;
     unsigned probes; /* failed probes since it went down */
+    bool probing;    /* ops->probe is running */
     double down_at;
     double next_probe;
 };
@@ -171,10 +172,12 @@ static void *prober_main(void *arg)
             }
             continue;
         }
+        d->probing = true;
         pthread_mutex_unlock(&h->lock);
         struct error err = {0};
         int r = h->ops->probe(d->index, h->userdata, &err);
         pthread_mutex_lock(&h->lock);
+        d->probing = false;
         probe_done(h, d, r, &err);
     }
     pthread_mutex_unlock(&h->lock);
@@ -240,10 +243,16 @@ void health_free(struct health *h)
 {
     if (!h)
         return;
+    bool probing[HEALTH_DEST_MAX] = {false};
     pthread_mutex_lock(&h->lock);
     h->quit = true;
     pthread_cond_broadcast(&h->cond);
+    for (size_t i = 0; i < h->n; i++)
+        probing[i] = h->d[i].probing;
     pthread_mutex_unlock(&h->lock);
+    for (size_t i = 0; i < h->n; i++)
+        if (probing[i] && h->ops->interrupt)
+            h->ops->interrupt(i, h->userdata);
     for (size_t i = 0; i < h->n; i++)
         if (h->d[i].thread_started)
             pthread_join(h->d[i].thread, NULL);

@@ -33,6 +33,9 @@ struct health_ops {
     int (*probe)(size_t i, void *userdata, struct error *err);
     /* Destination i is up again. Prober thread, with no lock of the health held. May be NULL. */
     void (*up)(size_t i, void *userdata);
+    /* The health stops while a probe of destination i is in progress: make it return soon.
+     * Called from health_free's thread. May be NULL. */
+    void (*interrupt)(size_t i, void *userdata);
 };
 
 /* One destination's health, for progress reports. */
@@ -59,8 +62,8 @@ int health_new(size_t n, const char *const *labels, const struct health_ops *ops
  * The owner's thread, once. */
 void health_start(struct health *h, double grace);
 
-/* Stops the probers (waiting for a probe in progress to return: at most the destination's own
- * timeout) and frees. NULL-safe. */
+/* Stops the probers and frees. A probe in progress is interrupted (ops->interrupt) and waited
+ * for: at most the destination's own timeout when it cannot be interrupted. NULL-safe. */
 void health_free(struct health *h);
 
 /* True when destination i is up. */

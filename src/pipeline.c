@@ -67,7 +67,8 @@ struct lane {
     struct dest *dest;
     size_t index; /* the destination's index in the session */
     /* Two connections used in turn (file k on conns[k & 1]), so the writer and the finisher
-     * never share one: a backend sees each connection used by one thread at a time. */
+     * never share one: a backend sees each connection used by one thread at a time. Made by the
+     * writer thread when it first needs one. */
     struct dest_conn *conns[2];
     bool conn_busy[2]; /* guarded by w->lock: a file of this connection is open */
     pthread_t thread;
@@ -231,6 +232,10 @@ static void *lane_main(void *arg)
         struct dest_file *file = NULL;
         struct error err = {0};
         int r = w->quit ? error_set(&err, -ECANCELED, "stopping") : lane_check_up(l, &err);
+        /* made on first use, so a destination that is down from the start (its prober may hold
+         * the library's locks while a call waits out its timeout) never delays a worker */
+        if (r == 0 && !l->conns[slot])
+            r = dest_conn_new(l->dest, &l->conns[slot], &err);
         if (r == 0)
             r = dest_open(l->conns[slot], &item, &file, &err);
         if (r < 0)
@@ -1241,11 +1246,6 @@ static int worker_new(struct pipeline *p, struct worker **ret, struct error *err
         l->dest = p->env.dests[i];
         l->index = i;
         l->handed = true;
-        for (int k = 0; k < 2; k++) {
-            r = dest_conn_new(p->env.dests[i], &l->conns[k], err);
-            if (r < 0)
-                goto fail;
-        }
         r = -pthread_create(&l->thread, NULL, lane_main, l);
         if (r < 0) {
             error_set_errno(err, r, "cannot start a thread");
