@@ -300,19 +300,27 @@ static int precheck_pass(struct engine *e, struct db *db, struct error *err)
                         dest_label(e->dests[d]), perr.msg);
             continue;
         }
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n && r == 0; i++)
             if (res[i].present)
-                db_copy_set(db, ids[i], e->dest_ids[d], DB_COPY_COMPLETED, res[i].remote, NULL,
-                            NULL);
+                r = db_copy_set(db, ids[i], e->dest_ids[d], DB_COPY_COMPLETED, res[i].remote, NULL,
+                                err);
+        if (r < 0)
+            goto out;
     }
-    /* files now complete everywhere leave the list */
+    /* files now complete everywhere leave the list, each recorded in one transaction */
     for (size_t i = 0; i < n; i++) {
         const struct scan_entry *se = &e->scan->entries[e->todo[pos[i]]];
         struct db_file_key key = {e->card_id, se->rel_path, (int64_t)se->size, se->mtime_ns};
         bool done = false;
-        if (db_file_done(db, &key, e->dest_ids, e->n_dests, &done, NULL) == 0 && done) {
-            db_file_set_state(db, ids[i], DB_FILE_COMPLETED, NULL, NULL);
-            db_session_file_set(db, e->session_id, ids[i], DB_OUTCOME_SKIPPED, NULL);
+        r = db_file_done(db, &key, e->dest_ids, e->n_dests, &done, err);
+        if (r < 0)
+            goto out;
+        if (done) {
+            struct db_file_record rec = {
+                .file_id = ids[i], .state = DB_FILE_COMPLETED, .outcome = DB_OUTCOME_SKIPPED};
+            r = db_file_record(db, e->session_id, &rec, err);
+            if (r < 0)
+                goto out;
             e->totals.files_skipped++;
             e->bytes_skipped += se->size;
             e->todo[pos[i]] = (size_t)-1;
@@ -427,7 +435,12 @@ static int run_pipeline(struct engine *e, struct db *db, struct error *err)
         struct engine_progress prog;
         report_progress(e, DB_SESSION_BACKING_UP, &prog);
         if (monotime_now() - last_db >= 1.0) {
-            db_session_update(db, e->session_id, DB_SESSION_BACKING_UP, &prog.totals, NULL);
+            /* the counts are saved again at the end: a failure here only delays what status
+             * shows meanwhile */
+            struct error derr;
+            if (db_session_update(db, e->session_id, DB_SESSION_BACKING_UP, &prog.totals, &derr) <
+                0)
+                log_debug("cannot save the session's progress: %s", derr.msg);
             last_db = monotime_now();
         }
     }
@@ -519,7 +532,9 @@ static int dry_run(struct engine *e, struct error *err)
 /* Opens the session and prepares the destinations; one that cannot be prepared is down. */
 static int session_open(struct engine *e, struct db *db, struct error *err)
 {
-    db_sessions_interrupt_stale(db, NULL, NULL);
+    struct error derr;
+    if (db_sessions_interrupt_stale(db, NULL, &derr) < 0)
+        log_warning("cannot repair what an earlier run left: %s", derr.msg);
     int r = db_card_upsert(db, e->card.uuid, e->card.label, &e->card_id, err);
     if (r < 0)
         return r;
@@ -602,7 +617,9 @@ int engine_backup(const struct config *cfg, const char *path, const struct engin
     r = precheck_pass(&e, db, err);
     if (r < 0)
         goto end_session;
-    db_session_update(db, e.session_id, DB_SESSION_BACKING_UP, &e.totals, NULL);
+    r = db_session_update(db, e.session_id, DB_SESSION_BACKING_UP, &e.totals, err);
+    if (r < 0)
+        goto end_session;
     report_progress(&e, DB_SESSION_BACKING_UP, NULL);
     log_info("%zu files (%.1f MB), %lld already backed up, %zu to back up", e.scan->n,
              (double)e.scan->bytes / 1e6, (long long)e.totals.files_skipped, e.n_todo);
@@ -628,9 +645,15 @@ end_session:
         r < 0 ? DB_SESSION_FAILED : final_status(&e.totals, e.files_partly, interrupted);
     if (r < 0 && !e.first_error[0])
         snprintf(e.first_error, sizeof(e.first_error), "%s", err->msg);
-    if (e.session_id)
-        db_session_end(db, e.session_id, st, &e.totals, e.first_error[0] ? e.first_error : NULL,
-                       NULL);
+    struct error enderr;
+    if (e.session_id && db_session_end(db, e.session_id, st, &e.totals,
+                                       e.first_error[0] ? e.first_error : NULL, &enderr) < 0) {
+        /* the session row keeps saying it runs: the next run marks it interrupted */
+        log_error("cannot record the end of the session: %s", enderr.msg);
+        if (r == 0)
+            r = error_set(err, enderr.code, "cannot record the end of the session: %s", enderr.msg);
+        st = DB_SESSION_FAILED;
+    }
     ret->status = st;
 
 report:
