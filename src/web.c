@@ -482,15 +482,25 @@ static json_object *active_json(struct web *w, struct db *db, const struct db_se
     json_object_object_add(o, "history", hist);
     json_object *dests = dest_stats_json(ds, n_ds);
     for (size_t i = 0; lv && i < lv->s.n_dests && i < MQTT_DEST_MAX; i++) {
-        /* the session's own view: a destination it found down, and why (one entry each) */
-        for (size_t k = 0; k < json_object_array_length(dests); k++) {
-            json_object *d = json_object_array_get_idx(dests, k), *name;
-            if (!json_object_object_get_ex(d, "name", &name) ||
-                strcmp(json_object_get_string(name), lv->s.dests[i].id) != 0)
-                continue;
-            json_object_object_add(d, "down", json_object_new_boolean(!lv->s.dests[i].reachable));
-            json_object_object_add(d, "problem", json_str_or_null(lv->s.dests[i].problem));
+        /* the session's own view: a destination it found down, and why (one entry each, also
+         * before any of its files has an outcome: those that wait for it have none yet) */
+        json_object *d = NULL, *name;
+        for (size_t k = 0; !d && k < json_object_array_length(dests); k++) {
+            json_object *x = json_object_array_get_idx(dests, k);
+            if (json_object_object_get_ex(x, "name", &name) &&
+                strcmp(json_object_get_string(name), lv->s.dests[i].id) == 0)
+                d = x;
         }
+        if (!d) {
+            struct db_dest_stats none = {0};
+            snprintf(none.dest, sizeof(none.dest), "%s", lv->s.dests[i].id);
+            json_object *one = dest_stats_json(&none, 1);
+            d = json_object_get(json_object_array_get_idx(one, 0));
+            json_object_put(one);
+            json_object_array_add(dests, d);
+        }
+        json_object_object_add(d, "down", json_object_new_boolean(!lv->s.dests[i].reachable));
+        json_object_object_add(d, "problem", json_str_or_null(lv->s.dests[i].problem));
     }
     json_object_object_add(o, "destinations", dests);
     free(ds);

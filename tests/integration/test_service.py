@@ -401,6 +401,53 @@ class ServiceTest(SnapsyncTest):
         self.assertEqual(self.our_mounts(), {})
         self.stop()
 
+    def test_a_share_down_shows_on_the_dashboard_then_its_files_go_when_it_is_back(self):
+        import json
+        import urllib.request
+        img, _ = self.make_card("EOS_R6", {"DCIM/100EOSR6/IMG_0001.JPG": "photo",
+                                           "DCIM/100EOSR6/MVI_0002.MP4": 1 << 20})
+        [loop] = self.reserve()
+        self.service_config(backup="  concurrent_files: 1\n  max_retries: 0\n"
+                                   "  destination_wait: 300\n")
+        local = os.path.join(self.dir, "local")
+        with open(self.config, "a") as f:
+            f.write(f"local:\n  enabled: true\n  path: {local}\n")
+        with open(self.config) as f:
+            port = int(re.search(r"web_ui_port: (\d+)", f.read()).group(1))
+        with open(self.dest, "w") as f:  # the share's folder is a file: the share is down
+            f.write("not a folder")
+        self.start()
+        self.attach(img, loop)
+
+        def down_entry():
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=10) as r:
+                st = json.loads(r.read())
+            for a in st["active"]:
+                for d in a["destinations"]:
+                    if d.get("down"):
+                        return d
+            return None
+        wait_for(down_entry, 60, "the share shown down on the dashboard")
+        d = down_entry()
+        self.assertTrue(d["name"].startswith("local:" + self.dest), d)
+        self.assertIn("Not a directory", d["problem"])
+        self.assertEqual(self.log().count("destination down"), 1, self.log())
+        # the local folder got both files meanwhile; the card is not called safe
+        wait_for(lambda: len([f for _, _, fs in os.walk(local) for f in fs
+                              if not f.endswith(".part")]) == 2, 60, "the local copies")
+        [s] = self.sessions()
+        self.assertEqual(s["safe_to_remove"], 0)
+
+        os.remove(self.dest)  # the share is back: its files go in the same session
+        os.makedirs(self.dest)
+        self.wait_log(r"destination back")
+        self.wait_log(r"card 'EOS_R6': session \d+ completed.*safe to remove")
+        [s] = self.sessions()
+        self.assertEqual((s["status"], s["safe_to_remove"]), ("completed", 1))
+        self.assertEqual(len([f for _, _, fs in os.walk(self.dest) for f in fs
+                              if not f.endswith(".part")]), 2)
+        self.stop()
+
     def test_two_cards_at_once(self):
         img1, st1 = self.make_card("CARD_A", {f"DCIM/A{i}.MP4": 4 << 20 for i in range(3)})
         img2, st2 = self.make_card("CARD_B", {f"DCIM/B{i}.MP4": 4 << 20 for i in range(3)})
