@@ -44,8 +44,10 @@ struct config {
         char *database_path; /* absolute after loading a file, "./snapsync.db" by default */
         char *log_level;     /* debug | info | warning | error */
         int web_ui_port;     /* 1..65535, default 8080 */
-        char *web_ui_bind;   /* IPv4 or IPv6 address literal, default "0.0.0.0" */
+        char *web_ui_bind;   /* IPv4 or IPv6 address literal or "localhost", default "0.0.0.0" */
         char *web_ui_token;  /* secret; "" none: actions of the web UI need it when set */
+        char **web_ui_hosts; /* more Host names actions are taken from without a token */
+        size_t n_web_ui_hosts;
     } service;
 
     struct {

@@ -398,6 +398,8 @@ static const char *const custom_yaml = "service:\n"
                                        "  database_path: /var/lib/snapsync/db.sqlite\n"
                                        "  log_level: Debug\n"
                                        "  web_ui_port: 9090\n"
+                                       "  web_ui_bind: '::1'\n"
+                                       "  web_ui_hosts: [pi.lan, snapsync.example.org]\n"
                                        "sd_card:\n"
                                        "  auto_detect: off\n"
                                        "  mount_points:\n"
@@ -444,6 +446,9 @@ static void test_values(void **state)
     assert_string_equal(cfg->service.name, "My \"Snap\" box: #1");
     assert_string_equal(cfg->service.log_level, "debug");
     assert_int_equal(cfg->service.web_ui_port, 9090);
+    assert_string_equal(cfg->service.web_ui_bind, "::1");
+    assert_int_equal(cfg->service.n_web_ui_hosts, 2);
+    assert_string_equal(cfg->service.web_ui_hosts[1], "snapsync.example.org");
     assert_false(cfg->sd_card.auto_detect);
     assert_int_equal(cfg->sd_card.n_mount_points, 2);
     assert_string_equal(cfg->sd_card.mount_points[1], "/media/with space");
@@ -613,6 +618,15 @@ static void test_errors_values(void **state)
          "config.yaml:2: service.web_ui_port: expected an integer, got '80.5'"},
         {"service:\n  web_ui_port: 1_000\n",
          "config.yaml:2: service.web_ui_port: expected an integer, got '1_000'"},
+        {"service:\n  web_ui_bind: 999.1.1.1\n",
+         "config.yaml:2: service.web_ui_bind: expected an IPv4 or IPv6 address or localhost, got "
+         "'999.1.1.1'"},
+        {"service:\n  web_ui_bind: my-pi.lan\n",
+         "config.yaml:2: service.web_ui_bind: expected an IPv4 or IPv6 address or localhost, got "
+         "'my-pi.lan'"},
+        {"service:\n  web_ui_hosts:\n    - pi.lan\n    - 'evil.example/x'\n",
+         "config.yaml:4: service.web_ui_hosts: expected a host name such as pi.lan, got "
+         "'evil.example/x'"},
         {"service:\n  web_ui_port: \" 80\"\n",
          "config.yaml:2: service.web_ui_port: expected an integer, got ' 80'"},
         {"service:\n  web_ui_port: \"80\\0\"\n",
