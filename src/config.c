@@ -1891,6 +1891,24 @@ out:
     return r;
 }
 
+void config_scrub_secrets(const struct config *cfg, char *text)
+{
+    if (!cfg || !text)
+        return;
+    for (size_t i = 0; i < N_KEYS; i++) {
+        if (!(keys[i].flags & KF_SECRET))
+            continue;
+        const char *secret = *(char *const *)cfield(cfg, keys[i].off);
+        size_t ls = secret ? strlen(secret) : 0;
+        if (ls < 4)
+            continue;
+        for (char *at = strstr(text, secret); at; at = strstr(at + 3, secret)) {
+            memcpy(at, "***", 3);
+            memmove(at + 3, at + ls, strlen(at + ls) + 1);
+        }
+    }
+}
+
 bool config_extension_wanted(const struct config *cfg, const char *ext)
 {
     if (!cfg || !ext || !cfg->files.extensions)

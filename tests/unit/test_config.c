@@ -439,6 +439,26 @@ static const char *const custom_yaml = "service:\n"
                                        "  max_retries: 0\n"
                                        "  retry_delay: 0.1\n";
 
+static void test_scrub_secrets(void **state)
+{
+    (void)state;
+    struct config *cfg = parse_ok(custom_yaml);
+    char text[256];
+    snprintf(text, sizeof(text), "HTTP 401 Invalid API key yaml-immich-key (yaml-immich-key); "
+                                 "pass 'yaml unraid pass', mqtt yaml-mqtt-pass.");
+    config_scrub_secrets(cfg, text);
+    assert_string_equal(text, "HTTP 401 Invalid API key *** (***); pass '***', mqtt ***.");
+    /* a host is not a secret; a secret shorter than 4 bytes would match everywhere */
+    free(cfg->service.web_ui_token);
+    cfg->service.web_ui_token = strdup("abc");
+    snprintf(text, sizeof(text), "tower.local abc");
+    config_scrub_secrets(cfg, text);
+    assert_string_equal(text, "tower.local abc");
+    config_scrub_secrets(cfg, NULL);
+    config_scrub_secrets(NULL, text);
+    config_free(cfg);
+}
+
 static void test_values(void **state)
 {
     (void)state;
@@ -1285,6 +1305,7 @@ int main(void)
         T(test_empty_documents),
         T(test_template_round_trip),
         T(test_values),
+        T(test_scrub_secrets),
         T(test_print_masked_round_trip),
         T(test_errors_structure),
         T(test_errors_values),
