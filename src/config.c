@@ -18,6 +18,7 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +26,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -91,6 +93,8 @@ enum key_type {
 #define KF_EXTENSION 0x04u /* list items are file extensions: dot stripped, lower case */
 #define KF_ABSOLUTE 0x08u  /* list items are absolute paths */
 #define KF_URL 0x10u       /* http:// or https:// when not empty */
+#define KF_ADDRESS 0x20u   /* an IPv4 or IPv6 address literal, or "localhost" */
+#define KF_HOSTNAME 0x40u  /* list items are host names: letters, digits, '-', '.' */
 
 struct key_row {
     enum section section;
@@ -188,10 +192,19 @@ static const struct key_row keys[] = {
      .choices = log_levels,
      .help = "How much to log."},
     INT(SEC_SERVICE, "web_ui_port", service.web_ui_port, "8080", 1, 65535, "Port of the web UI."),
-    STR(SEC_SERVICE, "web_ui_bind", service.web_ui_bind, "0.0.0.0", KF_NONEMPTY,
-        "Web UI address: 0.0.0.0 every IPv4 interface (phones on the LAN), 127.0.0.1 this host."),
+    STR(SEC_SERVICE, "web_ui_bind", service.web_ui_bind, "0.0.0.0", KF_NONEMPTY | KF_ADDRESS,
+        "Web UI address (IP or localhost): 0.0.0.0 every IPv4 interface, 127.0.0.1 this host."),
     SECRET(SEC_SERVICE, "web_ui_token", service.web_ui_token, "SNAPSYNC_WEB_TOKEN",
            "Asked by the web UI for retry and eject."),
+    {.section = SEC_SERVICE,
+     .name = "web_ui_hosts",
+     .type = KT_LIST,
+     .off = AT(char **, service.web_ui_hosts),
+     .off_n = AT(size_t, service.n_web_ui_hosts),
+     .def_list = no_items,
+     .max = 253,
+     .flags = KF_HOSTNAME,
+     .help = "Without a token, actions need Host: an IP, localhost, this machine's name or these."},
 
     BOOL(SEC_SD_CARD, "auto_detect", sd_card.auto_detect, "true",
          "Notice cards as they are inserted."),
@@ -720,6 +733,25 @@ struct origin {
     const char *key; /* as the user spells it: "immich.api_key", "IMMICH_API_KEY" */
 };
 
+/* An address to listen on: an IP literal, or localhost (127.0.0.1). */
+static bool address_ok(const char *s, size_t len)
+{
+    char text[INET6_ADDRSTRLEN];
+    unsigned char buf[sizeof(struct in6_addr)];
+    if (len >= sizeof(text))
+        return false;
+    memcpy(text, s, len);
+    text[len] = '\0';
+    return strcmp(text, "localhost") == 0 || inet_pton(AF_INET, text, buf) == 1 ||
+           inet_pton(AF_INET6, text, buf) == 1;
+}
+
+static bool hostname_ok(const char *s, size_t len)
+{
+    return len > 0 && s[0] != '.' && s[0] != '-' &&
+           strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") == len;
+}
+
 /* Checks a string value (or list item) against its row; *ret_dup is a fresh copy. */
 static int string_check(const struct key_row *row, const char *s, size_t len, bool item,
                         const struct origin *o, char **ret_dup, struct error *err)
@@ -743,6 +775,13 @@ static int string_check(const struct key_row *row, const char *s, size_t len, bo
                         "expected an http:// or https:// address, got '%s'",
                         secret ? "(hidden)" : show(shown, sizeof(shown), s, len));
     }
+    if (len > 0 && (row->flags & KF_ADDRESS) && !address_ok(s, len))
+        return fail(err, o->name, o->line, o->key,
+                    "expected an IPv4 or IPv6 address or localhost, got '%s'",
+                    show(shown, sizeof(shown), s, len));
+    if (item && (row->flags & KF_HOSTNAME) && !hostname_ok(s, len))
+        return fail(err, o->name, o->line, o->key, "expected a host name such as pi.lan, got '%s'",
+                    show(shown, sizeof(shown), s, len));
     if (item && (row->flags & KF_ABSOLUTE) && s[0] != '/')
         return fail(err, o->name, o->line, o->key, "expected an absolute path, got '%s'",
                     show(shown, sizeof(shown), s, len));
@@ -1850,6 +1889,24 @@ int config_load(const char *explicit_path, struct config **ret, struct error *er
 out:
     config_free(cfg);
     return r;
+}
+
+void config_scrub_secrets(const struct config *cfg, char *text)
+{
+    if (!cfg || !text)
+        return;
+    for (size_t i = 0; i < N_KEYS; i++) {
+        if (!(keys[i].flags & KF_SECRET))
+            continue;
+        const char *secret = *(char *const *)cfield(cfg, keys[i].off);
+        size_t ls = secret ? strlen(secret) : 0;
+        if (ls < 4)
+            continue;
+        for (char *at = strstr(text, secret); at; at = strstr(at + 3, secret)) {
+            memcpy(at, "***", 3);
+            memmove(at + 3, at + ls, strlen(at + ls) + 1);
+        }
+    }
 }
 
 bool config_extension_wanted(const struct config *cfg, const char *ext)

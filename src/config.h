@@ -44,8 +44,10 @@ struct config {
         char *database_path; /* absolute after loading a file, "./snapsync.db" by default */
         char *log_level;     /* debug | info | warning | error */
         int web_ui_port;     /* 1..65535, default 8080 */
-        char *web_ui_bind;   /* IPv4 or IPv6 address literal, default "0.0.0.0" */
+        char *web_ui_bind;   /* IPv4 or IPv6 address literal or "localhost", default "0.0.0.0" */
         char *web_ui_token;  /* secret; "" none: actions of the web UI need it when set */
+        char **web_ui_hosts; /* more Host names actions are taken from without a token */
+        size_t n_web_ui_hosts;
     } service;
 
     struct {
@@ -169,6 +171,13 @@ int config_print(const struct config *cfg, FILE *out);
 /* Writes a commented template holding every key with its default and help; parsing it back
  * gives a valid configuration equal to the embedded default. Returns 0 or -EIO. */
 int config_print_template(FILE *out);
+
+/* Replaces, in place, every occurrence in text of the value of every secret key of cfg (those
+ * `config --template` marks as secrets) of at least 4 bytes with "***", so a server that echoes
+ * a key or a password in its error message cannot bring it into a log, the database or the web
+ * API. Shorter values are left alone (they would match everywhere). The text only shrinks.
+ * NULL-safe; any thread while cfg lives. */
+void config_scrub_secrets(const struct config *cfg, char *text);
 
 /* True when the file extension (without dot, any case) is one of cfg->files.extensions. */
 bool config_extension_wanted(const struct config *cfg, const char *ext);

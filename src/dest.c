@@ -1,6 +1,8 @@
 /*
  * Destination dispatch: turns the config into a list of backends and forwards each call to the
- * backend's ops table. The only place that knows which backends exist.
+ * backend's ops table. The only place that knows which backends exist. Every error a backend
+ * returns passes here and has the configured secrets scrubbed from it (a server may echo the key
+ * it refused), so no caller can log, store or serve one.
  */
 #include "dest.h"
 
@@ -16,6 +18,7 @@ extern const struct dest_ops dest_immich_ops;
 
 struct dest {
     const struct dest_ops *ops;
+    const struct config *cfg; /* outlives the destination */
     const char *section; /* the config section it comes from */
     void *priv;
     char id[DEST_REMOTE_MAX];
@@ -39,9 +42,11 @@ static int dest_new(const struct dest_ops *ops, const char *section, const struc
     if (!d)
         return error_set(err, -ENOMEM, "out of memory");
     d->ops = ops;
+    d->cfg = cfg;
     d->section = section;
     int r = ops->init(cfg, &d->priv, d->id, sizeof(d->id), d->label, sizeof(d->label), err);
     if (r < 0) {
+        config_scrub_secrets(cfg, err ? err->msg : NULL);
         free(d);
         return r;
     }
@@ -123,9 +128,17 @@ const char *dest_kind(const struct dest *d)
     return d->ops->kind;
 }
 
+/* r, with err's message scrubbed of secrets when r is an error. */
+static int scrubbed(const struct dest *d, int r, struct error *err)
+{
+    if (r < 0 && err)
+        config_scrub_secrets(d->cfg, err->msg);
+    return r;
+}
+
 int dest_prepare(struct dest *d, const struct dest_session *session, struct error *err)
 {
-    return d->ops->prepare(d->priv, session, err);
+    return scrubbed(d, d->ops->prepare(d->priv, session, err), err);
 }
 
 bool dest_has_precheck(const struct dest *d)
@@ -136,17 +149,20 @@ bool dest_has_precheck(const struct dest *d)
 int dest_precheck(struct dest *d, const struct dest_item *items, size_t n,
                   struct dest_precheck *ret, struct error *err)
 {
-    return d->ops->precheck ? d->ops->precheck(d->priv, items, n, ret, err) : 0;
+    return d->ops->precheck ? scrubbed(d, d->ops->precheck(d->priv, items, n, ret, err), err) : 0;
 }
 
 int dest_end_session(struct dest *d, struct error *err)
 {
-    return d->ops->end_session ? d->ops->end_session(d->priv, err) : 0;
+    return d->ops->end_session ? scrubbed(d, d->ops->end_session(d->priv, err), err) : 0;
 }
 
 int dest_probe(struct dest *d, char *detail, size_t detail_size, struct error *err)
 {
-    return d->ops->probe(d->priv, detail, detail_size, err);
+    int r = scrubbed(d, d->ops->probe(d->priv, detail, detail_size, err), err);
+    if (r >= 0 && detail && detail_size)
+        config_scrub_secrets(d->cfg, detail);
+    return r;
 }
 
 void dest_interrupt(struct dest *d)
@@ -161,7 +177,7 @@ int dest_conn_new(struct dest *d, struct dest_conn **ret, struct error *err)
     if (!c)
         return error_set(err, -ENOMEM, "out of memory");
     c->dest = d;
-    int r = d->ops->conn_new(d->priv, &c->priv, err);
+    int r = scrubbed(d, d->ops->conn_new(d->priv, &c->priv, err), err);
     if (r < 0) {
         free(c);
         return r;
@@ -185,7 +201,7 @@ int dest_open(struct dest_conn *c, const struct dest_item *item, struct dest_fil
     if (!f)
         return error_set(err, -ENOMEM, "out of memory");
     f->dest = c->dest;
-    int r = c->dest->ops->open(c->priv, item, &f->priv, err);
+    int r = scrubbed(c->dest, c->dest->ops->open(c->priv, item, &f->priv, err), err);
     if (r < 0) {
         free(f);
         return r;
@@ -196,13 +212,13 @@ int dest_open(struct dest_conn *c, const struct dest_item *item, struct dest_fil
 
 int dest_write(struct dest_file *f, const void *buf, size_t len, struct error *err)
 {
-    return f->dest->ops->write(f->priv, buf, len, err);
+    return scrubbed(f->dest, f->dest->ops->write(f->priv, buf, len, err), err);
 }
 
 int dest_finish(struct dest_file *f, const struct hasher_digest *digest, bool verify,
                 struct dest_result *ret, struct error *err)
 {
-    int r = f->dest->ops->finish(f->priv, digest, verify, ret, err);
+    int r = scrubbed(f->dest, f->dest->ops->finish(f->priv, digest, verify, ret, err), err);
     free(f);
     return r;
 }

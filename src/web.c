@@ -46,7 +46,8 @@
 
 #define WEB_BODY_MAX 1024             /* action bodies are empty or a tiny JSON object */
 #define WEB_HEADER_MEMORY (32 * 1024) /* per connection: request line + headers */
-#define WEB_PER_IP_MAX 32             /* connections from one address */
+#define WEB_PER_IP_MAX 16             /* connections from one address: a quarter of the total */
+#define WEB_HEAD_DEADLINE_S 10.0      /* total time for a request's head (and action body) */
 #define WEB_STACK_SIZE (512 * 1024)
 #define WEB_ACTIVE_MAX 8      /* running sessions shown */
 #define WEB_HISTORY 60        /* throughput chart points per session, one a second */
@@ -94,6 +95,14 @@ struct live {
     struct mqtt_state s;
 };
 
+/* An open connection as the guard sees it: its socket and when its current request began. */
+struct conn_slot {
+    bool used;
+    bool answered; /* the current request was answered: its head is no longer timed */
+    int fd;
+    double since;
+};
+
 struct web {
     const struct config *cfg;
     struct web_actions actions;
@@ -119,6 +128,14 @@ struct web {
 
     pthread_t sampler;
     pthread_t health;
+
+    /* The head deadline: its own lock, so a slow status build never delays a connection. */
+    pthread_mutex_t guard_lock; /* everything below */
+    pthread_cond_t guard_wake;
+    bool guard_stopping;
+    bool guard_started;
+    struct conn_slot conns[WEB_CONNECTIONS_MAX];
+    pthread_t guard;
 };
 
 /* Per request, kept by libmicrohttpd between the calls of one request. */
@@ -774,9 +791,61 @@ static bool token_ok(const struct web *w, struct MHD_Connection *conn)
     return diff == 0;
 }
 
+/* The name in a Host header without its port and trailing dot, in buf; false when it does not
+ * fit. "[::1]:8080" gives "::1". */
+static bool host_name(const char *host, char *buf, size_t size)
+{
+    size_t len;
+    if (host[0] == '[') {
+        const char *end = strchr(host, ']');
+        if (!end || (end[1] != '\0' && end[1] != ':'))
+            return false;
+        host++;
+        len = (size_t)(end - host);
+    } else {
+        const char *colon = strchr(host, ':');
+        len = colon ? (size_t)(colon - host) : strlen(host);
+    }
+    if (len && host[len - 1] == '.')
+        len--;
+    if (len == 0 || len >= size)
+        return false;
+    memcpy(buf, host, len);
+    buf[len] = '\0';
+    return true;
+}
+
+/* True when a page that reached us under this Host name can only be ours: an IP literal,
+ * localhost, this machine's own name (and its .local), or a name the configuration lists. Any
+ * other name may be a DNS-rebinding site that points its own name at us. */
+static bool host_trusted(const struct web *w, const char *host)
+{
+    char name[256];
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (!host || !host_name(host, name, sizeof(name)))
+        return false;
+    if (inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1 ||
+        strcasecmp(name, "localhost") == 0)
+        return true;
+    for (size_t i = 0; i < w->cfg->service.n_web_ui_hosts; i++)
+        if (strcasecmp(name, w->cfg->service.web_ui_hosts[i]) == 0)
+            return true;
+    char self[256];
+    if (gethostname(self, sizeof(self)) != 0)
+        return false;
+    self[sizeof(self) - 1] = '\0';
+    size_t short_len = strcspn(self, ".");
+    size_t ln = strlen(name);
+    if (strcasecmp(name, self) == 0 ||
+        (ln == short_len && strncasecmp(name, self, short_len) == 0))
+        return true;
+    return ln == short_len + 6 && strncasecmp(name, self, short_len) == 0 &&
+           strcasecmp(name + short_len, ".local") == 0;
+}
+
 /* Cross-site checks for actions: 0 when the request may go on, else the HTTP status to send
  * with the reason in *why. */
-static unsigned action_refused(struct MHD_Connection *conn, const char **why)
+static unsigned action_refused(const struct web *w, struct MHD_Connection *conn, const char **why)
 {
     const char *site = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-Fetch-Site");
     if (site && strcmp(site, "same-origin") != 0 && strcmp(site, "none") != 0) {
@@ -793,6 +862,13 @@ static unsigned action_refused(struct MHD_Connection *conn, const char **why)
             *why = "cross-origin request refused";
             return MHD_HTTP_FORBIDDEN;
         }
+    }
+    /* With a token a rebinding page cannot act: it does not have the token. */
+    if (!w->token[0] &&
+        !host_trusted(w, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST))) {
+        *why = "actions without a token are taken only from an address, localhost, this machine's "
+               "name or service.web_ui_hosts";
+        return MHD_HTTP_FORBIDDEN;
     }
     /* application/json cannot be sent cross-site without a preflight, which we never allow */
     const char *type =
@@ -1228,7 +1304,7 @@ static enum MHD_Result route_post(struct web *w, struct MHD_Connection *conn, co
     if (!is_action(url, &session, &id))
         return send_error(conn, MHD_HTTP_NOT_FOUND, "not found");
     const char *why = NULL;
-    unsigned refused = action_refused(conn, &why);
+    unsigned refused = action_refused(w, conn, &why);
     if (refused)
         return send_error(conn, refused, "%s", why);
     if (!token_ok(w, conn)) {
@@ -1249,6 +1325,105 @@ static enum MHD_Result route_post(struct web *w, struct MHD_Connection *conn, co
     return post_retry(w, conn, session, id);
 }
 
+/* ---- connection guard ---- */
+
+struct framing {
+    const char *length; /* the first Content-Length */
+    bool lengths_differ;
+    bool chunked;
+};
+
+static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
+{
+    (void)kind;
+    struct framing *f = cls;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (f->length && strcmp(f->length, value ? value : "") != 0)
+            f->lengths_differ = true;
+        if (!f->length)
+            f->length = value ? value : "";
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        f->chunked = true;
+    }
+    return MHD_YES;
+}
+
+/* A body whose length two headers tell differently is how requests get smuggled past a proxy:
+ * two Content-Length values, or Content-Length next to Transfer-Encoding, are refused. */
+static bool framing_ambiguous(struct MHD_Connection *conn)
+{
+    struct framing f = {0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, framing_header, &f);
+    return f.lengths_differ || (f.length && f.chunked);
+}
+
+/* The current request of conn was answered (its head no longer runs against the deadline), or a
+ * new one begins on a kept-alive connection (its clock starts now). */
+static void conn_mark(struct web *w, struct MHD_Connection *conn, bool answered)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct conn_slot *slot = ci ? ci->socket_context : NULL;
+    if (!slot)
+        return;
+    pthread_mutex_lock(&w->guard_lock);
+    slot->answered = answered;
+    if (!answered)
+        slot->since = mono_now();
+    pthread_mutex_unlock(&w->guard_lock);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct web *w = cls;
+    pthread_mutex_lock(&w->guard_lock);
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        for (size_t i = 0; ci && i < WEB_CONNECTIONS_MAX; i++)
+            if (!w->conns[i].used) {
+                w->conns[i] = (struct conn_slot){
+                    .used = true, .fd = ci->connect_fd, .since = mono_now()};
+                *socket_context = &w->conns[i];
+                break;
+            }
+    } else if (*socket_context) {
+        /* libmicrohttpd closes the socket after this, so the guard never touches a reused fd */
+        ((struct conn_slot *)*socket_context)->used = false;
+        *socket_context = NULL;
+    }
+    pthread_mutex_unlock(&w->guard_lock);
+}
+
+/* Once a second: a connection whose request has not been answered WEB_HEAD_DEADLINE_S after it
+ * began is shut down, however steadily it trickles bytes (libmicrohttpd's own timeout counts only
+ * silence). Its connection thread then sees the end of the stream and closes it. */
+static void *guard_main(void *arg)
+{
+    struct web *w = arg;
+    pthread_mutex_lock(&w->guard_lock);
+    while (!w->guard_stopping) {
+        double now = mono_now();
+        for (size_t i = 0; i < WEB_CONNECTIONS_MAX; i++) {
+            struct conn_slot *c = &w->conns[i];
+            if (c->used && !c->answered && now - c->since > WEB_HEAD_DEADLINE_S) {
+                shutdown(c->fd, SHUT_RDWR);
+                c->answered = true; /* once */
+            }
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        while (!w->guard_stopping &&
+               pthread_cond_timedwait(&w->guard_wake, &w->guard_lock, &ts) != ETIMEDOUT)
+            ;
+    }
+    pthread_mutex_unlock(&w->guard_lock);
+    return NULL;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -1263,6 +1438,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!*con_cls) {
             /* the first call carries only the headers; a body is ignored, and answered now */
             *con_cls = (void *)1;
+            conn_mark(w, conn, true);
+            if (framing_ambiguous(conn))
+                return send_error(conn, MHD_HTTP_BAD_REQUEST, "ambiguous body length");
             const char *cl =
                 MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
             if ((cl && strcmp(cl, "0") != 0) ||
@@ -1288,6 +1466,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!rq)
             return MHD_NO;
         *con_cls = rq;
+        if (framing_ambiguous(conn)) {
+            conn_mark(w, conn, true);
+            return send_error(conn, MHD_HTTP_BAD_REQUEST, "ambiguous body length");
+        }
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         int64_t n = 0;
@@ -1314,15 +1496,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         return MHD_YES;
     }
+    conn_mark(w, conn, true);
     return route_post(w, conn, url, rq);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
-    (void)conn;
     (void)toe;
+    conn_mark(cls, conn, false); /* the next request on this connection starts its clock */
     if (*con_cls && *con_cls != (void *)1)
         free(*con_cls);
     *con_cls = NULL;
@@ -1363,6 +1545,8 @@ int web_new(const struct config *cfg, int port_override, const struct web_action
     w->cfg = cfg;
     w->port = port_override >= 0 ? port_override : cfg->service.web_ui_port;
     const char *bind = cfg->service.web_ui_bind ? cfg->service.web_ui_bind : "0.0.0.0";
+    if (strcmp(bind, "localhost") == 0)
+        bind = "127.0.0.1";
     struct sockaddr_in *a4 = (struct sockaddr_in *)&w->addr;
     struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&w->addr;
     if (inet_pton(AF_INET, bind, &a4->sin_addr) == 1) {
@@ -1391,7 +1575,9 @@ int web_new(const struct config *cfg, int port_override, const struct web_action
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_cond_init(&w->changed, &ca);
+    pthread_cond_init(&w->guard_wake, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&w->guard_lock, NULL);
     *ret = w;
     return 0;
 }
@@ -1410,7 +1596,7 @@ int web_start(struct web *w, struct error *err)
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)WEB_PER_IP_MAX, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)WEB_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)WEB_HEADER_MEMORY,
         MHD_OPTION_THREAD_STACK_SIZE, (size_t)WEB_STACK_SIZE, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, w, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, w, MHD_OPTION_UNESCAPE_CALLBACK,
+        on_completed, w, MHD_OPTION_NOTIFY_CONNECTION, on_connection, w, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, w, MHD_OPTION_UNESCAPE_CALLBACK,
         on_unescape, w, MHD_OPTION_STRICT_FOR_CLIENT, 1, MHD_OPTION_END);
     if (!w->daemon) {
         int e = errno ? errno : EIO;
@@ -1421,16 +1607,21 @@ int web_start(struct web *w, struct error *err)
     if (info && info->port)
         w->port = info->port;
 
+    /* the threads in order; when one cannot start, those started are told to stop and joined */
     int r = pthread_create(&w->sampler, NULL, sampler_main, w);
-    if (r == 0) {
-        r = pthread_create(&w->health, NULL, health_main, w);
-        if (r != 0) {
-            pthread_mutex_lock(&w->lock);
-            w->stopping = true;
-            pthread_cond_broadcast(&w->changed);
-            pthread_mutex_unlock(&w->lock);
-            pthread_join(w->sampler, NULL);
-        }
+    int started = r == 0;
+    if (r == 0 && (r = pthread_create(&w->health, NULL, health_main, w)) == 0)
+        started++;
+    if (r == 0 && (r = pthread_create(&w->guard, NULL, guard_main, w)) == 0)
+        started++;
+    if (r != 0 && started > 0) {
+        pthread_mutex_lock(&w->lock);
+        w->stopping = true;
+        pthread_cond_broadcast(&w->changed);
+        pthread_mutex_unlock(&w->lock);
+        pthread_join(w->sampler, NULL);
+        if (started > 1)
+            pthread_join(w->health, NULL);
     }
     if (r != 0) {
         MHD_stop_daemon(w->daemon);
@@ -1461,8 +1652,13 @@ void web_stop(struct web *w)
         w->daemon = NULL;
     }
     if (w->threads_started) {
+        pthread_mutex_lock(&w->guard_lock);
+        w->guard_stopping = true;
+        pthread_cond_broadcast(&w->guard_wake);
+        pthread_mutex_unlock(&w->guard_lock);
         pthread_join(w->sampler, NULL);
         pthread_join(w->health, NULL);
+        pthread_join(w->guard, NULL);
         w->threads_started = false;
     }
 }
@@ -1477,5 +1673,7 @@ void web_free(struct web *w)
     free(w->token);
     pthread_cond_destroy(&w->changed);
     pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->guard_wake);
+    pthread_mutex_destroy(&w->guard_lock);
     free(w);
 }

@@ -25,7 +25,8 @@ Control, outside /api (no key):
   POST /control/faults       {"faults": [rule, ...]} appended; rule = {"op": operationId,
                              "action": status|reset|stall|slow|malformed|wrong_checksum|
                              close_after_reply, "status": 500, "retry_after": "1", "at": bytes,
-                             "seconds": s, "rate": bytes/s (slow), "times": n}
+                             "seconds": s, "rate": bytes/s (slow), "times": n,
+                             "message": text, "echo_key": true (the key sent, after it)}
                              stall: reading stops for `seconds` at byte `at`; slow: from byte
                              `at` on, the body is read at `rate` bytes a second (a slow link)
   POST /control/config       {"version": "2.7.0", "permissions": [...], "dup_close": bool,
@@ -508,7 +509,10 @@ class Handler(BaseHTTPRequestHandler):
             return True
         status = f.get("status", 500)
         headers = {"Retry-After": str(f["retry_after"])} if "retry_after" in f else None
-        self.reply(status, self.error_body(status, f.get("message", "Internal server error")),
+        message = f.get("message", "Internal server error")
+        if f.get("echo_key"):  # as careless servers do: the refused key in the message
+            message += " " + (self.headers.get("x-api-key") or "")
+        self.reply(status, self.error_body(status, message),
                    headers=headers)
         return True
 

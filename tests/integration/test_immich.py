@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 
 from broker import make_ca
+from webserver import WebServer
 from harness import (ImmichServer, SnapsyncTest, free_port, make_blob, make_photo, make_video,
                      sha1, tool, wait_for, write_config)
 
@@ -259,6 +260,25 @@ class ImmichBase:
         self.assertRegex(p.stdout, r"OK    immich: http://127\.0\.0\.1:\d+/api: Immich "
                          + self.VERSION.replace(".", r"\.") + r", API key 'snapsync' may upload")
         self.assertEqual(self.backup()["status"], "completed")
+
+    def test_a_key_echoed_by_the_server_is_never_logged_stored_or_served(self):
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        self.configure(backup="  max_retries: 0\n")
+        self.server.faults({"op": "uploadAsset", "action": "status", "status": 401,
+                            "message": "Invalid API key", "echo_key": True, "times": 5})
+        p = self.snapsync("backup", self.card, "--json", check=None)
+        self.assertIn("Invalid API key ***", p.stdout + p.stderr)
+        self.assertNotIn(KEY, p.stdout + p.stderr)
+        with open(self.db, "rb") as f:
+            self.assertNotIn(KEY.encode(), f.read())
+        w = WebServer(self)
+        try:
+            st, _, data = w.request("GET", "/api/files?status=failed")
+            self.assertEqual(st, 200)
+            self.assertIn(b"Invalid API key ***", data)
+            self.assertNotIn(KEY.encode(), data)
+        finally:
+            w.stop()
 
     def test_forbidden_upload_is_not_retried(self):
         make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")

@@ -152,6 +152,30 @@ class WebTest(SnapsyncTest):
         status, _ = w.action("/api/sessions/999/retry")
         self.assertEqual(status, 404)
 
+    def test_actions_without_token_need_a_name_of_ours(self):
+        """DNS rebinding: a page on evil.example whose name resolves to us is same-origin with
+        itself, so Origin matches Host; without a token, only our own names may act."""
+        self.make_card_with_a_failure()
+        self.backup(None, 1)
+        with open(self.config) as f:
+            text = f.read()
+        with open(self.config, "w") as f:
+            f.write(text.replace("service:\n", "service:\n  web_ui_hosts: [pi.example.lan]\n", 1))
+        w = self.start_web()
+        fid = w.get_json("/api/files?status=failed")[0]["id"]
+        path = f"/api/files/{fid}/retry"
+        for host in ("evil.example", f"evil.example:{w.port}", "127.0.0.1.evil.example",
+                     "localhost.evil.example", "pi.example.lan.evil.example"):
+            st, body = w.action(path, {"Host": host, "Origin": f"http://{host}"})
+            self.assertEqual(st, 403, (host, body))
+            self.assertIn("web_ui_hosts", body["error"])
+        self.assertEqual(len(w.get_json("/api/files?status=failed")), 1, "nothing was retried")
+        hostname = socket.gethostname().split(".")[0]
+        for host in (f"127.0.0.1:{w.port}", f"localhost:{w.port}", "[::1]", "PI.example.lan.",
+                     f"pi.example.lan:{w.port}", hostname, f"{hostname}.local:{w.port}"):
+            st, body = w.action(path, {"Host": host, "Origin": f"http://{host}"})
+            self.assertEqual(st, 200, (host, body))
+
     def test_session_retry_marks_every_failed_file(self):
         self.make_card_with_a_failure()
         make_photo(f"{self.card}/DCIM/IMG_0004.JPG", self.dir, "2023:07:16 11:00:00")
@@ -391,6 +415,90 @@ class HostileTest(SnapsyncTest):
             reply = self.raw(data)
             st = self.status_of(reply)
             self.assertTrue(st is None or 400 <= st < 600, (data, reply[:200]))
+        self.assert_healthy()
+
+    def test_ambiguous_body_length_is_refused(self):
+        auth = b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+        for method, path in ((b"POST", b"/api/files/1/retry"), (b"GET", b"/api/status")):
+            for framing in (b"Content-Length: 2\r\nContent-Length: 40\r\n",
+                            b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n",
+                            b"Transfer-Encoding: chunked\r\nContent-Length: 2\r\n"):
+                reply = self.raw(method + b" " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" +
+                                 b"Content-Type: application/json\r\n" + auth + framing +
+                                 b"Connection: close\r\n\r\n{}")
+                self.assertEqual(self.status_of(reply), 400, (method, framing, reply[:300]))
+        # the same length twice is one length
+        reply = self.raw(b"POST /api/files/1/retry HTTP/1.1\r\nHost: 127.0.0.1\r\n" +
+                         b"Content-Type: application/json\r\n" + auth +
+                         b"Content-Length: 2\r\nContent-Length: 2\r\n"
+                         b"Connection: close\r\n\r\n{}")
+        self.assertEqual(self.status_of(reply), 200, reply[:300])
+        self.assert_healthy()
+
+    def test_trickling_sockets_do_not_keep_others_out(self):
+        """Slowloris: 200 sockets from 3 addresses each send a header line every 2 s, never
+        silent long enough for an idle timeout. Each address gets a few connections (the rest are
+        closed at once), each of those is cut at the head deadline, and a normal request from
+        another address gets its answer at once."""
+        w = self.web
+        socks = []
+        try:
+            for i in range(200):
+                s = socket.socket()
+                s.bind((f"127.0.1.{i % 3 + 1}", 0))
+                s.setblocking(False)
+                try:
+                    s.connect(("127.0.0.1", w.port))
+                except BlockingIOError:
+                    pass
+                socks.append(s)
+            t0 = time.monotonic()
+            answered = None
+            closed = set()
+            next_line = t0
+            n = 0
+            while time.monotonic() - t0 < 40:
+                if time.monotonic() >= next_line:
+                    n += 1
+                    for k, s in enumerate(socks):
+                        if k in closed:
+                            continue
+                        line = (b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n" if n == 1
+                                else b"X-Slow-%d: a\r\n" % n)
+                        try:
+                            s.send(line)
+                        except BlockingIOError:
+                            pass
+                        except OSError:
+                            closed.add(k)
+                    next_line += 2
+                for k, s in enumerate(socks):
+                    if k in closed:
+                        continue
+                    try:
+                        if s.recv(4096) == b"":
+                            closed.add(k)
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        closed.add(k)
+                if answered is None:
+                    try:
+                        st, _, _ = w.request("GET", "/api/status", timeout=2)
+                        answered = time.monotonic() - t0
+                        self.assertEqual(st, 200)
+                    except (socket.timeout, TimeoutError, ConnectionError):
+                        pass
+                if answered is not None and len(closed) == len(socks):
+                    break
+                time.sleep(0.05)
+            self.assertIsNotNone(answered, "a normal request never got an answer")
+            self.assertLess(answered, 5, "the normal request waited for the trickling ones")
+            self.assertEqual(len(closed), len(socks),
+                             "trickling connections stayed open past the head deadline")
+        finally:
+            for s in socks:
+                s.close()
         self.assert_healthy()
 
     def test_slow_partial_request_is_dropped_and_others_go_on(self):

@@ -35,6 +35,19 @@ class WebServer:
             with open(self.log_path) as f:
                 raise AssertionError(f"snapsync web did not start:\n{f.read()}")
         self.url = f"http://127.0.0.1:{self.port}"
+        self.await_ready(deadline)
+
+    def await_ready(self, deadline):
+        """The port is open before the first status document is built (503 "starting"): wait
+        for it, so that no test depends on how fast the sampler thread runs."""
+        while True:
+            st, _, data = self.request("GET", "/api/status")
+            if st != 503:
+                return
+            if time.monotonic() > deadline or not self.alive():
+                self.stop()
+                raise AssertionError(f"snapsync web never became ready: {st} {data[:200]!r}")
+            time.sleep(0.02)
 
     def request(self, method, path, body=None, headers=None, timeout=30):
         """(status, headers dict with lower-case names, body bytes)."""

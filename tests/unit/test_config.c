@@ -398,6 +398,8 @@ static const char *const custom_yaml = "service:\n"
                                        "  database_path: /var/lib/snapsync/db.sqlite\n"
                                        "  log_level: Debug\n"
                                        "  web_ui_port: 9090\n"
+                                       "  web_ui_bind: '::1'\n"
+                                       "  web_ui_hosts: [pi.lan, snapsync.example.org]\n"
                                        "sd_card:\n"
                                        "  auto_detect: off\n"
                                        "  mount_points:\n"
@@ -437,6 +439,26 @@ static const char *const custom_yaml = "service:\n"
                                        "  max_retries: 0\n"
                                        "  retry_delay: 0.1\n";
 
+static void test_scrub_secrets(void **state)
+{
+    (void)state;
+    struct config *cfg = parse_ok(custom_yaml);
+    char text[256];
+    snprintf(text, sizeof(text), "HTTP 401 Invalid API key yaml-immich-key (yaml-immich-key); "
+                                 "pass 'yaml unraid pass', mqtt yaml-mqtt-pass.");
+    config_scrub_secrets(cfg, text);
+    assert_string_equal(text, "HTTP 401 Invalid API key *** (***); pass '***', mqtt ***.");
+    /* a host is not a secret; a secret shorter than 4 bytes would match everywhere */
+    free(cfg->service.web_ui_token);
+    cfg->service.web_ui_token = strdup("abc");
+    snprintf(text, sizeof(text), "tower.local abc");
+    config_scrub_secrets(cfg, text);
+    assert_string_equal(text, "tower.local abc");
+    config_scrub_secrets(cfg, NULL);
+    config_scrub_secrets(NULL, text);
+    config_free(cfg);
+}
+
 static void test_values(void **state)
 {
     (void)state;
@@ -444,6 +466,9 @@ static void test_values(void **state)
     assert_string_equal(cfg->service.name, "My \"Snap\" box: #1");
     assert_string_equal(cfg->service.log_level, "debug");
     assert_int_equal(cfg->service.web_ui_port, 9090);
+    assert_string_equal(cfg->service.web_ui_bind, "::1");
+    assert_int_equal(cfg->service.n_web_ui_hosts, 2);
+    assert_string_equal(cfg->service.web_ui_hosts[1], "snapsync.example.org");
     assert_false(cfg->sd_card.auto_detect);
     assert_int_equal(cfg->sd_card.n_mount_points, 2);
     assert_string_equal(cfg->sd_card.mount_points[1], "/media/with space");
@@ -613,6 +638,15 @@ static void test_errors_values(void **state)
          "config.yaml:2: service.web_ui_port: expected an integer, got '80.5'"},
         {"service:\n  web_ui_port: 1_000\n",
          "config.yaml:2: service.web_ui_port: expected an integer, got '1_000'"},
+        {"service:\n  web_ui_bind: 999.1.1.1\n",
+         "config.yaml:2: service.web_ui_bind: expected an IPv4 or IPv6 address or localhost, got "
+         "'999.1.1.1'"},
+        {"service:\n  web_ui_bind: my-pi.lan\n",
+         "config.yaml:2: service.web_ui_bind: expected an IPv4 or IPv6 address or localhost, got "
+         "'my-pi.lan'"},
+        {"service:\n  web_ui_hosts:\n    - pi.lan\n    - 'evil.example/x'\n",
+         "config.yaml:4: service.web_ui_hosts: expected a host name such as pi.lan, got "
+         "'evil.example/x'"},
         {"service:\n  web_ui_port: \" 80\"\n",
          "config.yaml:2: service.web_ui_port: expected an integer, got ' 80'"},
         {"service:\n  web_ui_port: \"80\\0\"\n",
@@ -1271,6 +1305,7 @@ int main(void)
         T(test_empty_documents),
         T(test_template_round_trip),
         T(test_values),
+        T(test_scrub_secrets),
         T(test_print_masked_round_trip),
         T(test_errors_structure),
         T(test_errors_values),
