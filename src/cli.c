@@ -736,15 +736,16 @@ static int cmd_config(struct cli *cli, int argc, char **argv)
     return config_print(cli->cfg, stdout) < 0 ? EXIT_FAILED : EXIT_OK;
 }
 
-/* One check of test-connection: a line, or an entry of the JSON "checks" array. */
+/* One check of test-connection: a line, or an entry of the JSON "checks" array. name NULL:
+ * the destinations could not be set up ("destinations" in JSON). */
 static void check_report(json_object *checks, const char *name, bool ok, const char *detail)
 {
-    if (!checks) {
-        printf("%-5s %s: %s\n", ok ? "OK" : "FAIL", name, detail);
+    if (!checks) { /* destinations that could not be set up: the message names them */
+        printf("%-5s %s%s%s\n", ok ? "OK" : "FAIL", name ? name : "", name ? ": " : "", detail);
         return;
     }
     json_object *o = json_object_new_object();
-    json_object_object_add(o, "name", json_object_new_string(name));
+    json_object_object_add(o, "name", json_object_new_string(name ? name : "destinations"));
     json_object_object_add(o, "ok", json_object_new_boolean(ok));
     json_object_object_add(o, "detail", json_object_new_string(detail));
     json_object_array_add(checks, o);
@@ -768,7 +769,7 @@ static int cmd_test_connection(struct cli *cli, int argc, char **argv)
     size_t n = 0;
     struct error err = {0};
     if (dest_create_all(cli->cfg, &dests, &n, &err) < 0) {
-        check_report(checks, "destinations", false, err.msg);
+        check_report(checks, NULL, false, err.msg);
         rc = EXIT_FAILED;
     }
     for (size_t i = 0; i < n; i++) {
