@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,11 +44,21 @@ struct command {
 };
 
 static atomic_bool cancel_flag; /* lock-free, so a signal handler may set it */
+static atomic_int cancel_signal; /* the first signal that stopped the backup, 0 if none */
 
 static void on_signal(int sig)
 {
-    (void)sig;
+    int none = 0;
+    atomic_compare_exchange_strong(&cancel_signal, &none, sig);
     atomic_store(&cancel_flag, true);
+}
+
+/* Prints o on stdout as one line, slashes unescaped ("./x", not ".\\/x"), and frees it. */
+static void json_print(json_object *o)
+{
+    puts(
+        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(o);
 }
 
 static int load_config(struct cli *cli)
@@ -100,30 +111,107 @@ static void format_time(int64_t t, char *buf, size_t size)
 
 /* ---- backup ---- */
 
+#define PLAIN_PROGRESS_EVERY_S 10.0 /* stderr not a terminal: a line this often, or every 10 % */
+
+/*
+ * What `snapsync backup` shows while it runs. On a terminal: one line at the bottom, fitted to
+ * the width (read again at every redraw, so a resized window is followed), redrawn in place; log
+ * lines go above it through log.c's line hooks, which clear it before a log line and draw it again
+ * after, under the log's lock. Elsewhere (a pipe, a file, journald): a plain line every 10 s or
+ * every 10 %, nothing redrawn.
+ */
 struct backup_view {
     bool tty;
+    bool plain;
     struct mqtt *mqtt;
     enum db_session_status last_status;
+    /* the live line, in two parts; drawn under the log's lock */
+    char stats[160];
+    char file[256];
+    bool shown;
+    char next_stats[160]; /* the next line, written by the engine's thread */
+    char next_file[256];
+    /* plain lines */
+    double last_plain_s;
+    int last_plain_tenth;
 };
 
-static void progress_line(const struct engine_progress *p);
-
-static void on_backup_progress(const struct engine_progress *p, void *userdata)
+static int terminal_width(void)
 {
-    struct backup_view *v = userdata;
-    if (v->mqtt) {
-        bool final = p->status != DB_SESSION_SCANNING && p->status != DB_SESSION_BACKING_UP;
-        struct mqtt_state s;
-        mqtt_state_from_progress(p, final, &s);
-        mqtt_publish_state(v->mqtt, &s, final || p->status != v->last_status);
-        v->last_status = p->status;
-    }
-    if (v->tty)
-        progress_line(p);
+    struct winsize ws;
+    if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+        return ws.ws_col;
+    return 80;
 }
 
-static void progress_line(const struct engine_progress *p)
+/* Writes the live line, cut to one column less than the width so the terminal never wraps it:
+ * the statistics first, then as much of the tail of the current file as fits. Under the log's
+ * lock. */
+static void progress_draw(void *userdata)
 {
+    struct backup_view *v = userdata;
+    size_t max = (size_t)terminal_width() - 1;
+    size_t n = strlen(v->stats);
+    fputs("\r\033[K", stderr);
+    fwrite(v->stats, 1, n < max ? n : max, stderr);
+    size_t len = strlen(v->file);
+    if (n + 2 < max && len > 0) {
+        size_t room = max - n - 2; /* bytes: never fewer than the columns they take */
+        const char *tail = len > room ? v->file + len - room : v->file;
+        while (tail > v->file && ((unsigned char)*tail & 0xc0) == 0x80 && *tail)
+            tail++; /* do not start inside a UTF-8 character */
+        fprintf(stderr, "  %s", tail);
+    }
+    fflush(stderr);
+    v->shown = true;
+}
+
+/* Before a log line: the live line goes away, so the log line starts on a clean line. */
+static void progress_clear(void *userdata)
+{
+    struct backup_view *v = userdata;
+    if (v->shown)
+        fputs("\r\033[K", stderr);
+}
+
+/* After a log line: the live line comes back below it. */
+static void progress_redraw(void *userdata)
+{
+    struct backup_view *v = userdata;
+    if (v->shown)
+        progress_draw(v);
+}
+
+static void progress_erase(void *userdata)
+{
+    struct backup_view *v = userdata;
+    progress_clear(v);
+    fflush(stderr);
+    v->shown = false;
+}
+
+static void progress_update(void *userdata)
+{
+    struct backup_view *v = userdata;
+    memcpy(v->stats, v->next_stats, sizeof(v->stats));
+    memcpy(v->file, v->next_file, sizeof(v->file));
+    progress_draw(v);
+}
+
+static void progress_plain(void *userdata)
+{
+    struct backup_view *v = userdata;
+    fprintf(stderr, "progress: %s\n", v->stats);
+    fflush(stderr);
+}
+
+/* "42%  12/100 files  1.0 GB/2.4 GB  31.2 MB/s  ETA 0:45" */
+static void progress_stats(const struct engine_progress *p, char *buf, size_t size)
+{
+    if (p->status == DB_SESSION_SCANNING) {
+        snprintf(buf, size, "scanning");
+        return;
+    }
     char done[32], total[32], eta[32] = "--:--";
     format_bytes((double)p->bytes_done, done, sizeof(done));
     format_bytes((double)p->totals.bytes_total, total, sizeof(total));
@@ -132,16 +220,48 @@ static void progress_line(const struct engine_progress *p)
                         : 0;
     if (p->rate_bps > 0)
         format_duration((double)left / p->rate_bps, eta, sizeof(eta));
-    char cur[48];
-    size_t len = strlen(p->current_file);
-    /* the tail of the path is the informative part */
-    snprintf(cur, sizeof(cur), "%s", len > 40 ? p->current_file + len - 40 : p->current_file);
-    for (char *c = cur; *c; c++)
-        if ((unsigned char)*c < 0x20)
-            *c = '?';
-    fprintf(stderr, "\r\033[K%" PRIu64 "/%" PRId64 " files  %s/%s  %.1f MB/s  ETA %s  %s",
-            p->files_done, p->totals.files_total, done, total, p->rate_bps / 1e6, eta, cur);
-    fflush(stderr);
+    int pct = p->totals.bytes_total > 0
+                  ? (int)((double)p->bytes_done * 100 / (double)p->totals.bytes_total)
+                  : 0;
+    snprintf(buf, size, "%d%%  %" PRIu64 "/%" PRId64 " files  %s/%s  %.1f MB/s  ETA %s",
+             pct > 100 ? 100 : pct, p->files_done, p->totals.files_total, done, total,
+             p->rate_bps / 1e6, eta);
+}
+
+static void on_backup_progress(const struct engine_progress *p, void *userdata)
+{
+    struct backup_view *v = userdata;
+    bool final = p->status != DB_SESSION_SCANNING && p->status != DB_SESSION_BACKING_UP;
+    if (v->mqtt) {
+        struct mqtt_state s;
+        mqtt_state_from_progress(p, final, &s);
+        mqtt_publish_state(v->mqtt, &s, final || p->status != v->last_status);
+        v->last_status = p->status;
+    }
+    if (final) /* the summary on stdout says the rest */
+        return;
+    char stats[sizeof(v->stats)];
+    progress_stats(p, stats, sizeof(stats));
+    if (v->tty) {
+        char file[sizeof(v->file)];
+        snprintf(file, sizeof(file), "%s", p->current_file);
+        for (char *c = file; *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7f)
+                *c = '?';
+        /* the hooks read the line under the lock, from whichever thread logs */
+        snprintf(v->next_stats, sizeof(v->next_stats), "%s", stats);
+        snprintf(v->next_file, sizeof(v->next_file), "%s", file);
+        log_run_locked(progress_update, v);
+    } else if (v->plain && p->totals.bytes_total > 0) {
+        int tenth = (int)((double)p->bytes_done * 10 / (double)p->totals.bytes_total);
+        if (tenth > v->last_plain_tenth ||
+            p->elapsed_s - v->last_plain_s >= PLAIN_PROGRESS_EVERY_S) {
+            v->last_plain_tenth = tenth;
+            v->last_plain_s = p->elapsed_s;
+            snprintf(v->stats, sizeof(v->stats), "%s", stats);
+            log_run_locked(progress_plain, v);
+        }
+    }
 }
 
 /* "jpg, jpeg, png, ..." from the configured extensions, cut to fit. */
@@ -193,7 +313,10 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
                    "  -j, --json     print one JSON object with the result on stdout\n\n"
                    "Exit status: 0 every file is backed up (or there were none: status empty),\n"
                    "1 some failed or some of PATH could not be read, 2 usage or configuration "
-                   "error.\n");
+                   "error,\n130 stopped by Ctrl-C (SIGINT), 143 stopped by SIGTERM (the session "
+                   "is\nrecorded as interrupted).\n\n"
+                   "On a terminal, one progress line is redrawn in place below the log; otherwise\n"
+                   "a plain progress line is written every 10 s or 10 %%.\n");
             return EXIT_OK;
         default:
             return EXIT_USAGE;
@@ -214,7 +337,8 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    struct backup_view view = {.tty = isatty(STDERR_FILENO) && !json, .last_status = -1};
+    bool tty = isatty(STDERR_FILENO);
+    struct backup_view view = {.tty = tty && !json, .plain = !tty && !json, .last_status = -1};
     struct error err = {0};
     if (cli->cfg->mqtt.enabled && !dry_run) {
         /* the broker being down must not stop a backup: report and go on */
@@ -227,15 +351,19 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
     }
     struct engine_options opt = {
         .dry_run = dry_run,
-        .on_progress = view.tty || view.mqtt ? on_backup_progress : NULL,
+        .on_progress = view.tty || view.plain || view.mqtt ? on_backup_progress : NULL,
         .userdata = &view,
         .cancel = &cancel_flag,
     };
     struct engine_report rep = {0};
-    int r = engine_backup(cli->cfg, path, &opt, &rep, &err);
-    mqtt_free(view.mqtt);
     if (view.tty)
-        fputs("\r\033[K", stderr);
+        log_set_line_hooks(progress_clear, progress_redraw, &view);
+    int r = engine_backup(cli->cfg, path, &opt, &rep, &err);
+    if (view.tty) {
+        log_run_locked(progress_erase, &view);
+        log_set_line_hooks(NULL, NULL, NULL);
+    }
+    mqtt_free(view.mqtt);
     if (r < 0 && rep.session_id == 0) {
         fprintf(stderr, "snapsync: %s\n", err.msg);
         /* the folder or the configuration is wrong: usage; anything else: failure */
@@ -264,8 +392,7 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
         json_object_object_add(o, "duration_s", json_object_new_double(rep.duration_s));
         json_object_object_add(o, "error",
                                rep.error[0] ? json_object_new_string(rep.error) : NULL);
-        puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
-        json_object_put(o);
+        json_print(o);
     } else {
         char copied[32], dur[32];
         format_bytes((double)t->bytes_copied, copied, sizeof(copied));
@@ -292,6 +419,11 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
         if (rep.error[0])
             printf("first error: %s\n", rep.error);
     }
+    /* stopped by a signal: the status shells expect (128 + the signal), the session recorded as
+     * interrupted by the engine */
+    int sig = atomic_load(&cancel_signal);
+    if (sig)
+        return 128 + sig;
     bool ok = rep.status == DB_SESSION_COMPLETED || rep.status == DB_SESSION_EMPTY;
     if (r < 0 || !ok || t->files_failed > 0)
         return EXIT_FAILED;
@@ -472,8 +604,7 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
             json_object_object_add(mq, "message", json_object_new_string(mqtt_msg));
             json_object_object_add(o, "mqtt", mq);
         }
-        puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
-        json_object_put(o);
+        json_print(o);
     } else {
         if (missing) {
             printf("no backups yet (database %s does not exist)\n",
@@ -542,8 +673,7 @@ static int cmd_sessions(struct cli *cli, int argc, char **argv)
         json_object *a = json_object_new_array();
         for (size_t i = 0; i < n; i++)
             json_object_array_add(a, session_json(&list[i]));
-        puts(json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN));
-        json_object_put(a);
+        json_print(a);
     } else if (n == 0) {
         printf("no sessions yet\n");
     } else {
@@ -561,26 +691,32 @@ static int cmd_config(struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"template", no_argument, NULL, 't'},
+        {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    bool template = false;
+    bool template = false, json = false;
     int c;
     optind = 0; /* 0: glibc re-initialises its state for this argv */
-    while ((c = getopt_long(argc, argv, "th", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "tjh", opts, NULL)) != -1) {
         if (c == 't') {
             template = true;
+        } else if (c == 'j') {
+            json = true;
         } else if (c == 'h') {
-            printf("usage: snapsync config [--template]\n\n"
+            printf("usage: snapsync config [--template | --json]\n\n"
                    "Prints the effective configuration (secrets masked), or with --template a\n"
-                   "commented configuration file holding every key with its default.\n");
+                   "commented configuration file holding every key with its default.\n\n"
+                   "  -j, --json     the effective configuration as one JSON object: \"path\"\n"
+                   "                 (the file read, null for the built-in default) and one\n"
+                   "                 object per section with every key\n");
             return EXIT_OK;
         } else {
             return EXIT_USAGE;
         }
     }
-    if (optind != argc) {
-        fprintf(stderr, "usage: snapsync config [--template]\n");
+    if (optind != argc || (template && json)) {
+        fprintf(stderr, "usage: snapsync config [--template | --json]\n");
         return EXIT_USAGE;
     }
     if (template)
@@ -588,49 +724,76 @@ static int cmd_config(struct cli *cli, int argc, char **argv)
     int rc = load_config(cli);
     if (rc)
         return rc;
-    printf("# effective configuration, from %s\n",
-           cli->cfg->path ? cli->cfg->path : "the embedded default");
+    if (json) {
+        json_object *o = config_to_json(cli->cfg);
+        if (!o) {
+            fprintf(stderr, "snapsync: out of memory\n");
+            return EXIT_FAILED;
+        }
+        json_print(o);
+        return EXIT_OK;
+    }
     return config_print(cli->cfg, stdout) < 0 ? EXIT_FAILED : EXIT_OK;
+}
+
+/* One check of test-connection: a line, or an entry of the JSON "checks" array. name NULL:
+ * the destinations could not be set up ("destinations" in JSON). */
+static void check_report(json_object *checks, const char *name, bool ok, const char *detail)
+{
+    if (!checks) { /* destinations that could not be set up: the message names them */
+        printf("%-5s %s%s%s\n", ok ? "OK" : "FAIL", name ? name : "", name ? ": " : "", detail);
+        return;
+    }
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "name", json_object_new_string(name ? name : "destinations"));
+    json_object_object_add(o, "ok", json_object_new_boolean(ok));
+    json_object_object_add(o, "detail", json_object_new_string(detail));
+    json_object_array_add(checks, o);
 }
 
 static int cmd_test_connection(struct cli *cli, int argc, char **argv)
 {
-    if (argc > 1) {
-        bool help = strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0;
-        printf("usage: snapsync test-connection\n\n"
-               "Checks every enabled destination: reachable, writable (a probe file is created\n"
-               "and deleted). One line per destination; exit 0 only if all pass.\n");
-        return help ? EXIT_OK : EXIT_USAGE;
-    }
-    int rc = load_config(cli);
+    bool json = false;
+    int rc = parse_json_flag(argc, argv, "snapsync test-connection [--json]",
+                             "Checks every enabled destination: reachable, writable (a probe file\n"
+                             "is created and deleted), and the MQTT broker when enabled. One line\n"
+                             "per check; exit 0 only if all pass. With --json, one object:\n"
+                             "{\"ok\": all passed, \"checks\": [{\"name\", \"ok\", \"detail\"}]}.",
+                             &json, NULL);
     if (rc)
+        return rc < 0 ? EXIT_OK : rc;
+    if ((rc = load_config(cli)))
         return rc;
+    json_object *checks = json ? json_object_new_array() : NULL;
     struct dest **dests = NULL;
     size_t n = 0;
     struct error err = {0};
     if (dest_create_all(cli->cfg, &dests, &n, &err) < 0) {
-        printf("FAIL  %s\n", err.msg);
-        return EXIT_FAILED;
+        check_report(checks, NULL, false, err.msg);
+        rc = EXIT_FAILED;
     }
-    rc = EXIT_OK;
     for (size_t i = 0; i < n; i++) {
         char detail[512] = "";
         if (dest_probe(dests[i], detail, sizeof(detail), &err) == 0) {
-            printf("OK    %s: %s\n", dest_kind(dests[i]), detail);
+            check_report(checks, dest_kind(dests[i]), true, detail);
         } else {
-            printf("FAIL  %s: %s\n", dest_label(dests[i]), err.msg);
+            check_report(checks, dest_label(dests[i]), false, err.msg);
             rc = EXIT_FAILED;
         }
     }
     dest_free_all(dests, n);
     if (cli->cfg->mqtt.enabled) {
         char detail[512] = "";
-        if (mqtt_probe(cli->cfg, 10, detail, sizeof(detail), &err) == 0) {
-            printf("OK    mqtt: %s\n", detail);
-        } else {
-            printf("FAIL  mqtt: %s\n", err.msg);
+        bool ok = mqtt_probe(cli->cfg, 10, detail, sizeof(detail), &err) == 0;
+        check_report(checks, "mqtt", ok, ok ? detail : err.msg);
+        if (!ok)
             rc = EXIT_FAILED;
-        }
+    }
+    if (checks) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "ok", json_object_new_boolean(rc == EXIT_OK));
+        json_object_object_add(o, "checks", checks);
+        json_print(o);
     }
     return rc;
 }
@@ -723,8 +886,8 @@ static const struct command commands[] = {
     {"backup", cmd_backup, "backup PATH [--dry-run] [--json]", "back up a card or folder now"},
     {"status", cmd_status, "status [--json]", "current or last session, overall statistics"},
     {"sessions", cmd_sessions, "sessions [-n N] [--json]", "recent sessions"},
-    {"config", cmd_config, "config [--template]", "print the configuration or a template"},
-    {"test-connection", cmd_test_connection, "test-connection", "check every destination"},
+    {"config", cmd_config, "config [--template | --json]", "print the configuration or a template"},
+    {"test-connection", cmd_test_connection, "test-connection [--json]", "check every destination"},
     {"start", cmd_start, "start", "run the service: back up every card inserted"},
     {"web", cmd_web, "web [--port N]", "serve the dashboard and JSON API"},
 };

@@ -35,6 +35,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
 #include <yaml.h>
 
 #define CONFIG_VALUE_MAX 4096 /* longest string value, list item or secret */
@@ -2110,4 +2111,69 @@ int config_print_template(FILE *out)
     r = write_config(out, cfg, true);
     config_free(cfg);
     return r;
+}
+
+/* One key's value as JSON, masked like write_value; NULL on allocation failure. */
+static json_object *value_json(const struct config *cfg, const struct key_row *row)
+{
+    const void *f = cfield(cfg, row->off);
+    char mode[8];
+    switch (row->type) {
+    case KT_STRING:
+    case KT_PATH:
+    case KT_ENUM:
+    case KT_USER:
+    case KT_GROUP: {
+        const char *s = *(char *const *)f;
+        return json_object_new_string((row->flags & KF_SECRET) && *s ? MASK : s);
+    }
+    case KT_PROTOCOL:
+        return json_object_new_string(row->choices[*(const enum config_protocol *)f]);
+    case KT_BOOL:
+        return json_object_new_boolean(*(const bool *)f);
+    case KT_INT:
+        return json_object_new_int(*(const int *)f);
+    case KT_SIZE:
+        return json_object_new_uint64(*(const uint64_t *)f);
+    case KT_NUMBER:
+        return json_object_new_double(*(const double *)f);
+    case KT_MODE:
+        snprintf(mode, sizeof(mode), "%04o", *(const unsigned *)f & 07777);
+        return json_object_new_string(mode);
+    case KT_LIST: {
+        json_object *a = json_object_new_array();
+        char *const *items = *(char **const *)f;
+        for (size_t i = 0; a && items && items[i]; i++)
+            if (json_object_array_add(a, json_object_new_string(items[i])) < 0) {
+                json_object_put(a);
+                return NULL;
+            }
+        return a;
+    }
+    }
+    return NULL;
+}
+
+json_object *config_to_json(const struct config *cfg)
+{
+    json_object *o = json_object_new_object();
+    if (!o)
+        return NULL;
+    json_object_object_add(o, "path", cfg->path ? json_object_new_string(cfg->path) : NULL);
+    for (int s = 0; s < N_SECTIONS; s++) {
+        json_object *sec = json_object_new_object();
+        if (!sec || json_object_object_add(o, sections[s].name, sec) < 0)
+            goto fail;
+        for (size_t i = 0; i < N_KEYS; i++) {
+            if (keys[i].section != (enum section)s)
+                continue;
+            json_object *v = value_json(cfg, &keys[i]);
+            if (!v || json_object_object_add(sec, keys[i].name, v) < 0)
+                goto fail;
+        }
+    }
+    return o;
+fail:
+    json_object_put(o);
+    return NULL;
 }

@@ -18,6 +18,8 @@
 
 #include "error.h"
 
+struct json_object; /* json-c */
+
 /* Largest config file or .env we read; bigger is refused with -EFBIG. */
 #define CONFIG_FILE_MAX (1024 * 1024)
 
@@ -167,6 +169,12 @@ void config_free(struct config *cfg);
 /* Writes the effective configuration as YAML, every secret replaced by "********" (or "" when
  * unset). Returns 0 or -EIO. */
 int config_print(const struct config *cfg, FILE *out);
+
+/* The effective configuration as a JSON object: "path" (the file it came from, null for the
+ * embedded default) and one object per section holding every key with its typed value (sizes and
+ * numbers as numbers, modes as "0644" strings, lists as arrays), secrets replaced by "********"
+ * like config_print. The caller owns it (json_object_put); NULL when out of memory. */
+struct json_object *config_to_json(const struct config *cfg);
 
 /* Writes a commented template holding every key with its default and help; parsing it back
  * gives a valid configuration equal to the embedded default. Returns 0 or -EIO. */

@@ -16,10 +16,29 @@
 
 static atomic_int threshold = LOG_LEVEL_INFO; /* changed on SIGHUP while threads log */
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static void (*hook_before)(void *); /* under log_lock; see log_set_line_hooks */
+static void (*hook_after)(void *);
+static void *hook_userdata;
 
 void log_set_level(enum log_level level)
 {
     atomic_store(&threshold, (int)level);
+}
+
+void log_set_line_hooks(void (*before)(void *), void (*after)(void *), void *userdata)
+{
+    pthread_mutex_lock(&log_lock);
+    hook_before = before;
+    hook_after = after;
+    hook_userdata = userdata;
+    pthread_mutex_unlock(&log_lock);
+}
+
+void log_run_locked(void (*fn)(void *), void *userdata)
+{
+    pthread_mutex_lock(&log_lock);
+    fn(userdata);
+    pthread_mutex_unlock(&log_lock);
 }
 
 int log_level_from_string(const char *s, enum log_level *ret)
@@ -75,7 +94,11 @@ void log_msg(enum log_level level, const char *fmt, ...)
     line[n] = '\0';
 
     pthread_mutex_lock(&log_lock);
+    if (hook_before)
+        hook_before(hook_userdata);
     fputs(line, stderr);
     fflush(stderr);
+    if (hook_after)
+        hook_after(hook_userdata);
     pthread_mutex_unlock(&log_lock);
 }

@@ -18,6 +18,18 @@ int log_level_from_string(const char *s, enum log_level *ret);
  * with an ISO-8601 time. Thread-safe. */
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/*
+ * Lets one owner of the terminal (the CLI's live progress line) keep a line of its own below the
+ * log: before() runs just before each log line is written and after() just after, both under the
+ * log's lock, with userdata. NULL hooks remove them. Call from one thread while no other thread
+ * logs (before the threads start and after they end); the hooks themselves must not log.
+ */
+void log_set_line_hooks(void (*before)(void *), void (*after)(void *), void *userdata);
+
+/* Runs fn(userdata) under the log's lock, so what it writes to stderr never lands inside a log
+ * line (nor between the hooks). fn must not log. Any thread. */
+void log_run_locked(void (*fn)(void *), void *userdata);
+
 #define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_LEVEL_WARNING, __VA_ARGS__)

@@ -322,7 +322,8 @@ static json_object *discovery(struct mqtt *m, bool with_stubs)
 char *mqtt_discovery_json(struct mqtt *m)
 {
     json_object *o = discovery(m, false);
-    char *s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+    char *s = strdup(
+        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(o);
     return s;
 }
@@ -477,7 +478,10 @@ static void publish_state_locked(struct mqtt *m)
     if (!m->connected || !m->have_state || m->removed)
         return;
     json_object *o = state_json(&m->state);
-    publish_locked(m, "state", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN), true);
+    publish_locked(
+        m, "state",
+        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
+        true);
     json_object_put(o);
     m->last_pub = now_s();
 }
@@ -489,7 +493,8 @@ static void publish_discovery_locked(struct mqtt *m)
     if (!m->has_unraid || !m->has_immich) {
         /* first remove the entities of destinations that are not enabled (any more) */
         json_object *o = discovery(m, true);
-        const char *stubbed = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+        const char *stubbed = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+                                                                    JSON_C_TO_STRING_NOSLASHESCAPE);
         mosquitto_publish(m->mosq, NULL, topic, (int)strlen(stubbed), stubbed, 1, true);
         json_object_put(o);
     }

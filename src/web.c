@@ -197,7 +197,8 @@ static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, j
     if (!o)
         return MHD_NO;
     size_t len = 0;
-    const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+    const char *s = json_object_to_json_string_length(
+        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
     enum MHD_Result r = send_text(conn, status, "application/json", s, len);
     json_object_put(o);
     return r;
@@ -224,7 +225,8 @@ static enum MHD_Result send_method_not_allowed(struct MHD_Connection *conn, cons
     json_object *o = json_object_new_object();
     json_object_object_add(o, "error", json_object_new_string("method not allowed"));
     size_t len = 0;
-    const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+    const char *s = json_object_to_json_string_length(
+        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(len, (void *)s, MHD_RESPMEM_MUST_COPY);
     if (resp)
@@ -579,7 +581,8 @@ static char *status_build(struct web *w, struct db *db, const char *db_problem, 
         add_scan_problems(last_json, db, last, WEB_LAST_PROBLEMS);
     json_object_object_add(o, "last", last_json);
     json_object_object_add(o, "stats", stats_json(&st));
-    char *text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+    char *text = strdup(
+        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(o);
     free(list);
     return text;
@@ -708,7 +711,8 @@ static void *health_main(void *arg)
     while (!w->stopping) {
         pthread_mutex_unlock(&w->lock);
         json_object *o = health_probe(w);
-        char *text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+        char *text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+                                                                  JSON_C_TO_STRING_NOSLASHESCAPE));
         json_object_put(o);
         pthread_mutex_lock(&w->lock);
         if (text) {
