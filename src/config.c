@@ -1897,7 +1897,10 @@ void config_scrub_secrets(const struct config *cfg, char *text)
     if (!cfg || !text)
         return;
     for (size_t i = 0; i < N_KEYS; i++) {
-        if (!(keys[i].flags & KF_SECRET))
+        /* user names are kept out of the configuration's printing like the rest, but they are
+         * what an error must name ("access denied for alice"), and a short one would mangle
+         * ordinary words: passwords, keys and tokens are scrubbed */
+        if (!(keys[i].flags & KF_SECRET) || strcmp(keys[i].name, "username") == 0)
             continue;
         const char *secret = *(char *const *)cfield(cfg, keys[i].off);
         size_t ls = secret ? strlen(secret) : 0;

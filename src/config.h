@@ -183,7 +183,8 @@ int config_print_template(FILE *out);
 /* Replaces, in place, every occurrence in text of the value of every secret key of cfg (those
  * `config --template` marks as secrets) of at least 4 bytes with "***", so a server that echoes
  * a key or a password in its error message cannot bring it into a log, the database or the web
- * API. Shorter values are left alone (they would match everywhere). The text only shrinks.
+ * API. Shorter values are left alone (they would match everywhere), and so are user names (an
+ * error must say which user was refused). The text only shrinks.
  * NULL-safe; any thread while cfg lives. */
 void config_scrub_secrets(const struct config *cfg, char *text);
 

@@ -448,6 +448,10 @@ static void test_scrub_secrets(void **state)
                                  "pass 'yaml unraid pass', mqtt yaml-mqtt-pass.");
     config_scrub_secrets(cfg, text);
     assert_string_equal(text, "HTTP 401 Invalid API key *** (***); pass '***', mqtt ***.");
+    /* a user name stays: errors name the user that was refused */
+    snprintf(text, sizeof(text), "access denied for %s", cfg->unraid.username);
+    config_scrub_secrets(cfg, text);
+    assert_non_null(strstr(text, cfg->unraid.username));
     /* a host is not a secret; a secret shorter than 4 bytes would match everywhere */
     free(cfg->service.web_ui_token);
     cfg->service.web_ui_token = strdup("abc");
