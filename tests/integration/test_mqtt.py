@@ -22,7 +22,8 @@ def documented_entity_ids():
     """The entity ids of the table under "What appears", and of the example dashboard card."""
     with open(DOCS) as f:
         text = f.read()
-    table = text.split("## What appears", 1)[1].split("\n## ", 1)[0]
+    section = text.split("## What appears", 1)[1].split("\n## ", 1)[0]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
     card = text.split("## A dashboard card", 1)[1].split("\n## ", 1)[0]
     return set(re.findall(ENTITY_ID, table)), set(re.findall(ENTITY_ID, card))
 
