@@ -342,7 +342,9 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
     struct error err = {0};
     if (cli->cfg->mqtt.enabled && !dry_run) {
         /* the broker being down must not stop a backup: report and go on */
-        if (mqtt_new(cli->cfg, NULL, NULL, &view.mqtt, &err) < 0 ||
+        char web_url[256];
+        mqtt_dashboard_url(cli->cfg, web_url, sizeof(web_url));
+        if (mqtt_new(cli->cfg, web_url, NULL, &view.mqtt, &err) < 0 ||
             mqtt_start(view.mqtt, &err) < 0) {
             log_warning("%s; backing up without Home Assistant updates", err.msg);
             mqtt_free(view.mqtt);

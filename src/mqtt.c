@@ -8,16 +8,23 @@
  * Assistant announces itself. The last will marks the device offline if SnapSync dies.
  *
  * Discovery follows the facts in docs/home-assistant.md: device-based discovery, unique ids
- * "<device id>_<component>", default_entity_id "<domain>.snapsync_<component>".
+ * "<device id>_<component>", and the entity id given twice: object_id "snapsync_<component>"
+ * (read by Home Assistant 2024.11 to 2026.3) and default_entity_id "<domain>.snapsync_<component>"
+ * (2025.10 on), so it comes out the same on every version that has device discovery.
+ *
+ * last_result and last_backup describe the newest finished session: taken from the database
+ * when the client is made, kept while a new session runs, replaced when one ends.
  */
 #include "mqtt.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,6 +32,7 @@
 #include <mosquitto.h>
 #include <openssl/evp.h>
 
+#include "db.h"
 #include "hasher.h"
 #include "log.h"
 
@@ -32,6 +40,7 @@
 #define KEEPALIVE_S 30
 #define MIN_INTERVAL_S 0.5
 #define STOP_CONNECT_WAIT_S 3
+#define LAST_RESULT_LOOKBACK 50 /* sessions looked at for the newest finished one */
 
 struct mqtt {
     struct mosquitto *mosq;
@@ -47,7 +56,9 @@ struct mqtt {
     struct mqtt_handler handler;
     char device_id[64];
     char name[64];
-    char web_url[256];
+    char web_url[256];      /* the dashboard, "" when there is none */
+    char web_url_tail[64];  /* ":<port>/...": after the host, when the host is replaced */
+    bool web_url_any_host;  /* the host only names this machine: use the broker link's address */
     char discovery_prefix[128];
     char topic_base[TOPIC_MAX]; /* <topic_prefix>/<device id> */
     char broker[256];
@@ -60,6 +71,8 @@ struct mqtt {
     bool started;
     double last_pub;
     char last_error[256];
+    char last_result[16];   /* the newest finished session's status, "" when none is known */
+    int64_t last_backup_at; /* and when it ended */
 };
 
 static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
@@ -146,6 +159,9 @@ static json_object *component(struct mqtt *m, const char *platform, const char *
     add_str(c, "p", platform);
     snprintf(buf, sizeof(buf), "%s_%s", m->device_id, id);
     add_str(c, "unique_id", buf);
+    /* both keys carry the same id: each Home Assistant reads the one it knows */
+    snprintf(buf, sizeof(buf), "snapsync_%s", id);
+    add_str(c, "object_id", buf);
     snprintf(buf, sizeof(buf), "%s.snapsync_%s", platform, id);
     add_str(c, "default_entity_id", buf);
     add_str(c, "name", name);
@@ -193,8 +209,9 @@ static json_object *discovery(struct mqtt *m, bool with_stubs)
     c = component(m, "sensor", "status", "Status", "{{ value_json.status }}");
     add_str(c, "device_class", "enum");
     json_object *opts = json_object_new_array();
-    static const char *const statuses[] = {"idle",      "scanning",  "backing_up", "verifying",
-                                           "completed", "empty",     "failed"};
+    static const char *const statuses[] = {"idle",      "scanning", "backing_up",
+                                           "verifying", "completed", "partial",
+                                           "failed",    "interrupted", "empty"};
     for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++)
         json_object_array_add(opts, json_object_new_string(statuses[i]));
     json_object_object_add(c, "options", opts);
@@ -393,16 +410,10 @@ static json_object *state_json(const struct mqtt_state *s)
 void mqtt_state_from_progress(const struct engine_progress *p, bool final, struct mqtt_state *s)
 {
     memset(s, 0, sizeof(*s));
-    const char *status = "backing_up";
-    if (p->status == DB_SESSION_SCANNING)
-        status = "scanning";
-    else if (p->status == DB_SESSION_COMPLETED)
-        status = "completed";
-    else if (p->status == DB_SESSION_EMPTY)
-        status = "empty";
-    else if (final || p->status == DB_SESSION_FAILED)
-        status = "failed";
-    snprintf(s->status, sizeof(s->status), "%s", status);
+    bool running = p->status == DB_SESSION_SCANNING || p->status == DB_SESSION_BACKING_UP;
+    /* a final report always carries the session's end status; a running one cannot end */
+    snprintf(s->status, sizeof(s->status), "%s",
+             final && running ? "failed" : db_session_status_to_string(p->status));
     s->files_completed = p->totals.files_copied;
     s->files_total = p->totals.files_total;
     s->files_failed = p->totals.files_failed;
@@ -410,6 +421,10 @@ void mqtt_state_from_progress(const struct engine_progress *p, bool final, struc
     s->files_duplicate = p->totals.files_duplicate;
     s->scan_problems = p->totals.scan_problems;
     snprintf(s->error, sizeof(s->error), "%s", p->error);
+    if (!s->error[0] && p->status == DB_SESSION_INTERRUPTED)
+        snprintf(s->error, sizeof(s->error),
+                 "stopped before the end (cancelled, or the card went away): files not yet "
+                 "backed up are backed up when the card is backed up again");
     s->bytes_done = (int64_t)p->bytes_done;
     s->bytes_total = p->totals.bytes_total;
     if (p->totals.bytes_total > 0) {
@@ -504,6 +519,31 @@ static void publish_discovery_locked(struct mqtt *m)
     free(payload);
 }
 
+/* The dashboard as Home Assistant can reach it: a host that only names this machine
+ * (0.0.0.0, ::, localhost) is replaced by this end's address of the connection to the broker,
+ * which is on Home Assistant's side of the network. Keeps the URL as it is when that address is
+ * not known. */
+static void web_url_for_broker_locked(struct mqtt *m)
+{
+    if (!m->web_url_any_host)
+        return;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int fd = mosquitto_socket(m->mosq);
+    char host[INET6_ADDRSTRLEN] = "";
+    if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return;
+    if (ss.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
+    else if (ss.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
+    if (!host[0])
+        return;
+    bool v6 = strchr(host, ':') != NULL;
+    snprintf(m->web_url, sizeof(m->web_url), "http://%s%s%s%s", v6 ? "[" : "", host,
+             v6 ? "]" : "", m->web_url_tail);
+}
+
 void mqtt_remove_device(struct mqtt *m)
 {
     if (!m)
@@ -543,6 +583,7 @@ static void on_connect(struct mosquitto *mosq, void *ud, int rc)
         return;
     }
     publish_locked(m, "availability", "online", true);
+    web_url_for_broker_locked(m);
     publish_discovery_locked(m);
     char topic[TOPIC_MAX + 32];
     snprintf(topic, sizeof(topic), "%s/status", m->discovery_prefix);
@@ -617,6 +658,58 @@ static void on_message(struct mosquitto *mosq, void *ud, const struct mosquitto_
                 msg->payloadlen);
 }
 
+void mqtt_dashboard_url(const struct config *cfg, char *buf, size_t size)
+{
+    const char *bind = cfg->service.web_ui_bind && cfg->service.web_ui_bind[0]
+                           ? cfg->service.web_ui_bind
+                           : "0.0.0.0";
+    bool v6 = strchr(bind, ':') != NULL && bind[0] != '[';
+    snprintf(buf, size, "http://%s%s%s:%d/", v6 ? "[" : "", bind, v6 ? "]" : "",
+             cfg->service.web_ui_port);
+}
+
+/* Notes whether the dashboard URL's host only names this machine, and what follows the host. */
+static void web_url_split(struct mqtt *m)
+{
+    static const char *const local_hosts[] = {"0.0.0.0", "[::]", "localhost"};
+    const char *scheme = "http://";
+    if (strncmp(m->web_url, scheme, strlen(scheme)) != 0)
+        return;
+    const char *host = m->web_url + strlen(scheme);
+    for (size_t i = 0; i < sizeof(local_hosts) / sizeof(local_hosts[0]); i++) {
+        size_t n = strlen(local_hosts[i]);
+        if (strncmp(host, local_hosts[i], n) == 0 && (host[n] == ':' || host[n] == '/')) {
+            m->web_url_any_host = true;
+            snprintf(m->web_url_tail, sizeof(m->web_url_tail), "%s", host + n);
+        }
+    }
+}
+
+/* The newest finished session in the database, so that Home Assistant's last result stays what
+ * it was when SnapSync starts again. No database (yet) or an unreadable one: none known. */
+static void last_result_from_db(const struct config *cfg, struct mqtt *m)
+{
+    struct db *db = NULL;
+    struct db_session *list = NULL;
+    size_t n = 0;
+    struct error err = {0};
+    if (!cfg->service.database_path || !cfg->service.database_path[0] ||
+        db_open(cfg->service.database_path, DB_READ_ONLY, &db, &err) < 0 ||
+        db_sessions_list(db, LAST_RESULT_LOOKBACK, &list, &n, &err) < 0)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        if (list[i].status == DB_SESSION_SCANNING || list[i].status == DB_SESSION_BACKING_UP)
+            continue; /* still running (another process) */
+        snprintf(m->last_result, sizeof(m->last_result), "%s",
+                 db_session_status_to_string(list[i].status));
+        m->last_backup_at = list[i].ended_at;
+        break;
+    }
+out:
+    free(list);
+    db_close(db);
+}
+
 int mqtt_new(const struct config *cfg, const char *web_url, const struct mqtt_handler *handler,
              struct mqtt **ret, struct error *err)
 {
@@ -634,6 +727,8 @@ int mqtt_new(const struct config *cfg, const char *web_url, const struct mqtt_ha
     if (strcmp(m->name, "snapsync") == 0)
         snprintf(m->name, sizeof(m->name), "SnapSync");
     snprintf(m->web_url, sizeof(m->web_url), "%s", web_url ? web_url : "");
+    web_url_split(m);
+    last_result_from_db(cfg, m);
     snprintf(m->discovery_prefix, sizeof(m->discovery_prefix), "%s", cfg->mqtt.discovery_prefix);
     char prefix[128];
     snprintf(prefix, sizeof(prefix), "%s", cfg->mqtt.topic_prefix);
@@ -738,6 +833,13 @@ void mqtt_publish_state(struct mqtt *m, const struct mqtt_state *s, bool force)
         return;
     pthread_mutex_lock(&m->lock);
     m->state = *s;
+    if (s->last_result[0]) { /* a session ended: the new last result */
+        snprintf(m->last_result, sizeof(m->last_result), "%s", s->last_result);
+        m->last_backup_at = s->last_backup_at;
+    } else { /* none yet in this state: the last one known stays */
+        snprintf(m->state.last_result, sizeof(m->state.last_result), "%s", m->last_result);
+        m->state.last_backup_at = m->last_backup_at;
+    }
     m->have_state = true;
     if (force || now_s() - m->last_pub >= MIN_INTERVAL_S)
         publish_state_locked(m);

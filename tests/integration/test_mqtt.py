@@ -3,12 +3,30 @@ progress, faults (broker down, bad credentials, SnapSync killed)."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 
 from broker import Broker, Subscriber, make_ca
 from harness import SnapsyncTest, make_blob, make_path_beyond_ceiling, make_photo, wait_for, \
     write_config
+
+DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs",
+                    "home-assistant.md")
+ENTITY_ID = r"\b(?:sensor|binary_sensor|button)\.snapsync_[a-z0-9_]+\b"
+STATUSES = ["idle", "scanning", "backing_up", "verifying", "completed", "partial", "failed",
+            "interrupted", "empty"]
+
+
+def documented_entity_ids():
+    """The entity ids of the table under "What appears", and of the example dashboard card."""
+    with open(DOCS) as f:
+        text = f.read()
+    section = text.split("## What appears", 1)[1].split("\n## ", 1)[0]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
+    card = text.split("## A dashboard card", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(ENTITY_ID, table)), set(re.findall(ENTITY_ID, card))
+
 
 REQUIRED_ENTITIES = {
     "sensor.snapsync_status", "sensor.snapsync_progress", "sensor.snapsync_files",
@@ -85,8 +103,7 @@ class MqttTest(SnapsyncTest):
                 self.assertNotIn("unit_of_measurement", c)
                 self.assertNotIn("state_class", c)
         status = d["components"]["status"]
-        self.assertEqual(status["options"], ["idle", "scanning", "backing_up", "verifying",
-                                             "completed", "empty", "failed"])
+        self.assertEqual(status["options"], STATUSES)
         self.assertIn("scan_problems", status["json_attributes_template"])
         result = d["components"]["last_result"]
         self.assertEqual(result["options"],
@@ -133,6 +150,7 @@ class MqttTest(SnapsyncTest):
         self.sub.wait(lambda: self.states()[-1]["last_result"] == "partial", 20,
                       "the partial result")
         last = self.states()[-1]
+        self.assertEqual(last["status"], "partial")  # not "failed": some files are backed up
         self.assertEqual(last["scan_problems"], 1)
         self.assertIn(name[:50], last["error"])
         self.assertIn("path too long", last["error"])
@@ -151,6 +169,7 @@ class MqttTest(SnapsyncTest):
         self.sub.wait(lambda: self.states() and self.states()[-1]["last_result"] == "partial",
                       20, "the partial result")
         last = self.states()[-1]
+        self.assertEqual(last["status"], "partial")
         self.assertEqual(last["unraid_reachable"], "OFF")
         self.assertIn("Not a directory", last["unraid_problem"])
         self.assertIn("is down", last["error"])
@@ -160,6 +179,79 @@ class MqttTest(SnapsyncTest):
         attrs = [json.loads(m[2])["components"]["unraid_reachable"]
                  for m in self.discovery()][-1]
         self.assertIn("unraid_problem", attrs["json_attributes_template"])
+
+    def test_entity_ids_are_the_documented_ones_on_every_version(self):
+        """object_id (read by Home Assistant 2024.11 to 2026.3) and default_entity_id (2025.10
+        and later) give each entity the id docs/home-assistant.md lists."""
+        self.use_broker()
+        with open(self.config, "a") as f:  # every optional entity: the Immich one too
+            f.write("immich:\n  enabled: true\n  url: http://127.0.0.1:9\n")
+        self.env["IMMICH_API_KEY"] = "k"
+        make_photo(f"{self.card}/DCIM/A.JPG", self.dir, "2024:01:02 03:04:05")
+        self.snapsync("backup", self.card, check=None)
+        self.sub.wait(lambda: any(m[2] == "offline" for m in self.sub.messages
+                                  if m[1].endswith("/availability")), 30, "offline at the end")
+        d = json.loads(self.discovery()[-1][2])
+        ids = set()
+        for cid, c in d["components"].items():
+            self.assertRegex(c["object_id"], r"^[a-z0-9_]+$", cid)
+            self.assertEqual(c["default_entity_id"], f'{c["p"]}.{c["object_id"]}', cid)
+            ids.add(c["default_entity_id"])
+        documented, card = documented_entity_ids()
+        self.assertEqual(ids, documented)
+        self.assertTrue(card and card <= documented, card - documented)
+
+    def test_configuration_url_is_the_dashboard(self):
+        self.use_broker()
+        port = re.search(r"web_ui_port: (\d+)", open(self.config).read()).group(1)
+        make_photo(f"{self.card}/DCIM/A.JPG", self.dir, "2024:01:02 03:04:05")
+        self.backup()
+        self.assertEqual(json.loads(self.discovery()[-1][2])["device"]["configuration_url"],
+                         f"http://127.0.0.1:{port}/")
+        # listening on every address: the address this machine reaches the broker from
+        with open(self.config) as f:
+            text = f.read().replace("web_ui_bind: 127.0.0.1", "web_ui_bind: 0.0.0.0")
+        with open(self.config, "w") as f:
+            f.write(text)
+        n = len(self.discovery())
+        self.backup()
+        self.sub.wait(lambda: len(self.discovery()) > n, 20, "discovery of the second backup")
+        self.assertEqual(json.loads(self.discovery()[-1][2])["device"]["configuration_url"],
+                         f"http://127.0.0.1:{port}/")
+
+    def test_interrupted_and_the_last_result_kept_until_a_new_one(self):
+        self.use_broker()
+        make_photo(f"{self.card}/DCIM/A.JPG", self.dir, "2024:01:02 03:04:05")
+        self.assertEqual(self.backup()["status"], "completed")
+        self.sub.wait(lambda: self.states() and self.states()[-1]["last_result"] == "completed",
+                      20, "the completed result")
+        first_end = self.states()[-1]["last_backup"]
+        n = len(self.states())
+        for i in range(8):
+            make_blob(f"{self.card}/DCIM/CLIP{i}.MP4", 16 << 20)
+        write_config(self.config, self.dest, self.db,
+                     f"mqtt:\n  enabled: true\n  broker: 127.0.0.1\n  port: {self.broker.port}\n",
+                     backup="  concurrent_files: 1\n")
+        p = self.start_held_backup()
+        self.cleanups.append(lambda: p.poll() is None and (p.kill(), p.wait()))
+        p.send_signal(signal.SIGCONT)
+        self.sub.wait(lambda: any(s["status"] == "backing_up" for s in self.states()[n:]), 30,
+                      "the second backup's progress")
+        p.send_signal(signal.SIGINT)
+        self.assertEqual(p.wait(timeout=120), 130)
+        self.sub.wait(lambda: self.states()[-1]["last_result"] == "interrupted", 20,
+                      "the interrupted result")
+        second = self.states()[n:]
+        running = [s for s in second if s["last_result"] != "interrupted"]
+        self.assertTrue(running)
+        # while the new backup runs, Home Assistant keeps showing the previous result
+        for s in running:
+            self.assertEqual(s["last_result"], "completed", s)
+            self.assertEqual(s["last_backup"], first_end, s)
+        last = second[-1]
+        self.assertEqual(last["status"], "interrupted")
+        self.assertTrue(last["error"])
+        self.assertNotEqual(last["last_backup"], None)
 
     def test_broker_down_does_not_stop_a_backup(self):
         self.use_broker()
