@@ -27,6 +27,7 @@ ARTIFACTS = os.environ.get("SNAPSYNC_BROWSER_ARTIFACTS",
                            os.path.join(os.environ.get("SNAPSYNC_TEST_TMP", "/tmp"),
                                         "browser-artifacts"))
 CHROMIUM = "/usr/bin/chromium"
+DEBIAN_NODE_MAJOR = 18  # Debian 12's nodejs (18.20)
 
 
 def install_driver():
@@ -35,15 +36,22 @@ def install_driver():
     for f in ("package.json", "package-lock.json", "driver.js"):
         shutil.copyfile(os.path.join(HERE, f), os.path.join(NODE_DIR, f))
     with open(os.path.join(HERE, "package-lock.json")) as f:
-        want = json.load(f)["packages"]["node_modules/playwright-core"]["version"]
+        pinned = json.load(f)["packages"]["node_modules/playwright-core"]
+    want = pinned["version"]
+    # Debian 12's and Raspberry Pi OS's nodejs is 18: a playwright-core that needs more refuses to
+    # start there, even where this machine's newer Node hides it
+    engines = pinned.get("engines", {}).get("node", "")
+    if not engines.startswith(">=") or int(engines[2:].split(".")[0]) > DEBIAN_NODE_MAJOR:
+        raise AssertionError(f"playwright-core {want} needs Node {engines}; Debian 12 has "
+                             f"{DEBIAN_NODE_MAJOR}: pin a version whose engines allow it")
     have = os.path.join(NODE_DIR, "node_modules", "playwright-core", "package.json")
     if os.path.exists(have):
         with open(have) as f:
             if json.load(f)["version"] == want:
                 return
     env = dict(os.environ, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1")
-    p = subprocess.run([tool("npm"), "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
-                       cwd=NODE_DIR, env=env, capture_output=True, text=True, timeout=300)
+    p = subprocess.run([tool("npm"), "ci", "--engine-strict", "--no-audit", "--no-fund",
+                        "--ignore-scripts"], cwd=NODE_DIR, env=env, capture_output=True, text=True, timeout=300)
     if p.returncode != 0:
         raise AssertionError(f"npm ci failed:\n{p.stdout}\n{p.stderr}")
 

@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import tempfile
 import time
@@ -28,6 +29,39 @@ def tool(name):
     if not path:
         raise AssertionError(f"{name} is not installed (scripts/deps.sh --test installs it)")
     return path
+
+
+def reachable_by_all(path):
+    """Can every user reach path: is each folder from / down to it searchable by others?"""
+    path = os.path.realpath(path)
+    while True:
+        if not os.stat(path).st_mode & stat.S_IXOTH:
+            return False
+        if path == "/":
+            return True
+        path = os.path.dirname(path)
+
+
+def shared_dir(base_dir, prefix):
+    """A fresh 0755 folder every user can reach, for fixtures that hand folders to other users
+    (smbd's share user, nobody): under base_dir when every user can reach base_dir, else under
+    /var/tmp (the checkout may be in /root, which is 0700) with a symlink of the same name in
+    base_dir, so its logs are found next to the rest. remove_shared_dir() removes both."""
+    os.makedirs(base_dir, exist_ok=True)
+    if reachable_by_all(base_dir):
+        path = tempfile.mkdtemp(prefix=prefix, dir=base_dir)
+    else:
+        path = tempfile.mkdtemp(prefix=prefix, dir="/var/tmp")
+        os.symlink(path, os.path.join(base_dir, os.path.basename(path)))
+    os.chmod(path, 0o755)
+    return path
+
+
+def remove_shared_dir(base_dir, path):
+    link = os.path.join(base_dir, os.path.basename(path))
+    if os.path.islink(link) and os.readlink(link) == path:
+        os.unlink(link)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def run_tool(*args):
@@ -188,9 +222,15 @@ def wait_for(predicate, timeout=30.0, what="condition"):
 class SnapsyncTest(unittest.TestCase):
     """Per test: a fresh folder with card/, dest/, snapsync.db and config.yaml."""
 
+    # True where other users (nobody) work in the test's folder: it is then a shared_dir()
+    shared = False
+
     def setUp(self):
         os.makedirs(TMP_ROOT, exist_ok=True)
-        self.dir = tempfile.mkdtemp(prefix=f"{self._testMethodName}.", dir=TMP_ROOT)
+        if self.shared:
+            self.dir = shared_dir(TMP_ROOT, f"{self._testMethodName}.")
+        else:
+            self.dir = tempfile.mkdtemp(prefix=f"{self._testMethodName}.", dir=TMP_ROOT)
         self.card = os.path.join(self.dir, "card")
         self.dest = os.path.join(self.dir, "dest")
         self.db = os.path.join(self.dir, "snapsync.db")
@@ -215,7 +255,7 @@ class SnapsyncTest(unittest.TestCase):
             t is self for t, _ in list(result.errors) + list(result.failures))
         ok = getattr(self._outcome, "success", True) and not failed  # keep a failed test's folder
         if ok and not os.environ.get("SNAPSYNC_KEEP_TMP"):
-            shutil.rmtree(self.dir, ignore_errors=True)
+            remove_shared_dir(TMP_ROOT, self.dir)
 
     def snapsync(self, *args, config=True, check=None, timeout=300):
         cmd = [BIN] + (["--config", self.config] if config else []) + list(args)

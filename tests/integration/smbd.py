@@ -26,8 +26,9 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
+
+from harness import remove_shared_dir, shared_dir
 
 USER = "snapsync-smbtest"
 SHARES = ("photos", "guest", "readonly", "encrypted", "mac")
@@ -63,8 +64,9 @@ class Smbd:
             if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
                 raise AssertionError(f"{tool} is not installed (scripts/deps.sh --test installs "
                                      "samba)")
-        self.dir = tempfile.mkdtemp(prefix="smbd.", dir=base_dir)
-        os.chmod(self.dir, 0o755)  # smbd works as USER inside the shares
+        # smbd works as USER inside the shares: a folder USER can reach wherever base_dir is
+        self.base_dir = base_dir
+        self.dir = shared_dir(base_dir, "smbd.")
         self.port = free_port()
         self.host = "127.0.0.1"
         self.netns = None
@@ -344,4 +346,4 @@ class Smbd:
     def cleanup(self):
         self.stop()
         self._remove_link()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        remove_shared_dir(self.base_dir, self.dir)

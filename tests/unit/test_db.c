@@ -553,17 +553,15 @@ static void test_unusable_paths(void **state)
 
     /* A user who may read the file but not write its folder, where SQLite must create the
      * -shm of a WAL database: -EACCES naming the file, not "does not exist". As root, the
-     * check runs in a child that becomes nobody. */
-    new_path(path, sizeof(path), "others.db");
+     * check runs in a child that becomes nobody, in a folder under /var/tmp that nobody can
+     * reach wherever $SNAPSYNC_TEST_TMP is (a checkout in /root is 0700). */
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "/var/tmp/snapsync-test_db.XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(chmod(dir, 0755), 0);
+    snprintf(path, sizeof(path), "%s/others.db", dir);
     db_close(open_rw(path));
     assert_int_equal(chmod(path, 0644), 0);
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof(dir), "%s", path);
-    *strrchr(dir, '/') = '\0';
-    assert_int_equal(chmod(dir, 0755), 0);
-    *strrchr(dir, '/') = '\0';
-    assert_int_equal(chmod(dir, 0755), 0);
-    assert_int_equal(chmod(tmp_root, 0755), 0);
     pid_t child = fork();
     assert_true(child >= 0);
     if (child == 0) {
@@ -579,6 +577,7 @@ static void test_unusable_paths(void **state)
     }
     int status = 0;
     assert_int_equal(waitpid(child, &status, 0), child);
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
 
