@@ -134,6 +134,7 @@ struct backup_view {
     /* plain lines */
     double last_plain_s;
     int last_plain_tenth;
+    struct dry_view *dry; /* the dry run's list */
 };
 
 static int terminal_width(void)
@@ -286,6 +287,124 @@ static void scan_problems_print(int64_t count)
                count, count == 1 ? "entry" : "entries", count == 1 ? "it" : "them");
 }
 
+/* ---- the dry run's list ---- */
+
+struct dry_view {
+    json_object *files; /* --json: the list being built; NULL: one line each on stdout */
+    int64_t ignored, unreadable;
+};
+
+/* "/srv/photos/2024/05/01/A.JPG (already there)" for each destination, "; " between. */
+static void dry_targets_text(const struct engine_dry_file *f, char *buf, size_t size)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < f->n_targets && n < size; i++) {
+        const struct engine_dry_target *t = &f->targets[i];
+        int k = snprintf(buf + n, size - n, "%s%s%s", i ? "; " : "", t->where,
+                         t->recorded ? " (already there)"
+                         : t->taken  ? " (name taken: may get _N, or be found the same)"
+                                     : "");
+        if (k < 0)
+            break;
+        n += (size_t)k;
+    }
+}
+
+static json_object *dry_file_json(const struct engine_dry_file *f)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "path", json_object_new_string(f->rel_path));
+    json_object_object_add(o, "size", json_object_new_int64((int64_t)f->size));
+    json_object_object_add(o, "verdict",
+                           json_object_new_string(engine_verdict_to_string(f->verdict)));
+    json_object_object_add(o, "why", f->why[0] ? json_object_new_string(f->why) : NULL);
+    json_object_object_add(o, "duplicate_of",
+                           f->duplicate_of[0] ? json_object_new_string(f->duplicate_of) : NULL);
+    json_object_object_add(o, "date", f->date_path[0] ? json_object_new_string(f->date_path) : NULL);
+    json_object_object_add(o, "date_from",
+                           !f->date_path[0] ? NULL
+                           : json_object_new_string(f->date_from_metadata ? "metadata" : "mtime"));
+    json_object *targets = json_object_new_array();
+    for (size_t i = 0; i < f->n_targets; i++) {
+        const struct engine_dry_target *t = &f->targets[i];
+        json_object *to = json_object_new_object();
+        json_object_object_add(to, "where", json_object_new_string(t->where));
+        json_object_object_add(to, "recorded", json_object_new_boolean(t->recorded));
+        json_object_object_add(to, "name_taken", json_object_new_boolean(t->taken));
+        json_object_array_add(targets, to);
+    }
+    json_object_object_add(o, "targets", targets);
+    return o;
+}
+
+/* engine_options.on_dry_file: one line on stdout, or one object in the JSON list. */
+static void on_dry_file(const struct engine_dry_file *f, void *userdata)
+{
+    struct dry_view *dv = ((struct backup_view *)userdata)->dry;
+    dv->ignored += f->verdict == ENGINE_VERDICT_IGNORED;
+    dv->unreadable += f->verdict == ENGINE_VERDICT_UNREADABLE;
+    if (dv->files) {
+        json_object_array_add(dv->files, dry_file_json(f));
+        return;
+    }
+    char targets[2048];
+    dry_targets_text(f, targets, sizeof(targets));
+    const char *v = engine_verdict_to_string(f->verdict);
+    switch (f->verdict) {
+    case ENGINE_VERDICT_NEW:
+        printf("%-10s %s -> %s\n", v, f->rel_path, targets);
+        break;
+    case ENGINE_VERDICT_DONE:
+        printf("%-10s %s at %s%s%s%s\n", v, f->rel_path, targets,
+               f->duplicate_of[0] ? " (same content as " : "", f->duplicate_of,
+               f->duplicate_of[0] ? ")" : "");
+        break;
+    case ENGINE_VERDICT_DUPLICATE:
+        printf("%-10s %s same content as %s, at %s\n", v, f->rel_path, f->duplicate_of, targets);
+        break;
+    case ENGINE_VERDICT_IGNORED:
+    case ENGINE_VERDICT_UNREADABLE:
+        printf("%-10s %s: %s\n", v, f->rel_path, f->why);
+        break;
+    }
+}
+
+/* What a dry run prints after its list: the counts, with status "dry_run", never "completed". */
+static void dry_run_print(const struct engine_report *rep, struct dry_view *dv)
+{
+    const struct db_totals *t = &rep->totals;
+    if (dv->files) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "dry_run", json_object_new_boolean(true));
+        json_object_object_add(o, "status", json_object_new_string("dry_run"));
+        json_object_object_add(o, "card_uuid", json_object_new_string(rep->card_uuid));
+        json_object_object_add(o, "card_label", json_object_new_string(rep->card_label));
+        json_object_object_add(o, "files_total", json_object_new_int64(t->files_total));
+        json_object_object_add(o, "bytes_total", json_object_new_int64(t->bytes_total));
+        json_object_object_add(o, "files_new", json_object_new_int64(t->files_copied));
+        json_object_object_add(o, "bytes_new", json_object_new_int64(t->bytes_copied));
+        json_object_object_add(o, "files_done", json_object_new_int64(t->files_skipped));
+        json_object_object_add(o, "files_duplicate", json_object_new_int64(t->files_duplicate));
+        json_object_object_add(o, "files_ignored", json_object_new_int64(dv->ignored));
+        json_object_object_add(o, "scan_problems", json_object_new_int64(t->scan_problems));
+        json_object_object_add(o, "error", rep->error[0] ? json_object_new_string(rep->error) : NULL);
+        json_object_object_add(o, "files", dv->files);
+        dv->files = NULL;
+        json_print(o);
+        return;
+    }
+    char bytes[32];
+    format_bytes((double)t->bytes_copied, bytes, sizeof(bytes));
+    printf("dry run (nothing written): %" PRId64 " files found, %" PRId64 " new to copy (%s), %" PRId64
+           " already backed up, %" PRId64 " duplicates, %" PRId64 " ignored\n",
+           t->files_total, t->files_copied, bytes, t->files_skipped, t->files_duplicate,
+           dv->ignored);
+    scan_problems_print(t->scan_problems);
+    if (rep->error[0])
+        printf("first error: %s\n", rep->error);
+}
+
 static int cmd_backup(struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -351,8 +470,11 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
             view.mqtt = NULL;
         }
     }
+    struct dry_view dry = {.files = json && dry_run ? json_object_new_array() : NULL};
+    view.dry = &dry;
     struct engine_options opt = {
         .dry_run = dry_run,
+        .on_dry_file = dry_run ? on_dry_file : NULL,
         .on_progress = view.tty || view.plain || view.mqtt ? on_backup_progress : NULL,
         .userdata = &view,
         .cancel = &cancel_flag,
@@ -375,7 +497,10 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
     }
 
     const struct db_totals *t = &rep.totals;
-    if (json) {
+    if (dry_run) {
+        dry_run_print(&rep, &dry);
+        json_object_put(dry.files);
+    } else if (json) {
         json_object *o = json_object_new_object();
         json_object_object_add(o, "session_id", json_object_new_int64(rep.session_id));
         json_object_object_add(o, "status",
@@ -399,12 +524,7 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
         char copied[32], dur[32];
         format_bytes((double)t->bytes_copied, copied, sizeof(copied));
         format_duration(rep.duration_s, dur, sizeof(dur));
-        if (dry_run)
-            printf("dry run: %" PRId64 " files found, %" PRId64 " to copy (%s), %" PRId64
-                   " already backed up\n",
-                   t->files_total, t->files_copied, copied, t->files_skipped);
-        else
-            printf("session %" PRId64 " %s: %" PRId64 " files, %" PRId64 " copied (%s), %" PRId64
+        printf("session %" PRId64 " %s: %" PRId64 " files, %" PRId64 " copied (%s), %" PRId64
                    " already backed up, %" PRId64 " duplicates, %" PRId64 " failed, in %s (%.1f "
                    "MB/s)\n",
                    rep.session_id, db_session_status_to_string(rep.status), t->files_total,

@@ -900,7 +900,7 @@ static int configure(struct db *db, struct error *err)
     if (r < 0)
         return r;
 
-    if (version < DB_SCHEMA_VERSION && db->mode == DB_READ_ONLY) {
+    if (version < DB_SCHEMA_VERSION && db->mode != DB_READ_WRITE) {
         if (version == 0)
             return error_set(err, -EBADMSG,
                              "database '%s' is empty or not a SnapSync database (it has no "
@@ -981,13 +981,20 @@ static void immutable_uri(const char *path, char *buf, size_t size)
  *   reading without it would show old data: -EROFS;
  * - a folder this user may not write: -EACCES.
  */
-static int ro_plan(const char *path, bool *ret_immutable, struct error *err)
+static int ro_plan(const char *path, bool no_trace, bool *ret_immutable, struct error *err)
 {
     char dir[PATH_MAX];
     struct stat st;
 
     *ret_immutable = false;
-    if (side_file(path, "-shm", &st) || !header_is_wal(path))
+    if (side_file(path, "-shm", &st))
+        return 0;
+    /* DB_READ_NO_TRACE: nobody has it open and no log is left, so the file is all there is */
+    if (no_trace && !(side_file(path, "-wal", &st) && st.st_size > 0)) {
+        *ret_immutable = true;
+        return 0;
+    }
+    if (!header_is_wal(path))
         return 0;
     snprintf(dir, sizeof(dir), "%s", path);
     char *slash = strrchr(dir, '/');
@@ -1022,7 +1029,7 @@ int db_open(const char *path, enum db_mode mode, struct db **ret, struct error *
     struct stat stbuf;
     int r, rc;
 
-    if (!path || !path[0] || !ret || (mode != DB_READ_WRITE && mode != DB_READ_ONLY))
+    if (!path || !path[0] || !ret || (mode != DB_READ_WRITE && mode != DB_READ_ONLY && mode != DB_READ_NO_TRACE))
         return error_set(err, -EINVAL, "no database path given");
     if (strnlen(path, PATH_MAX) >= PATH_MAX)
         return error_set(err, -ENAMETOOLONG, "database path '%.64s...' is too long", path);
@@ -1046,8 +1053,8 @@ int db_open(const char *path, enum db_mode mode, struct db **ret, struct error *
     }
 
     bool immutable = false;
-    if (mode == DB_READ_ONLY) {
-        r = ro_plan(path, &immutable, err);
+    if (mode != DB_READ_WRITE) {
+        r = ro_plan(path, mode == DB_READ_NO_TRACE, &immutable, err);
         if (r < 0)
             goto out;
     }
@@ -2234,6 +2241,22 @@ static int file_query_one(struct db *db, sqlite3_stmt *st, int rc, struct db_fil
     if (rc == SQLITE_DONE)
         return error_set(err, -ENOENT, "%s", what);
     return db_fail(db, rc, err, "%s", what);
+}
+
+int db_file_find(struct db *db, const struct db_file_key *key, struct db_file *ret,
+                 struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    if (!db || !ret)
+        return error_set(err, -EINVAL, "invalid file query");
+    int r = check_key(key, err);
+    if (r == 0)
+        r = stmt_get(db, STMT_FILE_SELECT, &st, err);
+    if (r < 0)
+        return r;
+    r = file_query_one(db, st, bind_key(st, key), ret, err, "no such file");
+    stmt_done(st);
+    return r;
 }
 
 int db_card_current_file(struct db *db, int64_t card_id, struct db_file *ret, struct error *err)

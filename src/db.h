@@ -31,6 +31,11 @@
 enum db_mode {
     DB_READ_WRITE, /* creates the file and its folder if needed, migrates the schema */
     DB_READ_ONLY,  /* the file must exist with a schema this build knows; no migration */
+    /* DB_READ_ONLY that leaves no trace (the dry run): when no other connection has the file
+     * open (no -shm) and no write-ahead log is left, it is read immutable, so SQLite creates no
+     * -wal or -shm next to it. A writer that starts meanwhile may make a read fail (-EBADMSG,
+     * -EIO); never a write. */
+    DB_READ_NO_TRACE,
 };
 
 /* Per-file states (files.state). */
@@ -283,6 +288,11 @@ int db_file_done(struct db *db, const struct db_file_key *key, const char *const
 /* Finds the file with this key or inserts it (state new). ret_file may be NULL. */
 int db_file_get_or_create(struct db *db, const struct db_file_key *key, int64_t *ret_id,
                           struct db_file *ret_file, struct error *err);
+
+/* Finds the file with this key without creating it (works on a read-only database). -ENOENT
+ * when there is none. */
+int db_file_find(struct db *db, const struct db_file_key *key, struct db_file *ret,
+                 struct error *err);
 
 /* Sets state and last_error (NULL clears it); when state is DB_FILE_SCANNING, attempts += 1. */
 int db_file_set_state(struct db *db, int64_t file_id, enum db_file_state state, const char *error,

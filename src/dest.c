@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 extern const struct dest_ops dest_local_ops;
 extern const struct dest_ops dest_local_folder_ops;
@@ -126,6 +127,27 @@ const char *dest_section(const struct dest *d)
 const char *dest_kind(const struct dest *d)
 {
     return d->ops->kind;
+}
+
+void dest_target(const struct dest *d, const char *date_path, const char *name,
+                 struct dest_target *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    bool local = d->ops == &dest_local_ops || d->ops == &dest_local_folder_ops;
+    if (!local && d->ops != &dest_smb_ops) {
+        snprintf(ret->where, sizeof(ret->where), "%s", d->id);
+        return;
+    }
+    bool by_date = strcmp(d->section, "local") == 0 ? d->cfg->local.organize_by_date
+                                                    : d->cfg->unraid.organize_by_date;
+    /* a local id is "local:<root>", an SMB one the smb:// URL of its folder */
+    const char *root = local ? d->id + strlen("local:") : d->id;
+    bool dated = by_date && date_path && date_path[0];
+    int n = snprintf(ret->where, sizeof(ret->where), "%s/%s%s%s", root, dated ? date_path : "",
+                     dated ? "/" : "", name);
+    ret->has_path = n > 0 && (size_t)n < sizeof(ret->where);
+    struct stat st;
+    ret->taken = local && ret->has_path && lstat(ret->where, &st) == 0;
 }
 
 /* r, with err's message scrubbed of secrets when r is an error. */

@@ -152,6 +152,25 @@ int dest_finish(struct dest_file *f, const struct hasher_digest *digest, bool ve
 /* Consumes f; NULL-safe. */
 void dest_abort(struct dest_file *f);
 
+/* Where a file would go, for the dry run. */
+struct dest_target {
+    char where[DEST_REMOTE_MAX]; /* "/srv/photos/2024/05/01/IMG_0001.JPG", "smb://nas/photos/...";
+                                  * for a destination without paths (Immich) its id */
+    bool has_path;               /* where names a file path (else the destination itself) */
+    bool taken;                  /* a file already has that name: the copy may be found the same
+                                  * or get a name "_N"; looked up on local folders only */
+};
+
+/*
+ * Where a file named name (its base name on the card) with the date folder date_path
+ * ("YYYY/MM/DD") would go on d: root + date_path (when the destination organises by date) +
+ * name. Writes nothing and asks no server; on a local or NFS folder it looks (lstat) whether the
+ * name is taken. The exact name the copy gets when it is taken is decided at copy time. Any
+ * thread.
+ */
+void dest_target(const struct dest *d, const char *date_path, const char *name,
+                 struct dest_target *ret);
+
 /* For backends: candidate name k for a file named name when the name is taken: k == 0 is name
  * itself, else "<stem>_<k>.<ext>", the stem shortened (never inside a UTF-8 sequence) so that the
  * result fits in DEST_NAME_MAX bytes. out gets at most size bytes. */

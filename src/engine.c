@@ -498,11 +498,164 @@ static size_t summarise_health(struct engine *e)
     return down;
 }
 
-/* The dry run: scan and classify against the database if there is one; nothing is written. */
+/* ---- the dry run ---- */
+
+const char *engine_verdict_to_string(enum engine_verdict v)
+{
+    switch (v) {
+    case ENGINE_VERDICT_NEW:
+        return "new";
+    case ENGINE_VERDICT_DONE:
+        return "done";
+    case ENGINE_VERDICT_DUPLICATE:
+        return "duplicate";
+    case ENGINE_VERDICT_IGNORED:
+        return "ignored";
+    case ENGINE_VERDICT_UNREADABLE:
+        return "unreadable";
+    }
+    return "unknown";
+}
+
+/* The date folder as the pipeline will choose it: the capture date from the metadata (media_probe
+ * reads a few KB), else the modification time. */
+static void dry_date(int root_fd, const struct scan_entry *se, struct engine_dry_file *f)
+{
+    int64_t capture = 0;
+    int fd = scanner_open_beneath(root_fd, se->rel_path, O_RDONLY);
+    if (fd >= 0) {
+        struct media_info mi;
+        struct error merr;
+        if (media_probe_fd(fd, se->size, se->ext, &mi, &merr) == 0 && mi.capture_time > 0)
+            capture = mi.capture_time;
+        close(fd);
+    }
+    f->date_from_metadata = capture > 0;
+    if (!capture)
+        capture = media_floating_time(se->mtime_ns / 1000000000);
+    media_date_path(capture, f->date_path, sizeof(f->date_path));
+}
+
+struct dry {
+    struct engine *e;
+    struct db *db; /* NULL: no database, or the card is unknown to it */
+    int root_fd;
+};
+
+/* The copy of file_id the database records as completed at destination d, if any. */
+static bool dry_recorded(struct dry *x, int64_t file_id, size_t d, struct engine_dry_target *t)
+{
+    struct db_copy c;
+    struct error derr;
+    if (!x->db || file_id <= 0 || db_copy_get(x->db, file_id, x->e->dest_ids[d], &c, &derr) < 0 ||
+        c.state != DB_COPY_COMPLETED)
+        return false;
+    snprintf(t->where, sizeof(t->where), "%s", c.remote[0] ? c.remote : x->e->dest_ids[d]);
+    t->recorded = true;
+    return true;
+}
+
+/* The verdict on one file the scan found and where it goes (or went) on each destination. */
+static int dry_file(struct dry *x, const struct scan_entry *se, struct engine_dry_file *f,
+                    struct error *err)
+{
+    struct engine *e = x->e;
+    memset(f, 0, sizeof(*f));
+    f->rel_path = se->rel_path;
+    f->size = se->size;
+    f->verdict = ENGINE_VERDICT_NEW;
+    f->n_targets = e->n_dests;
+    struct db_file known = {0};
+    if (x->db) {
+        struct db_file_key key = {e->card_id, se->rel_path, (int64_t)se->size, se->mtime_ns};
+        bool done = false;
+        int r = db_file_done(x->db, &key, e->dest_ids, e->n_dests, &done, err);
+        if (r == 0)
+            r = db_file_find(x->db, &key, &known, err);
+        if (r == -ENOENT)
+            r = 0; /* never seen: new */
+        else if (r == 0 && done)
+            f->verdict = ENGINE_VERDICT_DONE;
+        if (r < 0)
+            return r;
+    }
+    /* the same content is already backed up: decidable only with the hashes of an earlier read */
+    int64_t original = 0;
+    if (f->verdict == ENGINE_VERDICT_NEW && known.md5[0] && known.sha1[0]) {
+        int r = db_hash_backed_up(x->db, known.md5, known.sha1, known.id, e->dest_ids, e->n_dests,
+                                  &original, err);
+        if (r < 0)
+            return r;
+        if (original > 0)
+            f->verdict = ENGINE_VERDICT_DUPLICATE;
+    } else if (f->verdict == ENGINE_VERDICT_DONE) {
+        original = known.duplicate_of; /* found a duplicate by an earlier run, or 0 */
+    }
+    struct db_file of;
+    if (original > 0 && db_file_get(x->db, original, &of, NULL) == 0)
+        snprintf(f->duplicate_of, sizeof(f->duplicate_of), "%s", of.rel_path);
+    if (known.capture_time > 0) {
+        media_date_path(known.capture_time, f->date_path, sizeof(f->date_path));
+        f->date_from_metadata = true; /* recorded by the read that hashed it */
+    } else {
+        dry_date(x->root_fd, se, f);
+    }
+    for (size_t d = 0; d < e->n_dests; d++) {
+        struct engine_dry_target *t = &f->targets[d];
+        if (dry_recorded(x, known.id, d, t) ||
+            (f->verdict == ENGINE_VERDICT_DUPLICATE && dry_recorded(x, original, d, t)))
+            continue;
+        struct dest_target dt;
+        dest_target(e->dests[d], f->date_path, se->name, &dt);
+        snprintf(t->where, sizeof(t->where), "%s", dt.where);
+        t->taken = dt.taken;
+    }
+    return 0;
+}
+
+/* The ignored files and the entries the scan could not read, each with why. */
+static void dry_others(struct engine *e)
+{
+    const struct scan_list *l = e->scan;
+    struct engine_dry_file *f = malloc(sizeof(*f));
+    if (!f)
+        return;
+    for (size_t i = 0; i < l->n_ignored_named; i++) {
+        const struct scan_ignored *ig = &l->ignored[i];
+        memset(f, 0, sizeof(*f));
+        f->rel_path = ig->rel_path;
+        f->size = ig->size;
+        f->verdict = ENGINE_VERDICT_IGNORED;
+        if (ig->reason == SCAN_IGNORED_SMALL)
+            snprintf(f->why, sizeof(f->why), "smaller than files.min_size (%llu bytes)",
+                     (unsigned long long)e->cfg->files.min_size);
+        else if (ig->ext[0])
+            snprintf(f->why, sizeof(f->why), "extension .%s is not in files.extensions", ig->ext);
+        else
+            snprintf(f->why, sizeof(f->why), "no extension");
+        e->opt->on_dry_file(f, e->opt->userdata);
+    }
+    if (l->n_ignored > l->n_ignored_named)
+        log_info("'%s': %zu more ignored files not named", e->card.root,
+                 l->n_ignored - l->n_ignored_named);
+    for (size_t i = 0; i < l->n_problems_named; i++) {
+        memset(f, 0, sizeof(*f));
+        f->rel_path = l->problems[i].rel_path;
+        f->verdict = ENGINE_VERDICT_UNREADABLE;
+        scan_problem_describe(&l->problems[i], f->why, sizeof(f->why));
+        e->opt->on_dry_file(f, e->opt->userdata);
+    }
+    free(f);
+}
+
+/* The dry run: scan and classify against the database if there is one, opened read-only (none
+ * is created); reads only the metadata of the files to copy; nothing is written anywhere. */
 static int dry_run(struct engine *e, struct error *err)
 {
     struct db *db = NULL;
-    int r = db_open(e->cfg->service.database_path, DB_READ_ONLY, &db, err);
+    struct engine_dry_file *f = NULL;
+    int root_fd = -1;
+    int r = db_open(e->cfg->service.database_path, DB_READ_NO_TRACE, &db, err);
     if (r == -ENOENT) {
         db = NULL;
         r = 0;
@@ -513,18 +666,43 @@ static int dry_run(struct engine *e, struct error *err)
     if (db && db_card_find(db, e->card.uuid, &e->card_id, NULL) < 0)
         e->card_id = -1;
     log_info("scanning '%s' (card %s)", e->card.root, e->card.uuid);
-    r = scanner_scan(e->card.root, e->cfg->files.extensions, e->cfg->files.min_size, &e->scan, err);
-    if (r == 0) {
-        record_scan_problems(e, NULL);
-        e->totals.files_total = (int64_t)e->scan->n;
-        e->totals.bytes_total = (int64_t)e->scan->bytes;
-        r = classify(e, e->card_id > 0 ? db : NULL, err);
+    r = scanner_scan_naming(e->card.root, e->cfg->files.extensions, e->cfg->files.min_size,
+                            e->opt->on_dry_file ? ENGINE_DRY_IGNORED_MAX : 0, &e->scan, err);
+    if (r < 0)
+        goto out;
+    record_scan_problems(e, NULL);
+    e->totals.files_total = (int64_t)e->scan->n;
+    e->totals.bytes_total = (int64_t)e->scan->bytes;
+    f = malloc(sizeof(*f));
+    root_fd = open(e->card.root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (!f || root_fd < 0) {
+        r = !f ? error_set(err, -ENOMEM, "out of memory")
+               : error_set_errno(err, -errno, "cannot open '%s'", e->card.root);
+        goto out;
     }
-    if (r == 0) {
-        e->totals.files_copied = (int64_t)e->n_todo; /* would be copied */
-        for (size_t i = 0; i < e->n_todo; i++)
-            e->totals.bytes_copied += (int64_t)e->scan->entries[e->todo[i]].size;
+    struct dry x = {.e = e, .db = e->card_id > 0 ? db : NULL, .root_fd = root_fd};
+    for (size_t i = 0; i < e->scan->n && !cancelled(e); i++) {
+        const struct scan_entry *se = &e->scan->entries[i];
+        r = dry_file(&x, se, f, err);
+        if (r < 0)
+            goto out;
+        if (f->verdict == ENGINE_VERDICT_DONE) {
+            e->totals.files_skipped++;
+        } else if (f->verdict == ENGINE_VERDICT_DUPLICATE) {
+            e->totals.files_duplicate++;
+        } else {
+            e->totals.files_copied++; /* would be copied */
+            e->totals.bytes_copied += (int64_t)se->size;
+        }
+        if (e->opt->on_dry_file)
+            e->opt->on_dry_file(f, e->opt->userdata);
     }
+    if (e->opt->on_dry_file)
+        dry_others(e);
+out:
+    if (root_fd >= 0)
+        close(root_fd);
+    free(f);
     db_close(db);
     return r;
 }

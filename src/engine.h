@@ -15,6 +15,8 @@
 #include "dest.h"
 #include "error.h"
 
+#define ENGINE_DRY_IGNORED_MAX 10000 /* ignored files a dry run names */
+
 struct engine_progress {
     int64_t session_id;
     enum db_session_status status;
@@ -37,8 +39,44 @@ struct engine_progress {
     char error[256]; /* the session's first failure, in the final report only; "" when none */
 };
 
+/* What a dry run says would happen to one file. */
+enum engine_verdict {
+    ENGINE_VERDICT_NEW,        /* would be read and copied */
+    ENGINE_VERDICT_DONE,       /* already backed up to every destination (fast path, not read) */
+    ENGINE_VERDICT_DUPLICATE,  /* its content, known from an earlier read, is already backed up */
+    ENGINE_VERDICT_IGNORED,    /* left out by the filters (extension, size) */
+    ENGINE_VERDICT_UNREADABLE, /* could not be listed or examined: files under it go unseen */
+};
+
+struct engine_dry_target {
+    char where[DEST_REMOTE_MAX]; /* the path it would get (or has), or the destination */
+    bool recorded;               /* where the database says a copy already is */
+    bool taken;                  /* the name is taken there: the copy may get a name "_N" */
+};
+
+struct engine_dry_file {
+    const char *rel_path; /* on the card; borrowed for the call */
+    uint64_t size;
+    enum engine_verdict verdict;
+    char why[256];           /* IGNORED, UNREADABLE: why; else "" */
+    char duplicate_of[1024]; /* DUPLICATE, and DONE when an earlier run found it one: the card
+                              * path of the backed-up file with the same content; else "" */
+    char date_path[16];      /* "YYYY/MM/DD", the date folder; "" for IGNORED and UNREADABLE */
+    bool date_from_metadata; /* read from the file's metadata, else from its modification time */
+    size_t n_targets;        /* one per destination (engine_progress.dests order); 0 when none */
+    struct engine_dry_target targets[DEST_MAX];
+};
+
+/* "new", "done", "duplicate", "ignored", "unreadable". */
+const char *engine_verdict_to_string(enum engine_verdict v);
+
 struct engine_options {
     bool dry_run; /* scan and classify only: nothing is written anywhere, not even the DB */
+    /* Dry run only, may be NULL: called from the calling thread once for each file the scan
+     * found (in path order), then each ignored file (the first ENGINE_DRY_IGNORED_MAX; the rest
+     * are only counted in the log), then each entry that could not be read. f is borrowed for
+     * the call. Finding where a file would go reads its metadata (a few KB), never its content. */
+    void (*on_dry_file)(const struct engine_dry_file *f, void *userdata);
     /* Called from the calling thread about 5 times a second and once at the end. */
     void (*on_progress)(const struct engine_progress *p, void *userdata);
     /* Called from the calling thread once the session exists in the database. May be NULL. */

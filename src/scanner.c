@@ -38,6 +38,7 @@ struct walk {
     size_t cap;
     char *const *extensions;
     uint64_t min_size;
+    size_t max_ignored;
     size_t n_folders;
     char *path; /* SCANNER_MAX_PATH bytes: the relative path of the current folder or entry */
 };
@@ -95,6 +96,30 @@ static int add_problem(struct walk *w, const char *rel, enum scan_problem_kind k
     p->rel_path = copy;
     p->kind = kind;
     p->error = error;
+    return 0;
+}
+
+/* Counts an ignored file and names it while fewer than max_ignored are. Only -ENOMEM fails. */
+static int add_ignored(struct walk *w, const char *rel, const char ext[16], const struct stat *st,
+                       enum scan_ignored_reason reason)
+{
+    struct scan_list *l = w->list;
+    l->n_ignored++;
+    if (l->n_ignored_named >= w->max_ignored)
+        return 0;
+    if (!l->ignored) {
+        l->ignored = calloc(w->max_ignored, sizeof(*l->ignored));
+        if (!l->ignored)
+            return -ENOMEM;
+    }
+    char *copy = strdup(rel);
+    if (!copy)
+        return -ENOMEM;
+    struct scan_ignored *ig = &l->ignored[l->n_ignored_named++];
+    ig->rel_path = copy;
+    memcpy(ig->ext, ext, 16);
+    ig->size = (uint64_t)st->st_size;
+    ig->reason = reason;
     return 0;
 }
 
@@ -208,8 +233,10 @@ static int read_folder(struct walk *w, struct frame *f)
         } else if (S_ISREG(st.st_mode)) {
             char ext[16];
             extension_of(name, ext);
-            if (!extension_wanted(w->extensions, ext) || (uint64_t)st.st_size < w->min_size)
-                w->list->n_ignored++;
+            if (!extension_wanted(w->extensions, ext))
+                r = add_ignored(w, path, ext, &st, SCAN_IGNORED_EXTENSION);
+            else if ((uint64_t)st.st_size < w->min_size)
+                r = add_ignored(w, path, ext, &st, SCAN_IGNORED_SMALL);
             else
                 r = add_entry(w, path, path + child_len - strlen(name), ext, &st);
         }
@@ -296,6 +323,14 @@ static int entry_cmp(const void *a, const void *b)
 int scanner_scan(const char *root, char *const *extensions, uint64_t min_size,
                  struct scan_list **ret, struct error *err)
 {
+    return scanner_scan_naming(root, extensions, min_size, 0, ret, err);
+}
+
+int scanner_scan_naming(const char *root, char *const *extensions, uint64_t min_size,
+                        size_t max_ignored, struct scan_list **ret, struct error *err)
+{
+    if (max_ignored > SCANNER_MAX_IGNORED)
+        return error_set(err, -EINVAL, "too many ignored files to name");
     int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return error_set_errno(err, -errno, "cannot open '%s'", root);
@@ -309,7 +344,11 @@ int scanner_scan(const char *root, char *const *extensions, uint64_t min_size,
         return error_set(err, -ENOMEM, "out of memory");
     }
     path[0] = '\0';
-    struct walk w = {.list = list, .extensions = extensions, .min_size = min_size, .path = path};
+    struct walk w = {.list = list,
+                     .extensions = extensions,
+                     .min_size = min_size,
+                     .max_ignored = max_ignored,
+                     .path = path};
     int r = walk(&w, fd); /* takes fd */
     free(path);
     if (r < 0) {
@@ -332,6 +371,9 @@ void scan_list_free(struct scan_list *list)
     for (size_t i = 0; i < list->n_problems_named; i++)
         free(list->problems[i].rel_path);
     free(list->problems);
+    for (size_t i = 0; i < list->n_ignored_named; i++)
+        free(list->ignored[i].rel_path);
+    free(list->ignored);
     free(list);
 }
 

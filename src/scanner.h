@@ -18,6 +18,7 @@
 #define SCANNER_MAX_FILES 1000000   /* wanted files */
 #define SCANNER_MAX_FOLDERS 1000000 /* folders walked */
 #define SCANNER_MAX_PROBLEMS 100    /* problems named in a list; more are only counted */
+#define SCANNER_MAX_IGNORED 10000   /* ignored files a scan may be asked to name */
 
 struct scan_entry {
     char *rel_path;   /* "DCIM/100CANON/IMG_0001.CR2", owned by the list */
@@ -44,11 +45,27 @@ struct scan_problem {
     int error; /* positive errno (ENAMETOOLONG, EFBIG for the ceilings) */
 };
 
+/* Why a regular file is not a candidate. */
+enum scan_ignored_reason {
+    SCAN_IGNORED_EXTENSION, /* its extension is not a wanted one (or it has none) */
+    SCAN_IGNORED_SMALL,     /* smaller than min_size */
+};
+
+/* A file the filters left out, named only when the scan was asked to (scanner_scan_naming). */
+struct scan_ignored {
+    char *rel_path; /* owned by the list */
+    char ext[16];   /* as in scan_entry */
+    uint64_t size;
+    enum scan_ignored_reason reason;
+};
+
 struct scan_list {
     struct scan_entry *entries; /* sorted by rel_path */
     size_t n;
     uint64_t bytes;    /* sum of sizes */
     size_t n_ignored;  /* entries skipped by the filters (not counting hidden/system) */
+    struct scan_ignored *ignored; /* the first max_ignored of them in walk order, or NULL */
+    size_t n_ignored_named;
     size_t n_symlinks; /* symlinks seen and not followed (a notice, not a problem) */
     struct scan_problem *problems; /* the first SCANNER_MAX_PROBLEMS met, in walk order */
     size_t n_problems_named;
@@ -64,6 +81,14 @@ struct scan_list {
  */
 int scanner_scan(const char *root, char *const *extensions, uint64_t min_size,
                  struct scan_list **ret, struct error *err);
+
+/*
+ * scanner_scan, also naming the first max_ignored (at most SCANNER_MAX_IGNORED, else -EINVAL)
+ * files the filters left out, with why, in list->ignored; the others are only counted. For the
+ * dry run, which shows what happens to each file. Any thread.
+ */
+int scanner_scan_naming(const char *root, char *const *extensions, uint64_t min_size,
+                        size_t max_ignored, struct scan_list **ret, struct error *err);
 
 /* "cannot examine it: Input/output error", for a log line or a record after the quoted path.
  * Always NUL-terminates buf. */

@@ -78,19 +78,106 @@ class BackupTest(SnapsyncTest):
         self.assertEqual(st["stats"]["sessions"], 2)
         self.assertEqual(st["session"]["id"], r2["session_id"])
 
+    def tree(self, top, prefix=""):
+        """Every path under top (starting with prefix) with its size and mtime, folders included."""
+        out = {}
+        for root, dirs, files in os.walk(top):
+            for n in [n for n in dirs + files if n.startswith(prefix)]:
+                p = os.path.join(root, n)
+                st = os.lstat(p)
+                out[os.path.relpath(p, top)] = (st.st_size, st.st_mtime_ns)
+        return out
+
     def test_dry_run_writes_nothing(self):
         self.make_card()
         r = self.backup(None, 0, "--dry-run")
+        self.assertEqual(r["status"], "dry_run")
+        self.assertTrue(r["dry_run"])
         self.assertEqual(r["files_total"], 4)
-        self.assertEqual(r["files_copied"], 4)
+        self.assertEqual(r["files_new"], 4)
         self.assertFalse(os.path.exists(self.dest))
         self.assertFalse(os.path.exists(self.db))
+        self.assertFalse([n for n in os.listdir(os.path.dirname(self.db))
+                          if n.startswith(os.path.basename(self.db))])
+        # no database yet: each file is new, its target from its capture date (or its mtime)
+        files = {f["path"]: f for f in r["files"]}
+        for src, dst in self.expected_paths().items():
+            self.assertEqual(files[src]["verdict"], "new", src)
+            where = files[src]["targets"][0]["where"]
+            if dst is None:
+                self.assertTrue(where.startswith(f"{self.dest}/2021/03/0"), where)
+            else:
+                self.assertEqual(where, f"{self.dest}/{dst}")
+        self.assertEqual(files["DCIM/100CANON/IMG_0001.JPG"]["date_from"], "metadata")
+        self.assertEqual(files["DCIM/100CANON/NODATE.JPG"]["date_from"], "mtime")
+        self.assertEqual(files["DCIM/100CANON/notes.txt"]["verdict"], "ignored")
+        self.assertIn(".txt", files["DCIM/100CANON/notes.txt"]["why"])
+        self.assertEqual(files["DCIM/100CANON/EMPTY.JPG"]["verdict"], "ignored")
+        self.assertIn("min_size", files["DCIM/100CANON/EMPTY.JPG"]["why"])
+        self.assertEqual(r["files_ignored"], 2)
+        self.assertNotIn(".Trashes/IMG_9999.JPG", files)
+
         self.backup()
-        make_photo(f"{self.card}/DCIM/NEW.JPG", self.dir, "2023:01:01 00:00:00")
+        c = self.card
+        make_photo(f"{c}/DCIM/NEW.JPG", self.dir, "2023:01:01 00:00:00")
+        # a copy of a backed-up photo under another name, seen by one backup: its hashes are known
+        with open(f"{c}/DCIM/100CANON/IMG_0001.JPG", "rb") as f:
+            data = f.read()
+        with open(f"{c}/DCIM/COPY.JPG", "wb") as f:
+            f.write(data)
+        self.assertEqual(self.backup()["files_duplicate"], 1)
         r = self.backup(None, 0, "--dry-run")
-        self.assertEqual(r["files_copied"], 1)
-        self.assertEqual(r["files_skipped"], 4)
-        self.assertFalse(any("NEW.JPG" in p for p in self.dest_files()))
+        files = {f["path"]: f for f in r["files"]}
+        # found a duplicate by that backup: done, and says of what
+        self.assertEqual(files["DCIM/COPY.JPG"]["verdict"], "done")
+        self.assertEqual(files["DCIM/COPY.JPG"]["duplicate_of"], "DCIM/100CANON/IMG_0001.JPG")
+        self.assertIsNone(files["DCIM/100CANON/IMG_0002.JPG"]["duplicate_of"])
+        # as after a read whose copy failed: hashes known, no copy; its content is backed up
+        con = sqlite3.connect(self.db)
+        with con:
+            (fid,) = con.execute("select id from files where rel_path = 'DCIM/COPY.JPG'").fetchone()
+            con.execute("delete from copies where file_id = ?", (fid,))
+            con.execute("update files set state = 'failed', duplicate_of = null where id = ?",
+                        (fid,))
+        con.close()
+        os.remove(f"{c}/DCIM/NEW.JPG")
+        make_photo(f"{c}/DCIM/NEW.JPG", self.dir, "2023:01:01 00:00:00")
+        # the name it would get is taken at the destination (by the earlier NEW.JPG)
+        db_before = self.tree(self.dir, os.path.basename(self.db))
+        dest_before = self.tree(self.dest)
+
+        r = self.backup(None, 0, "--dry-run")
+        self.assertEqual(r["status"], "dry_run")
+        self.assertEqual((r["files_new"], r["files_done"], r["files_duplicate"]), (1, 4, 1))
+        files = {f["path"]: f for f in r["files"]}
+        new = files["DCIM/NEW.JPG"]
+        self.assertEqual(new["verdict"], "new")
+        self.assertEqual(new["date"], "2023/01/01")
+        self.assertEqual(new["targets"][0]["where"], f"{self.dest}/2023/01/01/NEW.JPG")
+        self.assertTrue(new["targets"][0]["name_taken"])
+        done = files["DCIM/100CANON/IMG_0002.JPG"]
+        self.assertEqual(done["verdict"], "done")
+        self.assertEqual(done["targets"][0]["where"], f"{self.dest}/2023/07/15/IMG_0002.JPG")
+        self.assertTrue(done["targets"][0]["recorded"])
+        dup = files["DCIM/COPY.JPG"]
+        self.assertEqual(dup["verdict"], "duplicate")
+        self.assertEqual(dup["duplicate_of"], "DCIM/100CANON/IMG_0001.JPG")
+        self.assertEqual(dup["targets"][0]["where"], f"{self.dest}/2023/07/14/IMG_0001.JPG")
+        self.assertEqual(files["DCIM/100CANON/notes.txt"]["verdict"], "ignored")
+
+        text = self.snapsync("backup", c, "--dry-run", check=0).stdout
+        self.assertIn(f"new        DCIM/NEW.JPG -> {self.dest}/2023/01/01/NEW.JPG (name taken", text)
+        self.assertIn(f"done       DCIM/100CANON/IMG_0002.JPG at {self.dest}/2023/07/15/IMG_0002.JPG",
+                      text)
+        self.assertIn("duplicate  DCIM/COPY.JPG same content as DCIM/100CANON/IMG_0001.JPG", text)
+        self.assertIn("ignored    DCIM/100CANON/notes.txt: extension .txt", text)
+        self.assertIn("dry run (nothing written): 6 files found, 1 new to copy", text)
+        self.assertNotIn("completed", text)
+
+        # nothing written: not the database (nor its -wal/-shm), not the destination
+        self.assertEqual(self.tree(self.dir, os.path.basename(self.db)), db_before)
+        self.assertEqual(self.tree(self.dest), dest_before)
+        self.assertEqual(len(json.loads(self.snapsync("sessions", "--json", check=0).stdout)), 2)
 
     def test_duplicate_content_is_not_copied_again(self):
         make_photo(f"{self.card}/DCIM/A.JPG", self.dir, "2022:01:01 12:00:00", salt=b"same")
@@ -356,7 +443,8 @@ class ScanRulesTest(SnapsyncTest):
         self.assertEqual(st["scan_problems"], 0)
         self.assertEqual(st["scan_problem_entries"], [])
         self.assertIn("empty", self.snapsync("status", check=0).stdout)
-        self.assertEqual(self.backup(self.card, 0, "--dry-run")["status"], "empty")
+        r = self.backup(self.card, 0, "--dry-run")
+        self.assertEqual((r["status"], r["files_total"], r["files_ignored"]), ("dry_run", 0, 2))
 
 
 class ConcurrentReadTest(SnapsyncTest):

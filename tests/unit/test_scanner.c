@@ -106,6 +106,54 @@ static void test_deep_tree_is_walked_whole(void **state)
     scan_list_free(l);
 }
 
+static void test_ignored_files_are_named_up_to_the_bound(void **state)
+{
+    (void)state;
+    char root[PATH_MAX];
+    new_root(root, sizeof(root), "ignored");
+    int root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(root_fd >= 0);
+    write_at(root_fd, "A.JPG", 10);
+    write_at(root_fd, "SMALL.JPG", 2);
+    write_at(root_fd, "notes.txt", 10);
+    write_at(root_fd, "README", 10);
+    write_at(root_fd, ".hidden.txt", 10);
+    close(root_fd);
+
+    struct scan_list *l = NULL;
+    assert_int_equal(scanner_scan_naming(root, extensions, 5, 10, &l, NULL), 0);
+    assert_int_equal(l->n, 1);
+    assert_int_equal(l->n_ignored, 3);
+    assert_int_equal(l->n_ignored_named, 3);
+    int small = 0, ext = 0;
+    for (size_t i = 0; i < l->n_ignored_named; i++) {
+        const struct scan_ignored *ig = &l->ignored[i];
+        if (strcmp(ig->rel_path, "SMALL.JPG") == 0) {
+            small++;
+            assert_int_equal(ig->reason, SCAN_IGNORED_SMALL);
+            assert_int_equal(ig->size, 2);
+        } else {
+            ext++;
+            assert_int_equal(ig->reason, SCAN_IGNORED_EXTENSION);
+        }
+    }
+    assert_int_equal(small, 1);
+    assert_int_equal(ext, 2);
+    scan_list_free(l);
+
+    /* bounded: the others are only counted; plain scanner_scan names none */
+    assert_int_equal(scanner_scan_naming(root, extensions, 5, 1, &l, NULL), 0);
+    assert_int_equal(l->n_ignored, 3);
+    assert_int_equal(l->n_ignored_named, 1);
+    scan_list_free(l);
+    assert_int_equal(scanner_scan(root, extensions, 5, &l, NULL), 0);
+    assert_int_equal(l->n_ignored_named, 0);
+    assert_null(l->ignored);
+    scan_list_free(l);
+    assert_int_equal(scanner_scan_naming(root, extensions, 5, SCANNER_MAX_IGNORED + 1, &l, NULL),
+                     -EINVAL);
+}
+
 static void test_path_ceiling_is_a_named_problem(void **state)
 {
     (void)state;
@@ -175,6 +223,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deep_tree_is_walked_whole),
+        cmocka_unit_test(test_ignored_files_are_named_up_to_the_bound),
         cmocka_unit_test(test_path_ceiling_is_a_named_problem),
         cmocka_unit_test(test_describe),
         cmocka_unit_test(test_missing_root),
