@@ -70,6 +70,8 @@ static int load_config(struct cli *cli)
         fprintf(stderr, "snapsync: %s\n", err.msg);
         return EXIT_USAGE;
     }
+    /* from here on no line of the log holds a configured secret, wherever it came from */
+    log_set_scrubber(config_scrub_log_line, cli->cfg);
     enum log_level level;
     if (log_level_from_string(cli->cfg->service.log_level, &level) == 0)
         log_set_level(level);
@@ -941,6 +943,7 @@ int cli_main(int argc, char **argv)
         if (strcmp(name, commands[i].name) != 0)
             continue;
         int rc = commands[i].run(&cli, argc - optind, argv + optind);
+        log_set_scrubber(NULL, NULL);
         config_free(cli.cfg);
         return rc;
     }
