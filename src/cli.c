@@ -24,6 +24,7 @@
 #include "db.h"
 #include "dest.h"
 #include "engine.h"
+#include "jsonout.h"
 #include "log.h"
 #include "service.h"
 #include "mqtt.h"
@@ -69,6 +70,8 @@ static int load_config(struct cli *cli)
         fprintf(stderr, "snapsync: %s\n", err.msg);
         return EXIT_USAGE;
     }
+    /* from here on no line of the log holds a configured secret, wherever it came from */
+    log_set_scrubber(config_scrub_log_line, cli->cfg);
     enum log_level level;
     if (log_level_from_string(cli->cfg->service.log_level, &level) == 0)
         log_set_level(level);
@@ -506,8 +509,8 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
         json_object_object_add(o, "status",
                                json_object_new_string(db_session_status_to_string(rep.status)));
         json_object_object_add(o, "dry_run", json_object_new_boolean(dry_run));
-        json_object_object_add(o, "card_uuid", json_object_new_string(rep.card_uuid));
-        json_object_object_add(o, "card_label", json_object_new_string(rep.card_label));
+        json_object_object_add(o, "card_uuid", jsonout_string(rep.card_uuid));
+        json_object_object_add(o, "card_label", jsonout_string(rep.card_label));
         json_object_object_add(o, "files_total", json_object_new_int64(t->files_total));
         json_object_object_add(o, "bytes_total", json_object_new_int64(t->bytes_total));
         json_object_object_add(o, "files_copied", json_object_new_int64(t->files_copied));
@@ -517,8 +520,7 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
         json_object_object_add(o, "bytes_copied", json_object_new_int64(t->bytes_copied));
         json_object_object_add(o, "scan_problems", json_object_new_int64(t->scan_problems));
         json_object_object_add(o, "duration_s", json_object_new_double(rep.duration_s));
-        json_object_object_add(o, "error",
-                               rep.error[0] ? json_object_new_string(rep.error) : NULL);
+        json_object_object_add(o, "error", jsonout_error(cli->cfg, rep.error));
         json_print(o);
     } else {
         char copied[32], dur[32];
@@ -554,15 +556,16 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
 
 /* ---- status and sessions ---- */
 
-static json_object *session_json(const struct db_session *s)
+/* cfg: whose secrets are scrubbed from the errors shown */
+static json_object *session_json(const struct config *cfg, const struct db_session *s)
 {
     json_object *o = json_object_new_object();
     json_object_object_add(o, "id", json_object_new_int64(s->id));
     json_object_object_add(o, "status",
                            json_object_new_string(db_session_status_to_string(s->status)));
-    json_object_object_add(o, "card_uuid", json_object_new_string(s->card_uuid));
-    json_object_object_add(o, "card_label", json_object_new_string(s->card_label));
-    json_object_object_add(o, "source", json_object_new_string(s->source));
+    json_object_object_add(o, "card_uuid", jsonout_string(s->card_uuid));
+    json_object_object_add(o, "card_label", jsonout_string(s->card_label));
+    jsonout_add_path(o, "source", s->source);
     json_object_object_add(o, "started_at", json_object_new_int64(s->started_at));
     json_object_object_add(o, "ended_at",
                            s->ended_at ? json_object_new_int64(s->ended_at) : NULL);
@@ -575,19 +578,20 @@ static json_object *session_json(const struct db_session *s)
     json_object_object_add(o, "files_failed", json_object_new_int64(s->totals.files_failed));
     json_object_object_add(o, "bytes_copied", json_object_new_int64(s->totals.bytes_copied));
     json_object_object_add(o, "scan_problems", json_object_new_int64(s->totals.scan_problems));
-    json_object_object_add(o, "error", s->error[0] ? json_object_new_string(s->error) : NULL);
+    json_object_object_add(o, "error", jsonout_error(cfg, s->error));
     json_object_object_add(o, "safe_to_remove", json_object_new_boolean(s->safe_to_remove));
     return o;
 }
 
 /* The named problems of a session as [{"path", "error"}]. */
-static json_object *problems_json(const struct db_problem *p, size_t n)
+static json_object *problems_json(const struct config *cfg, const struct db_problem *p,
+                                  size_t n)
 {
     json_object *a = json_object_new_array();
     for (size_t i = 0; i < n; i++) {
         json_object *o = json_object_new_object();
-        json_object_object_add(o, "path", json_object_new_string(p[i].path));
-        json_object_object_add(o, "error", json_object_new_string(p[i].error));
+        jsonout_add_path(o, "path", p[i].path);
+        json_object_object_add(o, "error", jsonout_error(cfg, p[i].error));
         json_object_array_add(a, o);
     }
     return a;
@@ -705,11 +709,11 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
         json_object *o = json_object_new_object();
         json_object_object_add(o, "state", json_object_new_string(running ? "backing_up" : "idle"));
         json_object_object_add(o, "database",
-                               json_object_new_string(cli->cfg->service.database_path));
-        json_object *session = n ? session_json(&list[0]) : NULL;
+                               jsonout_string(cli->cfg->service.database_path));
+        json_object *session = n ? session_json(cli->cfg, &list[0]) : NULL;
         if (session)
             json_object_object_add(session, "scan_problem_entries",
-                                   problems_json(problems, n_problems));
+                                   problems_json(cli->cfg, problems, n_problems));
         json_object_object_add(o, "session", session);
         json_object *s = json_object_new_object();
         json_object_object_add(s, "sessions", json_object_new_int64(st.sessions));
@@ -723,7 +727,7 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
         if (cli->cfg->mqtt.enabled) {
             json_object *mq = json_object_new_object();
             json_object_object_add(mq, "ok", json_object_new_boolean(mqtt_ok));
-            json_object_object_add(mq, "message", json_object_new_string(mqtt_msg));
+            json_object_object_add(mq, "message", jsonout_string(mqtt_msg));
             json_object_object_add(o, "mqtt", mq);
         }
         json_print(o);
@@ -794,7 +798,7 @@ static int cmd_sessions(struct cli *cli, int argc, char **argv)
     if (json) {
         json_object *a = json_object_new_array();
         for (size_t i = 0; i < n; i++)
-            json_object_array_add(a, session_json(&list[i]));
+            json_object_array_add(a, session_json(cli->cfg, &list[i]));
         json_print(a);
     } else if (n == 0) {
         printf("no sessions yet\n");
@@ -869,7 +873,7 @@ static void check_report(json_object *checks, const char *name, bool ok, const c
     json_object *o = json_object_new_object();
     json_object_object_add(o, "name", json_object_new_string(name ? name : "destinations"));
     json_object_object_add(o, "ok", json_object_new_boolean(ok));
-    json_object_object_add(o, "detail", json_object_new_string(detail));
+    json_object_object_add(o, "detail", jsonout_string(detail));
     json_object_array_add(checks, o);
 }
 
@@ -1061,6 +1065,7 @@ int cli_main(int argc, char **argv)
         if (strcmp(name, commands[i].name) != 0)
             continue;
         int rc = commands[i].run(&cli, argc - optind, argv + optind);
+        log_set_scrubber(NULL, NULL);
         config_free(cli.cfg);
         return rc;
     }

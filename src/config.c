@@ -1892,6 +1892,11 @@ out:
     return r;
 }
 
+void config_scrub_log_line(char *line, void *cfg)
+{
+    config_scrub_secrets(cfg, line);
+}
+
 void config_scrub_secrets(const struct config *cfg, char *text)
 {
     if (!cfg || !text)

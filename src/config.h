@@ -188,5 +188,9 @@ int config_print_template(FILE *out);
  * NULL-safe; any thread while cfg lives. */
 void config_scrub_secrets(const struct config *cfg, char *text);
 
+/* config_scrub_secrets(cfg, line) in the shape of a log scrubber, for
+ * log_set_scrubber(config_scrub_log_line, cfg): cfg must live until it is replaced. */
+void config_scrub_log_line(char *line, void *cfg);
+
 /* True when the file extension (without dot, any case) is one of cfg->files.extensions. */
 bool config_extension_wanted(const struct config *cfg, const char *ext);

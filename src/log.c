@@ -19,6 +19,8 @@ static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static void (*hook_before)(void *); /* under log_lock; see log_set_line_hooks */
 static void (*hook_after)(void *);
 static void *hook_userdata;
+static void (*scrubber)(char *, void *); /* under log_lock; see log_set_scrubber */
+static void *scrubber_userdata;
 
 void log_set_level(enum log_level level)
 {
@@ -31,6 +33,14 @@ void log_set_line_hooks(void (*before)(void *), void (*after)(void *), void *use
     hook_before = before;
     hook_after = after;
     hook_userdata = userdata;
+    pthread_mutex_unlock(&log_lock);
+}
+
+void log_set_scrubber(void (*fn)(char *line, void *userdata), void *userdata)
+{
+    pthread_mutex_lock(&log_lock);
+    scrubber = fn;
+    scrubber_userdata = userdata;
     pthread_mutex_unlock(&log_lock);
 }
 
@@ -94,6 +104,8 @@ void log_msg(enum log_level level, const char *fmt, ...)
     line[n] = '\0';
 
     pthread_mutex_lock(&log_lock);
+    if (scrubber)
+        scrubber(line, scrubber_userdata);
     if (hook_before)
         hook_before(hook_userdata);
     fputs(line, stderr);

@@ -1,7 +1,8 @@
 /*
  * Levelled logging to stderr (journald picks it up under systemd). Lines from outside (file
  * names, server messages) are escaped so a crafted name cannot forge log lines. Never log a
- * secret: pass them through nothing here.
+ * secret: pass them through nothing here (the scrubber the CLI and the service install is the
+ * net under that rule, for secrets that arrive from elsewhere, like a server that echoes them).
  */
 #pragma once
 
@@ -29,6 +30,16 @@ void log_set_line_hooks(void (*before)(void *), void (*after)(void *), void *use
 /* Runs fn(userdata) under the log's lock, so what it writes to stderr never lands inside a log
  * line (nor between the hooks). fn must not log. Any thread. */
 void log_run_locked(void (*fn)(void *), void *userdata);
+
+/*
+ * Installs fn(line, userdata) as the scrubber of every log line: it runs on the formatted line
+ * (NUL-terminated, newline included) under the log's lock just before the line is written, and
+ * may change it in place as long as it does not grow it (it replaces secrets with "***": see
+ * config_scrub_secrets). NULL removes it. Any thread: the swap happens under the log's lock, so
+ * once it returns no line uses the old userdata any more and its owner may free it. fn must not
+ * log.
+ */
+void log_set_scrubber(void (*fn)(char *line, void *userdata), void *userdata);
 
 #define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)

@@ -34,6 +34,7 @@
 
 #include "db.h"
 #include "hasher.h"
+#include "jsonout.h"
 #include "log.h"
 
 #define TOPIC_MAX 256
@@ -375,8 +376,8 @@ static json_object *state_json(const struct mqtt_state *s)
     json_object_object_add(o, "bytes_total", json_object_new_int64(s->bytes_total));
     json_object_object_add(o, "speed_bps", json_object_new_int64((int64_t)s->speed_bps));
     json_object_object_add(o, "eta_s", s->has_eta ? json_object_new_int64((int64_t)s->eta_s) : NULL);
-    add_str(o, "current_file", s->current_file);
-    add_str(o, "card_label", s->card_label);
+    jsonout_add_path(o, "current_file", s->current_file);
+    json_object_object_add(o, "card_label", jsonout_string(s->card_label));
     json_object_object_add(o, "session_id", s->session_id ? json_object_new_int64(s->session_id)
                                                           : NULL);
     add_str(o, "card_present", s->card_present ? "ON" : "OFF");
@@ -389,7 +390,7 @@ static json_object *state_json(const struct mqtt_state *s)
     }
     add_str(o, "last_result", s->last_result[0] ? s->last_result : "none");
     json_object_object_add(o, "scan_problems", json_object_new_int64(s->scan_problems));
-    json_object_object_add(o, "error", s->error[0] ? json_object_new_string(s->error) : NULL);
+    json_object_object_add(o, "error", jsonout_string_or_null(s->error));
     /* one state per destination with an entity (the local folder has none) */
     for (size_t i = 0; i < s->n_dests && i < MQTT_DEST_MAX; i++) {
         const char *sec = s->dests[i].section;
@@ -400,8 +401,7 @@ static json_object *state_json(const struct mqtt_state *s)
         add_str(o, key, s->dests[i].reachable ? "ON" : "OFF");
         snprintf(key, sizeof(key), "%s_problem", sec);
         json_object_object_add(o, key,
-                               s->dests[i].problem[0] ? json_object_new_string(s->dests[i].problem)
-                                                      : NULL);
+                               jsonout_string_or_null(s->dests[i].problem));
     }
     return o;
 }

@@ -353,6 +353,8 @@ static void reload(struct service *svc)
     c->cfg = cfg;
     c->owned = true;
     c->refs = 1;
+    /* swapped before the old configuration can be freed (conf_unref) */
+    log_set_scrubber(config_scrub_log_line, cfg);
     conf_unref(svc->conf);
     svc->conf = c;
     log_info("configuration reloaded from '%s'", cfg->path ? cfg->path : "(built-in default)");
@@ -647,6 +649,8 @@ int service_run(const char *config_path, const struct config *cfg, struct error 
     }
     svc.conf->cfg = (struct config *)cfg; /* borrowed: owned is false, so never freed here */
     svc.conf->refs = 1;
+    /* the log scrubs the secrets of the running configuration (swapped on SIGHUP) */
+    log_set_scrubber(config_scrub_log_line, svc.conf->cfg);
 
     r = setup(&svc, err);
     if (r < 0)
@@ -722,6 +726,8 @@ out:
         close(svc.donefd);
     if (svc.sigfd >= 0)
         close(svc.sigfd);
+    /* back to the caller's configuration, which outlives us, before a reloaded one is freed */
+    log_set_scrubber(config_scrub_log_line, (void *)cfg);
     conf_unref(svc.conf);
     pthread_mutex_destroy(&svc.lock);
     return r;

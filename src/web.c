@@ -39,6 +39,7 @@
 
 #include "db.h"
 #include "dest.h"
+#include "jsonout.h"
 #include "log.h"
 #include "web_assets.h"
 
@@ -216,7 +217,7 @@ static enum MHD_Result send_error(struct MHD_Connection *conn, unsigned status, 
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     json_object *o = json_object_new_object();
-    json_object_object_add(o, "error", json_object_new_string(msg));
+    json_object_object_add(o, "error", jsonout_string(msg));
     return send_json(conn, status, o);
 }
 
@@ -272,11 +273,6 @@ static void pool_give(struct web *w, struct db *db, bool ok)
 
 /* ---- JSON of database rows ---- */
 
-static json_object *json_str_or_null(const char *s)
-{
-    return s && s[0] ? json_object_new_string(s) : NULL;
-}
-
 /* a process that died mid-session left its row running (the next run marks it), and its pid
  * may belong to another process by now */
 static bool session_running(const struct db_session *s)
@@ -284,7 +280,8 @@ static bool session_running(const struct db_session *s)
     return db_session_alive(s);
 }
 
-static json_object *session_json(const struct db_session *s)
+/* cfg: whose secrets are scrubbed from the errors served */
+static json_object *session_json(const struct config *cfg, const struct db_session *s)
 {
     bool running = session_running(s);
     bool stale =
@@ -295,9 +292,9 @@ static json_object *session_json(const struct db_session *s)
         o, "status",
         json_object_new_string(stale ? "interrupted" : db_session_status_to_string(s->status)));
     json_object_object_add(o, "running", json_object_new_boolean(running));
-    json_object_object_add(o, "card_uuid", json_object_new_string(s->card_uuid));
-    json_object_object_add(o, "card_label", json_object_new_string(s->card_label));
-    json_object_object_add(o, "source", json_object_new_string(s->source));
+    json_object_object_add(o, "card_uuid", jsonout_string(s->card_uuid));
+    json_object_object_add(o, "card_label", jsonout_string(s->card_label));
+    jsonout_add_path(o, "source", s->source);
     json_object_object_add(o, "started_at", json_object_new_int64(s->started_at));
     json_object_object_add(o, "ended_at", s->ended_at ? json_object_new_int64(s->ended_at) : NULL);
     json_object_object_add(o, "files_total", json_object_new_int64(s->totals.files_total));
@@ -311,15 +308,15 @@ static json_object *session_json(const struct db_session *s)
     json_object_object_add(o, "safe_to_remove", json_object_new_boolean(s->safe_to_remove));
     json_object_object_add(o, "error",
                            stale ? json_object_new_string("the process running it stopped")
-                                 : json_str_or_null(s->error));
+                                 : jsonout_error(cfg, s->error));
     return o;
 }
 
 /* Adds "scan_problem_entries": the first max (at most DB_PROBLEMS_MAX) entries of the source
  * of session s that could not be read, as [{"path", "error"}]. Empty when it had none or the
  * database cannot say. */
-static void add_scan_problems(json_object *o, struct db *db, const struct db_session *s,
-                              size_t max)
+static void add_scan_problems(json_object *o, const struct config *cfg, struct db *db,
+                              const struct db_session *s, size_t max)
 {
     struct db_problem *p = NULL;
     size_t n = 0;
@@ -328,43 +325,44 @@ static void add_scan_problems(json_object *o, struct db *db, const struct db_ses
     json_object *a = json_object_new_array();
     for (size_t i = 0; i < n && i < max; i++) {
         json_object *e = json_object_new_object();
-        json_object_object_add(e, "path", json_object_new_string(p[i].path));
-        json_object_object_add(e, "error", json_object_new_string(p[i].error));
+        jsonout_add_path(e, "path", p[i].path);
+        json_object_object_add(e, "error", jsonout_error(cfg, p[i].error));
         json_object_array_add(a, e);
     }
     free(p);
     json_object_object_add(o, "scan_problem_entries", a);
 }
 
-static json_object *file_json(const struct db_file *f)
+static json_object *file_json(const struct config *cfg, const struct db_file *f)
 {
     json_object *o = json_object_new_object();
     json_object_object_add(o, "id", json_object_new_int64(f->id));
-    json_object_object_add(o, "path", json_object_new_string(f->rel_path));
+    jsonout_add_path(o, "path", f->rel_path);
     json_object_object_add(o, "size", json_object_new_int64(f->size));
     json_object_object_add(o, "kind", json_object_new_string(f->kind[0] ? f->kind : "unknown"));
     json_object_object_add(o, "state", json_object_new_string(db_file_state_to_string(f->state)));
     json_object_object_add(o, "attempts", json_object_new_int(f->attempts));
     json_object_object_add(o, "capture_time",
                            f->capture_time ? json_object_new_int64(f->capture_time) : NULL);
-    json_object_object_add(o, "md5", json_str_or_null(f->md5));
+    json_object_object_add(o, "md5", jsonout_string_or_null(f->md5));
     json_object_object_add(o, "duplicate_of",
                            f->duplicate_of ? json_object_new_int64(f->duplicate_of) : NULL);
-    json_object_object_add(o, "error", json_str_or_null(f->last_error));
+    json_object_object_add(o, "error", jsonout_error(cfg, f->last_error));
     return o;
 }
 
-static json_object *dest_stats_json(const struct db_dest_stats *d, size_t n)
+static json_object *dest_stats_json(const struct config *cfg, const struct db_dest_stats *d,
+                                    size_t n)
 {
     json_object *a = json_object_new_array();
     for (size_t i = 0; i < n; i++) {
         json_object *o = json_object_new_object();
-        json_object_object_add(o, "name", json_object_new_string(d[i].dest));
+        json_object_object_add(o, "name", jsonout_string(d[i].dest));
         json_object_object_add(o, "completed", json_object_new_int64(d[i].completed));
         json_object_object_add(o, "failed", json_object_new_int64(d[i].failed));
         json_object_object_add(o, "pending", json_object_new_int64(d[i].pending));
         json_object_object_add(o, "bytes_completed", json_object_new_int64(d[i].bytes_completed));
-        json_object_object_add(o, "error", json_str_or_null(d[i].last_error));
+        json_object_object_add(o, "error", jsonout_error(cfg, d[i].last_error));
         json_object_array_add(a, o);
     }
     return a;
@@ -469,7 +467,7 @@ static json_object *active_json(struct web *w, struct db *db, const struct db_se
         track_chart(t, now, rate);
     }
 
-    json_object *o = session_json(s);
+    json_object *o = session_json(w->cfg, s);
     int64_t total = s->totals.bytes_total;
     double progress = 0;
     if (s->status == DB_SESSION_BACKING_UP) {
@@ -490,7 +488,7 @@ static json_object *active_json(struct web *w, struct db *db, const struct db_se
                            rate > 0 && total > bytes_done
                                ? json_object_new_double((double)(total - bytes_done) / rate)
                                : NULL);
-    json_object_object_add(o, "current_file", json_object_new_string(current));
+    jsonout_add_path(o, "current_file", current);
     json_object *hist = json_object_new_array();
     for (size_t i = 0; t && i < t->n_chart; i++) {
         json_object *p = json_object_new_array();
@@ -499,7 +497,7 @@ static json_object *active_json(struct web *w, struct db *db, const struct db_se
         json_object_array_add(hist, p);
     }
     json_object_object_add(o, "history", hist);
-    json_object *dests = dest_stats_json(ds, n_ds);
+    json_object *dests = dest_stats_json(w->cfg, ds, n_ds);
     for (size_t i = 0; lv && i < lv->s.n_dests && i < MQTT_DEST_MAX; i++) {
         /* the session's own view: a destination it found down, and why (one entry each, also
          * before any of its files has an outcome: those that wait for it have none yet) */
@@ -513,13 +511,13 @@ static json_object *active_json(struct web *w, struct db *db, const struct db_se
         if (!d) {
             struct db_dest_stats none = {0};
             snprintf(none.dest, sizeof(none.dest), "%s", lv->s.dests[i].id);
-            json_object *one = dest_stats_json(&none, 1);
+            json_object *one = dest_stats_json(w->cfg, &none, 1);
             d = json_object_get(json_object_array_get_idx(one, 0));
             json_object_put(one);
             json_object_array_add(dests, d);
         }
         json_object_object_add(d, "down", json_object_new_boolean(!lv->s.dests[i].reachable));
-        json_object_object_add(d, "problem", json_str_or_null(lv->s.dests[i].problem));
+        json_object_object_add(d, "problem", jsonout_error(w->cfg, lv->s.dests[i].problem));
     }
     json_object_object_add(o, "destinations", dests);
     free(ds);
@@ -574,11 +572,11 @@ static char *status_build(struct web *w, struct db *db, const char *db_problem, 
                            json_object_new_string(!problem  ? "ok"
                                                   : missing ? "missing"
                                                             : "unavailable"));
-    json_object_object_add(o, "database_error", json_str_or_null(problem));
+    json_object_object_add(o, "database_error", jsonout_error(w->cfg, problem));
     json_object_object_add(o, "active", active);
-    json_object *last_json = last ? session_json(last) : NULL;
+    json_object *last_json = last ? session_json(w->cfg, last) : NULL;
     if (last_json)
-        add_scan_problems(last_json, db, last, WEB_LAST_PROBLEMS);
+        add_scan_problems(last_json, w->cfg, db, last, WEB_LAST_PROBLEMS);
     json_object_object_add(o, "last", last_json);
     json_object_object_add(o, "stats", stats_json(&st));
     char *text = strdup(
@@ -674,7 +672,7 @@ static json_object *health_probe(const struct web *w)
     size_t n = 0;
     struct error err = {0};
     if (dest_create_all(cfg, &list, &n, &err) < 0) {
-        json_object_object_add(o, "error", json_object_new_string(err.msg));
+        json_object_object_add(o, "error", jsonout_error(cfg, err.msg));
     } else {
         for (size_t i = 0; i < n; i++) {
             char detail[512] = "";
@@ -685,7 +683,7 @@ static json_object *health_probe(const struct web *w)
             json_object_object_add(d, "label", json_object_new_string(dest_label(list[i])));
             json_object_object_add(d, "kind", json_object_new_string(dest_kind(list[i])));
             json_object_object_add(d, "ok", json_object_new_boolean(ok));
-            json_object_object_add(d, "detail", json_object_new_string(ok ? detail : err.msg));
+            json_object_object_add(d, "detail", jsonout_error(cfg, ok ? detail : err.msg));
             json_object_array_add(dests, d);
         }
         dest_free_all(list, n);
@@ -698,7 +696,7 @@ static json_object *health_probe(const struct web *w)
         error_clear(&err);
         bool ok = mqtt_probe(cfg, 5, detail, sizeof(detail), &err) == 0;
         json_object_object_add(m, "ok", json_object_new_boolean(ok));
-        json_object_object_add(m, "detail", json_object_new_string(ok ? detail : err.msg));
+        json_object_object_add(m, "detail", jsonout_error(cfg, ok ? detail : err.msg));
     }
     json_object_object_add(o, "mqtt", m);
     return o;
@@ -960,12 +958,12 @@ static enum MHD_Result get_sessions(struct web *w, struct MHD_Connection *conn)
         return send_db_error(conn, r, &err);
     json_object *a = json_object_new_array();
     for (size_t i = 0; i < n; i++)
-        json_object_array_add(a, session_json(&list[i]));
+        json_object_array_add(a, session_json(w->cfg, &list[i]));
     free(list);
     return send_json(conn, MHD_HTTP_OK, a);
 }
 
-static json_object *copies_json(struct db *db, int64_t file_id)
+static json_object *copies_json(const struct config *cfg, struct db *db, int64_t file_id)
 {
     struct db_copy *c = NULL;
     size_t n = 0;
@@ -974,13 +972,13 @@ static json_object *copies_json(struct db *db, int64_t file_id)
         return a;
     for (size_t i = 0; i < n; i++) {
         json_object *o = json_object_new_object();
-        json_object_object_add(o, "destination", json_object_new_string(c[i].dest));
+        json_object_object_add(o, "destination", jsonout_string(c[i].dest));
         json_object_object_add(o, "state",
                                json_object_new_string(db_copy_state_to_string(c[i].state)));
-        json_object_object_add(o, "remote", json_str_or_null(c[i].remote));
+        jsonout_add_path(o, "remote", c[i].remote[0] ? c[i].remote : NULL);
         json_object_object_add(o, "verified_at",
                                c[i].verified_at ? json_object_new_int64(c[i].verified_at) : NULL);
-        json_object_object_add(o, "error", json_str_or_null(c[i].error));
+        json_object_object_add(o, "error", jsonout_error(cfg, c[i].error));
         json_object_array_add(a, o);
     }
     free(c);
@@ -1014,15 +1012,15 @@ static enum MHD_Result get_session(struct web *w, struct MHD_Connection *conn, i
         free(files);
         return send_db_error(conn, r, &err);
     }
-    json_object *o = session_json(&s);
-    add_scan_problems(o, db, &s, DB_PROBLEMS_MAX);
-    json_object_object_add(o, "destinations", dest_stats_json(ds, n_ds));
+    json_object *o = session_json(w->cfg, &s);
+    add_scan_problems(o, w->cfg, db, &s, DB_PROBLEMS_MAX);
+    json_object_object_add(o, "destinations", dest_stats_json(w->cfg, ds, n_ds));
     json_object *fa = json_object_new_array();
     for (size_t i = 0; i < n; i++) {
-        json_object *f = file_json(&files[i].file);
+        json_object *f = file_json(w->cfg, &files[i].file);
         json_object_object_add(f, "outcome",
                                json_object_new_string(db_outcome_to_string(files[i].outcome)));
-        json_object_object_add(f, "copies", copies_json(db, files[i].file.id));
+        json_object_object_add(f, "copies", copies_json(w->cfg, db, files[i].file.id));
         json_object_array_add(fa, f);
     }
     pool_give(w, db, true);
@@ -1054,7 +1052,7 @@ static enum MHD_Result get_stats(struct web *w, struct MHD_Connection *conn)
     if (r < 0 && r != -ENOENT)
         return send_db_error(conn, r, &err);
     json_object *o = stats_json(&st);
-    json_object_object_add(o, "destinations", dest_stats_json(ds, n_ds));
+    json_object_object_add(o, "destinations", dest_stats_json(w->cfg, ds, n_ds));
     free(ds);
     return send_json(conn, MHD_HTTP_OK, o);
 }
@@ -1084,8 +1082,8 @@ static enum MHD_Result get_files(struct web *w, struct MHD_Connection *conn)
     }
     json_object *a = json_object_new_array();
     for (size_t i = 0; i < n; i++) {
-        json_object *f = file_json(&files[i]);
-        json_object_object_add(f, "copies", copies_json(db, files[i].id));
+        json_object *f = file_json(w->cfg, &files[i]);
+        json_object_object_add(f, "copies", copies_json(w->cfg, db, files[i].id));
         json_object_array_add(a, f);
     }
     pool_give(w, db, true);

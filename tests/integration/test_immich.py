@@ -280,6 +280,24 @@ class ImmichBase:
         finally:
             w.stop()
 
+    def test_a_secret_is_never_logged_even_at_debug_level(self):
+        # echoed by the server, and also in a file name (which no destination error scrubs:
+        # the log itself does)
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        make_photo(f"{self.card}/DCIM/{KEY}.JPG", self.dir, "2023:07:14 18:30:06", salt=b"k")
+        self.configure(backup="  max_retries: 0\n")
+        with open(self.config) as f:
+            text = f.read()
+        with open(self.config, "w") as f:
+            f.write(text.replace("log_level: info", "log_level: debug"))
+        self.server.faults({"op": "uploadAsset", "action": "status", "status": 401,
+                            "message": "Invalid API key", "echo_key": True, "times": 5})
+        p = super().snapsync("backup", self.card, check=1)
+        self.assertIn("debug: ", p.stderr)  # the level took effect
+        self.assertIn("Invalid API key ***", p.stderr)
+        self.assertIn("DCIM/***.JPG", p.stderr)
+        self.assertNotIn(KEY, p.stdout + p.stderr)
+
     def test_forbidden_upload_is_not_retried(self):
         make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
         self.configure(backup="  max_retries: 3\n  retry_delay: 0.1\n")
