@@ -27,6 +27,7 @@ here = os.path.dirname(os.path.abspath(__file__))
 root = os.path.dirname(here)
 sys.path.insert(0, os.path.join(root, "tests", "integration"))
 import smbd  # noqa: E402
+from cards import drop_caches, make_card  # noqa: E402
 
 BIN = os.environ.get("SNAPSYNC_BIN", os.path.join(root, "build-bench", "snapsync"))
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
@@ -65,28 +66,6 @@ def closed_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def make_card(card):
-    """About SCALE GiB: 24 MiB 'videos' and 6 MiB 'raws', random content."""
-    if os.path.exists(card + ".done"):
-        return
-    shutil.rmtree(card, ignore_errors=True)
-    os.makedirs(f"{card}/DCIM/100CANON")
-    sizes = [24 << 20] * int(24 * SCALE) + [6 << 20] * int(72 * SCALE)
-    for i, size in enumerate(sizes):
-        with open(f"{card}/DCIM/100CANON/IMG_{i:04d}.CR3", "wb") as f:
-            f.write(os.urandom(size))
-    open(card + ".done", "w").close()
-
-
-def drop_caches():
-    subprocess.run(["sync"])
-    try:
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-    except OSError:
-        pass
 
 
 def local_done(local, n):
@@ -137,7 +116,7 @@ def run(name, card, n, work, smb_port, env, on_start=None):
 def main():
     os.makedirs(OUT, exist_ok=True)
     card = os.path.join(OUT, f"card-{SCALE:g}")
-    make_card(card)
+    make_card(card, int(24 * SCALE), int(72 * SCALE))  # About SCALE GiB
     n = sum(len(fs) for _, _, fs in os.walk(card))
     size = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(card) for f in fs)
     server = smbd.Smbd(OUT)

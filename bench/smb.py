@@ -22,6 +22,7 @@ here = os.path.dirname(os.path.abspath(__file__))
 root = os.path.dirname(here)
 sys.path.insert(0, os.path.join(root, "tests", "integration"))
 import smbd  # noqa: E402
+from cards import drop_caches, make_card  # noqa: E402
 
 BIN = os.environ.get("SNAPSYNC_BIN", os.path.join(root, "build-bench", "snapsync"))
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
@@ -40,28 +41,6 @@ COMPARE_BIN = os.environ.get("BENCH_COMPARE_BIN", "")
 LINK = os.environ.get("BENCH_LINK", "")
 # BENCH_CONCURRENT=n sets snapsync's backup.concurrent_files (default 2, snapsync's default)
 CONCURRENT = int(os.environ.get("BENCH_CONCURRENT", "2"))
-
-
-def drop_caches():
-    subprocess.run(["sync"])
-    try:
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-    except OSError:
-        pass
-
-
-def make_card(card):
-    """A card of SCALE * 1440 MiB, kept between runs (one per scale)."""
-    if os.path.exists(card + ".done"):
-        return
-    shutil.rmtree(card, ignore_errors=True)
-    os.makedirs(f"{card}/DCIM/100CANON")
-    sizes = [24 << 20] * int(40 * SCALE) + [6 << 20] * int(80 * SCALE)
-    for i, size in enumerate(sizes):
-        with open(f"{card}/DCIM/100CANON/IMG_{i:04d}.CR3", "wb") as f:
-            f.write(os.urandom(size))
-    open(card + ".done", "w").close()
 
 
 def card_bytes(card):
@@ -147,7 +126,7 @@ def run(name, card, work, sub, server, env, rclone_env):
 def main():
     os.makedirs(OUT, exist_ok=True)
     card = os.path.join(OUT, f"card-{SCALE:g}")
-    make_card(card)
+    make_card(card, int(40 * SCALE), int(80 * SCALE))  # A card of SCALE * 1440 MiB
     total = card_bytes(card)
     server = smbd.Smbd(OUT, link=LINK or None)
     server.start()
