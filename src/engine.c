@@ -719,6 +719,7 @@ static int session_open(struct engine *e, struct db *db, struct error *err)
     r = db_session_begin(db, e->card_id, e->card.root, &e->session_id, err);
     if (r < 0)
         return r;
+    log_set_session(e->session_id); /* this thread's lines; the pipeline's threads set their own */
     if (e->opt->on_session_started)
         e->opt->on_session_started(e->session_id, e->opt->userdata);
     e->session = (struct dest_session){
@@ -851,5 +852,6 @@ out:
     dest_free_all(e.dests, e.n_dests);
     db_close(db);
     pthread_mutex_destroy(&e.lock);
+    log_set_session(0);
     return r;
 }

@@ -1,18 +1,31 @@
 /*
  * Logging: one mutex around one fputs per line, so lines from worker threads never interleave.
  * The formatted message goes through an escaper because it usually quotes names from a card.
+ * When stderr is the journal's stream (systemd says so in $JOURNAL_STREAM), lines go through
+ * sd_journal_sendv instead, so they keep their priority and session; stderr is the fallback when
+ * that fails.
  */
 #include "log.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <systemd/sd-journal.h>
+
+/* "<timestamp> <level>: " and every byte of a 2047-byte message escaped as \xHH, and "\n" */
+#define LOG_LINE_MAX (2048 * 4 + 64)
 
 static atomic_int threshold = LOG_LEVEL_INFO; /* changed on SIGHUP while threads log */
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -21,6 +34,65 @@ static void (*hook_after)(void *);
 static void *hook_userdata;
 static void (*scrubber)(char *, void *); /* under log_lock; see log_set_scrubber */
 static void *scrubber_userdata;
+static _Thread_local int64_t session_id; /* see log_set_session */
+/* The journal's writer; a unit test (which includes this file) puts its own here. */
+static int (*journal_sendv)(const struct iovec *iov, int n) = sd_journal_sendv;
+
+void log_set_session(int64_t id)
+{
+    session_id = id;
+}
+
+/* Whether stderr is the stream systemd connected to the journal: $JOURNAL_STREAM holds its
+ * "<device>:<inode>", which stops matching once stderr is redirected elsewhere (a child's
+ * `2>file`), as sd_journal_stream_fd(3) recommends checking. */
+static bool stderr_is_journal(void)
+{
+    const char *js = getenv("JOURNAL_STREAM");
+    if (!js || !*js)
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long dev = strtoull(js, &end, 10);
+    if (errno || end == js || *end != ':')
+        return false;
+    const char *ino_s = end + 1;
+    unsigned long long ino = strtoull(ino_s, &end, 10);
+    if (errno || end == ino_s || *end)
+        return false;
+    struct stat st;
+    if (fstat(STDERR_FILENO, &st) < 0)
+        return false;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+/* snprintf's length, clamped to what fits in a buffer of size (its output is cut there). */
+static size_t fitted(int k, size_t size)
+{
+    return k < 0 ? 0 : (size_t)k < size ? (size_t)k : size - 1;
+}
+
+/* Sends msg (without its newline) at level's syslog priority, with the thread's session. Returns
+ * what the writer returns: 0 or a negative errno. */
+static int journal_write(enum log_level level, const char *msg, size_t len)
+{
+    static const char *const priority[] = {"PRIORITY=7", "PRIORITY=6", "PRIORITY=4", "PRIORITY=3"};
+    char message[sizeof("MESSAGE=") + LOG_LINE_MAX];
+    char ident[64];
+    char session[sizeof("SNAPSYNC_SESSION=") + 24];
+    struct iovec iov[4];
+    int n = 0;
+    int k = snprintf(message, sizeof(message), "MESSAGE=%.*s", (int)len, msg);
+    iov[n++] = (struct iovec){message, fitted(k, sizeof(message))};
+    iov[n++] = (struct iovec){(void *)priority[level], strlen(priority[level])};
+    k = snprintf(ident, sizeof(ident), "SYSLOG_IDENTIFIER=%s", program_invocation_short_name);
+    iov[n++] = (struct iovec){ident, fitted(k, sizeof(ident))};
+    if (session_id > 0) {
+        k = snprintf(session, sizeof(session), "SNAPSYNC_SESSION=%" PRId64, session_id);
+        iov[n++] = (struct iovec){session, fitted(k, sizeof(session))};
+    }
+    return journal_sendv(iov, n);
+}
 
 void log_set_level(enum log_level level)
 {
@@ -80,10 +152,12 @@ void log_msg(enum log_level level, const char *fmt, ...)
     vsnprintf(raw, sizeof(raw), fmt, ap);
     va_end(ap);
 
-    char line[sizeof(raw) * 4 + 64];
+    char line[LOG_LINE_MAX];
     size_t n = 0;
+    /* the journal has its own time on every entry */
+    bool journal = stderr_is_journal();
     const char *ts = getenv("SNAPSYNC_LOG_TIMESTAMPS");
-    if (ts && strcmp(ts, "1") == 0) {
+    if (!journal && ts && strcmp(ts, "1") == 0) {
         struct timespec now;
         struct tm tm;
         clock_gettime(CLOCK_REALTIME, &now);
@@ -108,8 +182,11 @@ void log_msg(enum log_level level, const char *fmt, ...)
         scrubber(line, scrubber_userdata);
     if (hook_before)
         hook_before(hook_userdata);
-    fputs(line, stderr);
-    fflush(stderr);
+    size_t len = strlen(line);
+    if (!journal || journal_write(level, line, len && line[len - 1] == '\n' ? len - 1 : len) < 0) {
+        fputs(line, stderr);
+        fflush(stderr);
+    }
     if (hook_after)
         hook_after(hook_userdata);
     pthread_mutex_unlock(&log_lock);

@@ -1,10 +1,13 @@
 /*
- * Levelled logging to stderr (journald picks it up under systemd). Lines from outside (file
+ * Levelled logging to stderr; under systemd, when stderr is the journal's stream, straight to
+ * journald with each line's priority and session (field SNAPSYNC_SESSION). Lines from outside (file
  * names, server messages) are escaped so a crafted name cannot forge log lines. Never log a
  * secret: pass them through nothing here (the scrubber the CLI and the service install is the
  * net under that rule, for secrets that arrive from elsewhere, like a server that echoes them).
  */
 #pragma once
+
+#include <stdint.h>
 
 enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, LOG_LEVEL_ERROR };
 
@@ -16,8 +19,16 @@ int log_level_from_string(const char *s, enum log_level *ret);
 
 /* Writes one line "<level>: <message>" to stderr, with control characters in the formatted
  * message escaped as \xHH. With SNAPSYNC_LOG_TIMESTAMPS=1 in the environment lines are prefixed
- * with an ISO-8601 time. Thread-safe. */
+ * with an ISO-8601 time. When stderr is the journal's stream ($JOURNAL_STREAM names stderr's
+ * device and inode, as systemd sets it), the same line (scrubbed, without its time and newline)
+ * goes to journald instead as MESSAGE, with PRIORITY 3/4/6/7 for error/warning/info/debug,
+ * SYSLOG_IDENTIFIER and, when the thread has one, SNAPSYNC_SESSION; if journald refuses it, it
+ * goes to stderr as usual. Thread-safe. */
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Tags the calling thread's later lines with session id (SNAPSYNC_SESSION in the journal); 0
+ * clears it. Only the thread's own lines: each thread of a session sets it for itself. */
+void log_set_session(int64_t id);
 
 /*
  * Lets one owner of the terminal (the CLI's live progress line) keep a line of its own below the

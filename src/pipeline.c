@@ -210,6 +210,7 @@ static void *lane_main(void *arg)
     struct lane *l = arg;
     struct worker *w = l->w;
     uint64_t seen = 0;
+    log_set_session(w->p->env.session_id);
 
     pthread_mutex_lock(&w->lock);
     for (;;) {
@@ -322,6 +323,7 @@ static void *finisher_main(void *arg)
 {
     struct lane *l = arg;
     struct worker *w = l->w;
+    log_set_session(w->p->env.session_id);
 
     pthread_mutex_lock(&w->lock);
     for (;;) {
@@ -1143,6 +1145,7 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct pipeline *p = w->p;
+    log_set_session(p->env.session_id);
     struct pending *slots = calloc(2, sizeof(*slots));
     struct pending *cur = slots, *prev = slots ? slots + 1 : NULL;
     bool have_prev = false;
