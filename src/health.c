@@ -49,6 +49,7 @@ struct dest_health {
 
 struct health {
     size_t n;
+    int64_t session; /* the creator's log session, for the probers' lines */
     const struct health_ops *ops;
     void *userdata;
     pthread_mutex_t lock;
@@ -160,6 +161,7 @@ static void *prober_main(void *arg)
 {
     struct dest_health *d = arg;
     struct health *h = d->h;
+    log_set_session(h->session);
     pthread_mutex_lock(&h->lock);
     while (!h->quit) {
         bool due = d->settled ? d->state == ST_DOWN && d->next_probe <= monotime_now() : d->start;
@@ -193,6 +195,7 @@ int health_new(size_t n, const char *const *labels, const struct health_ops *ops
     if (!h)
         return error_set(err, -ENOMEM, "out of memory");
     h->n = n;
+    h->session = log_get_session();
     h->ops = ops;
     h->userdata = userdata;
     pthread_mutex_init(&h->lock, NULL);

@@ -38,6 +38,11 @@ static _Thread_local int64_t session_id; /* see log_set_session */
 /* The journal's writer; a unit test (which includes this file) puts its own here. */
 static int (*journal_sendv)(const struct iovec *iov, int n) = sd_journal_sendv;
 
+int64_t log_get_session(void)
+{
+    return session_id;
+}
+
 void log_set_session(int64_t id)
 {
     session_id = id;

@@ -30,6 +30,9 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
  * clears it. Only the thread's own lines: each thread of a session sets it for itself. */
 void log_set_session(int64_t id);
 
+/* The calling thread's session id (0 when none), for a thread that starts helpers of its own. */
+int64_t log_get_session(void);
+
 /*
  * Lets one owner of the terminal (the CLI's live progress line) keep a line of its own below the
  * log: before() runs just before each log line is written and after() just after, both under the
