@@ -320,7 +320,7 @@ function renderSessions(list) {
     const body = el('div', { class: 'files', text: 'Loading…' });
     const summary = el('summary', null,
       el('span', { class: 'line' }, statusTag(s.status), s.card_label || s.source),
-      el('span', { class: 'meta', text: when(s.started_at) + ' · ' + s.files_total + ' files, ' +
+      el('span', { class: 'meta', text: when(s.started_at) + ' · ' + count(s.files_total, 'file') + ', ' +
         s.files_copied + ' copied (' + bytes(s.bytes_copied) + '), ' + s.files_skipped +
         ' already backed up' + (s.files_failed ? ', ' + s.files_failed + ' failed' : '') +
         (s.scan_problems ? ', ' + s.scan_problems + ' unreadable' : '') }));

@@ -299,6 +299,7 @@ class DashboardTest(SnapsyncTest):
             self.assertEqual(self.backup(card3, 1)["status"], "partial")
             b.call("wait_text", selector="#banner", pattern="1 entry of the card could not be read")
             b.call("wait_text", selector="#banner .scan-problems .path", pattern=name[:40])
+            b.call("wait_text", selector="#sessions", pattern=r"· 1 file, 1 copied")
             empty = os.path.join(self.dir, "NOPHOTOS")
             make_blob(f"{empty}/MISC/notes.txt", 100)
             self.assertEqual(self.backup(empty)["status"], "empty")
