@@ -61,7 +61,8 @@
 
 #define CSP                                                                                        \
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "              \
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "connect-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'none'; "               \
+    "frame-ancestors 'none'"
 
 struct asset {
     const char *path;
@@ -77,6 +78,11 @@ static const struct asset assets[] = {
     {"/app.js", "text/javascript; charset=utf-8", web_asset_app_js, &web_asset_app_js_len},
     {"/style.css", "text/css; charset=utf-8", web_asset_style_css, &web_asset_style_css_len},
     {"/favicon.svg", "image/svg+xml", web_asset_favicon_svg, &web_asset_favicon_svg_len},
+    {"/icon.svg", "image/svg+xml", web_asset_icon_svg, &web_asset_icon_svg_len},
+    {"/icon-192.png", "image/png", web_asset_icon_192_png, &web_asset_icon_192_png_len},
+    {"/icon-512.png", "image/png", web_asset_icon_512_png, &web_asset_icon_512_png_len},
+    {"/manifest.webmanifest", "application/manifest+json", web_asset_manifest_webmanifest,
+     &web_asset_manifest_webmanifest_len},
 };
 
 /* One running session as the sampler follows it: samples for the rate, points for the chart. */

@@ -1,7 +1,9 @@
-/* SnapSync dashboard. Live state arrives as server-sent events from /api/events (the status
- * document of /api/status); without them it polls every 5 s. Lists (sessions, failed files,
+/* SnapSync dashboard. Live state arrives as server-sent events from api/events (the status
+ * document of api/status); without them it polls every 5 s. Lists (sessions, failed files,
  * health) are fetched when the state says something changed, and every 30 s. Every text from
- * the server goes in with textContent: file names can hold anything. */
+ * the server goes in with textContent: file names can hold anything. Every URL is relative (no
+ * leading '/'), so the page also works behind a reverse proxy that serves it under a sub-path
+ * (Home Assistant's ingress). */
 'use strict';
 
 const POLL_MS = 5000;
@@ -14,6 +16,12 @@ let pollTimer = null;
 let listKey = '';
 let listsAt = 0;
 const openSessions = new Set();
+let destLabels = new Map(); /* destination id -> its label, from api/health */
+
+/* A destination as people know it: its configured label when the health probe named it. */
+function destLabel(name) {
+  return destLabels.get(name) || name || 'destination';
+}
 
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
@@ -44,6 +52,11 @@ function duration(s) {
 function when(t) {
   if (!t) return '–';
   return new Date(t * 1000).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
+}
+
+/* "1 file", "2 files": a count with its noun. */
+function count(n, one, many) {
+  return n + ' ' + (n === 1 ? one : many || one + 's');
 }
 
 function statusTag(status) {
@@ -200,7 +213,7 @@ function renderStatus(st) {
     } else {
       banner.className = last.status === 'failed' ? 'banner bad' : 'banner warn';
       banner.textContent = 'Last backup of ' + label + ' ' + last.status.replace('_', ' ') +
-        (last.files_failed ? ': ' + last.files_failed + ' file(s) failed' : '') +
+        (last.files_failed ? ': ' + count(last.files_failed, 'file') + ' failed' : '') +
         (last.error ? ' — ' + last.error : '');
       const problems = scanProblems(last);
       if (problems) banner.append(problems);
@@ -230,6 +243,7 @@ function renderStatus(st) {
 /* ---- lists ---- */
 
 function renderFailed(files) {
+  $('failed-empty').textContent = 'No failed files.';
   $('failed-empty').hidden = files.length > 0;
   $('failed').replaceChildren(...files.map((f) => {
     const btn = el('button', { type: 'button', text: 'Retry',
@@ -237,7 +251,7 @@ function renderFailed(files) {
     btn.addEventListener('click', async () => {
       btn.disabled = true;
       try {
-        const r = await action('/api/files/' + f.id + '/retry');
+        const r = await action('api/files/' + f.id + '/retry');
         message(r.marked ? f.path + ' will be copied again by the next backup of its card.' :
           f.path + ' had nothing left to retry.', true);
         refreshLists();
@@ -249,7 +263,7 @@ function renderFailed(files) {
     return el('li', { 'data-file': String(f.id) },
       el('div', { class: 'what' }, el('div', { text: f.path }),
         el('div', { class: 'err', text: f.error || 'failed' }),
-        el('div', { class: 'sub', text: bytes(f.size) + ' · ' + f.attempts + ' attempt(s)' })),
+        el('div', { class: 'sub', text: bytes(f.size) + ' · ' + count(f.attempts, 'attempt') })),
       btn);
   }));
 }
@@ -259,7 +273,8 @@ function filesTable(detail, body) {
     el('td', { class: 'path', text: f.path }),
     el('td', { text: f.outcome }),
     el('td', { text: bytes(f.size) }),
-    el('td', { text: (f.copies || []).map((c) => c.state).join(', ') || '–' })));
+    el('td', { class: 'copies', text: (f.copies || []).map((c) =>
+      destLabel(c.destination) + ': ' + c.state.replace('_', ' ')).join('; ') || '–' })));
   const table = el('table', null,
     el('caption', { class: 'sr-only', text: 'Files of session ' + detail.id }),
     el('thead', null, el('tr', null, el('th', { scope: 'col', text: 'File' }),
@@ -273,7 +288,7 @@ function filesTable(detail, body) {
       text: 'Show more (' + (page.total - page.offset - detail.files.length) + ' left)' });
     more.addEventListener('click', async () => {
       more.disabled = true;
-      const next = await getJSON('/api/sessions/' + detail.id + '?offset=' +
+      const next = await getJSON('api/sessions/' + detail.id + '?offset=' +
         (page.offset + page.limit) + '&limit=' + page.limit);
       detail.files = detail.files.concat(next.files);
       detail.files_page = { offset: page.offset, limit: page.limit, total: next.files_page.total };
@@ -286,8 +301,8 @@ function filesTable(detail, body) {
     retry.addEventListener('click', async () => {
       retry.disabled = true;
       try {
-        const r = await action('/api/sessions/' + detail.id + '/retry');
-        message(r.marked + ' file(s) will be copied again by the next backup.', true);
+        const r = await action('api/sessions/' + detail.id + '/retry');
+        message(count(r.marked, 'file') + ' will be copied again by the next backup.', true);
         refreshLists();
       } catch (e) {
         message(e.message);
@@ -299,19 +314,20 @@ function filesTable(detail, body) {
 }
 
 function renderSessions(list) {
+  $('sessions-empty').textContent = 'No backups yet.';
   $('sessions-empty').hidden = list.length > 0;
   $('sessions').replaceChildren(...list.map((s) => {
     const body = el('div', { class: 'files', text: 'Loading…' });
     const summary = el('summary', null,
       el('span', { class: 'line' }, statusTag(s.status), s.card_label || s.source),
-      el('span', { class: 'meta', text: when(s.started_at) + ' · ' + s.files_total + ' files, ' +
+      el('span', { class: 'meta', text: when(s.started_at) + ' · ' + count(s.files_total, 'file') + ', ' +
         s.files_copied + ' copied (' + bytes(s.bytes_copied) + '), ' + s.files_skipped +
         ' already backed up' + (s.files_failed ? ', ' + s.files_failed + ' failed' : '') +
         (s.scan_problems ? ', ' + s.scan_problems + ' unreadable' : '') }));
     const d = el('details', { 'data-session': String(s.id) }, summary, body);
     const load = async () => {
       try {
-        filesTable(await getJSON('/api/sessions/' + s.id + '?limit=100'), body);
+        filesTable(await getJSON('api/sessions/' + s.id + '?limit=100'), body);
       } catch (e) {
         body.textContent = e.message;
       }
@@ -325,6 +341,7 @@ function renderSessions(list) {
 }
 
 function renderHealth(h) {
+  destLabels = new Map((h.destinations || []).map((d) => [d.name, d.label || d.name]));
   const items = (h.destinations || []).map((d) => el('li', null,
     el('span', { class: 'tag ' + (d.ok ? 'ok' : 'bad'), text: d.ok ? 'reachable' : 'problem' }),
     (d.label || d.name) + (d.detail ? ' — ' + d.detail : '')));
@@ -340,9 +357,9 @@ function renderHealth(h) {
 
 async function refreshLists() {
   const jobs = [
-    getJSON('/api/files?status=failed&limit=50').then(renderFailed),
-    getJSON('/api/sessions?limit=10').then(renderSessions),
-    getJSON('/api/health').then(renderHealth),
+    getJSON('api/files?status=failed&limit=50').then(renderFailed),
+    getJSON('api/sessions?limit=10').then(renderSessions),
+    getJSON('api/health').then(renderHealth),
   ];
   for (const r of await Promise.allSettled(jobs))
     if (r.status === 'rejected') console.warn(r.reason);
@@ -358,7 +375,7 @@ function setConn(text, cls) {
 
 async function poll() {
   try {
-    renderStatus(await getJSON('/api/status'));
+    renderStatus(await getJSON('api/status'));
     if (Date.now() - lastEventAt > POLL_MS + 1000) setConn('Updating every 5 s', 'poll');
   } catch (e) {
     setConn('Cannot reach SnapSync', 'poll');
@@ -367,7 +384,7 @@ async function poll() {
 
 function startEvents() {
   if (!window.EventSource) return;
-  const es = new EventSource('/api/events');
+  const es = new EventSource('api/events');
   es.addEventListener('state', (ev) => {
     lastEventAt = Date.now();
     setConn('Live', 'live');

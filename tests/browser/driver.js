@@ -13,6 +13,8 @@ let browser = null;
 let context = null;
 let page = null;
 const problems = []; // console errors, page errors, failed requests
+const held = []; // requests stopped by hold until release
+let holdRoute = null;
 
 const commands = {
   async launch({ width, height }) {
@@ -74,6 +76,24 @@ const commands = {
   async screenshot({ path, fullPage }) {
     await page.screenshot({ path, fullPage: !!fullPage });
     return path;
+  },
+  // a JavaScript expression evaluated in the page; its (JSON) value is the answer
+  async evaluate({ expression }) {
+    return page.evaluate(expression);
+  },
+  // requests whose URL matches the pattern wait until release: the page as it is while loading
+  async hold({ pattern }) {
+    const re = new RegExp(pattern);
+    holdRoute = (url) => re.test(url.href);
+    await page.route(holdRoute, (route) => { held.push(route); });
+    return true;
+  },
+  async release() {
+    const n = held.length;
+    for (const r of held.splice(0)) await r.continue();
+    if (holdRoute) await page.unroute(holdRoute);
+    holdRoute = null;
+    return n;
   },
   async problems() {
     return problems.slice();

@@ -4,6 +4,8 @@ against `snapsync web` reading a database written by real `snapsync backup` runs
 
 Screenshots at phone and desktop width go to $SNAPSYNC_BROWSER_ARTIFACTS."""
 
+import http.client
+import http.server
 import json
 import os
 import select
@@ -12,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -96,6 +99,100 @@ class Browser:
             self.log.close()
 
 
+# At a phone's size, everything the page shows fits the screen: the page does not scroll sideways,
+# nothing but the session tables' scrolling boxes is wider than the screen, long words wrap.
+FITS = r"""(() => {
+  const out = [], w = window.innerWidth, d = document.documentElement;
+  if (d.scrollWidth > w) out.push('page scrolls sideways: ' + d.scrollWidth + ' > ' + w);
+  for (const e of document.querySelectorAll('body *')) {
+    if (e.closest('.files') && !e.matches('.files')) continue;
+    const r = e.getBoundingClientRect();
+    if (r.width && (r.right > w + 0.5 || r.left < -0.5) && !e.matches('.skip'))
+      out.push(e.tagName + '.' + e.className + ' spans ' + r.left + '..' + r.right);
+  }
+  const b = document.getElementById('banner');
+  if (getComputedStyle(b).overflowWrap !== 'anywhere') out.push('banner does not wrap');
+  if (b.scrollWidth > b.clientWidth) out.push('banner text overflows its box');
+  for (const f of document.querySelectorAll('.files')) {
+    const t = f.querySelector('table');
+    if (t && t.getBoundingClientRect().width > f.clientWidth + 0.5 &&
+        !['auto', 'scroll'].includes(getComputedStyle(f).overflowX))
+      out.push('a session table is cut off');
+  }
+  return out;
+})()"""
+
+
+class SubpathProxy:
+    """A reverse proxy serving the dashboard under /prefix/, as Home Assistant's ingress does:
+    only /prefix/... is forwarded (the prefix removed); anything else is a 404 it remembers.
+    Server-sent events are passed on as they come."""
+
+    PREFIX = "/prefix"
+
+    def __init__(self, backend_port):
+        self.stray = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.forward()
+
+            def do_POST(self):
+                self.forward()
+
+            def forward(self):
+                if not self.path.startswith(proxy.PREFIX + "/"):
+                    proxy.stray.append(self.path)
+                    self.send_error(404)
+                    return
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else None
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "connection")}
+                c = http.client.HTTPConnection("127.0.0.1", backend_port, timeout=60)
+                try:
+                    c.request(self.command, self.path[len(proxy.PREFIX):], body=body,
+                              headers=headers)
+                    r = c.getresponse()
+                    stream = r.getheader("Content-Type", "").startswith("text/event-stream")
+                    data = b"" if stream else r.read()
+                    self.send_response(r.status)
+                    for k, v in r.getheaders():
+                        if k.lower() not in ("connection", "transfer-encoding", "content-length"):
+                            self.send_header(k, v)
+                    if not stream:
+                        self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    if not stream:
+                        self.wfile.write(data)
+                        return
+                    while True:
+                        chunk = r.read1(65536)
+                        if not chunk:
+                            return
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                except (OSError, http.client.HTTPException):
+                    pass  # the browser or the server went away: so does the stream
+                finally:
+                    c.close()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{self.PREFIX}/"
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=30)
+
+
 class DashboardTest(SnapsyncTest):
     @classmethod
     def setUpClass(cls):
@@ -130,12 +227,33 @@ class DashboardTest(SnapsyncTest):
         p = None
         try:
             b.call("launch", width=1280, height=900)
+            # while the lists load, the page says so, not that there is nothing
+            b.call("hold", pattern=r"/api/(sessions|files)\?")
             self.assertEqual(b.call("goto", url=web.url + "/"), 200)
             b.call("wait_text", selector="#state", pattern="^Idle$")
-            b.call("wait_text", selector="#banner", pattern="partial")
+            for empty in ("#sessions-empty", "#failed-empty"):
+                self.assertEqual(b.call("text", selector=empty), "Loading…")
+            self.assertGreater(b.call("release"), 0)
+            b.call("wait_text", selector="#banner", pattern="partial: 1 file failed")
             b.call("wait_text", selector="#sessions", pattern="card")
+            b.call("wait_text", selector="#failed li .sub", pattern=r"· 1 attempt$")
             self.assertEqual(b.call("count", selector="#failed li"), 1)
             b.call("wait_text", selector="#health", pattern="reachable")
+
+            # on a phone: the failed-file banner and an expanded session fit the screen, the
+            # copies say which destination is which
+            b.call("viewport", width=390, height=844)
+            first_row = f'#sessions details[data-session="{first["session_id"]}"]'
+            b.call("click", selector=first_row + " summary")
+            b.call("wait_text", selector=first_row + " table", pattern="IMG_0001.JPG")
+            label = web.get_json("/api/health")["destinations"][0]["label"]
+            copies = b.call("evaluate", expression=f"[...document.querySelectorAll("
+                            f"'{first_row} td.copies')].map((e) => e.textContent)")
+            self.assertIn(f"{label}: completed", copies)
+            self.assertIn(f"{label}: failed", copies)
+            self.assertEqual(b.call("evaluate", expression=FITS), [])
+            self.shot(b, "phone-failed", 390, 844)
+            b.call("viewport", width=1280, height=900)
 
             p = self.start_held_backup(card2)
             b.call("wait_text", selector="#state", pattern="^Backing up$")
@@ -160,11 +278,8 @@ class DashboardTest(SnapsyncTest):
             b.call("wait_text", selector="#banner", pattern="EOS_R6 complete")
             b.call("wait_text", selector="#sessions", pattern="EOS_R6")
 
-            # history: the first session expands to its files
-            b.call("click", selector=f'#sessions details[data-session="{first["session_id"]}"] '
-                                     "summary")
-            b.call("wait_text", selector=f'#sessions details[data-session="{first["session_id"]}"]'
-                                         " table", pattern="IMG_0001.JPG")
+            # history: the first session, expanded before, stays so
+            b.call("wait_text", selector=first_row + " table", pattern="IMG_0001.JPG")
             self.shot(b, "desktop-idle", 1280, 900)
 
             # retry: the failed file leaves the list, the database has it pending again
@@ -184,6 +299,7 @@ class DashboardTest(SnapsyncTest):
             self.assertEqual(self.backup(card3, 1)["status"], "partial")
             b.call("wait_text", selector="#banner", pattern="1 entry of the card could not be read")
             b.call("wait_text", selector="#banner .scan-problems .path", pattern=name[:40])
+            b.call("wait_text", selector="#sessions", pattern=r"· 1 file, 1 copied")
             empty = os.path.join(self.dir, "NOPHOTOS")
             make_blob(f"{empty}/MISC/notes.txt", 100)
             self.assertEqual(self.backup(empty)["status"], "empty")
@@ -197,8 +313,10 @@ class DashboardTest(SnapsyncTest):
             self.assertIn("Skip to content", b.call("focused"))
 
             self.shot(b, "phone-idle", 390, 844)
+            self.assertEqual(b.call("evaluate", expression=FITS), [])
             b.call("scheme", dark=True)
             self.shot(b, "phone-dark", 390, 844)
+            self.assertEqual(b.call("evaluate", expression=FITS), [])
             self.shot(b, "desktop-dark", 1280, 900)
             self.assertEqual(b.call("problems"), [])
         finally:
@@ -206,6 +324,52 @@ class DashboardTest(SnapsyncTest):
                 p.send_signal(signal.SIGCONT)
                 p.wait(timeout=180)
             b.close()
+            self.assertEqual(web.stop(), 0)
+
+    def test_subpath(self):
+        """Behind a reverse proxy under /prefix/ (Home Assistant's ingress) the page loads its
+        script, its data and its live events, and installs from its manifest."""
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        write_config(self.config, self.dest, self.db)
+        self.backup(None)
+        web = WebServer(self)
+        proxy = SubpathProxy(web.port)
+        b = Browser(self.dir)
+        try:
+            b.call("launch", width=390, height=844)
+            self.assertEqual(b.call("goto", url=proxy.url), 200)
+            b.call("wait_text", selector="#state", pattern="^Idle$")
+            b.call("wait_text", selector="#banner", pattern="complete")
+            b.call("wait_text", selector="#sessions", pattern="card")
+            b.call("wait_text", selector="#health", pattern="reachable")
+            b.call("wait_text", selector="#conn", pattern="^Live$")
+            manifest = b.call("evaluate", expression="""(async () => {
+              const url = document.querySelector('link[rel=manifest]').href;
+              const r = await fetch(url);
+              const m = await r.json();
+              const icons = await Promise.all(m.icons.map(async (i) => {
+                const f = await fetch(new URL(i.src, url));
+                return [new URL(i.src, url).pathname, f.status, f.headers.get('content-type')];
+              }));
+              return { url, type: r.headers.get('content-type'), start: new URL(m.start_url, url).href,
+                       display: m.display, icons };
+            })()""")
+            self.assertEqual(manifest["url"], proxy.url + "manifest.webmanifest")
+            self.assertEqual(manifest["type"], "application/manifest+json")
+            self.assertEqual(manifest["start"], proxy.url)
+            self.assertEqual(manifest["display"], "standalone")
+            self.assertEqual(
+                {p: (st, t) for p, st, t in manifest["icons"]},
+                {"/prefix/icon.svg": (200, "image/svg+xml"),
+                 "/prefix/icon-192.png": (200, "image/png"),
+                 "/prefix/icon-512.png": (200, "image/png")})
+            self.assertEqual(b.call("evaluate", expression=FITS), [])
+            self.shot(b, "phone-subpath", 390, 844)
+            self.assertEqual(proxy.stray, [], "the page asked for something outside /prefix/")
+            self.assertEqual(b.call("problems"), [])
+        finally:
+            b.close()
+            proxy.stop()
             self.assertEqual(web.stop(), 0)
 
 

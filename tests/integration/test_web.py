@@ -52,7 +52,10 @@ class WebTest(SnapsyncTest):
         self.assertIn("destinations", health)
 
         types = {"/": "text/html; charset=utf-8", "/app.js": "text/javascript; charset=utf-8",
-                 "/style.css": "text/css; charset=utf-8", "/favicon.svg": "image/svg+xml"}
+                 "/style.css": "text/css; charset=utf-8", "/favicon.svg": "image/svg+xml",
+                 "/icon.svg": "image/svg+xml", "/icon-192.png": "image/png",
+                 "/icon-512.png": "image/png",
+                 "/manifest.webmanifest": "application/manifest+json"}
         for path, ctype in types.items():
             status, h, data = w.request("GET", path)
             self.assertEqual(status, 200, path)
@@ -66,7 +69,8 @@ class WebTest(SnapsyncTest):
             self.assertGreater(len(data), 10)
         _, _, page = w.request("GET", "/")
         page = page.decode()
-        self.assertIn('<script src="/app.js"', page)
+        self.assertIn('<script src="app.js"', page)
+        self.assertNotRegex(page, r'(src|href)="/', "a sub-path proxy needs relative URLs")
         self.assertEqual(page.count("<script"), 1, "no inline script")
         self.assertNotIn("style=", page)
         self.assertNotIn("http://", page.replace("http://www.w3.org", ""))  # no CDN
