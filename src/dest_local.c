@@ -516,7 +516,8 @@ out:
     return r;
 }
 
-/* Moves the temporary tmp_name of tmp_dir_fd to `name` in dir_fd without ever replacing an existing file.
+/* Moves the temporary tmp_name of tmp_dir_fd to `name` in dir_fd without ever replacing an
+ * existing file.
  * Returns 0, -EEXIST when the name is taken, or another negative errno. */
 static int place_noreplace(int tmp_dir_fd, const char *tmp_name, int dir_fd, const char *name)
 {

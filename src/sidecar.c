@@ -50,9 +50,9 @@ void sidecar_find(int card_dir_fd, const char *rel, bool xmp_only, struct sideca
         for (int whole = k == 0; whole >= 0 && !found; whole--)
             for (size_t c = 0; c < 2 && !found; c++) {
                 char *buf = ret->rel[ret->n];
-                int n = whole ? snprintf(buf, SCANNER_MAX_PATH, "%s.%s", rel, kinds[k][c])
-                              : snprintf(buf, SCANNER_MAX_PATH, "%.*s.%s", (int)stem, rel,
-                                         kinds[k][c]);
+                int n =
+                    whole ? snprintf(buf, SCANNER_MAX_PATH, "%s.%s", rel, kinds[k][c])
+                          : snprintf(buf, SCANNER_MAX_PATH, "%.*s.%s", (int)stem, rel, kinds[k][c]);
                 if (n < 0 || n >= SCANNER_MAX_PATH || strcmp(buf, rel) == 0)
                     continue;
                 found = usable(card_dir_fd, buf);
