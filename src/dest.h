@@ -15,7 +15,8 @@
  *
  * Promises every backend keeps (docs/design.md): a partial file never has its final name; an
  * existing file with different content is never overwritten (a unique new name is chosen); a copy
- * is reported done only after it was verified when verification is on.
+ * is reported done only after it was verified when verification is on. Destinations with paths
+ * copy the file's sidecars (sidecar.h) next to it under its final name at finish.
  */
 #pragma once
 
@@ -53,9 +54,11 @@ struct dest_item {
     /* SHA-1 (hex) when already known before this read (an earlier attempt or session hashed
      * the file), else "". The content read now is hashed again and checked at finish. */
     const char *sha1_known;
-    /* A sidecar next to the file on the card ("IMG_0001.xmp"), relative to card_dir_fd, or NULL.
-     * Destinations read it themselves through scanner_open_beneath (it is small). */
+    /* The XMP sidecar next to the file on the card ("IMG_0001.xmp"), relative to card_dir_fd, or
+     * NULL. Destinations read it themselves through scanner_open_beneath (it is small). */
     const char *sidecar_rel;
+    /* The card folder, open until the file's finish or abort returned: file destinations look
+     * up and copy all the file's sidecars (sidecar.h) from it at finish. */
     int card_dir_fd;
 };
 

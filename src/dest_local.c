@@ -34,6 +34,7 @@
 #include <libmount.h>
 
 #include "dest.h"
+#include "sidecar.h"
 
 #define TMP_DIR ".snapsync-tmp"
 #define VERIFY_BUF (1024 * 1024)
@@ -69,6 +70,8 @@ struct local_file {
     int64_t mtime_ns; /* the card file's */
     uint64_t written;
     uint64_t flushed; /* writeback started up to here */
+    int card_dir_fd;  /* the card, for the sidecars (borrowed) */
+    char *card_rel;   /* the file's path on the card */
 };
 
 static atomic_uint tmp_seq;
@@ -382,6 +385,7 @@ static void local_file_free(struct local_file *f, bool unlink_tmp)
         unlinkat(f->tmp_dir_fd, f->tmp_name, 0);
     if (f->tmp_dir_fd >= 0)
         close(f->tmp_dir_fd);
+    free(f->card_rel);
     free(f);
 }
 
@@ -400,6 +404,12 @@ static int local_open(void *conn, const struct dest_item *item, void **ret_file,
         return error_set(err, -ENOMEM, "out of memory");
     f->fd = -1;
     f->conn = c;
+    f->card_dir_fd = item->card_dir_fd;
+    f->card_rel = strdup(item->rel_path);
+    if (!f->card_rel) {
+        free(f);
+        return error_set(err, -ENOMEM, "out of memory");
+    }
     memcpy(f->name, item->name, name_len + 1);
     snprintf(f->date_path, sizeof(f->date_path), "%s", l->organize_by_date ? item->date_path : "");
 
@@ -408,6 +418,7 @@ static int local_open(void *conn, const struct dest_item *item, void **ret_file,
     f->tmp_dir_fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (f->tmp_dir_fd < 0) {
         int r = error_set_errno(err, -errno, "cannot open '%s'", tmp);
+        free(f->card_rel);
         free(f);
         return r;
     }
@@ -420,6 +431,7 @@ static int local_open(void *conn, const struct dest_item *item, void **ret_file,
     if (f->fd < 0) {
         int r = error_set_errno(err, -errno, "cannot create a temporary file in '%s'", tmp);
         close(f->tmp_dir_fd);
+        free(f->card_rel);
         free(f);
         return r;
     }
@@ -504,19 +516,20 @@ out:
     return r;
 }
 
-/* Moves the temporary to `name` in dir_fd without ever replacing an existing file.
+/* Moves the temporary tmp_name of tmp_dir_fd to `name` in dir_fd without ever replacing an
+ * existing file.
  * Returns 0, -EEXIST when the name is taken, or another negative errno. */
-static int place_noreplace(struct local_file *f, int dir_fd, const char *name)
+static int place_noreplace(int tmp_dir_fd, const char *tmp_name, int dir_fd, const char *name)
 {
-    if (renameat2(f->tmp_dir_fd, f->tmp_name, dir_fd, name, RENAME_NOREPLACE) == 0)
+    if (renameat2(tmp_dir_fd, tmp_name, dir_fd, name, RENAME_NOREPLACE) == 0)
         return 0;
     if (errno == EEXIST)
         return -EEXIST;
     if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP)
         return -errno;
     /* NFS and some others lack RENAME_NOREPLACE: a hard link fails on an existing name. */
-    if (linkat(f->tmp_dir_fd, f->tmp_name, dir_fd, name, 0) == 0) {
-        unlinkat(f->tmp_dir_fd, f->tmp_name, 0);
+    if (linkat(tmp_dir_fd, tmp_name, dir_fd, name, 0) == 0) {
+        unlinkat(tmp_dir_fd, tmp_name, 0);
         return 0;
     }
     if (errno == EEXIST)
@@ -527,9 +540,130 @@ static int place_noreplace(struct local_file *f, int dir_fd, const char *name)
     struct stat st;
     if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
         return -EEXIST;
-    if (renameat(f->tmp_dir_fd, f->tmp_name, dir_fd, name) < 0)
+    if (renameat(tmp_dir_fd, tmp_name, dir_fd, name) < 0)
         return -errno;
     return 0;
+}
+
+/* Gives fd the modification (and access) time mtime_ns. Returns 0 or -1 with errno. */
+static int set_mtime(int fd, int64_t mtime_ns)
+{
+    int64_t sec = mtime_ns / 1000000000, nsec = mtime_ns % 1000000000;
+    if (nsec < 0) { /* before 1970: floor, as the kernel keeps it */
+        sec--;
+        nsec += 1000000000;
+    }
+    struct timespec times[2] = {{.tv_sec = (time_t)sec, .tv_nsec = (long)nsec},
+                                {.tv_sec = (time_t)sec, .tv_nsec = (long)nsec}};
+    return futimens(fd, times);
+}
+
+/* Is the file name in dir_fd exactly the len bytes of want? Reads through scratch. */
+static int same_bytes(int dir_fd, const char *name, const uint8_t *want, size_t len,
+                      uint8_t *scratch, bool *ret_same, struct error *err)
+{
+    int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return error_set_errno(err, -errno, "cannot reopen '%s'", name);
+    bool same = true;
+    size_t off = 0;
+    for (;;) {
+        ssize_t n = read(fd, scratch, VERIFY_BUF);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int r = error_set_errno(err, -errno, "cannot read '%s' back", name);
+            close(fd);
+            return r;
+        }
+        if (n == 0)
+            break;
+        if ((size_t)n > len - off || memcmp(scratch, want + off, (size_t)n) != 0) {
+            same = false;
+            break;
+        }
+        off += (size_t)n;
+    }
+    close(fd);
+    *ret_same = same && off == len;
+    return 0;
+}
+
+/* Copies the sidecar rel of the card next to the copy, named after final_name (sidecar.h), in
+ * dir_fd (the folder dir): a temporary with the configured owner, mode and the sidecar's time,
+ * fsync'd, read back and compared when verify, then moved with a rename that never replaces. A
+ * file that has the name already is left as it is (never overwritten: it may be the user's
+ * edited XMP), and that is not an error. */
+static int put_sidecar(struct local_file *f, int dir_fd, const char *dir, const char *rel,
+                       const char *final_name, bool verify, struct error *err)
+{
+    struct local *l = f->conn->local;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int64_t mtime_ns = 0;
+    char name[NAME_MAX_BYTES + 1], tmp_name[128];
+    int fd = -1, r;
+    bool tmp_made = false;
+    if (sidecar_dest_name(rel, f->card_rel, final_name, name, sizeof(name)) < 0)
+        return error_set(err, -ENAMETOOLONG, "the name for the sidecar '%s' is too long", rel);
+    r = sidecar_read(f->card_dir_fd, rel, &buf, &len, &mtime_ns, err);
+    if (r < 0)
+        return r;
+    snprintf(tmp_name, sizeof(tmp_name), "%ld.%u.%s.part", (long)getpid(),
+             atomic_fetch_add(&tmp_seq, 1), l->host);
+    fd = openat(f->tmp_dir_fd, tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        r = error_set_errno(err, -errno, "cannot create a temporary file for the sidecar '%s'",
+                            rel);
+        goto out;
+    }
+    tmp_made = true;
+    r = apply_perms(l, fd, l->file_mode, "the sidecar copy", err);
+    if (r < 0)
+        goto out;
+    for (size_t off = 0; off < len;) {
+        ssize_t n = write(fd, buf + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            r = errno == ENOSPC || errno == EDQUOT
+                    ? error_set(err, -ENOSPC, "destination disk '%s' is full", l->root)
+                    : error_set_errno(err, -errno, "cannot write the sidecar '%s'", rel);
+            goto out;
+        }
+        off += (size_t)n;
+    }
+    if (set_mtime(fd, mtime_ns) < 0 || fsync(fd) < 0) {
+        r = error_set_errno(err, -errno, "cannot flush the sidecar '%s' to disk", rel);
+        goto out;
+    }
+    if (verify) {
+        (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        bool same = false;
+        r = same_bytes(f->tmp_dir_fd, tmp_name, buf, len, f->conn->buf, &same, err);
+        if (r < 0)
+            goto out;
+        if (!same) {
+            r = error_set(err, -EIO, "verification failed: the copy of the sidecar '%s' differs "
+                                     "from the card",
+                          rel);
+            goto out;
+        }
+    }
+    r = place_noreplace(f->tmp_dir_fd, tmp_name, dir_fd, name);
+    if (r == 0)
+        tmp_made = false;
+    else if (r == -EEXIST)
+        r = 0; /* kept as it is; the temporary goes */
+    else
+        error_set_errno(err, r, "cannot move the sidecar '%s' into '%s'", rel, dir);
+out:
+    if (fd >= 0)
+        close(fd);
+    if (tmp_made)
+        unlinkat(f->tmp_dir_fd, tmp_name, 0);
+    free(buf);
+    return r;
 }
 
 static int local_finish(void *file, const struct hasher_digest *digest, bool verify,
@@ -546,14 +680,7 @@ static int local_finish(void *file, const struct hasher_digest *digest, bool ver
         goto out;
     }
     /* After the last write, before the fsync that makes it durable with the data. */
-    int64_t sec = f->mtime_ns / 1000000000, nsec = f->mtime_ns % 1000000000;
-    if (nsec < 0) { /* before 1970: floor, as the kernel keeps it */
-        sec--;
-        nsec += 1000000000;
-    }
-    struct timespec times[2] = {{.tv_sec = (time_t)sec, .tv_nsec = (long)nsec},
-                                {.tv_sec = (time_t)sec, .tv_nsec = (long)nsec}};
-    if (futimens(f->fd, times) < 0) {
+    if (set_mtime(f->fd, f->mtime_ns) < 0) {
         r = error_set_errno(err, -errno, "cannot set the modification time of the copy");
         goto out;
     }
@@ -601,13 +728,14 @@ static int local_finish(void *file, const struct hasher_digest *digest, bool ver
     }
 
     char name[NAME_MAX_BYTES + 1];
+    bool existed = false;
     for (unsigned k = 0;; k++) {
         if (k > 9999) {
             r = error_set(err, -EEXIST, "no free name for '%s' in '%s'", f->name, dir);
             goto out;
         }
         dest_candidate_name(f->name, k, name, sizeof(name));
-        r = place_noreplace(f, dir_fd, name);
+        r = place_noreplace(f->tmp_dir_fd, f->tmp_name, dir_fd, name);
         if (r == 0)
             break;
         if (r != -EEXIST) {
@@ -624,21 +752,26 @@ static int local_finish(void *file, const struct hasher_digest *digest, bool ver
             goto out;
         if (same) {
             unlinkat(f->tmp_dir_fd, f->tmp_name, 0);
-            snprintf(ret->remote, sizeof(ret->remote), "%s/%s", dir, name);
-            ret->existed = true;
-            r = 0;
-            goto out_placed;
+            existed = true;
+            break;
         }
     }
-    if (fsync(dir_fd) < 0) {
+    /* The copy is in place: a sidecar that fails now fails the copy, which is retried and then
+     * finds the copy the same and tries the sidecars again. */
+    struct sidecar_set sidecars;
+    sidecar_find(f->card_dir_fd, f->card_rel, false, &sidecars);
+    for (size_t i = 0; i < sidecars.n; i++) {
+        r = put_sidecar(f, dir_fd, dir, sidecars.rel[i], name, verify, err);
+        if (r < 0)
+            goto out;
+    }
+    if ((!existed || sidecars.n > 0) && fsync(dir_fd) < 0) {
         r = error_set_errno(err, -errno, "cannot flush folder '%s'", dir);
         goto out;
     }
     snprintf(ret->remote, sizeof(ret->remote), "%s/%s", dir, name);
-    ret->existed = false;
-out_placed:
-    if (dir_fd >= 0)
-        close(dir_fd);
+    ret->existed = existed;
+    close(dir_fd);
     local_file_free(f, false);
     return 0;
 out:

@@ -69,6 +69,7 @@
 #include <openssl/evp.h>
 
 #include "dest.h"
+#include "sidecar.h"
 #include "dest_smb.h"
 #include "log.h"
 
@@ -402,6 +403,8 @@ struct smb_file {
     char date_path[16];
     int64_t mtime_ns; /* the card file's */
     uint64_t written;
+    int card_dir_fd; /* the card, for the sidecars (borrowed) */
+    char *card_rel;  /* the file's path on the card */
 };
 
 static atomic_uint tmp_seq;
@@ -1415,6 +1418,12 @@ static int smb_open(void *conn, const struct dest_item *item, void **ret_file, s
     if (!f)
         return error_set(err, -ENOMEM, "out of memory");
     f->conn = c;
+    f->card_dir_fd = item->card_dir_fd;
+    f->card_rel = strdup(item->rel_path);
+    if (!f->card_rel) {
+        free(f);
+        return error_set(err, -ENOMEM, "out of memory");
+    }
     int r = map_name(item->name, f->name, sizeof(f->name));
     if (r < 0) {
         r = error_set(err, -ENAMETOOLONG,
@@ -1448,6 +1457,7 @@ static int smb_open(void *conn, const struct dest_item *item, void **ret_file, s
     *ret_file = f;
     return 0;
 fail:
+    free(f->card_rel);
     free(f);
     return r;
 }
@@ -1484,6 +1494,7 @@ static void file_free(struct smb_file *f, bool unlink_tmp)
     if (unlink_tmp && c->broken && r != -ENOENT &&
         c->n_orphans < sizeof(c->orphans) / sizeof(c->orphans[0]))
         snprintf(c->orphans[c->n_orphans++], sizeof(c->orphans[0]), "%s", f->tmp_name);
+    free(f->card_rel);
     free(f);
 }
 
@@ -1510,13 +1521,14 @@ static int same_content(struct smb_file *f, const char *url, const struct hasher
     return 0;
 }
 
-/* Moves the temporary to a free name in dir (a date path or ""), never replacing a file. */
+/* Moves the temporary to a free name in dir (a date path or ""), never replacing a file. The
+ * name it got goes into name (NAME_MAX_BYTES + 1 bytes). */
 static int place(struct smb_file *f, const struct hasher_digest *digest, struct dest_result *ret,
-                 struct error *err)
+                 char *name, struct error *err)
 {
     struct smb_conn *c = f->conn;
     struct smb *s = c->smb;
-    char name[NAME_MAX_BYTES + 1], url[URL_MAX];
+    char url[URL_MAX];
     int r = 0;
     pthread_mutex_lock(&s->place_lock);
     for (unsigned k = 0;; k++) {
@@ -1525,7 +1537,7 @@ static int place(struct smb_file *f, const struct hasher_digest *digest, struct 
                           f->date_path);
             break;
         }
-        dest_candidate_name(f->name, k, name, sizeof(name));
+        dest_candidate_name(f->name, k, name, NAME_MAX_BYTES + 1);
         if (url_join(s, url, sizeof(url), f->date_path, name, NULL) < 0) {
             r = error_set(err, -ENAMETOOLONG, "path too long");
             break;
@@ -1560,6 +1572,123 @@ static int place(struct smb_file *f, const struct hasher_digest *digest, struct 
     if (r == 0)
         snprintf(ret->remote, sizeof(ret->remote), "%s/%s%s%s", s->shown, f->date_path,
                  f->date_path[0] ? "/" : "", name);
+    return r;
+}
+
+/* Is the file at url exactly the len bytes of want? */
+static int same_bytes(struct smb_conn *c, const char *url, const uint8_t *want, size_t len,
+                      bool *ret_same, struct error *err)
+{
+    SMBCFILE *fh = NULL;
+    int r = lib_open(c, url, O_RDONLY, &fh);
+    if (r < 0)
+        return share_error(c->smb, err, r, "cannot open it again");
+    bool same = true;
+    size_t off = 0;
+    for (;;) {
+        size_t n = 0;
+        r = lib_read(c, fh, c->buf, VERIFY_BUF, &n);
+        if (r < 0) {
+            share_error(c->smb, err, r, "cannot read it back");
+            break;
+        }
+        if (n == 0)
+            break;
+        if (n > len - off || memcmp(c->buf, want + off, n) != 0) {
+            same = false;
+            break;
+        }
+        off += n;
+    }
+    (void)lib_close(c, fh);
+    if (r == 0)
+        *ret_same = same && off == len;
+    return r;
+}
+
+/* Copies the sidecar rel of the card next to the copy, named after final_name (as stored, see
+ * sidecar.h), through a temporary given the sidecar's time, read back and compared when verify,
+ * then moved if the name is free. A file that has the name already is left as it is (never
+ * overwritten: it may be the user's edited XMP), and that is not an error. */
+static int put_sidecar(struct smb_file *f, const char *rel, const char *final_name, bool verify,
+                       struct error *err)
+{
+    struct smb_conn *c = f->conn;
+    struct smb *s = c->smb;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int64_t mtime_ns = 0;
+    char name[NAME_MAX_BYTES + 1], tmp_name[128], tmp_url[URL_MAX], url[URL_MAX];
+    SMBCFILE *fh = NULL;
+    bool tmp_made = false;
+    snprintf(tmp_name, sizeof(tmp_name), "%ld.%u.%s.part", (long)getpid(),
+             atomic_fetch_add(&tmp_seq, 1), s->hostname);
+    if (sidecar_dest_name(rel, f->card_rel, final_name, name, sizeof(name)) < 0 ||
+        url_join(s, url, sizeof(url), f->date_path, name, NULL) < 0 ||
+        url_join(s, tmp_url, sizeof(tmp_url), TMP_DIR, tmp_name, NULL) < 0)
+        return error_set(err, -ENAMETOOLONG, "the name for the sidecar '%s' is too long", rel);
+    int r = sidecar_read(f->card_dir_fd, rel, &buf, &len, &mtime_ns, err);
+    if (r < 0)
+        return r;
+    r = lib_open(c, tmp_url, O_WRONLY | O_CREAT | O_EXCL, &fh);
+    if (r < 0) {
+        fh = NULL;
+        r = share_error(s, err, r, "cannot create a temporary file for a sidecar");
+        goto out;
+    }
+    tmp_made = true;
+    for (size_t off = 0; off < len;) {
+        size_t n = 0;
+        r = lib_write(c, fh, buf + off, len - off, &n);
+        if (r == 0 && n == 0)
+            r = -EIO;
+        if (r < 0) {
+            r = share_error(s, err, r, "cannot write a sidecar");
+            goto out;
+        }
+        off += n;
+    }
+    r = lib_close(c, fh);
+    fh = NULL;
+    if (r == 0)
+        r = lib_utimes(c, tmp_url, mtime_ns);
+    if (r < 0) {
+        r = share_error(s, err, r, "cannot finish a sidecar");
+        goto out;
+    }
+    if (verify) {
+        bool same = false;
+        r = same_bytes(c, tmp_url, buf, len, &same, err);
+        if (r < 0) {
+            error_prefix(err, "cannot verify the sidecar '%s'", rel);
+            goto out;
+        }
+        if (!same) {
+            r = error_set(err, -EIO, "verification failed: the copy of the sidecar '%s' on %s "
+                                     "differs from the card",
+                          rel, s->shown);
+            goto out;
+        }
+    }
+    pthread_mutex_lock(&s->place_lock);
+    struct stat st;
+    r = lib_stat(c, url, &st);
+    if (r == -ENOENT) {
+        r = lib_rename(c, tmp_url, url);
+        if (r == 0)
+            tmp_made = false;
+        else
+            share_error(s, err, r, "cannot move a sidecar into place");
+    } else if (r < 0) {
+        share_error(s, err, r, "cannot look at the destination folder");
+    } /* else kept as it is; the temporary goes */
+    pthread_mutex_unlock(&s->place_lock);
+out:
+    if (fh)
+        (void)lib_close(c, fh);
+    if (tmp_made && !atomic_load(&s->hung))
+        (void)lib_unlink(c, tmp_url);
+    free(buf);
     return r;
 }
 
@@ -1604,9 +1733,21 @@ static int smb_finish(void *file, const struct hasher_digest *digest, bool verif
             goto fail;
         snprintf(c->made_dir, sizeof(c->made_dir), "%s", f->date_path);
     }
-    r = place(f, digest, ret, err);
+    char name[NAME_MAX_BYTES + 1];
+    r = place(f, digest, ret, name, err);
     if (r < 0)
         goto fail;
+    /* The copy is in place: a sidecar that fails now fails the copy, which is retried and then
+     * finds the copy the same and tries the sidecars again. */
+    struct sidecar_set sidecars;
+    sidecar_find(f->card_dir_fd, f->card_rel, false, &sidecars);
+    for (size_t i = 0; i < sidecars.n; i++) {
+        r = put_sidecar(f, sidecars.rel[i], name, verify, err);
+        if (r < 0) {
+            file_free(f, false);
+            return r;
+        }
+    }
     file_free(f, false);
     return 0;
 fail:

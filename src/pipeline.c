@@ -33,6 +33,7 @@
 #include "log.h"
 #include "monotime.h"
 #include "media.h"
+#include "sidecar.h"
 
 enum lane_end { END_NONE, END_FINISH, END_ABORT };
 
@@ -377,30 +378,15 @@ static long fd_read_at(void *ctx, uint64_t offset, void *buf, size_t len)
     return n < 0 ? -errno : (long)n;
 }
 
-/* Finds a sidecar of se on the card: "<name>.xmp" or "<stem>.xmp", either case. Writes its
- * relative path into buf and returns buf, or NULL when there is none. */
+/* Finds the XMP sidecar of se on the card, for Immich (sidecar.h; the file destinations find
+ * theirs). Writes its relative path into buf and returns buf, or NULL when there is none. */
 static const char *find_sidecar(int dir_fd, const char *rel, char *buf, size_t size)
 {
-    const char *dot = strrchr(rel, '.');
-    const char *slash = strrchr(rel, '/');
-    size_t stem = dot && (!slash || dot > slash) ? (size_t)(dot - rel) : strlen(rel);
-    static const char *const exts[] = {"xmp", "XMP"};
-    for (int whole = 1; whole >= 0; whole--)
-        for (size_t i = 0; i < 2; i++) {
-            int n = whole ? snprintf(buf, size, "%s.%s", rel, exts[i])
-                          : snprintf(buf, size, "%.*s.%s", (int)stem, rel, exts[i]);
-            if (n < 0 || (size_t)n >= size)
-                continue;
-            int fd = scanner_open_beneath(dir_fd, buf, O_RDONLY);
-            if (fd >= 0) {
-                struct stat st;
-                bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
-                close(fd);
-                if (ok)
-                    return buf;
-            }
-        }
-    return NULL;
+    struct sidecar_set set;
+    sidecar_find(dir_fd, rel, true, &set);
+    if (set.n == 0 || (size_t)snprintf(buf, size, "%s", set.rel[0]) >= size)
+        return NULL;
+    return buf;
 }
 
 /* Checks a database write of an attempt: a failure fails the attempt (its copies are not kept). */

@@ -11,6 +11,8 @@
  */
 #include "scanner.h"
 
+#include "sidecar.h"
+
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -320,6 +322,56 @@ static int entry_cmp(const void *a, const void *b)
     return strcmp(((const struct scan_entry *)a)->rel_path, ((const struct scan_entry *)b)->rel_path);
 }
 
+/* Does a wanted file that is no sidecar itself own the sidecar e (sidecar.h)? Its owner sorts
+ * at or after "<dir>/<stem>" (the rel_path of e without its extension), among the entries that
+ * start with it. */
+static bool has_owner(const struct scan_list *list, const struct scan_entry *e)
+{
+    const char *dot = strrchr(e->name, '.');
+    if (!dot || !sidecar_is_ext(dot + 1) || e->size > SIDECAR_MAX_BYTES)
+        return false;
+    size_t plen = (size_t)(dot - e->rel_path);
+    size_t lo = 0, hi = list->n; /* first entry >= the prefix */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strncmp(list->entries[mid].rel_path, e->rel_path, plen) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (size_t i = lo; i < list->n && strncmp(list->entries[i].rel_path, e->rel_path, plen) == 0;
+         i++) {
+        const char *odot = strrchr(list->entries[i].name, '.');
+        if (&list->entries[i] != e && !(odot && sidecar_is_ext(odot + 1)) &&
+            sidecar_belongs(e->rel_path, list->entries[i].rel_path))
+            return true;
+    }
+    return false;
+}
+
+/* Leaves out the wanted files that travel as sidecars of another wanted file (a .wav voice memo
+ * when wav is wanted), so they are not copied twice. Keeps the order. */
+static void drop_sidecars(struct scan_list *list)
+{
+    bool *drop = list->n ? calloc(list->n, sizeof(*drop)) : NULL;
+    if (!drop)
+        return; /* out of memory: the files are copied twice rather than not at all */
+    for (size_t i = 0; i < list->n; i++)
+        drop[i] = has_owner(list, &list->entries[i]);
+    size_t kept = 0;
+    for (size_t i = 0; i < list->n; i++) {
+        if (drop[i]) {
+            list->bytes -= list->entries[i].size;
+            list->n_sidecars++;
+            free(list->entries[i].rel_path);
+        } else {
+            list->entries[kept++] = list->entries[i];
+        }
+    }
+    list->n = kept;
+    free(drop);
+}
+
 int scanner_scan(const char *root, char *const *extensions, uint64_t min_size,
                  struct scan_list **ret, struct error *err)
 {
@@ -357,6 +409,7 @@ int scanner_scan_naming(const char *root, char *const *extensions, uint64_t min_
     }
     if (list->n > 1)
         qsort(list->entries, list->n, sizeof(list->entries[0]), entry_cmp);
+    drop_sidecars(list);
     *ret = list;
     return 0;
 }

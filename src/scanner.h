@@ -66,6 +66,7 @@ struct scan_list {
     size_t n_ignored;  /* entries skipped by the filters (not counting hidden/system) */
     struct scan_ignored *ignored; /* the first max_ignored of them in walk order, or NULL */
     size_t n_ignored_named;
+    size_t n_sidecars; /* wanted files left out because they travel with another (sidecar.h) */
     size_t n_symlinks; /* symlinks seen and not followed (a notice, not a problem) */
     struct scan_problem *problems; /* the first SCANNER_MAX_PROBLEMS met, in walk order */
     size_t n_problems_named;

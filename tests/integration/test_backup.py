@@ -208,6 +208,48 @@ class BackupTest(SnapsyncTest):
         self.assertEqual(md5(f"{self.dest}/2022/02/02/IMG_0001_1.JPG"),
                          md5(f"{self.card}/DCIM/IMG_0001.JPG"))
 
+    def test_sidecars_travel_with_their_photo_under_its_final_name(self):
+        c = f"{self.card}/DCIM/100CANON"
+        make_photo(f"{c}/IMG_0001.JPG", self.dir, "2022:02:02 12:00:00")
+        make_photo(f"{c}/IMG_0002.CR2", self.dir, "2022:02:02 12:00:01")
+        files = {"IMG_0001.xmp": b"<x:xmpmeta>one</x:xmpmeta>", "IMG_0001.WAV": b"RIFF memo",
+                 "IMG_0002.CR2.xmp": b"<x:xmpmeta>two</x:xmpmeta>", "LONELY.wav": b"RIFF alone"}
+        for name, data in files.items():
+            with open(f"{c}/{name}", "wb") as f:
+                f.write(data)
+        os.utime(f"{c}/IMG_0001.xmp", (1500000000, 1500000000))
+        # IMG_0001.JPG is taken by another photo: the copy and its sidecars become IMG_0001_1.*
+        day = f"{self.dest}/2022/02/02"
+        os.makedirs(day)
+        for name, data in (("IMG_0001.JPG", b"someone else's photo"), ("IMG_0001.xmp", b"theirs")):
+            with open(f"{day}/{name}", "wb") as f:
+                f.write(data)
+        # wav is wanted: a memo next to a photo travels with it, a lonely one is a file of its own
+        with open(self.config, "a") as f:
+            f.write("files:\n  min_size: 1\n  extensions: [jpg, cr2, wav]\n")
+        r = self.backup()
+        self.assertEqual(r["files_failed"], 0)
+        self.assertEqual(r["files_copied"], 3)  # the two photos and LONELY.wav
+        got = {p: open(f"{self.dest}/{p}", "rb").read() for p in self.dest_files()
+               if not p.startswith(".") and not p.endswith((".JPG", ".CR2"))}
+        lonely = [p for p in got if p.endswith("LONELY.wav")]
+        self.assertEqual(len(lonely), 1)
+        self.assertEqual({p: d for p, d in got.items() if p not in lonely},
+                         {"2022/02/02/IMG_0001.xmp": b"theirs",
+                          "2022/02/02/IMG_0001_1.xmp": files["IMG_0001.xmp"],
+                          "2022/02/02/IMG_0001_1.WAV": files["IMG_0001.WAV"],
+                          "2022/02/02/IMG_0002.CR2.xmp": files["IMG_0002.CR2.xmp"]})
+        self.assertEqual(os.stat(f"{day}/IMG_0001_1.xmp").st_mtime, 1500000000)
+        self.assertEqual(md5(f"{day}/IMG_0001_1.JPG"), md5(f"{c}/IMG_0001.JPG"))
+        self.assertEqual(self.temporaries(), [])
+
+        before = {p: os.stat(f"{self.dest}/{p}").st_mtime_ns for p in self.dest_files()}
+        r2 = self.backup()
+        self.assertEqual(r2["files_copied"], 0)
+        self.assertEqual(r2["files_total"], 3)
+        self.assertEqual({p: os.stat(f"{self.dest}/{p}").st_mtime_ns for p in self.dest_files()},
+                         before)
+
     def test_same_name_same_content_is_done(self):
         make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2022:02:02 12:00:00")
         os.makedirs(f"{self.dest}/2022/02/02")

@@ -117,8 +117,10 @@ class ImmichBase:
         albums = {a["name"]: a["assets"] for a in st["albums"]}
         self.assertIn("2023-07-14", albums)
         self.assertEqual(sum(len(v) for v in albums.values()), 4)
-        # the local copies are there too
-        self.assertEqual(len([p for p in self.dest_files() if not p.startswith(".")]), 4)
+        # the local copies are there too, IMG_0002.xmp next to its photo
+        local = [p for p in self.dest_files() if not p.startswith(".")]
+        self.assertEqual(len(local), 5)
+        self.assertEqual(len([p for p in local if p.endswith("/IMG_0002.xmp")]), 1)
         con = sqlite3.connect(self.db)
         remotes = [x[0] for x in con.execute(
             "select remote from copies where dest like 'immich:%' and state = 'completed'")]
@@ -324,7 +326,8 @@ class ImmichBase:
         r = self.backup(check=None)
         self.assertIn("cannot reach Immich", r["error"])
         self.assert_immich_copies_wait()
-        self.assertEqual(len([p for p in self.dest_files() if not p.startswith(".")]), 4)
+        # four files and the sidecar of IMG_0002
+        self.assertEqual(len([p for p in self.dest_files() if not p.startswith(".")]), 5)
         self.configure()
         r = self.backup()
         self.assertEqual(r["status"], "completed")

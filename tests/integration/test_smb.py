@@ -268,6 +268,34 @@ unraid:
         self.assertEqual(sorted(os.listdir(day)),
                          ["IMG_0001.JPG", "IMG_0001_1.JPG", "IMG_0002.JPG"])
 
+    def test_sidecars_travel_with_their_photo_under_its_final_name(self):
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2022:02:02 12:00:00")
+        make_photo(f"{self.card}/DCIM/IMG_0002.JPG", self.dir, "2022:02:02 12:00:01")
+        sidecars = {"IMG_0001.xmp": b"<x:xmpmeta>one</x:xmpmeta>", "IMG_0001.THM": b"thumb",
+                    "IMG_0002.xmp": b"<x:xmpmeta>two</x:xmpmeta>"}
+        for name, data in sidecars.items():
+            with open(f"{self.card}/DCIM/{name}", "wb") as f:
+                f.write(data)
+        day = os.path.join(self.root(), "2022/02/02")
+        self.server.makedirs(day)
+        with open(f"{day}/IMG_0001.JPG", "wb") as f:
+            f.write(b"someone else's photo")  # the copy becomes IMG_0001_1.JPG
+        r = self.backup()
+        self.assertEqual(r["files_failed"], 0)
+        self.assertEqual(r["files_copied"], 2)
+        self.assertEqual(sorted(os.listdir(day)),
+                         ["IMG_0001.JPG", "IMG_0001_1.JPG", "IMG_0001_1.THM", "IMG_0001_1.xmp",
+                          "IMG_0002.JPG", "IMG_0002.xmp"])
+        for name, data in (("IMG_0001_1.xmp", sidecars["IMG_0001.xmp"]),
+                           ("IMG_0001_1.THM", sidecars["IMG_0001.THM"]),
+                           ("IMG_0002.xmp", sidecars["IMG_0002.xmp"])):
+            with open(f"{day}/{name}", "rb") as f:
+                self.assertEqual(f.read(), data, name)
+        self.assertEqual(self.share_temporaries(), [])
+        r2 = self.backup()
+        self.assertEqual(r2["files_copied"], 0)
+        self.assertEqual(len(os.listdir(day)), 6)
+
     def test_wrong_password_is_a_clear_error(self):
         make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2022:02:02 12:00:00")
         self.env["UNRAID_PASSWORD"] = "wrong-" + smbd.PASSWORD
