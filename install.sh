@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Installs SnapSync as a service on Debian 12 / Raspberry Pi OS. Run it again at any time: it
 # changes only what is missing or out of date, and never overwrites a configuration.
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """SnapSync benchmark driver (Python 3 standard library only); run through bench/run.sh.
 
 1. Throughput: a synthetic card (RAW+JPEG pairs, small JPEGs, two large videos) copied by

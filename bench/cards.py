@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Shared by the SMB benchmarks (smb.py, deadsmb.py): the card they back up and the page-cache
 drop before each run."""
 

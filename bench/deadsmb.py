@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Dead-destination benchmark, started by bench/deadsmb.sh (as root: the real smbd comes from
 tests/integration/smbd.py). Backs up the same card to a local folder:
 

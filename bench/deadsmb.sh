@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Dead-destination benchmark (bench/deadsmb.py): how long the local copies take when an SMB
 # destination next to them is dead or hangs, against the local destination alone. As root (smbd).
 # Results in bench/out/deadsmb/results.md. The target (issue 13): the local copies finish within

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Immich benchmark: snapsync against the official Immich CLI (`immich upload`), both uploading
 the benchmark card of bench/bench.py to the same test server (tests/immich/server.py, which checks
 every request against the official OpenAPI spec). Started by bench/immich.sh. Writes

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Immich benchmark (bench/immich.py): snapsync against the official Immich CLI, both uploading the
 # benchmark card to tests/immich/server.py, and snapsync to Immich + a local folder at once.
 # As root (to drop the page cache). Results in bench/out/immich/results.md.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Shared by the bench scripts, sourced after they set $root (the project's folder).
 
 # bench_install "pkg ...": installs the Debian packages named, if any (apt-get as root, else

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # SnapSync benchmark: throughput, peak RSS and CPU of `snapsync backup` against cp, rsync and
 # rclone on a synthetic card, plus the re-run time of an already backed-up 10,000-file card.
 #

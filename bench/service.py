@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Card detection latency of `snapsync start` (issue: attach -> first byte, last byte -> unmount).
 
 Run as root after building (a loop device stands in for the card reader):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """SMB benchmark: snapsync -> a loopback smbd against `smbclient -c 'mput'` and `rclone copy` of
 the same card, and snapsync to SMB + a local folder at once against SMB alone. Started by
 bench/smb.sh (as root: smbd and its test user come from tests/integration/smbd.py). Writes

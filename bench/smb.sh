@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # SMB benchmark (bench/smb.py): snapsync to a loopback smbd vs `smbclient mput` and `rclone copy`
 # (and `rclone copy` + `rclone check --download`, a peer that verifies too),
 # and SMB + local at once vs the slower alone. As root (smbd). Results in bench/out/smb/results.md.

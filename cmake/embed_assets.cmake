@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Turns the dashboard's files into C: run as
 #   cmake -DOUT_C=web_assets.c -DOUT_H=web_assets.h -DASSET_DIR=web -P embed_assets.cmake
 # Each file becomes `const unsigned char web_asset_<name>[]` (NUL-terminated, not counted) and

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Fails when src/ or tests/ call a function our style bans (see docs/STYLE.md).
 top=${1:-.}
 hits=$(grep -nE '\b(strcpy|strcat|sprintf|vsprintf|strtok|atoi|atol|atof|gets|system)[[:space:]]*\(' \

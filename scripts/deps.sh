@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Installs what SnapSync needs from Debian (12 "bookworm" or Raspberry Pi OS).
 #   scripts/deps.sh          build and run dependencies
 #   scripts/deps.sh --test   also what the test suite and benchmarks use

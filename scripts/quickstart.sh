@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Fresh machine to first backup: installs dependencies, builds, and backs up CARD (default: a
 # small demo card it creates) with the built-in default configuration: copies go to
 # ./snapsync-backup/YYYY/MM/DD, the database is ./snapsync.db. No Immich, SMB or MQTT needed.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The whole test suite, from a bare Debian 12 machine: installs what it needs, then builds and
 # runs every test in a normal build, under AddressSanitizer + UndefinedBehaviorSanitizer, under
 # valgrind (unit tests), and fuzzes each parser briefly with libFuzzer.

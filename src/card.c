@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Card identity: realpath, then the mount table entry whose target is exactly that folder. A
  * mount whose source is a block device gives the filesystem UUID (libblkid); anything else, or

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Identity of what is being backed up. A card is known by its filesystem UUID when the folder is
  * the mount point of a block device (so the same card is recognised in any reader, at any mount

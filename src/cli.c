@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Command line. Global options come before the command (`snapsync --config FILE backup PATH`);
  * each command parses its own. Every failure ends in one message on stderr and an exit code from

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Configuration: config.yaml + .env + environment, described by one table of keys (config.c)
  * that drives parsing, validation, `snapsync config --template` and masked printing.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The database: the only module that speaks SQL (docs/database.md describes the schema, the
  * states and the migration policy).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The database: SQLite in WAL mode, the only module that speaks SQL. Holds cards, sessions,
  * files and per-destination copies (docs/database.md has the data model).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Destination dispatch: turns the config into a list of backends and forwards each call to the
  * backend's ops table. The only place that knows which backends exist. Every error a backend

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Destinations: the small interface every backend implements (dest_local.c now; SMB, Immich and
  * others later, each one file with one `const struct dest_ops` table). Nothing outside dest.c

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Immich destination (`immich.enabled`): uploads each file as an asset of the key's user.
  *

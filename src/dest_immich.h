@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Immich destination (dest_immich.c): the backend is reached only through its ops table
  * `dest_immich_ops` (dest.c). This header is the contract of its reply parsers, pure functions

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Local or NFS-mounted folder destination (`unraid.protocol: local | nfs`, and the `local` section,
  * a second folder next to unraid: dest_local_folder_ops).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * SMB destination (`unraid.protocol: smb`): an SMB2/3 share (Unraid, a NAS, Windows) reached with
  * libsmbclient, no mount needed.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * SMB destination (dest_smb.c): the backend is reached only through its ops table `dest_smb_ops`
  * (dest.c). This header is the contract of the pure pieces exposed so unit tests can drive them.

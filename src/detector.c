@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Card detection (see detector.h for the rules).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Card detection: notices SD cards as they come and go, mounts them read-only, and tells its
  * owner through two callbacks. Sources:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The backup engine: one session over one folder (a mounted card). Identifies the card, prepares
  * the destinations and watches their health (health.h), scans, skips what is already done (fast

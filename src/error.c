@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Error detail buffers. Everything is formatted into the fixed buffer in struct error; messages
  * longer than ERROR_MSG_MAX are truncated, never allocated.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The human side of an error: functions return 0 or a negative errno, and fill a caller-provided
  * struct error with the detail, only on failure. Nothing is allocated on the error path.

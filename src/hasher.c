@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Hashing: two EVP digest contexts fed with the same chunks. The contexts are reused across
  * files (EVP_DigestInit_ex on reset) so a worker allocates them once.

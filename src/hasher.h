@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * One-pass MD5 + SHA-1 over a stream of chunks (OpenSSL EVP). MD5 is what destinations verify
  * with; SHA-1 is what Immich dedups by. Both are computed from the same bytes in one read.

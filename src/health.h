@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Destination health within one session (docs/design.md, "Destination health").
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Valid UTF-8 for JSON: json-c copies the bytes of a string through unchanged, so a file name
  * that is not UTF-8 would make the whole document unreadable to a strict client. Names are

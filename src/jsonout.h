@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Strings for the JSON that users and their programs read (the web API, `--json` of the CLI,
  * the MQTT state): always valid UTF-8, so a strict decoder accepts the whole document even when

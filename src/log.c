@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Logging: one mutex around one fputs per line, so lines from worker threads never interleave.
  * The formatted message goes through an escaper because it usually quotes names from a card.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Levelled logging to stderr; under systemd, when stderr is the journal's stream, straight to
  * journald with each line's priority and session (field SNAPSYNC_SESSION). Lines from outside (file

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The binary: hands argv to the CLI. */
 #include "cli.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * media: the capture date and kind of a photo or video, read from its metadata.
  *

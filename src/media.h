@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Capture date and kind of a photo or video from its metadata. Reads only the small metadata
  * structures of a file (the content itself is read once, by the engine).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Monotonic time for waits (monotime.h). */
 #include "monotime.h"
 

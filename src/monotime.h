@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Time for waits and durations: the monotonic clock, never the wall clock (a Raspberry Pi sets
  * its wall clock by NTP after boot, which would stretch or cut every wait in progress).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Home Assistant over MQTT (libmosquitto): one device announced by device-based discovery
  * (<discovery_prefix>/device/<id>/config, retained), availability with a last will, one retained

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The worker pipeline of one session: a pool of backup.concurrent_files workers takes the files
  * to back up, reads each one once in chunks, hashes it (MD5 + SHA-1), and tees every chunk to one

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Card walker. Depth first over openat()'d directory fds with O_NOFOLLOW, so the walk stays on
  * the card even if it holds symlinks to '/'. The walk keeps its own stack of folders (no

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Walks a mounted card (or any folder) and lists the candidate files: regular files whose
  * extension is wanted and whose size is at least min_size. Never follows a symlink (so nothing

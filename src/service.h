@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * `snapsync start`: the service. One loop thread owns all state and waits in epoll on signals
  * (signalfd), the card detector, a watchdog timer and an eventfd through which backup workers

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "sidecar.h"
 
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Sidecars: small files on the card that belong to a photo or video and travel with it instead of
  * being backed up as files of their own (docs/design.md, "Sidecars").

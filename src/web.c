@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The web dashboard: libmicrohttpd serving the page (compiled in from web/ by
  * cmake/embed_assets.cmake), a JSON API and server-sent events. docs/api.md is the contract.
@@ -62,7 +63,7 @@
 #define CSP                                                                                        \
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "              \
     "connect-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'none'; "               \
-    "frame-ancestors 'none'"
+    "frame-ancestors 'self'"
 
 struct asset {
     const char *path;
@@ -178,7 +179,7 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, unsigned statu
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     MHD_add_response_header(resp, "Content-Security-Policy", CSP);
-    MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+    MHD_add_response_header(resp, "X-Frame-Options", "SAMEORIGIN");
     MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
     MHD_add_response_header(resp, "Cross-Origin-Resource-Policy", "same-origin");
     MHD_add_response_header(resp, "Cross-Origin-Opener-Policy", "same-origin");

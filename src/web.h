@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The web dashboard and its JSON API (libmicrohttpd), docs/api.md lists the endpoints.
  *

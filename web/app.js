@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* SnapSync dashboard. Live state arrives as server-sent events from api/events (the status
  * document of api/status); without them it polls every 5 s. Lists (sessions, failed files,
  * health) are fetched when the state says something changed, and every 30 s. Every text from

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Drives Debian's Chromium (/usr/bin/chromium) with playwright-core for test_browser.py: one
 // JSON command per line on stdin, one JSON answer per line on stdout. Never downloads a browser.
 'use strict';

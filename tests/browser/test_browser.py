@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The dashboard in a real browser: Debian's Chromium driven by playwright-core (pinned in
 package-lock.json, installed with `npm ci` into the build folder; no browser is downloaded),
 against `snapsync web` reading a database written by real `snapsync backup` runs.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer target for the config parsers: the input is parsed as config.yaml and, on top of the
  * result (or of the embedded default), as a .env file. A configuration that parses must print,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer target for the parsers of Immich server replies (dest_immich.h). The first byte
  * picks the parser, the rest is the reply. Whatever the bytes, a parser returns 0 or -EBADMSG,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer target for media.c: every input goes through media_probe_buffer with a few extension
  * hints (the hint changes the kind, never the parser, but it is cheap to cover). Besides memory

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Replays a libFuzzer corpus through a fuzz target without libFuzzer, so that every build runs
  * each input that ever crashed as an ordinary regression test. Arguments are files or folders.

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """An Immich test server that checks every request against the official OpenAPI spec.
 
 Standard library only. It loads tests/immich/immich-openapi-specs.json (see PROVENANCE.md; the

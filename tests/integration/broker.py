@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """A real mosquitto broker on 127.0.0.1 and a free port, and a subscriber that records every
 message, for the MQTT tests. Started and stopped by the test; waits have deadlines."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Test harness for SnapSync integration tests: temporary folders, generated cards with real
 photos and videos (ffmpeg + exiftool from Debian), config files, and running the real binary.
 

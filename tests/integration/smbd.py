@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """A private Samba server for integration tests: Debian's smbd on 127.0.0.1 on a port the OS
 picked, with its own smb.conf, state, passdb and log under a temporary folder, a user with a
 password, and five shares:

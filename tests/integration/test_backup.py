@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """`snapsync backup` end to end on generated cards: real files, real disk, real SQLite."""
 
 import json

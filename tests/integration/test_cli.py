@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The CLI around the backup: help, version, config printing, template, test-connection, the
 live progress on a terminal and through a pipe, the exit status after a signal."""
 

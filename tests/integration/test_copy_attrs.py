@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """What a copy in a folder destination carries besides its bytes: the card file's modification
 time (to the nanosecond where the filesystem keeps it), the configured file and folder modes
 whatever the process umask (0077 here, 0027 as the systemd unit sets it), and the configured

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The database at its edges: a read-only filesystem, leftovers of a process that died."""
 
 import json

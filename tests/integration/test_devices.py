@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Backups that need real kernel objects: a full destination (a small tmpfs) and a card image on
 a loop device (ext4, identified by its filesystem UUID). CI runs as root; a run without root
 fails here rather than skipping silently."""

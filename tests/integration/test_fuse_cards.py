@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """`snapsync start` with exFAT and FAT32 cards on real kernel loop devices, laid out as cameras
 leave them (an MBR partition table, one partition). Where the kernel has no driver for the
 filesystem (as on the CI machine, whose kernel has ext4 and fuse but neither vfat nor exfat) the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The Immich destination against tests/immich/server.py, which checks every request against the
 official OpenAPI spec. Every test runs against a 3.x and a 2.x server (ImmichV3Test,
 ImmichV2Test) and ends by asserting that the server saw no invalid request."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Home Assistant over MQTT against a real mosquitto broker: discovery, availability, live
 progress, faults (broker down, bad credentials, SnapSync killed)."""
 

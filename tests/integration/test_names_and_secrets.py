@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """What SnapSync writes for users is valid UTF-8 JSON whatever the bytes of a card's names (the
 real bytes stay retrievable in <field>_hex), and a configured secret is never served, whatever
 put it in the database."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """`snapsync start` with real kernel devices: ext4 card images with a partition table on loop
 devices, attached and detached while the service runs. Needs root (CI runs as root); fails
 without it rather than skipping.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The SMB destination against a real Samba server (smbd.py) on 127.0.0.1: backup to SMB and a
 local folder at once, re-runs, bad credentials, missing and read-only shares, guest access, the
 server killed mid-transfer, names Windows forbids (and their original form on a share with vfs

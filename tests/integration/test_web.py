@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """`snapsync web`: the JSON API over real HTTP on a free loopback port, reading a real database
 written by real `snapsync backup` runs (one held mid-session with SIGSTOP), and hostile requests
 that must get a 4xx or a closed connection while the server stays healthy."""
@@ -65,7 +66,9 @@ class WebTest(SnapsyncTest):
             self.assertIn("default-src 'none'", csp)
             self.assertIn("script-src 'self'", csp)
             self.assertNotIn("unsafe-inline", csp)
-            self.assertEqual(h["x-frame-options"], "DENY")
+            # framed only under its own origin (Home Assistant ingress), by no other site
+            self.assertIn("frame-ancestors 'self'", csp)
+            self.assertEqual(h["x-frame-options"], "SAMEORIGIN")
             self.assertGreater(len(data), 10)
         _, _, page = w.request("GET", "/")
         page = page.decode()

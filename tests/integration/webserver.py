@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """`snapsync web` for tests: started on 127.0.0.1 with a port the OS picks, talked to over
 real HTTP (http.client: no proxy from the environment gets in the way), stopped by its pid.
 Standard library only."""

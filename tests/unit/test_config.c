@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Unit tests for config.c: the table defaults and the embedded default, the template and its
  * round trip, masked printing, every class of error with its exact line, sizes and numbers,

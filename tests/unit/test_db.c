@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Unit tests for db.c: schema creation and migration, reopening, read-only mode, corrupt and
  * foreign files, every query, the 10,000-file fast path and two connections at once.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Unit tests for the destination interface with the local backend: naming by date, collisions
  * (same content is done, different content gets "_N"), names at the 255-byte limit, abort and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unit tests for the Immich reply parsers (dest_immich.h): 2.x and 3.x shapes, hostile input. */
 #include <errno.h>
 #include <setjmp.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Unit tests for dest_smb.c's pure pieces: the gate that installs Samba's private thread hooks
  * only on a libsmbclient of the series their layout was checked against. The installed library

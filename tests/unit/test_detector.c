@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unit tests for detector.c: which devices are cards, mount folder names, the new sd_card keys.
  * The event handling itself is tested with real loop devices in tests/integration/
  * test_service.py. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unit tests for error.c: formatting, errno suffix, prefixing and truncation. */
 #include <errno.h>
 #include <setjmp.h>

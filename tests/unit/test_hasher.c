@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unit tests for hasher.c against the RFC 1321 / FIPS 180 test vectors, chunked and whole. */
 #include <errno.h>
 #include <setjmp.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Unit tests for health.c: which failures take a destination down, the streak rule (one file's
  * own retries count once), the first probe with its grace period, and recovery through the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unit tests for jsonout.c: UTF-8 validation, U+FFFD replacement and the _hex twin of paths. */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Unit tests for log.c: which way a line goes (journald when $JOURNAL_STREAM names stderr, stderr
  * otherwise) and what it carries. Each case runs in a forked child whose stderr is a memfd or a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Unit tests for scanner.c on real folders under SNAPSYNC_TEST_TMP: a tree far deeper than the
  * folders the walk keeps open (reopened by path, no fd left behind), the path ceiling as a

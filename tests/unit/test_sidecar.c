@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Unit tests for sidecar.c on a real folder under SNAPSYNC_TEST_TMP: which files are sidecars of
  * which (lookup order, case, the "<name>.xmp" form, the size ceiling, a sidecar never its own),
