@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Logging: one mutex around one fputs per line, so lines from worker threads never interleave.
- * The formatted message goes through an escaper because it usually quotes names from a card.
+ * The formatted message goes through an escaper because it usually quotes names from a card:
+ * control characters and bytes that are not UTF-8 become \xHH, so every line is valid UTF-8 text.
  * When stderr is the journal's stream (systemd says so in $JOURNAL_STREAM), lines go through
  * sd_journal_sendv instead, so they keep their priority and session; stderr is the fallback when
  * that fails.
  */
 #include "log.h"
+
+#include "utf8.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -173,11 +176,21 @@ void log_msg(enum log_level level, const char *fmt, ...)
     int k = snprintf(line + n, sizeof(line) - n, "%s: ", prefix[level]);
     if (k > 0)
         n += (size_t)k;
-    for (const unsigned char *p = (const unsigned char *)raw; *p && n + 5 < sizeof(line); p++) {
-        if (*p < 0x20 || *p == 0x7f) {
-            n += (size_t)snprintf(line + n, sizeof(line) - n, "\\x%02x", *p);
+    const unsigned char *p = (const unsigned char *)raw;
+    size_t rlen = strlen(raw);
+    for (size_t i = 0; i < rlen && n + 5 < sizeof(line);) {
+        size_t seq = p[i] < 0x20 || p[i] == 0x7f ? 0 : utf8_seq_len(p + i, rlen - i);
+        if (seq == 0) {
+            /* a control character, or a byte of a name that is not UTF-8 (which journalctl
+             * would show only as "[blob data]") */
+            n += (size_t)snprintf(line + n, sizeof(line) - n, "\\x%02x", p[i]);
+            i++;
+        } else if (n + seq + 5 < sizeof(line)) {
+            memcpy(line + n, p + i, seq);
+            n += seq;
+            i += seq;
         } else {
-            line[n++] = (char)*p;
+            break;
         }
     }
     line[n++] = '\n';

@@ -18,8 +18,9 @@ void log_set_level(enum log_level level);
 /* Parses "debug", "info", "warning"/"warn", "error" (case-insensitive). Returns 0 or -EINVAL. */
 int log_level_from_string(const char *s, enum log_level *ret);
 
-/* Writes one line "<level>: <message>" to stderr, with control characters in the formatted
- * message escaped as \xHH. With SNAPSYNC_LOG_TIMESTAMPS=1 in the environment lines are prefixed
+/* Writes one line "<level>: <message>" to stderr, with control characters and every byte that is
+ * not part of well-formed UTF-8 in the formatted message escaped as \xHH (a line is always valid
+ * UTF-8; a cut message never ends inside a character). With SNAPSYNC_LOG_TIMESTAMPS=1 in the environment lines are prefixed
  * with an ISO-8601 time. When stderr is the journal's stream ($JOURNAL_STREAM names stderr's
  * device and inode, as systemd sets it), the same line (scrubbed, without its time and newline)
  * goes to journald instead as MESSAGE, with PRIORITY 3/4/6/7 for error/warning/info/debug,

@@ -198,6 +198,49 @@ static void test_refused_by_journal_falls_back_to_stderr(void **state)
     check_some(STREAM_MATCHES, -ECONNREFUSED, stderr_of_some, journal_of_some);
 }
 
+static void log_names(void)
+{
+    /* valid UTF-8 (é, €, an emoji) kept; a Latin-1 byte, a stray continuation byte, an overlong
+     * '/', a surrogate and a sequence cut short escaped byte by byte */
+    log_error(
+        "name '%s'",
+        "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x93\xb7 \xe9t\xe9 \x80 \xc0\xaf \xed\xa0\x80 \xe2\x82");
+    /* a message longer than a line: the cut never splits the 2-byte character */
+    char big[3000];
+    size_t n = 0;
+    big[n++] = 'x';
+    while (n + 2 < sizeof(big)) {
+        big[n++] = '\xc3';
+        big[n++] = '\xa9';
+    }
+    big[n] = '\0';
+    log_error("%s", big);
+}
+
+/* every line is valid UTF-8: journalctl shows a line with other bytes only as "[blob data]" */
+static void test_names_not_utf8_are_escaped(void **state)
+{
+    (void)state;
+    static char buf[16384];
+    int err_fd = new_memfd("stderr");
+    run_child(err_fd, STREAM_NONE, log_names);
+    const char *out = contents(err_fd, buf, sizeof(buf));
+    const char *want = "error: name 'caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x93\xb7 \\xe9t\\xe9 \\x80 "
+                       "\\xc0\\xaf \\xed\\xa0\\x80 \\xe2\\x82'\n";
+    assert_memory_equal(out, want, strlen(want));
+    const char *second = out + strlen(want);
+    const char *end = strchr(second, '\n');
+    assert_non_null(end);
+    assert_true(end - second > 2000);
+    assert_true(utf8_seq_len((const unsigned char *)second, (size_t)(end - second)) == 1);
+    for (const char *q = second + strlen("error: x"); q < end;) {
+        size_t k = utf8_seq_len((const unsigned char *)q, (size_t)(end - q));
+        assert_int_equal(k, 2); /* only whole é, up to the newline */
+        q += k;
+    }
+    close(err_fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -206,6 +249,7 @@ int main(void)
         cmocka_unit_test(test_other_stream_stays_on_stderr),
         cmocka_unit_test(test_no_journal_stream_is_plain_stderr),
         cmocka_unit_test(test_refused_by_journal_falls_back_to_stderr),
+        cmocka_unit_test(test_names_not_utf8_are_escaped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
