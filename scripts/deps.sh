@@ -8,7 +8,7 @@ set -eu
 
 pkgs="build-essential cmake pkg-config libyaml-dev libsqlite3-dev libssl-dev libjson-c-dev
       libmount-dev libblkid-dev libsmbclient-dev libcurl4-openssl-dev libudev-dev libsystemd-dev libmosquitto-dev
-      libmicrohttpd-dev"
+      libmicrohttpd-dev libxml2-dev"
 # Cards are FAT32 or exFAT. Debian's and Raspberry Pi OS's kernels have both drivers; where the
 # running kernel lacks one, SnapSync mounts such cards through a FUSE program (docs/design.md,
 # "Filesystems"), installed here.
