@@ -585,8 +585,10 @@ static void last_result_from_db(const struct config *cfg, struct mqtt *m)
     for (size_t i = 0; i < n; i++) {
         if (status_session_running(&list[i]))
             continue; /* still running (another process) */
+        /* a session whose process died is interrupted, its end unrecorded: when it began is
+         * the nearest known time */
         snprintf(m->last_result, sizeof(m->last_result), "%s", status_session_status(&list[i]));
-        m->last_backup_at = list[i].ended_at;
+        m->last_backup_at = list[i].ended_at ? list[i].ended_at : list[i].started_at;
         break;
     }
 out:
