@@ -17,8 +17,8 @@
 
 #include "jsonout.h"
 
-double status_progress(bool scanning, int64_t files_done, int64_t files_total,
-                       int64_t bytes_done, int64_t bytes_total)
+double status_progress(bool scanning, int64_t files_done, int64_t files_total, int64_t bytes_done,
+                       int64_t bytes_total)
 {
     double p;
     if (scanning)
@@ -52,8 +52,7 @@ bool status_progress_is_final(const struct engine_progress *p)
     return !status_runs(p->status);
 }
 
-void status_live_from_progress(const struct engine_progress *p, bool final,
-                               struct status_live *s)
+void status_live_from_progress(const struct engine_progress *p, bool final, struct status_live *s)
 {
     memset(s, 0, sizeof(*s));
     bool running = status_runs(p->status);
@@ -156,8 +155,9 @@ json_object *status_session_json(const struct config *cfg, const struct db_sessi
     json_object_object_add(o, "bytes_copied", json_object_new_int64(s->totals.bytes_copied));
     json_object_object_add(o, "scan_problems", json_object_new_int64(s->totals.scan_problems));
     json_object_object_add(o, "safe_to_remove", json_object_new_boolean(s->safe_to_remove));
-    json_object_object_add(o, "error", died ? json_object_new_string(STATUS_DIED_ERROR)
-                                            : jsonout_error(cfg, s->error));
+    json_object_object_add(o, "error",
+                           died ? json_object_new_string(STATUS_DIED_ERROR)
+                                : jsonout_error(cfg, s->error));
     return o;
 }
 

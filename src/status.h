@@ -24,8 +24,8 @@ struct json_object;
 #define STATUS_DEST_MAX 8
 
 /* Why an interrupted session is not done, when it recorded no error of its own. */
-#define STATUS_INTERRUPTED_ERROR                                                                  \
-    "stopped before the end (cancelled, or the card went away): files not yet backed up are "   \
+#define STATUS_INTERRUPTED_ERROR                                                                   \
+    "stopped before the end (cancelled, or the card went away): files not yet backed up are "      \
     "backed up when the card is backed up again"
 /* Why a session whose row still says it runs is shown as interrupted. */
 #define STATUS_DIED_ERROR "the process running it stopped"
@@ -35,7 +35,7 @@ struct status_live {
     char status[16]; /* idle | scanning | backing_up | completed | partial | failed | interrupted
                       * | empty (db_session_status_to_string, or idle) */
     bool has_progress;
-    double progress; /* 0..100, status_progress */
+    double progress;    /* 0..100, status_progress */
     int64_t files_done; /* copied + skipped + duplicate + failed */
     int64_t files_copied;
     int64_t files_total;
@@ -58,9 +58,9 @@ struct status_live {
     char error[256];        /* the session's first failure (naming the first unreadable entry) */
     size_t n_dests;
     struct {
-        char kind[16];     /* "local", "smb", "immich" */
-        char section[16];  /* "unraid", "local", "immich": the config section it comes from */
-        char id[1024];     /* the destination's id, as the database names it */
+        char kind[16];    /* "local", "smb", "immich" */
+        char section[16]; /* "unraid", "local", "immich": the config section it comes from */
+        char id[1024];    /* the destination's id, as the database names it */
         bool reachable;
         char problem[256]; /* why it is down, "" while reachable */
     } dests[STATUS_DEST_MAX];
@@ -68,8 +68,8 @@ struct status_live {
 
 /* Percent done (0..100) of a session: 0 while scanning, else by bytes, by files when it has no
  * bytes, 100 when it has nothing at all. */
-double status_progress(bool scanning, int64_t files_done, int64_t files_total,
-                       int64_t bytes_done, int64_t bytes_total);
+double status_progress(bool scanning, int64_t files_done, int64_t files_total, int64_t bytes_done,
+                       int64_t bytes_total);
 
 /* Seconds left at rate_bps for bytes_total - bytes_done. False (and *ret_s untouched) when it
  * cannot be told: no rate, or nothing left to read. */
@@ -83,8 +83,7 @@ bool status_progress_is_final(const struct engine_progress *p);
  * last_result the session's status, card not present, no rate, no current file); a final
  * report whose status still says running shows failed. error: the report's first failure, or
  * for an interrupted session STATUS_INTERRUPTED_ERROR. Before the end last_result is "". */
-void status_live_from_progress(const struct engine_progress *p, bool final,
-                               struct status_live *s);
+void status_live_from_progress(const struct engine_progress *p, bool final, struct status_live *s);
 
 /* Whether session s still runs: db_session_alive (its process, checked by pid and start time).
  * The only liveness decision of the front ends. */

@@ -21,10 +21,10 @@
 static void test_progress_and_eta(void **state)
 {
     (void)state;
-    assert_true(status_progress(true, 5, 10, 50, 100) == 0);   /* scanning */
-    assert_true(status_progress(false, 5, 10, 25, 100) == 25); /* by bytes */
-    assert_true(status_progress(false, 5, 10, 0, 0) == 50);    /* no bytes: by files */
-    assert_true(status_progress(false, 0, 0, 0, 0) == 100);    /* nothing to do */
+    assert_true(status_progress(true, 5, 10, 50, 100) == 0);    /* scanning */
+    assert_true(status_progress(false, 5, 10, 25, 100) == 25);  /* by bytes */
+    assert_true(status_progress(false, 5, 10, 0, 0) == 50);     /* no bytes: by files */
+    assert_true(status_progress(false, 0, 0, 0, 0) == 100);     /* nothing to do */
     assert_true(status_progress(false, 0, 1, 200, 100) == 100); /* capped */
     double eta = -1;
     assert_false(status_eta(0, 100, 0, &eta));
@@ -176,11 +176,24 @@ static void test_liveness_and_session_json(void **state)
     assert_string_equal(get_str(o, "status"), "interrupted");
     assert_false(get_bool(o, "running"));
     assert_string_equal(get_str(o, "error"), STATUS_DIED_ERROR);
-    static const char *const keys[] = {
-        "id",           "status",        "running",         "card_uuid",    "card_label",
-        "source",       "started_at",    "ended_at",        "files_total",  "bytes_total",
-        "files_copied", "files_skipped", "files_duplicate", "files_failed", "bytes_copied",
-        "scan_problems", "safe_to_remove", "error"};
+    static const char *const keys[] = {"id",
+                                       "status",
+                                       "running",
+                                       "card_uuid",
+                                       "card_label",
+                                       "source",
+                                       "started_at",
+                                       "ended_at",
+                                       "files_total",
+                                       "bytes_total",
+                                       "files_copied",
+                                       "files_skipped",
+                                       "files_duplicate",
+                                       "files_failed",
+                                       "bytes_copied",
+                                       "scan_problems",
+                                       "safe_to_remove",
+                                       "error"};
     assert_int_equal(json_object_object_length(o), sizeof(keys) / sizeof(keys[0]));
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         assert_true(json_object_object_get_ex(o, keys[i], NULL));
@@ -205,7 +218,7 @@ static void test_live_and_totals_json(void **state)
     status_live_from_progress(&p, false, &s);
     json_object *o = status_live_json(&s);
     assert_string_equal(get_str(o, "status"), "backing_up");
-    static const char *const keys[] = {"files_copied", "files_done", "rate_bps", "eta_s",
+    static const char *const keys[] = {"files_copied", "files_done", "rate_bps",    "eta_s",
                                        "progress",     "bytes_done", "current_file"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         assert_true(json_object_object_get_ex(o, keys[i], NULL));
