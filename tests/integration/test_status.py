@@ -7,6 +7,7 @@ which every one of them shows as `interrupted`."""
 import json
 import signal
 
+from broker import Broker, Subscriber
 from harness import SnapsyncTest, make_blob, make_photo, write_config
 from webserver import WebServer
 
@@ -29,18 +30,45 @@ class StatusModelTest(SnapsyncTest):
         self.assertEqual(newest, web_sessions[0])
         return cli_sessions, cli_status, web_status
 
-    def test_cli_and_web_agree_on_a_running_and_a_killed_session(self):
+    def kill_mid_copy(self, extra=""):
+        """A finished session, then one whose process is killed (SIGKILL) mid-copy."""
         make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
-        self.backup()  # one finished session under the others
+        self.backup()
         for i in range(4):
             make_blob(f"{self.card}/DCIM/CLIP{i}.MP4", 16 << 20)
-        write_config(self.config, self.dest, self.db,
+        write_config(self.config, self.dest, self.db, extra,
                      backup="  concurrent_files: 1\n  max_retries: 0\n")
+        p = self.start_held_backup()
+        self.cleanups.append(lambda: p.poll() is None and (p.kill(), p.wait()))
+        return p
+
+    def test_home_assistant_reads_a_killed_session_as_interrupted(self):
+        broker = Broker(self.dir)
+        self.cleanups.append(broker.stop)
+        extra = (f"mqtt:\n  enabled: true\n  broker: 127.0.0.1\n  port: {broker.port}\n"
+                 f"  discovery_prefix: homeassistant\n  topic_prefix: snapsync\n")
+        p = self.kill_mid_copy()
+        p.kill()
+        self.assertEqual(p.wait(timeout=30), -signal.SIGKILL)
+        died = self.cli_json("sessions")[0]
+        self.assertEqual(died["status"], "interrupted")
+        # the next backup's first state carries the last result known: the killed session
+        write_config(self.config, self.dest, self.db, extra)
+        sub = Subscriber(broker)
+        self.cleanups.append(sub.stop)
+        self.backup()
+        states = lambda: [json.loads(m[2]) for m in sub.messages  # noqa: E731
+                          if m[1].startswith("snapsync/") and m[1].endswith("/state")]
+        sub.wait(lambda: states() and states()[-1]["last_result"] != "interrupted", 30,
+                 "the new backup's result")
+        first = states()[0]
+        self.assertEqual(first["last_result"], "interrupted", first)
+        self.assertIsNotNone(first["last_backup"])
+
+    def test_cli_and_web_agree_on_a_running_and_a_killed_session(self):
         w = WebServer(self, ())
         self.cleanups.append(lambda: self.assertEqual(w.stop(), 0))
-
-        p = self.start_held_backup()  # stopped mid-copy: its process still runs it
-        self.cleanups.append(lambda: p.poll() is None and (p.kill(), p.wait()))
+        p = self.kill_mid_copy()  # held (SIGSTOP) mid-copy: its process still runs it
         w.wait_status(lambda st: st["state"] == "backing_up", 30)
         sessions, st, _ = self.assert_all_agree(w)
         self.assertEqual(st["state"], "backing_up")
