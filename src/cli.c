@@ -29,6 +29,7 @@
 #include "log.h"
 #include "service.h"
 #include "mqtt.h"
+#include "status.h"
 #include "web.h"
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
@@ -116,6 +117,7 @@ static void format_time(int64_t t, char *buf, size_t size)
 /* ---- backup ---- */
 
 #define PLAIN_PROGRESS_EVERY_S 10.0 /* stderr not a terminal: a line this often, or every 10 % */
+#define CLI_STATUS_SESSIONS 20      /* newest sessions status looks at, as the dashboard does */
 
 /*
  * What `snapsync backup` shows while it runs. On a terminal: one line at the bottom, fitted to
@@ -220,26 +222,23 @@ static void progress_stats(const struct engine_progress *p, char *buf, size_t si
     char done[32], total[32], eta[32] = "--:--";
     format_bytes((double)p->bytes_done, done, sizeof(done));
     format_bytes((double)p->totals.bytes_total, total, sizeof(total));
-    uint64_t left = (uint64_t)p->totals.bytes_total > p->bytes_done
-                        ? (uint64_t)p->totals.bytes_total - p->bytes_done
-                        : 0;
-    if (p->rate_bps > 0)
-        format_duration((double)left / p->rate_bps, eta, sizeof(eta));
-    int pct = p->totals.bytes_total > 0
-                  ? (int)((double)p->bytes_done * 100 / (double)p->totals.bytes_total)
-                  : 0;
+    double left_s = 0;
+    if (status_eta((int64_t)p->bytes_done, p->totals.bytes_total, p->rate_bps, &left_s))
+        format_duration(left_s, eta, sizeof(eta));
+    int pct = (int)status_progress(false, (int64_t)p->files_done, p->totals.files_total,
+                                   (int64_t)p->bytes_done, p->totals.bytes_total);
     snprintf(buf, size, "%d%%  %" PRIu64 "/%" PRId64 " files  %s/%s  %.1f MB/s  ETA %s",
-             pct > 100 ? 100 : pct, p->files_done, p->totals.files_total, done, total,
+             pct, p->files_done, p->totals.files_total, done, total,
              p->rate_bps / 1e6, eta);
 }
 
 static void on_backup_progress(const struct engine_progress *p, void *userdata)
 {
     struct backup_view *v = userdata;
-    bool final = p->status != DB_SESSION_SCANNING && p->status != DB_SESSION_BACKING_UP;
+    bool final = status_progress_is_final(p);
     if (v->mqtt) {
-        struct mqtt_state s;
-        mqtt_state_from_progress(p, final, &s);
+        struct status_live s;
+        status_live_from_progress(p, final, &s);
         mqtt_publish_state(v->mqtt, &s, final || p->status != v->last_status);
         v->last_status = p->status;
     }
@@ -558,46 +557,6 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
 /* ---- status and sessions ---- */
 
 /* cfg: whose secrets are scrubbed from the errors shown */
-static json_object *session_json(const struct config *cfg, const struct db_session *s)
-{
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "id", json_object_new_int64(s->id));
-    json_object_object_add(o, "status",
-                           json_object_new_string(db_session_status_to_string(s->status)));
-    json_object_object_add(o, "card_uuid", jsonout_string(s->card_uuid));
-    json_object_object_add(o, "card_label", jsonout_string(s->card_label));
-    jsonout_add_path(o, "source", s->source);
-    json_object_object_add(o, "started_at", json_object_new_int64(s->started_at));
-    json_object_object_add(o, "ended_at",
-                           s->ended_at ? json_object_new_int64(s->ended_at) : NULL);
-    json_object_object_add(o, "files_total", json_object_new_int64(s->totals.files_total));
-    json_object_object_add(o, "bytes_total", json_object_new_int64(s->totals.bytes_total));
-    json_object_object_add(o, "files_copied", json_object_new_int64(s->totals.files_copied));
-    json_object_object_add(o, "files_skipped", json_object_new_int64(s->totals.files_skipped));
-    json_object_object_add(o, "files_duplicate",
-                           json_object_new_int64(s->totals.files_duplicate));
-    json_object_object_add(o, "files_failed", json_object_new_int64(s->totals.files_failed));
-    json_object_object_add(o, "bytes_copied", json_object_new_int64(s->totals.bytes_copied));
-    json_object_object_add(o, "scan_problems", json_object_new_int64(s->totals.scan_problems));
-    json_object_object_add(o, "error", jsonout_error(cfg, s->error));
-    json_object_object_add(o, "safe_to_remove", json_object_new_boolean(s->safe_to_remove));
-    return o;
-}
-
-/* The named problems of a session as [{"path", "error"}]. */
-static json_object *problems_json(const struct config *cfg, const struct db_problem *p,
-                                  size_t n)
-{
-    json_object *a = json_object_new_array();
-    for (size_t i = 0; i < n; i++) {
-        json_object *o = json_object_new_object();
-        jsonout_add_path(o, "path", p[i].path);
-        json_object_object_add(o, "error", jsonout_error(cfg, p[i].error));
-        json_object_array_add(a, o);
-    }
-    return a;
-}
-
 static void session_print(const struct db_session *s)
 {
     char started[32], copied[32];
@@ -605,7 +564,7 @@ static void session_print(const struct db_session *s)
     format_bytes((double)s->totals.bytes_copied, copied, sizeof(copied));
     printf("%6" PRId64 "  %s  %-11s  %-20.20s  %5" PRId64 " files  %5" PRId64 " copied (%s)  %4" PRId64
            " skipped  %3" PRId64 " dup  %3" PRId64 " failed\n",
-           s->id, started, db_session_status_to_string(s->status), s->card_label,
+           s->id, started, status_session_status(s), s->card_label,
            s->totals.files_total, s->totals.files_copied, copied, s->totals.files_skipped,
            s->totals.files_duplicate, s->totals.files_failed);
 }
@@ -687,15 +646,16 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
     struct error err = {0};
     struct db_problem *problems = NULL;
     size_t n_problems = 0;
-    if (db && (db_sessions_list(db, 1, &list, &n, &err) < 0 || db_stats_get(db, &st, &err) < 0 ||
+    if (db && (db_sessions_list(db, CLI_STATUS_SESSIONS, &list, &n, &err) < 0 ||
+               db_stats_get(db, &st, &err) < 0 ||
                (n && db_session_problems(db, list[0].id, &problems, &n_problems, &err) < 0))) {
         fprintf(stderr, "snapsync: %s\n", err.msg);
         free(list);
         db_close(db);
         return EXIT_FAILED;
     }
-    bool running = n > 0 && (list[0].status == DB_SESSION_SCANNING ||
-                             list[0].status == DB_SESSION_BACKING_UP);
+    const char *state = status_state(list, n);
+    bool running = n > 0 && status_session_running(&list[0]);
     /* Home Assistant's side: can we reach the broker with our credentials? (a few seconds at
      * most when it does not answer) */
     char mqtt_msg[ERROR_MSG_MAX] = "";
@@ -708,23 +668,16 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
     }
     if (json) {
         json_object *o = json_object_new_object();
-        json_object_object_add(o, "state", json_object_new_string(running ? "backing_up" : "idle"));
-        json_object_object_add(o, "database",
-                               jsonout_string(cli->cfg->service.database_path));
-        json_object *session = n ? session_json(cli->cfg, &list[0]) : NULL;
+        json_object_object_add(o, "state", json_object_new_string(state));
+        /* as the status document names it; the CLI alone cannot be "unavailable": it fails */
+        json_object_object_add(o, "database", json_object_new_string(missing ? "missing" : "ok"));
+        jsonout_add_path(o, "database_path", cli->cfg->service.database_path);
+        json_object *session = n ? status_session_json(cli->cfg, &list[0]) : NULL;
         if (session)
             json_object_object_add(session, "scan_problem_entries",
-                                   problems_json(cli->cfg, problems, n_problems));
+                                   status_problems_json(cli->cfg, problems, n_problems, n_problems));
         json_object_object_add(o, "session", session);
-        json_object *s = json_object_new_object();
-        json_object_object_add(s, "sessions", json_object_new_int64(st.sessions));
-        json_object_object_add(s, "cards", json_object_new_int64(st.cards));
-        json_object_object_add(s, "files", json_object_new_int64(st.files));
-        json_object_object_add(s, "files_completed", json_object_new_int64(st.files_completed));
-        json_object_object_add(s, "files_failed", json_object_new_int64(st.files_failed));
-        json_object_object_add(s, "files_duplicate", json_object_new_int64(st.files_duplicate));
-        json_object_object_add(s, "bytes_completed", json_object_new_int64(st.bytes_completed));
-        json_object_object_add(o, "stats", s);
+        json_object_object_add(o, "stats", status_totals_json(&st));
         if (cli->cfg->mqtt.enabled) {
             json_object *mq = json_object_new_object();
             json_object_object_add(mq, "ok", json_object_new_boolean(mqtt_ok));
@@ -737,7 +690,7 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
             printf("no backups yet (database %s does not exist)\n",
                    cli->cfg->service.database_path);
         } else {
-            printf("state: %s\n", running ? "backing up" : "idle");
+            printf("state: %s\n", state);
             if (n) {
                 printf("%s session:\n", running ? "current" : "last");
                 session_print(&list[0]);
@@ -799,7 +752,7 @@ static int cmd_sessions(struct cli *cli, int argc, char **argv)
     if (json) {
         json_object *a = json_object_new_array();
         for (size_t i = 0; i < n; i++)
-            json_object_array_add(a, session_json(cli->cfg, &list[i]));
+            json_object_array_add(a, status_session_json(cli->cfg, &list[i]));
         json_print(a);
     } else if (n == 0) {
         printf("no sessions yet\n");

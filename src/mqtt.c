@@ -67,7 +67,7 @@ struct mqtt {
     int port;
     bool has_unraid, has_immich;
     /* guarded by lock */
-    struct mqtt_state state;
+    struct status_live state;
     bool have_state;
     bool connected;
     bool started;
@@ -236,11 +236,11 @@ static json_object *discovery(struct mqtt *m, bool with_stubs)
     add_str(c, "icon", "mdi:progress-upload");
     json_object_object_add(cmps, "progress", c);
 
-    c = component(m, "sensor", "files", "Files", "{{ value_json.files_completed }}");
+    c = component(m, "sensor", "files", "Files", "{{ value_json.files_copied }}");
     add_str(c, "state_class", "measurement");
     add_str(c, "json_attributes_topic", buf);
     add_str(c, "json_attributes_template",
-            "{{ {'completed': value_json.files_completed, 'total': value_json.files_total, "
+            "{{ {'completed': value_json.files_copied, 'total': value_json.files_total, "
             "'failed': value_json.files_failed, 'skipped': value_json.files_skipped, "
             "'duplicate': value_json.files_duplicate} | tojson }}");
     add_str(c, "icon", "mdi:file-image");
@@ -255,7 +255,7 @@ static json_object *discovery(struct mqtt *m, bool with_stubs)
     add_str(c, "device_class", "plug");
     json_object_object_add(cmps, "card_present", c);
 
-    c = component(m, "sensor", "speed", "Speed", "{{ value_json.speed_bps }}");
+    c = component(m, "sensor", "speed", "Speed", "{{ value_json.rate_bps }}");
     add_measure(c, "data_rate", "B/s");
     json_object_object_add(cmps, "speed", c);
 
@@ -347,122 +347,6 @@ char *mqtt_discovery_json(struct mqtt *m)
     return s;
 }
 
-static void iso_time(int64_t t, char *buf, size_t size)
-{
-    time_t tt = (time_t)t;
-    struct tm tm;
-    localtime_r(&tt, &tm);
-    char zone[8];
-    strftime(zone, sizeof(zone), "%z", &tm); /* +0100 -> +01:00 */
-    char date[32];
-    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf, size, "%s%.3s:%.2s", date, zone, zone + 3);
-}
-
-static json_object *state_json(const struct mqtt_state *s)
-{
-    json_object *o = json_object_new_object();
-    add_str(o, "status", s->status[0] ? s->status : "idle");
-    json_object_object_add(o, "progress",
-                           s->has_progress ? json_object_new_double(s->progress) : NULL);
-    json_object_object_add(o, "files_completed", json_object_new_int64(s->files_completed));
-    json_object_object_add(o, "files_total", json_object_new_int64(s->files_total));
-    json_object_object_add(o, "files_failed", json_object_new_int64(s->files_failed));
-    json_object_object_add(o, "files_skipped", json_object_new_int64(s->files_skipped));
-    json_object_object_add(o, "files_duplicate", json_object_new_int64(s->files_duplicate));
-    json_object_object_add(o, "files_done",
-                           json_object_new_int64(s->files_completed + s->files_failed +
-                                                 s->files_skipped + s->files_duplicate));
-    json_object_object_add(o, "bytes_done", json_object_new_int64(s->bytes_done));
-    json_object_object_add(o, "bytes_total", json_object_new_int64(s->bytes_total));
-    json_object_object_add(o, "speed_bps", json_object_new_int64((int64_t)s->speed_bps));
-    json_object_object_add(o, "eta_s", s->has_eta ? json_object_new_int64((int64_t)s->eta_s) : NULL);
-    jsonout_add_path(o, "current_file", s->current_file);
-    json_object_object_add(o, "card_label", jsonout_string(s->card_label));
-    json_object_object_add(o, "session_id", s->session_id ? json_object_new_int64(s->session_id)
-                                                          : NULL);
-    add_str(o, "card_present", s->card_present ? "ON" : "OFF");
-    if (s->last_backup_at > 0) {
-        char t[48];
-        iso_time(s->last_backup_at, t, sizeof(t));
-        add_str(o, "last_backup", t);
-    } else {
-        json_object_object_add(o, "last_backup", NULL);
-    }
-    add_str(o, "last_result", s->last_result[0] ? s->last_result : "none");
-    json_object_object_add(o, "scan_problems", json_object_new_int64(s->scan_problems));
-    json_object_object_add(o, "error", jsonout_string_or_null(s->error));
-    /* one state per destination with an entity (the local folder has none) */
-    for (size_t i = 0; i < s->n_dests && i < MQTT_DEST_MAX; i++) {
-        const char *sec = s->dests[i].section;
-        if (strcmp(sec, "unraid") != 0 && strcmp(sec, "immich") != 0)
-            continue;
-        char key[32];
-        snprintf(key, sizeof(key), "%s_reachable", sec);
-        add_str(o, key, s->dests[i].reachable ? "ON" : "OFF");
-        snprintf(key, sizeof(key), "%s_problem", sec);
-        json_object_object_add(o, key,
-                               jsonout_string_or_null(s->dests[i].problem));
-    }
-    return o;
-}
-
-/* Engine progress as Home Assistant sees it. */
-void mqtt_state_from_progress(const struct engine_progress *p, bool final, struct mqtt_state *s)
-{
-    memset(s, 0, sizeof(*s));
-    bool running = p->status == DB_SESSION_SCANNING || p->status == DB_SESSION_BACKING_UP;
-    /* a final report always carries the session's end status; a running one cannot end */
-    snprintf(s->status, sizeof(s->status), "%s",
-             final && running ? "failed" : db_session_status_to_string(p->status));
-    s->files_completed = p->totals.files_copied;
-    s->files_total = p->totals.files_total;
-    s->files_failed = p->totals.files_failed;
-    s->files_skipped = p->totals.files_skipped;
-    s->files_duplicate = p->totals.files_duplicate;
-    s->scan_problems = p->totals.scan_problems;
-    snprintf(s->error, sizeof(s->error), "%s", p->error);
-    if (!s->error[0] && p->status == DB_SESSION_INTERRUPTED)
-        snprintf(s->error, sizeof(s->error),
-                 "stopped before the end (cancelled, or the card went away): files not yet "
-                 "backed up are backed up when the card is backed up again");
-    s->bytes_done = (int64_t)p->bytes_done;
-    s->bytes_total = p->totals.bytes_total;
-    if (p->totals.bytes_total > 0) {
-        s->has_progress = true;
-        s->progress = 100.0 * (double)p->bytes_done / (double)p->totals.bytes_total;
-        if (s->progress > 100)
-            s->progress = 100;
-    } else if (final || p->status != DB_SESSION_SCANNING) {
-        s->has_progress = true;
-        s->progress = 100;
-    }
-    if (final && p->status == DB_SESSION_COMPLETED)
-        s->progress = 100;
-    s->speed_bps = final ? 0 : p->rate_bps;
-    if (!final && p->rate_bps > 0 && p->totals.bytes_total >= (int64_t)p->bytes_done) {
-        s->has_eta = true;
-        s->eta_s = (double)(p->totals.bytes_total - (int64_t)p->bytes_done) / p->rate_bps;
-    }
-    snprintf(s->current_file, sizeof(s->current_file), "%s", final ? "" : p->current_file);
-    snprintf(s->card_label, sizeof(s->card_label), "%s", p->card_label);
-    s->session_id = p->session_id;
-    s->card_present = !final;
-    if (final) {
-        s->last_backup_at = (int64_t)time(NULL);
-        snprintf(s->last_result, sizeof(s->last_result), "%s",
-                 db_session_status_to_string(p->status));
-    }
-    s->n_dests = p->n_dests < MQTT_DEST_MAX ? p->n_dests : MQTT_DEST_MAX;
-    for (size_t i = 0; i < s->n_dests; i++) {
-        snprintf(s->dests[i].kind, sizeof(s->dests[i].kind), "%s", p->dests[i].kind);
-        snprintf(s->dests[i].section, sizeof(s->dests[i].section), "%s", p->dests[i].section);
-        snprintf(s->dests[i].id, sizeof(s->dests[i].id), "%s", p->dests[i].id);
-        s->dests[i].reachable = p->dests[i].usable;
-        snprintf(s->dests[i].problem, sizeof(s->dests[i].problem), "%s", p->dests[i].problem);
-    }
-}
-
 /* ---- publishing (lock held) ---- */
 
 /* Returns the message id (0 when it could not be queued). */
@@ -493,7 +377,7 @@ static void publish_state_locked(struct mqtt *m)
 {
     if (!m->connected || !m->have_state || m->removed)
         return;
-    json_object *o = state_json(&m->state);
+    json_object *o = status_live_json(&m->state);
     publish_locked(
         m, "state",
         json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
@@ -699,11 +583,12 @@ static void last_result_from_db(const struct config *cfg, struct mqtt *m)
         db_sessions_list(db, LAST_RESULT_LOOKBACK, &list, &n, &err) < 0)
         goto out;
     for (size_t i = 0; i < n; i++) {
-        if (list[i].status == DB_SESSION_SCANNING || list[i].status == DB_SESSION_BACKING_UP)
+        if (status_session_running(&list[i]))
             continue; /* still running (another process) */
-        snprintf(m->last_result, sizeof(m->last_result), "%s",
-                 db_session_status_to_string(list[i].status));
-        m->last_backup_at = list[i].ended_at;
+        /* a session whose process died is interrupted, its end unrecorded: when it began is
+         * the nearest known time */
+        snprintf(m->last_result, sizeof(m->last_result), "%s", status_session_status(&list[i]));
+        m->last_backup_at = list[i].ended_at ? list[i].ended_at : list[i].started_at;
         break;
     }
 out:
@@ -828,7 +713,7 @@ int mqtt_start(struct mqtt *m, struct error *err)
     return 0;
 }
 
-void mqtt_publish_state(struct mqtt *m, const struct mqtt_state *s, bool force)
+void mqtt_publish_state(struct mqtt *m, const struct status_live *s, bool force)
 {
     if (!m)
         return;

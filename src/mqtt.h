@@ -16,51 +16,7 @@
 #include "config.h"
 #include "engine.h"
 #include "error.h"
-
-#define MQTT_DEST_MAX 8
-
-/* What SnapSync shows; plain values, copied on publish. */
-struct mqtt_state {
-    char status[16]; /* idle | scanning | backing_up | completed | partial | failed | interrupted
-                      * | empty (db_session_status_to_string, or idle) */
-    bool has_progress;
-    double progress; /* 0..100 */
-    int64_t files_completed;
-    int64_t files_total;
-    int64_t files_failed;
-    int64_t files_skipped;
-    int64_t files_duplicate;
-    int64_t bytes_done;
-    int64_t bytes_total;
-    double speed_bps;
-    bool has_eta;
-    double eta_s;
-    char current_file[256];
-    char card_label[128];
-    int64_t session_id;
-    bool card_present;
-    int64_t last_backup_at; /* seconds since the epoch, 0 never */
-    char last_result[16];   /* completed | empty | partial | failed | interrupted; "": keep the
-                             * last one mqtt_publish_state knows (with its last_backup_at) */
-    int64_t scan_problems;  /* entries of the card the session could not read */
-    char error[256];        /* the session's first failure (naming the first unreadable entry) */
-    size_t n_dests;
-    struct {
-        char kind[16];     /* "local", "smb", "immich" */
-        char section[16];  /* "unraid", "local", "immich": the config section it comes from */
-        char id[1024];     /* the destination's id, as the database names it */
-        bool reachable;
-        char problem[256]; /* why it is down, "" while reachable */
-    } dests[MQTT_DEST_MAX];
-};
-
-/* The state Home Assistant gets for an engine progress report. status is the session's status
- * as db_session_status_to_string names it. final: the session ended (last_backup now,
- * last_result the session's status, card not present). error: the session's first failure
- * (the engine's final report: a destination that was down, an entry the scan could not read,
- * a file that failed), or for an interrupted session why it is not done. Before the end,
- * last_result is "" (mqtt_publish_state keeps the previous one). */
-void mqtt_state_from_progress(const struct engine_progress *p, bool final, struct mqtt_state *s);
+#include "status.h"
 
 enum mqtt_command { MQTT_COMMAND_EJECT, MQTT_COMMAND_RETRY };
 
@@ -92,7 +48,7 @@ int mqtt_start(struct mqtt *m, struct error *err);
  * transitions and the final state). A state whose last_result is "" gets the last result and
  * last backup known (the newest one published, else the database's), so a new session never
  * shows "none" before it ends. Never blocks on the network. Any thread. */
-void mqtt_publish_state(struct mqtt *m, const struct mqtt_state *s, bool force);
+void mqtt_publish_state(struct mqtt *m, const struct status_live *s, bool force);
 
 /* The last connection problem ("not authorised: check MQTT_USERNAME/MQTT_PASSWORD"), or "" when
  * connected. Copied into buf. */

@@ -34,6 +34,7 @@
 #include "engine.h"
 #include "log.h"
 #include "mqtt.h"
+#include "status.h"
 #include "web.h"
 
 #define SERVICE_JOBS_MAX 16 /* sessions at once; more cards wait for a rescan */
@@ -134,9 +135,9 @@ static void mark_safe(const struct config *cfg, int64_t session_id)
 static void job_progress(const struct engine_progress *p, void *userdata)
 {
     struct job *j = userdata;
-    bool final = p->status != DB_SESSION_SCANNING && p->status != DB_SESSION_BACKING_UP;
-    struct mqtt_state st;
-    mqtt_state_from_progress(p, final, &st);
+    bool final = status_progress_is_final(p);
+    struct status_live st;
+    status_live_from_progress(p, final, &st);
     if (!final)
         st.card_present = true;
     mqtt_publish_state(j->svc->mqtt, &st, final || p->status == DB_SESSION_SCANNING);
@@ -592,7 +593,7 @@ static int setup(struct service *svc, struct error *err)
             mqtt_free(svc->mqtt);
             svc->mqtt = NULL;
         } else {
-            struct mqtt_state idle = {.status = "idle"};
+            struct status_live idle = {.status = "idle"};
             mqtt_publish_state(svc->mqtt, &idle, true);
         }
     }

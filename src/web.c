@@ -42,6 +42,8 @@
 #include "dest.h"
 #include "jsonout.h"
 #include "log.h"
+#include "mqtt.h"
+#include "status.h"
 #include "web_assets.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -100,7 +102,7 @@ struct track {
 
 struct live {
     double at; /* monotonic seconds; 0: unused */
-    struct mqtt_state s;
+    struct status_live s;
 };
 
 /* An open connection as the guard sees it: its socket and when its current request began. */
@@ -280,45 +282,6 @@ static void pool_give(struct web *w, struct db *db, bool ok)
 
 /* ---- JSON of database rows ---- */
 
-/* a process that died mid-session left its row running (the next run marks it), and its pid
- * may belong to another process by now */
-static bool session_running(const struct db_session *s)
-{
-    return db_session_alive(s);
-}
-
-/* cfg: whose secrets are scrubbed from the errors served */
-static json_object *session_json(const struct config *cfg, const struct db_session *s)
-{
-    bool running = session_running(s);
-    bool stale =
-        !running && (s->status == DB_SESSION_SCANNING || s->status == DB_SESSION_BACKING_UP);
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "id", json_object_new_int64(s->id));
-    json_object_object_add(
-        o, "status",
-        json_object_new_string(stale ? "interrupted" : db_session_status_to_string(s->status)));
-    json_object_object_add(o, "running", json_object_new_boolean(running));
-    json_object_object_add(o, "card_uuid", jsonout_string(s->card_uuid));
-    json_object_object_add(o, "card_label", jsonout_string(s->card_label));
-    jsonout_add_path(o, "source", s->source);
-    json_object_object_add(o, "started_at", json_object_new_int64(s->started_at));
-    json_object_object_add(o, "ended_at", s->ended_at ? json_object_new_int64(s->ended_at) : NULL);
-    json_object_object_add(o, "files_total", json_object_new_int64(s->totals.files_total));
-    json_object_object_add(o, "bytes_total", json_object_new_int64(s->totals.bytes_total));
-    json_object_object_add(o, "files_copied", json_object_new_int64(s->totals.files_copied));
-    json_object_object_add(o, "files_skipped", json_object_new_int64(s->totals.files_skipped));
-    json_object_object_add(o, "files_duplicate", json_object_new_int64(s->totals.files_duplicate));
-    json_object_object_add(o, "files_failed", json_object_new_int64(s->totals.files_failed));
-    json_object_object_add(o, "bytes_copied", json_object_new_int64(s->totals.bytes_copied));
-    json_object_object_add(o, "scan_problems", json_object_new_int64(s->totals.scan_problems));
-    json_object_object_add(o, "safe_to_remove", json_object_new_boolean(s->safe_to_remove));
-    json_object_object_add(o, "error",
-                           stale ? json_object_new_string("the process running it stopped")
-                                 : jsonout_error(cfg, s->error));
-    return o;
-}
-
 /* Adds "scan_problem_entries": the first max (at most DB_PROBLEMS_MAX) entries of the source
  * of session s that could not be read, as [{"path", "error"}]. Empty when it had none or the
  * database cannot say. */
@@ -329,15 +292,8 @@ static void add_scan_problems(json_object *o, const struct config *cfg, struct d
     size_t n = 0;
     if (s->totals.scan_problems > 0 && db_session_problems(db, s->id, &p, &n, NULL) < 0)
         n = 0;
-    json_object *a = json_object_new_array();
-    for (size_t i = 0; i < n && i < max; i++) {
-        json_object *e = json_object_new_object();
-        jsonout_add_path(e, "path", p[i].path);
-        json_object_object_add(e, "error", jsonout_error(cfg, p[i].error));
-        json_object_array_add(a, e);
-    }
+    json_object_object_add(o, "scan_problem_entries", status_problems_json(cfg, p, n, max));
     free(p);
-    json_object_object_add(o, "scan_problem_entries", a);
 }
 
 static json_object *file_json(const struct config *cfg, const struct db_file *f)
@@ -373,19 +329,6 @@ static json_object *dest_stats_json(const struct config *cfg, const struct db_de
         json_object_array_add(a, o);
     }
     return a;
-}
-
-static json_object *stats_json(const struct db_stats *st)
-{
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "sessions", json_object_new_int64(st->sessions));
-    json_object_object_add(o, "cards", json_object_new_int64(st->cards));
-    json_object_object_add(o, "files", json_object_new_int64(st->files));
-    json_object_object_add(o, "files_completed", json_object_new_int64(st->files_completed));
-    json_object_object_add(o, "files_failed", json_object_new_int64(st->files_failed));
-    json_object_object_add(o, "files_duplicate", json_object_new_int64(st->files_duplicate));
-    json_object_object_add(o, "bytes_completed", json_object_new_int64(st->bytes_completed));
-    return o;
 }
 
 /* ---- the sampler: the status document ---- */
@@ -466,7 +409,7 @@ static json_object *active_json(struct web *w, struct db *db, const struct db_se
     if (lv) {
         if (lv->s.bytes_done > bytes_done)
             bytes_done = lv->s.bytes_done;
-        rate = lv->s.speed_bps;
+        rate = lv->s.rate_bps;
         current = lv->s.current_file;
     }
     if (t) {
@@ -474,27 +417,17 @@ static json_object *active_json(struct web *w, struct db *db, const struct db_se
         track_chart(t, now, rate);
     }
 
-    json_object *o = session_json(w->cfg, s);
+    json_object *o = status_session_json(w->cfg, s);
     int64_t total = s->totals.bytes_total;
-    double progress = 0;
-    if (s->status == DB_SESSION_BACKING_UP) {
-        if (total > 0)
-            progress = 100.0 * (double)bytes_done / (double)total;
-        else if (s->totals.files_total > 0)
-            progress = 100.0 * (double)files_done / (double)s->totals.files_total;
-        else
-            progress = 100;
-    }
-    if (progress > 100)
-        progress = 100;
+    double progress = status_progress(s->status == DB_SESSION_SCANNING, files_done,
+                                      s->totals.files_total, bytes_done, total);
+    double eta = 0;
+    bool has_eta = status_eta(bytes_done, total, rate, &eta);
     json_object_object_add(o, "files_done", json_object_new_int64(files_done));
     json_object_object_add(o, "bytes_done", json_object_new_int64(bytes_done));
     json_object_object_add(o, "progress", json_object_new_double(progress));
     json_object_object_add(o, "rate_bps", json_object_new_double(rate));
-    json_object_object_add(o, "eta_s",
-                           rate > 0 && total > bytes_done
-                               ? json_object_new_double((double)(total - bytes_done) / rate)
-                               : NULL);
+    json_object_object_add(o, "eta_s", has_eta ? json_object_new_double(eta) : NULL);
     jsonout_add_path(o, "current_file", current);
     json_object *hist = json_object_new_array();
     for (size_t i = 0; t && i < t->n_chart; i++) {
@@ -505,7 +438,7 @@ static json_object *active_json(struct web *w, struct db *db, const struct db_se
     }
     json_object_object_add(o, "history", hist);
     json_object *dests = dest_stats_json(w->cfg, ds, n_ds);
-    for (size_t i = 0; lv && i < lv->s.n_dests && i < MQTT_DEST_MAX; i++) {
+    for (size_t i = 0; lv && i < lv->s.n_dests && i < STATUS_DEST_MAX; i++) {
         /* the session's own view: a destination it found down, and why (one entry each, also
          * before any of its files has an outcome: those that wait for it have none yet) */
         json_object *d = NULL, *name;
@@ -555,13 +488,10 @@ static char *status_build(struct web *w, struct db *db, const char *db_problem, 
         w->tracks[i].seen = false;
     json_object *active = json_object_new_array();
     const struct db_session *last = NULL;
-    bool scanning = false;
     for (size_t i = 0; i < n; i++) {
-        if (session_running(&list[i])) {
-            if (json_object_array_length(active) < WEB_ACTIVE_MAX) {
+        if (status_session_running(&list[i])) {
+            if (json_object_array_length(active) < WEB_ACTIVE_MAX)
                 json_object_array_add(active, active_json(w, db, &list[i], now));
-                scanning |= list[i].status == DB_SESSION_SCANNING;
-            }
         } else if (!last) {
             last = &list[i];
         }
@@ -570,22 +500,18 @@ static char *status_build(struct web *w, struct db *db, const char *db_problem, 
         if (!w->tracks[i].seen)
             w->tracks[i].session_id = 0;
 
-    size_t n_active = json_object_array_length(active);
-    json_object_object_add(o, "state",
-                           json_object_new_string(n_active == 0               ? "idle"
-                                                  : scanning && n_active == 1 ? "scanning"
-                                                                              : "backing_up"));
+    json_object_object_add(o, "state", json_object_new_string(status_state(list, n)));
     json_object_object_add(o, "database",
                            json_object_new_string(!problem  ? "ok"
                                                   : missing ? "missing"
                                                             : "unavailable"));
     json_object_object_add(o, "database_error", jsonout_error(w->cfg, problem));
     json_object_object_add(o, "active", active);
-    json_object *last_json = last ? session_json(w->cfg, last) : NULL;
+    json_object *last_json = last ? status_session_json(w->cfg, last) : NULL;
     if (last_json)
         add_scan_problems(last_json, w->cfg, db, last, WEB_LAST_PROBLEMS);
     json_object_object_add(o, "last", last_json);
-    json_object_object_add(o, "stats", stats_json(&st));
+    json_object_object_add(o, "stats", status_totals_json(&st));
     char *text = strdup(
         json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(o);
@@ -639,7 +565,7 @@ static void *sampler_main(void *arg)
     return NULL;
 }
 
-void web_set_live_state(struct web *w, const struct mqtt_state *s)
+void web_set_live_state(struct web *w, const struct status_live *s)
 {
     if (!w || !s || s->session_id <= 0)
         return;
@@ -965,7 +891,7 @@ static enum MHD_Result get_sessions(struct web *w, struct MHD_Connection *conn)
         return send_db_error(conn, r, &err);
     json_object *a = json_object_new_array();
     for (size_t i = 0; i < n; i++)
-        json_object_array_add(a, session_json(w->cfg, &list[i]));
+        json_object_array_add(a, status_session_json(w->cfg, &list[i]));
     free(list);
     return send_json(conn, MHD_HTTP_OK, a);
 }
@@ -1019,7 +945,7 @@ static enum MHD_Result get_session(struct web *w, struct MHD_Connection *conn, i
         free(files);
         return send_db_error(conn, r, &err);
     }
-    json_object *o = session_json(w->cfg, &s);
+    json_object *o = status_session_json(w->cfg, &s);
     add_scan_problems(o, w->cfg, db, &s, DB_PROBLEMS_MAX);
     json_object_object_add(o, "destinations", dest_stats_json(w->cfg, ds, n_ds));
     json_object *fa = json_object_new_array();
@@ -1058,7 +984,7 @@ static enum MHD_Result get_stats(struct web *w, struct MHD_Connection *conn)
     }
     if (r < 0 && r != -ENOENT)
         return send_db_error(conn, r, &err);
-    json_object *o = stats_json(&st);
+    json_object *o = status_totals_json(&st);
     json_object_object_add(o, "destinations", dest_stats_json(w->cfg, ds, n_ds));
     free(ds);
     return send_json(conn, MHD_HTTP_OK, o);

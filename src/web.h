@@ -22,7 +22,7 @@
 
 #include "config.h"
 #include "error.h"
-#include "mqtt.h"
+#include "status.h"
 
 #define WEB_CONNECTIONS_MAX 64 /* open connections; more are refused at accept */
 #define WEB_STREAMS_MAX 16     /* /api/events streams at once; more get 503 */
@@ -70,7 +70,7 @@ int web_port(const struct web *w);
  * pushed to /api/events at once, at most about five times a second. Copies s; never blocks on
  * anything but a mutex held for a copy. Any thread.
  */
-void web_set_live_state(struct web *w, const struct mqtt_state *s);
+void web_set_live_state(struct web *w, const struct status_live *s);
 
 /* Stops listening, ends the streams and joins every thread. NULL-safe; idempotent. */
 void web_stop(struct web *w);

@@ -119,7 +119,7 @@ class MqttTest(SnapsyncTest):
         self.assertEqual(progress, sorted(progress))
         self.assertEqual(progress[-1], 100)
         last = states[-1]
-        self.assertEqual(last["files_completed"], 7)
+        self.assertEqual(last["files_copied"], 7)
         self.assertEqual(last["files_total"], 7)
         self.assertEqual(last["last_result"], "completed")
         self.assertRegex(last["last_backup"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$")

@@ -577,7 +577,7 @@ class ServiceTest(SnapsyncTest):
         sub.wait(lambda: states() and states()[-1]["status"] == "completed", 30, "completed")
         last = states()[-1]
         self.assertEqual(last["last_result"], "completed")
-        self.assertEqual(last["files_completed"], 2)
+        self.assertEqual(last["files_copied"], 2)
         seq = [s["status"] for s in states()]
         self.assertEqual(seq[0], "idle")
         self.assertIn("scanning", seq)

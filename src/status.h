@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One status model for every front end: the live state of a running session (what the engine
+ * reports, as the CLI, the dashboard and Home Assistant show it), whether a session recorded in
+ * the database still runs, the status it is shown with, and the JSON of a session, of the live
+ * state and of the totals. `snapsync status --json`, `snapsync sessions --json`, the web API
+ * and the MQTT state payload all build their JSON here, so they use the same field names and
+ * values; docs/api.md ("Session and totals") documents them once.
+ *
+ * Pure functions over plain values: no locks, no I/O but db_session_alive's look at the
+ * session's process. Any thread.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "db.h"
+#include "engine.h"
+
+struct json_object;
+
+#define STATUS_DEST_MAX 8
+
+/* Why an interrupted session is not done, when it recorded no error of its own. */
+#define STATUS_INTERRUPTED_ERROR                                                                   \
+    "stopped before the end (cancelled, or the card went away): files not yet backed up are "      \
+    "backed up when the card is backed up again"
+/* Why a session whose row still says it runs is shown as interrupted. */
+#define STATUS_DIED_ERROR "the process running it stopped"
+
+/* The live state of one session (or of nothing: status "idle"); plain values, copied freely. */
+struct status_live {
+    char status[16]; /* idle | scanning | backing_up | completed | partial | failed | interrupted
+                      * | empty (db_session_status_to_string, or idle) */
+    bool has_progress;
+    double progress;    /* 0..100, status_progress */
+    int64_t files_done; /* copied + skipped + duplicate + failed */
+    int64_t files_copied;
+    int64_t files_total;
+    int64_t files_failed;
+    int64_t files_skipped;
+    int64_t files_duplicate;
+    int64_t bytes_done;
+    int64_t bytes_total;
+    double rate_bps;
+    bool has_eta;
+    double eta_s;
+    char current_file[256];
+    char card_label[128];
+    int64_t session_id;
+    bool card_present;
+    int64_t last_backup_at; /* seconds since the epoch, 0 never */
+    char last_result[16];   /* completed | empty | partial | failed | interrupted; "": keep the
+                             * last one known (mqtt_publish_state) */
+    int64_t scan_problems;  /* entries of the card the session could not read */
+    char error[256];        /* the session's first failure (naming the first unreadable entry) */
+    size_t n_dests;
+    struct {
+        char kind[16];    /* "local", "smb", "immich" */
+        char section[16]; /* "unraid", "local", "immich": the config section it comes from */
+        char id[1024];    /* the destination's id, as the database names it */
+        bool reachable;
+        char problem[256]; /* why it is down, "" while reachable */
+    } dests[STATUS_DEST_MAX];
+};
+
+/* Percent done (0..100) of a session: 0 while scanning, else by bytes, by files when it has no
+ * bytes, 100 when it has nothing at all. */
+double status_progress(bool scanning, int64_t files_done, int64_t files_total, int64_t bytes_done,
+                       int64_t bytes_total);
+
+/* Seconds left at rate_bps for bytes_total - bytes_done. False (and *ret_s untouched) when it
+ * cannot be told: no rate, or nothing left to read. */
+bool status_eta(int64_t bytes_done, int64_t bytes_total, double rate_bps, double *ret_s);
+
+/* True when an engine progress report is the session's last (its status is not scanning or
+ * backing_up). */
+bool status_progress_is_final(const struct engine_progress *p);
+
+/* The live state for an engine progress report. final: the session ended (last_backup_at now,
+ * last_result the session's status, card not present, no rate, no current file); a final
+ * report whose status still says running shows failed. error: the report's first failure, or
+ * for an interrupted session STATUS_INTERRUPTED_ERROR. Before the end last_result is "". */
+void status_live_from_progress(const struct engine_progress *p, bool final, struct status_live *s);
+
+/* Whether session s still runs: db_session_alive (its process, checked by pid and start time).
+ * The only liveness decision of the front ends. */
+bool status_session_running(const struct db_session *s);
+
+/* The status session s is shown with: its recorded status, or "interrupted" when the row says
+ * it runs but its process is gone. Static string. */
+const char *status_session_status(const struct db_session *s);
+
+/* The overall state of n sessions (newest first, as db_sessions_list gives them): "idle" when
+ * none runs, "scanning" when the only one running scans, else "backing_up". Static string. */
+const char *status_state(const struct db_session *list, size_t n);
+
+/* The JSON object of session s (docs/api.md, "Session and totals"): its id, shown status,
+ * running, card, source, times, totals, safe_to_remove and error (secrets of cfg scrubbed; for a
+ * session whose process died, STATUS_DIED_ERROR). New reference, the caller's (json_object_put). */
+struct json_object *status_session_json(const struct config *cfg, const struct db_session *s);
+
+/* The entries a session could not read, as [{"path", "error"}] (the first max of n). New
+ * reference. */
+struct json_object *status_problems_json(const struct config *cfg, const struct db_problem *p,
+                                         size_t n, size_t max);
+
+/* The all-time totals: sessions, cards, files, files_completed, files_failed, files_duplicate,
+ * bytes_completed. New reference. */
+struct json_object *status_totals_json(const struct db_stats *st);
+
+/* The live state as the MQTT state payload carries it (docs/api.md, "Session and totals";
+ * docs/home-assistant.md for the Home Assistant-only fields card_present, last_backup,
+ * last_result, <section>_reachable and <section>_problem). New reference. */
+struct json_object *status_live_json(const struct status_live *s);

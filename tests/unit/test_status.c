@@ -1,0 +1,257 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for status.c: progress and ETA, engine progress to live state, the shown status of
+ * a session whose process is alive or gone (real child processes), and the JSON field names. */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <json-c/json.h>
+
+#include "config.h"
+#include "status.h"
+
+static void test_progress_and_eta(void **state)
+{
+    (void)state;
+    assert_true(status_progress(true, 5, 10, 50, 100) == 0);    /* scanning */
+    assert_true(status_progress(false, 5, 10, 25, 100) == 25);  /* by bytes */
+    assert_true(status_progress(false, 5, 10, 0, 0) == 50);     /* no bytes: by files */
+    assert_true(status_progress(false, 0, 0, 0, 0) == 100);     /* nothing to do */
+    assert_true(status_progress(false, 0, 1, 200, 100) == 100); /* capped */
+    double eta = -1;
+    assert_false(status_eta(0, 100, 0, &eta));
+    assert_false(status_eta(100, 100, 10, &eta));
+    assert_true(eta == -1); /* untouched */
+    assert_true(status_eta(20, 100, 8, &eta));
+    assert_true(eta == 10);
+}
+
+static struct engine_progress progress(enum db_session_status st)
+{
+    struct engine_progress p;
+    memset(&p, 0, sizeof(p));
+    p.session_id = 7;
+    p.status = st;
+    p.totals.files_total = 4;
+    p.totals.bytes_total = 400;
+    p.totals.files_copied = 1;
+    p.totals.files_skipped = 1;
+    p.files_done = 2;
+    p.bytes_done = 100;
+    p.rate_bps = 50;
+    snprintf(p.current_file, sizeof(p.current_file), "DCIM/IMG_0003.JPG");
+    snprintf(p.card_label, sizeof(p.card_label), "EOS");
+    p.n_dests = 2;
+    snprintf(p.dests[0].section, sizeof(p.dests[0].section), "unraid");
+    p.dests[0].usable = false;
+    snprintf(p.dests[0].problem, sizeof(p.dests[0].problem), "timed out");
+    snprintf(p.dests[1].section, sizeof(p.dests[1].section), "local");
+    p.dests[1].usable = true;
+    return p;
+}
+
+static void test_live_from_progress(void **state)
+{
+    (void)state;
+    struct engine_progress p = progress(DB_SESSION_BACKING_UP);
+    struct status_live s;
+    status_live_from_progress(&p, false, &s);
+    assert_string_equal(s.status, "backing_up");
+    assert_true(s.has_progress && s.progress == 25);
+    assert_true(s.has_eta && s.eta_s == 6);
+    assert_int_equal(s.files_done, 2);
+    assert_int_equal(s.files_copied, 1);
+    assert_true(s.rate_bps == 50);
+    assert_string_equal(s.current_file, "DCIM/IMG_0003.JPG");
+    assert_true(s.card_present);
+    assert_string_equal(s.last_result, "");
+    assert_int_equal(s.n_dests, 2);
+    assert_false(s.dests[0].reachable);
+
+    /* scanning with nothing found yet: no progress to show */
+    p = progress(DB_SESSION_SCANNING);
+    p.totals.bytes_total = 0;
+    status_live_from_progress(&p, false, &s);
+    assert_false(s.has_progress);
+
+    /* the end: no rate, no file, the result kept; a completed one is at 100 % */
+    p = progress(DB_SESSION_COMPLETED);
+    status_live_from_progress(&p, true, &s);
+    assert_true(s.has_progress && s.progress == 100);
+    assert_false(s.has_eta);
+    assert_true(s.rate_bps == 0);
+    assert_string_equal(s.current_file, "");
+    assert_false(s.card_present);
+    assert_string_equal(s.last_result, "completed");
+    assert_true(s.last_backup_at > 0);
+
+    /* interrupted without an error of its own says why; a final report still running failed */
+    p = progress(DB_SESSION_INTERRUPTED);
+    status_live_from_progress(&p, true, &s);
+    assert_string_equal(s.error, STATUS_INTERRUPTED_ERROR);
+    p = progress(DB_SESSION_BACKING_UP);
+    status_live_from_progress(&p, true, &s);
+    assert_string_equal(s.status, "failed");
+}
+
+/* A session row run by pid, begun now. */
+static struct db_session session(pid_t pid, enum db_session_status st)
+{
+    struct db_session s;
+    memset(&s, 0, sizeof(s));
+    s.id = 3;
+    s.pid = pid;
+    s.status = st;
+    s.started_at = (int64_t)time(NULL) + 1;
+    snprintf(s.card_label, sizeof(s.card_label), "EOS");
+    snprintf(s.source, sizeof(s.source), "/media/card");
+    s.totals.files_total = 4;
+    snprintf(s.error, sizeof(s.error), "left over");
+    return s;
+}
+
+static const char *get_str(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    assert_true(json_object_object_get_ex(o, key, &v));
+    return json_object_get_string(v);
+}
+
+static bool get_bool(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    assert_true(json_object_object_get_ex(o, key, &v));
+    return json_object_get_boolean(v);
+}
+
+static void test_liveness_and_session_json(void **state)
+{
+    (void)state;
+    struct config *cfg = NULL;
+    assert_int_equal(config_default(&cfg, NULL), 0);
+
+    /* a live process running the session (a child waiting on a pipe) */
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t alive = fork();
+    assert_true(alive >= 0);
+    if (alive == 0) {
+        char c;
+        close(fds[1]);
+        _exit(read(fds[0], &c, 1) < 0);
+    }
+    close(fds[0]);
+    /* a process that has gone */
+    pid_t dead = fork();
+    assert_true(dead >= 0);
+    if (dead == 0)
+        _exit(0);
+    assert_int_equal(waitpid(dead, NULL, 0), dead);
+
+    struct db_session running = session(alive, DB_SESSION_BACKING_UP);
+    struct db_session died = session(dead, DB_SESSION_BACKING_UP);
+    struct db_session done = session(dead, DB_SESSION_COMPLETED);
+    assert_true(status_session_running(&running));
+    assert_false(status_session_running(&died));
+    assert_string_equal(status_session_status(&running), "backing_up");
+    assert_string_equal(status_session_status(&died), "interrupted");
+    assert_string_equal(status_session_status(&done), "completed");
+
+    struct db_session list[] = {died, running};
+    assert_string_equal(status_state(list, 1), "idle");
+    assert_string_equal(status_state(list, 2), "backing_up");
+    list[1].status = DB_SESSION_SCANNING;
+    assert_string_equal(status_state(list, 2), "scanning");
+    assert_string_equal(status_state(NULL, 0), "idle");
+
+    json_object *o = status_session_json(cfg, &died);
+    assert_string_equal(get_str(o, "status"), "interrupted");
+    assert_false(get_bool(o, "running"));
+    assert_string_equal(get_str(o, "error"), STATUS_DIED_ERROR);
+    static const char *const keys[] = {"id",
+                                       "status",
+                                       "running",
+                                       "card_uuid",
+                                       "card_label",
+                                       "source",
+                                       "started_at",
+                                       "ended_at",
+                                       "files_total",
+                                       "bytes_total",
+                                       "files_copied",
+                                       "files_skipped",
+                                       "files_duplicate",
+                                       "files_failed",
+                                       "bytes_copied",
+                                       "scan_problems",
+                                       "safe_to_remove",
+                                       "error"};
+    assert_int_equal(json_object_object_length(o), sizeof(keys) / sizeof(keys[0]));
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        assert_true(json_object_object_get_ex(o, keys[i], NULL));
+    json_object_put(o);
+
+    o = status_session_json(cfg, &running);
+    assert_string_equal(get_str(o, "status"), "backing_up");
+    assert_true(get_bool(o, "running"));
+    assert_string_equal(get_str(o, "error"), "left over");
+    json_object_put(o);
+
+    close(fds[1]); /* the child reads EOF and ends */
+    assert_int_equal(waitpid(alive, NULL, 0), alive);
+    config_free(cfg);
+}
+
+static void test_live_and_totals_json(void **state)
+{
+    (void)state;
+    struct engine_progress p = progress(DB_SESSION_BACKING_UP);
+    struct status_live s;
+    status_live_from_progress(&p, false, &s);
+    json_object *o = status_live_json(&s);
+    assert_string_equal(get_str(o, "status"), "backing_up");
+    static const char *const keys[] = {"files_copied", "files_done", "rate_bps",    "eta_s",
+                                       "progress",     "bytes_done", "current_file"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        assert_true(json_object_object_get_ex(o, keys[i], NULL));
+    assert_false(json_object_object_get_ex(o, "files_completed", NULL));
+    assert_false(json_object_object_get_ex(o, "speed_bps", NULL));
+    assert_string_equal(get_str(o, "unraid_reachable"), "OFF");
+    assert_string_equal(get_str(o, "unraid_problem"), "timed out");
+    assert_false(json_object_object_get_ex(o, "local_reachable", NULL));
+    assert_string_equal(get_str(o, "last_result"), "none");
+    json_object_put(o);
+
+    struct status_live idle = {.status = "idle"};
+    o = status_live_json(&idle);
+    json_object *v = NULL;
+    assert_true(json_object_object_get_ex(o, "progress", &v) && v == NULL);
+    assert_true(json_object_object_get_ex(o, "session_id", &v) && v == NULL);
+    json_object_put(o);
+
+    struct db_stats st = {.sessions = 2, .files_completed = 9, .bytes_completed = 1024};
+    o = status_totals_json(&st);
+    assert_int_equal(json_object_object_length(o), 7);
+    assert_true(json_object_object_get_ex(o, "files_completed", &v));
+    assert_int_equal(json_object_get_int64(v), 9);
+    json_object_put(o);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_progress_and_eta),
+        cmocka_unit_test(test_live_from_progress),
+        cmocka_unit_test(test_liveness_and_session_json),
+        cmocka_unit_test(test_live_and_totals_json),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
