@@ -8,7 +8,7 @@
  * A pair is exactly two files of the scan list in one folder whose names without the extension
  * are equal ignoring case ("DSC_0001.NEF" + "dsc_0001.jpg"): one RAW (an extension
  * media_kind_from_ext calls MEDIA_KIND_RAW: cr2, cr3, crw, nef, nrw, arw, sr2, srf, dng, orf,
- * rw2, raf, pef, srw, 3fr, erf, kdc, mef, mos, iiq, x3f, ...) and one JPEG or HEIF (jpg, jpeg,
+ * rw2, rwl, pef, raf, srw, 3fr, erf, kdc, dcr, mef, mos, iiq, x3f) and one JPEG or HEIF (jpg, jpeg,
  * jpe, heic, heif, hif). A name shared by more such files (a RAW with a JPEG and a HEIF) makes
  * no pair: which date belongs with which would be a guess. Other files of the same name (a .MOV,
  * sidecars) are not part of it.
