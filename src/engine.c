@@ -33,6 +33,7 @@
 #include "monotime.h"
 #include "media.h"
 #include "pipeline.h"
+#include "pair.h"
 #include "scanner.h"
 
 struct engine {
@@ -51,6 +52,7 @@ struct engine {
     dev_t card_dev; /* st_dev of the card's root when the session started */
     bool card_gone; /* found gone before the pipeline ran */
     struct scan_list *scan;
+    size_t *partner; /* of each scan entry, its RAW+JPEG partner or PAIR_NONE (pair.h) */
     size_t *todo; /* indexes into scan->entries still to back up */
     size_t n_todo;
     /* what the session itself decided (the fast path, the precheck) */
@@ -419,6 +421,7 @@ static int run_pipeline(struct engine *e, struct db *db, struct error *err)
         .n_dests = e->n_dests,
         .health = e->health,
         .scan = e->scan,
+        .partner = e->partner,
         .todo = e->todo,
         .n_todo = e->n_todo,
         .cancel = e->opt->cancel,
@@ -501,6 +504,12 @@ static size_t summarise_health(struct engine *e)
 
 /* ---- the dry run ---- */
 
+struct dry {
+    struct engine *e;
+    struct db *db; /* NULL: no database, or the card is unknown to it */
+    int root_fd;
+};
+
 const char *engine_verdict_to_string(enum engine_verdict v)
 {
     switch (v) {
@@ -518,30 +527,22 @@ const char *engine_verdict_to_string(enum engine_verdict v)
     return "unknown";
 }
 
-/* The date folder as the pipeline will choose it: the capture date from the metadata (media_probe
- * reads a few KB), else the modification time. */
-static void dry_date(int root_fd, const struct scan_entry *se, struct engine_dry_file *f)
+/* The date folder as the pipeline will choose it: the capture date from the metadata (recorded
+ * when an earlier read hashed it, else read: media_probe reads a few KB), else the one of its
+ * RAW+JPEG partner (pair.h), else the modification time. */
+static void dry_date(struct dry *x, const struct scan_entry *se, int64_t recorded,
+                     struct engine_dry_file *f)
 {
-    int64_t capture = 0;
-    int fd = scanner_open_beneath(root_fd, se->rel_path, O_RDONLY);
-    if (fd >= 0) {
-        struct media_info mi;
-        struct error merr;
-        if (media_probe_fd(fd, se->size, se->ext, &mi, &merr) == 0 && mi.capture_time > 0)
-            capture = mi.capture_time;
-        close(fd);
-    }
+    struct engine *e = x->e;
+    int64_t capture = recorded > 0 ? recorded : pair_probe(x->root_fd, se);
+    size_t partner = e->partner[se - e->scan->entries];
+    if (capture <= 0 && partner != PAIR_NONE)
+        capture = pair_partner_capture(x->db, e->card_id, x->root_fd, &e->scan->entries[partner]);
     f->date_from_metadata = capture > 0;
     if (!capture)
         capture = media_floating_time(se->mtime_ns / 1000000000);
     media_date_path(capture, f->date_path, sizeof(f->date_path));
 }
-
-struct dry {
-    struct engine *e;
-    struct db *db; /* NULL: no database, or the card is unknown to it */
-    int root_fd;
-};
 
 /* The copy of file_id the database records as completed at destination d, if any. */
 static bool dry_recorded(struct dry *x, int64_t file_id, size_t d, struct engine_dry_target *t)
@@ -595,12 +596,7 @@ static int dry_file(struct dry *x, const struct scan_entry *se, struct engine_dr
     struct db_file of;
     if (original > 0 && db_file_get(x->db, original, &of, NULL) == 0)
         snprintf(f->duplicate_of, sizeof(f->duplicate_of), "%s", of.rel_path);
-    if (known.capture_time > 0) {
-        media_date_path(known.capture_time, f->date_path, sizeof(f->date_path));
-        f->date_from_metadata = true; /* recorded by the read that hashed it */
-    } else {
-        dry_date(x->root_fd, se, f);
-    }
+    dry_date(x, se, known.capture_time, f);
     for (size_t d = 0; d < e->n_dests; d++) {
         struct engine_dry_target *t = &f->targets[d];
         if (dry_recorded(x, known.id, d, t) ||
@@ -672,6 +668,9 @@ static int dry_run(struct engine *e, struct error *err)
     if (r < 0)
         goto out;
     record_scan_problems(e, NULL);
+    r = pair_index(e->scan, &e->partner, err);
+    if (r < 0)
+        goto out;
     e->totals.files_total = (int64_t)e->scan->n;
     e->totals.bytes_total = (int64_t)e->scan->bytes;
     f = malloc(sizeof(*f));
@@ -788,6 +787,9 @@ int engine_backup(const struct config *cfg, const char *path, const struct engin
     if (r < 0 || !e.scan)
         goto end_session;
     record_scan_problems(&e, db);
+    r = pair_index(e.scan, &e.partner, err);
+    if (r < 0)
+        goto end_session;
     e.totals.files_total = (int64_t)e.scan->n;
     e.totals.bytes_total = (int64_t)e.scan->bytes;
 
@@ -849,6 +851,7 @@ report:
 out:
     health_free(e.health);
     scan_list_free(e.scan);
+    free(e.partner);
     free(e.todo);
     dest_free_all(e.dests, e.n_dests);
     db_close(db);

@@ -34,6 +34,7 @@
 #include "log.h"
 #include "monotime.h"
 #include "media.h"
+#include "pair.h"
 #include "sidecar.h"
 
 enum lane_end { END_NONE, END_FINISH, END_ABORT };
@@ -444,17 +445,29 @@ static int stream_file(struct worker *w, const struct scan_entry *se, int64_t fi
     struct media_info mi;
     struct media_reader rd = {.read_at = fd_read_at, .ctx = &fd, .size = se->size};
     struct error merr;
-    int64_t capture;
+    int64_t own = 0; /* the capture time the file itself says: the one the database records */
+    int64_t capture; /* the one its date folder is chosen by */
     const char *kind;
     int32_t utc_offset = 0;
     bool has_offset = false;
     if (media_probe(&rd, se->ext, &mi, &merr) == 0 && mi.capture_time > 0) {
-        capture = mi.capture_time;
+        capture = own = mi.capture_time;
         kind = media_kind_to_string(mi.kind);
         utc_offset = mi.utc_offset;
         has_offset = mi.has_offset;
     } else {
-        capture = media_floating_time(se->mtime_ns / 1000000000);
+        /* A RAW+JPEG pair shares the date the other one has (pair.h). Its partner's date is read
+         * here, before this file is routed, from the database (when a read of it in this or an
+         * earlier session recorded one) or from its head on the card: whichever of the two is
+         * read first, by whichever worker, both find the same date without waiting for each
+         * other; the cost is one small read for a dateless file that has a partner. */
+        size_t partner = p->env.partner ? p->env.partner[se - p->env.scan->entries] : PAIR_NONE;
+        capture = partner == PAIR_NONE
+                      ? 0
+                      : pair_partner_capture(w->db, p->env.card_id, w->src_dir_fd,
+                                             &p->env.scan->entries[partner]);
+        if (capture <= 0)
+            capture = media_floating_time(se->mtime_ns / 1000000000);
         kind = media_kind_to_string(media_kind_from_ext(se->ext));
     }
     media_date_path(capture, date_path, sizeof(date_path));
@@ -582,8 +595,8 @@ static int stream_file(struct worker *w, const struct scan_entry *se, int64_t fi
 
     if (end == END_FINISH) {
         int64_t dup = 0;
-        r = db_step(db_file_set_meta(w->db, file_id, w->digest.md5_hex, w->digest.sha1_hex, capture,
-                                     kind, &dberr),
+        r = db_step(db_file_set_meta(w->db, file_id, w->digest.md5_hex, w->digest.sha1_hex, own, kind,
+                                     &dberr),
                     &dberr, err);
         if (r == 0)
             r = db_step(db_hash_backed_up(w->db, w->digest.md5_hex, w->digest.sha1_hex, file_id,

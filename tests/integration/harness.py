@@ -103,6 +103,19 @@ def make_photo(path, workdir, date=None, salt=b""):
     os.replace(tmp, path)
 
 
+def make_tiff_raw(path, workdir, date=None):
+    """A real TIFF at path (the container of most RAW formats: name it .NEF, .CR2, .DNG ...) with
+    EXIF DateTimeOriginal 'YYYY:MM:DD HH:MM:SS' (or none), its content unique."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(path), f".mk{os.getpid()}.tif")
+    shutil.copyfile(sample("tif", workdir), tmp)
+    args = [f"-DateTimeOriginal={date}"] if date else []
+    # a unique content: a description of random hex (appending after a TIFF is not ignored)
+    run_tool(tool("exiftool"), "-q", "-overwrite_original", *args,
+             f"-ImageDescription={os.urandom(8).hex()}", tmp)
+    os.replace(tmp, path)
+
+
 def make_video(path, workdir, salt=b""):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     shutil.copyfile(sample("mp4", workdir), path)

@@ -7,8 +7,8 @@ import signal
 import sqlite3
 import subprocess
 
-from harness import (SnapsyncTest, make_blob, make_path_beyond_ceiling, make_photo, make_video,
-                     md5, wait_for, write_config)
+from harness import (SnapsyncTest, make_blob, make_path_beyond_ceiling, make_photo,
+                     make_tiff_raw, make_video, md5, wait_for, write_config)
 
 
 class BackupTest(SnapsyncTest):
@@ -250,6 +250,64 @@ class BackupTest(SnapsyncTest):
         self.assertEqual(r2["files_total"], 3)
         self.assertEqual({p: os.stat(f"{self.dest}/{p}").st_mtime_ns for p in self.dest_files()},
                          before)
+
+    def day_of(self, mtime):
+        from datetime import datetime
+        return datetime.fromtimestamp(mtime).strftime("%Y/%m/%d")
+
+    def dry_targets(self):
+        r = self.backup(None, 0, "--dry-run")
+        return {f["path"]: f["targets"][0]["where"] for f in r["files"] if f["verdict"] == "new"}
+
+    def test_a_raw_jpeg_pair_shares_the_date_only_the_raw_has(self):
+        c = f"{self.card}/DCIM/100NIKON"
+        make_tiff_raw(f"{c}/DSC_0001.NEF", self.dir, "2022:03:04 10:00:00")
+        make_photo(f"{c}/DSC_0001.jpg", self.dir, None)  # no date; the extension's case differs
+        make_tiff_raw(f"{c}/DSC_0002.NEF", self.dir, "2022:03:05 10:00:00")  # both dated
+        make_photo(f"{c}/DSC_0002.JPG", self.dir, "2022:03:06 10:00:00")
+        make_photo(f"{c}/DSC_0003.JPG", self.dir, None)  # no partner: its mtime
+        for name in ("DSC_0001.NEF", "DSC_0002.NEF"):
+            os.utime(f"{c}/{name}", (1500000000, 1500000000))
+        for name in ("DSC_0001.jpg", "DSC_0003.JPG"):
+            os.utime(f"{c}/{name}", (1600000000, 1600000000))  # another day than the RAW's
+        nodate = self.day_of(1600000000)
+        expected = {"DSC_0001.NEF": "2022/03/04", "DSC_0001.jpg": "2022/03/04",
+                    "DSC_0002.NEF": "2022/03/05", "DSC_0002.JPG": "2022/03/06",
+                    "DSC_0003.JPG": nodate}
+        want = {f"DCIM/100NIKON/{n}": f"{self.dest}/{d}/{n}" for n, d in expected.items()}
+        self.assertEqual(self.dry_targets(), want)
+        r = self.backup()
+        self.assertEqual((r["files_copied"], r["files_failed"]), (5, 0))
+        self.assertEqual(self.dest_files(), sorted(f"{d}/{n}" for n, d in expected.items()))
+        # the database keeps what the file itself says: the JPEG has no capture date
+        con = sqlite3.connect(self.db)
+        got = dict(con.execute("select rel_path, capture_time from files"))
+        con.close()
+        self.assertEqual(got["DCIM/100NIKON/DSC_0001.jpg"], 0)
+        self.assertGreater(got["DCIM/100NIKON/DSC_0001.NEF"], 0)
+
+    def test_a_raw_jpeg_pair_shares_the_date_only_the_jpeg_has_also_on_resume(self):
+        c = f"{self.card}/DCIM/100CANON"
+        make_photo(f"{c}/IMG_0001.JPG", self.dir, "2021:05:06 07:08:09")
+        make_tiff_raw(f"{c}/IMG_0001.CR2", self.dir, None)
+        make_photo(f"{c}/IMG_0002.HEIC", self.dir, "2021:05:07 07:08:09")
+        make_tiff_raw(f"{c}/img_0002.dng", self.dir, None)  # the name's case differs
+        for name in ("IMG_0001.CR2", "img_0002.dng"):
+            os.utime(f"{c}/{name}", (1600000000, 1600000000))
+        expected = {"IMG_0001.JPG": "2021/05/06", "IMG_0001.CR2": "2021/05/06",
+                    "IMG_0002.HEIC": "2021/05/07", "img_0002.dng": "2021/05/07"}
+        want = {f"DCIM/100CANON/{n}": f"{self.dest}/{d}/{n}" for n, d in expected.items()}
+        self.assertEqual(self.dry_targets(), want)
+        # an earlier session backed up only the JPEG/HEIF side of the pairs
+        with open(self.config, "a") as f:
+            f.write("files:\n  extensions: [jpg, heic]\n")
+        self.assertEqual(self.backup()["files_copied"], 2)
+        write_config(self.config, self.dest, self.db)
+        self.assertEqual(self.dry_targets(), {k: v for k, v in want.items()
+                                              if not k.endswith(("JPG", "HEIC"))})
+        r = self.backup()
+        self.assertEqual((r["files_copied"], r["files_failed"]), (2, 0))
+        self.assertEqual(self.dest_files(), sorted(f"{d}/{n}" for n, d in expected.items()))
 
     def test_same_name_same_content_is_done(self):
         make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2022:02:02 12:00:00")
