@@ -20,6 +20,7 @@ fail() { echo "test_deb: FAIL: $*" >&2; exit 1; }
 note() { echo "test_deb: $* ($(($(date +%s) - start)) s)"; }
 
 [ "$(id -u)" -eq 0 ] || fail "needs root (chroot and mounts)"
+mkdir -p "$tmp"
 
 # 1. the package
 if [ -n "${SNAPSYNC_DEB:-}" ]; then
