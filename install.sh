@@ -44,7 +44,7 @@ if [ "${1:-}" = "--uninstall" ]; then
     if systemd_running; then
         systemctl daemon-reload
     fi
-    rm -f "$bin" "$root$prefix/share/man/man1/snapsync.1" \
+    rm -f "$bin" "$root$prefix/share/man/man1/snapsync.1" "$root$prefix/share/man/man5/snapsync.yaml.5" \
         "$root$prefix/share/bash-completion/completions/snapsync"
     rm -rf "$docs" "$root$prefix/share/snapsync"
     say "removed $prefix/bin/snapsync and the systemd unit"

@@ -111,6 +111,8 @@ expected=$(dpkg-deb -f "$deb" Version)
 page=$(in_root sh -c 'MANWIDTH=80 man snapsync 2>&1 | col -b') || fail "man snapsync"
 echo "$page" | grep -q "test-connection" || fail "man snapsync lacks the commands: $page"
 echo "$page" | grep -q "EXIT STATUS" || fail "man snapsync lacks EXIT STATUS"
+page=$(in_root sh -c 'MANWIDTH=80 man 5 snapsync.yaml 2>&1 | col -b') || fail "man 5 snapsync.yaml"
+echo "$page" | grep -q "database_path" || fail "man 5 snapsync.yaml lacks the keys: $page"
 mode=$(stat -c %a "$root/etc/snapsync/.env") || fail "no /etc/snapsync/.env"
 [ "$mode" = 600 ] || fail "/etc/snapsync/.env is mode $mode"
 grep -q IMMICH_API_KEY "$root/etc/snapsync/.env" || fail ".env is not the template"
