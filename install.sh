@@ -44,8 +44,9 @@ if [ "${1:-}" = "--uninstall" ]; then
     if systemd_running; then
         systemctl daemon-reload
     fi
-    rm -f "$bin"
-    rm -rf "$docs"
+    rm -f "$bin" "$root$prefix/share/man/man1/snapsync.1" "$root$prefix/share/man/man5/snapsync.yaml.5" \
+        "$root$prefix/share/bash-completion/completions/snapsync"
+    rm -rf "$docs" "$root$prefix/share/snapsync"
     say "removed $prefix/bin/snapsync and the systemd unit"
     say "kept $etc (configuration, .env), $state (database) and every backup;"
     say "delete them yourself if you no longer want them"
@@ -74,9 +75,7 @@ if [ -e "$etc/config.yaml" ]; then
     say "kept the existing $etc/config.yaml"
 else
     # the template, with the database and the backups where the unit lets the service write
-    "$bin" config --template |
-        sed -e "s#^\(  database_path:\).*#\1 $state/snapsync.db#" \
-            -e "s#^\(  mount_point:\) ./snapsync-backup#\1 $state/backup#" >"$etc/config.yaml.new"
+    "$bin" config --template | sed -f packaging/service-config.sed >"$etc/config.yaml.new"
     chmod 0640 "$etc/config.yaml.new"
     mv "$etc/config.yaml.new" "$etc/config.yaml"
     say "created $etc/config.yaml: edit it to choose your destinations"

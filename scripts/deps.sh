@@ -29,6 +29,9 @@ if [ "${1:-}" = "--test" ]; then
     # and dosfstools, filled through exfat-fuse and with mtools, mounted through FUSE where the
     # kernel lacks the driver
     pkgs="$pkgs exfatprogs dosfstools mtools fuse3 exfat-fuse fusefat ntfs-3g"
+    # the Debian package (scripts/package.sh, tests/package/test_deb.sh): debhelper, lintian,
+    # a bare Debian 12 root from mmdebstrap, the man page checked with groff and man-db
+    pkgs="$pkgs dpkg-dev debhelper lintian mmdebstrap groff man-db bash-completion"
     # the dashboard's browser tests: Debian's Chromium driven by playwright-core from npm
     pkgs="$pkgs chromium nodejs"
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"

@@ -689,6 +689,13 @@ class PackagingTest(SnapsyncTest):
         self.assertIn("database_path: /var/lib/snapsync/snapsync.db", config)
         self.assertIn("mount_point: /var/lib/snapsync/backup", config)
         self.assertTrue(os.path.exists(os.path.join(root, "etc/systemd/system/snapsync.service")))
+        # CMake's install(): man pages, bash completion, docs, the .env template
+        extras = [os.path.join(root, "usr/local/share", f) for f in (
+            "man/man1/snapsync.1", "man/man5/snapsync.yaml.5",
+            "bash-completion/completions/snapsync", "doc/snapsync/README.md",
+            "snapsync/env.example")]
+        for f in extras:
+            self.assertTrue(os.path.isfile(f), f)
         # the installed configuration is valid
         self.snapsync("--config", f"{etc}/config.yaml", "config", config=False, check=0)
         # a second run keeps what the user changed
@@ -707,6 +714,8 @@ class PackagingTest(SnapsyncTest):
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertFalse(os.path.exists(binary))
         self.assertFalse(os.path.exists(os.path.join(root, "etc/systemd/system/snapsync.service")))
+        for f in extras:
+            self.assertFalse(os.path.exists(f), f)
         self.assertTrue(os.path.exists(f"{etc}/config.yaml"))
         self.assertTrue(os.path.isdir(os.path.join(root, "var/lib/snapsync")))
 
