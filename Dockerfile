@@ -42,10 +42,10 @@ LABEL org.opencontainers.image.title="SnapSync" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.version="${VERSION}"
 COPY --from=build /out/ /
-# curl: the HEALTHCHECK; ca-certificates: https (Immich) and MQTT over TLS
+# curl: the HEALTHCHECK; ca-certificates: https (Immich) and MQTT over TLS; tzdata: TZ
 RUN apt-get update -qq \
     && xargs -a /usr/local/share/snapsync/runtime-packages \
-        apt-get install -y -qq --no-install-recommends ca-certificates curl >/dev/null \
+        apt-get install -y -qq --no-install-recommends ca-certificates curl tzdata >/dev/null \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
     && ! ldd /usr/local/bin/snapsync | grep 'not found' \
     && mkdir -p /config /data /backup /media /run/snapsync

@@ -28,36 +28,48 @@ for t in podman mmdebstrap; do
 done
 
 # The base: Debian 12 minbase with the same documentation excluded as the official -slim images,
-# tagged as both names the Dockerfile uses. The build stage installs its compiler on top.
+# security updates included, tagged as both names the Dockerfile uses (the build stage installs
+# its compiler on top). Cached: a tarball and the imported images, both keyed by the options
+# below; remove the tarball to take newer Debian packages.
+# Merged /usr is made by mmdebstrap's hook, as the official images do: the usrmerge package would
+# pull in perl (45 MB).
+base_opts="--variant=minbase --format=tar --quiet
+    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr
+    --dpkgopt=path-exclude=/usr/share/man/* --dpkgopt=path-exclude=/usr/share/locale/*
+    --dpkgopt=path-exclude=/usr/share/doc/* --dpkgopt=path-include=/usr/share/doc/*/copyright
+    --aptopt=APT::Install-Recommends=false"
+key=$(printf '%s' "$base_opts" | md5sum | cut -c1-12)
 bases="docker.io/library/debian:bookworm docker.io/library/debian:bookworm-slim"
 need_base=""
 for b in $bases; do
-    pm image exists "$b" || need_base=1
+    [ "$(pm image inspect --format '{{index .Labels "snapsync.base"}}' "$b" 2>/dev/null)" = "$key" ] ||
+        need_base=1
 done
 if [ -n "$need_base" ]; then
     mkdir -p "$cache"
-    tarball="$cache/debian-bookworm-minbase.tar"
+    tarball="$cache/debian-bookworm-minbase-$key.tar"
     if [ ! -s "$tarball" ]; then
         echo "== mmdebstrap: Debian bookworm minbase -> $tarball"
-        mmdebstrap --variant=minbase --format=tar --quiet \
-            --dpkgopt='path-exclude=/usr/share/man/*' \
-            --dpkgopt='path-exclude=/usr/share/locale/*' \
-            --dpkgopt='path-exclude=/usr/share/doc/*' \
-            --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-            --aptopt='APT::Install-Recommends "false"' \
-            bookworm "$tarball.part" http://deb.debian.org/debian
+        set -f  # the options hold * for dpkg, not for the shell
+        # shellcheck disable=SC2086
+        mmdebstrap $base_opts bookworm "$tarball.part" \
+            "deb http://deb.debian.org/debian bookworm main" \
+            "deb http://deb.debian.org/debian bookworm-updates main" \
+            "deb http://deb.debian.org/debian-security bookworm-security main"
+        set +f
         mv "$tarball.part" "$tarball"
     fi
     for b in $bases; do
         echo "== podman import $b"
-        pm import --change 'CMD ["bash"]' "$tarball" "$b" >/dev/null
+        pm import --change 'CMD ["bash"]' --change "LABEL snapsync.base=$key" "$tarball" "$b" >/dev/null
     done
 fi
 
 echo "== podman build $tag"
-# --pull=never: only the local base images; chroot isolation and the host's network: what a
-# container-in-a-container (CI runner, this sandbox) allows
-pm build --pull=never --isolation=chroot --network=host \
+# --format=docker: OCI images have no HEALTHCHECK. --pull=never: only the local base images;
+# chroot isolation and the host's network: what a container-in-a-container (CI runner, this
+# sandbox) allows
+pm build --pull=never --isolation=chroot --network=host --format=docker \
     --build-arg "VERSION=$version" -t "$tag" -t localhost/snapsync:latest .
 echo "image size: $(pm image inspect --format '{{.Size}}' "$tag") bytes"
 echo "$tag"
