@@ -14,7 +14,12 @@
 FROM docker.io/library/debian:bookworm AS build
 COPY scripts/deps.sh /src/scripts/deps.sh
 RUN sh /src/scripts/deps.sh && rm -rf /var/lib/apt/lists/*
-COPY . /src
+# only what the build reads: documentation changes keep the compiled layer cached
+COPY CMakeLists.txt config.yaml.example .env.example LICENSE /src/
+COPY cmake /src/cmake
+COPY src /src/src
+COPY web /src/web
+COPY packaging /src/packaging
 RUN cmake -S /src -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSNAPSYNC_TESTS=OFF \
         -DCMAKE_INSTALL_PREFIX=/usr/local >/dev/null \
     && cmake --build /build -j"$(nproc)" \
@@ -22,12 +27,15 @@ RUN cmake -S /src -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSNAPSYNC_TESTS=O
     && install -D -m 0644 /src/packaging/container/config.yaml /out/usr/local/share/snapsync/config.yaml \
     && install -D -m 0755 /src/packaging/container/entrypoint.sh /out/usr/local/bin/snapsync-entrypoint
 # The runtime packages, derived from what the binary links (its shared libraries' owners), plus
-# libsmbclient, which it loads only for an SMB destination (src/dest_smb.c)
+# libsmbclient, which it loads only for an SMB destination (src/dest_smb.c): 60 MB of the image
+# (samba-libs and libicu); --build-arg SMB=no leaves it out where shares are mounted by the host
+# (Unraid's /mnt/user, Home Assistant's network storage) and copied to as folders
+ARG SMB=yes
 RUN set -e; \
     for lib in $(ldd /out/usr/local/bin/snapsync | awk '$2 == "=>" && $3 ~ /^\// {print $3}'); do \
         dpkg-query -S "*/$(basename "$lib")" | cut -d: -f1; \
     done | sort -u >/out/usr/local/share/snapsync/runtime-packages; \
-    echo libsmbclient >>/out/usr/local/share/snapsync/runtime-packages; \
+    if [ "$SMB" = yes ]; then echo libsmbclient >>/out/usr/local/share/snapsync/runtime-packages; fi; \
     ! grep -- '-dev$' /out/usr/local/share/snapsync/runtime-packages; \
     cat /out/usr/local/share/snapsync/runtime-packages
 

@@ -3,7 +3,8 @@
 # Builds the SnapSync container image (Dockerfile at the repository root) with podman, without
 # any image registry: the Debian base images the Dockerfile names are made here with mmdebstrap
 # (cached) and imported into podman under those names.
-#   sh scripts/container.sh [--tag NAME]     default tag: localhost/snapsync:VERSION and :latest
+#   sh scripts/container.sh [--tag NAME] [PODMAN BUILD OPTIONS]
+#       default tag: localhost/snapsync:VERSION and :latest; e.g. --build-arg SMB=no
 # Environment:
 #   SNAPSYNC_IMAGE_CACHE   where the base root tarball is kept (default ~/.cache/snapsync)
 #   SNAPSYNC_PODMAN_OPTS   global podman options (default: what works in a nested sandbox)
@@ -13,8 +14,11 @@ cd "$(dirname "$0")/.."
 
 version=$(sed -n 's/^project(snapsync VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)
 tag="localhost/snapsync:$version"
+tags="-t $tag -t localhost/snapsync:latest"
 if [ "${1:-}" = "--tag" ] && [ -n "${2:-}" ]; then
     tag=$2
+    tags="-t $tag"
+    shift 2
 fi
 cache=${SNAPSYNC_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/snapsync}
 # cgroupfs and a file for events: podman's systemd and journald defaults need a systemd session
@@ -69,7 +73,8 @@ echo "== podman build $tag"
 # --format=docker: OCI images have no HEALTHCHECK. --pull=never: only the local base images;
 # chroot isolation and the host's network: what a container-in-a-container (CI runner, this
 # sandbox) allows
+# shellcheck disable=SC2086
 pm build --pull=never --isolation=chroot --network=host --format=docker \
-    --build-arg "VERSION=$version" -t "$tag" -t localhost/snapsync:latest .
+    --build-arg "VERSION=$version" $tags "$@" .
 echo "image size: $(pm image inspect --format '{{.Size}}' "$tag") bytes"
 echo "$tag"
