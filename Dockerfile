@@ -27,7 +27,7 @@ RUN cmake -S /src -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSNAPSYNC_TESTS=O
     && install -D -m 0644 /src/packaging/container/config.yaml /out/usr/local/share/snapsync/config.yaml \
     && install -D -m 0755 /src/packaging/container/entrypoint.sh /out/usr/local/bin/snapsync-entrypoint
 # The runtime packages, derived from what the binary links (its shared libraries' owners), plus
-# libsmbclient, which it loads only for an SMB destination (src/dest_smb.c): 60 MB of the image
+# libsmbclient, which it loads only for an SMB destination (src/dest_smb.c): 80 MB of the image
 # (samba-libs and libicu); --build-arg SMB=no leaves it out where shares are mounted by the host
 # (Unraid's /mnt/user, Home Assistant's network storage) and copied to as folders
 ARG SMB=yes
@@ -36,7 +36,8 @@ RUN set -e; \
         dpkg-query -S "*/$(basename "$lib")" | cut -d: -f1; \
     done | sort -u >/out/usr/local/share/snapsync/runtime-packages; \
     if [ "$SMB" = yes ]; then echo libsmbclient >>/out/usr/local/share/snapsync/runtime-packages; fi; \
-    ! grep -- '-dev$' /out/usr/local/share/snapsync/runtime-packages; \
+    if grep -- '-dev$' /out/usr/local/share/snapsync/runtime-packages; then \
+        echo "a -dev package among the runtime packages" >&2; exit 1; fi; \
     cat /out/usr/local/share/snapsync/runtime-packages
 
 # ---- runtime: libraries only
