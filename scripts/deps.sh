@@ -35,6 +35,10 @@ if [ "${1:-}" = "--test" ]; then
     # the dashboard's browser tests: Debian's Chromium driven by playwright-core from npm
     pkgs="$pkgs chromium nodejs"
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
+    # the container image (scripts/container.sh: Debian base images made with mmdebstrap, built
+    # with podman), the Home Assistant add-on's run script (jq) and its YAML (python3-yaml), the
+    # Unraid template (xmllint)
+    pkgs="$pkgs podman mmdebstrap uidmap jq python3-yaml libxml2-utils curl"
 fi
 
 if [ "$(id -u)" -eq 0 ]; then
