@@ -137,6 +137,81 @@ void mqtt_device_id(const struct config *cfg, char *buf, size_t size)
     snprintf(buf, size, "snapsync_%s", hex);
 }
 
+/* ---- the entities ---- */
+
+enum entity_when { ENTITY_ALWAYS, ENTITY_WITH_UNRAID, ENTITY_WITH_IMMICH };
+
+/* One Home Assistant entity of the device. Everything about an entity is here: adding one is
+ * adding a row (and documenting it in docs/home-assistant.md). */
+struct entity {
+    const char *platform; /* "sensor", "binary_sensor", "button" */
+    const char *id;       /* component key; entity id <platform>.snapsync_<id> */
+    const char *name;
+    const char *value;        /* value_template on the state topic; NULL: none (a button) */
+    const char *device_class; /* NULL: none */
+    const char *unit;         /* unit_of_measurement; NULL: none */
+    bool measurement;         /* state_class measurement */
+    bool precision0;          /* suggested_display_precision 0 */
+    const char *icon;         /* NULL: Home Assistant's for the class */
+    const char *attributes;   /* json_attributes_template on the state topic; NULL: none */
+    const char *const *options; /* an enum sensor's values, NULL-terminated */
+    const char *category;       /* entity_category; NULL: none */
+    const char *command;        /* a button's command topic: <topic_prefix>/<device id>/cmd/<command> */
+    enum entity_when when;      /* which configurations have it (others get a removal stub) */
+};
+
+static const char *const statuses[] = {"idle",      "scanning", "backing_up",  "verifying", "completed",
+                                       "partial",   "failed",   "interrupted", "empty",     NULL};
+static const char *const results[] = {"none",   "completed", "empty", "partial",
+                                      "failed", "interrupted", NULL};
+
+static const struct entity entities[] = {
+    {.platform = "sensor", .id = "status", .name = "Status", .value = "{{ value_json.status }}",
+     .device_class = "enum", .options = statuses, .icon = "mdi:sd",
+     .attributes = "{{ {'card': value_json.card_label, 'session_id': value_json.session_id, "
+                   "'error': value_json.error, 'scan_problems': value_json.scan_problems} | tojson }}"},
+    {.platform = "sensor", .id = "progress", .name = "Progress", .value = "{{ value_json.progress }}",
+     .unit = "%", .measurement = true, .precision0 = true, .icon = "mdi:progress-upload",
+     .attributes = "{{ {'bytes_done': value_json.bytes_done, 'bytes_total': value_json.bytes_total, "
+                   "'files_done': value_json.files_done, 'files_total': value_json.files_total} "
+                   "| tojson }}"},
+    {.platform = "sensor", .id = "files", .name = "Files", .value = "{{ value_json.files_copied }}",
+     .measurement = true, .icon = "mdi:file-image",
+     .attributes = "{{ {'completed': value_json.files_copied, 'total': value_json.files_total, "
+                   "'failed': value_json.files_failed, 'skipped': value_json.files_skipped, "
+                   "'duplicate': value_json.files_duplicate} | tojson }}"},
+    {.platform = "sensor", .id = "current_file", .name = "Current file",
+     .value = "{{ value_json.current_file }}", .icon = "mdi:file-sync"},
+    {.platform = "binary_sensor", .id = "card_present", .name = "Card present",
+     .value = "{{ value_json.card_present }}", .device_class = "plug"},
+    {.platform = "sensor", .id = "speed", .name = "Speed", .value = "{{ value_json.rate_bps }}",
+     .device_class = "data_rate", .unit = "B/s", .measurement = true},
+    {.platform = "sensor", .id = "bytes_copied", .name = "Copied", .value = "{{ value_json.bytes_done }}",
+     .device_class = "data_size", .unit = "B", .measurement = true},
+    {.platform = "sensor", .id = "bytes_total", .name = "Total size",
+     .value = "{{ value_json.bytes_total }}", .device_class = "data_size", .unit = "B",
+     .measurement = true},
+    {.platform = "sensor", .id = "eta", .name = "Time left", .value = "{{ value_json.eta_s }}",
+     .device_class = "duration", .unit = "s"},
+    {.platform = "sensor", .id = "last_backup", .name = "Last backup",
+     .value = "{{ value_json.last_backup }}", .device_class = "timestamp"},
+    {.platform = "sensor", .id = "last_result", .name = "Last result",
+     .value = "{{ value_json.last_result }}", .device_class = "enum", .options = results,
+     .attributes = "{{ {'error': value_json.error, 'scan_problems': value_json.scan_problems} "
+                   "| tojson }}"},
+    {.platform = "binary_sensor", .id = "unraid_reachable", .name = "Share reachable",
+     .value = "{{ value_json.unraid_reachable }}", .device_class = "connectivity",
+     .attributes = "{{ {'problem': value_json.unraid_problem} | tojson }}", .category = "diagnostic",
+     .when = ENTITY_WITH_UNRAID},
+    {.platform = "binary_sensor", .id = "immich_reachable", .name = "Immich reachable",
+     .value = "{{ value_json.immich_reachable }}", .device_class = "connectivity",
+     .attributes = "{{ {'problem': value_json.immich_problem} | tojson }}", .category = "diagnostic",
+     .when = ENTITY_WITH_IMMICH},
+    {.platform = "button", .id = "eject", .name = "Eject card", .icon = "mdi:eject", .command = "eject"},
+    {.platform = "button", .id = "retry_failed", .name = "Retry failed files", .icon = "mdi:refresh",
+     .command = "retry"},
+};
+
 /* ---- JSON ---- */
 
 static void add_str(json_object *o, const char *k, const char *v)
@@ -144,38 +219,69 @@ static void add_str(json_object *o, const char *k, const char *v)
     json_object_object_add(o, k, json_object_new_string(v));
 }
 
-/* A numeric sensor's measure: its device class and unit (NULL: none), state class measurement. */
-static void add_measure(json_object *c, const char *device_class, const char *unit)
+static bool entity_enabled(const struct mqtt *m, const struct entity *e)
 {
-    if (device_class)
-        add_str(c, "device_class", device_class);
-    add_str(c, "unit_of_measurement", unit);
-    add_str(c, "state_class", "measurement");
+    switch (e->when) {
+    case ENTITY_WITH_UNRAID:
+        return m->has_unraid;
+    case ENTITY_WITH_IMMICH:
+        return m->has_immich;
+    case ENTITY_ALWAYS:
+        break;
+    }
+    return true;
 }
 
-static json_object *component(struct mqtt *m, const char *platform, const char *id,
-                              const char *name, const char *value_tpl)
+/* The discovery component of entity e. */
+static json_object *component(const struct mqtt *m, const struct entity *e)
 {
-    char buf[TOPIC_MAX + 64];
+    char buf[TOPIC_MAX + 64], state[TOPIC_MAX + 16];
+    snprintf(state, sizeof(state), "%s/state", m->topic_base);
     json_object *c = json_object_new_object();
-    add_str(c, "p", platform);
-    snprintf(buf, sizeof(buf), "%s_%s", m->device_id, id);
+    add_str(c, "p", e->platform);
+    snprintf(buf, sizeof(buf), "%s_%s", m->device_id, e->id);
     add_str(c, "unique_id", buf);
     /* both keys carry the same id: each Home Assistant reads the one it knows */
-    snprintf(buf, sizeof(buf), "snapsync_%s", id);
+    snprintf(buf, sizeof(buf), "snapsync_%s", e->id);
     add_str(c, "object_id", buf);
-    snprintf(buf, sizeof(buf), "%s.snapsync_%s", platform, id);
+    snprintf(buf, sizeof(buf), "%s.snapsync_%s", e->platform, e->id);
     add_str(c, "default_entity_id", buf);
-    add_str(c, "name", name);
-    if (value_tpl) {
-        snprintf(buf, sizeof(buf), "%s/state", m->topic_base);
-        add_str(c, "state_topic", buf);
-        add_str(c, "value_template", value_tpl);
+    add_str(c, "name", e->name);
+    if (e->value) {
+        add_str(c, "state_topic", state);
+        add_str(c, "value_template", e->value);
+    }
+    if (e->device_class)
+        add_str(c, "device_class", e->device_class);
+    if (e->unit)
+        add_str(c, "unit_of_measurement", e->unit);
+    if (e->measurement)
+        add_str(c, "state_class", "measurement");
+    if (e->precision0)
+        json_object_object_add(c, "suggested_display_precision", json_object_new_int(0));
+    if (e->options) {
+        json_object *opts = json_object_new_array();
+        for (const char *const *o = e->options; *o; o++)
+            json_object_array_add(opts, json_object_new_string(*o));
+        json_object_object_add(c, "options", opts);
+    }
+    if (e->icon)
+        add_str(c, "icon", e->icon);
+    if (e->attributes) {
+        add_str(c, "json_attributes_topic", state);
+        add_str(c, "json_attributes_template", e->attributes);
+    }
+    if (e->category)
+        add_str(c, "entity_category", e->category);
+    if (e->command) {
+        snprintf(buf, sizeof(buf), "%s/cmd/%s", m->topic_base, e->command);
+        add_str(c, "command_topic", buf);
+        add_str(c, "payload_press", "PRESS");
     }
     return c;
 }
 
-/* with_stubs: components that are not enabled appear as {"p": platform}, which is how device
+/* with_stubs: entities that are not enabled appear as {"p": platform}, which is how device
  * discovery removes an entity that an earlier configuration had. */
 static json_object *discovery(struct mqtt *m, bool with_stubs)
 {
@@ -206,133 +312,15 @@ static json_object *discovery(struct mqtt *m, bool with_stubs)
     json_object_object_add(root, "qos", json_object_new_int(1));
 
     json_object *cmps = json_object_new_object();
-    json_object *c;
-
-    c = component(m, "sensor", "status", "Status", "{{ value_json.status }}");
-    add_str(c, "device_class", "enum");
-    json_object *opts = json_object_new_array();
-    static const char *const statuses[] = {"idle",      "scanning", "backing_up",
-                                           "verifying", "completed", "partial",
-                                           "failed",    "interrupted", "empty"};
-    for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++)
-        json_object_array_add(opts, json_object_new_string(statuses[i]));
-    json_object_object_add(c, "options", opts);
-    add_str(c, "icon", "mdi:sd");
-    snprintf(buf, sizeof(buf), "%s/state", m->topic_base);
-    add_str(c, "json_attributes_topic", buf);
-    add_str(c, "json_attributes_template",
-            "{{ {'card': value_json.card_label, 'session_id': value_json.session_id, "
-            "'error': value_json.error, 'scan_problems': value_json.scan_problems} | tojson }}");
-    json_object_object_add(cmps, "status", c);
-
-    c = component(m, "sensor", "progress", "Progress", "{{ value_json.progress }}");
-    add_measure(c, NULL, "%");
-    json_object_object_add(c, "suggested_display_precision", json_object_new_int(0));
-    add_str(c, "json_attributes_topic", buf);
-    add_str(c, "json_attributes_template",
-            "{{ {'bytes_done': value_json.bytes_done, 'bytes_total': value_json.bytes_total, "
-            "'files_done': value_json.files_done, 'files_total': value_json.files_total} "
-            "| tojson }}");
-    add_str(c, "icon", "mdi:progress-upload");
-    json_object_object_add(cmps, "progress", c);
-
-    c = component(m, "sensor", "files", "Files", "{{ value_json.files_copied }}");
-    add_str(c, "state_class", "measurement");
-    add_str(c, "json_attributes_topic", buf);
-    add_str(c, "json_attributes_template",
-            "{{ {'completed': value_json.files_copied, 'total': value_json.files_total, "
-            "'failed': value_json.files_failed, 'skipped': value_json.files_skipped, "
-            "'duplicate': value_json.files_duplicate} | tojson }}");
-    add_str(c, "icon", "mdi:file-image");
-    json_object_object_add(cmps, "files", c);
-
-    c = component(m, "sensor", "current_file", "Current file", "{{ value_json.current_file }}");
-    add_str(c, "icon", "mdi:file-sync");
-    json_object_object_add(cmps, "current_file", c);
-
-    c = component(m, "binary_sensor", "card_present", "Card present",
-                  "{{ value_json.card_present }}");
-    add_str(c, "device_class", "plug");
-    json_object_object_add(cmps, "card_present", c);
-
-    c = component(m, "sensor", "speed", "Speed", "{{ value_json.rate_bps }}");
-    add_measure(c, "data_rate", "B/s");
-    json_object_object_add(cmps, "speed", c);
-
-    c = component(m, "sensor", "bytes_copied", "Copied", "{{ value_json.bytes_done }}");
-    add_measure(c, "data_size", "B");
-    json_object_object_add(cmps, "bytes_copied", c);
-
-    c = component(m, "sensor", "bytes_total", "Total size", "{{ value_json.bytes_total }}");
-    add_measure(c, "data_size", "B");
-    json_object_object_add(cmps, "bytes_total", c);
-
-    c = component(m, "sensor", "eta", "Time left", "{{ value_json.eta_s }}");
-    add_str(c, "device_class", "duration");
-    add_str(c, "unit_of_measurement", "s");
-    json_object_object_add(cmps, "eta", c);
-
-    c = component(m, "sensor", "last_backup", "Last backup", "{{ value_json.last_backup }}");
-    add_str(c, "device_class", "timestamp");
-    json_object_object_add(cmps, "last_backup", c);
-
-    c = component(m, "sensor", "last_result", "Last result", "{{ value_json.last_result }}");
-    add_str(c, "device_class", "enum");
-    opts = json_object_new_array();
-    static const char *const results[] = {"none",   "completed", "empty",
-                                          "partial", "failed",   "interrupted"};
-    for (size_t i = 0; i < sizeof(results) / sizeof(results[0]); i++)
-        json_object_array_add(opts, json_object_new_string(results[i]));
-    json_object_object_add(c, "options", opts);
-    add_str(c, "json_attributes_topic", buf);
-    add_str(c, "json_attributes_template",
-            "{{ {'error': value_json.error, 'scan_problems': value_json.scan_problems} "
-            "| tojson }}");
-    json_object_object_add(cmps, "last_result", c);
-
-    json_object *stub;
-    if (!m->has_unraid && with_stubs) {
-        stub = json_object_new_object();
-        add_str(stub, "p", "binary_sensor");
-        json_object_object_add(cmps, "unraid_reachable", stub);
-    }
-    if (!m->has_immich && with_stubs) {
-        stub = json_object_new_object();
-        add_str(stub, "p", "binary_sensor");
-        json_object_object_add(cmps, "immich_reachable", stub);
-    }
-    if (m->has_unraid) {
-        c = component(m, "binary_sensor", "unraid_reachable", "Share reachable",
-                      "{{ value_json.unraid_reachable }}");
-        add_str(c, "device_class", "connectivity");
-        add_str(c, "json_attributes_topic", buf);
-        add_str(c, "json_attributes_template",
-                "{{ {'problem': value_json.unraid_problem} | tojson }}");
-        add_str(c, "entity_category", "diagnostic");
-        json_object_object_add(cmps, "unraid_reachable", c);
-    }
-    if (m->has_immich) {
-        c = component(m, "binary_sensor", "immich_reachable", "Immich reachable",
-                      "{{ value_json.immich_reachable }}");
-        add_str(c, "device_class", "connectivity");
-        add_str(c, "json_attributes_topic", buf);
-        add_str(c, "json_attributes_template",
-                "{{ {'problem': value_json.immich_problem} | tojson }}");
-        add_str(c, "entity_category", "diagnostic");
-        json_object_object_add(cmps, "immich_reachable", c);
-    }
-
-    static const struct {
-        const char *id, *name, *icon;
-    } buttons[] = {{"eject", "Eject card", "mdi:eject"},
-                   {"retry_failed", "Retry failed files", "mdi:refresh"}};
-    for (size_t i = 0; i < 2; i++) {
-        c = component(m, "button", buttons[i].id, buttons[i].name, NULL);
-        snprintf(buf, sizeof(buf), "%s/cmd/%s", m->topic_base, i == 0 ? "eject" : "retry");
-        add_str(c, "command_topic", buf);
-        add_str(c, "payload_press", "PRESS");
-        add_str(c, "icon", buttons[i].icon);
-        json_object_object_add(cmps, buttons[i].id, c);
+    for (size_t i = 0; i < sizeof(entities) / sizeof(entities[0]); i++) {
+        const struct entity *e = &entities[i];
+        if (entity_enabled(m, e)) {
+            json_object_object_add(cmps, e->id, component(m, e));
+        } else if (with_stubs) {
+            json_object *stub = json_object_new_object();
+            add_str(stub, "p", e->platform);
+            json_object_object_add(cmps, e->id, stub);
+        }
     }
     json_object_object_add(root, "components", cmps);
     return root;
