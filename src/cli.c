@@ -572,7 +572,7 @@ static void session_print(const struct db_session *s)
 static int open_db_ro(struct cli *cli, struct db **db, bool *ret_missing)
 {
     struct error err = {0};
-    int r = db_open(cli->cfg->service.database_path, DB_READ_ONLY, db, &err);
+    int r = status_db_open(cli->cfg, db, &err);
     *ret_missing = r == -ENOENT;
     if (r < 0 && r != -ENOENT) {
         fprintf(stderr, "snapsync: %s\n", err.msg);

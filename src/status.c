@@ -9,6 +9,7 @@
  */
 #include "status.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -102,6 +103,14 @@ void status_live_from_progress(const struct engine_progress *p, bool final, stru
         s->dests[i].reachable = p->dests[i].usable;
         snprintf(s->dests[i].problem, sizeof(s->dests[i].problem), "%s", p->dests[i].problem);
     }
+}
+
+int status_db_open(const struct config *cfg, struct db **ret, struct error *err)
+{
+    int r = db_open(cfg->service.database_path, DB_READ_ONLY, ret, err);
+    if (r == -ENOENT)
+        error_set(err, -ENOENT, "no backup has run yet (no database)");
+    return r;
 }
 
 bool status_session_running(const struct db_session *s)

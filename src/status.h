@@ -85,6 +85,12 @@ bool status_progress_is_final(const struct engine_progress *p);
  * for an interrupted session STATUS_INTERRUPTED_ERROR. Before the end last_result is "". */
 void status_live_from_progress(const struct engine_progress *p, bool final, struct status_live *s);
 
+/* Opens the database of cfg read-only for one answer (a CLI command, a web request, MQTT's last
+ * result). Errors: db_open's; -ENOENT with the message "no backup has run yet (no database)"
+ * when it does not exist, which the callers show as the empty state rather than as a failure.
+ * *ret is the caller's (db_close). */
+int status_db_open(const struct config *cfg, struct db **ret, struct error *err);
+
 /* Whether session s still runs: db_session_alive (its process, checked by pid and start time).
  * The only liveness decision of the front ends. */
 bool status_session_running(const struct db_session *s);

@@ -258,26 +258,12 @@ static enum MHD_Result send_db_error(struct MHD_Connection *conn, int r, const s
 
 /* ---- the database ---- */
 
-/* A read-only connection for one request. Not pooled: a connection kept open was seen to go on
- * reading an old snapshot after other connections of the same process closed the database, and
- * opening one costs well under a millisecond. */
-static int pool_take(struct web *w, struct db **ret, struct error *err)
+/* A read-only connection for one request, closed with db_close when it is answered. Not pooled:
+ * a connection kept open was seen to go on reading an old snapshot after other connections of
+ * the same process closed the database, and opening one costs well under a millisecond. */
+static int request_db_open(struct web *w, struct db **ret, struct error *err)
 {
-    struct db *db = NULL;
-    int r = db_open(w->cfg->service.database_path, DB_READ_ONLY, &db, err);
-    if (r == -ENOENT)
-        error_set(err, -ENOENT, "no backup has run yet (no database)");
-    if (r < 0)
-        return r;
-    *ret = db;
-    return 0;
-}
-
-static void pool_give(struct web *w, struct db *db, bool ok)
-{
-    (void)w;
-    (void)ok;
-    db_close(db);
+    return status_db_open(w->cfg, ret, err);
 }
 
 /* ---- JSON of database rows ---- */
@@ -532,11 +518,9 @@ static void *sampler_main(void *arg)
         struct error err = {0};
         problem[0] = '\0';
         if (!db) {
-            int r = db_open(w->cfg->service.database_path, DB_READ_ONLY, &db, &err);
+            int r = status_db_open(w->cfg, &db, &err);
             missing = r == -ENOENT;
-            if (r == -ENOENT)
-                snprintf(problem, sizeof(problem), "no backup has run yet (no database)");
-            else if (r < 0)
+            if (r < 0)
                 snprintf(problem, sizeof(problem), "%s", err.msg);
         }
         pthread_mutex_lock(&w->lock);
@@ -841,8 +825,9 @@ static bool body_ok(const struct request *rq)
 
 /* ---- reads ---- */
 
-static enum MHD_Result get_status(struct web *w, struct MHD_Connection *conn)
+static enum MHD_Result get_status(struct web *w, struct MHD_Connection *conn, int64_t id)
 {
+    (void)id;
     pthread_mutex_lock(&w->lock);
     char *text = w->status_json ? strdup(w->status_json) : NULL;
     pthread_mutex_unlock(&w->lock);
@@ -853,8 +838,9 @@ static enum MHD_Result get_status(struct web *w, struct MHD_Connection *conn)
     return r;
 }
 
-static enum MHD_Result get_health(struct web *w, struct MHD_Connection *conn)
+static enum MHD_Result get_health(struct web *w, struct MHD_Connection *conn, int64_t id)
 {
+    (void)id;
     pthread_mutex_lock(&w->lock);
     char *text = w->health_json ? strdup(w->health_json) : NULL;
     pthread_mutex_unlock(&w->lock);
@@ -870,15 +856,16 @@ static enum MHD_Result get_health(struct web *w, struct MHD_Connection *conn)
     return r;
 }
 
-static enum MHD_Result get_sessions(struct web *w, struct MHD_Connection *conn)
+static enum MHD_Result get_sessions(struct web *w, struct MHD_Connection *conn, int64_t id)
 {
+    (void)id;
     int64_t limit;
     if (!query_number(conn, "limit", WEB_LIST_DEFAULT, 1, WEB_LIST_MAX, &limit))
         return send_error(conn, MHD_HTTP_BAD_REQUEST, "limit must be a number from 1 to %d",
                           WEB_LIST_MAX);
     struct db *db = NULL;
     struct error err = {0};
-    int r = pool_take(w, &db, &err);
+    int r = request_db_open(w, &db, &err);
     if (r == -ENOENT)
         return send_json(conn, MHD_HTTP_OK, json_object_new_array());
     if (r < 0)
@@ -886,7 +873,7 @@ static enum MHD_Result get_sessions(struct web *w, struct MHD_Connection *conn)
     struct db_session *list = NULL;
     size_t n = 0;
     r = db_sessions_list(db, (int)limit, &list, &n, &err);
-    pool_give(w, db, r == 0);
+    db_close(db);
     if (r < 0)
         return send_db_error(conn, r, &err);
     json_object *a = json_object_new_array();
@@ -927,7 +914,7 @@ static enum MHD_Result get_session(struct web *w, struct MHD_Connection *conn, i
                           "offset must be 0 or more and limit a number from 1 to %d", WEB_LIST_MAX);
     struct db *db = NULL;
     struct error err = {0};
-    int r = pool_take(w, &db, &err);
+    int r = request_db_open(w, &db, &err);
     if (r < 0)
         return send_db_error(conn, r, &err);
     struct db_session s;
@@ -941,7 +928,7 @@ static enum MHD_Result get_session(struct web *w, struct MHD_Connection *conn, i
     if (r == 0)
         r = db_dest_stats(db, id, &ds, &n_ds, &err);
     if (r < 0) {
-        pool_give(w, db, r == -ENOENT);
+        db_close(db);
         free(files);
         return send_db_error(conn, r, &err);
     }
@@ -956,7 +943,7 @@ static enum MHD_Result get_session(struct web *w, struct MHD_Connection *conn, i
         json_object_object_add(f, "copies", copies_json(w->cfg, db, files[i].file.id));
         json_object_array_add(fa, f);
     }
-    pool_give(w, db, true);
+    db_close(db);
     free(files);
     free(ds);
     json_object *page = json_object_new_object();
@@ -968,19 +955,20 @@ static enum MHD_Result get_session(struct web *w, struct MHD_Connection *conn, i
     return send_json(conn, MHD_HTTP_OK, o);
 }
 
-static enum MHD_Result get_stats(struct web *w, struct MHD_Connection *conn)
+static enum MHD_Result get_stats(struct web *w, struct MHD_Connection *conn, int64_t id)
 {
+    (void)id;
     struct db *db = NULL;
     struct error err = {0};
     struct db_stats st = {0};
     struct db_dest_stats *ds = NULL;
     size_t n_ds = 0;
-    int r = pool_take(w, &db, &err);
+    int r = request_db_open(w, &db, &err);
     if (r == 0) {
         r = db_stats_get(db, &st, &err);
         if (r == 0)
             r = db_dest_stats(db, 0, &ds, &n_ds, &err);
-        pool_give(w, db, r == 0);
+        db_close(db);
     }
     if (r < 0 && r != -ENOENT)
         return send_db_error(conn, r, &err);
@@ -990,8 +978,9 @@ static enum MHD_Result get_stats(struct web *w, struct MHD_Connection *conn)
     return send_json(conn, MHD_HTTP_OK, o);
 }
 
-static enum MHD_Result get_files(struct web *w, struct MHD_Connection *conn)
+static enum MHD_Result get_files(struct web *w, struct MHD_Connection *conn, int64_t id)
 {
+    (void)id;
     const char *status = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "status");
     int64_t limit;
     if (!status || strcmp(status, "failed") != 0)
@@ -1001,7 +990,7 @@ static enum MHD_Result get_files(struct web *w, struct MHD_Connection *conn)
                           WEB_LIST_MAX);
     struct db *db = NULL;
     struct error err = {0};
-    int r = pool_take(w, &db, &err);
+    int r = request_db_open(w, &db, &err);
     if (r == -ENOENT)
         return send_json(conn, MHD_HTTP_OK, json_object_new_array());
     if (r < 0)
@@ -1010,7 +999,7 @@ static enum MHD_Result get_files(struct web *w, struct MHD_Connection *conn)
     size_t n = 0;
     r = db_files_failed(db, (int)limit, &files, &n, &err);
     if (r < 0) {
-        pool_give(w, db, false);
+        db_close(db);
         return send_db_error(conn, r, &err);
     }
     json_object *a = json_object_new_array();
@@ -1019,7 +1008,7 @@ static enum MHD_Result get_files(struct web *w, struct MHD_Connection *conn)
         json_object_object_add(f, "copies", copies_json(w->cfg, db, files[i].id));
         json_object_array_add(a, f);
     }
-    pool_give(w, db, true);
+    db_close(db);
     free(files);
     return send_json(conn, MHD_HTTP_OK, a);
 }
@@ -1082,8 +1071,9 @@ static void stream_free(void *cls)
     free(s);
 }
 
-static enum MHD_Result get_events(struct web *w, struct MHD_Connection *conn)
+static enum MHD_Result get_events(struct web *w, struct MHD_Connection *conn, int64_t id)
 {
+    (void)id;
     pthread_mutex_lock(&w->lock);
     bool full = w->streams >= WEB_STREAMS_MAX;
     if (!full)
@@ -1124,10 +1114,10 @@ static enum MHD_Result post_retry(struct web *w, struct MHD_Connection *conn, bo
     struct db *ro = NULL, *db = NULL;
     struct error err = {0};
     /* look first through a read-only connection: a missing database must stay missing */
-    int r = pool_take(w, &ro, &err);
+    int r = request_db_open(w, &ro, &err);
     if (r < 0)
         return send_db_error(conn, r == -ENOENT ? -ENOENT : r, &err);
-    pool_give(w, ro, true);
+    db_close(ro);
     r = db_open(w->cfg->service.database_path, DB_READ_WRITE, &db, &err);
     int64_t count = 0;
     if (r == 0)
@@ -1150,8 +1140,9 @@ static enum MHD_Result post_retry(struct web *w, struct MHD_Connection *conn, bo
     return send_json(conn, MHD_HTTP_OK, o);
 }
 
-static enum MHD_Result post_eject(struct web *w, struct MHD_Connection *conn)
+static enum MHD_Result post_eject(struct web *w, struct MHD_Connection *conn, int64_t id)
 {
+    (void)id;
     if (!w->actions.eject)
         return send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE,
                           "no SnapSync service is running here: ejecting needs 'snapsync start'");
@@ -1167,97 +1158,132 @@ static enum MHD_Result post_eject(struct web *w, struct MHD_Connection *conn)
 
 /* ---- routing ---- */
 
-static bool is_action(const char *url, bool *session, int64_t *id)
+static enum MHD_Result post_retry_file(struct web *w, struct MHD_Connection *conn, int64_t id)
 {
-    if (match_id(url, "/api/files/", "/retry", id)) {
-        *session = false;
-        return true;
+    return post_retry(w, conn, false, id);
+}
+
+static enum MHD_Result post_retry_session(struct web *w, struct MHD_Connection *conn, int64_t id)
+{
+    return post_retry(w, conn, true, id);
+}
+
+/* One API endpoint (docs/api.md). The dashboard's own files are the other table, assets[]. */
+struct route {
+    const char *method; /* GET (which answers HEAD too, unless get_only) or POST */
+    const char *path;   /* the whole path, or what comes before the id when suffix is set */
+    const char *suffix; /* NULL: path is exact; else the path is <path><id><suffix> */
+    enum MHD_Result (*handler)(struct web *w, struct MHD_Connection *conn, int64_t id);
+    bool needs_token;   /* an action: Host and Origin checked, the token when one is set, a body
+                         * that is empty or a JSON object (action_refused, token_ok, body_ok) */
+    bool get_only;      /* no HEAD (an event stream) */
+};
+
+static const struct route routes[] = {
+    {MHD_HTTP_METHOD_GET, "/api/status", NULL, get_status, false, false},
+    {MHD_HTTP_METHOD_GET, "/api/health", NULL, get_health, false, false},
+    {MHD_HTTP_METHOD_GET, "/api/sessions", NULL, get_sessions, false, false},
+    {MHD_HTTP_METHOD_GET, "/api/sessions/", "", get_session, false, false},
+    {MHD_HTTP_METHOD_GET, "/api/stats", NULL, get_stats, false, false},
+    {MHD_HTTP_METHOD_GET, "/api/files", NULL, get_files, false, false},
+    {MHD_HTTP_METHOD_GET, "/api/events", NULL, get_events, false, true},
+    {MHD_HTTP_METHOD_POST, "/api/files/", "/retry", post_retry_file, true, false},
+    {MHD_HTTP_METHOD_POST, "/api/sessions/", "/retry", post_retry_session, true, false},
+    {MHD_HTTP_METHOD_POST, "/api/cards/eject", NULL, post_eject, true, false},
+};
+
+/* The route of url (and its id, 0 when it has none), or NULL. */
+static const struct route *route_find(const char *url, int64_t *id)
+{
+    *id = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(routes); i++) {
+        const struct route *rt = &routes[i];
+        if (rt->suffix ? match_id(url, rt->path, rt->suffix, id) : strcmp(url, rt->path) == 0)
+            return rt;
     }
-    if (match_id(url, "/api/sessions/", "/retry", id)) {
-        *session = true;
-        return true;
-    }
-    return strcmp(url, "/api/cards/eject") == 0;
+    return NULL;
+}
+
+static const struct asset *asset_find(const char *url)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(assets); i++)
+        if (strcmp(url, assets[i].path) == 0)
+            return &assets[i];
+    return NULL;
+}
+
+/* The answer to a method a known path does not take (rt NULL: one of the page's files). */
+static enum MHD_Result not_allowed(struct MHD_Connection *conn, const struct route *rt)
+{
+    if (rt && strcmp(rt->method, MHD_HTTP_METHOD_POST) == 0)
+        return send_method_not_allowed(conn, "POST");
+    return send_method_not_allowed(conn, rt && rt->get_only ? "GET" : "GET, HEAD");
+}
+
+/* Anything but GET, HEAD and POST, or a POST to a path that takes none: 405 or 404. */
+static enum MHD_Result route_other(struct MHD_Connection *conn, const char *url)
+{
+    int64_t id;
+    const struct route *rt = route_find(url, &id);
+    if (rt || asset_find(url))
+        return not_allowed(conn, rt);
+    return send_error(conn, MHD_HTTP_NOT_FOUND, "not found");
 }
 
 static enum MHD_Result route_get(struct web *w, struct MHD_Connection *conn, const char *url,
                                  bool head)
 {
-    for (size_t i = 0; i < ARRAY_SIZE(assets); i++) {
-        if (strcmp(url, assets[i].path) != 0)
-            continue;
-        struct MHD_Response *resp = MHD_create_response_from_buffer(
-            *assets[i].len, (void *)assets[i].data, MHD_RESPMEM_PERSISTENT);
+    const struct asset *a = asset_find(url);
+    if (a) {
+        struct MHD_Response *resp =
+            MHD_create_response_from_buffer(*a->len, (void *)a->data, MHD_RESPMEM_PERSISTENT);
         if (resp)
             MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-        return send_response(conn, MHD_HTTP_OK, resp, assets[i].type);
+        return send_response(conn, MHD_HTTP_OK, resp, a->type);
     }
     int64_t id;
-    if (strcmp(url, "/api/status") == 0)
-        return get_status(w, conn);
-    if (strcmp(url, "/api/health") == 0)
-        return get_health(w, conn);
-    if (strcmp(url, "/api/sessions") == 0)
-        return get_sessions(w, conn);
-    if (match_id(url, "/api/sessions/", "", &id))
-        return get_session(w, conn, id);
-    if (strcmp(url, "/api/stats") == 0)
-        return get_stats(w, conn);
-    if (strcmp(url, "/api/files") == 0)
-        return get_files(w, conn);
-    if (strcmp(url, "/api/events") == 0) {
-        if (head)
-            return send_method_not_allowed(conn, "GET");
-        return get_events(w, conn);
-    }
-    bool session;
-    if (is_action(url, &session, &id))
-        return send_method_not_allowed(conn, "POST");
-    return send_error(conn, MHD_HTTP_NOT_FOUND, "not found");
+    const struct route *rt = route_find(url, &id);
+    if (!rt)
+        return send_error(conn, MHD_HTTP_NOT_FOUND, "not found");
+    if (strcmp(rt->method, MHD_HTTP_METHOD_GET) != 0 || (head && rt->get_only))
+        return not_allowed(conn, rt);
+    return rt->handler(w, conn, id);
 }
 
-/* True for the paths route_get answers with something else than 404. */
-static bool is_read(const char *url)
+/* The action route of url, or NULL when url takes no POST. */
+static const struct route *action_find(const char *url, int64_t *id)
 {
-    static const char *const api[] = {"/api/status", "/api/health", "/api/sessions",
-                                      "/api/stats",  "/api/files",  "/api/events"};
-    int64_t id;
-    for (size_t i = 0; i < ARRAY_SIZE(assets); i++)
-        if (strcmp(url, assets[i].path) == 0)
-            return true;
-    for (size_t i = 0; i < ARRAY_SIZE(api); i++)
-        if (strcmp(url, api[i]) == 0)
-            return true;
-    return match_id(url, "/api/sessions/", "", &id);
+    const struct route *rt = route_find(url, id);
+    return rt && strcmp(rt->method, MHD_HTTP_METHOD_POST) == 0 ? rt : NULL;
 }
 
 static enum MHD_Result route_post(struct web *w, struct MHD_Connection *conn, const char *url,
                                   const struct request *rq)
 {
-    bool session = false;
-    int64_t id = 0;
-    if (!is_action(url, &session, &id))
-        return send_error(conn, MHD_HTTP_NOT_FOUND, "not found");
-    const char *why = NULL;
-    unsigned refused = action_refused(w, conn, &why);
-    if (refused)
-        return send_error(conn, refused, "%s", why);
-    if (!token_ok(w, conn)) {
-        struct MHD_Response *resp = MHD_create_response_from_buffer(
-            strlen("{\"error\":\"this action needs the access token\"}"),
-            (void *)"{\"error\":\"this action needs the access token\"}", MHD_RESPMEM_PERSISTENT);
-        if (resp)
-            MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-        return send_response(conn, MHD_HTTP_UNAUTHORIZED, resp, "application/json");
+    int64_t id;
+    const struct route *rt = action_find(url, &id);
+    if (!rt)
+        return route_other(conn, url);
+    if (rt->needs_token) {
+        const char *why = NULL;
+        unsigned refused = action_refused(w, conn, &why);
+        if (refused)
+            return send_error(conn, refused, "%s", why);
+        if (!token_ok(w, conn)) {
+            struct MHD_Response *resp = MHD_create_response_from_buffer(
+                strlen("{\"error\":\"this action needs the access token\"}"),
+                (void *)"{\"error\":\"this action needs the access token\"}", MHD_RESPMEM_PERSISTENT);
+            if (resp)
+                MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+            return send_response(conn, MHD_HTTP_UNAUTHORIZED, resp, "application/json");
+        }
     }
     if (rq->too_big)
         return send_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "the body is limited to %d bytes",
                           WEB_BODY_MAX);
     if (!body_ok(rq))
         return send_error(conn, MHD_HTTP_BAD_REQUEST, "the body must be empty or a JSON object");
-    if (strcmp(url, "/api/cards/eject") == 0)
-        return post_eject(w, conn);
-    return post_retry(w, conn, session, id);
+    return rt->handler(w, conn, id);
 }
 
 /* ---- connection guard ---- */
@@ -1384,12 +1410,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 return send_error(conn, MHD_HTTP_BAD_REQUEST, "this request takes no body");
             if (get || head)
                 return route_get(w, conn, url, head);
-            bool session;
-            int64_t id;
-            if (is_action(url, &session, &id))
-                return send_method_not_allowed(conn, "POST");
-            return is_read(url) ? send_method_not_allowed(conn, "GET, HEAD")
-                                : send_error(conn, MHD_HTTP_NOT_FOUND, "not found");
+            return route_other(conn, url);
         }
         *upload_data_size = 0;
         return MHD_YES;
@@ -1410,11 +1431,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         int64_t n = 0;
         if (cl && strcmp(cl, "0") != 0 && (!parse_id(cl, strlen(cl), &n) || n > WEB_BODY_MAX))
             rq->too_big = true;
-        bool session;
         int64_t id;
-        if (!is_action(url, &session, &id))
-            return is_read(url) ? send_method_not_allowed(conn, "GET, HEAD")
-                                : send_error(conn, MHD_HTTP_NOT_FOUND, "not found");
+        if (!action_find(url, &id))
+            return route_other(conn, url);
         if (rq->too_big) /* answered before reading the body; the connection then closes */
             return send_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "the body is limited to %d bytes",
                               WEB_BODY_MAX);
