@@ -371,15 +371,6 @@ static void *finisher_main(void *arg)
 
 /* ---- one file ---- */
 
-static long fd_read_at(void *ctx, uint64_t offset, void *buf, size_t len)
-{
-    ssize_t n;
-    do
-        n = pread(*(int *)ctx, buf, len, (off_t)offset);
-    while (n < 0 && errno == EINTR);
-    return n < 0 ? -errno : (long)n;
-}
-
 /* Finds the XMP sidecar of se on the card, for Immich (sidecar.h; the file destinations find
  * theirs). Writes its relative path into buf and returns buf, or NULL when there is none. */
 static const char *find_sidecar(int dir_fd, const char *rel, char *buf, size_t size)
@@ -443,14 +434,13 @@ static int stream_file(struct worker *w, const struct scan_entry *se, int64_t fi
     (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
     struct media_info mi;
-    struct media_reader rd = {.read_at = fd_read_at, .ctx = &fd, .size = se->size};
     struct error merr;
     int64_t own = 0; /* the capture time the file itself says: the one the database records */
     int64_t capture; /* the one its date folder is chosen by */
     const char *kind;
     int32_t utc_offset = 0;
     bool has_offset = false;
-    if (media_probe(&rd, se->ext, &mi, &merr) == 0 && mi.capture_time > 0) {
+    if (media_probe_fd(fd, se->size, se->ext, &mi, &merr) == 0 && mi.capture_time > 0) {
         capture = own = mi.capture_time;
         kind = media_kind_to_string(mi.kind);
         utc_offset = mi.utc_offset;
