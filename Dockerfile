@@ -20,10 +20,15 @@ COPY cmake /src/cmake
 COPY src /src/src
 COPY web /src/web
 COPY packaging /src/packaging
+COPY man /src/man
+COPY completions /src/completions
 RUN cmake -S /src -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSNAPSYNC_TESTS=OFF \
         -DCMAKE_INSTALL_PREFIX=/usr/local >/dev/null \
-    && cmake --build /build -j"$(nproc)" \
-    && DESTDIR=/out cmake --install /build --strip >/dev/null \
+    && cmake --build /build -j"$(nproc)"
+# the documentation the install puts in /usr/local/share/doc/snapsync
+COPY README.md /src/
+COPY docs /src/docs
+RUN DESTDIR=/out cmake --install /build --strip >/dev/null \
     && install -D -m 0644 /src/packaging/container/config.yaml /out/usr/local/share/snapsync/config.yaml \
     && install -D -m 0755 /src/packaging/container/entrypoint.sh /out/usr/local/bin/snapsync-entrypoint
 # The runtime packages, derived from what the binary links (its shared libraries' owners), plus
