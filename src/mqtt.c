@@ -497,37 +497,53 @@ int mqtt_parse_command(const char *action, const void *payload, int len, enum mq
     return 0;
 }
 
+enum mqtt_inbound mqtt_parse_message(const struct mqtt *m, const char *topic, const void *payload,
+                                     int len, enum mqtt_command *ret_cmd)
+{
+    char birth[TOPIC_MAX + 32], cmd[TOPIC_MAX + 32];
+    snprintf(birth, sizeof(birth), "%s/status", m->discovery_prefix);
+    snprintf(cmd, sizeof(cmd), "%s/cmd/", m->topic_base);
+    if (!topic || len < 0 || (len > 0 && !payload))
+        return MQTT_INBOUND_UNEXPECTED;
+    if (strcmp(topic, birth) == 0)
+        return len == 6 && memcmp(payload, "online", 6) == 0 ? MQTT_INBOUND_HA_ONLINE
+                                                              : MQTT_INBOUND_HA_OTHER;
+    if (strncmp(topic, cmd, strlen(cmd)) == 0 &&
+        mqtt_parse_command(topic + strlen(cmd), payload, len, ret_cmd) == 0)
+        return MQTT_INBOUND_COMMAND;
+    return MQTT_INBOUND_UNEXPECTED;
+}
+
 static void on_message(struct mosquitto *mosq, void *ud, const struct mosquitto_message *msg)
 {
     struct mqtt *m = ud;
     (void)mosq;
-    char birth[TOPIC_MAX + 32], cmd[TOPIC_MAX + 32];
-    snprintf(birth, sizeof(birth), "%s/status", m->discovery_prefix);
-    snprintf(cmd, sizeof(cmd), "%s/cmd/", m->topic_base);
-    if (strcmp(msg->topic, birth) == 0) {
-        if (msg->payloadlen == 6 && memcmp(msg->payload, "online", 6) == 0) {
-            pthread_mutex_lock(&m->lock);
-            if (m->removed) {
-                pthread_mutex_unlock(&m->lock);
-                return;
-            }
-            publish_discovery_locked(m);
-            publish_state_locked(m);
-            pthread_mutex_unlock(&m->lock);
-            log_info("mqtt: Home Assistant came online, discovery and state published again");
-        }
-        return;
-    }
     enum mqtt_command c;
-    if (strncmp(msg->topic, cmd, strlen(cmd)) == 0 &&
-        mqtt_parse_command(msg->topic + strlen(cmd), msg->payload, msg->payloadlen, &c) == 0) {
+    switch (mqtt_parse_message(m, msg->topic, msg->payload, msg->payloadlen, &c)) {
+    case MQTT_INBOUND_HA_ONLINE:
+        pthread_mutex_lock(&m->lock);
+        if (m->removed) {
+            pthread_mutex_unlock(&m->lock);
+            return;
+        }
+        publish_discovery_locked(m);
+        publish_state_locked(m);
+        pthread_mutex_unlock(&m->lock);
+        log_info("mqtt: Home Assistant came online, discovery and state published again");
+        return;
+    case MQTT_INBOUND_HA_OTHER:
+        return;
+    case MQTT_INBOUND_COMMAND:
         if (m->handler.on_command)
             m->handler.on_command(c, m->handler.userdata);
         else
-            log_info("mqtt: command '%s' ignored: no service is running", msg->topic + strlen(cmd));
+            log_info("mqtt: command '%s' ignored: no service is running",
+                     c == MQTT_COMMAND_EJECT ? "eject" : "retry");
         return;
+    case MQTT_INBOUND_UNEXPECTED:
+        break;
     }
-    log_warning("mqtt: ignored unexpected message on '%s' (%d bytes)", msg->topic,
+    log_warning("mqtt: ignored unexpected message on '%s' (%d bytes)", msg->topic ? msg->topic : "",
                 msg->payloadlen);
 }
 

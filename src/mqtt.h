@@ -87,3 +87,15 @@ char *mqtt_discovery_json(struct mqtt *m);
 /* Parses a command topic suffix ("eject", "retry") and payload ("PRESS"). Returns 0 or -EINVAL
  * for anything unexpected. */
 int mqtt_parse_command(const char *action, const void *payload, int len, enum mqtt_command *ret);
+
+enum mqtt_inbound {
+    MQTT_INBOUND_HA_ONLINE,  /* Home Assistant's birth message: publish discovery and state again */
+    MQTT_INBOUND_HA_OTHER,   /* another payload on its status topic ("offline"): nothing to do */
+    MQTT_INBOUND_COMMAND,    /* a button: *ret_cmd says which */
+    MQTT_INBOUND_UNEXPECTED, /* anything else: ignored and logged */
+};
+
+/* What a message that arrived (topic, len bytes of payload; untrusted: anyone allowed to publish
+ * on the broker sent it) means for m. Pure: reads m's topics only. Any thread. */
+enum mqtt_inbound mqtt_parse_message(const struct mqtt *m, const char *topic, const void *payload,
+                                     int len, enum mqtt_command *ret_cmd);
