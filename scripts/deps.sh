@@ -3,12 +3,18 @@
 # Installs what SnapSync needs from Debian (12 "bookworm" or Raspberry Pi OS).
 #   scripts/deps.sh          build and run dependencies
 #   scripts/deps.sh --test   also what the test suite and benchmarks use
+#   scripts/deps.sh --list   prints the build and run dependencies (one a line), installs nothing
+#                            (scripts/cross-arm64.sh takes the arm64 -dev packages from it)
 # As root it calls apt-get directly, otherwise through sudo.
 set -eu
 
 pkgs="build-essential cmake pkg-config libyaml-dev libsqlite3-dev libssl-dev libjson-c-dev
       libmount-dev libblkid-dev libsmbclient-dev libcurl4-openssl-dev libudev-dev libsystemd-dev libmosquitto-dev
       libmicrohttpd-dev"
+if [ "${1:-}" = "--list" ]; then
+    printf '%s\n' $pkgs
+    exit 0
+fi
 # Cards are FAT32 or exFAT. Debian's and Raspberry Pi OS's kernels have both drivers; where the
 # running kernel lacks one, SnapSync mounts such cards through a FUSE program (docs/design.md,
 # "Filesystems"), installed here.
@@ -32,6 +38,8 @@ if [ "${1:-}" = "--test" ]; then
     # the dashboard's browser tests: Debian's Chromium driven by playwright-core from npm
     pkgs="$pkgs chromium nodejs"
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
+    # the arm64 (Raspberry Pi OS) cross build and its tests under qemu: scripts/cross-arm64.sh
+    pkgs="$pkgs mmdebstrap qemu-user-static binfmt-support arch-test"
 fi
 
 if [ "$(id -u)" -eq 0 ]; then
