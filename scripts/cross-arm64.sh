@@ -12,6 +12,7 @@
 #   sh scripts/cross-arm64.sh runroot      make (or reuse) an arm64 minbase root with the runtime
 #                                          libraries only (build-arm64/run/), for a real run
 #   sh scripts/cross-arm64.sh run CMD...   runs CMD in the build root, the checkout at /src
+#   sh scripts/cross-arm64.sh runin CMD... runs CMD in the arm64 runtime root (the same way)
 #   sh scripts/cross-arm64.sh clean        removes build-arm64/
 #
 # Environment: SNAPSYNC_ARM64_DIR (default build-arm64 in the checkout; must be inside it, as
@@ -91,10 +92,9 @@ cmd_root() {
         --variant=buildd --architectures=amd64,arm64 --include="$pkgs"
 }
 
-# Runs "$@" in the build root with the checkout bind-mounted at /src, /proc and /dev; the mounts
-# live in a private mount namespace, so they go away with the command, whatever happens.
-cmd_run() {
-    cmd_root
+# Runs "$@" in root $1 with the checkout bind-mounted at /src, /proc and /dev; the mounts live in
+# a private mount namespace, so they go away with the command, whatever happens.
+chroot_run() {
     unshare --mount --propagation private -- sh -eu -c '
         r=$1 top=$2
         shift 2
@@ -103,9 +103,14 @@ cmd_run() {
         mount --bind "$top" "$r/src"
         mount -t proc proc "$r/proc"
         mount --rbind /dev "$r/dev"
-        exec chroot "$r" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
-            SNAPSYNC_KEEP_TMP="${SNAPSYNC_KEEP_TMP:-}" sh -c "cd /src && \"\$@\"" sh "$@"
-    ' sh "$dir/root" "$top" "$@"
+        exec chroot "$r" env -i PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+            LANG=C.UTF-8 SNAPSYNC_KEEP_TMP="${SNAPSYNC_KEEP_TMP:-}" sh -c "cd /src && \"\$@\"" sh "$@"
+    ' sh "$@"
+}
+
+cmd_run() {
+    cmd_root
+    chroot_run "$dir/root" "$top" "$@"
 }
 
 cmd_build() {
@@ -147,6 +152,7 @@ build) cmd_build ;;
 unit) cmd_unit ;;
 runroot) cmd_runroot ;;
 run) shift; cmd_run "$@" ;;
+runin) shift; cmd_runroot; binfmt_ensure; chroot_run "$dir/run" "$top" "$@" ;;
 clean) rm -rf "$dir" ;;
-*) echo "usage: $0 root|build|unit|runroot|run CMD...|clean" >&2; exit 2 ;;
+*) echo "usage: $0 root|build|unit|runroot|run CMD...|runin CMD...|clean" >&2; exit 2 ;;
 esac
