@@ -12,6 +12,7 @@ pkgs="build-essential cmake pkg-config libyaml-dev libsqlite3-dev libssl-dev lib
       libmount-dev libblkid-dev libsmbclient-dev libcurl4-openssl-dev libudev-dev libsystemd-dev libmosquitto-dev
       libmicrohttpd-dev"
 if [ "${1:-}" = "--list" ]; then
+    # shellcheck disable=SC2086
     printf '%s\n' $pkgs
     exit 0
 fi
