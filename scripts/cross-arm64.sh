@@ -20,6 +20,7 @@
 # default mmdebstrap's, with bookworm-updates and security).
 # Needs root, mmdebstrap, qemu-user-static and binfmt_misc (scripts/deps.sh --test installs them;
 # the qemu-aarch64 handler is registered here when it is missing).
+# shellcheck disable=SC2016  # the single-quoted scripts run in the roots, $ and all
 set -eu
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -48,7 +49,9 @@ binfmt_ensure() {
     bm=/proc/sys/fs/binfmt_misc
     [ -e $bm/register ] || mount -t binfmt_misc binfmt_misc $bm || die "cannot mount binfmt_misc"
     if [ ! -e $bm/qemu-aarch64 ]; then
-        command -v update-binfmts >/dev/null 2>&1 && update-binfmts --enable qemu-aarch64 2>/dev/null || true
+        if command -v update-binfmts >/dev/null 2>&1; then
+            update-binfmts --enable qemu-aarch64 2>/dev/null || true
+        fi
     fi
     if [ ! -e $bm/qemu-aarch64 ]; then
         # the ELF header of an aarch64 executable (e_machine 0xb7), as Debian's qemu-user-static
@@ -81,6 +84,7 @@ build_pkgs() {
     # libcurl4-openssl-dev, libssl-dev and the rest are Multi-Arch: same, so they install next
     # to amd64 build tools; build-essential and pkg-config are replaced by their cross forms
     devs=$(sh scripts/deps.sh --list | sed -n 's/-dev$/-dev:arm64/p')
+    # shellcheck disable=SC2086  # one word per package
     # python3: tests/CMakeLists.txt looks for it; ffmpeg and exiftool make test_media's samples
     echo crossbuild-essential-arm64 cmake pkgconf ninja-build python3 debhelper \
         libcmocka-dev:arm64 qemu-user-static file ffmpeg libimage-exiftool-perl $devs

@@ -18,7 +18,9 @@ sys.path.insert(0, os.path.join(SOURCE, "tests", "integration"))
 import harness  # noqa: E402
 
 SCRIPT = os.path.join(SOURCE, "scripts", "cross-arm64.sh")
-ARM64_DIR = os.path.join(SOURCE, "build-arm64")
+# the script's folder (SNAPSYNC_ARM64_DIR, inside the checkout), and as the roots see it
+ARM64_DIR = os.path.join(SOURCE, os.environ.get("SNAPSYNC_ARM64_DIR") or "build-arm64")
+ARM64_IN_ROOT = "/src/" + os.path.relpath(ARM64_DIR, SOURCE)
 
 
 def cross(*args, capture=False):
@@ -59,7 +61,7 @@ class Arm64Test(unittest.TestCase):
         harness.write_config(os.path.join(work, "config.yaml"), f"{inside}/dest", f"{inside}/db.sqlite")
 
         def snapsync(*args):
-            return cross("runin", "/src/build-arm64/cmake/snapsync", "--config",
+            return cross("runin", f"{ARM64_IN_ROOT}/cmake/snapsync", "--config",
                          f"{inside}/config.yaml", *args, capture=True).stdout
 
         self.assertIn("aarch64", cross("runin", "uname", "-m", capture=True).stdout)
