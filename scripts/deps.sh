@@ -3,12 +3,19 @@
 # Installs what SnapSync needs from Debian (12 "bookworm" or Raspberry Pi OS).
 #   scripts/deps.sh          build and run dependencies
 #   scripts/deps.sh --test   also what the test suite and benchmarks use
+#   scripts/deps.sh --list   prints the build and run dependencies (one a line), installs nothing
+#                            (scripts/cross-arm64.sh takes the arm64 -dev packages from it)
 # As root it calls apt-get directly, otherwise through sudo.
 set -eu
 
 pkgs="build-essential cmake pkg-config libyaml-dev libsqlite3-dev libssl-dev libjson-c-dev
       libmount-dev libblkid-dev libsmbclient-dev libcurl4-openssl-dev libudev-dev libsystemd-dev libmosquitto-dev
       libmicrohttpd-dev libxml2-dev"
+if [ "${1:-}" = "--list" ]; then
+    # shellcheck disable=SC2086
+    printf '%s\n' $pkgs
+    exit 0
+fi
 # Cards are FAT32 or exFAT. Debian's and Raspberry Pi OS's kernels have both drivers; where the
 # running kernel lacks one, SnapSync mounts such cards through a FUSE program (docs/design.md,
 # "Filesystems"), installed here.
@@ -39,6 +46,8 @@ if [ "${1:-}" = "--test" ]; then
     # with podman), the Home Assistant add-on's run script (jq) and its YAML (python3-yaml), the
     # Unraid template (xmllint)
     pkgs="$pkgs podman mmdebstrap uidmap jq python3-yaml libxml2-utils curl"
+    # the arm64 (Raspberry Pi OS) cross build and its tests under qemu: scripts/cross-arm64.sh
+    pkgs="$pkgs qemu-user-static binfmt-support arch-test"
 fi
 
 if [ "$(id -u)" -eq 0 ]; then
