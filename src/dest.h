@@ -175,6 +175,15 @@ struct dest_target {
 void dest_target(const struct dest *d, const char *date_path, const char *name,
                  struct dest_target *ret);
 
+/*
+ * For backends: true when name can be one file name at every destination: 1 to DEST_NAME_MAX
+ * bytes, no '/', not "." or "..". Every backend refuses other names (-EINVAL, "unusable file
+ * name") before its own rules, which come on top: dest_smb.c maps the characters SMB forbids and a
+ * trailing dot or space, and refuses a name that no longer fits once mapped. NULL is not valid.
+ * Pure; any thread.
+ */
+bool dest_name_valid(const char *name);
+
 /* For backends: candidate name k for a file named name when the name is taken: k == 0 is name
  * itself, else "<stem>_<k>.<ext>", the stem shortened (never inside a UTF-8 sequence) so that the
  * result fits in DEST_NAME_MAX bytes. out gets at most size bytes. */

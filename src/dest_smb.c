@@ -57,7 +57,6 @@
 
 #define TMP_DIR ".snapsync-tmp"
 #define VERIFY_BUF (1024 * 1024)
-#define NAME_MAX_BYTES 255
 #define URL_MAX 4096
 #define STALE_FOREIGN_TMP_S (24 * 3600)
 /* A share name no server has: tells a failed login from a share that refuses the user. */
@@ -90,7 +89,7 @@ struct smb_file {
     struct smblib_file *fh;
     char tmp_url[URL_MAX];
     char tmp_name[128];
-    char name[NAME_MAX_BYTES + 1]; /* as stored on the share (mapped) */
+    char name[DEST_NAME_MAX + 1]; /* as stored on the share (mapped) */
     char date_path[16];
     int64_t mtime_ns; /* the card file's */
     uint64_t written;
@@ -160,7 +159,7 @@ static size_t put_private_use(char *out, unsigned n)
 
 /* The name as the share stores it: characters Windows forbids mapped to the Services for Mac
  * private-use characters (see the top of this file). -ENAMETOOLONG when the result does not fit
- * NAME_MAX_BYTES. */
+ * DEST_NAME_MAX. */
 static int map_name(const char *in, char *out, size_t size)
 {
     static const char special[] = "\"*:<>?\\|"; /* U+F020 .. U+F027, in this order */
@@ -179,7 +178,7 @@ static int map_name(const char *in, char *out, size_t size)
             n = put_private_use(buf, 0x28);
         else if (i == len - 1 && ch == '.')
             n = put_private_use(buf, 0x29);
-        if (o + n > NAME_MAX_BYTES || o + n >= size)
+        if (o + n > DEST_NAME_MAX || o + n >= size)
             return -ENAMETOOLONG;
         memcpy(out + o, buf, n);
         o += n;
@@ -758,9 +757,7 @@ static int smb_open(void *conn, const struct dest_item *item, void **ret_file, s
 {
     struct smb_conn *c = conn;
     struct smb *s = c->smb;
-    size_t name_len = strlen(item->name);
-    if (name_len == 0 || name_len > NAME_MAX_BYTES || strchr(item->name, '/') ||
-        strcmp(item->name, ".") == 0 || strcmp(item->name, "..") == 0)
+    if (!dest_name_valid(item->name))
         return error_set(err, -EINVAL, "unusable file name");
     struct smb_file *f = calloc(1, sizeof(*f));
     if (!f)
@@ -772,12 +769,14 @@ static int smb_open(void *conn, const struct dest_item *item, void **ret_file, s
         free(f);
         return error_set(err, -ENOMEM, "out of memory");
     }
+    /* SMB's own rule on top of the shared check: the characters Windows forbids and a trailing
+     * dot or space are mapped (see the top of this file), which may make the name too long */
     int r = map_name(item->name, f->name, sizeof(f->name));
     if (r < 0) {
         r = error_set(err, -ENAMETOOLONG,
                       "name too long for an SMB share once the characters Windows forbids are "
                       "mapped (more than %d bytes)",
-                      NAME_MAX_BYTES);
+                      DEST_NAME_MAX);
         goto fail;
     }
     snprintf(f->date_path, sizeof(f->date_path), "%s", s->organize_by_date ? item->date_path : "");
@@ -870,7 +869,7 @@ static int same_content(struct smb_file *f, const char *url, const struct hasher
 }
 
 /* Moves the temporary to a free name in dir (a date path or ""), never replacing a file. The
- * name it got goes into name (NAME_MAX_BYTES + 1 bytes). */
+ * name it got goes into name (DEST_NAME_MAX + 1 bytes). */
 static int place(struct smb_file *f, const struct hasher_digest *digest, struct dest_result *ret,
                  char *name, struct error *err)
 {
@@ -885,7 +884,7 @@ static int place(struct smb_file *f, const struct hasher_digest *digest, struct 
                           f->date_path);
             break;
         }
-        dest_candidate_name(f->name, k, name, NAME_MAX_BYTES + 1);
+        dest_candidate_name(f->name, k, name, DEST_NAME_MAX + 1);
         if (url_join(s, url, sizeof(url), f->date_path, name, NULL) < 0) {
             r = error_set(err, -ENAMETOOLONG, "path too long");
             break;
@@ -966,7 +965,7 @@ static int put_sidecar(struct smb_file *f, const char *rel, const char *final_na
     uint8_t *buf = NULL;
     size_t len = 0;
     int64_t mtime_ns = 0;
-    char name[NAME_MAX_BYTES + 1], tmp_name[128], tmp_url[URL_MAX], url[URL_MAX];
+    char name[DEST_NAME_MAX + 1], tmp_name[128], tmp_url[URL_MAX], url[URL_MAX];
     struct smblib_file *fh = NULL;
     bool tmp_made = false;
     snprintf(tmp_name, sizeof(tmp_name), "%ld.%u.%s.part", (long)getpid(),
@@ -1081,7 +1080,7 @@ static int smb_finish(void *file, const struct hasher_digest *digest, bool verif
             goto fail;
         snprintf(c->made_dir, sizeof(c->made_dir), "%s", f->date_path);
     }
-    char name[NAME_MAX_BYTES + 1];
+    char name[DEST_NAME_MAX + 1];
     r = place(f, digest, ret, name, err);
     if (r < 0)
         goto fail;
