@@ -54,20 +54,41 @@ struct smblib_ctx {
  * its dependencies (Samba, Kerberos, LDAP, GnuTLS) add about 14 MiB to the memory of every run,
  * SMB or not. Each function is taken by name with the type the header declares.
  */
-#define SMB_API(X)                                                                                 \
-    X(smbc_free_context)                                                                           \
-    X(smbc_getFunctionClose) X(smbc_getFunctionClosedir) X(smbc_getFunctionMkdir)                  \
-        X(smbc_getFunctionOpen) X(smbc_getFunctionOpendir) X(smbc_getFunctionRead)                 \
-            X(smbc_getFunctionReaddir) X(smbc_getFunctionRename) X(smbc_getFunctionStat)           \
-                X(smbc_getFunctionStatVFS) X(smbc_getFunctionUnlink) X(smbc_getFunctionUtimes)     \
-                    X(smbc_getFunctionWrite) X(smbc_getOptionUserData) X(smbc_init_context) X(     \
-                        smbc_new_context) X(smbc_setDebug) X(smbc_setFunctionAuthDataWithContext)  \
-                        X(smbc_setLogCallback) X(smbc_setOptionCaseSensitive)                      \
-                            X(smbc_setOptionDebugToStderr) X(smbc_setOptionFallbackAfterKerberos)  \
-                                X(smbc_setOptionNoAutoAnonymousLogin) X(smbc_setOptionProtocols)   \
-                                    X(smbc_setOptionSmbEncryptionLevel) X(smbc_setOptionUseCCache) \
-                                        X(smbc_setOptionUseKerberos) X(smbc_setOptionUserData)     \
-                                            X(smbc_setPort) X(smbc_setTimeout) X(smbc_version)
+/* clang-format off */
+#define SMB_API(X)                           \
+    X(smbc_free_context)                     \
+    X(smbc_getFunctionClose)                 \
+    X(smbc_getFunctionClosedir)              \
+    X(smbc_getFunctionMkdir)                 \
+    X(smbc_getFunctionOpen)                  \
+    X(smbc_getFunctionOpendir)               \
+    X(smbc_getFunctionRead)                  \
+    X(smbc_getFunctionReaddir)               \
+    X(smbc_getFunctionRename)                \
+    X(smbc_getFunctionStat)                  \
+    X(smbc_getFunctionStatVFS)               \
+    X(smbc_getFunctionUnlink)                \
+    X(smbc_getFunctionUtimes)                \
+    X(smbc_getFunctionWrite)                 \
+    X(smbc_getOptionUserData)                \
+    X(smbc_init_context)                     \
+    X(smbc_new_context)                      \
+    X(smbc_setDebug)                         \
+    X(smbc_setFunctionAuthDataWithContext)   \
+    X(smbc_setLogCallback)                   \
+    X(smbc_setOptionCaseSensitive)           \
+    X(smbc_setOptionDebugToStderr)           \
+    X(smbc_setOptionFallbackAfterKerberos)   \
+    X(smbc_setOptionNoAutoAnonymousLogin)    \
+    X(smbc_setOptionProtocols)               \
+    X(smbc_setOptionSmbEncryptionLevel)      \
+    X(smbc_setOptionUseCCache)               \
+    X(smbc_setOptionUseKerberos)             \
+    X(smbc_setOptionUserData)                \
+    X(smbc_setPort)                          \
+    X(smbc_setTimeout)                       \
+    X(smbc_version)
+/* clang-format on */
 
 static struct {
 #define SMB_API_FIELD(name) __typeof__(name) *name;
