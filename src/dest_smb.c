@@ -274,7 +274,8 @@ static int share_error(const struct smb *s, struct error *err, int r, const char
         return error_set(err, -ENAMETOOLONG, "%s on %s: name too long", what, s->shown);
     default:
         if (smblib_is_connection_error(-r))
-            return error_set_errno(err, r, "%s: connection to SMB server '%s' lost", what, s->srv.host);
+            return error_set_errno(err, r, "%s: connection to SMB server '%s' lost", what,
+                                   s->srv.host);
         return error_set_errno(err, r, "%s on %s", what, s->shown);
     }
 }
@@ -292,7 +293,8 @@ static int connect_check(struct smb_conn *c, struct error *err)
     if (r == 0)
         return 0;
     if (r == -ENOENT)
-        return error_set(err, -ENOENT, "SMB share '%s' does not exist on '%s'", s->share, s->srv.host);
+        return error_set(err, -ENOENT, "SMB share '%s' does not exist on '%s'", s->share,
+                         s->srv.host);
     if (r == -EACCES || r == -EPERM) {
         /* Denied before the share (login failed), or by the share? Ask for one that no server
          * has: after a good login the answer is "no such share". */
