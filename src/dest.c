@@ -254,6 +254,15 @@ void dest_abort(struct dest_file *f)
     free(f);
 }
 
+bool dest_name_valid(const char *name)
+{
+    if (!name)
+        return false;
+    size_t len = strnlen(name, DEST_NAME_MAX + 1);
+    return len > 0 && len <= DEST_NAME_MAX && !strchr(name, '/') && strcmp(name, ".") != 0 &&
+           strcmp(name, "..") != 0;
+}
+
 void dest_candidate_name(const char *name, unsigned k, char *out, size_t size)
 {
     if (k == 0) {

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Destinations: the small interface every backend implements (dest_local.c now; SMB, Immich and
- * others later, each one file with one `const struct dest_ops` table). Nothing outside dest.c
- * asks which kind of destination it has.
+ * Destinations: the small interface every backend implements (dest_local.c, dest_smb.c,
+ * dest_immich.c; each one file with one `const struct dest_ops` table, and a new kind is one more
+ * such file). Nothing outside dest.c asks which kind of destination it has.
  *
  * Life cycle: dest_create_all() from the config; per session dest_prepare(); per worker and
  * destination dest_conn_new() (backends keep connection state there: an SMB context, a CURL
@@ -174,6 +174,15 @@ struct dest_target {
  */
 void dest_target(const struct dest *d, const char *date_path, const char *name,
                  struct dest_target *ret);
+
+/*
+ * For backends: true when name can be one file name at every destination: 1 to DEST_NAME_MAX
+ * bytes, no '/', not "." or "..". Every backend refuses other names (-EINVAL, "unusable file
+ * name") before its own rules, which come on top: dest_smb.c maps the characters SMB forbids and a
+ * trailing dot or space, and refuses a name that no longer fits once mapped. NULL is not valid.
+ * Pure; any thread.
+ */
+bool dest_name_valid(const char *name);
 
 /* For backends: candidate name k for a file named name when the name is taken: k == 0 is name
  * itself, else "<stem>_<k>.<ext>", the stem shortened (never inside a UTF-8 sequence) so that the

@@ -39,7 +39,6 @@
 
 #define TMP_DIR ".snapsync-tmp"
 #define VERIFY_BUF (1024 * 1024)
-#define NAME_MAX_BYTES 255
 #define STALE_FOREIGN_TMP_S (24 * 3600)
 #define WRITEBACK_STEP (8 * 1024 * 1024)
 
@@ -66,7 +65,7 @@ struct local_file {
     int fd;
     int tmp_dir_fd;
     char tmp_name[128];
-    char name[NAME_MAX_BYTES + 1];
+    char name[DEST_NAME_MAX + 1];
     char date_path[16];
     int64_t mtime_ns; /* the card file's */
     uint64_t written;
@@ -395,10 +394,9 @@ static int local_open(void *conn, const struct dest_item *item, void **ret_file,
 {
     struct local_conn *c = conn;
     struct local *l = c->local;
-    size_t name_len = strlen(item->name);
-    if (name_len == 0 || name_len > NAME_MAX_BYTES || strchr(item->name, '/') ||
-        strcmp(item->name, ".") == 0 || strcmp(item->name, "..") == 0)
+    if (!dest_name_valid(item->name))
         return error_set(err, -EINVAL, "unusable file name");
+    size_t name_len = strlen(item->name);
 
     struct local_file *f = calloc(1, sizeof(*f));
     if (!f)
@@ -602,7 +600,7 @@ static int put_sidecar(struct local_file *f, int dir_fd, const char *dir, const 
     uint8_t *buf = NULL;
     size_t len = 0;
     int64_t mtime_ns = 0;
-    char name[NAME_MAX_BYTES + 1], tmp_name[128];
+    char name[DEST_NAME_MAX + 1], tmp_name[128];
     int fd = -1, r;
     bool tmp_made = false;
     if (sidecar_dest_name(rel, f->card_rel, final_name, name, sizeof(name)) < 0)
@@ -728,7 +726,7 @@ static int local_finish(void *file, const struct hasher_digest *digest, bool ver
         goto out;
     }
 
-    char name[NAME_MAX_BYTES + 1];
+    char name[DEST_NAME_MAX + 1];
     bool existed = false;
     for (unsigned k = 0;; k++) {
         if (k > 9999) {

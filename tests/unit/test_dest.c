@@ -268,9 +268,33 @@ static void test_probe(void **state)
     assert_string_equal(dest_id(f->dests[0]), id);
 }
 
+/* The one check every backend applies to a file name before its own rules. */
+static void test_name_valid(void **state)
+{
+    (void)state;
+    char longest[DEST_NAME_MAX + 2];
+    memset(longest, 'a', DEST_NAME_MAX);
+    longest[DEST_NAME_MAX] = '\0';
+    assert_true(dest_name_valid(longest));
+    longest[DEST_NAME_MAX] = 'a';
+    longest[DEST_NAME_MAX + 1] = '\0';
+    assert_false(dest_name_valid(longest)); /* one byte over */
+    static const char *const good[] = {"IMG_0001.CR2", "a", "...", ".hidden", "name.",
+                                       "trailing ", "a:b*c?.jpg", "caf\xc3\xa9.jpg"};
+    static const char *const bad[] = {"", ".", "..", "a/b", "/", "DCIM/IMG_0001.JPG", "../x"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        if (!dest_name_valid(good[i]))
+            fail_msg("'%s' refused", good[i]);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (dest_name_valid(bad[i]))
+            fail_msg("'%s' accepted", bad[i]);
+    assert_false(dest_name_valid(NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_name_valid),
         cmocka_unit_test_setup_teardown(test_date_folder_and_collisions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_names_fit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort_and_verify_failure_leave_nothing, setup,

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Unit tests for dest_smb.c's pure pieces: the gate that installs Samba's private thread hooks
+ * Unit tests for smblib.c's pure pieces: the gate that installs Samba's private thread hooks
  * only on a libsmbclient of the series their layout was checked against. The installed library
  * (Debian 12's) must pass it; anything else must not.
  */
@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "dest_smb.h"
+#include "smblib.h"
 
 static void test_installed_version_is_known(void **state)
 {
@@ -24,9 +24,9 @@ static void test_installed_version_is_known(void **state)
     *(void **)&version = dlsym(h, "smbc_version");
     assert_non_null(version);
     const char *v = version();
-    if (!smb_hooks_version_known(v))
+    if (!smblib_hooks_version_known(v))
         fail_msg("the installed libsmbclient %s is refused: check the thread-hook layout "
-                 "(src/dest_smb.c) against it and update SMB_HOOKS_KNOWN_SERIES",
+                 "(src/smblib.c) against it and update SMBLIB_HOOKS_KNOWN_SERIES",
                  v);
     dlclose(h);
 }
@@ -40,12 +40,12 @@ static void test_versions(void **state)
         "4.18.0", "4.16.11-Debian", "4.19.5-Debian", "5.17.0", "4.170.1", "4.17",     "4.17.",
         "4.17.x", "14.17.1",        " 4.17.1",       "4.1.17", "",        "4.17.12a", "3.6.25"};
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-        if (!smb_hooks_version_known(known[i]))
+        if (!smblib_hooks_version_known(known[i]))
             fail_msg("'%s' refused", known[i]);
     for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++)
-        if (smb_hooks_version_known(unknown[i]))
+        if (smblib_hooks_version_known(unknown[i]))
             fail_msg("'%s' accepted", unknown[i]);
-    assert_false(smb_hooks_version_known(NULL));
+    assert_false(smblib_hooks_version_known(NULL));
 }
 
 int main(void)
