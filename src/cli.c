@@ -646,7 +646,7 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
     struct error err = {0};
     struct db_problem *problems = NULL;
     size_t n_problems = 0;
-    if (db && (db_sessions_list(db, CLI_STATUS_SESSIONS, &list, &n, &err) < 0 ||
+    if (db && (status_sessions_list(db, CLI_STATUS_SESSIONS, &list, &n, &err) < 0 ||
                db_stats_get(db, &st, &err) < 0 ||
                (n && db_session_problems(db, list[0].id, &problems, &n_problems, &err) < 0))) {
         fprintf(stderr, "snapsync: %s\n", err.msg);
@@ -744,7 +744,7 @@ static int cmd_sessions(struct cli *cli, int argc, char **argv)
     struct db_session *list = NULL;
     size_t n = 0;
     struct error err = {0};
-    if (db && db_sessions_list(db, limit, &list, &n, &err) < 0) {
+    if (db && status_sessions_list(db, limit, &list, &n, &err) < 0) {
         fprintf(stderr, "snapsync: %s\n", err.msg);
         db_close(db);
         return EXIT_FAILED;

@@ -124,6 +124,33 @@ static bool session_died(const struct db_session *s)
     return status_runs(s->status) && !status_session_running(s);
 }
 
+/* A row that says its session runs while its process is gone is read again: the process may
+ * have ended the session between the first read and the check, and its final row counts. Only
+ * then is it interrupted. */
+static void settle(struct db *db, struct db_session *s)
+{
+    struct db_session again;
+    if (session_died(s) && db_session_get(db, s->id, &again, NULL) == 0)
+        *s = again;
+}
+
+int status_sessions_list(struct db *db, int limit, struct db_session **ret, size_t *ret_n,
+                         struct error *err)
+{
+    int r = db_sessions_list(db, limit, ret, ret_n, err);
+    for (size_t i = 0; r == 0 && i < *ret_n; i++)
+        settle(db, &(*ret)[i]);
+    return r;
+}
+
+int status_session_get(struct db *db, int64_t id, struct db_session *ret, struct error *err)
+{
+    int r = db_session_get(db, id, ret, err);
+    if (r == 0)
+        settle(db, ret);
+    return r;
+}
+
 const char *status_session_status(const struct db_session *s)
 {
     return session_died(s) ? "interrupted" : db_session_status_to_string(s->status);

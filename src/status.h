@@ -85,6 +85,14 @@ bool status_progress_is_final(const struct engine_progress *p);
  * for an interrupted session STATUS_INTERRUPTED_ERROR. Before the end last_result is "". */
 void status_live_from_progress(const struct engine_progress *p, bool final, struct status_live *s);
 
+/* db_sessions_list and db_session_get for what is shown: a row that says its session runs while
+ * its process is gone is read once more (the process may have ended it in between: its final
+ * row counts), so status_session_status calls it interrupted only when it really died. Same
+ * errors and ownership as theirs. */
+int status_sessions_list(struct db *db, int limit, struct db_session **ret, size_t *ret_n,
+                         struct error *err);
+int status_session_get(struct db *db, int64_t id, struct db_session *ret, struct error *err);
+
 /* Opens the database of cfg read-only for one answer (a CLI command, a web request, MQTT's last
  * result). Errors: db_open's; -ENOENT with the message "no backup has run yet (no database)"
  * when it does not exist, which the callers show as the empty state rather than as a failure.

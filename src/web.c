@@ -466,7 +466,7 @@ static char *status_build(struct web *w, struct db *db, const char *db_problem, 
     struct db_stats st = {0};
     struct error err = {0};
     const char *problem = db_problem;
-    if (db && (db_sessions_list(db, WEB_LIST_DEFAULT, &list, &n, &err) < 0 ||
+    if (db && (status_sessions_list(db, WEB_LIST_DEFAULT, &list, &n, &err) < 0 ||
                db_stats_get(db, &st, &err) < 0))
         problem = err.msg;
 
@@ -872,7 +872,7 @@ static enum MHD_Result get_sessions(struct web *w, struct MHD_Connection *conn, 
         return send_db_error(conn, r, &err);
     struct db_session *list = NULL;
     size_t n = 0;
-    r = db_sessions_list(db, (int)limit, &list, &n, &err);
+    r = status_sessions_list(db, (int)limit, &list, &n, &err);
     db_close(db);
     if (r < 0)
         return send_db_error(conn, r, &err);
@@ -922,7 +922,7 @@ static enum MHD_Result get_session(struct web *w, struct MHD_Connection *conn, i
     struct db_dest_stats *ds = NULL;
     size_t n = 0, n_ds = 0;
     int64_t total = 0;
-    r = db_session_get(db, id, &s, &err);
+    r = status_session_get(db, id, &s, &err);
     if (r == 0)
         r = db_session_files(db, id, offset, (int)limit, &files, &n, &total, &err);
     if (r == 0)
