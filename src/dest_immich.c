@@ -34,22 +34,18 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <netinet/in.h>
 #include <sys/random.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
 #include <json-c/json.h>
-#include <linux/tcp.h>
 #include <openssl/evp.h>
 
 #include "dest.h"
@@ -58,7 +54,6 @@
 #define URL_MAX 2048
 #define REPLY_MAX (1024 * 1024)           /* an ordinary JSON reply */
 #define ALBUM_LIST_MAX (32 * 1024 * 1024) /* GET /albums on 2.x lists every album */
-#define JSON_DEPTH 32
 #define SIDECAR_MAX (4 * 1024 * 1024)
 #define HEAD_MAX (SIDECAR_MAX + 64 * 1024)
 #define PRECHECK_BATCH 1000 /* items per bulk-upload-check (the CLI sends 5000) */
