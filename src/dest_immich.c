@@ -29,7 +29,6 @@
 #include "http.h"
 #include "immich_reply.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>

@@ -79,8 +79,9 @@ void http_free(struct http *h);
  * HTTP status of the final reply (written on success only). */
 int http_run(struct http *h, const struct http_request *req, long *ret_status, struct error *err);
 
-/* Starts req on h (whose previous transfer must have ended). Headers are copied; req->body,
- * req->url and the read callback's state must live until http_end. 0, or -ENOMEM, -EIO. */
+/* Starts req on h, abandoning a transfer still attached. The URL and headers are copied;
+ * req->body and the read callback's state must live until http_end, the capture names until the
+ * next start. 0, or -ENOMEM, -EIO. */
 int http_start(struct http *h, const struct http_request *req, struct error *err);
 
 /* Drives the transfer until it is done or stop(arg) holds (checked after each step; NULL for
