@@ -3,15 +3,15 @@
  * Immich destination (`immich.enabled`): uploads each file as an asset of the key's user.
  *
  * The file part is streamed: open() builds the multipart head (text fields first, then the
- * optional XMP sidecar, then the assetData part header) and starts a POST /api/assets whose
- * CURLOPT_READFUNCTION feeds the head, then the chunks write() hands over, then the closing
- * boundary. The read callback pauses the transfer (CURL_READFUNC_PAUSE) when the current chunk is
- * used up; write() unpauses and drives curl_multi_perform/poll until the chunk is consumed, so
+ * optional XMP sidecar, then the assetData part header) and starts a POST /api/assets (http.h)
+ * whose read callback feeds the head, then the chunks write() hands over, then the closing
+ * boundary. The read callback pauses the transfer (HTTP_READ_PAUSE) when the current chunk is
+ * used up; write() resumes it and drives it until the chunk is consumed, so
  * memory is one chunk whatever the size and the card is read once. Content-Length is known from
  * the size. With a SHA-1 known from an earlier read, `x-immich-checksum` lets Immich answer
  * "duplicate" before the body: the transfer then stops and the rest of the chunks are dropped.
  *
- * Each open file takes a transfer slot (a CURL easy handle in its own multi handle) from its
+ * Each open file takes a transfer slot (a `struct http`: one CURL easy handle) from its
  * connection's small pool and gives it back at finish/abort, so a finisher thread can verify
  * file k while file k+1 streams on the same connection; a slot keeps its HTTP connections alive
  * for the next file. Stalls are timed by us (no byte moved for immich.timeout seconds while we
@@ -26,29 +26,25 @@
  * -EINVAL (not retried), each with the server's message. The API key is sent only as a header
  * and never appears in a message.
  */
-#include "dest_immich.h"
+#include "http.h"
+#include "immich_reply.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <netinet/in.h>
 #include <sys/random.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
 #include <json-c/json.h>
-#include <linux/tcp.h>
 #include <openssl/evp.h>
 
 #include "dest.h"
@@ -57,7 +53,6 @@
 #define URL_MAX 2048
 #define REPLY_MAX (1024 * 1024)           /* an ordinary JSON reply */
 #define ALBUM_LIST_MAX (32 * 1024 * 1024) /* GET /albums on 2.x lists every album */
-#define JSON_DEPTH 32
 #define SIDECAR_MAX (4 * 1024 * 1024)
 #define HEAD_MAX (SIDECAR_MAX + 64 * 1024)
 #define PRECHECK_BATCH 1000 /* items per bulk-upload-check (the CLI sends 5000) */
@@ -68,28 +63,6 @@
 #define MIN_MAJOR 2 /* oldest Immich served: 2.0.0 */
 
 enum album_mode { ALBUM_NONE, ALBUM_FIXED, ALBUM_SESSION, ALBUM_DATE };
-
-/* One CURL easy handle in its own multi handle, with the reply of its last request. */
-struct xfer {
-    CURL *easy;
-    CURLM *multi;
-    bool in_use;
-    char *reply;
-    size_t reply_len, reply_cap, reply_max;
-    bool reply_overflow;
-    long resp_clen;       /* Content-Length of the reply being received, -1 unknown */
-    char retry_after[32]; /* Retry-After of the reply, "" if none */
-    char location[256];
-    double last_progress; /* monotonic seconds */
-    curl_off_t moved;     /* bytes up + down seen by the progress callback */
-    uint64_t wire;        /* bytes the peer acknowledged + bytes received, from TCP_INFO */
-    curl_socket_t sock;   /* the connection's socket (one per multi handle), or CURL_SOCKET_BAD */
-    bool stalled;
-    bool done;
-    CURLcode result;
-    char errbuf[CURL_ERROR_SIZE];
-    long timeout;
-};
 
 struct album {
     char name[256];
@@ -108,7 +81,7 @@ struct immich {
     char album_fixed[256];
     char device_id[96];
     int version[3];       /* from prepare */
-    struct xfer *main;    /* prepare, precheck, end_session, probe: the main thread */
+    struct http *main;    /* prepare, precheck, end_session, probe: the main thread */
     pthread_mutex_t lock; /* guards the albums */
     struct album *albums;
     size_t n_albums;
@@ -117,14 +90,14 @@ struct immich {
 
 struct immich_conn {
     struct immich *im;
-    pthread_mutex_t lock; /* guards slots[].in_use */
-    struct xfer *slots[SLOTS_MAX];
+    pthread_mutex_t lock; /* guards busy[] */
+    struct http *slots[SLOTS_MAX];
+    bool busy[SLOTS_MAX];
 };
 
 struct immich_file {
     struct immich_conn *conn;
-    struct xfer *x;
-    struct curl_slist *headers;
+    struct http *x;
     char *head;
     size_t head_len, head_off;
     char tail[128];
@@ -132,596 +105,28 @@ struct immich_file {
     const uint8_t *chunk;
     size_t chunk_len, chunk_off;
     uint64_t size, sent, written;
-    bool paused;
     bool early; /* the server answered before the whole body was sent */
     char sha1_known[41];
     char dup_id[IMMICH_ID_MAX]; /* found by checksum after the server cut the upload */
     char album_date[16];
 };
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static CURLcode curl_init_result;
+/* ---- requests ---- */
 
-static void curl_init(void)
-{
-    curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* ---- reply parsers (dest_immich.h) ---- */
-
-static int parse_json(const char *buf, size_t len, struct json_object **ret, struct error *err)
-{
-    if (len > INT_MAX)
-        return error_set(err, -EBADMSG, "reply too large");
-    struct json_tokener *tok = json_tokener_new_ex(JSON_DEPTH);
-    if (!tok)
-        return error_set(err, -ENOMEM, "out of memory");
-    struct json_object *o = json_tokener_parse_ex(tok, buf, (int)len);
-    enum json_tokener_error je = json_tokener_get_error(tok);
-    if (o && je == json_tokener_success && json_tokener_get_parse_end(tok) < len) {
-        /* trailing bytes after the value: only white space is fine */
-        for (size_t i = json_tokener_get_parse_end(tok); i < len; i++)
-            if (!isspace((unsigned char)buf[i])) {
-                json_object_put(o);
-                o = NULL;
-                break;
-            }
-    }
-    json_tokener_free(tok);
-    if (!o || je != json_tokener_success) {
-        json_object_put(o);
-        return error_set(err, -EBADMSG, "the reply is not JSON");
-    }
-    *ret = o;
-    return 0;
-}
-
-static const char *get_string(struct json_object *o, const char *key)
-{
-    struct json_object *v;
-    if (!json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v) ||
-        !json_object_is_type(v, json_type_string))
-        return NULL;
-    return json_object_get_string(v);
-}
-
-static bool get_bool(struct json_object *o, const char *key)
-{
-    struct json_object *v;
-    return json_object_is_type(o, json_type_object) && json_object_object_get_ex(o, key, &v) &&
-           json_object_is_type(v, json_type_boolean) && json_object_get_boolean(v);
-}
-
-/* An id we put into a URL path: a uuid's characters only. */
-static bool valid_id(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n >= IMMICH_ID_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!isxdigit((unsigned char)s[i]) && s[i] != '-')
-            return false;
-    return true;
-}
-
-int immich_parse_version(const char *buf, size_t len, int ret[3], struct error *err)
-{
-    struct json_object *o;
-    int r = parse_json(buf, len, &o, err);
-    if (r < 0)
-        return r;
-    static const char *const names[3] = {"major", "minor", "patch"};
-    int v[3];
-    for (int i = 0; i < 3; i++) {
-        struct json_object *x;
-        if (!json_object_is_type(o, json_type_object) ||
-            !json_object_object_get_ex(o, names[i], &x) || !json_object_is_type(x, json_type_int) ||
-            json_object_get_int64(x) < 0 || json_object_get_int64(x) > 100000) {
-            json_object_put(o);
-            return error_set(err, -EBADMSG, "the version reply has no valid '%s'", names[i]);
-        }
-        v[i] = (int)json_object_get_int64(x);
-    }
-    json_object_put(o);
-    memcpy(ret, v, sizeof(v));
-    return 0;
-}
-
-int immich_parse_upload(const char *buf, size_t len, char ret_id[IMMICH_ID_MAX],
-                        bool *ret_duplicate, struct error *err)
-{
-    struct json_object *o;
-    int r = parse_json(buf, len, &o, err);
-    if (r < 0)
-        return r;
-    const char *id = get_string(o, "id");
-    const char *status = get_string(o, "status");
-    if (!valid_id(id) || !status ||
-        (strcmp(status, "created") != 0 && strcmp(status, "duplicate") != 0)) {
-        json_object_put(o);
-        return error_set(err, -EBADMSG, "the upload reply has no valid id and status");
-    }
-    snprintf(ret_id, IMMICH_ID_MAX, "%s", id);
-    *ret_duplicate = strcmp(status, "duplicate") == 0;
-    json_object_put(o);
-    return 0;
-}
-
-int immich_parse_asset(const char *buf, size_t len, char ret_checksum[64], bool *ret_trashed,
-                       struct error *err)
-{
-    struct json_object *o;
-    int r = parse_json(buf, len, &o, err);
-    if (r < 0)
-        return r;
-    const char *sum = get_string(o, "checksum");
-    if (!sum || strlen(sum) >= 64) {
-        json_object_put(o);
-        return error_set(err, -EBADMSG, "the asset reply has no checksum");
-    }
-    snprintf(ret_checksum, 64, "%s", sum);
-    *ret_trashed = get_bool(o, "isTrashed");
-    json_object_put(o);
-    return 0;
-}
-
-int immich_parse_api_key(const char *buf, size_t len, unsigned *ret_perms, char *ret_name,
-                         size_t name_size, struct error *err)
-{
-    static const struct {
-        const char *name;
-        unsigned bit;
-    } known[] = {
-        {"all", IMMICH_PERM_ALL},
-        {"asset.upload", IMMICH_PERM_UPLOAD},
-        {"asset.read", IMMICH_PERM_READ},
-        {"album.read", IMMICH_PERM_ALBUM_READ},
-        {"album.create", IMMICH_PERM_ALBUM_CREATE},
-        {"albumAsset.create", IMMICH_PERM_ALBUM_ADD},
-    };
-    struct json_object *o, *perms;
-    int r = parse_json(buf, len, &o, err);
-    if (r < 0)
-        return r;
-    if (!json_object_is_type(o, json_type_object) ||
-        !json_object_object_get_ex(o, "permissions", &perms) ||
-        !json_object_is_type(perms, json_type_array)) {
-        json_object_put(o);
-        return error_set(err, -EBADMSG, "the API key reply has no permissions");
-    }
-    unsigned bits = 0;
-    size_t n = json_object_array_length(perms);
-    for (size_t i = 0; i < n; i++) {
-        struct json_object *p = json_object_array_get_idx(perms, i);
-        if (!json_object_is_type(p, json_type_string))
-            continue;
-        for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
-            if (strcmp(json_object_get_string(p), known[k].name) == 0)
-                bits |= known[k].bit;
-    }
-    const char *name = get_string(o, "name");
-    if (ret_name && name_size)
-        snprintf(ret_name, name_size, "%s", name ? name : "");
-    *ret_perms = bits;
-    json_object_put(o);
-    return 0;
-}
-
-int immich_parse_bulk_check(const char *buf, size_t len, size_t n, struct dest_precheck *ret,
-                            struct error *err)
-{
-    struct json_object *o, *results;
-    int r = parse_json(buf, len, &o, err);
-    if (r < 0)
-        return r;
-    if (!json_object_is_type(o, json_type_object) ||
-        !json_object_object_get_ex(o, "results", &results) ||
-        !json_object_is_type(results, json_type_array)) {
-        json_object_put(o);
-        return error_set(err, -EBADMSG, "the bulk check reply has no results");
-    }
-    size_t m = json_object_array_length(results);
-    /* check everything first: outputs are written only on success */
-    for (size_t i = 0; i < m; i++) {
-        struct json_object *it = json_object_array_get_idx(results, i);
-        const char *id = get_string(it, "id");
-        char *end;
-        errno = 0;
-        unsigned long long k = id && *id ? strtoull(id, &end, 10) : 0;
-        if (!id || !*id || *end || errno || k >= n) {
-            json_object_put(o);
-            return error_set(err, -EBADMSG, "the bulk check reply has an unknown id");
-        }
-    }
-    for (size_t i = 0; i < m; i++) {
-        struct json_object *it = json_object_array_get_idx(results, i);
-        size_t k = (size_t)strtoull(get_string(it, "id"), NULL, 10);
-        const char *action = get_string(it, "action");
-        const char *asset = get_string(it, "assetId");
-        if (action && strcmp(action, "reject") == 0 && valid_id(asset) &&
-            !get_bool(it, "isTrashed")) {
-            ret[k].present = true;
-            snprintf(ret[k].remote, sizeof(ret[k].remote), "%s", asset);
-        }
-    }
-    json_object_put(o);
-    return 0;
-}
-
-int immich_parse_album(const char *buf, size_t len, const char *name, char ret_id[IMMICH_ID_MAX],
-                       bool *ret_found, struct error *err)
-{
-    struct json_object *o;
-    int r = parse_json(buf, len, &o, err);
-    if (r < 0)
-        return r;
-    const char *found = NULL;
-    if (json_object_is_type(o, json_type_object)) {
-        found = get_string(o, "id");
-        if (!valid_id(found)) {
-            json_object_put(o);
-            return error_set(err, -EBADMSG, "the album reply has no valid id");
-        }
-    } else if (json_object_is_type(o, json_type_array)) {
-        size_t n = json_object_array_length(o);
-        for (size_t i = 0; i < n && !found; i++) {
-            struct json_object *a = json_object_array_get_idx(o, i);
-            const char *an = get_string(a, "albumName");
-            const char *id = get_string(a, "id");
-            if (an && name && strcmp(an, name) == 0 && valid_id(id))
-                found = id;
-        }
-    } else {
-        json_object_put(o);
-        return error_set(err, -EBADMSG, "the album reply is neither an album nor a list");
-    }
-    if (found)
-        snprintf(ret_id, IMMICH_ID_MAX, "%s", found);
-    *ret_found = found != NULL;
-    json_object_put(o);
-    return 0;
-}
-
-static void printable(const char *in, size_t len, char *out, size_t size)
-{
-    size_t j = 0;
-    for (size_t i = 0; i < len && j + 1 < size; i++) {
-        unsigned char ch = (unsigned char)in[i];
-        out[j++] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
-    }
-    if (size)
-        out[j] = '\0';
-}
-
-void immich_reply_message(const char *buf, size_t len, char *out, size_t size)
-{
-    struct json_object *o = NULL, *m;
-    char tmp[300] = "";
-    if (size == 0)
-        return;
-    out[0] = '\0';
-    if (len > 0 && parse_json(buf, len, &o, NULL) == 0 &&
-        json_object_is_type(o, json_type_object) && json_object_object_get_ex(o, "message", &m)) {
-        if (json_object_is_type(m, json_type_string)) {
-            snprintf(tmp, sizeof(tmp), "%s", json_object_get_string(m));
-        } else if (json_object_is_type(m, json_type_array)) {
-            size_t n = json_object_array_length(m), at = 0;
-            for (size_t i = 0; i < n && at < sizeof(tmp); i++) {
-                struct json_object *s = json_object_array_get_idx(m, i);
-                if (!json_object_is_type(s, json_type_string))
-                    continue;
-                int k = snprintf(tmp + at, sizeof(tmp) - at, "%s%s", at ? "; " : "",
-                                 json_object_get_string(s));
-                if (k < 0)
-                    break;
-                at += (size_t)k;
-            }
-        }
-    }
-    json_object_put(o);
-    if (tmp[0])
-        printable(tmp, strlen(tmp), out, size);
-    else
-        printable(buf, len < 200 ? len : 200, out, size);
-}
-
-/* ---- transfers ---- */
-
-static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
-{
-    struct xfer *x = userdata;
-    size_t n = size * nmemb;
-    x->last_progress = now_s();
-    if (x->reply_len + n > x->reply_max) {
-        x->reply_overflow = true;
-        return n; /* keep the connection usable; the reply is refused afterwards */
-    }
-    if (x->reply_len + n + 1 > x->reply_cap) {
-        size_t cap = x->reply_cap ? x->reply_cap : 4096;
-        while (cap < x->reply_len + n + 1)
-            cap *= 2;
-        char *p = realloc(x->reply, cap);
-        if (!p) {
-            x->reply_overflow = true;
-            return n;
-        }
-        x->reply = p;
-        x->reply_cap = cap;
-    }
-    memcpy(x->reply + x->reply_len, data, n);
-    x->reply_len += n;
-    x->reply[x->reply_len] = '\0';
-    return n;
-}
-
-static bool header_is(const char *line, size_t len, const char *name, const char **ret_value,
-                      size_t *ret_len)
-{
-    size_t n = strlen(name);
-    if (len <= n || strncasecmp(line, name, n) != 0 || line[n] != ':')
-        return false;
-    const char *v = line + n + 1;
-    const char *end = line + len;
-    while (v < end && (*v == ' ' || *v == '\t'))
-        v++;
-    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
-        end--;
-    *ret_value = v;
-    *ret_len = (size_t)(end - v);
-    return true;
-}
-
-static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
-{
-    struct xfer *x = userdata;
-    size_t n = size * nmemb;
-    const char *v;
-    size_t vlen;
-    x->last_progress = now_s();
-    if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) { /* a new response (after a 100, ...) */
-        x->reply_len = 0;
-        x->resp_clen = -1;
-        x->retry_after[0] = '\0';
-        x->location[0] = '\0';
-    } else if (header_is(data, n, "content-length", &v, &vlen)) {
-        char tmp[24];
-        printable(v, vlen < sizeof(tmp) - 1 ? vlen : sizeof(tmp) - 1, tmp, sizeof(tmp));
-        char *end;
-        errno = 0;
-        long long cl = strtoll(tmp, &end, 10);
-        x->resp_clen = (!errno && end != tmp && !*end && cl >= 0) ? (long)cl : -1;
-    } else if (header_is(data, n, "retry-after", &v, &vlen)) {
-        printable(v, vlen, x->retry_after, sizeof(x->retry_after));
-    } else if (header_is(data, n, "location", &v, &vlen)) {
-        printable(v, vlen, x->location, sizeof(x->location));
-    }
-    return n;
-}
-
-/*
- * Bytes the connection's peer has acknowledged plus bytes received, as the kernel counts them
- * (0 when unknown). curl's counters stop when the last of the body is in the socket buffer, which
- * on a slow link can hold many seconds of upload; the acknowledged count keeps moving while the
- * server takes it, so only a real stall trips immich.timeout.
- */
-static uint64_t wire_bytes(curl_socket_t fd)
-{
-    if (fd == CURL_SOCKET_BAD)
-        return 0;
-    struct tcp_info ti;
-    socklen_t len = sizeof(ti);
-    memset(&ti, 0, sizeof(ti));
-    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
-        len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(ti.tcpi_bytes_received))
-        return 0;
-    return ti.tcpi_bytes_acked + ti.tcpi_bytes_received;
-}
-
-static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
-                       curl_off_t ulnow)
-{
-    struct xfer *x = userdata;
-    (void)dltotal;
-    (void)ultotal;
-    double t = now_s();
-    uint64_t wire = wire_bytes(x->sock);
-    if (dlnow + ulnow != x->moved || wire != x->wire) {
-        x->moved = dlnow + ulnow;
-        x->wire = wire;
-        x->last_progress = t;
-    } else if (t - x->last_progress > (double)x->timeout) {
-        x->stalled = true;
-        return 1; /* abort: no byte moved for timeout seconds */
-    }
-    return 0;
-}
-
-/* Remembers the socket of this transfer's connection, for wire_bytes(). */
-static int on_sockopt(void *userdata, curl_socket_t fd, curlsocktype purpose)
-{
-    struct xfer *x = userdata;
-    if (purpose == CURLSOCKTYPE_IPCXN)
-        x->sock = fd;
-    return CURL_SOCKOPT_OK;
-}
-
-static int on_closesocket(void *userdata, curl_socket_t fd)
-{
-    struct xfer *x = userdata;
-    if (x->sock == fd)
-        x->sock = CURL_SOCKET_BAD;
-    return close(fd);
-}
-
-static void xfer_free(struct xfer *x)
-{
-    if (!x)
-        return;
-    if (x->multi && x->easy)
-        curl_multi_remove_handle(x->multi, x->easy);
-    curl_easy_cleanup(x->easy);
-    curl_multi_cleanup(x->multi);
-    free(x->reply);
-    free(x);
-}
-
-static int xfer_new(long timeout, struct xfer **ret, struct error *err)
-{
-    struct xfer *x = calloc(1, sizeof(*x));
-    if (!x)
-        return error_set(err, -ENOMEM, "out of memory");
-    x->easy = curl_easy_init();
-    x->multi = curl_multi_init();
-    x->timeout = timeout;
-    x->sock = CURL_SOCKET_BAD;
-    if (!x->easy || !x->multi) {
-        xfer_free(x);
-        return error_set(err, -ENOMEM, "cannot create a CURL handle");
-    }
-    *ret = x;
-    return 0;
-}
-
-/* Options every request of x starts from (curl_easy_reset keeps the connections). */
-static void xfer_setup(struct xfer *x, const struct immich *im, const char *url,
-                       struct curl_slist *headers, size_t reply_max)
-{
-    CURL *e = x->easy;
-    curl_easy_reset(e);
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    if (im->ca_file[0])
-        curl_easy_setopt(e, CURLOPT_CAINFO, im->ca_file);
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, im->timeout);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "snapsync/" SNAPSYNC_VERSION);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-    curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(e, CURLOPT_XFERINFODATA, x);
-    curl_easy_setopt(e, CURLOPT_SOCKOPTFUNCTION, on_sockopt);
-    curl_easy_setopt(e, CURLOPT_SOCKOPTDATA, x);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_closesocket);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, x);
-    curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-    x->errbuf[0] = '\0';
-    x->reply_len = 0;
-    x->reply_max = reply_max;
-    x->reply_overflow = false;
-    x->resp_clen = -1;
-    x->retry_after[0] = '\0';
-    x->location[0] = '\0';
-    x->moved = 0;
-    x->stalled = false;
-    x->done = false;
-    x->result = CURLE_OK;
-    x->last_progress = now_s();
-}
-
-static int xfer_start(struct xfer *x, struct error *err)
-{
-    if (curl_multi_add_handle(x->multi, x->easy) != CURLM_OK)
-        return error_set(err, -EIO, "cannot start a transfer");
-    return 0;
-}
-
-/* The whole reply arrived while the request body is still being sent. */
-static bool reply_complete(const struct xfer *x)
-{
-    long code = 0;
-    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
-    return code >= 200 && x->resp_clen >= 0 && (size_t)x->resp_clen == x->reply_len;
-}
-
-/* Drives x until it is done, or until stop(arg) holds. Returns 0 or -EIO (multi failure). */
-static int xfer_drive(struct xfer *x, bool (*stop)(void *), void *arg, struct error *err)
-{
-    for (;;) {
-        int running = 0;
-        CURLMcode mc = curl_multi_perform(x->multi, &running);
-        if (mc != CURLM_OK)
-            return error_set(err, -EIO, "transfer failed: %s", curl_multi_strerror(mc));
-        CURLMsg *m;
-        int left;
-        while ((m = curl_multi_info_read(x->multi, &left)))
-            if (m->msg == CURLMSG_DONE) {
-                x->done = true;
-                x->result = m->data.result;
-            }
-        if (x->done)
-            return 0;
-        if (stop && stop(arg))
-            return 0;
-        mc = curl_multi_poll(x->multi, NULL, 0, 500, NULL);
-        if (mc != CURLM_OK)
-            return error_set(err, -EIO, "transfer failed: %s", curl_multi_strerror(mc));
-    }
-}
-
-static void xfer_stop(struct xfer *x)
-{
-    curl_multi_remove_handle(x->multi, x->easy);
-}
-
-/* The error of a transfer that did not get a whole reply. */
-static int curl_failure(const struct xfer *x, const struct immich *im, struct error *err)
-{
-    const char *detail = x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result);
-    switch (x->result) {
-    case CURLE_ABORTED_BY_CALLBACK:
-        if (x->stalled)
-            return error_set(err, -ETIMEDOUT, "no progress for %ld s (immich.timeout)",
-                             im->timeout);
-        return error_set(err, -EIO, "transfer aborted");
-    case CURLE_OPERATION_TIMEDOUT:
-        return error_set(err, -ETIMEDOUT, "timed out: %s", detail);
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY:
-    case CURLE_COULDNT_CONNECT:
-        return error_set(err, -ECONNREFUSED, "cannot reach Immich: %s", detail);
-    case CURLE_SEND_ERROR:
-    case CURLE_RECV_ERROR:
-    case CURLE_GOT_NOTHING:
-    case CURLE_PARTIAL_FILE:
-    case CURLE_HTTP2:
-    case CURLE_HTTP2_STREAM:
-        return error_set(err, -ECONNRESET, "connection lost: %s", detail);
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CACERT_BADFILE:
-        return error_set(err, -EACCES,
-                         "TLS: the server's certificate is not trusted (%s; a self-signed "
-                         "server needs its CA in immich.tls_ca_file): %s",
-                         im->ca_file[0] ? "not signed by immich.tls_ca_file" : "system CAs",
-                         detail);
-    case CURLE_UNSUPPORTED_PROTOCOL:
-    case CURLE_URL_MALFORMAT:
-        return error_set(err, -EINVAL, "immich.url: %s", detail);
-    default:
-        return error_set(err, -EIO, "transfer failed: %s", detail);
-    }
-}
+/* Reply headers http_failure reads. */
+static const char *const captured[] = {"retry-after", "location", NULL};
 
 /* The error of an HTTP status other than the expected one. */
-static int http_failure(const struct xfer *x, long code, struct error *err)
+static int http_failure(const struct http *x, long code, struct error *err)
 {
     char msg[256];
-    immich_reply_message(x->reply ? x->reply : "", x->reply_len, msg, sizeof(msg));
-    if (code == 429 || (code == 503 && x->retry_after[0]))
+
+    const char *retry_after = http_reply_header(x, "retry-after");
+    const char *location = http_reply_header(x, "location");
+    immich_reply_message(http_reply(x), http_reply_len(x), msg, sizeof(msg));
+    if (code == 429 || (code == 503 && retry_after && retry_after[0]))
         return error_set(err, -EAGAIN, "HTTP %ld %s (server busy, retry after %s s)", code, msg,
-                         x->retry_after[0] ? x->retry_after : "?");
+                         retry_after && retry_after[0] ? retry_after : "?");
     if (code == 408)
         return error_set(err, -ETIMEDOUT, "HTTP 408 %s", msg);
     if (code >= 500)
@@ -737,64 +142,45 @@ static int http_failure(const struct xfer *x, long code, struct error *err)
                          msg);
     if (code >= 300 && code < 400)
         return error_set(err, -EINVAL, "HTTP %ld: redirected to '%s'; set immich.url to it", code,
-                         x->location);
+                         location ? location : "");
     return error_set(err, -EINVAL, "HTTP %ld %s", code, msg);
 }
 
-/* Appends to a header list; false (list unchanged) when out of memory. */
-static bool slist_add(struct curl_slist **list, const char *line)
+/* Whether x ended without a whole reply (a reply over its ceiling is not this). */
+static bool transfer_failed(const struct http *x)
 {
-    struct curl_slist *t = curl_slist_append(*list, line);
-    if (t)
-        *list = t;
-    return t != NULL;
+    int r = http_error(x, NULL);
+    return r < 0 && r != -EBADMSG;
 }
 
 /* Runs one JSON request to completion on x; *ret_code is the HTTP status. */
-static int request(struct immich *im, struct xfer *x, const char *method, const char *path,
+static int request(struct immich *im, struct http *x, const char *method, const char *path,
                    const char *body, bool auth, size_t reply_max, long *ret_code, struct error *err)
 {
     char url[URL_MAX + 512];
     int n = snprintf(url, sizeof(url), "%s%s", im->api, path);
     if (n < 0 || (size_t)n >= sizeof(url))
         return error_set(err, -ENAMETOOLONG, "request URL too long");
-    struct curl_slist *h = NULL;
-    int r = 0;
-    if (!slist_add(&h, "Accept: application/json") || (auth && !slist_add(&h, im->key_header)) ||
-        (body && !slist_add(&h, "Content-Type: application/json"))) {
-        r = error_set(err, -ENOMEM, "out of memory");
-        goto out;
-    }
-    xfer_setup(x, im, url, h, reply_max);
-    if (body) {
-        curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
-        curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, body);
-    }
-    if (strcmp(method, "GET") != 0)
-        curl_easy_setopt(x->easy, CURLOPT_CUSTOMREQUEST, method);
-    r = xfer_start(x, err);
-    if (r < 0)
-        goto out;
-    r = xfer_drive(x, NULL, NULL, err);
-    xfer_stop(x);
-    if (r < 0)
-        goto out;
-    if (x->result != CURLE_OK) {
-        r = curl_failure(x, im, err);
-        goto out;
-    }
-    if (x->reply_overflow) {
-        r = error_set(err, -EBADMSG, "the reply is larger than %zu bytes", reply_max);
-        goto out;
-    }
-    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, ret_code);
-out:
-    curl_slist_free_all(h);
-    return r;
+    const char *headers[4] = {"Accept: application/json"};
+    size_t k = 1;
+    if (auth)
+        headers[k++] = im->key_header;
+    if (body)
+        headers[k++] = "Content-Type: application/json";
+    struct http_request req = {
+        .method = method,
+        .url = url,
+        .headers = headers,
+        .body = body,
+        .body_len = body ? strlen(body) : 0,
+        .reply_max = reply_max,
+        .capture = captured,
+    };
+    return http_run(x, &req, ret_code, err);
 }
 
 /* request() that expects status `want`; anything else is classified. */
-static int request_ok(struct immich *im, struct xfer *x, const char *method, const char *path,
+static int request_ok(struct immich *im, struct http *x, const char *method, const char *path,
                       const char *body, long want, size_t reply_max, struct error *err)
 {
     long code = 0;
@@ -808,13 +194,13 @@ static int request_ok(struct immich *im, struct xfer *x, const char *method, con
 
 /* ---- albums ---- */
 
-static int album_resolve(struct immich *im, struct xfer *x, struct album *a, struct error *err)
+static int album_resolve(struct immich *im, struct http *x, struct album *a, struct error *err)
 {
     char path[1024];
     bool found = false;
     int r;
     if (im->version[0] >= 3) {
-        char *q = curl_easy_escape(x->easy, a->name, 0);
+        char *q = curl_easy_escape(NULL, a->name, 0);
         if (!q)
             return error_set(err, -ENOMEM, "out of memory");
         snprintf(path, sizeof(path), "/albums?name=%s", q);
@@ -824,7 +210,7 @@ static int album_resolve(struct immich *im, struct xfer *x, struct album *a, str
     }
     r = request_ok(im, x, "GET", path, NULL, 200, ALBUM_LIST_MAX, err);
     if (r == 0)
-        r = immich_parse_album(x->reply, x->reply_len, a->name, a->id, &found, err);
+        r = immich_parse_album(http_reply(x), http_reply_len(x), a->name, a->id, &found, err);
     if (r < 0)
         return error_prefix(err, "album '%s'", a->name);
     if (found)
@@ -837,7 +223,7 @@ static int album_resolve(struct immich *im, struct xfer *x, struct album *a, str
     r = request_ok(im, x, "POST", "/albums", json_object_to_json_string(o), 201, REPLY_MAX, err);
     json_object_put(o);
     if (r == 0)
-        r = immich_parse_album(x->reply, x->reply_len, NULL, a->id, &found, err);
+        r = immich_parse_album(http_reply(x), http_reply_len(x), NULL, a->id, &found, err);
     if (r == 0 && !found)
         r = error_set(err, -EBADMSG, "no album id in the reply");
     if (r < 0)
@@ -846,7 +232,7 @@ static int album_resolve(struct immich *im, struct xfer *x, struct album *a, str
 }
 
 /* Sends a's pending ids. Caller holds im->lock. */
-static int album_flush(struct immich *im, struct xfer *x, struct album *a, struct error *err)
+static int album_flush(struct immich *im, struct http *x, struct album *a, struct error *err)
 {
     int r = 0;
     if (a->n_pending == 0)
@@ -901,7 +287,7 @@ static int album_get(struct immich *im, const char *name, struct album **ret, st
 }
 
 /* Queues asset id for album name; sends a full batch at once with x. */
-static int album_add(struct immich *im, struct xfer *x, const char *name, const char *id,
+static int album_add(struct immich *im, struct http *x, const char *name, const char *id,
                      struct error *err)
 {
     struct album *a;
@@ -952,10 +338,6 @@ static const char *album_for(const struct immich *im, const char *date, char *bu
 static int immich_init(const struct config *cfg, void **ret_priv, char *id, size_t id_size,
                        char *label, size_t label_size, struct error *err)
 {
-    pthread_once(&curl_once, curl_init);
-    if (curl_init_result != CURLE_OK)
-        return error_set(err, -EIO, "cannot initialise libcurl: %s",
-                         curl_easy_strerror(curl_init_result));
     const char *url = cfg->immich.url ? cfg->immich.url : "";
     size_t len = strlen(url);
     while (len > 0 && url[len - 1] == '/')
@@ -1020,7 +402,7 @@ static void immich_done(void *priv)
     struct immich *im = priv;
     if (!im)
         return;
-    xfer_free(im->main);
+    http_free(im->main);
     albums_clear(im);
     if (im->key_header) {
         explicit_bzero(im->key_header, strlen(im->key_header));
@@ -1030,9 +412,22 @@ static void immich_done(void *priv)
     free(im);
 }
 
+/* A new transfer handle with the options of im. */
+static int xfer_new(const struct immich *im, struct http **ret, struct error *err)
+{
+    struct http_options o = {
+        .name = "Immich",
+        .section = "immich",
+        .ca_file = im->ca_file,
+        .connect_timeout = im->timeout,
+        .stall_timeout = im->timeout,
+    };
+    return http_new(&o, ret, err);
+}
+
 static int main_xfer(struct immich *im, struct error *err)
 {
-    return im->main ? 0 : xfer_new(im->timeout, &im->main, err);
+    return im->main ? 0 : xfer_new(im, &im->main, err);
 }
 
 /* Server version into im->version; refuses what we do not serve. */
@@ -1046,7 +441,7 @@ static int check_version(struct immich *im, struct error *err)
         http_failure(im->main, code, err);
         return error_prefix(err, "%s/server/version", im->api);
     }
-    r = immich_parse_version(im->main->reply, im->main->reply_len, im->version, err);
+    r = immich_parse_version(http_reply(im->main), http_reply_len(im->main), im->version, err);
     if (r < 0)
         return error_prefix(err, "%s/server/version", im->api);
     if (im->version[0] < MIN_MAJOR)
@@ -1095,7 +490,8 @@ static int check_key(struct immich *im, char *name, size_t name_size, struct err
         http_failure(im->main, code, err);
         return error_prefix(err, "checking the API key");
     }
-    r = immich_parse_api_key(im->main->reply, im->main->reply_len, &perms, name, name_size, err);
+    r = immich_parse_api_key(http_reply(im->main), http_reply_len(im->main), &perms, name,
+                             name_size, err);
     if (r < 0)
         return r;
     unsigned missing = perms_needed(im) & ~perms;
@@ -1182,7 +578,8 @@ static int immich_precheck(void *priv, const struct dest_item *items, size_t n,
                        json_object_to_json_string(o), 200, REPLY_MAX, err);
         json_object_put(o);
         if (r == 0)
-            r = immich_parse_bulk_check(im->main->reply, im->main->reply_len, m, ret + start, err);
+            r = immich_parse_bulk_check(http_reply(im->main), http_reply_len(im->main), m,
+                                        ret + start, err);
     }
     if (r < 0)
         return r;
@@ -1238,7 +635,7 @@ static int immich_probe(void *priv, char *detail, size_t detail_size, struct err
     if (r < 0)
         return error_prefix(err, "API key");
     char safe[128];
-    printable(name, strlen(name), safe, sizeof(safe));
+    immich_printable(name, strlen(name), safe, sizeof(safe));
     snprintf(detail, detail_size, "%s: Immich %d.%d.%d, API key '%s' may upload and read assets%s",
              im->api, im->version[0], im->version[1], im->version[2], safe,
              im->album_mode != ALBUM_NONE ? " and manage albums" : "");
@@ -1262,22 +659,22 @@ static void immich_conn_free(void *conn)
     if (!c)
         return;
     for (int i = 0; i < SLOTS_MAX; i++)
-        xfer_free(c->slots[i]);
+        http_free(c->slots[i]);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }
 
 /* A transfer slot of c for one file (its connections stay alive in it for the next). */
-static int slot_take(struct immich_conn *c, struct xfer **ret, struct error *err)
+static int slot_take(struct immich_conn *c, struct http **ret, struct error *err)
 {
     int r = -EBUSY;
     pthread_mutex_lock(&c->lock);
     for (int i = 0; i < SLOTS_MAX; i++) {
-        if (c->slots[i] && c->slots[i]->in_use)
+        if (c->busy[i])
             continue;
-        if (!c->slots[i] && (r = xfer_new(c->im->timeout, &c->slots[i], err)) < 0)
+        if (!c->slots[i] && (r = xfer_new(c->im, &c->slots[i], err)) < 0)
             break;
-        c->slots[i]->in_use = true;
+        c->busy[i] = true;
         *ret = c->slots[i];
         r = 0;
         break;
@@ -1288,10 +685,12 @@ static int slot_take(struct immich_conn *c, struct xfer **ret, struct error *err
     return r;
 }
 
-static void slot_give(struct immich_conn *c, struct xfer *x)
+static void slot_give(struct immich_conn *c, struct http *x)
 {
     pthread_mutex_lock(&c->lock);
-    x->in_use = false;
+    for (int i = 0; i < SLOTS_MAX; i++)
+        if (c->slots[i] == x)
+            c->busy[i] = false;
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -1475,10 +874,10 @@ static int build_head(struct immich_file *fl, const struct immich *im, const str
     return 0;
 }
 
-static size_t upload_read(char *buf, size_t size, size_t nitems, void *userdata)
+static size_t upload_read(void *arg, char *buf, size_t room)
 {
-    struct immich_file *f = userdata;
-    size_t room = size * nitems, n = 0;
+    struct immich_file *f = arg;
+    size_t n = 0;
     while (n < room) {
         if (f->head_off < f->head_len) {
             size_t k = f->head_len - f->head_off;
@@ -1505,10 +904,8 @@ static size_t upload_read(char *buf, size_t size, size_t nitems, void *userdata)
             break;
         }
     }
-    if (n == 0 && f->sent < f->size) {
-        f->paused = true;
-        return CURL_READFUNC_PAUSE;
-    }
+    if (n == 0 && f->sent < f->size)
+        return HTTP_READ_PAUSE;
     return n;
 }
 
@@ -1540,26 +937,28 @@ static int immich_open(void *conn, const struct dest_item *item, void **ret_file
     snprintf(ct, sizeof(ct), "Content-Type: multipart/form-data; boundary=%s", boundary);
     snprintf(sum, sizeof(sum), "x-immich-checksum: %s", f->sha1_known);
     /* no "Expect: 100-continue": servers that ignore it would cost a second per file */
-    if (!slist_add(&f->headers, "Accept: application/json") ||
-        !slist_add(&f->headers, im->key_header) || !slist_add(&f->headers, ct) ||
-        !slist_add(&f->headers, "Expect:") ||
-        (strlen(f->sha1_known) == 40 && !slist_add(&f->headers, sum))) {
-        r = error_set(err, -ENOMEM, "out of memory");
-        goto fail;
-    }
+    const char *headers[] = {"Accept: application/json",
+                             im->key_header,
+                             ct,
+                             "Expect:",
+                             strlen(f->sha1_known) == 40 ? sum : NULL,
+                             NULL};
     r = slot_take(c, &f->x, err);
     if (r < 0)
         goto fail;
     char url[URL_MAX + 16];
     snprintf(url, sizeof(url), "%s/assets", im->api);
-    xfer_setup(f->x, im, url, f->headers, REPLY_MAX);
-    CURL *e = f->x->easy;
-    curl_easy_setopt(e, CURLOPT_POST, 1L);
-    curl_easy_setopt(e, CURLOPT_READFUNCTION, upload_read);
-    curl_easy_setopt(e, CURLOPT_READDATA, f);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
-                     (curl_off_t)(f->head_len + f->size + f->tail_len));
-    r = xfer_start(f->x, err);
+    struct http_request req = {
+        .method = "POST",
+        .url = url,
+        .headers = headers,
+        .read = upload_read,
+        .read_arg = f,
+        .body_size = (int64_t)(f->head_len + f->size + f->tail_len),
+        .reply_max = REPLY_MAX,
+        .capture = captured,
+    };
+    r = http_start(f->x, &req, err);
     if (r < 0)
         goto fail;
     *ret_file = f;
@@ -1567,7 +966,6 @@ static int immich_open(void *conn, const struct dest_item *item, void **ret_file
 fail:
     if (f->x)
         slot_give(c, f->x);
-    curl_slist_free_all(f->headers);
     free(f->head);
     free(f);
     return r;
@@ -1578,7 +976,7 @@ static bool chunk_used(void *arg)
     struct immich_file *f = arg;
     if (f->chunk_off == f->chunk_len)
         return true;
-    if (reply_complete(f->x)) { /* answered early (a duplicate by checksum, an error) */
+    if (http_reply_complete(f->x)) { /* answered early (a duplicate by checksum, an error) */
         f->early = true;
         return true;
     }
@@ -1589,19 +987,16 @@ static bool chunk_used(void *arg)
 static int upload_result(struct immich_file *f, char id[IMMICH_ID_MAX], bool *ret_dup,
                          struct error *err)
 {
-    struct xfer *x = f->x;
-    struct immich *im = f->conn->im;
-    long code = 0;
-    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
-    bool whole = code >= 200 && (x->resp_clen < 0 || (size_t)x->resp_clen == x->reply_len);
+    struct http *x = f->x;
+    long code = http_status(x);
     /* a connection cut after a complete reply (duplicate by checksum) is not an error */
-    if (x->result != CURLE_OK && !(x->done && whole && x->resp_clen >= 0) && !f->early)
-        return curl_failure(x, im, err);
-    if (x->reply_overflow)
+    if (transfer_failed(x) && !(http_done(x) && http_reply_complete(x)) && !f->early)
+        return http_error(x, err);
+    if (http_error(x, NULL) == -EBADMSG)
         return error_set(err, -EBADMSG, "the upload reply is too large");
     if (code != 200 && code != 201)
         return http_failure(x, code, err);
-    int r = immich_parse_upload(x->reply, x->reply_len, id, ret_dup, err);
+    int r = immich_parse_upload(http_reply(x), http_reply_len(x), id, ret_dup, err);
     if (r < 0) /* retryable: the next attempt gets a clean answer or a duplicate */
         return error_set(err, -EIO, "upload: %s", err->msg);
     return 0;
@@ -1610,10 +1005,9 @@ static int upload_result(struct immich_file *f, char id[IMMICH_ID_MAX], bool *re
 static void file_free(struct immich_file *f)
 {
     if (f->x) {
-        xfer_stop(f->x);
+        http_end(f->x);
         slot_give(f->conn, f->x);
     }
-    curl_slist_free_all(f->headers);
     free(f->head);
     free(f);
 }
@@ -1626,9 +1020,7 @@ static void file_free(struct immich_file *f)
  */
 static bool duplicate_after_cut(struct immich_file *f)
 {
-    CURLcode res = f->x->result;
-    if (!f->sha1_known[0] || (res != CURLE_SEND_ERROR && res != CURLE_RECV_ERROR &&
-                              res != CURLE_GOT_NOTHING))
+    if (!f->sha1_known[0] || http_error(f->x, NULL) != -ECONNRESET)
         return false;
     struct immich *im = f->conn->im;
     char body[160];
@@ -1636,9 +1028,10 @@ static bool duplicate_after_cut(struct immich_file *f)
              f->sha1_known);
     struct dest_precheck pc = {0};
     struct error err = {0};
-    xfer_stop(f->x);
+    http_end(f->x);
     if (request_ok(im, f->x, "POST", "/assets/bulk-upload-check", body, 200, REPLY_MAX, &err) < 0 ||
-        immich_parse_bulk_check(f->x->reply, f->x->reply_len, 1, &pc, &err) < 0 || !pc.present)
+        immich_parse_bulk_check(http_reply(f->x), http_reply_len(f->x), 1, &pc, &err) < 0 ||
+        !pc.present)
         return false;
     snprintf(f->dup_id, sizeof(f->dup_id), "%s", pc.remote);
     f->early = true;
@@ -1651,7 +1044,7 @@ static int immich_write(void *file, const void *buf, size_t len, struct error *e
     if (f->written + len > f->size)
         return error_set(err, -EIO, "the file grew while it was read (%" PRIu64 " bytes expected)",
                          f->size);
-    if (f->early || f->x->done) {
+    if (f->early || http_done(f->x)) {
         f->written += len;
         return 0; /* answered already; the rest of the file is not needed */
     }
@@ -1659,19 +1052,14 @@ static int immich_write(void *file, const void *buf, size_t len, struct error *e
     f->chunk = buf;
     f->chunk_len = len;
     f->chunk_off = 0;
-    f->x->last_progress = now_s(); /* waiting for the reader is not a stall */
-    if (f->paused) {
-        f->paused = false;
-        curl_easy_pause(f->x->easy, CURLPAUSE_CONT);
-    }
-    int r = xfer_drive(f->x, chunk_used, f, err);
+    http_resume(f->x); /* waiting for the reader is not a stall */
+    int r = http_drive(f->x, chunk_used, f, err);
     if (r < 0)
         return r;
-    if (f->x->done && !f->early) {
-        long code = 0;
-        curl_easy_getinfo(f->x->easy, CURLINFO_RESPONSE_CODE, &code);
-        if (f->x->result != CURLE_OK && !reply_complete(f->x))
-            return duplicate_after_cut(f) ? 0 : curl_failure(f->x, f->conn->im, err);
+    if (http_done(f->x) && !f->early) {
+        long code = http_status(f->x);
+        if (transfer_failed(f->x) && !http_reply_complete(f->x))
+            return duplicate_after_cut(f) ? 0 : http_error(f->x, err);
         if (code != 200 && code != 201)
             return http_failure(f->x, code, err);
         f->early = f->sent < f->size;
@@ -1680,7 +1068,7 @@ static int immich_write(void *file, const void *buf, size_t len, struct error *e
 }
 
 /* GET /assets/{id}: the server's SHA-1 must be ours. */
-static int verify_asset(struct immich *im, struct xfer *x, const char *id,
+static int verify_asset(struct immich *im, struct http *x, const char *id,
                         const struct hasher_digest *digest, struct error *err)
 {
     char path[128], sum[64], want[40];
@@ -1688,7 +1076,7 @@ static int verify_asset(struct immich *im, struct xfer *x, const char *id,
     snprintf(path, sizeof(path), "/assets/%s", id);
     int r = request_ok(im, x, "GET", path, NULL, 200, REPLY_MAX, err);
     if (r == 0)
-        r = immich_parse_asset(x->reply, x->reply_len, sum, &trashed, err);
+        r = immich_parse_asset(http_reply(x), http_reply_len(x), sum, &trashed, err);
     if (r == -EBADMSG)
         r = -EIO;
     if (r < 0) {
@@ -1716,18 +1104,14 @@ static int immich_finish(void *file, const struct hasher_digest *digest, bool ve
     int r = 0;
     char id[IMMICH_ID_MAX];
     bool dup = false;
-    if (!f->early && !f->x->done) {
+    if (!f->early && !http_done(f->x)) {
         if (f->written != f->size) {
             r = error_set(err, -EIO, "read %" PRIu64 " of %" PRIu64 " bytes", f->written, f->size);
             goto out;
         }
-        f->x->last_progress = now_s();
-        if (f->paused) {
-            f->paused = false;
-            curl_easy_pause(f->x->easy, CURLPAUSE_CONT);
-        }
         f->chunk_len = f->chunk_off = 0;
-        r = xfer_drive(f->x, NULL, NULL, err);
+        http_resume(f->x);
+        r = http_drive(f->x, NULL, NULL, err);
         if (r < 0)
             goto out;
     }
@@ -1735,7 +1119,7 @@ static int immich_finish(void *file, const struct hasher_digest *digest, bool ve
         snprintf(id, sizeof(id), "%s", f->dup_id);
         dup = true;
     } else {
-        xfer_stop(f->x);
+        http_end(f->x);
         r = upload_result(f, id, &dup, err);
         if (r == -ECONNRESET && duplicate_after_cut(f)) {
             snprintf(id, sizeof(id), "%s", f->dup_id);

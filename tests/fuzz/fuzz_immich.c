@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * libFuzzer target for the parsers of Immich server replies (dest_immich.h). The first byte
+ * libFuzzer target for the parsers of Immich server replies (immich_reply.h). The first byte
  * picks the parser, the rest is the reply. Whatever the bytes, a parser returns 0 or -EBADMSG,
  * writes bounded, NUL-terminated outputs, and never reads past the reply.
  */
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dest_immich.h"
+#include "immich_reply.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests for the Immich reply parsers (dest_immich.h): 2.x and 3.x shapes, hostile input. */
+/* Unit tests for the Immich reply parsers (immich_reply.h): 2.x and 3.x shapes, hostile input. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "dest_immich.h"
+#include "immich_reply.h"
 
 #define S(lit) (lit), (sizeof(lit) - 1)
 #define UUID "48cff54c-fe0c-4260-8390-23c80d77c2ee"

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Immich destination (dest_immich.c): the backend is reached only through its ops table
- * `dest_immich_ops` (dest.c). This header is the contract of its reply parsers, pure functions
- * over a server's bytes, exposed so the fuzz target and unit tests can drive them.
+ * Parsers of Immich server replies (immich_reply.c), used by the Immich destination
+ * (dest_immich.c, reached only through its ops table `dest_immich_ops`): pure functions over a
+ * server's bytes, a file of their own so the fuzz target and unit tests drive them alone.
  *
  * Every parser takes untrusted bytes (buf, len; no NUL needed), bounds its JSON depth, writes its
  * outputs only on success and returns 0, or -EBADMSG (err says what was wrong). Any thread.
@@ -57,3 +57,7 @@ int immich_parse_album(const char *buf, size_t len, const char *name, char ret_i
 /* The human message of an error reply: "message" as a string or an array of strings (2.x), else
  * the start of the body; control characters and non-ASCII bytes replaced, never fails. */
 void immich_reply_message(const char *buf, size_t len, char *out, size_t size);
+
+/* Copies len bytes of in to out (size bytes, NUL-terminated, cut to fit), bytes outside printable
+ * ASCII as '?': for text from a server put into a message. */
+void immich_printable(const char *in, size_t len, char *out, size_t size);
