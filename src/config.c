@@ -311,6 +311,8 @@ static const struct key_row keys[] = {
     BOOL(SEC_UNRAID, "organize_by_date", unraid.organize_by_date, "true",
          "Sort copies into YYYY/MM/DD folders."),
     /* nfs, local; with smb the server decides (validate() refuses other values) */
+    BOOL(SEC_UNRAID, "mhl", unraid.mhl, "true",
+         "Keep an ASC MHL history in ascmhl/ (docs/verification.md); smb, nfs, local."),
     INT(SEC_UNRAID, "timeout", unraid.timeout, "30", 1, 600,
         "With protocol smb: seconds a request waits for the server before it is down."),
     PERMS(SEC_UNRAID, unraid.perms),
@@ -319,6 +321,8 @@ static const struct key_row keys[] = {
     PATHKEY(SEC_LOCAL, "path", local.path, "", 0, "Folder to copy into; relative to this file."),
     BOOL(SEC_LOCAL, "organize_by_date", local.organize_by_date, "true",
          "Sort copies into YYYY/MM/DD folders."),
+    BOOL(SEC_LOCAL, "mhl", local.mhl, "true",
+         "Keep an ASC MHL history in ascmhl/ (docs/verification.md)."),
     PERMS(SEC_LOCAL, local.perms),
 
     BOOL(SEC_MQTT, "enabled", mqtt.enabled, "false", "Publish state to an MQTT broker."),

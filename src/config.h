@@ -93,6 +93,7 @@ struct config {
         char *password; /* secret */
         char *mount_point;
         bool organize_by_date;
+        bool mhl;    /* keep an ASC MHL history in ascmhl/ (history.h) */
         int timeout; /* seconds an SMB request may wait for the server (protocol smb) */
         struct config_perms perms; /* protocol nfs, local; with smb the server decides */
     } unraid;
@@ -102,6 +103,7 @@ struct config {
         bool enabled;
         char *path; /* absolute after loading a file */
         bool organize_by_date;
+        bool mhl; /* keep an ASC MHL history in ascmhl/ (history.h) */
         struct config_perms perms;
     } local;
 

@@ -220,6 +220,9 @@ static const char *const migrations[] = {
     "  error TEXT NOT NULL"
     ");"
     "CREATE INDEX session_problems_session ON session_problems(session_id, id);",
+    /* 3 -> 4: the generation of the destination's ASC MHL history a copy is listed in (0: not
+     * yet; history.h) */
+    "ALTER TABLE copies ADD COLUMN mhl_generation INTEGER NOT NULL DEFAULT 0;",
 };
 
 _Static_assert(ARRAY_SIZE(migrations) == DB_SCHEMA_VERSION,
@@ -2446,4 +2449,91 @@ int db_file_retry(struct db *db, int64_t file_id, int64_t *ret_count, struct err
 int db_session_retry(struct db *db, int64_t session_id, int64_t *ret_count, struct error *err)
 {
     return mark_retry(db, true, session_id, ret_count, err);
+}
+
+/* ---- the ASC MHL history (history.h) ---- */
+
+int db_copies_unsealed(struct db *db, const char *dest, int (*fn)(const struct db_unsealed *u, void *arg),
+                       void *arg, struct error *err)
+{
+    /* completed copies not yet listed; a copy whose remote an earlier copy already listed (the
+     * same content found in place) is no new file of the history */
+    static const char sql[] =
+        "SELECT c.file_id, c.remote, c.verified_at, f.size, f.mtime_ns, f.md5, f.sha1, "
+        "  EXISTS (SELECT 1 FROM copies o WHERE o.dest = c.dest AND o.remote = c.remote "
+        "          AND o.mhl_generation > 0) "
+        "FROM copies c JOIN files f ON f.id = c.file_id "
+        "WHERE c.dest = ?1 AND c.state = 'completed' AND c.mhl_generation = 0 "
+        "  AND c.remote IS NOT NULL AND f.md5 IS NOT NULL "
+        "ORDER BY c.remote";
+    sqlite3_stmt *st = NULL;
+    int r = adhoc_prepare(db, sql, &st, err);
+    if (r < 0)
+        return r;
+    int rc = bind_str(st, 1, dest, SQLITE_OK);
+    if (rc != SQLITE_OK) {
+        r = db_fail(db, rc, err, "cannot list the copies of %s", dest);
+        goto out;
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct db_unsealed u;
+        u.file_id = sqlite3_column_int64(st, 0);
+        col_str(st, 1, u.remote, sizeof(u.remote));
+        u.verified_at = sqlite3_column_int64(st, 2);
+        u.size = sqlite3_column_int64(st, 3);
+        u.mtime_ns = sqlite3_column_int64(st, 4);
+        col_str(st, 5, u.md5, sizeof(u.md5));
+        col_str(st, 6, u.sha1, sizeof(u.sha1));
+        u.listed_before = sqlite3_column_int(st, 7) != 0;
+        r = fn(&u, arg);
+        if (r < 0)
+            goto out;
+    }
+    if (rc != SQLITE_DONE)
+        r = db_fail(db, rc, err, "cannot list the copies of %s", dest);
+out:
+    sqlite3_finalize(st);
+    return r;
+}
+
+static int seal_one(struct db *db, sqlite3_stmt *st, const char *dest, int64_t file_id,
+                    int64_t generation, struct error *err)
+{
+    int rc = bind_i64(st, 1, generation, SQLITE_OK);
+    rc = bind_str(st, 2, dest, rc);
+    rc = bind_i64(st, 3, file_id, rc);
+    if (rc != SQLITE_OK)
+        return db_fail(db, rc, err, "cannot record the ASC MHL generation");
+    int r = stmt_run(db, st, err, "cannot record the ASC MHL generation");
+    sqlite3_reset(st);
+    return r;
+}
+
+struct seal_args {
+    const char *dest;
+    const int64_t *file_ids;
+    size_t n;
+    int64_t generation;
+    struct error *err;
+};
+
+static int seal_all(struct db *db, void *userdata)
+{
+    struct seal_args *a = userdata;
+    sqlite3_stmt *st = NULL;
+    int r = adhoc_prepare(db, "UPDATE copies SET mhl_generation = ?1 WHERE dest = ?2 AND file_id = ?3",
+                          &st, a->err);
+    for (size_t i = 0; r == 0 && i < a->n; i++)
+        r = seal_one(db, st, a->dest, a->file_ids[i], a->generation, a->err);
+    sqlite3_finalize(st);
+    return r;
+}
+
+int db_copies_seal(struct db *db, const char *dest, const int64_t *file_ids, size_t n,
+                   int64_t generation, struct error *err)
+{
+    if (generation <= 0)
+        return error_set(err, -EINVAL, "an ASC MHL generation is numbered from 1");
+    struct seal_args a = {dest, file_ids, n, generation, err};
+    return db_transaction(db, seal_all, &a, err);
 }

@@ -27,7 +27,7 @@
 
 #include "error.h"
 
-#define DB_SCHEMA_VERSION 3
+#define DB_SCHEMA_VERSION 4
 
 enum db_mode {
     DB_READ_WRITE, /* creates the file and its folder if needed, migrates the schema */
@@ -469,3 +469,30 @@ int db_file_retry(struct db *db, int64_t file_id, int64_t *ret_count, struct err
 /* The same for every file that failed in session_id and is still failed. *ret_count (may be
  * NULL): how many files were marked. -ENOENT when there is no such session. */
 int db_session_retry(struct db *db, int64_t session_id, int64_t *ret_count, struct error *err);
+
+/* ---- the ASC MHL history (history.h) ---- */
+
+/* A completed copy not yet listed in its destination's history. */
+struct db_unsealed {
+    int64_t file_id;
+    char remote[4096]; /* where the copy is (a path the destination knows) */
+    int64_t verified_at;
+    int64_t size;
+    int64_t mtime_ns; /* the card file's, which the copy carries */
+    char md5[33];
+    char sha1[41];
+    bool listed_before; /* an earlier copy at the same remote is listed (same content found
+                         * in place): not a new file of the history */
+};
+
+/* Calls fn for each completed copy at dest whose mhl_generation is 0, ordered by remote, one row
+ * at a time (memory stays bounded). fn returns 0 to go on or a negative errno, which ends the walk
+ * and is returned. Errors: SQLite's mapped. */
+int db_copies_unsealed(struct db *db, const char *dest,
+                       int (*fn)(const struct db_unsealed *u, void *arg), void *arg,
+                       struct error *err);
+
+/* Records that the copies of the n files at dest are listed in generation (>= 1) of its history,
+ * in one transaction. */
+int db_copies_seal(struct db *db, const char *dest, const int64_t *file_ids, size_t n,
+                   int64_t generation, struct error *err);

@@ -763,13 +763,14 @@ static void test_migrate_from_v2(void **state)
     assert_int_equal(db_session_begin(db, add_card(db, "v2"), "/m", &sid, NULL), 0);
     db_close(db);
     raw_exec(path, "DROP TABLE session_problems; ALTER TABLE sessions DROP COLUMN scan_problems; "
+                   "ALTER TABLE copies DROP COLUMN mhl_generation; "
                    "UPDATE sessions SET status = 'completed'; PRAGMA user_version = 2");
 
     struct error err = {0};
     assert_int_equal(db_open(path, DB_READ_ONLY, &db, &err), -EPROTO);
     assert_true(contains(err.msg, "version 2"));
     db = open_rw(path);
-    assert_int_equal(raw_int(path, "PRAGMA user_version"), 3);
+    assert_int_equal(raw_int(path, "PRAGMA user_version"), DB_SCHEMA_VERSION);
     struct db_session s;
     assert_int_equal(db_session_get(db, sid, &s, NULL), 0);
     assert_int_equal(s.status, DB_SESSION_COMPLETED);
@@ -2136,6 +2137,74 @@ static void test_concurrent_creation(void **state)
     assert_int_equal(failures, 0);
 }
 
+struct unsealed_seen {
+    size_t n;
+    int64_t ids[8];
+    bool listed_before[8];
+    char remote[8][64];
+};
+
+static int note_unsealed(const struct db_unsealed *u, void *arg)
+{
+    struct unsealed_seen *seen = arg;
+    assert_true(seen->n < 8);
+    assert_string_equal(u->md5, "0123456789abcdef0123456789abcdef");
+    assert_int_equal(u->size, 10);
+    seen->ids[seen->n] = u->file_id;
+    seen->listed_before[seen->n] = u->listed_before;
+    snprintf(seen->remote[seen->n], sizeof(seen->remote[0]), "%s", u->remote);
+    seen->n++;
+    return 0;
+}
+
+/* The copies an ASC MHL generation lists: completed, hashed, not yet listed, per destination;
+ * a copy at a remote an earlier one was listed under is marked, and a v3 database gets the
+ * column with every copy unlisted. */
+static void test_copies_unsealed_and_sealed(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "mhl");
+    int64_t f[4];
+    for (int i = 0; i < 4; i++) {
+        char rel[32];
+        snprintf(rel, sizeof(rel), "DCIM/IMG_%d.JPG", i);
+        f[i] = add_file(db, card, rel, 10);
+        assert_int_equal(db_file_set_meta(db, f[i], "0123456789abcdef0123456789abcdef",
+                                          "0123456789abcdef0123456789abcdef01234567", 0, "photo",
+                                          NULL),
+                         0);
+    }
+    assert_int_equal(db_copy_set(db, f[0], "nas", DB_COPY_COMPLETED, "/n/b.jpg", NULL, NULL), 0);
+    assert_int_equal(db_copy_set(db, f[1], "nas", DB_COPY_COMPLETED, "/n/a.jpg", NULL, NULL), 0);
+    assert_int_equal(db_copy_set(db, f[2], "nas", DB_COPY_FAILED, "/n/c.jpg", "x", NULL), 0);
+    assert_int_equal(db_copy_set(db, f[3], "usb", DB_COPY_COMPLETED, "/u/a.jpg", NULL, NULL), 0);
+    db_close(db);
+    raw_exec(path, "ALTER TABLE copies DROP COLUMN mhl_generation; PRAGMA user_version = 3");
+    db = open_rw(path);
+
+    struct unsealed_seen seen = {0};
+    assert_int_equal(db_copies_unsealed(db, "nas", note_unsealed, &seen, NULL), 0);
+    assert_int_equal(seen.n, 2);                     /* not the failed one, not usb's */
+    assert_string_equal(seen.remote[0], "/n/a.jpg"); /* ordered by remote */
+    assert_int_equal(seen.ids[0], f[1]);
+    assert_false(seen.listed_before[0]);
+    assert_int_equal(db_copies_seal(db, "nas", seen.ids, seen.n, 1, NULL), 0);
+    memset(&seen, 0, sizeof(seen));
+    assert_int_equal(db_copies_unsealed(db, "nas", note_unsealed, &seen, NULL), 0);
+    assert_int_equal(seen.n, 0);
+
+    /* the failed one completes later, found in place where a listed copy is */
+    assert_int_equal(db_copy_set(db, f[2], "nas", DB_COPY_COMPLETED, "/n/a.jpg", NULL, NULL), 0);
+    assert_int_equal(db_copies_unsealed(db, "nas", note_unsealed, &seen, NULL), 0);
+    assert_int_equal(seen.n, 1);
+    assert_true(seen.listed_before[0]);
+    assert_int_equal(db_copies_seal(db, "nas", seen.ids, 1, 0, NULL), -EINVAL);
+    db_close(db);
+}
+
 int main(void)
 {
     /* a private mount namespace: the tmpfs the tests mount are gone when the process is */
@@ -2160,6 +2229,7 @@ int main(void)
         cmocka_unit_test(test_sessions),
         cmocka_unit_test(test_sessions_list),
         cmocka_unit_test(test_migrate_from_v2),
+        cmocka_unit_test(test_copies_unsealed_and_sealed),
         cmocka_unit_test(test_session_problems),
         cmocka_unit_test(test_interrupt_stale),
         cmocka_unit_test(test_interrupt_reused_pid),
