@@ -180,6 +180,46 @@ int dest_end_session(struct dest *d, struct error *err)
     return d->ops->end_session ? scrubbed(d, d->ops->end_session(d->priv, err), err) : 0;
 }
 
+bool dest_has_meta(const struct dest *d)
+{
+    const struct dest_ops *o = d->ops;
+    return o->meta_read && o->meta_list && o->meta_write && o->rel_of && o->root_name;
+}
+
+int dest_meta_read(struct dest *d, const char *rel, size_t max, char **ret_buf, size_t *ret_len,
+                   struct error *err)
+{
+    if (!dest_has_meta(d))
+        return error_set(err, -ENOTSUP, "%s keeps no files of its own", d->label);
+    return scrubbed(d, d->ops->meta_read(d->priv, rel, max, ret_buf, ret_len, err), err);
+}
+
+int dest_meta_list(struct dest *d, const char *rel_dir, int (*fn)(const char *name, void *arg),
+                   void *arg, struct error *err)
+{
+    if (!dest_has_meta(d))
+        return error_set(err, -ENOTSUP, "%s keeps no files of its own", d->label);
+    return scrubbed(d, d->ops->meta_list(d->priv, rel_dir, fn, arg, err), err);
+}
+
+int dest_meta_write(struct dest *d, const char *rel, const void *buf, size_t len, bool replace,
+                    struct error *err)
+{
+    if (!dest_has_meta(d))
+        return error_set(err, -ENOTSUP, "%s keeps no files of its own", d->label);
+    return scrubbed(d, d->ops->meta_write(d->priv, rel, buf, len, replace, err), err);
+}
+
+int dest_rel_of(const struct dest *d, const char *remote, char *out, size_t size)
+{
+    return dest_has_meta(d) ? d->ops->rel_of(d->priv, remote, out, size) : -ENOTSUP;
+}
+
+const char *dest_root_name(const struct dest *d)
+{
+    return dest_has_meta(d) ? d->ops->root_name(d->priv) : "";
+}
+
 int dest_probe(struct dest *d, char *detail, size_t detail_size, struct error *err)
 {
     int r = scrubbed(d, d->ops->probe(d->priv, detail, detail_size, err), err);

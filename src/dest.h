@@ -109,6 +109,29 @@ struct dest_ops {
                   struct dest_result *ret, struct error *err);
     /* Removes the temporary. Consumes file. */
     void (*abort)(void *file);
+
+    /* Optional, all five or none (NULL: the destination keeps no ASC MHL history, history.h):
+     * SnapSync's own small files below the destination's root (ascmhl/). rel is relative to the
+     * root, '/'-separated, without "." or ".." components. Main thread, after prepare, between
+     * the files (the backend uses its own connection). */
+    /* Reads rel whole into *ret_buf (malloc'd, the caller's, NUL-terminated past *ret_len).
+     * Errors: -ENOENT, -EFBIG beyond max bytes, the backend's. */
+    int (*meta_read)(void *priv, const char *rel, size_t max, char **ret_buf, size_t *ret_len,
+                     struct error *err);
+    /* Calls fn(name, arg) for each regular file in the folder rel_dir (not "." or ".."); fn
+     * returns 0 to go on. Errors: -ENOENT (no such folder), fn's, the backend's. */
+    int (*meta_list)(void *priv, const char *rel_dir, int (*fn)(const char *name, void *arg),
+                     void *arg, struct error *err);
+    /* Writes len bytes at buf as rel, creating its folder: a temporary first, flushed to disk,
+     * then put in place by rename, so a reader sees the old file or the whole new one. replace
+     * false: an existing rel is kept and -EEXIST returned. */
+    int (*meta_write)(void *priv, const char *rel, const void *buf, size_t len, bool replace,
+                      struct error *err);
+    /* The path relative to the root of a copy at remote (a dest_result.remote of this backend):
+     * 0, -EINVAL when remote is not below the root, -ENAMETOOLONG. */
+    int (*rel_of)(void *priv, const char *remote, char *out, size_t size);
+    /* The name of the root folder ("camera-backups"; the share's name when it is the root). */
+    const char *(*root_name)(void *priv);
 };
 
 /*
@@ -142,6 +165,17 @@ int dest_end_session(struct dest *d, struct error *err);
 int dest_probe(struct dest *d, char *detail, size_t detail_size, struct error *err);
 /* Does nothing when the backend has no interrupt. Any thread. */
 void dest_interrupt(struct dest *d);
+
+/* The destination's own small files (the ops above); false when the backend has none. */
+bool dest_has_meta(const struct dest *d);
+int dest_meta_read(struct dest *d, const char *rel, size_t max, char **ret_buf, size_t *ret_len,
+                   struct error *err);
+int dest_meta_list(struct dest *d, const char *rel_dir, int (*fn)(const char *name, void *arg),
+                   void *arg, struct error *err);
+int dest_meta_write(struct dest *d, const char *rel, const void *buf, size_t len, bool replace,
+                    struct error *err);
+int dest_rel_of(const struct dest *d, const char *remote, char *out, size_t size);
+const char *dest_root_name(const struct dest *d);
 
 /* Per worker and destination; see the note on threads at the top. */
 int dest_conn_new(struct dest *d, struct dest_conn **ret, struct error *err);

@@ -780,12 +780,212 @@ out:
     return r;
 }
 
+/* ---- SnapSync's own files below the root (ascmhl/, dest.h) ---- */
+
+/* root + "/" + rel into out, rel checked to be a relative path without "." or "..". */
+static int meta_path(const struct local *l, const char *rel, char *out, size_t size)
+{
+    if (!rel || !*rel || rel[0] == '/')
+        return -EINVAL;
+    for (const char *p = rel; *p;) {
+        size_t len = strcspn(p, "/");
+        if (len == 0 || (len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
+            return -EINVAL;
+        p += len;
+        if (*p == '/')
+            p++;
+    }
+    int n = snprintf(out, size, "%s/%s", l->root, rel);
+    return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+static int local_meta_read(void *priv, const char *rel, size_t max, char **ret_buf,
+                           size_t *ret_len, struct error *err)
+{
+    struct local *l = priv;
+    char path[PATH_MAX];
+    int r = meta_path(l, rel, path, sizeof(path));
+    if (r < 0)
+        return error_set_errno(err, r, "'%s'", rel);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return error_set_errno(err, -errno, "cannot open '%s'", path);
+    char *buf = NULL;
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        r = error_set_errno(err, -errno, "cannot examine '%s'", path);
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > max) {
+        r = error_set(err, S_ISREG(st.st_mode) ? -EFBIG : -EINVAL,
+                      "'%s' is not a regular file of at most %zu bytes", path, max);
+        goto out;
+    }
+    buf = malloc((size_t)st.st_size + 1);
+    if (!buf) {
+        r = error_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    size_t len = 0;
+    while (len < (size_t)st.st_size) {
+        ssize_t n = read(fd, buf + len, (size_t)st.st_size - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            r = error_set_errno(err, -errno, "cannot read '%s'", path);
+            goto out;
+        }
+        if (n == 0)
+            break; /* shrank while read: what is there */
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    *ret_buf = buf;
+    *ret_len = len;
+    buf = NULL;
+out:
+    free(buf);
+    close(fd);
+    return r;
+}
+
+static int local_meta_list(void *priv, const char *rel_dir, int (*fn)(const char *name, void *arg),
+                           void *arg, struct error *err)
+{
+    struct local *l = priv;
+    char path[PATH_MAX];
+    int r = meta_path(l, rel_dir, path, sizeof(path));
+    if (r < 0)
+        return error_set_errno(err, r, "'%s'", rel_dir);
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return error_set_errno(err, -errno, "cannot open folder '%s'", path);
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        r = error_set_errno(err, -errno, "cannot list folder '%s'", path);
+        close(fd);
+        return r;
+    }
+    struct dirent *de;
+    errno = 0;
+    while (r == 0 && (de = readdir(d))) {
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+            r = fn(de->d_name, arg);
+        errno = 0;
+    }
+    if (r == 0 && errno)
+        r = error_set_errno(err, -errno, "cannot list folder '%s'", path);
+    closedir(d);
+    return r;
+}
+
+static int local_meta_write(void *priv, const char *rel, const void *buf, size_t len, bool replace,
+                            struct error *err)
+{
+    struct local *l = priv;
+    char path[PATH_MAX], dir[PATH_MAX], tmp[PATH_MAX], tmp_name[128];
+    int r = meta_path(l, rel, path, sizeof(path));
+    if (r < 0)
+        return error_set_errno(err, r, "'%s'", rel);
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    *slash = '\0';
+    const char *name = slash + 1;
+    r = mkdir_p(l, dir, err);
+    if (r < 0)
+        return r;
+    snprintf(tmp, sizeof(tmp), "%s/" TMP_DIR, l->root);
+    if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+        return error_set_errno(err, -errno, "cannot create '%s'", tmp);
+    int tmp_dir_fd = open(tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = -1;
+    bool tmp_made = false;
+    if (tmp_dir_fd < 0 || dir_fd < 0) {
+        r = error_set_errno(err, -errno, "cannot open folder '%s'", tmp_dir_fd < 0 ? tmp : dir);
+        goto out;
+    }
+    snprintf(tmp_name, sizeof(tmp_name), "%ld.%u.%s.part", (long)getpid(),
+             atomic_fetch_add(&tmp_seq, 1), l->host);
+    fd = openat(tmp_dir_fd, tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        r = error_set_errno(err, -errno, "cannot create a temporary file for '%s'", path);
+        goto out;
+    }
+    tmp_made = true;
+    r = apply_perms(l, fd, l->file_mode, path, err);
+    if (r < 0)
+        goto out;
+    for (size_t off = 0; off < len;) {
+        ssize_t n = write(fd, (const char *)buf + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            r = errno == ENOSPC || errno == EDQUOT
+                    ? error_set(err, -ENOSPC, "destination disk '%s' is full", l->root)
+                    : error_set_errno(err, -errno, "cannot write '%s'", path);
+            goto out;
+        }
+        off += (size_t)n;
+    }
+    if (fsync(fd) < 0) {
+        r = error_set_errno(err, -errno, "cannot flush '%s' to disk", path);
+        goto out;
+    }
+    if (replace) {
+        r = renameat(tmp_dir_fd, tmp_name, dir_fd, name) < 0 ? -errno : 0;
+    } else {
+        r = place_noreplace(tmp_dir_fd, tmp_name, dir_fd, name);
+        if (r == -EEXIST) {
+            r = error_set(err, -EEXIST, "'%s' exists already", path);
+            goto out;
+        }
+    }
+    if (r < 0) {
+        error_set_errno(err, r, "cannot move '%s' into place", path);
+        goto out;
+    }
+    tmp_made = false;
+    if (fsync(dir_fd) < 0)
+        r = error_set_errno(err, -errno, "cannot flush folder '%s' to disk", dir);
+out:
+    if (fd >= 0)
+        close(fd);
+    if (tmp_made)
+        unlinkat(tmp_dir_fd, tmp_name, 0);
+    if (tmp_dir_fd >= 0)
+        close(tmp_dir_fd);
+    if (dir_fd >= 0)
+        close(dir_fd);
+    return r;
+}
+
+static int local_rel_of(void *priv, const char *remote, char *out, size_t size)
+{
+    struct local *l = priv;
+    size_t n = strlen(l->root);
+    if (strncmp(remote, l->root, n) != 0 || remote[n] != '/' || !remote[n + 1])
+        return -EINVAL;
+    int k = snprintf(out, size, "%s", remote + n + 1);
+    return k < 0 || (size_t)k >= size ? -ENAMETOOLONG : 0;
+}
+
+static const char *local_root_name(void *priv)
+{
+    struct local *l = priv;
+    const char *slash = strrchr(l->root, '/');
+    return slash && slash[1] ? slash + 1 : "root";
+}
+
 /* The backend's table, configured from the `unraid` section (nfs, local) or the `local` one. */
 #define LOCAL_OPS(init_fn)                                                                         \
     {                                                                                              \
         .kind = "local", .init = (init_fn), .done = local_done, .prepare = local_prepare,         \
         .probe = local_probe, .conn_new = local_conn_new, .conn_free = local_conn_free,            \
         .open = local_open, .write = local_write, .finish = local_finish, .abort = local_abort,    \
+        .meta_read = local_meta_read, .meta_list = local_meta_list, .meta_write = local_meta_write, \
+        .rel_of = local_rel_of, .root_name = local_root_name,                                      \
     }
 
 const struct dest_ops dest_local_ops = LOCAL_OPS(local_init);

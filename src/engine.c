@@ -29,6 +29,7 @@
 #include "card.h"
 #include "dest.h"
 #include "health.h"
+#include "history.h"
 #include "log.h"
 #include "monotime.h"
 #include "media.h"
@@ -86,6 +87,20 @@ static bool check_card_gone(struct engine *e)
 }
 
 /* ---- destination health ---- */
+
+/* Lists the session's verified copies at destination i in its ASC MHL history (history.h). A
+ * failure is a warning: the copies are safe, and the next session's end lists them. */
+static void seal_history(struct engine *e, struct db *db, size_t i)
+{
+    struct history_result hr;
+    struct error herr = {0};
+    if (history_seal(e->cfg, e->dests[i], db, e->session_id, e->card.label, time(NULL), &hr,
+                     &herr) < 0)
+        log_warning("%s: the ASC MHL history was not updated (the next backup tries again): %s",
+                    e->dest_labels[i], herr.msg);
+    else if (hr.generation)
+        log_info("%s: %zu file(s) listed in ascmhl/%s", e->dest_labels[i], hr.listed, hr.name);
+}
 
 /* The prober asks a down destination again: it is prepared first if it never was this session
  * (it was down at the start), else probed (reach, log in, write and remove a probe file). */
@@ -819,6 +834,8 @@ end_session:
                 if (!e.first_error[0])
                     snprintf(e.first_error, sizeof(e.first_error), "%s", derr.msg);
             }
+            if (db && atomic_load(&e.prepared[i]) && health_is_up(e.health, i))
+                seal_history(&e, db, i);
         }
         ret->dests_down = summarise_health(&e);
     }

@@ -56,6 +56,13 @@ class CopyAttrsTest(SnapsyncTest):
 
     def assert_copies(self, root, file_mode, dir_mode, uid, gid):
         files, dirs = self.copies(root)
+        # the ASC MHL history (a generation and the chain) gets the same modes and owner
+        history = sorted(f for f in files if f.endswith(".mhl") or f == "ascmhl_chain.xml")
+        self.assertEqual(len(history), 2, history)
+        for name in history:
+            st = files.pop(name)
+            self.assertEqual(stat.S_IMODE(st.st_mode), file_mode, f"{name}: {oct(st.st_mode)}")
+            self.assertEqual((st.st_uid, st.st_gid), (uid, gid), name)
         self.assertEqual(sorted(files), ["CLIP_0002.MP4", "IMG_0001.JPG"])
         for i, name in enumerate(("IMG_0001.JPG", "CLIP_0002.MP4")):
             st = files[name]

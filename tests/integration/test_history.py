@@ -1,0 +1,157 @@
+# SPDX-License-Identifier: MIT
+"""The ASC MHL history SnapSync keeps in ascmhl/ of a folder destination (docs/verification.md),
+checked the way an independent tool would: every generation and the chain validate against the
+official schemas (tests/fixtures/ascmhl, with xmllint), the chain's C4 IDs are recomputed here
+from the generation files' bytes (SHA-512 and base 58, written independently of SnapSync), and
+the files the history lists are exactly the files of the tree, with their sizes and hashes."""
+
+import glob
+import hashlib
+import json
+import os
+import subprocess
+import xml.etree.ElementTree as ET
+
+from harness import SnapsyncTest, make_blob, make_photo, md5, sha1
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "ascmhl")
+NS = {"m": "urn:ASC:MHL:v2.0", "d": "urn:ASC:MHL:DIRECTORY:v2.0"}
+B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def c4(data):
+    n = int.from_bytes(hashlib.sha512(data).digest(), "big")
+    digits = ""
+    while n:
+        n, r = divmod(n, 58)
+        digits = B58[r] + digits
+    return "c4" + digits.rjust(88, "1")
+
+
+def xmllint(path, schema):
+    p = subprocess.run(["xmllint", "--noout", "--nonet", "--schema",
+                        os.path.join(FIXTURES, schema), path],
+                       capture_output=True, text=True)
+    return p.returncode, p.stderr
+
+
+class HistoryTest(SnapsyncTest):
+    def history(self):
+        return os.path.join(self.dest, "ascmhl")
+
+    def generations(self):
+        return sorted(f for f in os.listdir(self.history()) if f.endswith(".mhl"))
+
+    def chain(self):
+        root = ET.parse(os.path.join(self.history(), "ascmhl_chain.xml")).getroot()
+        return [(int(h.get("sequencenr")), h.find("d:path", NS).text, h.find("d:c4", NS).text)
+                for h in root.findall("d:hashlist", NS)]
+
+    def check_history(self):
+        """Validates everything and returns {path: (size, md5, sha1)} over all generations."""
+        listed = {}
+        for name in self.generations():
+            path = os.path.join(self.history(), name)
+            rc, err = xmllint(path, "ASCMHL.xsd")
+            self.assertEqual(rc, 0, f"{name}: {err}")
+            self.assertRegex(name, r"^\d{4}_dest_\d{4}-\d\d-\d\d_\d{6}Z\.mhl$")
+            root = ET.parse(path).getroot()
+            patterns = [p.text for p in root.findall("m:processinfo/m:ignore/m:pattern", NS)]
+            self.assertIn(".snapsync-tmp/", patterns)
+            for h in root.findall("m:hashes/m:hash", NS):
+                p = h.find("m:path", NS)
+                self.assertNotIn(p.text, listed, "a file listed twice")
+                self.assertEqual(h.find("m:md5", NS).get("action"), "original")
+                listed[p.text] = (int(p.get("size")), h.find("m:md5", NS).text,
+                                  h.find("m:sha1", NS).text)
+        rc, err = xmllint(os.path.join(self.history(), "ascmhl_chain.xml"),
+                          "ASCMHLDirectory.xsd")
+        self.assertEqual(rc, 0, err)
+        chain = self.chain()
+        self.assertEqual([g[0] for g in chain], list(range(1, len(chain) + 1)))
+        self.assertEqual([g[1] for g in chain], self.generations())
+        for seq, name, want in chain:
+            with open(os.path.join(self.history(), name), "rb") as f:
+                self.assertEqual(c4(f.read()), want, f"the chain's C4 of {name}")
+        return listed
+
+    def tree(self):
+        """{path: (size, md5, sha1)} of the files of the tree, as `ascmhl diff` sees it (what
+        the ignore patterns name left out)."""
+        out = {}
+        for root, dirs, files in os.walk(self.dest):
+            if root == self.dest:
+                dirs[:] = [d for d in dirs if d not in ("ascmhl", ".snapsync-tmp")]
+            for f in files:
+                p = os.path.join(root, f)
+                out[os.path.relpath(p, self.dest)] = (os.path.getsize(p), md5(p), sha1(p))
+        return out
+
+    def test_each_session_adds_a_generation_listing_what_it_copied(self):
+        make_photo(f"{self.card}/DCIM/100CANON/IMG_0001.JPG", self.dir, "2024:05:01 10:00:00")
+        make_blob(f"{self.card}/DCIM/100CANON/Caf\u00e9 & <1>.MOV", 2 << 20)
+        self.backup()
+        self.assertEqual(len(self.generations()), 1)
+        self.assertEqual(self.check_history(), self.tree())
+
+        # nothing new: no generation
+        self.backup()
+        self.assertEqual(len(self.generations()), 1)
+
+        # a new file: generation 2 lists it alone
+        make_photo(f"{self.card}/DCIM/100CANON/IMG_0002.JPG", self.dir, "2024:05:02 10:00:00")
+        self.backup()
+        self.assertEqual(len(self.generations()), 2)
+        root = ET.parse(os.path.join(self.history(), self.generations()[1])).getroot()
+        paths = [p.text for p in root.findall("m:hashes/m:hash/m:path", NS)]
+        self.assertEqual(paths, ["2024/05/02/IMG_0002.JPG"])
+        self.assertEqual(self.check_history(), self.tree())
+
+    def test_an_unreadable_chain_is_left_alone_and_the_next_run_catches_up(self):
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2024:05:01 10:00:00")
+        self.backup()
+        chain = os.path.join(self.history(), "ascmhl_chain.xml")
+        with open(chain, "rb") as f:
+            good = f.read()
+        with open(chain, "wb") as f:
+            f.write(b"<not a chain")
+        make_photo(f"{self.card}/DCIM/IMG_0002.JPG", self.dir, "2024:05:02 10:00:00")
+        p = self.snapsync("backup", self.card, "--json", check=0)  # the copies are safe
+        self.assertEqual(json.loads(p.stdout)["status"], "completed")
+        with open(chain, "rb") as f:
+            self.assertEqual(f.read(), b"<not a chain", "an unreadable chain is never rewritten")
+        self.assertEqual(len(self.generations()), 1)
+        self.assertIn("the ASC MHL history was not updated", p.stderr)
+        self.assertIn("ascmhl_chain.xml is not XML", p.stderr)
+
+        with open(chain, "wb") as f:
+            f.write(good)
+        make_photo(f"{self.card}/DCIM/IMG_0003.JPG", self.dir, "2024:05:03 10:00:00")
+        self.backup()  # lists IMG_0002 (left over) and IMG_0003
+        self.assertEqual(len(self.generations()), 2)
+        self.assertEqual(self.check_history(), self.tree())
+
+    def test_a_generation_number_taken_by_another_writer_is_skipped(self):
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2024:05:01 10:00:00")
+        self.backup()
+        # another tool added generation 2 without SnapSync's chain knowing
+        first = self.generations()[0]
+        stray = os.path.join(self.history(), "0002_dest_2020-01-01_000000Z.mhl")
+        with open(os.path.join(self.history(), first), "rb") as f, open(stray, "wb") as g:
+            g.write(f.read())
+        make_photo(f"{self.card}/DCIM/IMG_0002.JPG", self.dir, "2024:05:02 10:00:00")
+        self.backup()
+        names = self.generations()
+        self.assertEqual(len(names), 3)
+        self.assertTrue(names[2].startswith("0003_"), names)
+        self.assertEqual([g[0] for g in self.chain()], [1, 3])
+
+    def test_mhl_off(self):
+        text = open(self.config).read().replace("  organize_by_date: true\n",
+                                                "  organize_by_date: true\n  mhl: false\n", 1)
+        with open(self.config, "w") as f:
+            f.write(text)
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2024:05:01 10:00:00")
+        self.backup()
+        self.assertFalse(os.path.exists(self.history()))
+        self.assertEqual(len(glob.glob(f"{self.dest}/2024/05/01/*")), 1)
