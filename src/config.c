@@ -19,6 +19,8 @@
  */
 #include "config.h"
 
+#include "fileio.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -1630,8 +1632,6 @@ static int apply_environment(struct config *cfg, struct error *err)
 static int read_text(const char *path, char **ret_text, size_t *ret_len, struct stat *ret_st,
                      struct error *err)
 {
-    char *buf = NULL;
-    size_t len = 0, cap;
     struct stat st;
     int r = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
@@ -1645,52 +1645,16 @@ static int read_text(const char *path, char **ret_text, size_t *ret_len, struct 
         r = error_set(err, -EINVAL, "'%s' is not a regular file", path);
         goto out;
     }
-    if (st.st_size > CONFIG_FILE_MAX) {
-        r = error_set(err, -EFBIG, "'%s' is larger than %d bytes", path, CONFIG_FILE_MAX);
-        goto out;
-    }
-    cap = (size_t)st.st_size + 1;
-    buf = malloc(cap + 1);
-    if (!buf) {
-        r = error_set(err, -ENOMEM, "out of memory");
-        goto out;
-    }
-    for (;;) {
-        if (len == cap) { /* it grew while we read */
-            if (cap > CONFIG_FILE_MAX) {
-                r = error_set(err, -EFBIG, "'%s' is larger than %d bytes", path, CONFIG_FILE_MAX);
-                goto out;
-            }
-            cap = cap * 2 > CONFIG_FILE_MAX + 1 ? CONFIG_FILE_MAX + 1 : cap * 2;
-            char *bigger = realloc(buf, cap + 1);
-            if (!bigger) {
-                r = error_set(err, -ENOMEM, "out of memory");
-                goto out;
-            }
-            buf = bigger;
-        }
-        ssize_t n = read(fd, buf + len, cap - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            r = error_set_errno(err, -errno, "cannot read '%s'", path);
-            goto out;
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
-    }
-    if (len > CONFIG_FILE_MAX) {
-        r = error_set(err, -EFBIG, "'%s' is larger than %d bytes", path, CONFIG_FILE_MAX);
-        goto out;
-    }
-    buf[len] = '\0';
-    *ret_text = buf;
-    *ret_len = len;
-    *ret_st = st;
-    buf = NULL;
+    r = fileio_read_fd(fd, CONFIG_FILE_MAX, ret_text, ret_len);
+    if (r == -EFBIG)
+        error_set(err, r, "'%s' is larger than %d bytes", path, CONFIG_FILE_MAX);
+    else if (r == -ENOMEM)
+        error_set(err, r, "out of memory");
+    else if (r < 0)
+        error_set_errno(err, r, "cannot read '%s'", path);
+    else
+        *ret_st = st;
 out:
-    free(buf);
     close(fd);
     return r;
 }

@@ -35,6 +35,7 @@
 #include <libmount.h>
 
 #include "dest.h"
+#include "fileio.h"
 #include "sidecar.h"
 
 #define TMP_DIR ".snapsync-tmp"
@@ -810,7 +811,6 @@ static int local_meta_read(void *priv, const char *rel, size_t max, char **ret_b
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return error_set_errno(err, -errno, "cannot open '%s'", path);
-    char *buf = NULL;
     struct stat st;
     if (fstat(fd, &st) < 0) {
         r = error_set_errno(err, -errno, "cannot examine '%s'", path);
@@ -821,30 +821,10 @@ static int local_meta_read(void *priv, const char *rel, size_t max, char **ret_b
                       "'%s' is not a regular file of at most %zu bytes", path, max);
         goto out;
     }
-    buf = malloc((size_t)st.st_size + 1);
-    if (!buf) {
-        r = error_set(err, -ENOMEM, "out of memory");
-        goto out;
-    }
-    size_t len = 0;
-    while (len < (size_t)st.st_size) {
-        ssize_t n = read(fd, buf + len, (size_t)st.st_size - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            r = error_set_errno(err, -errno, "cannot read '%s'", path);
-            goto out;
-        }
-        if (n == 0)
-            break; /* shrank while read: what is there */
-        len += (size_t)n;
-    }
-    buf[len] = '\0';
-    *ret_buf = buf;
-    *ret_len = len;
-    buf = NULL;
+    r = fileio_read_fd(fd, max, ret_buf, ret_len);
+    if (r < 0)
+        error_set_errno(err, r, "cannot read '%s'", path);
 out:
-    free(buf);
     close(fd);
     return r;
 }

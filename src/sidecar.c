@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include "sidecar.h"
 
+#include "fileio.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -94,23 +96,18 @@ int sidecar_read(int card_dir_fd, const char *rel, uint8_t **ret_buf, size_t *re
                       SIDECAR_MAX_BYTES);
         goto out;
     }
-    size_t len = (size_t)st.st_size;
-    buf = malloc(len ? len : 1);
-    if (!buf) {
-        r = error_set(err, -ENOMEM, "out of memory");
+    size_t len = 0;
+    char *text = NULL;
+    r = fileio_read_fd(fd, SIDECAR_MAX_BYTES, &text, &len);
+    buf = (uint8_t *)text;
+    if (r == 0 && len != (size_t)st.st_size)
+        r = error_set(err, -EAGAIN, "the sidecar '%s' changed while it was read", rel);
+    else if (r == -EFBIG)
+        error_set(err, r, "the sidecar '%s' is larger than %u bytes", rel, SIDECAR_MAX_BYTES);
+    else if (r < 0)
+        error_set_errno(err, r, "cannot read the sidecar '%s'", rel);
+    if (r < 0)
         goto out;
-    }
-    for (size_t got = 0; got < len;) {
-        ssize_t n = pread(fd, buf + got, len - got, (off_t)got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            r = n < 0 ? error_set_errno(err, -errno, "cannot read the sidecar '%s'", rel)
-                      : error_set(err, -EAGAIN, "the sidecar '%s' shrank while it was read", rel);
-            goto out;
-        }
-        got += (size_t)n;
-    }
     *ret_buf = buf;
     buf = NULL;
     *ret_len = len;
