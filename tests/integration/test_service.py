@@ -434,8 +434,9 @@ class ServiceTest(SnapsyncTest):
         self.assertIn("Not a directory", d["problem"])
         self.assertEqual(self.log().count("destination down"), 1, self.log())
         # the local folder got both files meanwhile; the card is not called safe
-        wait_for(lambda: len([f for _, _, fs in os.walk(local) for f in fs
-                              if not f.endswith(".part")]) == 2, 60, "the local copies")
+        wait_for(lambda: len([f for d, _, fs in os.walk(local) for f in fs
+                              if not f.endswith(".part") and not d.endswith("ascmhl")]) == 2,
+                 60, "the local copies")
         [s] = self.sessions()
         self.assertEqual(s["safe_to_remove"], 0)
 
@@ -445,8 +446,8 @@ class ServiceTest(SnapsyncTest):
         self.wait_log(r"card 'EOS_R6': session \d+ completed.*safe to remove")
         [s] = self.sessions()
         self.assertEqual((s["status"], s["safe_to_remove"]), ("completed", 1))
-        self.assertEqual(len([f for _, _, fs in os.walk(self.dest) for f in fs
-                              if not f.endswith(".part")]), 2)
+        self.assertEqual(len([f for d, _, fs in os.walk(self.dest) for f in fs
+                              if not f.endswith(".part") and not d.endswith("ascmhl")]), 2)
         self.stop()
 
     def test_two_cards_at_once(self):

@@ -144,8 +144,11 @@ class ContainerImage(SnapsyncTest):
         self.assertEqual(os.stat(os.path.join(self.vol["config"], ".env")).st_mode & 0o777, 0o600)
         card = {md5(os.path.join(d, f)) for d, _, fs in os.walk(self.card) for f in fs}
         copies = {md5(os.path.join(d, f)) for d, _, fs in os.walk(self.vol["backup"]) for f in fs
-                  if not f.startswith(".")}
+                  if not f.startswith(".") and os.path.basename(d) != "ascmhl"}
         self.assertEqual(card, copies)
+        # and the ASC MHL history next to them (docs/verification.md)
+        self.assertTrue(os.path.isfile(os.path.join(self.vol["backup"], "ascmhl",
+                                                    "ascmhl_chain.xml")))
         self.assertTrue(os.path.isdir(os.path.join(self.vol["backup"], "2024", "05", "06")))
         con = sqlite3.connect(os.path.join(self.vol["data"], "snapsync.db"))
         rows = con.execute("select f.md5, c.state from files f "
