@@ -56,8 +56,9 @@ struct cardmount {
  * Errors: -ENAMETOOLONG, or what mkdir said (cannot create base); -EEXIST (no free folder name);
  * -ENOMEM; -ENODEV (no driver, and no FUSE program for the type or it is not installed: err names
  * the Debian package); -EFBIG (too big for the only FUSE program there is); -ETIMEDOUT (the FUSE
- * program did not finish); -EIO (the FUSE program failed or mounted nothing); -EPERM (the flags
- * cannot be enforced); or the errno of the mount system call (-EACCES, -EINVAL, ...).
+ * program did not finish); -EIO (the FUSE program failed or mounted nothing, or libmount failed
+ * before the mount system call); -EPERM (the flags still miss after the bind remount); or the
+ * errno of the mount system call, of the bind remount or of statvfs (-EACCES, -EINVAL, ...).
  */
 int cardmount_mount(const char *device, const char *fstype, const char *label, const char *uuid,
                     const char *base, struct cardmount *ret, struct error *err);
