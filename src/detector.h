@@ -12,20 +12,18 @@
  *
  * A card is a partition, or a whole disk without a partition table, of a removable, USB or MMC
  * device (or one named by sd_card.devices, never one named by sd_card.ignore_devices) that
- * carries a filesystem (libblkid). SnapSync mounts it with libmount (the kernel's driver, or a
- * /sbin/mount.<type> helper when one exists) read-only, nosuid, nodev, noexec under
- * sd_card.mount_base, in a folder named after the label, else the UUID. Where the kernel has no
- * driver for the type and libmount no helper, a FUSE program from a table in detector.c mounts it
- * (mount.exfat-fuse, fusefat, ntfs-3g); whatever mounted it, the four flags are checked and
- * enforced before the card is reported.
+ * carries a filesystem (libblkid). Unless it is mounted already, the detector has cardmount.h
+ * mount it read-only, nosuid, nodev, noexec under sd_card.mount_base (the kernel's driver, a
+ * libmount helper or a FUSE program; the four flags checked and enforced) before the card is
+ * reported, and unmounts what it mounted when the card goes away.
  *
- * Threads: a struct detector belongs to one thread (the service's loop thread); only
- * detector_unmount may be called from any thread.
+ * Threads: a struct detector belongs to one thread (the service's loop thread). A card reported
+ * with mounted_by_us is unmounted with cardmount_unmount, from any thread, by whoever is done
+ * with it; the detector notices through the mount table.
  */
 #pragma once
 
 #include <stdbool.h>
-#include <stddef.h>
 
 #include "config.h"
 #include "error.h"
@@ -87,21 +85,9 @@ int detector_reconfigure(struct detector *d, const struct config *cfg, struct er
 void detector_unmount_all(struct detector *d);
 
 /*
- * Unmounts mount_point (libmount) and removes the empty folder; with lazy, detaches it even when
- * busy (umount -l). Errors: -EBUSY (files open, not lazy), -EINVAL (not a mount point), -EPERM,
- * -EIO. Any thread.
- */
-int detector_unmount(const char *mount_point, bool lazy, struct error *err);
-
-/*
  * The rules, exposed for tests: whether the device named name (kernel name, "sdb1", "loop0p1")
  * is taken as a card reader. removable: its disk's sysfs `removable`; bus: "usb", "mmc" or "".
  * sd_card.ignore_devices wins over everything; sd_card.devices adds names.
  */
 bool detector_device_accepted(const struct config *cfg, const char *name, bool removable,
                               const char *bus);
-
-/* Writes into buf a folder name for a card: the label, else the UUID, else fallback, with
- * anything but letters, digits, '.', '-' and '_' replaced by '_' and no leading '.'. */
-void detector_folder_name(const char *label, const char *uuid, const char *fallback, char *buf,
-                          size_t size);

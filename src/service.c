@@ -29,6 +29,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "cardmount.h"
 #include "db.h"
 #include "detector.h"
 #include "engine.h"
@@ -164,7 +165,7 @@ static void *job_main(void *arg)
     if (j->rc == 0 && nothing_left && !atomic_load(&j->cancel) && j->card.mounted_by_us &&
         cfg->sd_card.unmount_when_done) {
         struct error err = {0};
-        if (detector_unmount(j->card.mount_point, false, &err) == 0) {
+        if (cardmount_unmount(j->card.mount_point, false, &err) == 0) {
             j->unmounted = true;
             mark_safe(cfg, j->report.session_id);
         } else {
@@ -270,7 +271,7 @@ static void finish_job(struct service *svc, struct job *j)
     const char *name = card_name(&j->card);
     if (j->eject && !j->unmounted && !j->removed) {
         struct error err = {0};
-        if (j->card.mounted_by_us && detector_unmount(j->card.mount_point, true, &err) == 0) {
+        if (j->card.mounted_by_us && cardmount_unmount(j->card.mount_point, true, &err) == 0) {
             j->unmounted = true;
             log_info("card '%s' ejected: safe to remove", name);
         } else if (!j->card.mounted_by_us) {
@@ -424,7 +425,7 @@ static void eject(struct service *svc)
             i++;
             continue;
         }
-        if (detector_unmount(c->mount_point, true, &err) == 0)
+        if (cardmount_unmount(c->mount_point, true, &err) == 0)
             log_info("card '%s' ejected: safe to remove", card_name(c));
         else
             log_warning("%s", err.msg);

@@ -27,7 +27,7 @@ import unittest
 import test_service
 from harness import BIN, make_blob, make_photo, make_video, tool, wait_for
 
-# Where the service looks for FUSE programs (program_dirs in src/detector.c).
+# Where the service looks for FUSE programs (program_dirs in src/cardmount.c).
 PROGRAM_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 MOUNT_FLAGS = test_service.MOUNT_FLAGS
 NOON = "12:00:00"

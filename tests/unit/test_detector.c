@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests for detector.c: which devices are cards, mount folder names, the new sd_card keys.
- * The event handling itself is tested with real loop devices in tests/integration/
- * test_service.py. */
+/* Unit tests for detector.c: which devices are cards, the new sd_card keys. The event handling
+ * itself is tested with real loop devices in tests/integration/test_service.py. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -77,34 +76,11 @@ static void test_patterns(void **state)
     assert_non_null(strstr(err.msg, "poll_interval"));
 }
 
-static void test_folder_names(void **state)
-{
-    (void)state;
-    char buf[32];
-    detector_folder_name("EOS_DIGITAL", "1234-ABCD", "sdb1", buf, sizeof(buf));
-    assert_string_equal(buf, "EOS_DIGITAL");
-    detector_folder_name("", "1234-ABCD", "sdb1", buf, sizeof(buf));
-    assert_string_equal(buf, "1234-ABCD");
-    detector_folder_name(NULL, "", "sdb1", buf, sizeof(buf));
-    assert_string_equal(buf, "sdb1");
-    /* nothing can climb out of the mount folder or hide */
-    detector_folder_name("../../etc", "", "x", buf, sizeof(buf));
-    assert_null(strchr(buf, '/'));
-    assert_true(buf[0] != '.');
-    detector_folder_name("My Card\n", "", "x", buf, sizeof(buf));
-    assert_string_equal(buf, "My_Card_");
-    detector_folder_name("", "", "", buf, sizeof(buf));
-    assert_string_equal(buf, "card");
-    detector_folder_name("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", "", "", buf, 8);
-    assert_string_equal(buf, "ABCDEFG");
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_patterns),
-        cmocka_unit_test(test_folder_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
