@@ -192,19 +192,28 @@ struct run {
     struct error err;
 };
 
-/* What on_progress does once the pipeline is about to start: removes a card file. */
-struct vanish {
+/* What on_progress does once, when the pipeline is about to start: removes a card file, or
+ * makes it longer (as a camera still writing it would). */
+struct meddle {
     const char *path;
+    bool grow; /* else remove */
     bool done;
 };
 
-static void vanish_on_backing_up(const struct engine_progress *p, void *userdata)
+static void meddle_on_backing_up(const struct engine_progress *p, void *userdata)
 {
-    struct vanish *v = userdata;
-    if (p->status == DB_SESSION_BACKING_UP && !v->done) {
-        assert_int_equal(unlink(v->path), 0);
-        v->done = true;
+    struct meddle *m = userdata;
+    if (p->status != DB_SESSION_BACKING_UP || m->done)
+        return;
+    if (m->grow) {
+        FILE *f = fopen(m->path, "a");
+        assert_non_null(f);
+        assert_true(fputs(" and more", f) >= 0);
+        assert_int_equal(fclose(f), 0);
+    } else {
+        assert_int_equal(unlink(m->path), 0);
     }
+    m->done = true;
 }
 
 static struct run backup_with(struct world *w, const struct engine_options *opt)
@@ -305,24 +314,40 @@ static void test_empty_card(void **state)
     assert_int_equal(count_files(w->dest, NULL, 0), 0);
 }
 
-static void test_file_vanishing_after_the_scan_makes_partial(void **state)
+/* A card file meddled with after the scan: the session is partial, naming it and why; the other
+ * file is copied and nothing of the meddled one reaches the destination (no temporary either). */
+static void meddled_makes_partial(struct world *w, bool grow, const char *why)
 {
-    struct world *w = *state;
     card_write(w, "DCIM/KEEP.JPG", "kept");
-    card_write(w, "DCIM/GONE.JPG", "gone before it is read");
-    char gone[PATH_MAX];
-    snprintf(gone, sizeof(gone), "%s/DCIM/GONE.JPG", w->card);
-    struct vanish v = {.path = gone};
-    struct engine_options opt = {.on_progress = vanish_on_backing_up, .userdata = &v};
+    card_write(w, "DCIM/MEDDLED.JPG", "changes before it is read");
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/DCIM/MEDDLED.JPG", w->card);
+    struct meddle m = {.path = path, .grow = grow};
+    struct engine_options opt = {.on_progress = meddle_on_backing_up, .userdata = &m};
     struct run r = backup_with(w, &opt);
-    assert_true(v.done);
+    assert_true(m.done);
     assert_outcome(&r, DB_SESSION_PARTIAL, 1, 0, 0, 1);
-    assert_non_null(strstr(r.rep.error, "GONE.JPG"));
+    assert_non_null(strstr(r.rep.error, "MEDDLED.JPG"));
+    if (!strstr(r.rep.error, why))
+        fail_msg("'%s' does not say '%s'", r.rep.error, why);
     struct db_session s;
     recorded(w, r.rep.session_id, &s);
     assert_int_equal(s.status, DB_SESSION_PARTIAL);
-    assert_non_null(strstr(s.error, "GONE.JPG"));
-    assert_int_equal(count_files(w->dest, NULL, 0), 1);
+    assert_non_null(strstr(s.error, "MEDDLED.JPG"));
+    char list[8192] = "";
+    assert_int_equal(count_files(w->dest, list, sizeof(list)), 1);
+    assert_non_null(strstr(list, "KEEP.JPG"));
+}
+
+static void test_file_vanishing_after_the_scan_makes_partial(void **state)
+{
+    meddled_makes_partial(*state, false, "No such file");
+}
+
+/* Retried (backup.max_retries 1), it keeps being unlike what the scan saw: it fails. */
+static void test_file_changed_after_the_scan_makes_partial(void **state)
+{
+    meddled_makes_partial(*state, true, "changed");
 }
 
 static void test_scan_problem_makes_partial(void **state)
@@ -467,6 +492,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_empty_card, world_setup, world_teardown),
         cmocka_unit_test_setup_teardown(test_file_vanishing_after_the_scan_makes_partial,
                                         world_setup, world_teardown),
+        cmocka_unit_test_setup_teardown(test_file_changed_after_the_scan_makes_partial, world_setup,
+                                        world_teardown),
         cmocka_unit_test_setup_teardown(test_scan_problem_makes_partial, world_setup,
                                         world_teardown),
         cmocka_unit_test_setup_teardown(test_dry_run_writes_nothing, world_setup, world_teardown),
