@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -457,6 +458,33 @@ static void test_dry_run_writes_nothing(void **state)
     free(db1);
 }
 
+/* Cancelled once the session exists: interrupted, whatever the counts, and so never safe. */
+static void cancel_on_start(int64_t session_id, void *userdata)
+{
+    (void)session_id;
+    atomic_store((atomic_bool *)userdata, true);
+}
+
+static void test_cancelled_session_is_interrupted(void **state)
+{
+    struct world *w = *state;
+    card_write(w, "DCIM/A.JPG", "a");
+    atomic_bool cancel = false;
+    struct engine_options opt = {
+        .on_session_started = cancel_on_start, .userdata = &cancel, .cancel = &cancel};
+    struct run r = backup_with(w, &opt);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.rep.status, DB_SESSION_INTERRUPTED);
+    assert_int_equal(r.rep.totals.files_failed, 0);
+    struct db_session s;
+    recorded(w, r.rep.session_id, &s);
+    assert_int_equal(s.status, DB_SESSION_INTERRUPTED);
+    /* no temporary left: whatever is there is a whole copy */
+    char list[8192] = "";
+    count_files(w->dest, list, sizeof(list));
+    assert_null(strstr(list, ".part"));
+}
+
 static void test_unwritable_destination_fails(void **state)
 {
     struct world *w = *state;
@@ -497,6 +525,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_scan_problem_makes_partial, world_setup,
                                         world_teardown),
         cmocka_unit_test_setup_teardown(test_dry_run_writes_nothing, world_setup, world_teardown),
+        cmocka_unit_test_setup_teardown(test_cancelled_session_is_interrupted, world_setup,
+                                        world_teardown),
         cmocka_unit_test_setup_teardown(test_unwritable_destination_fails, world_setup,
                                         world_teardown),
     };
