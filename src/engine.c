@@ -54,7 +54,7 @@ struct engine {
     bool card_gone; /* found gone before the pipeline ran */
     struct scan_list *scan;
     size_t *partner; /* of each scan entry, its RAW+JPEG partner or PAIR_NONE (pair.h) */
-    size_t *todo; /* indexes into scan->entries still to back up */
+    size_t *todo;    /* indexes into scan->entries still to back up */
     size_t n_todo;
     /* what the session itself decided (the fast path, the precheck) */
     struct db_totals totals;
@@ -359,10 +359,7 @@ out:
     return r;
 }
 
-/* An entry the scan could not list or examine hides files nobody saw: never complete. Failed
- * means nothing was done at all: a file copied to some destinations (the others down) makes the
- * session partial. */
-static enum db_session_status final_status(const struct db_totals *t, uint64_t files_partly,
+enum db_session_status engine_final_status(const struct db_totals *t, uint64_t files_partly,
                                            bool interrupted)
 {
     if (interrupted)
@@ -373,6 +370,11 @@ static enum db_session_status final_status(const struct db_totals *t, uint64_t f
         t->files_copied + t->files_skipped + t->files_duplicate > 0)
         return DB_SESSION_PARTIAL;
     return DB_SESSION_FAILED;
+}
+
+bool engine_status_nothing_left(enum db_session_status st)
+{
+    return st == DB_SESSION_COMPLETED || st == DB_SESSION_EMPTY;
 }
 
 /* path, or when it has size bytes or more its start and its end in buf: for a log line or a
@@ -782,7 +784,7 @@ int engine_backup(const struct config *cfg, const char *path, const struct engin
         r = dry_run(&e, err);
         if (r == 0) {
             ret->session_id = 0;
-            ret->status = final_status(&e.totals, 0, false);
+            ret->status = engine_final_status(&e.totals, 0, false);
         }
         goto report;
     }
@@ -841,7 +843,7 @@ end_session:
     }
     bool interrupted = cancelled(&e) || e.card_gone;
     enum db_session_status st =
-        r < 0 ? DB_SESSION_FAILED : final_status(&e.totals, e.files_partly, interrupted);
+        r < 0 ? DB_SESSION_FAILED : engine_final_status(&e.totals, e.files_partly, interrupted);
     if (r < 0 && !e.first_error[0])
         snprintf(e.first_error, sizeof(e.first_error), "%s", err->msg);
     struct error enderr;

@@ -100,6 +100,25 @@ struct engine_report {
 };
 
 /*
+ * The status a session ends with, from its counts (t->files_total, files_failed, files_copied,
+ * files_skipped, files_duplicate, scan_problems), files_partly (failed files copied to some
+ * destinations but not all) and whether it was interrupted (cancelled, or the card went away):
+ * - interrupted wins over everything;
+ * - no failed file and no scan problem: empty when the scan found no file, else completed;
+ * - an entry the scan could not list or examine hides files nobody saw: never completed nor
+ *   empty, partial (also with no file failed);
+ * - failed only when files failed and nothing at all was done (none copied, skipped, duplicate
+ *   or partly copied), else partial.
+ * Never returns scanning or backing_up. Pure; any thread.
+ */
+enum db_session_status engine_final_status(const struct db_totals *t, uint64_t files_partly,
+                                           bool interrupted);
+
+/* True for the statuses after which nothing on the card is left without a copy (completed,
+ * empty): the only ones after which the card may be unmounted and called safe to remove. Pure. */
+bool engine_status_nothing_left(enum db_session_status st);
+
+/*
  * Backs up the folder at path as one session. Returns 0 when the session ran (look at
  * ret->status and ret->totals.files_failed for the outcome: completed and empty are the only
  * statuses after which nothing on the card is left without a copy; an entry the scan could not

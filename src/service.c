@@ -160,8 +160,7 @@ static void *job_main(void *arg)
     atomic_store(&j->finished, true);
     /* Only a card with nothing left uncopied may be called safe to remove: every file backed up
      * (completed) or none to back up (empty). Partial, failed and interrupted stay mounted. */
-    bool nothing_left =
-        j->report.status == DB_SESSION_COMPLETED || j->report.status == DB_SESSION_EMPTY;
+    bool nothing_left = engine_status_nothing_left(j->report.status);
     if (j->rc == 0 && nothing_left && !atomic_load(&j->cancel) && j->card.mounted_by_us &&
         cfg->sd_card.unmount_when_done) {
         struct error err = {0};
