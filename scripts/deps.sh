@@ -28,7 +28,7 @@ kernel_has exfat || fuse_pkgs="$fuse_pkgs exfat-fuse"
 kernel_has vfat || fuse_pkgs="$fuse_pkgs fusefat"
 [ -z "$fuse_pkgs" ] || pkgs="$pkgs fuse3$fuse_pkgs"
 if [ "${1:-}" = "--test" ]; then
-    pkgs="$pkgs libcmocka-dev python3 libimage-exiftool-perl ffmpeg clang valgrind
+    pkgs="$pkgs libcmocka-dev python3 libimage-exiftool-perl ffmpeg clang clang-format valgrind
           util-linux e2fsprogs squashfs-tools sqlite3 samba smbclient samba-vfs-modules rclone
           iproute2 mosquitto mosquitto-clients
           fdisk systemd nghttp2-proxy"

@@ -9,9 +9,9 @@
 #include "error.h"
 
 struct card_identity {
-    char uuid[128];  /* "fs:1234-ABCD" or "dir:<16 hex of SHA-1 of the real path>" */
-    char label[128]; /* filesystem label, else the folder's base name */
-    char root[4096]; /* real path of the folder */
+    char uuid[128];   /* "fs:1234-ABCD" or "dir:<16 hex of SHA-1 of the real path>" */
+    char label[128];  /* filesystem label, else the folder's base name */
+    char root[4096];  /* real path of the folder */
     char device[256]; /* "/dev/sdb1" when it is a mount of a block device, else "" */
 };
 

@@ -46,7 +46,7 @@ struct command {
     const char *help;
 };
 
-static atomic_bool cancel_flag; /* lock-free, so a signal handler may set it */
+static atomic_bool cancel_flag;  /* lock-free, so a signal handler may set it */
 static atomic_int cancel_signal; /* the first signal that stopped the backup, 0 if none */
 
 static void on_signal(int sig)
@@ -227,9 +227,8 @@ static void progress_stats(const struct engine_progress *p, char *buf, size_t si
         format_duration(left_s, eta, sizeof(eta));
     int pct = (int)status_progress(false, (int64_t)p->files_done, p->totals.files_total,
                                    (int64_t)p->bytes_done, p->totals.bytes_total);
-    snprintf(buf, size, "%d%%  %" PRIu64 "/%" PRId64 " files  %s/%s  %.1f MB/s  ETA %s",
-             pct, p->files_done, p->totals.files_total, done, total,
-             p->rate_bps / 1e6, eta);
+    snprintf(buf, size, "%d%%  %" PRIu64 "/%" PRId64 " files  %s/%s  %.1f MB/s  ETA %s", pct,
+             p->files_done, p->totals.files_total, done, total, p->rate_bps / 1e6, eta);
 }
 
 static void on_backup_progress(const struct engine_progress *p, void *userdata)
@@ -324,10 +323,12 @@ static json_object *dry_file_json(const struct engine_dry_file *f)
     json_object_object_add(o, "why", f->why[0] ? json_object_new_string(f->why) : NULL);
     json_object_object_add(o, "duplicate_of",
                            f->duplicate_of[0] ? json_object_new_string(f->duplicate_of) : NULL);
-    json_object_object_add(o, "date", f->date_path[0] ? json_object_new_string(f->date_path) : NULL);
-    json_object_object_add(o, "date_from",
-                           !f->date_path[0] ? NULL
-                           : json_object_new_string(f->date_from_metadata ? "metadata" : "mtime"));
+    json_object_object_add(o, "date",
+                           f->date_path[0] ? json_object_new_string(f->date_path) : NULL);
+    json_object_object_add(
+        o, "date_from",
+        !f->date_path[0] ? NULL
+                         : json_object_new_string(f->date_from_metadata ? "metadata" : "mtime"));
     json_object *targets = json_object_new_array();
     for (size_t i = 0; i < f->n_targets; i++) {
         const struct engine_dry_target *t = &f->targets[i];
@@ -391,7 +392,8 @@ static void dry_run_print(const struct engine_report *rep, struct dry_view *dv)
         json_object_object_add(o, "files_duplicate", json_object_new_int64(t->files_duplicate));
         json_object_object_add(o, "files_ignored", json_object_new_int64(dv->ignored));
         json_object_object_add(o, "scan_problems", json_object_new_int64(t->scan_problems));
-        json_object_object_add(o, "error", rep->error[0] ? json_object_new_string(rep->error) : NULL);
+        json_object_object_add(o, "error",
+                               rep->error[0] ? json_object_new_string(rep->error) : NULL);
         json_object_object_add(o, "files", dv->files);
         dv->files = NULL;
         json_print(o);
@@ -399,10 +401,10 @@ static void dry_run_print(const struct engine_report *rep, struct dry_view *dv)
     }
     char bytes[32];
     format_bytes((double)t->bytes_copied, bytes, sizeof(bytes));
-    printf("dry run (nothing written): %" PRId64 " files found, %" PRId64 " new to copy (%s), %" PRId64
-           " already backed up, %" PRId64 " duplicates, %" PRId64 " ignored\n",
-           t->files_total, t->files_copied, bytes, t->files_skipped, t->files_duplicate,
-           dv->ignored);
+    printf(
+        "dry run (nothing written): %" PRId64 " files found, %" PRId64 " new to copy (%s), %" PRId64
+        " already backed up, %" PRId64 " duplicates, %" PRId64 " ignored\n",
+        t->files_total, t->files_copied, bytes, t->files_skipped, t->files_duplicate, dv->ignored);
     scan_problems_print(t->scan_problems);
     if (rep->error[0])
         printf("first error: %s\n", rep->error);
@@ -527,11 +529,11 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
         format_bytes((double)t->bytes_copied, copied, sizeof(copied));
         format_duration(rep.duration_s, dur, sizeof(dur));
         printf("session %" PRId64 " %s: %" PRId64 " files, %" PRId64 " copied (%s), %" PRId64
-                   " already backed up, %" PRId64 " duplicates, %" PRId64 " failed, in %s (%.1f "
-                   "MB/s)\n",
-                   rep.session_id, db_session_status_to_string(rep.status), t->files_total,
-                   t->files_copied, copied, t->files_skipped, t->files_duplicate, t->files_failed,
-                   dur, rep.duration_s > 0 ? (double)t->bytes_copied / rep.duration_s / 1e6 : 0.0);
+               " already backed up, %" PRId64 " duplicates, %" PRId64 " failed, in %s (%.1f "
+               "MB/s)\n",
+               rep.session_id, db_session_status_to_string(rep.status), t->files_total,
+               t->files_copied, copied, t->files_skipped, t->files_duplicate, t->files_failed, dur,
+               rep.duration_s > 0 ? (double)t->bytes_copied / rep.duration_s / 1e6 : 0.0);
         if (rep.status == DB_SESSION_EMPTY) {
             char exts[512];
             extensions_text(cli->cfg, exts, sizeof(exts));
@@ -562,11 +564,11 @@ static void session_print(const struct db_session *s)
     char started[32], copied[32];
     format_time(s->started_at, started, sizeof(started));
     format_bytes((double)s->totals.bytes_copied, copied, sizeof(copied));
-    printf("%6" PRId64 "  %s  %-11s  %-20.20s  %5" PRId64 " files  %5" PRId64 " copied (%s)  %4" PRId64
-           " skipped  %3" PRId64 " dup  %3" PRId64 " failed\n",
-           s->id, started, status_session_status(s), s->card_label,
-           s->totals.files_total, s->totals.files_copied, copied, s->totals.files_skipped,
-           s->totals.files_duplicate, s->totals.files_failed);
+    printf("%6" PRId64 "  %s  %-11s  %-20.20s  %5" PRId64 " files  %5" PRId64
+           " copied (%s)  %4" PRId64 " skipped  %3" PRId64 " dup  %3" PRId64 " failed\n",
+           s->id, started, status_session_status(s), s->card_label, s->totals.files_total,
+           s->totals.files_copied, copied, s->totals.files_skipped, s->totals.files_duplicate,
+           s->totals.files_failed);
 }
 
 static int open_db_ro(struct cli *cli, struct db **db, bool *ret_missing)
@@ -629,9 +631,9 @@ static int parse_json_flag(int argc, char **argv, const char *usage, const char 
 static int cmd_status(struct cli *cli, int argc, char **argv)
 {
     bool json = false;
-    int rc = parse_json_flag(argc, argv, "snapsync status [--json]",
-                             "Shows the current or last session and overall statistics.", &json,
-                             NULL);
+    int rc =
+        parse_json_flag(argc, argv, "snapsync status [--json]",
+                        "Shows the current or last session and overall statistics.", &json, NULL);
     if (rc)
         return rc < 0 ? EXIT_OK : rc;
     if ((rc = load_config(cli)))
@@ -674,8 +676,9 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
         jsonout_add_path(o, "database_path", cli->cfg->service.database_path);
         json_object *session = n ? status_session_json(cli->cfg, &list[0]) : NULL;
         if (session)
-            json_object_object_add(session, "scan_problem_entries",
-                                   status_problems_json(cli->cfg, problems, n_problems, n_problems));
+            json_object_object_add(
+                session, "scan_problem_entries",
+                status_problems_json(cli->cfg, problems, n_problems, n_problems));
         json_object_object_add(o, "session", session);
         json_object_object_add(o, "stats", status_totals_json(&st));
         if (cli->cfg->mqtt.enabled) {
@@ -920,12 +923,13 @@ static int cmd_web(struct cli *cli, int argc, char **argv)
             }
             port = (int)v;
         } else if (c == 'h') {
-            printf("usage: snapsync web [--port N]\n\n"
-                   "Serves the dashboard and its JSON API (docs/api.md) on service.web_ui_bind,\n"
-                   "port service.web_ui_port, until SIGINT or SIGTERM. It shows what the database\n"
-                   "holds, including backups that other processes run; ejecting needs the service\n"
-                   "('snapsync start'), which serves the same dashboard itself.\n\n"
-                   "  -p, --port N   listen on port N instead (0: a free port, printed at start)\n");
+            printf(
+                "usage: snapsync web [--port N]\n\n"
+                "Serves the dashboard and its JSON API (docs/api.md) on service.web_ui_bind,\n"
+                "port service.web_ui_port, until SIGINT or SIGTERM. It shows what the database\n"
+                "holds, including backups that other processes run; ejecting needs the service\n"
+                "('snapsync start'), which serves the same dashboard itself.\n\n"
+                "  -p, --port N   listen on port N instead (0: a free port, printed at start)\n");
             return EXIT_OK;
         } else {
             return EXIT_USAGE;
@@ -977,11 +981,12 @@ static void usage(FILE *out)
     fprintf(out, "usage: snapsync [--config FILE] COMMAND [ARGS]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         fprintf(out, "  %-36s %s\n", commands[i].usage, commands[i].help);
-    fprintf(out, "\noptions:\n"
-                 "  -c, --config FILE  configuration file (default: $SNAPSYNC_CONFIG, ./config.yaml,\n"
-                 "                     /etc/snapsync/config.yaml, else the built-in default)\n"
-                 "  -h, --help         this help; 'snapsync COMMAND --help' for a command\n"
-                 "  -V, --version      print the version\n");
+    fprintf(out,
+            "\noptions:\n"
+            "  -c, --config FILE  configuration file (default: $SNAPSYNC_CONFIG, ./config.yaml,\n"
+            "                     /etc/snapsync/config.yaml, else the built-in default)\n"
+            "  -h, --help         this help; 'snapsync COMMAND --help' for a command\n"
+            "  -V, --version      print the version\n");
 }
 
 int cli_main(int argc, char **argv)

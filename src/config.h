@@ -78,8 +78,8 @@ struct config {
         char *api_key; /* secret */
         int timeout;   /* seconds without progress before a request gives up (stall) */
         bool organize_by_date;
-        char *album_mode; /* auto | none | fixed | session | date */
-        char *album;      /* album name for album_mode fixed */
+        char *album_mode;  /* auto | none | fixed | session | date */
+        char *album;       /* album name for album_mode fixed */
         char *tls_ca_file; /* PEM CA file for an https url, absolute after loading; "" system CAs */
     } immich;
 
@@ -88,7 +88,7 @@ struct config {
         enum config_protocol protocol;
         char *host;
         char *share;
-        char *path; /* folder inside the share / mount point; may be "" */
+        char *path;     /* folder inside the share / mount point; may be "" */
         char *username; /* secret */
         char *password; /* secret */
         char *mount_point;
@@ -124,8 +124,8 @@ struct config {
         bool parallel;
         int concurrent_files; /* 1..64 */
         bool verify_checksums;
-        int max_retries;      /* 0..100 */
-        double retry_delay;   /* seconds, first retry; doubles each attempt */
+        int max_retries;         /* 0..100 */
+        double retry_delay;      /* seconds, first retry; doubles each attempt */
         double destination_wait; /* seconds to wait at the end for a destination that is down */
     } backup;
 

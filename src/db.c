@@ -1033,7 +1033,8 @@ int db_open(const char *path, enum db_mode mode, struct db **ret, struct error *
     struct stat stbuf;
     int r, rc;
 
-    if (!path || !path[0] || !ret || (mode != DB_READ_WRITE && mode != DB_READ_ONLY && mode != DB_READ_NO_TRACE))
+    if (!path || !path[0] || !ret ||
+        (mode != DB_READ_WRITE && mode != DB_READ_ONLY && mode != DB_READ_NO_TRACE))
         return error_set(err, -EINVAL, "no database path given");
     if (strnlen(path, PATH_MAX) >= PATH_MAX)
         return error_set(err, -ENAMETOOLONG, "database path '%.64s...' is too long", path);
@@ -2168,13 +2169,12 @@ int db_dest_stats(struct db *db, int64_t session_id, struct db_dest_stats **ret,
 {
     static const char *const sql_all =
         DEST_STATS_COLUMNS("") "FROM copies c JOIN files f ON f.id = c.file_id "
-                           "GROUP BY c.dest ORDER BY c.dest LIMIT ?1";
-    static const char *const sql_session =
-        DEST_STATS_COLUMNS("AND c2.file_id IN (SELECT file_id FROM session_files "
-                           "WHERE session_id = ?2)")
-        "FROM session_files sf JOIN copies c ON c.file_id = sf.file_id "
-                           "JOIN files f ON f.id = sf.file_id WHERE sf.session_id = ?2 "
-                           "GROUP BY c.dest ORDER BY c.dest LIMIT ?1";
+                               "GROUP BY c.dest ORDER BY c.dest LIMIT ?1";
+    static const char *const sql_session = DEST_STATS_COLUMNS(
+        "AND c2.file_id IN (SELECT file_id FROM session_files "
+        "WHERE session_id = ?2)") "FROM session_files sf JOIN copies c ON c.file_id = sf.file_id "
+                                  "JOIN files f ON f.id = sf.file_id WHERE sf.session_id = ?2 "
+                                  "GROUP BY c.dest ORDER BY c.dest LIMIT ?1";
     sqlite3_stmt *st = NULL;
     void *rows = NULL;
     size_t n = 0;
@@ -2192,8 +2192,8 @@ int db_dest_stats(struct db *db, int64_t session_id, struct db_dest_stats **ret,
         r = db_fail(db, rc, err, "cannot read destination statistics");
         goto out;
     }
-    r = collect_rows(db, st, DB_DEST_STATS_MAX, sizeof(struct db_dest_stats),
-                     read_dest_stats_row, &rows, &n, err, "cannot read destination statistics");
+    r = collect_rows(db, st, DB_DEST_STATS_MAX, sizeof(struct db_dest_stats), read_dest_stats_row,
+                     &rows, &n, err, "cannot read destination statistics");
     if (r < 0)
         goto out;
     *ret = rows;
@@ -2221,8 +2221,7 @@ int db_session_done(struct db *db, int64_t session_id, int64_t *ret_files, int64
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     if (rc != SQLITE_ROW) {
-        r = db_fail(db, rc, err, "cannot read the progress of session %lld",
-                    (long long)session_id);
+        r = db_fail(db, rc, err, "cannot read the progress of session %lld", (long long)session_id);
         goto out;
     }
     *ret_files = sqlite3_column_int64(st, 0);
@@ -2383,7 +2382,7 @@ int db_file_copies(struct db *db, int64_t file_id, struct db_copy **ret, size_t 
 }
 
 struct retry_args {
-    bool session;  /* id is a session id, else a file id */
+    bool session; /* id is a session id, else a file id */
     int64_t id;
     int64_t count; /* files marked */
     struct error *err;
@@ -2453,8 +2452,9 @@ int db_session_retry(struct db *db, int64_t session_id, int64_t *ret_count, stru
 
 /* ---- the ASC MHL history (history.h) ---- */
 
-int db_copies_unsealed(struct db *db, const char *dest, int (*fn)(const struct db_unsealed *u, void *arg),
-                       void *arg, struct error *err)
+int db_copies_unsealed(struct db *db, const char *dest,
+                       int (*fn)(const struct db_unsealed *u, void *arg), void *arg,
+                       struct error *err)
 {
     /* completed copies not yet listed; a copy whose remote an earlier copy already listed (the
      * same content found in place) is no new file of the history */
@@ -2521,8 +2521,8 @@ static int seal_all(struct db *db, void *userdata)
 {
     struct seal_args *a = userdata;
     sqlite3_stmt *st = NULL;
-    int r = adhoc_prepare(db, "UPDATE copies SET mhl_generation = ?1 WHERE dest = ?2 AND file_id = ?3",
-                          &st, a->err);
+    int r = adhoc_prepare(
+        db, "UPDATE copies SET mhl_generation = ?1 WHERE dest = ?2 AND file_id = ?3", &st, a->err);
     for (size_t i = 0; r == 0 && i < a->n; i++)
         r = seal_one(db, st, a->dest, a->file_ids[i], a->generation, a->err);
     sqlite3_finalize(st);

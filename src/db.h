@@ -132,7 +132,7 @@ struct db_totals {
     int64_t files_skipped;
     int64_t files_duplicate;
     int64_t files_failed;
-    int64_t bytes_copied; /* bytes of files copied in this session (counted once per file) */
+    int64_t bytes_copied;  /* bytes of files copied in this session (counted once per file) */
     int64_t scan_problems; /* entries of the source that could not be listed or examined (the
                             * first DB_PROBLEMS_MAX are named by db_session_problem_add) */
 };
@@ -268,8 +268,8 @@ struct db_file {
     char rel_path[1024];
     int64_t size;
     int64_t mtime_ns;
-    char md5[33];  /* hex, "" until hashed */
-    char sha1[41]; /* hex, "" until hashed */
+    char md5[33];         /* hex, "" until hashed */
+    char sha1[41];        /* hex, "" until hashed */
     int64_t capture_time; /* floating local time, see media.h; 0 unknown */
     char kind[16];
     enum db_file_state state;
@@ -312,8 +312,7 @@ int db_file_set_duplicate(struct db *db, int64_t file_id, int64_t original_id, s
  * hex of exact length (either case); n and names as for db_file_done (-EINVAL otherwise).
  */
 int db_hash_backed_up(struct db *db, const char *md5, const char *sha1, int64_t exclude_id,
-                      const char *const *dests, size_t n, int64_t *ret_file_id,
-                      struct error *err);
+                      const char *const *dests, size_t n, int64_t *ret_file_id, struct error *err);
 
 /* Files in state failed, newest first, at most limit. Array is the caller's (free()). */
 int db_files_failed(struct db *db, int limit, struct db_file **ret, size_t *ret_n,
@@ -325,7 +324,7 @@ struct db_copy {
     int64_t file_id;
     char dest[256];
     enum db_copy_state state;
-    char remote[1024]; /* path at the destination, or a remote id */
+    char remote[1024];   /* path at the destination, or a remote id */
     int64_t verified_at; /* 0 if not verified */
     char error[512];
 };
@@ -392,7 +391,7 @@ int db_file_record(struct db *db, int64_t session_id, const struct db_file_recor
 struct db_stats {
     int64_t sessions;
     int64_t cards;
-    int64_t files;           /* distinct files known */
+    int64_t files; /* distinct files known */
     int64_t files_completed;
     int64_t files_failed;
     int64_t files_duplicate;
@@ -409,8 +408,8 @@ int db_stats_get(struct db *db, struct db_stats *ret, struct error *err);
 
 /* Copies at one destination. */
 struct db_dest_stats {
-    char dest[256];          /* the destination id, as in copies.dest */
-    int64_t completed;       /* verified copies */
+    char dest[256];    /* the destination id, as in copies.dest */
+    int64_t completed; /* verified copies */
     int64_t failed;
     int64_t pending;         /* pending, copying or verifying */
     int64_t bytes_completed; /* sizes of the files with a verified copy here */

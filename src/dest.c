@@ -21,7 +21,7 @@ extern const struct dest_ops dest_immich_ops;
 struct dest {
     const struct dest_ops *ops;
     const struct config *cfg; /* outlives the destination */
-    const char *section; /* the config section it comes from */
+    const char *section;      /* the config section it comes from */
     void *priv;
     char id[DEST_REMOTE_MAX];
     char label[DEST_REMOTE_MAX];
@@ -56,8 +56,7 @@ static int dest_new(const struct dest_ops *ops, const char *section, const struc
     return 0;
 }
 
-int dest_create_all(const struct config *cfg, struct dest ***ret, size_t *ret_n,
-                    struct error *err)
+int dest_create_all(const struct config *cfg, struct dest ***ret, size_t *ret_n, struct error *err)
 {
     struct dest **list = calloc(DEST_MAX, sizeof(*list));
     size_t n = 0;

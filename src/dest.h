@@ -43,8 +43,8 @@ struct dest_session {
 
 /* What a destination is told about one file. */
 struct dest_item {
-    const char *rel_path;  /* path on the card */
-    const char *name;      /* base name on the card */
+    const char *rel_path; /* path on the card */
+    const char *name;     /* base name on the card */
     uint64_t size;
     int64_t mtime_ns;
     int64_t capture_time;  /* floating local time (media.h) */
@@ -90,8 +90,8 @@ struct dest_ops {
     /* Optional (NULL): asks in bulk which items (all with sha1_known) the destination already
      * has, so they are not sent again. Fills ret[i] for each of the n items. Main thread, after
      * prepare; the backend may use its own connection. */
-    int (*precheck)(void *priv, const struct dest_item *items, size_t n,
-                    struct dest_precheck *ret, struct error *err);
+    int (*precheck)(void *priv, const struct dest_item *items, size_t n, struct dest_precheck *ret,
+                    struct error *err);
     /* Optional (NULL): once at the end of a session (flush album additions, ...). */
     int (*end_session)(void *priv, struct error *err);
     /* For test-connection: reach, authenticate, create and delete a probe file. */
@@ -140,8 +140,7 @@ struct dest_ops {
  * destinations, the caller's (dest_free_all). With none enabled: -ENODEV ("no destination is
  * enabled").
  */
-int dest_create_all(const struct config *cfg, struct dest ***ret, size_t *ret_n,
-                    struct error *err);
+int dest_create_all(const struct config *cfg, struct dest ***ret, size_t *ret_n, struct error *err);
 
 /* Frees n destinations and the array; NULL-safe. */
 void dest_free_all(struct dest **dests, size_t n);

@@ -72,9 +72,9 @@ struct album {
 };
 
 struct immich {
-    char api[URL_MAX]; /* "https://host/api" */
+    char api[URL_MAX];      /* "https://host/api" */
     char ca_file[PATH_MAX]; /* immich.tls_ca_file, "" for the system's CAs */
-    char *key_header;  /* "x-api-key: ..." (secret) */
+    char *key_header;       /* "x-api-key: ..." (secret) */
     long timeout;
     bool verify;
     enum album_mode album_mode;

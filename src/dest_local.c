@@ -302,7 +302,8 @@ static int local_prepare(void *priv, const struct dest_session *session, struct 
     struct local *l = priv;
     if (l->nfs) {
         struct stat st;
-        if (stat(l->mount_point, &st) < 0 || !S_ISDIR(st.st_mode) || !is_mount_point(l->mount_point))
+        if (stat(l->mount_point, &st) < 0 || !S_ISDIR(st.st_mode) ||
+            !is_mount_point(l->mount_point))
             return error_set(err, -ENXIO,
                              "unraid.mount_point '%s' is not a mount point: refusing to write "
                              "to the local disk (is the NFS share mounted?)",
@@ -390,8 +391,7 @@ static void local_file_free(struct local_file *f, bool unlink_tmp)
     free(f);
 }
 
-static int local_open(void *conn, const struct dest_item *item, void **ret_file,
-                      struct error *err)
+static int local_open(void *conn, const struct dest_item *item, void **ret_file, struct error *err)
 {
     struct local_conn *c = conn;
     struct local *l = c->local;
@@ -480,7 +480,6 @@ static void local_abort(void *file)
     if (file)
         local_file_free(file, true);
 }
-
 
 /* Is the file `name` in dir_fd the same content as the copy (size and MD5)? */
 static int same_content(struct local_file *f, int dir_fd, const char *name,
@@ -644,8 +643,9 @@ static int put_sidecar(struct local_file *f, int dir_fd, const char *dir, const 
         if (r < 0)
             goto out;
         if (!same) {
-            r = error_set(err, -EIO, "verification failed: the copy of the sidecar '%s' differs "
-                                     "from the card",
+            r = error_set(err, -EIO,
+                          "verification failed: the copy of the sidecar '%s' differs "
+                          "from the card",
                           rel);
             goto out;
         }
@@ -705,8 +705,9 @@ static int local_finish(void *file, const struct hasher_digest *digest, bool ver
             goto out;
         }
         if (strcmp(hex, digest->md5_hex) != 0) {
-            r = error_set(err, -EIO, "verification failed: the copy differs from the card "
-                                     "(MD5 %s, expected %s)",
+            r = error_set(err, -EIO,
+                          "verification failed: the copy differs from the card "
+                          "(MD5 %s, expected %s)",
                           hex, digest->md5_hex);
             goto out;
         }
@@ -800,8 +801,8 @@ static int meta_path(const struct local *l, const char *rel, char *out, size_t s
     return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
 
-static int local_meta_read(void *priv, const char *rel, size_t max, char **ret_buf,
-                           size_t *ret_len, struct error *err)
+static int local_meta_read(void *priv, const char *rel, size_t max, char **ret_buf, size_t *ret_len,
+                           struct error *err)
 {
     struct local *l = priv;
     char path[PATH_MAX];
@@ -961,11 +962,11 @@ static const char *local_root_name(void *priv)
 /* The backend's table, configured from the `unraid` section (nfs, local) or the `local` one. */
 #define LOCAL_OPS(init_fn)                                                                         \
     {                                                                                              \
-        .kind = "local", .init = (init_fn), .done = local_done, .prepare = local_prepare,         \
+        .kind = "local", .init = (init_fn), .done = local_done, .prepare = local_prepare,          \
         .probe = local_probe, .conn_new = local_conn_new, .conn_free = local_conn_free,            \
         .open = local_open, .write = local_write, .finish = local_finish, .abort = local_abort,    \
-        .meta_read = local_meta_read, .meta_list = local_meta_list, .meta_write = local_meta_write, \
-        .rel_of = local_rel_of, .root_name = local_root_name,                                      \
+        .meta_read = local_meta_read, .meta_list = local_meta_list,                                \
+        .meta_write = local_meta_write, .rel_of = local_rel_of, .root_name = local_root_name,      \
     }
 
 const struct dest_ops dest_local_ops = LOCAL_OPS(local_init);

@@ -1013,8 +1013,9 @@ static int put_sidecar(struct smb_file *f, const char *rel, const char *final_na
             goto out;
         }
         if (!same) {
-            r = error_set(err, -EIO, "verification failed: the copy of the sidecar '%s' on %s "
-                                     "differs from the card",
+            r = error_set(err, -EIO,
+                          "verification failed: the copy of the sidecar '%s' on %s "
+                          "differs from the card",
                           rel, s->shown);
             goto out;
         }

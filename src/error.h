@@ -10,8 +10,8 @@
 #define ERROR_MSG_MAX 512
 
 struct error {
-    int code;                 /* the negative errno the function returned */
-    char msg[ERROR_MSG_MAX];  /* "cannot open 'DCIM/IMG_0001.JPG': Input/output error" */
+    int code;                /* the negative errno the function returned */
+    char msg[ERROR_MSG_MAX]; /* "cannot open 'DCIM/IMG_0001.JPG': Input/output error" */
 };
 
 /* Formats the message into err (if not NULL) and returns code (a negative errno), so callers can

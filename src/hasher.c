@@ -67,8 +67,9 @@ int hasher_final(struct hasher *h, struct hasher_digest *ret, struct error *err)
 {
     struct hasher_digest d;
     unsigned int n5 = 0, n1 = 0;
-    if (EVP_DigestFinal_ex(h->md5, d.md5, &n5) != 1 || EVP_DigestFinal_ex(h->sha1, d.sha1, &n1) != 1 ||
-        n5 != sizeof(d.md5) || n1 != sizeof(d.sha1))
+    if (EVP_DigestFinal_ex(h->md5, d.md5, &n5) != 1 ||
+        EVP_DigestFinal_ex(h->sha1, d.sha1, &n1) != 1 || n5 != sizeof(d.md5) ||
+        n1 != sizeof(d.sha1))
         return error_set(err, -EIO, "hashing failed (OpenSSL)");
     hasher_hex(d.md5, sizeof(d.md5), d.md5_hex);
     hasher_hex(d.sha1, sizeof(d.sha1), d.sha1_hex);

@@ -138,8 +138,8 @@ int log_level_from_string(const char *s, enum log_level *ret)
         const char *name;
         enum log_level level;
     } names[] = {
-        {"debug", LOG_LEVEL_DEBUG},     {"info", LOG_LEVEL_INFO},   {"warning", LOG_LEVEL_WARNING},
-        {"warn", LOG_LEVEL_WARNING},    {"error", LOG_LEVEL_ERROR},
+        {"debug", LOG_LEVEL_DEBUG},  {"info", LOG_LEVEL_INFO},   {"warning", LOG_LEVEL_WARNING},
+        {"warn", LOG_LEVEL_WARNING}, {"error", LOG_LEVEL_ERROR},
     };
     for (size_t i = 0; s && i < sizeof(names) / sizeof(names[0]); i++)
         if (strcasecmp(s, names[i].name) == 0) {

@@ -20,12 +20,12 @@ int log_level_from_string(const char *s, enum log_level *ret);
 
 /* Writes one line "<level>: <message>" to stderr, with control characters and every byte that is
  * not part of well-formed UTF-8 in the formatted message escaped as \xHH (a line is always valid
- * UTF-8; a cut message never ends inside a character). With SNAPSYNC_LOG_TIMESTAMPS=1 in the environment lines are prefixed
- * with an ISO-8601 time. When stderr is the journal's stream ($JOURNAL_STREAM names stderr's
- * device and inode, as systemd sets it), the same line (scrubbed, without its time and newline)
- * goes to journald instead as MESSAGE, with PRIORITY 3/4/6/7 for error/warning/info/debug,
- * SYSLOG_IDENTIFIER and, when the thread has one, SNAPSYNC_SESSION; if journald refuses it, it
- * goes to stderr as usual. Thread-safe. */
+ * UTF-8; a cut message never ends inside a character). With SNAPSYNC_LOG_TIMESTAMPS=1 in the
+ * environment lines are prefixed with an ISO-8601 time. When stderr is the journal's stream
+ * ($JOURNAL_STREAM names stderr's device and inode, as systemd sets it), the same line (scrubbed,
+ * without its time and newline) goes to journald instead as MESSAGE, with PRIORITY 3/4/6/7 for
+ * error/warning/info/debug, SYSLOG_IDENTIFIER and, when the thread has one, SNAPSYNC_SESSION; if
+ * journald refuses it, it goes to stderr as usual. Thread-safe. */
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Tags the calling thread's later lines with session id (SNAPSYNC_SESSION in the journal); 0

@@ -58,9 +58,9 @@ struct mqtt {
     struct mqtt_handler handler;
     char device_id[64];
     char name[64];
-    char web_url[256];      /* the dashboard, "" when there is none */
-    char web_url_tail[64];  /* ":<port>/...": after the host, when the host is replaced */
-    bool web_url_any_host;  /* the host only names this machine: use the broker link's address */
+    char web_url[256];     /* the dashboard, "" when there is none */
+    char web_url_tail[64]; /* ":<port>/...": after the host, when the host is replaced */
+    bool web_url_any_host; /* the host only names this machine: use the broker link's address */
     char discovery_prefix[128];
     char topic_base[TOPIC_MAX]; /* <topic_prefix>/<device id> */
     char broker[256];
@@ -86,8 +86,8 @@ static int tls_setup(struct mosquitto *mosq, const struct config *cfg, struct er
 {
     if (!cfg->mqtt.tls)
         return 0;
-    const char *ca = cfg->mqtt.tls_ca_file && cfg->mqtt.tls_ca_file[0] ? cfg->mqtt.tls_ca_file
-                                                                         : NULL;
+    const char *ca =
+        cfg->mqtt.tls_ca_file && cfg->mqtt.tls_ca_file[0] ? cfg->mqtt.tls_ca_file : NULL;
     int rc = mosquitto_tls_set(mosq, ca, ca ? NULL : SYSTEM_CA_PATH, NULL, NULL, NULL);
     if (rc != MOSQ_ERR_SUCCESS)
         return error_set(err, -EINVAL, "mqtt.tls_ca_file: cannot use '%s': %s",
@@ -147,68 +147,132 @@ struct entity {
     const char *platform; /* "sensor", "binary_sensor", "button" */
     const char *id;       /* component key; entity id <platform>.snapsync_<id> */
     const char *name;
-    const char *value;        /* value_template on the state topic; NULL: none (a button) */
-    const char *device_class; /* NULL: none */
-    const char *unit;         /* unit_of_measurement; NULL: none */
-    bool measurement;         /* state_class measurement */
-    bool precision0;          /* suggested_display_precision 0 */
-    const char *icon;         /* NULL: Home Assistant's for the class */
-    const char *attributes;   /* json_attributes_template on the state topic; NULL: none */
+    const char *value;          /* value_template on the state topic; NULL: none (a button) */
+    const char *device_class;   /* NULL: none */
+    const char *unit;           /* unit_of_measurement; NULL: none */
+    bool measurement;           /* state_class measurement */
+    bool precision0;            /* suggested_display_precision 0 */
+    const char *icon;           /* NULL: Home Assistant's for the class */
+    const char *attributes;     /* json_attributes_template on the state topic; NULL: none */
     const char *const *options; /* an enum sensor's values, NULL-terminated */
     const char *category;       /* entity_category; NULL: none */
-    const char *command;        /* a button's command topic: <topic_prefix>/<device id>/cmd/<command> */
-    enum entity_when when;      /* which configurations have it (others get a removal stub) */
+    const char *command;   /* a button's command topic: <topic_prefix>/<device id>/cmd/<command> */
+    enum entity_when when; /* which configurations have it (others get a removal stub) */
 };
 
-static const char *const statuses[] = {"idle",      "scanning", "backing_up",  "verifying", "completed",
-                                       "partial",   "failed",   "interrupted", "empty",     NULL};
-static const char *const results[] = {"none",   "completed", "empty", "partial",
+static const char *const statuses[] = {"idle",      "scanning", "backing_up", "verifying",
+                                       "completed", "partial",  "failed",     "interrupted",
+                                       "empty",     NULL};
+static const char *const results[] = {"none",   "completed",   "empty", "partial",
                                       "failed", "interrupted", NULL};
 
 static const struct entity entities[] = {
-    {.platform = "sensor", .id = "status", .name = "Status", .value = "{{ value_json.status }}",
-     .device_class = "enum", .options = statuses, .icon = "mdi:sd",
-     .attributes = "{{ {'card': value_json.card_label, 'session_id': value_json.session_id, "
-                   "'error': value_json.error, 'scan_problems': value_json.scan_problems} | tojson }}"},
-    {.platform = "sensor", .id = "progress", .name = "Progress", .value = "{{ value_json.progress }}",
-     .unit = "%", .measurement = true, .precision0 = true, .icon = "mdi:progress-upload",
-     .attributes = "{{ {'bytes_done': value_json.bytes_done, 'bytes_total': value_json.bytes_total, "
-                   "'files_done': value_json.files_done, 'files_total': value_json.files_total} "
-                   "| tojson }}"},
-    {.platform = "sensor", .id = "files", .name = "Files", .value = "{{ value_json.files_copied }}",
-     .measurement = true, .icon = "mdi:file-image",
+    {.platform = "sensor",
+     .id = "status",
+     .name = "Status",
+     .value = "{{ value_json.status }}",
+     .device_class = "enum",
+     .options = statuses,
+     .icon = "mdi:sd",
+     .attributes =
+         "{{ {'card': value_json.card_label, 'session_id': value_json.session_id, "
+         "'error': value_json.error, 'scan_problems': value_json.scan_problems} | tojson }}"},
+    {.platform = "sensor",
+     .id = "progress",
+     .name = "Progress",
+     .value = "{{ value_json.progress }}",
+     .unit = "%",
+     .measurement = true,
+     .precision0 = true,
+     .icon = "mdi:progress-upload",
+     .attributes =
+         "{{ {'bytes_done': value_json.bytes_done, 'bytes_total': value_json.bytes_total, "
+         "'files_done': value_json.files_done, 'files_total': value_json.files_total} "
+         "| tojson }}"},
+    {.platform = "sensor",
+     .id = "files",
+     .name = "Files",
+     .value = "{{ value_json.files_copied }}",
+     .measurement = true,
+     .icon = "mdi:file-image",
      .attributes = "{{ {'completed': value_json.files_copied, 'total': value_json.files_total, "
                    "'failed': value_json.files_failed, 'skipped': value_json.files_skipped, "
                    "'duplicate': value_json.files_duplicate} | tojson }}"},
-    {.platform = "sensor", .id = "current_file", .name = "Current file",
-     .value = "{{ value_json.current_file }}", .icon = "mdi:file-sync"},
-    {.platform = "binary_sensor", .id = "card_present", .name = "Card present",
-     .value = "{{ value_json.card_present }}", .device_class = "plug"},
-    {.platform = "sensor", .id = "speed", .name = "Speed", .value = "{{ value_json.rate_bps }}",
-     .device_class = "data_rate", .unit = "B/s", .measurement = true},
-    {.platform = "sensor", .id = "bytes_copied", .name = "Copied", .value = "{{ value_json.bytes_done }}",
-     .device_class = "data_size", .unit = "B", .measurement = true},
-    {.platform = "sensor", .id = "bytes_total", .name = "Total size",
-     .value = "{{ value_json.bytes_total }}", .device_class = "data_size", .unit = "B",
+    {.platform = "sensor",
+     .id = "current_file",
+     .name = "Current file",
+     .value = "{{ value_json.current_file }}",
+     .icon = "mdi:file-sync"},
+    {.platform = "binary_sensor",
+     .id = "card_present",
+     .name = "Card present",
+     .value = "{{ value_json.card_present }}",
+     .device_class = "plug"},
+    {.platform = "sensor",
+     .id = "speed",
+     .name = "Speed",
+     .value = "{{ value_json.rate_bps }}",
+     .device_class = "data_rate",
+     .unit = "B/s",
      .measurement = true},
-    {.platform = "sensor", .id = "eta", .name = "Time left", .value = "{{ value_json.eta_s }}",
-     .device_class = "duration", .unit = "s"},
-    {.platform = "sensor", .id = "last_backup", .name = "Last backup",
-     .value = "{{ value_json.last_backup }}", .device_class = "timestamp"},
-    {.platform = "sensor", .id = "last_result", .name = "Last result",
-     .value = "{{ value_json.last_result }}", .device_class = "enum", .options = results,
+    {.platform = "sensor",
+     .id = "bytes_copied",
+     .name = "Copied",
+     .value = "{{ value_json.bytes_done }}",
+     .device_class = "data_size",
+     .unit = "B",
+     .measurement = true},
+    {.platform = "sensor",
+     .id = "bytes_total",
+     .name = "Total size",
+     .value = "{{ value_json.bytes_total }}",
+     .device_class = "data_size",
+     .unit = "B",
+     .measurement = true},
+    {.platform = "sensor",
+     .id = "eta",
+     .name = "Time left",
+     .value = "{{ value_json.eta_s }}",
+     .device_class = "duration",
+     .unit = "s"},
+    {.platform = "sensor",
+     .id = "last_backup",
+     .name = "Last backup",
+     .value = "{{ value_json.last_backup }}",
+     .device_class = "timestamp"},
+    {.platform = "sensor",
+     .id = "last_result",
+     .name = "Last result",
+     .value = "{{ value_json.last_result }}",
+     .device_class = "enum",
+     .options = results,
      .attributes = "{{ {'error': value_json.error, 'scan_problems': value_json.scan_problems} "
                    "| tojson }}"},
-    {.platform = "binary_sensor", .id = "unraid_reachable", .name = "Share reachable",
-     .value = "{{ value_json.unraid_reachable }}", .device_class = "connectivity",
-     .attributes = "{{ {'problem': value_json.unraid_problem} | tojson }}", .category = "diagnostic",
+    {.platform = "binary_sensor",
+     .id = "unraid_reachable",
+     .name = "Share reachable",
+     .value = "{{ value_json.unraid_reachable }}",
+     .device_class = "connectivity",
+     .attributes = "{{ {'problem': value_json.unraid_problem} | tojson }}",
+     .category = "diagnostic",
      .when = ENTITY_WITH_UNRAID},
-    {.platform = "binary_sensor", .id = "immich_reachable", .name = "Immich reachable",
-     .value = "{{ value_json.immich_reachable }}", .device_class = "connectivity",
-     .attributes = "{{ {'problem': value_json.immich_problem} | tojson }}", .category = "diagnostic",
+    {.platform = "binary_sensor",
+     .id = "immich_reachable",
+     .name = "Immich reachable",
+     .value = "{{ value_json.immich_reachable }}",
+     .device_class = "connectivity",
+     .attributes = "{{ {'problem': value_json.immich_problem} | tojson }}",
+     .category = "diagnostic",
      .when = ENTITY_WITH_IMMICH},
-    {.platform = "button", .id = "eject", .name = "Eject card", .icon = "mdi:eject", .command = "eject"},
-    {.platform = "button", .id = "retry_failed", .name = "Retry failed files", .icon = "mdi:refresh",
+    {.platform = "button",
+     .id = "eject",
+     .name = "Eject card",
+     .icon = "mdi:eject",
+     .command = "eject"},
+    {.platform = "button",
+     .id = "retry_failed",
+     .name = "Retry failed files",
+     .icon = "mdi:refresh",
      .command = "retry"},
 };
 
@@ -413,8 +477,8 @@ static void web_url_for_broker_locked(struct mqtt *m)
     if (!host[0])
         return;
     bool v6 = strchr(host, ':') != NULL;
-    snprintf(m->web_url, sizeof(m->web_url), "http://%s%s%s%s", v6 ? "[" : "", host,
-             v6 ? "]" : "", m->web_url_tail);
+    snprintf(m->web_url, sizeof(m->web_url), "http://%s%s%s%s", v6 ? "[" : "", host, v6 ? "]" : "",
+             m->web_url_tail);
 }
 
 void mqtt_remove_device(struct mqtt *m)
@@ -507,7 +571,7 @@ enum mqtt_inbound mqtt_parse_message(const struct mqtt *m, const char *topic, co
         return MQTT_INBOUND_UNEXPECTED;
     if (strcmp(topic, birth) == 0)
         return len == 6 && memcmp(payload, "online", 6) == 0 ? MQTT_INBOUND_HA_ONLINE
-                                                              : MQTT_INBOUND_HA_OTHER;
+                                                             : MQTT_INBOUND_HA_OTHER;
     if (strncmp(topic, cmd, strlen(cmd)) == 0 &&
         mqtt_parse_command(topic + strlen(cmd), payload, len, ret_cmd) == 0)
         return MQTT_INBOUND_COMMAND;
@@ -624,8 +688,9 @@ int mqtt_new(const struct config *cfg, const char *web_url, const struct mqtt_ha
     snprintf(prefix, sizeof(prefix), "%s", cfg->mqtt.topic_prefix);
     if (!prefix[0] || strpbrk(prefix, "#+") || strpbrk(m->discovery_prefix, "#+") ||
         !m->discovery_prefix[0]) {
-        r = error_set(err, -EINVAL, "mqtt: topic_prefix and discovery_prefix must be non-empty "
-                                    "and hold no '#' or '+'");
+        r = error_set(err, -EINVAL,
+                      "mqtt: topic_prefix and discovery_prefix must be non-empty "
+                      "and hold no '#' or '+'");
         goto fail;
     }
     snprintf(m->topic_base, sizeof(m->topic_base), "%s/%s", prefix, m->device_id);
@@ -702,8 +767,8 @@ int mqtt_start(struct mqtt *m, struct error *err)
     int rc = mosquitto_connect_async(m->mosq, m->broker, m->port, KEEPALIVE_S);
     if (rc != MOSQ_ERR_SUCCESS) {
         pthread_mutex_lock(&m->lock);
-        snprintf(m->last_error, sizeof(m->last_error), "cannot reach broker %s:%d: %s",
-                 m->broker, m->port, rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+        snprintf(m->last_error, sizeof(m->last_error), "cannot reach broker %s:%d: %s", m->broker,
+                 m->port, rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
         pthread_mutex_unlock(&m->lock);
         log_warning("mqtt: %s; will keep trying", m->last_error);
     }
@@ -840,8 +905,8 @@ int mqtt_probe(const struct config *cfg, int timeout_s, char *detail, size_t det
     mosquitto_connect_callback_set(mosq, probe_on_connect);
     int rc = mosquitto_connect(mosq, cfg->mqtt.broker, cfg->mqtt.port, KEEPALIVE_S);
     if (rc != MOSQ_ERR_SUCCESS) {
-        r = error_set(err, rc == MOSQ_ERR_ERRNO && errno == ECONNREFUSED ? -ECONNREFUSED
-                                                                          : -EHOSTUNREACH,
+        r = error_set(err,
+                      rc == MOSQ_ERR_ERRNO && errno == ECONNREFUSED ? -ECONNREFUSED : -EHOSTUNREACH,
                       "cannot reach broker %s:%d: %s", cfg->mqtt.broker, cfg->mqtt.port,
                       rc == MOSQ_ERR_ERRNO ? strerror(errno)
                       : rc == MOSQ_ERR_TLS ? "TLS handshake failed (is the broker's certificate "
@@ -868,10 +933,10 @@ int mqtt_probe(const struct config *cfg, int timeout_s, char *detail, size_t det
     if (done)
         mosquitto_disconnect(mosq);
     if (!done && lrc != MOSQ_ERR_SUCCESS) {
-        r = error_set(err, lrc == MOSQ_ERR_TLS ? -EPROTO : -ECONNRESET,
-                      "broker %s:%d: %s", cfg->mqtt.broker, cfg->mqtt.port,
-                      lrc == MOSQ_ERR_TLS ? "TLS handshake failed (is the broker's certificate "
-                                            "signed by mqtt.tls_ca_file?)"
+        r = error_set(err, lrc == MOSQ_ERR_TLS ? -EPROTO : -ECONNRESET, "broker %s:%d: %s",
+                      cfg->mqtt.broker, cfg->mqtt.port,
+                      lrc == MOSQ_ERR_TLS     ? "TLS handshake failed (is the broker's certificate "
+                                                "signed by mqtt.tls_ca_file?)"
                       : lrc == MOSQ_ERR_ERRNO ? strerror(errno)
                                               : mosquitto_strerror(lrc));
         goto out;
@@ -880,15 +945,16 @@ int mqtt_probe(const struct config *cfg, int timeout_s, char *detail, size_t det
         r = error_set(err, -ETIMEDOUT, "broker %s:%d did not answer within %d s", cfg->mqtt.broker,
                       cfg->mqtt.port, timeout_s);
     else if (rc == 4 || rc == 5)
-        r = error_set(err, -EACCES, "broker %s:%d refused the credentials (%s): check "
-                                    "MQTT_USERNAME/MQTT_PASSWORD",
+        r = error_set(err, -EACCES,
+                      "broker %s:%d refused the credentials (%s): check "
+                      "MQTT_USERNAME/MQTT_PASSWORD",
                       cfg->mqtt.broker, cfg->mqtt.port, mosquitto_connack_string(rc));
     else if (rc != 0)
         r = error_set(err, -ECONNREFUSED, "broker %s:%d refused the connection: %s",
                       cfg->mqtt.broker, cfg->mqtt.port, mosquitto_connack_string(rc));
     else
-        snprintf(detail, detail_size, "broker %s:%d accepts us%s", cfg->mqtt.broker,
-                 cfg->mqtt.port, cfg->mqtt.tls ? " over TLS" : "");
+        snprintf(detail, detail_size, "broker %s:%d accepts us%s", cfg->mqtt.broker, cfg->mqtt.port,
+                 cfg->mqtt.tls ? " over TLS" : "");
 out:
     if (mosq)
         mosquitto_destroy(mosq);

@@ -452,10 +452,9 @@ static int stream_file(struct worker *w, const struct scan_entry *se, int64_t fi
          * read first, by whichever worker, both find the same date without waiting for each
          * other; the cost is one small read for a dateless file that has a partner. */
         size_t partner = p->env.partner ? p->env.partner[se - p->env.scan->entries] : PAIR_NONE;
-        capture = partner == PAIR_NONE
-                      ? 0
-                      : pair_partner_capture(w->db, p->env.card_id, w->src_dir_fd,
-                                             &p->env.scan->entries[partner]);
+        capture = partner == PAIR_NONE ? 0
+                                       : pair_partner_capture(w->db, p->env.card_id, w->src_dir_fd,
+                                                              &p->env.scan->entries[partner]);
         if (capture <= 0)
             capture = media_floating_time(se->mtime_ns / 1000000000);
         kind = media_kind_to_string(media_kind_from_ext(se->ext));
@@ -585,8 +584,8 @@ static int stream_file(struct worker *w, const struct scan_entry *se, int64_t fi
 
     if (end == END_FINISH) {
         int64_t dup = 0;
-        r = db_step(db_file_set_meta(w->db, file_id, w->digest.md5_hex, w->digest.sha1_hex, own, kind,
-                                     &dberr),
+        r = db_step(db_file_set_meta(w->db, file_id, w->digest.md5_hex, w->digest.sha1_hex, own,
+                                     kind, &dberr),
                     &dberr, err);
         if (r == 0)
             r = db_step(db_hash_backed_up(w->db, w->digest.md5_hex, w->digest.sha1_hex, file_id,

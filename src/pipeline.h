@@ -47,7 +47,7 @@ struct pipeline_env {
     struct health *health;
     const struct scan_list *scan;
     const size_t *partner; /* of each scan entry, its RAW+JPEG partner or PAIR_NONE (pair.h) */
-    const size_t *todo; /* indexes into scan->entries, backed up in this order */
+    const size_t *todo;    /* indexes into scan->entries, backed up in this order */
     size_t n_todo;
     const atomic_bool *cancel; /* may be NULL */
 };

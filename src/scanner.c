@@ -49,8 +49,12 @@ struct walk {
 static bool system_folder(const char *name)
 {
     static const char *const names[] = {
-        "System Volume Information", "$RECYCLE.BIN", "RECYCLER", "LOST.DIR", "lost+found",
-        "Android",  /* phone cards: app data, not photos */
+        "System Volume Information",
+        "$RECYCLE.BIN",
+        "RECYCLER",
+        "LOST.DIR",
+        "lost+found",
+        "Android", /* phone cards: app data, not photos */
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (strcasecmp(name, names[i]) == 0)
@@ -320,7 +324,8 @@ static int walk(struct walk *w, int root_fd)
 
 static int entry_cmp(const void *a, const void *b)
 {
-    return strcmp(((const struct scan_entry *)a)->rel_path, ((const struct scan_entry *)b)->rel_path);
+    return strcmp(((const struct scan_entry *)a)->rel_path,
+                  ((const struct scan_entry *)b)->rel_path);
 }
 
 /* Does a wanted file that is no sidecar itself own the sidecar e (sidecar.h)? Its owner sorts

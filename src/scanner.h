@@ -63,8 +63,8 @@ struct scan_ignored {
 struct scan_list {
     struct scan_entry *entries; /* sorted by rel_path */
     size_t n;
-    uint64_t bytes;    /* sum of sizes */
-    size_t n_ignored;  /* entries skipped by the filters (not counting hidden/system) */
+    uint64_t bytes;               /* sum of sizes */
+    size_t n_ignored;             /* entries skipped by the filters (not counting hidden/system) */
     struct scan_ignored *ignored; /* the first max_ignored of them in walk order, or NULL */
     size_t n_ignored_named;
     size_t n_sidecars; /* wanted files left out because they travel with another (sidecar.h) */

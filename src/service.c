@@ -61,7 +61,7 @@ struct job {
     atomic_bool finished;
     bool removed; /* the card went away during the session */
     bool unmounted;
-    bool eject;   /* unmount when the session ends, whatever its result */
+    bool eject; /* unmount when the session ends, whatever its result */
     int rc;
     struct error err;
     struct engine_report report;
@@ -84,8 +84,8 @@ struct service {
     struct mqtt *mqtt;
     bool mqtt_removed;
     struct web *web;
-    int cmdfd;               /* eventfd: a command from MQTT or the web is waiting */
-    atomic_bool eject_req;   /* commands, set by other threads, handled by the loop */
+    int cmdfd;             /* eventfd: a command from MQTT or the web is waiting */
+    atomic_bool eject_req; /* commands, set by other threads, handled by the loop */
     atomic_bool retry_req;
     /* cards whose session ended with the card still mounted (loop thread) */
     struct detector_card idle[SERVICE_IDLE_CARDS_MAX];
@@ -564,8 +564,8 @@ static int setup(struct service *svc, struct error *err)
     repair_database(cfg);
     svc->ui_conf = svc->conf;
     svc->ui_conf->refs++;
-    struct web_actions actions = {.eject = on_web_eject, .retried = on_web_retried,
-                                  .userdata = svc};
+    struct web_actions actions = {
+        .eject = on_web_eject, .retried = on_web_retried, .userdata = svc};
     r = web_new(cfg, -1, &actions, &svc->web, err);
     if (r == 0)
         r = web_start(svc->web, err);
@@ -636,12 +636,8 @@ static int setup(struct service *svc, struct error *err)
 
 int service_run(const char *config_path, const struct config *cfg, struct error *err)
 {
-    struct service svc = {.config_path = config_path,
-                          .epfd = -1,
-                          .sigfd = -1,
-                          .donefd = -1,
-                          .wdfd = -1,
-                          .cmdfd = -1};
+    struct service svc = {
+        .config_path = config_path, .epfd = -1, .sigfd = -1, .donefd = -1, .wdfd = -1, .cmdfd = -1};
     int r;
     pthread_mutex_init(&svc.lock, NULL);
     svc.conf = calloc(1, sizeof(*svc.conf));

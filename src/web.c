@@ -755,8 +755,7 @@ static bool host_trusted(const struct web *w, const char *host)
     self[sizeof(self) - 1] = '\0';
     size_t short_len = strcspn(self, ".");
     size_t ln = strlen(name);
-    if (strcasecmp(name, self) == 0 ||
-        (ln == short_len && strncasecmp(name, self, short_len) == 0))
+    if (strcasecmp(name, self) == 0 || (ln == short_len && strncasecmp(name, self, short_len) == 0))
         return true;
     return ln == short_len + 6 && strncasecmp(name, self, short_len) == 0 &&
            strcasecmp(name + short_len, ".local") == 0;
@@ -783,8 +782,8 @@ static unsigned action_refused(const struct web *w, struct MHD_Connection *conn,
         }
     }
     /* With a token a rebinding page cannot act: it does not have the token. */
-    if (!w->token[0] &&
-        !host_trusted(w, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST))) {
+    if (!w->token[0] && !host_trusted(w, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                                     MHD_HTTP_HEADER_HOST))) {
         *why = "actions without a token are taken only from an address, localhost, this machine's "
                "name or service.web_ui_hosts";
         return MHD_HTTP_FORBIDDEN;
@@ -1174,9 +1173,9 @@ struct route {
     const char *path;   /* the whole path, or what comes before the id when suffix is set */
     const char *suffix; /* NULL: path is exact; else the path is <path><id><suffix> */
     enum MHD_Result (*handler)(struct web *w, struct MHD_Connection *conn, int64_t id);
-    bool needs_token;   /* an action: Host and Origin checked, the token when one is set, a body
-                         * that is empty or a JSON object (action_refused, token_ok, body_ok) */
-    bool get_only;      /* no HEAD (an event stream) */
+    bool needs_token; /* an action: Host and Origin checked, the token when one is set, a body
+                       * that is empty or a JSON object (action_refused, token_ok, body_ok) */
+    bool get_only;    /* no HEAD (an event stream) */
 };
 
 static const struct route routes[] = {
@@ -1272,7 +1271,8 @@ static enum MHD_Result route_post(struct web *w, struct MHD_Connection *conn, co
         if (!token_ok(w, conn)) {
             struct MHD_Response *resp = MHD_create_response_from_buffer(
                 strlen("{\"error\":\"this action needs the access token\"}"),
-                (void *)"{\"error\":\"this action needs the access token\"}", MHD_RESPMEM_PERSISTENT);
+                (void *)"{\"error\":\"this action needs the access token\"}",
+                MHD_RESPMEM_PERSISTENT);
             if (resp)
                 MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
             return send_response(conn, MHD_HTTP_UNAUTHORIZED, resp, "application/json");
@@ -1345,8 +1345,8 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         for (size_t i = 0; ci && i < WEB_CONNECTIONS_MAX; i++)
             if (!w->conns[i].used) {
-                w->conns[i] = (struct conn_slot){
-                    .used = true, .fd = ci->connect_fd, .since = mono_now()};
+                w->conns[i] =
+                    (struct conn_slot){.used = true, .fd = ci->connect_fd, .since = mono_now()};
                 *socket_context = &w->conns[i];
                 break;
             }
@@ -1474,8 +1474,7 @@ static size_t on_unescape(void *cls, struct MHD_Connection *conn, char *s)
 }
 
 /* libmicrohttpd's own messages; the format comes from the library. */
-__attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt,
-                                                              va_list ap)
+__attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
     char line[512];
@@ -1550,8 +1549,9 @@ int web_start(struct web *w, struct error *err)
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)WEB_PER_IP_MAX, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)WEB_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)WEB_HEADER_MEMORY,
         MHD_OPTION_THREAD_STACK_SIZE, (size_t)WEB_STACK_SIZE, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, w, MHD_OPTION_NOTIFY_CONNECTION, on_connection, w, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, w, MHD_OPTION_UNESCAPE_CALLBACK,
-        on_unescape, w, MHD_OPTION_STRICT_FOR_CLIENT, 1, MHD_OPTION_END);
+        on_completed, w, MHD_OPTION_NOTIFY_CONNECTION, on_connection, w, MHD_OPTION_EXTERNAL_LOGGER,
+        on_mhd_log, w, MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, w, MHD_OPTION_STRICT_FOR_CLIENT,
+        1, MHD_OPTION_END);
     if (!w->daemon) {
         int e = errno ? errno : EIO;
         return error_set_errno(err, e == EADDRINUSE || e == EACCES ? -e : -EIO,

@@ -445,8 +445,9 @@ static void test_scrub_secrets(void **state)
     (void)state;
     struct config *cfg = parse_ok(custom_yaml);
     char text[256];
-    snprintf(text, sizeof(text), "HTTP 401 Invalid API key yaml-immich-key (yaml-immich-key); "
-                                 "pass 'yaml unraid pass', mqtt yaml-mqtt-pass.");
+    snprintf(text, sizeof(text),
+             "HTTP 401 Invalid API key yaml-immich-key (yaml-immich-key); "
+             "pass 'yaml unraid pass', mqtt yaml-mqtt-pass.");
     config_scrub_secrets(cfg, text);
     assert_string_equal(text, "HTTP 401 Invalid API key *** (***); pass '***', mqtt ***.");
     /* a user name stays: errors name the user that was refused */
@@ -1306,24 +1307,12 @@ int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(test_default),
-        T(test_empty_documents),
-        T(test_template_round_trip),
-        T(test_values),
-        T(test_scrub_secrets),
-        T(test_print_masked_round_trip),
-        T(test_errors_structure),
-        T(test_errors_values),
-        T(test_errors_validation),
-        T(test_copy_permissions),
-        T(test_sizes),
-        T(test_numbers),
-        T(test_hostile),
-        T(test_dotenv_syntax),
-        T(test_precedence),
-        T(test_permissions),
-        T(test_paths),
-        T(test_search_order),
+        T(test_default),          T(test_empty_documents), T(test_template_round_trip),
+        T(test_values),           T(test_scrub_secrets),   T(test_print_masked_round_trip),
+        T(test_errors_structure), T(test_errors_values),   T(test_errors_validation),
+        T(test_copy_permissions), T(test_sizes),           T(test_numbers),
+        T(test_hostile),          T(test_dotenv_syntax),   T(test_precedence),
+        T(test_permissions),      T(test_paths),           T(test_search_order),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }

@@ -77,8 +77,12 @@ static void digest_of(const char *data, size_t len, struct hasher_digest *d)
 static int copy(struct fixture *f, const char *name, const char *date_path, const char *data,
                 struct dest_result *res, struct error *err)
 {
-    struct dest_item item = {.rel_path = name, .name = name, .size = strlen(data),
-                             .date_path = date_path, .kind = "photo", .sha1_known = "",
+    struct dest_item item = {.rel_path = name,
+                             .name = name,
+                             .size = strlen(data),
+                             .date_path = date_path,
+                             .kind = "photo",
+                             .sha1_known = "",
                              .card_dir_fd = -1};
     struct dest_file *file = NULL;
     int r = dest_open(f->conn, &item, &file, err);
@@ -191,8 +195,12 @@ static void test_abort_and_verify_failure_leave_nothing(void **state)
 {
     struct fixture *f = *state;
     struct error err;
-    struct dest_item item = {.rel_path = "A.JPG", .name = "A.JPG", .size = 5,
-                             .date_path = "2021/02/03", .sha1_known = "", .card_dir_fd = -1};
+    struct dest_item item = {.rel_path = "A.JPG",
+                             .name = "A.JPG",
+                             .size = 5,
+                             .date_path = "2021/02/03",
+                             .sha1_known = "",
+                             .card_dir_fd = -1};
     struct dest_file *file = NULL;
     assert_int_equal(dest_open(f->conn, &item, &file, &err), 0);
     assert_int_equal(dest_write(file, "hello", 5, &err), 0);
@@ -279,8 +287,9 @@ static void test_name_valid(void **state)
     longest[DEST_NAME_MAX] = 'a';
     longest[DEST_NAME_MAX + 1] = '\0';
     assert_false(dest_name_valid(longest)); /* one byte over */
-    static const char *const good[] = {"IMG_0001.CR2", "a", "...", ".hidden", "name.",
-                                       "trailing ", "a:b*c?.jpg", "caf\xc3\xa9.jpg"};
+    static const char *const good[] = {
+        "IMG_0001.CR2", "a",         "...",        ".hidden",
+        "name.",        "trailing ", "a:b*c?.jpg", "caf\xc3\xa9.jpg"};
     static const char *const bad[] = {"", ".", "..", "a/b", "/", "DCIM/IMG_0001.JPG", "../x"};
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
         if (!dest_name_valid(good[i]))

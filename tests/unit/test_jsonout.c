@@ -21,23 +21,25 @@ static void test_valid_and_invalid(void **state)
     (void)state;
     assert_true(valid(""));
     assert_true(valid("IMG_0001.JPG"));
-    assert_true(valid("caf\xc3\xa9/\xe2\x82\xac/\xf0\x9f\x93\xb7"));      /* é € 📷 */
-    assert_true(valid("\xf4\x8f\xbf\xbf"));                                /* U+10FFFF */
-    assert_false(valid("IMG_\xff.JPG"));                                   /* never in UTF-8 */
-    assert_false(valid("\xc3"));                                           /* cut short */
-    assert_false(valid("\xc0\xaf"));                                       /* overlong '/' */
-    assert_false(valid("\xe0\x80\xaf"));                                   /* overlong */
-    assert_false(valid("\xed\xa0\x80"));                                   /* a surrogate */
-    assert_false(valid("\xf4\x90\x80\x80"));                               /* above U+10FFFF */
-    assert_false(valid("\x80"));                                           /* lone continuation */
+    assert_true(valid("caf\xc3\xa9/\xe2\x82\xac/\xf0\x9f\x93\xb7")); /* é € 📷 */
+    assert_true(valid("\xf4\x8f\xbf\xbf"));                          /* U+10FFFF */
+    assert_false(valid("IMG_\xff.JPG"));                             /* never in UTF-8 */
+    assert_false(valid("\xc3"));                                     /* cut short */
+    assert_false(valid("\xc0\xaf"));                                 /* overlong '/' */
+    assert_false(valid("\xe0\x80\xaf"));                             /* overlong */
+    assert_false(valid("\xed\xa0\x80"));                             /* a surrogate */
+    assert_false(valid("\xf4\x90\x80\x80"));                         /* above U+10FFFF */
+    assert_false(valid("\x80"));                                     /* lone continuation */
     assert_true(jsonout_utf8_valid(NULL, 0));
 }
 
 static void test_sanitize(void **state)
 {
     (void)state;
-    char *s = jsonout_utf8_sanitize("a\xff" "b\xc3");
-    assert_string_equal(s, "a\xef\xbf\xbd" "b\xef\xbf\xbd");
+    char *s = jsonout_utf8_sanitize("a\xff"
+                                    "b\xc3");
+    assert_string_equal(s, "a\xef\xbf\xbd"
+                           "b\xef\xbf\xbd");
     free(s);
     s = jsonout_utf8_sanitize("caf\xc3\xa9");
     assert_string_equal(s, "caf\xc3\xa9");

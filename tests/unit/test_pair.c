@@ -79,8 +79,9 @@ static void test_pairs_by_folder_and_name_ignoring_case(void **state)
     size_t *partner = NULL;
     struct error err;
     assert_int_equal(pair_index(l, &partner, &err), 0);
-    size_t want[] = {11, 12, PAIR_NONE, PAIR_NONE, PAIR_NONE, PAIR_NONE, PAIR_NONE, 9, PAIR_NONE,
-                     7,  PAIR_NONE, 0, 1, PAIR_NONE, PAIR_NONE, PAIR_NONE, PAIR_NONE};
+    size_t want[] = {11,        12,        PAIR_NONE, PAIR_NONE, PAIR_NONE, PAIR_NONE,
+                     PAIR_NONE, 9,         PAIR_NONE, 7,         PAIR_NONE, 0,
+                     1,         PAIR_NONE, PAIR_NONE, PAIR_NONE, PAIR_NONE};
     for (size_t i = 0; i < n; i++)
         if (partner[i] != want[i])
             fail_msg("%s: partner %zu, wanted %zu", paths[i], partner[i], want[i]);
@@ -97,8 +98,8 @@ static void test_pairs_by_folder_and_name_ignoring_case(void **state)
 static void test_extension_sets(void **state)
 {
     (void)state;
-    for (const char *const *e = (const char *const[]){"cr2", "cr3", "nef", "arw", "dng", "raf",
-                                                       "orf", "rw2", NULL};
+    for (const char *const *e =
+             (const char *const[]){"cr2", "cr3", "nef", "arw", "dng", "raf", "orf", "rw2", NULL};
          *e; e++)
         assert_true(pair_is_raw_ext(*e) && !pair_is_jpeg_ext(*e));
     for (const char *const *e =
