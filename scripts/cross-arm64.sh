@@ -86,7 +86,9 @@ build_pkgs() {
     devs=$(sh scripts/deps.sh --list | sed -n 's/-dev$/-dev:arm64/p')
     # shellcheck disable=SC2086  # one word per package
     # python3: tests/CMakeLists.txt looks for it; ffmpeg and exiftool make test_media's samples
-    echo crossbuild-essential-arm64 cmake pkgconf ninja-build python3 debhelper \
+    # pkg-config:arm64 gives aarch64-linux-gnu-pkg-config, which dpkg-buildpackage --host-arch
+    # arm64 (scripts/package.sh --arch arm64) uses and debian/control's pkg-config names
+    echo crossbuild-essential-arm64 cmake pkgconf pkg-config:arm64 ninja-build python3 debhelper \
         libcmocka-dev:arm64 qemu-user-static file ffmpeg libimage-exiftool-perl $devs
 }
 
