@@ -9,7 +9,7 @@
 #      (scripts/container.sh), built again from this checkout so all artefacts are of one source
 # then prints where they are. Run sh scripts/test.sh first (it tests the amd64 .deb in a bare
 # Debian 12, the image, the add-on and the template). Root (mmdebstrap, chroot, podman).
-# Cold (no build-arm64/ yet): about 20 min; warm about 5 min (docs/testing.md).
+# Warm 3.7 min here; cold (no build-arm64/ yet) about 20 min (docs/testing.md, "Release check").
 #
 #   sh scripts/release-check.sh
 set -eu
