@@ -13,6 +13,8 @@
 #                                          libraries only (build-arm64/run/), for a real run
 #   sh scripts/cross-arm64.sh run CMD...   runs CMD in the build root, the checkout at /src
 #   sh scripts/cross-arm64.sh runin CMD... runs CMD in the arm64 runtime root (the same way)
+#   sh scripts/cross-arm64.sh in NAME CMD... runs CMD in the root build-arm64/NAME (the same way;
+#                                          e.g. a copy of the runtime root a .deb is installed in)
 #   sh scripts/cross-arm64.sh clean        removes build-arm64/
 #
 # Environment: SNAPSYNC_ARM64_DIR (default build-arm64 in the checkout; must be inside it, as
@@ -86,7 +88,9 @@ build_pkgs() {
     devs=$(sh scripts/deps.sh --list | sed -n 's/-dev$/-dev:arm64/p')
     # shellcheck disable=SC2086  # one word per package
     # python3: tests/CMakeLists.txt looks for it; ffmpeg and exiftool make test_media's samples
-    echo crossbuild-essential-arm64 cmake pkgconf ninja-build python3 debhelper \
+    # pkg-config:arm64 gives aarch64-linux-gnu-pkg-config, which dpkg-buildpackage --host-arch
+    # arm64 (scripts/package.sh --arch arm64) uses and debian/control's pkg-config names
+    echo crossbuild-essential-arm64 cmake pkgconf pkg-config:arm64 ninja-build python3 debhelper \
         libcmocka-dev:arm64 qemu-user-static file ffmpeg libimage-exiftool-perl $devs
 }
 
@@ -157,6 +161,15 @@ unit) cmd_unit ;;
 runroot) cmd_runroot ;;
 run) shift; cmd_run "$@" ;;
 runin) shift; cmd_runroot; binfmt_ensure; chroot_run "$dir/run" "$top" "$@" ;;
+in)
+    [ $# -ge 3 ] || die "usage: $0 in NAME CMD..."
+    case $2 in */* | .* | root | run | cmake) die "in: NAME is a folder of $dir other than root, run, cmake" ;; esac
+    [ -x "$dir/$2/bin/sh" ] || die "in: $dir/$2 is not a root"
+    r=$dir/$2
+    shift 2
+    binfmt_ensure
+    chroot_run "$r" "$top" "$@"
+    ;;
 clean) rm -rf "$dir" ;;
-*) echo "usage: $0 root|build|unit|runroot|run CMD...|runin CMD...|clean" >&2; exit 2 ;;
+*) echo "usage: $0 root|build|unit|runroot|run CMD...|runin CMD...|in NAME CMD...|clean" >&2; exit 2 ;;
 esac

@@ -2,13 +2,15 @@
 # SPDX-License-Identifier: MIT
 # Builds the Debian packages (.deb) from debian/ into dist/ and checks them with lintian.
 #
-#   sh scripts/package.sh [--arch ARCH]   ARCH: a Debian architecture (default: this machine's);
-#                                         another one cross-builds (-a ARCH, profiles cross,nocheck)
+#   sh scripts/package.sh                 this machine's architecture (amd64 on a PC)
+#   sh scripts/package.sh --arch arm64    Raspberry Pi OS 64-bit: cross-built (--host-arch arm64,
+#                                         profiles cross,nocheck) in scripts/cross-arm64.sh's cached
+#                                         build root (root; minutes the first time)
 #
-# Installs the build tools and the package's Build-Depends first (as root through apt-get,
-# otherwise through sudo, like scripts/deps.sh). The build runs on a copy of the source in
+# Native: installs the build tools and the package's Build-Depends first (as root through
+# apt-get, otherwise through sudo, like scripts/deps.sh). The build runs on a copy of the source in
 # build-deb/ so the checkout stays clean. Environment: DEB_BUILD_OPTIONS (default: empty, so the
-# unit tests run; nocheck skips them), SNAPSYNC_PACKAGE_BUILD_DIR (default ./build-deb).
+# unit tests run; nocheck skips them), SNAPSYNC_PACKAGE_BUILD_DIR (default ./build-deb, ./build-deb-ARCH when cross).
 set -eu
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -44,7 +46,8 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@"
 }
 
-build=${SNAPSYNC_PACKAGE_BUILD_DIR:-$top/build-deb}
+if [ "$arch" = "$host_arch" ]; then build_default=$top/build-deb; else build_default=$top/build-deb-$arch; fi
+build=${SNAPSYNC_PACKAGE_BUILD_DIR:-$build_default}
 src="$build/snapsync-$version"
 rm -rf "$build"
 mkdir -p "$build"
@@ -59,23 +62,28 @@ else
     tar --exclude='./build*' --exclude=./dist -cf - . | tar -xf - -C "$src"
 fi
 
-say "installing build tools and Build-Depends"
-tools="dpkg-dev debhelper lintian"
-cross=""
-if [ "$arch" != "$host_arch" ]; then
-    tools="$tools crossbuild-essential-$arch"
-    cross="-a$arch -Pcross,nocheck"
-    dpkg --print-foreign-architectures | grep -qx "$arch" || $sudo dpkg --add-architecture "$arch"
+if [ "$arch" = "$host_arch" ]; then
+    say "installing build tools and Build-Depends"
+    $sudo apt-get update -qq
+    apt_install dpkg-dev debhelper lintian
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get build-dep -y -qq "$src"
+    say "building snapsync $version for $arch"
+    (cd "$src" && dpkg-buildpackage -us -uc -b)
+else
+    # cross: inside the cached amd64+arm64 build root of scripts/cross-arm64.sh (it holds
+    # crossbuild-essential-arm64, debhelper and the arm64 -dev packages), so this machine's dpkg
+    # is never given a foreign architecture. shlibs resolve against the root's arm64 libraries.
+    [ "$arch" = arm64 ] || { echo "package.sh: cross builds: arm64 only (scripts/cross-arm64.sh)" >&2; exit 2; }
+    case "$src/" in
+    "$top"/*) ;;
+    *) echo "package.sh: SNAPSYNC_PACKAGE_BUILD_DIR must be inside the checkout for --arch $arch" >&2; exit 2 ;;
+    esac
+    command -v lintian >/dev/null 2>&1 || { $sudo apt-get update -qq; apt_install lintian; }
+    say "building snapsync $version for $arch in the cross build root (scripts/cross-arm64.sh)"
+    # shellcheck disable=SC2016  # runs in the root
+    sh scripts/cross-arm64.sh run sh -eu -c 'cd "$1" && dpkg-buildpackage --host-arch arm64 -Pcross,nocheck -b -us -uc' \
+        sh "/src/${src#"$top"/}"
 fi
-$sudo apt-get update -qq
-# shellcheck disable=SC2086
-apt_install $tools
-# shellcheck disable=SC2086
-DEBIAN_FRONTEND=noninteractive $sudo apt-get build-dep -y -qq $cross "$src"
-
-say "building snapsync $version for $arch"
-# shellcheck disable=SC2086
-(cd "$src" && dpkg-buildpackage -us -uc -b $cross)
 
 mkdir -p dist
 rm -f dist/snapsync_*_"$arch".deb dist/snapsync-dbgsym_*_"$arch".deb dist/snapsync_*_"$arch".changes
