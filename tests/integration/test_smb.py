@@ -22,7 +22,7 @@ import threading
 from harness import (BIN, SANITIZER_MARKS, TMP_ROOT, SnapsyncTest, make_blob, make_photo,
                      make_video, md5, wait_for)
 import smbd
-from test_history import check_history, generation_paths, generations, tree
+from test_history import chain, check_history, generation_paths, generations, tree
 
 SFM = {c: chr(0xF000 + c) for c in range(1, 0x20)}
 SFM.update({ord(ch): chr(0xF020 + i) for i, ch in enumerate('"*:<>?\\|')})
@@ -329,6 +329,25 @@ unraid:
         self.assertEqual(generation_paths(root, names[1]), ["2024/05/02/IMG_0003.JPG"])
         self.assertEqual(check_history(self, root, self.sub), tree(root))
         self.assertEqual(self.share_temporaries(), [])
+
+    def test_a_generation_number_taken_on_the_share_is_skipped(self):
+        # another writer's generation 2, unknown to SnapSync's chain: found and never replaced
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2024:05:01 10:00:00")
+        self.backup()
+        history = os.path.join(self.root(), "ascmhl")
+        first = generations(self.root())[0]
+        shutil.copyfile(os.path.join(history, first),
+                        os.path.join(history, f"0002_{self.sub}_2020-01-01_000000Z.mhl"))
+        make_photo(f"{self.card}/DCIM/IMG_0002.JPG", self.dir, "2024:05:02 10:00:00")
+        self.backup()
+        names = generations(self.root())
+        self.assertEqual(len(names), 3)
+        self.assertTrue(names[2].startswith("0003_"), names)
+        self.assertEqual([g[0] for g in chain(self.root())], [1, 3])
+        self.assertEqual(generation_paths(self.root(), names[2]), ["2024/05/02/IMG_0002.JPG"])
+        with open(os.path.join(history, first), "rb") as f, \
+                open(os.path.join(history, names[1]), "rb") as g:
+            self.assertEqual(f.read(), g.read(), "the other writer's generation is kept")
 
     def test_wrong_password_is_a_clear_error(self):
         make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2022:02:02 12:00:00")
