@@ -19,6 +19,11 @@
  * compared (size, then MD5 read back): same content is done, other content gets "<stem>_N.<ext>".
  * Temporaries of dead processes are removed by the next prepare.
  *
+ * The destination's own files (the ASC MHL history in ascmhl/, dest.h's meta ops) go through the
+ * main connection (main thread), under names mapped like copies, through a temporary of
+ * .snapsync-tmp renamed into place: check-then-rename under place_lock when nothing may be
+ * replaced, libsmbclient's replacing rename (unlink, then rename) for the chain.
+ *
  * Names: Windows and SMB forbid " * : < > ? \ | and control characters, and a trailing space or
  * dot. They are mapped as Services for Mac does (U+F001..U+F01F for controls, U+F020..U+F027 for
  * the eight characters, U+F028/U+F029 for a final space/dot), reversibly: a server running vfs
@@ -1106,6 +1111,296 @@ fail:
     return r;
 }
 
+/* ---- the destination's own files (ascmhl/, dest.h's meta ops) ---- */
+
+#define META_LIST_MAX 100000 /* names in a folder of meta files, at most */
+
+/* rel (relative to the root, '/' between components, none empty, "." or "..") with each
+ * component as the share stores it (map_name: plain ASCII names such as "ascmhl" stay as they
+ * are). -EINVAL, -ENAMETOOLONG. */
+static int meta_map(const char *rel, char *out, size_t size)
+{
+    if (!rel || !*rel || rel[0] == '/')
+        return -EINVAL;
+    size_t o = 0;
+    for (const char *p = rel; *p;) {
+        size_t len = strcspn(p, "/");
+        char part[DEST_NAME_MAX + 1], mapped[DEST_NAME_MAX + 1];
+        if (len == 0 || (len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
+            return -EINVAL;
+        if (len > DEST_NAME_MAX)
+            return -ENAMETOOLONG;
+        memcpy(part, p, len);
+        part[len] = '\0';
+        int r = map_name(part, mapped, sizeof(mapped));
+        if (r < 0)
+            return r;
+        int n = snprintf(out + o, size - o, "%s%s", o ? "/" : "", mapped);
+        if (n < 0 || (size_t)n >= size - o)
+            return -ENAMETOOLONG;
+        o += (size_t)n;
+        p += len;
+        if (*p == '/')
+            p++;
+    }
+    return 0;
+}
+
+/* The URL of rel (mapped, see meta_map) on the main connection, revived if need be. */
+static int meta_url(struct smb *s, const char *rel, char *mapped, size_t mapped_size, char *url,
+                    size_t url_size, struct error *err)
+{
+    int r = meta_map(rel, mapped, mapped_size);
+    if (r == 0)
+        r = url_join(s, url, url_size, mapped, NULL, NULL);
+    if (r < 0)
+        return error_set_errno(err, r, "'%s'", rel);
+    return main_conn(s, err);
+}
+
+static int smb_meta_read(void *priv, const char *rel, size_t max, char **ret_buf, size_t *ret_len,
+                         struct error *err)
+{
+    struct smb *s = priv;
+    char mapped[2048], url[URL_MAX], what[2200];
+    int r = meta_url(s, rel, mapped, sizeof(mapped), url, sizeof(url), err);
+    if (r < 0)
+        return r;
+    struct smb_conn *c = s->main;
+    snprintf(what, sizeof(what), "cannot read '%s'", mapped);
+    struct stat st;
+    r = smblib_stat(c->ctx, url, &st);
+    if (r == -ENOENT)
+        return error_set(err, -ENOENT, "%s on %s: no such file", what, s->shown);
+    if (r < 0)
+        return share_error(s, err, r, what);
+    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > max)
+        return error_set(err, S_ISREG(st.st_mode) ? -EFBIG : -EINVAL,
+                         "'%s' on %s is not a regular file of at most %zu bytes", mapped, s->shown,
+                         max);
+    struct smblib_file *fh = NULL;
+    char *buf = malloc(max + 1);
+    if (!buf)
+        return error_set(err, -ENOMEM, "out of memory");
+    r = smblib_open(c->ctx, url, O_RDONLY, &fh);
+    if (r < 0) {
+        fh = NULL;
+        r = share_error(s, err, r, what);
+        goto out;
+    }
+    size_t len = 0;
+    for (;;) { /* one byte more than max tells a file that grew */
+        size_t n = 0;
+        r = smblib_read(c->ctx, fh, buf + len, max + 1 - len, &n);
+        if (r < 0) {
+            r = share_error(s, err, r, what);
+            goto out;
+        }
+        if (n == 0)
+            break;
+        len += n;
+        if (len > max) {
+            r = error_set(err, -EFBIG, "'%s' on %s has more than %zu bytes", mapped, s->shown, max);
+            goto out;
+        }
+    }
+    buf[len] = '\0';
+    *ret_buf = buf;
+    *ret_len = len;
+    buf = NULL;
+out:
+    if (fh)
+        (void)smblib_close(c->ctx, fh);
+    free(buf);
+    return r;
+}
+
+/* The names a smblib_list() found (the listing holds the lock: fn is called after it). */
+struct name_list {
+    char **names;
+    size_t n, cap;
+    bool full, nomem;
+};
+
+static bool note_name(void *arg, struct smblib_ctx *ctx, const char *name)
+{
+    (void)ctx;
+    struct name_list *l = arg;
+    if (l->n >= META_LIST_MAX) {
+        l->full = true;
+        return false;
+    }
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        char **n = realloc(l->names, cap * sizeof(*n));
+        if (!n) {
+            l->nomem = true;
+            return false;
+        }
+        l->names = n;
+        l->cap = cap;
+    }
+    l->names[l->n] = strdup(name);
+    if (!l->names[l->n]) {
+        l->nomem = true;
+        return false;
+    }
+    l->n++;
+    return true;
+}
+
+static int smb_meta_list(void *priv, const char *rel_dir, int (*fn)(const char *name, void *arg),
+                         void *arg, struct error *err)
+{
+    struct smb *s = priv;
+    char mapped[2048], url[URL_MAX];
+    int r = meta_url(s, rel_dir, mapped, sizeof(mapped), url, sizeof(url), err);
+    if (r < 0)
+        return r;
+    struct smb_conn *c = s->main;
+    /* smblib_list() lists a folder it cannot open as an empty one: look first */
+    struct stat st;
+    r = smblib_stat(c->ctx, url, &st);
+    if (r == 0 && !S_ISDIR(st.st_mode))
+        r = -ENOTDIR;
+    if (r == -ENOENT)
+        return error_set(err, -ENOENT, "no folder '%s' on %s", mapped, s->shown);
+    if (r < 0) {
+        char what[2200];
+        snprintf(what, sizeof(what), "cannot list folder '%s'", mapped);
+        return share_error(s, err, r, what);
+    }
+    struct name_list l = {0};
+    smblib_list(c->ctx, url, note_name, &l);
+    if (l.nomem)
+        r = error_set(err, -ENOMEM, "out of memory");
+    else if (l.full)
+        r = error_set(err, -E2BIG, "folder '%s' on %s has more than %d files", mapped, s->shown,
+                      META_LIST_MAX);
+    for (size_t i = 0; i < l.n; i++) {
+        if (r == 0)
+            r = fn(l.names[i], arg);
+        free(l.names[i]);
+    }
+    free(l.names);
+    return r;
+}
+
+/* A temporary of the share's TMP_DIR holding the len bytes at buf, closed. */
+static int meta_put_tmp(struct smb_conn *c, const char *tmp_url, const void *buf, size_t len,
+                        struct error *err)
+{
+    struct smb *s = c->smb;
+    struct smblib_file *fh = NULL;
+    int r = smblib_open(c->ctx, tmp_url, O_WRONLY | O_CREAT | O_EXCL, &fh);
+    if (r == -ENOENT) { /* the temporary folder went away (a clean-up on the server) */
+        struct error ignored;
+        if (mkdir_p(c, TMP_DIR, &ignored) == 0)
+            r = smblib_open(c->ctx, tmp_url, O_WRONLY | O_CREAT | O_EXCL, &fh);
+    }
+    if (r < 0)
+        return share_error(s, err, r, "cannot create a temporary file");
+    for (size_t off = 0; off < len;) {
+        size_t n = 0;
+        r = smblib_write(c->ctx, fh, (const char *)buf + off, len - off, &n);
+        if (r == 0 && n == 0)
+            r = -EIO;
+        if (r < 0) {
+            (void)smblib_close(c->ctx, fh);
+            return share_error(s, err, r, "write failed");
+        }
+        off += n;
+    }
+    /* the close is where the server reports a write it could not keep */
+    r = smblib_close(c->ctx, fh);
+    return r < 0 ? share_error(s, err, r, "cannot close a temporary file") : 0;
+}
+
+/*
+ * The temporary is written and closed first; then, with replace false, the name is checked and
+ * the temporary renamed under place_lock (atomic among this process's lanes; SnapSync's history
+ * lock orders the processes of this machine). With replace true, smblib_rename() replaces:
+ * libsmbclient renames, and when the name is taken unlinks it and renames again, so a reader
+ * sees the old file, for a moment none, or the whole new one, never a part of it. SMB has no
+ * fsync: the close hands the bytes to the server, whose disk is its own.
+ */
+static int smb_meta_write(void *priv, const char *rel, const void *buf, size_t len, bool replace,
+                          struct error *err)
+{
+    struct smb *s = priv;
+    char mapped[2048], url[URL_MAX], tmp_name[128], tmp_url[URL_MAX], what[2200];
+    int r = meta_url(s, rel, mapped, sizeof(mapped), url, sizeof(url), err);
+    if (r < 0)
+        return r;
+    struct smb_conn *c = s->main;
+    char *slash = strrchr(mapped, '/');
+    if (slash) {
+        *slash = '\0';
+        r = mkdir_p(c, mapped, err);
+        *slash = '/';
+        if (r < 0)
+            return r;
+    }
+    snprintf(tmp_name, sizeof(tmp_name), "%ld.%u.%s.part", (long)getpid(),
+             atomic_fetch_add(&tmp_seq, 1), s->hostname);
+    if (url_join(s, tmp_url, sizeof(tmp_url), TMP_DIR, tmp_name, NULL) < 0)
+        return error_set(err, -ENAMETOOLONG, "path too long");
+    snprintf(what, sizeof(what), "cannot write '%s'", mapped);
+    r = meta_put_tmp(c, tmp_url, buf, len, err);
+    if (r < 0) {
+        error_prefix(err, "%s", what);
+        goto out;
+    }
+    pthread_mutex_lock(&s->place_lock);
+    struct stat st;
+    r = replace ? -ENOENT : smblib_stat(c->ctx, url, &st);
+    if (r == 0)
+        r = error_set(err, -EEXIST, "'%s' exists already on %s", mapped, s->shown);
+    else if (r != -ENOENT)
+        share_error(s, err, r, what);
+    else if ((r = smblib_rename(c->ctx, tmp_url, url)) < 0)
+        share_error(s, err, r, what);
+    pthread_mutex_unlock(&s->place_lock);
+out:
+    if (r < 0 && !smblib_hung(&s->srv))
+        (void)smblib_unlink(c->ctx, tmp_url); /* else the next prepare removes it */
+    return r;
+}
+
+/* remote is "smb://host[:port]/share[/path]/rel" (smb_finish's dest_result.remote, whose names
+ * are those the share stores, mapped): rel. The host part is not compared, so that a server
+ * reached by another name or port keeps its history. */
+static int smb_rel_of(void *priv, const char *remote, char *out, size_t size)
+{
+    const struct smb *s = priv;
+    if (strncmp(remote, "smb://", 6) != 0)
+        return -EINVAL;
+    const char *p = strchr(remote + 6, '/');
+    if (!p)
+        return -EINVAL;
+    p++;
+    size_t sl = strlen(s->share), pl = strlen(s->path);
+    if (strncmp(p, s->share, sl) != 0 || p[sl] != '/')
+        return -EINVAL;
+    p += sl + 1;
+    if (pl) {
+        if (strncmp(p, s->path, pl) != 0 || p[pl] != '/')
+            return -EINVAL;
+        p += pl + 1;
+    }
+    if (!*p)
+        return -EINVAL;
+    int k = snprintf(out, size, "%s", p);
+    return k < 0 || (size_t)k >= size ? -ENAMETOOLONG : 0;
+}
+
+static const char *smb_root_name(void *priv)
+{
+    const struct smb *s = priv;
+    const char *slash = strrchr(s->path, '/');
+    return slash ? slash + 1 : s->path[0] ? s->path : s->share;
+}
+
 /* The session ends while a call waits for a server that hangs: cut our connections to it. */
 static void smb_interrupt(void *priv)
 {
@@ -1126,4 +1421,9 @@ const struct dest_ops dest_smb_ops = {
     .write = smb_write,
     .finish = smb_finish,
     .abort = smb_abort,
+    .meta_read = smb_meta_read,
+    .meta_list = smb_meta_list,
+    .meta_write = smb_meta_write,
+    .rel_of = smb_rel_of,
+    .root_name = smb_root_name,
 };

@@ -9,6 +9,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import subprocess
 import xml.etree.ElementTree as ET
 
@@ -35,57 +36,83 @@ def xmllint(path, schema):
     return p.returncode, p.stderr
 
 
+def generations(dest):
+    """The generation files in dest's ascmhl/, in order."""
+    return sorted(f for f in os.listdir(os.path.join(dest, "ascmhl")) if f.endswith(".mhl"))
+
+
+def chain(dest):
+    """[(sequence number, generation file, C4)] of dest's ascmhl_chain.xml."""
+    root = ET.parse(os.path.join(dest, "ascmhl", "ascmhl_chain.xml")).getroot()
+    return [(int(h.get("sequencenr")), h.find("d:path", NS).text, h.find("d:c4", NS).text)
+            for h in root.findall("d:hashlist", NS)]
+
+
+def generation_paths(dest, name):
+    """The paths generation `name` of dest lists, in its order."""
+    root = ET.parse(os.path.join(dest, "ascmhl", name)).getroot()
+    return [p.text for p in root.findall("m:hashes/m:hash/m:path", NS)]
+
+
+def check_history(test, dest, root_name):
+    """Validates dest's history (test's assertions) and returns {path: (size, md5, sha1)} over
+    all generations; root_name is the name the generation files carry."""
+    history = os.path.join(dest, "ascmhl")
+    listed = {}
+    for name in generations(dest):
+        path = os.path.join(history, name)
+        rc, err = xmllint(path, "ASCMHL.xsd")
+        test.assertEqual(rc, 0, f"{name}: {err}")
+        test.assertRegex(name,
+                         rf"^\d{{4}}_{re.escape(root_name)}_\d{{4}}-\d\d-\d\d_\d{{6}}Z\.mhl$")
+        root = ET.parse(path).getroot()
+        patterns = [p.text for p in root.findall("m:processinfo/m:ignore/m:pattern", NS)]
+        test.assertIn(".snapsync-tmp/", patterns)
+        for h in root.findall("m:hashes/m:hash", NS):
+            p = h.find("m:path", NS)
+            test.assertNotIn(p.text, listed, "a file listed twice")
+            test.assertEqual(h.find("m:md5", NS).get("action"), "original")
+            listed[p.text] = (int(p.get("size")), h.find("m:md5", NS).text,
+                              h.find("m:sha1", NS).text)
+    rc, err = xmllint(os.path.join(history, "ascmhl_chain.xml"), "ASCMHLDirectory.xsd")
+    test.assertEqual(rc, 0, err)
+    gens = chain(dest)
+    test.assertEqual([g[0] for g in gens], list(range(1, len(gens) + 1)))
+    test.assertEqual([g[1] for g in gens], generations(dest))
+    for seq, name, want in gens:
+        with open(os.path.join(history, name), "rb") as f:
+            test.assertEqual(c4(f.read()), want, f"the chain's C4 of {name}")
+    return listed
+
+
+def tree(dest):
+    """{path: (size, md5, sha1)} of the files of dest, as `ascmhl diff` sees it (what the ignore
+    patterns name left out)."""
+    out = {}
+    for root, dirs, files in os.walk(dest):
+        if root == dest:
+            dirs[:] = [d for d in dirs if d not in ("ascmhl", ".snapsync-tmp")]
+        for f in files:
+            p = os.path.join(root, f)
+            out[os.path.relpath(p, dest)] = (os.path.getsize(p), md5(p), sha1(p))
+    return out
+
+
 class HistoryTest(SnapsyncTest):
     def history(self):
         return os.path.join(self.dest, "ascmhl")
 
     def generations(self):
-        return sorted(f for f in os.listdir(self.history()) if f.endswith(".mhl"))
+        return generations(self.dest)
 
     def chain(self):
-        root = ET.parse(os.path.join(self.history(), "ascmhl_chain.xml")).getroot()
-        return [(int(h.get("sequencenr")), h.find("d:path", NS).text, h.find("d:c4", NS).text)
-                for h in root.findall("d:hashlist", NS)]
+        return chain(self.dest)
 
     def check_history(self):
-        """Validates everything and returns {path: (size, md5, sha1)} over all generations."""
-        listed = {}
-        for name in self.generations():
-            path = os.path.join(self.history(), name)
-            rc, err = xmllint(path, "ASCMHL.xsd")
-            self.assertEqual(rc, 0, f"{name}: {err}")
-            self.assertRegex(name, r"^\d{4}_dest_\d{4}-\d\d-\d\d_\d{6}Z\.mhl$")
-            root = ET.parse(path).getroot()
-            patterns = [p.text for p in root.findall("m:processinfo/m:ignore/m:pattern", NS)]
-            self.assertIn(".snapsync-tmp/", patterns)
-            for h in root.findall("m:hashes/m:hash", NS):
-                p = h.find("m:path", NS)
-                self.assertNotIn(p.text, listed, "a file listed twice")
-                self.assertEqual(h.find("m:md5", NS).get("action"), "original")
-                listed[p.text] = (int(p.get("size")), h.find("m:md5", NS).text,
-                                  h.find("m:sha1", NS).text)
-        rc, err = xmllint(os.path.join(self.history(), "ascmhl_chain.xml"),
-                          "ASCMHLDirectory.xsd")
-        self.assertEqual(rc, 0, err)
-        chain = self.chain()
-        self.assertEqual([g[0] for g in chain], list(range(1, len(chain) + 1)))
-        self.assertEqual([g[1] for g in chain], self.generations())
-        for seq, name, want in chain:
-            with open(os.path.join(self.history(), name), "rb") as f:
-                self.assertEqual(c4(f.read()), want, f"the chain's C4 of {name}")
-        return listed
+        return check_history(self, self.dest, "dest")
 
     def tree(self):
-        """{path: (size, md5, sha1)} of the files of the tree, as `ascmhl diff` sees it (what
-        the ignore patterns name left out)."""
-        out = {}
-        for root, dirs, files in os.walk(self.dest):
-            if root == self.dest:
-                dirs[:] = [d for d in dirs if d not in ("ascmhl", ".snapsync-tmp")]
-            for f in files:
-                p = os.path.join(root, f)
-                out[os.path.relpath(p, self.dest)] = (os.path.getsize(p), md5(p), sha1(p))
-        return out
+        return tree(self.dest)
 
     def test_each_session_adds_a_generation_listing_what_it_copied(self):
         make_photo(f"{self.card}/DCIM/100CANON/IMG_0001.JPG", self.dir, "2024:05:01 10:00:00")
@@ -102,9 +129,8 @@ class HistoryTest(SnapsyncTest):
         make_photo(f"{self.card}/DCIM/100CANON/IMG_0002.JPG", self.dir, "2024:05:02 10:00:00")
         self.backup()
         self.assertEqual(len(self.generations()), 2)
-        root = ET.parse(os.path.join(self.history(), self.generations()[1])).getroot()
-        paths = [p.text for p in root.findall("m:hashes/m:hash/m:path", NS)]
-        self.assertEqual(paths, ["2024/05/02/IMG_0002.JPG"])
+        self.assertEqual(generation_paths(self.dest, self.generations()[1]),
+                         ["2024/05/02/IMG_0002.JPG"])
         self.assertEqual(self.check_history(), self.tree())
 
     def test_an_unreadable_chain_is_left_alone_and_the_next_run_catches_up(self):

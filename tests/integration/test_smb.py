@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: MIT
 """The SMB destination against a real Samba server (smbd.py) on 127.0.0.1: backup to SMB and a
-local folder at once, re-runs, bad credentials, missing and read-only shares, guest access, the
-server killed mid-transfer, names Windows forbids (and their original form on a share with vfs
-catia + fruit), parallel transfers through Samba's thread hooks, and `snapsync test-connection`.
+local folder at once, re-runs, the ASC MHL history in ascmhl/ of the share, bad credentials,
+missing and read-only shares, guest access, the server killed mid-transfer, names Windows forbids
+(and their original form on a share with vfs catia + fruit), parallel transfers through Samba's
+thread hooks, and `snapsync test-connection`.
 
 Needs root (smbd and a Unix user); fails without it, as CI runs as root. Assertions read the
 shares' folders on disk directly (this kernel has no cifs)."""
@@ -21,6 +22,7 @@ import threading
 from harness import (BIN, SANITIZER_MARKS, TMP_ROOT, SnapsyncTest, make_blob, make_photo,
                      make_video, md5, wait_for)
 import smbd
+from test_history import chain, check_history, generation_paths, generations, tree
 
 SFM = {c: chr(0xF000 + c) for c in range(1, 0x20)}
 SFM.update({ord(ch): chr(0xF020 + i) for i, ch in enumerate('"*:<>?\\|')})
@@ -123,9 +125,12 @@ unraid:
         return os.path.join(self.server.share_dir(share), "snap", self.sub)
 
     def share_files(self, share="photos"):
-        """Files under our folder of the share, temporaries included."""
+        """Files under our folder of the share, temporaries included, the ASC MHL history left out
+        (test_the_share_keeps_an_asc_mhl_history checks it)."""
         out = []
         for r, dirs, files in os.walk(self.root(share)):
+            if r == self.root(share):
+                dirs[:] = [d for d in dirs if d != "ascmhl"]
             for f in files:
                 out.append(os.path.relpath(os.path.join(r, f), self.root(share)))
         return sorted(out)
@@ -296,6 +301,53 @@ unraid:
         r2 = self.backup()
         self.assertEqual(r2["files_copied"], 0)
         self.assertEqual(len(os.listdir(day)), 6)
+
+    def test_the_share_keeps_an_asc_mhl_history(self):
+        # checked as test_history checks a folder: the schemas, the chain's C4 of each
+        # generation's bytes, and the files listed are the share's, under the names they have
+        # there (a name Windows forbids: its mapped form)
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2024:05:01 10:00:00")
+        make_photo(f"{self.card}/DCIM/a:b.JPG", self.dir, "2024:05:01 11:00:00")
+        make_blob(f"{self.card}/DCIM/CLIP_0002.MP4", 3 << 20)
+        r = self.backup()
+        self.assertEqual(r["files_copied"], 3, r)
+        root = self.root()
+        self.assertEqual(len(generations(root)), 1)
+        listed = check_history(self, root, self.sub)
+        self.assertEqual(listed, tree(root))
+        self.assertIn("2024/05/01/" + sfm_map("a:b.JPG"), listed)
+
+        # nothing new: no generation; a new file: generation 2 lists it alone
+        self.backup()
+        self.assertEqual(len(generations(root)), 1)
+        make_photo(f"{self.card}/DCIM/IMG_0003.JPG", self.dir, "2024:05:02 10:00:00")
+        r = self.backup()
+        self.assertEqual(r["files_copied"], 1, r)
+        names = generations(root)
+        self.assertEqual(len(names), 2)
+        self.assertTrue(names[1].startswith("0002_"), names)
+        self.assertEqual(generation_paths(root, names[1]), ["2024/05/02/IMG_0003.JPG"])
+        self.assertEqual(check_history(self, root, self.sub), tree(root))
+        self.assertEqual(self.share_temporaries(), [])
+
+    def test_a_generation_number_taken_on_the_share_is_skipped(self):
+        # another writer's generation 2, unknown to SnapSync's chain: found and never replaced
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2024:05:01 10:00:00")
+        self.backup()
+        history = os.path.join(self.root(), "ascmhl")
+        first = generations(self.root())[0]
+        shutil.copyfile(os.path.join(history, first),
+                        os.path.join(history, f"0002_{self.sub}_2020-01-01_000000Z.mhl"))
+        make_photo(f"{self.card}/DCIM/IMG_0002.JPG", self.dir, "2024:05:02 10:00:00")
+        self.backup()
+        names = generations(self.root())
+        self.assertEqual(len(names), 3)
+        self.assertTrue(names[2].startswith("0003_"), names)
+        self.assertEqual([g[0] for g in chain(self.root())], [1, 3])
+        self.assertEqual(generation_paths(self.root(), names[2]), ["2024/05/02/IMG_0002.JPG"])
+        with open(os.path.join(history, first), "rb") as f, \
+                open(os.path.join(history, names[1]), "rb") as g:
+            self.assertEqual(f.read(), g.read(), "the other writer's generation is kept")
 
     def test_wrong_password_is_a_clear_error(self):
         make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2022:02:02 12:00:00")
