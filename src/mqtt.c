@@ -519,14 +519,17 @@ static void on_connect(struct mosquitto *mosq, void *ud, int rc)
         pthread_mutex_unlock(&m->lock);
         return;
     }
-    publish_locked(m, "availability", "online", true);
-    web_url_for_broker_locked(m);
-    publish_discovery_locked(m);
+    /* Subscribed before anything is published: the broker handles one connection's packets in
+     * order, so whoever sees the discovery (Home Assistant, about to send its birth message)
+     * is already heard. */
     char topic[TOPIC_MAX + 32];
     snprintf(topic, sizeof(topic), "%s/status", m->discovery_prefix);
     mosquitto_subscribe(m->mosq, NULL, topic, 1);
     snprintf(topic, sizeof(topic), "%s/cmd/+", m->topic_base);
     mosquitto_subscribe(m->mosq, NULL, topic, 1);
+    publish_locked(m, "availability", "online", true);
+    web_url_for_broker_locked(m);
+    publish_discovery_locked(m);
     publish_state_locked(m);
     pthread_mutex_unlock(&m->lock);
     log_info("mqtt: connected to %s:%d", m->broker, m->port);
