@@ -817,13 +817,14 @@ static int local_meta_read(void *priv, const char *rel, size_t max, char **ret_b
         r = error_set_errno(err, -errno, "cannot examine '%s'", path);
         goto out;
     }
-    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > max) {
-        r = error_set(err, S_ISREG(st.st_mode) ? -EFBIG : -EINVAL,
-                      "'%s' is not a regular file of at most %zu bytes", path, max);
+    if (!S_ISREG(st.st_mode)) {
+        r = error_set(err, -EINVAL, "'%s' is not a regular file", path);
         goto out;
     }
     r = fileio_read_fd(fd, max, ret_buf, ret_len);
-    if (r < 0)
+    if (r == -EFBIG)
+        error_set(err, r, "'%s' is larger than %zu bytes", path, max);
+    else if (r < 0)
         error_set_errno(err, r, "cannot read '%s'", path);
 out:
     close(fd);
