@@ -482,9 +482,10 @@ static int run_pipeline(struct engine *e, struct db *db, struct error *err)
             snprintf(e->first_error, sizeof(e->first_error), "%s", ps.first_error);
     }
     /* what still talks to a destination that is down (a temporary being removed from a server
-     * that hangs) fails now instead of waiting out its timeout */
+     * that hangs) fails now instead of waiting out its timeout; not one whose server answers
+     * (a full share): the removal of a temporary there works and must not be cut */
     for (size_t i = 0; p && i < e->n_dests; i++)
-        if (!health_is_up(e->health, i))
+        if (!health_is_up(e->health, i) && !health_down_but_answering(e->health, i))
             dest_interrupt(e->dests[i]);
     /* no up() may reach the pipeline once it is gone */
     pthread_mutex_lock(&e->lock);

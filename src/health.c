@@ -265,6 +265,16 @@ void health_free(struct health *h)
     free(h);
 }
 
+bool health_down_but_answering(struct health *h, size_t i)
+{
+    pthread_mutex_lock(&h->lock);
+    bool down = h->d[i].state != ST_UP;
+    int e = -h->d[i].error;
+    pthread_mutex_unlock(&h->lock);
+    return down && (e == ENOSPC || e == EDQUOT || e == EROFS || e == EACCES || e == EPERM ||
+                    e == ENOENT || e == ENOTDIR || e == EKEYREJECTED || e == EKEYEXPIRED);
+}
+
 bool health_is_up(struct health *h, size_t i)
 {
     pthread_mutex_lock(&h->lock);

@@ -79,6 +79,11 @@ void health_get(struct health *h, size_t i, struct health_state *ret);
 /* True for errors that concern a whole destination rather than one file. */
 bool health_error_is_dest_wide(int r);
 
+/* True when destination i is down for an answer its server gave (full, read-only, access
+ * denied, the share or folder gone): its server answers, so nothing that still talks to it
+ * needs interrupting, and calls to it (removing a temporary) still work. */
+bool health_down_but_answering(struct health *h, size_t i);
+
 /*
  * Reports that the copy of file (any stable number: the file's id) to destination i failed with r
  * (a negative errno; -ECANCELED is ignored) and err's message. Marks it down when r concerns the

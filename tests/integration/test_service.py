@@ -16,6 +16,7 @@ import socket
 import sqlite3
 import subprocess
 import tempfile
+import threading
 import time
 
 from harness import SANITIZER_MARKS, BIN, SnapsyncTest, make_blob, make_damaged_squashfs, \
@@ -37,6 +38,62 @@ def mounts():
             src, target, _fs, opts = line.split()[:4]
             out[target.replace("\\040", " ")] = (src, set(opts.split(",")))
     return out
+
+
+class Notifier:
+    """The service manager's end of NOTIFY_SOCKET. Like systemd it reads every message as it
+    comes (a reader thread): a datagram socket nobody reads fills up, and the service's
+    sd_notify() then blocks (a stop waited forever on a full queue of WATCHDOG=1)."""
+
+    def __init__(self):
+        # AF_UNIX paths are short: not under the test folder
+        self.dir = tempfile.mkdtemp(prefix="snapsync-notify.")
+        self.path = os.path.join(self.dir, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.messages = []
+        self.seen = 0  # messages wait_for has looked at
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        while True:
+            try:
+                msg = self.sock.recv(4096)
+            except OSError:
+                msg = b""
+            with self.cond:
+                if not msg:
+                    self.messages.append(None)  # closed
+                    self.cond.notify_all()
+                    return
+                self.messages.append(msg.decode())
+                self.cond.notify_all()
+
+    def wait_for(self, what, timeout):
+        """True when a message not looked at before has the line what (consumed with those
+        before it), False after timeout seconds."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                while self.seen < len(self.messages):
+                    msg = self.messages[self.seen]
+                    self.seen += 1
+                    if msg is not None and what in msg.split("\n"):
+                        return True
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.messages and self.messages[-1] is None):
+                    return False
+                self.cond.wait(left)
+
+    def close(self):
+        if self.sock.fileno() < 0:
+            return
+        self.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader
+        self.thread.join()
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class ServiceTest(SnapsyncTest):
@@ -151,14 +208,9 @@ class ServiceTest(SnapsyncTest):
 """)
 
     def start(self, watchdog_usec=None):
-        # AF_UNIX paths are short: not under the test folder
-        notify_dir = tempfile.mkdtemp(prefix="snapsync-notify.")
-        self.cleanups.append(lambda: shutil.rmtree(notify_dir, ignore_errors=True))
-        self.notify_path = os.path.join(notify_dir, "notify")
-        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.notify.bind(self.notify_path)
-        self.notify.settimeout(30)
-        env = dict(self.env, NOTIFY_SOCKET=self.notify_path)
+        self.notify = Notifier()
+        self.cleanups.append(self.notify.close)
+        env = dict(self.env, NOTIFY_SOCKET=self.notify.path)
         if watchdog_usec:
             env["WATCHDOG_USEC"] = str(watchdog_usec)
         self.log_file = open(self.log_path, "w")
@@ -168,12 +220,8 @@ class ServiceTest(SnapsyncTest):
         self.wait_notify("READY=1")
 
     def wait_notify(self, what, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = self.notify.recv(4096).decode()
-            if what in msg.split("\n"):
-                return
-        self.fail(f"no {what} from the service\n{self.log()}")
+        if not self.notify.wait_for(what, timeout):
+            self.fail(f"no {what} from the service\n{self.log()}")
 
     def log(self):
         with open(self.log_path) as f:
@@ -485,7 +533,6 @@ class ServiceTest(SnapsyncTest):
         self.assertEqual(self.our_mounts(), {})
         # a later start resumes and completes
         self.notify.close()
-        os.unlink(self.notify_path)
         self.log_file.close()
         self.start()
         self.wait_log(r"session \d+ completed.*safe to remove")

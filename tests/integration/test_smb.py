@@ -638,7 +638,7 @@ unraid:
         self.assertGreaterEqual(r["files_copied"], 1)
         self.assertEqual(r["status"], "partial")
         self.assertRegex(p.stderr, r"SMB share smb://127\.0\.0\.1:\d+/photos/\S+ is full")
-        self.assertEqual(self.share_temporaries(), [])
+        self.assertEqual(self.share_temporaries(), [], p.stderr)
         for c in [f for f in self.share_files() if not f.startswith(".")]:
             self.assertEqual(md5(os.path.join(folder, c)),
                              md5(f"{self.card}/DCIM/{os.path.basename(c)}"))

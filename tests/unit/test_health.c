@@ -161,6 +161,7 @@ static void test_destination_wide_failures_take_it_down(void **state)
     for (size_t k = 0; k < sizeof(wide) / sizeof(wide[0]); k++) {
         struct fake f;
         struct health *h = started(&f, 1);
+        assert_false(health_down_but_answering(h, 0)); /* up */
         struct error fail;
         fake_set(&f, 0, -EIO, false); /* stays down when probed */
         error_set(&fail, wide[k], "write failed");
@@ -170,6 +171,9 @@ static void test_destination_wide_failures_take_it_down(void **state)
         health_get(h, 0, &hs);
         assert_string_equal(hs.reason, "write failed");
         assert_true(hs.next_probe_in_s > 0 && hs.next_probe_in_s <= HEALTH_PROBE_FIRST_S);
+        /* a server that said "full", "read-only" or "denied" answers: nothing to interrupt */
+        bool answering = wide[k] == -EACCES || wide[k] == -ENOSPC || wide[k] == -EROFS;
+        assert_int_equal(health_down_but_answering(h, 0), answering);
         health_free(h);
         fake_done(&f);
     }
