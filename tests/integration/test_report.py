@@ -8,9 +8,8 @@ statuses."""
 import html.parser
 import json
 import os
-import subprocess
 
-from harness import BIN, SnapsyncTest, md5, make_photo, sha1
+from harness import SnapsyncTest, make_photo, md5, sha1
 from webserver import WebServer
 
 HOSTILE = "DCIM/<script>alert(1)<\u002fscript>&'\".JPG"
@@ -44,13 +43,6 @@ class StrictHTML(html.parser.HTMLParser):
 
 
 class ReportTest(SnapsyncTest):
-    def run_bytes(self, *args, check=None):
-        p = subprocess.run([BIN, "--config", self.config, *args], capture_output=True,
-                           env=self.env, cwd=self.dir, timeout=300)
-        if check is not None:
-            self.assertEqual(p.returncode, check, p.stderr.decode("utf-8", "replace"))
-        return p
-
     def make_card(self):
         names = ["DCIM/100CANON/IMG_0001.JPG", "DCIM/100CANON/IMG_0002.JPG", HOSTILE, NOT_UTF8]
         for i, name in enumerate(names):
