@@ -313,6 +313,43 @@ static void test_write_error(void **state)
     db_close(db);
 }
 
+/* A session that recorded no file (a plain folder, no card): every format says so and stays
+ * well-formed; it is now the newest. */
+static void test_empty_session(void **state)
+{
+    (void)state;
+    struct db *db = NULL;
+    struct error err = {0};
+    int64_t id = 0, last = 0;
+    assert_int_equal(db_open(db_path, DB_READ_WRITE, &db, &err), 0);
+    assert_int_equal(db_session_begin(db, 0, "/srv/empty", &id, &err), 0);
+    assert_int_equal(db_session_end(db, id, DB_SESSION_EMPTY, NULL, NULL, &err), 0);
+    assert_int_equal(report_last_session(db, &last, &err), 0);
+    assert_int_equal(last, id);
+    db_close(db);
+
+    int r = -1;
+    char *s = render(id, REPORT_JSON, &r, &err);
+    assert_int_equal(r, 0);
+    json_object *o = json_tokener_parse(s);
+    assert_non_null(o);
+    assert_int_equal(json_object_array_length(get(o, "files")), 0);
+    assert_int_equal(json_object_get_int64(get(o, "files_listed")), 0);
+    assert_string_equal(json_object_get_string(get(get(o, "session"), "status")), "empty");
+    json_object_put(o);
+    free(s);
+    s = render(id, REPORT_HTML, &r, &err);
+    assert_int_equal(r, 0);
+    assert_non_null(strstr(s, "No file was recorded in this session."));
+    assert_non_null(strstr(s, "none (a folder)"));
+    free(s);
+    s = render(id, REPORT_TEXT, &r, &err);
+    assert_int_equal(r, 0);
+    assert_non_null(strstr(s, "Result:    empty"));
+    assert_non_null(strstr(s, "0 files listed."));
+    free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -322,6 +359,7 @@ int main(void)
         cmocka_unit_test(test_html),
         cmocka_unit_test(test_unknown_and_last),
         cmocka_unit_test(test_write_error),
+        cmocka_unit_test(test_empty_session),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
