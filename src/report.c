@@ -339,10 +339,12 @@ static int on_row(const struct db_report_row *row, void *arg)
         else
             file_begin_text(c, row);
     }
-    if (r == 0 && !row->has_copy && c->f != REPORT_JSON)
-        fputs(c->f == REPORT_HTML ? "<span class=\"bad\">no copy</span>" : "  no copy\n", c->out);
+    if (r == 0 && row->has_copy && c->f == REPORT_JSON)
+        r = copy_json(c, row);
     else if (r == 0 && row->has_copy)
-        r = c->f == REPORT_JSON ? copy_json(c, row) : (copy_text_html(c, row), 0);
+        copy_text_html(c, row);
+    else if (r == 0 && c->f != REPORT_JSON)
+        fputs(c->f == REPORT_HTML ? "<span class=\"bad\">no copy</span>" : "  no copy\n", c->out);
     if (r == 0 && ferror(c->out))
         r = -EIO;
     return r;
