@@ -6,7 +6,7 @@ _snapsync()
     local cur prev words cword
     _init_completion || return
 
-    local commands="backup status sessions config test-connection start web"
+    local commands="backup status sessions report config test-connection start web"
     local global="--config --help --version -c -h -V"
 
     # the command: the first word after the global options (and --config's FILE)
@@ -30,6 +30,14 @@ _snapsync()
     -n | --number | -p | --port)
         return # a number
         ;;
+    -f | --format)
+        COMPREPLY=($(compgen -W "text json html" -- "$cur"))
+        return
+        ;;
+    -o | --output)
+        _filedir
+        return
+        ;;
     esac
 
     if [[ -z $cmd ]]; then
@@ -46,12 +54,15 @@ _snapsync()
     backup) opts="--dry-run --json --help -n -j -h" ;;
     status | test-connection) opts="--json --help -j -h" ;;
     sessions) opts="-n --number --json --help -j -h" ;;
+    report) opts="--format --output --help -f -o -h" ;;
     config) opts="--template --json --help -t -j -h" ;;
     start) opts="--help -h" ;;
     web) opts="--port --help -p -h" ;;
     esac
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+    elif [[ $cmd == report ]]; then
+        COMPREPLY=($(compgen -W "last" -- "$cur")) # SESSION: an id, or the newest
     elif [[ $cmd == backup ]]; then
         _filedir -d # PATH: a mounted card or any folder
     fi

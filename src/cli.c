@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,6 +30,7 @@
 #include "log.h"
 #include "service.h"
 #include "mqtt.h"
+#include "report.h"
 #include "status.h"
 #include "web.h"
 
@@ -966,6 +968,107 @@ static int cmd_web(struct cli *cli, int argc, char **argv)
     return EXIT_OK;
 }
 
+/* ---- report ---- */
+
+#define REPORT_USAGE "snapsync report SESSION [--format text|json|html] [--output FILE]"
+
+/* SESSION as a session id (1 or more) into *id; -EINVAL otherwise. */
+static int parse_session_id(const char *arg, int64_t *id, struct error *err)
+{
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(arg, &end, 10);
+    if (errno || !end || end == arg || *end || v < 1)
+        return error_set(err, -EINVAL,
+                         "SESSION is a session id (see 'snapsync sessions') or 'last', not '%s'",
+                         arg);
+    *id = (int64_t)v;
+    return 0;
+}
+
+static int cmd_report(struct cli *cli, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"format", required_argument, NULL, 'f'},
+        {"output", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    enum report_format format = REPORT_TEXT;
+    const char *output = NULL;
+    int c;
+    optind = 0;
+    while ((c = getopt_long(argc, argv, "f:o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'f':
+            if (report_format_from_string(optarg, &format) < 0) {
+                fprintf(stderr, "snapsync: --format is text, json or html, not '%s'\n", optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        case 'o':
+            output = optarg;
+            break;
+        case 'h':
+            printf("usage: %s\n\n"
+                   "Writes the report of one backup session (an id from 'snapsync sessions', or\n"
+                   "'last' for the newest): the card, start and end, the result, and every file\n"
+                   "with its size, capture date, MD5 and SHA-1, and for each destination its path\n"
+                   "there and whether the copy was verified, when. text (the default), json, or\n"
+                   "html (one self-contained page that prints on A4). --output FILE writes it\n"
+                   "there instead of standard output. Exit 1 when there is no such session.\n",
+                   REPORT_USAGE);
+            return EXIT_OK;
+        default:
+            return EXIT_USAGE;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "usage: %s\n", REPORT_USAGE);
+        return EXIT_USAGE;
+    }
+    const char *arg = argv[optind];
+    bool last = strcmp(arg, "last") == 0;
+    struct error err = {0};
+    int64_t id = 0;
+    if (!last && parse_session_id(arg, &id, &err) < 0) {
+        fprintf(stderr, "snapsync: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
+    int rc = load_config(cli);
+    if (rc)
+        return rc;
+    struct db *db = NULL;
+    FILE *out = NULL;
+    int r = status_db_open(cli->cfg, &db, &err);
+    if (r == -ENOENT)
+        r = last ? error_set(&err, -ENOENT, "no session yet: no backup has run")
+                 : error_set(&err, -ENOENT, "no session %" PRId64 ": no backup has run yet", id);
+    if (r == 0 && last)
+        r = report_last_session(db, &id, &err);
+    bool regular = false; /* output is a regular file: removed when the report fails */
+    if (r == 0 && output) {
+        struct stat sb;
+        out = fopen(output, "w");
+        if (!out)
+            r = error_set_errno(&err, -errno, "cannot write '%s'", output);
+        else
+            regular = fstat(fileno(out), &sb) == 0 && S_ISREG(sb.st_mode);
+    }
+    if (r == 0)
+        r = report_write(db, cli->cfg, id, format, out ? out : stdout, &err);
+    if (out && fclose(out) != 0 && r == 0)
+        r = error_set_errno(&err, -errno, "cannot write '%s'", output);
+    if (r < 0 && regular)
+        unlink(output); /* no half report left behind (never a device such as /dev/stdout) */
+    db_close(db);
+    if (r < 0) {
+        fprintf(stderr, "snapsync: %s\n", err.msg);
+        return r == -EINVAL ? EXIT_USAGE : EXIT_FAILED;
+    }
+    return EXIT_OK;
+}
+
 static const struct command commands[] = {
     {"backup", cmd_backup, "backup PATH [--dry-run] [--json]", "back up a card or folder now"},
     {"status", cmd_status, "status [--json]", "current or last session, overall statistics"},
@@ -974,6 +1077,8 @@ static const struct command commands[] = {
     {"test-connection", cmd_test_connection, "test-connection [--json]", "check every destination"},
     {"start", cmd_start, "start", "run the service: back up every card inserted"},
     {"web", cmd_web, "web [--port N]", "serve the dashboard and JSON API"},
+    {"report", cmd_report, "report SESSION [--format F] [-o F]",
+     "one session's report: text, json or html"},
 };
 
 static void usage(FILE *out)

@@ -2537,3 +2537,60 @@ int db_copies_seal(struct db *db, const char *dest, const int64_t *file_ids, siz
     struct seal_args a = {dest, file_ids, n, generation, err};
     return db_transaction(db, seal_all, &a, err);
 }
+
+/* ---- the per-session report (report.h) ---- */
+
+int db_session_report_rows(struct db *db, int64_t session_id,
+                           int (*fn)(const struct db_report_row *row, void *arg), void *arg,
+                           struct error *err)
+{
+    /* the columns of read_file, the outcome, then the copy (NULL columns without one) */
+    static const char sql[] =
+        "SELECT f.id, f.card_id, f.rel_path, f.size, f.mtime_ns, f.md5, f.sha1, "
+        "f.capture_time, f.kind, f.state, f.attempts, f.last_error, f.duplicate_of, "
+        "sf.outcome, c.dest, c.state, c.remote, c.verified_at, c.error, c.mhl_generation "
+        "FROM session_files sf JOIN files f ON f.id = sf.file_id "
+        "LEFT JOIN copies c ON c.file_id = f.id "
+        "WHERE sf.session_id = ?1 ORDER BY f.rel_path, f.id, c.dest";
+    sqlite3_stmt *st = NULL;
+    struct db_report_row *row = NULL;
+    int r, rc;
+
+    if (!db || !fn)
+        return error_set(err, -EINVAL, "invalid report query");
+    row = malloc(sizeof(*row)); /* ~7 KB: not on the caller's stack */
+    if (!row)
+        return error_set(err, -ENOMEM, "out of memory");
+    r = adhoc_prepare(db, sql, &st, err);
+    if (r < 0)
+        goto out;
+    rc = bind_i64(st, 1, session_id, SQLITE_OK);
+    if (rc != SQLITE_OK) {
+        r = db_fail(db, rc, err, "cannot list the files of session %lld", (long long)session_id);
+        goto out;
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        read_session_file_row(st, &row->sf);
+        memset(&row->copy, 0, sizeof(row->copy));
+        row->has_copy = sqlite3_column_type(st, 14) != SQLITE_NULL;
+        row->mhl_generation = 0;
+        if (row->has_copy) {
+            row->copy.file_id = row->sf.file.id;
+            col_str(st, 14, row->copy.dest, sizeof(row->copy.dest));
+            row->copy.state = copy_state_parse((const char *)sqlite3_column_text(st, 15));
+            col_str(st, 16, row->copy.remote, sizeof(row->copy.remote));
+            row->copy.verified_at = sqlite3_column_int64(st, 17);
+            col_str(st, 18, row->copy.error, sizeof(row->copy.error));
+            row->mhl_generation = sqlite3_column_int64(st, 19);
+        }
+        r = fn(row, arg);
+        if (r < 0)
+            goto out;
+    }
+    if (rc != SQLITE_DONE)
+        r = db_fail(db, rc, err, "cannot list the files of session %lld", (long long)session_id);
+out:
+    sqlite3_finalize(st);
+    free(row);
+    return r;
+}

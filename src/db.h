@@ -495,3 +495,25 @@ int db_copies_unsealed(struct db *db, const char *dest,
  * in one transaction. */
 int db_copies_seal(struct db *db, const char *dest, const int64_t *file_ids, size_t n,
                    int64_t generation, struct error *err);
+
+/* ---- the per-session report (report.h) ---- */
+
+/* One file of a session with one of its copies (or none). */
+struct db_report_row {
+    struct db_session_file sf; /* the file and what the session did with it */
+    bool has_copy;             /* false: the file has no copy at any destination */
+    struct db_copy copy;       /* its state now (not when the session ended) */
+    int64_t mhl_generation;    /* the ASC MHL generation listing the copy, 0 none */
+};
+
+/*
+ * Calls fn for each file session_id recorded an outcome for, once per copy of it (ordered by
+ * path, file id, then destination; once with has_copy false for a file without any copy), one
+ * row at a time from one statement, so memory stays bounded whatever the number of files. fn
+ * returns 0 to go on or a negative errno, which ends the walk and is returned as it is. An
+ * unknown session has no rows (0, fn never called). Errors: SQLite's mapped. The connection's
+ * thread.
+ */
+int db_session_report_rows(struct db *db, int64_t session_id,
+                           int (*fn)(const struct db_report_row *row, void *arg), void *arg,
+                           struct error *err);

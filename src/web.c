@@ -43,6 +43,7 @@
 #include "jsonout.h"
 #include "log.h"
 #include "mqtt.h"
+#include "report.h"
 #include "status.h"
 #include "web_assets.h"
 
@@ -61,6 +62,11 @@
 #define WEB_LIST_MAX 1000
 #define WEB_FILES_PAGE 100
 #define WEB_LAST_PROBLEMS 10 /* problems of the last session in the status document */
+
+/* The session report is one self-contained page: its inline style is all it may use. */
+#define REPORT_CSP                                                                                 \
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "         \
+    "frame-ancestors 'self'"
 
 #define CSP                                                                                        \
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "              \
@@ -173,14 +179,16 @@ static double mono_now(void)
 
 /* ---- responses ---- */
 
-static enum MHD_Result send_response(struct MHD_Connection *conn, unsigned status,
-                                     struct MHD_Response *resp, const char *type)
+/* Sends resp with the headers every answer carries, its Content-Security-Policy being csp. */
+static enum MHD_Result send_response_csp(struct MHD_Connection *conn, unsigned status,
+                                         struct MHD_Response *resp, const char *type,
+                                         const char *csp)
 {
     if (!resp)
         return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
-    MHD_add_response_header(resp, "Content-Security-Policy", CSP);
+    MHD_add_response_header(resp, "Content-Security-Policy", csp);
     MHD_add_response_header(resp, "X-Frame-Options", "SAMEORIGIN");
     MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
     MHD_add_response_header(resp, "Cross-Origin-Resource-Policy", "same-origin");
@@ -190,6 +198,12 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, unsigned statu
     enum MHD_Result r = MHD_queue_response(conn, status, resp);
     MHD_destroy_response(resp);
     return r;
+}
+
+static enum MHD_Result send_response(struct MHD_Connection *conn, unsigned status,
+                                     struct MHD_Response *resp, const char *type)
+{
+    return send_response_csp(conn, status, resp, type, CSP);
 }
 
 /* Sends text (copied). */
@@ -954,6 +968,48 @@ static enum MHD_Result get_session(struct web *w, struct MHD_Connection *conn, i
     return send_json(conn, MHD_HTTP_OK, o);
 }
 
+/* The report of session id (report.h), written to an unlinked temporary file and sent from it,
+ * so memory stays bounded whatever the number of files. */
+static enum MHD_Result get_session_report(struct web *w, struct MHD_Connection *conn, int64_t id)
+{
+    const char *name = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "format");
+    enum report_format f = REPORT_JSON;
+    if (name && report_format_from_string(name, &f) < 0)
+        return send_error(conn, MHD_HTTP_BAD_REQUEST, "format is json, html or text");
+    struct db *db = NULL;
+    struct error err = {0};
+    int r = request_db_open(w, &db, &err);
+    if (r == -ENOENT)
+        return send_error(conn, MHD_HTTP_NOT_FOUND, "no session %" PRId64, id);
+    if (r < 0)
+        return send_db_error(conn, r, &err);
+    FILE *tmp = tmpfile();
+    if (!tmp)
+        r = error_set_errno(&err, -errno, "cannot create a temporary file for the report");
+    if (r == 0)
+        r = report_write(db, w->cfg, id, f, tmp, &err);
+    db_close(db);
+    off_t size = r == 0 ? ftello(tmp) : -1;
+    int fd = size >= 0 ? dup(fileno(tmp)) : -1;
+    if (tmp)
+        fclose(tmp);
+    if (r < 0)
+        return send_db_error(conn, r, &err);
+    struct MHD_Response *resp =
+        fd >= 0 ? MHD_create_response_from_fd64((uint64_t)size, fd) : NULL; /* owns fd */
+    if (!resp) {
+        if (fd >= 0)
+            close(fd);
+        return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot send the report");
+    }
+    char disposition[96];
+    snprintf(disposition, sizeof(disposition),
+             "inline; filename=\"snapsync-session-%" PRId64 ".%s\"", id,
+             f == REPORT_TEXT ? "txt" : report_format_to_string(f));
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_DISPOSITION, disposition);
+    return send_response_csp(conn, MHD_HTTP_OK, resp, report_content_type(f), REPORT_CSP);
+}
+
 static enum MHD_Result get_stats(struct web *w, struct MHD_Connection *conn, int64_t id)
 {
     (void)id;
@@ -1183,6 +1239,7 @@ static const struct route routes[] = {
     {MHD_HTTP_METHOD_GET, "/api/health", NULL, get_health, false, false},
     {MHD_HTTP_METHOD_GET, "/api/sessions", NULL, get_sessions, false, false},
     {MHD_HTTP_METHOD_GET, "/api/sessions/", "", get_session, false, false},
+    {MHD_HTTP_METHOD_GET, "/api/sessions/", "/report", get_session_report, false, false},
     {MHD_HTTP_METHOD_GET, "/api/stats", NULL, get_stats, false, false},
     {MHD_HTTP_METHOD_GET, "/api/files", NULL, get_files, false, false},
     {MHD_HTTP_METHOD_GET, "/api/events", NULL, get_events, false, true},

@@ -282,7 +282,13 @@ function filesTable(detail, body) {
       el('th', { scope: 'col', text: 'Outcome' }), el('th', { scope: 'col', text: 'Size' }),
       el('th', { scope: 'col', text: 'Copies' }))),
     el('tbody', null, ...rows));
-  body.replaceChildren(...[scanProblems(detail), table].filter((x) => x));
+  const report = 'api/sessions/' + detail.id + '/report?format=';
+  const links = el('p', { class: 'report' },
+    el('a', { href: report + 'html', target: '_blank', rel: 'noopener',
+      text: 'Report of this session (printable)' }), ' · ',
+    el('a', { href: report + 'json', target: '_blank', rel: 'noopener', text: 'JSON' }), ' · ',
+    el('a', { href: report + 'text', target: '_blank', rel: 'noopener', text: 'text' }));
+  body.replaceChildren(...[scanProblems(detail), table, links].filter((x) => x));
   const page = detail.files_page;
   if (page.offset + detail.files.length < page.total) {
     const more = el('button', { type: 'button', class: 'more',

@@ -16,6 +16,17 @@ let page = null;
 const problems = []; // console errors, page errors, failed requests
 const held = []; // requests stopped by hold until release
 let holdRoute = null;
+const opener = []; // the pages a command `open` left, newest last
+
+// Records the problems of page p: console errors, page errors, failed requests.
+function watch(p) {
+  p.on('console', (m) => { if (m.type() === 'error') problems.push('console: ' + m.text()); });
+  p.on('pageerror', (e) => problems.push('page error: ' + e.message));
+  p.on('requestfailed', (r) => {
+    // an event stream cut by the test stopping the server is not the page's fault
+    if (!r.url().endsWith('/api/events')) problems.push('request failed: ' + r.url());
+  });
+}
 
 const commands = {
   async launch({ width, height }) {
@@ -23,13 +34,23 @@ const commands = {
       headless: true, timeout: 60000 });
     context = await browser.newContext({ viewport: { width, height } });
     page = await context.newPage();
-    page.on('console', (m) => { if (m.type() === 'error') problems.push('console: ' + m.text()); });
-    page.on('pageerror', (e) => problems.push('page error: ' + e.message));
-    page.on('requestfailed', (r) => {
-      // an event stream cut by the test stopping the server is not the page's fault
-      if (!r.url().endsWith('/api/events')) problems.push('request failed: ' + r.url());
-    });
+    watch(page);
     return browser.version();
+  },
+  // url in a new tab, which the other commands then work on until close_tab; the page that
+  // opened it goes on running (its requests are not cut by a navigation)
+  async open_tab({ url }) {
+    const p = await context.newPage();
+    watch(p);
+    opener.push(page);
+    page = p;
+    const r = await p.goto(url, { waitUntil: 'load', timeout: 30000 });
+    return r.status();
+  },
+  async close_tab() {
+    await page.close();
+    page = opener.pop();
+    return true;
   },
   async goto({ url }) {
     const r = await page.goto(url, { waitUntil: 'load', timeout: 30000 });

@@ -252,6 +252,10 @@ class DashboardTest(SnapsyncTest):
                             f"'{first_row} td.copies')].map((e) => e.textContent)")
             self.assertIn(f"{label}: completed", copies)
             self.assertIn(f"{label}: failed", copies)
+            report = b.call("evaluate", expression=f"document.querySelector("
+                            f"'{first_row} .report a').href")
+            self.assertEqual(report, f"{web.url}/api/sessions/{first['session_id']}/report"
+                             "?format=html")
             self.assertEqual(b.call("evaluate", expression=FITS), [])
             self.shot(b, "phone-failed", 390, 844)
             b.call("viewport", width=1280, height=900)
@@ -306,6 +310,17 @@ class DashboardTest(SnapsyncTest):
             self.assertEqual(self.backup(empty)["status"], "empty")
             b.call("wait_text", selector="#banner", pattern="No photos or videos on NOPHOTOS")
             b.call("wait_text", selector="#sessions", pattern="empty")
+
+            # the session's printable report, linked from its row: its inline style is allowed
+            # (a blocked one would be one of the page's problems), nothing else is loaded
+            self.assertEqual(b.call("open_tab", url=report), 200)
+            b.call("wait_text", selector="h1", pattern=f"session {first['session_id']}$")
+            b.call("wait_text", selector="table.files", pattern="IMG_0002.JPG")
+            self.assertEqual(b.call("evaluate", expression="getComputedStyle(document."
+                                    "querySelector('table.files th')).backgroundColor"),
+                             "rgb(238, 238, 238)")
+            self.shot(b, "report", 794, 1123)  # A4 at 96 dpi
+            b.call("close_tab")
 
             # keyboard: after a reload, the first Tab reaches the skip link
             self.assertEqual(b.call("goto", url=web.url + "/"), 200)

@@ -282,6 +282,17 @@ class SnapsyncTest(unittest.TestCase):
                              f"{cmd} exited {p.returncode}\nstdout:{p.stdout}\nstderr:{p.stderr}")
         return p
 
+    def run_bytes(self, *args, check=None):
+        """snapsync with this test's config, its output as bytes (names that are not UTF-8)."""
+        cmd = [BIN, "--config", self.config, *args]
+        p = subprocess.run(cmd, capture_output=True, env=self.env, cwd=self.dir, timeout=300)
+        stderr = p.stderr.decode("utf-8", "replace")
+        for mark in SANITIZER_MARKS:
+            self.assertNotIn(mark, stderr, f"sanitizer report from {cmd}:\n{stderr}")
+        if check is not None:
+            self.assertEqual(p.returncode, check, stderr)
+        return p
+
     def backup(self, path=None, check=0, *extra):
         p = self.snapsync("backup", path or self.card, "--json", *extra, check=check)
         return json.loads(p.stdout)

@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 
 from broker import Broker
-from harness import BIN, SnapsyncTest, make_path_beyond_ceiling, make_photo, tool, write_config
+from harness import SnapsyncTest, make_path_beyond_ceiling, make_photo, tool, write_config
 from webserver import WebServer
 
 SECRET = "planted-mqtt-secret-4711"
@@ -22,13 +22,6 @@ def strict_json(data):
 
 
 class NamesTest(SnapsyncTest):
-    def run_bytes(self, *args, check=None):
-        p = subprocess.run([BIN, "--config", self.config, *args], capture_output=True,
-                           env=self.env, cwd=self.dir, timeout=300)
-        if check is not None:
-            self.assertEqual(p.returncode, check, p.stderr.decode("utf-8", "replace"))
-        return p
-
     def test_names_that_are_not_utf8_give_valid_json_with_their_bytes(self):
         card = os.path.join(self.dir, os.fsdecode(b"card\xff"))
         good = b"DCIM/IMG_\xff\xfe.JPG"
