@@ -112,8 +112,9 @@ char *notify_mail_encode_words(const char *s, const char *sep)
     return out;
 }
 
-/* Writes s as quoted-printable: LF or CRLF become CRLF, lines at most 76 characters. */
-static void write_qp(FILE *f, const char *s)
+/* Writes s as quoted-printable: LF or CRLF become CRLF, lines at most 76 characters. Returns the
+ * length of the last line, 0 when s ended with a line end. */
+static size_t write_qp(FILE *f, const char *s)
 {
     size_t col = 0;
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -138,8 +139,7 @@ static void write_qp(FILE *f, const char *s)
             fprintf(f, "=%02X", *p);
         col += w;
     }
-    if (col)
-        fputs("\r\n", f);
+    return col;
 }
 
 static void write_base64(FILE *f, const unsigned char *data, size_t len)
@@ -218,6 +218,7 @@ static void write_part(FILE *f, const char *boundary, const char *type, const ch
             "Content-Transfer-Encoding: quoted-printable\r\n\r\n",
             boundary, type);
     write_qp(f, body);
+    fputs("\r\n", f); /* the CRLF before the next boundary belongs to it, not to the body */
 }
 
 int notify_mail_format(const struct notify_mail_content *c, char **ret, size_t *ret_len,
@@ -262,7 +263,8 @@ int notify_mail_format(const struct notify_mail_content *c, char **ret, size_t *
         fputs("Content-Type: text/plain; charset=utf-8\r\n"
               "Content-Transfer-Encoding: quoted-printable\r\n\r\n",
               f);
-        write_qp(f, c->text);
+        if (write_qp(f, c->text))
+            fputs("\r\n", f);
     }
     if (c->attachment) {
         const struct notify_mail_attachment *a = c->attachment;
@@ -301,7 +303,8 @@ static void curl_init(void)
 struct upload {
     const char *data;
     size_t len, pos;
-    char reply[256]; /* the server's last reply line */
+    char reply[256]; /* the server's first 4xx or 5xx reply line, else its last one */
+    bool failed;     /* reply holds a 4xx or 5xx (the QUIT's 221 after it must not hide it) */
 };
 
 static size_t on_read(char *buf, size_t size, size_t nitems, void *arg)
@@ -326,6 +329,9 @@ static int on_debug(CURL *e, curl_infotype type, char *data, size_t size, void *
     memcpy(line, data, n);
     line[n] = '\0';
     line[strcspn(line, "\r\n")] = '\0';
+    if (u->failed)
+        return 0;
+    u->failed = line[0] == '4' || line[0] == '5';
     char *clean = notify_clean(line, sizeof(line) - 1);
     if (clean) {
         snprintf(u->reply, sizeof(u->reply), "%s", clean);
