@@ -76,7 +76,9 @@ static void test_headers_and_parts(void **state)
     assert_non_null(strstr(msg, "Content-Type: multipart/alternative; boundary=\""));
     assert_non_null(strstr(msg, "Content-Type: text/plain; charset=utf-8\r\n"));
     assert_non_null(strstr(msg, "Content-Type: text/html; charset=utf-8\r\n"));
-    assert_non_null(strstr(msg, "Card EOS: backed up.\r\n\r\nCopied: 3\r\n"));
+    /* the CRLF before a boundary belongs to the boundary: the body's own last line end stays */
+    assert_non_null(strstr(msg, "Card EOS: backed up.\r\n\r\nCopied: 3\r\n\r\n--=_a"));
+    assert_non_null(strstr(msg, "<p>Card EOS</p>\r\n\r\n--=_a"));
     /* the headers end before the first part */
     assert_true(strstr(msg, "\r\n\r\n") < strstr(msg, "Content-Type: text/plain"));
     free(msg);
