@@ -1,0 +1,406 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The words of a session notification (notify_msg.h). Untrusted names are cleaned once
+ * (notify_clean: valid UTF-8, no control characters, a ceiling) into a private copy of the
+ * session, and every form is written from that copy: the text and HTML bodies into memory
+ * streams (bounded, since every part is: at most NOTIFY_FAILED_LIST_MAX names of at most
+ * NOTIFY_NAME_MAX bytes, NOTIFY_DESTS_MAX destinations), the JSON object through json-c.
+ */
+#include "notify_msg.h"
+
+#include "jsonout.h"
+#include "utf8.h"
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const result_names[] = {
+    [NOTIFY_COMPLETED] = "completed",     [NOTIFY_PARTIAL] = "partial", [NOTIFY_FAILED] = "failed",
+    [NOTIFY_INTERRUPTED] = "interrupted", [NOTIFY_EMPTY] = "empty",
+};
+#define N_RESULTS (sizeof(result_names) / sizeof(result_names[0]))
+
+const char *notify_result_name(enum notify_result r)
+{
+    return (unsigned)r < N_RESULTS ? result_names[r] : NULL;
+}
+
+int notify_result_parse(const char *name, enum notify_result *ret)
+{
+    for (size_t i = 0; name && i < N_RESULTS; i++)
+        if (strcmp(name, result_names[i]) == 0) {
+            *ret = (enum notify_result)i;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+char *notify_clean(const char *s, size_t max)
+{
+    if (!s)
+        s = "";
+    size_t len = strnlen(s, max);
+    if (len == max) { /* a character cut by the ceiling is dropped, not replaced */
+        size_t back = 0;
+        while (back < 3 && back < len && ((unsigned char)s[len - 1 - back] & 0xc0) == 0x80)
+            back++;
+        const unsigned char *lead = (const unsigned char *)s + len - 1 - back;
+        if (back < len && *lead >= 0xc0 && utf8_seq_len(lead, back + 1) == 0)
+            len -= back + 1;
+    }
+    char *cut = strndup(s, len);
+    char *out = cut ? jsonout_utf8_sanitize(cut) : NULL;
+    free(cut);
+    for (char *p = out; p && *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    return out;
+}
+
+/* The session with its untrusted strings cleaned, owned here. */
+struct clean {
+    char *card;
+    char *dest_name[NOTIFY_DESTS_MAX];
+    char *dest_state[NOTIFY_DESTS_MAX];
+    char *failed[NOTIFY_FAILED_LIST_MAX];
+    size_t n_failed; /* listed */
+    uint64_t more;   /* failed files not listed */
+    char *url;
+};
+
+static void clean_done(struct clean *c)
+{
+    free(c->card);
+    for (size_t i = 0; i < NOTIFY_DESTS_MAX; i++) {
+        free(c->dest_name[i]);
+        free(c->dest_state[i]);
+    }
+    for (size_t i = 0; i < NOTIFY_FAILED_LIST_MAX; i++)
+        free(c->failed[i]);
+    free(c->url);
+}
+
+static int clean_init(struct clean *c, const struct notify_session *s)
+{
+    memset(c, 0, sizeof(*c));
+    c->card = notify_clean(s->card && s->card[0] ? s->card : "(no label)", NOTIFY_LABEL_MAX);
+    c->url = notify_clean(s->dashboard_url, 2048);
+    if (!c->card || !c->url)
+        return -ENOMEM;
+    for (size_t i = 0; i < s->n_dests; i++) {
+        c->dest_name[i] = notify_clean(s->dests[i].name, NOTIFY_LABEL_MAX);
+        c->dest_state[i] = notify_clean(s->dests[i].state, NOTIFY_LABEL_MAX);
+        if (!c->dest_name[i] || !c->dest_state[i])
+            return -ENOMEM;
+    }
+    c->n_failed =
+        s->n_failed_files < NOTIFY_FAILED_LIST_MAX ? s->n_failed_files : NOTIFY_FAILED_LIST_MAX;
+    for (size_t i = 0; i < c->n_failed; i++)
+        if (!(c->failed[i] = notify_clean(s->failed_files[i], NOTIFY_NAME_MAX)))
+            return -ENOMEM;
+    uint64_t total = s->failed > s->n_failed_files ? s->failed : s->n_failed_files;
+    c->more = total - c->n_failed;
+    return 0;
+}
+
+static void format_bytes(uint64_t b, char *out, size_t size)
+{
+    static const char *const units[] = {"bytes", "KB", "MB", "GB", "TB", "PB"};
+    double v = (double)b;
+    size_t u = 0;
+    while (v >= 1000 && u + 1 < sizeof(units) / sizeof(units[0])) {
+        v /= 1000;
+        u++;
+    }
+    if (u == 0)
+        snprintf(out, size, "%llu bytes", (unsigned long long)b);
+    else
+        snprintf(out, size, "%.1f %s", v, units[u]);
+}
+
+static void format_duration(double secs, char *out, size_t size)
+{
+    unsigned long long s = secs > 0 && secs < 1e12 ? (unsigned long long)(secs + 0.5) : 0;
+    if (s >= 3600)
+        snprintf(out, size, "%llu h %02llu min", s / 3600, s % 3600 / 60);
+    else if (s >= 60)
+        snprintf(out, size, "%llu min %02llu s", s / 60, s % 60);
+    else
+        snprintf(out, size, "%llu s", s);
+}
+
+/* The headline after the card's name, e.g. "backed up, safe to remove". */
+static void headline(const struct notify_session *s, char *out, size_t size)
+{
+    unsigned long long f = s->failed > s->n_failed_files ? s->failed : s->n_failed_files;
+    switch (s->result) {
+    case NOTIFY_COMPLETED:
+        snprintf(out, size, "backed up%s", s->safe_to_remove ? ", safe to remove" : "");
+        break;
+    case NOTIFY_PARTIAL:
+        snprintf(out, size, "partly backed up, %llu file%s failed", f, f == 1 ? "" : "s");
+        break;
+    case NOTIFY_FAILED:
+        snprintf(out, size, "backup failed");
+        break;
+    case NOTIFY_INTERRUPTED:
+        snprintf(out, size, "backup interrupted");
+        break;
+    case NOTIFY_EMPTY:
+        snprintf(out, size, "nothing to back up");
+        break;
+    }
+}
+
+static void html_escape(FILE *f, const char *s)
+{
+    for (; *s; s++)
+        switch (*s) {
+        case '&':
+            fputs("&amp;", f);
+            break;
+        case '<':
+            fputs("&lt;", f);
+            break;
+        case '>':
+            fputs("&gt;", f);
+            break;
+        case '"':
+            fputs("&quot;", f);
+            break;
+        case '\'':
+            fputs("&#39;", f);
+            break;
+        default:
+            fputc(*s, f);
+        }
+}
+
+/* Closes a memory stream, handing its text over; NULL when writing it failed. */
+static char *stream_close(FILE *f, char **text)
+{
+    bool bad = ferror(f) != 0;
+    if (fclose(f) != 0 || bad) { /* fclose sets *text, which is only then safe to read */
+        free(*text);
+        return NULL;
+    }
+    return *text;
+}
+
+static char *build_text(const struct notify_session *s, const struct clean *c, const char *head)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return NULL;
+    char size[32], dur[32];
+    format_bytes(s->bytes, size, sizeof(size));
+    format_duration(s->duration, dur, sizeof(dur));
+    fprintf(f, "Card %s: %s.\n\n", c->card, head);
+    fprintf(f, "Result: %s\n", notify_result_name(s->result));
+    fprintf(f, "Copied: %llu\nAlready backed up: %llu\nDuplicates: %llu\nFailed: %llu\n",
+            (unsigned long long)s->copied, (unsigned long long)s->already,
+            (unsigned long long)s->duplicates, (unsigned long long)(c->n_failed + c->more));
+    fprintf(f, "Size: %s\nDuration: %s\n", size, dur);
+    fprintf(f, "Safe to remove the card: %s\n", s->safe_to_remove ? "yes" : "no");
+    if (s->n_dests) {
+        fputs("\nDestinations:\n", f);
+        for (size_t i = 0; i < s->n_dests; i++)
+            fprintf(f, "  %s: %s\n", c->dest_name[i], c->dest_state[i]);
+    }
+    if (c->n_failed || c->more) {
+        fputs("\nFailed files:\n", f);
+        for (size_t i = 0; i < c->n_failed; i++)
+            fprintf(f, "  %s\n", c->failed[i]);
+        if (c->more)
+            fprintf(f, "  ... and %llu more\n", (unsigned long long)c->more);
+    }
+    if (c->url[0])
+        fprintf(f, "\nDashboard: %s\n", c->url);
+    return stream_close(f, &text);
+}
+
+static char *build_html(const struct notify_session *s, const struct clean *c, const char *subject,
+                        const char *head)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return NULL;
+    char size[32], dur[32];
+    format_bytes(s->bytes, size, sizeof(size));
+    format_duration(s->duration, dur, sizeof(dur));
+    fputs("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>", f);
+    html_escape(f, subject);
+    fputs("</title></head>\n<body style=\"font-family:sans-serif\">\n<p><strong>Card ", f);
+    html_escape(f, c->card);
+    fputs(":</strong> ", f);
+    html_escape(f, head);
+    fputs(".</p>\n<table>\n", f);
+    fprintf(f, "<tr><td>Result</td><td>%s</td></tr>\n", notify_result_name(s->result));
+    fprintf(f,
+            "<tr><td>Copied</td><td>%llu</td></tr>\n"
+            "<tr><td>Already backed up</td><td>%llu</td></tr>\n"
+            "<tr><td>Duplicates</td><td>%llu</td></tr>\n"
+            "<tr><td>Failed</td><td>%llu</td></tr>\n",
+            (unsigned long long)s->copied, (unsigned long long)s->already,
+            (unsigned long long)s->duplicates, (unsigned long long)(c->n_failed + c->more));
+    fprintf(f, "<tr><td>Size</td><td>%s</td></tr>\n<tr><td>Duration</td><td>%s</td></tr>\n", size,
+            dur);
+    fprintf(f, "<tr><td>Safe to remove the card</td><td>%s</td></tr>\n</table>\n",
+            s->safe_to_remove ? "yes" : "no");
+    if (s->n_dests) {
+        fputs("<h3>Destinations</h3>\n<ul>\n", f);
+        for (size_t i = 0; i < s->n_dests; i++) {
+            fputs("<li>", f);
+            html_escape(f, c->dest_name[i]);
+            fputs(": ", f);
+            html_escape(f, c->dest_state[i]);
+            fputs("</li>\n", f);
+        }
+        fputs("</ul>\n", f);
+    }
+    if (c->n_failed || c->more) {
+        fputs("<h3>Failed files</h3>\n<ul>\n", f);
+        for (size_t i = 0; i < c->n_failed; i++) {
+            fputs("<li>", f);
+            html_escape(f, c->failed[i]);
+            fputs("</li>\n", f);
+        }
+        if (c->more)
+            fprintf(f, "<li>... and %llu more</li>\n", (unsigned long long)c->more);
+        fputs("</ul>\n", f);
+    }
+    if (c->url[0]) {
+        fputs("<p><a href=\"", f);
+        html_escape(f, c->url);
+        fputs("\">Open the dashboard</a></p>\n", f);
+    }
+    fputs("</body></html>\n", f);
+    return stream_close(f, &text);
+}
+
+static char *build_json(const struct notify_session *s, const struct clean *c, const char *subject,
+                        const char *text)
+{
+    struct json_object *o = json_object_new_object(), *counts = json_object_new_object(),
+                       *dests = json_object_new_array(), *failed = json_object_new_array();
+    char *out = NULL;
+    if (!o || !counts || !dests || !failed) {
+        json_object_put(counts);
+        json_object_put(dests);
+        json_object_put(failed);
+        goto out;
+    }
+    json_object_object_add(o, "event", json_object_new_string("session"));
+    json_object_object_add(o, "result", json_object_new_string(notify_result_name(s->result)));
+    json_object_object_add(o, "card", json_object_new_string(c->card));
+    json_object_object_add(o, "title", json_object_new_string(subject));
+    json_object_object_add(o, "message", json_object_new_string(text));
+    json_object_object_add(counts, "copied", json_object_new_int64((int64_t)s->copied));
+    json_object_object_add(counts, "already_backed_up", json_object_new_int64((int64_t)s->already));
+    json_object_object_add(counts, "duplicates", json_object_new_int64((int64_t)s->duplicates));
+    json_object_object_add(counts, "failed",
+                           json_object_new_int64((int64_t)(c->n_failed + c->more)));
+    json_object_object_add(o, "counts", counts);
+    json_object_object_add(o, "bytes", json_object_new_int64((int64_t)s->bytes));
+    json_object_object_add(o, "duration_seconds", json_object_new_double(s->duration));
+    for (size_t i = 0; i < s->n_dests; i++) {
+        struct json_object *d = json_object_new_object();
+        if (!d)
+            goto out;
+        json_object_object_add(d, "name", json_object_new_string(c->dest_name[i]));
+        json_object_object_add(d, "state", json_object_new_string(c->dest_state[i]));
+        json_object_array_add(dests, d);
+    }
+    json_object_object_add(o, "destinations", dests);
+    for (size_t i = 0; i < c->n_failed; i++)
+        json_object_array_add(failed, json_object_new_string(c->failed[i]));
+    json_object_object_add(o, "failed_files", failed);
+    json_object_object_add(o, "failed_files_more", json_object_new_int64((int64_t)c->more));
+    json_object_object_add(o, "safe_to_remove", json_object_new_boolean(s->safe_to_remove));
+    json_object_object_add(o, "dashboard_url", c->url[0] ? json_object_new_string(c->url) : NULL);
+    const char *j =
+        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    out = j ? strdup(j) : NULL;
+out:
+    json_object_put(o);
+    return out;
+}
+
+int notify_msg_build(const struct notify_session *s, struct notify_msg *ret, struct error *err)
+{
+    static const char *const tags[] = {
+        [NOTIFY_COMPLETED] = "white_check_mark",
+        [NOTIFY_PARTIAL] = "warning",
+        [NOTIFY_FAILED] = "x",
+        [NOTIFY_INTERRUPTED] = "warning",
+        [NOTIFY_EMPTY] = "information_source",
+    };
+    static const int priorities[] = {
+        [NOTIFY_COMPLETED] = 3,   [NOTIFY_PARTIAL] = 4, [NOTIFY_FAILED] = 5,
+        [NOTIFY_INTERRUPTED] = 4, [NOTIFY_EMPTY] = 3,
+    };
+    if (!notify_result_name(s->result))
+        return error_set(err, -EINVAL, "unknown session result %d", (int)s->result);
+    if (s->n_dests > NOTIFY_DESTS_MAX)
+        return error_set(err, -EINVAL, "more than %d destinations", NOTIFY_DESTS_MAX);
+    struct notify_msg m = {0};
+    struct clean c;
+    int r = clean_init(&c, s);
+    if (r < 0)
+        goto out;
+    char head[96];
+    headline(s, head, sizeof(head));
+    r = -ENOMEM;
+    size_t n = strlen("SnapSync: ") + strlen(c.card) + 2 + strlen(head) + 1;
+    if (!(m.subject = malloc(n)))
+        goto out;
+    snprintf(m.subject, n, "SnapSync: %s: %s", c.card, head);
+    if (!(m.text = build_text(s, &c, head)) || !(m.html = build_html(s, &c, m.subject, head)) ||
+        !(m.json = build_json(s, &c, m.subject, m.text)) || !(m.click = strdup(c.url)))
+        goto out;
+    m.priority = priorities[s->result];
+    m.tags = tags[s->result];
+    *ret = m;
+    m = (struct notify_msg){0};
+    r = 0;
+out:
+    clean_done(&c);
+    notify_msg_done(&m);
+    if (r < 0)
+        return error_set(err, r, "cannot build the notification: out of memory");
+    return 0;
+}
+
+void notify_msg_done(struct notify_msg *m)
+{
+    if (!m)
+        return;
+    free(m->subject);
+    free(m->text);
+    free(m->html);
+    free(m->json);
+    free(m->click);
+    *m = (struct notify_msg){0};
+}
+
+bool notify_error_transient(int code)
+{
+    switch (code) {
+    case -ETIMEDOUT:
+    case -ECONNREFUSED:
+    case -ECONNRESET:
+    case -EAGAIN:
+    case -ENOMEM:
+    case -EIO:
+        return true;
+    default:
+        return false;
+    }
+}
