@@ -2592,8 +2592,8 @@ const char *db_verify_status_to_string(enum db_verify_status s)
     return name_of(verify_status_names, ARRAY_SIZE(verify_status_names), (int)s);
 }
 
-int db_verify_run_begin(struct db *db, const char *scope, const char *dest_filter,
-                        int64_t *ret_id, struct error *err)
+int db_verify_run_begin(struct db *db, const char *scope, const char *dest_filter, int64_t *ret_id,
+                        struct error *err)
 {
     if (!db || !scope)
         return error_set(err, -EINVAL, "invalid verification run");
@@ -2663,6 +2663,8 @@ int db_verify_copies_page(struct db *db, const struct db_verify_filter *f,
         "  AND (?7 = 0 OR c.verified_at >= ?7) "
         "  AND (?8 = 0 OR EXISTS (SELECT 1 FROM session_files sf "
         "                         WHERE sf.session_id = ?8 AND sf.file_id = c.file_id)) "
+        "  AND NOT EXISTS (SELECT 1 FROM verify_results r "
+        "                  WHERE r.run_id = ?10 AND r.file_id = c.file_id AND r.dest = c.dest) "
         "ORDER BY c.checked_at, c.file_id, c.dest LIMIT ?9";
     if (!db || !f || !cursor || !ret || !ret_n || max < 1 || max > DB_VERIFY_PAGE_MAX)
         return error_set(err, -EINVAL, "invalid verification page");
@@ -2679,6 +2681,7 @@ int db_verify_copies_page(struct db *db, const struct db_verify_filter *f,
     rc = bind_i64(st, 7, f->since, rc);
     rc = bind_i64(st, 8, f->session_id, rc);
     rc = bind_i64(st, 9, (int64_t)max, rc);
+    rc = bind_i64(st, 10, f->run_id, rc);
     if (rc != SQLITE_OK) {
         r = db_fail(db, rc, err, "cannot list the copies to verify");
         goto out;

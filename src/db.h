@@ -533,8 +533,8 @@ struct db_verify_counts {
 /* Starts a run: a verify_runs row with started_at now, status running. scope is free text
  * ("all", "session 12", "since 2026-01-01"), dest_filter the destination id or "" for all.
  * *ret_id its id. Needs a DB_READ_WRITE connection. */
-int db_verify_run_begin(struct db *db, const char *scope, const char *dest_filter,
-                        int64_t *ret_id, struct error *err);
+int db_verify_run_begin(struct db *db, const char *scope, const char *dest_filter, int64_t *ret_id,
+                        struct error *err);
 
 /* Ends (or updates, with status running or paused) run id: its counts, status and ended_at
  * now. -ENOENT when there is no such run; -EINVAL for a status out of range or negative
@@ -548,8 +548,9 @@ struct db_verify_filter {
     int64_t since;          /* > 0: only copies made (copies.verified_at) at or after since */
     const char *dest;       /* non-NULL: only copies at this destination id */
     int64_t checked_before; /* only copies whose checked_at is before this (0 = never
-                             * checked); a copy a run marks gets checked_at >= it and drops
-                             * out, so the walk ends */
+                             * checked; INT64_MAX for every copy) */
+    int64_t run_id;         /* > 0: copies this run has a result for are left out, so a walk
+                             * that records each copy it is given ends */
 };
 
 /* Where a walk is: after the last copy returned, in the order (checked_at, file_id, dest).

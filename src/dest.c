@@ -227,8 +227,7 @@ enum dest_check_kind dest_check_kind(const struct dest *d)
 }
 
 int dest_read_copy(struct dest *d, const char *remote,
-                   int (*fn)(const void *buf, size_t len, void *arg), void *arg,
-                   struct error *err)
+                   int (*fn)(const void *buf, size_t len, void *arg), void *arg, struct error *err)
 {
     if (!d->ops->read_copy)
         return error_set(err, -ENOTSUP, "%s cannot read its copies back", d->label);

@@ -208,8 +208,7 @@ enum dest_check_kind { DEST_CHECK_NONE, DEST_CHECK_READ, DEST_CHECK_LOOKUP };
 enum dest_check_kind dest_check_kind(const struct dest *d);
 /* The ops above; -ENOTSUP when the backend has not that one. Main thread. */
 int dest_read_copy(struct dest *d, const char *remote,
-                   int (*fn)(const void *buf, size_t len, void *arg), void *arg,
-                   struct error *err);
+                   int (*fn)(const void *buf, size_t len, void *arg), void *arg, struct error *err);
 int dest_lookup_copy(struct dest *d, const char *remote, const char *sha1_hex,
                      struct dest_lookup *ret, struct error *err);
 

@@ -600,8 +600,8 @@ static int immich_lookup_copy(void *priv, const char *remote, const char *sha1_h
     struct immich *im = priv;
     char body[160];
     struct dest_precheck pc = {0};
-    int n = snprintf(body, sizeof(body), "{\"assets\":[{\"id\":\"0\",\"checksum\":\"%s\"}]}",
-                     sha1_hex);
+    int n =
+        snprintf(body, sizeof(body), "{\"assets\":[{\"id\":\"0\",\"checksum\":\"%s\"}]}", sha1_hex);
     if (n < 0 || (size_t)n >= sizeof(body) || strlen(sha1_hex) != 40 ||
         strspn(sha1_hex, "0123456789abcdef") != 40)
         return error_set(err, -EINVAL, "not a SHA-1: '%.64s'", sha1_hex);
@@ -615,7 +615,8 @@ static int immich_lookup_copy(void *priv, const char *remote, const char *sha1_h
         return r;
     struct dest_lookup out = {.present = pc.present};
     snprintf(out.remote, sizeof(out.remote), "%s", pc.present ? pc.remote : remote);
-    if (!pc.present && strlen(remote) < 64 && strspn(remote, "0123456789abcdef-") == strlen(remote)) {
+    if (!pc.present && strlen(remote) < 64 &&
+        strspn(remote, "0123456789abcdef-") == strlen(remote)) {
         char path[128], sum[64];
         bool trashed = false;
         struct error ignored = {0};

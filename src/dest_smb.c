@@ -1429,8 +1429,8 @@ static int smb_read_copy(void *priv, const char *remote,
     }
     for (;;) {
         size_t n = 0;
-        r = smblib_read(c->ctx, fh, c->buf, DEST_READ_CHUNK < VERIFY_BUF ? DEST_READ_CHUNK : VERIFY_BUF,
-                        &n);
+        r = smblib_read(c->ctx, fh, c->buf,
+                        DEST_READ_CHUNK < VERIFY_BUF ? DEST_READ_CHUNK : VERIFY_BUF, &n);
         if (r < 0) {
             r = share_error(s, err, r, what);
             break;

@@ -793,12 +793,10 @@ static void test_verify_runs_pages_and_results(void **state)
     assert_string_equal(page[1].remote, "/n/1.jpg");
     assert_int_equal(page[1].size, 101);
     assert_string_equal(page[1].sha1, "0123456789abcdef0123456789abcdef01234567");
-    assert_int_equal(db_verify_result_add(db, run, f[0], "usb", DB_VERIFY_ERROR, "offline", 2000,
-                                          NULL),
-                     0);
-    assert_int_equal(db_verify_result_add(db, run, f[1], "nas", DB_VERIFY_MISSING, "gone", 2000,
-                                          NULL),
-                     0);
+    assert_int_equal(
+        db_verify_result_add(db, run, f[0], "usb", DB_VERIFY_ERROR, "offline", 2000, NULL), 0);
+    assert_int_equal(
+        db_verify_result_add(db, run, f[1], "nas", DB_VERIFY_MISSING, "gone", 2000, NULL), 0);
     assert_int_equal(db_verify_copies_page(db, &flt, &cur, page, 2, &n, NULL), 0);
     assert_int_equal(n, 2); /* not the failed copy of file 4 */
     assert_int_equal(page[0].file_id, f[2]);
@@ -831,10 +829,10 @@ static void test_verify_runs_pages_and_results(void **state)
     assert_int_equal(db_verify_run_end(db, run, &counts, DB_VERIFY_PROBLEMS, NULL), 0);
     assert_int_equal(raw_int(path, "SELECT missing FROM verify_runs WHERE id = 1"), 1);
     assert_int_equal(db_verify_run_end(db, 99, &counts, DB_VERIFY_CLEAN, NULL), -ENOENT);
-    assert_int_equal(
-        db_verify_result_add(db, 99, f[0], "nas", DB_VERIFY_OK, NULL, 1, NULL), -ENOENT);
-    assert_int_equal(
-        db_verify_result_add(db, run, f[0], "nowhere", DB_VERIFY_OK, NULL, 1, NULL), -ENOENT);
+    assert_int_equal(db_verify_result_add(db, 99, f[0], "nas", DB_VERIFY_OK, NULL, 1, NULL),
+                     -ENOENT);
+    assert_int_equal(db_verify_result_add(db, run, f[0], "nowhere", DB_VERIFY_OK, NULL, 1, NULL),
+                     -ENOENT);
     assert_int_equal(db_verify_copies_page(db, &flt, &fresh, page, 0, &n, NULL), -EINVAL);
     assert_string_equal(db_verify_status_to_string(DB_VERIFY_PAUSED), "paused");
     assert_string_equal(db_verify_result_to_string(DB_VERIFY_CHANGED), "changed");
@@ -856,10 +854,10 @@ static void test_migrate_from_v2(void **state)
     int64_t sid = 0;
     assert_int_equal(db_session_begin(db, add_card(db, "v2"), "/m", &sid, NULL), 0);
     db_close(db);
-    raw_exec(path, UNDO_V5
-                   "DROP TABLE session_problems; ALTER TABLE sessions DROP COLUMN scan_problems; "
-                   "ALTER TABLE copies DROP COLUMN mhl_generation; "
-                   "UPDATE sessions SET status = 'completed'; PRAGMA user_version = 2");
+    raw_exec(path,
+             UNDO_V5 "DROP TABLE session_problems; ALTER TABLE sessions DROP COLUMN scan_problems; "
+                     "ALTER TABLE copies DROP COLUMN mhl_generation; "
+                     "UPDATE sessions SET status = 'completed'; PRAGMA user_version = 2");
 
     struct error err = {0};
     assert_int_equal(db_open(path, DB_READ_ONLY, &db, &err), -EPROTO);
@@ -2277,7 +2275,8 @@ static void test_copies_unsealed_and_sealed(void **state)
     assert_int_equal(db_copy_set(db, f[2], "nas", DB_COPY_FAILED, "/n/c.jpg", "x", NULL), 0);
     assert_int_equal(db_copy_set(db, f[3], "usb", DB_COPY_COMPLETED, "/u/a.jpg", NULL, NULL), 0);
     db_close(db);
-    raw_exec(path, UNDO_V5 "ALTER TABLE copies DROP COLUMN mhl_generation; PRAGMA user_version = 3");
+    raw_exec(path,
+             UNDO_V5 "ALTER TABLE copies DROP COLUMN mhl_generation; PRAGMA user_version = 3");
     db = open_rw(path);
 
     struct unsealed_seen seen = {0};
