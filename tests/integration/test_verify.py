@@ -10,7 +10,8 @@ import os
 import sqlite3
 import xml.etree.ElementTree as ET
 
-from harness import SnapsyncTest, make_blob, make_photo, md5, sha1
+import smbd
+from harness import TMP_ROOT, SnapsyncTest, make_blob, make_photo, md5, sha1
 from test_history import NS, c4, chain, generations, xmllint
 
 
@@ -145,3 +146,87 @@ class VerifyLocalTest(SnapsyncTest):
         # ~3.3 MB at 2 MB/s cannot take much less than 1.5 s
         self.assertGreater(out["bytes_read"], 3 << 20)
         self.assertGreaterEqual(out["duration_s"], out["bytes_read"] / 2e6 - 0.2)
+
+
+class VerifySmbTest(SnapsyncTest):
+    """An SMB share of a real smbd (smbd.py; needs root, as CI runs as root)."""
+
+    server = None
+
+    @classmethod
+    def setUpClass(cls):
+        os.makedirs(TMP_ROOT, exist_ok=True)
+        cls.server = smbd.Smbd(TMP_ROOT)
+        cls.server.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.server:
+            if os.environ.get("SNAPSYNC_KEEP_TMP"):
+                cls.server.stop()
+            else:
+                cls.server.cleanup()
+
+    def setUp(self):
+        super().setUp()
+        self.env["UNRAID_USERNAME"] = smbd.USER
+        self.env["UNRAID_PASSWORD"] = smbd.PASSWORD
+        with open(self.config, "w") as f:
+            f.write(f"""service:
+  database_path: {self.db}
+  log_level: info
+unraid:
+  enabled: true
+  protocol: smb
+  host: 127.0.0.1:{self.server.port}
+  share: photos
+  path: verify/{self._testMethodName}
+  organize_by_date: true
+backup:
+  concurrent_files: 2
+  max_retries: 1
+  retry_delay: 0.1
+  destination_wait: 0
+""")
+        os.chmod(self.config, 0o600)
+        self.root = os.path.join(self.server.share_dir("photos"), "verify", self._testMethodName)
+
+    def copy_on_share(self, name):
+        for r, dirs, files in os.walk(self.root):
+            if name in files:
+                return os.path.join(r, name)
+        self.fail(f"{name} is not on the share")
+
+    def test_changed_and_deleted_files_on_the_share_are_found(self):
+        make_photo(f"{self.card}/DCIM/100CANON/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        make_photo(f"{self.card}/DCIM/100CANON/IMG_0002.JPG", self.dir, "2023:07:15 09:00:00")
+        make_blob(f"{self.card}/DCIM/100CANON/CLIP_0003.MP4", 3 << 20)  # several chunks
+        self.backup()
+        p = self.snapsync("verify", "--json", check=0)
+        out = json.loads(p.stdout)
+        self.assertEqual((out["checked"], out["ok"], out["bytes_read"] > 3 << 20),
+                         (3, 3, True), out)
+        self.assertNotIn(smbd.PASSWORD, p.stdout + p.stderr)
+
+        clip = self.copy_on_share("CLIP_0003.MP4")
+        with open(clip, "r+b") as f:
+            f.seek(2 << 20)
+            f.write(b"bit rot")
+        os.unlink(self.copy_on_share("IMG_0002.JPG"))
+        p = self.snapsync("verify", "--json", check=1)
+        self.assertNotIn(smbd.PASSWORD, p.stdout + p.stderr)
+        out = json.loads(p.stdout)
+        got = {x["path"].rsplit("/", 1)[1]: (x["result"], x["path"]) for x in out["problems"]}
+        self.assertEqual({k: v[0] for k, v in got.items()},
+                         {"CLIP_0003.MP4": "changed", "IMG_0002.JPG": "missing"})
+        self.assertTrue(got["CLIP_0003.MP4"][1].startswith("smb://"), got)
+        # the share's history got a valid generation: the changed clip failed, the photo verified
+        gens = generations(self.root)
+        self.assertEqual(len(gens), 3)  # the backup's, then one per verify run
+        rc, err = xmllint(os.path.join(self.root, "ascmhl", gens[2]), "ASCMHL.xsd")
+        self.assertEqual(rc, 0, err)
+        check_chain_only(self, self.root)
+        root = ET.parse(os.path.join(self.root, "ascmhl", gens[2])).getroot()
+        actions = {os.path.basename(h.find("m:path", NS).text): h.find("m:md5", NS).get("action")
+                   for h in root.findall("m:hashes/m:hash", NS)}
+        self.assertEqual(actions, {"CLIP_0003.MP4": "failed", "IMG_0001.JPG": "verified"})
