@@ -11,7 +11,8 @@ import sqlite3
 import xml.etree.ElementTree as ET
 
 import smbd
-from harness import TMP_ROOT, SnapsyncTest, make_blob, make_photo, md5, sha1
+from harness import (TMP_ROOT, ImmichServer, SnapsyncTest, make_blob, make_photo, md5, sha1,
+                     write_config)
 from test_history import NS, c4, chain, generations, xmllint
 
 
@@ -230,3 +231,52 @@ backup:
         actions = {os.path.basename(h.find("m:path", NS).text): h.find("m:md5", NS).get("action")
                    for h in root.findall("m:hashes/m:hash", NS)}
         self.assertEqual(actions, {"CLIP_0003.MP4": "failed", "IMG_0001.JPG": "verified"})
+
+
+class VerifyImmichTest(SnapsyncTest):
+    """The Immich test server (tests/immich/server.py), which checks every request against the
+    official OpenAPI spec."""
+
+    KEY = "sk-verify-0123456789abcdef"
+
+    def setUp(self):
+        super().setUp()
+        self.server = ImmichServer(self.dir, api_key=self.KEY)
+        self.cleanups.append(self.server.stop)
+        self.env["IMMICH_API_KEY"] = self.KEY
+        write_config(self.config, self.dest, self.db,
+                     extra=f"immich:\n  enabled: true\n  url: {self.server.url}\n  timeout: 5\n")
+
+    def tearDown(self):
+        try:
+            if getattr(self._outcome, "success", True) and self.server.proc.poll() is None:
+                self.assertEqual(self.server.state()["errors"], [],
+                                 "the Immich test server saw invalid requests")
+        finally:
+            super().tearDown()
+
+    def test_an_asset_deleted_or_trashed_on_the_server_is_found(self):
+        make_photo(f"{self.card}/DCIM/100CANON/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        make_photo(f"{self.card}/DCIM/100CANON/IMG_0002.JPG", self.dir, "2023:07:15 09:00:00")
+        make_photo(f"{self.card}/DCIM/100CANON/IMG_0003.JPG", self.dir, "2023:07:16 09:00:00")
+        self.backup()
+        p = self.snapsync("verify", "--dest", "immich", "--json", check=0)
+        out = json.loads(p.stdout)
+        self.assertEqual((out["checked"], out["ok"]), (3, 3), out)
+        self.assertNotIn(self.KEY, p.stdout + p.stderr)
+
+        assets = {a["originalFileName"]: a["id"] for a in self.server.state()["assets"]}
+        self.server.configure(delete=[assets["IMG_0002.JPG"]], trash=[assets["IMG_0003.JPG"]])
+        p = self.snapsync("verify", "--json", check=1)
+        self.assertNotIn(self.KEY, p.stdout + p.stderr)
+        out = json.loads(p.stdout)
+        self.assertEqual((out["checked"], out["ok"], out["missing"]), (6, 4, 2), out)
+        got = {x["path"]: (x["result"], x["detail"], x["card_path"]) for x in out["problems"]}
+        self.assertEqual(got, {
+            assets["IMG_0002.JPG"]: ("missing", "not on the server", "DCIM/100CANON/IMG_0002.JPG"),
+            assets["IMG_0003.JPG"]: ("missing", "in the server's trash",
+                                     "DCIM/100CANON/IMG_0003.JPG")})
+        for x in out["problems"]:
+            self.assertTrue(x["dest"].startswith("immich:"), x)
+        p = self.snapsync("verify", check=1)
+        self.assertIn(f"missing: immich {self.server.url}/api {assets['IMG_0002.JPG']}", p.stdout)
