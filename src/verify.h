@@ -46,7 +46,8 @@ struct verify_scope {
     const char *dest_id;    /* non-NULL: only this destination (dest_id()) */
     int64_t checked_before; /* only copies last checked before this time; 0: no bound (each
                              * copy in scope is checked once by the call). A scrub passes now
-                             * minus its interval, so copies checked since drop out. */
+                             * minus its interval, so copies checked since drop out; never a
+                             * time after the call's start (copies it checks would stay in). */
 };
 
 /* Progress after each copy and, during a long read, every quarter second at most. */
