@@ -6,7 +6,7 @@ _snapsync()
     local cur prev words cword
     _init_completion || return
 
-    local commands="backup status sessions config test-connection start web"
+    local commands="backup status sessions config test-connection verify start web"
     local global="--config --help --version -c -h -V"
 
     # the command: the first word after the global options (and --config's FILE)
@@ -27,8 +27,15 @@ _snapsync()
         _filedir '@(yaml|yml)'
         return
         ;;
-    -n | --number | -p | --port)
+    -n | --number | -p | --port | -s | --session | -r | --rate)
         return # a number
+        ;;
+    -S | --since)
+        return # a date, YYYY-MM-DD
+        ;;
+    -d | --dest)
+        COMPREPLY=($(compgen -W "unraid local immich" -- "$cur"))
+        return
         ;;
     esac
 
@@ -47,6 +54,7 @@ _snapsync()
     status | test-connection) opts="--json --help -j -h" ;;
     sessions) opts="-n --number --json --help -j -h" ;;
     config) opts="--template --json --help -t -j -h" ;;
+    verify) opts="--session --since --all --dest --json --rate --help -s -S -a -d -j -r -h" ;;
     start) opts="--help -h" ;;
     web) opts="--port --help -p -h" ;;
     esac
