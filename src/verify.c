@@ -20,6 +20,7 @@
 
 #define PROGRESS_EVERY_S 0.25
 #define PACE_STEP_S 0.1 /* a throttling sleep is cut in steps so a cancel is seen soon */
+#define DOWN_AFTER 3    /* errors in a row after which a destination is not asked again */
 
 enum db_verify_result verify_compare(int64_t want_size, const char *want_md5, uint64_t got_size,
                                      const char *got_md5, char *detail, size_t detail_size)
@@ -59,6 +60,9 @@ struct vdest {
     struct history_gen *gen; /* started at the first file to list; NULL without a history */
     bool history;            /* cfg keeps one there */
     bool history_failed;
+    int errors_in_a_row; /* DOWN_AFTER: the rest of its copies are not tried (each would wait
+                          * for the server's timeout), only counted as errors */
+    char last_error[ERROR_MSG_MAX];
 };
 
 struct run {
@@ -226,7 +230,11 @@ static int check_one(struct run *r, const struct db_verify_copy *c, struct error
     enum db_verify_result res;
     char detail[ERROR_MSG_MAX + 64];
     struct hasher_digest got = {0};
-    if (kind == DEST_CHECK_READ) {
+    if (vd->errors_in_a_row >= DOWN_AFTER) {
+        snprintf(detail, sizeof(detail), "not tried: %d checks in a row failed (%s)", DOWN_AFTER,
+                 vd->last_error);
+        res = DB_VERIFY_ERROR;
+    } else if (kind == DEST_CHECK_READ) {
         int e = check_read(r, vd, c, &res, detail, sizeof(detail), &got);
         if (e < 0)
             return e;
@@ -234,6 +242,13 @@ static int check_one(struct run *r, const struct db_verify_copy *c, struct error
             history_note(r, vd, c, res == DB_VERIFY_OK, &got);
     } else {
         check_lookup(vd, c, &res, detail, sizeof(detail));
+    }
+    if (res != DB_VERIFY_ERROR) {
+        vd->errors_in_a_row = 0;
+    } else if (vd->errors_in_a_row < DOWN_AFTER) {
+        vd->errors_in_a_row++;
+        snprintf(vd->last_error, sizeof(vd->last_error), "%.*s", (int)sizeof(vd->last_error) - 1,
+                 detail);
     }
     int e = db_verify_result_add(r->db, r->sum->run_id, c->file_id, c->dest, res,
                                  detail[0] ? detail : NULL, (int64_t)time(NULL), err);

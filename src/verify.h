@@ -5,7 +5,9 @@
  * (local, NFS, SMB) are read back whole and hashed (MD5): the size and the MD5 must be the
  * recorded ones. Servers that keep their own checksums (Immich) are asked by the SHA-1 whether
  * they still have the content. Each copy ends ok, missing, changed, or error (it could not be
- * checked: not a verdict on the copy).
+ * checked: not a verdict on the copy). After 3 errors in a row on one destination (a share or
+ * server down) its other copies are not tried in this call, only counted as errors, so a dead
+ * server does not cost a timeout per copy.
  *
  * Each call of verify_run is one run in the database (verify_runs, one verify_results row per
  * copy checked) and, on a destination that keeps an ASC MHL history, adds a generation listing

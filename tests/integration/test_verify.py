@@ -280,3 +280,21 @@ class VerifyImmichTest(SnapsyncTest):
             self.assertTrue(x["dest"].startswith("immich:"), x)
         p = self.snapsync("verify", check=1)
         self.assertIn(f"missing: immich {self.server.url}/api {assets['IMG_0002.JPG']}", p.stdout)
+
+    def test_a_server_that_is_down_is_no_verdict_and_not_asked_for_every_copy(self):
+        for i in range(5):
+            make_photo(f"{self.card}/DCIM/100CANON/IMG_000{i}.JPG", self.dir,
+                       f"2023:07:1{i} 18:30:05")
+        self.backup()
+        self.server.stop()
+        p = self.snapsync("verify", "--dest", "immich", "--json", check=1)
+        out = json.loads(p.stdout)
+        self.assertEqual((out["checked"], out["errors"], out["missing"]), (5, 5, 0), out)
+        details = [x["detail"] for x in out["problems"]]
+        self.assertTrue(all(x["result"] == "error" for x in out["problems"]), out)
+        self.assertEqual(sum(d.startswith("not tried: 3 checks in a row failed") for d in details),
+                         2, details)
+        con = sqlite3.connect(self.db)  # no verdict: the copies are still never checked
+        self.assertEqual(con.execute("select count(*) from copies where dest like 'immich:%' "
+                                     "and checked_at = 0").fetchone()[0], 5)
+        con.close()
