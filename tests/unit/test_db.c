@@ -814,6 +814,15 @@ static void test_verify_runs_pages_and_results(void **state)
                      2000);
     assert_int_equal(raw_int(path, "SELECT count(*) FROM verify_results WHERE run_id = 1"), 2);
 
+    /* the run's own walk leaves out what it has a row for, verdict or not */
+    struct db_verify_filter own = {.checked_before = INT64_MAX, .run_id = run};
+    memset(&fresh, 0, sizeof(fresh));
+    assert_int_equal(db_verify_copies_page(db, &own, &fresh, page, 2, &n, NULL), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(page[0].file_id, f[2]);
+    assert_int_equal(page[1].file_id, f[0]);
+    assert_string_equal(page[1].dest, "nas");
+
     /* filters: a destination, a session */
     struct db_verify_filter by_session = {.session_id = sid, .checked_before = 5000};
     memset(&fresh, 0, sizeof(fresh));
