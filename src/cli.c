@@ -1262,8 +1262,8 @@ static const struct command commands[] = {
     {"sessions", cmd_sessions, "sessions [-n N] [--json]", "recent sessions"},
     {"config", cmd_config, "config [--template | --json]", "print the configuration or a template"},
     {"test-connection", cmd_test_connection, "test-connection [--json]", "check every destination"},
-    {"verify", cmd_verify, VERIFY_USAGE,
-     "re-read stored copies and compare them with the database"},
+    {"verify", cmd_verify, "verify [--session N] [--dest NAME]",
+     "re-read the copies, name what differs"},
     {"start", cmd_start, "start", "run the service: back up every card inserted"},
     {"web", cmd_web, "web [--port N]", "serve the dashboard and JSON API"},
 };
