@@ -6,7 +6,7 @@ _snapsync()
     local cur prev words cword
     _init_completion || return
 
-    local commands="backup status sessions report config test-connection start web"
+    local commands="backup status sessions report config test-connection verify start web"
     local global="--config --help --version -c -h -V"
 
     # the command: the first word after the global options (and --config's FILE)
@@ -27,7 +27,7 @@ _snapsync()
         _filedir '@(yaml|yml)'
         return
         ;;
-    -n | --number | -p | --port)
+    -n | --number | -p | --port | -s | --session | -r | --rate)
         return # a number
         ;;
     -f | --format)
@@ -36,6 +36,13 @@ _snapsync()
         ;;
     -o | --output)
         _filedir
+        return
+        ;;
+    -S | --since)
+        return # a date, YYYY-MM-DD
+        ;;
+    -d | --dest)
+        COMPREPLY=($(compgen -W "unraid local immich" -- "$cur"))
         return
         ;;
     esac
@@ -56,6 +63,7 @@ _snapsync()
     sessions) opts="-n --number --json --help -j -h" ;;
     report) opts="--format --output --help -f -o -h" ;;
     config) opts="--template --json --help -t -j -h" ;;
+    verify) opts="--session --since --all --dest --json --rate --help -s -S -a -d -j -r -h" ;;
     start) opts="--help -h" ;;
     web) opts="--port --help -p -h" ;;
     esac

@@ -28,13 +28,13 @@ for t in build-test/tests/test_*; do
     echo "valgrind clean: $(basename "$t")"
 done
 
-echo "== valgrind (snapsync backup, status, sessions, report on a small card)"
+echo "== valgrind (snapsync backup, status, sessions, report, verify on a small card)"
 vg=$(mktemp -d)
 mkdir -p "$vg/card/DCIM"
 for i in 1 2 3; do head -c $((300000 + i)) /dev/urandom >"$vg/card/DCIM/IMG_000$i.JPG"; done
 printf 'service:\n  database_path: %s/db.sqlite\nunraid:\n  enabled: true\n  protocol: local\n  mount_point: %s/dest\n' \
     "$vg" "$vg" >"$vg/config.yaml"
-for args in "backup $vg/card" "backup $vg/card" "status" "sessions --json" "report last --format html" "config"; do
+for args in "backup $vg/card" "backup $vg/card" "status" "sessions --json" "report last --format html" "verify" "config"; do
     # shellcheck disable=SC2086
     valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
         build-test/snapsync --config "$vg/config.yaml" $args >/dev/null 2>"$vg/valgrind.log" ||

@@ -32,6 +32,7 @@
 #include "mqtt.h"
 #include "report.h"
 #include "status.h"
+#include "verify.h"
 #include "web.h"
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
@@ -56,6 +57,17 @@ static void on_signal(int sig)
     int none = 0;
     atomic_compare_exchange_strong(&cancel_signal, &none, sig);
     atomic_store(&cancel_flag, true);
+}
+
+/* SIGINT and SIGTERM set cancel_flag (the work stops and is recorded as stopped); SIGPIPE is
+ * ignored. */
+static void catch_stop_signals(void)
+{
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
 }
 
 /* Prints o on stdout as one line, slashes unescaped ("./x", not ".\\/x"), and frees it. */
@@ -457,11 +469,7 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
     if (rc)
         return rc;
 
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    catch_stop_signals();
 
     bool tty = isatty(STDERR_FILENO);
     struct backup_view view = {.tty = tty && !json, .plain = !tty && !json, .last_status = -1};
@@ -1069,12 +1077,296 @@ static int cmd_report(struct cli *cli, int argc, char **argv)
     return EXIT_OK;
 }
 
+/* ---- verify ---- */
+
+#define VERIFY_USAGE                                                                               \
+    "verify [--session N | --since DATE | --all] [--dest NAME] [--json] [--rate MB/s]"
+#define VERIFY_JSON_PROBLEMS_MAX 10000 /* problems listed in --json; the counts have them all */
+
+struct verify_view {
+    struct backup_view live; /* the progress line on a terminal (backup's) */
+    bool json;
+    json_object *problems;
+    int64_t listed;
+};
+
+static void on_verify_progress(const struct verify_progress *p, void *userdata)
+{
+    struct verify_view *v = userdata;
+    if (!v->live.tty)
+        return;
+    char bytes[32];
+    format_bytes((double)p->bytes_read, bytes, sizeof(bytes));
+    snprintf(v->live.next_stats, sizeof(v->live.next_stats),
+             "%" PRId64 " checked  %" PRId64 " problems  %s read  %.1f MB/s", p->counts->checked,
+             p->counts->missing + p->counts->changed + p->counts->errors, bytes,
+             p->elapsed_s > 0 ? (double)p->bytes_read / p->elapsed_s / 1e6 : 0.0);
+    snprintf(v->live.next_file, sizeof(v->live.next_file), "%s", p->remote);
+    for (char *c = v->live.next_file; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
+    log_run_locked(progress_update, &v->live);
+}
+
+struct verify_line {
+    struct verify_view *v;
+    const struct verify_problem *p;
+};
+
+/* Under the log's lock: the progress line steps aside for the problem's line. */
+static void verify_problem_print(void *userdata)
+{
+    const struct verify_line *l = userdata;
+    const struct verify_problem *p = l->p;
+    if (l->v->live.tty)
+        progress_clear(&l->v->live);
+    printf("%s: %s %s (card file %s): %s\n", db_verify_result_to_string(p->result), p->dest_label,
+           p->remote, p->rel_path, p->detail);
+    fflush(stdout);
+    if (l->v->live.tty)
+        progress_redraw(&l->v->live);
+}
+
+static void on_verify_problem(const struct verify_problem *p, void *userdata)
+{
+    struct verify_view *v = userdata;
+    if (!v->json) {
+        struct verify_line l = {v, p};
+        log_run_locked(verify_problem_print, &l);
+        return;
+    }
+    if (v->listed++ >= VERIFY_JSON_PROBLEMS_MAX)
+        return;
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "dest", jsonout_string(p->dest_id));
+    json_object_object_add(o, "dest_label", jsonout_string(p->dest_label));
+    jsonout_add_path(o, "path", p->remote);
+    jsonout_add_path(o, "card_path", p->rel_path);
+    json_object_object_add(o, "file_id", json_object_new_int64(p->file_id));
+    json_object_object_add(o, "result",
+                           json_object_new_string(db_verify_result_to_string(p->result)));
+    json_object_object_add(o, "detail", jsonout_string(p->detail));
+    json_object_array_add(v->problems, o);
+}
+
+/* "YYYY-MM-DD" (local midnight) into seconds since the epoch. */
+static int parse_date(const char *s, int64_t *ret)
+{
+    struct tm tm = {0};
+    const char *end = strptime(s, "%Y-%m-%d", &tm);
+    if (!end || *end)
+        return -EINVAL;
+    tm.tm_isdst = -1;
+    time_t t = mktime(&tm);
+    if (t == (time_t)-1)
+        return -EINVAL;
+    *ret = (int64_t)t;
+    return 0;
+}
+
+/* The destination NAME stands for: its config section ("unraid", "local", "immich"), its kind
+ * ("smb") or its id. NULL when none. */
+static struct dest *dest_named(struct dest **dests, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(dest_section(dests[i]), name) == 0 || strcmp(dest_kind(dests[i]), name) == 0 ||
+            strcmp(dest_id(dests[i]), name) == 0)
+            return dests[i];
+    return NULL;
+}
+
+static int cmd_verify(struct cli *cli, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"session", required_argument, NULL, 's'}, {"since", required_argument, NULL, 'S'},
+        {"all", no_argument, NULL, 'a'},           {"dest", required_argument, NULL, 'd'},
+        {"json", no_argument, NULL, 'j'},          {"rate", required_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+    };
+    struct verify_scope scope = {0};
+    const char *dest_name = NULL;
+    bool json = false;
+    double rate_mbps = 0;
+    int scopes = 0, c;
+    optind = 0; /* 0: glibc re-initialises its state for this argv */
+    while ((c = getopt_long(argc, argv, "s:S:ad:jr:h", opts, NULL)) != -1) {
+        char *end = NULL;
+        errno = 0;
+        switch (c) {
+        case 's': {
+            long long v = strtoll(optarg, &end, 10);
+            if (errno || !end || *end || v < 1) {
+                fprintf(stderr, "snapsync: --session wants a session number, got '%s'\n", optarg);
+                return EXIT_USAGE;
+            }
+            scope.session_id = v;
+            scopes++;
+            break;
+        }
+        case 'S':
+            if (parse_date(optarg, &scope.since) < 0) {
+                fprintf(stderr, "snapsync: --since wants a date YYYY-MM-DD, got '%s'\n", optarg);
+                return EXIT_USAGE;
+            }
+            scopes++;
+            break;
+        case 'a':
+            scopes++;
+            break;
+        case 'd':
+            dest_name = optarg;
+            break;
+        case 'j':
+            json = true;
+            break;
+        case 'r':
+            rate_mbps = strtod(optarg, &end);
+            if (errno || !end || *end || !(rate_mbps > 0) || rate_mbps > 1e6) {
+                fprintf(stderr, "snapsync: --rate wants MB/s above 0, got '%s'\n", optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        case 'h':
+            printf(
+                "usage: snapsync " VERIFY_USAGE "\n\n"
+                "Reads back the copies the database records and compares them with it: files\n"
+                "on local, NFS and SMB destinations are read and hashed (size and MD5), Immich\n"
+                "is asked by the SHA-1 whether it still has each asset. Each copy missing,\n"
+                "changed or that could not be checked is named; the run is recorded in the\n"
+                "database, and a destination with an ASC MHL history gets a generation with\n"
+                "the files it re-hashed as verified or failed (docs/verification.md).\n\n"
+                "  -s, --session N   only the files of backup session N\n"
+                "  -S, --since DATE  only copies made since DATE (YYYY-MM-DD, local time)\n"
+                "  -a, --all         every copy (the default)\n"
+                "  -d, --dest NAME   only the destination NAME (unraid, local, immich, or an id)\n"
+                "  -j, --json        print one JSON object with the result on stdout\n"
+                "  -r, --rate MB/s   read at most this many megabytes a second\n\n"
+                "Exit status: 0 every copy checked is as recorded, 1 some copy is missing or\n"
+                "changed, could not be checked, or the history could not be written, 2 usage\n"
+                "or configuration error, 130/143 stopped by SIGINT/SIGTERM (what was checked\n"
+                "is recorded).\n");
+            return EXIT_OK;
+        default:
+            return EXIT_USAGE;
+        }
+    }
+    if (optind != argc || scopes > 1) {
+        fprintf(stderr, "usage: snapsync " VERIFY_USAGE "\n");
+        return EXIT_USAGE;
+    }
+    int rc = load_config(cli);
+    if (rc)
+        return rc;
+    struct error err = {0};
+    struct dest **dests = NULL;
+    size_t n = 0;
+    struct db *db = NULL;
+    json_object *problems = json ? json_object_new_array() : NULL;
+    int r = dest_create_all(cli->cfg, &dests, &n, &err);
+    if (r < 0) {
+        fprintf(stderr, "snapsync: %s\n", err.msg);
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    if (dest_name) {
+        struct dest *d = dest_named(dests, n, dest_name);
+        if (!d) {
+            fprintf(stderr, "snapsync: no enabled destination is named '%s'; enabled:", dest_name);
+            for (size_t i = 0; i < n; i++)
+                fprintf(stderr, " %s (%s)", dest_section(dests[i]), dest_id(dests[i]));
+            fputc('\n', stderr);
+            rc = EXIT_USAGE;
+            goto out;
+        }
+        scope.dest_id = dest_id(d);
+    }
+    r = db_open(cli->cfg->service.database_path, DB_READ_WRITE, &db, &err);
+    if (r < 0) {
+        fprintf(stderr, "snapsync: %s\n", err.msg);
+        rc = EXIT_FAILED;
+        goto out;
+    }
+
+    catch_stop_signals();
+    bool tty = isatty(STDERR_FILENO) && !json;
+    struct verify_view view = {.live = {.tty = tty}, .json = json, .problems = problems};
+    struct verify_opts vo = {.rate_bps = rate_mbps * 1e6,
+                             .cancel = &cancel_flag,
+                             .on_progress = on_verify_progress,
+                             .on_problem = on_verify_problem,
+                             .userdata = &view};
+    struct verify_summary sum;
+    if (tty)
+        log_set_line_hooks(progress_clear, progress_redraw, &view.live);
+    r = verify_run(cli->cfg, db, dests, n, &scope, &vo, &sum, &err);
+    if (tty) {
+        log_run_locked(progress_erase, &view.live);
+        log_set_line_hooks(NULL, NULL, NULL);
+    }
+    if (r < 0) {
+        fprintf(stderr, "snapsync: %s\n", err.msg);
+        rc = r == -EINVAL ? EXIT_USAGE : EXIT_FAILED;
+        goto out;
+    }
+    const struct db_verify_counts *k = &sum.counts;
+    if (json) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "run_id", json_object_new_int64(sum.run_id));
+        json_object_object_add(o, "status",
+                               json_object_new_string(db_verify_status_to_string(sum.status)));
+        json_object_object_add(o, "checked", json_object_new_int64(k->checked));
+        json_object_object_add(o, "ok", json_object_new_int64(k->ok));
+        json_object_object_add(o, "missing", json_object_new_int64(k->missing));
+        json_object_object_add(o, "changed", json_object_new_int64(k->changed));
+        json_object_object_add(o, "errors", json_object_new_int64(k->errors));
+        json_object_object_add(o, "skipped", json_object_new_int64(sum.skipped));
+        json_object_object_add(o, "bytes_read", json_object_new_int64((int64_t)sum.bytes_read));
+        json_object_object_add(o, "duration_s", json_object_new_double(sum.elapsed_s));
+        json_object_object_add(o, "mhl_generations",
+                               json_object_new_int64((int64_t)sum.generations));
+        json_object_object_add(o, "history_error", jsonout_error(cli->cfg, sum.history_error));
+        json_object_object_add(o, "problems", problems);
+        problems = NULL;
+        json_object_object_add(o, "problems_truncated",
+                               json_object_new_boolean(view.listed > VERIFY_JSON_PROBLEMS_MAX));
+        json_print(o);
+    } else {
+        char bytes[32], dur[32];
+        format_bytes((double)sum.bytes_read, bytes, sizeof(bytes));
+        format_duration(sum.elapsed_s, dur, sizeof(dur));
+        printf("verify run %" PRId64 " %s: %" PRId64 " copies checked, %" PRId64 " ok, %" PRId64
+               " missing, %" PRId64 " changed, %" PRId64 " could not be checked; %s read in %s\n",
+               sum.run_id, db_verify_status_to_string(sum.status), k->checked, k->ok, k->missing,
+               k->changed, k->errors, bytes, dur);
+        if (sum.skipped)
+            printf("%" PRId64 " copies at destinations no longer configured were skipped\n",
+                   sum.skipped);
+        if (sum.generations)
+            printf("ASC MHL: %zu generation%s of checks written\n", sum.generations,
+                   sum.generations == 1 ? "" : "s");
+    }
+    if (sum.history_error[0])
+        fprintf(stderr, "snapsync: the ASC MHL history was not updated: %s\n", sum.history_error);
+    int sig = atomic_load(&cancel_signal);
+    if (sig)
+        rc = 128 + sig;
+    else if (sum.status != DB_VERIFY_CLEAN || sum.history_error[0])
+        rc = EXIT_FAILED;
+out:
+    json_object_put(problems);
+    db_close(db);
+    dest_free_all(dests, n);
+    return rc;
+}
+
 static const struct command commands[] = {
     {"backup", cmd_backup, "backup PATH [--dry-run] [--json]", "back up a card or folder now"},
     {"status", cmd_status, "status [--json]", "current or last session, overall statistics"},
     {"sessions", cmd_sessions, "sessions [-n N] [--json]", "recent sessions"},
     {"config", cmd_config, "config [--template | --json]", "print the configuration or a template"},
     {"test-connection", cmd_test_connection, "test-connection [--json]", "check every destination"},
+    {"verify", cmd_verify, "verify [--session N] [--dest NAME]",
+     "re-read the copies, name what differs"},
     {"start", cmd_start, "start", "run the service: back up every card inserted"},
     {"web", cmd_web, "web [--port N]", "serve the dashboard and JSON API"},
     {"report", cmd_report, "report SESSION [--format F] [-o F]",

@@ -67,6 +67,19 @@ static const char *const session_status_names[] = {
     [DB_SESSION_EMPTY] = "empty",
 };
 
+static const char *const verify_result_names[] = {
+    [DB_VERIFY_OK] = "ok",
+    [DB_VERIFY_MISSING] = "missing",
+    [DB_VERIFY_CHANGED] = "changed",
+    [DB_VERIFY_ERROR] = "error",
+};
+
+static const char *const verify_status_names[] = {
+    [DB_VERIFY_RUNNING] = "running",         [DB_VERIFY_CLEAN] = "clean",
+    [DB_VERIFY_PROBLEMS] = "problems",       [DB_VERIFY_FAILED] = "failed",
+    [DB_VERIFY_INTERRUPTED] = "interrupted", [DB_VERIFY_PAUSED] = "paused",
+};
+
 static const char *const outcome_names[] = {
     [DB_OUTCOME_COPIED] = "copied",
     [DB_OUTCOME_SKIPPED] = "skipped",
@@ -223,6 +236,35 @@ static const char *const migrations[] = {
     /* 3 -> 4: the generation of the destination's ASC MHL history a copy is listed in (0: not
      * yet; history.h) */
     "ALTER TABLE copies ADD COLUMN mhl_generation INTEGER NOT NULL DEFAULT 0;",
+    /* 4 -> 5: `snapsync verify`: its runs, what each found per copy, and per copy the last
+     * check, so the copies checked longest ago come first */
+    "CREATE TABLE verify_runs ("
+    "  id INTEGER PRIMARY KEY,"
+    "  started_at INTEGER NOT NULL,"
+    "  ended_at INTEGER NOT NULL DEFAULT 0,"
+    "  scope TEXT NOT NULL,"
+    "  dest_filter TEXT NOT NULL DEFAULT '',"
+    "  checked INTEGER NOT NULL DEFAULT 0,"
+    "  ok INTEGER NOT NULL DEFAULT 0,"
+    "  missing INTEGER NOT NULL DEFAULT 0,"
+    "  changed INTEGER NOT NULL DEFAULT 0,"
+    "  errors INTEGER NOT NULL DEFAULT 0,"
+    "  status TEXT NOT NULL"
+    ");"
+    "CREATE TABLE verify_results ("
+    "  run_id INTEGER NOT NULL REFERENCES verify_runs(id) ON DELETE CASCADE,"
+    "  file_id INTEGER NOT NULL,"
+    "  dest TEXT NOT NULL,"
+    "  result TEXT NOT NULL,"
+    "  detail TEXT,"
+    "  checked_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (run_id, file_id, dest),"
+    "  FOREIGN KEY (file_id, dest) REFERENCES copies(file_id, dest) ON DELETE CASCADE"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX verify_results_copy ON verify_results(file_id, dest);"
+    "ALTER TABLE copies ADD COLUMN checked_at INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE copies ADD COLUMN check_result TEXT;"
+    "CREATE INDEX copies_checked ON copies(checked_at, file_id, dest);",
 };
 
 _Static_assert(ARRAY_SIZE(migrations) == DB_SCHEMA_VERSION,
@@ -2593,4 +2635,206 @@ out:
     sqlite3_finalize(st);
     free(row);
     return r;
+}
+
+/* ---- verification runs ---- */
+
+const char *db_verify_result_to_string(enum db_verify_result r)
+{
+    return name_of(verify_result_names, ARRAY_SIZE(verify_result_names), (int)r);
+}
+
+const char *db_verify_status_to_string(enum db_verify_status s)
+{
+    return name_of(verify_status_names, ARRAY_SIZE(verify_status_names), (int)s);
+}
+
+int db_verify_run_begin(struct db *db, const char *scope, const char *dest_filter, int64_t *ret_id,
+                        struct error *err)
+{
+    if (!db || !scope)
+        return error_set(err, -EINVAL, "invalid verification run");
+    sqlite3_stmt *st = NULL;
+    int r = adhoc_prepare(db,
+                          "INSERT INTO verify_runs (started_at, scope, dest_filter, status) "
+                          "VALUES (?1, ?2, ?3, 'running')",
+                          &st, err);
+    if (r < 0)
+        return r;
+    int rc = bind_i64(st, 1, now_s(), SQLITE_OK);
+    rc = bind_str(st, 2, scope, rc);
+    rc = bind_str(st, 3, dest_filter ? dest_filter : "", rc);
+    if (rc != SQLITE_OK)
+        r = db_fail(db, rc, err, "cannot start a verification run");
+    else
+        r = stmt_run(db, st, err, "cannot start a verification run");
+    if (r == 0)
+        *ret_id = sqlite3_last_insert_rowid(db->conn);
+    sqlite3_finalize(st);
+    return r;
+}
+
+int db_verify_run_end(struct db *db, int64_t id, const struct db_verify_counts *c,
+                      enum db_verify_status status, struct error *err)
+{
+    if (!db || !c || (unsigned)status >= ARRAY_SIZE(verify_status_names) || c->checked < 0 ||
+        c->ok < 0 || c->missing < 0 || c->changed < 0 || c->errors < 0)
+        return error_set(err, -EINVAL, "invalid verification run end");
+    sqlite3_stmt *st = NULL;
+    int r = adhoc_prepare(db,
+                          "UPDATE verify_runs SET ended_at = ?2, checked = ?3, ok = ?4, "
+                          "missing = ?5, changed = ?6, errors = ?7, status = ?8 WHERE id = ?1",
+                          &st, err);
+    if (r < 0)
+        return r;
+    int rc = bind_i64(st, 1, id, SQLITE_OK);
+    rc = bind_i64(st, 2, now_s(), rc);
+    rc = bind_i64(st, 3, c->checked, rc);
+    rc = bind_i64(st, 4, c->ok, rc);
+    rc = bind_i64(st, 5, c->missing, rc);
+    rc = bind_i64(st, 6, c->changed, rc);
+    rc = bind_i64(st, 7, c->errors, rc);
+    rc = bind_str(st, 8, verify_status_names[status], rc);
+    if (rc != SQLITE_OK)
+        r = db_fail(db, rc, err, "cannot end verification run %lld", (long long)id);
+    else
+        r = stmt_run(db, st, err, "cannot end a verification run");
+    if (r == 0 && sqlite3_changes(db->conn) == 0)
+        r = error_set(err, -ENOENT, "no verification run %lld", (long long)id);
+    sqlite3_finalize(st);
+    return r;
+}
+
+int db_verify_copies_page(struct db *db, const struct db_verify_filter *f,
+                          struct db_verify_cursor *cursor, struct db_verify_copy *ret, size_t max,
+                          size_t *ret_n, struct error *err)
+{
+    static const char sql[] =
+        "SELECT c.file_id, c.dest, c.remote, f.rel_path, f.size, f.mtime_ns, f.md5, f.sha1, "
+        "  c.checked_at, c.mhl_generation "
+        "FROM copies c JOIN files f ON f.id = c.file_id "
+        "WHERE c.state = 'completed' AND c.remote IS NOT NULL AND f.md5 IS NOT NULL "
+        "  AND f.sha1 IS NOT NULL AND c.checked_at < ?1 "
+        "  AND (?2 = 0 OR (c.checked_at, c.file_id, c.dest) > (?3, ?4, ?5)) "
+        "  AND (?6 IS NULL OR c.dest = ?6) "
+        "  AND (?7 = 0 OR c.verified_at >= ?7) "
+        "  AND (?8 = 0 OR EXISTS (SELECT 1 FROM session_files sf "
+        "                         WHERE sf.session_id = ?8 AND sf.file_id = c.file_id)) "
+        "  AND NOT EXISTS (SELECT 1 FROM verify_results r "
+        "                  WHERE r.run_id = ?10 AND r.file_id = c.file_id AND r.dest = c.dest) "
+        "ORDER BY c.checked_at, c.file_id, c.dest LIMIT ?9";
+    if (!db || !f || !cursor || !ret || !ret_n || max < 1 || max > DB_VERIFY_PAGE_MAX)
+        return error_set(err, -EINVAL, "invalid verification page");
+    sqlite3_stmt *st = NULL;
+    int r = adhoc_prepare(db, sql, &st, err);
+    if (r < 0)
+        return r;
+    int rc = bind_i64(st, 1, f->checked_before, SQLITE_OK);
+    rc = bind_i64(st, 2, cursor->started, rc);
+    rc = bind_i64(st, 3, cursor->checked_at, rc);
+    rc = bind_i64(st, 4, cursor->file_id, rc);
+    rc = bind_str(st, 5, cursor->dest, rc);
+    rc = bind_str(st, 6, f->dest, rc);
+    rc = bind_i64(st, 7, f->since, rc);
+    rc = bind_i64(st, 8, f->session_id, rc);
+    rc = bind_i64(st, 9, (int64_t)max, rc);
+    rc = bind_i64(st, 10, f->run_id, rc);
+    if (rc != SQLITE_OK) {
+        r = db_fail(db, rc, err, "cannot list the copies to verify");
+        goto out;
+    }
+    size_t n = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < max) {
+        struct db_verify_copy *v = &ret[n++];
+        v->file_id = sqlite3_column_int64(st, 0);
+        col_str(st, 1, v->dest, sizeof(v->dest));
+        col_str(st, 2, v->remote, sizeof(v->remote));
+        col_str(st, 3, v->rel_path, sizeof(v->rel_path));
+        v->size = sqlite3_column_int64(st, 4);
+        v->mtime_ns = sqlite3_column_int64(st, 5);
+        col_str(st, 6, v->md5, sizeof(v->md5));
+        col_str(st, 7, v->sha1, sizeof(v->sha1));
+        v->checked_at = sqlite3_column_int64(st, 8);
+        v->mhl_generation = sqlite3_column_int64(st, 9);
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        r = db_fail(db, rc, err, "cannot list the copies to verify");
+        goto out;
+    }
+    if (n > 0) {
+        const struct db_verify_copy *last = &ret[n - 1];
+        cursor->started = true;
+        cursor->checked_at = last->checked_at;
+        cursor->file_id = last->file_id;
+        snprintf(cursor->dest, sizeof(cursor->dest), "%s", last->dest);
+    }
+    *ret_n = n;
+out:
+    sqlite3_finalize(st);
+    return r;
+}
+
+struct verify_result_args {
+    int64_t run_id, file_id, at;
+    const char *dest, *detail;
+    enum db_verify_result result;
+    struct error *err;
+};
+
+static int verify_result_tx(struct db *db, void *userdata)
+{
+    struct verify_result_args *a = userdata;
+    sqlite3_stmt *st = NULL;
+    const char *name = verify_result_names[a->result];
+    int r = adhoc_prepare(db,
+                          "INSERT OR REPLACE INTO verify_results "
+                          "(run_id, file_id, dest, result, detail, checked_at) "
+                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                          &st, a->err);
+    if (r < 0)
+        return r;
+    int rc = bind_i64(st, 1, a->run_id, SQLITE_OK);
+    rc = bind_i64(st, 2, a->file_id, rc);
+    rc = bind_str(st, 3, a->dest, rc);
+    rc = bind_str(st, 4, name, rc);
+    rc = bind_str(st, 5, a->detail, rc);
+    rc = bind_i64(st, 6, a->at, rc);
+    if (rc != SQLITE_OK)
+        r = db_fail(db, rc, a->err, "cannot record a verification result");
+    else
+        r = stmt_run(db, st, a->err, "cannot record a verification result");
+    sqlite3_finalize(st);
+    st = NULL;
+    if (r == -EINVAL) /* a foreign key: no such run or copy */
+        return error_set(a->err, -ENOENT, "no verification run %lld or copy of file %lld at %s",
+                         (long long)a->run_id, (long long)a->file_id, a->dest);
+    if (r < 0 || a->result == DB_VERIFY_ERROR)
+        return r;
+    r = adhoc_prepare(db,
+                      "UPDATE copies SET checked_at = ?3, check_result = ?4 "
+                      "WHERE file_id = ?1 AND dest = ?2",
+                      &st, a->err);
+    if (r < 0)
+        return r;
+    rc = bind_i64(st, 1, a->file_id, SQLITE_OK);
+    rc = bind_str(st, 2, a->dest, rc);
+    rc = bind_i64(st, 3, a->at, rc);
+    rc = bind_str(st, 4, name, rc);
+    if (rc != SQLITE_OK)
+        r = db_fail(db, rc, a->err, "cannot record a verification result");
+    else
+        r = stmt_run(db, st, a->err, "cannot record a verification result");
+    sqlite3_finalize(st);
+    return r;
+}
+
+int db_verify_result_add(struct db *db, int64_t run_id, int64_t file_id, const char *dest,
+                         enum db_verify_result result, const char *detail, int64_t at,
+                         struct error *err)
+{
+    if (!db || !dest || !*dest || strlen(dest) >= 256 ||
+        (unsigned)result >= ARRAY_SIZE(verify_result_names))
+        return error_set(err, -EINVAL, "invalid verification result");
+    struct verify_result_args a = {run_id, file_id, at, dest, detail, result, err};
+    return db_transaction(db, verify_result_tx, &a, err);
 }

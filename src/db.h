@@ -27,7 +27,7 @@
 
 #include "error.h"
 
-#define DB_SCHEMA_VERSION 4
+#define DB_SCHEMA_VERSION 5
 
 enum db_mode {
     DB_READ_WRITE, /* creates the file and its folder if needed, migrates the schema */
@@ -517,3 +517,107 @@ struct db_report_row {
 int db_session_report_rows(struct db *db, int64_t session_id,
                            int (*fn)(const struct db_report_row *row, void *arg), void *arg,
                            struct error *err);
+
+/* ---- verification runs (`snapsync verify`, verify.h; schema 5) ----
+ * A run re-reads stored copies and compares them with what the database recorded. Each copy
+ * remembers when a run last checked it (copies.checked_at) and what it found, so a run (or a
+ * scheduled scrub, a slice at a time) takes the copies checked longest ago first. */
+
+/* What a check found for one copy (verify_results.result, copies.check_result). */
+enum db_verify_result {
+    DB_VERIFY_OK,      /* there, same size and hash */
+    DB_VERIFY_MISSING, /* not there (no file, no asset, or in the server's trash) */
+    DB_VERIFY_CHANGED, /* there with another size or hash */
+    DB_VERIFY_ERROR,   /* could not be checked (server unreachable, read error): not a verdict */
+};
+
+/* A run's state (verify_runs.status). */
+enum db_verify_status {
+    DB_VERIFY_RUNNING,
+    DB_VERIFY_CLEAN,       /* every copy checked was ok */
+    DB_VERIFY_PROBLEMS,    /* some copy missing, changed or not checkable */
+    DB_VERIFY_FAILED,      /* the run could not go on (the database, a destination unusable) */
+    DB_VERIFY_INTERRUPTED, /* stopped (a signal, a card inserted) before the end */
+    DB_VERIFY_PAUSED,      /* a slice ended with copies left (verify.h's max_copies) */
+};
+
+const char *db_verify_result_to_string(enum db_verify_result r);
+const char *db_verify_status_to_string(enum db_verify_status s);
+
+struct db_verify_counts {
+    int64_t checked; /* ok + missing + changed + errors */
+    int64_t ok;
+    int64_t missing;
+    int64_t changed;
+    int64_t errors;
+};
+
+/* Starts a run: a verify_runs row with started_at now, status running. scope is free text
+ * ("all", "session 12", "since 2026-01-01"), dest_filter the destination id or "" for all.
+ * *ret_id its id. Needs a DB_READ_WRITE connection. */
+int db_verify_run_begin(struct db *db, const char *scope, const char *dest_filter, int64_t *ret_id,
+                        struct error *err);
+
+/* Ends (or updates, with status running or paused) run id: its counts, status and ended_at
+ * now. -ENOENT when there is no such run; -EINVAL for a status out of range or negative
+ * counts. */
+int db_verify_run_end(struct db *db, int64_t id, const struct db_verify_counts *counts,
+                      enum db_verify_status status, struct error *err);
+
+/* Which copies a run looks at: completed copies with a remote and a recorded MD5 and SHA-1. */
+struct db_verify_filter {
+    int64_t session_id;     /* > 0: only files session_id recorded an outcome for */
+    int64_t since;          /* > 0: only copies made (copies.verified_at) at or after since */
+    const char *dest;       /* non-NULL: only copies at this destination id */
+    int64_t checked_before; /* only copies whose checked_at is before this (0 = never
+                             * checked; INT64_MAX for every copy) */
+    int64_t run_id;         /* > 0: copies this run has a result for are left out, so a walk
+                             * that records each copy it is given ends */
+};
+
+/* Where a walk is: after the last copy returned, in the order (checked_at, file_id, dest).
+ * Zero it (started false) to start; db_verify_copies_page moves it. Copies left behind it
+ * unmarked (a check that could not be made) are not returned again by the same walk. */
+struct db_verify_cursor {
+    bool started;
+    int64_t checked_at;
+    int64_t file_id;
+    char dest[256];
+};
+
+/* One copy to check, with what the database recorded. */
+struct db_verify_copy {
+    int64_t file_id;
+    char dest[256];
+    char remote[4096];
+    char rel_path[1024]; /* on the card */
+    int64_t size;
+    int64_t mtime_ns; /* the card file's, which the copy carries */
+    char md5[33];
+    char sha1[41];
+    int64_t checked_at;     /* last check, 0 never */
+    int64_t mhl_generation; /* the history generation listing it, 0 none (history.h) */
+};
+
+#define DB_VERIFY_PAGE_MAX 256 /* copies per db_verify_copies_page call */
+
+/*
+ * The next copies of filter f after *cursor, checked longest ago first (never checked first),
+ * at most max (1..DB_VERIFY_PAGE_MAX), into the caller's array ret; *ret_n how many (0: the
+ * walk is over). Moves *cursor past them. One bounded query; holds no read transaction after
+ * it returns.
+ */
+int db_verify_copies_page(struct db *db, const struct db_verify_filter *f,
+                          struct db_verify_cursor *cursor, struct db_verify_copy *ret, size_t max,
+                          size_t *ret_n, struct error *err);
+
+/*
+ * Records what run_id found for the copy (file_id, dest) at time at, in one transaction: a
+ * verify_results row (replacing one the run had for that copy), and unless result is
+ * DB_VERIFY_ERROR the copy's checked_at = at and check_result. detail (free text, may be NULL)
+ * says what differs ("size 1000, recorded 2048"). -ENOENT when the run or the copy does not
+ * exist.
+ */
+int db_verify_result_add(struct db *db, int64_t run_id, int64_t file_id, const char *dest,
+                         enum db_verify_result result, const char *detail, int64_t at,
+                         struct error *err);

@@ -219,6 +219,29 @@ const char *dest_root_name(const struct dest *d)
     return dest_has_meta(d) ? d->ops->root_name(d->priv) : "";
 }
 
+enum dest_check_kind dest_check_kind(const struct dest *d)
+{
+    if (d->ops->read_copy)
+        return DEST_CHECK_READ;
+    return d->ops->lookup_copy ? DEST_CHECK_LOOKUP : DEST_CHECK_NONE;
+}
+
+int dest_read_copy(struct dest *d, const char *remote,
+                   int (*fn)(const void *buf, size_t len, void *arg), void *arg, struct error *err)
+{
+    if (!d->ops->read_copy)
+        return error_set(err, -ENOTSUP, "%s cannot read its copies back", d->label);
+    return scrubbed(d, d->ops->read_copy(d->priv, remote, fn, arg, err), err);
+}
+
+int dest_lookup_copy(struct dest *d, const char *remote, const char *sha1_hex,
+                     struct dest_lookup *ret, struct error *err)
+{
+    if (!d->ops->lookup_copy)
+        return error_set(err, -ENOTSUP, "%s cannot look its copies up", d->label);
+    return scrubbed(d, d->ops->lookup_copy(d->priv, remote, sha1_hex, ret, err), err);
+}
+
 int dest_probe(struct dest *d, char *detail, size_t detail_size, struct error *err)
 {
     int r = scrubbed(d, d->ops->probe(d->priv, detail, detail_size, err), err);

@@ -74,6 +74,16 @@ struct dest_result {
     bool existed; /* the same content was already there under that name; nothing was added */
 };
 
+#define DEST_READ_CHUNK (1024 * 1024) /* bytes handed to a read_copy callback at most */
+
+/* What a server that keeps its own checksums says about one copy (dest_lookup_copy). */
+struct dest_lookup {
+    bool present;                 /* it has the content, not in its trash */
+    bool trashed;                 /* it has the content, in its trash (present is false) */
+    char remote[DEST_REMOTE_MAX]; /* where it has it now (an asset id; may differ from the
+                                   * recorded one when the content was uploaded again) */
+};
+
 struct dest;
 struct dest_conn;
 struct dest_file;
@@ -132,6 +142,22 @@ struct dest_ops {
     int (*rel_of)(void *priv, const char *remote, char *out, size_t size);
     /* The name of the root folder ("camera-backups"; the share's name when it is the root). */
     const char *(*root_name)(void *priv);
+
+    /* Checking a stored copy again (`snapsync verify`, verify.h). A backend has one of the two;
+     * NULL for the other. Both run on the main thread, with or without a prepare before, using
+     * the backend's own connection. */
+    /* Files: reads the copy at remote (a dest_result.remote of this backend) from its start to
+     * its end, calling fn(buf, len, arg) for each chunk (at most DEST_READ_CHUNK bytes, in
+     * order); fn returns 0 to go on or a negative errno, which ends the read and is returned.
+     * Memory is one chunk whatever the size. Errors: -ENOENT (no file there), -EINVAL (remote
+     * is not below the root, or not a regular file), fn's, the backend's. */
+    int (*read_copy)(void *priv, const char *remote,
+                     int (*fn)(const void *buf, size_t len, void *arg), void *arg,
+                     struct error *err);
+    /* Servers that keep their own checksums (Immich): asks whether the server still has the
+     * content whose SHA-1 is sha1_hex (40 lower-case hex digits), stored as remote. */
+    int (*lookup_copy)(void *priv, const char *remote, const char *sha1_hex,
+                       struct dest_lookup *ret, struct error *err);
 };
 
 /*
@@ -175,6 +201,16 @@ int dest_meta_write(struct dest *d, const char *rel, const void *buf, size_t len
                     struct error *err);
 int dest_rel_of(const struct dest *d, const char *remote, char *out, size_t size);
 const char *dest_root_name(const struct dest *d);
+
+/* How a stored copy can be checked again (verify.h): by reading its bytes (files), by asking the
+ * server for its checksum, or not at all. */
+enum dest_check_kind { DEST_CHECK_NONE, DEST_CHECK_READ, DEST_CHECK_LOOKUP };
+enum dest_check_kind dest_check_kind(const struct dest *d);
+/* The ops above; -ENOTSUP when the backend has not that one. Main thread. */
+int dest_read_copy(struct dest *d, const char *remote,
+                   int (*fn)(const void *buf, size_t len, void *arg), void *arg, struct error *err);
+int dest_lookup_copy(struct dest *d, const char *remote, const char *sha1_hex,
+                     struct dest_lookup *ret, struct error *err);
 
 /* Per worker and destination; see the note on threads at the top. */
 int dest_conn_new(struct dest *d, struct dest_conn **ret, struct error *err);

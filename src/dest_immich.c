@@ -592,6 +592,44 @@ static int immich_precheck(void *priv, const struct dest_item *items, size_t n,
     return r;
 }
 
+/* `snapsync verify`: bulk-upload-check by the SHA-1 says whether Immich still has the content
+ * (outside its trash); when it has not, GET /assets/{id} tells a trashed asset from a gone one. */
+static int immich_lookup_copy(void *priv, const char *remote, const char *sha1_hex,
+                              struct dest_lookup *ret, struct error *err)
+{
+    struct immich *im = priv;
+    char body[160];
+    struct dest_precheck pc = {0};
+    int n =
+        snprintf(body, sizeof(body), "{\"assets\":[{\"id\":\"0\",\"checksum\":\"%s\"}]}", sha1_hex);
+    if (n < 0 || (size_t)n >= sizeof(body) || strlen(sha1_hex) != 40 ||
+        strspn(sha1_hex, "0123456789abcdef") != 40)
+        return error_set(err, -EINVAL, "not a SHA-1: '%.64s'", sha1_hex);
+    int r = main_xfer(im, err);
+    if (r == 0)
+        r = request_ok(im, im->main, "POST", "/assets/bulk-upload-check", body, 200, REPLY_MAX,
+                       err);
+    if (r == 0)
+        r = immich_parse_bulk_check(http_reply(im->main), http_reply_len(im->main), 1, &pc, err);
+    if (r < 0)
+        return r;
+    struct dest_lookup out = {.present = pc.present};
+    snprintf(out.remote, sizeof(out.remote), "%s", pc.present ? pc.remote : remote);
+    if (!pc.present && strlen(remote) < 64 &&
+        strspn(remote, "0123456789abcdef-") == strlen(remote)) {
+        char path[128], sum[64];
+        bool trashed = false;
+        struct error ignored = {0};
+        snprintf(path, sizeof(path), "/assets/%s", remote);
+        if (request_ok(im, im->main, "GET", path, NULL, 200, REPLY_MAX, &ignored) == 0 &&
+            immich_parse_asset(http_reply(im->main), http_reply_len(im->main), sum, &trashed,
+                               &ignored) == 0)
+            out.trashed = trashed;
+    }
+    *ret = out;
+    return 0;
+}
+
 static int immich_end_session(void *priv, struct error *err)
 {
     struct immich *im = priv;
@@ -1166,4 +1204,5 @@ const struct dest_ops dest_immich_ops = {
     .write = immich_write,
     .finish = immich_finish,
     .abort = immich_abort,
+    .lookup_copy = immich_lookup_copy,
 };

@@ -953,6 +953,55 @@ static int local_rel_of(void *priv, const char *remote, char *out, size_t size)
     return k < 0 || (size_t)k >= size ? -ENAMETOOLONG : 0;
 }
 
+/* ---- reading a copy back (`snapsync verify`) ---- */
+
+static int local_read_copy(void *priv, const char *remote,
+                           int (*fn)(const void *buf, size_t len, void *arg), void *arg,
+                           struct error *err)
+{
+    struct local *l = priv;
+    char rel[PATH_MAX], path[PATH_MAX];
+    if (local_rel_of(l, remote, rel, sizeof(rel)) < 0 || meta_path(l, rel, path, sizeof(path)) < 0)
+        return error_set(err, -EINVAL, "'%s' is not below %s", remote, l->root);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return error_set_errno(err, errno == ELOOP ? -EINVAL : -errno, "cannot open '%s'", path);
+    uint8_t *buf = NULL;
+    struct stat st;
+    int r = 0;
+    if (fstat(fd, &st) < 0) {
+        r = error_set_errno(err, -errno, "cannot examine '%s'", path);
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        r = error_set(err, -EINVAL, "'%s' is not a regular file", path);
+        goto out;
+    }
+    buf = malloc(DEST_READ_CHUNK);
+    if (!buf) {
+        r = error_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    for (;;) {
+        ssize_t n = read(fd, buf, DEST_READ_CHUNK);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            r = error_set_errno(err, -errno, "cannot read '%s'", path);
+            goto out;
+        }
+        if (n == 0)
+            break;
+        r = fn(buf, (size_t)n, arg);
+        if (r < 0)
+            goto out;
+    }
+out:
+    free(buf);
+    close(fd);
+    return r;
+}
+
 static const char *local_root_name(void *priv)
 {
     struct local *l = priv;
@@ -968,6 +1017,7 @@ static const char *local_root_name(void *priv)
         .open = local_open, .write = local_write, .finish = local_finish, .abort = local_abort,    \
         .meta_read = local_meta_read, .meta_list = local_meta_list,                                \
         .meta_write = local_meta_write, .rel_of = local_rel_of, .root_name = local_root_name,      \
+        .read_copy = local_read_copy,                                                              \
     }
 
 const struct dest_ops dest_local_ops = LOCAL_OPS(local_init);

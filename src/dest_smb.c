@@ -1394,6 +1394,57 @@ static int smb_rel_of(void *priv, const char *remote, char *out, size_t size)
     return k < 0 || (size_t)k >= size ? -ENAMETOOLONG : 0;
 }
 
+/* ---- reading a copy back (`snapsync verify`) ---- */
+
+static int smb_read_copy(void *priv, const char *remote,
+                         int (*fn)(const void *buf, size_t len, void *arg), void *arg,
+                         struct error *err)
+{
+    struct smb *s = priv;
+    char rel[URL_MAX], url[URL_MAX], what[URL_MAX + 32];
+    /* remote holds the names the share stores (mapped): joined as they are */
+    if (smb_rel_of(s, remote, rel, sizeof(rel)) < 0 ||
+        url_join(s, url, sizeof(url), rel, NULL, NULL) < 0)
+        return error_set(err, -EINVAL, "'%s' is not below %s", remote, s->shown);
+    int r = main_conn(s, err);
+    if (r < 0)
+        return r;
+    struct smb_conn *c = s->main;
+    snprintf(what, sizeof(what), "cannot read '%s'", rel);
+    struct stat st;
+    r = smblib_stat(c->ctx, url, &st);
+    if (r == -ENOENT)
+        return error_set(err, -ENOENT, "'%s' on %s: no such file", rel, s->shown);
+    if (r < 0)
+        return share_error(s, err, r, what);
+    if (!S_ISREG(st.st_mode))
+        return error_set(err, -EINVAL, "'%s' on %s is not a regular file", rel, s->shown);
+    struct smblib_file *fh = NULL;
+    r = smblib_open(c->ctx, url, O_RDONLY, &fh);
+    if (r < 0) {
+        fh = NULL;
+        if (r == -ENOENT)
+            return error_set(err, -ENOENT, "'%s' on %s: no such file", rel, s->shown);
+        return share_error(s, err, r, what);
+    }
+    for (;;) {
+        size_t n = 0;
+        r = smblib_read(c->ctx, fh, c->buf,
+                        DEST_READ_CHUNK < VERIFY_BUF ? DEST_READ_CHUNK : VERIFY_BUF, &n);
+        if (r < 0) {
+            r = share_error(s, err, r, what);
+            break;
+        }
+        if (n == 0)
+            break;
+        r = fn(c->buf, n, arg);
+        if (r < 0)
+            break;
+    }
+    (void)smblib_close(c->ctx, fh);
+    return r;
+}
+
 static const char *smb_root_name(void *priv)
 {
     const struct smb *s = priv;
@@ -1426,4 +1477,5 @@ const struct dest_ops dest_smb_ops = {
     .meta_write = smb_meta_write,
     .rel_of = smb_rel_of,
     .root_name = smb_root_name,
+    .read_copy = smb_read_copy,
 };

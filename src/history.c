@@ -136,30 +136,18 @@ static int lock_file(const struct config *cfg, struct error *err)
     return fd;
 }
 
-static int seal_locked(struct dest *d, struct db *db, const struct mhl_creator *creator,
-                       struct history_result *ret, struct error *err)
+/* Puts the generation document gen (whose C4 ID is c4) into d's history under the lock: the
+ * generation file under the next free number (never replacing one), then the chain. *ret_g
+ * names it. */
+static int publish_locked(struct dest *d, time_t created, const struct buf *gen, const char *c4,
+                          struct mhl_chain_gen *ret_g, struct error *err)
 {
-    struct buf gen = {0}, chain_doc = {0};
+    struct buf chain_doc = {0};
     struct mhl_chain chain = {0};
-    struct collect c = {.d = d, .err = err};
     char *text = NULL;
     size_t len = 0;
-    int r = mhl_writer_begin(&c.w, creator, (struct mhl_sink){buf_write, &gen}, err);
-    if (r < 0)
-        goto out;
-    r = db_copies_unsealed(db, dest_id(d), collect_one, &c, err);
-    if (r < 0)
-        goto out;
-    if (c.n == 0)
-        goto out; /* nothing to list: no generation */
-    char c4[MHL_C4_LEN + 1];
-    r = mhl_writer_end(c.w, c4, err);
-    c.w = NULL;
-    if (r < 0)
-        goto out;
-
     /* the chain as it is: missing is a new history, unreadable is left alone */
-    r = dest_meta_read(d, MHL_DIR "/" MHL_CHAIN_NAME, MHL_CHAIN_MAX_BYTES, &text, &len, err);
+    int r = dest_meta_read(d, MHL_DIR "/" MHL_CHAIN_NAME, MHL_CHAIN_MAX_BYTES, &text, &len, err);
     if (r == 0) {
         r = mhl_chain_parse(text, len, &chain, err);
         if (r < 0) {
@@ -181,14 +169,14 @@ static int seal_locked(struct dest *d, struct db *db, const struct mhl_creator *
             goto out;
         }
         g.seq = ++seq;
-        r = mhl_generation_name(g.seq, dest_root_name(d), creator->created, g.name, sizeof(g.name));
+        r = mhl_generation_name(g.seq, dest_root_name(d), created, g.name, sizeof(g.name));
         if (r < 0) {
             error_set_errno(err, r, "cannot name generation %u", g.seq);
             goto out;
         }
         char rel[sizeof(MHL_DIR) + sizeof(g.name) + 1];
         snprintf(rel, sizeof(rel), MHL_DIR "/%s", g.name);
-        r = dest_meta_write(d, rel, gen.data, gen.len, false, err);
+        r = dest_meta_write(d, rel, gen->data, gen->len, false, err);
         if (r != -EEXIST || attempt + 1 >= HISTORY_RETRIES)
             break; /* taken by another writer (another machine): the next number */
     }
@@ -205,6 +193,34 @@ static int seal_locked(struct dest *d, struct db *db, const struct mhl_creator *
         r = dest_meta_write(d, MHL_DIR "/" MHL_CHAIN_NAME, chain_doc.data, chain_doc.len, true,
                             err);
     if (r == 0)
+        *ret_g = g;
+out:
+    free(chain_doc.data);
+    free(text);
+    mhl_chain_free(&chain);
+    return r;
+}
+
+static int seal_locked(struct dest *d, struct db *db, const struct mhl_creator *creator,
+                       struct history_result *ret, struct error *err)
+{
+    struct buf gen = {0};
+    struct collect c = {.d = d, .err = err};
+    struct mhl_chain_gen g = {0};
+    int r = mhl_writer_begin(&c.w, creator, (struct mhl_sink){buf_write, &gen}, err);
+    if (r < 0)
+        goto out;
+    r = db_copies_unsealed(db, dest_id(d), collect_one, &c, err);
+    if (r < 0)
+        goto out;
+    if (c.n == 0)
+        goto out; /* nothing to list: no generation */
+    char c4[MHL_C4_LEN + 1];
+    r = mhl_writer_end(c.w, c4, err);
+    c.w = NULL;
+    if (r == 0)
+        r = publish_locked(d, creator->created, &gen, c4, &g, err);
+    if (r == 0)
         r = db_copies_seal(db, dest_id(d), c.ids, c.n, g.seq, err);
     if (r == 0) {
         ret->generation = g.seq;
@@ -215,10 +231,14 @@ out:
     mhl_writer_free(c.w);
     free(c.ids);
     free(gen.data);
-    free(chain_doc.data);
-    free(text);
-    mhl_chain_free(&chain);
     return r;
+}
+
+static void host_name(char host[256])
+{
+    memset(host, 0, 256);
+    if (gethostname(host, 255) < 0 || !host[0])
+        snprintf(host, 256, "localhost");
 }
 
 int history_seal(const struct config *cfg, struct dest *d, struct db *db, int64_t session_id,
@@ -227,9 +247,8 @@ int history_seal(const struct config *cfg, struct dest *d, struct db *db, int64_
     memset(ret, 0, sizeof(*ret));
     if (!history_enabled(cfg, d))
         return 0;
-    char host[256] = "";
-    if (gethostname(host, sizeof(host) - 1) < 0 || !host[0])
-        snprintf(host, sizeof(host), "localhost");
+    char host[256];
+    host_name(host);
     char comment[64 + 4096]; /* whole: a cut label could end inside a character */
     bool label_ok =
         card_label && card_label[0] && jsonout_utf8_valid(card_label, strlen(card_label));
@@ -251,4 +270,140 @@ int history_seal(const struct config *cfg, struct dest *d, struct db *db, int64_
     }
     pthread_mutex_unlock(&seal_lock);
     return r;
+}
+
+/* ---- generations of checks (`snapsync verify`) ---- */
+
+struct history_gen {
+    const struct config *cfg;
+    struct dest *d;
+    struct mhl_creator creator;
+    char host[256];
+    char comment[256];
+    struct buf doc;
+    struct mhl_writer *w;
+    size_t n; /* entries in the generation being built */
+    struct history_result last;
+    size_t written; /* generations written */
+};
+
+static int gen_start(struct history_gen *g, struct error *err)
+{
+    g->doc.len = 0;
+    g->n = 0;
+    return mhl_writer_begin(&g->w, &g->creator, (struct mhl_sink){buf_write, &g->doc}, err);
+}
+
+int history_gen_new(const struct config *cfg, struct dest *d, const char *comment, time_t now,
+                    struct history_gen **ret, struct error *err)
+{
+    if (!history_enabled(cfg, d))
+        return error_set(err, -ENOTSUP, "%s keeps no ASC MHL history", dest_label(d));
+    struct history_gen *g = calloc(1, sizeof(*g));
+    if (!g)
+        return error_set(err, -ENOMEM, "out of memory");
+    g->cfg = cfg;
+    g->d = d;
+    host_name(g->host);
+    bool ok = comment && jsonout_utf8_valid(comment, strlen(comment));
+    snprintf(g->comment, sizeof(g->comment), "%s", ok ? comment : "SnapSync verify");
+    if (!jsonout_utf8_valid(g->comment, strlen(g->comment))) /* cut inside a character */
+        snprintf(g->comment, sizeof(g->comment), "SnapSync verify");
+    g->creator = (struct mhl_creator){.created = now,
+                                      .hostname = g->host,
+                                      .tool_version = SNAPSYNC_VERSION,
+                                      .comment = g->comment,
+                                      .process = MHL_PROCESS_IN_PLACE,
+                                      .ignore = ignore,
+                                      .n_ignore = sizeof(ignore) / sizeof(ignore[0])};
+    int r = gen_start(g, err);
+    if (r < 0) {
+        history_gen_free(g);
+        return r;
+    }
+    *ret = g;
+    return 0;
+}
+
+/* Ends the document being built and puts it in the history under the lock (as history_seal:
+ * generation, then chain). Nothing is written for an empty one. */
+static int gen_flush(struct history_gen *g, struct error *err)
+{
+    if (g->n == 0)
+        return 0;
+    char c4[MHL_C4_LEN + 1];
+    int r = mhl_writer_end(g->w, c4, err);
+    g->w = NULL;
+    if (r < 0)
+        return r;
+    struct mhl_chain_gen cg = {0};
+    pthread_mutex_lock(&seal_lock);
+    int fd = lock_file(g->cfg, err);
+    r = fd;
+    if (fd >= 0) {
+        r = publish_locked(g->d, g->creator.created, &g->doc, c4, &cg, err);
+        close(fd);
+    }
+    pthread_mutex_unlock(&seal_lock);
+    if (r < 0)
+        return r;
+    g->last.generation = cg.seq;
+    g->last.listed = g->n;
+    snprintf(g->last.name, sizeof(g->last.name), "%s", cg.name);
+    g->written++;
+    g->n = 0;
+    return 0;
+}
+
+int history_gen_add(struct history_gen *g, const struct history_check *c, struct error *err)
+{
+    if (!g->w)
+        return error_set(err, -EINVAL, "the generation was not started again after an error");
+    char rel[4096];
+    if (dest_rel_of(g->d, c->remote, rel, sizeof(rel)) < 0)
+        return 0; /* outside today's root: not of this tree */
+    int64_t mtime = c->mtime_ns / 1000000000;
+    if (c->mtime_ns < 0 && c->mtime_ns % 1000000000)
+        mtime--;
+    struct mhl_entry e = {.path = rel,
+                          .size = c->size,
+                          .mtime = mtime,
+                          .md5 = c->md5 && c->md5[0] ? c->md5 : NULL,
+                          .sha1 = c->sha1 && c->sha1[0] ? c->sha1 : NULL,
+                          .action = c->ok ? MHL_ACTION_VERIFIED : MHL_ACTION_FAILED,
+                          .hashdate = c->at};
+    struct error eerr = {0};
+    int r = mhl_writer_add(g->w, &e, &eerr);
+    if (r == -EINVAL)
+        return 0; /* a name XML cannot hold: never listed as original either */
+    if (r < 0)
+        return error_set(err, r, "%s", eerr.msg);
+    if (++g->n < HISTORY_CHECKS_MAX)
+        return 0;
+    r = gen_flush(g, err);
+    if (r == 0)
+        r = gen_start(g, err);
+    return r;
+}
+
+int history_gen_commit(struct history_gen *g, struct history_result *ret, struct error *err)
+{
+    int r = gen_flush(g, err);
+    if (r == 0 && ret)
+        *ret = g->last;
+    return r;
+}
+
+size_t history_gen_written(const struct history_gen *g)
+{
+    return g ? g->written : 0;
+}
+
+void history_gen_free(struct history_gen *g)
+{
+    if (!g)
+        return;
+    mhl_writer_free(g->w);
+    free(g->doc.data);
+    free(g);
 }

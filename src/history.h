@@ -52,3 +52,48 @@ bool history_enabled(const struct config *cfg, const struct dest *d);
  * message names the file), -EBADMSG for an unreadable ascmhl_chain.xml, SQLite's. */
 int history_seal(const struct config *cfg, struct dest *d, struct db *db, int64_t session_id,
                  const char *card_label, time_t now, struct history_result *ret, struct error *err);
+
+/* ---- generations of checks (`snapsync verify`, verify.h) ----
+ * A verification adds one generation (process "in-place") in which each file it re-hashed is
+ * listed with action "verified" (the content is what the history says) or "failed" (it is not:
+ * the hashes are those of the bytes found), written in history_seal's order under the same
+ * locks. A file that is gone is not listed (there is nothing to hash); a copy no generation
+ * lists yet is left to history_seal, which lists it as "original". Memory stays bounded: a
+ * generation holds at most HISTORY_CHECKS_MAX files and the next ones go into another. */
+
+#define HISTORY_CHECKS_MAX 20000 /* files per generation of checks */
+
+struct history_gen;
+
+/* One re-hashed copy. Strings borrowed for the call. */
+struct history_check {
+    const char *remote; /* where the copy is (a dest_result.remote) */
+    uint64_t size;      /* as found */
+    int64_t mtime_ns;   /* the card file's, which the copy carries */
+    const char *md5;    /* hex as found (NULL: not computed) */
+    const char *sha1;
+    bool ok; /* verified, else failed */
+    time_t at;
+};
+
+/* Starts a generation of checks for d, dated now, with comment (UTF-8; "SnapSync verify" when
+ * not). *ret is the caller's (history_gen_free). -ENOTSUP when cfg keeps no history on d
+ * (history_enabled), -ENOMEM. Main thread, like history_seal. */
+int history_gen_new(const struct config *cfg, struct dest *d, const char *comment, time_t now,
+                    struct history_gen **ret, struct error *err);
+
+/* Lists one checked copy. A copy outside the root or with a name XML cannot hold is left out
+ * (0). When the generation is full it is written (history_gen_commit's errors) and the next
+ * copies go into a new one. After an error only history_gen_free is of use. */
+int history_gen_add(struct history_gen *g, const struct history_check *c, struct error *err);
+
+/* Writes what is listed and not yet written as a generation (nothing when nothing is). ret (may
+ * be NULL) names the last generation written (generation 0 when none). Errors as
+ * history_seal's. g stays the caller's. */
+int history_gen_commit(struct history_gen *g, struct history_result *ret, struct error *err);
+
+/* Generations g wrote so far. */
+size_t history_gen_written(const struct history_gen *g);
+
+/* NULL-safe; writes nothing. */
+void history_gen_free(struct history_gen *g);

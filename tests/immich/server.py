@@ -31,7 +31,8 @@ Control, outside /api (no key):
                              stall: reading stops for `seconds` at byte `at`; slow: from byte
                              `at` on, the body is read at `rate` bytes a second (a slow link)
   POST /control/config       {"version": "2.7.0", "permissions": [...], "dup_close": bool,
-                             "ignore_fields": [...]}
+                             "ignore_fields": [...], "trash": [asset id, ...],
+                             "delete": [asset id, ...]}
   POST /control/reset        forget assets, albums, requests, errors and faults
 
 Run: server.py --port 0 [--version 3.1.0] [--api-key KEY] [--permissions all,...]
@@ -911,6 +912,10 @@ class Handler(BaseHTTPRequestHandler):
                 if "trash" in body:
                     for aid in body["trash"]:
                         st.assets[aid]["isTrashed"] = True
+                if "delete" in body:  # gone for good, as after emptying the trash
+                    for aid in body["delete"]:
+                        st.assets.pop(aid)
+                        st.by_sha1 = {k: v for k, v in st.by_sha1.items() if v != aid}
                 out = {"ok": True}
             elif path == "/control/reset":
                 st.reset()

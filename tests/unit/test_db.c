@@ -752,6 +752,107 @@ static void test_sessions(void **state)
     db_close(db);
 }
 
+/* Verification runs: copies come checked longest ago first, a page at a time; a verdict moves a
+ * copy out of the walk, a check that could not be made leaves it for the next walk. */
+static void test_verify_runs_pages_and_results(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "verify"), f[4], sid = 0;
+    assert_int_equal(db_session_begin(db, card, "/m", &sid, NULL), 0);
+    for (int i = 0; i < 4; i++) {
+        char rel[32], remote[32];
+        snprintf(rel, sizeof(rel), "DCIM/%d.JPG", i);
+        snprintf(remote, sizeof(remote), "/n/%d.jpg", i);
+        f[i] = add_file(db, card, rel, 100 + i);
+        assert_int_equal(db_file_set_meta(db, f[i], "0123456789abcdef0123456789abcdef",
+                                          "0123456789abcdef0123456789abcdef01234567", 0, "photo",
+                                          NULL),
+                         0);
+        assert_int_equal(db_copy_set(db, f[i], "nas", i == 3 ? DB_COPY_FAILED : DB_COPY_COMPLETED,
+                                     remote, NULL, NULL),
+                         0);
+    }
+    assert_int_equal(db_copy_set(db, f[0], "usb", DB_COPY_COMPLETED, "/u/0.jpg", NULL, NULL), 0);
+    assert_int_equal(db_session_file_set(db, sid, f[1], DB_OUTCOME_COPIED, NULL), 0);
+    raw_exec(path, "UPDATE copies SET checked_at = 50 WHERE file_id = 1 AND dest = 'nas'");
+
+    int64_t run = 0;
+    assert_int_equal(db_verify_run_begin(db, "all", "", &run, NULL), 0);
+    struct db_verify_filter flt = {.checked_before = 1000};
+    struct db_verify_cursor cur = {0};
+    struct db_verify_copy page[2];
+    size_t n = 0;
+    assert_int_equal(db_verify_copies_page(db, &flt, &cur, page, 2, &n, NULL), 0);
+    assert_int_equal(n, 2); /* never checked first: file 1 usb... then file 2 nas */
+    assert_int_equal(page[0].file_id, f[0]);
+    assert_string_equal(page[0].dest, "usb");
+    assert_int_equal(page[1].file_id, f[1]);
+    assert_string_equal(page[1].remote, "/n/1.jpg");
+    assert_int_equal(page[1].size, 101);
+    assert_string_equal(page[1].sha1, "0123456789abcdef0123456789abcdef01234567");
+    assert_int_equal(
+        db_verify_result_add(db, run, f[0], "usb", DB_VERIFY_ERROR, "offline", 2000, NULL), 0);
+    assert_int_equal(
+        db_verify_result_add(db, run, f[1], "nas", DB_VERIFY_MISSING, "gone", 2000, NULL), 0);
+    assert_int_equal(db_verify_copies_page(db, &flt, &cur, page, 2, &n, NULL), 0);
+    assert_int_equal(n, 2); /* not the failed copy of file 4 */
+    assert_int_equal(page[0].file_id, f[2]);
+    assert_int_equal(page[1].file_id, f[0]); /* checked at 50: last */
+    assert_int_equal(page[1].checked_at, 50);
+    assert_int_equal(db_verify_copies_page(db, &flt, &cur, page, 2, &n, NULL), 0);
+    assert_int_equal(n, 0);
+    /* a new walk: the copy that could not be checked comes first again, the missing one not */
+    struct db_verify_cursor fresh = {0};
+    assert_int_equal(db_verify_copies_page(db, &flt, &fresh, page, 2, &n, NULL), 0);
+    assert_int_equal(page[0].file_id, f[0]);
+    assert_string_equal(page[0].dest, "usb");
+    assert_int_equal(raw_int(path, "SELECT checked_at FROM copies WHERE file_id = 2 AND dest = "
+                                   "'nas'"),
+                     2000);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM verify_results WHERE run_id = 1"), 2);
+
+    /* the run's own walk leaves out what it has a row for, verdict or not */
+    struct db_verify_filter own = {.checked_before = INT64_MAX, .run_id = run};
+    memset(&fresh, 0, sizeof(fresh));
+    assert_int_equal(db_verify_copies_page(db, &own, &fresh, page, 2, &n, NULL), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(page[0].file_id, f[2]);
+    assert_int_equal(page[1].file_id, f[0]);
+    assert_string_equal(page[1].dest, "nas");
+
+    /* filters: a destination, a session */
+    struct db_verify_filter by_session = {.session_id = sid, .checked_before = 5000};
+    memset(&fresh, 0, sizeof(fresh));
+    assert_int_equal(db_verify_copies_page(db, &by_session, &fresh, page, 2, &n, NULL), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(page[0].file_id, f[1]);
+    struct db_verify_filter by_dest = {.dest = "usb", .checked_before = 5000};
+    memset(&fresh, 0, sizeof(fresh));
+    assert_int_equal(db_verify_copies_page(db, &by_dest, &fresh, page, 2, &n, NULL), 0);
+    assert_int_equal(n, 1);
+
+    struct db_verify_counts counts = {.checked = 2, .missing = 1, .errors = 1};
+    assert_int_equal(db_verify_run_end(db, run, &counts, DB_VERIFY_PROBLEMS, NULL), 0);
+    assert_int_equal(raw_int(path, "SELECT missing FROM verify_runs WHERE id = 1"), 1);
+    assert_int_equal(db_verify_run_end(db, 99, &counts, DB_VERIFY_CLEAN, NULL), -ENOENT);
+    assert_int_equal(db_verify_result_add(db, 99, f[0], "nas", DB_VERIFY_OK, NULL, 1, NULL),
+                     -ENOENT);
+    assert_int_equal(db_verify_result_add(db, run, f[0], "nowhere", DB_VERIFY_OK, NULL, 1, NULL),
+                     -ENOENT);
+    assert_int_equal(db_verify_copies_page(db, &flt, &fresh, page, 0, &n, NULL), -EINVAL);
+    assert_string_equal(db_verify_status_to_string(DB_VERIFY_PAUSED), "paused");
+    assert_string_equal(db_verify_result_to_string(DB_VERIFY_CHANGED), "changed");
+    db_close(db);
+}
+
+/* Takes a database back to schema 4 (before verification runs). */
+#define UNDO_V5                                                                                    \
+    "DROP TABLE verify_results; DROP TABLE verify_runs; DROP INDEX copies_checked; "               \
+    "ALTER TABLE copies DROP COLUMN check_result; ALTER TABLE copies DROP COLUMN checked_at; "
+
 /* A version-2 database (before scan problems) is migrated in place, its sessions kept. */
 static void test_migrate_from_v2(void **state)
 {
@@ -762,9 +863,10 @@ static void test_migrate_from_v2(void **state)
     int64_t sid = 0;
     assert_int_equal(db_session_begin(db, add_card(db, "v2"), "/m", &sid, NULL), 0);
     db_close(db);
-    raw_exec(path, "DROP TABLE session_problems; ALTER TABLE sessions DROP COLUMN scan_problems; "
-                   "ALTER TABLE copies DROP COLUMN mhl_generation; "
-                   "UPDATE sessions SET status = 'completed'; PRAGMA user_version = 2");
+    raw_exec(path,
+             UNDO_V5 "DROP TABLE session_problems; ALTER TABLE sessions DROP COLUMN scan_problems; "
+                     "ALTER TABLE copies DROP COLUMN mhl_generation; "
+                     "UPDATE sessions SET status = 'completed'; PRAGMA user_version = 2");
 
     struct error err = {0};
     assert_int_equal(db_open(path, DB_READ_ONLY, &db, &err), -EPROTO);
@@ -2182,7 +2284,8 @@ static void test_copies_unsealed_and_sealed(void **state)
     assert_int_equal(db_copy_set(db, f[2], "nas", DB_COPY_FAILED, "/n/c.jpg", "x", NULL), 0);
     assert_int_equal(db_copy_set(db, f[3], "usb", DB_COPY_COMPLETED, "/u/a.jpg", NULL, NULL), 0);
     db_close(db);
-    raw_exec(path, "ALTER TABLE copies DROP COLUMN mhl_generation; PRAGMA user_version = 3");
+    raw_exec(path,
+             UNDO_V5 "ALTER TABLE copies DROP COLUMN mhl_generation; PRAGMA user_version = 3");
     db = open_rw(path);
 
     struct unsealed_seen seen = {0};
@@ -2230,6 +2333,7 @@ int main(void)
         cmocka_unit_test(test_sessions_list),
         cmocka_unit_test(test_migrate_from_v2),
         cmocka_unit_test(test_copies_unsealed_and_sealed),
+        cmocka_unit_test(test_verify_runs_pages_and_results),
         cmocka_unit_test(test_session_problems),
         cmocka_unit_test(test_interrupt_stale),
         cmocka_unit_test(test_interrupt_reused_pid),
