@@ -158,6 +158,11 @@ static const char *const default_extensions[] = {
         .section = (sec), .name = (nm), .type = KT_INT, .off = AT(int, field), .def = (deflt),     \
         .min = (lo), .max = (hi), .help = (hlp)                                                    \
     }
+#define NUMBER(sec, nm, field, deflt, lo, hi, hlp)                                                 \
+    {                                                                                              \
+        .section = (sec), .name = (nm), .type = KT_NUMBER, .off = AT(double, field),               \
+        .def = (deflt), .min = (lo), .max = (hi), .help = (hlp)                                    \
+    }
 #define MODE(sec, nm, field, deflt, must, may, hlp)                                                \
     {                                                                                              \
         .section = (sec), .name = (nm), .type = KT_MODE, .off = AT(unsigned, field),               \
@@ -348,22 +353,14 @@ static const struct key_row keys[] = {
          "Read copies back and compare checksums."),
     INT(SEC_BACKUP, "max_retries", backup.max_retries, "3", 0, 100,
         "Attempts after a failed copy."),
-    {.section = SEC_BACKUP,
-     .name = "retry_delay",
-     .type = KT_NUMBER,
-     .off = AT(double, backup.retry_delay),
-     .def = "5",
-     .min = 0,
-     .max = 3600,
-     .help = "Seconds before the first retry; doubles each time."},
-    {.section = SEC_BACKUP,
-     .name = "destination_wait",
-     .type = KT_NUMBER,
-     .off = AT(double, backup.destination_wait),
-     .def = "60",
-     .min = 0,
-     .max = 86400,
-     .help = "Seconds to wait at the end for a destination that is down."},
+    NUMBER(SEC_BACKUP, "retry_delay", backup.retry_delay, "5", 0, 3600,
+           "Seconds before the first retry; doubles each time."),
+    NUMBER(SEC_BACKUP, "destination_wait", backup.destination_wait, "60", 0, 86400,
+           "Seconds to wait at the end for a destination that is down."),
+    INT(SEC_BACKUP, "verify_interval_days", backup.verify_interval_days, "0", 0, 3650,
+        "The service re-checks copies older than this many days when idle (scrub); 0 off."),
+    NUMBER(SEC_BACKUP, "verify_rate", backup.verify_rate, "0", 0, 100000,
+           "MB/s the scrub reads at most, so a NAS is not flooded; 0 unlimited."),
 };
 
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))

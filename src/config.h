@@ -124,9 +124,11 @@ struct config {
         bool parallel;
         int concurrent_files; /* 1..64 */
         bool verify_checksums;
-        int max_retries;         /* 0..100 */
-        double retry_delay;      /* seconds, first retry; doubles each attempt */
-        double destination_wait; /* seconds to wait at the end for a destination that is down */
+        int max_retries;          /* 0..100 */
+        double retry_delay;       /* seconds, first retry; doubles each attempt */
+        double destination_wait;  /* seconds to wait at the end for a destination that is down */
+        int verify_interval_days; /* 0..3650; the service's scrub re-checks copies older; 0 off */
+        double verify_rate;       /* MB/s the scrub reads at most; 0 unlimited */
     } backup;
 
     /* Non-fatal findings of loading (".env is readable by others", ...), NULL-terminated. */

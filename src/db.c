@@ -2722,6 +2722,7 @@ int db_verify_copies_page(struct db *db, const struct db_verify_filter *f,
         "                         WHERE sf.session_id = ?8 AND sf.file_id = c.file_id)) "
         "  AND NOT EXISTS (SELECT 1 FROM verify_results r "
         "                  WHERE r.run_id = ?10 AND r.file_id = c.file_id AND r.dest = c.dest) "
+        "  AND (?11 = 0 OR c.verified_at < ?11) "
         "ORDER BY c.checked_at, c.file_id, c.dest LIMIT ?9";
     if (!db || !f || !cursor || !ret || !ret_n || max < 1 || max > DB_VERIFY_PAGE_MAX)
         return error_set(err, -EINVAL, "invalid verification page");
@@ -2739,6 +2740,7 @@ int db_verify_copies_page(struct db *db, const struct db_verify_filter *f,
     rc = bind_i64(st, 8, f->session_id, rc);
     rc = bind_i64(st, 9, (int64_t)max, rc);
     rc = bind_i64(st, 10, f->run_id, rc);
+    rc = bind_i64(st, 11, f->made_before, rc);
     if (rc != SQLITE_OK) {
         r = db_fail(db, rc, err, "cannot list the copies to verify");
         goto out;

@@ -573,6 +573,7 @@ struct db_verify_filter {
                              * checked; INT64_MAX for every copy) */
     int64_t run_id;         /* > 0: copies this run has a result for are left out, so a walk
                              * that records each copy it is given ends */
+    int64_t made_before;    /* > 0: only copies made (copies.verified_at) before this */
 };
 
 /* Where a walk is: after the last copy returned, in the order (checked_at, file_id, dest).

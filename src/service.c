@@ -35,6 +35,7 @@
 #include "engine.h"
 #include "log.h"
 #include "mqtt.h"
+#include "scrub.h"
 #include "status.h"
 #include "web.h"
 
@@ -42,7 +43,21 @@
 
 #define SERVICE_IDLE_CARDS_MAX 16 /* cards left mounted after their session (retry, eject) */
 
-enum { SRC_SIGNAL = 1, SRC_DETECTOR, SRC_DONE, SRC_WATCHDOG, SRC_COMMAND };
+/* The scrub (scrub.h) looks for copies due this long after the service started or the last
+ * backup ended, between two slices of a pass, and after a pass or a failure. */
+#define SCRUB_IDLE_S 5
+#define SCRUB_BETWEEN_SLICES_S 5
+#define SCRUB_RECHECK_S 3600
+
+enum {
+    SRC_SIGNAL = 1,
+    SRC_DETECTOR,
+    SRC_DONE,
+    SRC_WATCHDOG,
+    SRC_COMMAND,
+    SRC_SCRUB,
+    SRC_SCRUB_DONE
+};
 
 struct svc_config {
     struct config *cfg;
@@ -90,6 +105,19 @@ struct service {
     /* cards whose session ended with the card still mounted (loop thread) */
     struct detector_card idle[SERVICE_IDLE_CARDS_MAX];
     size_t n_idle;
+    /* the scrub: one slice at a time in its own thread, started by the loop when no card is
+     * being backed up; the thread owns the scrub_result fields until it writes scrub_donefd */
+    int scrubfd;      /* timerfd: time to look for copies due */
+    int scrub_donefd; /* eventfd: the slice's thread ended */
+    bool scrub_running;
+    pthread_t scrub_thread;
+    atomic_bool scrub_cancel;
+    bool scrub_paused; /* cancelled because a card went in: resumes when the backups end */
+    struct svc_config *scrub_conf;
+    struct db_verify_cursor scrub_cursor; /* where the pass is, between slices */
+    int scrub_rc;
+    struct error scrub_err;
+    struct scrub_slice scrub_result;
 };
 
 static void conf_unref(struct svc_config *c)
@@ -183,6 +211,116 @@ static void *job_main(void *arg)
     return NULL;
 }
 
+/* ---- the scrub ---- */
+
+/* Looks for copies due in seconds (loop thread); nothing when the scrub is off. */
+static void scrub_arm(struct service *svc, int seconds)
+{
+    if (svc->scrubfd < 0)
+        return;
+    bool on = svc->conf->cfg->backup.verify_interval_days > 0;
+    struct itimerspec its = {.it_value = {on ? seconds : 0, on && seconds == 0 ? 1 : 0}};
+    if (timerfd_settime(svc->scrubfd, 0, &its, NULL) < 0)
+        log_warning("scrub: cannot set its timer: %s", strerror(errno));
+}
+
+static void on_scrub_problem(const struct verify_problem *p, void *userdata)
+{
+    (void)userdata;
+    log_warning("scrub: %s: %s %s (card file %s): %s", db_verify_result_to_string(p->result),
+                p->dest_label, p->remote, p->rel_path, p->detail);
+}
+
+static void *scrub_main(void *arg)
+{
+    struct service *svc = arg;
+    pthread_setname_np(pthread_self(), "snapsync-scrub");
+    svc->scrub_rc =
+        scrub_slice(svc->scrub_conf->cfg, time(NULL), &svc->scrub_cancel, &svc->scrub_cursor,
+                    on_scrub_problem, NULL, &svc->scrub_result, &svc->scrub_err);
+    uint64_t one = 1;
+    if (write(svc->scrub_donefd, &one, sizeof(one)) < 0)
+        log_error("cannot wake the service loop: %s", strerror(errno));
+    return NULL;
+}
+
+/* The timer fired: a slice starts unless a card is being backed up (the end of the last backup
+ * arms the timer again), the service stops, or one runs. Loop thread. */
+static void scrub_start(struct service *svc)
+{
+    uint64_t ticks;
+    if (read(svc->scrubfd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+        log_warning("scrub timer: %s", strerror(errno));
+    if (svc->stopping || svc->n_jobs > 0 || svc->scrub_running ||
+        svc->conf->cfg->backup.verify_interval_days <= 0)
+        return;
+    svc->scrub_conf = svc->conf;
+    svc->scrub_conf->refs++;
+    atomic_store(&svc->scrub_cancel, false);
+    svc->scrub_paused = false;
+    memset(&svc->scrub_err, 0, sizeof(svc->scrub_err));
+    int r = pthread_create(&svc->scrub_thread, NULL, scrub_main, svc);
+    if (r != 0) {
+        log_error("scrub: cannot start its thread: %s", strerror(r));
+        conf_unref(svc->scrub_conf);
+        svc->scrub_conf = NULL;
+        scrub_arm(svc, SCRUB_RECHECK_S);
+        return;
+    }
+    svc->scrub_running = true;
+}
+
+/* A card went in, or the service stops: the slice ends at its next chunk (what it checked is
+ * recorded) and, for a card, the scrub goes on when the backups are done. */
+static void scrub_pause(struct service *svc, const char *why)
+{
+    if (!svc->scrub_running || atomic_exchange(&svc->scrub_cancel, true))
+        return;
+    svc->scrub_paused = true;
+    log_info("scrub: paused (%s); it goes on when no card is being backed up", why);
+}
+
+/* The slice's thread ended (loop thread): what it found, and when to look again. */
+static void scrub_done(struct service *svc)
+{
+    uint64_t n;
+    if (read(svc->scrub_donefd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+        log_warning("eventfd: %s", strerror(errno));
+    if (!svc->scrub_running)
+        return;
+    pthread_join(svc->scrub_thread, NULL);
+    svc->scrub_running = false;
+    conf_unref(svc->scrub_conf);
+    svc->scrub_conf = NULL;
+    const struct scrub_slice *res = &svc->scrub_result;
+    const struct verify_summary *sum = &res->sum;
+    const struct db_verify_counts *k = &sum->counts;
+    int next = SCRUB_RECHECK_S;
+    if (svc->scrub_rc < 0) {
+        log_error("scrub: %s; trying again in %d minutes", svc->scrub_err.msg,
+                  SCRUB_RECHECK_S / 60);
+    } else if (res->nothing_due) {
+        log_debug("scrub: no copy is due");
+        memset(&svc->scrub_cursor, 0, sizeof(svc->scrub_cursor));
+    } else {
+        log_msg(sum->status == DB_VERIFY_PROBLEMS ? LOG_LEVEL_WARNING : LOG_LEVEL_INFO,
+                "scrub: verification run %" PRId64 " %s: %" PRId64 " copies checked, %" PRId64
+                " ok, %" PRId64 " missing, %" PRId64 " changed, %" PRId64 " could not be checked",
+                sum->run_id, db_verify_status_to_string(sum->status), k->checked, k->ok, k->missing,
+                k->changed, k->errors);
+        if (sum->history_error[0])
+            log_warning("scrub: the ASC MHL history was not updated: %s", sum->history_error);
+        if (sum->complete)
+            memset(&svc->scrub_cursor, 0, sizeof(svc->scrub_cursor)); /* the next pass */
+        else if (k->checked > k->errors)
+            next = SCRUB_BETWEEN_SLICES_S; /* more are due: the next slice soon */
+        /* else nothing could be checked (a destination down): not again before long */
+    }
+    if (svc->stopping || (svc->scrub_paused && svc->n_jobs > 0))
+        return; /* the end of the last backup arms the timer */
+    scrub_arm(svc, svc->scrub_paused ? SCRUB_IDLE_S : next); /* cut for a card: on when idle */
+}
+
 /* ---- detector callbacks (loop thread) ---- */
 
 static struct job *find_job(struct service *svc, const struct detector_card *c)
@@ -215,6 +353,7 @@ static void on_card_added(const struct detector_card *card, void *userdata)
         log_debug("card '%s' is already being backed up", card_name(card));
         return;
     }
+    scrub_pause(svc, "a card went in");
     if (svc->n_jobs >= SERVICE_JOBS_MAX) {
         log_warning("%d backups running: card '%s' is not backed up now", SERVICE_JOBS_MAX,
                     card_name(card));
@@ -311,6 +450,8 @@ static void drain_done(struct service *svc)
         finish_job(svc, done);
         done = next;
     }
+    if (svc->n_jobs == 0 && !svc->stopping && !svc->scrub_running)
+        scrub_arm(svc, SCRUB_IDLE_S);
     notify_status(svc);
 }
 
@@ -323,6 +464,8 @@ static void stop(struct service *svc, int sig)
     sd_notify(0, "STOPPING=1");
     for (struct job *j = svc->jobs; j; j = j->next)
         atomic_store(&j->cancel, true);
+    if (svc->scrub_running)
+        atomic_store(&svc->scrub_cancel, true);
     notify_status(svc);
 }
 
@@ -374,6 +517,8 @@ static void reload(struct service *svc)
         if (detector_scan(svc->det) < 0)
             log_error("cannot look for cards: out of memory");
     }
+    if (!svc->scrub_running && svc->n_jobs == 0)
+        scrub_arm(svc, SCRUB_IDLE_S); /* turned on, off, or another interval */
     sd_notify(0, "READY=1");
 }
 
@@ -549,13 +694,20 @@ static int setup(struct service *svc, struct error *err)
     svc->donefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     svc->cmdfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     svc->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (svc->sigfd < 0 || svc->donefd < 0 || svc->cmdfd < 0 || svc->epfd < 0)
+    svc->scrubfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    svc->scrub_donefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (svc->sigfd < 0 || svc->donefd < 0 || svc->cmdfd < 0 || svc->epfd < 0 || svc->scrubfd < 0 ||
+        svc->scrub_donefd < 0)
         return error_set_errno(err, -errno, "cannot create the service's event sources");
     int r = epoll_add(svc->epfd, svc->sigfd, SRC_SIGNAL);
     if (r == 0)
         r = epoll_add(svc->epfd, svc->donefd, SRC_DONE);
     if (r == 0)
         r = epoll_add(svc->epfd, svc->cmdfd, SRC_COMMAND);
+    if (r == 0)
+        r = epoll_add(svc->epfd, svc->scrubfd, SRC_SCRUB);
+    if (r == 0)
+        r = epoll_add(svc->epfd, svc->scrub_donefd, SRC_SCRUB_DONE);
     if (r < 0)
         return error_set_errno(err, r, "epoll");
 
@@ -636,8 +788,14 @@ static int setup(struct service *svc, struct error *err)
 
 int service_run(const char *config_path, const struct config *cfg, struct error *err)
 {
-    struct service svc = {
-        .config_path = config_path, .epfd = -1, .sigfd = -1, .donefd = -1, .wdfd = -1, .cmdfd = -1};
+    struct service svc = {.config_path = config_path,
+                          .epfd = -1,
+                          .sigfd = -1,
+                          .donefd = -1,
+                          .wdfd = -1,
+                          .cmdfd = -1,
+                          .scrubfd = -1,
+                          .scrub_donefd = -1};
     int r;
     pthread_mutex_init(&svc.lock, NULL);
     svc.conf = calloc(1, sizeof(*svc.conf));
@@ -656,10 +814,16 @@ int service_run(const char *config_path, const struct config *cfg, struct error 
     if (svc.det && detector_scan(svc.det) < 0)
         log_error("cannot look for cards: out of memory");
     log_info("snapsync %s started", SNAPSYNC_VERSION);
+    if (cfg->backup.verify_interval_days > 0) {
+        log_info("scrub: copies made and last checked more than %d days ago are checked again "
+                 "while no card is being backed up",
+                 cfg->backup.verify_interval_days);
+        scrub_arm(&svc, SCRUB_IDLE_S);
+    }
     sd_notify(0, "READY=1");
     notify_status(&svc);
 
-    while (!(svc.stopping && svc.n_jobs == 0)) {
+    while (!(svc.stopping && svc.n_jobs == 0 && !svc.scrub_running)) {
         struct epoll_event evs[8];
         int n = epoll_wait(svc.epfd, evs, 8, -1);
         if (n < 0 && errno == EINTR)
@@ -683,6 +847,12 @@ int service_run(const char *config_path, const struct config *cfg, struct error 
             case SRC_COMMAND:
                 handle_command(&svc);
                 break;
+            case SRC_SCRUB:
+                scrub_start(&svc);
+                break;
+            case SRC_SCRUB_DONE:
+                scrub_done(&svc);
+                break;
             case SRC_WATCHDOG: {
                 uint64_t ticks;
                 if (read(svc.wdfd, &ticks, sizeof(ticks)) > 0)
@@ -692,9 +862,14 @@ int service_run(const char *config_path, const struct config *cfg, struct error 
             }
         }
     }
-    /* after an epoll failure, still wait for the workers: they use svc */
+    /* after an epoll failure, still wait for the workers and the scrub: they use svc */
     for (struct job *j = svc.jobs; j; j = j->next)
         atomic_store(&j->cancel, true);
+    if (svc.scrub_running) {
+        atomic_store(&svc.scrub_cancel, true);
+        pthread_join(svc.scrub_thread, NULL);
+        conf_unref(svc.scrub_conf);
+    }
     while (svc.jobs) {
         struct job *j = svc.jobs;
         pthread_join(j->thread, NULL);
@@ -716,6 +891,10 @@ out:
     detector_free(svc.det);
     if (svc.cmdfd >= 0)
         close(svc.cmdfd);
+    if (svc.scrubfd >= 0)
+        close(svc.scrubfd);
+    if (svc.scrub_donefd >= 0)
+        close(svc.scrub_donefd);
     if (svc.wdfd >= 0)
         close(svc.wdfd);
     if (svc.epfd >= 0)

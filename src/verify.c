@@ -276,7 +276,9 @@ static int check_one(struct run *r, const struct db_verify_copy *c, struct error
 
 static void scope_text(const struct verify_scope *s, char *out, size_t size)
 {
-    if (s->session_id > 0) {
+    if (s->name) {
+        snprintf(out, size, "%s", s->name);
+    } else if (s->session_id > 0) {
         snprintf(out, size, "session %" PRId64, s->session_id);
     } else if (s->since > 0) {
         time_t t = (time_t)s->since;
@@ -315,7 +317,7 @@ int verify_run(const struct config *cfg, struct db *db, struct dest *const *dest
     memset(ret, 0, sizeof(*ret));
     ret->status = DB_VERIFY_FAILED;
     if (!cfg || !db || (!dests && n) || n > DEST_MAX || !scope || !opts || opts->max_copies < 0 ||
-        opts->rate_bps < 0 || scope->session_id < 0 || scope->since < 0)
+        opts->rate_bps < 0 || scope->session_id < 0 || scope->since < 0 || scope->made_before < 0)
         return error_set(err, -EINVAL, "invalid verification scope");
     struct run r = {.cfg = cfg, .db = db, .o = opts, .sum = ret, .n = n};
     for (size_t i = 0; i < n; i++)
@@ -334,7 +336,8 @@ int verify_run(const struct config *cfg, struct db *db, struct dest *const *dest
                                  .dest = scope->dest_id,
                                  .checked_before =
                                      scope->checked_before > 0 ? scope->checked_before : INT64_MAX,
-                                 .run_id = ret->run_id};
+                                 .run_id = ret->run_id,
+                                 .made_before = scope->made_before};
     struct db_verify_cursor local = {0};
     struct db_verify_cursor *cur = opts->resume ? opts->resume : &local;
     bool stopped = false, bounded = false;
@@ -349,21 +352,28 @@ int verify_run(const struct config *cfg, struct db *db, struct dest *const *dest
             if ((int64_t)want > left)
                 want = (size_t)left;
         }
+        struct db_verify_cursor before = *cur;
         e = db_verify_copies_page(db, &f, cur, page, want, &got, err);
         if (e < 0 || got == 0)
             break;
         for (size_t i = 0; i < got && e == 0; i++) {
-            if (cancelled(&r)) {
-                stopped = true;
-                break;
+            if (!cancelled(&r)) {
+                e = check_one(&r, &page[i], err);
+                if (e != -ECANCELED)
+                    continue;
+                e = 0; /* the copy in hand is looked at again by the next run */
             }
-            e = check_one(&r, &page[i], err);
-            if (e == -ECANCELED) {
-                /* the copy in hand is looked at again by the next run */
-                stopped = true;
-                e = 0;
-                break;
+            /* stopped before page[i]: the walk resumes there, not after the whole page */
+            stopped = true;
+            if (i == 0) {
+                *cur = before;
+            } else {
+                cur->started = true;
+                cur->checked_at = page[i - 1].checked_at;
+                cur->file_id = page[i - 1].file_id;
+                snprintf(cur->dest, sizeof(cur->dest), "%s", page[i - 1].dest);
             }
+            break;
         }
     }
     r.cur_label = r.cur_remote = NULL;

@@ -50,6 +50,11 @@ struct verify_scope {
                              * copy in scope is checked once by the call). A scrub passes now
                              * minus its interval, so copies checked since drop out; never a
                              * time after the call's start (copies it checks would stay in). */
+    int64_t made_before;    /* > 0: only copies made (verified when copied) before this time: a
+                             * scrub passes the same as checked_before, so a copy is due when
+                             * both its making and its last check are older than the interval */
+    const char *name;       /* non-NULL: the run's scope as recorded ("scrub"); else made from
+                             * the fields above ("all", "session 12", "since ...") */
 };
 
 /* Progress after each copy and, during a long read, every quarter second at most. */

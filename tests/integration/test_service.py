@@ -539,6 +539,82 @@ class ServiceTest(SnapsyncTest):
         self.assert_backed_up(staging)
         self.stop()
 
+    def scrub_thread(self):
+        """The tid of the service's scrub thread while a slice runs, else None."""
+        tasks = f"/proc/{self.proc.pid}/task"
+        for tid in os.listdir(tasks):
+            try:
+                with open(f"{tasks}/{tid}/comm") as f:
+                    if f.read().strip() == "snapsync-scrub":
+                        return int(tid)
+            except FileNotFoundError:
+                pass  # a thread that just ended
+        return None
+
+    def scrub_runs(self):
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
+        try:
+            return con.execute("select id, status, checked, ok, missing from verify_runs "
+                               "where scope = 'scrub' order by id").fetchall()
+        finally:
+            con.close()
+
+    def test_scrub_checks_old_copies_idly_pauses_for_a_card_and_resumes(self):
+        for i in range(6):
+            make_blob(f"{self.card}/DCIM/OLD{i}.MP4", 4 << 20)
+        r = self.backup()
+        self.assertEqual(r["files_copied"], 6, r)
+        # copies made 40 days ago; one of them has since gone from the destination
+        con = sqlite3.connect(self.db)
+        con.execute("update copies set verified_at = verified_at - 40 * 86400")
+        con.commit()
+        con.close()
+        [gone] = [f for f in self.dest_files() if f.endswith("OLD3.MP4")]
+        os.unlink(os.path.join(self.dest, gone))
+
+        img, staging = self.make_card("NEWCARD", {"DCIM/NEW.JPG": "photo"})
+        [loop] = self.reserve()
+        # 2 MB/s: the six copies take some 12 s, time for a card to go in mid-scrub
+        self.service_config(backup="  verify_interval_days: 30\n  verify_rate: 2\n")
+        self.start()
+        self.wait_log(r"scrub: copies made and last checked more than 30 days ago")
+        deadline = time.monotonic() + 60
+        while not self.scrub_runs() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the slice starts SCRUB_IDLE_S after the start
+        self.assertTrue(self.scrub_runs(), self.log())
+        tid = self.scrub_thread()
+        self.assertIsNotNone(tid, self.log())
+        # idle I/O class and nice 19, for that thread only
+        io = subprocess.run(["ionice", "-p", str(tid)], capture_output=True, text=True,
+                            check=True).stdout
+        self.assertIn("idle", io)
+        with open(f"/proc/{self.proc.pid}/task/{tid}/stat") as f:
+            self.assertEqual(int(f.read().rsplit(")", 1)[1].split()[16]), 19)
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            self.assertEqual(int(f.read().rsplit(")", 1)[1].split()[16]), 0)
+
+        self.attach(img, loop)  # a card goes in: the scrub makes way
+        self.wait_log(r"scrub: paused \(a card went in\)")
+        self.wait_log(r"scrub: verification run \d+ interrupted")
+        self.wait_log(r"session \d+ completed")
+        self.assert_backed_up(staging)
+        # and goes on once the card is done, with the copies it had not checked
+        text = self.wait_log(r"scrub: verification run \d+ problems", timeout=90)
+        self.assertRegex(text, r"scrub: missing: local \S+ \S+OLD3\.MP4 \(card file "
+                               r"DCIM/OLD3\.MP4\): no such file")
+        runs = self.scrub_runs()
+        self.assertEqual([r[1] for r in runs], ["interrupted", "problems"], runs)
+        self.assertEqual(sum(r[2] for r in runs), 6, runs)  # each copy checked once
+        self.assertEqual(sum(r[4] for r in runs), 1, runs)
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
+        checked = dict(con.execute("select f.rel_path, c.check_result from copies c "
+                                   "join files f on f.id = c.file_id").fetchall())
+        con.close()
+        self.assertEqual(checked.pop("DCIM/NEW.JPG"), None)  # new: not due for 30 days
+        self.assertEqual(checked.pop("DCIM/OLD3.MP4"), "missing")
+        self.assertEqual(set(checked.values()), {"ok"}, checked)
+        self.stop()
+
     def test_start_repairs_what_a_dead_process_left(self):
         """A session whose process died shows as running (its pid now taken by a process that
         started later), with a file stuck in verifying and a copy stuck in copying: the service

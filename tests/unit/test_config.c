@@ -156,6 +156,8 @@ static void assert_config_equal(const struct config *a, const struct config *b, 
     assert_int_equal(a->backup.verify_checksums, b->backup.verify_checksums);
     assert_int_equal(a->backup.max_retries, b->backup.max_retries);
     assert_true(a->backup.retry_delay == b->backup.retry_delay);
+    assert_int_equal(a->backup.verify_interval_days, b->backup.verify_interval_days);
+    assert_true(a->backup.verify_rate == b->backup.verify_rate);
     if (with_secrets) {
         assert_string_equal(a->immich.api_key, b->immich.api_key);
         assert_string_equal(a->unraid.username, b->unraid.username);

@@ -181,6 +181,44 @@ static void test_cancel_stops_at_once(void **state)
                      -EINVAL);
 }
 
+/* Cancels the run once two copies are checked. */
+static void cancel_after_two(const struct verify_progress *p, void *userdata)
+{
+    if (p->counts->checked >= 2)
+        atomic_store((atomic_bool *)userdata, true);
+}
+
+/* A scrub slice cut by a card resumes with the copies it had not checked, not after the page
+ * it had fetched; copies made after made_before are not due at all. */
+static void test_a_cut_slice_resumes_where_it_was_cut(void **state)
+{
+    struct world *w = *state;
+    struct error err = {0};
+    struct verify_summary sum;
+    struct verify_scope young = {.checked_before = (int64_t)time(NULL),
+                                 .made_before = (int64_t)time(NULL) - 86400,
+                                 .name = "scrub"};
+    struct verify_opts plain = {0};
+    assert_int_equal(verify_run(w->cfg, w->conn, w->dests, w->n, &young, &plain, &sum, &err), 0);
+    assert_int_equal(sum.counts.checked, 0); /* all made just now */
+
+    atomic_bool cancel = false;
+    struct db_verify_cursor cursor = {0};
+    struct verify_scope scope = {.checked_before = (int64_t)time(NULL), .name = "scrub"};
+    struct verify_opts o = {
+        .cancel = &cancel, .resume = &cursor, .on_progress = cancel_after_two, .userdata = &cancel};
+    assert_int_equal(verify_run(w->cfg, w->conn, w->dests, w->n, &scope, &o, &sum, &err), 0);
+    assert_int_equal(sum.status, DB_VERIFY_INTERRUPTED);
+    assert_int_equal(sum.counts.checked, 2);
+    atomic_store(&cancel, false);
+    o.on_progress = NULL;
+    assert_int_equal(verify_run(w->cfg, w->conn, w->dests, w->n, &scope, &o, &sum, &err), 0);
+    assert_int_equal(sum.counts.checked, 3);
+    assert_int_equal(sum.counts.ok, 3);
+    assert_true(sum.complete);
+    assert_int_equal(sum.status, DB_VERIFY_CLEAN);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -189,6 +227,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_slices_go_on_where_the_last_stopped, world_setup,
                                         world_teardown),
         cmocka_unit_test_setup_teardown(test_cancel_stops_at_once, world_setup, world_teardown),
+        cmocka_unit_test_setup_teardown(test_a_cut_slice_resumes_where_it_was_cut, world_setup,
+                                        world_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
