@@ -383,7 +383,13 @@ static const char *const stmt_sql[STMT_MAX] = {
                       "updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
                       "ON CONFLICT (file_id, dest) DO UPDATE SET state = ?3, "
                       "remote = coalesce(?4, remote), verified_at = ?5, error = ?6, "
-                      "updated_at = ?7",
+                      "updated_at = ?7, "
+                      /* a copy made again (after a verification found it missing or changed)
+                       * is a new copy: not yet checked, not yet in the ASC MHL history */
+                      "checked_at = CASE WHEN state = 'completed' THEN checked_at ELSE 0 END, "
+                      "check_result = CASE WHEN state = 'completed' THEN check_result END, "
+                      "mhl_generation = CASE WHEN state = 'completed' THEN mhl_generation "
+                      "ELSE 0 END",
     [STMT_COPY_GET] = "SELECT file_id, dest, state, remote, verified_at, error FROM copies "
                       "WHERE file_id = ?1 AND dest = ?2",
     [STMT_SESSION_SAFE] = "UPDATE sessions SET safe_to_remove = ?2 WHERE id = ?1",
@@ -2713,7 +2719,8 @@ int db_verify_copies_page(struct db *db, const struct db_verify_filter *f,
         "SELECT c.file_id, c.dest, c.remote, f.rel_path, f.size, f.mtime_ns, f.md5, f.sha1, "
         "  c.checked_at, c.mhl_generation "
         "FROM copies c JOIN files f ON f.id = c.file_id "
-        "WHERE c.state = 'completed' AND c.remote IS NOT NULL AND f.md5 IS NOT NULL "
+        "WHERE (c.state = 'completed' OR (c.state = 'failed' AND c.check_result IN "
+        "  ('missing', 'changed'))) AND c.remote IS NOT NULL AND f.md5 IS NOT NULL "
         "  AND f.sha1 IS NOT NULL AND c.checked_at < ?1 "
         "  AND (?2 = 0 OR (c.checked_at, c.file_id, c.dest) > (?3, ?4, ?5)) "
         "  AND (?6 IS NULL OR c.dest = ?6) "
@@ -2780,6 +2787,7 @@ struct verify_result_args {
     int64_t run_id, file_id, at;
     const char *dest, *detail;
     enum db_verify_result result;
+    bool fail_lost;
     struct error *err;
 };
 
@@ -2812,8 +2820,18 @@ static int verify_result_tx(struct db *db, void *userdata)
                          (long long)a->run_id, (long long)a->file_id, a->dest);
     if (r < 0 || a->result == DB_VERIFY_ERROR)
         return r;
+    /* a copy found missing or changed is no copy any more: failed, so that the next backup
+     * of a card that still has the file (or of any file with that content) makes it again */
     r = adhoc_prepare(db,
-                      "UPDATE copies SET checked_at = ?3, check_result = ?4 "
+                      "UPDATE copies SET checked_at = ?3, check_result = ?4, "
+                      "  state = CASE WHEN ?7 AND ?4 IN ('missing', 'changed') THEN 'failed' "
+                      "    WHEN state = 'failed' AND check_result IN ('missing', 'changed') "
+                      "    THEN 'completed' ELSE state END, "
+                      "  error = CASE WHEN ?7 AND ?4 IN ('missing', 'changed') "
+                      "    THEN 'verification run ' || ?5 || ' found it ' || ?4 || "
+                      "      coalesce(': ' || ?6, '') "
+                      "    WHEN state = 'failed' AND check_result IN ('missing', 'changed') "
+                      "    THEN NULL ELSE error END "
                       "WHERE file_id = ?1 AND dest = ?2",
                       &st, a->err);
     if (r < 0)
@@ -2822,6 +2840,9 @@ static int verify_result_tx(struct db *db, void *userdata)
     rc = bind_str(st, 2, a->dest, rc);
     rc = bind_i64(st, 3, a->at, rc);
     rc = bind_str(st, 4, name, rc);
+    rc = bind_i64(st, 5, a->run_id, rc);
+    rc = bind_str(st, 6, a->detail, rc);
+    rc = bind_i64(st, 7, a->fail_lost, rc);
     if (rc != SQLITE_OK)
         r = db_fail(db, rc, a->err, "cannot record a verification result");
     else
@@ -2832,11 +2853,11 @@ static int verify_result_tx(struct db *db, void *userdata)
 
 int db_verify_result_add(struct db *db, int64_t run_id, int64_t file_id, const char *dest,
                          enum db_verify_result result, const char *detail, int64_t at,
-                         struct error *err)
+                         bool fail_lost, struct error *err)
 {
     if (!db || !dest || !*dest || strlen(dest) >= 256 ||
         (unsigned)result >= ARRAY_SIZE(verify_result_names))
         return error_set(err, -EINVAL, "invalid verification result");
-    struct verify_result_args a = {run_id, file_id, at, dest, detail, result, err};
+    struct verify_result_args a = {run_id, file_id, at, dest, detail, result, fail_lost, err};
     return db_transaction(db, verify_result_tx, &a, err);
 }

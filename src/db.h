@@ -564,7 +564,8 @@ int db_verify_run_begin(struct db *db, const char *scope, const char *dest_filte
 int db_verify_run_end(struct db *db, int64_t id, const struct db_verify_counts *counts,
                       enum db_verify_status status, struct error *err);
 
-/* Which copies a run looks at: completed copies with a remote and a recorded MD5 and SHA-1. */
+/* Which copies a run looks at: completed copies with a remote and a recorded MD5 and SHA-1, and
+ * those a run found missing or changed (failed since, until made again). */
 struct db_verify_filter {
     int64_t session_id;     /* > 0: only files session_id recorded an outcome for */
     int64_t since;          /* > 0: only copies made (copies.verified_at) at or after since */
@@ -615,10 +616,17 @@ int db_verify_copies_page(struct db *db, const struct db_verify_filter *f,
 /*
  * Records what run_id found for the copy (file_id, dest) at time at, in one transaction: a
  * verify_results row (replacing one the run had for that copy), and unless result is
- * DB_VERIFY_ERROR the copy's checked_at = at and check_result. detail (free text, may be NULL)
- * says what differs ("size 1000, recorded 2048"). -ENOENT when the run or the copy does not
- * exist.
+ * DB_VERIFY_ERROR the copy's checked_at = at and check_result. With fail_lost (a destination
+ * that is SnapSync's own tree: a folder, a share) a copy found missing or changed
+ * becomes failed (error "verification run N found it missing: detail"), so that it no longer
+ * counts as a backup (db_file_done, db_hash_backed_up) and the next backup makes it again; such
+ * a copy is still checked by later runs (db_verify_copies_page), and one found ok again (put
+ * back by hand) is completed again. Without fail_lost (Immich, whose library its user curates:
+ * an asset deleted there is not uploaded again) only the verdict is recorded. A
+ * copy set completed again by db_copy_set starts over: checked_at 0, no check_result, no
+ * ASC MHL generation. detail (free text, may be NULL) says what differs ("size 1000, recorded
+ * 2048"). -ENOENT when the run or the copy does not exist.
  */
 int db_verify_result_add(struct db *db, int64_t run_id, int64_t file_id, const char *dest,
                          enum db_verify_result result, const char *detail, int64_t at,
-                         struct error *err);
+                         bool fail_lost, struct error *err);

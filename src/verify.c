@@ -251,7 +251,8 @@ static int check_one(struct run *r, const struct db_verify_copy *c, struct error
                  detail);
     }
     int e = db_verify_result_add(r->db, r->sum->run_id, c->file_id, c->dest, res,
-                                 detail[0] ? detail : NULL, (int64_t)time(NULL), err);
+                                 detail[0] ? detail : NULL, (int64_t)time(NULL),
+                                 dest_check_kind(vd->d) == DEST_CHECK_READ, err);
     if (e < 0)
         return e;
     struct db_verify_counts *k = &r->sum->counts;

@@ -63,6 +63,48 @@ class VerifyLocalTest(SnapsyncTest):
                                      "or check_result != 'ok'").fetchone()[0], 0)
         con.close()
 
+    def test_a_lost_copy_is_made_again_by_the_next_backup(self):
+        os.unlink(self.path("IMG_0002.JPG"))
+        truncated = self.path("MVI_0004.MOV")
+        os.truncate(truncated, 1000)
+        self.snapsync("verify", check=1)
+        con = sqlite3.connect(self.db)
+        rows = dict(con.execute("select f.rel_path, c.state || ' ' || coalesce(c.error, '') "
+                                "from copies c join files f on f.id = c.file_id").fetchall())
+        con.close()
+        self.assertRegex(rows["DCIM/100CANON/IMG_0002.JPG"],
+                         r"^failed verification run \d+ found it missing: no such file$")
+        self.assertRegex(rows["DCIM/100CANON/MVI_0004.MOV"], r"^failed .* found it changed")
+        # still reported by the next run: a lost copy does not turn clean by being looked at
+        _, out = self.verify(check=1)
+        self.assertEqual((out["missing"], out["changed"]), (1, 1), out)
+        # the card comes back: both are copied again (the changed one beside the bad one,
+        # which is never overwritten), and the tree verifies clean
+        r = self.backup()
+        self.assertEqual((r["files_copied"], r["files_skipped"]), (2, 2), r)
+        self.assertTrue(os.path.exists(self.path("IMG_0002.JPG")))
+        self.assertEqual(md5(self.path("IMG_0002.JPG")),
+                         md5(f"{self.card}/DCIM/100CANON/IMG_0002.JPG"))
+        self.assertEqual(os.path.getsize(truncated), 1000)  # left as it was
+        _, out = self.verify(check=0)
+        self.assertEqual((out["checked"], out["ok"]), (4, 4), out)
+        history = os.path.join(self.dest, "ascmhl")
+        for g in generations(self.dest):
+            rc, err = xmllint(os.path.join(history, g), "ASCMHL.xsd")
+            self.assertEqual(rc, 0, err)
+
+    def test_a_copy_put_back_by_hand_is_a_copy_again(self):
+        with open(self.path("IMG_0003.JPG"), "rb") as f:
+            saved = f.read()
+        os.unlink(self.path("IMG_0003.JPG"))
+        self.snapsync("verify", check=1)
+        with open(self.path("IMG_0003.JPG"), "wb") as f:
+            f.write(saved)
+        _, out = self.verify(check=0)
+        self.assertEqual((out["checked"], out["ok"]), (4, 4), out)
+        r = self.backup()
+        self.assertEqual((r["files_copied"], r["files_skipped"]), (0, 4), r)
+
     def test_changed_truncated_and_deleted_copies_are_named(self):
         with open(self.path("IMG_0001.JPG"), "r+b") as f:  # same size, other bytes
             f.seek(100)
@@ -280,6 +322,14 @@ class VerifyImmichTest(SnapsyncTest):
             self.assertTrue(x["dest"].startswith("immich:"), x)
         p = self.snapsync("verify", check=1)
         self.assertIn(f"missing: immich {self.server.url}/api {assets['IMG_0002.JPG']}", p.stdout)
+        # Immich's library is its user's: a deleted asset is reported, not uploaded again (the
+        # copies at the folder destination are unaffected either way)
+        con = sqlite3.connect(self.db)
+        self.assertEqual(con.execute("select count(*) from copies where state != 'completed'")
+                         .fetchone()[0], 0)
+        con.close()
+        r = self.backup()
+        self.assertEqual((r["files_copied"], r["files_skipped"]), (0, 3), r)
 
     def test_a_server_that_is_down_is_no_verdict_and_not_asked_for_every_copy(self):
         for i in range(5):

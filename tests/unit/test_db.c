@@ -794,9 +794,10 @@ static void test_verify_runs_pages_and_results(void **state)
     assert_int_equal(page[1].size, 101);
     assert_string_equal(page[1].sha1, "0123456789abcdef0123456789abcdef01234567");
     assert_int_equal(
-        db_verify_result_add(db, run, f[0], "usb", DB_VERIFY_ERROR, "offline", 2000, NULL), 0);
+        db_verify_result_add(db, run, f[0], "usb", DB_VERIFY_ERROR, "offline", 2000, true, NULL),
+        0);
     assert_int_equal(
-        db_verify_result_add(db, run, f[1], "nas", DB_VERIFY_MISSING, "gone", 2000, NULL), 0);
+        db_verify_result_add(db, run, f[1], "nas", DB_VERIFY_MISSING, "gone", 2000, true, NULL), 0);
     assert_int_equal(db_verify_copies_page(db, &flt, &cur, page, 2, &n, NULL), 0);
     assert_int_equal(n, 2); /* not the failed copy of file 4 */
     assert_int_equal(page[0].file_id, f[2]);
@@ -813,6 +814,11 @@ static void test_verify_runs_pages_and_results(void **state)
                                    "'nas'"),
                      2000);
     assert_int_equal(raw_int(path, "SELECT count(*) FROM verify_results WHERE run_id = 1"), 2);
+    /* the missing copy is no backup any more: failed, so that a backup makes it again */
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM copies WHERE file_id = 2 AND dest = "
+                                   "'nas' AND state = 'failed' AND error = 'verification run 1 "
+                                   "found it missing: gone'"),
+                     1);
 
     /* the run's own walk leaves out what it has a row for, verdict or not */
     struct db_verify_filter own = {.checked_before = INT64_MAX, .run_id = run};
@@ -838,10 +844,10 @@ static void test_verify_runs_pages_and_results(void **state)
     assert_int_equal(db_verify_run_end(db, run, &counts, DB_VERIFY_PROBLEMS, NULL), 0);
     assert_int_equal(raw_int(path, "SELECT missing FROM verify_runs WHERE id = 1"), 1);
     assert_int_equal(db_verify_run_end(db, 99, &counts, DB_VERIFY_CLEAN, NULL), -ENOENT);
-    assert_int_equal(db_verify_result_add(db, 99, f[0], "nas", DB_VERIFY_OK, NULL, 1, NULL),
+    assert_int_equal(db_verify_result_add(db, 99, f[0], "nas", DB_VERIFY_OK, NULL, 1, true, NULL),
                      -ENOENT);
-    assert_int_equal(db_verify_result_add(db, run, f[0], "nowhere", DB_VERIFY_OK, NULL, 1, NULL),
-                     -ENOENT);
+    assert_int_equal(
+        db_verify_result_add(db, run, f[0], "nowhere", DB_VERIFY_OK, NULL, 1, true, NULL), -ENOENT);
     assert_int_equal(db_verify_copies_page(db, &flt, &fresh, page, 0, &n, NULL), -EINVAL);
     assert_string_equal(db_verify_status_to_string(DB_VERIFY_PAUSED), "paused");
     assert_string_equal(db_verify_result_to_string(DB_VERIFY_CHANGED), "changed");
