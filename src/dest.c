@@ -17,6 +17,7 @@ extern const struct dest_ops dest_local_ops;
 extern const struct dest_ops dest_local_folder_ops;
 extern const struct dest_ops dest_smb_ops;
 extern const struct dest_ops dest_immich_ops;
+extern const struct dest_ops dest_s3_ops;
 
 struct dest {
     const struct dest_ops *ops;
@@ -84,8 +85,15 @@ int dest_create_all(const struct config *cfg, struct dest ***ret, size_t *ret_n,
             goto fail;
         n++;
     }
+    if (cfg->s3.enabled) {
+        r = dest_new(&dest_s3_ops, "s3", cfg, &list[n], err);
+        if (r < 0)
+            goto fail;
+        n++;
+    }
     if (n == 0) {
-        r = error_set(err, -ENODEV, "no destination is enabled (enable unraid, local or immich)");
+        r = error_set(err, -ENODEV,
+                      "no destination is enabled (enable unraid, local, immich or s3)");
         goto fail;
     }
     *ret = list;
