@@ -354,8 +354,7 @@ static const struct key_row keys[] = {
     PATHKEY(SEC_S3, "tls_ca_file", s3.tls_ca_file, "", 0,
             "For https: CA certificate (PEM) of a self-signed server; empty: the system's CAs."),
     INT(SEC_S3, "part_size", s3.part_size, "16", 5, 512,
-        "MiB; larger files go as multipart uploads of parts this size (memory: about two parts "
-        "per file copied)."),
+        "MiB; larger files go up in parts this size (one part in memory per file)."),
     INT(SEC_S3, "timeout", s3.timeout, "30", 1, 3600,
         "Seconds without progress before a request gives up (not a total time)."),
     SECRET(SEC_S3, "access_key_id", s3.access_key_id, "S3_ACCESS_KEY_ID", "Access key id."),
