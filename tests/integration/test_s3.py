@@ -65,7 +65,10 @@ class S3rver:
             self.proc = subprocess.Popen(
                 [tool("node"), os.path.join(NODE_DIR, "node_modules", "s3rver", "bin",
                                             "s3rver.js"),
-                 "-d", self.data, "-a", "127.0.0.1", "-p", "0", "--configure-bucket", BUCKET],
+                 "-d", self.data, "-a", "127.0.0.1", "-p", "0", "--configure-bucket", BUCKET,
+                 # virtual-hosted requests to <bucket>.s3.localhost (libcurl resolves every
+                 # *.localhost to loopback itself)
+                 "--service-endpoint", "localhost"],
                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.port = None
 
@@ -98,8 +101,9 @@ class S3Test(SnapsyncTest):
         self.env["S3_SECRET_ACCESS_KEY"] = SECRET
         self.configure()
 
-    def configure(self, bucket=BUCKET, part_size=5):
-        extra = (f"s3:\n  enabled: true\n  endpoint: {self.server.url}\n  bucket: {bucket}\n"
+    def configure(self, bucket=BUCKET, part_size=5, endpoint=None, addressing="path"):
+        extra = (f"s3:\n  enabled: true\n  endpoint: {endpoint or self.server.url}\n"
+                 f"  bucket: {bucket}\n  addressing: {addressing}\n"
                  f"  prefix: /{PREFIX}/\n  part_size: {part_size}\n  timeout: 10\n")
         write_config(self.config, self.dest, self.db, extra=extra)
         with open(self.config) as f:
@@ -171,8 +175,11 @@ class S3Test(SnapsyncTest):
             self.assertEqual(objects[key], os.path.getsize(f"{self.card}/{rel}"), key)
             self.assertEqual(self.remote_md5(key), md5(f"{self.card}/{rel}"), key)
         # the video went as a multipart upload of 3 parts; the photos as one PUT each
-        log = self.server.text()
         video = self.video_key(objects)
+        # s3rver logs a request's line after answering it; "Stored ..." lines come before
+        wait_for(lambda: f"{video}?partNumber=3&uploadId=" in self.server.text(), 30,
+                 "the third part's line in s3rver's log")
+        log = self.server.text()
         for n in (1, 2, 3):
             self.assertIn(f"{video}?partNumber={n}&uploadId=", log)
         self.assertNotIn("partNumber=4&", log)
@@ -241,7 +248,21 @@ class S3Test(SnapsyncTest):
     def test_test_connection_writes_and_deletes_a_probe(self):
         p = self.snapsync("test-connection", check=0)
         self.assertIn("probe object written and deleted", p.stdout + p.stderr)
-        log = self.server.text()
-        self.assertRegex(log, r'Stored object "station-1/cards/\.snapsync-probe-[0-9a-f]{16}"')
-        self.assertRegex(log, r"\.snapsync-probe-[0-9a-f]{16} 204 ")
+        # s3rver logs a request after answering it: wait for the DELETE's line
+        wait_for(lambda: re.search(r"\.snapsync-probe-[0-9a-f]{16} 204 ", self.server.text()),
+                 30, "the probe's DELETE in s3rver's log")
+        self.assertRegex(self.server.text(),
+                         r'Stored object "station-1/cards/\.snapsync-probe-[0-9a-f]{16}"')
         self.assertEqual(self.objects(), {})
+
+    def test_virtual_hosted_addressing(self):
+        """addressing: virtual sends to <bucket>.<endpoint host>: the keys land in the bucket
+        (path-style requests of the same keys would name a bucket "2023" that does not exist)."""
+        expect = self.make_card()
+        self.configure(endpoint=f"http://s3.localhost:{self.server.port}", addressing="virtual")
+        r = self.backup()
+        self.assertEqual(r["status"], "completed", r)
+        objects = self.objects()
+        self.assertEqual(len(objects), 3, objects)
+        for key, rel in expect.items():
+            self.assertEqual(self.remote_md5(key), md5(f"{self.card}/{rel}"), key)
