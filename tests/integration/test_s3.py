@@ -19,8 +19,8 @@ import signal
 import subprocess
 import time
 
-from harness import (SnapsyncTest, TMP_ROOT, make_blob, make_photo, md5, tool, wait_for,
-                     write_config)
+from harness import (BIN, SANITIZER_MARKS, SnapsyncTest, TMP_ROOT, make_blob, make_photo, md5,
+                     tool, wait_for, write_config)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 S3_PKG = os.path.join(HERE, "..", "s3")
@@ -266,3 +266,34 @@ class S3Test(SnapsyncTest):
         self.assertEqual(len(objects), 3, objects)
         for key, rel in expect.items():
             self.assertEqual(self.remote_md5(key), md5(f"{self.card}/{rel}"), key)
+
+    def test_large_file_memory_stays_bounded(self):
+        """A 256 MiB video in parts of 5 MiB: 52 parts, one of them in memory at a time; the
+        peak RSS of snapsync (measured alone, in a process of its own) stays far below the
+        file's size."""
+        path = f"{self.card}/DCIM/100CANON/MVI_0009.MP4"
+        os.makedirs(os.path.dirname(path))
+        with open(path, "wb") as f:
+            f.write(os.urandom(1 << 20))
+            f.truncate(256 << 20)
+        peak = os.path.join(self.dir, "peak")
+        measure = ("import resource, subprocess, sys\n"
+                   "p = subprocess.run(sys.argv[2:])\n"
+                   "open(sys.argv[1], 'w').write(str(resource.getrusage("
+                   "resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+                   "sys.exit(p.returncode)\n")
+        p = subprocess.run([tool("python3"), "-c", measure, peak, BIN, "--config", self.config,
+                            "backup", self.card, "--json"], capture_output=True, text=True,
+                           env=self.env, timeout=600)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        for mark in SANITIZER_MARKS:
+            self.assertNotIn(mark, p.stderr)
+        r = json.loads(p.stdout)
+        self.assertEqual(r["files_copied"], 1, r)
+        key = [k for k in self.objects() if k.endswith("MVI_0009.MP4")][0]
+        self.assertEqual(self.remote_md5(key), md5(path))
+        wait_for(lambda: f"{key}?partNumber=52&uploadId=" in self.server.text(), 30,
+                 "the 52nd part's line in s3rver's log")
+        with open(peak) as f:
+            kib = int(f.read())
+        self.assertLess(kib * 1024, 128 << 20, f"peak RSS {kib} KiB for a 256 MiB file")
