@@ -6,6 +6,7 @@
  * it refused), so no caller can log, store or serve one.
  */
 #include "dest.h"
+#include "s3_proto.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -141,6 +142,18 @@ void dest_target(const struct dest *d, const char *date_path, const char *name,
                  struct dest_target *ret)
 {
     memset(ret, 0, sizeof(*ret));
+    if (d->ops == &dest_s3_ops) { /* the object's URL; whether the key is taken asks the server */
+        char key[S3_KEY_MAX + 1];
+        const char *date = d->cfg->s3.organize_by_date && date_path ? date_path : "";
+        int k = s3_object_key(d->cfg->s3.prefix, date, name, key, sizeof(key));
+        int n =
+            k < 0 ? -1
+                  : snprintf(ret->where, sizeof(ret->where), "s3://%s/%s", d->cfg->s3.bucket, key);
+        ret->has_path = n > 0 && (size_t)n < sizeof(ret->where);
+        if (!ret->has_path)
+            snprintf(ret->where, sizeof(ret->where), "%s", d->id);
+        return;
+    }
     bool local = d->ops == &dest_local_ops || d->ops == &dest_local_folder_ops;
     if (!local && d->ops != &dest_smb_ops) {
         snprintf(ret->where, sizeof(ret->where), "%s", d->id);

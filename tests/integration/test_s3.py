@@ -297,3 +297,9 @@ class S3Test(SnapsyncTest):
         with open(peak) as f:
             kib = int(f.read())
         self.assertLess(kib * 1024, 128 << 20, f"peak RSS {kib} KiB for a 256 MiB file")
+
+    def test_dry_run_names_the_objects(self):
+        self.make_card()
+        p = self.snapsync("backup", self.card, "--dry-run", "--json", check=0)
+        self.assertIn(f"s3://{BUCKET}/{PREFIX}/2023/07/14/IMG_0001.JPG", p.stdout)
+        self.assertEqual(self.objects(), {})
