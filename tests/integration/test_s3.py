@@ -54,28 +54,29 @@ def install_s3rver():
 class S3rver:
     """s3rver on 127.0.0.1, a port the OS picks, with the bucket BUCKET; stopped by its pid."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, port=0):
         install_s3rver()
         self.data = os.path.join(workdir, "s3-data")
         self.log = os.path.join(workdir, "s3rver.log")
         os.makedirs(self.data, exist_ok=True)
         # s3rver's continuation tokens use a cipher OpenSSL 3 keeps in its legacy provider
         env = dict(os.environ, NODE_OPTIONS="--openssl-legacy-provider")
-        with open(self.log, "w") as log:
+        with open(self.log, "a") as log:
             self.proc = subprocess.Popen(
                 [tool("node"), os.path.join(NODE_DIR, "node_modules", "s3rver", "bin",
                                             "s3rver.js"),
-                 "-d", self.data, "-a", "127.0.0.1", "-p", "0", "--configure-bucket", BUCKET,
+                 "-d", self.data, "-a", "127.0.0.1", "-p", str(port), "--configure-bucket", BUCKET,
                  # virtual-hosted requests to <bucket>.s3.localhost (libcurl resolves every
                  # *.localhost to loopback itself)
                  "--service-endpoint", "localhost"],
                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.port = None
+        start = len(self.text())
 
         def listening():
             if self.proc.poll() is not None:
                 raise AssertionError(f"s3rver exited:\n{self.text()}")
-            m = re.search(r"S3rver listening on 127\.0\.0\.1:(\d+)", self.text())
+            m = re.search(r"S3rver listening on 127\.0\.0\.1:(\d+)", self.text()[start:])
             if m:
                 self.port = int(m.group(1))
             return self.port is not None
@@ -86,9 +87,9 @@ class S3rver:
         with open(self.log, errors="replace") as f:
             return f.read()
 
-    def stop(self):
+    def stop(self, sig=signal.SIGTERM):
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.killpg(self.proc.pid, sig)
             self.proc.wait(30)
 
 
@@ -303,3 +304,38 @@ class S3Test(SnapsyncTest):
         p = self.snapsync("backup", self.card, "--dry-run", "--json", check=0)
         self.assertIn(f"s3://{BUCKET}/{PREFIX}/2023/07/14/IMG_0001.JPG", p.stdout)
         self.assertEqual(self.objects(), {})
+
+    def test_server_stopped_mid_upload_resumes_on_the_next_run(self):
+        """s3rver killed while a 128 MiB video is partly sent: the session ends with the copy
+        waiting, no object (half or whole) under its key; with the server back on the same port,
+        the next run uploads it whole."""
+        path = f"{self.card}/DCIM/100CANON/MVI_0010.MP4"
+        make_blob(path, 128 * MIB)
+        p = subprocess.Popen([BIN, "--config", self.config, "backup", self.card, "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=self.env, cwd=self.dir)
+        try:
+            wait_for(lambda: "Stored part 4 of" in self.server.text(), 120, "part 4 stored")
+            self.server.stop(signal.SIGKILL)
+            out, err = p.communicate(timeout=300)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for mark in SANITIZER_MARKS:
+            self.assertNotIn(mark, err)
+        r = json.loads(out)
+        self.assertNotEqual(r["status"], "completed", r)
+        self.assertEqual(r["files_copied"], 0, r)
+        port = self.server.port
+        self.server = S3rver(self.dir, port=port)
+        self.cleanups.append(self.server.stop)
+        self.assertEqual(self.objects(), {})  # no half object under the final key
+        r = self.backup()
+        self.assertEqual(r["status"], "completed", r)
+        self.assertEqual(r["files_copied"], 1, r)
+        objects = self.objects()
+        key = [k for k in objects if k.endswith("/MVI_0010.MP4")]
+        self.assertEqual(len(key), 1, objects)
+        self.assertEqual(objects[key[0]], 128 * MIB)
+        self.assertEqual(self.remote_md5(key[0]), md5(path))
