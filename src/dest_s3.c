@@ -28,7 +28,8 @@
  *
  * Stale uploads: abort() sends AbortMultipartUpload; prepare() lists the multipart uploads under
  * the prefix and aborts those older than STALE_AGE (uploads of dead runs; another station's
- * running upload is younger). A server without ListMultipartUploads (501) is skipped.
+ * running upload is younger), as a best effort: a server without ListMultipartUploads (501) or a
+ * key without the right to list them does not stop the backup.
  *
  * Errors: the XML error reply is parsed (s3_proto.h) and mapped to an errno with a hint: bucket
  * missing, access denied, wrong keys, clock skew, quota. The keys never appear in a message.
@@ -433,8 +434,11 @@ static int s3_prepare(void *priv, const struct dest_session *session, struct err
     int r = main_xfer(s, err);
     if (r == 0)
         r = check_bucket(s, err);
-    if (r == 0)
-        r = clean_stale(s, err);
+    if (r == 0) {
+        /* a best effort: a key that may upload but not list uploads still backs up */
+        struct error ignored;
+        clean_stale(s, &ignored);
+    }
     return r;
 }
 
