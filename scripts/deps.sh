@@ -41,8 +41,10 @@ if [ "${1:-}" = "--test" ]; then
     # the Debian package (scripts/package.sh, tests/package/test_deb.sh): debhelper, lintian,
     # a bare Debian 12 root from mmdebstrap, the man page checked with groff and man-db
     pkgs="$pkgs dpkg-dev debhelper lintian mmdebstrap groff man-db bash-completion"
-    # the dashboard's browser tests: Debian's Chromium driven by playwright-core from npm
-    pkgs="$pkgs chromium nodejs"
+    # the dashboard's browser tests: Debian's Chromium driven by playwright-core from npm; the S3
+    # destination's tests (tests/integration/test_s3.py): the S3 server s3rver from npm (pinned in
+    # tests/s3, installed by the test with `npm ci`), objects cross-checked with rclone
+    pkgs="$pkgs chromium nodejs rclone"
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
     # the container image (scripts/container.sh: Debian base images made with mmdebstrap, built
     # with podman), the Home Assistant add-on's run script (jq) and its YAML (python3-yaml), the

@@ -55,6 +55,7 @@ enum section {
     SEC_IMMICH,
     SEC_UNRAID,
     SEC_LOCAL,
+    SEC_S3,
     SEC_MQTT,
     SEC_BACKUP,
     N_SECTIONS
@@ -72,6 +73,8 @@ static const struct section_row {
                               "folder.\n# file_mode, dir_mode, owner, group: nfs and local only; "
                               "with smb the server\n# decides (force user, create mask)."},
     [SEC_LOCAL] = {"local", "Also copy to a local folder (a USB disk), next to unraid."},
+    [SEC_S3] = {"s3",
+                "Also upload to an S3-compatible object store (AWS, MinIO, Ceph, B2, R2 ...)."},
     [SEC_MQTT] = {"mqtt", "Report to Home Assistant through MQTT."},
     [SEC_BACKUP] = {"backup", "How files are copied."},
 };
@@ -126,6 +129,7 @@ static const char *const protocols[] = {[CONFIG_PROTOCOL_SMB] = "smb",
                                         [CONFIG_PROTOCOL_LOCAL] = "local",
                                         NULL};
 static const char *const album_modes[] = {"auto", "none", "fixed", "session", "date", NULL};
+static const char *const s3_addressings[] = {"path", "virtual", NULL};
 static const char *const default_mount_points[] = {"/media", "/run/media", NULL};
 static const char *const no_items[] = {NULL};
 static const char *const default_extensions[] = {
@@ -332,6 +336,36 @@ static const struct key_row keys[] = {
          "Keep an ASC MHL history in ascmhl/ (docs/verification.md)."),
     PERMS(SEC_LOCAL, local.perms),
 
+    BOOL(SEC_S3, "enabled", s3.enabled, "false", "Upload files to the bucket below too."),
+    STR(SEC_S3, "endpoint", s3.endpoint, "", KF_URL,
+        "Service URL, http:// or https:// (https://s3.us-east-1.amazonaws.com, "
+        "http://minio:9000)."),
+    STR(SEC_S3, "region", s3.region, "us-east-1", KF_NONEMPTY,
+        "Region the requests are signed for (most non-AWS servers take us-east-1)."),
+    STR(SEC_S3, "bucket", s3.bucket, "", 0, "Bucket to upload into (it must exist)."),
+    STR(SEC_S3, "prefix", s3.prefix, "", 0,
+        "Folder inside the bucket (\"camera-backups\"); empty: none."),
+    {.section = SEC_S3,
+     .name = "addressing",
+     .type = KT_ENUM,
+     .off = AT(char *, s3.addressing),
+     .def = "path",
+     .choices = s3_addressings,
+     .help = "path: <endpoint>/<bucket>/<key>; virtual: <bucket>.<endpoint host>/<key>."},
+    STR(SEC_S3, "storage_class", s3.storage_class, "", 0,
+        "Storage class of new objects (STANDARD_IA, ...); empty: the bucket's default."),
+    BOOL(SEC_S3, "organize_by_date", s3.organize_by_date, "true",
+         "Sort objects into YYYY/MM/DD folders."),
+    PATHKEY(SEC_S3, "tls_ca_file", s3.tls_ca_file, "", 0,
+            "For https: CA certificate (PEM) of a self-signed server; empty: the system's CAs."),
+    INT(SEC_S3, "part_size", s3.part_size, "16", 5, 512,
+        "MiB; larger files go up in parts this size (one part in memory per file)."),
+    INT(SEC_S3, "timeout", s3.timeout, "30", 1, 3600,
+        "Seconds without progress before a request gives up (not a total time)."),
+    SECRET(SEC_S3, "access_key_id", s3.access_key_id, "S3_ACCESS_KEY_ID", "Access key id."),
+    SECRET(SEC_S3, "secret_access_key", s3.secret_access_key, "S3_SECRET_ACCESS_KEY",
+           "Secret access key."),
+
     BOOL(SEC_MQTT, "enabled", mqtt.enabled, "false", "Publish state to an MQTT broker."),
     STR(SEC_MQTT, "broker", mqtt.broker, "localhost", 0, "Broker host name or address."),
     INT(SEC_MQTT, "port", mqtt.port, "1883", 1, 65535, "Broker port."),
@@ -386,6 +420,11 @@ static bool local_on(const struct config *c)
     return c->local.enabled;
 }
 
+static bool s3_on(const struct config *c)
+{
+    return c->s3.enabled;
+}
+
 static bool mqtt_on(const struct config *c)
 {
     return c->mqtt.enabled;
@@ -409,6 +448,10 @@ static const struct rule {
     {SEC_UNRAID, "share", unraid_smb, "unraid is enabled with protocol smb"},
     {SEC_UNRAID, "mount_point", unraid_mounted, "unraid is enabled with protocol nfs or local"},
     {SEC_LOCAL, "path", local_on, "local is enabled"},
+    {SEC_S3, "endpoint", s3_on, "s3 is enabled"},
+    {SEC_S3, "bucket", s3_on, "s3 is enabled"},
+    {SEC_S3, "access_key_id", s3_on, "s3 is enabled"},
+    {SEC_S3, "secret_access_key", s3_on, "s3 is enabled"},
     {SEC_MQTT, "broker", mqtt_on, "mqtt is enabled"},
     {SEC_MQTT, "discovery_prefix", mqtt_on, "mqtt is enabled"},
     {SEC_MQTT, "topic_prefix", mqtt_on, "mqtt is enabled"},
@@ -2072,9 +2115,10 @@ int config_print_template(FILE *out)
           "#   5. built-in defaults, the same as this file: copy to ./snapsync-backup\n"
           "#\n"
           "# Secrets (IMMICH_API_KEY, UNRAID_USERNAME, UNRAID_PASSWORD, MQTT_USERNAME,\n"
-          "# MQTT_PASSWORD, SNAPSYNC_WEB_TOKEN) belong in a .env file next to this one (chmod 600\n"
-          "# .env), as KEY=value lines, or in the environment: the environment wins over .env,\n"
-          "# which wins over this file. Leave them empty here.\n"
+          "# MQTT_PASSWORD, SNAPSYNC_WEB_TOKEN, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY) belong in\n"
+          "# a .env file next to this one (chmod 600 .env), as KEY=value lines, or in the\n"
+          "# environment: the environment wins over .env, which wins over this file. Leave them\n"
+          "# empty here.\n"
           "#\n"
           "# Relative paths (database_path, mount_point) are relative to the directory of this\n"
           "# file. A key left out takes the value shown, unless its comment says otherwise\n"

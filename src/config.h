@@ -4,8 +4,8 @@
  * that drives parsing, validation, `snapsync config --template` and masked printing.
  *
  * Precedence for secrets (IMMICH_API_KEY, UNRAID_USERNAME, UNRAID_PASSWORD, MQTT_USERNAME,
- * MQTT_PASSWORD, SNAPSYNC_WEB_TOKEN): environment > .env (next to the config file; the working
- * directory for the embedded default) > config.yaml.
+ * MQTT_PASSWORD, SNAPSYNC_WEB_TOKEN, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY): environment > .env
+ * (next to the config file; the working directory for the embedded default) > config.yaml.
  *
  * Relative paths in a config file (service.database_path, unraid.mount_point) are resolved
  * against the directory of that file; in the embedded default, against the working directory.
@@ -106,6 +106,23 @@ struct config {
         bool mhl; /* keep an ASC MHL history in ascmhl/ (history.h) */
         struct config_perms perms;
     } local;
+
+    /* An S3-compatible object store (dest_s3.c). */
+    struct {
+        bool enabled;
+        char *endpoint; /* http:// or https:// URL of the service */
+        char *region;   /* signing region, "us-east-1" by default */
+        char *bucket;
+        char *prefix;        /* folder inside the bucket, "" none */
+        char *addressing;    /* path | virtual */
+        char *storage_class; /* x-amz-storage-class, "" the bucket's default */
+        bool organize_by_date;
+        char *tls_ca_file;       /* PEM CA file, absolute after loading; "" system CAs */
+        int part_size;           /* MiB: larger files go as multipart uploads of such parts */
+        int timeout;             /* seconds without progress before a request gives up */
+        char *access_key_id;     /* secret */
+        char *secret_access_key; /* secret */
+    } s3;
 
     struct {
         bool enabled;

@@ -6,6 +6,7 @@
  * it refused), so no caller can log, store or serve one.
  */
 #include "dest.h"
+#include "s3_proto.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@ extern const struct dest_ops dest_local_ops;
 extern const struct dest_ops dest_local_folder_ops;
 extern const struct dest_ops dest_smb_ops;
 extern const struct dest_ops dest_immich_ops;
+extern const struct dest_ops dest_s3_ops;
 
 struct dest {
     const struct dest_ops *ops;
@@ -84,8 +86,15 @@ int dest_create_all(const struct config *cfg, struct dest ***ret, size_t *ret_n,
             goto fail;
         n++;
     }
+    if (cfg->s3.enabled) {
+        r = dest_new(&dest_s3_ops, "s3", cfg, &list[n], err);
+        if (r < 0)
+            goto fail;
+        n++;
+    }
     if (n == 0) {
-        r = error_set(err, -ENODEV, "no destination is enabled (enable unraid, local or immich)");
+        r = error_set(err, -ENODEV,
+                      "no destination is enabled (enable unraid, local, immich or s3)");
         goto fail;
     }
     *ret = list;
@@ -133,6 +142,18 @@ void dest_target(const struct dest *d, const char *date_path, const char *name,
                  struct dest_target *ret)
 {
     memset(ret, 0, sizeof(*ret));
+    if (d->ops == &dest_s3_ops) { /* the object's URL; whether the key is taken asks the server */
+        char key[S3_KEY_MAX + 1];
+        const char *date = d->cfg->s3.organize_by_date && date_path ? date_path : "";
+        int k = s3_object_key(d->cfg->s3.prefix, date, name, key, sizeof(key));
+        int n =
+            k < 0 ? -1
+                  : snprintf(ret->where, sizeof(ret->where), "s3://%s/%s", d->cfg->s3.bucket, key);
+        ret->has_path = n > 0 && (size_t)n < sizeof(ret->where);
+        if (!ret->has_path)
+            snprintf(ret->where, sizeof(ret->where), "%s", d->id);
+        return;
+    }
     bool local = d->ops == &dest_local_ops || d->ops == &dest_local_folder_ops;
     if (!local && d->ops != &dest_smb_ops) {
         snprintf(ret->where, sizeof(ret->where), "%s", d->id);

@@ -42,6 +42,8 @@ struct http {
     CURLM *multi;
     struct http_options opts;
     char ca_file[PATH_MAX];
+    char *aws_sigv4;   /* NULL: no signing */
+    char *credentials; /* secret, wiped at free */
     struct curl_slist *headers;
     http_read_fn *read;
     void *read_arg;
@@ -244,6 +246,11 @@ void http_free(struct http *h)
     curl_multi_cleanup(h->multi);
     curl_slist_free_all(h->headers);
     free(h->reply);
+    free(h->aws_sigv4);
+    if (h->credentials) {
+        explicit_bzero(h->credentials, strlen(h->credentials));
+        free(h->credentials);
+    }
     free(h);
 }
 
@@ -262,10 +269,15 @@ int http_new(const struct http_options *opts, struct http **ret, struct error *e
     h->opts = *opts;
     snprintf(h->ca_file, sizeof(h->ca_file), "%s", ca);
     h->opts.ca_file = h->ca_file;
+    h->opts.aws_sigv4 = h->opts.credentials = NULL; /* the copies below are used */
     h->sock = CURL_SOCKET_BAD;
     h->easy = curl_easy_init();
     h->multi = curl_multi_init();
-    if (!h->easy || !h->multi) {
+    if (opts->aws_sigv4) {
+        h->aws_sigv4 = strdup(opts->aws_sigv4);
+        h->credentials = strdup(opts->credentials ? opts->credentials : ":");
+    }
+    if (!h->easy || !h->multi || (opts->aws_sigv4 && (!h->aws_sigv4 || !h->credentials))) {
         http_free(h);
         return error_set(err, -ENOMEM, "cannot create a CURL handle");
     }
@@ -302,6 +314,10 @@ static void setup(struct http *h, const struct http_request *req)
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, h);
     curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, h->errbuf);
+    if (h->aws_sigv4) {
+        curl_easy_setopt(e, CURLOPT_AWS_SIGV4, h->aws_sigv4);
+        curl_easy_setopt(e, CURLOPT_USERPWD, h->credentials);
+    }
     const char *m = req->method ? req->method : "GET";
     if (strcmp(m, "HEAD") == 0)
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);

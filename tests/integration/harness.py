@@ -253,7 +253,7 @@ class SnapsyncTest(unittest.TestCase):
         write_config(self.config, self.dest, self.db)
         self.env = dict(os.environ)
         for k in ("SNAPSYNC_CONFIG", "IMMICH_API_KEY", "UNRAID_USERNAME", "UNRAID_PASSWORD",
-                  "MQTT_USERNAME", "MQTT_PASSWORD"):
+                  "MQTT_USERNAME", "MQTT_PASSWORD", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"):
             self.env.pop(k, None)
         # leaks inside system libraries (libsmbclient's init), listed and explained in the file
         lsan = self.env.get("LSAN_OPTIONS", "")

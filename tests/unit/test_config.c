@@ -627,6 +627,11 @@ static void test_errors_values(void **state)
     static const struct bad cases[] = {
         {"sd_card:\n  auto_detect: maybe\n",
          "config.yaml:2: sd_card.auto_detect: expected a boolean (true/false), got 'maybe'"},
+        {"s3:\n  part_size: 4\n", "config.yaml:2: s3.part_size: 4 is out of range (5..512)"},
+        {"s3:\n  addressing: vhost\n",
+         "config.yaml:2: s3.addressing: expected one of path, virtual, got 'vhost'"},
+        {"s3:\n  endpoint: s3.example.com\n", "config.yaml:2: s3.endpoint: expected an http:// or "
+                                              "https:// address, got 's3.example.com'"},
         {"sd_card:\n  auto_detect: 1\n",
          "config.yaml:2: sd_card.auto_detect: expected a boolean (true/false), got '1'"},
         {"sd_card:\n  auto_detect:\n",
@@ -757,6 +762,14 @@ static void test_errors_validation(void **state)
          "config.yaml:2: mqtt.broker: required when mqtt is enabled"},
         {"mqtt:\n\n  enabled: true\n  client_id: ''\n",
          "config.yaml:3: mqtt.client_id: required when mqtt is enabled"},
+        {"s3:\n  enabled: true\n  endpoint: http://127.0.0.1:9000\n",
+         "config.yaml:2: s3.bucket: required when s3 is enabled"},
+        {"s3:\n  enabled: true\n  endpoint: http://127.0.0.1:9000\n  bucket: photos\n",
+         "config.yaml:2: s3.access_key_id: required when s3 is enabled (set S3_ACCESS_KEY_ID in "
+         ".env)"},
+        {"s3:\n  enabled: true\n  endpoint: http://h\n  bucket: b\n  access_key_id: AKIA1\n",
+         "config.yaml:2: s3.secret_access_key: required when s3 is enabled (set "
+         "S3_SECRET_ACCESS_KEY in .env)"},
     };
     struct config *cfg = parse_ok(cases[0].yaml);
     config_free(cfg);
