@@ -75,6 +75,8 @@ struct mqtt {
     char last_error[256];
     char last_result[16];   /* the newest finished session's status, "" when none is known */
     int64_t last_backup_at; /* and when it ended */
+    struct status_verification verification; /* the last one published (or the database's) */
+    bool have_verification;
 };
 
 static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
@@ -157,6 +159,8 @@ struct entity {
     const char *const *options; /* an enum sensor's values, NULL-terminated */
     const char *category;       /* entity_category; NULL: none */
     const char *command;   /* a button's command topic: <topic_prefix>/<device id>/cmd/<command> */
+    const char *topic;     /* the state topic it reads: <topic_prefix>/<device id>/<topic>;
+                            * NULL: "state" */
     enum entity_when when; /* which configurations have it (others get a removal stub) */
 };
 
@@ -165,6 +169,10 @@ static const char *const statuses[] = {"idle",      "scanning", "backing_up", "v
                                        "empty",     NULL};
 static const char *const results[] = {"none",   "completed",   "empty", "partial",
                                       "failed", "interrupted", NULL};
+
+/* The verification entities read their own retained topic (status_verification_mqtt_json), so
+ * a backup's frequent state messages do not carry the problem list. */
+#define VERIFICATION_TOPIC "verification"
 
 static const struct entity entities[] = {
     {.platform = "sensor",
@@ -264,6 +272,32 @@ static const struct entity entities[] = {
      .attributes = "{{ {'problem': value_json.immich_problem} | tojson }}",
      .category = "diagnostic",
      .when = ENTITY_WITH_IMMICH},
+    {.platform = "sensor",
+     .id = "last_verification",
+     .name = "Last verification",
+     .value = "{{ value_json.last_verification }}",
+     .device_class = "timestamp",
+     .icon = "mdi:file-check",
+     .topic = VERIFICATION_TOPIC,
+     .attributes = "{{ {'status': value_json.last_status, 'checked': value_json.checked, "
+                   "'ok': value_json.ok, 'missing': value_json.missing, "
+                   "'changed': value_json.changed, 'errors': value_json.errors, "
+                   "'running': value_json.running} | tojson }}"},
+    {.platform = "sensor",
+     .id = "verification_problems",
+     .name = "Copies with problems",
+     .value = "{{ value_json.problems }}",
+     .measurement = true,
+     .icon = "mdi:file-alert",
+     .topic = VERIFICATION_TOPIC},
+    {.platform = "binary_sensor",
+     .id = "verification_problem",
+     .name = "Verification problem",
+     .value = "{{ value_json.problem }}",
+     .device_class = "problem",
+     .topic = VERIFICATION_TOPIC,
+     .attributes = "{{ {'count': value_json.problems, 'files': value_json.problem_files} "
+                   "| tojson }}"},
     {.platform = "button",
      .id = "eject",
      .name = "Eject card",
@@ -300,7 +334,7 @@ static bool entity_enabled(const struct mqtt *m, const struct entity *e)
 static json_object *component(const struct mqtt *m, const struct entity *e)
 {
     char buf[TOPIC_MAX + 64], state[TOPIC_MAX + 16];
-    snprintf(state, sizeof(state), "%s/state", m->topic_base);
+    snprintf(state, sizeof(state), "%s/%s", m->topic_base, e->topic ? e->topic : "state");
     json_object *c = json_object_new_object();
     add_str(c, "p", e->platform);
     snprintf(buf, sizeof(buf), "%s_%s", m->device_id, e->id);
@@ -438,6 +472,18 @@ static void publish_state_locked(struct mqtt *m)
     m->last_pub = now_s();
 }
 
+static void publish_verification_locked(struct mqtt *m)
+{
+    if (!m->connected || !m->have_verification || m->removed)
+        return;
+    json_object *o = status_verification_mqtt_json(&m->verification);
+    publish_locked(
+        m, VERIFICATION_TOPIC,
+        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
+        true);
+    json_object_put(o);
+}
+
 static void publish_discovery_locked(struct mqtt *m)
 {
     char topic[TOPIC_MAX + 64];
@@ -492,6 +538,7 @@ void mqtt_remove_device(struct mqtt *m)
         /* an empty retained payload removes the device from Home Assistant and the broker */
         mosquitto_publish(m->mosq, NULL, topic, 0, NULL, 1, true);
         publish_locked(m, "state", "", true);
+        publish_locked(m, VERIFICATION_TOPIC, "", true);
         publish_locked(m, "availability", "", true);
     }
     m->removed = true;
@@ -531,6 +578,7 @@ static void on_connect(struct mosquitto *mosq, void *ud, int rc)
     web_url_for_broker_locked(m);
     publish_discovery_locked(m);
     publish_state_locked(m);
+    publish_verification_locked(m);
     pthread_mutex_unlock(&m->lock);
     log_info("mqtt: connected to %s:%d", m->broker, m->port);
 }
@@ -595,6 +643,7 @@ static void on_message(struct mosquitto *mosq, void *ud, const struct mosquitto_
         }
         publish_discovery_locked(m);
         publish_state_locked(m);
+        publish_verification_locked(m);
         pthread_mutex_unlock(&m->lock);
         log_info("mqtt: Home Assistant came online, discovery and state published again");
         return;
@@ -662,6 +711,9 @@ static void last_result_from_db(const struct config *cfg, struct mqtt *m)
         m->last_backup_at = list[i].ended_at ? list[i].ended_at : list[i].started_at;
         break;
     }
+    /* what Home Assistant shows until the service publishes a verification of its own */
+    if (status_verification_get(db, &m->verification, &err) == 0)
+        m->have_verification = true;
 out:
     free(list);
     db_close(db);
@@ -801,6 +853,17 @@ void mqtt_publish_state(struct mqtt *m, const struct status_live *s, bool force)
     m->have_state = true;
     if (force || now_s() - m->last_pub >= MIN_INTERVAL_S)
         publish_state_locked(m);
+    pthread_mutex_unlock(&m->lock);
+}
+
+void mqtt_publish_verification(struct mqtt *m, const struct status_verification *v)
+{
+    if (!m || !v)
+        return;
+    pthread_mutex_lock(&m->lock);
+    m->verification = *v;
+    m->have_verification = true;
+    publish_verification_locked(m);
     pthread_mutex_unlock(&m->lock);
 }
 
