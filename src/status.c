@@ -389,9 +389,10 @@ json_object *status_verify_problems_json(const struct config *cfg, const struct 
     json_object *a = json_object_new_array();
     for (size_t i = 0; i < n; i++) {
         json_object *e = json_object_new_object();
-        json_object_object_add(e, "destination", jsonout_string(p[i].dest));
-        jsonout_add_path(e, "remote", p[i].remote);
-        jsonout_add_path(e, "path", p[i].rel_path);
+        json_object_object_add(e, "dest", jsonout_string(p[i].dest));
+        jsonout_add_path(e, "path", p[i].remote);
+        jsonout_add_path(e, "card_path", p[i].rel_path);
+        json_object_object_add(e, "file_id", json_object_new_int64(p[i].file_id));
         json_object_object_add(e, "result",
                                json_object_new_string(db_verify_result_to_string(p[i].result)));
         json_object_object_add(e, "detail", jsonout_error(cfg, p[i].detail));
@@ -421,8 +422,8 @@ json_object *status_verification_mqtt_json(const struct status_verification *v)
     json_object *files = json_object_new_array();
     for (size_t i = 0; i < v->n_named && i < STATUS_VERIFY_NAMED; i++) {
         json_object *e = json_object_new_object();
-        json_object_object_add(e, "path", jsonout_string(v->named[i].path));
-        json_object_object_add(e, "destination", jsonout_string(v->named[i].dest));
+        json_object_object_add(e, "card_path", jsonout_string(v->named[i].path));
+        json_object_object_add(e, "dest", jsonout_string(v->named[i].dest));
         json_object_object_add(e, "result", json_object_new_string(v->named[i].result));
         json_object_array_add(files, e);
     }

@@ -174,14 +174,15 @@ void status_verify_counts_add(struct json_object *o, const struct db_verify_coun
  * changed, errors} or null, "running", "problems_total"}. New reference. */
 struct json_object *status_verification_json(const struct status_verification *v);
 
-/* The open problems p[0..n) as [{"destination", "remote", "path", "result", "detail",
- * "checked_at"}] (detail scrubbed of cfg's secrets). New reference. */
+/* The open problems p[0..n) as [{"dest", "path" (where the copy is), "card_path", "file_id",
+ * "result", "detail", "checked_at"}], the names `snapsync verify --json` uses (detail scrubbed
+ * of cfg's secrets; a path that is not UTF-8 also as "<key>_hex"). New reference. */
 struct json_object *status_verify_problems_json(const struct config *cfg,
                                                 const struct db_verify_open *p, size_t n);
 
 /* The MQTT verification payload (docs/home-assistant.md): {"last_verification": ISO time or
  * null, "last_status": run status or "none", "checked", "ok", "missing", "changed", "errors",
- * "running": "ON"/"OFF", "problems": count, "problem": "ON"/"OFF", "problem_files": [{"path",
- * "destination", "result"}] (the first STATUS_VERIFY_NAMED)}. Bounded: about 12 KB at most.
+ * "running": "ON"/"OFF", "problems": count, "problem": "ON"/"OFF", "problem_files": [{"card_path",
+ * "dest", "result"}] (the first STATUS_VERIFY_NAMED)}. Bounded: about 12 KB at most.
  * New reference. */
 struct json_object *status_verification_mqtt_json(const struct status_verification *v);

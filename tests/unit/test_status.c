@@ -377,7 +377,8 @@ static void test_verification_state(void **state)
     assert_string_equal(open[1].detail, "no such file");
     o = status_verify_problems_json(NULL, open, n);
     assert_int_equal(json_object_array_length(o), 2);
-    assert_string_equal(get_str(json_object_array_get_idx(o, 0), "path"), "DCIM/IMG_2.JPG");
+    assert_string_equal(get_str(json_object_array_get_idx(o, 0), "card_path"), "DCIM/IMG_2.JPG");
+    assert_string_equal(get_str(json_object_array_get_idx(o, 0), "path"), "/nas/DCIM/IMG_2.JPG");
     assert_string_equal(get_str(json_object_array_get_idx(o, 0), "result"), "changed");
     json_object_put(o);
     free(open);
@@ -426,8 +427,9 @@ static void test_verification_state(void **state)
     assert_non_null(get_obj(o, "last_verification"));
     json_object *files = get_obj(o, "problem_files");
     assert_int_equal(json_object_array_length(files), STATUS_VERIFY_NAMED);
-    assert_string_equal(get_str(json_object_array_get_idx(files, 0), "path"), "DCIM/GONE_29.JPG");
-    assert_string_equal(get_str(json_object_array_get_idx(files, 0), "destination"), "nas");
+    assert_string_equal(get_str(json_object_array_get_idx(files, 0), "card_path"),
+                        "DCIM/GONE_29.JPG");
+    assert_string_equal(get_str(json_object_array_get_idx(files, 0), "dest"), "nas");
     json_object_put(o);
     /* the worst case stays under Home Assistant's 16 KB for an entity's attributes */
     for (size_t i = 0; i < STATUS_VERIFY_NAMED; i++) {
