@@ -698,9 +698,12 @@ static void last_result_from_db(const struct config *cfg, struct mqtt *m)
     struct db_session *list = NULL;
     size_t n = 0;
     struct error err = {0};
-    if (!cfg->service.database_path || !cfg->service.database_path[0] ||
-        status_db_open(cfg, &db, &err) < 0 ||
-        status_sessions_list(db, LAST_RESULT_LOOKBACK, &list, &n, &err) < 0)
+    if (!cfg->service.database_path || !cfg->service.database_path[0])
+        goto out;
+    int r = status_db_open(cfg, &db, &err);
+    /* no database yet: nothing was ever verified (the zeroed state says so) */
+    m->have_verification = r == -ENOENT;
+    if (r < 0 || status_sessions_list(db, LAST_RESULT_LOOKBACK, &list, &n, &err) < 0)
         goto out;
     for (size_t i = 0; i < n; i++) {
         if (status_session_running(&list[i]))
