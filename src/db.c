@@ -2949,8 +2949,8 @@ int db_verify_open_list(struct db *db, int64_t offset, int limit, struct db_veri
         return error_set(err, -EINVAL, "invalid list of copies with problems");
     /* the count and the page from one snapshot, so the total matches the page */
     bool own_tx = sqlite3_get_autocommit(db->conn) != 0;
-    int r = own_tx ? exec_sql(db, "BEGIN DEFERRED", err, "cannot list the copies with problems")
-                   : 0;
+    int r =
+        own_tx ? exec_sql(db, "BEGIN DEFERRED", err, "cannot list the copies with problems") : 0;
     if (r < 0)
         return r;
     struct db_verify_open *rows = NULL;

@@ -642,8 +642,8 @@ int db_verify_run_last(struct db *db, struct db_verify_run *ret, struct error *e
 struct db_verify_open {
     int64_t file_id;
     char dest[256];
-    char remote[4096];   /* where the copy is (a path, an SMB URL, an asset id) */
-    char rel_path[1024]; /* the file's path on its card */
+    char remote[4096];            /* where the copy is (a path, an SMB URL, an asset id) */
+    char rel_path[1024];          /* the file's path on its card */
     enum db_verify_result result; /* missing or changed */
     char detail[256];             /* what the check found ("size 10, recorded 2048"), "" none */
     int64_t checked_at;

@@ -132,8 +132,8 @@ struct json_object *status_live_json(const struct status_live *s);
 
 /* ---- verification (`snapsync verify`, the scheduled scrub; docs/verification.md) ---- */
 
-#define STATUS_VERIFY_NAMED 20        /* open problems named in the MQTT payload */
-#define STATUS_VERIFY_NAMED_PATH 256  /* bytes of a card path kept for it (longer ones cut) */
+#define STATUS_VERIFY_NAMED 20         /* open problems named in the MQTT payload */
+#define STATUS_VERIFY_NAMED_PATH 256   /* bytes of a card path kept for it (longer ones cut) */
 #define STATUS_VERIFY_LIST_DEFAULT 100 /* open problems listed by GET /api/verification */
 
 /* The last verification run and the open problems, as Home Assistant and the dashboard show
@@ -146,8 +146,8 @@ struct status_verification {
     char scope[64];   /* "all", "session 12", "scrub", ... */
     char status[16];  /* db_verify_status_to_string of the run */
     struct db_verify_counts counts;
-    bool running; /* the run's status is running. verify_runs records no process, so a run
-                   * whose process died also reads running until the next run */
+    bool running;     /* the run's status is running. verify_runs records no process, so a run
+                       * whose process died also reads running until the next run */
     int64_t problems; /* copies whose last check found them missing or changed (open ones) */
     size_t n_named;   /* the first of them (newest check first), at most STATUS_VERIFY_NAMED */
     struct {

@@ -248,7 +248,6 @@ static void test_live_and_totals_json(void **state)
     json_object_put(o);
 }
 
-
 /* ---- verification: a real database made through db.h ---- */
 
 static int64_t verified_copy(struct db *db, int64_t card, const char *rel)
@@ -257,8 +256,7 @@ static int64_t verified_copy(struct db *db, int64_t card, const char *rel)
     int64_t id = 0;
     assert_int_equal(db_file_get_or_create(db, &key, &id, NULL, NULL), 0);
     assert_int_equal(db_file_set_meta(db, id, "0123456789abcdef0123456789abcdef",
-                                      "0123456789abcdef0123456789abcdef01234567", 0, "photo",
-                                      NULL),
+                                      "0123456789abcdef0123456789abcdef01234567", 0, "photo", NULL),
                      0);
     char remote[1200];
     snprintf(remote, sizeof(remote), "/nas/%s", rel);
@@ -330,12 +328,10 @@ static void test_verification_state(void **state)
 
     int64_t now = (int64_t)time(NULL), run1 = 0, run2 = 0;
     assert_int_equal(db_verify_run_begin(db, "all", "", &run1, NULL), 0);
-    assert_int_equal(db_verify_result_add(db, run1, f[0], "nas", DB_VERIFY_OK, NULL, now, NULL),
+    assert_int_equal(db_verify_result_add(db, run1, f[0], "nas", DB_VERIFY_OK, NULL, now, NULL), 0);
+    assert_int_equal(db_verify_result_add(db, run1, f[1], "nas", DB_VERIFY_MISSING, "no such file",
+                                          now + 1, NULL),
                      0);
-    assert_int_equal(
-        db_verify_result_add(db, run1, f[1], "nas", DB_VERIFY_MISSING, "no such file", now + 1,
-                             NULL),
-        0);
     assert_int_equal(db_verify_result_add(db, run1, f[2], "nas", DB_VERIFY_CHANGED,
                                           "size 10, recorded 100", now + 2, NULL),
                      0);
