@@ -5,8 +5,9 @@
  * libmosquitto runs its own network thread (mosquitto_loop_start); everything here only takes
  * the lock, copies, and calls mosquitto_publish, which queues. On every connect the client
  * publishes "online", the retained device discovery, subscribes to Home Assistant's birth topic
- * and to its command topics, and publishes the current state; the same happens again when Home
- * Assistant announces itself. The last will marks the device offline if SnapSync dies.
+ * and to its command topics, and publishes the current state and the verification state (each
+ * retained on its own topic); the same happens again when Home Assistant announces itself.
+ * The last will marks the device offline if SnapSync dies.
  *
  * Discovery follows the facts in docs/home-assistant.md: device-based discovery, unique ids
  * "<device id>_<component>", and the entity id given twice: object_id "snapsync_<component>"
