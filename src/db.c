@@ -386,10 +386,12 @@ static const char *const stmt_sql[STMT_MAX] = {
                       "updated_at = ?7, "
                       /* a copy made again (after a verification found it missing or changed)
                        * is a new copy: not yet checked, not yet in the ASC MHL history */
-                      "checked_at = CASE WHEN state = 'completed' THEN checked_at ELSE 0 END, "
-                      "check_result = CASE WHEN state = 'completed' THEN check_result END, "
-                      "mhl_generation = CASE WHEN state = 'completed' THEN mhl_generation "
-                      "ELSE 0 END",
+                      "checked_at = CASE WHEN state = 'completed' AND ?3 = 'completed' "
+                      "  THEN checked_at ELSE 0 END, "
+                      "check_result = CASE WHEN state = 'completed' AND ?3 = 'completed' "
+                      "  THEN check_result END, "
+                      "mhl_generation = CASE WHEN state = 'completed' AND ?3 = 'completed' "
+                      "  THEN mhl_generation ELSE 0 END",
     [STMT_COPY_GET] = "SELECT file_id, dest, state, remote, verified_at, error FROM copies "
                       "WHERE file_id = ?1 AND dest = ?2",
     [STMT_SESSION_SAFE] = "UPDATE sessions SET safe_to_remove = ?2 WHERE id = ?1",
@@ -2860,4 +2862,136 @@ int db_verify_result_add(struct db *db, int64_t run_id, int64_t file_id, const c
         return error_set(err, -EINVAL, "invalid verification result");
     struct verify_result_args a = {run_id, file_id, at, dest, detail, result, fail_lost, err};
     return db_transaction(db, verify_result_tx, &a, err);
+}
+
+int db_verify_run_last(struct db *db, struct db_verify_run *ret, struct error *err)
+{
+    if (!db || !ret)
+        return error_set(err, -EINVAL, "invalid verification run query");
+    sqlite3_stmt *st = NULL;
+    int r = adhoc_prepare(db,
+                          "SELECT id, started_at, ended_at, scope, dest_filter, checked, ok, "
+                          "  missing, changed, errors, status "
+                          "FROM verify_runs ORDER BY id DESC LIMIT 1",
+                          &st, err);
+    if (r < 0)
+        return r;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        memset(ret, 0, sizeof(*ret));
+        ret->id = sqlite3_column_int64(st, 0);
+        ret->started_at = sqlite3_column_int64(st, 1);
+        ret->ended_at = sqlite3_column_int64(st, 2);
+        col_str(st, 3, ret->scope, sizeof(ret->scope));
+        col_str(st, 4, ret->dest_filter, sizeof(ret->dest_filter));
+        ret->counts.checked = sqlite3_column_int64(st, 5);
+        ret->counts.ok = sqlite3_column_int64(st, 6);
+        ret->counts.missing = sqlite3_column_int64(st, 7);
+        ret->counts.changed = sqlite3_column_int64(st, 8);
+        ret->counts.errors = sqlite3_column_int64(st, 9);
+        int s = index_of(verify_status_names, ARRAY_SIZE(verify_status_names),
+                         (const char *)sqlite3_column_text(st, 10));
+        /* a status this build does not know: the run did not end as one it knows */
+        ret->status = s < 0 ? DB_VERIFY_FAILED : (enum db_verify_status)s;
+    } else if (rc == SQLITE_DONE) {
+        r = error_set(err, -ENOENT, "no verification has run yet");
+    } else {
+        r = db_fail(db, rc, err, "cannot read the last verification run");
+    }
+    sqlite3_finalize(st);
+    return r;
+}
+
+/* The open problems (db.h): a copy whose last verdict is missing or changed (completed, or
+ * failed by that verdict), not made again since; its detail is that of the run's result that
+ * set the verdict. */
+#define VERIFY_OPEN_WHERE                                                                          \
+    "WHERE c.check_result IN ('missing', 'changed') AND c.state IN ('completed', 'failed') "       \
+    "  AND c.checked_at >= c.verified_at "
+
+static void read_verify_open_row(sqlite3_stmt *st, void *row)
+{
+    struct db_verify_open *o = row;
+    o->file_id = sqlite3_column_int64(st, 0);
+    col_str(st, 1, o->dest, sizeof(o->dest));
+    col_str(st, 2, o->remote, sizeof(o->remote));
+    col_str(st, 3, o->rel_path, sizeof(o->rel_path));
+    int res = index_of(verify_result_names, ARRAY_SIZE(verify_result_names),
+                       (const char *)sqlite3_column_text(st, 4));
+    o->result = res < 0 ? DB_VERIFY_CHANGED : (enum db_verify_result)res;
+    col_str(st, 5, o->detail, sizeof(o->detail));
+    o->checked_at = sqlite3_column_int64(st, 6);
+}
+
+static int verify_open_read(struct db *db, int64_t offset, int limit, struct db_verify_open **ret,
+                            size_t *ret_n, int64_t *ret_total, struct error *err)
+{
+    static const char count_sql[] = "SELECT count(*) FROM copies c " VERIFY_OPEN_WHERE;
+    static const char list_sql[] =
+        "SELECT c.file_id, c.dest, c.remote, f.rel_path, c.check_result, "
+        "  (SELECT r.detail FROM verify_results r WHERE r.file_id = c.file_id "
+        "     AND r.dest = c.dest AND r.checked_at = c.checked_at AND r.result = c.check_result "
+        "   ORDER BY r.run_id DESC LIMIT 1), c.checked_at "
+        "FROM copies c JOIN files f ON f.id = c.file_id " VERIFY_OPEN_WHERE
+        "ORDER BY c.checked_at DESC, c.file_id, c.dest LIMIT ?1 OFFSET ?2";
+    sqlite3_stmt *st = NULL;
+    void *rows = NULL;
+    size_t n = 0;
+    int r = adhoc_prepare(db, count_sql, &st, err);
+    if (r < 0)
+        return r;
+    int rc = sqlite3_step(st);
+    int64_t total = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    st = NULL;
+    if (rc != SQLITE_ROW)
+        return db_fail(db, rc, err, "cannot count the copies with problems");
+    if (limit > 0) {
+        r = adhoc_prepare(db, list_sql, &st, err);
+        if (r < 0)
+            return r;
+        rc = bind_i64(st, 1, limit, SQLITE_OK);
+        rc = bind_i64(st, 2, offset, rc);
+        if (rc != SQLITE_OK)
+            r = db_fail(db, rc, err, "cannot list the copies with problems");
+        else
+            r = collect_rows(db, st, limit, sizeof(struct db_verify_open), read_verify_open_row,
+                             &rows, &n, err, "cannot list the copies with problems");
+        sqlite3_finalize(st);
+        if (r < 0)
+            return r;
+    }
+    *ret = rows;
+    *ret_n = n;
+    *ret_total = total;
+    return 0;
+}
+
+int db_verify_open_list(struct db *db, int64_t offset, int limit, struct db_verify_open **ret,
+                        size_t *ret_n, int64_t *ret_total, struct error *err)
+{
+    if (!db || !ret_n || !ret_total || offset < 0 || limit < 0 || limit > DB_VERIFY_OPEN_MAX ||
+        (limit > 0 && !ret))
+        return error_set(err, -EINVAL, "invalid list of copies with problems");
+    /* the count and the page from one snapshot, so the total matches the page */
+    bool own_tx = sqlite3_get_autocommit(db->conn) != 0;
+    int r =
+        own_tx ? exec_sql(db, "BEGIN DEFERRED", err, "cannot list the copies with problems") : 0;
+    if (r < 0)
+        return r;
+    struct db_verify_open *rows = NULL;
+    size_t n = 0;
+    int64_t total = 0;
+    r = verify_open_read(db, offset, limit, &rows, &n, &total, err);
+    if (own_tx)
+        r = tx_end(db, r, err, "cannot list the copies with problems");
+    if (r < 0) {
+        free(rows);
+        return r;
+    }
+    if (ret)
+        *ret = rows;
+    *ret_n = n;
+    *ret_total = total;
+    return r;
 }

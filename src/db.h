@@ -630,3 +630,43 @@ int db_verify_copies_page(struct db *db, const struct db_verify_filter *f,
 int db_verify_result_add(struct db *db, int64_t run_id, int64_t file_id, const char *dest,
                          enum db_verify_result result, const char *detail, int64_t at,
                          bool fail_lost, struct error *err);
+
+/* A run as verify_runs records it. It records no process id: a run whose process died stays
+ * "running". */
+struct db_verify_run {
+    int64_t id;
+    int64_t started_at;
+    int64_t ended_at; /* 0 while running (a paused slice has its end) */
+    char scope[64];   /* "all", "session 12", "scrub", ... (truncated) */
+    char dest_filter[256];
+    struct db_verify_counts counts;
+    enum db_verify_status status;
+};
+
+/* The newest run (the highest id) into *ret. -ENOENT when there is none. One query. */
+int db_verify_run_last(struct db *db, struct db_verify_run *ret, struct error *err);
+
+/* An open problem: a copy whose last check (copies.check_result) found it missing or changed
+ * (completed, or failed by that check: db_verify_result_add), and that was not made again since
+ * (checked_at >= verified_at). */
+struct db_verify_open {
+    int64_t file_id;
+    char dest[256];
+    char remote[4096];            /* where the copy is (a path, an SMB URL, an asset id) */
+    char rel_path[1024];          /* the file's path on its card */
+    enum db_verify_result result; /* missing or changed */
+    char detail[256];             /* what the check found ("size 10, recorded 2048"), "" none */
+    int64_t checked_at;
+};
+
+#define DB_VERIFY_OPEN_MAX 1000 /* open problems per db_verify_open_list call */
+
+/*
+ * The open problems, newest check first (then by file id and destination), from offset on:
+ * at most limit (1..DB_VERIFY_OPEN_MAX) into a new array *ret (the caller's to free; NULL when
+ * none), *ret_n how many, and *ret_total how many there are in all. Count and page are read in
+ * one read transaction when db is not already in one. limit 0 with ret NULL: only the total.
+ * -EINVAL for a limit or offset out of range.
+ */
+int db_verify_open_list(struct db *db, int64_t offset, int limit, struct db_verify_open **ret,
+                        size_t *ret_n, int64_t *ret_total, struct error *err);

@@ -5,8 +5,9 @@
  * libmosquitto runs its own network thread (mosquitto_loop_start); everything here only takes
  * the lock, copies, and calls mosquitto_publish, which queues. On every connect the client
  * publishes "online", the retained device discovery, subscribes to Home Assistant's birth topic
- * and to its command topics, and publishes the current state; the same happens again when Home
- * Assistant announces itself. The last will marks the device offline if SnapSync dies.
+ * and to its command topics, and publishes the current state and the verification state (each
+ * retained on its own topic); the same happens again when Home Assistant announces itself.
+ * The last will marks the device offline if SnapSync dies.
  *
  * Discovery follows the facts in docs/home-assistant.md: device-based discovery, unique ids
  * "<device id>_<component>", and the entity id given twice: object_id "snapsync_<component>"
@@ -75,6 +76,8 @@ struct mqtt {
     char last_error[256];
     char last_result[16];   /* the newest finished session's status, "" when none is known */
     int64_t last_backup_at; /* and when it ended */
+    struct status_verification verification; /* the last one published (or the database's) */
+    bool have_verification;
 };
 
 static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
@@ -157,6 +160,8 @@ struct entity {
     const char *const *options; /* an enum sensor's values, NULL-terminated */
     const char *category;       /* entity_category; NULL: none */
     const char *command;   /* a button's command topic: <topic_prefix>/<device id>/cmd/<command> */
+    const char *topic;     /* the state topic it reads: <topic_prefix>/<device id>/<topic>;
+                            * NULL: "state" */
     enum entity_when when; /* which configurations have it (others get a removal stub) */
 };
 
@@ -165,6 +170,10 @@ static const char *const statuses[] = {"idle",      "scanning", "backing_up", "v
                                        "empty",     NULL};
 static const char *const results[] = {"none",   "completed",   "empty", "partial",
                                       "failed", "interrupted", NULL};
+
+/* The verification entities read their own retained topic (status_verification_mqtt_json), so
+ * a backup's frequent state messages do not carry the problem list. */
+#define VERIFICATION_TOPIC "verification"
 
 static const struct entity entities[] = {
     {.platform = "sensor",
@@ -264,6 +273,32 @@ static const struct entity entities[] = {
      .attributes = "{{ {'problem': value_json.immich_problem} | tojson }}",
      .category = "diagnostic",
      .when = ENTITY_WITH_IMMICH},
+    {.platform = "sensor",
+     .id = "last_verification",
+     .name = "Last verification",
+     .value = "{{ value_json.last_verification }}",
+     .device_class = "timestamp",
+     .icon = "mdi:file-check",
+     .topic = VERIFICATION_TOPIC,
+     .attributes = "{{ {'status': value_json.last_status, 'checked': value_json.checked, "
+                   "'ok': value_json.ok, 'missing': value_json.missing, "
+                   "'changed': value_json.changed, 'errors': value_json.errors, "
+                   "'running': value_json.running} | tojson }}"},
+    {.platform = "sensor",
+     .id = "verification_problems",
+     .name = "Copies with problems",
+     .value = "{{ value_json.problems }}",
+     .measurement = true,
+     .icon = "mdi:file-alert",
+     .topic = VERIFICATION_TOPIC},
+    {.platform = "binary_sensor",
+     .id = "verification_problem",
+     .name = "Verification problem",
+     .value = "{{ value_json.problem }}",
+     .device_class = "problem",
+     .topic = VERIFICATION_TOPIC,
+     .attributes = "{{ {'count': value_json.problems, 'files': value_json.problem_files} "
+                   "| tojson }}"},
     {.platform = "button",
      .id = "eject",
      .name = "Eject card",
@@ -300,7 +335,7 @@ static bool entity_enabled(const struct mqtt *m, const struct entity *e)
 static json_object *component(const struct mqtt *m, const struct entity *e)
 {
     char buf[TOPIC_MAX + 64], state[TOPIC_MAX + 16];
-    snprintf(state, sizeof(state), "%s/state", m->topic_base);
+    snprintf(state, sizeof(state), "%s/%s", m->topic_base, e->topic ? e->topic : "state");
     json_object *c = json_object_new_object();
     add_str(c, "p", e->platform);
     snprintf(buf, sizeof(buf), "%s_%s", m->device_id, e->id);
@@ -438,6 +473,18 @@ static void publish_state_locked(struct mqtt *m)
     m->last_pub = now_s();
 }
 
+static void publish_verification_locked(struct mqtt *m)
+{
+    if (!m->connected || !m->have_verification || m->removed)
+        return;
+    json_object *o = status_verification_mqtt_json(&m->verification);
+    publish_locked(
+        m, VERIFICATION_TOPIC,
+        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
+        true);
+    json_object_put(o);
+}
+
 static void publish_discovery_locked(struct mqtt *m)
 {
     char topic[TOPIC_MAX + 64];
@@ -492,6 +539,7 @@ void mqtt_remove_device(struct mqtt *m)
         /* an empty retained payload removes the device from Home Assistant and the broker */
         mosquitto_publish(m->mosq, NULL, topic, 0, NULL, 1, true);
         publish_locked(m, "state", "", true);
+        publish_locked(m, VERIFICATION_TOPIC, "", true);
         publish_locked(m, "availability", "", true);
     }
     m->removed = true;
@@ -531,6 +579,7 @@ static void on_connect(struct mosquitto *mosq, void *ud, int rc)
     web_url_for_broker_locked(m);
     publish_discovery_locked(m);
     publish_state_locked(m);
+    publish_verification_locked(m);
     pthread_mutex_unlock(&m->lock);
     log_info("mqtt: connected to %s:%d", m->broker, m->port);
 }
@@ -595,6 +644,7 @@ static void on_message(struct mosquitto *mosq, void *ud, const struct mosquitto_
         }
         publish_discovery_locked(m);
         publish_state_locked(m);
+        publish_verification_locked(m);
         pthread_mutex_unlock(&m->lock);
         log_info("mqtt: Home Assistant came online, discovery and state published again");
         return;
@@ -649,9 +699,12 @@ static void last_result_from_db(const struct config *cfg, struct mqtt *m)
     struct db_session *list = NULL;
     size_t n = 0;
     struct error err = {0};
-    if (!cfg->service.database_path || !cfg->service.database_path[0] ||
-        status_db_open(cfg, &db, &err) < 0 ||
-        status_sessions_list(db, LAST_RESULT_LOOKBACK, &list, &n, &err) < 0)
+    if (!cfg->service.database_path || !cfg->service.database_path[0])
+        goto out;
+    int r = status_db_open(cfg, &db, &err);
+    /* no database yet: nothing was ever verified (the zeroed state says so) */
+    m->have_verification = r == -ENOENT;
+    if (r < 0 || status_sessions_list(db, LAST_RESULT_LOOKBACK, &list, &n, &err) < 0)
         goto out;
     for (size_t i = 0; i < n; i++) {
         if (status_session_running(&list[i]))
@@ -662,6 +715,9 @@ static void last_result_from_db(const struct config *cfg, struct mqtt *m)
         m->last_backup_at = list[i].ended_at ? list[i].ended_at : list[i].started_at;
         break;
     }
+    /* what Home Assistant shows until the service publishes a verification of its own */
+    if (status_verification_get(db, &m->verification, &err) == 0)
+        m->have_verification = true;
 out:
     free(list);
     db_close(db);
@@ -801,6 +857,17 @@ void mqtt_publish_state(struct mqtt *m, const struct status_live *s, bool force)
     m->have_state = true;
     if (force || now_s() - m->last_pub >= MIN_INTERVAL_S)
         publish_state_locked(m);
+    pthread_mutex_unlock(&m->lock);
+}
+
+void mqtt_publish_verification(struct mqtt *m, const struct status_verification *v)
+{
+    if (!m || !v)
+        return;
+    pthread_mutex_lock(&m->lock);
+    m->verification = *v;
+    m->have_verification = true;
+    publish_verification_locked(m);
     pthread_mutex_unlock(&m->lock);
 }
 

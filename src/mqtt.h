@@ -2,8 +2,9 @@
 /*
  * Home Assistant over MQTT (libmosquitto): one device announced by device-based discovery
  * (<discovery_prefix>/device/<id>/config, retained), availability with a last will, one retained
- * JSON state on <topic_prefix>/<id>/state that every entity reads with a value template, and
- * buttons on <topic_prefix>/<id>/cmd/<action>.
+ * JSON state on <topic_prefix>/<id>/state that the entities read with a value template (the
+ * verification entities: <topic_prefix>/<id>/verification), and buttons on
+ * <topic_prefix>/<id>/cmd/<action>.
  *
  * The broker being down never slows a backup: publishing only copies the state under a lock;
  * libmosquitto's own thread connects, reconnects with growing delay, and sends.
@@ -33,8 +34,9 @@ struct mqtt;
  * web_url (may be NULL) becomes the device's configuration_url; when its host only names this
  * machine (http://0.0.0.0:..., http://[::]:..., http://localhost:...), that host is replaced on
  * each connect by this end's address of the connection to the broker. The last result and last
- * backup start as those of the newest finished session in cfg->service.database_path (none when
- * the database does not exist or cannot be read; it is opened read-only and closed again).
+ * backup start as those of the newest finished session in cfg->service.database_path, the
+ * verification state as status_verification_get reads it there (none when the database does
+ * not exist or cannot be read; it is opened read-only and closed again).
  * Nothing is connected yet. Errors: -EINVAL (bad prefix or client id), -ENOMEM. *ret is the
  * caller's (mqtt_free).
  */
@@ -49,6 +51,14 @@ int mqtt_start(struct mqtt *m, struct error *err);
  * last backup known (the newest one published, else the database's), so a new session never
  * shows "none" before it ends. Never blocks on the network. Any thread. */
 void mqtt_publish_state(struct mqtt *m, const struct status_live *s, bool force);
+
+/* Records the verification state v (status_verification_get after a run or a scrub slice) and
+ * publishes it, retained, on <topic_prefix>/<id>/verification (status_verification_mqtt_json),
+ * which the entities "Last verification", "Copies with problems" and "Verification problem"
+ * read. Kept and published again on every connect and Home Assistant birth; until the first
+ * call, the database's state when the client was made. Never blocks on the network. Any
+ * thread. */
+void mqtt_publish_verification(struct mqtt *m, const struct status_verification *v);
 
 /* The last connection problem ("not authorised: check MQTT_USERNAME/MQTT_PASSWORD"), or "" when
  * connected. Copied into buf. */

@@ -10,6 +10,7 @@
 #include "status.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -17,6 +18,7 @@
 #include <json-c/json.h>
 
 #include "jsonout.h"
+#include "utf8.h"
 
 double status_progress(bool scanning, int64_t files_done, int64_t files_total, int64_t bytes_done,
                        int64_t bytes_total)
@@ -282,5 +284,149 @@ json_object *status_live_json(const struct status_live *s)
         snprintf(key, sizeof(key), "%s_problem", sec);
         json_object_object_add(o, key, jsonout_string_or_null(s->dests[i].problem));
     }
+    return o;
+}
+
+/* ---- verification ---- */
+
+/* s copied into buf (size bytes) whole, or cut before the character that does not fit: a cut
+ * never splits a well-formed UTF-8 sequence (other bytes count one each). */
+static void copy_cut(char *buf, size_t size, const char *s)
+{
+    size_t n = strlen(s), i = 0;
+    while (i < n) {
+        size_t k = utf8_seq_len((const unsigned char *)s + i, n - i);
+        if (k == 0)
+            k = 1;
+        if (i + k >= size)
+            break;
+        i += k;
+    }
+    memcpy(buf, s, i);
+    buf[i] = '\0';
+}
+
+int status_verification_get(struct db *db, struct status_verification *ret, struct error *err)
+{
+    struct db_verify_run run;
+    struct db_verify_open *open = NULL;
+    size_t n = 0;
+    int64_t total = 0;
+    bool has_run = true;
+    int r = db_verify_run_last(db, &run, err);
+    if (r == -ENOENT) {
+        has_run = false;
+        r = 0;
+    }
+    if (r == 0)
+        r = db_verify_open_list(db, 0, STATUS_VERIFY_NAMED, &open, &n, &total, err);
+    if (r < 0)
+        goto out;
+    memset(ret, 0, sizeof(*ret));
+    ret->has_run = has_run;
+    if (has_run) {
+        ret->run_id = run.id;
+        ret->started_at = run.started_at;
+        ret->ended_at = run.status == DB_VERIFY_RUNNING ? 0 : run.ended_at;
+        snprintf(ret->scope, sizeof(ret->scope), "%s", run.scope);
+        snprintf(ret->status, sizeof(ret->status), "%s", db_verify_status_to_string(run.status));
+        ret->counts = run.counts;
+        ret->running = run.status == DB_VERIFY_RUNNING;
+    }
+    ret->problems = total;
+    ret->n_named = n < STATUS_VERIFY_NAMED ? n : STATUS_VERIFY_NAMED;
+    for (size_t i = 0; i < ret->n_named; i++) {
+        copy_cut(ret->named[i].dest, sizeof(ret->named[i].dest), open[i].dest);
+        copy_cut(ret->named[i].path, sizeof(ret->named[i].path), open[i].rel_path);
+        snprintf(ret->named[i].result, sizeof(ret->named[i].result), "%s",
+                 db_verify_result_to_string(open[i].result));
+    }
+out:
+    free(open);
+    return r;
+}
+
+int64_t status_verification_time(const struct status_verification *v)
+{
+    if (!v->has_run)
+        return 0;
+    return v->ended_at > 0 ? v->ended_at : v->started_at;
+}
+
+void status_verify_counts_add(json_object *o, const struct db_verify_counts *c)
+{
+    json_object_object_add(o, "checked", json_object_new_int64(c->checked));
+    json_object_object_add(o, "ok", json_object_new_int64(c->ok));
+    json_object_object_add(o, "missing", json_object_new_int64(c->missing));
+    json_object_object_add(o, "changed", json_object_new_int64(c->changed));
+    json_object_object_add(o, "errors", json_object_new_int64(c->errors));
+}
+
+json_object *status_verification_json(const struct status_verification *v)
+{
+    json_object *o = json_object_new_object();
+    json_object *run = NULL;
+    if (v->has_run) {
+        run = json_object_new_object();
+        json_object_object_add(run, "id", json_object_new_int64(v->run_id));
+        json_object_object_add(run, "scope", jsonout_string(v->scope));
+        json_object_object_add(run, "status", json_object_new_string(v->status));
+        json_object_object_add(run, "running", json_object_new_boolean(v->running));
+        json_object_object_add(run, "started_at", json_object_new_int64(v->started_at));
+        json_object_object_add(run, "ended_at",
+                               v->ended_at ? json_object_new_int64(v->ended_at) : NULL);
+        status_verify_counts_add(run, &v->counts);
+    }
+    json_object_object_add(o, "last_run", run);
+    json_object_object_add(o, "running", json_object_new_boolean(v->running));
+    json_object_object_add(o, "problems_total", json_object_new_int64(v->problems));
+    return o;
+}
+
+json_object *status_verify_problems_json(const struct config *cfg, const struct db_verify_open *p,
+                                         size_t n)
+{
+    json_object *a = json_object_new_array();
+    for (size_t i = 0; i < n; i++) {
+        json_object *e = json_object_new_object();
+        json_object_object_add(e, "dest", jsonout_string(p[i].dest));
+        jsonout_add_path(e, "path", p[i].remote);
+        jsonout_add_path(e, "card_path", p[i].rel_path);
+        json_object_object_add(e, "file_id", json_object_new_int64(p[i].file_id));
+        json_object_object_add(e, "result",
+                               json_object_new_string(db_verify_result_to_string(p[i].result)));
+        json_object_object_add(e, "detail", jsonout_error(cfg, p[i].detail));
+        json_object_object_add(e, "checked_at", json_object_new_int64(p[i].checked_at));
+        json_object_array_add(a, e);
+    }
+    return a;
+}
+
+json_object *status_verification_mqtt_json(const struct status_verification *v)
+{
+    json_object *o = json_object_new_object();
+    int64_t t = status_verification_time(v);
+    if (t > 0) {
+        char iso[48];
+        iso_time(t, iso, sizeof(iso));
+        json_object_object_add(o, "last_verification", json_object_new_string(iso));
+    } else {
+        json_object_object_add(o, "last_verification", NULL);
+    }
+    json_object_object_add(o, "last_status",
+                           json_object_new_string(v->has_run ? v->status : "none"));
+    status_verify_counts_add(o, &v->counts);
+    json_object_object_add(o, "running", json_object_new_string(v->running ? "ON" : "OFF"));
+    json_object_object_add(o, "problems", json_object_new_int64(v->problems));
+    json_object_object_add(o, "problem", json_object_new_string(v->problems > 0 ? "ON" : "OFF"));
+    json_object *files = json_object_new_array();
+    for (size_t i = 0; i < v->n_named && i < STATUS_VERIFY_NAMED; i++) {
+        json_object *e = json_object_new_object();
+        json_object_object_add(e, "card_path", jsonout_string(v->named[i].path));
+        json_object_object_add(e, "dest", jsonout_string(v->named[i].dest));
+        json_object_object_add(e, "result", json_object_new_string(v->named[i].result));
+        json_object_array_add(files, e);
+    }
+    json_object_object_add(o, "problem_files", files);
     return o;
 }

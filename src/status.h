@@ -129,3 +129,60 @@ struct json_object *status_totals_json(const struct db_stats *st);
  * docs/home-assistant.md for the Home Assistant-only fields card_present, last_backup,
  * last_result, <section>_reachable and <section>_problem). New reference. */
 struct json_object *status_live_json(const struct status_live *s);
+
+/* ---- verification (`snapsync verify`, the scheduled scrub; docs/verification.md) ---- */
+
+#define STATUS_VERIFY_NAMED 20         /* open problems named in the MQTT payload */
+#define STATUS_VERIFY_NAMED_PATH 256   /* bytes of a card path kept for it (longer ones cut) */
+#define STATUS_VERIFY_LIST_DEFAULT 100 /* open problems listed by GET /api/verification */
+
+/* The last verification run and the open problems, as Home Assistant and the dashboard show
+ * them; plain values (about 11 KB), copied freely. */
+struct status_verification {
+    bool has_run; /* false: never verified (the run fields are zero) */
+    int64_t run_id;
+    int64_t started_at;
+    int64_t ended_at; /* 0 while it runs */
+    char scope[64];   /* "all", "session 12", "scrub", ... */
+    char status[16];  /* db_verify_status_to_string of the run */
+    struct db_verify_counts counts;
+    bool running;     /* the run's status is running. verify_runs records no process, so a run
+                       * whose process died also reads running until the next run */
+    int64_t problems; /* copies whose last check found them missing or changed (open ones) */
+    size_t n_named;   /* the first of them (newest check first), at most STATUS_VERIFY_NAMED */
+    struct {
+        char dest[256];
+        char path[STATUS_VERIFY_NAMED_PATH]; /* the card path, cut at a UTF-8 character */
+        char result[16];                     /* missing | changed */
+    } named[STATUS_VERIFY_NAMED];
+};
+
+/* The last run (db_verify_run_last) and the open problems (db_verify_open_list, the first
+ * STATUS_VERIFY_NAMED named) from db, into *ret (written only on success). A database without
+ * any run is no error: has_run false. Errors: db's. Two short queries and a bounded list; the
+ * thread that owns db. */
+int status_verification_get(struct db *db, struct status_verification *ret, struct error *err);
+
+/* When the last verification happened: the run's end, its start while it runs; 0 never. */
+int64_t status_verification_time(const struct status_verification *v);
+
+/* Adds a run's counts to o: "checked", "ok", "missing", "changed", "errors". */
+void status_verify_counts_add(struct json_object *o, const struct db_verify_counts *c);
+
+/* The JSON of v for the web API and the CLI (docs/api.md, "Verification"):
+ * {"last_run": {id, scope, status, running, started_at, ended_at, checked, ok, missing,
+ * changed, errors} or null, "running", "problems_total"}. New reference. */
+struct json_object *status_verification_json(const struct status_verification *v);
+
+/* The open problems p[0..n) as [{"dest", "path" (where the copy is), "card_path", "file_id",
+ * "result", "detail", "checked_at"}], the names `snapsync verify --json` uses (detail scrubbed
+ * of cfg's secrets; a path that is not UTF-8 also as "<key>_hex"). New reference. */
+struct json_object *status_verify_problems_json(const struct config *cfg,
+                                                const struct db_verify_open *p, size_t n);
+
+/* The MQTT verification payload (docs/home-assistant.md): {"last_verification": ISO time or
+ * null, "last_status": run status or "none", "checked", "ok", "missing", "changed", "errors",
+ * "running": "ON"/"OFF", "problems": count, "problem": "ON"/"OFF", "problem_files": [{"card_path",
+ * "dest", "result"}] (the first STATUS_VERIFY_NAMED)}. Bounded: about 12 KB at most.
+ * New reference. */
+struct json_object *status_verification_mqtt_json(const struct status_verification *v);

@@ -968,6 +968,50 @@ static enum MHD_Result get_session(struct web *w, struct MHD_Connection *conn, i
     return send_json(conn, MHD_HTTP_OK, o);
 }
 
+/* The last verification run and the open problems, a page at a time (docs/api.md,
+ * "Verification"). No database yet: never verified. */
+static enum MHD_Result get_verification(struct web *w, struct MHD_Connection *conn, int64_t id)
+{
+    (void)id;
+    int64_t offset, limit;
+    if (!query_number(conn, "offset", 0, 0, INT64_C(1) << 40, &offset) ||
+        !query_number(conn, "limit", STATUS_VERIFY_LIST_DEFAULT, 1, DB_VERIFY_OPEN_MAX, &limit))
+        return send_error(conn, MHD_HTTP_BAD_REQUEST,
+                          "offset must be 0 or more and limit a number from 1 to %d",
+                          DB_VERIFY_OPEN_MAX);
+    struct db *db = NULL;
+    struct error err = {0};
+    struct status_verification *v = calloc(1, sizeof(*v)); /* ~11 KB: not on this stack */
+    struct db_verify_open *open = NULL;
+    size_t n = 0;
+    int64_t total = 0;
+    if (!v)
+        return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+    int r = request_db_open(w, &db, &err);
+    if (r == 0) {
+        r = status_verification_get(db, v, &err);
+        if (r == 0)
+            r = db_verify_open_list(db, offset, (int)limit, &open, &n, &total, &err);
+        db_close(db);
+    }
+    if (r < 0 && r != -ENOENT) {
+        free(v);
+        return send_db_error(conn, r, &err);
+    }
+    json_object *o = status_verification_json(v);
+    free(v);
+    /* the page's own count, read with it */
+    json_object_object_add(o, "problems_total", json_object_new_int64(total));
+    json_object *page = json_object_new_object();
+    json_object_object_add(page, "offset", json_object_new_int64(offset));
+    json_object_object_add(page, "limit", json_object_new_int64(limit));
+    json_object_object_add(page, "total", json_object_new_int64(total));
+    json_object_object_add(o, "problems_page", page);
+    json_object_object_add(o, "problems", status_verify_problems_json(w->cfg, open, n));
+    free(open);
+    return send_json(conn, MHD_HTTP_OK, o);
+}
+
 /* The report of session id (report.h), written to an unlinked temporary file and sent from it,
  * so memory stays bounded whatever the number of files. */
 static enum MHD_Result get_session_report(struct web *w, struct MHD_Connection *conn, int64_t id)
@@ -1242,6 +1286,7 @@ static const struct route routes[] = {
     {MHD_HTTP_METHOD_GET, "/api/sessions/", "/report", get_session_report, false, false},
     {MHD_HTTP_METHOD_GET, "/api/stats", NULL, get_stats, false, false},
     {MHD_HTTP_METHOD_GET, "/api/files", NULL, get_files, false, false},
+    {MHD_HTTP_METHOD_GET, "/api/verification", NULL, get_verification, false, false},
     {MHD_HTTP_METHOD_GET, "/api/events", NULL, get_events, false, true},
     {MHD_HTTP_METHOD_POST, "/api/files/", "/retry", post_retry_file, true, false},
     {MHD_HTTP_METHOD_POST, "/api/sessions/", "/retry", post_retry_session, true, false},

@@ -18,6 +18,7 @@ let listKey = '';
 let listsAt = 0;
 const openSessions = new Set();
 let destLabels = new Map(); /* destination id -> its label, from api/health */
+let lastVerification = null; /* api/verification, drawn again when the labels arrive */
 
 /* A destination as people know it: its configured label when the health probe named it. */
 function destLabel(name) {
@@ -62,7 +63,8 @@ function count(n, one, many) {
 
 function statusTag(status) {
   const cls = { completed: 'ok', empty: 'ok', partial: 'warn', interrupted: 'warn',
-    failed: 'bad', backing_up: 'warn', scanning: 'warn' }[status] || 'warn';
+    failed: 'bad', backing_up: 'warn', scanning: 'warn', clean: 'ok', paused: 'ok',
+    problems: 'bad', missing: 'bad', changed: 'bad' }[status] || 'warn';
   return el('span', { class: 'tag ' + cls, text: status.replace('_', ' ') });
 }
 
@@ -349,6 +351,7 @@ function renderSessions(list) {
 
 function renderHealth(h) {
   destLabels = new Map((h.destinations || []).map((d) => [d.name, d.label || d.name]));
+  if (lastVerification) renderVerification(lastVerification);
   const items = (h.destinations || []).map((d) => el('li', null,
     el('span', { class: 'tag ' + (d.ok ? 'ok' : 'bad'), text: d.ok ? 'reachable' : 'problem' }),
     (d.label || d.name) + (d.detail ? ' — ' + d.detail : '')));
@@ -362,8 +365,48 @@ function renderHealth(h) {
   $('health-checked').textContent = h.checked_at ? 'Checked ' + when(h.checked_at) : '';
 }
 
+/* The last verification run and the copies it (or an earlier one) found missing or changed. */
+function renderVerification(v) {
+  lastVerification = v;
+  const summary = $('verify-summary'), more = $('verify-more');
+  const run = v.last_run;
+  if (!run) {
+    summary.className = 'empty';
+    summary.replaceChildren('Never verified. Run ', el('code', { text: 'snapsync verify' }),
+      ' to read the stored copies back and compare them with their checksums, or set ',
+      el('code', { text: 'backup.verify_interval_days' }),
+      ' to have the service check them regularly.');
+  } else {
+    const t = run.running ? 'Verifying since ' + when(run.started_at) :
+      'Last run ' + when(run.ended_at || run.started_at);
+    summary.className = 'sub';
+    summary.replaceChildren(statusTag(run.status), t + ' (' + run.scope + '): ' +
+      count(run.checked, 'copy', 'copies') + ' checked, ' + run.ok + ' ok' +
+      (run.missing ? ', ' + run.missing + ' missing' : '') +
+      (run.changed ? ', ' + run.changed + ' changed' : '') +
+      (run.errors ? ', ' + run.errors + ' could not be checked' : '') + '.');
+  }
+  const problems = v.problems || [];
+  if (run || problems.length) {
+    summary.append(el('div', { class: 'verify-open', text: v.problems_total ?
+      count(v.problems_total, 'copy', 'copies') + ' with problems:' :
+      'No open problems: every copy checked was as it was made.' }));
+  }
+  $('verify-problems').replaceChildren(...problems.map((p) => el('li', { 'data-file': String(p.file_id) },
+    el('div', { class: 'what' },
+      el('div', null, el('span', { class: 'tag bad', text: p.result }),
+        el('span', { class: 'path', text: p.card_path })),
+      el('div', { class: 'err', text: destLabel(p.dest) + ': ' + p.path +
+        (p.detail ? ' — ' + p.detail : '') }),
+      el('div', { class: 'sub', text: 'checked ' + when(p.checked_at) })))));
+  const left = (v.problems_total || 0) - problems.length;
+  more.hidden = left <= 0;
+  more.textContent = left > 0 ? 'and ' + left + ' more (snapsync verify names them all)' : '';
+}
+
 async function refreshLists() {
   const jobs = [
+    getJSON('api/verification?limit=100').then(renderVerification),
     getJSON('api/files?status=failed&limit=50').then(renderFailed),
     getJSON('api/sessions?limit=10').then(renderSessions),
     getJSON('api/health').then(renderHealth),

@@ -9,6 +9,7 @@ import http.client
 import http.server
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -339,6 +340,46 @@ class DashboardTest(SnapsyncTest):
             if p is not None:
                 p.send_signal(signal.SIGCONT)
                 p.wait(timeout=180)
+            b.close()
+            self.assertEqual(web.stop(), 0)
+
+    def test_verification_card(self):
+        """Never verified: the card says how to verify. After `snapsync verify` found a copy
+        missing, the card names it, as text: a file name is no markup."""
+        name = "<img src=x onerror=alert(1)>.JPG"
+        make_photo(f"{self.card}/DCIM/{name}", self.dir, "2023:07:14 18:30:05")
+        make_photo(f"{self.card}/DCIM/IMG_0002.JPG", self.dir, "2023:07:16 09:00:00")
+        self.assertEqual(self.backup()["status"], "completed")
+        web = WebServer(self)
+        b = Browser(self.dir)
+        try:
+            b.call("launch", width=1280, height=900)
+            self.assertEqual(b.call("goto", url=web.url + "/"), 200)
+            text = b.call("wait_text", selector="#verify-summary", pattern="^Never verified")
+            self.assertIn("snapsync verify", text)
+            self.assertIn("backup.verify_interval_days", text)
+            self.assertEqual(b.call("count", selector="#verify-problems li"), 0)
+
+            copy = [p for p in self.dest_files() if p.endswith(name)]
+            self.assertEqual(len(copy), 1, self.dest_files())
+            os.unlink(os.path.join(self.dest, copy[0]))
+            self.snapsync("verify", check=1)
+            self.assertEqual(b.call("goto", url=web.url + "/"), 200)
+            b.call("wait_text", selector="#verify-summary", pattern="1 copy with problems")
+            self.assertIn("2 copies checked, 1 ok, 1 missing",
+                          b.call("text", selector="#verify-summary"))
+            self.assertEqual(b.call("text", selector="#verify-problems .path"), "DCIM/" + name)
+            self.assertEqual(b.call("text", selector="#verify-problems .tag"), "missing")
+            label = web.get_json("/api/health")["destinations"][0]["label"]
+            b.call("wait_text", selector="#verify-problems .err", pattern="^" + re.escape(label))
+            self.assertIn(os.path.join(self.dest, copy[0]),
+                          b.call("text", selector="#verify-problems .err"))
+            self.assertEqual(b.call("count", selector="#verify-problems img"), 0)
+            self.shot(b, "desktop-verification", 1280, 900)
+            self.shot(b, "phone-verification", 390, 844)
+            self.assertEqual(b.call("evaluate", expression=FITS), [])
+            self.assertEqual(b.call("problems"), [])
+        finally:
             b.close()
             self.assertEqual(web.stop(), 0)
 

@@ -35,7 +35,8 @@ REQUIRED_ENTITIES = {
     "sensor.snapsync_speed", "sensor.snapsync_bytes_copied", "sensor.snapsync_bytes_total",
     "sensor.snapsync_eta", "sensor.snapsync_last_backup", "sensor.snapsync_last_result",
     "button.snapsync_eject", "button.snapsync_retry_failed",
-    "binary_sensor.snapsync_unraid_reachable",
+    "binary_sensor.snapsync_unraid_reachable", "sensor.snapsync_last_verification",
+    "sensor.snapsync_verification_problems", "binary_sensor.snapsync_verification_problem",
 }
 
 
@@ -98,8 +99,9 @@ class MqttTest(SnapsyncTest):
             self.assertTrue(c["default_entity_id"].startswith(c["p"] + "."))
             if c["p"] == "button":
                 self.assertTrue(c["command_topic"].startswith(f"snapsync/{device_id}/cmd/"))
-            else:
-                self.assertEqual(c["state_topic"], f"snapsync/{device_id}/state")
+            else:  # the verification entities have a topic of their own
+                topic = "verification" if "verification" in cid else "state"
+                self.assertEqual(c["state_topic"], f"snapsync/{device_id}/{topic}")
             if c.get("device_class") == "enum":
                 self.assertNotIn("unit_of_measurement", c)
                 self.assertNotIn("state_class", c)
@@ -133,6 +135,53 @@ class MqttTest(SnapsyncTest):
         self.cleanups.append(late.stop)
         late.wait(lambda: late.find(f"snapsync/{device_id}/state"), 10, "retained state")
         self.assertTrue(late.find(f"snapsync/{device_id}/state")[0][0])
+
+    def verifications(self):
+        return [json.loads(m[2]) for m in self.sub.messages
+                if m[1].startswith("snapsync/") and m[1].endswith("/verification") and m[2]]
+
+    def test_verification_entities_show_a_missing_copy(self):
+        """The verification entities read their own retained topic; a client made after
+        `snapsync verify` found a copy missing publishes the problem with its path."""
+        self.use_broker()
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2024:01:02 03:04:05")
+        make_photo(f"{self.card}/DCIM/IMG_0002.JPG", self.dir, "2024:01:02 03:04:06")
+        self.assertEqual(self.backup()["status"], "completed")
+        self.sub.wait(lambda: self.verifications(), 20, "the verification state (never verified)")
+        never = self.verifications()[-1]
+        self.assertEqual((never["last_verification"], never["last_status"], never["problem"],
+                          never["problems"], never["problem_files"]),
+                         (None, "none", "OFF", 0, []))
+        d = json.loads(self.discovery()[-1][2])
+        device_id = self.discovery()[-1][1].split("/")[2]
+        topic = f"snapsync/{device_id}/verification"
+        c = d["components"]
+        self.assertEqual((c["last_verification"]["device_class"],
+                          c["last_verification"]["state_topic"]), ("timestamp", topic))
+        self.assertEqual(c["verification_problems"]["state_topic"], topic)
+        self.assertEqual(c["verification_problems"]["value_template"],
+                         "{{ value_json.problems }}")
+        self.assertEqual((c["verification_problem"]["p"], c["verification_problem"]["device_class"],
+                          c["verification_problem"]["json_attributes_topic"]),
+                         ("binary_sensor", "problem", topic))
+
+        gone = [p for p in self.dest_files() if p.endswith("IMG_0002.JPG")]
+        self.assertEqual(len(gone), 1, self.dest_files())
+        os.unlink(os.path.join(self.dest, gone[0]))
+        self.snapsync("verify", check=1)
+        other = os.path.join(self.dir, "card2")
+        make_photo(f"{other}/DCIM/IMG_0003.JPG", self.dir, "2024:01:02 03:04:07")
+        n = len(self.verifications())
+        self.assertEqual(self.backup(other)["status"], "completed")
+        self.sub.wait(lambda: len(self.verifications()) > n, 20, "the verification state again")
+        v = self.verifications()[-1]
+        self.assertEqual((v["last_status"], v["checked"], v["missing"], v["problem"],
+                          v["problems"]), ("problems", 2, 1, "ON", 1))
+        self.assertRegex(v["last_verification"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$")
+        self.assertEqual(v["problem_files"], [{"card_path": "DCIM/IMG_0002.JPG",
+                                               "dest": v["problem_files"][0]["dest"],
+                                               "result": "missing"}])
+        self.assertTrue(v["problem_files"][0]["dest"].startswith("local:"), v)
 
     def test_empty_and_unreadable_cards_show_in_home_assistant(self):
         self.use_broker()

@@ -14,6 +14,7 @@ import smbd
 from harness import (TMP_ROOT, ImmichServer, SnapsyncTest, make_blob, make_photo, md5, sha1,
                      write_config)
 from test_history import NS, c4, chain, generations, xmllint
+from webserver import WebServer
 
 
 def check_chain_only(test, dest):
@@ -140,6 +141,44 @@ class VerifyLocalTest(SnapsyncTest):
                           ("DCIM/100CANON/IMG_0003.JPG", "ok"),
                           ("DCIM/100CANON/MVI_0004.MOV", "changed")])
         self.assertIn("MD5", rows[0][2])
+
+    def test_dashboard_api_shows_the_last_run_and_the_open_problems(self):
+        w = WebServer(self)
+        self.cleanups.append(lambda: self.assertEqual(w.stop(), 0))
+        v = w.get_json("/api/verification")
+        self.assertEqual((v["last_run"], v["running"], v["problems_total"], v["problems"]),
+                         (None, False, 0, []))
+
+        gone = self.path("IMG_0002.JPG")
+        with open(gone, "rb") as f:
+            kept = f.read()
+        os.unlink(gone)
+        self.snapsync("verify", check=1)
+        v = w.get_json("/api/verification")
+        run = v["last_run"]
+        self.assertEqual((run["scope"], run["status"], run["running"], run["checked"], run["ok"],
+                          run["missing"], run["changed"], run["errors"]),
+                         ("all", "problems", False, 4, 3, 1, 0, 0))
+        self.assertGreaterEqual(run["ended_at"], run["started_at"])
+        self.assertEqual(v["problems_total"], 1)
+        self.assertEqual(v["problems_page"], {"offset": 0, "limit": 100, "total": 1})
+        (p,) = v["problems"]
+        self.assertEqual((p["card_path"], p["path"], p["result"]),
+                         ("DCIM/100CANON/IMG_0002.JPG", gone, "missing"))
+        self.assertTrue(p["dest"].startswith("local:"), p)
+        self.assertTrue(p["detail"], p)
+        self.assertGreaterEqual(p["checked_at"], run["started_at"])
+        self.assertEqual(w.get_json("/api/verification?offset=1")["problems"], [])
+        for bad in ("limit=0", "limit=1001", "offset=-1", "limit=x"):
+            w.get_json(f"/api/verification?{bad}", status=400)
+
+        # the copy is back as it was: the next run finds it ok and the problem is closed
+        with open(gone, "wb") as f:
+            f.write(kept)
+        self.snapsync("verify", check=0)
+        v = w.get_json("/api/verification")
+        self.assertEqual((v["last_run"]["status"], v["problems_total"], v["problems"]),
+                         ("clean", 0, []))
 
     def test_history_gets_a_valid_generation_of_verified_and_failed(self):
         self.assertEqual(len(generations(self.dest)), 1)

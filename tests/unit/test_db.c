@@ -2314,6 +2314,77 @@ static void test_copies_unsealed_and_sealed(void **state)
     db_close(db);
 }
 
+/* Open problems: a copy's last verdict counts while it is missing or changed, the copy is
+ * completed and was not made again after the check; the list is paged and bounded. */
+static void test_verify_open_problems(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "open"), f[3], run = 0, last = 0;
+    for (int i = 0; i < 3; i++) {
+        char rel[32];
+        snprintf(rel, sizeof(rel), "DCIM/%d.JPG", i);
+        f[i] = add_file(db, card, rel, 10);
+        assert_int_equal(db_file_set_meta(db, f[i], "0123456789abcdef0123456789abcdef",
+                                          "0123456789abcdef0123456789abcdef01234567", 0, "photo",
+                                          NULL),
+                         0);
+        assert_int_equal(db_copy_set(db, f[i], "nas", DB_COPY_COMPLETED, rel, NULL, NULL), 0);
+    }
+    struct db_verify_run r;
+    struct error err = {0};
+    assert_int_equal(db_verify_run_last(db, &r, &err), -ENOENT);
+    assert_int_equal(db_verify_run_begin(db, "scrub", "", &run, NULL), 0);
+    int64_t at = (int64_t)time(NULL) + 100; /* after the copies were made */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(db_verify_result_add(db, run, f[i], "nas", DB_VERIFY_MISSING, "gone",
+                                              at + i, true, NULL),
+                         0);
+    assert_int_equal(db_verify_run_last(db, &r, NULL), 0);
+    assert_int_equal(r.id, run);
+    assert_int_equal(r.status, DB_VERIFY_RUNNING);
+    assert_string_equal(r.scope, "scrub");
+    assert_int_equal(db_verify_run_begin(db, "all", "", &last, NULL), 0);
+    assert_int_equal(db_verify_run_last(db, &r, NULL), 0);
+    assert_int_equal(r.id, last);
+
+    struct db_verify_open *o = NULL;
+    size_t n = 0;
+    int64_t total = 0;
+    assert_int_equal(db_verify_open_list(db, 0, 0, NULL, &n, &total, NULL), 0);
+    assert_int_equal(total, 3);
+    assert_int_equal(n, 0);
+    assert_int_equal(db_verify_open_list(db, 0, 2, &o, &n, &total, NULL), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(o[0].file_id, f[2]); /* newest check first */
+    assert_int_equal(o[0].result, DB_VERIFY_MISSING);
+    assert_string_equal(o[0].detail, "gone");
+    free(o);
+    o = NULL;
+
+    /* made again after the check (a newer verified_at), or no longer completed: closed */
+    char sql[160];
+    snprintf(sql, sizeof(sql), "UPDATE copies SET verified_at = %lld WHERE file_id = %lld",
+             (long long)(at + 50), (long long)f[0]);
+    raw_exec(path, sql);
+    assert_int_equal(db_copy_set(db, f[1], "nas", DB_COPY_PENDING, NULL, NULL, NULL), 0);
+    assert_int_equal(db_verify_open_list(db, 0, 10, &o, &n, &total, NULL), 0);
+    assert_int_equal(total, 1);
+    assert_int_equal(n, 1);
+    assert_int_equal(o[0].file_id, f[2]);
+    free(o);
+    o = NULL;
+    assert_int_equal(db_verify_open_list(db, 5, 10, &o, &n, &total, NULL), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(total, 1);
+    free(o);
+    assert_int_equal(db_verify_open_list(db, -1, 10, &o, &n, &total, &err), -EINVAL);
+    assert_int_equal(db_verify_open_list(db, 0, 1, NULL, &n, &total, &err), -EINVAL);
+    db_close(db);
+}
+
 int main(void)
 {
     /* a private mount namespace: the tmpfs the tests mount are gone when the process is */
@@ -2340,6 +2411,7 @@ int main(void)
         cmocka_unit_test(test_migrate_from_v2),
         cmocka_unit_test(test_copies_unsealed_and_sealed),
         cmocka_unit_test(test_verify_runs_pages_and_results),
+        cmocka_unit_test(test_verify_open_problems),
         cmocka_unit_test(test_session_problems),
         cmocka_unit_test(test_interrupt_stale),
         cmocka_unit_test(test_interrupt_reused_pid),

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests for status.c: progress and ETA, engine progress to live state, the shown status of
  * a session whose process is alive or gone (real child processes), and the JSON field names. */
+#include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -16,6 +18,7 @@
 #include <json-c/json.h>
 
 #include "config.h"
+#include "db.h"
 #include "status.h"
 
 static void test_progress_and_eta(void **state)
@@ -245,6 +248,211 @@ static void test_live_and_totals_json(void **state)
     json_object_put(o);
 }
 
+/* ---- verification: a real database made through db.h ---- */
+
+static int64_t verified_copy(struct db *db, int64_t card, const char *rel)
+{
+    struct db_file_key key = {card, rel, 100, 1700000000000000000LL};
+    int64_t id = 0;
+    assert_int_equal(db_file_get_or_create(db, &key, &id, NULL, NULL), 0);
+    assert_int_equal(db_file_set_meta(db, id, "0123456789abcdef0123456789abcdef",
+                                      "0123456789abcdef0123456789abcdef01234567", 0, "photo", NULL),
+                     0);
+    char remote[1200];
+    snprintf(remote, sizeof(remote), "/nas/%s", rel);
+    assert_int_equal(db_copy_set(db, id, "nas", DB_COPY_COMPLETED, remote, NULL, NULL), 0);
+    return id;
+}
+
+static void run_end(struct db *db, int64_t run, int64_t ok, int64_t missing, int64_t changed,
+                    int64_t errors, enum db_verify_status st)
+{
+    struct db_verify_counts c = {ok + missing + changed + errors, ok, missing, changed, errors};
+    assert_int_equal(db_verify_run_end(db, run, &c, st, NULL), 0);
+}
+
+static json_object *get_obj(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    assert_true(json_object_object_get_ex(o, key, &v));
+    return v;
+}
+
+static void test_verification_state(void **state)
+{
+    (void)state;
+    const char *base = getenv("SNAPSYNC_TEST_TMP");
+    char dir[512], path[600];
+    if (!base || !base[0])
+        base = "/tmp";
+    assert_true(mkdir(base, 0755) == 0 || errno == EEXIST);
+    snprintf(dir, sizeof(dir), "%s/test_status.XXXXXX", base);
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/snapsync.db", dir);
+    struct db *db = NULL;
+    assert_int_equal(db_open(path, DB_READ_WRITE, &db, NULL), 0);
+    struct status_verification *v = malloc(sizeof(*v));
+    assert_non_null(v);
+
+    /* never verified */
+    assert_int_equal(status_verification_get(db, v, NULL), 0);
+    assert_false(v->has_run);
+    assert_int_equal(v->problems, 0);
+    assert_int_equal(v->n_named, 0);
+    assert_int_equal(status_verification_time(v), 0);
+    json_object *o = status_verification_json(v);
+    assert_null(get_obj(o, "last_run"));
+    assert_int_equal(json_object_get_int64(get_obj(o, "problems_total")), 0);
+    json_object_put(o);
+    o = status_verification_mqtt_json(v);
+    assert_null(get_obj(o, "last_verification"));
+    assert_string_equal(get_str(o, "last_status"), "none");
+    assert_string_equal(get_str(o, "problem"), "OFF");
+    json_object_put(o);
+
+    int64_t card = 0;
+    assert_int_equal(db_card_upsert(db, "VERIFY-1", "CANON", &card, NULL), 0);
+    int64_t f[4];
+    for (int i = 0; i < 4; i++) {
+        char rel[32];
+        snprintf(rel, sizeof(rel), "DCIM/IMG_%d.JPG", i);
+        f[i] = verified_copy(db, card, rel);
+    }
+    /* a long name with a two-byte character across the cut */
+    char longrel[400];
+    memset(longrel, 'a', 254);
+    memcpy(longrel + 254, "\xc3\xa9", 2);
+    memset(longrel + 256, 'b', 100);
+    longrel[356] = '\0';
+    int64_t flong = verified_copy(db, card, longrel);
+
+    int64_t now = (int64_t)time(NULL), run1 = 0, run2 = 0;
+    assert_int_equal(db_verify_run_begin(db, "all", "", &run1, NULL), 0);
+    assert_int_equal(
+        db_verify_result_add(db, run1, f[0], "nas", DB_VERIFY_OK, NULL, now, true, NULL), 0);
+    assert_int_equal(db_verify_result_add(db, run1, f[1], "nas", DB_VERIFY_MISSING, "no such file",
+                                          now + 1, true, NULL),
+                     0);
+    assert_int_equal(db_verify_result_add(db, run1, f[2], "nas", DB_VERIFY_CHANGED,
+                                          "size 10, recorded 100", now + 2, true, NULL),
+                     0);
+    assert_int_equal(db_verify_result_add(db, run1, f[3], "nas", DB_VERIFY_ERROR, "offline",
+                                          now + 3, true, NULL),
+                     0);
+    assert_int_equal(
+        db_verify_result_add(db, run1, flong, "nas", DB_VERIFY_MISSING, NULL, now + 4, true, NULL),
+        0);
+    run_end(db, run1, 1, 2, 1, 1, DB_VERIFY_PROBLEMS);
+
+    assert_int_equal(status_verification_get(db, v, NULL), 0);
+    assert_true(v->has_run);
+    assert_int_equal(v->run_id, run1);
+    assert_string_equal(v->status, "problems");
+    assert_string_equal(v->scope, "all");
+    assert_false(v->running);
+    assert_true(v->ended_at >= now);
+    assert_int_equal(v->counts.checked, 5);
+    assert_int_equal(v->counts.missing, 2);
+    assert_int_equal(v->counts.errors, 1);
+    /* the error is no verdict: three open problems, newest check first */
+    assert_int_equal(v->problems, 3);
+    assert_int_equal(v->n_named, 3);
+    assert_int_equal(strlen(v->named[0].path), 254); /* cut before the two-byte character */
+    assert_string_equal(v->named[0].result, "missing");
+    assert_string_equal(v->named[1].path, "DCIM/IMG_2.JPG");
+    assert_string_equal(v->named[1].result, "changed");
+    assert_string_equal(v->named[1].dest, "nas");
+    assert_string_equal(v->named[2].path, "DCIM/IMG_1.JPG");
+
+    struct db_verify_open *open = NULL;
+    size_t n = 0;
+    int64_t total = 0;
+    assert_int_equal(db_verify_open_list(db, 1, 10, &open, &n, &total, NULL), 0);
+    assert_int_equal(total, 3);
+    assert_int_equal(n, 2);
+    assert_string_equal(open[0].remote, "/nas/DCIM/IMG_2.JPG");
+    assert_string_equal(open[0].detail, "size 10, recorded 100");
+    assert_int_equal(open[0].checked_at, now + 2);
+    assert_string_equal(open[1].detail, "no such file");
+    o = status_verify_problems_json(NULL, open, n);
+    assert_int_equal(json_object_array_length(o), 2);
+    assert_string_equal(get_str(json_object_array_get_idx(o, 0), "card_path"), "DCIM/IMG_2.JPG");
+    assert_string_equal(get_str(json_object_array_get_idx(o, 0), "path"), "/nas/DCIM/IMG_2.JPG");
+    assert_string_equal(get_str(json_object_array_get_idx(o, 0), "result"), "changed");
+    json_object_put(o);
+    free(open);
+    assert_int_equal(db_verify_open_list(db, 0, DB_VERIFY_OPEN_MAX + 1, &open, &n, &total, NULL),
+                     -EINVAL);
+
+    /* a second run is under way: it found file 1 back, could not read file 2 */
+    assert_int_equal(db_verify_run_begin(db, "scrub", "", &run2, NULL), 0);
+    assert_int_equal(
+        db_verify_result_add(db, run2, f[1], "nas", DB_VERIFY_OK, NULL, now + 5, true, NULL), 0);
+    assert_int_equal(
+        db_verify_result_add(db, run2, f[2], "nas", DB_VERIFY_ERROR, "busy", now + 6, true, NULL),
+        0);
+    assert_int_equal(status_verification_get(db, v, NULL), 0);
+    assert_int_equal(v->run_id, run2);
+    assert_true(v->running);
+    assert_string_equal(v->status, "running");
+    assert_int_equal(v->ended_at, 0);
+    assert_int_equal(status_verification_time(v), v->started_at);
+    assert_int_equal(v->problems, 2); /* file 1 is fine now; file 2's last verdict stays */
+    o = status_verification_json(v);
+    json_object *last = get_obj(o, "last_run");
+    assert_string_equal(get_str(last, "scope"), "scrub");
+    assert_true(get_bool(last, "running"));
+    assert_null(get_obj(last, "ended_at"));
+    json_object_put(o);
+
+    /* many problems: the MQTT payload names the first STATUS_VERIFY_NAMED, bounded */
+    for (int i = 0; i < 30; i++) {
+        char rel[32];
+        snprintf(rel, sizeof(rel), "DCIM/GONE_%02d.JPG", i);
+        int64_t id = verified_copy(db, card, rel);
+        assert_int_equal(db_verify_result_add(db, run2, id, "nas", DB_VERIFY_MISSING, "gone",
+                                              now + 10 + i, true, NULL),
+                         0);
+    }
+    run_end(db, run2, 1, 30, 0, 1, DB_VERIFY_PROBLEMS);
+    assert_int_equal(status_verification_get(db, v, NULL), 0);
+    assert_int_equal(v->problems, 32);
+    assert_int_equal(v->n_named, STATUS_VERIFY_NAMED);
+    assert_string_equal(v->named[0].path, "DCIM/GONE_29.JPG");
+    o = status_verification_mqtt_json(v);
+    assert_string_equal(get_str(o, "problem"), "ON");
+    assert_int_equal(json_object_get_int64(get_obj(o, "problems")), 32);
+    assert_int_equal(json_object_get_int64(get_obj(o, "missing")), 30);
+    assert_string_equal(get_str(o, "last_status"), "problems");
+    assert_non_null(get_obj(o, "last_verification"));
+    json_object *files = get_obj(o, "problem_files");
+    assert_int_equal(json_object_array_length(files), STATUS_VERIFY_NAMED);
+    assert_string_equal(get_str(json_object_array_get_idx(files, 0), "card_path"),
+                        "DCIM/GONE_29.JPG");
+    assert_string_equal(get_str(json_object_array_get_idx(files, 0), "dest"), "nas");
+    json_object_put(o);
+    /* the worst case stays under Home Assistant's 16 KB for an entity's attributes */
+    for (size_t i = 0; i < STATUS_VERIFY_NAMED; i++) {
+        memset(v->named[i].path, 'p', sizeof(v->named[i].path) - 1);
+        v->named[i].path[sizeof(v->named[i].path) - 1] = '\0';
+        memset(v->named[i].dest, 'd', sizeof(v->named[i].dest) - 1);
+        v->named[i].dest[sizeof(v->named[i].dest) - 1] = '\0';
+    }
+    o = status_verification_mqtt_json(v);
+    assert_true(strlen(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN)) < 16384);
+    json_object_put(o);
+
+    free(v);
+    db_close(db);
+    remove(path);
+    char side[700];
+    snprintf(side, sizeof(side), "%s-wal", path);
+    remove(side);
+    snprintf(side, sizeof(side), "%s-shm", path);
+    remove(side);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -252,6 +460,7 @@ int main(void)
         cmocka_unit_test(test_live_from_progress),
         cmocka_unit_test(test_liveness_and_session_json),
         cmocka_unit_test(test_live_and_totals_json),
+        cmocka_unit_test(test_verification_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
