@@ -1473,7 +1473,7 @@ static const char *suggest(int sec, const char *s)
         const char *cand = sec < 0 ? sections[i].name : keys[i].name;
         unsigned d = edit_distance(s, cand);
         if (d < best_d && d < strlen(cand)) {
-            best = cand;
+            best = sec < 0 ? sec_path((enum section)i) : cand; /* "notify.email" */
             best_d = d;
         }
     }
