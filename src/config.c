@@ -2541,7 +2541,7 @@ static void write_value(FILE *out, const struct config *cfg, const struct key_ro
                 fputs(", token_env: ", out);
                 write_string(out, h[i].token_env);
             }
-            if (*h[i].token)
+            if (*h[i].token && !*h[i].token_env) /* from token_env: not in the file */
                 fputs(", token: \"" MASK "\"", out);
             if (*h[i].tls_ca_file) {
                 fputs(", tls_ca_file: ", out);
