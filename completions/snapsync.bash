@@ -6,7 +6,7 @@ _snapsync()
     local cur prev words cword
     _init_completion || return
 
-    local commands="backup status sessions report config test-connection verify start web"
+    local commands="backup status sessions report config test-connection verify notify-test start web"
     local global="--config --help --version -c -h -V"
 
     # the command: the first word after the global options (and --config's FILE)
@@ -59,7 +59,7 @@ _snapsync()
     local opts=""
     case $cmd in
     backup) opts="--dry-run --json --help -n -j -h" ;;
-    status | test-connection) opts="--json --help -j -h" ;;
+    status | test-connection | notify-test) opts="--json --help -j -h" ;;
     sessions) opts="-n --number --json --help -j -h" ;;
     report) opts="--format --output --help -f -o -h" ;;
     config) opts="--template --json --help -t -j -h" ;;

@@ -49,6 +49,26 @@ header && /^$/ { header = 0; print ".fi"; print ".SH KEYS"; next }
     next
 }
 /^  # / { line = $0; sub(/^  # /, "", line); c[++nc] = line; next }
+# a nested section (notify: email:): its keys follow, 4 spaces in, named parent.key
+/^  [a-z_]+:$/ {
+    parent = $0; sub(/^  /, "", parent); sub(/:$/, "", parent)
+    print ".TP"
+    print ".B " esc(parent)
+    flush_comment()
+    next
+}
+/^    # / { line = $0; sub(/^    # /, "", line); c[++nc] = line; next }
+/^    [a-z_]+:/ {
+    key = $0; sub(/^    /, "", key); sub(/:.*/, "", key)
+    value = $0; sub(/^    [a-z_]+: ?/, "", value)
+    print ".TP"
+    print ".B " esc(parent "." key)
+    flush_comment()
+    print ".br"
+    printf "Default: \\fB%s\\fP", esc(value)
+    cont = 1
+    next
+}
 /^  [a-z_]+:/ {
     key = $0; sub(/^  /, "", key); sub(/:.*/, "", key)
     value = $0; sub(/^  [a-z_]+: ?/, "", value)

@@ -30,6 +30,7 @@
 #include "log.h"
 #include "service.h"
 #include "mqtt.h"
+#include "notify_channel.h"
 #include "report.h"
 #include "status.h"
 #include "verify.h"
@@ -891,6 +892,67 @@ static int cmd_test_connection(struct cli *cli, int argc, char **argv)
     return rc;
 }
 
+static int cmd_notify_test(struct cli *cli, int argc, char **argv)
+{
+    bool json = false;
+    int rc = parse_json_flag(
+        argc, argv, "snapsync notify-test [--json]",
+        "Sends a sample notification (a completed backup of card SNAPSYNC_TEST) through every\n"
+        "enabled channel: notify.email and each of notify.webhooks. One line per channel: OK, or\n"
+        "FAIL with the error and whether a real notification would be retried. Exit 0 when all\n"
+        "succeeded, 1 otherwise, 2 when no channel is configured. With --json, one object:\n"
+        "{\"ok\", \"channels\": [{\"name\", \"ok\", \"error\", \"transient\"}]}.",
+        &json, NULL);
+    if (rc)
+        return rc < 0 ? EXIT_OK : rc;
+    if ((rc = load_config(cli)))
+        return rc;
+    size_t n = notify_channel_count(cli->cfg);
+    if (n == 0) {
+        fprintf(stderr, "snapsync: no notification channel is configured: enable notify.email or "
+                        "add notify.webhooks (docs/notifications.md)\n");
+        return EXIT_USAGE;
+    }
+    struct notify_msg m = {0};
+    struct error err = {0};
+    if (notify_channel_sample(cli->cfg, &m, &err) < 0) {
+        fprintf(stderr, "snapsync: %s\n", err.msg);
+        return EXIT_FAILED;
+    }
+    json_object *channels = json ? json_object_new_array() : NULL;
+    for (size_t i = 0; i < n; i++) {
+        char name[96];
+        notify_channel_name(cli->cfg, i, name, sizeof(name));
+        int r = notify_channel_send(cli->cfg, i, &m, &err);
+        bool transient = r < 0 && notify_error_transient(r);
+        if (r < 0) {
+            config_scrub_secrets(cli->cfg, err.msg);
+            rc = EXIT_FAILED;
+        }
+        if (channels) {
+            json_object *o = json_object_new_object();
+            json_object_object_add(o, "name", json_object_new_string(name));
+            json_object_object_add(o, "ok", json_object_new_boolean(r == 0));
+            json_object_object_add(o, "error", r < 0 ? jsonout_string(err.msg) : NULL);
+            json_object_object_add(o, "transient", json_object_new_boolean(transient));
+            json_object_array_add(channels, o);
+        } else if (r == 0) {
+            printf("OK    %s\n", name);
+        } else {
+            printf("FAIL  %s [%s]: %s\n", name,
+                   transient ? "would be retried" : "would not be retried", err.msg);
+        }
+    }
+    notify_msg_done(&m);
+    if (channels) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "ok", json_object_new_boolean(rc == EXIT_OK));
+        json_object_object_add(o, "channels", channels);
+        json_print(o);
+    }
+    return rc;
+}
+
 static int cmd_start(struct cli *cli, int argc, char **argv)
 {
     if (argc > 1) {
@@ -1367,6 +1429,7 @@ static const struct command commands[] = {
     {"test-connection", cmd_test_connection, "test-connection [--json]", "check every destination"},
     {"verify", cmd_verify, "verify [--session N] [--dest NAME]",
      "re-read the copies, name what differs"},
+    {"notify-test", cmd_notify_test, "notify-test [--json]", "send a sample notification"},
     {"start", cmd_start, "start", "run the service: back up every card inserted"},
     {"web", cmd_web, "web [--port N]", "serve the dashboard and JSON API"},
     {"report", cmd_report, "report SESSION [--format F] [-o F]",

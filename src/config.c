@@ -20,6 +20,8 @@
 #include "config.h"
 
 #include "fileio.h"
+#include "notify_hook.h"
+#include "notify_mail.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -58,12 +60,19 @@ enum section {
     SEC_S3,
     SEC_MQTT,
     SEC_BACKUP,
+    SEC_NOTIFY,
+    SEC_NOTIFY_EMAIL, /* notify.email, a mapping inside notify */
     N_SECTIONS
 };
 
+/* A nested section (notify.email) names its parent and is written inside it; path is how keys
+ * are named in messages ("notify.email.host"). */
 static const struct section_row {
     const char *name;
     const char *help;
+    const char *path; /* NULL: name */
+    bool nested;
+    enum section parent;
 } sections[N_SECTIONS] = {
     [SEC_SERVICE] = {"service", "The service itself."},
     [SEC_SD_CARD] = {"sd_card", "Where SD cards show up."},
@@ -77,6 +86,14 @@ static const struct section_row {
                 "Also upload to an S3-compatible object store (AWS, MinIO, Ceph, B2, R2 ...)."},
     [SEC_MQTT] = {"mqtt", "Report to Home Assistant through MQTT."},
     [SEC_BACKUP] = {"backup", "How files are copied."},
+    [SEC_NOTIFY] = {"notify",
+                    "Notifications of session results by e-mail and webhooks "
+                    "(docs/notifications.md);\n# `snapsync notify-test` sends a sample. For "
+                    "example:\n#   notify:\n#     email: {enabled: true, host: smtp.gmail.com, "
+                    "from: me@gmail.com, to: [me@gmail.com]}\n#     webhooks:\n#       - {url: "
+                    "\"https://ntfy.sh/my-topic\", format: ntfy, token_env: NTFY_TOKEN}"},
+    [SEC_NOTIFY_EMAIL] = {"email", "E-mail through an SMTP server.", "notify.email", true,
+                          SEC_NOTIFY},
 };
 
 enum key_type {
@@ -93,6 +110,7 @@ enum key_type {
                   set, max: bits that may be set */
     KT_USER,   /* char * user name or number ("" none), resolved at load to int64_t at off_n */
     KT_GROUP,  /* the same for a group */
+    KT_HOOKS,  /* struct config_webhook * + size_t count at off_n: a list of mappings */
 };
 
 #define KF_SECRET 0x01u    /* masked when printed, overridable from .env and the environment */
@@ -102,6 +120,7 @@ enum key_type {
 #define KF_URL 0x10u       /* http:// or https:// when not empty */
 #define KF_ADDRESS 0x20u   /* an IPv4 or IPv6 address literal, or "localhost" */
 #define KF_HOSTNAME 0x40u  /* list items are host names: letters, digits, '-', '.' */
+#define KF_MAILADDR 0x80u  /* an e-mail address (notify_mail_address_ok) when not empty */
 
 struct key_row {
     enum section section;
@@ -130,6 +149,10 @@ static const char *const protocols[] = {[CONFIG_PROTOCOL_SMB] = "smb",
                                         NULL};
 static const char *const album_modes[] = {"auto", "none", "fixed", "session", "date", NULL};
 static const char *const s3_addressings[] = {"path", "virtual", NULL};
+const char *const config_notify_event_names[] = {"completed",      "partial", "failed",
+                                                 "interrupted",    "empty",   "destination_down",
+                                                 "verify_problem", NULL};
+static const char *const mail_securities[] = {"starttls", "tls", "none", NULL};
 static const char *const default_mount_points[] = {"/media", "/run/media", NULL};
 static const char *const no_items[] = {NULL};
 static const char *const default_extensions[] = {
@@ -395,6 +418,56 @@ static const struct key_row keys[] = {
         "The service re-checks copies older than this many days when idle (scrub); 0 off."),
     NUMBER(SEC_BACKUP, "verify_rate", backup.verify_rate, "0", 0, 100000,
            "MB/s the scrub reads at most, so a NAS is not flooded; 0 unlimited."),
+
+    /* notify: notifications (docs/notifications.md) */
+    {.section = SEC_NOTIFY,
+     .name = "events",
+     .type = KT_LIST,
+     .off = AT(char **, notify.events),
+     .off_n = AT(size_t, notify.n_events),
+     .def_list = config_notify_event_names,
+     .max = 32,
+     .choices = config_notify_event_names,
+     .help = "What is notified: session results, a destination down, a verification problem."},
+    INT(SEC_NOTIFY, "destination_down_minutes", notify.destination_down_minutes, "30", 1, 10080,
+        "Minutes a destination must be down before destination_down is sent."),
+    STR(SEC_NOTIFY, "dashboard_url", notify.dashboard_url, "", KF_URL,
+        "Link to the dashboard in messages; empty: from service.web_ui_bind and web_ui_port."),
+    {.section = SEC_NOTIFY,
+     .name = "webhooks",
+     .type = KT_HOOKS,
+     .off = AT(struct config_webhook *, notify.webhooks),
+     .off_n = AT(size_t, notify.n_webhooks),
+     .max = CONFIG_WEBHOOKS_MAX,
+     .help = "Up to 8 of {url, format: json|ntfy|gotify, token or token_env: VAR, tls_ca_file}."},
+    BOOL(SEC_NOTIFY_EMAIL, "enabled", notify.email.enabled, "false", "Send e-mail."),
+    STR(SEC_NOTIFY_EMAIL, "host", notify.email.host, "", 0, "SMTP server name or address."),
+    INT(SEC_NOTIFY_EMAIL, "port", notify.email.port, "0", 0, 65535,
+        "SMTP port; 0: 587 for starttls, 465 for tls, 25 for none."),
+    {.section = SEC_NOTIFY_EMAIL,
+     .name = "security",
+     .type = KT_ENUM,
+     .off = AT(char *, notify.email.security),
+     .def = "starttls",
+     .choices = mail_securities,
+     .help = "How to connect; starttls never falls back to clear text."},
+    SECRET(SEC_NOTIFY_EMAIL, "username", notify.email.username, "SMTP_USERNAME",
+           "SMTP user; empty: no login."),
+    SECRET(SEC_NOTIFY_EMAIL, "password", notify.email.password, "SMTP_PASSWORD",
+           "SMTP password (an app password with Gmail)."),
+    STR(SEC_NOTIFY_EMAIL, "from", notify.email.from, "", KF_MAILADDR,
+        "Sender address, user@domain."),
+    {.section = SEC_NOTIFY_EMAIL,
+     .name = "to",
+     .type = KT_LIST,
+     .off = AT(char **, notify.email.to),
+     .off_n = AT(size_t, notify.email.n_to),
+     .def_list = no_items,
+     .max = NOTIFY_MAIL_ADDR_MAX,
+     .flags = KF_MAILADDR,
+     .help = "Recipient addresses, at most 16."},
+    PATHKEY(SEC_NOTIFY_EMAIL, "tls_ca_file", notify.email.tls_ca_file, "", 0,
+            "CA certificate (PEM) of a self-signed server; empty: the system's CAs."),
 };
 
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -430,6 +503,11 @@ static bool mqtt_on(const struct config *c)
     return c->mqtt.enabled;
 }
 
+static bool email_on(const struct config *c)
+{
+    return c->notify.email.enabled;
+}
+
 static bool immich_album_fixed(const struct config *c)
 {
     return c->immich.enabled && c->immich.album_mode && strcmp(c->immich.album_mode, "fixed") == 0;
@@ -456,6 +534,8 @@ static const struct rule {
     {SEC_MQTT, "discovery_prefix", mqtt_on, "mqtt is enabled"},
     {SEC_MQTT, "topic_prefix", mqtt_on, "mqtt is enabled"},
     {SEC_MQTT, "client_id", mqtt_on, "mqtt is enabled"},
+    {SEC_NOTIFY_EMAIL, "host", email_on, "notify.email is enabled"},
+    {SEC_NOTIFY_EMAIL, "from", email_on, "notify.email is enabled"},
 };
 
 /* Where each section and key was set in the file (1-based lines; 0 = not in the file). */
@@ -489,9 +569,15 @@ static size_t key_index(const struct key_row *row)
     return (size_t)(row - keys);
 }
 
+static const char *sec_path(enum section sec)
+{
+    return sections[sec].path ? sections[sec].path : sections[sec].name;
+}
+
 static void key_path(char *buf, size_t size, const struct key_row *row)
 {
-    snprintf(buf, size, "%s.%s", sections[row->section].name, row->name);
+    const struct section_row *sec = &sections[row->section];
+    snprintf(buf, size, "%s.%s", sec->path ? sec->path : sec->name, row->name);
 }
 
 /* Copies outside text into buf for an error message: escaped, cut at SHOW_MAX bytes. */
@@ -566,15 +652,35 @@ static void list_free(char **list)
     free(list);
 }
 
+static void hook_done(struct config_webhook *h)
+{
+    free(h->url);
+    free(h->format);
+    free(h->token);
+    free(h->token_env);
+    free(h->tls_ca_file);
+    memset(h, 0, sizeof(*h));
+}
+
+static void hooks_free(struct config_webhook *hooks, size_t n)
+{
+    for (size_t i = 0; hooks && i < n; i++)
+        hook_done(&hooks[i]);
+    free(hooks);
+}
+
 /* ---- values ---- */
 
 /* "a boolean (true/false)", "one of debug, info, warning, error", ... */
 static const char *type_expect(char *buf, size_t size, const struct key_row *row)
 {
+    if (row->type == KT_LIST && !row->choices)
+        return "a list of strings";
     switch (row->type) {
     case KT_STRING:
     case KT_PATH:
         return "a string";
+    case KT_LIST:
     case KT_ENUM:
     case KT_PROTOCOL: {
         size_t n = (size_t)snprintf(buf, size, "one of");
@@ -590,8 +696,8 @@ static const char *type_expect(char *buf, size_t size, const struct key_row *row
         return "a size such as 1024, 100KB or 1 MiB";
     case KT_NUMBER:
         return "a number";
-    case KT_LIST:
-        return "a list of strings";
+    case KT_HOOKS:
+        return "a list of {url, format, token}";
     case KT_MODE:
         return "an octal mode such as \"0644\"";
     case KT_USER:
@@ -830,6 +936,31 @@ static int string_check(const struct key_row *row, const char *s, size_t len, bo
     if (item && (row->flags & KF_HOSTNAME) && !hostname_ok(s, len))
         return fail(err, o->name, o->line, o->key, "expected a host name such as pi.lan, got '%s'",
                     show(shown, sizeof(shown), s, len));
+    if (len > 0 && (row->flags & KF_MAILADDR)) {
+        char addr[NOTIFY_MAIL_ADDR_MAX + 1];
+        bool ok = len <= NOTIFY_MAIL_ADDR_MAX;
+        if (ok) {
+            memcpy(addr, s, len);
+            addr[len] = '\0';
+            ok = notify_mail_address_ok(addr);
+        }
+        if (!ok)
+            return fail(err, o->name, o->line, o->key,
+                        "expected an address such as user@example.com, got '%s'",
+                        show(shown, sizeof(shown), s, len));
+    }
+    if (item && row->choices) {
+        size_t c = 0;
+        while (row->choices[c] &&
+               (strlen(row->choices[c]) != len || strncmp(row->choices[c], s, len) != 0))
+            c++;
+        if (!row->choices[c]) {
+            char expect[256];
+            return fail(err, o->name, o->line, o->key, "unknown item '%s' (%s)",
+                        show(shown, sizeof(shown), s, len),
+                        type_expect(expect, sizeof(expect), row));
+        }
+    }
     if (item && (row->flags & KF_ABSOLUTE) && s[0] != '/')
         return fail(err, o->name, o->line, o->key, "expected an absolute path, got '%s'",
                     show(shown, sizeof(shown), s, len));
@@ -964,6 +1095,16 @@ static int value_set(struct config *cfg, const struct key_row *row, const char *
     }
     if (row->type == KT_USER || row->type == KT_GROUP)
         return owner_set(cfg, row, null ? "" : s, null ? 0 : len, o, err);
+    if (row->type == KT_HOOKS) {
+        if (!null)
+            return fail(err, o->name, o->line, o->key, "expected %s, got '%s'",
+                        type_expect(expect, sizeof(expect), row),
+                        show(shown, sizeof(shown), s, len));
+        hooks_free(*(struct config_webhook **)f, *(size_t *)field(cfg, row->off_n));
+        *(struct config_webhook **)f = NULL;
+        *(size_t *)field(cfg, row->off_n) = 0;
+        return 0;
+    }
     if (row->type == KT_LIST) {
         struct list_builder empty = {0};
         if (!null)
@@ -1048,6 +1189,7 @@ static int value_set(struct config *cfg, const struct key_row *row, const char *
     case KT_LIST:
     case KT_USER:
     case KT_GROUP:
+    case KT_HOOKS:
         break;
     }
     return fail(err, o->name, o->line, o->key, "expected %s, got '%s'",
@@ -1065,6 +1207,9 @@ void config_free(struct config *cfg)
             free(*(char **)field(cfg, row->off));
         else if (row->type == KT_LIST)
             list_free(*(char ***)field(cfg, row->off));
+        else if (row->type == KT_HOOKS)
+            hooks_free(*(struct config_webhook **)field(cfg, row->off),
+                       *(size_t *)field(cfg, row->off_n));
     }
     list_free(cfg->warnings);
     free(cfg->path);
@@ -1091,6 +1236,8 @@ static int config_new(bool embedded, struct config **ret, struct error *err)
                     goto out;
             }
             r = list_commit(cfg, row, &lb, &o, err);
+        } else if (row->type == KT_HOOKS) {
+            r = 0; /* none */
         } else {
             const char *def = (embedded && row->embedded) ? row->embedded : row->def;
             r = value_set(cfg, row, def, strlen(def), false, &o, err);
@@ -1138,10 +1285,48 @@ static int validate_smb_perms(const struct config *cfg, const char *name, const 
     return 0;
 }
 
+/* The line of key `key` of section sec in the file, else of the section; 0 when not known. */
+static size_t line_of(const struct lines *lines, enum section sec, const char *key)
+{
+    if (!lines)
+        return 0;
+    size_t line = lines->key[key_index(key_find(sec, key))];
+    return line ? line : lines->section[sec];
+}
+
+/* notify.email when enabled: recipients within bounds, no credentials in clear. */
+static int validate_notify(const struct config *cfg, const char *name, const struct lines *lines,
+                           struct error *err)
+{
+    if (!cfg->notify.email.enabled)
+        return 0;
+    if (cfg->notify.email.n_to == 0)
+        return fail(err, name, line_of(lines, SEC_NOTIFY_EMAIL, "enabled"), "notify.email.to",
+                    "required when notify.email is enabled (a list of addresses)");
+    if (cfg->notify.email.n_to > NOTIFY_MAIL_RCPT_MAX)
+        return fail(err, name, line_of(lines, SEC_NOTIFY_EMAIL, "to"), "notify.email.to",
+                    "too many recipients (%zu, at most %d)", cfg->notify.email.n_to,
+                    NOTIFY_MAIL_RCPT_MAX);
+    if (strcmp(cfg->notify.email.security, "none") == 0 &&
+        (*cfg->notify.email.username || *cfg->notify.email.password))
+        return fail(err, name, line_of(lines, SEC_NOTIFY_EMAIL, "security"),
+                    "notify.email.security",
+                    "none sends in clear: a username or password (SMTP_USERNAME, SMTP_PASSWORD) "
+                    "needs starttls or tls");
+    if (*cfg->notify.email.password && !*cfg->notify.email.username)
+        return fail(err, name, line_of(lines, SEC_NOTIFY_EMAIL, "password"),
+                    "notify.email.username",
+                    "required with a password (set SMTP_USERNAME in .env)");
+    return 0;
+}
+
 static int validate(const struct config *cfg, const char *name, const struct lines *lines,
                     struct error *err)
 {
     int r = validate_smb_perms(cfg, name, lines, err);
+    if (r < 0)
+        return r;
+    r = validate_notify(cfg, name, lines, err);
     if (r < 0)
         return r;
     for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
@@ -1162,6 +1347,50 @@ static int validate(const struct config *cfg, const char *name, const struct lin
             return fail(err, name, line, key, "required when %s (set %s in .env)", rule->why,
                         row->env);
         return fail(err, name, line, key, "required when %s", rule->why);
+    }
+    return 0;
+}
+
+/* Whether an http:// URL names this host (localhost, 127.0.0.0/8, ::1), so a token sent over it
+ * never crosses the network. */
+static bool url_loopback(const char *url)
+{
+    const char *h = url + 7; /* after "http://" */
+    char host[256];
+    size_t n;
+    if (*h == '[') {
+        n = strcspn(++h, "]");
+    } else {
+        n = strcspn(h, ":/?#");
+        const char *at = memchr(h, '@', n);
+        if (at) { /* user:password@host */
+            h = at + 1;
+            n = strcspn(h, ":/?#");
+        }
+    }
+    if (n == 0 || n >= sizeof(host))
+        return false;
+    memcpy(host, h, n);
+    host[n] = '\0';
+    struct in_addr a4;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    return strcasecmp(host, "localhost") == 0 || strcmp(host, "::1") == 0;
+}
+
+/* Warns about a webhook token that would go in clear over the network. */
+static int notify_warnings(struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->notify.n_webhooks; i++) {
+        const struct config_webhook *h = &cfg->notify.webhooks[i];
+        if (!*h->token || strncasecmp(h->url, "http://", 7) != 0 || url_loopback(h->url))
+            continue;
+        int r = add_warning(cfg,
+                            "notify.webhooks[%zu]: its token goes in clear over http:// to another "
+                            "host; use https://",
+                            i);
+        if (r < 0)
+            return r;
     }
     return 0;
 }
@@ -1284,7 +1513,7 @@ static const char *suggest(int sec, const char *s)
         const char *cand = sec < 0 ? sections[i].name : keys[i].name;
         unsigned d = edit_distance(s, cand);
         if (d < best_d && d < strlen(cand)) {
-            best = cand;
+            best = sec < 0 ? sec_path((enum section)i) : cand; /* "notify.email" */
             best_d = d;
         }
     }
@@ -1300,11 +1529,155 @@ static int unknown(struct yparse *p, int sec, const char *s, size_t len)
     if (sec < 0)
         snprintf(key, sizeof(key), "%s", shown);
     else
-        snprintf(key, sizeof(key), "%s.%s", sections[sec].name, shown);
+        snprintf(key, sizeof(key), "%s.%s", sec_path((enum section)sec), shown);
     if (hint)
         return fail(p->err, p->name, ev_line(p), key, "unknown %s (did you mean %s?)",
                     sec < 0 ? "section" : "key", hint);
     return fail(p->err, p->name, ev_line(p), key, "unknown %s", sec < 0 ? "section" : "key");
+}
+
+/* The keys of one notify.webhooks entry; url is required, format defaults to json. */
+enum { HK_URL, HK_FORMAT, HK_TOKEN, HK_TOKEN_ENV, HK_CA, N_HOOK_KEYS };
+static const struct hook_key {
+    const char *name;
+    size_t off;
+    struct key_row row; /* what string_check needs: max, flags */
+} hook_keys[N_HOOK_KEYS] = {
+    [HK_URL] = {"url",
+                offsetof(struct config_webhook, url),
+                {.max = NOTIFY_HOOK_URL_MAX, .flags = KF_URL | KF_NONEMPTY}},
+    [HK_FORMAT] = {"format", offsetof(struct config_webhook, format), {.max = 16}},
+    [HK_TOKEN] = {"token",
+                  offsetof(struct config_webhook, token),
+                  {.max = NOTIFY_HOOK_TOKEN_MAX, .flags = KF_SECRET}},
+    [HK_TOKEN_ENV] = {"token_env", offsetof(struct config_webhook, token_env), {.max = 63}},
+    [HK_CA] = {"tls_ca_file", offsetof(struct config_webhook, tls_ca_file), {.max = PATH_MAX - 1}},
+};
+
+static bool env_name_ok(const char *s)
+{
+    return *s && !isdigit((unsigned char)*s) &&
+           strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") ==
+               strlen(s);
+}
+
+/* One mapping of notify.webhooks (the event is its MAPPING-START) into h. */
+static int parse_hook(struct yparse *p, const char *key, struct config_webhook *h)
+{
+    char shown[4 * SHOW_MAX + 16];
+    char name[96];
+    size_t lines[N_HOOK_KEYS] = {0};
+    enum notify_hook_format fmt;
+    int r;
+    h->line = ev_line(p);
+    for (;;) {
+        r = next_event(p);
+        if (r < 0)
+            return r;
+        if (p->ev.type == YAML_MAPPING_END_EVENT)
+            break;
+        if (p->ev.type != YAML_SCALAR_EVENT)
+            return fail(p->err, p->name, ev_line(p), key, "expected a key name, got %s",
+                        ev_kind(&p->ev));
+        const char *s = (const char *)p->ev.data.scalar.value;
+        size_t len = p->ev.data.scalar.length;
+        size_t k = 0;
+        while (k < N_HOOK_KEYS &&
+               (strlen(hook_keys[k].name) != len || memcmp(hook_keys[k].name, s, len) != 0))
+            k++;
+        if (k == N_HOOK_KEYS) {
+            snprintf(name, sizeof(name), "%s.%s", key, show(shown, sizeof(shown), s, len));
+            return fail(p->err, p->name, ev_line(p), name,
+                        "unknown key (url, format, token, token_env, tls_ca_file)");
+        }
+        snprintf(name, sizeof(name), "%s.%s", key, hook_keys[k].name);
+        if (lines[k])
+            return fail(p->err, p->name, ev_line(p), name, "duplicate key (first set on line %zu)",
+                        lines[k]);
+        lines[k] = ev_line(p);
+        r = next_event(p);
+        if (r < 0)
+            return r;
+        if (p->ev.type != YAML_SCALAR_EVENT)
+            return fail(p->err, p->name, ev_line(p), name, "expected a string, got %s",
+                        ev_kind(&p->ev));
+        struct origin o = {.name = p->name, .line = ev_line(p), .key = name};
+        bool null = ev_is_null(&p->ev);
+        char *dup;
+        r = string_check(&hook_keys[k].row, (const char *)p->ev.data.scalar.value,
+                         null ? 0 : p->ev.data.scalar.length, false, &o, &dup, p->err);
+        if (r < 0)
+            return r;
+        char **f = (char **)((char *)h + hook_keys[k].off);
+        free(*f);
+        *f = dup;
+    }
+    for (size_t k = 0; k < N_HOOK_KEYS; k++) {
+        char **f = (char **)((char *)h + hook_keys[k].off);
+        if (!*f && !(*f = strdup(k == HK_FORMAT ? "json" : "")))
+            return error_set(p->err, -ENOMEM, "out of memory");
+    }
+    if (!*h->url) {
+        snprintf(name, sizeof(name), "%s.url", key);
+        return fail(p->err, p->name, h->line, name, "required");
+    }
+    if (notify_hook_format_parse(h->format, &fmt) < 0) {
+        snprintf(name, sizeof(name), "%s.format", key);
+        return fail(p->err, p->name, lines[HK_FORMAT], name,
+                    "expected one of json, ntfy, gotify, got '%s'",
+                    show(shown, sizeof(shown), h->format, strlen(h->format)));
+    }
+    snprintf(name, sizeof(name), "%s.token_env", key);
+    if (*h->token_env && !env_name_ok(h->token_env))
+        return fail(p->err, p->name, lines[HK_TOKEN_ENV], name,
+                    "expected a variable name such as NTFY_TOKEN, got '%s'",
+                    show(shown, sizeof(shown), h->token_env, strlen(h->token_env)));
+    if (*h->token_env && *h->token)
+        return fail(p->err, p->name, lines[HK_TOKEN_ENV], name,
+                    "token and token_env are both set; keep one (token_env, with the token in "
+                    ".env)");
+    return 0;
+}
+
+/* notify.webhooks: a list of mappings, at most row->max. */
+static int parse_hooks(struct yparse *p, const struct key_row *row, const char *key)
+{
+    char name[80];
+    struct config_webhook *hooks = calloc((size_t)row->max, sizeof(*hooks));
+    size_t n = 0;
+    int r;
+    if (!hooks)
+        return error_set(p->err, -ENOMEM, "out of memory");
+    for (;;) {
+        r = next_event(p);
+        if (r < 0)
+            goto out;
+        if (p->ev.type == YAML_SEQUENCE_END_EVENT)
+            break;
+        if (n >= (size_t)row->max) {
+            r = fail(p->err, p->name, ev_line(p), key, "too many webhooks (at most %" PRId64 ")",
+                     row->max);
+            goto out;
+        }
+        snprintf(name, sizeof(name), "%s[%zu]", key, n);
+        if (p->ev.type != YAML_MAPPING_START_EVENT) {
+            r = fail(p->err, p->name, ev_line(p), name,
+                     "expected a mapping {url, format, token}, got %s",
+                     p->ev.type == YAML_SCALAR_EVENT ? "a value" : ev_kind(&p->ev));
+            goto out;
+        }
+        r = parse_hook(p, name, &hooks[n++]);
+        if (r < 0)
+            goto out;
+    }
+    hooks_free(*(struct config_webhook **)field(p->cfg, row->off),
+               *(size_t *)field(p->cfg, row->off_n));
+    *(struct config_webhook **)field(p->cfg, row->off) = hooks;
+    *(size_t *)field(p->cfg, row->off_n) = n;
+    hooks = NULL;
+out:
+    hooks_free(hooks, n);
+    return r;
 }
 
 /* The event after a key: the value of `row`. */
@@ -1320,6 +1693,8 @@ static int parse_value(struct yparse *p, const struct key_row *row)
     if (p->ev.type == YAML_SCALAR_EVENT)
         return value_set(p->cfg, row, (const char *)p->ev.data.scalar.value,
                          p->ev.data.scalar.length, ev_is_null(&p->ev), &o, p->err);
+    if (row->type == KT_HOOKS && p->ev.type == YAML_SEQUENCE_START_EVENT)
+        return parse_hooks(p, row, key);
     if (p->ev.type != YAML_SEQUENCE_START_EVENT || row->type != KT_LIST)
         return fail(p->err, p->name, o.line, key, "expected %s, got %s",
                     type_expect(expect, sizeof(expect), row), ev_kind(&p->ev));
@@ -1353,7 +1728,7 @@ static int parse_section(struct yparse *p, enum section sec)
     if (ev_is_null(&p->ev))
         return 0;
     if (p->ev.type != YAML_MAPPING_START_EVENT)
-        return fail(p->err, p->name, ev_line(p), sections[sec].name,
+        return fail(p->err, p->name, ev_line(p), sec_path(sec),
                     "expected a mapping of keys, got %s",
                     p->ev.type == YAML_SCALAR_EVENT ? "a value" : ev_kind(&p->ev));
     for (;;) {
@@ -1363,11 +1738,29 @@ static int parse_section(struct yparse *p, enum section sec)
         if (p->ev.type == YAML_MAPPING_END_EVENT)
             return 0;
         if (p->ev.type != YAML_SCALAR_EVENT)
-            return fail(p->err, p->name, ev_line(p), sections[sec].name,
-                        "expected a key name, got %s", ev_kind(&p->ev));
+            return fail(p->err, p->name, ev_line(p), sec_path(sec), "expected a key name, got %s",
+                        ev_kind(&p->ev));
         const char *name = (const char *)p->ev.data.scalar.value;
         size_t len = p->ev.data.scalar.length;
         const struct key_row *row = memchr(name, '\0', len) ? NULL : key_find(sec, name);
+        int child = -1;
+        for (int c = 0; !row && c < N_SECTIONS && !memchr(name, '\0', len); c++)
+            if (sections[c].nested && sections[c].parent == sec &&
+                strcmp(sections[c].name, name) == 0)
+                child = c;
+        if (child >= 0) { /* a nested section: one level, as the table says */
+            if (p->lines->section[child])
+                return fail(p->err, p->name, ev_line(p), sec_path((enum section)child),
+                            "duplicate section (first on line %zu)", p->lines->section[child]);
+            p->lines->section[child] = ev_line(p);
+            r = next_event(p);
+            if (r < 0)
+                return r;
+            r = parse_section(p, (enum section)child);
+            if (r < 0)
+                return r;
+            continue;
+        }
         if (!row)
             return unknown(p, (int)sec, name, len);
         size_t *line = &p->lines->key[key_index(row)];
@@ -1422,7 +1815,7 @@ static int parse_document(struct yparse *p)
             size_t len = p->ev.data.scalar.length;
             int sec = -1;
             for (int s = 0; s < N_SECTIONS && !memchr(name, '\0', len); s++)
-                if (strcmp(sections[s].name, name) == 0)
+                if (!sections[s].nested && strcmp(sections[s].name, name) == 0)
                     sec = s;
             if (sec < 0)
                 return unknown(p, -1, name, len);
@@ -1488,6 +1881,8 @@ int config_parse_buffer(const char *name, const char *text, size_t len, struct c
     if (r < 0)
         return r;
     r = validate(cfg, name, &lines, err);
+    if (r == 0 && notify_warnings(cfg) < 0)
+        r = error_set(err, -ENOMEM, "out of memory");
     if (r < 0) {
         config_free(cfg);
         return r;
@@ -1518,13 +1913,16 @@ static bool is_blank(char c)
     return c == ' ' || c == '\t';
 }
 
-/* One "KEY=value" line (without its newline). Sets *ret_row and *ret_val (row NULL: not ours). */
+/* One "KEY=value" line (without its newline). Sets *ret_row and *ret_val (row NULL: not ours);
+ * for a variable of no row, *ret_val is its value unchecked and var[] its name (a webhook's
+ * token_env may name it); *ret_val NULL when the line sets nothing. */
 static int dotenv_line(const char *name, size_t line, const char *s, size_t len,
-                       const struct key_row **ret_row, char **ret_val, struct error *err)
+                       const struct key_row **ret_row, char **ret_val, char var[64],
+                       struct error *err)
 {
     const char *end = s + len;
-    char var[64];
     *ret_row = NULL;
+    *ret_val = NULL;
     while (s < end && is_blank(*s))
         s++;
     if (s == end || *s == '#')
@@ -1545,7 +1943,7 @@ static int dotenv_line(const char *name, size_t line, const char *s, size_t len,
     if (s == end || *s != '=')
         return fail(err, name, line, NULL, "expected KEY=value");
     s++;
-    if (klen >= sizeof(var))
+    if (klen >= 64)
         return 0; /* longer than any of ours */
     memcpy(var, k, klen);
     var[klen] = '\0';
@@ -1596,18 +1994,32 @@ static int dotenv_line(const char *name, size_t line, const char *s, size_t len,
         r = string_check(&keys[i], val, n, false, &o, &dup, err);
         if (r < 0)
             goto out;
+        free(*ret_val);
         *ret_row = &keys[i];
         *ret_val = dup;
+    }
+    if (!*ret_row && r == 0) {
+        *ret_val = val;
+        val = NULL;
     }
 out:
     free(val);
     return r;
 }
 
+/* The token of hook h from token_env's value v (from name: .env, environment). */
+static int hook_token_check(const struct config_webhook *h, const char *from, size_t line,
+                            const char *v, char **ret_dup, struct error *err)
+{
+    struct origin o = {.name = from, .line = line, .key = h->token_env};
+    return string_check(&hook_keys[HK_TOKEN].row, v, strlen(v), false, &o, ret_dup, err);
+}
+
 int config_apply_dotenv(struct config *cfg, const char *name, const char *text, size_t len,
                         struct error *err)
 {
     char *vals[N_KEYS] = {0};
+    char *hook_vals[CONFIG_WEBHOOKS_MAX] = {0};
     size_t line = 1;
     int r = 0;
     if (len > CONFIG_FILE_MAX)
@@ -1622,13 +2034,28 @@ int config_apply_dotenv(struct config *cfg, const char *name, const char *text, 
         size_t n = nl ? (size_t)(nl - s) : (size_t)(end - s);
         const struct key_row *row;
         char *val = NULL;
-        r = dotenv_line(name, line, s, n > 0 && s[n - 1] == '\r' ? n - 1 : n, &row, &val, err);
+        char var[64];
+        r = dotenv_line(name, line, s, n > 0 && s[n - 1] == '\r' ? n - 1 : n, &row, &val, var, err);
         if (r < 0)
             goto out;
         if (row) {
             free(vals[key_index(row)]);
             vals[key_index(row)] = val;
+            val = NULL;
         }
+        for (size_t h = 0; val && h < cfg->notify.n_webhooks && h < CONFIG_WEBHOOKS_MAX; h++) {
+            if (strcmp(cfg->notify.webhooks[h].token_env, var) != 0 || !*val)
+                continue;
+            char *dup;
+            r = hook_token_check(&cfg->notify.webhooks[h], name, line, val, &dup, err);
+            if (r < 0) {
+                free(val);
+                goto out;
+            }
+            free(hook_vals[h]);
+            hook_vals[h] = dup;
+        }
+        free(val);
         s += n + 1;
     }
     /* Empty values count as unset, so a blank "MQTT_PASSWORD=" does not erase the YAML's. */
@@ -1640,9 +2067,18 @@ int config_apply_dotenv(struct config *cfg, const char *name, const char *text, 
         *f = vals[i];
         vals[i] = NULL;
     }
+    for (size_t h = 0; h < cfg->notify.n_webhooks && h < CONFIG_WEBHOOKS_MAX; h++) {
+        if (!hook_vals[h])
+            continue;
+        free(cfg->notify.webhooks[h].token);
+        cfg->notify.webhooks[h].token = hook_vals[h];
+        hook_vals[h] = NULL;
+    }
 out:
     for (size_t i = 0; i < N_KEYS; i++)
         free(vals[i]);
+    for (size_t h = 0; h < CONFIG_WEBHOOKS_MAX; h++)
+        free(hook_vals[h]);
     return r;
 }
 
@@ -1662,6 +2098,18 @@ static int apply_environment(struct config *cfg, struct error *err)
         char **f = field(cfg, keys[i].off);
         free(*f);
         *f = dup;
+    }
+    for (size_t h = 0; h < cfg->notify.n_webhooks; h++) {
+        struct config_webhook *hook = &cfg->notify.webhooks[h];
+        const char *v = *hook->token_env ? getenv(hook->token_env) : NULL;
+        if (!v || !*v)
+            continue;
+        char *dup;
+        int r = hook_token_check(hook, "environment", 0, v, &dup, err);
+        if (r < 0)
+            return r;
+        free(hook->token);
+        hook->token = dup;
     }
     return 0;
 }
@@ -1774,6 +2222,32 @@ static int resolve_paths(struct config *cfg, const char *dir, const char *name,
     return 0;
 }
 
+/* After .env and the environment: each token_env found, relative tls_ca_file made absolute. */
+static int hooks_finish(struct config *cfg, const char *dir, const char *name, struct error *err)
+{
+    for (size_t i = 0; i < cfg->notify.n_webhooks; i++) {
+        struct config_webhook *h = &cfg->notify.webhooks[i];
+        char key[64];
+        snprintf(key, sizeof(key), "notify.webhooks[%zu].token_env", i);
+        if (*h->token_env && !*h->token)
+            return fail(err, name, h->line, key, "%s is set neither in .env nor in the environment",
+                        h->token_env);
+        if (*h->tls_ca_file && h->tls_ca_file[0] != '/') {
+            char *abs = path_join(dir, h->tls_ca_file);
+            if (!abs)
+                return error_set(err, -ENOMEM, "out of memory");
+            if (strlen(abs) >= PATH_MAX) {
+                free(abs);
+                snprintf(key, sizeof(key), "notify.webhooks[%zu].tls_ca_file", i);
+                return fail(err, name, h->line, key, "path too long once made absolute");
+            }
+            free(h->tls_ca_file);
+            h->tls_ca_file = abs;
+        }
+    }
+    return 0;
+}
+
 /* Applies dir/.env when it exists, with a warning when others can read it. */
 static int load_dotenv(struct config *cfg, const char *path, struct error *err)
 {
@@ -1827,6 +2301,20 @@ static int load_file(const char *path, const char *how, struct config **ret, str
     r = resolve_paths(cfg, dir, path, &lines, err);
     if (r < 0)
         goto out;
+    for (size_t i = 0; (st.st_mode & (S_IRGRP | S_IROTH)) && i < cfg->notify.n_webhooks; i++) {
+        const struct config_webhook *h = &cfg->notify.webhooks[i];
+        if (!*h->token)
+            continue;
+        r = add_warning(cfg,
+                        "'%s' holds a webhook token and is readable by other users; chmod 600 it "
+                        "(or use token_env with the token in .env)",
+                        path);
+        if (r < 0) {
+            error_set(err, r, "out of memory");
+            goto out;
+        }
+        break;
+    }
     if (st.st_mode & (S_IRGRP | S_IROTH)) {
         for (size_t i = 0; i < N_KEYS; i++) {
             if (!(keys[i].flags & KF_SECRET) || !lines.key[i] ||
@@ -1854,9 +2342,17 @@ static int load_file(const char *path, const char *how, struct config **ret, str
     r = apply_environment(cfg, err);
     if (r < 0)
         goto out;
+    r = hooks_finish(cfg, dir, path, err);
+    if (r < 0)
+        goto out;
     r = validate(cfg, path, &lines, err);
     if (r < 0)
         goto out;
+    r = notify_warnings(cfg);
+    if (r < 0) {
+        error_set(err, r, "out of memory");
+        goto out;
+    }
     *ret = cfg;
     cfg = NULL;
 out:
@@ -1906,6 +2402,18 @@ void config_scrub_log_line(char *line, void *cfg)
     config_scrub_secrets(cfg, line);
 }
 
+/* Replaces each occurrence of secret (of at least 4 bytes) in text with "***". */
+static void scrub_one(char *text, const char *secret)
+{
+    size_t ls = secret ? strlen(secret) : 0;
+    if (ls < 4)
+        return;
+    for (char *at = strstr(text, secret); at; at = strstr(at + 3, secret)) {
+        memcpy(at, "***", 3);
+        memmove(at + 3, at + ls, strlen(at + ls) + 1);
+    }
+}
+
 void config_scrub_secrets(const struct config *cfg, char *text)
 {
     if (!cfg || !text)
@@ -1917,14 +2425,26 @@ void config_scrub_secrets(const struct config *cfg, char *text)
         if (!(keys[i].flags & KF_SECRET) || strcmp(keys[i].name, "username") == 0)
             continue;
         const char *secret = *(char *const *)cfield(cfg, keys[i].off);
-        size_t ls = secret ? strlen(secret) : 0;
-        if (ls < 4)
-            continue;
-        for (char *at = strstr(text, secret); at; at = strstr(at + 3, secret)) {
-            memcpy(at, "***", 3);
-            memmove(at + 3, at + ls, strlen(at + ls) + 1);
-        }
+        scrub_one(text, secret);
     }
+    for (size_t i = 0; i < cfg->notify.n_webhooks; i++)
+        scrub_one(text, cfg->notify.webhooks[i].token);
+}
+
+bool config_notify_event_wanted(const struct config *cfg, const char *event)
+{
+    for (size_t i = 0; cfg && event && i < cfg->notify.n_events; i++)
+        if (strcmp(cfg->notify.events[i], event) == 0)
+            return true;
+    return false;
+}
+
+int config_notify_email_port(const struct config *cfg)
+{
+    const char *sec = cfg->notify.email.security;
+    if (cfg->notify.email.port > 0)
+        return cfg->notify.email.port;
+    return strcmp(sec, "tls") == 0 ? 465 : strcmp(sec, "none") == 0 ? 25 : 587;
 }
 
 bool config_extension_wanted(const struct config *cfg, const char *ext)
@@ -2047,22 +2567,47 @@ static void write_value(FILE *out, const struct config *cfg, const struct key_ro
         fputc(']', out);
         break;
     }
+    case KT_HOOKS: {
+        const struct config_webhook *h = *(struct config_webhook *const *)f;
+        size_t n = *(const size_t *)cfield(cfg, row->off_n);
+        if (n == 0)
+            fputs("[]", out);
+        for (size_t i = 0; i < n; i++) {
+            fputs("\n    - {url: ", out);
+            write_string(out, h[i].url);
+            fputs(", format: ", out);
+            write_string(out, h[i].format);
+            if (*h[i].token_env) {
+                fputs(", token_env: ", out);
+                write_string(out, h[i].token_env);
+            }
+            if (*h[i].token && !*h[i].token_env) /* from token_env: not in the file */
+                fputs(", token: \"" MASK "\"", out);
+            if (*h[i].tls_ca_file) {
+                fputs(", tls_ca_file: ", out);
+                write_string(out, h[i].tls_ca_file);
+            }
+            fputc('}', out);
+        }
+        break;
+    }
     }
 }
 
-/* Writes the sections; with help, a comment before each key (the template). */
-static int write_config(FILE *out, const struct config *cfg, bool help)
+/* Writes section s at indentation `in` (0, or 2 for a nested one), then its nested sections. */
+static void write_section(FILE *out, const struct config *cfg, bool help, int s, int in)
 {
-    for (int s = 0; s < N_SECTIONS; s++) {
-        if (help)
-            fprintf(out, "\n# %s\n", sections[s].help);
-        fprintf(out, "%s:\n", sections[s].name);
+    if (help)
+        fprintf(out, in ? "%*s# %s\n" : "\n%*s# %s\n", in, "", sections[s].help);
+    fprintf(out, "%*s%s:\n", in, "", sections[s].name);
+    in += 2;
+    {
         for (size_t i = 0; i < N_KEYS; i++) {
             const struct key_row *row = &keys[i];
             if (row->section != (enum section)s)
                 continue;
             if (help) {
-                fprintf(out, "  # %s", row->help);
+                fprintf(out, "%*s# %s", in, "", row->help);
                 if (row->type == KT_INT || row->type == KT_NUMBER)
                     fprintf(out, " Range: %" PRId64 "..%" PRId64 ".", row->min, row->max);
                 if (row->type == KT_ENUM || row->type == KT_PROTOCOL) {
@@ -2077,11 +2622,22 @@ static int write_config(FILE *out, const struct config *cfg, bool help)
                     fprintf(out, " When left out: %s.", *row->def ? row->def : "\"\"");
                 fputc('\n', out);
             }
-            fprintf(out, "  %s: ", row->name);
+            fprintf(out, "%*s%s: ", in, "", row->name);
             write_value(out, cfg, row);
             fputc('\n', out);
         }
     }
+    for (int c = 0; c < N_SECTIONS; c++)
+        if (sections[c].nested && sections[c].parent == (enum section)s)
+            write_section(out, cfg, help, c, in);
+}
+
+/* Writes the sections; with help, a comment before each key (the template). */
+static int write_config(FILE *out, const struct config *cfg, bool help)
+{
+    for (int s = 0; s < N_SECTIONS; s++)
+        if (!sections[s].nested)
+            write_section(out, cfg, help, s, 0);
     return fflush(out) == 0 && !ferror(out) ? 0 : -EIO;
 }
 
@@ -2115,10 +2671,10 @@ int config_print_template(FILE *out)
           "#   5. built-in defaults, the same as this file: copy to ./snapsync-backup\n"
           "#\n"
           "# Secrets (IMMICH_API_KEY, UNRAID_USERNAME, UNRAID_PASSWORD, MQTT_USERNAME,\n"
-          "# MQTT_PASSWORD, SNAPSYNC_WEB_TOKEN, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY) belong in\n"
-          "# a .env file next to this one (chmod 600 .env), as KEY=value lines, or in the\n"
-          "# environment: the environment wins over .env, which wins over this file. Leave them\n"
-          "# empty here.\n"
+          "# MQTT_PASSWORD, SNAPSYNC_WEB_TOKEN, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY,\n"
+          "# SMTP_USERNAME, SMTP_PASSWORD, a webhook's token_env) belong in a .env file next\n"
+          "# to this one (chmod 600 .env), as KEY=value lines, or in the environment: the\n"
+          "# environment wins over .env, which wins over this file. Leave them empty here.\n"
           "#\n"
           "# Relative paths (database_path, mount_point) are relative to the directory of this\n"
           "# file. A key left out takes the value shown, unless its comment says otherwise\n"
@@ -2168,6 +2724,25 @@ static json_object *value_json(const struct config *cfg, const struct key_row *r
             }
         return a;
     }
+    case KT_HOOKS: {
+        json_object *a = json_object_new_array();
+        const struct config_webhook *h = *(struct config_webhook *const *)f;
+        size_t n = *(const size_t *)cfield(cfg, row->off_n);
+        for (size_t i = 0; a && i < n; i++) {
+            json_object *o = json_object_new_object();
+            if (!o || json_object_array_add(a, o) < 0) {
+                json_object_put(o);
+                json_object_put(a);
+                return NULL;
+            }
+            json_object_object_add(o, "url", json_object_new_string(h[i].url));
+            json_object_object_add(o, "format", json_object_new_string(h[i].format));
+            json_object_object_add(o, "token", json_object_new_string(*h[i].token ? MASK : ""));
+            json_object_object_add(o, "token_env", json_object_new_string(h[i].token_env));
+            json_object_object_add(o, "tls_ca_file", json_object_new_string(h[i].tls_ca_file));
+        }
+        return a;
+    }
     }
     return NULL;
 }
@@ -2178,10 +2753,15 @@ json_object *config_to_json(const struct config *cfg)
     if (!o)
         return NULL;
     json_object_object_add(o, "path", cfg->path ? json_object_new_string(cfg->path) : NULL);
-    for (int s = 0; s < N_SECTIONS; s++) {
+    json_object *secs[N_SECTIONS] = {0};
+    for (int s = 0; s < N_SECTIONS; s++) { /* a nested section comes after its parent */
         json_object *sec = json_object_new_object();
-        if (!sec || json_object_object_add(o, sections[s].name, sec) < 0)
+        json_object *parent = sections[s].nested ? secs[sections[s].parent] : o;
+        if (!sec || json_object_object_add(parent, sections[s].name, sec) < 0) {
+            json_object_put(sec);
             goto fail;
+        }
+        secs[s] = sec;
         for (size_t i = 0; i < N_KEYS; i++) {
             if (keys[i].section != (enum section)s)
                 continue;

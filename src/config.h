@@ -4,8 +4,9 @@
  * that drives parsing, validation, `snapsync config --template` and masked printing.
  *
  * Precedence for secrets (IMMICH_API_KEY, UNRAID_USERNAME, UNRAID_PASSWORD, MQTT_USERNAME,
- * MQTT_PASSWORD, SNAPSYNC_WEB_TOKEN, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY): environment > .env
- * (next to the config file; the working directory for the embedded default) > config.yaml.
+ * MQTT_PASSWORD, SNAPSYNC_WEB_TOKEN, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, SMTP_USERNAME,
+ * SMTP_PASSWORD, and a webhook's token_env): environment > .env (next to the config file; the
+ * working directory for the embedded default) > config.yaml.
  *
  * Relative paths in a config file (service.database_path, unraid.mount_point) are resolved
  * against the directory of that file; in the embedded default, against the working directory.
@@ -37,6 +38,18 @@ struct config_perms {
     char *group;        /* group name or number; "" */
     int64_t uid;        /* -1: unchanged */
     int64_t gid;        /* -1: unchanged */
+};
+
+#define CONFIG_WEBHOOKS_MAX 8 /* entries of notify.webhooks */
+
+/* One entry of notify.webhooks. */
+struct config_webhook {
+    char *url;         /* http:// or https:// */
+    char *format;      /* "json", "ntfy", "gotify" (notify_hook_format_parse) */
+    char *token;       /* secret; "" none; from token_env when that is set */
+    char *token_env;   /* name of the environment / .env variable holding the token; "" none */
+    char *tls_ca_file; /* PEM CA file for https, absolute after loading a file; "" system CAs */
+    size_t line;       /* where it starts in the file; 0 when not from a file */
 };
 
 struct config {
@@ -148,6 +161,28 @@ struct config {
         double verify_rate;       /* MB/s the scrub reads at most; 0 unlimited */
     } backup;
 
+    struct {
+        char **events; /* completed partial failed interrupted empty destination_down
+                          verify_problem (config_notify_event_names) */
+        size_t n_events;
+        int destination_down_minutes; /* 1..10080 */
+        char *dashboard_url;          /* "": derived from service.web_ui_bind/port */
+        struct {
+            bool enabled;
+            char *host;
+            int port;       /* 0: by security, 587 starttls, 465 tls, 25 none */
+            char *security; /* starttls | tls | none */
+            char *username; /* secret, SMTP_USERNAME */
+            char *password; /* secret, SMTP_PASSWORD */
+            char *from;
+            char **to; /* 1..NOTIFY_MAIL_RCPT_MAX addresses when enabled */
+            size_t n_to;
+            char *tls_ca_file; /* absolute after loading a file; "" system CAs */
+        } email;
+        struct config_webhook *webhooks; /* 0..CONFIG_WEBHOOKS_MAX */
+        size_t n_webhooks;
+    } notify;
+
     /* Non-fatal findings of loading (".env is readable by others", ...), NULL-terminated. */
     char **warnings;
     size_t n_warnings;
@@ -213,6 +248,16 @@ void config_scrub_secrets(const struct config *cfg, char *text);
 /* config_scrub_secrets(cfg, line) in the shape of a log scrubber, for
  * log_set_scrubber(config_scrub_log_line, cfg): cfg must live until it is replaced. */
 void config_scrub_log_line(char *line, void *cfg);
+
+/* The names notify.events accepts, NULL-terminated (static). */
+extern const char *const config_notify_event_names[];
+
+/* True when notify.events holds `event` ("completed", "destination_down", ...). NULL-safe. */
+bool config_notify_event_wanted(const struct config *cfg, const char *event);
+
+/* The port notify.email connects to: notify.email.port, or 587 (starttls), 465 (tls), 25 (none)
+ * when it is 0. */
+int config_notify_email_port(const struct config *cfg);
 
 /* True when the file extension (without dot, any case) is one of cfg->files.extensions. */
 bool config_extension_wanted(const struct config *cfg, const char *ext);

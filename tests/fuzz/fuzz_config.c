@@ -45,6 +45,18 @@ static void check_round_trip(const struct config *cfg)
     for (size_t i = 0; i < cfg->files.n_extensions; i++)
         if (!config_extension_wanted(again, cfg->files.extensions[i]))
             abort();
+    if (again->notify.n_webhooks != cfg->notify.n_webhooks ||
+        again->notify.n_events != cfg->notify.n_events ||
+        again->notify.email.n_to != cfg->notify.email.n_to ||
+        strcmp(again->notify.email.security, cfg->notify.email.security) != 0)
+        abort();
+    for (size_t i = 0; i < cfg->notify.n_webhooks; i++)
+        if (strcmp(again->notify.webhooks[i].url, cfg->notify.webhooks[i].url) != 0 ||
+            strcmp(again->notify.webhooks[i].format, cfg->notify.webhooks[i].format) != 0 ||
+            strcmp(again->notify.webhooks[i].token_env, cfg->notify.webhooks[i].token_env) != 0 ||
+            (!*cfg->notify.webhooks[i].token_env && /* from the environment: not printed */
+             !*again->notify.webhooks[i].token != !*cfg->notify.webhooks[i].token))
+            abort();
     config_free(again);
     free(text);
 }

@@ -5,8 +5,10 @@ CA made here with openssl, the received message parsed with Python's email modul
 ntfy, Gotify) to an HTTP(S) server in this process that records every request. Errors are
 checked to be classified transient (retry later) or permanent.
 
-The C side is tests/tools/notify_send.c ($SNAPSYNC_NOTIFY_SEND), which sends a sample session
-notification through one channel: exit 0 sent, 1 transient error, 2 permanent error."""
+NotifyTest drives `snapsync notify-test --json` with a config file's `notify` section (the
+sample: a completed backup of card SNAPSYNC_TEST). MessageTest sends messages of any content
+(untrusted names, failed files, lines starting with '.', an attachment) through
+tests/tools/notify_send.c ($SNAPSYNC_NOTIFY_SEND): exit 0 sent, 1 transient, 2 permanent."""
 
 import email
 import email.header
@@ -23,7 +25,7 @@ import threading
 import time
 
 from broker import make_ca
-from harness import SANITIZER_MARKS, SnapsyncTest, free_port, wait_for
+from harness import SANITIZER_MARKS, SnapsyncTest, free_port, wait_for, write_config
 
 NOTIFY_SEND = os.environ.get("SNAPSYNC_NOTIFY_SEND", "notify_send")
 SMTP_SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "smtpserver.py")
@@ -126,21 +128,63 @@ class HookServer:
         return self.httpd.requests
 
 
+DASHBOARD = "http://snapsync.local:8080/"
+SAMPLE_SUBJECT = "SnapSync: SNAPSYNC_TEST: backed up, safe to remove"
+
+
+def check_output(test, p, cmd):
+    out = p.stdout + p.stderr
+    for mark in SANITIZER_MARKS:
+        test.assertNotIn(mark, p.stderr, f"sanitizer report from {cmd}:\n{p.stderr}")
+    test.assertNotIn(PASSWORD, out)
+    test.assertNotIn(TOKEN, out)
+    return out
+
+
 class NotifyTest(SnapsyncTest):
-    def send(self, *args, code=0, token=False):
-        env = dict(self.env)
-        env["SMTP_PASSWORD"] = PASSWORD
-        if token:
-            env["NOTIFY_TOKEN"] = TOKEN
-        cmd = [NOTIFY_SEND, *args] + (["--token-env"] if token else [])
-        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
-        for mark in SANITIZER_MARKS:
-            self.assertNotIn(mark, p.stderr, f"sanitizer report from {cmd}:\n{p.stderr}")
-        out = p.stdout + p.stderr
-        self.assertNotIn(PASSWORD, out)
-        self.assertNotIn(TOKEN, out)
-        self.assertEqual(p.returncode, code, f"{cmd} exited {p.returncode}: {out}")
-        return p.stdout.strip()
+    """`snapsync notify-test` with the notify section of a config file."""
+
+    def setUp(self):
+        super().setUp()
+        self.dotenv()
+        for k in ("SMTP_USERNAME", "SMTP_PASSWORD", "NTFY_TOKEN"):
+            self.env.pop(k, None)
+
+    def dotenv(self, password=True):
+        """The secrets in .env: the SMTP password (left out for a server without AUTH: a
+        password without a user is refused) and the token token_env names."""
+        with open(os.path.join(self.dir, ".env"), "w") as f:
+            f.write((f"SMTP_PASSWORD={PASSWORD}\n" if password else "") + f"NTFY_TOKEN={TOKEN}\n")
+        os.chmod(os.path.join(self.dir, ".env"), 0o600)
+
+    def configure(self, notify):
+        """notify: the YAML of the notify section's keys, indented by two."""
+        write_config(self.config, self.dest, self.db,
+                     extra=f"notify:\n  dashboard_url: \"{DASHBOARD}\"\n{notify}")
+
+    def notify_test(self, notify=None, code=0, text=False):
+        if notify is not None:
+            self.configure(notify)
+        args = ["notify-test"] + ([] if text else ["--json"])
+        p = self.snapsync(*args, timeout=120)
+        out = check_output(self, p, args)
+        self.assertEqual(p.returncode, code, out)
+        if text or code == 2:
+            return out
+        o = json.loads(p.stdout)
+        self.assertEqual(o["ok"], code == 0)
+        return o["channels"]
+
+    def email(self, server, security="starttls", user="ann", ca=True, to=None):
+        to = to or ["ann@example.com", "bob@example.org"]
+        yaml = (f"  email:\n    enabled: true\n    host: 127.0.0.1\n    port: {server.port}\n"
+                f"    security: {security}\n    from: snapsync@pi.example\n"
+                f"    to: {json.dumps(to)}\n")
+        if user:
+            yaml += f"    username: {user}\n"
+        if ca:
+            yaml += f"    tls_ca_file: {server.ca}\n"
+        return yaml
 
     # ---- e-mail ----
 
@@ -148,10 +192,6 @@ class NotifyTest(SnapsyncTest):
         s = SmtpServer(self, **kw)
         self.cleanups.append(s.stop)
         return s
-
-    def mail(self, server, security, *extra, code=0, to="ann@example.com,bob@example.org"):
-        return self.send("mail", "127.0.0.1", str(server.port), security, "snapsync@pi.example",
-                         to, "--ca", server.ca, *extra, code=code)
 
     def parse(self, raw):
         for i, b in enumerate(raw):
@@ -161,17 +201,15 @@ class NotifyTest(SnapsyncTest):
 
     def test_mail_starttls_with_auth(self):
         server = self.smtp(mode="starttls", user="ann")
-        self.assertEqual(self.mail(server, "starttls", "--user", "ann", "--card", CARD,
-                                   "--failed", "25"), "sent")
+        self.assertEqual(self.notify_test(self.email(server)),
+                         [{"name": "email", "ok": True, "error": None, "transient": False}])
         raw, envelope = server.message()
         self.assertEqual(envelope["auth"], "ann")
         self.assertTrue(envelope["tls"])
         self.assertEqual(envelope["mail_from"], "snapsync@pi.example")
         self.assertEqual(envelope["rcpt_tos"], ["ann@example.com", "bob@example.org"])
         m = self.parse(raw)
-        self.assertEqual(str(m["Subject"]),
-                         f"SnapSync: {CARD}: partly backed up, 25 files failed")
-        self.assertIn("=?UTF-8?B?", raw.split(b"\r\n\r\n")[0].decode())  # encoded, not raw UTF-8
+        self.assertEqual(str(m["Subject"]), SAMPLE_SUBJECT)
         self.assertEqual(m["From"], "snapsync@pi.example")
         self.assertEqual([a.addr_spec for a in m["To"].addresses],
                          ["ann@example.com", "bob@example.org"])
@@ -182,17 +220,236 @@ class NotifyTest(SnapsyncTest):
         self.assertEqual(m.get_content_type(), "multipart/alternative")
         parts = list(m.iter_parts())
         self.assertEqual([p.get_content_type() for p in parts], ["text/plain", "text/html"])
-        # the parts keep the message's CRLF line ends
         text, html = (p.get_content().replace("\r\n", "\n") for p in parts)
-        self.assertIn(f"Card {CARD}: partly backed up, 25 files failed.", text)
+        self.assertIn("Card SNAPSYNC_TEST: backed up, safe to remove.", text)
+        self.assertIn("  unraid: ok\n", text)  # the configured destination
+        self.assertIn(f"Dashboard: {DASHBOARD}", text)
+        self.assertIn(f'<a href="{DASHBOARD}">', html)
+
+    def test_mail_implicit_tls_port_by_security(self):
+        """security tls: smtps:// from the first byte; the username from SMTP_USERNAME."""
+        server = self.smtp(mode="tls", user="ann")
+        self.env["SMTP_USERNAME"] = "ann"
+        self.assertTrue(self.notify_test(self.email(server, "tls", user=None))[0]["ok"])
+        raw, envelope = server.message()
+        self.assertEqual(envelope["auth"], "ann")
+        self.assertEqual(str(self.parse(raw)["Subject"]), SAMPLE_SUBJECT)
+
+    def test_mail_certificate_verified(self):
+        """Without the test CA the server's certificate is not trusted: a permanent error, and
+        nothing was sent (the password neither)."""
+        server = self.smtp(mode="starttls", user="ann")
+        ch = self.notify_test(self.email(server, ca=False), code=1)[0]
+        self.assertFalse(ch["ok"])
+        self.assertFalse(ch["transient"])
+        self.assertIn("TLS", ch["error"])
+        self.assertIn("tls_ca_file", ch["error"])
+        self.assertFalse(os.path.exists(os.path.join(server.dir, "1.json")))
+
+    def test_mail_errors_classified(self):
+        server = self.smtp(mode="starttls", user="ann")
+        ch = self.notify_test(self.email(server, user="bob"), code=1)[0]  # 535
+        self.assertIn("the mail server refused the credentials", ch["error"])
+        self.assertIn("535", ch["error"])
+        self.assertFalse(ch["transient"])
+
+        self.dotenv(password=False)
+        later = self.smtp(mode="starttls", rcpt_reply="451 4.3.0 Mailbox busy, try later")
+        ch = self.notify_test(self.email(later, user=None), code=1)[0]
+        self.assertTrue(ch["transient"])
+        self.assertIn("451 4.3.0 Mailbox busy", ch["error"])
+
+        never = self.smtp(mode="starttls", rcpt_reply="550 5.1.1 No such user")
+        ch = self.notify_test(self.email(never, user=None), code=1)[0]
+        self.assertFalse(ch["transient"])
+        self.assertIn("550 5.1.1 No such user", ch["error"])
+
+        self.dotenv()
+        plain = self.smtp(mode="plain")  # STARTTLS required but not offered: never in clear
+        ch = self.notify_test(self.email(plain), code=1)[0]
+        self.assertIn("does not offer STARTTLS", ch["error"])
+
+        class Closed:
+            port = free_port()
+            ca = server.ca
+        self.dotenv(password=False)
+        out = self.notify_test(self.email(Closed, "tls", user=None), code=1, text=True)
+        self.assertIn("FAIL  email [would be retried]: cannot reach the mail server", out)
+
+    def test_mail_header_injection_refused(self):
+        """An address with CR LF is refused by the config, with its line; nothing is sent."""
+        server = self.smtp(mode="starttls")
+        self.configure(self.email(server, to=["ann@example.com\r\nBcc: eve@example.com"]))
+        p = self.snapsync("notify-test", check=2)
+        self.assertRegex(p.stderr, r"config\.yaml:\d+: notify\.email\.to: item contains a "
+                                   r"control character")
+        self.assertFalse(os.path.exists(os.path.join(server.dir, "1.json")))
+
+        self.configure(self.email(server, "none"))  # credentials in clear: refused
+        p = self.snapsync("notify-test", check=2)
+        self.assertIn("notify.email.security: none sends in clear", p.stderr)
+
+    # ---- webhooks ----
+
+    def hooks(self, tls=False):
+        s = HookServer(self, tls=tls)
+        self.cleanups.append(s.stop)
+        return s
+
+    def test_webhook_json_over_https(self):
+        server = self.hooks(tls=True)
+        ch = self.notify_test(f"  webhooks:\n    - url: {server.url}/hooks/snapsync\n"
+                              f"      token_env: NTFY_TOKEN\n      tls_ca_file: {server.ca}\n")
+        self.assertEqual(ch, [{"name": "webhook 1 (json)", "ok": True, "error": None,
+                               "transient": False}])
+        self.assertEqual(len(server.requests), 1)
+        method, path, headers, body = server.requests[0]
+        self.assertEqual((method, path), ("POST", "/hooks/snapsync"))
+        self.assertEqual(headers["Content-Type"], "application/json")
+        self.assertEqual(headers["Authorization"], f"Bearer {TOKEN}")
+        o = json.loads(body)
+        self.assertEqual(o["event"], "session")
+        self.assertEqual(o["result"], "completed")
+        self.assertEqual(o["card"], "SNAPSYNC_TEST")
+        self.assertEqual(o["counts"], {"copied": 42, "already_backed_up": 7, "duplicates": 1,
+                                       "failed": 0})
+        self.assertEqual(o["destinations"], [{"name": "unraid", "state": "ok"}])
+        self.assertTrue(o["safe_to_remove"])
+        self.assertEqual(o["dashboard_url"], DASHBOARD)
+
+        # without the CA: not trusted, permanent
+        ch = self.notify_test(f"  webhooks:\n    - {{url: \"{server.url}/x\"}}\n", code=1)
+        self.assertIn("not trusted", ch[0]["error"])
+        self.assertFalse(ch[0]["transient"])
+
+    def test_webhook_ntfy_and_gotify_and_mail_together(self):
+        """Every channel is tried and reported, e-mail first; one failing makes exit 1."""
+        server = self.hooks()
+        smtp = self.smtp(mode="starttls", user="ann")
+        ch = self.notify_test(self.email(smtp) +
+                              f"  webhooks:\n"
+                              f"    - {{url: \"{server.url}/snapsync-topic\", format: ntfy, "
+                              f"token_env: NTFY_TOKEN}}\n"
+                              f"    - {{url: \"{server.url}/gotify/\", format: gotify, "
+                              f"token: \"{TOKEN}\"}}\n")
+        self.assertEqual([(c["name"], c["ok"]) for c in ch],
+                         [("email", True), ("webhook 1 (ntfy)", True),
+                          ("webhook 2 (gotify)", True)])
+        self.assertEqual(str(self.parse(smtp.message()[0])["Subject"]), SAMPLE_SUBJECT)
+        method, path, headers, body = server.requests[0]
+        self.assertEqual((method, path), ("POST", "/snapsync-topic"))
+        self.assertEqual(headers["Title"], SAMPLE_SUBJECT)
+        self.assertEqual(headers["Priority"], "3")
+        self.assertEqual(headers["Tags"], "white_check_mark")
+        self.assertEqual(headers["Click"], DASHBOARD)
+        self.assertEqual(headers["Authorization"], f"Bearer {TOKEN}")
+        self.assertIn("Card SNAPSYNC_TEST: backed up, safe to remove.", body.decode())
+        method, path, headers, body = server.requests[1]
+        self.assertEqual((method, path), ("POST", "/gotify/message"))
+        self.assertEqual(headers["X-Gotify-Key"], TOKEN)
+        self.assertNotIn("Authorization", headers)
+        o = json.loads(body)
+        self.assertEqual(o["title"], SAMPLE_SUBJECT)
+        self.assertEqual(o["priority"], 4)
+        self.assertEqual(o["extras"]["client::notification"]["click"]["url"], DASHBOARD)
+
+        server.httpd.reply = (500, b'{"error":"database is locked"}')
+        out = self.notify_test(code=1, text=True)
+        self.assertIn("OK    email\n", out)
+        self.assertIn("FAIL  webhook 1 (ntfy) [would be retried]: the webhook answered HTTP 500: "
+                      "database is locked", out)
+
+    def test_webhook_errors_classified(self):
+        server = self.hooks()
+        server.httpd.reply = (401, b'{"error":"Unauthorized","errorCode":401,'
+                                   b'"errorDescription":"you need to provide a valid token"}')
+        ch = self.notify_test(f"  webhooks:\n    - {{url: \"{server.url}/\", format: gotify, "
+                              f"token_env: NTFY_TOKEN}}\n", code=1)
+        self.assertFalse(ch[0]["transient"])
+        self.assertIn("HTTP 401: you need to provide a valid token", ch[0]["error"])
+
+        ch = self.notify_test(f"  webhooks:\n    - {{url: \"http://127.0.0.1:{free_port()}/t\"}}\n",
+                              code=1)
+        self.assertTrue(ch[0]["transient"])
+        self.assertIn("cannot reach", ch[0]["error"])
+
+    def test_webhook_token_injection_refused(self):
+        """A token holding CR LF never reaches a header: the config is refused, naming the
+        variable, never quoting it."""
+        server = self.hooks()
+        self.env["NTFY_TOKEN"] = TOKEN + "\r\nX-Evil: 1"
+        self.configure(f"  webhooks:\n    - {{url: \"{server.url}/t\", format: ntfy, "
+                       f"token_env: NTFY_TOKEN}}\n")
+        p = self.snapsync("notify-test", check=2)
+        check_output(self, p, "notify-test")
+        self.assertIn("environment: NTFY_TOKEN: value contains a control character", p.stderr)
+        self.assertEqual(server.requests, [])
+
+    def test_no_channel(self):
+        out = self.notify_test("  events: [failed]\n", code=2)
+        self.assertIn("no notification channel is configured", out)
+
+    def test_secrets_never_shown(self):
+        """The SMTP password (.env), a token in the file and one from token_env: masked in
+        `snapsync config` and its JSON, scrubbed from logs even when a server echoes them."""
+        server = self.hooks()
+        server.httpd.reply = (403, json.dumps({"error": f"token {TOKEN} is revoked"}).encode())
+        smtp = self.smtp(mode="starttls", user="ann")
+        other = "tk-FILE-SECRET-77"
+        self.configure(self.email(smtp) +
+                       f"  webhooks:\n"
+                       f"    - {{url: \"{server.url}/a\", token_env: NTFY_TOKEN}}\n"
+                       f"    - {{url: \"http://192.0.2.1:9/b\", token: \"{other}\"}}\n")
+        for args in (["config"], ["config", "--json"]):
+            p = self.snapsync(*args, check=0)
+            out = check_output(self, p, args)
+            self.assertNotIn(other, out)
+            self.assertIn("********", out)
+        # a token over http:// to another host is warned about
+        self.assertIn("notify.webhooks[1]: its token goes in clear over http://", p.stderr)
+        self.configure(self.email(smtp) +
+                       f"  webhooks:\n    - {{url: \"{server.url}/a\", token_env: NTFY_TOKEN}}\n")
+        p = self.snapsync("notify-test", timeout=120)
+        out = check_output(self, p, "notify-test")
+        self.assertEqual(p.returncode, 1, out)
+        self.assertIn("HTTP 403: token *** is revoked", out)
+
+
+class MessageTest(SnapsyncTest):
+    """Messages of any content through tests/tools/notify_send.c."""
+
+    def send(self, *args, code=0):
+        env = dict(self.env, SMTP_PASSWORD=PASSWORD)
+        cmd = [NOTIFY_SEND, *args]
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+        out = check_output(self, p, cmd)
+        self.assertEqual(p.returncode, code, f"{cmd} exited {p.returncode}: {out}")
+        return p.stdout.strip()
+
+    def smtp(self, **kw):
+        s = SmtpServer(self, **kw)
+        self.cleanups.append(s.stop)
+        return s
+
+    def mail(self, server, security, *extra):
+        return self.send("mail", "127.0.0.1", str(server.port), security, "snapsync@pi.example",
+                         "ann@example.com", "--ca", server.ca, *extra)
+
+    def test_untrusted_names_and_failed_files(self):
+        server = self.smtp(mode="starttls", user="ann")
+        self.assertEqual(self.mail(server, "starttls", "--user", "ann", "--card", CARD,
+                                   "--failed", "25"), "sent")
+        raw, _ = server.message()
+        m = email.message_from_bytes(raw, policy=email.policy.default)
+        self.assertEqual(str(m["Subject"]), f"SnapSync: {CARD}: partly backed up, 25 files failed")
+        self.assertIn("=?UTF-8?B?", raw.split(b"\r\n\r\n")[0].decode())  # encoded, not raw UTF-8
+        text, html = (p.get_content().replace("\r\n", "\n") for p in m.iter_parts())
         self.assertIn("  DCIM/100CANON/IMG_0019.CR2\n", text)
         self.assertNotIn("IMG_0020", text)
         self.assertIn("... and 5 more", text)
         self.assertIn("  immich: 3 files failed\n", text)
-        self.assertIn("Dashboard: http://snapsync.local:8080/", text)
         self.assertIn("Caf\u00e9 &lt;b&gt;&amp;\U0001F4F7", html)
         self.assertNotIn("<b>&", html)
-        self.assertIn('<a href="http://snapsync.local:8080/">', html)
 
     def test_mail_implicit_tls_dots_and_attachment(self):
         """smtps:// from the first byte; lines starting with '.' arrive as they were written
@@ -209,7 +466,7 @@ class NotifyTest(SnapsyncTest):
                                    "--attach", report), "sent")
         raw, envelope = server.message()
         self.assertEqual(envelope["auth"], "ann")
-        m = self.parse(raw)
+        m = email.message_from_bytes(raw, policy=email.policy.default)
         self.assertEqual(m.get_content_type(), "multipart/mixed")
         body = m.get_body(preferencelist=("plain",))
         self.assertEqual(body.get_content().replace("\r\n", "\n"),
@@ -220,130 +477,8 @@ class NotifyTest(SnapsyncTest):
         self.assertEqual(atts[0].get_filename(), "report.txt")
         self.assertEqual(atts[0].get_content(), "the report\n")
 
-    def test_mail_certificate_verified(self):
-        """Without the test CA the server's certificate is not trusted: a permanent error, and
-        nothing was sent (the password neither)."""
-        server = self.smtp(mode="starttls", user="ann")
-        out = self.send("mail", "127.0.0.1", str(server.port), "starttls", "snapsync@pi.example",
-                        "ann@example.com", "--user", "ann", code=2)
-        self.assertIn("error permanent: TLS", out)
-        self.assertIn("tls_ca_file", out)
-        self.assertFalse(os.path.exists(os.path.join(server.dir, "1.json")))
-
-    def test_mail_errors_classified(self):
-        server = self.smtp(mode="starttls", user="ann")
-        out = self.mail(server, "starttls", "--user", "bob", code=2)  # 535: wrong credentials
-        self.assertIn("error permanent: the mail server refused the credentials", out)
-        self.assertIn("535", out)
-
-        later = self.smtp(mode="starttls", rcpt_reply="451 4.3.0 Mailbox busy, try later")
-        out = self.mail(later, "starttls", code=1)
-        self.assertIn("error transient:", out)
-        self.assertIn("451 4.3.0 Mailbox busy", out)
-
-        never = self.smtp(mode="starttls", rcpt_reply="550 5.1.1 No such user")
-        out = self.mail(never, "starttls", code=2)
-        self.assertIn("error permanent:", out)
-        self.assertIn("550 5.1.1 No such user", out)
-
-        plain = self.smtp(mode="plain")  # STARTTLS required but not offered: never in clear
-        out = self.mail(plain, "starttls", "--user", "ann", code=2)
-        self.assertIn("does not offer STARTTLS", out)
-
-        closed = free_port()
-        out = self.send("mail", "127.0.0.1", str(closed), "tls", "snapsync@pi.example",
-                        "ann@example.com", code=1)
-        self.assertIn("error transient: cannot reach the mail server", out)
-
-    def test_mail_header_injection_refused(self):
-        server = self.smtp(mode="starttls")
-        out = self.mail(server, "starttls", to="ann@example.com\r\nBcc: eve@example.com", code=2)
-        self.assertIn("notify.email.to", out)
-        self.assertFalse(os.path.exists(os.path.join(server.dir, "1.json")))
-
-    # ---- webhooks ----
-
-    def hooks(self, tls=False):
-        s = HookServer(self, tls=tls)
-        self.cleanups.append(s.stop)
-        return s
-
-    def test_webhook_json_over_https(self):
-        server = self.hooks(tls=True)
-        self.assertEqual(self.send("hook", server.url + "/hooks/snapsync", "json", "--ca",
-                                   server.ca, "--card", CARD, "--failed", "3", token=True),
-                         "sent")
-        self.assertEqual(len(server.requests), 1)
-        method, path, headers, body = server.requests[0]
-        self.assertEqual((method, path), ("POST", "/hooks/snapsync"))
-        self.assertEqual(headers["Content-Type"], "application/json")
-        self.assertEqual(headers["Authorization"], f"Bearer {TOKEN}")
-        o = json.loads(body)
-        self.assertEqual(o["event"], "session")
-        self.assertEqual(o["result"], "partial")
-        self.assertEqual(o["card"], CARD)
-        self.assertEqual(o["counts"], {"copied": 120, "already_backed_up": 30, "duplicates": 2,
-                                       "failed": 3})
-        self.assertEqual(o["failed_files"][2], "DCIM/100CANON/IMG_0002.CR2")
-        self.assertEqual(o["failed_files_more"], 0)
-        self.assertEqual(o["destinations"][1], {"name": "immich", "state": "3 files failed"})
-        self.assertFalse(o["safe_to_remove"])
-        self.assertEqual(o["dashboard_url"], "http://snapsync.local:8080/")
-        self.assertEqual(o["bytes"], 3500000000)
-
-        # without the CA: not trusted, permanent
-        out = self.send("hook", server.url + "/x", "json", code=2)
-        self.assertIn("not trusted", out)
-
-    def test_webhook_ntfy(self):
-        server = self.hooks()
-        self.assertEqual(self.send("hook", server.url + "/snapsync-topic", "ntfy", "--card", CARD,
-                                   token=True), "sent")
-        method, path, headers, body = server.requests[0]
-        self.assertEqual((method, path), ("POST", "/snapsync-topic"))
-        title = str(email.header.make_header(email.header.decode_header(headers["Title"])))
-        self.assertEqual(title, f"SnapSync: {CARD}: backed up, safe to remove")
-        self.assertEqual(headers["Priority"], "3")
-        self.assertEqual(headers["Tags"], "white_check_mark")
-        self.assertEqual(headers["Click"], "http://snapsync.local:8080/")
-        self.assertEqual(headers["Authorization"], f"Bearer {TOKEN}")
-        self.assertIn(f"Card {CARD}: backed up, safe to remove.", body.decode())
-
-    def test_webhook_gotify(self):
-        server = self.hooks()
-        self.assertEqual(self.send("hook", server.url + "/gotify/", "gotify", "--failed", "1",
-                                   token=True), "sent")
-        method, path, headers, body = server.requests[0]
-        self.assertEqual((method, path), ("POST", "/gotify/message"))
-        self.assertEqual(headers["X-Gotify-Key"], TOKEN)
-        self.assertNotIn("Authorization", headers)
-        o = json.loads(body)
-        self.assertEqual(o["title"], "SnapSync: EOS_DIGITAL: partly backed up, 1 file failed")
-        self.assertIn("IMG_0000.CR2", o["message"])
-        self.assertEqual(o["priority"], 6)
-        self.assertEqual(o["extras"]["client::notification"]["click"]["url"],
-                         "http://snapsync.local:8080/")
-
-    def test_webhook_errors_classified(self):
-        server = self.hooks()
-        server.httpd.reply = (500, b'{"error":"database is locked"}')
-        out = self.send("hook", server.url + "/t", "ntfy", code=1)
-        self.assertIn("error transient: the webhook answered HTTP 500: database is locked", out)
-
-        server.httpd.reply = (401, b'{"error":"Unauthorized","errorCode":401,'
-                                   b'"errorDescription":"you need to provide a valid token"}')
-        out = self.send("hook", server.url + "/", "gotify", token=True, code=2)
-        self.assertIn("error permanent:", out)
-        self.assertIn("HTTP 401: you need to provide a valid token", out)
-
-        server.httpd.reply = (400, b"bad request body")
-        out = self.send("hook", server.url + "/t", "json", code=2)
-        self.assertIn("HTTP 400: bad request body", out)
-
-        out = self.send("hook", f"http://127.0.0.1:{free_port()}/t", "json", code=1)
-        self.assertIn("error transient: cannot reach", out)
-
-        # a server that takes the connection and never answers: a timeout, transient
+    def test_webhook_silent_server_times_out(self):
+        """A server that takes the connection and never answers: a timeout, transient."""
         silent = socket.socket()
         silent.bind(("127.0.0.1", 0))
         silent.listen(4)
@@ -353,14 +488,3 @@ class NotifyTest(SnapsyncTest):
                         "--timeout", "1", code=1)
         self.assertIn("error transient:", out)
         self.assertLess(time.monotonic() - started, 20)
-
-    def test_webhook_token_injection_refused(self):
-        server = self.hooks()
-        env_token = TOKEN + "\r\nX-Evil: 1"
-        env = dict(self.env, NOTIFY_TOKEN=env_token)
-        p = subprocess.run([NOTIFY_SEND, "hook", server.url + "/t", "ntfy", "--token-env"],
-                           capture_output=True, text=True, env=env, timeout=60)
-        self.assertEqual(p.returncode, 2, p.stdout + p.stderr)
-        self.assertIn("notify.webhooks token", p.stdout)
-        self.assertNotIn(TOKEN, p.stdout + p.stderr)
-        self.assertEqual(server.requests, [])

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * notify_send: sends a sample session notification through one channel, for
- * tests/integration/test_notify.py (the channels' settings come from the command line until the
- * `notify` config section and `snapsync notify-test` exist).
+ * notify_send: sends a session notification of any content through one channel, for
+ * tests/integration/test_notify.py (MessageTest): untrusted card names, failed files, a text part
+ * with lines starting with '.', an attachment, a short timeout; what `snapsync notify-test`, whose
+ * sample is fixed, cannot send. The channels' settings come from the command line.
  *
  *   notify_send mail HOST PORT starttls|tls|none FROM TO[,TO...] [options]
  *   notify_send hook URL json|ntfy|gotify [options]

@@ -20,11 +20,13 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <json-c/json.h>
 
 #include "config.h"
 
 static const char *const secret_vars[] = {"IMMICH_API_KEY", "UNRAID_USERNAME", "UNRAID_PASSWORD",
-                                          "MQTT_USERNAME", "MQTT_PASSWORD"};
+                                          "MQTT_USERNAME",  "MQTT_PASSWORD",   "SMTP_USERNAME",
+                                          "SMTP_PASSWORD",  "NTFY_TOKEN"};
 #define N_SECRET_VARS (sizeof(secret_vars) / sizeof(secret_vars[0]))
 
 static char base_dir[PATH_MAX];
@@ -1318,6 +1320,240 @@ static void test_search_order(void **state)
     config_free(cfg);
 }
 
+/* ---- notify ---- */
+
+static const char notify_yaml[] = "notify:\n"                                         /* 1 */
+                                  "  events: [completed, failed, destination_down]\n" /* 2 */
+                                  "  destination_down_minutes: 15\n"                  /* 3 */
+                                  "  email:\n"                                        /* 4 */
+                                  "    enabled: true\n"                               /* 5 */
+                                  "    host: smtp.example.org\n"                      /* 6 */
+                                  "    security: tls\n"                               /* 7 */
+                                  "    username: ann\n"                               /* 8 */
+                                  "    password: pw-SECRET-4711\n"                    /* 9 */
+                                  "    from: snapsync@pi.example\n"                   /* 10 */
+                                  "    to: [ann@example.com, bob@example.org]\n"      /* 11 */
+                                  "  webhooks:\n"                                     /* 12 */
+                                  "    - url: https://ntfy.sh/topic\n"                /* 13 */
+                                  "      format: ntfy\n"                              /* 14 */
+                                  "      token: tk-SECRET-0815\n"                     /* 15 */
+                                  "    - {url: \"http://127.0.0.1:8/x\"}\n"           /* 16 */
+                                  "    - {url: \"https://gotify.lan\", format: gotify, "
+                                  "token_env: GOTIFY_TOKEN}\n"; /* 17 */
+
+static void test_notify_values(void **state)
+{
+    (void)state;
+    struct config *cfg = parse_ok(notify_yaml);
+    assert_int_equal(cfg->notify.n_events, 3);
+    assert_true(config_notify_event_wanted(cfg, "failed"));
+    assert_true(config_notify_event_wanted(cfg, "destination_down"));
+    assert_false(config_notify_event_wanted(cfg, "partial"));
+    assert_int_equal(cfg->notify.destination_down_minutes, 15);
+    assert_string_equal(cfg->notify.dashboard_url, "");
+    assert_true(cfg->notify.email.enabled);
+    assert_string_equal(cfg->notify.email.host, "smtp.example.org");
+    assert_string_equal(cfg->notify.email.security, "tls");
+    assert_int_equal(cfg->notify.email.port, 0);
+    assert_int_equal(config_notify_email_port(cfg), 465);
+    assert_string_equal(cfg->notify.email.password, "pw-SECRET-4711");
+    assert_int_equal(cfg->notify.email.n_to, 2);
+    assert_string_equal(cfg->notify.email.to[1], "bob@example.org");
+    assert_int_equal(cfg->notify.n_webhooks, 3);
+    assert_string_equal(cfg->notify.webhooks[0].format, "ntfy");
+    assert_string_equal(cfg->notify.webhooks[0].token, "tk-SECRET-0815");
+    assert_int_equal(cfg->notify.webhooks[0].line, 13);
+    assert_string_equal(cfg->notify.webhooks[1].format, "json"); /* the default */
+    assert_string_equal(cfg->notify.webhooks[1].token, "");
+    assert_string_equal(cfg->notify.webhooks[2].token_env, "GOTIFY_TOKEN");
+    assert_int_equal(cfg->n_warnings, 0); /* the http:// hook has no token, and is loopback */
+
+    /* masked in the text and the JSON output; the text parses back to the same shape */
+    char *out = print_config(cfg, false);
+    assert_null(strstr(out, "pw-SECRET-4711"));
+    assert_null(strstr(out, "tk-SECRET-0815"));
+    assert_non_null(strstr(out, "  email:\n"));
+    assert_non_null(strstr(out, "token: \"********\""));
+    struct config *back = parse_ok(out);
+    assert_int_equal(back->notify.n_webhooks, 3);
+    assert_string_equal(back->notify.webhooks[2].token_env, "GOTIFY_TOKEN");
+    assert_string_equal(back->notify.email.to[0], "ann@example.com");
+    config_free(back);
+    free(out);
+    json_object *j = config_to_json(cfg);
+    assert_non_null(j);
+    const char *js = json_object_to_json_string(j);
+    assert_null(strstr(js, "pw-SECRET-4711"));
+    assert_null(strstr(js, "tk-SECRET-0815"));
+    json_object *email, *hooks;
+    assert_true(json_object_object_get_ex(json_object_object_get(j, "notify"), "email", &email));
+    assert_string_equal(json_object_get_string(json_object_object_get(email, "password")),
+                        "********");
+    assert_true(json_object_object_get_ex(json_object_object_get(j, "notify"), "webhooks", &hooks));
+    assert_string_equal(json_object_get_string(
+                            json_object_object_get(json_object_array_get_idx(hooks, 0), "token")),
+                        "********");
+    json_object_put(j);
+
+    /* scrubbed from log lines */
+    char line[] = "ntfy said: bad token tk-SECRET-0815; smtp: pw-SECRET-4711 refused";
+    config_scrub_secrets(cfg, line);
+    assert_string_equal(line, "ntfy said: bad token ***; smtp: *** refused");
+    config_free(cfg);
+
+    /* a token in clear to another host is warned about */
+    cfg = parse_ok("notify:\n  webhooks:\n    - {url: \"http://ntfy.lan/t\", token: abcdef}\n"
+                   "    - {url: \"http://[::1]:80/t\", token: abcdef}\n"
+                   "    - {url: \"http://localhost/t\", token: abcdef}\n");
+    assert_int_equal(cfg->n_warnings, 1);
+    assert_non_null(strstr(cfg->warnings[0], "notify.webhooks[0]"));
+    assert_non_null(strstr(cfg->warnings[0], "https://"));
+    config_free(cfg);
+}
+
+static void test_notify_errors(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *yaml, *msg;
+    } cases[] = {
+        {"notify:\n  events: [completed, finished]\n",
+         "config.yaml:2: notify.events: unknown item 'finished' (one of completed, partial, "
+         "failed, interrupted, empty, destination_down, verify_problem)"},
+        {"notify:\n  destination_down_minutes: 0\n",
+         "config.yaml:2: notify.destination_down_minutes: 0 is out of range (1..10080)"},
+        {"notify:\n  dashboard_url: ftp://pi\n",
+         "config.yaml:2: notify.dashboard_url: expected an http:// or https:// address, got "
+         "'ftp://pi'"},
+        {"notify:\n  email:\n    enabled: true\n    hots: x\n",
+         "config.yaml:4: notify.email.hots: unknown key (did you mean host?)"},
+        {"notify:\n  email:\n    security: ssl\n",
+         "config.yaml:3: notify.email.security: expected one of starttls, tls, none, got 'ssl'"},
+        {"notify:\n  email:\n    from: \"a@b.c\\r\\nBcc: eve@x.y\"\n",
+         "config.yaml:3: notify.email.from: value contains a control character"},
+        {"notify:\n  email:\n    to: [ann@example.com, \"bob at example\"]\n",
+         "config.yaml:3: notify.email.to: expected an address such as user@example.com, got "
+         "'bob at example'"},
+        {"notify:\n  email:\n    enabled: true\n    from: a@b.c\n    to: [a@b.c]\n",
+         "config.yaml:3: notify.email.host: required when notify.email is enabled"},
+        {"notify:\n  email:\n    enabled: true\n    host: h\n    from: a@b.c\n",
+         "config.yaml:3: notify.email.to: required when notify.email is enabled (a list of "
+         "addresses)"},
+        {"notify:\n  email:\n    enabled: true\n    host: h\n    from: a@b.c\n    to: [a@b.c]\n"
+         "    security: none\n    username: u\n    password: secret\n",
+         "config.yaml:7: notify.email.security: none sends in clear: a username or password "
+         "(SMTP_USERNAME, SMTP_PASSWORD) needs starttls or tls"},
+        {"notify:\n  email: [a]\n",
+         "config.yaml:2: notify.email: expected a mapping of keys, got a list"},
+        {"notify:\n  email:\n    enabled: false\n  email:\n    enabled: true\n",
+         "config.yaml:4: notify.email: duplicate section (first on line 2)"},
+        {"email:\n  enabled: true\n",
+         "config.yaml:1: email: unknown section (did you mean notify.email?)"},
+        {"notify:\n  webhooks:\n    - url: https://a\n      fromat: ntfy\n",
+         "config.yaml:4: notify.webhooks[0].fromat: unknown key (url, format, token, token_env, "
+         "tls_ca_file)"},
+        {"notify:\n  webhooks:\n    - {url: https://a}\n    - {url: https://b, format: slack}\n",
+         "config.yaml:4: notify.webhooks[1].format: expected one of json, ntfy, gotify, got "
+         "'slack'"},
+        {"notify:\n  webhooks:\n    - {url: \"file:///etc/passwd\"}\n",
+         "config.yaml:3: notify.webhooks[0].url: expected an http:// or https:// address, got "
+         "'file:///etc/passwd'"},
+        {"notify:\n  webhooks:\n    - {format: ntfy}\n",
+         "config.yaml:3: notify.webhooks[0].url: required"},
+        {"notify:\n  webhooks:\n    - {url: https://a, token: \"x\\ny\"}\n",
+         "config.yaml:3: notify.webhooks[0].token: value contains a control character"},
+        {"notify:\n  webhooks:\n    - {url: https://a, token: abcd, token_env: T}\n",
+         "config.yaml:3: notify.webhooks[0].token_env: token and token_env are both set; keep one "
+         "(token_env, with the token in .env)"},
+        {"notify:\n  webhooks:\n    - {url: https://a, token_env: \"1 x\"}\n",
+         "config.yaml:3: notify.webhooks[0].token_env: expected a variable name such as "
+         "NTFY_TOKEN, got '1 x'"},
+        {"notify:\n  webhooks:\n    - https://a\n",
+         "config.yaml:3: notify.webhooks[0]: expected a mapping {url, format, token}, got a "
+         "value"},
+        {"notify:\n  webhooks:\n    - {url: [https://a]}\n",
+         "config.yaml:3: notify.webhooks[0].url: expected a string, got a list"},
+        {"notify:\n  webhooks:\n    - {url: https://a, url: https://b}\n",
+         "config.yaml:3: notify.webhooks[0].url: duplicate key (first set on line 3)"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        parse_fails(cases[i].yaml, cases[i].msg);
+
+    /* ceilings: 8 webhooks, 16 recipients */
+    char buf[4096];
+    size_t n = (size_t)snprintf(buf, sizeof(buf), "notify:\n  webhooks:\n");
+    for (int i = 0; i < 9; i++)
+        n += (size_t)snprintf(buf + n, sizeof(buf) - n, "    - {url: https://h%d}\n", i);
+    parse_fails(buf, "config.yaml:11: notify.webhooks: too many webhooks (at most 8)");
+    n = (size_t)snprintf(buf, sizeof(buf),
+                         "notify:\n  email:\n    enabled: true\n    host: h\n    from: a@b.c\n"
+                         "    to:\n");
+    for (int i = 0; i < 17; i++)
+        n += (size_t)snprintf(buf + n, sizeof(buf) - n, "      - u%d@example.com\n", i);
+    parse_fails(buf, "config.yaml:6: notify.email.to: too many recipients (17, at most 16)");
+}
+
+static void test_notify_secrets(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], path[PATH_MAX];
+    struct config *cfg = NULL;
+    struct error err = {0};
+    new_dir(dir, sizeof(dir));
+    write_str(dir, "config.yaml",
+              "notify:\n  email:\n    enabled: true\n    host: smtp\n    from: a@b.c\n"
+              "    to: [a@b.c]\n  webhooks:\n    - {url: https://ntfy.sh/t, format: ntfy, "
+              "token_env: NTFY_TOKEN, tls_ca_file: ca.pem}\n",
+              0600, path, sizeof(path));
+
+    /* token_env set nowhere: an error naming the variable and the webhook's line */
+    assert_int_equal(config_load(path, &cfg, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, ":8: notify.webhooks[0].token_env: NTFY_TOKEN is set neither"));
+
+    /* from .env, then the environment wins */
+    write_str(dir, ".env",
+              "SMTP_USERNAME=ann\nSMTP_PASSWORD=dotenv-pw-1234\nNTFY_TOKEN=tk_dotenv\n", 0600, NULL,
+              0);
+    assert_int_equal(config_load(path, &cfg, &err), 0);
+    assert_string_equal(cfg->notify.email.username, "ann");
+    assert_string_equal(cfg->notify.email.password, "dotenv-pw-1234");
+    assert_string_equal(cfg->notify.webhooks[0].token, "tk_dotenv");
+    char ca[PATH_MAX + 8];
+    snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
+    assert_string_equal(cfg->notify.webhooks[0].tls_ca_file, ca);
+    char *out = print_config(cfg, false);
+    assert_null(strstr(out, "dotenv-pw-1234"));
+    assert_null(strstr(out, "tk_dotenv"));
+    free(out);
+    config_free(cfg);
+    setenv("NTFY_TOKEN", "tk_environment", 1);
+    setenv("SMTP_PASSWORD", "env-pw-5678", 1);
+    assert_int_equal(config_load(path, &cfg, &err), 0);
+    assert_string_equal(cfg->notify.webhooks[0].token, "tk_environment");
+    assert_string_equal(cfg->notify.email.password, "env-pw-5678");
+    char line[] = "refused tk_environment and env-pw-5678";
+    config_scrub_log_line(line, cfg);
+    assert_string_equal(line, "refused *** and ***");
+    config_free(cfg);
+
+    /* a bad token in .env is refused without quoting it */
+    write_str(dir, ".env", "NTFY_TOKEN=\"tk-bad\001token\"\n", 0600, NULL, 0);
+    unsetenv("NTFY_TOKEN");
+    unsetenv("SMTP_PASSWORD");
+    assert_int_equal(config_load(path, &cfg, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, ".env:1: NTFY_TOKEN: value contains a control character"));
+    assert_null(strstr(err.msg, "tk-bad"));
+
+    /* a token in a file others can read is warned about */
+    write_str(dir, ".env", "", 0600, NULL, 0);
+    write_str(dir, "config.yaml", "notify:\n  webhooks:\n    - {url: https://a/t, token: abcdef}\n",
+              0644, path, sizeof(path));
+    assert_int_equal(config_load(path, &cfg, &err), 0);
+    assert_int_equal(cfg->n_warnings, 1);
+    assert_non_null(strstr(cfg->warnings[0], "holds a webhook token and is readable"));
+    config_free(cfg);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1328,6 +1564,7 @@ int main(void)
         T(test_copy_permissions), T(test_sizes),           T(test_numbers),
         T(test_hostile),          T(test_dotenv_syntax),   T(test_precedence),
         T(test_permissions),      T(test_paths),           T(test_search_order),
+        T(test_notify_values),    T(test_notify_errors),   T(test_notify_secrets),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }
