@@ -213,6 +213,26 @@ static void *job_main(void *arg)
 
 /* ---- the scrub ---- */
 
+/* The verification state (the last run, the copies with problems) to Home Assistant: after a
+ * scrub slice, and after a backup, which may have made a lost copy again. Loop thread. */
+static void publish_verification(struct service *svc)
+{
+    if (!svc->mqtt || svc->mqtt_removed)
+        return;
+    struct db *db = NULL;
+    struct error err = {0};
+    struct status_verification *v = calloc(1, sizeof(*v));
+    int r = v ? status_db_open(svc->conf->cfg, &db, &err) : error_set(&err, -ENOMEM, "no memory");
+    if (r == 0)
+        r = status_verification_get(db, v, &err);
+    if (r == 0)
+        mqtt_publish_verification(svc->mqtt, v);
+    else if (r != -ENOENT)
+        log_warning("cannot read the verification state for Home Assistant: %s", err.msg);
+    db_close(db);
+    free(v);
+}
+
 /* Looks for copies due in seconds (loop thread); nothing when the scrub is off. */
 static void scrub_arm(struct service *svc, int seconds)
 {
@@ -316,6 +336,8 @@ static void scrub_done(struct service *svc)
             next = SCRUB_BETWEEN_SLICES_S; /* more are due: the next slice soon */
         /* else nothing could be checked (a destination down): not again before long */
     }
+    if (svc->scrub_rc == 0 && !res->nothing_due)
+        publish_verification(svc);
     if (svc->stopping || (svc->scrub_paused && svc->n_jobs > 0))
         return; /* the end of the last backup arms the timer */
     scrub_arm(svc, svc->scrub_paused ? SCRUB_IDLE_S : next); /* cut for a card: on when idle */
@@ -445,11 +467,14 @@ static void drain_done(struct service *svc)
     struct job *done = svc->done;
     svc->done = NULL;
     pthread_mutex_unlock(&svc->lock);
+    bool done_any = done != NULL;
     while (done) {
         struct job *next = done->done_next;
         finish_job(svc, done);
         done = next;
     }
+    if (done_any)
+        publish_verification(svc);
     if (svc->n_jobs == 0 && !svc->stopping && !svc->scrub_running)
         scrub_arm(svc, SCRUB_IDLE_S);
     notify_status(svc);
