@@ -63,8 +63,38 @@ struct collect {
     int64_t *ids; /* every unlisted copy, also those listed before (they get the number too) */
     size_t n, cap;
     size_t listed;
+    char **sidecars; /* remotes of the unlisted sidecars (malloc'd), also those listed before */
+    size_t n_sidecars, cap_sidecars;
     struct error *err;
 };
+
+/* Lists the file at remote in the generation (see collect_one). */
+static int collect_entry(struct collect *c, const char *remote, int64_t size, int64_t mtime_ns,
+                         const char *md5, const char *sha1, int64_t hashdate)
+{
+    char rel[4096];
+    if (dest_rel_of(c->d, remote, rel, sizeof(rel)) < 0)
+        return 0; /* a copy outside today's root (the root was moved): not of this tree (it is
+                   * marked with the generation all the same, so it is not looked at again) */
+    int64_t mtime = mtime_ns / 1000000000;
+    if (mtime_ns < 0 && mtime_ns % 1000000000)
+        mtime--;
+    struct mhl_entry e = {.path = rel,
+                          .size = (uint64_t)size,
+                          .mtime = mtime,
+                          .md5 = md5[0] ? md5 : NULL,
+                          .sha1 = sha1[0] ? sha1 : NULL,
+                          .action = MHL_ACTION_ORIGINAL,
+                          .hashdate = (time_t)hashdate};
+    struct error eerr = {0};
+    int r = mhl_writer_add(c->w, &e, &eerr);
+    if (r == -EINVAL)
+        return 0; /* a name XML cannot hold (not UTF-8): left out of the history, marked */
+    if (r < 0)
+        return error_set(c->err, r, "%s", eerr.msg);
+    c->listed++;
+    return 0;
+}
 
 static int collect_one(const struct db_unsealed *u, void *arg)
 {
@@ -82,28 +112,30 @@ static int collect_one(const struct db_unsealed *u, void *arg)
     c->ids[c->n++] = u->file_id;
     if (u->listed_before)
         return 0;
-    char rel[4096];
-    if (dest_rel_of(c->d, u->remote, rel, sizeof(rel)) < 0)
-        return 0; /* a copy outside today's root (the root was moved): not of this tree (it is
-                   * marked with the generation all the same, so it is not looked at again) */
-    int64_t mtime = u->mtime_ns / 1000000000;
-    if (u->mtime_ns < 0 && u->mtime_ns % 1000000000)
-        mtime--;
-    struct mhl_entry e = {.path = rel,
-                          .size = (uint64_t)u->size,
-                          .mtime = mtime,
-                          .md5 = u->md5[0] ? u->md5 : NULL,
-                          .sha1 = u->sha1[0] ? u->sha1 : NULL,
-                          .action = MHL_ACTION_ORIGINAL,
-                          .hashdate = (time_t)u->verified_at};
-    struct error eerr = {0};
-    int r = mhl_writer_add(c->w, &e, &eerr);
-    if (r == -EINVAL)
-        return 0; /* a name XML cannot hold (not UTF-8): left out of the history, marked */
-    if (r < 0)
-        return error_set(c->err, r, "%s", eerr.msg);
-    c->listed++;
-    return 0;
+    return collect_entry(c, u->remote, u->size, u->mtime_ns, u->md5, u->sha1, u->verified_at);
+}
+
+/* A sidecar next to a copy (db_sidecars_unsealed: once per remote), as a file of its own. */
+static int collect_sidecar(const struct db_unsealed *u, void *arg)
+{
+    struct collect *c = arg;
+    if (c->n + c->n_sidecars >= HISTORY_GENERATION_MAX)
+        return 0; /* the rest in the next generation */
+    if (c->n_sidecars == c->cap_sidecars) {
+        size_t cap = c->cap_sidecars ? c->cap_sidecars * 2 : 64;
+        char **n = realloc(c->sidecars, cap * sizeof(*n));
+        if (!n)
+            return error_set(c->err, -ENOMEM, "out of memory");
+        c->sidecars = n;
+        c->cap_sidecars = cap;
+    }
+    char *remote = strdup(u->remote);
+    if (!remote)
+        return error_set(c->err, -ENOMEM, "out of memory");
+    c->sidecars[c->n_sidecars++] = remote;
+    if (u->listed_before)
+        return 0;
+    return collect_entry(c, u->remote, u->size, u->mtime_ns, u->md5, u->sha1, u->verified_at);
 }
 
 /* The highest generation number among the files of ascmhl/. */
@@ -211,9 +243,11 @@ static int seal_locked(struct dest *d, struct db *db, const struct mhl_creator *
     if (r < 0)
         goto out;
     r = db_copies_unsealed(db, dest_id(d), collect_one, &c, err);
+    if (r == 0)
+        r = db_sidecars_unsealed(db, dest_id(d), collect_sidecar, &c, err);
     if (r < 0)
         goto out;
-    if (c.n == 0)
+    if (c.n == 0 && c.n_sidecars == 0)
         goto out; /* nothing to list: no generation */
     char c4[MHL_C4_LEN + 1];
     r = mhl_writer_end(c.w, c4, err);
@@ -221,7 +255,8 @@ static int seal_locked(struct dest *d, struct db *db, const struct mhl_creator *
     if (r == 0)
         r = publish_locked(d, creator->created, &gen, c4, &g, err);
     if (r == 0)
-        r = db_copies_seal(db, dest_id(d), c.ids, c.n, g.seq, err);
+        r = db_history_seal(db, dest_id(d), c.ids, c.n, (const char *const *)c.sidecars,
+                            c.n_sidecars, g.seq, err);
     if (r == 0) {
         ret->generation = g.seq;
         ret->listed = c.listed;
@@ -230,6 +265,9 @@ static int seal_locked(struct dest *d, struct db *db, const struct mhl_creator *
 out:
     mhl_writer_free(c.w);
     free(c.ids);
+    for (size_t i = 0; i < c.n_sidecars; i++)
+        free(c.sidecars[i]);
+    free(c.sidecars);
     free(gen.data);
     return r;
 }
