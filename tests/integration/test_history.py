@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 
@@ -173,6 +174,22 @@ class HistoryTest(SnapsyncTest):
         self.backup()
         self.assertEqual(generation_paths(self.dest, self.generations()[1]),
                          ["2024/05/04/IMG_0004.JPG"])
+
+    def test_a_copy_and_its_sidecar_found_in_place_are_listed(self):
+        # what a session that crashed after placing them and before recording them leaves
+        d = f"{self.card}/DCIM"
+        make_photo(f"{d}/IMG_0001.JPG", self.dir, "2024:05:01 10:00:00")
+        with open(f"{d}/IMG_0001.xmp", "wb") as f:
+            f.write(b"<x:xmpmeta>one</x:xmpmeta>\n")
+        day = f"{self.dest}/2024/05/01"
+        os.makedirs(day)
+        for name in ("IMG_0001.JPG", "IMG_0001.xmp"):
+            shutil.copyfile(f"{d}/{name}", f"{day}/{name}")
+        self.backup()
+        self.assertEqual(sorted(os.listdir(day)), ["IMG_0001.JPG", "IMG_0001.xmp"])
+        self.assertEqual(sorted(generation_paths(self.dest, self.generations()[0])),
+                         ["2024/05/01/IMG_0001.JPG", "2024/05/01/IMG_0001.xmp"])
+        self.assertEqual(self.check_history(), self.tree())
 
     def test_an_unreadable_chain_is_left_alone_and_the_next_run_catches_up(self):
         make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2024:05:01 10:00:00")
