@@ -68,24 +68,23 @@ struct collect {
     struct error *err;
 };
 
-/* Lists the file at remote in the generation (see collect_one). */
-static int collect_entry(struct collect *c, const char *remote, int64_t size, int64_t mtime_ns,
-                         const char *md5, const char *sha1, int64_t hashdate)
+/* Lists the copy or sidecar u in the generation. */
+static int collect_entry(struct collect *c, const struct db_unsealed *u)
 {
     char rel[4096];
-    if (dest_rel_of(c->d, remote, rel, sizeof(rel)) < 0)
+    if (dest_rel_of(c->d, u->remote, rel, sizeof(rel)) < 0)
         return 0; /* a copy outside today's root (the root was moved): not of this tree (it is
                    * marked with the generation all the same, so it is not looked at again) */
-    int64_t mtime = mtime_ns / 1000000000;
-    if (mtime_ns < 0 && mtime_ns % 1000000000)
+    int64_t mtime = u->mtime_ns / 1000000000;
+    if (u->mtime_ns < 0 && u->mtime_ns % 1000000000)
         mtime--;
     struct mhl_entry e = {.path = rel,
-                          .size = (uint64_t)size,
+                          .size = (uint64_t)u->size,
                           .mtime = mtime,
-                          .md5 = md5[0] ? md5 : NULL,
-                          .sha1 = sha1[0] ? sha1 : NULL,
+                          .md5 = u->md5[0] ? u->md5 : NULL,
+                          .sha1 = u->sha1[0] ? u->sha1 : NULL,
                           .action = MHL_ACTION_ORIGINAL,
-                          .hashdate = (time_t)hashdate};
+                          .hashdate = (time_t)u->verified_at};
     struct error eerr = {0};
     int r = mhl_writer_add(c->w, &e, &eerr);
     if (r == -EINVAL)
@@ -112,7 +111,7 @@ static int collect_one(const struct db_unsealed *u, void *arg)
     c->ids[c->n++] = u->file_id;
     if (u->listed_before)
         return 0;
-    return collect_entry(c, u->remote, u->size, u->mtime_ns, u->md5, u->sha1, u->verified_at);
+    return collect_entry(c, u);
 }
 
 /* A sidecar next to a copy (db_sidecars_unsealed: once per remote), as a file of its own. */
@@ -135,7 +134,7 @@ static int collect_sidecar(const struct db_unsealed *u, void *arg)
     c->sidecars[c->n_sidecars++] = remote;
     if (u->listed_before)
         return 0;
-    return collect_entry(c, u->remote, u->size, u->mtime_ns, u->md5, u->sha1, u->verified_at);
+    return collect_entry(c, u);
 }
 
 /* The highest generation number among the files of ascmhl/. */
