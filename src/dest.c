@@ -355,8 +355,7 @@ int dest_sidecar_add(struct dest_result *res, const char *remote, const void *bu
                      int64_t mtime_ns, struct error *err)
 {
     if (res->n_sidecars >= DEST_SIDECARS_MAX)
-        return error_set(err, -EOVERFLOW, "more than %d sidecars for one copy",
-                         DEST_SIDECARS_MAX);
+        return error_set(err, -EOVERFLOW, "more than %d sidecars for one copy", DEST_SIDECARS_MAX);
     struct dest_sidecar *s = &res->sidecars[res->n_sidecars];
     if ((size_t)snprintf(s->remote, sizeof(s->remote), "%s", remote) >= sizeof(s->remote))
         return error_set(err, -ENAMETOOLONG, "the path of a sidecar is too long");

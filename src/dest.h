@@ -31,7 +31,7 @@
 
 #define DEST_MAX 8
 #define DEST_REMOTE_MAX 1024
-#define DEST_NAME_MAX 255 /* bytes of one file name at a destination */
+#define DEST_NAME_MAX 255   /* bytes of one file name at a destination */
 #define DEST_SIDECARS_MAX 3 /* sidecars of one copy: sidecar.h's SIDECAR_MAX */
 
 /* The session a destination works for (albums per session, names in logs). */

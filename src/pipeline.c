@@ -813,7 +813,8 @@ enum verdict {
     V_INTERRUPTED, /* the session stops: left pending, not counted */
 };
 
-_Static_assert(DB_RECORD_SIDECARS_MAX >= DEST_SIDECARS_MAX * DB_RECORD_COPIES_MAX, "the database takes every sidecar");
+_Static_assert(DB_RECORD_SIDECARS_MAX >= DEST_SIDECARS_MAX * DB_RECORD_COPIES_MAX,
+               "the database takes every sidecar");
 
 /* One file in a worker, from taking it to its verdict. A worker holds two: the one being read
  * and the one being finished. */
@@ -836,8 +837,8 @@ struct pending {
     struct {
         bool set;
         enum db_copy_state state;
-        char remote[DEST_REMOTE_MAX]; /* "" keeps the stored one */
-        char error[ERROR_MSG_MAX];    /* "" clears it */
+        char remote[DEST_REMOTE_MAX];                    /* "" keeps the stored one */
+        char error[ERROR_MSG_MAX];                       /* "" clears it */
         struct dest_sidecar sidecars[DEST_SIDECARS_MAX]; /* next to a completed copy */
         size_t n_sidecars;
     } copy[DEST_MAX];

@@ -848,10 +848,11 @@ static void test_verify_runs_pages_and_results(void **state)
     db_close(db);
 }
 
-/* Takes a database back to schema 4 (before verification runs). */
+/* Takes a database back to schema 5 (before sidecar copies). */
 #define UNDO_V6 "DROP TABLE sidecar_copies; "
+/* Takes a schema-5 database back to schema 4 (before verification runs). */
 #define UNDO_V5                                                                                    \
-    UNDO_V6 "DROP TABLE verify_results; DROP TABLE verify_runs; DROP INDEX copies_checked; "               \
+    "DROP TABLE verify_results; DROP TABLE verify_runs; DROP INDEX copies_checked; "               \
     "ALTER TABLE copies DROP COLUMN check_result; ALTER TABLE copies DROP COLUMN checked_at; "
 
 /* A version-2 database (before scan problems) is migrated in place, its sessions kept. */
@@ -864,10 +865,10 @@ static void test_migrate_from_v2(void **state)
     int64_t sid = 0;
     assert_int_equal(db_session_begin(db, add_card(db, "v2"), "/m", &sid, NULL), 0);
     db_close(db);
-    raw_exec(path,
-             UNDO_V5 "DROP TABLE session_problems; ALTER TABLE sessions DROP COLUMN scan_problems; "
-                     "ALTER TABLE copies DROP COLUMN mhl_generation; "
-                     "UPDATE sessions SET status = 'completed'; PRAGMA user_version = 2");
+    raw_exec(path, UNDO_V6 UNDO_V5
+             "DROP TABLE session_problems; ALTER TABLE sessions DROP COLUMN scan_problems; "
+             "ALTER TABLE copies DROP COLUMN mhl_generation; "
+             "UPDATE sessions SET status = 'completed'; PRAGMA user_version = 2");
 
     struct error err = {0};
     assert_int_equal(db_open(path, DB_READ_ONLY, &db, &err), -EPROTO);
@@ -2285,8 +2286,8 @@ static void test_copies_unsealed_and_sealed(void **state)
     assert_int_equal(db_copy_set(db, f[2], "nas", DB_COPY_FAILED, "/n/c.jpg", "x", NULL), 0);
     assert_int_equal(db_copy_set(db, f[3], "usb", DB_COPY_COMPLETED, "/u/a.jpg", NULL, NULL), 0);
     db_close(db);
-    raw_exec(path,
-             UNDO_V5 "ALTER TABLE copies DROP COLUMN mhl_generation; PRAGMA user_version = 3");
+    raw_exec(path, UNDO_V6 UNDO_V5
+             "ALTER TABLE copies DROP COLUMN mhl_generation; PRAGMA user_version = 3");
     db = open_rw(path);
 
     struct unsealed_seen seen = {0};
@@ -2377,10 +2378,8 @@ static void test_sidecars_unsealed_and_sealed(void **state)
     assert_int_equal(raw_int(path, "SELECT count(*) FROM sidecar_copies"), 0);
     assert_int_equal(raw_int(path, "SELECT count(*) FROM copies WHERE file_id = 1"), 0);
 
-    assert_int_equal(record_with_sidecar(db, raw, "/n/IMG_1.CR3", "nas", "/n/IMG_1.xmp", MD5_A),
-                     0);
-    assert_int_equal(record_with_sidecar(db, jpg, "/n/IMG_1.JPG", "nas", "/n/IMG_1.xmp", MD5_A),
-                     0);
+    assert_int_equal(record_with_sidecar(db, raw, "/n/IMG_1.CR3", "nas", "/n/IMG_1.xmp", MD5_A), 0);
+    assert_int_equal(record_with_sidecar(db, jpg, "/n/IMG_1.JPG", "nas", "/n/IMG_1.xmp", MD5_A), 0);
     assert_int_equal(raw_int(path, "SELECT count(*) FROM sidecar_copies"), 2);
     struct sidecars_seen seen = {0};
     assert_int_equal(db_sidecars_unsealed(db, "usb", note_sidecar, &seen, NULL), 0);
@@ -2395,21 +2394,19 @@ static void test_sidecars_unsealed_and_sealed(void **state)
     const char *remotes[] = {"/n/IMG_1.xmp"};
     assert_int_equal(db_history_seal(db, "nas", ids, 3, remotes, 1, 0, NULL), -EINVAL);
     assert_int_equal(db_history_seal(db, "nas", ids, 3, remotes, 1, 4, NULL), 0);
-    assert_int_equal(
-        raw_int(path, "SELECT count(*) FROM sidecar_copies WHERE mhl_generation = 4"), 2);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM sidecar_copies WHERE mhl_generation = 4"),
+                     2);
     assert_int_equal(raw_int(path, "SELECT count(*) FROM copies WHERE mhl_generation = 4"), 3);
     memset(&seen, 0, sizeof(seen));
     assert_int_equal(db_sidecars_unsealed(db, "nas", note_sidecar, &seen, NULL), 0);
     assert_int_equal(seen.n, 0);
 
     /* recorded again the same (a retry): stays listed */
-    assert_int_equal(record_with_sidecar(db, jpg, "/n/IMG_1.JPG", "nas", "/n/IMG_1.xmp", MD5_A),
-                     0);
+    assert_int_equal(record_with_sidecar(db, jpg, "/n/IMG_1.JPG", "nas", "/n/IMG_1.xmp", MD5_A), 0);
     assert_int_equal(db_sidecars_unsealed(db, "nas", note_sidecar, &seen, NULL), 0);
     assert_int_equal(seen.n, 0);
     /* other bytes at the remote: unlisted again, but the remote is listed already */
-    assert_int_equal(record_with_sidecar(db, jpg, "/n/IMG_1.JPG", "nas", "/n/IMG_1.xmp", MD5_B),
-                     0);
+    assert_int_equal(record_with_sidecar(db, jpg, "/n/IMG_1.JPG", "nas", "/n/IMG_1.xmp", MD5_B), 0);
     assert_int_equal(db_sidecars_unsealed(db, "nas", note_sidecar, &seen, NULL), 0);
     assert_int_equal(seen.n, 1);
     assert_string_equal(seen.md5[0], MD5_B);
