@@ -265,6 +265,21 @@ static const char *const migrations[] = {
     "ALTER TABLE copies ADD COLUMN checked_at INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE copies ADD COLUMN check_result TEXT;"
     "CREATE INDEX copies_checked ON copies(checked_at, file_id, dest);",
+    /* 5 -> 6: the sidecars a file destination placed next to a copy (dest.h), for its ASC MHL
+     * history; one file at a remote may be the sidecar of two copies (a RAW and a JPEG) */
+    "CREATE TABLE sidecar_copies ("
+    "  file_id INTEGER NOT NULL,"
+    "  dest TEXT NOT NULL,"
+    "  remote TEXT NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  mtime_ns INTEGER NOT NULL,"
+    "  md5 TEXT NOT NULL,"
+    "  sha1 TEXT NOT NULL,"
+    "  mhl_generation INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY (file_id, dest, remote),"
+    "  FOREIGN KEY (file_id, dest) REFERENCES copies(file_id, dest) ON DELETE CASCADE"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX sidecar_copies_remote ON sidecar_copies(dest, remote);",
 };
 
 _Static_assert(ARRAY_SIZE(migrations) == DB_SCHEMA_VERSION,
@@ -300,6 +315,7 @@ enum stmt_id {
     STMT_FILES_FAILED,
     STMT_COPY_SET,
     STMT_COPY_GET,
+    STMT_SIDECAR_SET,
     STMT_STATS,
     STMT_SESSION_SAFE,
     STMT_MAX,
@@ -392,6 +408,12 @@ static const char *const stmt_sql[STMT_MAX] = {
                       "  THEN check_result END, "
                       "mhl_generation = CASE WHEN state = 'completed' AND ?3 = 'completed' "
                       "  THEN mhl_generation ELSE 0 END",
+    [STMT_SIDECAR_SET] =
+        "INSERT INTO sidecar_copies (file_id, dest, remote, size, mtime_ns, md5, sha1) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
+        "ON CONFLICT (file_id, dest, remote) DO UPDATE SET size = ?4, mtime_ns = ?5, "
+        "mhl_generation = CASE WHEN md5 = ?6 AND sha1 = ?7 AND size = ?4 THEN mhl_generation "
+        "ELSE 0 END, md5 = ?6, sha1 = ?7",
     [STMT_COPY_GET] = "SELECT file_id, dest, state, remote, verified_at, error FROM copies "
                       "WHERE file_id = ?1 AND dest = ?2",
     [STMT_SESSION_SAFE] = "UPDATE sessions SET safe_to_remove = ?2 WHERE id = ?1",
@@ -2085,7 +2107,47 @@ static int check_record(int64_t session_id, const struct db_file_record *rec, st
             return error_set(err, -ENAMETOOLONG, "remote path '%.64s...' is longer than %d bytes",
                              c->remote, DB_KEY_MAX - 1);
     }
+    if (rec->n_sidecars > DB_RECORD_SIDECARS_MAX || (rec->n_sidecars && !rec->sidecars))
+        return error_set(err, -EINVAL, "file %lld: too many sidecars", (long long)rec->file_id);
+    for (size_t k = 0; k < rec->n_sidecars; k++) {
+        const struct db_sidecar *sc = &rec->sidecars[k];
+        bool copied = false;
+        for (size_t i = 0; sc->dest && i < rec->n_copies; i++)
+            copied = copied || (rec->copies[i].state == DB_COPY_COMPLETED &&
+                                strcmp(rec->copies[i].dest, sc->dest) == 0);
+        if (!copied || !sc->remote || !sc->remote[0] || !sc->md5 || !sc->md5[0] || !sc->sha1 ||
+            !sc->sha1[0] || sc->size < 0)
+            return error_set(err, -EINVAL, "file %lld: an invalid sidecar",
+                             (long long)rec->file_id);
+        if (strnlen(sc->remote, DB_KEY_MAX) >= DB_KEY_MAX)
+            return error_set(err, -ENAMETOOLONG, "remote path '%.64s...' is longer than %d bytes",
+                             sc->remote, DB_KEY_MAX - 1);
+    }
     return 0;
+}
+
+/* Stores one sidecar of the copy of file_id at sc->dest (db_file_record). */
+static int sidecar_set(struct db *db, int64_t file_id, const struct db_sidecar *sc,
+                       struct error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = SQLITE_OK;
+    int r = stmt_get(db, STMT_SIDECAR_SET, &st, err);
+    if (r < 0)
+        return r;
+    rc = bind_i64(st, 1, file_id, rc);
+    rc = bind_str(st, 2, sc->dest, rc);
+    rc = bind_str(st, 3, sc->remote, rc);
+    rc = bind_i64(st, 4, sc->size, rc);
+    rc = bind_i64(st, 5, sc->mtime_ns, rc);
+    rc = bind_str(st, 6, sc->md5, rc);
+    rc = bind_str(st, 7, sc->sha1, rc);
+    if (rc != SQLITE_OK)
+        r = db_fail(db, rc, err, "cannot record the sidecar '%s'", sc->remote);
+    else
+        r = stmt_run(db, st, err, "cannot record a sidecar");
+    stmt_done(st);
+    return r;
 }
 
 struct record_args {
@@ -2124,6 +2186,8 @@ static int record_tx(struct db *db, void *userdata)
         const struct db_record_copy *c = &rec->copies[i];
         r = db_copy_set(db, rec->file_id, c->dest, c->state, c->remote, c->error, a->err);
     }
+    for (size_t k = 0; r == 0 && k < rec->n_sidecars; k++)
+        r = sidecar_set(db, rec->file_id, &rec->sidecars[k], a->err);
     if (r == 0 && a->session_id > 0)
         r = session_count(db, a->session_id, rec->file_id, rec->outcome, a->err);
     if (r == 0 && a->session_id > 0)
@@ -2502,27 +2566,18 @@ int db_session_retry(struct db *db, int64_t session_id, int64_t *ret_count, stru
 
 /* ---- the ASC MHL history (history.h) ---- */
 
-int db_copies_unsealed(struct db *db, const char *dest,
-                       int (*fn)(const struct db_unsealed *u, void *arg), void *arg,
-                       struct error *err)
+/* Walks the rows of sql (?1 = dest; the columns of struct db_unsealed in order) through fn. */
+static int walk_unsealed(struct db *db, const char *sql, const char *dest,
+                         int (*fn)(const struct db_unsealed *u, void *arg), void *arg,
+                         const char *what, struct error *err)
 {
-    /* completed copies not yet listed; a copy whose remote an earlier copy already listed (the
-     * same content found in place) is no new file of the history */
-    static const char sql[] =
-        "SELECT c.file_id, c.remote, c.verified_at, f.size, f.mtime_ns, f.md5, f.sha1, "
-        "  EXISTS (SELECT 1 FROM copies o WHERE o.dest = c.dest AND o.remote = c.remote "
-        "          AND o.mhl_generation > 0) "
-        "FROM copies c JOIN files f ON f.id = c.file_id "
-        "WHERE c.dest = ?1 AND c.state = 'completed' AND c.mhl_generation = 0 "
-        "  AND c.remote IS NOT NULL AND f.md5 IS NOT NULL "
-        "ORDER BY c.remote";
     sqlite3_stmt *st = NULL;
     int r = adhoc_prepare(db, sql, &st, err);
     if (r < 0)
         return r;
     int rc = bind_str(st, 1, dest, SQLITE_OK);
     if (rc != SQLITE_OK) {
-        r = db_fail(db, rc, err, "cannot list the copies of %s", dest);
+        r = db_fail(db, rc, err, "cannot list the %s of %s", what, dest);
         goto out;
     }
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -2540,10 +2595,43 @@ int db_copies_unsealed(struct db *db, const char *dest,
             goto out;
     }
     if (rc != SQLITE_DONE)
-        r = db_fail(db, rc, err, "cannot list the copies of %s", dest);
+        r = db_fail(db, rc, err, "cannot list the %s of %s", what, dest);
 out:
     sqlite3_finalize(st);
     return r;
+}
+
+int db_copies_unsealed(struct db *db, const char *dest,
+                       int (*fn)(const struct db_unsealed *u, void *arg), void *arg,
+                       struct error *err)
+{
+    /* completed copies not yet listed; a copy whose remote an earlier copy already listed (the
+     * same content found in place) is no new file of the history */
+    static const char sql[] =
+        "SELECT c.file_id, c.remote, c.verified_at, f.size, f.mtime_ns, f.md5, f.sha1, "
+        "  EXISTS (SELECT 1 FROM copies o WHERE o.dest = c.dest AND o.remote = c.remote "
+        "          AND o.mhl_generation > 0) "
+        "FROM copies c JOIN files f ON f.id = c.file_id "
+        "WHERE c.dest = ?1 AND c.state = 'completed' AND c.mhl_generation = 0 "
+        "  AND c.remote IS NOT NULL AND f.md5 IS NOT NULL "
+        "ORDER BY c.remote";
+    return walk_unsealed(db, sql, dest, fn, arg, "copies", err);
+}
+
+int db_sidecars_unsealed(struct db *db, const char *dest,
+                         int (*fn)(const struct db_unsealed *u, void *arg), void *arg,
+                         struct error *err)
+{
+    /* one row per remote (the bare columns are those of the group's min(file_id) row);
+     * listed_before: a generation lists that remote already */
+    static const char sql[] =
+        "SELECT min(s.file_id), s.remote, c.verified_at, s.size, s.mtime_ns, s.md5, s.sha1, "
+        "  EXISTS (SELECT 1 FROM sidecar_copies o WHERE o.dest = s.dest AND o.remote = s.remote "
+        "          AND o.mhl_generation > 0) "
+        "FROM sidecar_copies s JOIN copies c ON c.file_id = s.file_id AND c.dest = s.dest "
+        "WHERE s.dest = ?1 AND s.mhl_generation = 0 AND c.state = 'completed' "
+        "GROUP BY s.remote ORDER BY s.remote";
+    return walk_unsealed(db, sql, dest, fn, arg, "sidecars", err);
 }
 
 static int seal_one(struct db *db, sqlite3_stmt *st, const char *dest, int64_t file_id,
@@ -2582,10 +2670,51 @@ static int seal_all(struct db *db, void *userdata)
 int db_copies_seal(struct db *db, const char *dest, const int64_t *file_ids, size_t n,
                    int64_t generation, struct error *err)
 {
+    return db_history_seal(db, dest, file_ids, n, NULL, 0, generation, err);
+}
+
+struct history_seal_args {
+    struct seal_args copies;
+    const char *const *remotes;
+    size_t n_remotes;
+};
+
+static int history_seal_tx(struct db *db, void *userdata)
+{
+    struct history_seal_args *a = userdata;
+    struct error *err = a->copies.err;
+    int r = seal_all(db, &a->copies);
+    if (r < 0 || a->n_remotes == 0)
+        return r;
+    sqlite3_stmt *st = NULL;
+    r = adhoc_prepare(db,
+                      "UPDATE sidecar_copies SET mhl_generation = ?1 "
+                      "WHERE dest = ?2 AND remote = ?3 AND mhl_generation = 0",
+                      &st, err);
+    for (size_t i = 0; r == 0 && i < a->n_remotes; i++) {
+        int rc = bind_i64(st, 1, a->copies.generation, SQLITE_OK);
+        rc = bind_str(st, 2, a->copies.dest, rc);
+        rc = bind_str(st, 3, a->remotes[i], rc);
+        r = rc != SQLITE_OK ? db_fail(db, rc, err, "cannot record the ASC MHL generation")
+                            : stmt_run(db, st, err, "cannot record the ASC MHL generation");
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    return r;
+}
+
+int db_history_seal(struct db *db, const char *dest, const int64_t *file_ids, size_t n,
+                    const char *const *sidecar_remotes, size_t n_sidecars, int64_t generation,
+                    struct error *err)
+{
     if (generation <= 0)
         return error_set(err, -EINVAL, "an ASC MHL generation is numbered from 1");
-    struct seal_args a = {dest, file_ids, n, generation, err};
-    return db_transaction(db, seal_all, &a, err);
+    struct history_seal_args a = {
+        .copies = {dest, file_ids, n, generation, err},
+        .remotes = sidecar_remotes,
+        .n_remotes = n_sidecars,
+    };
+    return db_transaction(db, history_seal_tx, &a, err);
 }
 
 /* ---- the per-session report (report.h) ---- */

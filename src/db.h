@@ -27,7 +27,7 @@
 
 #include "error.h"
 
-#define DB_SCHEMA_VERSION 5
+#define DB_SCHEMA_VERSION 6
 
 enum db_mode {
     DB_READ_WRITE, /* creates the file and its folder if needed, migrates the schema */
@@ -342,6 +342,18 @@ int db_copy_get(struct db *db, int64_t file_id, const char *dest, struct db_copy
 
 #define DB_RECORD_COPIES_MAX 16
 
+#define DB_RECORD_SIDECARS_MAX (3 * DB_RECORD_COPIES_MAX) /* sidecars in one db_file_record */
+
+/* A sidecar a destination placed next to a completed copy (dest.h's dest_sidecar). */
+struct db_sidecar {
+    const char *dest;   /* the copy's destination: one of the record's completed copies */
+    const char *remote; /* where it is, non-empty, at most 4095 bytes */
+    int64_t size;
+    int64_t mtime_ns;
+    const char *md5; /* hex, non-empty */
+    const char *sha1;
+};
+
 /* One destination's copy in a db_file_record: as db_copy_set takes it. */
 struct db_record_copy {
     const char *dest;         /* destination id, non-empty, shorter than 256 bytes */
@@ -361,13 +373,18 @@ struct db_file_record {
     struct db_record_copy copies[DB_RECORD_COPIES_MAX]; /* the copies to set, in order */
     size_t n_copies;                                    /* 0..DB_RECORD_COPIES_MAX */
     enum db_outcome outcome; /* what session_id did with the file (unused when it is 0) */
+    /* the sidecars next to the completed copies, stored in sidecar_copies after the copies (a
+     * row already there for the same file, dest and remote is updated: its mhl_generation is
+     * kept when size and hashes are the same, else reset to 0); may be NULL when n is 0 */
+    const struct db_sidecar *sidecars;
+    size_t n_sidecars; /* 0..DB_RECORD_SIDECARS_MAX */
 };
 
 /*
  * Records one file's outcome in ONE transaction, so a crash, a full disk or any error leaves
  * either all of it or none of it:
  * - the file's state and last_error (or duplicate_of);
- * - each of the n_copies copies, as db_copy_set;
+ * - each of the n_copies copies, as db_copy_set, then the n_sidecars sidecars;
  * - when session_id > 0: the outcome in session_files, and the session's counters in its row,
  *   counted in SQL: the counter of the outcome (files_copied, files_skipped, files_duplicate,
  *   files_failed) + 1, and for copied bytes_copied + the file's size. When session_id already
@@ -377,7 +394,9 @@ struct db_file_record {
  *   scan found. session_id 0: no outcome, no counters (a file whose work was interrupted).
  * Begins with BEGIN IMMEDIATE (a savepoint inside a caller's db_transaction) and commits, or
  * rolls everything back on any failure. Errors: -EINVAL (a bad record: a state, outcome or
- * copy state out of range, more than DB_RECORD_COPIES_MAX copies, a bad destination name,
+ * copy state out of range, more than DB_RECORD_COPIES_MAX copies or DB_RECORD_SIDECARS_MAX
+ * sidecars, a sidecar without remote or hashes or whose dest is no completed copy of the
+ * record, a bad destination name,
  * duplicate_of equal to file_id or with a state other than completed), -ENAMETOOLONG (remote),
  * -ENOENT (no such file or session; nothing recorded), -ENOSPC (the disk holding the database
  * is full: nothing recorded, the caller may retry later), -EBUSY, -EROFS, -EIO. err names the
@@ -495,6 +514,22 @@ int db_copies_unsealed(struct db *db, const char *dest,
  * in one transaction. */
 int db_copies_seal(struct db *db, const char *dest, const int64_t *file_ids, size_t n,
                    int64_t generation, struct error *err);
+
+/* db_copies_unsealed for the sidecars at dest (sidecar_copies): each remote that has a row with
+ * mhl_generation 0 whose copy is completed, once whatever the number of copies it belongs to (a
+ * RAW and a JPEG sharing one XMP), with the values of the row of the smallest file_id and its
+ * copy's verified_at; listed_before: a generation lists that remote already (for another copy,
+ * or other bytes before). Ordered by remote, one row at a time. Errors: SQLite's mapped. */
+int db_sidecars_unsealed(struct db *db, const char *dest,
+                         int (*fn)(const struct db_unsealed *u, void *arg), void *arg,
+                         struct error *err);
+
+/* db_copies_seal, and in the same transaction marks every unlisted sidecar row at dest whose
+ * remote is one of the n_sidecars in sidecar_remotes with generation. -EINVAL for generation
+ * < 1; SQLite's mapped (nothing marked then). */
+int db_history_seal(struct db *db, const char *dest, const int64_t *file_ids, size_t n,
+                    const char *const *sidecar_remotes, size_t n_sidecars, int64_t generation,
+                    struct error *err);
 
 /* ---- the per-session report (report.h) ---- */
 

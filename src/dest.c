@@ -7,6 +7,7 @@
  */
 #include "dest.h"
 #include "s3_proto.h"
+#include "sidecar.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -367,4 +368,32 @@ void dest_candidate_name(const char *name, unsigned k, char *out, size_t size)
             stem_len--;
     }
     snprintf(out, size, "%.*s%s%s", (int)stem_len, name, suffix, dot);
+}
+
+_Static_assert(DEST_SIDECARS_MAX == SIDECAR_MAX, "a copy reports each of its sidecars");
+
+int dest_sidecar_add(struct dest_result *res, const char *remote, const void *buf, size_t len,
+                     int64_t mtime_ns, struct error *err)
+{
+    if (res->n_sidecars >= DEST_SIDECARS_MAX)
+        return error_set(err, -EOVERFLOW, "more than %d sidecars for one copy", DEST_SIDECARS_MAX);
+    struct dest_sidecar *s = &res->sidecars[res->n_sidecars];
+    if ((size_t)snprintf(s->remote, sizeof(s->remote), "%s", remote) >= sizeof(s->remote))
+        return error_set(err, -ENAMETOOLONG, "the path of a sidecar is too long");
+    struct hasher *h = NULL;
+    struct hasher_digest d;
+    int r = hasher_new(&h, err);
+    if (r == 0)
+        r = hasher_update(h, buf, len, err);
+    if (r == 0)
+        r = hasher_final(h, &d, err);
+    hasher_free(h);
+    if (r < 0)
+        return r;
+    s->size = len;
+    s->mtime_ns = mtime_ns;
+    memcpy(s->md5, d.md5_hex, sizeof(s->md5));
+    memcpy(s->sha1, d.sha1_hex, sizeof(s->sha1));
+    res->n_sidecars++;
+    return 0;
 }

@@ -31,7 +31,8 @@
 
 #define DEST_MAX 8
 #define DEST_REMOTE_MAX 1024
-#define DEST_NAME_MAX 255 /* bytes of one file name at a destination */
+#define DEST_NAME_MAX 255   /* bytes of one file name at a destination */
+#define DEST_SIDECARS_MAX 3 /* sidecars of one copy: sidecar.h's SIDECAR_MAX */
 
 /* The session a destination works for (albums per session, names in logs). */
 struct dest_session {
@@ -69,9 +70,24 @@ struct dest_precheck {
     char remote[DEST_REMOTE_MAX];
 };
 
+/* A sidecar a file destination has next to a copy (dest_result). */
+struct dest_sidecar {
+    char remote[DEST_REMOTE_MAX]; /* where it is, in the form of dest_result.remote */
+    uint64_t size;
+    int64_t mtime_ns; /* the card sidecar's, which the copy carries */
+    char md5[33];     /* hex of the bytes at remote */
+    char sha1[41];
+};
+
 struct dest_result {
     char remote[DEST_REMOTE_MAX]; /* where the copy is: a path, a URL, an asset id */
     bool existed; /* the same content was already there under that name; nothing was added */
+    /* The sidecars of the file (sidecar.h) that are next to the copy with the card's content:
+     * placed by this finish, or found there with the same bytes (a copy that existed, a RAW and
+     * a JPEG sharing one XMP). A file already there with other bytes (the user's edited XMP) is
+     * not reported. Destinations without paths (Immich) report none. */
+    struct dest_sidecar sidecars[DEST_SIDECARS_MAX];
+    size_t n_sidecars;
 };
 
 #define DEST_READ_CHUNK (1024 * 1024) /* bytes handed to a read_copy callback at most */
@@ -257,3 +273,9 @@ bool dest_name_valid(const char *name);
  * itself, else "<stem>_<k>.<ext>", the stem shortened (never inside a UTF-8 sequence) so that the
  * result fits in DEST_NAME_MAX bytes. out gets at most size bytes. */
 void dest_candidate_name(const char *name, unsigned k, char *out, size_t size);
+
+/* For backends: adds to res the sidecar at remote whose bytes are the len at buf (hashed here:
+ * MD5 and SHA-1) and whose time is mtime_ns. Errors: -EOVERFLOW (DEST_SIDECARS_MAX reported
+ * already), -ENAMETOOLONG (remote), -ENOMEM; res is not changed then. Any thread. */
+int dest_sidecar_add(struct dest_result *res, const char *remote, const void *buf, size_t len,
+                     int64_t mtime_ns, struct error *err);

@@ -592,9 +592,11 @@ static int same_bytes(int dir_fd, const char *name, const uint8_t *want, size_t 
  * dir_fd (the folder dir): a temporary with the configured owner, mode and the sidecar's time,
  * fsync'd, read back and compared when verify, then moved with a rename that never replaces. A
  * file that has the name already is left as it is (never overwritten: it may be the user's
- * edited XMP), and that is not an error. */
+ * edited XMP), and that is not an error. Adds it to ret when the file at its name has the card's
+ * bytes (placed now, or found the same). */
 static int put_sidecar(struct local_file *f, int dir_fd, const char *dir, const char *rel,
-                       const char *final_name, bool verify, struct error *err)
+                       const char *final_name, bool verify, struct dest_result *ret,
+                       struct error *err)
 {
     struct local *l = f->conn->local;
     uint8_t *buf = NULL;
@@ -651,12 +653,24 @@ static int put_sidecar(struct local_file *f, int dir_fd, const char *dir, const 
         }
     }
     r = place_noreplace(f->tmp_dir_fd, tmp_name, dir_fd, name);
-    if (r == 0)
+    bool ours = r == 0;
+    if (r == 0) {
         tmp_made = false;
-    else if (r == -EEXIST)
-        r = 0; /* kept as it is; the temporary goes */
-    else
+    } else if (r == -EEXIST) {
+        /* kept as it is; the temporary goes. Listed when it is the card's (a RAW and a JPEG
+         * sharing one XMP, a copy found in place); unreadable or other bytes: not ours */
+        struct error ignored = {0};
+        r = 0;
+        if (same_bytes(dir_fd, name, buf, len, f->conn->buf, &ours, &ignored) < 0)
+            ours = false;
+    } else {
         error_set_errno(err, r, "cannot move the sidecar '%s' into '%s'", rel, dir);
+    }
+    if (r == 0 && ours) {
+        char remote[DEST_REMOTE_MAX];
+        if ((size_t)snprintf(remote, sizeof(remote), "%s/%s", dir, name) < sizeof(remote))
+            r = dest_sidecar_add(ret, remote, buf, len, mtime_ns, err);
+    }
 out:
     if (fd >= 0)
         close(fd);
@@ -761,8 +775,9 @@ static int local_finish(void *file, const struct hasher_digest *digest, bool ver
      * finds the copy the same and tries the sidecars again. */
     struct sidecar_set sidecars;
     sidecar_find(f->card_dir_fd, f->card_rel, false, &sidecars);
+    ret->n_sidecars = 0;
     for (size_t i = 0; i < sidecars.n; i++) {
-        r = put_sidecar(f, dir_fd, dir, sidecars.rel[i], name, verify, err);
+        r = put_sidecar(f, dir_fd, dir, sidecars.rel[i], name, verify, ret, err);
         if (r < 0)
             goto out;
     }

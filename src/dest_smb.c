@@ -963,9 +963,10 @@ static int same_bytes(struct smb_conn *c, const char *url, const uint8_t *want, 
 /* Copies the sidecar rel of the card next to the copy, named after final_name (as stored, see
  * sidecar.h), through a temporary given the sidecar's time, read back and compared when verify,
  * then moved if the name is free. A file that has the name already is left as it is (never
- * overwritten: it may be the user's edited XMP), and that is not an error. */
+ * overwritten: it may be the user's edited XMP), and that is not an error. Adds it to ret when
+ * the file at its name has the card's bytes (placed now, or found the same). */
 static int put_sidecar(struct smb_file *f, const char *rel, const char *final_name, bool verify,
-                       struct error *err)
+                       struct dest_result *ret, struct error *err)
 {
     struct smb_conn *c = f->conn;
     struct smb *s = c->smb;
@@ -1027,17 +1028,32 @@ static int put_sidecar(struct smb_file *f, const char *rel, const char *final_na
     }
     pthread_mutex_lock(&s->place_lock);
     struct stat st;
+    bool ours = false;
     r = smblib_stat(c->ctx, url, &st);
     if (r == -ENOENT) {
         r = smblib_rename(c->ctx, tmp_url, url);
-        if (r == 0)
+        if (r == 0) {
             tmp_made = false;
-        else
+            ours = true;
+        } else {
             share_error(s, err, r, "cannot move a sidecar into place");
+        }
     } else if (r < 0) {
         share_error(s, err, r, "cannot look at the destination folder");
-    } /* else kept as it is; the temporary goes */
+    } else {
+        /* kept as it is; the temporary goes. Listed when it is the card's (a RAW and a JPEG
+         * sharing one XMP, a copy found in place); unreadable or other bytes: not ours */
+        struct error ignored = {0};
+        if (!S_ISREG(st.st_mode) || same_bytes(c, url, buf, len, &ours, &ignored) < 0)
+            ours = false;
+    }
     pthread_mutex_unlock(&s->place_lock);
+    if (r == 0 && ours) {
+        char remote[DEST_REMOTE_MAX];
+        if ((size_t)snprintf(remote, sizeof(remote), "%s/%s%s%s", s->shown, f->date_path,
+                             f->date_path[0] ? "/" : "", name) < sizeof(remote))
+            r = dest_sidecar_add(ret, remote, buf, len, mtime_ns, err);
+    }
 out:
     if (fh)
         (void)smblib_close(c->ctx, fh);
@@ -1096,8 +1112,9 @@ static int smb_finish(void *file, const struct hasher_digest *digest, bool verif
      * finds the copy the same and tries the sidecars again. */
     struct sidecar_set sidecars;
     sidecar_find(f->card_dir_fd, f->card_rel, false, &sidecars);
+    ret->n_sidecars = 0;
     for (size_t i = 0; i < sidecars.n; i++) {
-        r = put_sidecar(f, sidecars.rel[i], name, verify, err);
+        r = put_sidecar(f, sidecars.rel[i], name, verify, ret, err);
         if (r < 0) {
             file_free(f, false);
             return r;

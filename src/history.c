@@ -63,25 +63,14 @@ struct collect {
     int64_t *ids; /* every unlisted copy, also those listed before (they get the number too) */
     size_t n, cap;
     size_t listed;
+    char **sidecars; /* remotes of the unlisted sidecars (malloc'd), also those listed before */
+    size_t n_sidecars, cap_sidecars;
     struct error *err;
 };
 
-static int collect_one(const struct db_unsealed *u, void *arg)
+/* Lists the copy or sidecar u in the generation. */
+static int collect_entry(struct collect *c, const struct db_unsealed *u)
 {
-    struct collect *c = arg;
-    if (c->n >= HISTORY_GENERATION_MAX)
-        return 0; /* the rest in the next generation */
-    if (c->n == c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 256;
-        int64_t *n = realloc(c->ids, cap * sizeof(*n));
-        if (!n)
-            return error_set(c->err, -ENOMEM, "out of memory");
-        c->ids = n;
-        c->cap = cap;
-    }
-    c->ids[c->n++] = u->file_id;
-    if (u->listed_before)
-        return 0;
     char rel[4096];
     if (dest_rel_of(c->d, u->remote, rel, sizeof(rel)) < 0)
         return 0; /* a copy outside today's root (the root was moved): not of this tree (it is
@@ -104,6 +93,48 @@ static int collect_one(const struct db_unsealed *u, void *arg)
         return error_set(c->err, r, "%s", eerr.msg);
     c->listed++;
     return 0;
+}
+
+static int collect_one(const struct db_unsealed *u, void *arg)
+{
+    struct collect *c = arg;
+    if (c->n >= HISTORY_GENERATION_MAX)
+        return 0; /* the rest in the next generation */
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 256;
+        int64_t *n = realloc(c->ids, cap * sizeof(*n));
+        if (!n)
+            return error_set(c->err, -ENOMEM, "out of memory");
+        c->ids = n;
+        c->cap = cap;
+    }
+    c->ids[c->n++] = u->file_id;
+    if (u->listed_before)
+        return 0;
+    return collect_entry(c, u);
+}
+
+/* A sidecar next to a copy (db_sidecars_unsealed: once per remote), as a file of its own. */
+static int collect_sidecar(const struct db_unsealed *u, void *arg)
+{
+    struct collect *c = arg;
+    if (c->n + c->n_sidecars >= HISTORY_GENERATION_MAX)
+        return 0; /* the rest in the next generation */
+    if (c->n_sidecars == c->cap_sidecars) {
+        size_t cap = c->cap_sidecars ? c->cap_sidecars * 2 : 64;
+        char **n = realloc(c->sidecars, cap * sizeof(*n));
+        if (!n)
+            return error_set(c->err, -ENOMEM, "out of memory");
+        c->sidecars = n;
+        c->cap_sidecars = cap;
+    }
+    char *remote = strdup(u->remote);
+    if (!remote)
+        return error_set(c->err, -ENOMEM, "out of memory");
+    c->sidecars[c->n_sidecars++] = remote;
+    if (u->listed_before)
+        return 0;
+    return collect_entry(c, u);
 }
 
 /* The highest generation number among the files of ascmhl/. */
@@ -211,9 +242,11 @@ static int seal_locked(struct dest *d, struct db *db, const struct mhl_creator *
     if (r < 0)
         goto out;
     r = db_copies_unsealed(db, dest_id(d), collect_one, &c, err);
+    if (r == 0)
+        r = db_sidecars_unsealed(db, dest_id(d), collect_sidecar, &c, err);
     if (r < 0)
         goto out;
-    if (c.n == 0)
+    if (c.n == 0 && c.n_sidecars == 0)
         goto out; /* nothing to list: no generation */
     char c4[MHL_C4_LEN + 1];
     r = mhl_writer_end(c.w, c4, err);
@@ -221,7 +254,8 @@ static int seal_locked(struct dest *d, struct db *db, const struct mhl_creator *
     if (r == 0)
         r = publish_locked(d, creator->created, &gen, c4, &g, err);
     if (r == 0)
-        r = db_copies_seal(db, dest_id(d), c.ids, c.n, g.seq, err);
+        r = db_history_seal(db, dest_id(d), c.ids, c.n, (const char *const *)c.sidecars,
+                            c.n_sidecars, g.seq, err);
     if (r == 0) {
         ret->generation = g.seq;
         ret->listed = c.listed;
@@ -230,6 +264,9 @@ static int seal_locked(struct dest *d, struct db *db, const struct mhl_creator *
 out:
     mhl_writer_free(c.w);
     free(c.ids);
+    for (size_t i = 0; i < c.n_sidecars; i++)
+        free(c.sidecars[i]);
+    free(c.sidecars);
     free(gen.data);
     return r;
 }

@@ -4,8 +4,10 @@
  * every verified copy at the destination that no generation lists yet (the database knows which:
  * copies.mhl_generation) is listed in one new generation in "ascmhl/" at the destination's root,
  * with its size, modification time, MD5 and SHA-1, action "original", and the chain file gets
- * the generation's C4 ID. A session that crashed before this leaves its copies unlisted, and the
- * next session's end lists them.
+ * the generation's C4 ID. The sidecars the destination placed next to those copies
+ * (sidecar_copies, db_sidecars_unsealed) are listed the same way, each destination path once. A
+ * session that crashed before this leaves its copies unlisted, and the next session's end lists
+ * them.
  *
  * Order, so that a failure anywhere leaves a consistent history: the generation file is written
  * (temporary + rename, never replacing one), then the chain (temporary + rename), then the

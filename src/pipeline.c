@@ -813,6 +813,9 @@ enum verdict {
     V_INTERRUPTED, /* the session stops: left pending, not counted */
 };
 
+_Static_assert(DB_RECORD_SIDECARS_MAX >= DEST_SIDECARS_MAX * DB_RECORD_COPIES_MAX,
+               "the database takes every sidecar");
+
 /* One file in a worker, from taking it to its verdict. A worker holds two: the one being read
  * and the one being finished. */
 struct pending {
@@ -834,8 +837,10 @@ struct pending {
     struct {
         bool set;
         enum db_copy_state state;
-        char remote[DEST_REMOTE_MAX]; /* "" keeps the stored one */
-        char error[ERROR_MSG_MAX];    /* "" clears it */
+        char remote[DEST_REMOTE_MAX];                    /* "" keeps the stored one */
+        char error[ERROR_MSG_MAX];                       /* "" clears it */
+        struct dest_sidecar sidecars[DEST_SIDECARS_MAX]; /* next to a completed copy */
+        size_t n_sidecars;
     } copy[DEST_MAX];
     /* the verdict */
     enum verdict verdict;
@@ -851,6 +856,7 @@ static void set_copy(struct pending *f, size_t i, enum db_copy_state state, cons
     f->copy[i].state = state;
     snprintf(f->copy[i].remote, sizeof(f->copy[i].remote), "%s", remote ? remote : "");
     snprintf(f->copy[i].error, sizeof(f->copy[i].error), "%s", error ? error : "");
+    f->copy[i].n_sidecars = 0;
 }
 
 /* Writes f's state, its copies and (with session_id > 0) its outcome and the session's counts in
@@ -866,6 +872,8 @@ static int record(struct worker *w, struct pending *f, enum db_file_state state,
         .duplicate_of = state == DB_FILE_COMPLETED ? f->dup : 0,
         .outcome = f->outcome,
     };
+    struct db_sidecar side[DB_RECORD_SIDECARS_MAX];
+    size_t n_side = 0;
     for (size_t i = 0; i < p->env.n_dests && rec.n_copies < DB_RECORD_COPIES_MAX; i++) {
         if (!f->copy[i].set)
             continue;
@@ -875,7 +883,20 @@ static int record(struct worker *w, struct pending *f, enum db_file_state state,
             .remote = f->copy[i].remote[0] ? f->copy[i].remote : NULL,
             .error = f->copy[i].error[0] ? f->copy[i].error : NULL,
         };
+        for (size_t k = 0; k < f->copy[i].n_sidecars && n_side < DB_RECORD_SIDECARS_MAX; k++) {
+            const struct dest_sidecar *sc = &f->copy[i].sidecars[k];
+            side[n_side++] = (struct db_sidecar){
+                .dest = p->env.dest_ids[i],
+                .remote = sc->remote,
+                .size = (int64_t)sc->size,
+                .mtime_ns = sc->mtime_ns,
+                .md5 = sc->md5,
+                .sha1 = sc->sha1,
+            };
+        }
     }
+    rec.sidecars = side;
+    rec.n_sidecars = n_side;
     struct error err = {0};
     int r = f->file_id ? db_file_record(w->db, session_id, &rec, &err) : 0;
     if (r < 0)
@@ -1024,6 +1045,8 @@ static void attempt_apply(struct worker *w, struct pending *f)
             if (o->result == 0) {
                 health_report_success(p->env.health, i);
                 set_copy(f, i, DB_COPY_COMPLETED, o->res.remote, NULL);
+                f->copy[i].n_sidecars = o->res.n_sidecars;
+                memcpy(f->copy[i].sidecars, o->res.sidecars, sizeof(f->copy[i].sidecars));
                 if (!o->res.existed)
                     f->task.any_new = true;
             } else if (health_report_failure(p->env.health, i, f->file_id, o->result, &o->err)) {

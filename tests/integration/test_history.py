@@ -10,10 +10,11 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 
-from harness import SnapsyncTest, make_blob, make_photo, md5, sha1
+from harness import SnapsyncTest, make_blob, make_photo, make_tiff_raw, make_video, md5, sha1
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "ascmhl")
 NS = {"m": "urn:ASC:MHL:v2.0", "d": "urn:ASC:MHL:DIRECTORY:v2.0"}
@@ -131,6 +132,63 @@ class HistoryTest(SnapsyncTest):
         self.assertEqual(len(self.generations()), 2)
         self.assertEqual(generation_paths(self.dest, self.generations()[1]),
                          ["2024/05/02/IMG_0002.JPG"])
+        self.assertEqual(self.check_history(), self.tree())
+
+    def test_sidecars_are_listed_once_with_their_photos(self):
+        d = f"{self.card}/DCIM/100CANON"
+        make_photo(f"{d}/IMG_0001.JPG", self.dir, "2024:05:01 10:00:00")
+        with open(f"{d}/IMG_0001.xmp", "wb") as f:
+            f.write(b"<x:xmpmeta>one</x:xmpmeta>\n")
+        make_video(f"{d}/MVI_0002.MOV", self.dir)
+        make_blob(f"{d}/MVI_0002.THM", 4096)
+        # a RAW and a JPEG of one shot sharing one XMP: one file at the destination
+        make_tiff_raw(f"{d}/IMG_0003.CR2", self.dir, "2024:05:03 10:00:00")
+        make_photo(f"{d}/IMG_0003.JPG", self.dir, "2024:05:03 10:00:00", salt=b"3")
+        with open(f"{d}/IMG_0003.xmp", "wb") as f:
+            f.write(b"<x:xmpmeta>three</x:xmpmeta>\n")
+        self.backup()
+
+        files = self.tree()
+        names = sorted(os.path.basename(p) for p in files)
+        self.assertEqual(names, ["IMG_0001.JPG", "IMG_0001.xmp", "IMG_0003.CR2", "IMG_0003.JPG",
+                                 "IMG_0003.xmp", "MVI_0002.MOV", "MVI_0002.THM"])
+        self.assertEqual(len(self.generations()), 1)
+        listed = generation_paths(self.dest, self.generations()[0])
+        self.assertEqual(len(listed), len(set(listed)), "a file listed twice")
+        # what `ascmhl diff` checks: no file of the tree is new to the history, none missing;
+        # and each listed with the size and hashes of its bytes
+        self.assertEqual(self.check_history(), files)
+
+        # nothing new: no generation
+        self.backup()
+        self.assertEqual(len(self.generations()), 1)
+
+        # a new photo whose XMP name is taken already by the user's own file: that file is not
+        # SnapSync's copy and is not listed as one
+        make_photo(f"{d}/IMG_0004.JPG", self.dir, "2024:05:04 10:00:00")
+        with open(f"{d}/IMG_0004.xmp", "wb") as f:
+            f.write(b"<x:xmpmeta>card</x:xmpmeta>\n")
+        os.makedirs(f"{self.dest}/2024/05/04")
+        with open(f"{self.dest}/2024/05/04/IMG_0004.xmp", "wb") as f:
+            f.write(b"<x:xmpmeta>edited by the user</x:xmpmeta>\n")
+        self.backup()
+        self.assertEqual(generation_paths(self.dest, self.generations()[1]),
+                         ["2024/05/04/IMG_0004.JPG"])
+
+    def test_a_copy_and_its_sidecar_found_in_place_are_listed(self):
+        # what a session that crashed after placing them and before recording them leaves
+        d = f"{self.card}/DCIM"
+        make_photo(f"{d}/IMG_0001.JPG", self.dir, "2024:05:01 10:00:00")
+        with open(f"{d}/IMG_0001.xmp", "wb") as f:
+            f.write(b"<x:xmpmeta>one</x:xmpmeta>\n")
+        day = f"{self.dest}/2024/05/01"
+        os.makedirs(day)
+        for name in ("IMG_0001.JPG", "IMG_0001.xmp"):
+            shutil.copyfile(f"{d}/{name}", f"{day}/{name}")
+        self.backup()
+        self.assertEqual(sorted(os.listdir(day)), ["IMG_0001.JPG", "IMG_0001.xmp"])
+        self.assertEqual(sorted(generation_paths(self.dest, self.generations()[0])),
+                         ["2024/05/01/IMG_0001.JPG", "2024/05/01/IMG_0001.xmp"])
         self.assertEqual(self.check_history(), self.tree())
 
     def test_an_unreadable_chain_is_left_alone_and_the_next_run_catches_up(self):

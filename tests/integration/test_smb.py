@@ -305,10 +305,13 @@ unraid:
     def test_the_share_keeps_an_asc_mhl_history(self):
         # checked as test_history checks a folder: the schemas, the chain's C4 of each
         # generation's bytes, and the files listed are the share's, under the names they have
-        # there (a name Windows forbids: its mapped form)
+        # there (a name Windows forbids: its mapped form), sidecars included
         make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2024:05:01 10:00:00")
         make_photo(f"{self.card}/DCIM/a:b.JPG", self.dir, "2024:05:01 11:00:00")
         make_blob(f"{self.card}/DCIM/CLIP_0002.MP4", 3 << 20)
+        for name in ("IMG_0001.xmp", "a:b.xmp"):
+            with open(f"{self.card}/DCIM/{name}", "wb") as f:
+                f.write(b"<x:xmpmeta>" + name.encode() + b"</x:xmpmeta>")
         r = self.backup()
         self.assertEqual(r["files_copied"], 3, r)
         root = self.root()
@@ -316,6 +319,8 @@ unraid:
         listed = check_history(self, root, self.sub)
         self.assertEqual(listed, tree(root))
         self.assertIn("2024/05/01/" + sfm_map("a:b.JPG"), listed)
+        self.assertIn("2024/05/01/" + sfm_map("a:b.xmp"), listed)
+        self.assertIn("2024/05/01/IMG_0001.xmp", listed)
 
         # nothing new: no generation; a new file: generation 2 lists it alone
         self.backup()

@@ -854,7 +854,9 @@ static void test_verify_runs_pages_and_results(void **state)
     db_close(db);
 }
 
-/* Takes a database back to schema 4 (before verification runs). */
+/* Takes a database back to schema 5 (before sidecar copies). */
+#define UNDO_V6 "DROP TABLE sidecar_copies; "
+/* Takes a schema-5 database back to schema 4 (before verification runs). */
 #define UNDO_V5                                                                                    \
     "DROP TABLE verify_results; DROP TABLE verify_runs; DROP INDEX copies_checked; "               \
     "ALTER TABLE copies DROP COLUMN check_result; ALTER TABLE copies DROP COLUMN checked_at; "
@@ -869,10 +871,10 @@ static void test_migrate_from_v2(void **state)
     int64_t sid = 0;
     assert_int_equal(db_session_begin(db, add_card(db, "v2"), "/m", &sid, NULL), 0);
     db_close(db);
-    raw_exec(path,
-             UNDO_V5 "DROP TABLE session_problems; ALTER TABLE sessions DROP COLUMN scan_problems; "
-                     "ALTER TABLE copies DROP COLUMN mhl_generation; "
-                     "UPDATE sessions SET status = 'completed'; PRAGMA user_version = 2");
+    raw_exec(path, UNDO_V6 UNDO_V5
+             "DROP TABLE session_problems; ALTER TABLE sessions DROP COLUMN scan_problems; "
+             "ALTER TABLE copies DROP COLUMN mhl_generation; "
+             "UPDATE sessions SET status = 'completed'; PRAGMA user_version = 2");
 
     struct error err = {0};
     assert_int_equal(db_open(path, DB_READ_ONLY, &db, &err), -EPROTO);
@@ -2290,8 +2292,8 @@ static void test_copies_unsealed_and_sealed(void **state)
     assert_int_equal(db_copy_set(db, f[2], "nas", DB_COPY_FAILED, "/n/c.jpg", "x", NULL), 0);
     assert_int_equal(db_copy_set(db, f[3], "usb", DB_COPY_COMPLETED, "/u/a.jpg", NULL, NULL), 0);
     db_close(db);
-    raw_exec(path,
-             UNDO_V5 "ALTER TABLE copies DROP COLUMN mhl_generation; PRAGMA user_version = 3");
+    raw_exec(path, UNDO_V6 UNDO_V5
+             "ALTER TABLE copies DROP COLUMN mhl_generation; PRAGMA user_version = 3");
     db = open_rw(path);
 
     struct unsealed_seen seen = {0};
@@ -2311,6 +2313,116 @@ static void test_copies_unsealed_and_sealed(void **state)
     assert_int_equal(seen.n, 1);
     assert_true(seen.listed_before[0]);
     assert_int_equal(db_copies_seal(db, "nas", seen.ids, 1, 0, NULL), -EINVAL);
+    db_close(db);
+}
+
+struct sidecars_seen {
+    size_t n;
+    bool listed_before[8];
+    char remote[8][64];
+    char md5[8][33];
+};
+
+static int note_sidecar(const struct db_unsealed *u, void *arg)
+{
+    struct sidecars_seen *seen = arg;
+    assert_true(seen->n < 8);
+    seen->listed_before[seen->n] = u->listed_before;
+    snprintf(seen->remote[seen->n], sizeof(seen->remote[0]), "%s", u->remote);
+    snprintf(seen->md5[seen->n], sizeof(seen->md5[0]), "%s", u->md5);
+    assert_int_equal(u->size, 5);
+    assert_int_equal(u->mtime_ns, 1700000000123456789LL);
+    assert_true(u->verified_at > 0); /* its copy's */
+    seen->n++;
+    return 0;
+}
+
+/* Records file_id completed at dest "nas" (remote copy_remote) with the sidecar remote. */
+static int record_with_sidecar(struct db *db, int64_t file_id, const char *copy_remote,
+                               const char *sidecar_dest, const char *remote, const char *md5)
+{
+    struct db_sidecar sc = {.dest = sidecar_dest,
+                            .remote = remote,
+                            .size = 5,
+                            .mtime_ns = 1700000000123456789LL,
+                            .md5 = md5,
+                            .sha1 = SHA1_A};
+    struct db_file_record rec = {.file_id = file_id,
+                                 .state = DB_FILE_COMPLETED,
+                                 .n_copies = 1,
+                                 .sidecars = &sc,
+                                 .n_sidecars = 1};
+    rec.copies[0] =
+        (struct db_record_copy){.dest = "nas", .state = DB_COPY_COMPLETED, .remote = copy_remote};
+    return db_file_record(db, 0, &rec, NULL);
+}
+
+/* Sidecars recorded with their copy: listed once per remote (a RAW and a JPEG sharing an XMP),
+ * sealed by remote with the copies, never again; another content at a listed remote is listed
+ * before (it is no new file); a sidecar without its completed copy is refused whole. A version-5
+ * database gets the table. */
+static void test_sidecars_unsealed_and_sealed(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "side");
+    int64_t raw = add_file(db, card, "DCIM/IMG_1.CR3", 10);
+    int64_t jpg = add_file(db, card, "DCIM/IMG_1.JPG", 10);
+    int64_t other = add_file(db, card, "DCIM/IMG_2.JPG", 10);
+    assert_int_equal(db_copy_set(db, other, "nas", DB_COPY_COMPLETED, "/n/IMG_2.JPG", NULL, NULL),
+                     0);
+    db_close(db);
+    raw_exec(path, UNDO_V6 "PRAGMA user_version = 5");
+    db = open_rw(path);
+    assert_int_equal(raw_int(path, "PRAGMA user_version"), DB_SCHEMA_VERSION);
+
+    /* refused: the sidecar's destination has no completed copy in the record; nothing stored */
+    assert_int_equal(record_with_sidecar(db, raw, "/n/IMG_1.CR3", "usb", "/n/IMG_1.xmp", MD5_A),
+                     -EINVAL);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM sidecar_copies"), 0);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM copies WHERE file_id = 1"), 0);
+
+    assert_int_equal(record_with_sidecar(db, raw, "/n/IMG_1.CR3", "nas", "/n/IMG_1.xmp", MD5_A), 0);
+    assert_int_equal(record_with_sidecar(db, jpg, "/n/IMG_1.JPG", "nas", "/n/IMG_1.xmp", MD5_A), 0);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM sidecar_copies"), 2);
+    struct sidecars_seen seen = {0};
+    assert_int_equal(db_sidecars_unsealed(db, "usb", note_sidecar, &seen, NULL), 0);
+    assert_int_equal(seen.n, 0);
+    assert_int_equal(db_sidecars_unsealed(db, "nas", note_sidecar, &seen, NULL), 0);
+    assert_int_equal(seen.n, 1); /* one remote, two copies */
+    assert_string_equal(seen.remote[0], "/n/IMG_1.xmp");
+    assert_false(seen.listed_before[0]);
+
+    /* sealed with the copies in one transaction, by remote: both rows */
+    int64_t ids[] = {raw, jpg, other};
+    const char *remotes[] = {"/n/IMG_1.xmp"};
+    assert_int_equal(db_history_seal(db, "nas", ids, 3, remotes, 1, 0, NULL), -EINVAL);
+    assert_int_equal(db_history_seal(db, "nas", ids, 3, remotes, 1, 4, NULL), 0);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM sidecar_copies WHERE mhl_generation = 4"),
+                     2);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM copies WHERE mhl_generation = 4"), 3);
+    memset(&seen, 0, sizeof(seen));
+    assert_int_equal(db_sidecars_unsealed(db, "nas", note_sidecar, &seen, NULL), 0);
+    assert_int_equal(seen.n, 0);
+
+    /* recorded again the same (a retry): stays listed */
+    assert_int_equal(record_with_sidecar(db, jpg, "/n/IMG_1.JPG", "nas", "/n/IMG_1.xmp", MD5_A), 0);
+    assert_int_equal(db_sidecars_unsealed(db, "nas", note_sidecar, &seen, NULL), 0);
+    assert_int_equal(seen.n, 0);
+    /* other bytes at the remote: unlisted again, but the remote is listed already */
+    assert_int_equal(record_with_sidecar(db, jpg, "/n/IMG_1.JPG", "nas", "/n/IMG_1.xmp", MD5_B), 0);
+    assert_int_equal(db_sidecars_unsealed(db, "nas", note_sidecar, &seen, NULL), 0);
+    assert_int_equal(seen.n, 1);
+    assert_string_equal(seen.md5[0], MD5_B);
+    assert_true(seen.listed_before[0]);
+
+    /* a copy that is no longer completed takes its sidecars out of the list */
+    assert_int_equal(db_copy_set(db, jpg, "nas", DB_COPY_FAILED, NULL, "gone", NULL), 0);
+    memset(&seen, 0, sizeof(seen));
+    assert_int_equal(db_sidecars_unsealed(db, "nas", note_sidecar, &seen, NULL), 0);
+    assert_int_equal(seen.n, 0);
     db_close(db);
 }
 
@@ -2412,6 +2524,7 @@ int main(void)
         cmocka_unit_test(test_copies_unsealed_and_sealed),
         cmocka_unit_test(test_verify_runs_pages_and_results),
         cmocka_unit_test(test_verify_open_problems),
+        cmocka_unit_test(test_sidecars_unsealed_and_sealed),
         cmocka_unit_test(test_session_problems),
         cmocka_unit_test(test_interrupt_stale),
         cmocka_unit_test(test_interrupt_reused_pid),
