@@ -3179,3 +3179,34 @@ int db_deliveries_pending_count(struct db *db, int64_t *ret, struct error *err)
         return error_set(err, -EINVAL, "invalid notification count");
     return query_int(db, "SELECT count(*) FROM deliveries WHERE state = 'pending'", ret, err);
 }
+
+int db_deliveries_abandon(struct db *db, const char *const *keep, size_t n, const char *error,
+                          int64_t *ret_count, struct error *err)
+{
+    if (!db || (n && !keep) || n > DB_CHANNELS_MAX || !error)
+        return error_set(err, -EINVAL, "invalid notification channels");
+    for (size_t i = 0; i < n; i++)
+        if (!channel_ok(keep[i]))
+            return error_set(err, -EINVAL, "invalid notification channel");
+    sqlite3_stmt *st = NULL;
+    /* DB_CHANNELS_MAX placeholders; unused ones repeat a key (a NULL in NOT IN matches
+     * nothing), or hold "" that no channel is when none is kept */
+    int r = adhoc_prepare(db,
+                          "UPDATE deliveries SET state = 'failed', last_error = ?1 "
+                          "WHERE state = 'pending' AND channel NOT IN (?2, ?3, ?4, ?5, ?6, ?7, "
+                          "?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                          &st, err);
+    if (r < 0)
+        return r;
+    int rc = bind_str(st, 1, error, SQLITE_OK);
+    for (int i = 0; i < DB_CHANNELS_MAX; i++)
+        rc = bind_str(st, 2 + i, n ? keep[(size_t)i < n ? (size_t)i : 0] : "", rc);
+    if (rc != SQLITE_OK)
+        r = db_fail(db, rc, err, "cannot give up notifications");
+    else
+        r = stmt_run(db, st, err, "cannot give up notifications");
+    if (r == 0 && ret_count)
+        *ret_count = sqlite3_changes(db->conn);
+    sqlite3_finalize(st);
+    return r;
+}

@@ -709,3 +709,9 @@ int db_deliveries_failed(struct db *db, int limit, struct db_delivery **ret, siz
 
 /* How many deliveries are pending, on any channel. */
 int db_deliveries_pending_count(struct db *db, int64_t *ret, struct error *err);
+
+/* Gives up the pending deliveries whose channel is none of the n (0..DB_CHANNELS_MAX) keys in
+ * keep (a channel removed from the config): failed, with last_error `error`, attempts kept.
+ * *ret_count (may be NULL): how many. */
+int db_deliveries_abandon(struct db *db, const char *const *keep, size_t n, const char *error,
+                          int64_t *ret_count, struct error *err);

@@ -433,3 +433,15 @@ int outbox_pending_count(struct db *db, int64_t *ret, struct error *err)
 {
     return db_deliveries_pending_count(db, ret, err);
 }
+
+int outbox_forget_others(struct db *db, const struct outbox_channel *channels, size_t n,
+                         int64_t *ret_count, struct error *err)
+{
+    const char *keys[OUTBOX_CHANNELS_MAX];
+    if ((n && !channels) || n > OUTBOX_CHANNELS_MAX)
+        return error_set(err, -EINVAL, "invalid notification channels");
+    for (size_t i = 0; i < n; i++)
+        keys[i] = channels[i].key;
+    return db_deliveries_abandon(db, keys, n, "the channel is no longer configured", ret_count,
+                                 err);
+}

@@ -136,3 +136,11 @@ int outbox_failed_list(struct db *db, int limit, struct db_delivery **ret, size_
 
 /* The number of deliveries pending on any channel. */
 int outbox_pending_count(struct db *db, int64_t *ret, struct error *err);
+
+/* Gives up the pending deliveries of every channel that is not one of the n channels (a channel
+ * removed from the config, or whose URL changed): failed with the error "the channel is no
+ * longer configured", so they leave the pending count and show in outbox_failed_list. Call it
+ * with all the configured channels (the service at start and after a reload); never with a
+ * subset. *ret_count (may be NULL): how many. */
+int outbox_forget_others(struct db *db, const struct outbox_channel *channels, size_t n,
+                         int64_t *ret_count, struct error *err);

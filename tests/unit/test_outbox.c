@@ -414,6 +414,33 @@ static void test_keys_and_arguments(void **state)
     db_close(db);
 }
 
+/* A channel no longer configured: its pending deliveries are given up, the others' kept. */
+static void test_forget_others(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    struct db *db = open_db(path, sizeof(path), true);
+    struct outbox_channel ch[] = {channel("email"), channel("webhook:http://old/")};
+    queue(db, "A", NOTIFY_COMPLETED, ch, 2, T0);
+    int64_t n = -1;
+    assert_int_equal(outbox_forget_others(db, ch, 2, &n, NULL), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(outbox_forget_others(db, ch, 1, &n, NULL), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(pending(db), 1);
+    struct db_delivery *rows = NULL;
+    size_t k = 0;
+    assert_int_equal(outbox_failed_list(db, 10, &rows, &k, NULL), 0);
+    assert_int_equal(k, 1);
+    assert_string_equal(rows[0].channel, "webhook:http://old/");
+    assert_string_equal(rows[0].last_error, "the channel is no longer configured");
+    db_deliveries_free(rows, k);
+    assert_int_equal(outbox_forget_others(db, NULL, 0, &n, NULL), 0); /* none configured */
+    assert_int_equal(n, 1);
+    assert_int_equal(pending(db), 0);
+    db_close(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -425,6 +452,7 @@ int main(void)
         cmocka_unit_test_teardown(test_restart, test_teardown),
         cmocka_unit_test_teardown(test_bounded_lists, test_teardown),
         cmocka_unit_test_teardown(test_keys_and_arguments, test_teardown),
+        cmocka_unit_test_teardown(test_forget_others, test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
