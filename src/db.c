@@ -3210,3 +3210,42 @@ int db_deliveries_abandon(struct db *db, const char *const *keep, size_t n, cons
     sqlite3_finalize(st);
     return r;
 }
+
+struct hold_args {
+    const char *channel;
+    const int64_t *ids;
+    size_t n;
+    int64_t until;
+    struct error *err;
+};
+
+static int hold_tx(struct db *db, void *userdata)
+{
+    struct hold_args *a = userdata;
+    sqlite3_stmt *st = NULL;
+    int r = adhoc_prepare(db,
+                          "UPDATE deliveries SET next_at = ?3 "
+                          "WHERE notification_id = ?1 AND channel = ?2 AND state = 'pending'",
+                          &st, a->err);
+    for (size_t i = 0; i < a->n && r == 0; i++) {
+        int rc = bind_i64(st, 1, a->ids[i], SQLITE_OK);
+        rc = bind_str(st, 2, a->channel, rc);
+        rc = bind_i64(st, 3, a->until, rc);
+        if (rc != SQLITE_OK)
+            r = db_fail(db, rc, a->err, "cannot claim a notification");
+        else
+            r = stmt_run(db, st, a->err, "cannot claim a notification");
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    return r;
+}
+
+int db_deliveries_hold(struct db *db, const char *channel, const int64_t *ids, size_t n,
+                       int64_t until, struct error *err)
+{
+    if (!db || !channel_ok(channel) || !ids || n < 1 || n > DB_DELIVERIES_MAX)
+        return error_set(err, -EINVAL, "invalid notification claim");
+    struct hold_args a = {channel, ids, n, until, err};
+    return db_transaction(db, hold_tx, &a, err);
+}

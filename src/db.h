@@ -715,3 +715,9 @@ int db_deliveries_pending_count(struct db *db, int64_t *ret, struct error *err);
  * *ret_count (may be NULL): how many. */
 int db_deliveries_abandon(struct db *db, const char *const *keep, size_t n, const char *error,
                           int64_t *ret_count, struct error *err);
+
+/* Sets next_at = until on the n (1..1000) pending deliveries of channel with these notification
+ * ids, in one transaction, and nothing else: a claim, so that another process finds nothing
+ * due while this one sends (db_deliveries_mark then says how it went). */
+int db_deliveries_hold(struct db *db, const char *channel, const int64_t *ids, size_t n,
+                       int64_t until, struct error *err);

@@ -311,6 +311,39 @@ static int channel_due(struct db *db, const char *key, int64_t *ret_at, struct e
     return 0;
 }
 
+/* A channel's pending deliveries taken for one message. */
+struct claim {
+    const char *key;
+    int64_t now;
+    struct db_delivery *rows;
+    size_t n;
+    struct error *err;
+};
+
+/* In one write transaction: when the channel may send now, takes its pending deliveries and
+ * holds them for OUTBOX_LEASE seconds, so that another process delivering at the same time
+ * (the service and `snapsync backup`) finds them not due and sends nothing twice. A process
+ * that dies while sending leaves them to be tried again when the lease ends. */
+static int claim_tx(struct db *db, void *userdata)
+{
+    struct claim *c = userdata;
+    int64_t due, ids[NOTIFY_MERGED_MAX];
+    int r = channel_due(db, c->key, &due, c->err);
+    if (r < 0 || due == 0 || due > c->now)
+        return r;
+    r = db_deliveries_pending(db, c->key, NOTIFY_MERGED_MAX, &c->rows, &c->n, c->err);
+    for (size_t i = 0; r == 0 && i < c->n; i++)
+        ids[i] = c->rows[i].notification_id;
+    if (r == 0 && c->n > 0)
+        r = db_deliveries_hold(db, c->key, ids, c->n, c->now + OUTBOX_LEASE, c->err);
+    if (r < 0) {
+        db_deliveries_free(c->rows, c->n);
+        c->rows = NULL;
+        c->n = 0;
+    }
+    return r;
+}
+
 static int deliver_channel(struct db *db, const struct outbox_channel *ch, int64_t now,
                            struct outbox_result *res, struct error *err)
 {
@@ -321,13 +354,12 @@ static int deliver_channel(struct db *db, const struct outbox_channel *ch, int64
     struct db_delivery_mark marks[NOTIFY_MERGED_MAX];
     struct notify_msg m = {0};
     struct error send_err = {0};
-    int64_t due;
-    int r = channel_due(db, ch->key, &due, err);
-    if (r < 0 || due == 0 || due > now)
-        return r;
-    r = db_deliveries_pending(db, ch->key, NOTIFY_MERGED_MAX, &rows, &n, err);
+    struct claim c = {ch->key, now, NULL, 0, err};
+    int r = db_transaction(db, claim_tx, &c, err);
     if (r < 0)
         return r;
+    rows = c.rows;
+    n = c.n;
     for (size_t i = 0; i < n; i++) {
         marks[i] = (struct db_delivery_mark){rows[i].notification_id, DB_DELIVERY_FAILED, 0,
                                              "cannot rebuild the stored notification"};

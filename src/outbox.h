@@ -13,6 +13,10 @@
  * - Rate limit: at most one message per channel every OUTBOX_RATE seconds. The deliveries
  *   pending for a channel when it may send (at most NOTIFY_MERGED_MAX, oldest first) go as one
  *   message (notify_msg_build_merged) and are marked together.
+ * - Once: the deliveries a message carries are claimed in a write transaction before it is sent
+ *   (held OUTBOX_LEASE seconds), so two processes delivering at once (the service and a one-off
+ *   `snapsync backup`) never both send them; a process dying mid-send leaves them to be retried
+ *   when the lease ends.
  * - Secrets: a channel's key (the column stored) never holds its token or password; those come
  *   from the channels passed at delivery, and are scrubbed from any error stored.
  *
@@ -37,6 +41,9 @@
 #define OUTBOX_BACKOFF_MIN 60      /* seconds before the first retry */
 #define OUTBOX_BACKOFF_MAX 3600    /* seconds between retries, at most */
 #define OUTBOX_GIVE_UP (24 * 3600) /* seconds after queueing when a delivery is given up */
+/* seconds a delivery being sent is held from other processes; longer than any channel's
+ * timeout, so a send still running is never duplicated */
+#define OUTBOX_LEASE 900
 #define OUTBOX_CHANNELS_MAX DB_CHANNELS_MAX
 #define OUTBOX_KEY_MAX DB_CHANNEL_MAX
 
@@ -66,7 +73,8 @@ struct outbox_channel;
 typedef int outbox_send_fn(const struct outbox_channel *ch, const struct notify_msg *m,
                            struct error *err);
 
-/* One channel, as the config describes it. Everything borrowed for the call. */
+/* One channel, as the config describes it. Everything borrowed for the call. Its timeouts
+ * (mail.timeout, hook.timeout) must stay well below OUTBOX_LEASE. */
 struct outbox_channel {
     /* the key its deliveries are stored under: "email", "webhook:<url without credentials or
      * query>" (outbox_channel_key makes it); never a secret */

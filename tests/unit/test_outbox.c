@@ -441,6 +441,42 @@ static void test_forget_others(void **state)
     db_close(db);
 }
 
+static struct db *other_db; /* a second connection, as another process would have */
+
+/* While its message is on its way, another delivery (another process) finds nothing due. */
+static int racing_send(const struct outbox_channel *ch, const struct notify_msg *m,
+                       struct error *err)
+{
+    if (other_db) {
+        struct db *db = other_db;
+        other_db = NULL;
+        struct outbox_result res;
+        assert_int_equal(outbox_deliver(db, ch, 1, T0, NULL, &res, NULL), 0);
+        assert_int_equal(res.messages, 0);
+        assert_int_equal(res.next_due, T0 + OUTBOX_LEASE);
+    }
+    return record_send(ch, m, err);
+}
+
+static void test_claimed_once(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    struct db *db = open_db(path, sizeof(path), true);
+    other_db = open_db(path, sizeof(path), false);
+    struct db *other = other_db;
+    struct outbox_channel ch = channel("email");
+    ch.send = racing_send;
+    queue(db, "A", NOTIFY_COMPLETED, &ch, 1, T0);
+    struct outbox_result res = deliver(db, &ch, 1, T0);
+    assert_int_equal(res.sent, 1);
+    assert_null(other_db); /* the race ran */
+    assert_int_equal(rec.calls, 1);
+    assert_int_equal(pending(db), 0);
+    db_close(other);
+    db_close(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -453,6 +489,7 @@ int main(void)
         cmocka_unit_test_teardown(test_bounded_lists, test_teardown),
         cmocka_unit_test_teardown(test_keys_and_arguments, test_teardown),
         cmocka_unit_test_teardown(test_forget_others, test_teardown),
+        cmocka_unit_test_teardown(test_claimed_once, test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
