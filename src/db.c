@@ -280,6 +280,27 @@ static const char *const migrations[] = {
     "  FOREIGN KEY (file_id, dest) REFERENCES copies(file_id, dest) ON DELETE CASCADE"
     ") WITHOUT ROWID;"
     "CREATE INDEX sidecar_copies_remote ON sidecar_copies(dest, remote);",
+    /* 6 -> 7: the notification outbox: each notification with the data its message is rebuilt
+     * from, and its delivery per channel (pending until sent or given up) */
+    "CREATE TABLE notifications ("
+    "  id INTEGER PRIMARY KEY,"
+    "  created_at INTEGER NOT NULL,"
+    "  event TEXT NOT NULL,"
+    "  session_id INTEGER REFERENCES sessions(id) ON DELETE SET NULL,"
+    "  data TEXT NOT NULL"
+    ");"
+    "CREATE TABLE deliveries ("
+    "  notification_id INTEGER NOT NULL REFERENCES notifications(id) ON DELETE CASCADE,"
+    "  channel TEXT NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  next_at INTEGER NOT NULL,"
+    "  last_error TEXT,"
+    "  sent_at INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY (notification_id, channel)"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX deliveries_channel ON deliveries(channel, state, notification_id);"
+    "CREATE INDEX deliveries_state ON deliveries(state, next_at);",
 };
 
 _Static_assert(ARRAY_SIZE(migrations) == DB_SCHEMA_VERSION,
@@ -3123,4 +3144,371 @@ int db_verify_open_list(struct db *db, int64_t offset, int limit, struct db_veri
     *ret_n = n;
     *ret_total = total;
     return r;
+}
+
+/* ---- the notification outbox ---- */
+
+#define DB_DELIVERIES_MAX 1000 /* rows per deliveries call */
+
+static const char *const delivery_state_names[] = {
+    [DB_DELIVERY_PENDING] = "pending",
+    [DB_DELIVERY_SENT] = "sent",
+    [DB_DELIVERY_FAILED] = "failed",
+};
+
+const char *db_delivery_state_to_string(enum db_delivery_state s)
+{
+    return name_of(delivery_state_names, ARRAY_SIZE(delivery_state_names), (int)s);
+}
+
+static bool channel_ok(const char *c)
+{
+    return c && *c && strlen(c) < DB_CHANNEL_MAX;
+}
+
+struct notification_args {
+    int64_t created_at, session_id;
+    const char *event, *data;
+    const char *const *channels;
+    size_t n;
+    int64_t id;
+    struct error *err;
+};
+
+static int notification_tx(struct db *db, void *userdata)
+{
+    struct notification_args *a = userdata;
+    sqlite3_stmt *st = NULL;
+    int r = adhoc_prepare(db,
+                          "INSERT INTO notifications (created_at, event, session_id, data) "
+                          "VALUES (?1, ?2, nullif(?3, 0), ?4) RETURNING id",
+                          &st, a->err);
+    if (r < 0)
+        return r;
+    int rc = bind_i64(st, 1, a->created_at, SQLITE_OK);
+    rc = bind_str(st, 2, a->event, rc);
+    rc = bind_i64(st, 3, a->session_id, rc);
+    /* not bind_str: the data is not free text cut to DB_TEXT_MAX */
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 4, a->data, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        a->id = sqlite3_column_int64(st, 0);
+        rc = sqlite3_step(st);
+    }
+    if (rc != SQLITE_DONE)
+        r = db_fail(db, rc, a->err, "cannot queue a notification");
+    sqlite3_finalize(st);
+    st = NULL;
+    if (r < 0)
+        return r;
+    r = adhoc_prepare(db,
+                      "INSERT INTO deliveries (notification_id, channel, state, next_at) "
+                      "VALUES (?1, ?2, 'pending', ?3)",
+                      &st, a->err);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < a->n && r == 0; i++) {
+        rc = bind_i64(st, 1, a->id, SQLITE_OK);
+        rc = bind_str(st, 2, a->channels[i], rc);
+        rc = bind_i64(st, 3, a->created_at, rc);
+        if (rc != SQLITE_OK)
+            r = db_fail(db, rc, a->err, "cannot queue a notification");
+        else
+            r = stmt_run(db, st, a->err, "cannot queue a notification's delivery");
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    return r;
+}
+
+int db_notification_add(struct db *db, int64_t created_at, const char *event, int64_t session_id,
+                        const char *data, const char *const *channels, size_t n, int64_t *ret_id,
+                        struct error *err)
+{
+    if (!db || !event || !*event || strlen(event) >= 32 || !data || !channels || n < 1 ||
+        n > DB_CHANNELS_MAX || session_id < 0)
+        return error_set(err, -EINVAL, "invalid notification");
+    if (strnlen(data, DB_NOTIFY_DATA_MAX + 1) > DB_NOTIFY_DATA_MAX)
+        return error_set(err, -EMSGSIZE, "a notification's data is larger than %d bytes",
+                         DB_NOTIFY_DATA_MAX);
+    for (size_t i = 0; i < n; i++)
+        if (!channel_ok(channels[i]))
+            return error_set(err, -EINVAL, "invalid notification channel");
+    struct notification_args a = {created_at, session_id, event, data, channels, n, 0, err};
+    int r = db_transaction(db, notification_tx, &a, err);
+    if (r == 0 && ret_id)
+        *ret_id = a.id;
+    return r;
+}
+
+void db_deliveries_free(struct db_delivery *rows, size_t n)
+{
+    for (size_t i = 0; rows && i < n; i++)
+        free(rows[i].data);
+    free(rows);
+}
+
+#define DELIVERY_COLUMNS                                                                           \
+    "SELECT d.notification_id, d.channel, n.event, coalesce(n.session_id, 0), n.created_at, "      \
+    "d.state, d.attempts, d.next_at, d.sent_at, d.last_error "
+
+static void read_delivery(sqlite3_stmt *st, struct db_delivery *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->notification_id = sqlite3_column_int64(st, 0);
+    col_str(st, 1, d->channel, sizeof(d->channel));
+    col_str(st, 2, d->event, sizeof(d->event));
+    d->session_id = sqlite3_column_int64(st, 3);
+    d->created_at = sqlite3_column_int64(st, 4);
+    const char *state = (const char *)sqlite3_column_text(st, 5);
+    int i = state ? index_of(delivery_state_names, ARRAY_SIZE(delivery_state_names), state) : -1;
+    d->state = i < 0 ? DB_DELIVERY_FAILED : (enum db_delivery_state)i;
+    d->attempts = sqlite3_column_int64(st, 6);
+    d->next_at = sqlite3_column_int64(st, 7);
+    d->sent_at = sqlite3_column_int64(st, 8);
+    col_str(st, 9, d->last_error, sizeof(d->last_error));
+}
+
+/* Reads up to limit delivery rows of st (bound already); with_data: column 10 is the data. */
+static int deliveries_collect(struct db *db, sqlite3_stmt *st, int limit, bool with_data,
+                              struct db_delivery **ret, size_t *ret_n, struct error *err)
+{
+    struct db_delivery *rows = calloc((size_t)limit, sizeof(*rows));
+    size_t n = 0;
+    int r = 0, rc;
+    if (!rows)
+        return error_set(err, -ENOMEM, "cannot list notifications: out of memory");
+    while (n < (size_t)limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        read_delivery(st, &rows[n]);
+        n++;
+        if (with_data) {
+            const char *t = (const char *)sqlite3_column_text(st, 10);
+            if (!(rows[n - 1].data = strdup(t ? t : "{}"))) {
+                r = error_set(err, -ENOMEM, "cannot list notifications: out of memory");
+                goto out;
+            }
+        }
+    }
+    if (n < (size_t)limit && rc != SQLITE_DONE) {
+        r = db_fail(db, rc, err, "cannot list notifications");
+        goto out;
+    }
+    if (n == 0) {
+        free(rows);
+        rows = NULL;
+    }
+    *ret = rows;
+    *ret_n = n;
+    rows = NULL;
+out:
+    db_deliveries_free(rows, n);
+    return r;
+}
+
+static int deliveries_list(struct db *db, const char *sql, const char *channel, int limit,
+                           bool with_data, struct db_delivery **ret, size_t *ret_n,
+                           struct error *err)
+{
+    if (!db || !ret || !ret_n || limit < 1 || limit > DB_DELIVERIES_MAX)
+        return error_set(err, -EINVAL, "notifications: the limit must be 1 to %d",
+                         DB_DELIVERIES_MAX);
+    sqlite3_stmt *st = NULL;
+    int r = adhoc_prepare(db, sql, &st, err);
+    if (r < 0)
+        return r;
+    int rc = bind_i64(st, 1, limit, SQLITE_OK);
+    if (channel)
+        rc = bind_str(st, 2, channel, rc);
+    if (rc != SQLITE_OK)
+        r = db_fail(db, rc, err, "cannot list notifications");
+    else
+        r = deliveries_collect(db, st, limit, with_data, ret, ret_n, err);
+    sqlite3_finalize(st);
+    return r;
+}
+
+int db_deliveries_pending(struct db *db, const char *channel, int limit, struct db_delivery **ret,
+                          size_t *ret_n, struct error *err)
+{
+    if (!channel_ok(channel))
+        return error_set(err, -EINVAL, "invalid notification channel");
+    return deliveries_list(db,
+                           DELIVERY_COLUMNS ", n.data FROM deliveries d "
+                                            "JOIN notifications n ON n.id = d.notification_id "
+                                            "WHERE d.channel = ?2 AND d.state = 'pending' "
+                                            "ORDER BY d.notification_id LIMIT ?1",
+                           channel, limit, true, ret, ret_n, err);
+}
+
+int db_deliveries_failed(struct db *db, int limit, struct db_delivery **ret, size_t *ret_n,
+                         struct error *err)
+{
+    return deliveries_list(db,
+                           DELIVERY_COLUMNS "FROM deliveries d "
+                                            "JOIN notifications n ON n.id = d.notification_id "
+                                            "WHERE d.state = 'failed' "
+                                            "ORDER BY d.notification_id DESC, d.channel LIMIT ?1",
+                           NULL, limit, false, ret, ret_n, err);
+}
+
+int db_delivery_channel(struct db *db, const char *channel, int64_t *ret_pending,
+                        int64_t *ret_next_at, int64_t *ret_last_sent, struct error *err)
+{
+    if (!db || !channel_ok(channel))
+        return error_set(err, -EINVAL, "invalid notification channel");
+    sqlite3_stmt *st = NULL;
+    int r = adhoc_prepare(db,
+                          "SELECT (SELECT count(*) FROM deliveries "
+                          "        WHERE channel = ?1 AND state = 'pending'), "
+                          "  (SELECT coalesce(min(next_at), 0) FROM deliveries "
+                          "   WHERE channel = ?1 AND state = 'pending'), "
+                          "  (SELECT coalesce(max(sent_at), 0) FROM deliveries "
+                          "   WHERE channel = ?1 AND state = 'sent')",
+                          &st, err);
+    if (r < 0)
+        return r;
+    int rc = bind_str(st, 1, channel, SQLITE_OK);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        r = db_fail(db, rc, err, "cannot read the notifications of '%s'", channel);
+        goto out;
+    }
+    if (ret_pending)
+        *ret_pending = sqlite3_column_int64(st, 0);
+    if (ret_next_at)
+        *ret_next_at = sqlite3_column_int64(st, 1);
+    if (ret_last_sent)
+        *ret_last_sent = sqlite3_column_int64(st, 2);
+out:
+    sqlite3_finalize(st);
+    return r;
+}
+
+struct mark_args {
+    const char *channel;
+    const struct db_delivery_mark *marks;
+    size_t n;
+    int64_t at;
+    struct error *err;
+};
+
+static int mark_tx(struct db *db, void *userdata)
+{
+    struct mark_args *a = userdata;
+    sqlite3_stmt *st = NULL;
+    int r = adhoc_prepare(db,
+                          "UPDATE deliveries SET attempts = attempts + 1, state = ?3, "
+                          "  next_at = ?4, last_error = ?5, "
+                          "  sent_at = CASE WHEN ?3 = 'sent' THEN ?6 ELSE sent_at END "
+                          "WHERE notification_id = ?1 AND channel = ?2",
+                          &st, a->err);
+    for (size_t i = 0; i < a->n && r == 0; i++) {
+        const struct db_delivery_mark *m = &a->marks[i];
+        int rc = bind_i64(st, 1, m->notification_id, SQLITE_OK);
+        rc = bind_str(st, 2, a->channel, rc);
+        rc = bind_str(st, 3, delivery_state_names[m->state], rc);
+        rc = bind_i64(st, 4, m->next_at, rc);
+        rc = bind_str(st, 5, m->last_error, rc);
+        rc = bind_i64(st, 6, a->at, rc);
+        if (rc != SQLITE_OK)
+            r = db_fail(db, rc, a->err, "cannot mark a notification");
+        else
+            r = stmt_run(db, st, a->err, "cannot mark a notification");
+        if (r == 0 && sqlite3_changes(db->conn) != 1)
+            r = error_set(a->err, -ENOENT, "no delivery of notification %lld to '%s'",
+                          (long long)m->notification_id, a->channel);
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    return r;
+}
+
+int db_deliveries_mark(struct db *db, const char *channel, const struct db_delivery_mark *marks,
+                       size_t n, int64_t at, struct error *err)
+{
+    if (!db || !channel_ok(channel) || !marks || n < 1 || n > DB_DELIVERIES_MAX)
+        return error_set(err, -EINVAL, "invalid notification marks");
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned)marks[i].state >= ARRAY_SIZE(delivery_state_names))
+            return error_set(err, -EINVAL, "invalid delivery state %d", (int)marks[i].state);
+    struct mark_args a = {channel, marks, n, at, err};
+    return db_transaction(db, mark_tx, &a, err);
+}
+
+int db_deliveries_pending_count(struct db *db, int64_t *ret, struct error *err)
+{
+    if (!db || !ret)
+        return error_set(err, -EINVAL, "invalid notification count");
+    return query_int(db, "SELECT count(*) FROM deliveries WHERE state = 'pending'", ret, err);
+}
+
+int db_deliveries_abandon(struct db *db, const char *const *keep, size_t n, const char *error,
+                          int64_t *ret_count, struct error *err)
+{
+    if (!db || (n && !keep) || n > DB_CHANNELS_MAX || !error)
+        return error_set(err, -EINVAL, "invalid notification channels");
+    for (size_t i = 0; i < n; i++)
+        if (!channel_ok(keep[i]))
+            return error_set(err, -EINVAL, "invalid notification channel");
+    sqlite3_stmt *st = NULL;
+    /* DB_CHANNELS_MAX placeholders; unused ones repeat a key (a NULL in NOT IN matches
+     * nothing), or hold "" that no channel is when none is kept */
+    int r = adhoc_prepare(db,
+                          "UPDATE deliveries SET state = 'failed', last_error = ?1 "
+                          "WHERE state = 'pending' AND channel NOT IN (?2, ?3, ?4, ?5, ?6, ?7, "
+                          "?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                          &st, err);
+    if (r < 0)
+        return r;
+    int rc = bind_str(st, 1, error, SQLITE_OK);
+    for (int i = 0; i < DB_CHANNELS_MAX; i++)
+        rc = bind_str(st, 2 + i, n ? keep[(size_t)i < n ? (size_t)i : 0] : "", rc);
+    if (rc != SQLITE_OK)
+        r = db_fail(db, rc, err, "cannot give up notifications");
+    else
+        r = stmt_run(db, st, err, "cannot give up notifications");
+    if (r == 0 && ret_count)
+        *ret_count = sqlite3_changes(db->conn);
+    sqlite3_finalize(st);
+    return r;
+}
+
+struct hold_args {
+    const char *channel;
+    const int64_t *ids;
+    size_t n;
+    int64_t until;
+    struct error *err;
+};
+
+static int hold_tx(struct db *db, void *userdata)
+{
+    struct hold_args *a = userdata;
+    sqlite3_stmt *st = NULL;
+    int r = adhoc_prepare(db,
+                          "UPDATE deliveries SET next_at = ?3 "
+                          "WHERE notification_id = ?1 AND channel = ?2 AND state = 'pending'",
+                          &st, a->err);
+    for (size_t i = 0; i < a->n && r == 0; i++) {
+        int rc = bind_i64(st, 1, a->ids[i], SQLITE_OK);
+        rc = bind_str(st, 2, a->channel, rc);
+        rc = bind_i64(st, 3, a->until, rc);
+        if (rc != SQLITE_OK)
+            r = db_fail(db, rc, a->err, "cannot claim a notification");
+        else
+            r = stmt_run(db, st, a->err, "cannot claim a notification");
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    return r;
+}
+
+int db_deliveries_hold(struct db *db, const char *channel, const int64_t *ids, size_t n,
+                       int64_t until, struct error *err)
+{
+    if (!db || !channel_ok(channel) || !ids || n < 1 || n > DB_DELIVERIES_MAX)
+        return error_set(err, -EINVAL, "invalid notification claim");
+    struct hold_args a = {channel, ids, n, until, err};
+    return db_transaction(db, hold_tx, &a, err);
 }

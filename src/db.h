@@ -27,7 +27,7 @@
 
 #include "error.h"
 
-#define DB_SCHEMA_VERSION 6
+#define DB_SCHEMA_VERSION 7
 
 enum db_mode {
     DB_READ_WRITE, /* creates the file and its folder if needed, migrates the schema */
@@ -705,3 +705,94 @@ struct db_verify_open {
  */
 int db_verify_open_list(struct db *db, int64_t offset, int limit, struct db_verify_open **ret,
                         size_t *ret_n, int64_t *ret_total, struct error *err);
+
+/* ---- the notification outbox (outbox.h is its user) ---- */
+
+#define DB_NOTIFY_DATA_MAX (256 * 1024) /* bytes of a notification's data (JSON) */
+#define DB_CHANNEL_MAX 256              /* bytes of a channel key, NUL included */
+#define DB_CHANNELS_MAX 16              /* channels of one notification */
+
+/* A delivery's state (deliveries.state). */
+enum db_delivery_state {
+    DB_DELIVERY_PENDING, /* not yet sent; tried again at next_at */
+    DB_DELIVERY_SENT,
+    DB_DELIVERY_FAILED, /* given up: a permanent error, or retried for too long */
+};
+
+const char *db_delivery_state_to_string(enum db_delivery_state s);
+
+/*
+ * Queues a notification in one transaction: a notifications row (created_at, event: a short
+ * name such as "completed", session_id or 0 for none, data: the JSON its message is rebuilt
+ * from, at most DB_NOTIFY_DATA_MAX bytes) and for each of the n (1..DB_CHANNELS_MAX) channel
+ * keys (non-empty, shorter than DB_CHANNEL_MAX; no key twice) a pending delivery with attempts
+ * 0 and next_at created_at. *ret_id (may be NULL): the notification's id. -EINVAL for a bad
+ * argument or a session_id that does not exist; -EMSGSIZE for data too large.
+ */
+int db_notification_add(struct db *db, int64_t created_at, const char *event, int64_t session_id,
+                        const char *data, const char *const *channels, size_t n, int64_t *ret_id,
+                        struct error *err);
+
+/* One delivery with its notification. */
+struct db_delivery {
+    int64_t notification_id;
+    char channel[DB_CHANNEL_MAX];
+    char event[32];
+    int64_t session_id; /* 0 none */
+    int64_t created_at;
+    enum db_delivery_state state;
+    int64_t attempts;
+    int64_t next_at;
+    int64_t sent_at; /* 0 unless sent */
+    char last_error[512];
+    char *data; /* the notification's JSON (db_deliveries_pending only; else NULL) */
+};
+
+/* Frees an array of n deliveries returned by the functions below, with their data. NULL-safe. */
+void db_deliveries_free(struct db_delivery *rows, size_t n);
+
+/* The pending deliveries of channel, oldest notification first, at most limit (1..1000), with
+ * their data. *ret is the caller's (db_deliveries_free); *ret_n its length (0 and NULL when
+ * none). */
+int db_deliveries_pending(struct db *db, const char *channel, int limit, struct db_delivery **ret,
+                          size_t *ret_n, struct error *err);
+
+/* What the outbox needs to know about channel: *ret_pending how many of its deliveries are
+ * pending, *ret_next_at the earliest next_at among them (0 when none), *ret_last_sent the
+ * latest sent_at of its deliveries (0 when none was sent). Each output may be NULL. */
+int db_delivery_channel(struct db *db, const char *channel, int64_t *ret_pending,
+                        int64_t *ret_next_at, int64_t *ret_last_sent, struct error *err);
+
+/* How the deliveries of one send attempt end: marked by db_deliveries_mark. */
+struct db_delivery_mark {
+    int64_t notification_id;
+    enum db_delivery_state state;
+    int64_t next_at;        /* pending: when to try again */
+    const char *last_error; /* NULL clears it; free text */
+};
+
+/* Marks the n (1..1000) deliveries of channel in one transaction: attempts += 1, state,
+ * next_at, last_error as given, sent_at = at when sent. -ENOENT (nothing changed) when one of
+ * them does not exist. */
+int db_deliveries_mark(struct db *db, const char *channel, const struct db_delivery_mark *marks,
+                       size_t n, int64_t at, struct error *err);
+
+/* The failed deliveries, most recent notification first, at most limit (1..1000), without
+ * data. *ret is the caller's (db_deliveries_free); *ret_n its length. */
+int db_deliveries_failed(struct db *db, int limit, struct db_delivery **ret, size_t *ret_n,
+                         struct error *err);
+
+/* How many deliveries are pending, on any channel. */
+int db_deliveries_pending_count(struct db *db, int64_t *ret, struct error *err);
+
+/* Gives up the pending deliveries whose channel is none of the n (0..DB_CHANNELS_MAX) keys in
+ * keep (a channel removed from the config): failed, with last_error `error`, attempts kept.
+ * *ret_count (may be NULL): how many. */
+int db_deliveries_abandon(struct db *db, const char *const *keep, size_t n, const char *error,
+                          int64_t *ret_count, struct error *err);
+
+/* Sets next_at = until on the n (1..1000) pending deliveries of channel with these notification
+ * ids, in one transaction, and nothing else: a claim, so that another process finds nothing
+ * due while this one sends (db_deliveries_mark then says how it went). */
+int db_deliveries_hold(struct db *db, const char *channel, const int64_t *ids, size_t n,
+                       int64_t until, struct error *err);

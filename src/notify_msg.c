@@ -224,20 +224,21 @@ static char *build_text(const struct notify_session *s, const struct clean *c, c
     return stream_close(f, &text);
 }
 
-static char *build_html(const struct notify_session *s, const struct clean *c, const char *subject,
-                        const char *head)
+static void html_begin(FILE *f, const char *subject)
 {
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f)
-        return NULL;
+    fputs("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>", f);
+    html_escape(f, subject);
+    fputs("</title></head>\n<body style=\"font-family:sans-serif\">\n", f);
+}
+
+/* The part of the HTML body about one session. */
+static void html_session(FILE *f, const struct notify_session *s, const struct clean *c,
+                         const char *head)
+{
     char size[32], dur[32];
     format_bytes(s->bytes, size, sizeof(size));
     format_duration(s->duration, dur, sizeof(dur));
-    fputs("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>", f);
-    html_escape(f, subject);
-    fputs("</title></head>\n<body style=\"font-family:sans-serif\">\n<p><strong>Card ", f);
+    fputs("<p><strong>Card ", f);
     html_escape(f, c->card);
     fputs(":</strong> ", f);
     html_escape(f, head);
@@ -281,6 +282,18 @@ static char *build_html(const struct notify_session *s, const struct clean *c, c
         html_escape(f, c->url);
         fputs("\">Open the dashboard</a></p>\n", f);
     }
+}
+
+static char *build_html(const struct notify_session *s, const struct clean *c, const char *subject,
+                        const char *head)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return NULL;
+    html_begin(f, subject);
+    html_session(f, s, c, head);
     fputs("</body></html>\n", f);
     return stream_close(f, &text);
 }
@@ -388,6 +401,126 @@ void notify_msg_done(struct notify_msg *m)
     free(m->json);
     free(m->click);
     *m = (struct notify_msg){0};
+}
+
+/* The HTML of a merged message: each session's part after the other. */
+static char *build_html_merged(const struct notify_session *sessions, size_t n, const char *subject,
+                               const char *intro)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return NULL;
+    html_begin(f, subject);
+    fputs("<p>", f);
+    html_escape(f, intro);
+    fputs("</p>\n", f);
+    for (size_t i = 0; i < n; i++) {
+        struct clean c;
+        char head[96];
+        headline(&sessions[i], head, sizeof(head));
+        bool ok = clean_init(&c, &sessions[i]) == 0;
+        if (ok) {
+            fputs("<hr>\n", f);
+            html_session(f, &sessions[i], &c, head);
+        }
+        clean_done(&c);
+        if (!ok) {
+            fclose(f);
+            free(text);
+            return NULL;
+        }
+    }
+    fputs("</body></html>\n", f);
+    return stream_close(f, &text);
+}
+
+int notify_msg_build_merged(const struct notify_session *sessions, size_t n, struct notify_msg *ret,
+                            struct error *err)
+{
+    if (!sessions || n < 1 || n > NOTIFY_MERGED_MAX)
+        return error_set(err, -EINVAL, "cannot merge %zu notifications (1 to %d)", n,
+                         NOTIFY_MERGED_MAX);
+    if (n == 1)
+        return notify_msg_build(&sessions[0], ret, err);
+    struct notify_msg single[NOTIFY_MERGED_MAX] = {0}, m = {0};
+    struct json_object *o = NULL, *results = NULL;
+    size_t counts[N_RESULTS] = {0};
+    char *text = NULL, intro[64];
+    size_t text_len = 0;
+    FILE *f = NULL;
+    int r;
+    for (size_t i = 0; i < n; i++) {
+        r = notify_msg_build(&sessions[i], &single[i], err);
+        if (r < 0)
+            goto out;
+        counts[sessions[i].result]++;
+        if (single[i].priority > m.priority) {
+            m.priority = single[i].priority;
+            m.tags = single[i].tags;
+        }
+    }
+    r = -ENOMEM;
+    snprintf(intro, sizeof(intro), "%zu backup results since the last message.", n);
+    /* "SnapSync: 3 results: 2 completed, 1 failed" */
+    if (!(f = open_memstream(&m.subject, &text_len)))
+        goto out;
+    fprintf(f, "SnapSync: %zu results:", n);
+    for (size_t k = 0, first = 1; k < N_RESULTS; k++)
+        if (counts[k]) {
+            fprintf(f, "%s %zu %s", first ? "" : ",", counts[k], result_names[k]);
+            first = 0;
+        }
+    if (!stream_close(f, &m.subject)) {
+        m.subject = NULL;
+        goto out;
+    }
+    if (!(f = open_memstream(&text, &text_len)))
+        goto out;
+    fprintf(f, "%s\n", intro);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "\n---- %zu of %zu ----\n\n%s", i + 1, n, single[i].text);
+    if (!(m.text = stream_close(f, &text)))
+        goto out;
+    if (!(m.html = build_html_merged(sessions, n, m.subject, intro)))
+        goto out;
+    if (!(o = json_object_new_object()) || !(results = json_object_new_array()))
+        goto out;
+    json_object_object_add(o, "event", json_object_new_string("sessions"));
+    json_object_object_add(o, "count", json_object_new_int64((int64_t)n));
+    json_object_object_add(o, "title", json_object_new_string(m.subject));
+    json_object_object_add(o, "message", json_object_new_string(m.text));
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *one = json_tokener_parse(single[i].json);
+        if (!one || json_object_array_add(results, one) < 0) {
+            json_object_put(one);
+            goto out;
+        }
+    }
+    json_object_object_add(o, "results", results);
+    results = NULL;
+    const char *j =
+        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    if (!j || !(m.json = strdup(j)))
+        goto out;
+    for (size_t i = 0; i < n && !m.click; i++)
+        if (single[i].click[0] || i + 1 == n)
+            m.click = strdup(single[i].click);
+    if (!m.click)
+        goto out;
+    *ret = m;
+    m = (struct notify_msg){0};
+    r = 0;
+out:
+    json_object_put(results);
+    json_object_put(o);
+    for (size_t i = 0; i < n; i++)
+        notify_msg_done(&single[i]);
+    notify_msg_done(&m);
+    if (r == -ENOMEM)
+        return error_set(err, r, "cannot build the notification: out of memory");
+    return r;
 }
 
 bool notify_error_transient(int code)

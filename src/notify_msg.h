@@ -80,6 +80,21 @@ int notify_result_parse(const char *name, enum notify_result *ret);
  * destinations), -ENOMEM. */
 int notify_msg_build(const struct notify_session *s, struct notify_msg *ret, struct error *err);
 
+#define NOTIFY_MERGED_MAX 20 /* results merged into one message */
+
+/*
+ * Builds one message about the n (1..NOTIFY_MERGED_MAX) sessions, for a channel that may send
+ * only one message a while (the outbox's rate limit). n == 1 is notify_msg_build. Otherwise:
+ * the subject says how many and which results ("SnapSync: 3 results: 2 completed, 1 failed"),
+ * the text and HTML hold an introduction then each session's part as notify_msg_build writes
+ * it, in the order given; the JSON is {"event": "sessions", "count", "title", "message",
+ * "results": [each session's object as notify_msg_build writes it]}; priority and tags are the
+ * most urgent session's, click the first dashboard URL. *ret as for notify_msg_build. 0, or
+ * -EINVAL (n out of range, a session notify_msg_build refuses), -ENOMEM. Any thread.
+ */
+int notify_msg_build_merged(const struct notify_session *sessions, size_t n, struct notify_msg *ret,
+                            struct error *err);
+
 /* Frees the strings of m and zeroes it. NULL-safe; safe on a zeroed struct. */
 void notify_msg_done(struct notify_msg *m);
 

@@ -101,8 +101,9 @@ class Recorder(http.server.BaseHTTPRequestHandler):
 
 
 class HookServer:
-    def __init__(self, test, tls=False):
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    def __init__(self, test, tls=False, port=0):
+        """port 0: one the OS picks; else that one (a server that was down comes up)."""
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), Recorder)
         self.httpd.requests = []
         self.httpd.reply = (200, b'{"id": 1}')
         self.ca = None

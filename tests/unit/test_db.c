@@ -854,7 +854,12 @@ static void test_verify_runs_pages_and_results(void **state)
     db_close(db);
 }
 
-/* Takes a database back to schema 5 (before sidecar copies). */
+/* Takes a database back to schema 6 (before the outbox). */
+#define UNDO_V7 "DROP TABLE deliveries; DROP TABLE notifications; "
+#define DB_SCHEMA_VERSION_BEFORE_OUTBOX 6 /* the step before the outbox's */
+#define STR_(x) #x
+#define STR(x) STR_(x)
+/* Takes a schema-6 database back to schema 5 (before sidecar copies). */
 #define UNDO_V6 "DROP TABLE sidecar_copies; "
 /* Takes a schema-5 database back to schema 4 (before verification runs). */
 #define UNDO_V5                                                                                    \
@@ -871,7 +876,7 @@ static void test_migrate_from_v2(void **state)
     int64_t sid = 0;
     assert_int_equal(db_session_begin(db, add_card(db, "v2"), "/m", &sid, NULL), 0);
     db_close(db);
-    raw_exec(path, UNDO_V6 UNDO_V5
+    raw_exec(path, UNDO_V7 UNDO_V6 UNDO_V5
              "DROP TABLE session_problems; ALTER TABLE sessions DROP COLUMN scan_problems; "
              "ALTER TABLE copies DROP COLUMN mhl_generation; "
              "UPDATE sessions SET status = 'completed'; PRAGMA user_version = 2");
@@ -886,6 +891,35 @@ static void test_migrate_from_v2(void **state)
     assert_int_equal(s.status, DB_SESSION_COMPLETED);
     assert_int_equal(s.totals.scan_problems, 0);
     assert_int_equal(db_session_problem_add(db, sid, "DCIM", "cannot list the folder: x", NULL), 0);
+    db_close(db);
+}
+
+/* A database before the outbox is migrated in place; a notification of one of its sessions is
+ * queued after. */
+static void test_migrate_to_outbox(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t sid = 0;
+    assert_int_equal(db_session_begin(db, add_card(db, "v5"), "/m", &sid, NULL), 0);
+    db_close(db);
+    raw_exec(path, "DROP TABLE deliveries; DROP TABLE notifications; "
+                   "PRAGMA user_version = " STR(DB_SCHEMA_VERSION_BEFORE_OUTBOX));
+    db = open_rw(path);
+    assert_int_equal(raw_int(path, "PRAGMA user_version"), DB_SCHEMA_VERSION);
+    const char *channels[] = {"email", "webhook:https://ntfy.sh/t"};
+    int64_t id = 0, n = 0;
+    assert_int_equal(db_notification_add(db, 1000, "completed", sid, "{}", channels, 2, &id, NULL),
+                     0);
+    assert_int_equal(db_deliveries_pending_count(db, &n, NULL), 0);
+    assert_int_equal(n, 2);
+    /* one transaction: a channel given twice leaves no notification behind */
+    const char *twice[] = {"email", "email"};
+    assert_int_equal(db_notification_add(db, 1000, "completed", sid, "{}", twice, 2, NULL, NULL),
+                     -EINVAL);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM notifications"), 1);
     db_close(db);
 }
 
@@ -2292,7 +2326,7 @@ static void test_copies_unsealed_and_sealed(void **state)
     assert_int_equal(db_copy_set(db, f[2], "nas", DB_COPY_FAILED, "/n/c.jpg", "x", NULL), 0);
     assert_int_equal(db_copy_set(db, f[3], "usb", DB_COPY_COMPLETED, "/u/a.jpg", NULL, NULL), 0);
     db_close(db);
-    raw_exec(path, UNDO_V6 UNDO_V5
+    raw_exec(path, UNDO_V7 UNDO_V6 UNDO_V5
              "ALTER TABLE copies DROP COLUMN mhl_generation; PRAGMA user_version = 3");
     db = open_rw(path);
 
@@ -2374,7 +2408,7 @@ static void test_sidecars_unsealed_and_sealed(void **state)
     assert_int_equal(db_copy_set(db, other, "nas", DB_COPY_COMPLETED, "/n/IMG_2.JPG", NULL, NULL),
                      0);
     db_close(db);
-    raw_exec(path, UNDO_V6 "PRAGMA user_version = 5");
+    raw_exec(path, UNDO_V7 UNDO_V6 "PRAGMA user_version = 5");
     db = open_rw(path);
     assert_int_equal(raw_int(path, "PRAGMA user_version"), DB_SCHEMA_VERSION);
 
@@ -2521,6 +2555,7 @@ int main(void)
         cmocka_unit_test(test_sessions),
         cmocka_unit_test(test_sessions_list),
         cmocka_unit_test(test_migrate_from_v2),
+        cmocka_unit_test(test_migrate_to_outbox),
         cmocka_unit_test(test_copies_unsealed_and_sealed),
         cmocka_unit_test(test_verify_runs_pages_and_results),
         cmocka_unit_test(test_verify_open_problems),

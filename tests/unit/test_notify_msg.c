@@ -213,6 +213,61 @@ static void test_results_and_errors(void **state)
 }
 
 /* notify_clean: the ceiling cuts on a character boundary, never leaving half a character. */
+/* Several results in one message: counted in the subject, each result's part in order, the
+ * names escaped in the HTML, the json webhook's results array, the most urgent priority. */
+static void test_merged(void **state)
+{
+    (void)state;
+    struct notify_session s[3] = {sample(), sample(), sample()};
+    s[1].card = "<script>";
+    s[1].result = NOTIFY_FAILED;
+    s[1].safe_to_remove = false;
+    s[2].card = "THIRD";
+    struct notify_msg m = {0};
+    struct error err = {0};
+    assert_int_equal(notify_msg_build_merged(s, 3, &m, &err), 0);
+    assert_string_equal(m.subject, "SnapSync: 3 results: 2 completed, 1 failed");
+    assert_non_null(strstr(m.text, "3 backup results since the last message.\n"));
+    const char *a = strstr(m.text, "Card EOS_DIGITAL: backed up");
+    const char *b = strstr(m.text, "Card <script>: backup failed");
+    const char *c = strstr(m.text, "Card THIRD: backed up");
+    assert_true(a && b && c && a < b && b < c);
+    assert_null(strstr(m.html, "<script>"));
+    assert_non_null(strstr(m.html, "&lt;script&gt;"));
+    assert_int_equal(count(m.html, "<html>"), 1);
+    assert_int_equal(count(m.html, "<hr>"), 3);
+    assert_int_equal(m.priority, 5);
+    assert_string_equal(m.tags, "x");
+    assert_string_equal(m.click, "http://pi.local:8080/");
+    struct json_object *o = json_tokener_parse(m.json), *v;
+    assert_non_null(o);
+    assert_true(json_object_object_get_ex(o, "event", &v));
+    assert_string_equal(json_object_get_string(v), "sessions");
+    assert_true(json_object_object_get_ex(o, "count", &v));
+    assert_int_equal(json_object_get_int(v), 3);
+    assert_true(json_object_object_get_ex(o, "results", &v));
+    assert_int_equal(json_object_array_length(v), 3);
+    struct json_object *card;
+    assert_true(json_object_object_get_ex(json_object_array_get_idx(v, 1), "card", &card));
+    assert_string_equal(json_object_get_string(card), "<script>");
+    json_object_put(o);
+    notify_msg_done(&m);
+
+    /* one is the single message; none or too many are refused */
+    struct notify_msg one = {0}, single = {0};
+    assert_int_equal(notify_msg_build_merged(s, 1, &one, NULL), 0);
+    assert_int_equal(notify_msg_build(&s[0], &single, NULL), 0);
+    assert_string_equal(one.subject, single.subject);
+    assert_string_equal(one.json, single.json);
+    notify_msg_done(&one);
+    notify_msg_done(&single);
+    assert_int_equal(notify_msg_build_merged(s, 0, &m, &err), -EINVAL);
+    assert_int_equal(notify_msg_build_merged(s, NOTIFY_MERGED_MAX + 1, &m, &err), -EINVAL);
+    s[2].result = (enum notify_result)42;
+    assert_int_equal(notify_msg_build_merged(s, 3, &m, &err), -EINVAL);
+    assert_null(m.subject);
+}
+
 static void test_clean(void **state)
 {
     (void)state;
@@ -246,6 +301,7 @@ int main(void)
         cmocka_unit_test(test_json_object),
         cmocka_unit_test(test_results_and_errors),
         cmocka_unit_test(test_clean),
+        cmocka_unit_test(test_merged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
