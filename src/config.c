@@ -74,26 +74,33 @@ static const struct section_row {
     bool nested;
     enum section parent;
 } sections[N_SECTIONS] = {
-    [SEC_SERVICE] = {"service", "The service itself."},
-    [SEC_SD_CARD] = {"sd_card", "Where SD cards show up."},
-    [SEC_FILES] = {"files", "Which files on a card are backed up."},
-    [SEC_IMMICH] = {"immich", "Upload to an Immich server."},
-    [SEC_UNRAID] = {"unraid", "Copy to a file share (SMB or NFS on Unraid or any NAS) or a local "
-                              "folder.\n# file_mode, dir_mode, owner, group: nfs and local only; "
-                              "with smb the server\n# decides (force user, create mask)."},
-    [SEC_LOCAL] = {"local", "Also copy to a local folder (a USB disk), next to unraid."},
-    [SEC_S3] = {"s3",
-                "Also upload to an S3-compatible object store (AWS, MinIO, Ceph, B2, R2 ...)."},
-    [SEC_MQTT] = {"mqtt", "Report to Home Assistant through MQTT."},
-    [SEC_BACKUP] = {"backup", "How files are copied."},
-    [SEC_NOTIFY] = {"notify",
-                    "Notifications of session results by e-mail and webhooks "
-                    "(docs/notifications.md);\n# `snapsync notify-test` sends a sample. For "
-                    "example:\n#   notify:\n#     email: {enabled: true, host: smtp.gmail.com, "
-                    "from: me@gmail.com, to: [me@gmail.com]}\n#     webhooks:\n#       - {url: "
-                    "\"https://ntfy.sh/my-topic\", format: ntfy, token_env: NTFY_TOKEN}"},
-    [SEC_NOTIFY_EMAIL] = {"email", "E-mail through an SMTP server.", "notify.email", true,
-                          SEC_NOTIFY},
+    [SEC_SERVICE] = {.name = "service", .help = "The service itself."},
+    [SEC_SD_CARD] = {.name = "sd_card", .help = "Where SD cards show up."},
+    [SEC_FILES] = {.name = "files", .help = "Which files on a card are backed up."},
+    [SEC_IMMICH] = {.name = "immich", .help = "Upload to an Immich server."},
+    [SEC_UNRAID] = {.name = "unraid",
+                    .help = "Copy to a file share (SMB or NFS on Unraid or any NAS) or a local "
+                            "folder.\n# file_mode, dir_mode, owner, group: nfs and local only; "
+                            "with smb the server\n# decides (force user, create mask)."},
+    [SEC_LOCAL] = {.name = "local",
+                   .help = "Also copy to a local folder (a USB disk), next to unraid."},
+    [SEC_S3] = {.name = "s3",
+                .help =
+                    "Also upload to an S3-compatible object store (AWS, MinIO, Ceph, B2, R2 ...)."},
+    [SEC_MQTT] = {.name = "mqtt", .help = "Report to Home Assistant through MQTT."},
+    [SEC_BACKUP] = {.name = "backup", .help = "How files are copied."},
+    [SEC_NOTIFY] = {.name = "notify",
+                    .help =
+                        "Notifications of session results by e-mail and webhooks "
+                        "(docs/notifications.md);\n# `snapsync notify-test` sends a sample. For "
+                        "example:\n#   notify:\n#     email: {enabled: true, host: smtp.gmail.com, "
+                        "from: me@gmail.com, to: [me@gmail.com]}\n#     webhooks:\n#       - {url: "
+                        "\"https://ntfy.sh/my-topic\", format: ntfy, token_env: NTFY_TOKEN}"},
+    [SEC_NOTIFY_EMAIL] = {.name = "email",
+                          .help = "E-mail through an SMTP server.",
+                          .path = "notify.email",
+                          .nested = true,
+                          .parent = SEC_NOTIFY},
 };
 
 enum key_type {
