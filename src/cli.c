@@ -31,6 +31,7 @@
 #include "service.h"
 #include "mqtt.h"
 #include "notify_channel.h"
+#include "notify_outbox.h"
 #include "report.h"
 #include "status.h"
 #include "verify.h"
@@ -425,6 +426,36 @@ static void dry_run_print(const struct engine_report *rep, struct dry_view *dv)
         printf("first error: %s\n", rep->error);
 }
 
+/* The session's notification: queued, then delivered once (each send bounded by the channel
+ * timeouts; Ctrl-C stops it); what is left stays pending for the service. Never changes the
+ * backup's exit status: a failure is logged. */
+static void backup_notify(const struct config *cfg, const struct engine_report *rep)
+{
+    if (rep->session_id <= 0 || notify_channel_count(cfg) == 0)
+        return;
+    struct db *db = NULL;
+    struct error err = {0};
+    struct outbox_result res = {0};
+    bool queued = false;
+    int r = db_open(cfg->service.database_path, DB_READ_WRITE, &db, &err);
+    if (r == 0)
+        r = notify_outbox_queue_report(cfg, db, rep, -1, time(NULL), &queued, &err);
+    if (r < 0) {
+        log_warning("the notification of session %" PRId64 " is not queued: %s", rep->session_id,
+                    err.msg);
+        goto out;
+    }
+    if (!queued)
+        goto out;
+    r = notify_outbox_deliver(cfg, db, time(NULL), &cancel_flag, &res, &err);
+    if (r < 0 && r != -ECANCELED)
+        log_warning("notifications: %s", err.msg);
+    else if (res.next_due > 0)
+        log_info("notifications: some are still pending; the service delivers them");
+out:
+    db_close(db);
+}
+
 static int cmd_backup(struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -556,6 +587,8 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
         if (rep.error[0])
             printf("first error: %s\n", rep.error);
     }
+    if (!dry_run)
+        backup_notify(cli->cfg, &rep);
     /* stopped by a signal: the status shells expect (128 + the signal), the session recorded as
      * interrupted by the engine */
     int sig = atomic_load(&cancel_signal);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "notify_channel.h"
 #include "notify_hook.h"
 #include "notify_mail.h"
@@ -255,5 +256,71 @@ int notify_outbox_queue_report(const struct config *cfg, struct db *db,
 out:
     free(ns);
     free(chs);
+    return r;
+}
+
+static int send_logged(const struct outbox_channel *ch, const struct notify_msg *m,
+                       struct error *err)
+{
+    int r = outbox_send(ch, m, err);
+    if (r == 0)
+        log_info("notification '%s' sent on %s", m->subject, ch->key);
+    else
+        log_warning("notification '%s' not sent on %s: %s (%s)", m->subject, ch->key, err->msg,
+                    notify_error_transient(r) ? "will be retried" : "given up");
+    return r;
+}
+
+/* cfg's channels, newly allocated (free()); NULL when out of memory, err filled. */
+static struct notify_outbox_channels *channels_new(const struct config *cfg, struct error *err)
+{
+    struct notify_outbox_channels *c = malloc(sizeof(*c));
+    if (c)
+        notify_outbox_channels(cfg, c);
+    else
+        error_set(err, -ENOMEM, "out of memory");
+    return c;
+}
+
+int notify_outbox_deliver(const struct config *cfg, struct db *db, int64_t now,
+                          const atomic_bool *cancel, struct outbox_result *ret, struct error *err)
+{
+    struct notify_outbox_channels *c = channels_new(cfg, err);
+    int r = 0;
+    if (!c)
+        return -ENOMEM;
+    for (size_t i = 0; i < c->n; i++)
+        c->ch[i].send = send_logged;
+    if (c->n > 0)
+        r = outbox_deliver(db, c->ch, c->n, now, cancel, ret, err);
+    else if (ret)
+        *ret = (struct outbox_result){0};
+    free(c);
+    return r;
+}
+
+int notify_outbox_next_due(const struct config *cfg, struct db *db, int64_t *ret_at,
+                           struct error *err)
+{
+    struct notify_outbox_channels *c = channels_new(cfg, err);
+    int r = 0;
+    if (!c)
+        return -ENOMEM;
+    if (c->n > 0)
+        r = outbox_next_due(db, c->ch, c->n, ret_at, err);
+    else
+        *ret_at = 0;
+    free(c);
+    return r;
+}
+
+int notify_outbox_forget_others(const struct config *cfg, struct db *db, int64_t *ret_count,
+                                struct error *err)
+{
+    struct notify_outbox_channels *c = channels_new(cfg, err);
+    if (!c)
+        return -ENOMEM;
+    int r = outbox_forget_others(db, c->ch, c->n, ret_count, err);
+    free(c);
     return r;
 }

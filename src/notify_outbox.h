@@ -8,6 +8,7 @@
  */
 #pragma once
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -68,3 +69,22 @@ int notify_outbox_session_from_report(const struct config *cfg, struct db *db,
 int notify_outbox_queue_report(const struct config *cfg, struct db *db,
                                const struct engine_report *rep, int safe_to_remove, int64_t now,
                                bool *ret_queued, struct error *err);
+
+/*
+ * Delivers what is due at time now on cfg's channels (outbox_deliver with cancel, may be NULL)
+ * and logs one line per message sent or not sent, with the channel's key and the error (never a
+ * secret: the key has none, the error is scrubbed, and so is every log line). The one function
+ * of this module that logs, so that the service and `snapsync backup` say the same. *ret (may be
+ * NULL) as outbox_deliver. Nothing to do (no channel): 0. Errors as outbox_deliver, -ENOMEM.
+ * Blocks on the network, each send bounded by the channel timeouts.
+ */
+int notify_outbox_deliver(const struct config *cfg, struct db *db, int64_t now,
+                          const atomic_bool *cancel, struct outbox_result *ret, struct error *err);
+
+/* outbox_next_due for cfg's channels: *ret_at 0 when nothing is pending or no channel. */
+int notify_outbox_next_due(const struct config *cfg, struct db *db, int64_t *ret_at,
+                           struct error *err);
+
+/* outbox_forget_others for cfg's channels (all of them). *ret_count (may be NULL): how many. */
+int notify_outbox_forget_others(const struct config *cfg, struct db *db, int64_t *ret_count,
+                                struct error *err);
