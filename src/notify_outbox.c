@@ -91,8 +91,9 @@ static void add_webhook(const struct config_webhook *w, size_t i,
         return;
     }
     if (key_taken(ret, key)) {
-        skip(ret, what, "the same URL as an earlier webhook (without user info and query): "
-                        "left out, it would get every message twice");
+        skip(ret, what,
+             "the same URL as an earlier webhook (without user info and query): "
+             "left out, it would get every message twice");
         return;
     }
     ch->key = key;
@@ -150,8 +151,8 @@ static int dests_of(struct db *db, int64_t session_id, struct notify_outbox_sess
                      st[i].pending);
         else
             snprintf(ret->dest_states[i], sizeof(ret->dest_states[i]), "ok");
-        ret->dests[i] = (struct notify_dest){.name = ret->dest_names[i],
-                                             .state = ret->dest_states[i]};
+        ret->dests[i] =
+            (struct notify_dest){.name = ret->dest_names[i], .state = ret->dest_states[i]};
         ret->s.n_dests++;
     }
     ret->s.dests = ret->dests;
@@ -233,8 +234,7 @@ int notify_outbox_queue_report(const struct config *cfg, struct db *db,
         return error_set(err, -EINVAL, "session %" PRId64 " has no result to notify",
                          rep->session_id);
     enum outbox_event ev = outbox_event_of(result);
-    if (notify_channel_count(cfg) == 0 ||
-        !config_notify_event_wanted(cfg, outbox_event_name(ev)))
+    if (notify_channel_count(cfg) == 0 || !config_notify_event_wanted(cfg, outbox_event_name(ev)))
         return 0;
     chs = malloc(sizeof(*chs));
     ns = malloc(sizeof(*ns));

@@ -468,8 +468,7 @@ static void notify_configured(struct service *svc)
     if (chs) {
         notify_outbox_channels(svc->conf->cfg, chs);
         if (chs->n_skipped)
-            log_warning("notifications: %zu channel(s) left out; %s", chs->n_skipped,
-                        chs->skipped);
+            log_warning("notifications: %zu channel(s) left out; %s", chs->n_skipped, chs->skipped);
         free(chs);
     }
     int r = db_open(svc->conf->cfg->service.database_path, DB_READ_WRITE, &db, &err);
@@ -492,8 +491,8 @@ static void notify_session(struct service *svc, const struct job *j)
     if (!notify_on(svc) || j->report.session_id <= 0)
         return;
     const struct config *cfg = svc->conf->cfg; /* the channels deliveries will use */
-    bool safe = engine_status_nothing_left(j->report.status) &&
-                (j->unmounted || !j->card.mounted_by_us);
+    bool safe =
+        engine_status_nothing_left(j->report.status) && (j->unmounted || !j->card.mounted_by_us);
     struct db *db = NULL;
     struct error err = {0};
     bool queued = false;
