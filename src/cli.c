@@ -672,6 +672,23 @@ static int parse_json_flag(int argc, char **argv, const char *usage, const char 
     return EXIT_OK;
 }
 
+/* The outbox's pending count and failed deliveries, when there are any. */
+static void notifications_print(const struct config *cfg, const struct status_notifications *n)
+{
+    if (n->pending > 0)
+        printf("notifications: %" PRId64 " waiting to be delivered (by the service)\n", n->pending);
+    if (n->n_failed > 0)
+        printf("notifications not delivered (the most recent %zu):\n", n->n_failed);
+    for (size_t i = 0; i < n->n_failed; i++) {
+        const struct db_delivery *d = &n->failed[i];
+        char when[32], error[sizeof(d->last_error)];
+        format_time(d->created_at, when, sizeof(when));
+        snprintf(error, sizeof(error), "%s", d->last_error);
+        config_scrub_secrets(cfg, error);
+        printf("  %s  %-11s  %s: %s\n", when, d->event, d->channel, error);
+    }
+}
+
 static int cmd_status(struct cli *cli, int argc, char **argv)
 {
     bool json = false;
@@ -700,6 +717,10 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
         db_close(db);
         return EXIT_FAILED;
     }
+    /* the outbox: not worth failing the status for (an older database has none) */
+    struct status_notifications notes = {0};
+    struct error nerr = {0};
+    bool has_notes = db && status_notifications_get(db, &notes, &nerr) == 0;
     const char *state = status_state(list, n);
     bool running = n > 0 && status_session_running(&list[0]);
     /* Home Assistant's side: can we reach the broker with our credentials? (a few seconds at
@@ -731,6 +752,8 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
             json_object_object_add(mq, "message", jsonout_string(mqtt_msg));
             json_object_object_add(o, "mqtt", mq);
         }
+        json_object_object_add(o, "notifications",
+                               has_notes ? status_notifications_json(cli->cfg, &notes) : NULL);
         json_print(o);
     } else {
         if (missing) {
@@ -765,6 +788,7 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
                    " files backed up (%s), %" PRId64 " duplicates, %" PRId64 " failed\n",
                    st.sessions, st.cards, st.files_completed, bytes, st.files_duplicate,
                    st.files_failed);
+            notifications_print(cli->cfg, &notes);
         }
     }
     free(list);

@@ -124,6 +124,9 @@ class NotifyServiceTest(SnapsyncTest):
         self.assertIn("will be retried", p.stderr)
         self.assertEqual([d[1:] for d in self.deliveries()], [("pending", 1)])
         self.assertNotIn(TOKEN, p.stderr)
+        st = json.loads(self.snapsync("status", "--json", check=0).stdout)
+        self.assertEqual(st["notifications"], {"pending": 1, "failed": []})
+        self.assertIn("notifications: 1 waiting", self.snapsync("status", check=0).stdout)
 
         hook = HookServer(self, port=port)
         self.cleanups.append(hook.stop)
@@ -144,6 +147,26 @@ class NotifyServiceTest(SnapsyncTest):
         self.start()
         text = self.stop()
         self.assertEqual(len(hook.requests), 1, text)
+
+    def test_refused_delivery_shows_in_status(self):
+        hook = HookServer(self)
+        self.cleanups.append(hook.stop)
+        hook.httpd.reply = (403, f'{{"error": "bad token {TOKEN}"}}'.encode())
+        self.configure(self.webhook(hook.url))
+        p = self.snapsync("backup", self.card, check=0)
+        self.assertIn("given up", p.stderr)
+        self.assertNotIn(TOKEN, p.stderr)
+        st = json.loads(self.snapsync("status", "--json", check=0).stdout)["notifications"]
+        self.assertEqual(st["pending"], 0)
+        self.assertEqual(len(st["failed"]), 1, st)
+        f = st["failed"][0]
+        self.assertEqual((f["event"], f["attempts"]), ("completed", 1))
+        self.assertTrue(f["channel"].startswith("webhook:http://127.0.0.1:"))
+        self.assertIn("403", f["error"])
+        out = self.snapsync("status", check=0).stdout
+        self.assertIn("notifications not delivered", out)
+        self.assertIn("403", out)
+        self.assertNotIn(TOKEN, out + json.dumps(st))
 
     def test_backup_sends_an_email(self):
         server = SmtpServer(self, mode="starttls", user="ann")
