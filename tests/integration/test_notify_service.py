@@ -7,6 +7,7 @@ import email
 import email.policy
 import json
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -147,6 +148,22 @@ class NotifyServiceTest(SnapsyncTest):
         self.start()
         text = self.stop()
         self.assertEqual(len(hook.requests), 1, text)
+
+    def test_reload_gives_up_a_removed_channel(self):
+        self.configure(self.webhook(f"http://127.0.0.1:{free_port()}"))
+        self.snapsync("backup", self.card, check=0)
+        self.assertEqual([d[1] for d in self.deliveries()], ["pending"])
+        self.start()
+        hook = HookServer(self)
+        self.cleanups.append(hook.stop)
+        self.configure(self.webhook(hook.url))
+        self.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "1 pending deliveries given up" in self.log(), 30, "the reload")
+        text = self.stop()
+        self.assertEqual([d[1] for d in self.deliveries()], ["failed"], text)
+        self.assertEqual(hook.requests, [])
+        st = json.loads(self.snapsync("status", "--json", check=0).stdout)["notifications"]
+        self.assertEqual(st["failed"][0]["error"], "the channel is no longer configured")
 
     def test_refused_delivery_shows_in_status(self):
         hook = HookServer(self)
