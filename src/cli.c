@@ -31,6 +31,7 @@
 #include "service.h"
 #include "mqtt.h"
 #include "notify_channel.h"
+#include "notify_outbox.h"
 #include "report.h"
 #include "status.h"
 #include "verify.h"
@@ -425,6 +426,36 @@ static void dry_run_print(const struct engine_report *rep, struct dry_view *dv)
         printf("first error: %s\n", rep->error);
 }
 
+/* The session's notification: queued, then delivered once (each send bounded by the channel
+ * timeouts; Ctrl-C stops it); what is left stays pending for the service. Never changes the
+ * backup's exit status: a failure is logged. */
+static void backup_notify(const struct config *cfg, const struct engine_report *rep)
+{
+    if (rep->session_id <= 0 || notify_channel_count(cfg) == 0)
+        return;
+    struct db *db = NULL;
+    struct error err = {0};
+    struct outbox_result res = {0};
+    bool queued = false;
+    int r = db_open(cfg->service.database_path, DB_READ_WRITE, &db, &err);
+    if (r == 0)
+        r = notify_outbox_queue_report(cfg, db, rep, -1, time(NULL), &queued, &err);
+    if (r < 0) {
+        log_warning("the notification of session %" PRId64 " is not queued: %s", rep->session_id,
+                    err.msg);
+        goto out;
+    }
+    if (!queued)
+        goto out;
+    r = notify_outbox_deliver(cfg, db, time(NULL), &cancel_flag, &res, &err);
+    if (r < 0 && r != -ECANCELED)
+        log_warning("notifications: %s", err.msg);
+    else if (res.next_due > 0)
+        log_info("notifications: some are still pending; the service delivers them");
+out:
+    db_close(db);
+}
+
 static int cmd_backup(struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -556,6 +587,8 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
         if (rep.error[0])
             printf("first error: %s\n", rep.error);
     }
+    if (!dry_run)
+        backup_notify(cli->cfg, &rep);
     /* stopped by a signal: the status shells expect (128 + the signal), the session recorded as
      * interrupted by the engine */
     int sig = atomic_load(&cancel_signal);
@@ -639,6 +672,23 @@ static int parse_json_flag(int argc, char **argv, const char *usage, const char 
     return EXIT_OK;
 }
 
+/* The outbox's pending count and failed deliveries, when there are any. */
+static void notifications_print(const struct config *cfg, const struct status_notifications *n)
+{
+    if (n->pending > 0)
+        printf("notifications: %" PRId64 " waiting to be delivered (by the service)\n", n->pending);
+    if (n->n_failed > 0)
+        printf("notifications not delivered (the most recent %zu):\n", n->n_failed);
+    for (size_t i = 0; i < n->n_failed; i++) {
+        const struct db_delivery *d = &n->failed[i];
+        char when[32], error[sizeof(d->last_error)];
+        format_time(d->created_at, when, sizeof(when));
+        snprintf(error, sizeof(error), "%s", d->last_error);
+        config_scrub_secrets(cfg, error);
+        printf("  %s  %-11s  %s: %s\n", when, d->event, d->channel, error);
+    }
+}
+
 static int cmd_status(struct cli *cli, int argc, char **argv)
 {
     bool json = false;
@@ -667,6 +717,10 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
         db_close(db);
         return EXIT_FAILED;
     }
+    /* the outbox: not worth failing the status for (an older database has none) */
+    struct status_notifications notes = {0};
+    struct error nerr = {0};
+    bool has_notes = db && status_notifications_get(db, &notes, &nerr) == 0;
     const char *state = status_state(list, n);
     bool running = n > 0 && status_session_running(&list[0]);
     /* Home Assistant's side: can we reach the broker with our credentials? (a few seconds at
@@ -698,6 +752,8 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
             json_object_object_add(mq, "message", jsonout_string(mqtt_msg));
             json_object_object_add(o, "mqtt", mq);
         }
+        json_object_object_add(o, "notifications",
+                               has_notes ? status_notifications_json(cli->cfg, &notes) : NULL);
         json_print(o);
     } else {
         if (missing) {
@@ -732,6 +788,7 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
                    " files backed up (%s), %" PRId64 " duplicates, %" PRId64 " failed\n",
                    st.sessions, st.cards, st.files_completed, bytes, st.files_duplicate,
                    st.files_failed);
+            notifications_print(cli->cfg, &notes);
         }
     }
     free(list);

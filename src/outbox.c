@@ -249,8 +249,7 @@ int outbox_queue(struct db *db, const struct notify_session *s, enum outbox_even
 
 /* ---- deliver ---- */
 
-static int send_default(const struct outbox_channel *ch, const struct notify_msg *m,
-                        struct error *err)
+int outbox_send(const struct outbox_channel *ch, const struct notify_msg *m, struct error *err)
 {
     if (ch->kind == OUTBOX_WEBHOOK)
         return notify_hook_send(&ch->hook, m, err);
@@ -375,7 +374,7 @@ static int deliver_channel(struct db *db, const struct outbox_channel *ch, int64
     if (k > 0) {
         sent = notify_msg_build_merged(sessions, k, &m, &send_err);
         if (sent == 0)
-            sent = (ch->send ? ch->send : send_default)(ch, &m, &send_err);
+            sent = (ch->send ? ch->send : outbox_send)(ch, &m, &send_err);
         scrub(send_err.msg, ch->mail.password);
         scrub(send_err.msg, ch->hook.token);
         if (sent == 0)

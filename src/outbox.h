@@ -88,6 +88,11 @@ struct outbox_channel {
     outbox_send_fn *send;    /* NULL: notify_mail_send or notify_hook_send by kind */
 };
 
+/* The sending of a channel whose send is NULL: notify_hook_send (OUTBOX_WEBHOOK), or the message
+ * formatted with notify_mail_format (dated now) and notify_mail_send (OUTBOX_EMAIL). For a send
+ * function that wraps it (to log each result). Errors as those. Blocks on the network. */
+int outbox_send(const struct outbox_channel *ch, const struct notify_msg *m, struct error *err);
+
 /* Writes the key of a channel into buf (size bytes; OUTBOX_KEY_MAX is enough): "email" for
  * OUTBOX_EMAIL; for OUTBOX_WEBHOOK "webhook:" and the url without its user info, query and
  * fragment (where tokens hide), cut to fit. 0, or -EINVAL (no url for a webhook, kind out of

@@ -25,6 +25,7 @@
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <systemd/sd-daemon.h>
@@ -35,6 +36,8 @@
 #include "engine.h"
 #include "log.h"
 #include "mqtt.h"
+#include "notify_channel.h"
+#include "notify_outbox.h"
 #include "scrub.h"
 #include "status.h"
 #include "web.h"
@@ -49,6 +52,10 @@
 #define SCRUB_BETWEEN_SLICES_S 5
 #define SCRUB_RECHECK_S 3600
 
+/* The outbox is looked at at least this often while notifications are configured: it picks up
+ * what a one-off `snapsync backup` queued and could not deliver. */
+#define NOTIFY_RECHECK_S 60
+
 enum {
     SRC_SIGNAL = 1,
     SRC_DETECTOR,
@@ -56,7 +63,9 @@ enum {
     SRC_WATCHDOG,
     SRC_COMMAND,
     SRC_SCRUB,
-    SRC_SCRUB_DONE
+    SRC_SCRUB_DONE,
+    SRC_NOTIFY,
+    SRC_NOTIFY_DONE
 };
 
 struct svc_config {
@@ -118,6 +127,19 @@ struct service {
     int scrub_rc;
     struct error scrub_err;
     struct scrub_slice scrub_result;
+    /* the notification outbox: delivered in its own thread with its own db connection, started
+     * by the loop when notifyfd fires; the thread owns the notify_result fields until it writes
+     * notify_donefd */
+    int notifyfd;      /* timerfd: time to deliver what is due */
+    int notify_donefd; /* eventfd: the delivery's thread ended */
+    bool notify_running;
+    bool notify_again; /* the timer fired while a delivery ran: look again when it ends */
+    pthread_t notify_thread;
+    atomic_bool notify_cancel;
+    struct svc_config *notify_conf;
+    int notify_rc;
+    struct error notify_err;
+    struct outbox_result notify_result;
 };
 
 static void conf_unref(struct svc_config *c)
@@ -343,6 +365,149 @@ static void scrub_done(struct service *svc)
     scrub_arm(svc, svc->scrub_paused ? SCRUB_IDLE_S : next); /* cut for a card: on when idle */
 }
 
+/* ---- notifications ---- */
+
+static bool notify_on(const struct service *svc)
+{
+    return notify_channel_count(svc->conf->cfg) > 0;
+}
+
+/* Delivers what is due in seconds (0: at once); nothing when no channel is configured. Loop
+ * thread. */
+static void notify_arm(struct service *svc, int64_t seconds)
+{
+    if (svc->notifyfd < 0)
+        return;
+    bool on = notify_on(svc) && !svc->stopping;
+    if (seconds < 0)
+        seconds = 0;
+    struct itimerspec its = {.it_value = {on ? (time_t)seconds : 0, on && seconds == 0 ? 1 : 0}};
+    if (timerfd_settime(svc->notifyfd, 0, &its, NULL) < 0)
+        log_warning("notifications: cannot set their timer: %s", strerror(errno));
+}
+
+static void *notify_main(void *arg)
+{
+    struct service *svc = arg;
+    pthread_setname_np(pthread_self(), "snapsync-notify");
+    const struct config *cfg = svc->notify_conf->cfg;
+    struct db *db = NULL;
+    svc->notify_rc = db_open(cfg->service.database_path, DB_READ_WRITE, &db, &svc->notify_err);
+    if (svc->notify_rc == 0)
+        svc->notify_rc = notify_outbox_deliver(cfg, db, time(NULL), &svc->notify_cancel,
+                                               &svc->notify_result, &svc->notify_err);
+    db_close(db);
+    uint64_t one = 1;
+    if (write(svc->notify_donefd, &one, sizeof(one)) < 0)
+        log_error("cannot wake the service loop: %s", strerror(errno));
+    return NULL;
+}
+
+/* The timer fired: a delivery starts unless one runs or the service stops. Loop thread. */
+static void notify_start(struct service *svc)
+{
+    uint64_t ticks;
+    if (read(svc->notifyfd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+        log_warning("notification timer: %s", strerror(errno));
+    if (svc->notify_running) {
+        svc->notify_again = true;
+        return;
+    }
+    if (svc->stopping || !notify_on(svc))
+        return;
+    svc->notify_conf = svc->conf;
+    svc->notify_conf->refs++;
+    atomic_store(&svc->notify_cancel, false);
+    svc->notify_again = false;
+    memset(&svc->notify_err, 0, sizeof(svc->notify_err));
+    memset(&svc->notify_result, 0, sizeof(svc->notify_result));
+    int r = pthread_create(&svc->notify_thread, NULL, notify_main, svc);
+    if (r != 0) {
+        log_error("notifications: cannot start their thread: %s", strerror(r));
+        conf_unref(svc->notify_conf);
+        svc->notify_conf = NULL;
+        notify_arm(svc, NOTIFY_RECHECK_S);
+        return;
+    }
+    svc->notify_running = true;
+}
+
+/* The delivery's thread ended (loop thread): when to look again. */
+static void notify_done(struct service *svc)
+{
+    uint64_t n;
+    if (read(svc->notify_donefd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+        log_warning("eventfd: %s", strerror(errno));
+    if (!svc->notify_running)
+        return;
+    pthread_join(svc->notify_thread, NULL);
+    svc->notify_running = false;
+    conf_unref(svc->notify_conf);
+    svc->notify_conf = NULL;
+    if (svc->notify_rc < 0 && svc->notify_rc != -ECANCELED)
+        log_error("notifications: %s", svc->notify_err.msg);
+    if (svc->stopping)
+        return;
+    int64_t wait = NOTIFY_RECHECK_S;
+    int64_t due = svc->notify_result.next_due;
+    if (svc->notify_again)
+        wait = 0;
+    else if (svc->notify_rc == 0 && due > 0)
+        wait = due - (int64_t)time(NULL) < wait ? due - (int64_t)time(NULL) : wait;
+    notify_arm(svc, wait);
+}
+
+/* At start and after a reload: the deliveries of channels no longer configured are given up,
+ * then what is due is delivered at once. Loop thread. */
+static void notify_configured(struct service *svc)
+{
+    struct db *db = NULL;
+    struct error err = {0};
+    int64_t count = 0;
+    struct notify_outbox_channels *chs = malloc(sizeof(*chs));
+    if (chs) {
+        notify_outbox_channels(svc->conf->cfg, chs);
+        if (chs->n_skipped)
+            log_warning("notifications: %zu channel(s) left out; %s", chs->n_skipped, chs->skipped);
+        free(chs);
+    }
+    int r = db_open(svc->conf->cfg->service.database_path, DB_READ_WRITE, &db, &err);
+    if (r == 0)
+        r = notify_outbox_forget_others(svc->conf->cfg, db, &count, &err);
+    db_close(db);
+    if (r < 0)
+        log_warning("notifications: %s", err.msg);
+    else if (count > 0)
+        log_warning("notifications: %" PRId64 " pending deliveries given up: their channel is no "
+                    "longer configured",
+                    count);
+    notify_arm(svc, 0);
+}
+
+/* A session ended: its notification is queued (a quick write) and delivered soon. A failure is
+ * logged and changes nothing else. Loop thread. */
+static void notify_session(struct service *svc, const struct job *j)
+{
+    if (!notify_on(svc) || j->report.session_id <= 0)
+        return;
+    const struct config *cfg = svc->conf->cfg; /* the channels deliveries will use */
+    bool safe =
+        engine_status_nothing_left(j->report.status) && (j->unmounted || !j->card.mounted_by_us);
+    struct db *db = NULL;
+    struct error err = {0};
+    bool queued = false;
+    int r = db_open(cfg->service.database_path, DB_READ_WRITE, &db, &err);
+    if (r == 0)
+        r = notify_outbox_queue_report(cfg, db, &j->report, safe ? 1 : 0, time(NULL), &queued,
+                                       &err);
+    db_close(db);
+    if (r < 0)
+        log_warning("card '%s': the notification of session %" PRId64 " is not queued: %s",
+                    card_name(&j->card), j->report.session_id, err.msg);
+    else if (queued)
+        notify_arm(svc, 0);
+}
+
 /* ---- detector callbacks (loop thread) ---- */
 
 static struct job *find_job(struct service *svc, const struct detector_card *c)
@@ -454,6 +619,7 @@ static void finish_job(struct service *svc, struct job *j)
         if (j->removed)
             log_info("card '%s': insert it again to finish the backup", name);
     }
+    notify_session(svc, j);
     conf_unref(j->conf);
     free(j);
 }
@@ -491,6 +657,8 @@ static void stop(struct service *svc, int sig)
         atomic_store(&j->cancel, true);
     if (svc->scrub_running)
         atomic_store(&svc->scrub_cancel, true);
+    if (svc->notify_running)
+        atomic_store(&svc->notify_cancel, true); /* the channel timeouts bound a send under way */
     notify_status(svc);
 }
 
@@ -544,6 +712,7 @@ static void reload(struct service *svc)
     }
     if (!svc->scrub_running && svc->n_jobs == 0)
         scrub_arm(svc, SCRUB_IDLE_S); /* turned on, off, or another interval */
+    notify_configured(svc);
     sd_notify(0, "READY=1");
 }
 
@@ -721,8 +890,10 @@ static int setup(struct service *svc, struct error *err)
     svc->epfd = epoll_create1(EPOLL_CLOEXEC);
     svc->scrubfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     svc->scrub_donefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    svc->notifyfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    svc->notify_donefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (svc->sigfd < 0 || svc->donefd < 0 || svc->cmdfd < 0 || svc->epfd < 0 || svc->scrubfd < 0 ||
-        svc->scrub_donefd < 0)
+        svc->scrub_donefd < 0 || svc->notifyfd < 0 || svc->notify_donefd < 0)
         return error_set_errno(err, -errno, "cannot create the service's event sources");
     int r = epoll_add(svc->epfd, svc->sigfd, SRC_SIGNAL);
     if (r == 0)
@@ -733,6 +904,10 @@ static int setup(struct service *svc, struct error *err)
         r = epoll_add(svc->epfd, svc->scrubfd, SRC_SCRUB);
     if (r == 0)
         r = epoll_add(svc->epfd, svc->scrub_donefd, SRC_SCRUB_DONE);
+    if (r == 0)
+        r = epoll_add(svc->epfd, svc->notifyfd, SRC_NOTIFY);
+    if (r == 0)
+        r = epoll_add(svc->epfd, svc->notify_donefd, SRC_NOTIFY_DONE);
     if (r < 0)
         return error_set_errno(err, r, "epoll");
 
@@ -820,7 +995,9 @@ int service_run(const char *config_path, const struct config *cfg, struct error 
                           .wdfd = -1,
                           .cmdfd = -1,
                           .scrubfd = -1,
-                          .scrub_donefd = -1};
+                          .scrub_donefd = -1,
+                          .notifyfd = -1,
+                          .notify_donefd = -1};
     int r;
     pthread_mutex_init(&svc.lock, NULL);
     svc.conf = calloc(1, sizeof(*svc.conf));
@@ -845,10 +1022,11 @@ int service_run(const char *config_path, const struct config *cfg, struct error 
                  cfg->backup.verify_interval_days);
         scrub_arm(&svc, SCRUB_IDLE_S);
     }
+    notify_configured(&svc);
     sd_notify(0, "READY=1");
     notify_status(&svc);
 
-    while (!(svc.stopping && svc.n_jobs == 0 && !svc.scrub_running)) {
+    while (!(svc.stopping && svc.n_jobs == 0 && !svc.scrub_running && !svc.notify_running)) {
         struct epoll_event evs[8];
         int n = epoll_wait(svc.epfd, evs, 8, -1);
         if (n < 0 && errno == EINTR)
@@ -878,6 +1056,12 @@ int service_run(const char *config_path, const struct config *cfg, struct error 
             case SRC_SCRUB_DONE:
                 scrub_done(&svc);
                 break;
+            case SRC_NOTIFY:
+                notify_start(&svc);
+                break;
+            case SRC_NOTIFY_DONE:
+                notify_done(&svc);
+                break;
             case SRC_WATCHDOG: {
                 uint64_t ticks;
                 if (read(svc.wdfd, &ticks, sizeof(ticks)) > 0)
@@ -894,6 +1078,11 @@ int service_run(const char *config_path, const struct config *cfg, struct error 
         atomic_store(&svc.scrub_cancel, true);
         pthread_join(svc.scrub_thread, NULL);
         conf_unref(svc.scrub_conf);
+    }
+    if (svc.notify_running) {
+        atomic_store(&svc.notify_cancel, true);
+        pthread_join(svc.notify_thread, NULL);
+        conf_unref(svc.notify_conf);
     }
     while (svc.jobs) {
         struct job *j = svc.jobs;
@@ -920,6 +1109,10 @@ out:
         close(svc.scrubfd);
     if (svc.scrub_donefd >= 0)
         close(svc.scrub_donefd);
+    if (svc.notifyfd >= 0)
+        close(svc.notifyfd);
+    if (svc.notify_donefd >= 0)
+        close(svc.notify_donefd);
     if (svc.wdfd >= 0)
         close(svc.wdfd);
     if (svc.epfd >= 0)

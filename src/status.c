@@ -18,6 +18,7 @@
 #include <json-c/json.h>
 
 #include "jsonout.h"
+#include "outbox.h"
 #include "utf8.h"
 
 double status_progress(bool scanning, int64_t files_done, int64_t files_total, int64_t bytes_done,
@@ -428,5 +429,46 @@ json_object *status_verification_mqtt_json(const struct status_verification *v)
         json_object_array_add(files, e);
     }
     json_object_object_add(o, "problem_files", files);
+    return o;
+}
+
+int status_notifications_get(struct db *db, struct status_notifications *ret, struct error *err)
+{
+    int64_t pending = 0;
+    struct db_delivery *rows = NULL;
+    size_t n = 0;
+    int r = outbox_pending_count(db, &pending, err);
+    if (r == 0)
+        r = outbox_failed_list(db, STATUS_NOTIFY_FAILED_MAX, &rows, &n, err);
+    if (r < 0)
+        return r;
+    memset(ret, 0, sizeof(*ret));
+    ret->pending = pending;
+    for (size_t i = 0; i < n && i < STATUS_NOTIFY_FAILED_MAX; i++) {
+        ret->failed[i] = rows[i];
+        ret->failed[i].data = NULL;
+        ret->n_failed++;
+    }
+    db_deliveries_free(rows, n);
+    return 0;
+}
+
+json_object *status_notifications_json(const struct config *cfg,
+                                       const struct status_notifications *n)
+{
+    json_object *o = json_object_new_object();
+    json_object *a = json_object_new_array();
+    json_object_object_add(o, "pending", json_object_new_int64(n->pending));
+    for (size_t i = 0; i < n->n_failed; i++) {
+        const struct db_delivery *d = &n->failed[i];
+        json_object *e = json_object_new_object();
+        json_object_object_add(e, "channel", jsonout_string(d->channel));
+        json_object_object_add(e, "event", jsonout_string(d->event));
+        json_object_object_add(e, "queued_at", json_object_new_int64(d->created_at));
+        json_object_object_add(e, "attempts", json_object_new_int64(d->attempts));
+        json_object_object_add(e, "error", jsonout_error(cfg, d->last_error));
+        json_object_array_add(a, e);
+    }
+    json_object_object_add(o, "failed", a);
     return o;
 }

@@ -186,3 +186,23 @@ struct json_object *status_verify_problems_json(const struct config *cfg,
  * "dest", "result"}] (the first STATUS_VERIFY_NAMED)}. Bounded: about 12 KB at most.
  * New reference. */
 struct json_object *status_verification_mqtt_json(const struct status_verification *v);
+
+#define STATUS_NOTIFY_FAILED_MAX 5 /* failed deliveries shown */
+
+/* The notification outbox as `status` and the dashboard show it. */
+struct status_notifications {
+    int64_t pending;
+    size_t n_failed;
+    struct db_delivery failed[STATUS_NOTIFY_FAILED_MAX]; /* most recent first; data NULL */
+};
+
+/* The pending count and the STATUS_NOTIFY_FAILED_MAX most recent failed deliveries from db
+ * (outbox_pending_count, outbox_failed_list) into *ret (written only on success). Errors:
+ * db's. Two short queries; the thread that owns db. */
+int status_notifications_get(struct db *db, struct status_notifications *ret, struct error *err);
+
+/* The JSON of n (docs/api.md, "Status"): {"pending": count, "failed": [{"channel", "event",
+ * "queued_at" (seconds since the epoch), "attempts", "error" (scrubbed of cfg's secrets)}]}.
+ * New reference. */
+struct json_object *status_notifications_json(const struct config *cfg,
+                                              const struct status_notifications *n);

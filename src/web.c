@@ -512,6 +512,12 @@ static char *status_build(struct web *w, struct db *db, const char *db_problem, 
         add_scan_problems(last_json, w->cfg, db, last, WEB_LAST_PROBLEMS);
     json_object_object_add(o, "last", last_json);
     json_object_object_add(o, "stats", status_totals_json(&st));
+    struct status_notifications notes;
+    struct error nerr = {0};
+    json_object_object_add(o, "notifications",
+                           db && status_notifications_get(db, &notes, &nerr) == 0
+                               ? status_notifications_json(w->cfg, &notes)
+                               : NULL);
     char *text = strdup(
         json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(o);

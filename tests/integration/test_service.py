@@ -437,6 +437,27 @@ class ServiceTest(SnapsyncTest):
         self.assertEqual(len(self.our_mounts()), 1)  # left mounted: nothing says pull it
         self.stop()
 
+    def test_session_result_is_notified_once(self):
+        from test_notify import HookServer
+        import json
+        hook = HookServer(self)
+        self.cleanups.append(hook.stop)
+        img, _ = self.make_card("NOTIFY_ME", {"DCIM/100CANON/IMG_0001.JPG": "photo",
+                                              "DCIM/100CANON/IMG_0002.JPG": "photo"})
+        [loop] = self.reserve()
+        self.service_config()
+        with open(self.config, "a") as f:
+            f.write(f"notify:\n  webhooks:\n    - {{url: \"{hook.url}/hook\", format: json}}\n")
+        self.start()
+        self.attach(img, loop)
+        text = self.wait_log(r"notification '.*NOTIFY_ME.*' sent on webhook:")
+        self.assertEqual(len(hook.requests), 1, text)
+        m = json.loads(hook.requests[0][3])
+        self.assertEqual((m["card"], m["result"], m["counts"]["copied"], m["safe_to_remove"]),
+                         ("NOTIFY_ME", "completed", 2, True))
+        self.stop()
+        self.assertEqual(len(hook.requests), 1)
+
     def test_card_without_photos_is_empty_and_safe_to_remove(self):
         img, _ = self.make_card("NOPHOTOS", {"MISC/notes.txt": 100})
         [loop] = self.reserve()
