@@ -263,6 +263,8 @@ static int send_logged(const struct outbox_channel *ch, const struct notify_msg 
                        struct error *err)
 {
     int r = outbox_send(ch, m, err);
+    if (r < 0)
+        outbox_scrub(ch, err->msg); /* the log scrubs too, but with the running config's secrets */
     if (r == 0)
         log_info("notification '%s' sent on %s", m->subject, ch->key);
     else

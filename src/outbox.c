@@ -285,6 +285,12 @@ static void scrub(char *msg, const char *secret)
     }
 }
 
+void outbox_scrub(const struct outbox_channel *ch, char *msg)
+{
+    scrub(msg, ch->mail.password);
+    scrub(msg, ch->hook.token);
+}
+
 static int64_t backoff(int64_t attempt)
 {
     int64_t b = OUTBOX_BACKOFF_MIN;
@@ -375,8 +381,7 @@ static int deliver_channel(struct db *db, const struct outbox_channel *ch, int64
         sent = notify_msg_build_merged(sessions, k, &m, &send_err);
         if (sent == 0)
             sent = (ch->send ? ch->send : outbox_send)(ch, &m, &send_err);
-        scrub(send_err.msg, ch->mail.password);
-        scrub(send_err.msg, ch->hook.token);
+        outbox_scrub(ch, send_err.msg);
         if (sent == 0)
             res->messages++;
     }

@@ -93,6 +93,11 @@ struct outbox_channel {
  * function that wraps it (to log each result). Errors as those. Blocks on the network. */
 int outbox_send(const struct outbox_channel *ch, const struct notify_msg *m, struct error *err);
 
+/* Replaces ch's password and token in msg (a NUL-terminated error text) by "***", in place (it
+ * only shrinks). What outbox_deliver does to every error it keeps; for a send function that logs
+ * one. Any thread. */
+void outbox_scrub(const struct outbox_channel *ch, char *msg);
+
 /* Writes the key of a channel into buf (size bytes; OUTBOX_KEY_MAX is enough): "email" for
  * OUTBOX_EMAIL; for OUTBOX_WEBHOOK "webhook:" and the url without its user info, query and
  * fragment (where tokens hide), cut to fit. 0, or -EINVAL (no url for a webhook, kind out of

@@ -450,10 +450,12 @@ static void notify_done(struct service *svc)
         return;
     int64_t wait = NOTIFY_RECHECK_S;
     int64_t due = svc->notify_result.next_due;
+    if (svc->notify_rc == 0 && due > 0 && due - (int64_t)time(NULL) < wait)
+        wait = due - (int64_t)time(NULL);
+    if (wait < 1)
+        wait = 1; /* what is due now waits a second: never a busy loop */
     if (svc->notify_again)
-        wait = 0;
-    else if (svc->notify_rc == 0 && due > 0)
-        wait = due - (int64_t)time(NULL) < wait ? due - (int64_t)time(NULL) : wait;
+        wait = 0; /* queued while this delivery ran */
     notify_arm(svc, wait);
 }
 

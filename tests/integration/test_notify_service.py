@@ -137,8 +137,9 @@ class NotifyServiceTest(SnapsyncTest):
         con.commit()
         con.close()
         self.start()
-        wait_for(lambda: self.deliveries()[0][1] == "sent", 30, "the delivery by the service")
-        text = self.stop()
+        wait_for(lambda: " sent on webhook:" in self.log(), 60, "the delivery by the service")
+        text = self.stop()  # waits for the delivery's thread, which marks it sent
+        self.assertEqual([d[1] for d in self.deliveries()], ["sent"], text)
         self.assertEqual(len(hook.requests), 1, text)
         self.assertEqual(self.messages(hook)[0]["card"], CARD_LABEL)
         self.assertRegex(text, r"notification '.*' sent on webhook:http://127\.0\.0\.1:")
