@@ -62,6 +62,7 @@ cmake --build build-tsan -j"$jobs" --target snapsync test_db test_health test_st
 echo "== libFuzzer (clang)"
 CC=clang cmake -S . -B build-fuzz -DSNAPSYNC_FUZZ=ON -DSNAPSYNC_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-fuzz -j"$jobs"
-(cd build-fuzz && ctest --output-on-failure -L fuzz --timeout 600)
+# each target fuzzes on one core for 30 s: run them side by side
+(cd build-fuzz && ctest --output-on-failure -j"$jobs" -L fuzz --timeout 600)
 
 echo "all test suites passed ($top)"
