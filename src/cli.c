@@ -1239,8 +1239,11 @@ static void verify_problem_print(void *userdata)
     const struct verify_problem *p = l->p;
     if (l->v->live.tty)
         progress_clear(&l->v->live);
-    printf("%s: %s %s (card file %s): %s\n", db_verify_result_to_string(p->result), p->dest_label,
-           p->remote, p->rel_path, p->detail);
+    if (p->result == DB_VERIFY_EXTRA)
+        printf("extra: %s %s: %s\n", p->dest_label, p->remote, p->detail);
+    else
+        printf("%s: %s %s (card file %s): %s\n", db_verify_result_to_string(p->result),
+               p->dest_label, p->remote, p->rel_path, p->detail);
     fflush(stdout);
     if (l->v->live.tty)
         progress_redraw(&l->v->live);
@@ -1260,8 +1263,13 @@ static void on_verify_problem(const struct verify_problem *p, void *userdata)
     json_object_object_add(o, "dest", jsonout_string(p->dest_id));
     json_object_object_add(o, "dest_label", jsonout_string(p->dest_label));
     jsonout_add_path(o, "path", p->remote);
-    jsonout_add_path(o, "card_path", p->rel_path);
-    json_object_object_add(o, "file_id", json_object_new_int64(p->file_id));
+    if (p->result == DB_VERIFY_EXTRA) {
+        json_object_object_add(o, "card_path", NULL);
+        json_object_object_add(o, "file_id", NULL);
+    } else {
+        jsonout_add_path(o, "card_path", p->rel_path);
+        json_object_object_add(o, "file_id", json_object_new_int64(p->file_id));
+    }
     json_object_object_add(o, "result",
                            json_object_new_string(db_verify_result_to_string(p->result)));
     json_object_object_add(o, "detail", jsonout_string(p->detail));
@@ -1433,17 +1441,14 @@ static int cmd_verify(struct cli *cli, int argc, char **argv)
         json_object_object_add(o, "run_id", json_object_new_int64(sum.run_id));
         json_object_object_add(o, "status",
                                json_object_new_string(db_verify_status_to_string(sum.status)));
-        json_object_object_add(o, "checked", json_object_new_int64(k->checked));
-        json_object_object_add(o, "ok", json_object_new_int64(k->ok));
-        json_object_object_add(o, "missing", json_object_new_int64(k->missing));
-        json_object_object_add(o, "changed", json_object_new_int64(k->changed));
-        json_object_object_add(o, "errors", json_object_new_int64(k->errors));
+        status_verify_counts_add(o, k);
         json_object_object_add(o, "skipped", json_object_new_int64(sum.skipped));
         json_object_object_add(o, "bytes_read", json_object_new_int64((int64_t)sum.bytes_read));
         json_object_object_add(o, "duration_s", json_object_new_double(sum.elapsed_s));
         json_object_object_add(o, "mhl_generations",
                                json_object_new_int64((int64_t)sum.generations));
         json_object_object_add(o, "history_error", jsonout_error(cli->cfg, sum.history_error));
+        json_object_object_add(o, "extra_error", jsonout_error(cli->cfg, sum.extra_error));
         json_object_object_add(o, "problems", problems);
         problems = NULL;
         json_object_object_add(o, "problems_truncated",
@@ -1457,6 +1462,9 @@ static int cmd_verify(struct cli *cli, int argc, char **argv)
                " missing, %" PRId64 " changed, %" PRId64 " could not be checked; %s read in %s\n",
                sum.run_id, db_verify_status_to_string(sum.status), k->checked, k->ok, k->missing,
                k->changed, k->errors, bytes, dur);
+        if (k->extra)
+            printf("%" PRId64 " extra file%s: at a destination, not a copy SnapSync knows\n",
+                   k->extra, k->extra == 1 ? "" : "s");
         if (sum.skipped)
             printf("%" PRId64 " copies at destinations no longer configured were skipped\n",
                    sum.skipped);
@@ -1466,6 +1474,8 @@ static int cmd_verify(struct cli *cli, int argc, char **argv)
     }
     if (sum.history_error[0])
         fprintf(stderr, "snapsync: the ASC MHL history was not updated: %s\n", sum.history_error);
+    if (sum.extra_error[0])
+        fprintf(stderr, "snapsync: extra files not looked for: %s\n", sum.extra_error);
     int sig = atomic_load(&cancel_signal);
     if (sig)
         rc = 128 + sig;

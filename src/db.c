@@ -68,10 +68,8 @@ static const char *const session_status_names[] = {
 };
 
 static const char *const verify_result_names[] = {
-    [DB_VERIFY_OK] = "ok",
-    [DB_VERIFY_MISSING] = "missing",
-    [DB_VERIFY_CHANGED] = "changed",
-    [DB_VERIFY_ERROR] = "error",
+    [DB_VERIFY_OK] = "ok",       [DB_VERIFY_MISSING] = "missing", [DB_VERIFY_CHANGED] = "changed",
+    [DB_VERIFY_ERROR] = "error", [DB_VERIFY_EXTRA] = "extra",
 };
 
 static const char *const verify_status_names[] = {
@@ -301,6 +299,18 @@ static const char *const migrations[] = {
     ") WITHOUT ROWID;"
     "CREATE INDEX deliveries_channel ON deliveries(channel, state, notification_id);"
     "CREATE INDEX deliveries_state ON deliveries(state, next_at);",
+    /* 7 -> 8: a verification run's process (a killed run is not shown running for ever), the
+     * files it found at a destination that the database does not know there, and the index
+     * that looks a destination's file up by where it is */
+    "ALTER TABLE verify_runs ADD COLUMN pid INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE verify_runs ADD COLUMN extra INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE verify_extras ("
+    "  run_id INTEGER NOT NULL REFERENCES verify_runs(id) ON DELETE CASCADE,"
+    "  dest TEXT NOT NULL,"
+    "  remote TEXT NOT NULL,"
+    "  PRIMARY KEY (run_id, dest, remote)"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX copies_remote ON copies(dest, remote);",
 };
 
 _Static_assert(ARRAY_SIZE(migrations) == DB_SCHEMA_VERSION,
@@ -806,6 +816,23 @@ static bool session_alive(int64_t pid, int64_t id, int64_t started_at)
     return start <= (double)started_at + DB_START_SLACK_S;
 }
 
+/* The process that began verification run id at started_at still runs it: this process's own
+ * runs are alive (it ends each one it begins); another process as session_alive decides. */
+static bool verify_run_alive(int64_t pid, int64_t started_at)
+{
+    if (pid == (int64_t)getpid())
+        return true;
+    return pid != 0 && session_alive(pid, 0, started_at);
+}
+
+/* snapsync_verify_run_alive(pid, started_at): SQL's view of verify_run_alive. */
+static void sql_verify_run_alive(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    sqlite3_result_int(
+        ctx, verify_run_alive(sqlite3_value_int64(argv[0]), sqlite3_value_int64(argv[1])));
+}
+
 bool db_session_alive(const struct db_session *s)
 {
     if (!s || (s->status != DB_SESSION_SCANNING && s->status != DB_SESSION_BACKING_UP))
@@ -1022,6 +1049,10 @@ static int configure(struct db *db, struct error *err)
     rc = sqlite3_create_function_v2(db->conn, "snapsync_session_alive", 3,
                                     SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL, sql_session_alive, NULL,
                                     NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_create_function_v2(db->conn, "snapsync_verify_run_alive", 2,
+                                        SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL, sql_verify_run_alive,
+                                        NULL, NULL, NULL);
     if (rc != SQLITE_OK)
         return db_fail(db, rc, err, "cannot register functions");
     return 0;
@@ -2812,16 +2843,24 @@ int db_verify_run_begin(struct db *db, const char *scope, const char *dest_filte
 {
     if (!db || !scope)
         return error_set(err, -EINVAL, "invalid verification run");
+    /* runs whose process is gone (killed, a power cut) stop being shown running */
+    int r = exec_sql(db,
+                     "UPDATE verify_runs SET status = 'interrupted', ended_at = started_at "
+                     "WHERE status = 'running' AND NOT snapsync_verify_run_alive(pid, started_at)",
+                     err, "cannot mark stale verification runs");
+    if (r < 0)
+        return r;
     sqlite3_stmt *st = NULL;
-    int r = adhoc_prepare(db,
-                          "INSERT INTO verify_runs (started_at, scope, dest_filter, status) "
-                          "VALUES (?1, ?2, ?3, 'running')",
-                          &st, err);
+    r = adhoc_prepare(db,
+                      "INSERT INTO verify_runs (started_at, scope, dest_filter, status, pid) "
+                      "VALUES (?1, ?2, ?3, 'running', ?4)",
+                      &st, err);
     if (r < 0)
         return r;
     int rc = bind_i64(st, 1, now_s(), SQLITE_OK);
     rc = bind_str(st, 2, scope, rc);
     rc = bind_str(st, 3, dest_filter ? dest_filter : "", rc);
+    rc = bind_i64(st, 4, (int64_t)getpid(), rc);
     if (rc != SQLITE_OK)
         r = db_fail(db, rc, err, "cannot start a verification run");
     else
@@ -2836,12 +2875,13 @@ int db_verify_run_end(struct db *db, int64_t id, const struct db_verify_counts *
                       enum db_verify_status status, struct error *err)
 {
     if (!db || !c || (unsigned)status >= ARRAY_SIZE(verify_status_names) || c->checked < 0 ||
-        c->ok < 0 || c->missing < 0 || c->changed < 0 || c->errors < 0)
+        c->ok < 0 || c->missing < 0 || c->changed < 0 || c->errors < 0 || c->extra < 0)
         return error_set(err, -EINVAL, "invalid verification run end");
     sqlite3_stmt *st = NULL;
     int r = adhoc_prepare(db,
                           "UPDATE verify_runs SET ended_at = ?2, checked = ?3, ok = ?4, "
-                          "missing = ?5, changed = ?6, errors = ?7, status = ?8 WHERE id = ?1",
+                          "missing = ?5, changed = ?6, errors = ?7, status = ?8, extra = ?9 "
+                          "WHERE id = ?1",
                           &st, err);
     if (r < 0)
         return r;
@@ -2853,6 +2893,7 @@ int db_verify_run_end(struct db *db, int64_t id, const struct db_verify_counts *
     rc = bind_i64(st, 6, c->changed, rc);
     rc = bind_i64(st, 7, c->errors, rc);
     rc = bind_str(st, 8, verify_status_names[status], rc);
+    rc = bind_i64(st, 9, c->extra, rc);
     if (rc != SQLITE_OK)
         r = db_fail(db, rc, err, "cannot end verification run %lld", (long long)id);
     else
@@ -3008,7 +3049,7 @@ int db_verify_result_add(struct db *db, int64_t run_id, int64_t file_id, const c
                          bool fail_lost, struct error *err)
 {
     if (!db || !dest || !*dest || strlen(dest) >= 256 ||
-        (unsigned)result >= ARRAY_SIZE(verify_result_names))
+        (unsigned)result >= ARRAY_SIZE(verify_result_names) || result == DB_VERIFY_EXTRA)
         return error_set(err, -EINVAL, "invalid verification result");
     struct verify_result_args a = {run_id, file_id, at, dest, detail, result, fail_lost, err};
     return db_transaction(db, verify_result_tx, &a, err);
@@ -3021,7 +3062,8 @@ int db_verify_run_last(struct db *db, struct db_verify_run *ret, struct error *e
     sqlite3_stmt *st = NULL;
     int r = adhoc_prepare(db,
                           "SELECT id, started_at, ended_at, scope, dest_filter, checked, ok, "
-                          "  missing, changed, errors, status "
+                          "  missing, changed, errors, status, extra, "
+                          "  status = 'running' AND NOT snapsync_verify_run_alive(pid, started_at) "
                           "FROM verify_runs ORDER BY id DESC LIMIT 1",
                           &st, err);
     if (r < 0)
@@ -3043,11 +3085,64 @@ int db_verify_run_last(struct db *db, struct db_verify_run *ret, struct error *e
                          (const char *)sqlite3_column_text(st, 10));
         /* a status this build does not know: the run did not end as one it knows */
         ret->status = s < 0 ? DB_VERIFY_FAILED : (enum db_verify_status)s;
+        ret->counts.extra = sqlite3_column_int64(st, 11);
+        if (sqlite3_column_int(st, 12))
+            ret->status = DB_VERIFY_INTERRUPTED; /* its process is gone */
     } else if (rc == SQLITE_DONE) {
         r = error_set(err, -ENOENT, "no verification has run yet");
     } else {
         r = db_fail(db, rc, err, "cannot read the last verification run");
     }
+    sqlite3_finalize(st);
+    return r;
+}
+
+int db_remote_known(struct db *db, const char *dest, const char *remote, bool *ret,
+                    struct error *err)
+{
+    if (!db || !dest || !remote || !ret)
+        return error_set(err, -EINVAL, "invalid destination file query");
+    sqlite3_stmt *st = NULL;
+    int r = adhoc_prepare(db,
+                          "SELECT EXISTS (SELECT 1 FROM copies WHERE dest = ?1 AND remote = ?2) "
+                          "  OR EXISTS (SELECT 1 FROM sidecar_copies WHERE dest = ?1 "
+                          "    AND remote = ?2)",
+                          &st, err);
+    if (r < 0)
+        return r;
+    int rc = bind_str(st, 1, dest, SQLITE_OK);
+    rc = bind_str(st, 2, remote, rc);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *ret = sqlite3_column_int(st, 0) != 0;
+    else
+        r = db_fail(db, rc, err, "cannot look up a file of %s", dest);
+    sqlite3_finalize(st);
+    return r;
+}
+
+int db_verify_extra_add(struct db *db, int64_t run_id, const char *dest, const char *remote,
+                        struct error *err)
+{
+    if (!db || !dest || !remote)
+        return error_set(err, -EINVAL, "invalid extra file");
+    sqlite3_stmt *st = NULL;
+    int r = adhoc_prepare(db,
+                          "INSERT OR IGNORE INTO verify_extras (run_id, dest, remote) "
+                          "SELECT ?1, ?2, ?3 WHERE (SELECT count(*) FROM verify_extras "
+                          "  WHERE run_id = ?1) < ?4",
+                          &st, err);
+    if (r < 0)
+        return r;
+    int rc = bind_i64(st, 1, run_id, SQLITE_OK);
+    rc = bind_str(st, 2, dest, rc);
+    rc = bind_str(st, 3, remote, rc);
+    rc = bind_i64(st, 4, DB_VERIFY_EXTRAS_MAX, rc);
+    if (rc != SQLITE_OK)
+        r = db_fail(db, rc, err, "cannot record an extra file");
+    else
+        r = stmt_run(db, st, err, "cannot record an extra file");
     sqlite3_finalize(st);
     return r;
 }

@@ -27,7 +27,7 @@
 
 #include "error.h"
 
-#define DB_SCHEMA_VERSION 7
+#define DB_SCHEMA_VERSION 8
 
 enum db_mode {
     DB_READ_WRITE, /* creates the file and its folder if needed, migrates the schema */
@@ -564,6 +564,9 @@ enum db_verify_result {
     DB_VERIFY_MISSING, /* not there (no file, no asset, or in the server's trash) */
     DB_VERIFY_CHANGED, /* there with another size or hash */
     DB_VERIFY_ERROR,   /* could not be checked (server unreachable, read error): not a verdict */
+    DB_VERIFY_EXTRA,   /* a file at a destination that no copy or sidecar recorded there is:
+                        * never a copy's verdict (db_verify_result_add refuses it), a finding of
+                        * the run (db_verify_extra_add) */
 };
 
 /* A run's state (verify_runs.status). */
@@ -585,16 +588,19 @@ struct db_verify_counts {
     int64_t missing;
     int64_t changed;
     int64_t errors;
+    int64_t extra; /* files found at a destination that the database does not know there (not
+                    * in checked: no copy was checked) */
 };
 
-/* Starts a run: a verify_runs row with started_at now, status running. scope is free text
- * ("all", "session 12", "since 2026-01-01"), dest_filter the destination id or "" for all.
- * *ret_id its id. Needs a DB_READ_WRITE connection. */
+/* Starts a run: a verify_runs row with started_at now, status running, pid getpid(). scope is
+ * free text ("all", "session 12", "since 2026-01-01"), dest_filter the destination id or "" for
+ * all. *ret_id its id. Runs left running by a process that is gone (killed, a power cut) are
+ * first marked interrupted. Needs a DB_READ_WRITE connection. */
 int db_verify_run_begin(struct db *db, const char *scope, const char *dest_filter, int64_t *ret_id,
                         struct error *err);
 
-/* Ends (or updates, with status running or paused) run id: its counts, status and ended_at
- * now. -ENOENT when there is no such run; -EINVAL for a status out of range or negative
+/* Ends (or updates, with status running or paused) run id: its counts (extra too), status and
+ * ended_at now. -ENOENT when there is no such run; -EINVAL for a status out of range or negative
  * counts. */
 int db_verify_run_end(struct db *db, int64_t id, const struct db_verify_counts *counts,
                       enum db_verify_status status, struct error *err);
@@ -666,8 +672,9 @@ int db_verify_result_add(struct db *db, int64_t run_id, int64_t file_id, const c
                          enum db_verify_result result, const char *detail, int64_t at,
                          bool fail_lost, struct error *err);
 
-/* A run as verify_runs records it. It records no process id: a run whose process died stays
- * "running". */
+/* A run as verify_runs records it. A run recorded running whose process is gone (pid and
+ * start time, as db_session_alive decides; this process's own runs are alive) is returned
+ * interrupted. */
 struct db_verify_run {
     int64_t id;
     int64_t started_at;
@@ -680,6 +687,20 @@ struct db_verify_run {
 
 /* The newest run (the highest id) into *ret. -ENOENT when there is none. One query. */
 int db_verify_run_last(struct db *db, struct db_verify_run *ret, struct error *err);
+
+/* Whether the database records a file at remote on destination dest: a copy there (in any
+ * state: a copy found changed is still SnapSync's file) or a sidecar placed next to one.
+ * *ret true when it does. One indexed query. */
+int db_remote_known(struct db *db, const char *dest, const char *remote, bool *ret,
+                    struct error *err);
+
+#define DB_VERIFY_EXTRAS_MAX 1000 /* extra files a run names (verify_extras); counts all */
+
+/* Records that run_id found remote at dest that the database does not know (db_remote_known):
+ * a verify_extras row while the run names fewer than DB_VERIFY_EXTRAS_MAX (more are only
+ * counted, by db_verify_run_end's counts.extra). */
+int db_verify_extra_add(struct db *db, int64_t run_id, const char *dest, const char *remote,
+                        struct error *err);
 
 /* An open problem: a copy whose last check (copies.check_result) found it missing or changed
  * (completed, or failed by that check: db_verify_result_add), and that was not made again since

@@ -256,6 +256,37 @@ int dest_read_copy(struct dest *d, const char *remote,
     return scrubbed(d, d->ops->read_copy(d->priv, remote, fn, arg, err), err);
 }
 
+bool dest_can_walk(const struct dest *d)
+{
+    return d->ops->walk != NULL;
+}
+
+int dest_walk(struct dest *d, int (*fn)(const char *remote, void *arg), void *arg,
+              struct error *err)
+{
+    if (!d->ops->walk)
+        return error_set(err, -ENOTSUP, "%s cannot list its files", d->label);
+    return scrubbed(d, d->ops->walk(d->priv, fn, arg, err), err);
+}
+
+bool dest_walk_skip(unsigned depth, const char *name)
+{
+    static const char *const own[] = {".snapsync-tmp", "ascmhl"};
+    static const char *const clutter[] = {".DS_Store",  "Thumbs.db", "desktop.ini",
+                                          ".directory", "@eaDir",    ".AppleDouble",
+                                          "#recycle",   ".recycle",  "#snapshot"};
+    if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        return true;
+    if (depth == 0)
+        for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+            if (strcmp(name, own[i]) == 0)
+                return true;
+    for (size_t i = 0; i < sizeof(clutter) / sizeof(clutter[0]); i++)
+        if (strcmp(name, clutter[i]) == 0)
+            return true;
+    return strncmp(name, "._", 2) == 0 || strncmp(name, ".Trash-", 7) == 0;
+}
+
 int dest_lookup_copy(struct dest *d, const char *remote, const char *sha1_hex,
                      struct dest_lookup *ret, struct error *err)
 {

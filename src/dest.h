@@ -174,6 +174,14 @@ struct dest_ops {
      * content whose SHA-1 is sha1_hex (40 lower-case hex digits), stored as remote. */
     int (*lookup_copy)(void *priv, const char *remote, const char *sha1_hex,
                        struct dest_lookup *ret, struct error *err);
+    /* Optional (NULL: `snapsync verify` looks for no extra files there): calls fn(remote, arg)
+     * for each file below the root (remote in the form of dest_result.remote; anything that is
+     * not a folder counts as a file), in no particular order, leaving out what
+     * dest_walk_skip() says. Folders are gone into at most DEST_WALK_DEPTH deep (deeper ones:
+     * -ELOOP). fn returns 0 to go on, or a negative errno, which ends the walk and is returned.
+     * Memory: the names of the folders on the way down. Main thread, the backend's own
+     * connection. Errors: fn's, the backend's. */
+    int (*walk)(void *priv, int (*fn)(const char *remote, void *arg), void *arg, struct error *err);
 };
 
 /*
@@ -227,6 +235,11 @@ int dest_read_copy(struct dest *d, const char *remote,
                    int (*fn)(const void *buf, size_t len, void *arg), void *arg, struct error *err);
 int dest_lookup_copy(struct dest *d, const char *remote, const char *sha1_hex,
                      struct dest_lookup *ret, struct error *err);
+/* True when the backend can list its files (dest_ops.walk). */
+bool dest_can_walk(const struct dest *d);
+/* dest_ops.walk; -ENOTSUP when the backend cannot. Main thread. */
+int dest_walk(struct dest *d, int (*fn)(const char *remote, void *arg), void *arg,
+              struct error *err);
 
 /* Per worker and destination; see the note on threads at the top. */
 int dest_conn_new(struct dest *d, struct dest_conn **ret, struct error *err);
@@ -268,6 +281,17 @@ void dest_target(const struct dest *d, const char *date_path, const char *name,
  * Pure; any thread.
  */
 bool dest_name_valid(const char *name);
+
+#define DEST_WALK_DEPTH 32 /* folders below the root a walk goes into */
+
+/*
+ * For backends' walk: true when the entry name of the folder at depth (0: the root) is not to be
+ * reported or gone into: SnapSync's own folders at the root (its temporaries ".snapsync-tmp",
+ * the ASC MHL history "ascmhl"), and what file browsers and NAS systems leave in folders they
+ * show (".DS_Store", "._*", "Thumbs.db", "desktop.ini", ".directory", "@eaDir", ".AppleDouble",
+ * "#recycle", ".recycle", "#snapshot", ".Trash-*"), and "." and "..". Pure; any thread.
+ */
+bool dest_walk_skip(unsigned depth, const char *name);
 
 /* For backends: candidate name k for a file named name when the name is taken: k == 0 is name
  * itself, else "<stem>_<k>.<ext>", the stem shortened (never inside a UTF-8 sequence) so that the

@@ -1017,6 +1017,85 @@ out:
     return r;
 }
 
+/* ---- listing the tree (`snapsync verify`'s extra files) ---- */
+
+struct local_walk {
+    int (*fn)(const char *remote, void *arg);
+    void *arg;
+    char path[PATH_MAX]; /* the remote of the folder being listed, then of each entry */
+    struct error *err;
+};
+
+/* Lists the folder dir_fd (consumed) at w->path (len bytes), depth folders below the root. */
+static int walk_dir(struct local_walk *w, int dir_fd, size_t len, unsigned depth)
+{
+    DIR *d = fdopendir(dir_fd);
+    if (!d) {
+        int r = error_set_errno(w->err, -errno, "cannot list folder '%s'", w->path);
+        close(dir_fd);
+        return r;
+    }
+    int r = 0;
+    struct dirent *de;
+    errno = 0;
+    while (r == 0 && (de = readdir(d))) {
+        if (dest_walk_skip(depth, de->d_name)) {
+            errno = 0;
+            continue;
+        }
+        int k = snprintf(w->path + len, sizeof(w->path) - len, "/%s", de->d_name);
+        if (k < 0 || (size_t)k >= sizeof(w->path) - len) {
+            w->path[len] = '\0';
+            r = error_set(w->err, -ENAMETOOLONG, "a name in '%s' is too long", w->path);
+            break;
+        }
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+            r = errno == ENOENT ? 0
+                                : error_set_errno(w->err, -errno, "cannot examine '%s'", w->path);
+        } else if (!S_ISDIR(st.st_mode)) {
+            r = w->fn(w->path, w->arg);
+        } else if (depth + 1 >= DEST_WALK_DEPTH) {
+            r = error_set(w->err, -ELOOP, "'%s' is more than %d folders deep", w->path,
+                          DEST_WALK_DEPTH);
+        } else {
+            int fd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (fd < 0)
+                r = errno == ENOENT
+                        ? 0
+                        : error_set_errno(w->err, -errno, "cannot open folder '%s'", w->path);
+            else
+                r = walk_dir(w, fd, len + (size_t)k, depth + 1);
+        }
+        w->path[len] = '\0';
+        errno = 0;
+    }
+    if (r == 0 && errno)
+        r = error_set_errno(w->err, -errno, "cannot list folder '%s'", w->path);
+    closedir(d);
+    return r;
+}
+
+static int local_walk(void *priv, int (*fn)(const char *remote, void *arg), void *arg,
+                      struct error *err)
+{
+    struct local *l = priv;
+    struct local_walk *w = malloc(sizeof(*w));
+    if (!w)
+        return error_set(err, -ENOMEM, "out of memory");
+    *w = (struct local_walk){.fn = fn, .arg = arg, .err = err};
+    int r = 0;
+    size_t len = (size_t)snprintf(w->path, sizeof(w->path), "%s", l->root);
+    int fd = len < sizeof(w->path) ? open(l->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    if (fd < 0)
+        r = error_set_errno(err, len < sizeof(w->path) ? -errno : -ENAMETOOLONG,
+                            "cannot open folder '%s'", l->root);
+    else
+        r = walk_dir(w, fd, len, 0);
+    free(w);
+    return r;
+}
+
 static const char *local_root_name(void *priv)
 {
     struct local *l = priv;
@@ -1032,7 +1111,7 @@ static const char *local_root_name(void *priv)
         .open = local_open, .write = local_write, .finish = local_finish, .abort = local_abort,    \
         .meta_read = local_meta_read, .meta_list = local_meta_list,                                \
         .meta_write = local_meta_write, .rel_of = local_rel_of, .root_name = local_root_name,      \
-        .read_copy = local_read_copy,                                                              \
+        .read_copy = local_read_copy, .walk = local_walk,                                          \
     }
 
 const struct dest_ops dest_local_ops = LOCAL_OPS(local_init);

@@ -1462,6 +1462,112 @@ static int smb_read_copy(void *priv, const char *remote,
     return r;
 }
 
+/* ---- listing the tree (`snapsync verify`'s extra files) ---- */
+
+struct entry_lists {
+    struct name_list files, dirs;
+};
+
+static bool note_entry(void *arg, const char *name, bool is_dir)
+{
+    struct entry_lists *e = arg;
+    return note_name(is_dir ? &e->dirs : &e->files, NULL, name);
+}
+
+static void name_list_free(struct name_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->names[i]);
+    free(l->names);
+    *l = (struct name_list){0};
+}
+
+struct smb_walk {
+    struct smb *s;
+    int (*fn)(const char *remote, void *arg);
+    void *arg;
+    char rel[URL_MAX];    /* the folder being listed, relative to the root ("" at the root) */
+    char url[URL_MAX];    /* scratch */
+    char remote[URL_MAX]; /* scratch */
+    struct error *err;
+};
+
+/* rel + "/" + name (or name at the root) into w->rel from len on; the new length in *ret. */
+static int walk_push(struct smb_walk *w, size_t len, const char *name, size_t *ret)
+{
+    int k = snprintf(w->rel + len, sizeof(w->rel) - len, "%s%s", len ? "/" : "", name);
+    if (k < 0 || (size_t)k >= sizeof(w->rel) - len) {
+        w->rel[len] = '\0';
+        return error_set(w->err, -ENAMETOOLONG, "a name in '%s' on %s is too long", w->rel,
+                         w->s->shown);
+    }
+    *ret = len + (size_t)k;
+    return 0;
+}
+
+static int walk_folder(struct smb_walk *w, size_t len, unsigned depth)
+{
+    struct smb *s = w->s;
+    struct entry_lists e = {0};
+    int r = url_join(s, w->url, sizeof(w->url), w->rel, NULL, NULL);
+    if (r < 0)
+        return error_set(w->err, r, "'%s' on %s: name too long", w->rel, s->shown);
+    r = smblib_list_entries(s->main->ctx, w->url, note_entry, &e);
+    if (r < 0) {
+        char what[URL_MAX + 32];
+        snprintf(what, sizeof(what), "cannot list folder '%s'", w->rel[0] ? w->rel : "/");
+        r = share_error(s, w->err, r, what);
+    } else if (e.files.nomem || e.dirs.nomem) {
+        r = error_set(w->err, -ENOMEM, "out of memory");
+    } else if (e.files.full || e.dirs.full) {
+        r = error_set(w->err, -E2BIG, "folder '%s' on %s has more than %d entries", w->rel,
+                      s->shown, META_LIST_MAX);
+    }
+    for (size_t i = 0; r == 0 && i < e.files.n; i++) {
+        size_t n;
+        if (dest_walk_skip(depth, e.files.names[i]))
+            continue;
+        r = walk_push(w, len, e.files.names[i], &n);
+        if (r == 0 && (size_t)snprintf(w->remote, sizeof(w->remote), "%s/%s", s->shown, w->rel) >=
+                          sizeof(w->remote))
+            r = error_set(w->err, -ENAMETOOLONG, "'%s' on %s: name too long", w->rel, s->shown);
+        if (r == 0)
+            r = w->fn(w->remote, w->arg);
+        w->rel[len] = '\0';
+    }
+    name_list_free(&e.files);
+    for (size_t i = 0; r == 0 && i < e.dirs.n; i++) {
+        size_t n;
+        if (dest_walk_skip(depth, e.dirs.names[i]))
+            continue;
+        r = walk_push(w, len, e.dirs.names[i], &n);
+        if (r == 0 && depth + 1 >= DEST_WALK_DEPTH)
+            r = error_set(w->err, -ELOOP, "'%s' on %s is more than %d folders deep", w->rel,
+                          s->shown, DEST_WALK_DEPTH);
+        if (r == 0)
+            r = walk_folder(w, n, depth + 1);
+        w->rel[len] = '\0';
+    }
+    name_list_free(&e.dirs);
+    return r;
+}
+
+static int smb_walk(void *priv, int (*fn)(const char *remote, void *arg), void *arg,
+                    struct error *err)
+{
+    struct smb *s = priv;
+    int r = main_conn(s, err);
+    if (r < 0)
+        return r;
+    struct smb_walk *w = malloc(sizeof(*w));
+    if (!w)
+        return error_set(err, -ENOMEM, "out of memory");
+    *w = (struct smb_walk){.s = s, .fn = fn, .arg = arg, .err = err};
+    r = walk_folder(w, 0, 0);
+    free(w);
+    return r;
+}
+
 static const char *smb_root_name(void *priv)
 {
     const struct smb *s = priv;
@@ -1495,4 +1601,5 @@ const struct dest_ops dest_smb_ops = {
     .rel_of = smb_rel_of,
     .root_name = smb_root_name,
     .read_copy = smb_read_copy,
+    .walk = smb_walk,
 };

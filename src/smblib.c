@@ -785,6 +785,29 @@ void smblib_list(struct smblib_ctx *c, const char *dir_url,
     lib_unlock_path(pl);
 }
 
+int smblib_list_entries(struct smblib_ctx *c, const char *dir_url,
+                        bool (*fn)(void *arg, const char *name, bool is_dir), void *arg)
+{
+    bool pl = lib_lock_path();
+    errno = 0;
+    SMBCFILE *dir = smb_api.smbc_getFunctionOpendir(c->ctx)(c->ctx, dir_url);
+    int e = errno;
+    if (dir) {
+        struct smbc_dirent *de;
+        while ((de = smb_api.smbc_getFunctionReaddir(c->ctx)(c->ctx, dir))) {
+            bool is_dir = de->smbc_type == SMBC_DIR;
+            if ((de->smbc_type != SMBC_FILE && !is_dir) || strcmp(de->name, ".") == 0 ||
+                strcmp(de->name, "..") == 0)
+                continue;
+            if (!fn(arg, de->name, is_dir))
+                break;
+        }
+        smb_api.smbc_getFunctionClosedir(c->ctx)(c->ctx, dir);
+    }
+    lib_unlock_path(pl);
+    return dir ? 0 : lib_result(c, 0, e);
+}
+
 int smblib_list_stat(struct smblib_ctx *c, const char *url, struct stat *st)
 {
     return smb_api.smbc_getFunctionStat(c->ctx)(c->ctx, url, st) == 0 ? 0 : -EIO;

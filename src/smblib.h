@@ -155,6 +155,14 @@ int smblib_statvfs(struct smblib_ctx *c, const char *url, struct statvfs *ret);
 void smblib_list(struct smblib_ctx *c, const char *dir_url,
                  bool (*fn)(void *arg, struct smblib_ctx *c, const char *name), void *arg);
 
+/*
+ * Lists the regular files and the folders (not "." and "..") of the folder at dir_url, calling
+ * fn(arg, name, is_dir) for each until it returns false. The listing holds the path lock, so fn
+ * may call no smblib function. Returns 0, or a negative errno when the folder cannot be opened.
+ */
+int smblib_list_entries(struct smblib_ctx *c, const char *dir_url,
+                        bool (*fn)(void *arg, const char *name, bool is_dir), void *arg);
+
 /* stat of url from within a smblib_list() callback: 0 or -EIO; a failure does not mark the
  * context broken. */
 int smblib_list_stat(struct smblib_ctx *c, const char *url, struct stat *st);

@@ -361,6 +361,7 @@ void status_verify_counts_add(json_object *o, const struct db_verify_counts *c)
     json_object_object_add(o, "missing", json_object_new_int64(c->missing));
     json_object_object_add(o, "changed", json_object_new_int64(c->changed));
     json_object_object_add(o, "errors", json_object_new_int64(c->errors));
+    json_object_object_add(o, "extra", json_object_new_int64(c->extra));
 }
 
 json_object *status_verification_json(const struct status_verification *v)

@@ -311,6 +311,72 @@ static void history_finish(struct run *r)
     }
 }
 
+/* ---- extra files ---- */
+
+struct extra_walk {
+    struct run *r;
+    struct vdest *vd;
+    struct error *err; /* the database's error, which ends the run */
+    bool db_failed;
+};
+
+static int on_file(const char *remote, void *arg)
+{
+    struct extra_walk *x = arg;
+    struct run *r = x->r;
+    if (cancelled(r))
+        return -ECANCELED;
+    r->cur_remote = remote;
+    progress(r, false);
+    bool known = false;
+    const char *id = dest_id(x->vd->d);
+    int e = db_remote_known(r->db, id, remote, &known, x->err);
+    if (e == 0 && !known) {
+        r->sum->counts.extra++;
+        e = db_verify_extra_add(r->db, r->sum->run_id, id, remote, x->err);
+        if (e == 0 && r->o->on_problem) {
+            struct verify_problem p = {.dest_id = id,
+                                       .dest_label = dest_label(x->vd->d),
+                                       .remote = remote,
+                                       .rel_path = "",
+                                       .result = DB_VERIFY_EXTRA,
+                                       .detail = "no copy or sidecar is recorded there"};
+            r->o->on_problem(&p, r->o->userdata);
+        }
+    }
+    if (e < 0)
+        x->db_failed = true;
+    return e;
+}
+
+/* Lists each destination in scope that can list its files for files the database does not
+ * know. Returns 0, -ECANCELED, or the database's error; a destination that cannot be listed
+ * goes to extra_error. */
+static int find_extras(struct run *r, const struct verify_scope *scope, struct error *err)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        struct vdest *vd = &r->v[i];
+        if (!dest_can_walk(vd->d) || (scope->dest_id && strcmp(scope->dest_id, dest_id(vd->d))))
+            continue;
+        r->cur_label = dest_label(vd->d);
+        struct extra_walk x = {.r = r, .vd = vd, .err = err};
+        struct error werr = {0};
+        int e = dest_walk(vd->d, on_file, &x, &werr);
+        if (e == -ECANCELED || x.db_failed)
+            return e;
+        if (e < 0 && !r->sum->extra_error[0])
+            snprintf(r->sum->extra_error, sizeof(r->sum->extra_error), "%s: %s", dest_label(vd->d),
+                     werr.msg);
+    }
+    return 0;
+}
+
+static bool whole_scope(const struct verify_scope *s)
+{
+    return s->session_id == 0 && s->since == 0 && s->checked_before == 0 && s->made_before == 0 &&
+           !s->name;
+}
+
 int verify_run(const struct config *cfg, struct db *db, struct dest *const *dests, size_t n,
                const struct verify_scope *scope, const struct verify_opts *opts,
                struct verify_summary *ret, struct error *err)
@@ -377,6 +443,13 @@ int verify_run(const struct config *cfg, struct db *db, struct dest *const *dest
             break;
         }
     }
+    if (e == 0 && !stopped && !bounded && whole_scope(scope)) {
+        e = find_extras(&r, scope, err);
+        if (e == -ECANCELED) {
+            e = 0;
+            stopped = true;
+        }
+    }
     r.cur_label = r.cur_remote = NULL;
     ret->elapsed_s = mono_s() - r.start_s;
     history_finish(&r);
@@ -387,9 +460,9 @@ int verify_run(const struct config *cfg, struct db *db, struct dest *const *dest
     } else {
         ret->complete = !bounded;
         const struct db_verify_counts *k = &ret->counts;
-        ret->status = bounded                                   ? DB_VERIFY_PAUSED
-                      : k->missing + k->changed + k->errors > 0 ? DB_VERIFY_PROBLEMS
-                                                                : DB_VERIFY_CLEAN;
+        ret->status = bounded                                              ? DB_VERIFY_PAUSED
+                      : k->missing + k->changed + k->errors + k->extra > 0 ? DB_VERIFY_PROBLEMS
+                                                                           : DB_VERIFY_CLEAN;
     }
     if (bounded && ret->counts.missing + ret->counts.changed + ret->counts.errors > 0)
         ret->status = DB_VERIFY_PROBLEMS; /* a slice that found something says so */

@@ -9,6 +9,12 @@
  * server down) its other copies are not tried in this call, only counted as errors, so a dead
  * server does not cost a timeout per copy.
  *
+ * A run over every copy (a zero scope but for dest_id) that went through to the end also lists
+ * each destination that can list its files (dest_walk) and reports every file the database
+ * does not know there (db_remote_known) as extra: left there by someone else, or a copy whose
+ * record was lost. Extra files are counted (counts.extra) and named to on_problem (result
+ * DB_VERIFY_EXTRA, file_id 0), but are not copies: no verdict is recorded for them.
+ *
  * Each call of verify_run is one run in the database (verify_runs, one verify_results row per
  * copy checked) and, on a destination that keeps an ASC MHL history, adds a generation listing
  * each file it re-hashed as "verified" or "failed" (history.h).
@@ -101,6 +107,8 @@ struct verify_summary {
     bool complete;      /* no copy in scope is left unchecked (false after max_copies, cancel) */
     size_t generations; /* ASC MHL generations written */
     char history_error[ERROR_MSG_MAX]; /* a history that could not be written, "" when none */
+    char extra_error[ERROR_MSG_MAX];   /* a destination whose files could not be listed for
+                                        * extra files, "" when none */
 };
 
 /*

@@ -87,8 +87,14 @@ class VerifyLocalTest(SnapsyncTest):
         self.assertEqual(md5(self.path("IMG_0002.JPG")),
                          md5(f"{self.card}/DCIM/100CANON/IMG_0002.JPG"))
         self.assertEqual(os.path.getsize(truncated), 1000)  # left as it was
+        # the damaged file is no copy any more: verify names it until the user removes it
+        _, out = self.verify(check=1)
+        self.assertEqual((out["checked"], out["ok"], out["extra"]), (4, 4, 1), out)
+        self.assertEqual([(x["result"], x["path"]) for x in out["problems"]],
+                         [("extra", truncated)])
+        os.unlink(truncated)
         _, out = self.verify(check=0)
-        self.assertEqual((out["checked"], out["ok"]), (4, 4), out)
+        self.assertEqual((out["checked"], out["ok"], out["extra"]), (4, 4, 0), out)
         history = os.path.join(self.dest, "ascmhl")
         for g in generations(self.dest):
             rc, err = xmllint(os.path.join(history, g), "ASCMHL.xsd")
@@ -223,6 +229,75 @@ class VerifyLocalTest(SnapsyncTest):
         self.snapsync("verify", "--rate", "0", check=2)
         self.snapsync("verify", "--since", "yesterday", check=2)
 
+    def test_extra_files_are_named_and_clutter_and_own_files_are_not(self):
+        day = os.path.dirname(self.path("IMG_0001.JPG"))
+        stray = os.path.join(day, "edited.jpg")
+        with open(stray, "wb") as f:
+            f.write(b"someone else's")
+        os.makedirs(os.path.join(self.dest, "other", "deep"))
+        deep = os.path.join(self.dest, "other", "deep", "x.bin")
+        with open(deep, "wb") as f:
+            f.write(b"x")
+        link = os.path.join(day, "link.jpg")
+        os.symlink("/etc/passwd", link)
+        # not reported: what file browsers and NAS systems leave, SnapSync's own folders
+        for junk in (".DS_Store", "._IMG_0001.JPG", "Thumbs.db"):
+            with open(os.path.join(day, junk), "wb") as f:
+                f.write(b"junk")
+        os.makedirs(os.path.join(day, "@eaDir", "IMG_0001.JPG"))
+        with open(os.path.join(day, "@eaDir", "IMG_0001.JPG", "SYNOPHOTO_THUMB_S.jpg"), "wb") as f:
+            f.write(b"thumb")
+        os.makedirs(os.path.join(self.dest, ".snapsync-tmp"), exist_ok=True)
+        with open(os.path.join(self.dest, ".snapsync-tmp", "1.2.host.part"), "wb") as f:
+            f.write(b"tmp")
+        self.assertTrue(os.listdir(os.path.join(self.dest, "ascmhl")))
+
+        p = self.snapsync("verify", check=1)
+        self.assertIn("4 ok, 0 missing, 0 changed", p.stdout)
+        self.assertIn("3 extra files", p.stdout)
+        for path in (stray, deep, link):
+            self.assertIn(f"extra: local {self.dest} {path}: no copy or sidecar", p.stdout)
+        self.assertNotIn("junk", p.stdout)
+        p, out = self.verify(check=1)
+        self.assertEqual((out["status"], out["checked"], out["ok"], out["extra"]),
+                         ("problems", 4, 4, 3), out)
+        self.assertEqual(sorted(x["path"] for x in out["problems"]), sorted([stray, deep, link]))
+        for x in out["problems"]:
+            self.assertEqual((x["result"], x["card_path"], x["file_id"]), ("extra", None, None))
+        con = sqlite3.connect(self.db)
+        run = con.execute("select id, extra, status from verify_runs order by id desc").fetchone()
+        named = con.execute("select remote from verify_extras where run_id = ? order by remote",
+                            (run[0],)).fetchall()
+        con.close()
+        self.assertEqual(run[1:], (3, "problems"))
+        self.assertEqual([r[0] for r in named], sorted([stray, deep, link]))
+        # a narrower scope does not look for them: its copies are not the whole tree
+        _, out = self.verify("--session", str(self.session), check=0)
+        self.assertEqual(out["extra"], 0)
+        for path in (stray, deep, link):
+            os.unlink(path)
+        _, out = self.verify(check=0)
+        self.assertEqual((out["status"], out["extra"]), ("clean", 0))
+
+    def test_a_killed_run_is_not_shown_running(self):
+        con = sqlite3.connect(self.db)
+        # a run whose process died: recorded running, by a pid that is no process (or one
+        # that started long after)
+        con.execute("insert into verify_runs (started_at, scope, status, pid) "
+                    "values (strftime('%s','now') - 100, 'all', 'running', 2147483647)")
+        con.commit()
+        con.close()
+        w = WebServer(self)
+        self.cleanups.append(lambda: self.assertEqual(w.stop(), 0))
+        v = w.get_json("/api/verification")
+        self.assertEqual((v["last_run"]["status"], v["last_run"]["running"], v["running"]),
+                         ("interrupted", False, False), v)
+        self.verify(check=0)
+        con = sqlite3.connect(self.db)
+        runs = con.execute("select status, pid > 0 from verify_runs order by id").fetchall()
+        con.close()
+        self.assertEqual(runs, [("interrupted", 1), ("clean", 1)])
+
     def test_rate_limits_the_reading(self):
         p, out = self.verify("--rate", "2", check=0)
         # ~3.3 MB at 2 MB/s cannot take much less than 1.5 s
@@ -312,6 +387,20 @@ backup:
         actions = {os.path.basename(h.find("m:path", NS).text): h.find("m:md5", NS).get("action")
                    for h in root.findall("m:hashes/m:hash", NS)}
         self.assertEqual(actions, {"CLIP_0003.MP4": "failed", "IMG_0001.JPG": "verified"})
+        # a file put on the share by someone else is named, the share's own folders are not
+        os.makedirs(os.path.join(self.root, "2023", "extra"))
+        with open(os.path.join(self.root, "2023", "extra", "stray.jpg"), "wb") as f:
+            f.write(b"stray")
+        with open(os.path.join(self.root, ".DS_Store"), "wb") as f:
+            f.write(b"junk")
+        p = self.snapsync("verify", "--json", check=1)
+        out = json.loads(p.stdout)
+        extra = [x["path"] for x in out["problems"] if x["result"] == "extra"]
+        self.assertEqual(len(extra), 1, out)
+        self.assertTrue(extra[0].startswith("smb://") and
+                        extra[0].endswith(f"/photos/verify/{self._testMethodName}/2023/extra/stray.jpg"),
+                        extra)
+        self.assertEqual(out["extra"], 1)
 
 
 class VerifyImmichTest(SnapsyncTest):

@@ -854,8 +854,67 @@ static void test_verify_runs_pages_and_results(void **state)
     db_close(db);
 }
 
+/* Files known at a destination (copies in any state, sidecars) are not extra; a run names its
+ * extra files up to the bound and counts them all; a run left running by a dead process reads
+ * as interrupted and is marked so by the next run's begin. */
+static void test_verify_extras_and_dead_runs(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "extras");
+    int64_t f = add_file(db, card, "DCIM/1.JPG", 100);
+    assert_int_equal(db_copy_set(db, f, "nas", DB_COPY_FAILED, "/n/1.jpg", "x", NULL), 0);
+    raw_exec(path, "INSERT INTO sidecar_copies VALUES (1, 'nas', '/n/1.xmp', 3, 0, 'm', 's', 0)");
+    bool known = false;
+    assert_int_equal(db_remote_known(db, "nas", "/n/1.jpg", &known, NULL), 0);
+    assert_true(known);
+    assert_int_equal(db_remote_known(db, "nas", "/n/1.xmp", &known, NULL), 0);
+    assert_true(known);
+    assert_int_equal(db_remote_known(db, "usb", "/n/1.jpg", &known, NULL), 0);
+    assert_false(known);
+    assert_int_equal(db_remote_known(db, "nas", "/n/2.jpg", &known, NULL), 0);
+    assert_false(known);
+
+    int64_t run = 0;
+    assert_int_equal(db_verify_run_begin(db, "all", "", &run, NULL), 0);
+    for (int i = 0; i < DB_VERIFY_EXTRAS_MAX + 5; i++) {
+        char remote[32];
+        snprintf(remote, sizeof(remote), "/n/x%d", i);
+        assert_int_equal(db_verify_extra_add(db, run, "nas", remote, NULL), 0);
+    }
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM verify_extras"), DB_VERIFY_EXTRAS_MAX);
+    assert_int_equal(db_verify_result_add(db, run, f, "nas", DB_VERIFY_EXTRA, NULL, 1, true, NULL),
+                     -EINVAL);
+    struct db_verify_counts k = {.extra = DB_VERIFY_EXTRAS_MAX + 5};
+    assert_int_equal(db_verify_run_end(db, run, &k, DB_VERIFY_PROBLEMS, NULL), 0);
+    struct db_verify_run last;
+    assert_int_equal(db_verify_run_last(db, &last, NULL), 0);
+    assert_int_equal(last.counts.extra, DB_VERIFY_EXTRAS_MAX + 5);
+    assert_int_equal(last.status, DB_VERIFY_PROBLEMS);
+
+    /* this process's running run is alive; one of a process that is gone is not */
+    assert_int_equal(db_verify_run_begin(db, "all", "", &run, NULL), 0);
+    assert_int_equal(db_verify_run_last(db, &last, NULL), 0);
+    assert_int_equal(last.status, DB_VERIFY_RUNNING);
+    raw_exec(path, "UPDATE verify_runs SET pid = 2147483647 WHERE status = 'running'");
+    assert_int_equal(db_verify_run_last(db, &last, NULL), 0);
+    assert_int_equal(last.status, DB_VERIFY_INTERRUPTED);
+    int64_t run2 = 0;
+    assert_int_equal(db_verify_run_begin(db, "all", "", &run2, NULL), 0);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM verify_runs WHERE status = 'interrupted'"),
+                     1);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM verify_runs WHERE status = 'running'"), 1);
+    db_close(db);
+}
+
+/* Takes a schema-8 database back to schema 7 (before verify runs' pid and extra files). */
+#define UNDO_V8                                                                                    \
+    "DROP INDEX copies_remote; DROP TABLE verify_extras; "                                         \
+    "ALTER TABLE verify_runs DROP COLUMN extra; ALTER TABLE verify_runs DROP COLUMN pid; "
 /* Takes a database back to schema 6 (before the outbox). */
-#define UNDO_V7 "DROP TABLE deliveries; DROP TABLE notifications; "
+#define UNDO_V7 UNDO_V8 "DROP TABLE deliveries; DROP TABLE notifications; "
 #define DB_SCHEMA_VERSION_BEFORE_OUTBOX 6 /* the step before the outbox's */
 #define STR_(x) #x
 #define STR(x) STR_(x)
@@ -905,8 +964,7 @@ static void test_migrate_to_outbox(void **state)
     int64_t sid = 0;
     assert_int_equal(db_session_begin(db, add_card(db, "v5"), "/m", &sid, NULL), 0);
     db_close(db);
-    raw_exec(path, "DROP TABLE deliveries; DROP TABLE notifications; "
-                   "PRAGMA user_version = " STR(DB_SCHEMA_VERSION_BEFORE_OUTBOX));
+    raw_exec(path, UNDO_V7 "PRAGMA user_version = " STR(DB_SCHEMA_VERSION_BEFORE_OUTBOX));
     db = open_rw(path);
     assert_int_equal(raw_int(path, "PRAGMA user_version"), DB_SCHEMA_VERSION);
     const char *channels[] = {"email", "webhook:https://ntfy.sh/t"};
@@ -2554,6 +2612,7 @@ int main(void)
         cmocka_unit_test(test_cards),
         cmocka_unit_test(test_sessions),
         cmocka_unit_test(test_sessions_list),
+        cmocka_unit_test(test_verify_extras_and_dead_runs),
         cmocka_unit_test(test_migrate_from_v2),
         cmocka_unit_test(test_migrate_to_outbox),
         cmocka_unit_test(test_copies_unsealed_and_sealed),

@@ -300,9 +300,32 @@ static void test_name_valid(void **state)
     assert_false(dest_name_valid(NULL));
 }
 
+/* What a walk for extra files leaves out: SnapSync's own folders at the root only, clutter of
+ * file browsers and NAS systems at any depth. */
+static void test_walk_skip(void **state)
+{
+    (void)state;
+    assert_true(dest_walk_skip(0, "ascmhl"));
+    assert_true(dest_walk_skip(0, ".snapsync-tmp"));
+    assert_false(dest_walk_skip(1, "ascmhl")); /* a folder of the user's named so */
+    assert_false(dest_walk_skip(3, ".snapsync-tmp"));
+    const char *clutter[] = {".",         "..",          ".DS_Store", "._IMG_0001.JPG",
+                             "Thumbs.db", "desktop.ini", "@eaDir",    ".Trash-1000",
+                             "#recycle",  ".AppleDouble"};
+    for (size_t i = 0; i < sizeof(clutter) / sizeof(clutter[0]); i++) {
+        assert_true(dest_walk_skip(0, clutter[i]));
+        assert_true(dest_walk_skip(4, clutter[i]));
+    }
+    const char *kept[] = {"IMG_0001.JPG",  "2024",       ".hidden.jpg", "_IMG.JPG",
+                          "thumbs.db.jpg", "ascmhl.txt", "DS_Store"};
+    for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++)
+        assert_false(dest_walk_skip(0, kept[i]));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_walk_skip),
         cmocka_unit_test(test_name_valid),
         cmocka_unit_test_setup_teardown(test_date_folder_and_collisions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_names_fit, setup, teardown),

@@ -267,7 +267,7 @@ static int64_t verified_copy(struct db *db, int64_t card, const char *rel)
 static void run_end(struct db *db, int64_t run, int64_t ok, int64_t missing, int64_t changed,
                     int64_t errors, enum db_verify_status st)
 {
-    struct db_verify_counts c = {ok + missing + changed + errors, ok, missing, changed, errors};
+    struct db_verify_counts c = {ok + missing + changed + errors, ok, missing, changed, errors, 0};
     assert_int_equal(db_verify_run_end(db, run, &c, st, NULL), 0);
 }
 
