@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dest.h"
 #include "log.h"
 #include "notify_channel.h"
 #include "notify_hook.h"
@@ -17,6 +18,8 @@
 
 #define SESSION_FILES_PAGE 1000
 #define SESSION_FILES_PAGES_MAX 100 /* failed files are looked for among this many pages */
+
+static struct notify_outbox_channels *channels_new(const struct config *cfg, struct error *err);
 
 static void skip(struct notify_outbox_channels *ret, const char *what, const char *why)
 {
@@ -133,8 +136,8 @@ static int result_of(enum db_session_status st, enum notify_result *ret)
 }
 
 /* Each destination's state from the copies of the session's files. */
-static int dests_of(struct db *db, int64_t session_id, struct notify_outbox_session *ret,
-                    struct error *err)
+static int dests_of(const struct config *cfg, struct db *db, int64_t session_id,
+                    struct notify_outbox_session *ret, struct error *err)
 {
     struct db_dest_stats *st = NULL;
     size_t n = 0;
@@ -142,7 +145,7 @@ static int dests_of(struct db *db, int64_t session_id, struct notify_outbox_sess
     if (r < 0)
         return r;
     for (size_t i = 0; i < n && i < NOTIFY_DESTS_MAX; i++) {
-        snprintf(ret->dest_names[i], sizeof(ret->dest_names[i]), "%s", st[i].dest);
+        notify_outbox_dest_name(cfg, st[i].dest, ret->dest_names[i], sizeof(ret->dest_names[i]));
         if (st[i].failed > 0)
             snprintf(ret->dest_states[i], sizeof(ret->dest_states[i]), "%" PRId64 " failed",
                      st[i].failed);
@@ -212,7 +215,7 @@ int notify_outbox_session_from_report(const struct config *cfg, struct db *db,
         .safe_to_remove = engine_status_nothing_left(rep->status),
         .dashboard_url = ret->url,
     };
-    int r = dests_of(db, rep->session_id, ret, err);
+    int r = dests_of(cfg, db, rep->session_id, ret, err);
     if (r == 0)
         r = failed_of(db, rep->session_id, ret, err);
     if (r == 0 && ret->s.failed < ret->s.n_failed_files)
@@ -220,43 +223,128 @@ int notify_outbox_session_from_report(const struct config *cfg, struct db *db,
     return r;
 }
 
+int notify_outbox_queue(const struct config *cfg, struct db *db, struct notify_session *s,
+                        int64_t session_id, int64_t now, bool *ret_queued, struct error *err)
+{
+    char url[512];
+    int r = 0;
+    if (ret_queued)
+        *ret_queued = false;
+    int ev = outbox_event_of_session(s);
+    if (ev < 0)
+        return error_set(err, -EINVAL, "a notification of no known event");
+    if (notify_channel_count(cfg) == 0 ||
+        !config_notify_event_wanted(cfg, outbox_event_name((enum outbox_event)ev)))
+        return 0;
+    struct notify_outbox_channels *chs = channels_new(cfg, err);
+    if (!chs)
+        return -ENOMEM;
+    if (chs->n == 0)
+        goto out;
+    if (!s->dashboard_url || !s->dashboard_url[0]) {
+        notify_channel_dashboard_url(cfg, url, sizeof(url));
+        s->dashboard_url = url;
+    }
+    r = outbox_queue(db, s, (enum outbox_event)ev, session_id, chs->ch, chs->n, now, NULL, err);
+    if (r == 0 && ret_queued)
+        *ret_queued = true;
+out:
+    free(chs);
+    return r;
+}
+
 int notify_outbox_queue_report(const struct config *cfg, struct db *db,
                                const struct engine_report *rep, int safe_to_remove, int64_t now,
                                bool *ret_queued, struct error *err)
 {
-    struct notify_outbox_channels *chs = NULL;
-    struct notify_outbox_session *ns = NULL;
     enum notify_result result;
-    int r = 0;
     if (ret_queued)
         *ret_queued = false;
     if (result_of(rep->status, &result) < 0)
         return error_set(err, -EINVAL, "session %" PRId64 " has no result to notify",
                          rep->session_id);
-    enum outbox_event ev = outbox_event_of(result);
-    if (notify_channel_count(cfg) == 0 || !config_notify_event_wanted(cfg, outbox_event_name(ev)))
+    if (notify_channel_count(cfg) == 0 ||
+        !config_notify_event_wanted(cfg, outbox_event_name(outbox_event_of(result))))
         return 0;
-    chs = malloc(sizeof(*chs));
-    ns = malloc(sizeof(*ns));
-    if (!chs || !ns) {
-        r = error_set(err, -ENOMEM, "out of memory");
-        goto out;
+    struct notify_outbox_session *ns = malloc(sizeof(*ns));
+    if (!ns)
+        return error_set(err, -ENOMEM, "out of memory");
+    int r = notify_outbox_session_from_report(cfg, db, rep, ns, err);
+    if (r == 0) {
+        if (safe_to_remove >= 0)
+            ns->s.safe_to_remove = safe_to_remove != 0;
+        r = notify_outbox_queue(cfg, db, &ns->s, rep->session_id, now, ret_queued, err);
     }
-    notify_outbox_channels(cfg, chs);
-    if (chs->n == 0)
-        goto out;
-    r = notify_outbox_session_from_report(cfg, db, rep, ns, err);
-    if (r < 0)
-        goto out;
-    if (safe_to_remove >= 0)
-        ns->s.safe_to_remove = safe_to_remove != 0;
-    r = outbox_queue(db, &ns->s, ev, rep->session_id, chs->ch, chs->n, now, NULL, err);
-    if (r == 0 && ret_queued)
-        *ret_queued = true;
-out:
     free(ns);
-    free(chs);
     return r;
+}
+
+void notify_outbox_problem_add(struct notify_outbox_problems *ps, const struct verify_problem *p)
+{
+    const char *what = p->result == DB_VERIFY_MISSING   ? "missing"
+                       : p->result == DB_VERIFY_CHANGED ? "changed"
+                       : p->result == DB_VERIFY_EXTRA   ? "extra"
+                                                        : NULL;
+    if (!what || ps->n >= NOTIFY_FAILED_LIST_MAX)
+        return;
+    size_t i = ps->n++;
+    snprintf(ps->dest[i], sizeof(ps->dest[i]), "%s", p->dest_label ? p->dest_label : "");
+    snprintf(ps->path[i], sizeof(ps->path[i]), "%s",
+             p->remote && p->remote[0] ? p->remote : p->rel_path ? p->rel_path : "");
+    ps->p[i] = (struct notify_problem){ps->dest[i], ps->path[i], what};
+}
+
+int notify_outbox_queue_verify(const struct config *cfg, struct db *db,
+                               const struct verify_summary *sum, const char *scope,
+                               const struct notify_outbox_problems *ps, int64_t now,
+                               bool *ret_queued, struct error *err)
+{
+    const struct db_verify_counts *k = &sum->counts;
+    if (ret_queued)
+        *ret_queued = false;
+    if (k->missing + k->changed + k->extra <= 0)
+        return 0;
+    struct notify_session s = {
+        .kind = NOTIFY_KIND_VERIFY,
+        .verify =
+            {
+                .scope = scope,
+                .run_id = sum->run_id,
+                .checked = (uint64_t)k->checked,
+                .ok = (uint64_t)k->ok,
+                .missing = (uint64_t)k->missing,
+                .changed = (uint64_t)k->changed,
+                .extra = (uint64_t)k->extra,
+                .errors = (uint64_t)k->errors,
+                .problems = ps ? ps->p : NULL,
+                .n_problems = ps ? ps->n : 0,
+            },
+    };
+    return notify_outbox_queue(cfg, db, &s, 0, now, ret_queued, err);
+}
+
+void notify_outbox_dest_name(const struct config *cfg, const char *id, char *buf, size_t size)
+{
+    struct dest **dests = NULL;
+    size_t n = 0;
+    struct error err = {0};
+    if (size == 0)
+        return;
+    snprintf(buf, size, "%s", id ? id : "");
+    if (!id || dest_create_all(cfg, &dests, &n, &err) < 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(dest_id(dests[i]), id) != 0)
+            continue;
+        const char *sec = dest_section(dests[i]), *label = dest_label(dests[i]);
+        size_t sl = strlen(sec);
+        if (strncmp(label, sec, sl) == 0 && (label[sl] == ' ' || label[sl] == '\0'))
+            snprintf(buf, size, "%s", label);
+        else
+            snprintf(buf, size, "%s: %s", sec, label);
+        break;
+    }
+    dest_free_all(dests, n);
 }
 
 static int send_logged(const struct outbox_channel *ch, const struct notify_msg *m,

@@ -51,6 +51,13 @@ class NotifyServiceTest(SnapsyncTest):
         finally:
             con.close()
 
+    def rate_limit_passed(self):
+        """One message a minute per channel: the test moves the last one a minute back."""
+        con = sqlite3.connect(self.db)
+        con.execute("UPDATE deliveries SET sent_at = sent_at - 120 WHERE state = 'sent'")
+        con.commit()
+        con.close()
+
     def messages(self, hook):
         return [json.loads(body) for _, _, _, body in hook.requests]
 
@@ -116,6 +123,43 @@ class NotifyServiceTest(SnapsyncTest):
         self.snapsync("backup", self.card, check=0)
         self.assertEqual(len(hook.requests), 1)
         self.assertEqual(len(self.deliveries()), 1)
+
+    def test_verify_finding_a_deleted_copy_sends_verify_problem(self):
+        hook = HookServer(self)
+        self.cleanups.append(hook.stop)
+        self.configure(self.webhook(hook.url))
+        self.snapsync("backup", self.card, check=0)
+        self.assertEqual(len(hook.requests), 1)
+        session = self.messages(hook)[0]
+        # the destination is named as the config names it, not by its database id
+        name = session["destinations"][0]["name"]
+        self.assertFalse(name.startswith("local:"), name)
+        self.assertIn(self.dest, name)
+        copies = sorted(os.path.join(d, f) for d, _, fs in os.walk(self.dest) for f in fs
+                        if f.endswith(".JPG"))
+        self.assertEqual(len(copies), 3)
+        os.remove(copies[0])
+        self.rate_limit_passed()
+
+        p = self.snapsync("verify", "--all", check=1)
+        self.assertNotIn(TOKEN, p.stdout + p.stderr)
+        self.assertEqual(len(hook.requests), 2, p.stderr)
+        m = self.messages(hook)[1]
+        self.assertEqual(m["event"], "verify_problem")
+        self.assertEqual(m["scope"], "all")
+        self.assertEqual((m["counts"]["checked"], m["counts"]["missing"], m["counts"]["ok"]),
+                         (3, 1, 2))
+        self.assertEqual(len(m["problems"]), 1)
+        self.assertEqual(m["problems"][0]["problem"], "missing")
+        self.assertEqual(m["problems"][0]["path"], copies[0])
+        self.assertEqual(m["problems_more"], 0)
+        self.assertEqual(m["title"], "SnapSync: verification found 1 problem")
+        self.assertEqual(m["dashboard_url"], "http://snapsync.local:8080/")
+
+        # a clean run, or verify_problem left out of notify.events: nothing more
+        self.configure("  events: [completed]\n" + self.webhook(hook.url))
+        self.snapsync("verify", "--all", check=1)
+        self.assertEqual(len(hook.requests), 2)
 
     def test_receiver_down_then_the_service_delivers_once(self):
         port = free_port()
