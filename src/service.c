@@ -127,6 +127,7 @@ struct service {
     int scrub_rc;
     struct error scrub_err;
     struct scrub_slice scrub_result;
+    struct notify_outbox_problems *scrub_problems; /* the slice's first problems, or NULL */
     /* the notification outbox: delivered in its own thread with its own db connection, started
      * by the loop when notifyfd fires; the thread owns the notify_result fields until it writes
      * notify_donefd */
@@ -266,9 +267,13 @@ static void scrub_arm(struct service *svc, int seconds)
         log_warning("scrub: cannot set its timer: %s", strerror(errno));
 }
 
+static void notify_scrub(struct service *svc);
+
+/* Scrub thread; userdata the slice's problems for its notification (may be NULL). */
 static void on_scrub_problem(const struct verify_problem *p, void *userdata)
 {
-    (void)userdata;
+    if (userdata)
+        notify_outbox_problem_add(userdata, p);
     log_warning("scrub: %s: %s %s (card file %s): %s", db_verify_result_to_string(p->result),
                 p->dest_label, p->remote, p->rel_path, p->detail);
 }
@@ -279,7 +284,7 @@ static void *scrub_main(void *arg)
     pthread_setname_np(pthread_self(), "snapsync-scrub");
     svc->scrub_rc =
         scrub_slice(svc->scrub_conf->cfg, time(NULL), &svc->scrub_cancel, &svc->scrub_cursor,
-                    on_scrub_problem, NULL, &svc->scrub_result, &svc->scrub_err);
+                    on_scrub_problem, svc->scrub_problems, &svc->scrub_result, &svc->scrub_err);
     uint64_t one = 1;
     if (write(svc->scrub_donefd, &one, sizeof(one)) < 0)
         log_error("cannot wake the service loop: %s", strerror(errno));
@@ -301,6 +306,8 @@ static void scrub_start(struct service *svc)
     atomic_store(&svc->scrub_cancel, false);
     svc->scrub_paused = false;
     memset(&svc->scrub_err, 0, sizeof(svc->scrub_err));
+    free(svc->scrub_problems); /* NULL (no notification) when out of memory */
+    svc->scrub_problems = calloc(1, sizeof(*svc->scrub_problems));
     int r = pthread_create(&svc->scrub_thread, NULL, scrub_main, svc);
     if (r != 0) {
         log_error("scrub: cannot start its thread: %s", strerror(r));
@@ -358,8 +365,10 @@ static void scrub_done(struct service *svc)
             next = SCRUB_BETWEEN_SLICES_S; /* more are due: the next slice soon */
         /* else nothing could be checked (a destination down): not again before long */
     }
-    if (svc->scrub_rc == 0 && !res->nothing_due)
+    if (svc->scrub_rc == 0 && !res->nothing_due) {
         publish_verification(svc);
+        notify_scrub(svc);
+    }
     if (svc->stopping || (svc->scrub_paused && svc->n_jobs > 0))
         return; /* the end of the last backup arms the timer */
     scrub_arm(svc, svc->scrub_paused ? SCRUB_IDLE_S : next); /* cut for a card: on when idle */
@@ -506,6 +515,29 @@ static void notify_session(struct service *svc, const struct job *j)
     if (r < 0)
         log_warning("card '%s': the notification of session %" PRId64 " is not queued: %s",
                     card_name(&j->card), j->report.session_id, err.msg);
+    else if (queued)
+        notify_arm(svc, 0);
+}
+
+/* The scrub slice's verify_problem notification, when it found a copy missing or changed or an
+ * extra file: queued like a session's. Loop thread, after the slice's thread ended. */
+static void notify_scrub(struct service *svc)
+{
+    if (!notify_on(svc))
+        return;
+    const struct config *cfg = svc->conf->cfg;
+    const struct verify_summary *sum = &svc->scrub_result.sum;
+    struct db *db = NULL;
+    struct error err = {0};
+    bool queued = false;
+    int r = db_open(cfg->service.database_path, DB_READ_WRITE, &db, &err);
+    if (r == 0)
+        r = notify_outbox_queue_verify(cfg, db, sum, SCRUB_SCOPE, svc->scrub_problems,
+                                       time(NULL), &queued, &err);
+    db_close(db);
+    if (r < 0)
+        log_warning("scrub: the notification of verification run %" PRId64 " is not queued: %s",
+                    sum->run_id, err.msg);
     else if (queued)
         notify_arm(svc, 0);
 }
@@ -1111,6 +1143,7 @@ out:
         close(svc.scrubfd);
     if (svc.scrub_donefd >= 0)
         close(svc.scrub_donefd);
+    free(svc.scrub_problems); /* the scrub's thread is joined by now */
     if (svc.notifyfd >= 0)
         close(svc.notifyfd);
     if (svc.notify_donefd >= 0)

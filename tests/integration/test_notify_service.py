@@ -36,8 +36,8 @@ class NotifyServiceTest(SnapsyncTest):
         self.proc = None
         self.cleanups.append(self.kill_service)
 
-    def configure(self, notify):
-        write_config(self.config, self.dest, self.db,
+    def configure(self, notify, backup=None):
+        write_config(self.config, self.dest, self.db, backup=backup,
                      extra="sd_card:\n  auto_detect: false\n"
                            f"notify:\n  dashboard_url: \"http://snapsync.local:8080/\"\n{notify}")
 
@@ -160,6 +160,35 @@ class NotifyServiceTest(SnapsyncTest):
         self.configure("  events: [completed]\n" + self.webhook(hook.url))
         self.snapsync("verify", "--all", check=1)
         self.assertEqual(len(hook.requests), 2)
+
+    def test_the_scrub_finding_a_deleted_copy_sends_verify_problem(self):
+        hook = HookServer(self)
+        self.cleanups.append(hook.stop)
+        self.configure(self.webhook(hook.url))
+        self.snapsync("backup", self.card, check=0)
+        self.assertEqual(len(hook.requests), 1)
+        # copies made 40 days ago, one of them since gone: due for a 30-day scrub
+        con = sqlite3.connect(self.db)
+        con.execute("UPDATE copies SET verified_at = verified_at - 40 * 86400")
+        con.commit()
+        con.close()
+        self.rate_limit_passed()
+        copies = sorted(os.path.join(d, f) for d, _, fs in os.walk(self.dest) for f in fs
+                        if f.endswith(".JPG"))
+        os.remove(copies[1])
+        self.configure(self.webhook(hook.url),
+                       backup="  concurrent_files: 2\n  verify_interval_days: 30\n")
+        self.start()
+        wait_for(lambda: len(hook.requests) >= 2, 60, f"the scrub's notification:\n{self.log()}")
+        text = self.stop()
+        self.assertRegex(text, r"scrub: verification run \d+ problems")
+        self.assertEqual(len(hook.requests), 2, text)
+        m = self.messages(hook)[1]
+        self.assertEqual((m["event"], m["scope"]), ("verify_problem", "scrub"))
+        self.assertEqual((m["counts"]["missing"], m["counts"]["ok"]), (1, 2))
+        self.assertEqual([(p["problem"], p["path"]) for p in m["problems"]],
+                         [("missing", copies[1])])
+        self.assertNotIn(TOKEN, text)
 
     def test_receiver_down_then_the_service_delivers_once(self):
         port = free_port()
