@@ -38,6 +38,7 @@
 #include "mqtt.h"
 #include "notify_channel.h"
 #include "notify_outbox.h"
+#include "outage.h"
 #include "scrub.h"
 #include "status.h"
 #include "web.h"
@@ -128,6 +129,8 @@ struct service {
     struct error scrub_err;
     struct scrub_slice scrub_result;
     struct notify_outbox_problems *scrub_problems; /* the slice's first problems, or NULL */
+    /* destinations down as the sessions see them, for destination_down (any thread) */
+    struct outage *outage;
     /* the notification outbox: delivered in its own thread with its own db connection, started
      * by the loop when notifyfd fires; the thread owns the notify_result fields until it writes
      * notify_donefd */
@@ -187,6 +190,13 @@ static void mark_safe(const struct config *cfg, int64_t session_id)
 static void job_progress(const struct engine_progress *p, void *userdata)
 {
     struct job *j = userdata;
+    /* each destination up, or down with a reason (one not yet prepared has none: unknown) */
+    for (size_t i = 0; i < p->n_dests; i++)
+        if (p->dests[i].usable || p->dests[i].problem[0])
+            outage_observe(j->svc->outage, p->dests[i].id, p->dests[i].usable,
+                           p->dests[i].problem, time(NULL));
+    if (!j->svc->mqtt && !j->svc->web)
+        return;
     bool final = status_progress_is_final(p);
     struct status_live st;
     status_live_from_progress(p, final, &st);
@@ -203,7 +213,7 @@ static void *job_main(void *arg)
     const struct config *cfg = j->conf->cfg;
     struct engine_options opt = {
         .cancel = &j->cancel,
-        .on_progress = j->svc->mqtt || j->svc->web ? job_progress : NULL,
+        .on_progress = job_progress,
         .userdata = j,
     };
 
@@ -412,12 +422,50 @@ static void *notify_main(void *arg)
     return NULL;
 }
 
+static int64_t outage_threshold(const struct service *svc)
+{
+    return (int64_t)svc->conf->cfg->notify.destination_down_minutes * 60;
+}
+
+/* Queues destination_down for each destination down longer than destination_down_minutes
+ * (once per outage) and the back-up note of each told one seen up since. Loop thread. */
+static void notify_outages(struct service *svc)
+{
+    const struct config *cfg = svc->conf->cfg;
+    struct outage_event ev;
+    struct db *db = NULL;
+    struct error err = {0};
+    char name[NOTIFY_LABEL_MAX];
+    while (outage_take(svc->outage, time(NULL), outage_threshold(svc), &ev) == 1) {
+        notify_outbox_dest_name(cfg, ev.id, name, sizeof(name));
+        if (ev.back_up)
+            log_info("destination %s is back up after %" PRId64 " min", name, ev.minutes);
+        else
+            log_warning("destination %s down for %" PRId64 " min: %s", name, ev.minutes,
+                        ev.reason);
+        struct notify_session s = {
+            .kind = NOTIFY_KIND_DEST_DOWN,
+            .down = {.dest = name, .reason = ev.reason, .since = ev.since,
+                     .minutes = ev.minutes, .back_up = ev.back_up},
+        };
+        int r = db ? 0 : db_open(cfg->service.database_path, DB_READ_WRITE, &db, &err);
+        if (r == 0)
+            r = notify_outbox_queue(cfg, db, &s, 0, time(NULL), NULL, &err);
+        if (r < 0)
+            log_warning("the notification that destination %s is %s is not queued: %s", name,
+                        ev.back_up ? "back up" : "down", err.msg);
+    }
+    db_close(db);
+}
+
 /* The timer fired: a delivery starts unless one runs or the service stops. Loop thread. */
 static void notify_start(struct service *svc)
 {
     uint64_t ticks;
     if (read(svc->notifyfd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
         log_warning("notification timer: %s", strerror(errno));
+    if (!svc->stopping && notify_on(svc))
+        notify_outages(svc);
     if (svc->notify_running) {
         svc->notify_again = true;
         return;
@@ -461,6 +509,9 @@ static void notify_done(struct service *svc)
     int64_t due = svc->notify_result.next_due;
     if (svc->notify_rc == 0 && due > 0 && due - (int64_t)time(NULL) < wait)
         wait = due - (int64_t)time(NULL);
+    int64_t down = outage_next_due(svc->outage, time(NULL), outage_threshold(svc));
+    if (down > 0 && down - (int64_t)time(NULL) < wait)
+        wait = down - (int64_t)time(NULL);
     if (wait < 1)
         wait = 1; /* what is due now waits a second: never a busy loop */
     if (svc->notify_again)
@@ -1044,7 +1095,9 @@ int service_run(const char *config_path, const struct config *cfg, struct error 
     /* the log scrubs the secrets of the running configuration (swapped on SIGHUP) */
     log_set_scrubber(config_scrub_log_line, svc.conf->cfg);
 
-    r = setup(&svc, err);
+    r = outage_new(&svc.outage, err);
+    if (r == 0)
+        r = setup(&svc, err);
     if (r < 0)
         goto out;
     if (svc.det && detector_scan(svc.det) < 0)
@@ -1144,6 +1197,7 @@ out:
     if (svc.scrub_donefd >= 0)
         close(svc.scrub_donefd);
     free(svc.scrub_problems); /* the scrub's thread is joined by now */
+    outage_free(svc.outage);   /* and the sessions' */
     if (svc.notifyfd >= 0)
         close(svc.notifyfd);
     if (svc.notify_donefd >= 0)
