@@ -699,6 +699,7 @@ void notify_msg_done(struct notify_msg *m)
     free(m->html);
     free(m->json);
     free(m->click);
+    free(m->attachment);
     *m = (struct notify_msg){0};
 }
 

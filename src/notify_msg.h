@@ -107,6 +107,11 @@ struct notify_msg {
                     * destination down/verify problem, 5 failed */
     const char *tags; /* ntfy tags (static): "white_check_mark", "warning", "x", "rotating_light",
                        * "mag", ... */
+    /* a file for the mail to attach (the session's report, added by the outbox at delivery),
+     * or NULL; its name printable ASCII, its type "text/html" */
+    char *attachment;
+    size_t attachment_len;
+    char attachment_name[64];
 };
 
 /* The result's name as the API says it: "completed", "partial", "failed", "interrupted",

@@ -16,6 +16,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "report.h"
+
 /* the session events are named as their results (notify_result_name) */
 _Static_assert((int)OUTBOX_EMPTY == (int)NOTIFY_EMPTY, "session events follow the results");
 
@@ -360,7 +362,14 @@ int outbox_send(const struct outbox_channel *ch, const struct notify_msg *m, str
 {
     if (ch->kind == OUTBOX_WEBHOOK)
         return notify_hook_send(&ch->hook, m, err);
+    struct notify_mail_attachment att = {
+        .filename = m->attachment_name,
+        .content_type = "text/html",
+        .data = m->attachment,
+        .len = m->attachment_len,
+    };
     struct notify_mail_content c = {
+        .attachment = m->attachment ? &att : NULL,
         .from = ch->from,
         .to = ch->to,
         .n_to = ch->n_to,
@@ -456,6 +465,30 @@ static int claim_tx(struct db *db, void *userdata)
     return r;
 }
 
+/* Attaches the HTML report of session_id to m when it fits in OUTBOX_REPORT_MAX bytes (the
+ * report is written into a fixed buffer: a larger one fails and is left out, memory stays
+ * bounded). Nothing attached on any failure: the message goes without it. */
+static void attach_report(struct db *db, int64_t session_id, struct notify_msg *m)
+{
+    char *buf = malloc(OUTBOX_REPORT_MAX);
+    FILE *f = buf ? fmemopen(buf, OUTBOX_REPORT_MAX, "w") : NULL;
+    if (!f) {
+        free(buf);
+        return;
+    }
+    int r = report_write(db, NULL, session_id, REPORT_HTML, f, NULL);
+    long len = r == 0 && fflush(f) == 0 ? ftell(f) : -1;
+    fclose(f);
+    if (len <= 0 || len >= OUTBOX_REPORT_MAX) { /* full: the report was cut */
+        free(buf);
+        return;
+    }
+    m->attachment = buf;
+    m->attachment_len = (size_t)len;
+    snprintf(m->attachment_name, sizeof(m->attachment_name), "snapsync-session-%lld.html",
+             (long long)session_id);
+}
+
 static int deliver_channel(struct db *db, const struct outbox_channel *ch, int64_t now,
                            struct outbox_result *res, struct error *err)
 {
@@ -486,6 +519,9 @@ static int deliver_channel(struct db *db, const struct outbox_channel *ch, int64
     int sent = -EBADMSG;
     if (k > 0) {
         sent = notify_msg_build_merged(sessions, k, &m, &send_err);
+        if (sent == 0 && ch->kind == OUTBOX_EMAIL && n == 1 && k == 1 &&
+            sessions[0].kind == NOTIFY_KIND_SESSION && rows[0].session_id > 0)
+            attach_report(db, rows[0].session_id, &m);
         if (sent == 0)
             sent = (ch->send ? ch->send : outbox_send)(ch, &m, &send_err);
         outbox_scrub(ch, send_err.msg);

@@ -17,6 +17,9 @@
  *   (held OUTBOX_LEASE seconds), so two processes delivering at once (the service and a one-off
  *   `snapsync backup`) never both send them; a process dying mid-send leaves them to be retried
  *   when the lease ends.
+ * - The mail of one session's result (not a merged one) gets the session's HTML report
+ *   (report.h) attached when it is at most OUTBOX_REPORT_MAX bytes; the report is read from
+ *   the database at delivery.
  * - Secrets: a channel's key (the column stored) never holds its token or password; those come
  *   from the channels passed at delivery, and are scrubbed from any error stored.
  *
@@ -44,6 +47,9 @@
 /* seconds a delivery being sent is held from other processes; longer than any channel's
  * timeout, so a send still running is never duplicated */
 #define OUTBOX_LEASE 900
+/* bytes of a session's report attached to its mail at most (a larger one is left out); the
+ * whole mail, base64 and all, stays below NOTIFY_MAIL_MAX */
+#define OUTBOX_REPORT_MAX (4 * 1024 * 1024)
 #define OUTBOX_CHANNELS_MAX DB_CHANNELS_MAX
 #define OUTBOX_KEY_MAX DB_CHANNEL_MAX
 

@@ -134,7 +134,9 @@ class NotifyServiceTest(SnapsyncTest):
         # the destination is named as the config names it, not by its database id
         name = session["destinations"][0]["name"]
         self.assertFalse(name.startswith("local:"), name)
-        self.assertIn(self.dest, name)
+        label = name.split(": ", 1)[-1]  # cut to 128 bytes: a long test folder may be
+        self.assertTrue(label.startswith("local /"), name)
+        self.assertTrue(self.dest.startswith(label[len("local "):]), name)
         copies = sorted(os.path.join(d, f) for d, _, fs in os.walk(self.dest) for f in fs
                         if f.endswith(".JPG"))
         self.assertEqual(len(copies), 3)
@@ -275,6 +277,17 @@ class NotifyServiceTest(SnapsyncTest):
         text = msg.get_body(preferencelist=("plain",)).get_content()
         self.assertIn(CARD_LABEL, text)
         self.assertEqual([d[1] for d in self.deliveries()], ["sent"])
+        # the session's report is attached, as the HTML page `snapsync report` makes
+        self.assertEqual(msg.get_content_type(), "multipart/mixed")
+        [att] = list(msg.iter_attachments())
+        self.assertEqual(att.get_content_type(), "text/html")
+        self.assertRegex(att.get_filename(), r"^snapsync-session-\d+\.html$")
+        page = att.get_content()
+        if isinstance(page, bytes):
+            page = page.decode()
+        self.assertIn(CARD_LABEL, page)
+        for i in range(3):
+            self.assertIn(f"IMG_{i:04d}.JPG", page)
 
 
 if __name__ == "__main__":

@@ -482,8 +482,10 @@ class ServiceTest(SnapsyncTest):
         events = [json.loads(r[3]) for r in hook.requests]
         down = [m for m in events if m["event"] == "destination_down"]
         self.assertEqual(len(down), 1, events)
-        self.assertIn(self.dest, down[0]["destination"])
-        self.assertFalse(down[0]["destination"].startswith("local:"), down[0])
+        # named by section and label (cut to 128 bytes, a long test folder may be)
+        name = down[0]["destination"]
+        self.assertTrue(name.startswith("unraid: local /"), name)
+        self.assertTrue(self.dest.startswith(name[len("unraid: local "):]), name)
         self.assertIn("Not a directory", down[0]["reason"])
         self.assertEqual(down[0]["down_minutes"], 1)
         self.stop()
