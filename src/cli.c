@@ -1208,8 +1208,7 @@ static int cmd_report(struct cli *cli, int argc, char **argv)
 /* The run's verify_problem notification, when it found problems: queued, then delivered once
  * as backup_notify does. Never changes the exit status: a failure is logged. */
 static void verify_notify(const struct config *cfg, struct db *db, const struct verify_summary *sum,
-                          const struct verify_scope *scope,
-                          const struct notify_outbox_problems *ps)
+                          const struct verify_scope *scope, const struct notify_outbox_problems *ps)
 {
     struct error err = {0};
     char text[64];

@@ -366,8 +366,8 @@ struct other {
     char *a, *b, *url; /* down: dest, reason; verify: scope, unused */
     char *dest[NOTIFY_FAILED_LIST_MAX], *path[NOTIFY_FAILED_LIST_MAX];
     const char *problem[NOTIFY_FAILED_LIST_MAX]; /* static */
-    size_t n;      /* problems listed */
-    uint64_t more; /* problems not listed */
+    size_t n;                                    /* problems listed */
+    uint64_t more;                               /* problems not listed */
     char head[NOTIFY_LABEL_MAX + 96];
 };
 
@@ -444,8 +444,8 @@ static void format_utc(int64_t t, char *out, size_t size)
 /* The lines of a verification's counts: label and value. */
 static size_t verify_counts(const struct notify_verify *v, const char **labels, uint64_t *values)
 {
-    static const char *const names[] = {"Checked",     "OK", "Missing", "Changed",
-                                        "Extra files", "Could not be checked"};
+    static const char *const names[] = {"Checked", "OK",          "Missing",
+                                        "Changed", "Extra files", "Could not be checked"};
     const uint64_t vals[] = {v->checked, v->ok, v->missing, v->changed, v->extra, v->errors};
     for (size_t i = 0; i < 6; i++) {
         labels[i] = names[i];
@@ -503,7 +503,8 @@ static void other_html_part(FILE *f, const struct notify_session *s, const struc
     fputs(".</p>\n", f);
     if (s->kind == NOTIFY_KIND_DEST_DOWN) {
         format_utc(s->down.since, since, sizeof(since));
-        fprintf(f, "<table>\n<tr><td>%s</td><td>", s->down.back_up ? "Was down since" : "Down since");
+        fprintf(f, "<table>\n<tr><td>%s</td><td>",
+                s->down.back_up ? "Was down since" : "Down since");
         html_escape(f, since);
         fprintf(f, "</td></tr>\n<tr><td>Minutes</td><td>%lld</td></tr>\n",
                 (long long)s->down.minutes);
@@ -772,7 +773,7 @@ int notify_msg_build_merged(const struct notify_session *sessions, size_t n, str
             goto out;
         const struct notify_session *si = &sessions[i];
         all_sessions = all_sessions && si->kind == NOTIFY_KIND_SESSION;
-        counts[si->kind == NOTIFY_KIND_SESSION   ? (size_t)si->result
+        counts[si->kind == NOTIFY_KIND_SESSION  ? (size_t)si->result
                : si->kind == NOTIFY_KIND_VERIFY ? N_RESULTS + 2
                : si->down.back_up               ? N_RESULTS + 1
                                                 : N_RESULTS]++;

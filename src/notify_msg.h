@@ -91,20 +91,20 @@ struct notify_session {
     const char *const *failed_files; /* names of failed files (untrusted), any number */
     size_t n_failed_files;
     bool safe_to_remove;
-    const char *dashboard_url; /* NULL or "": no link */
+    const char *dashboard_url;   /* NULL or "": no link */
     struct notify_down down;     /* NOTIFY_KIND_DEST_DOWN */
     struct notify_verify verify; /* NOTIFY_KIND_VERIFY */
 };
 
 /* A built message; every string is the owner's, freed by notify_msg_done. */
 struct notify_msg {
-    char *subject; /* one line, valid UTF-8, no control characters */
-    char *text;    /* plain text, LF line ends */
-    char *html;    /* a whole HTML document, LF line ends */
-    char *json;    /* the `json` webhook object, compact */
-    char *click;   /* the dashboard URL or "" */
-    int priority;  /* ntfy/Gotify scale 1..5: 3 completed/empty/back up, 4 partial/interrupted/
-                    * destination down/verify problem, 5 failed */
+    char *subject;    /* one line, valid UTF-8, no control characters */
+    char *text;       /* plain text, LF line ends */
+    char *html;       /* a whole HTML document, LF line ends */
+    char *json;       /* the `json` webhook object, compact */
+    char *click;      /* the dashboard URL or "" */
+    int priority;     /* ntfy/Gotify scale 1..5: 3 completed/empty/back up, 4 partial/interrupted/
+                       * destination down/verify problem, 5 failed */
     const char *tags; /* ntfy tags (static): "white_check_mark", "warning", "x", "rotating_light",
                        * "mag", ... */
     /* a file for the mail to attach (the session's report, added by the outbox at delivery),

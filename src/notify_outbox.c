@@ -290,7 +290,9 @@ void notify_outbox_problem_add(struct notify_outbox_problems *ps, const struct v
     size_t i = ps->n++;
     snprintf(ps->dest[i], sizeof(ps->dest[i]), "%s", p->dest_label ? p->dest_label : "");
     snprintf(ps->path[i], sizeof(ps->path[i]), "%s",
-             p->remote && p->remote[0] ? p->remote : p->rel_path ? p->rel_path : "");
+             p->remote && p->remote[0] ? p->remote
+             : p->rel_path             ? p->rel_path
+                                       : "");
     ps->p[i] = (struct notify_problem){ps->dest[i], ps->path[i], what};
 }
 

@@ -93,9 +93,8 @@ int outage_take(struct outage *o, int64_t now, int64_t threshold, struct outage_
         if (!r->used || (!r->up && (r->told || now - r->since < threshold)))
             continue;
         int64_t end = r->up ? r->up_at : now;
-        *ret = (struct outage_event){.since = r->since,
-                                     .minutes = (end - r->since) / 60,
-                                     .back_up = r->up};
+        *ret = (struct outage_event){
+            .since = r->since, .minutes = (end - r->since) / 60, .back_up = r->up};
         snprintf(ret->id, sizeof(ret->id), "%s", r->id);
         snprintf(ret->reason, sizeof(ret->reason), "%s", r->reason);
         if (r->up)

@@ -276,8 +276,8 @@ static int other_parse(struct stored *st, struct json_object *o, const char *kin
     s->verify.n_problems = json_object_array_length(list);
     for (size_t i = 0; i < s->verify.n_problems; i++) {
         struct json_object *p = json_object_array_get_idx(list, i);
-        st->problems[i] = (struct notify_problem){get_str(p, "dest"), get_str(p, "path"),
-                                                  get_str(p, "problem")};
+        st->problems[i] =
+            (struct notify_problem){get_str(p, "dest"), get_str(p, "path"), get_str(p, "problem")};
     }
     s->verify.problems = st->problems;
     return 0;

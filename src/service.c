@@ -193,8 +193,8 @@ static void job_progress(const struct engine_progress *p, void *userdata)
     /* each destination up, or down with a reason (one not yet prepared has none: unknown) */
     for (size_t i = 0; i < p->n_dests; i++)
         if (p->dests[i].usable || p->dests[i].problem[0])
-            outage_observe(j->svc->outage, p->dests[i].id, p->dests[i].usable,
-                           p->dests[i].problem, time(NULL));
+            outage_observe(j->svc->outage, p->dests[i].id, p->dests[i].usable, p->dests[i].problem,
+                           time(NULL));
     if (!j->svc->mqtt && !j->svc->web)
         return;
     bool final = status_progress_is_final(p);
@@ -441,12 +441,14 @@ static void notify_outages(struct service *svc)
         if (ev.back_up)
             log_info("destination %s is back up after %" PRId64 " min", name, ev.minutes);
         else
-            log_warning("destination %s down for %" PRId64 " min: %s", name, ev.minutes,
-                        ev.reason);
+            log_warning("destination %s down for %" PRId64 " min: %s", name, ev.minutes, ev.reason);
         struct notify_session s = {
             .kind = NOTIFY_KIND_DEST_DOWN,
-            .down = {.dest = name, .reason = ev.reason, .since = ev.since,
-                     .minutes = ev.minutes, .back_up = ev.back_up},
+            .down = {.dest = name,
+                     .reason = ev.reason,
+                     .since = ev.since,
+                     .minutes = ev.minutes,
+                     .back_up = ev.back_up},
         };
         int r = db ? 0 : db_open(cfg->service.database_path, DB_READ_WRITE, &db, &err);
         if (r == 0)
@@ -583,8 +585,8 @@ static void notify_scrub(struct service *svc)
     bool queued = false;
     int r = db_open(cfg->service.database_path, DB_READ_WRITE, &db, &err);
     if (r == 0)
-        r = notify_outbox_queue_verify(cfg, db, sum, SCRUB_SCOPE, svc->scrub_problems,
-                                       time(NULL), &queued, &err);
+        r = notify_outbox_queue_verify(cfg, db, sum, SCRUB_SCOPE, svc->scrub_problems, time(NULL),
+                                       &queued, &err);
     db_close(db);
     if (r < 0)
         log_warning("scrub: the notification of verification run %" PRId64 " is not queued: %s",
@@ -1197,7 +1199,7 @@ out:
     if (svc.scrub_donefd >= 0)
         close(svc.scrub_donefd);
     free(svc.scrub_problems); /* the scrub's thread is joined by now */
-    outage_free(svc.outage);   /* and the sessions' */
+    outage_free(svc.outage);  /* and the sessions' */
     if (svc.notifyfd >= 0)
         close(svc.notifyfd);
     if (svc.notify_donefd >= 0)

@@ -275,8 +275,10 @@ static void test_dest_down(void **state)
     (void)state;
     struct notify_session s = {
         .kind = NOTIFY_KIND_DEST_DOWN,
-        .down = {.dest = "unraid: smb //nas/photos\r\nBcc: x", .reason = "cannot connect",
-                 .since = 1800000000, .minutes = 35},
+        .down = {.dest = "unraid: smb //nas/photos\r\nBcc: x",
+                 .reason = "cannot connect",
+                 .since = 1800000000,
+                 .minutes = 35},
         .dashboard_url = "http://pi.local:8080/",
     };
     struct notify_msg m;
@@ -306,7 +308,8 @@ static void test_dest_down(void **state)
     s.down.back_up = true;
     s.down.minutes = 50;
     assert_int_equal(notify_msg_build(&s, &m, &err), 0);
-    assert_string_equal(m.subject, "SnapSync: destination unraid: smb //nas/photos??Bcc: x back up");
+    assert_string_equal(m.subject,
+                        "SnapSync: destination unraid: smb //nas/photos??Bcc: x back up");
     assert_non_null(strstr(m.text, "is back up after 50 min down"));
     assert_int_equal(m.priority, 3);
     o = json_tokener_parse(m.json);
@@ -325,13 +328,20 @@ static void test_verify_problem(void **state)
     char paths[NOTIFY_FAILED_LIST_MAX + 5][64];
     for (size_t i = 0; i < NOTIFY_FAILED_LIST_MAX + 5; i++) {
         snprintf(paths[i], sizeof(paths[i]), "/srv/photos/<IMG_%04zu>.CR2", i);
-        probs[i] = (struct notify_problem){"local: /srv/photos", paths[i],
-                                           i == 0 ? "changed" : "missing"};
+        probs[i] =
+            (struct notify_problem){"local: /srv/photos", paths[i], i == 0 ? "changed" : "missing"};
     }
     struct notify_session s = {
         .kind = NOTIFY_KIND_VERIFY,
-        .verify = {.scope = "all", .run_id = 7, .checked = 100, .ok = 70, .missing = 29,
-                   .changed = 1, .extra = 3, .errors = 0, .problems = probs,
+        .verify = {.scope = "all",
+                   .run_id = 7,
+                   .checked = 100,
+                   .ok = 70,
+                   .missing = 29,
+                   .changed = 1,
+                   .extra = 3,
+                   .errors = 0,
+                   .problems = probs,
                    .n_problems = NOTIFY_FAILED_LIST_MAX + 5},
     };
     struct notify_msg m;

@@ -124,8 +124,10 @@ static void test_problems_and_dest_name(void **state)
 {
     (void)state;
     struct notify_outbox_problems ps = {0};
-    struct verify_problem p = {.dest_label = "local /srv/p", .remote = "/srv/p/A.JPG",
-                               .rel_path = "DCIM/A.JPG", .result = DB_VERIFY_ERROR};
+    struct verify_problem p = {.dest_label = "local /srv/p",
+                               .remote = "/srv/p/A.JPG",
+                               .rel_path = "DCIM/A.JPG",
+                               .result = DB_VERIFY_ERROR};
     notify_outbox_problem_add(&ps, &p);
     assert_int_equal(ps.n, 0);
     p.result = DB_VERIFY_MISSING;

@@ -425,19 +425,26 @@ static void test_other_events(void **state)
     struct error err = {0};
     struct notify_session down = {
         .kind = NOTIFY_KIND_DEST_DOWN,
-        .down = {.dest = "unraid: smb //nas/photos", .reason = "cannot connect",
-                 .since = T0 - 1800, .minutes = 30},
+        .down = {.dest = "unraid: smb //nas/photos",
+                 .reason = "cannot connect",
+                 .since = T0 - 1800,
+                 .minutes = 30},
         .dashboard_url = "http://pi:8080/",
     };
     const struct notify_problem probs[] = {{"local: /srv/p", "/srv/p/IMG_1.CR2", "missing"},
                                            {"local: /srv/p", "/srv/p/stray.txt", "extra"}};
     struct notify_session ver = {
         .kind = NOTIFY_KIND_VERIFY,
-        .verify = {.scope = "scrub", .run_id = 4, .checked = 9, .ok = 8, .missing = 1,
-                   .extra = 1, .problems = probs, .n_problems = 2},
+        .verify = {.scope = "scrub",
+                   .run_id = 4,
+                   .checked = 9,
+                   .ok = 8,
+                   .missing = 1,
+                   .extra = 1,
+                   .problems = probs,
+                   .n_problems = 2},
     };
-    assert_int_equal(outbox_queue(db, &down, OUTBOX_COMPLETED, 0, &ch, 1, T0, NULL, &err),
-                     -EINVAL);
+    assert_int_equal(outbox_queue(db, &down, OUTBOX_COMPLETED, 0, &ch, 1, T0, NULL, &err), -EINVAL);
     assert_int_equal(outbox_queue(db, &down, OUTBOX_DESTINATION_DOWN, 0, &ch, 1, T0, NULL, &err),
                      0);
     struct outbox_result res = deliver(db, &ch, 1, T0);
