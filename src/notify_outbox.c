@@ -135,6 +135,33 @@ static int result_of(enum db_session_status st, enum notify_result *ret)
     }
 }
 
+/* Writes the human names of the n destinations ids[i] into names[i] (NOTIFY_LABEL_MAX bytes
+ * each), creating cfg's destinations once: see notify_outbox_dest_name. */
+static void dest_names(const struct config *cfg, const char *const *ids, size_t n,
+                       char (*names)[NOTIFY_LABEL_MAX])
+{
+    struct dest **dests = NULL;
+    size_t nd = 0;
+    struct error err = {0};
+    if (dest_create_all(cfg, &dests, &nd, &err) < 0)
+        nd = 0;
+    for (size_t k = 0; k < n; k++) {
+        snprintf(names[k], NOTIFY_LABEL_MAX, "%s", ids[k] ? ids[k] : "");
+        for (size_t i = 0; ids[k] && i < nd; i++) {
+            if (strcmp(dest_id(dests[i]), ids[k]) != 0)
+                continue;
+            const char *sec = dest_section(dests[i]), *label = dest_label(dests[i]);
+            size_t sl = strlen(sec);
+            if (strncmp(label, sec, sl) == 0 && (label[sl] == ' ' || label[sl] == '\0'))
+                snprintf(names[k], NOTIFY_LABEL_MAX, "%s", label);
+            else
+                snprintf(names[k], NOTIFY_LABEL_MAX, "%s: %s", sec, label);
+            break;
+        }
+    }
+    dest_free_all(dests, nd);
+}
+
 /* Each destination's state from the copies of the session's files. */
 static int dests_of(const struct config *cfg, struct db *db, int64_t session_id,
                     struct notify_outbox_session *ret, struct error *err)
@@ -145,7 +172,6 @@ static int dests_of(const struct config *cfg, struct db *db, int64_t session_id,
     if (r < 0)
         return r;
     for (size_t i = 0; i < n && i < NOTIFY_DESTS_MAX; i++) {
-        notify_outbox_dest_name(cfg, st[i].dest, ret->dest_names[i], sizeof(ret->dest_names[i]));
         if (st[i].failed > 0)
             snprintf(ret->dest_states[i], sizeof(ret->dest_states[i]), "%" PRId64 " failed",
                      st[i].failed);
@@ -158,6 +184,10 @@ static int dests_of(const struct config *cfg, struct db *db, int64_t session_id,
             (struct notify_dest){.name = ret->dest_names[i], .state = ret->dest_states[i]};
         ret->s.n_dests++;
     }
+    const char *ids[NOTIFY_DESTS_MAX];
+    for (size_t i = 0; i < ret->s.n_dests; i++)
+        ids[i] = st[i].dest;
+    dest_names(cfg, ids, ret->s.n_dests, ret->dest_names);
     ret->s.dests = ret->dests;
     free(st);
     return 0;
@@ -289,6 +319,7 @@ void notify_outbox_problem_add(struct notify_outbox_problems *ps, const struct v
         return;
     size_t i = ps->n++;
     snprintf(ps->dest[i], sizeof(ps->dest[i]), "%s", p->dest_label ? p->dest_label : "");
+    snprintf(ps->id[i], sizeof(ps->id[i]), "%s", p->dest_id ? p->dest_id : "");
     snprintf(ps->path[i], sizeof(ps->path[i]), "%s",
              p->remote && p->remote[0] ? p->remote
              : p->rel_path             ? p->rel_path
@@ -318,35 +349,42 @@ int notify_outbox_queue_verify(const struct config *cfg, struct db *db,
                 .changed = (uint64_t)k->changed,
                 .extra = (uint64_t)k->extra,
                 .errors = (uint64_t)k->errors,
-                .problems = ps ? ps->p : NULL,
-                .n_problems = ps ? ps->n : 0,
             },
     };
-    return notify_outbox_queue(cfg, db, &s, 0, now, ret_queued, err);
+    /* the destinations named as the session messages name them (the label when cfg no longer
+     * has the destination) */
+    struct named {
+        struct notify_problem p[NOTIFY_FAILED_LIST_MAX];
+        char names[NOTIFY_FAILED_LIST_MAX][NOTIFY_LABEL_MAX];
+    } *nm = ps && ps->n ? malloc(sizeof(*nm)) : NULL;
+    if (nm) {
+        const char *ids[NOTIFY_FAILED_LIST_MAX];
+        for (size_t i = 0; i < ps->n; i++)
+            ids[i] = ps->id[i];
+        dest_names(cfg, ids, ps->n, nm->names);
+        for (size_t i = 0; i < ps->n; i++) {
+            nm->p[i] = ps->p[i];
+            if (strcmp(nm->names[i], ps->id[i]) != 0)
+                nm->p[i].dest = nm->names[i];
+        }
+        s.verify.problems = nm->p;
+        s.verify.n_problems = ps->n;
+    } else if (ps) {
+        s.verify.problems = ps->p;
+        s.verify.n_problems = ps->n;
+    }
+    int r = notify_outbox_queue(cfg, db, &s, 0, now, ret_queued, err);
+    free(nm);
+    return r;
 }
 
 void notify_outbox_dest_name(const struct config *cfg, const char *id, char *buf, size_t size)
 {
-    struct dest **dests = NULL;
-    size_t n = 0;
-    struct error err = {0};
+    char name[1][NOTIFY_LABEL_MAX];
     if (size == 0)
         return;
-    snprintf(buf, size, "%s", id ? id : "");
-    if (!id || dest_create_all(cfg, &dests, &n, &err) < 0)
-        return;
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(dest_id(dests[i]), id) != 0)
-            continue;
-        const char *sec = dest_section(dests[i]), *label = dest_label(dests[i]);
-        size_t sl = strlen(sec);
-        if (strncmp(label, sec, sl) == 0 && (label[sl] == ' ' || label[sl] == '\0'))
-            snprintf(buf, size, "%s", label);
-        else
-            snprintf(buf, size, "%s: %s", sec, label);
-        break;
-    }
-    dest_free_all(dests, n);
+    dest_names(cfg, &id, 1, name);
+    snprintf(buf, size, "%s", name[0]);
 }
 
 static int send_logged(const struct outbox_channel *ch, const struct notify_msg *m,

@@ -113,10 +113,13 @@ struct notify_outbox_problems {
     struct notify_problem p[NOTIFY_FAILED_LIST_MAX];
     char dest[NOTIFY_FAILED_LIST_MAX][NOTIFY_LABEL_MAX];
     char path[NOTIFY_FAILED_LIST_MAX][NOTIFY_NAME_MAX];
+    char id[NOTIFY_FAILED_LIST_MAX][DEST_REMOTE_MAX]; /* the destination's id */
     size_t n;
 };
 
-/* Adds p to ps when it is a missing or changed copy or an extra file and ps is not full. */
+/* Adds p to ps when it is a missing or changed copy or an extra file and ps is not full. Its
+ * destination is named by p->dest_label here; notify_outbox_queue_verify names it as the
+ * session messages do (notify_outbox_dest_name). */
 void notify_outbox_problem_add(struct notify_outbox_problems *ps, const struct verify_problem *p);
 
 /*

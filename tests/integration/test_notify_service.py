@@ -154,6 +154,7 @@ class NotifyServiceTest(SnapsyncTest):
         self.assertEqual(len(m["problems"]), 1)
         self.assertEqual(m["problems"][0]["problem"], "missing")
         self.assertEqual(m["problems"][0]["path"], copies[0])
+        self.assertEqual(m["problems"][0]["destination"], name)  # as the session names it
         self.assertEqual(m["problems_more"], 0)
         self.assertEqual(m["title"], "SnapSync: verification found 1 problem")
         self.assertEqual(m["dashboard_url"], "http://snapsync.local:8080/")
