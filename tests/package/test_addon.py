@@ -105,6 +105,17 @@ class AddonConfig(unittest.TestCase):
         with open(os.path.join(ADDON, "CHANGELOG.md")) as f:
             self.assertIn(self.cfg["version"], f.read())
 
+    def test_one_published_image(self):
+        """The add-on builds on the image of its own version, which the Unraid template pulls
+        (docs/container.md, "Publishing"): one repository, nothing left from another release."""
+        build = load_yaml(ADDON, "build.yaml")
+        with open(os.path.join(ADDON, "Dockerfile")) as f:
+            default = re.search(r"^ARG BUILD_FROM=(\S+)$", f.read(), re.M).group(1)
+        unraid = ET.parse(os.path.join(SRC, "unraid", "snapsync.xml")).getroot()
+        repository = unraid.findtext("Repository").rsplit(":", 1)[0]
+        for image in list(build["build_from"].values()) + [default]:
+            self.assertEqual(image, f"{repository}:{project_version()}")
+
 
 class FakeSupervisor:
     """The Supervisor's GET /services/mqtt on a free port, answering only the right token."""
