@@ -32,8 +32,8 @@ RUN DESTDIR=/out cmake --install /build --strip >/dev/null \
     && install -D -m 0644 /src/packaging/container/config.yaml /out/usr/local/share/snapsync/config.yaml \
     && install -D -m 0755 /src/packaging/container/entrypoint.sh /out/usr/local/bin/snapsync-entrypoint
 # The runtime packages, derived from what the binary links (its shared libraries' owners), plus
-# libsmbclient, which it loads only for an SMB destination (src/dest_smb.c): 80 MB of the image
-# (samba-libs and libicu); --build-arg SMB=no leaves it out where shares are mounted by the host
+# libsmbclient, which it loads only for an SMB destination (src/dest_smb.c): 35 MB of the image
+# (samba-libs); --build-arg SMB=no leaves it out where shares are mounted by the host
 # (Unraid's /mnt/user, Home Assistant's network storage) and copied to as folders
 ARG SMB=yes
 RUN set -e; \
