@@ -210,6 +210,25 @@ static int apply_perms(const struct local *l, int fd, mode_t mode, const char *w
     return r;
 }
 
+/* Writes the len bytes at buf to fd from its offset, over short writes and EINTR. Errors: -ENOSPC
+ * (the disk or the quota is full: "destination disk ... is full"), write's errno with "cannot
+ * write <what>'<name>'". */
+static int write_whole(const struct local *l, int fd, const void *buf, size_t len, const char *what,
+                       const char *name, struct error *err)
+{
+    for (size_t off = 0; off < len;) {
+        ssize_t n = write(fd, (const char *)buf + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno == ENOSPC || errno == EDQUOT
+                       ? error_set(err, -ENOSPC, "destination disk '%s' is full", l->root)
+                       : error_set_errno(err, -errno, "cannot write %s'%s'", what, name);
+        off += (size_t)n;
+    }
+    return 0;
+}
+
 /* Creates folder `path`: 0700 (so it is never more open than configured, whatever the umask),
  * then the configured owner and dir_mode. Returns 0, -EEXIST when it exists (left as it is), or
  * another negative errno with err set. */
@@ -622,18 +641,9 @@ static int put_sidecar(struct local_file *f, int dir_fd, const char *dir, const 
     r = apply_perms(l, fd, l->file_mode, "the sidecar copy", err);
     if (r < 0)
         goto out;
-    for (size_t off = 0; off < len;) {
-        ssize_t n = write(fd, buf + off, len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            r = errno == ENOSPC || errno == EDQUOT
-                    ? error_set(err, -ENOSPC, "destination disk '%s' is full", l->root)
-                    : error_set_errno(err, -errno, "cannot write the sidecar '%s'", rel);
-            goto out;
-        }
-        off += (size_t)n;
-    }
+    r = write_whole(l, fd, buf, len, "the sidecar ", rel, err);
+    if (r < 0)
+        goto out;
     if (set_mtime(fd, mtime_ns) < 0 || fsync(fd) < 0) {
         r = error_set_errno(err, -errno, "cannot flush the sidecar '%s' to disk", rel);
         goto out;
@@ -914,18 +924,9 @@ static int local_meta_write(void *priv, const char *rel, const void *buf, size_t
     r = apply_perms(l, fd, l->file_mode, path, err);
     if (r < 0)
         goto out;
-    for (size_t off = 0; off < len;) {
-        ssize_t n = write(fd, (const char *)buf + off, len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            r = errno == ENOSPC || errno == EDQUOT
-                    ? error_set(err, -ENOSPC, "destination disk '%s' is full", l->root)
-                    : error_set_errno(err, -errno, "cannot write '%s'", path);
-            goto out;
-        }
-        off += (size_t)n;
-    }
+    r = write_whole(l, fd, buf, len, "", path, err);
+    if (r < 0)
+        goto out;
     if (fsync(fd) < 0) {
         r = error_set_errno(err, -errno, "cannot flush '%s' to disk", path);
         goto out;
