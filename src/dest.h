@@ -269,6 +269,13 @@ void dest_target(const struct dest *d, const char *date_path, const char *name,
  */
 bool dest_name_valid(const char *name);
 
+/*
+ * For backends' meta operations: true when rel is a path relative to the root as dest_ops says:
+ * not empty, no leading '/', no empty, "." or ".." component ("a//b" is refused, a trailing '/'
+ * is not). Component lengths are the backend's to check. NULL is not valid. Pure; any thread.
+ */
+bool dest_rel_valid(const char *rel);
+
 /* For backends: candidate name k for a file named name when the name is taken: k == 0 is name
  * itself, else "<stem>_<k>.<ext>", the stem shortened (never inside a UTF-8 sequence) so that the
  * result fits in DEST_NAME_MAX bytes. out gets at most size bytes. */

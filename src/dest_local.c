@@ -809,19 +809,11 @@ out:
 
 /* ---- SnapSync's own files below the root (ascmhl/, dest.h) ---- */
 
-/* root + "/" + rel into out, rel checked to be a relative path without "." or "..". */
+/* root + "/" + rel into out, rel checked by dest_rel_valid. */
 static int meta_path(const struct local *l, const char *rel, char *out, size_t size)
 {
-    if (!rel || !*rel || rel[0] == '/')
+    if (!dest_rel_valid(rel))
         return -EINVAL;
-    for (const char *p = rel; *p;) {
-        size_t len = strcspn(p, "/");
-        if (len == 0 || (len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
-            return -EINVAL;
-        p += len;
-        if (*p == '/')
-            p++;
-    }
     int n = snprintf(out, size, "%s/%s", l->root, rel);
     return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
