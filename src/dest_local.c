@@ -818,6 +818,18 @@ static int meta_path(const struct local *l, const char *rel, char *out, size_t s
     return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
 
+/* 0 when fd (opened as path) is a regular file; -EINVAL when it is something else, fstat's
+ * errno. */
+static int check_regular(int fd, const char *path, struct error *err)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return error_set_errno(err, -errno, "cannot examine '%s'", path);
+    if (!S_ISREG(st.st_mode))
+        return error_set(err, -EINVAL, "'%s' is not a regular file", path);
+    return 0;
+}
+
 static int local_meta_read(void *priv, const char *rel, size_t max, char **ret_buf, size_t *ret_len,
                            struct error *err)
 {
@@ -829,15 +841,9 @@ static int local_meta_read(void *priv, const char *rel, size_t max, char **ret_b
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return error_set_errno(err, -errno, "cannot open '%s'", path);
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        r = error_set_errno(err, -errno, "cannot examine '%s'", path);
+    r = check_regular(fd, path, err);
+    if (r < 0)
         goto out;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        r = error_set(err, -EINVAL, "'%s' is not a regular file", path);
-        goto out;
-    }
     r = fileio_read_fd(fd, max, ret_buf, ret_len);
     if (r == -EFBIG)
         error_set(err, r, "'%s' is larger than %zu bytes", path, max);
@@ -975,16 +981,9 @@ static int local_read_copy(void *priv, const char *remote,
     if (fd < 0)
         return error_set_errno(err, errno == ELOOP ? -EINVAL : -errno, "cannot open '%s'", path);
     uint8_t *buf = NULL;
-    struct stat st;
-    int r = 0;
-    if (fstat(fd, &st) < 0) {
-        r = error_set_errno(err, -errno, "cannot examine '%s'", path);
+    int r = check_regular(fd, path, err);
+    if (r < 0)
         goto out;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        r = error_set(err, -EINVAL, "'%s' is not a regular file", path);
-        goto out;
-    }
     buf = malloc(DEST_READ_CHUNK);
     if (!buf) {
         r = error_set(err, -ENOMEM, "out of memory");
