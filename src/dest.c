@@ -378,6 +378,21 @@ bool dest_name_valid(const char *name)
            strcmp(name, "..") != 0;
 }
 
+bool dest_rel_valid(const char *rel)
+{
+    if (!rel || !*rel || rel[0] == '/')
+        return false;
+    for (const char *p = rel; *p;) {
+        size_t len = strcspn(p, "/");
+        if (len == 0 || (len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
+            return false;
+        p += len;
+        if (*p == '/')
+            p++;
+    }
+    return true;
+}
+
 void dest_candidate_name(const char *name, unsigned k, char *out, size_t size)
 {
     if (k == 0) {

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Destinations: the small interface every backend implements (dest_local.c, dest_smb.c,
- * dest_immich.c; each one file with one `const struct dest_ops` table, and a new kind is one more
- * such file). Nothing outside dest.c asks which kind of destination it has.
+ * dest_immich.c, dest_s3.c; each one file with one `const struct dest_ops` table, and a new kind
+ * is one more such file). Nothing outside dest.c asks which kind of destination it has.
  *
  * Life cycle: dest_create_all() from the config; per session dest_prepare(); per worker and
  * destination dest_conn_new() (backends keep connection state there: an SMB context, a CURL
@@ -292,6 +292,13 @@ bool dest_name_valid(const char *name);
  * "#recycle", ".recycle", "#snapshot", ".Trash-*"), and "." and "..". Pure; any thread.
  */
 bool dest_walk_skip(unsigned depth, const char *name);
+
+/*
+ * For backends' meta operations: true when rel is a path relative to the root as dest_ops says:
+ * not empty, no leading '/', no empty, "." or ".." component ("a//b" is refused, a trailing '/'
+ * is not). Component lengths are the backend's to check. NULL is not valid. Pure; any thread.
+ */
+bool dest_rel_valid(const char *rel);
 
 /* For backends: candidate name k for a file named name when the name is taken: k == 0 is name
  * itself, else "<stem>_<k>.<ext>", the stem shortened (never inside a UTF-8 sequence) so that the

@@ -137,6 +137,17 @@ static const struct health_ops health_ops = {
 
 /* ---- progress ---- */
 
+/* Adds to t the counts a pipeline keeps (files copied, skipped, duplicate, failed; bytes
+ * copied); the scan's counts are the engine's own. */
+static void add_pipeline_counts(struct db_totals *t, const struct db_totals *pipeline)
+{
+    t->files_copied += pipeline->files_copied;
+    t->files_skipped += pipeline->files_skipped;
+    t->files_duplicate += pipeline->files_duplicate;
+    t->files_failed += pipeline->files_failed;
+    t->bytes_copied += pipeline->bytes_copied;
+}
+
 /* The one place a progress report is put together. */
 static void progress_snapshot(struct engine *e, enum db_session_status st,
                               struct engine_progress *p)
@@ -150,11 +161,7 @@ static void progress_snapshot(struct engine *e, enum db_session_status st,
     p->session_id = e->session_id;
     p->status = st;
     p->totals = e->totals;
-    p->totals.files_copied += ps.totals.files_copied;
-    p->totals.files_skipped += ps.totals.files_skipped;
-    p->totals.files_duplicate += ps.totals.files_duplicate;
-    p->totals.files_failed += ps.totals.files_failed;
-    p->totals.bytes_copied += ps.totals.bytes_copied;
+    add_pipeline_counts(&p->totals, &ps.totals);
     p->files_done = (uint64_t)(p->totals.files_copied + p->totals.files_skipped +
                                p->totals.files_duplicate + p->totals.files_failed);
     p->bytes_done = ps.bytes_read + ps.bytes_skipped + e->bytes_skipped;
@@ -468,11 +475,7 @@ static int run_pipeline(struct engine *e, struct db *db, struct error *err)
     if (p) {
         struct pipeline_stats ps;
         pipeline_stats(p, &ps);
-        e->totals.files_copied += ps.totals.files_copied;
-        e->totals.files_skipped += ps.totals.files_skipped;
-        e->totals.files_duplicate += ps.totals.files_duplicate;
-        e->totals.files_failed += ps.totals.files_failed;
-        e->totals.bytes_copied += ps.totals.bytes_copied;
+        add_pipeline_counts(&e->totals, &ps.totals);
         e->bytes_skipped += ps.bytes_skipped;
         e->files_partly = ps.files_partly;
         e->last_bytes = ps.bytes_read; /* the final rate below counts what was read */
