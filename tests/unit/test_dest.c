@@ -329,6 +329,7 @@ static void test_walk_skip(void **state)
                           "thumbs.db.jpg", "ascmhl.txt", "DS_Store"};
     for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++)
         assert_false(dest_walk_skip(0, kept[i]));
+}
 
 /* The one check of a meta path (dest_ops' meta operations) every backend applies. */
 static void test_rel_valid(void **state)
