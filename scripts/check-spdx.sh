@@ -8,18 +8,27 @@
 # (config.yaml.example is `snapsync config --template`, byte for byte).
 #   sh scripts/check-spdx.sh [SOURCE_DIR]
 top=${1:-.}
-missing=$(cd "$top" && find . \
-    \( -path './build*' -o -path ./dist -o -path ./.git -o -path '*/node_modules' \
-        -o -path ./tests/fuzz/corpus -o -path ./tests/fixtures -o -path ./tests/immich \) -prune -o \
-    -type f \( -name '*.[ch]' -o -name '*.py' -o -name '*.sh' -o -name '*.js' -o -name '*.css' \
-        -o -name '*.html' -o -name '*.cmake' -o -name CMakeLists.txt -o -name '*.awk' \
-        -o -name '*.sed' -o -name '*.yaml' -o -name '*.yml' -o -name '*.xml' -o -name Dockerfile \
-        -o -name '*.service' -o -name '*.supp' -o -path ./debian/rules \
-        -o -path './debian/*.postinst' -o -path './debian/*.postrm' -o -path './debian/*.prerm' \
-        -o -path './debian/*.preinst' -o -path ./completions/snapsync.bash \) -print |
-    sort | while read -r f; do
-        head -n 5 "$f" | grep -q 'SPDX-License-Identifier: MIT' || echo "$f"
-    done)
+# The files of the project: those git tracks in a checkout (not the untracked output of benches
+# and builds beside them), else every file below top.
+files() {
+    if git -C "$top" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        (cd "$top" && git ls-files | sed 's|^|./|')
+    else
+        (cd "$top" && find . -type f)
+    fi
+}
+missing=$(files | while read -r f; do
+    case $f in
+    ./build* | ./dist/* | ./.git/* | */node_modules/* | ./tests/fuzz/corpus/* | ./tests/fixtures/* | \
+        ./tests/immich/*) continue ;;
+    *.[ch] | *.py | *.sh | *.js | *.css | *.html | *.cmake | */CMakeLists.txt | \
+        *.awk | *.sed | *.yaml | *.yml | *.xml | */Dockerfile | *.service | *.supp | \
+        ./debian/rules | ./debian/*.postinst | ./debian/*.postrm | ./debian/*.prerm | \
+        ./debian/*.preinst | ./completions/snapsync.bash) ;;
+    *) continue ;;
+    esac
+    head -n 5 "$top/$f" | grep -q 'SPDX-License-Identifier: MIT' || echo "$f"
+done | sort)
 if [ -n "$missing" ]; then
     echo "no SPDX-License-Identifier: MIT in the first comment of:"
     echo "$missing"
