@@ -205,6 +205,18 @@ class MqttTest(SnapsyncTest):
         self.assertIn(name[:50], last["error"])
         self.assertIn("path too long", last["error"])
 
+    def test_a_failed_backup_is_failed_with_its_reason(self):
+        self.use_broker()
+        with open(self.dest, "w") as f:  # the only destination is a file: nothing can be copied
+            f.write("not a folder")
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2024:01:02 03:04:05")
+        self.assertEqual(self.backup(None, None)["status"], "failed")
+        self.sub.wait(lambda: self.states() and self.states()[-1]["last_result"] == "failed", 20,
+                      "the failed result")
+        last = self.states()[-1]
+        self.assertEqual(last["status"], "failed")
+        self.assertIn("Not a directory", last["error"])
+
     def test_a_destination_that_is_down_is_one_state_with_its_reason(self):
         self.use_broker()
         local = os.path.join(self.dir, "local")
