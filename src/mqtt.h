@@ -60,6 +60,17 @@ void mqtt_publish_state(struct mqtt *m, const struct status_live *s, bool force)
  * thread. */
 void mqtt_publish_verification(struct mqtt *m, const struct status_verification *v);
 
+/* A session ended: publishes one event, not retained, on <topic_prefix>/<id>/event for the
+ * event entity "Backup finished" (event.snapsync_backup_finished): a JSON object with
+ * event_type (rep->status: completed, partial, failed, interrupted or empty), card,
+ * session_id, files_total, files_copied, files_skipped, files_duplicate, files_failed,
+ * bytes_copied, bytes_total, scan_problems, duration_s, safe_to_remove, error (null when none)
+ * and dashboard_url (only with a dashboard). Not connected: kept (the newest 8) and published on
+ * the next connect. Published once: never again on a reconnect or Home Assistant's birth. A
+ * report without a session or with a status that is not a result is ignored. Never blocks on
+ * the network. Any thread. */
+void mqtt_publish_session(struct mqtt *m, const struct engine_report *rep, bool safe_to_remove);
+
 /* The last connection problem ("not authorised: check MQTT_USERNAME/MQTT_PASSWORD"), or "" when
  * connected. Copied into buf. */
 void mqtt_last_error(struct mqtt *m, char *buf, size_t size);

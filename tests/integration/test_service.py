@@ -729,6 +729,25 @@ class ServiceTest(SnapsyncTest):
         discovery = json.loads([m for m in sub.messages
                                 if m[1].startswith("homeassistant/device/")][-1][2])
         self.assertEqual(discovery["device"]["configuration_url"], f"http://127.0.0.1:{port}/")
+        # one "Backup finished" event, not retained; Home Assistant's birth makes the service
+        # publish discovery and state again, never the event
+        device_id = discovery["device"]["identifiers"][0]
+        event_topic = f"snapsync/{device_id}/event"
+        sub.wait(lambda: sub.find(event_topic), 30, "the session's event")
+        [event] = [json.loads(m[2]) for m in sub.find(event_topic)]
+        self.assertEqual((event["event_type"], event["card"], event["files_copied"],
+                          event["safe_to_remove"], event["dashboard_url"]),
+                         ("completed", "EOS_R5", 2, False, f"http://127.0.0.1:{port}/"))
+        verification = f"snapsync/{device_id}/verification"
+        n = len(sub.find(verification))
+        broker.publish("homeassistant/status", "online")
+        # published after discovery and state: the whole answer to the birth is in
+        sub.wait(lambda: len(sub.find(verification)) > n, 30,
+                 "the verification state again after Home Assistant's birth")
+        self.assertEqual(len(sub.find(event_topic)), 1)
+        late = Subscriber(broker)
+        self.cleanups.append(late.stop)
+        self.assertEqual(late.find(event_topic), [])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=10) as r:
             self.assertEqual(r.status, 200)
             json.loads(r.read())
