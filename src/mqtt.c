@@ -7,6 +7,8 @@
  * publishes "online", the retained device discovery, subscribes to Home Assistant's birth topic
  * and to its command topics, and publishes the current state and the verification state (each
  * retained on its own topic); the same happens again when Home Assistant announces itself.
+ * A finished session is one event (not retained) on its own topic, sent at once or, when not
+ * connected, with the next connect; never a second time.
  * The last will marks the device offline if SnapSync dies.
  *
  * Discovery follows the facts in docs/home-assistant.md: device-based discovery, unique ids
@@ -647,8 +649,8 @@ static void on_connect(struct mosquitto *mosq, void *ud, int rc)
     web_url_for_broker_locked(m);
     publish_discovery_locked(m);
     publish_state_locked(m);
-    publish_verification_locked(m);
     publish_events_locked(m); /* only those that ended while not connected */
+    publish_verification_locked(m);
     pthread_mutex_unlock(&m->lock);
     log_info("mqtt: connected to %s:%d", m->broker, m->port);
 }

@@ -3,8 +3,8 @@
  * Home Assistant over MQTT (libmosquitto): one device announced by device-based discovery
  * (<discovery_prefix>/device/<id>/config, retained), availability with a last will, one retained
  * JSON state on <topic_prefix>/<id>/state that the entities read with a value template (the
- * verification entities: <topic_prefix>/<id>/verification), and buttons on
- * <topic_prefix>/<id>/cmd/<action>.
+ * verification entities: <topic_prefix>/<id>/verification), one event per finished session on
+ * <topic_prefix>/<id>/event (not retained), and buttons on <topic_prefix>/<id>/cmd/<action>.
  *
  * The broker being down never slows a backup: publishing only copies the state under a lock;
  * libmosquitto's own thread connects, reconnects with growing delay, and sends.
