@@ -66,7 +66,8 @@ void mqtt_publish_verification(struct mqtt *m, const struct status_verification 
  * session_id, files_total, files_copied, files_skipped, files_duplicate, files_failed,
  * bytes_copied, bytes_total, scan_problems, duration_s, safe_to_remove, error (null when none)
  * and dashboard_url (only with a dashboard). Not connected: kept (the newest 8) and published on
- * the next connect. Published once: never again on a reconnect or Home Assistant's birth. A
+ * the next connect. Published once: never again on a reconnect or Home Assistant's birth
+ * (QoS 1: a connection lost before the broker acknowledged it repeats it, as MQTT says). A
  * report without a session or with a status that is not a result is ignored. Never blocks on
  * the network. Any thread. */
 void mqtt_publish_session(struct mqtt *m, const struct engine_report *rep, bool safe_to_remove);
