@@ -565,7 +565,9 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
         log_run_locked(progress_erase, &view);
         log_set_line_hooks(NULL, NULL, NULL);
     }
-    mqtt_free(view.mqtt);
+    /* the card stays mounted: safe to remove means nothing left on it without a copy */
+    mqtt_publish_session(view.mqtt, &rep, engine_status_nothing_left(rep.status));
+    mqtt_free(view.mqtt); /* publishes what is still pending before it disconnects */
     if (r < 0 && rep.session_id == 0) {
         fprintf(stderr, "snapsync: %s\n", err.msg);
         /* the folder or the configuration is wrong: usage; anything else: failure */
