@@ -32,8 +32,8 @@ RUN DESTDIR=/out cmake --install /build --strip >/dev/null \
     && install -D -m 0644 /src/packaging/container/config.yaml /out/usr/local/share/snapsync/config.yaml \
     && install -D -m 0755 /src/packaging/container/entrypoint.sh /out/usr/local/bin/snapsync-entrypoint
 # The runtime packages, derived from what the binary links (its shared libraries' owners), plus
-# libsmbclient, which it loads only for an SMB destination (src/dest_smb.c): 80 MB of the image
-# (samba-libs and libicu); --build-arg SMB=no leaves it out where shares are mounted by the host
+# libsmbclient, which it loads only for an SMB destination (src/dest_smb.c): 35 MB of the image
+# (samba-libs); --build-arg SMB=no leaves it out where shares are mounted by the host
 # (Unraid's /mnt/user, Home Assistant's network storage) and copied to as folders
 ARG SMB=yes
 RUN set -e; \
@@ -55,14 +55,20 @@ LABEL org.opencontainers.image.title="SnapSync" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.version="${VERSION}"
-COPY --from=build /out/ /
+# The package list first, the program after it: a source change that links the same libraries
+# leaves this list, and so the installing layer, as it was (cached: no mirror, no apt-get)
+COPY --from=build /out/usr/local/share/snapsync/runtime-packages /usr/local/share/snapsync/
+# a new value (scripts/release-check.sh: the date) installs them anew from the mirror, security
+# updates included; left alone, the layer keeps the versions of its first build
+ARG REFRESH=
 # curl: the HEALTHCHECK; ca-certificates: https (Immich) and MQTT over TLS; tzdata: TZ
 RUN apt-get update -qq \
     && xargs -a /usr/local/share/snapsync/runtime-packages \
         apt-get install -y -qq --no-install-recommends ca-certificates curl tzdata >/dev/null \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
-    && ! ldd /usr/local/bin/snapsync | grep 'not found' \
     && mkdir -p /config /data /backup /media /run/snapsync
+COPY --from=build /out/ /
+RUN ! ldd /usr/local/bin/snapsync | grep 'not found'
 ENV SNAPSYNC_CONFIG=/config/config.yaml
 VOLUME ["/config", "/data", "/backup"]
 EXPOSE 8080/tcp

@@ -42,7 +42,7 @@ header && /^#/ {
 }
 header && /^$/ { header = 0; print ".fi"; print ".SH KEYS"; next }
 /^# / { line = $0; sub(/^# /, "", line); c[++nc] = line; next }
-/^[a-z_]+:/ {
+/^[a-z0-9_]+:/ {
     name = $0; sub(/:.*/, "", name)
     print ".SS " name
     flush_comment()
@@ -50,7 +50,7 @@ header && /^$/ { header = 0; print ".fi"; print ".SH KEYS"; next }
 }
 /^  # / { line = $0; sub(/^  # /, "", line); c[++nc] = line; next }
 # a nested section (notify: email:): its keys follow, 4 spaces in, named parent.key
-/^  [a-z_]+:$/ {
+/^  [a-z0-9_]+:$/ {
     parent = $0; sub(/^  /, "", parent); sub(/:$/, "", parent)
     print ".TP"
     print ".B " esc(parent)
@@ -58,9 +58,9 @@ header && /^$/ { header = 0; print ".fi"; print ".SH KEYS"; next }
     next
 }
 /^    # / { line = $0; sub(/^    # /, "", line); c[++nc] = line; next }
-/^    [a-z_]+:/ {
+/^    [a-z0-9_]+:/ {
     key = $0; sub(/^    /, "", key); sub(/:.*/, "", key)
-    value = $0; sub(/^    [a-z_]+: ?/, "", value)
+    value = $0; sub(/^    [a-z0-9_]+: ?/, "", value)
     print ".TP"
     print ".B " esc(parent "." key)
     flush_comment()
@@ -69,9 +69,9 @@ header && /^$/ { header = 0; print ".fi"; print ".SH KEYS"; next }
     cont = 1
     next
 }
-/^  [a-z_]+:/ {
+/^  [a-z0-9_]+:/ {
     key = $0; sub(/^  /, "", key); sub(/:.*/, "", key)
-    value = $0; sub(/^  [a-z_]+: ?/, "", value)
+    value = $0; sub(/^  [a-z0-9_]+: ?/, "", value)
     print ".TP"
     print ".B " esc(key)
     flush_comment()

@@ -345,6 +345,10 @@ static json_object *dry_file_json(const struct engine_dry_file *f)
         o, "date_from",
         !f->date_path[0] ? NULL
                          : json_object_new_string(f->date_from_metadata ? "metadata" : "mtime"));
+    json_object *sc = json_object_new_array();
+    for (size_t i = 0; i < f->n_sidecars; i++)
+        json_object_array_add(sc, json_object_new_string(f->sidecars[i]));
+    json_object_object_add(o, "sidecars", sc);
     json_object *targets = json_object_new_array();
     for (size_t i = 0; i < f->n_targets; i++) {
         const struct engine_dry_target *t = &f->targets[i];
@@ -352,10 +356,33 @@ static json_object *dry_file_json(const struct engine_dry_file *f)
         json_object_object_add(to, "where", json_object_new_string(t->where));
         json_object_object_add(to, "recorded", json_object_new_boolean(t->recorded));
         json_object_object_add(to, "name_taken", json_object_new_boolean(t->taken));
+        json_object *sidecars = json_object_new_array();
+        for (size_t k = 0; k < t->n_sidecars; k++) {
+            json_object *so = json_object_new_object();
+            json_object_object_add(so, "path",
+                                   json_object_new_string(f->sidecars[t->sidecars[k].of]));
+            json_object_object_add(so, "where", json_object_new_string(t->sidecars[k].where));
+            json_object_array_add(sidecars, so);
+        }
+        json_object_object_add(to, "sidecars", sidecars);
         json_object_array_add(targets, to);
     }
     json_object_object_add(o, "targets", targets);
     return o;
+}
+
+/* ", with its sidecars DCIM/IMG_0001.XMP, DCIM/IMG_0001.WAV", or "" without any. */
+static void dry_sidecars_text(const struct engine_dry_file *f, char *buf, size_t size)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < f->n_sidecars && n < size; i++) {
+        int k =
+            snprintf(buf + n, size - n, "%s%s", i ? ", " : ", with its sidecars ", f->sidecars[i]);
+        if (k < 0)
+            break;
+        n += (size_t)k;
+    }
 }
 
 /* engine_options.on_dry_file: one line on stdout, or one object in the JSON list. */
@@ -372,9 +399,12 @@ static void on_dry_file(const struct engine_dry_file *f, void *userdata)
     dry_targets_text(f, targets, sizeof(targets));
     const char *v = engine_verdict_to_string(f->verdict);
     switch (f->verdict) {
-    case ENGINE_VERDICT_NEW:
-        printf("%-10s %s -> %s\n", v, f->rel_path, targets);
+    case ENGINE_VERDICT_NEW: {
+        char sidecars[1024];
+        dry_sidecars_text(f, sidecars, sizeof(sidecars));
+        printf("%-10s %s -> %s%s\n", v, f->rel_path, targets, sidecars);
         break;
+    }
     case ENGINE_VERDICT_DONE:
         printf("%-10s %s at %s%s%s%s\n", v, f->rel_path, targets,
                f->duplicate_of[0] ? " (same content as " : "", f->duplicate_of,
@@ -417,10 +447,11 @@ static void dry_run_print(const struct engine_report *rep, struct dry_view *dv)
     }
     char bytes[32];
     format_bytes((double)t->bytes_copied, bytes, sizeof(bytes));
-    printf(
-        "dry run (nothing written): %" PRId64 " files found, %" PRId64 " new to copy (%s), %" PRId64
-        " already backed up, %" PRId64 " duplicates, %" PRId64 " ignored\n",
-        t->files_total, t->files_copied, bytes, t->files_skipped, t->files_duplicate, dv->ignored);
+    printf("dry run (nothing written): %" PRId64 " %s found, %" PRId64 " new to copy (%s), %" PRId64
+           " already backed up, %" PRId64 " %s, %" PRId64 " ignored\n",
+           t->files_total, t->files_total == 1 ? "file" : "files", t->files_copied, bytes,
+           t->files_skipped, t->files_duplicate,
+           t->files_duplicate == 1 ? "duplicate" : "duplicates", dv->ignored);
     scan_problems_print(t->scan_problems);
     if (rep->error[0])
         printf("first error: %s\n", rep->error);
@@ -541,7 +572,9 @@ static int cmd_backup(struct cli *cli, int argc, char **argv)
         log_run_locked(progress_erase, &view);
         log_set_line_hooks(NULL, NULL, NULL);
     }
-    mqtt_free(view.mqtt);
+    /* the card stays mounted: safe to remove means nothing left on it without a copy */
+    mqtt_publish_session(view.mqtt, &rep, engine_status_nothing_left(rep.status));
+    mqtt_free(view.mqtt); /* publishes what is still pending before it disconnects */
     if (r < 0 && rep.session_id == 0) {
         fprintf(stderr, "snapsync: %s\n", err.msg);
         /* the folder or the configuration is wrong: usage; anything else: failure */

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 extern const struct dest_ops dest_local_ops;
@@ -139,8 +140,29 @@ const char *dest_kind(const struct dest *d)
     return d->ops->kind;
 }
 
-void dest_target(const struct dest *d, const char *date_path, const char *name,
-                 struct dest_target *ret)
+/* The sidecars of rel a destination with paths puts next to its copy at ret->where (in its
+ * folder), under the copy's name with their extensions (sidecar_dest_name). */
+static void target_sidecars(const struct sidecar_set *sc, const char *rel, const char *name,
+                            struct dest_target *ret)
+{
+    char dir[DEST_REMOTE_MAX]; /* ret->where's folder */
+    const char *slash = strrchr(ret->where, '/');
+    snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - ret->where) : 0, ret->where);
+    for (size_t i = 0; sc && i < sc->n && ret->n_sidecars < DEST_SIDECARS_MAX; i++) {
+        char sname[SCANNER_MAX_PATH];
+        struct dest_target_sidecar *t = &ret->sidecars[ret->n_sidecars];
+        if (sidecar_dest_name(sc->rel[i], rel, name, sname, sizeof(sname)) < 0)
+            continue;
+        int n = snprintf(t->where, sizeof(t->where), "%s/%s", dir, sname);
+        if (n > 0 && (size_t)n < sizeof(t->where)) {
+            t->of = i;
+            ret->n_sidecars++;
+        }
+    }
+}
+
+void dest_target(const struct dest *d, const char *date_path, const char *rel, const char *name,
+                 const struct sidecar_set *sidecars, struct dest_target *ret)
 {
     memset(ret, 0, sizeof(*ret));
     if (d->ops == &dest_s3_ops) { /* the object's URL; whether the key is taken asks the server */
@@ -158,6 +180,12 @@ void dest_target(const struct dest *d, const char *date_path, const char *name,
     bool local = d->ops == &dest_local_ops || d->ops == &dest_local_folder_ops;
     if (!local && d->ops != &dest_smb_ops) {
         snprintf(ret->where, sizeof(ret->where), "%s", d->id);
+        /* Immich takes the XMP alone, sent with the asset (sidecar_find puts it first) */
+        const char *dot = sidecars && sidecars->n ? strrchr(sidecars->rel[0], '.') : NULL;
+        if (dot && strcasecmp(dot + 1, "xmp") == 0) {
+            snprintf(ret->sidecars[0].where, sizeof(ret->sidecars[0].where), "%s", d->id);
+            ret->n_sidecars = 1;
+        }
         return;
     }
     bool by_date = strcmp(d->section, "local") == 0 ? d->cfg->local.organize_by_date
@@ -170,6 +198,8 @@ void dest_target(const struct dest *d, const char *date_path, const char *name,
     ret->has_path = n > 0 && (size_t)n < sizeof(ret->where);
     struct stat st;
     ret->taken = local && ret->has_path && lstat(ret->where, &st) == 0;
+    if (ret->has_path)
+        target_sidecars(sidecars, rel, name, ret);
 }
 
 /* r, with err's message scrubbed of secrets when r is an error. */
@@ -376,6 +406,21 @@ bool dest_name_valid(const char *name)
     size_t len = strnlen(name, DEST_NAME_MAX + 1);
     return len > 0 && len <= DEST_NAME_MAX && !strchr(name, '/') && strcmp(name, ".") != 0 &&
            strcmp(name, "..") != 0;
+}
+
+bool dest_rel_valid(const char *rel)
+{
+    if (!rel || !*rel || rel[0] == '/')
+        return false;
+    for (const char *p = rel; *p;) {
+        size_t len = strcspn(p, "/");
+        if (len == 0 || (len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
+            return false;
+        p += len;
+        if (*p == '/')
+            p++;
+    }
+    return true;
 }
 
 void dest_candidate_name(const char *name, unsigned k, char *out, size_t size)

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Destinations: the small interface every backend implements (dest_local.c, dest_smb.c,
- * dest_immich.c; each one file with one `const struct dest_ops` table, and a new kind is one more
- * such file). Nothing outside dest.c asks which kind of destination it has.
+ * dest_immich.c, dest_s3.c; each one file with one `const struct dest_ops` table, and a new kind
+ * is one more such file). Nothing outside dest.c asks which kind of destination it has.
  *
  * Life cycle: dest_create_all() from the config; per session dest_prepare(); per worker and
  * destination dest_conn_new() (backends keep connection state there: an SMB context, a CURL
@@ -254,6 +254,15 @@ int dest_finish(struct dest_file *f, const struct hasher_digest *digest, bool ve
 /* Consumes f; NULL-safe. */
 void dest_abort(struct dest_file *f);
 
+struct sidecar_set;
+
+/* Where one sidecar of a file would go, for the dry run. */
+struct dest_target_sidecar {
+    size_t of;                   /* its index in the sidecar set given to dest_target */
+    char where[DEST_REMOTE_MAX]; /* next to the file, under the file's name with the sidecar's
+                                  * extension (sidecar_dest_name); for Immich its id */
+};
+
 /* Where a file would go, for the dry run. */
 struct dest_target {
     char where[DEST_REMOTE_MAX]; /* "/srv/photos/2024/05/01/IMG_0001.JPG", "smb://nas/photos/...";
@@ -261,17 +270,21 @@ struct dest_target {
     bool has_path;               /* where names a file path (else the destination itself) */
     bool taken;                  /* a file already has that name: the copy may be found the same
                                   * or get a name "_N"; looked up on local folders only */
+    size_t n_sidecars;           /* the sidecars d carries with the file: all of them to a file
+                                  * destination, the XMP alone to Immich, none to S3 */
+    struct dest_target_sidecar sidecars[DEST_SIDECARS_MAX];
 };
 
 /*
- * Where a file named name (its base name on the card) with the date folder date_path
+ * Where the card file rel, named name (its base name), with the date folder date_path
  * ("YYYY/MM/DD") would go on d: root + date_path (when the destination organises by date) +
- * name. Writes nothing and asks no server; on a local or NFS folder it looks (lstat) whether the
- * name is taken. The exact name the copy gets when it is taken is decided at copy time. Any
- * thread.
+ * name; and where each of its sidecars (sidecar_find's set for rel, may be NULL) that d carries
+ * would go. Writes nothing and asks no server; on a local or NFS folder it looks (lstat) whether
+ * the name is taken. The exact name the copy (and so its sidecars) gets when it is taken is
+ * decided at copy time. Any thread.
  */
-void dest_target(const struct dest *d, const char *date_path, const char *name,
-                 struct dest_target *ret);
+void dest_target(const struct dest *d, const char *date_path, const char *rel, const char *name,
+                 const struct sidecar_set *sidecars, struct dest_target *ret);
 
 /*
  * For backends: true when name can be one file name at every destination: 1 to DEST_NAME_MAX
@@ -292,6 +305,13 @@ bool dest_name_valid(const char *name);
  * "#recycle", ".recycle", "#snapshot", ".Trash-*"), and "." and "..". Pure; any thread.
  */
 bool dest_walk_skip(unsigned depth, const char *name);
+
+/*
+ * For backends' meta operations: true when rel is a path relative to the root as dest_ops says:
+ * not empty, no leading '/', no empty, "." or ".." component ("a//b" is refused, a trailing '/'
+ * is not). Component lengths are the backend's to check. NULL is not valid. Pure; any thread.
+ */
+bool dest_rel_valid(const char *rel);
 
 /* For backends: candidate name k for a file named name when the name is taken: k == 0 is name
  * itself, else "<stem>_<k>.<ext>", the stem shortened (never inside a UTF-8 sequence) so that the

@@ -210,6 +210,25 @@ static int apply_perms(const struct local *l, int fd, mode_t mode, const char *w
     return r;
 }
 
+/* Writes the len bytes at buf to fd from its offset, over short writes and EINTR. Errors: -ENOSPC
+ * (the disk or the quota is full: "destination disk ... is full"), write's errno with "cannot
+ * write <what>'<name>'". */
+static int write_whole(const struct local *l, int fd, const void *buf, size_t len, const char *what,
+                       const char *name, struct error *err)
+{
+    for (size_t off = 0; off < len;) {
+        ssize_t n = write(fd, (const char *)buf + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno == ENOSPC || errno == EDQUOT
+                       ? error_set(err, -ENOSPC, "destination disk '%s' is full", l->root)
+                       : error_set_errno(err, -errno, "cannot write %s'%s'", what, name);
+        off += (size_t)n;
+    }
+    return 0;
+}
+
 /* Creates folder `path`: 0700 (so it is never more open than configured, whatever the umask),
  * then the configured owner and dir_mode. Returns 0, -EEXIST when it exists (left as it is), or
  * another negative errno with err set. */
@@ -622,18 +641,9 @@ static int put_sidecar(struct local_file *f, int dir_fd, const char *dir, const 
     r = apply_perms(l, fd, l->file_mode, "the sidecar copy", err);
     if (r < 0)
         goto out;
-    for (size_t off = 0; off < len;) {
-        ssize_t n = write(fd, buf + off, len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            r = errno == ENOSPC || errno == EDQUOT
-                    ? error_set(err, -ENOSPC, "destination disk '%s' is full", l->root)
-                    : error_set_errno(err, -errno, "cannot write the sidecar '%s'", rel);
-            goto out;
-        }
-        off += (size_t)n;
-    }
+    r = write_whole(l, fd, buf, len, "the sidecar ", rel, err);
+    if (r < 0)
+        goto out;
     if (set_mtime(fd, mtime_ns) < 0 || fsync(fd) < 0) {
         r = error_set_errno(err, -errno, "cannot flush the sidecar '%s' to disk", rel);
         goto out;
@@ -799,21 +809,25 @@ out:
 
 /* ---- SnapSync's own files below the root (ascmhl/, dest.h) ---- */
 
-/* root + "/" + rel into out, rel checked to be a relative path without "." or "..". */
+/* root + "/" + rel into out, rel checked by dest_rel_valid. */
 static int meta_path(const struct local *l, const char *rel, char *out, size_t size)
 {
-    if (!rel || !*rel || rel[0] == '/')
+    if (!dest_rel_valid(rel))
         return -EINVAL;
-    for (const char *p = rel; *p;) {
-        size_t len = strcspn(p, "/");
-        if (len == 0 || (len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
-            return -EINVAL;
-        p += len;
-        if (*p == '/')
-            p++;
-    }
     int n = snprintf(out, size, "%s/%s", l->root, rel);
     return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+/* 0 when fd (opened as path) is a regular file; -EINVAL when it is something else, fstat's
+ * errno. */
+static int check_regular(int fd, const char *path, struct error *err)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return error_set_errno(err, -errno, "cannot examine '%s'", path);
+    if (!S_ISREG(st.st_mode))
+        return error_set(err, -EINVAL, "'%s' is not a regular file", path);
+    return 0;
 }
 
 static int local_meta_read(void *priv, const char *rel, size_t max, char **ret_buf, size_t *ret_len,
@@ -827,15 +841,9 @@ static int local_meta_read(void *priv, const char *rel, size_t max, char **ret_b
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return error_set_errno(err, -errno, "cannot open '%s'", path);
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        r = error_set_errno(err, -errno, "cannot examine '%s'", path);
+    r = check_regular(fd, path, err);
+    if (r < 0)
         goto out;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        r = error_set(err, -EINVAL, "'%s' is not a regular file", path);
-        goto out;
-    }
     r = fileio_read_fd(fd, max, ret_buf, ret_len);
     if (r == -EFBIG)
         error_set(err, r, "'%s' is larger than %zu bytes", path, max);
@@ -914,18 +922,9 @@ static int local_meta_write(void *priv, const char *rel, const void *buf, size_t
     r = apply_perms(l, fd, l->file_mode, path, err);
     if (r < 0)
         goto out;
-    for (size_t off = 0; off < len;) {
-        ssize_t n = write(fd, (const char *)buf + off, len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            r = errno == ENOSPC || errno == EDQUOT
-                    ? error_set(err, -ENOSPC, "destination disk '%s' is full", l->root)
-                    : error_set_errno(err, -errno, "cannot write '%s'", path);
-            goto out;
-        }
-        off += (size_t)n;
-    }
+    r = write_whole(l, fd, buf, len, "", path, err);
+    if (r < 0)
+        goto out;
     if (fsync(fd) < 0) {
         r = error_set_errno(err, -errno, "cannot flush '%s' to disk", path);
         goto out;
@@ -982,16 +981,9 @@ static int local_read_copy(void *priv, const char *remote,
     if (fd < 0)
         return error_set_errno(err, errno == ELOOP ? -EINVAL : -errno, "cannot open '%s'", path);
     uint8_t *buf = NULL;
-    struct stat st;
-    int r = 0;
-    if (fstat(fd, &st) < 0) {
-        r = error_set_errno(err, -errno, "cannot examine '%s'", path);
+    int r = check_regular(fd, path, err);
+    if (r < 0)
         goto out;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        r = error_set(err, -EINVAL, "'%s' is not a regular file", path);
-        goto out;
-    }
     buf = malloc(DEST_READ_CHUNK);
     if (!buf) {
         r = error_set(err, -ENOMEM, "out of memory");

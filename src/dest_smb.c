@@ -1132,19 +1132,16 @@ fail:
 
 #define META_LIST_MAX 100000 /* names in a folder of meta files, at most */
 
-/* rel (relative to the root, '/' between components, none empty, "." or "..") with each
- * component as the share stores it (map_name: plain ASCII names such as "ascmhl" stay as they
- * are). -EINVAL, -ENAMETOOLONG. */
+/* rel (relative to the root, checked by dest_rel_valid) with each component as the share stores
+ * it (map_name: plain ASCII names such as "ascmhl" stay as they are). -EINVAL, -ENAMETOOLONG. */
 static int meta_map(const char *rel, char *out, size_t size)
 {
-    if (!rel || !*rel || rel[0] == '/')
+    if (!dest_rel_valid(rel))
         return -EINVAL;
     size_t o = 0;
     for (const char *p = rel; *p;) {
         size_t len = strcspn(p, "/");
         char part[DEST_NAME_MAX + 1], mapped[DEST_NAME_MAX + 1];
-        if (len == 0 || (len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
-            return -EINVAL;
         if (len > DEST_NAME_MAX)
             return -ENAMETOOLONG;
         memcpy(part, p, len);

@@ -36,6 +36,7 @@
 #include "pipeline.h"
 #include "pair.h"
 #include "scanner.h"
+#include "sidecar.h"
 
 struct engine {
     const struct config *cfg;
@@ -137,6 +138,17 @@ static const struct health_ops health_ops = {
 
 /* ---- progress ---- */
 
+/* Adds to t the counts a pipeline keeps (files copied, skipped, duplicate, failed; bytes
+ * copied); the scan's counts are the engine's own. */
+static void add_pipeline_counts(struct db_totals *t, const struct db_totals *pipeline)
+{
+    t->files_copied += pipeline->files_copied;
+    t->files_skipped += pipeline->files_skipped;
+    t->files_duplicate += pipeline->files_duplicate;
+    t->files_failed += pipeline->files_failed;
+    t->bytes_copied += pipeline->bytes_copied;
+}
+
 /* The one place a progress report is put together. */
 static void progress_snapshot(struct engine *e, enum db_session_status st,
                               struct engine_progress *p)
@@ -150,11 +162,7 @@ static void progress_snapshot(struct engine *e, enum db_session_status st,
     p->session_id = e->session_id;
     p->status = st;
     p->totals = e->totals;
-    p->totals.files_copied += ps.totals.files_copied;
-    p->totals.files_skipped += ps.totals.files_skipped;
-    p->totals.files_duplicate += ps.totals.files_duplicate;
-    p->totals.files_failed += ps.totals.files_failed;
-    p->totals.bytes_copied += ps.totals.bytes_copied;
+    add_pipeline_counts(&p->totals, &ps.totals);
     p->files_done = (uint64_t)(p->totals.files_copied + p->totals.files_skipped +
                                p->totals.files_duplicate + p->totals.files_failed);
     p->bytes_done = ps.bytes_read + ps.bytes_skipped + e->bytes_skipped;
@@ -468,11 +476,7 @@ static int run_pipeline(struct engine *e, struct db *db, struct error *err)
     if (p) {
         struct pipeline_stats ps;
         pipeline_stats(p, &ps);
-        e->totals.files_copied += ps.totals.files_copied;
-        e->totals.files_skipped += ps.totals.files_skipped;
-        e->totals.files_duplicate += ps.totals.files_duplicate;
-        e->totals.files_failed += ps.totals.files_failed;
-        e->totals.bytes_copied += ps.totals.bytes_copied;
+        add_pipeline_counts(&e->totals, &ps.totals);
         e->bytes_skipped += ps.bytes_skipped;
         e->files_partly = ps.files_partly;
         e->last_bytes = ps.bytes_read; /* the final rate below counts what was read */
@@ -526,6 +530,9 @@ struct dry {
     struct engine *e;
     struct db *db; /* NULL: no database, or the card is unknown to it */
     int root_fd;
+    struct sidecar_set sidecars; /* of the file being looked at */
+    char **carried;              /* every sidecar found, strdup'd; sorted once the list is done */
+    size_t n_carried, cap_carried;
 };
 
 const char *engine_verdict_to_string(enum engine_verdict v)
@@ -575,6 +582,35 @@ static bool dry_recorded(struct dry *x, int64_t file_id, size_t d, struct engine
     return true;
 }
 
+/* The sidecars that travel with se (sidecar.h), into f and x->carried. At most SIDECAR_MAX for
+ * each file the scan found, so bounded by the scan's own ceiling. */
+static int dry_sidecars(struct dry *x, const struct scan_entry *se, struct engine_dry_file *f,
+                        struct error *err)
+{
+    sidecar_find(x->root_fd, se->rel_path, false, &x->sidecars);
+    for (size_t i = 0; i < x->sidecars.n && i < DEST_SIDECARS_MAX; i++) {
+        if (x->n_carried == x->cap_carried) {
+            size_t cap = x->cap_carried ? 2 * x->cap_carried : 64;
+            char **grown = realloc(x->carried, cap * sizeof(*grown));
+            if (!grown)
+                return error_set(err, -ENOMEM, "out of memory");
+            x->carried = grown;
+            x->cap_carried = cap;
+        }
+        x->carried[x->n_carried] = strdup(x->sidecars.rel[i]);
+        if (!x->carried[x->n_carried])
+            return error_set(err, -ENOMEM, "out of memory");
+        x->n_carried++;
+        f->sidecars[f->n_sidecars++] = x->sidecars.rel[i];
+    }
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 /* The verdict on one file the scan found and where it goes (or went) on each destination. */
 static int dry_file(struct dry *x, const struct scan_entry *se, struct engine_dry_file *f,
                     struct error *err)
@@ -585,6 +621,9 @@ static int dry_file(struct dry *x, const struct scan_entry *se, struct engine_dr
     f->size = se->size;
     f->verdict = ENGINE_VERDICT_NEW;
     f->n_targets = e->n_dests;
+    int sr = dry_sidecars(x, se, f, err);
+    if (sr < 0)
+        return sr;
     struct db_file known = {0};
     if (x->db) {
         struct db_file_key key = {e->card_id, se->rel_path, (int64_t)se->size, se->mtime_ns};
@@ -621,22 +660,33 @@ static int dry_file(struct dry *x, const struct scan_entry *se, struct engine_dr
             (f->verdict == ENGINE_VERDICT_DUPLICATE && dry_recorded(x, original, d, t)))
             continue;
         struct dest_target dt;
-        dest_target(e->dests[d], f->date_path, se->name, &dt);
+        dest_target(e->dests[d], f->date_path, se->rel_path, se->name, &x->sidecars, &dt);
         snprintf(t->where, sizeof(t->where), "%s", dt.where);
         t->taken = dt.taken;
+        if (f->verdict == ENGINE_VERDICT_NEW) {
+            t->n_sidecars = dt.n_sidecars;
+            memcpy(t->sidecars, dt.sidecars, dt.n_sidecars * sizeof(dt.sidecars[0]));
+        }
     }
     return 0;
 }
 
-/* The ignored files and the entries the scan could not read, each with why. */
-static void dry_others(struct engine *e)
+/* The ignored files (but the sidecars found with a file, x->carried) and the entries the scan
+ * could not read, each with why. */
+static void dry_others(struct dry *x)
 {
+    struct engine *e = x->e;
     const struct scan_list *l = e->scan;
     struct engine_dry_file *f = malloc(sizeof(*f));
     if (!f)
         return;
+    if (x->n_carried)
+        qsort(x->carried, x->n_carried, sizeof(*x->carried), cmp_str);
     for (size_t i = 0; i < l->n_ignored_named; i++) {
         const struct scan_ignored *ig = &l->ignored[i];
+        if (x->n_carried &&
+            bsearch(&ig->rel_path, x->carried, x->n_carried, sizeof(*x->carried), cmp_str))
+            continue; /* travels with its file */
         memset(f, 0, sizeof(*f));
         f->rel_path = ig->rel_path;
         f->size = ig->size;
@@ -669,6 +719,7 @@ static int dry_run(struct engine *e, struct error *err)
 {
     struct db *db = NULL;
     struct engine_dry_file *f = NULL;
+    struct dry *x = NULL;
     int root_fd = -1;
     int r = db_open(e->cfg->service.database_path, DB_READ_NO_TRACE, &db, err);
     if (r == -ENOENT) {
@@ -698,10 +749,15 @@ static int dry_run(struct engine *e, struct error *err)
                : error_set_errno(err, -errno, "cannot open '%s'", e->card.root);
         goto out;
     }
-    struct dry x = {.e = e, .db = e->card_id > 0 ? db : NULL, .root_fd = root_fd};
+    x = calloc(1, sizeof(*x));
+    if (!x) {
+        r = error_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    *x = (struct dry){.e = e, .db = e->card_id > 0 ? db : NULL, .root_fd = root_fd};
     for (size_t i = 0; i < e->scan->n && !cancelled(e); i++) {
         const struct scan_entry *se = &e->scan->entries[i];
-        r = dry_file(&x, se, f, err);
+        r = dry_file(x, se, f, err);
         if (r < 0)
             goto out;
         if (f->verdict == ENGINE_VERDICT_DONE) {
@@ -716,10 +772,15 @@ static int dry_run(struct engine *e, struct error *err)
             e->opt->on_dry_file(f, e->opt->userdata);
     }
     if (e->opt->on_dry_file)
-        dry_others(e);
+        dry_others(x);
 out:
     if (root_fd >= 0)
         close(root_fd);
+    for (size_t i = 0; x && i < x->n_carried; i++)
+        free(x->carried[i]);
+    if (x)
+        free(x->carried);
+    free(x);
     free(f);
     db_close(db);
     return r;

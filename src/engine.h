@@ -53,6 +53,9 @@ struct engine_dry_target {
     char where[DEST_REMOTE_MAX]; /* the path it would get (or has), or the destination */
     bool recorded;               /* where the database says a copy already is */
     bool taken;                  /* the name is taken there: the copy may get a name "_N" */
+    size_t n_sidecars;           /* NEW files: where the sidecars this destination carries go
+                                  * (their "of" indexes engine_dry_file.sidecars); else 0 */
+    struct dest_target_sidecar sidecars[DEST_SIDECARS_MAX];
 };
 
 struct engine_dry_file {
@@ -64,7 +67,9 @@ struct engine_dry_file {
                               * path of the backed-up file with the same content; else "" */
     char date_path[16];      /* "YYYY/MM/DD", the date folder; "" for IGNORED and UNREADABLE */
     bool date_from_metadata; /* read from the file's metadata, else from its modification time */
-    size_t n_targets;        /* one per destination (engine_progress.dests order); 0 when none */
+    size_t n_sidecars;       /* the card files that travel with this one (sidecar.h) */
+    const char *sidecars[DEST_SIDECARS_MAX]; /* their paths on the card; borrowed for the call */
+    size_t n_targets; /* one per destination (engine_progress.dests order); 0 when none */
     struct engine_dry_target targets[DEST_MAX];
 };
 
@@ -75,7 +80,8 @@ struct engine_options {
     bool dry_run; /* scan and classify only: nothing is written anywhere, not even the DB */
     /* Dry run only, may be NULL: called from the calling thread once for each file the scan
      * found (in path order), then each ignored file (the first ENGINE_DRY_IGNORED_MAX; the rest
-     * are only counted in the log), then each entry that could not be read. f is borrowed for
+     * are only counted in the log; a sidecar of a file found is named with that file, never as
+     * ignored), then each entry that could not be read. f is borrowed for
      * the call. Finding where a file would go reads its metadata (a few KB), never its content. */
     void (*on_dry_file)(const struct engine_dry_file *f, void *userdata);
     /* Called from the calling thread about 5 times a second and once at the end. */

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * A small HTTP(S) client over libcurl (http.c), shared by the destinations and notifiers that
- * speak HTTP: Immich today; S3, webhooks and the SMTP client later.
+ * speak HTTP: Immich (dest_immich.c), S3 (dest_s3.c) and the webhooks (notify_hook.c). The mail
+ * notifier speaks SMTP through libcurl itself (notify_mail.c).
  *
  * A `struct http` is one transfer at a time on one CURL easy handle driven by its own multi
  * handle. It is reused request after request and keeps its connections alive between them.

@@ -8,11 +8,11 @@
 #include "mhl.h"
 
 #include "utf8.h"
+#include "xml.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,26 +27,6 @@
 #define MHL_TOOL "SnapSync"
 
 static const char base58[] = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-
-static pthread_once_t xml_once = PTHREAD_ONCE_INIT;
-
-static void xml_init(void)
-{
-    xmlInitParser();
-}
-
-/* libxml2 reports errors on stderr unless told otherwise; they reach the caller as struct error */
-static void xml_quiet(void *ctx, const char *msg, ...)
-{
-    (void)ctx;
-    (void)msg;
-}
-
-static void xml_setup(void)
-{
-    pthread_once(&xml_once, xml_init);
-    xmlSetGenericErrorFunc(NULL, xml_quiet); /* this thread's handler */
-}
 
 void mhl_c4_from_sha512(const unsigned char digest[64], char out[MHL_C4_LEN + 1])
 {
@@ -198,7 +178,7 @@ static int out_write(void *context, const char *buffer, int len)
 
 static int out_open(struct xml_out *o, struct mhl_sink sink, struct error *err)
 {
-    xml_setup();
+    xml_thread_setup();
     memset(o, 0, sizeof(*o));
     o->sink = sink;
     o->sha = EVP_MD_CTX_new();
@@ -494,7 +474,7 @@ int mhl_chain_parse(const char *buf, size_t len, struct mhl_chain *ret, struct e
     if (len > MHL_CHAIN_MAX_BYTES)
         return error_set(err, -EFBIG, "%s is larger than %u bytes", MHL_CHAIN_NAME,
                          MHL_CHAIN_MAX_BYTES);
-    xml_setup();
+    xml_thread_setup();
     int r = 0;
     size_t cap = 0;
     xmlDocPtr doc = NULL;

@@ -7,6 +7,8 @@
  * publishes "online", the retained device discovery, subscribes to Home Assistant's birth topic
  * and to its command topics, and publishes the current state and the verification state (each
  * retained on its own topic); the same happens again when Home Assistant announces itself.
+ * A finished session is one event (not retained) on its own topic, sent at once or, when not
+ * connected, with the next connect; never a second time.
  * The last will marks the device offline if SnapSync dies.
  *
  * Discovery follows the facts in docs/home-assistant.md: device-based discovery, unique ids
@@ -44,6 +46,18 @@
 #define MIN_INTERVAL_S 0.5
 #define STOP_CONNECT_WAIT_S 3
 #define LAST_RESULT_LOOKBACK 50 /* sessions looked at for the newest finished one */
+#define EVENTS_PENDING_MAX 8    /* finished sessions kept while not connected */
+
+/* A finished session not yet published to the event entity (the broker was not connected). */
+struct session_event {
+    int64_t session_id;
+    enum db_session_status status;
+    struct db_totals totals;
+    double duration_s;
+    bool safe_to_remove;
+    char card[128];
+    char error[256];
+};
 
 struct mqtt {
     struct mosquitto *mosq;
@@ -78,6 +92,8 @@ struct mqtt {
     int64_t last_backup_at; /* and when it ended */
     struct status_verification verification; /* the last one published (or the database's) */
     bool have_verification;
+    struct session_event events[EVENTS_PENDING_MAX]; /* oldest first */
+    size_t n_events;
 };
 
 static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
@@ -159,10 +175,12 @@ struct entity {
     const char *attributes;     /* json_attributes_template on the state topic; NULL: none */
     const char *const *options; /* an enum sensor's values, NULL-terminated */
     const char *category;       /* entity_category; NULL: none */
-    const char *command;   /* a button's command topic: <topic_prefix>/<device id>/cmd/<command> */
-    const char *topic;     /* the state topic it reads: <topic_prefix>/<device id>/<topic>;
-                            * NULL: "state" */
-    enum entity_when when; /* which configurations have it (others get a removal stub) */
+    const char *command; /* a button's command topic: <topic_prefix>/<device id>/cmd/<command> */
+    const char *topic;   /* the state topic it reads: <topic_prefix>/<device id>/<topic>;
+                          * NULL: "state" */
+    const char *const *event_types; /* an event entity's types, NULL-terminated; its payload
+                                     * is the event itself (no value template) */
+    enum entity_when when;          /* which configurations have it (others get a removal stub) */
 };
 
 static const char *const statuses[] = {"idle",      "scanning", "backing_up", "verifying",
@@ -174,6 +192,12 @@ static const char *const results[] = {"none",   "completed",   "empty", "partial
 /* The verification entities read their own retained topic (status_verification_mqtt_json), so
  * a backup's frequent state messages do not carry the problem list. */
 #define VERIFICATION_TOPIC "verification"
+
+/* A session's end as an event (mqtt_publish_session): never retained, since Home Assistant
+ * drops retained events and a retained one would fire again for every new subscriber. */
+#define EVENT_TOPIC "event"
+static const char *const event_types[] = {"completed",   "partial", "failed",
+                                          "interrupted", "empty",   NULL};
 
 static const struct entity entities[] = {
     {.platform = "sensor",
@@ -299,6 +323,12 @@ static const struct entity entities[] = {
      .topic = VERIFICATION_TOPIC,
      .attributes = "{{ {'count': value_json.problems, 'files': value_json.problem_files} "
                    "| tojson }}"},
+    {.platform = "event",
+     .id = "backup_finished",
+     .name = "Backup finished",
+     .icon = "mdi:sd",
+     .topic = EVENT_TOPIC,
+     .event_types = event_types},
     {.platform = "button",
      .id = "eject",
      .name = "Eject card",
@@ -346,9 +376,15 @@ static json_object *component(const struct mqtt *m, const struct entity *e)
     snprintf(buf, sizeof(buf), "%s.snapsync_%s", e->platform, e->id);
     add_str(c, "default_entity_id", buf);
     add_str(c, "name", e->name);
-    if (e->value) {
+    if (e->value || e->event_types)
         add_str(c, "state_topic", state);
+    if (e->value)
         add_str(c, "value_template", e->value);
+    if (e->event_types) {
+        json_object *types = json_object_new_array();
+        for (const char *const *t = e->event_types; *t; t++)
+            json_object_array_add(types, json_object_new_string(*t));
+        json_object_object_add(c, "event_types", types);
     }
     if (e->device_class)
         add_str(c, "device_class", e->device_class);
@@ -485,6 +521,40 @@ static void publish_verification_locked(struct mqtt *m)
     json_object_put(o);
 }
 
+/* Publishes the events kept while not connected, oldest first, each once. */
+static void publish_events_locked(struct mqtt *m)
+{
+    if (!m->connected || m->removed)
+        return;
+    for (size_t i = 0; i < m->n_events; i++) {
+        const struct session_event *ev = &m->events[i];
+        const struct db_totals *t = &ev->totals;
+        json_object *o = json_object_new_object();
+        add_str(o, "event_type", db_session_status_to_string(ev->status));
+        json_object_object_add(o, "card", jsonout_string(ev->card));
+        json_object_object_add(o, "session_id", json_object_new_int64(ev->session_id));
+        json_object_object_add(o, "files_total", json_object_new_int64(t->files_total));
+        json_object_object_add(o, "files_copied", json_object_new_int64(t->files_copied));
+        json_object_object_add(o, "files_skipped", json_object_new_int64(t->files_skipped));
+        json_object_object_add(o, "files_duplicate", json_object_new_int64(t->files_duplicate));
+        json_object_object_add(o, "files_failed", json_object_new_int64(t->files_failed));
+        json_object_object_add(o, "bytes_copied", json_object_new_int64(t->bytes_copied));
+        json_object_object_add(o, "bytes_total", json_object_new_int64(t->bytes_total));
+        json_object_object_add(o, "scan_problems", json_object_new_int64(t->scan_problems));
+        json_object_object_add(o, "duration_s", json_object_new_double(ev->duration_s));
+        json_object_object_add(o, "safe_to_remove", json_object_new_boolean(ev->safe_to_remove));
+        json_object_object_add(o, "error", jsonout_string_or_null(ev->error));
+        if (m->web_url[0])
+            add_str(o, "dashboard_url", m->web_url);
+        publish_locked(m, EVENT_TOPIC,
+                       json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+                                                             JSON_C_TO_STRING_NOSLASHESCAPE),
+                       false);
+        json_object_put(o);
+    }
+    m->n_events = 0;
+}
+
 static void publish_discovery_locked(struct mqtt *m)
 {
     char topic[TOPIC_MAX + 64];
@@ -579,6 +649,7 @@ static void on_connect(struct mosquitto *mosq, void *ud, int rc)
     web_url_for_broker_locked(m);
     publish_discovery_locked(m);
     publish_state_locked(m);
+    publish_events_locked(m); /* only those that ended while not connected */
     publish_verification_locked(m);
     pthread_mutex_unlock(&m->lock);
     log_info("mqtt: connected to %s:%d", m->broker, m->port);
@@ -868,6 +939,32 @@ void mqtt_publish_verification(struct mqtt *m, const struct status_verification 
     m->verification = *v;
     m->have_verification = true;
     publish_verification_locked(m);
+    pthread_mutex_unlock(&m->lock);
+}
+
+void mqtt_publish_session(struct mqtt *m, const struct engine_report *rep, bool safe_to_remove)
+{
+    if (!m || !rep || rep->session_id <= 0)
+        return;
+    bool result = false;
+    for (const char *const *t = event_types; *t; t++)
+        result = result || strcmp(*t, db_session_status_to_string(rep->status)) == 0;
+    if (!result)
+        return;
+    pthread_mutex_lock(&m->lock);
+    if (m->n_events == EVENTS_PENDING_MAX) { /* long disconnected: the newest matter most */
+        memmove(&m->events[0], &m->events[1], sizeof(m->events[0]) * (EVENTS_PENDING_MAX - 1));
+        m->n_events--;
+    }
+    struct session_event *ev = &m->events[m->n_events++];
+    *ev = (struct session_event){.session_id = rep->session_id,
+                                 .status = rep->status,
+                                 .totals = rep->totals,
+                                 .duration_s = rep->duration_s,
+                                 .safe_to_remove = safe_to_remove};
+    snprintf(ev->card, sizeof(ev->card), "%s", rep->card_label);
+    snprintf(ev->error, sizeof(ev->error), "%s", rep->error);
+    publish_events_locked(m);
     pthread_mutex_unlock(&m->lock);
 }
 

@@ -3,8 +3,8 @@
  * Home Assistant over MQTT (libmosquitto): one device announced by device-based discovery
  * (<discovery_prefix>/device/<id>/config, retained), availability with a last will, one retained
  * JSON state on <topic_prefix>/<id>/state that the entities read with a value template (the
- * verification entities: <topic_prefix>/<id>/verification), and buttons on
- * <topic_prefix>/<id>/cmd/<action>.
+ * verification entities: <topic_prefix>/<id>/verification), one event per finished session on
+ * <topic_prefix>/<id>/event (not retained), and buttons on <topic_prefix>/<id>/cmd/<action>.
  *
  * The broker being down never slows a backup: publishing only copies the state under a lock;
  * libmosquitto's own thread connects, reconnects with growing delay, and sends.
@@ -59,6 +59,18 @@ void mqtt_publish_state(struct mqtt *m, const struct status_live *s, bool force)
  * call, the database's state when the client was made. Never blocks on the network. Any
  * thread. */
 void mqtt_publish_verification(struct mqtt *m, const struct status_verification *v);
+
+/* A session ended: publishes one event, not retained, on <topic_prefix>/<id>/event for the
+ * event entity "Backup finished" (event.snapsync_backup_finished): a JSON object with
+ * event_type (rep->status: completed, partial, failed, interrupted or empty), card,
+ * session_id, files_total, files_copied, files_skipped, files_duplicate, files_failed,
+ * bytes_copied, bytes_total, scan_problems, duration_s, safe_to_remove, error (null when none)
+ * and dashboard_url (only with a dashboard). Not connected: kept (the newest 8) and published on
+ * the next connect. Published once: never again on a reconnect or Home Assistant's birth
+ * (QoS 1: a connection lost before the broker acknowledged it repeats it, as MQTT says). A
+ * report without a session or with a status that is not a result is ignored. Never blocks on
+ * the network. Any thread. */
+void mqtt_publish_session(struct mqtt *m, const struct engine_report *rep, bool safe_to_remove);
 
 /* The last connection problem ("not authorised: check MQTT_USERNAME/MQTT_PASSWORD"), or "" when
  * connected. Copied into buf. */

@@ -8,6 +8,7 @@
  */
 #include "notify_msg.h"
 
+#include "html.h"
 #include "jsonout.h"
 #include "utf8.h"
 
@@ -154,30 +155,6 @@ static void headline(const struct notify_session *s, char *out, size_t size)
         snprintf(out, size, "nothing to back up");
         break;
     }
-}
-
-static void html_escape(FILE *f, const char *s)
-{
-    for (; *s; s++)
-        switch (*s) {
-        case '&':
-            fputs("&amp;", f);
-            break;
-        case '<':
-            fputs("&lt;", f);
-            break;
-        case '>':
-            fputs("&gt;", f);
-            break;
-        case '"':
-            fputs("&quot;", f);
-            break;
-        case '\'':
-            fputs("&#39;", f);
-            break;
-        default:
-            fputc(*s, f);
-        }
 }
 
 /* The dashboard link, when there is one. */

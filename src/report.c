@@ -21,6 +21,7 @@
 
 #include <json-c/json.h>
 
+#include "html.h"
 #include "jsonout.h"
 #include "status.h"
 #include "utf8.h"
@@ -111,12 +112,7 @@ static void put_str(FILE *out, const char *s, bool html)
         if (l == 1 && p[0] == '\\')
             entity = "\\\\";
         else if (l == 1 && html)
-            entity = p[0] == '&'    ? "&amp;"
-                     : p[0] == '<'  ? "&lt;"
-                     : p[0] == '>'  ? "&gt;"
-                     : p[0] == '"'  ? "&quot;"
-                     : p[0] == '\'' ? "&#39;"
-                                    : NULL;
+            entity = html_entity((char)p[0]);
         if (entity)
             fputs(entity, out);
         else

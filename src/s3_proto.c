@@ -9,7 +9,6 @@
 #include "s3_proto.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -19,29 +18,16 @@
 #include <openssl/evp.h>
 
 #include "hasher.h"
+#include "xml.h"
 
 #define LIST_UPLOADS_MAX 1000
-
-static pthread_once_t xml_once = PTHREAD_ONCE_INIT;
-
-static void xml_init(void)
-{
-    xmlInitParser();
-}
-
-static void xml_quiet(void *ctx, const char *msg, ...)
-{
-    (void)ctx;
-    (void)msg;
-}
 
 /* The document of xml whose root is named root, or NULL. */
 static xmlDocPtr xml_open(const char *xml, size_t len, const char *root, xmlNodePtr *ret_root)
 {
     if (!xml || len == 0 || len > S3_REPLY_MAX)
         return NULL;
-    pthread_once(&xml_once, xml_init);
-    xmlSetGenericErrorFunc(NULL, xml_quiet);
+    xml_thread_setup();
     xmlDocPtr doc = xmlReadMemory(xml, (int)len, "reply.xml", NULL,
                                   XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
     if (!doc)

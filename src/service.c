@@ -548,6 +548,13 @@ static void notify_configured(struct service *svc)
     notify_arm(svc, 0);
 }
 
+/* Whether the card of a finished job may be pulled: nothing left uncopied, and unmounted unless
+ * someone else mounted it. */
+static bool job_safe_to_remove(const struct job *j)
+{
+    return engine_status_nothing_left(j->report.status) && (j->unmounted || !j->card.mounted_by_us);
+}
+
 /* A session ended: its notification is queued (a quick write) and delivered soon. A failure is
  * logged and changes nothing else. Loop thread. */
 static void notify_session(struct service *svc, const struct job *j)
@@ -555,8 +562,7 @@ static void notify_session(struct service *svc, const struct job *j)
     if (!notify_on(svc) || j->report.session_id <= 0)
         return;
     const struct config *cfg = svc->conf->cfg; /* the channels deliveries will use */
-    bool safe =
-        engine_status_nothing_left(j->report.status) && (j->unmounted || !j->card.mounted_by_us);
+    bool safe = job_safe_to_remove(j);
     struct db *db = NULL;
     struct error err = {0};
     bool queued = false;
@@ -706,6 +712,8 @@ static void finish_job(struct service *svc, struct job *j)
         if (j->removed)
             log_info("card '%s': insert it again to finish the backup", name);
     }
+    if (j->rc == 0 && !svc->mqtt_removed)
+        mqtt_publish_session(svc->mqtt, &j->report, job_safe_to_remove(j));
     notify_session(svc, j);
     conf_unref(j->conf);
     free(j);

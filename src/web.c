@@ -844,25 +844,37 @@ static bool body_ok(const struct request *rq)
 
 /* ---- reads ---- */
 
-static enum MHD_Result get_status(struct web *w, struct MHD_Connection *conn, int64_t id)
+/* A copy of the JSON document *doc, one of the sampler's (NULL when there is none yet or no
+ * memory), taken under w's lock. */
+static char *sampled_json(struct web *w, char *const *doc)
 {
-    (void)id;
     pthread_mutex_lock(&w->lock);
-    char *text = w->status_json ? strdup(w->status_json) : NULL;
+    char *text = *doc ? strdup(*doc) : NULL;
     pthread_mutex_unlock(&w->lock);
-    if (!text)
-        return send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "starting, try again");
+    return text;
+}
+
+/* Answers 200 with the JSON document text and frees it. */
+static enum MHD_Result send_sampled(struct MHD_Connection *conn, char *text)
+{
     enum MHD_Result r = send_text(conn, MHD_HTTP_OK, "application/json", text, strlen(text));
     free(text);
     return r;
 }
 
+static enum MHD_Result get_status(struct web *w, struct MHD_Connection *conn, int64_t id)
+{
+    (void)id;
+    char *text = sampled_json(w, &w->status_json);
+    if (!text)
+        return send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "starting, try again");
+    return send_sampled(conn, text);
+}
+
 static enum MHD_Result get_health(struct web *w, struct MHD_Connection *conn, int64_t id)
 {
     (void)id;
-    pthread_mutex_lock(&w->lock);
-    char *text = w->health_json ? strdup(w->health_json) : NULL;
-    pthread_mutex_unlock(&w->lock);
+    char *text = sampled_json(w, &w->health_json);
     if (!text) {
         json_object *o = json_object_new_object();
         json_object_object_add(o, "checked_at", NULL);
@@ -870,9 +882,7 @@ static enum MHD_Result get_health(struct web *w, struct MHD_Connection *conn, in
         json_object_object_add(o, "destinations", json_object_new_array());
         return send_json(conn, MHD_HTTP_OK, o);
     }
-    enum MHD_Result r = send_text(conn, MHD_HTTP_OK, "application/json", text, strlen(text));
-    free(text);
-    return r;
+    return send_sampled(conn, text);
 }
 
 static enum MHD_Result get_sessions(struct web *w, struct MHD_Connection *conn, int64_t id)

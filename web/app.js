@@ -225,6 +225,7 @@ function renderStatus(st) {
   }
   const active = $('active');
   active.replaceChildren(...st.active.map(renderActive));
+  renderNotifications(st.notifications);
 
   const t = st.stats || {};
   $('stats').replaceChildren(
@@ -241,6 +242,24 @@ function renderStatus(st) {
     listsAt = Date.now();
     refreshLists();
   }
+}
+
+/* The notification outbox: how many deliveries wait, and the latest given up with their last
+ * error. The card shows only when there is something to say. */
+function renderNotifications(n) {
+  const failed = (n && n.failed) || [];
+  const pending = (n && n.pending) || 0;
+  $('notify').closest('section').hidden = !failed.length && !pending;
+  $('notify-summary').textContent = (pending ? count(pending, 'notification') +
+    ' waiting to be delivered: the service keeps trying.' : 'None waiting to be delivered.') +
+    (failed.length ? ' Given up, newest first:' : '');
+  $('notify').replaceChildren(...failed.map((f) => el('li', null,
+    el('div', { class: 'what' },
+      el('div', null, el('span', { class: 'tag bad', text: 'not sent' }),
+        el('span', { class: 'channel', text: f.channel })),
+      el('div', { class: 'err', text: f.error || 'failed' }),
+      el('div', { class: 'sub', text: (f.event ? f.event.replace('_', ' ') + ' · ' : '') +
+        'queued ' + when(f.queued_at) + ' · ' + count(f.attempts, 'attempt') })))));
 }
 
 /* ---- lists ---- */

@@ -22,8 +22,9 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
-from harness import SnapsyncTest, make_blob, make_path_beyond_ceiling, make_photo, tool, \
-    write_config  # noqa: E402
+from harness import SnapsyncTest, free_port, make_blob, make_path_beyond_ceiling, make_photo, \
+    tool, write_config  # noqa: E402
+from test_notify import HookServer  # noqa: E402  (only the class: its tests do not run here)
 from webserver import WebServer  # noqa: E402
 
 NODE_DIR = os.environ.get("SNAPSYNC_BROWSER_NODE_DIR",
@@ -340,6 +341,68 @@ class DashboardTest(SnapsyncTest):
             if p is not None:
                 p.send_signal(signal.SIGCONT)
                 p.wait(timeout=180)
+            b.close()
+            self.assertEqual(web.stop(), 0)
+
+    def test_failed_notification_deliveries(self):
+        """A webhook that refuses the notification (its answer a piece of markup) and one that
+        is down: the dashboard lists the failed delivery with its channel, time and error, as
+        text, and how many wait; nothing when there is nothing to say."""
+        hostile = '<img src=x onerror="window.pwned=1"><b>bold</b> & "quoted"'
+        refusing = HookServer(self)
+        self.cleanups.append(refusing.stop)
+        refusing.httpd.reply = (400, json.dumps({"message": hostile}).encode())
+        refused_url = refusing.url + "/hook"
+        down_url = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
+
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        write_config(self.config, self.dest, self.db)
+        self.assertEqual(self.backup()["status"], "completed")
+        web = WebServer(self)
+        b = Browser(self.dir)
+        try:
+            b.call("launch", width=1280, height=900)
+            self.assertEqual(b.call("goto", url=web.url + "/"), 200)
+            b.call("wait_text", selector="#banner", pattern="complete")
+            self.assertTrue(b.call("evaluate", expression="document.getElementById('notify')"
+                                   ".closest('section').hidden"))
+
+            write_config(self.config, self.dest, self.db,
+                         extra=f"notify:\n  webhooks:\n    - {{url: \"{refused_url}\"}}\n"
+                               f"    - {{url: \"{down_url}\"}}\n")
+            card2 = os.path.join(self.dir, "EOS_R6")
+            make_photo(f"{card2}/DCIM/IMG_0002.JPG", self.dir, "2023:07:16 09:00:00")
+            self.assertEqual(self.backup(card2)["status"], "completed")
+            # the page follows the status document, which the server samples
+            b.call("wait_text", selector="#notify-summary", pattern="1 notification waiting")
+            notes = web.get_json("/api/status")["notifications"]
+            self.assertEqual(notes["pending"], 1, notes)
+            [failed] = notes["failed"]
+            self.assertIn(hostile, failed["error"])
+            self.assertFalse(b.call("evaluate", expression="document.getElementById('notify')"
+                                    ".closest('section').hidden"))
+            self.assertEqual(b.call("count", selector="#notify li"), 1)
+            self.assertEqual(b.call("text", selector="#notify li .channel"), failed["channel"])
+            self.assertEqual(b.call("text", selector="#notify li .err"), failed["error"])
+            self.assertIn("completed", b.call("text", selector="#notify li .sub"))
+            self.assertIn("1 attempt", b.call("text", selector="#notify li .sub"))
+            # markup in an error stays text: no element made from it, no script run
+            self.assertEqual(b.call("count", selector="#notify img, #notify b"), 0)
+            self.assertIsNone(b.call("evaluate", expression="window.pwned === undefined ? "
+                                     "null : window.pwned"))
+            for name, w, h, dark in (("desktop-notify", 1280, 900, False),
+                                     ("phone-notify", 390, 844, False),
+                                     ("phone-notify-dark", 390, 844, True),
+                                     ("desktop-notify-dark", 1280, 900, True)):
+                b.call("scheme", dark=dark)
+                self.shot(b, name, w, h)
+                self.assertEqual(b.call("evaluate", expression=FITS), [], name)
+            # the error reads as an error in either scheme: its colour is not the text's
+            colours = b.call("evaluate", expression="[getComputedStyle(document.querySelector("
+                             "'#notify li .err')).color, getComputedStyle(document.body).color]")
+            self.assertNotEqual(colours[0], colours[1])
+            self.assertEqual(b.call("problems"), [])
+        finally:
             b.close()
             self.assertEqual(web.stop(), 0)
 

@@ -161,3 +161,75 @@ class Subscriber:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+
+class CutProxy:
+    """A TCP relay on 127.0.0.1 in front of the broker: while up, each connection is passed on;
+    cut() drops every connection and refuses new ones (accepted and closed at once) until
+    restore(). The client behind it loses the broker while others, connected to the broker
+    itself, keep hearing what it publishes."""
+
+    def __init__(self, broker):
+        self.target = ("127.0.0.1", broker.port)
+        self.up = True
+        self.lock = threading.Lock()
+        self.conns = []
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # stopped
+            with self.lock:
+                if not self.up:
+                    client.close()
+                    continue
+                try:
+                    server = socket.create_connection(self.target, timeout=10)
+                except OSError:
+                    client.close()
+                    continue
+                self.conns += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        with self.lock:
+            self.up = False
+            for s in self.conns:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+            self.conns = []
+
+    def restore(self):
+        with self.lock:
+            self.up = True
+
+    def stop(self):
+        self.cut()
+        self.listener.close()

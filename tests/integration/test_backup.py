@@ -251,6 +251,39 @@ class BackupTest(SnapsyncTest):
         self.assertEqual({p: os.stat(f"{self.dest}/{p}").st_mtime_ns for p in self.dest_files()},
                          before)
 
+    def test_dry_run_shows_the_sidecars_that_travel_with_a_photo(self):
+        c = f"{self.card}/DCIM"
+        make_photo(f"{c}/IMG_0001.JPG", self.dir, "2022:02:02 12:00:00")
+        for name, data in (("IMG_0001.XMP", b"<x:xmpmeta/>"), ("IMG_0001.WAV", b"RIFF memo"),
+                           ("ORPHAN.xmp", b"<x:xmpmeta/>")):
+            with open(f"{c}/{name}", "wb") as f:
+                f.write(data)
+        day = f"{self.dest}/2022/02/02"
+        r = self.backup(None, 0, "--dry-run")
+        files = {f["path"]: f for f in r["files"]}
+        # the sidecars are no ignored files: they travel with their photo, each to its place
+        self.assertNotIn("DCIM/IMG_0001.XMP", files)
+        self.assertNotIn("DCIM/IMG_0001.WAV", files)
+        self.assertEqual(files["DCIM/ORPHAN.xmp"]["verdict"], "ignored")
+        self.assertEqual(r["files_ignored"], 1)
+        photo = files["DCIM/IMG_0001.JPG"]
+        self.assertEqual(photo["sidecars"], ["DCIM/IMG_0001.XMP", "DCIM/IMG_0001.WAV"])
+        self.assertEqual(photo["targets"][0]["sidecars"],
+                         [{"path": "DCIM/IMG_0001.XMP", "where": f"{day}/IMG_0001.XMP"},
+                          {"path": "DCIM/IMG_0001.WAV", "where": f"{day}/IMG_0001.WAV"}])
+        text = self.snapsync("backup", self.card, "--dry-run", check=0).stdout
+        self.assertIn(f"new        DCIM/IMG_0001.JPG -> {day}/IMG_0001.JPG, with its sidecars "
+                      "DCIM/IMG_0001.XMP, DCIM/IMG_0001.WAV\n", text)
+        self.assertNotIn("IMG_0001.XMP:", text)
+        self.assertIn("dry run (nothing written): 1 file found, 1 new to copy", text)
+        self.assertIn(", 1 ignored\n", text)
+        self.assertFalse(os.path.exists(self.dest))
+        # what the dry run said is what the backup does
+        self.assertEqual(self.backup()["files_copied"], 1)
+        self.assertEqual(sorted(self.dest_files()), ["2022/02/02/IMG_0001.JPG",
+                                                     "2022/02/02/IMG_0001.WAV",
+                                                     "2022/02/02/IMG_0001.XMP"])
+
     def day_of(self, mtime):
         from datetime import datetime
         return datetime.fromtimestamp(mtime).strftime("%Y/%m/%d")

@@ -132,6 +132,21 @@ class ImmichBase:
         self.assertEqual(r2["files_skipped"], 4)
         self.assertEqual(len(self.uploads()), 4)
 
+    def test_dry_run_sends_the_xmp_alone_with_its_photo(self):
+        self.make_card()
+        with open(f"{self.card}/DCIM/100CANON/IMG_0002.WAV", "wb") as f:
+            f.write(b"RIFF memo")
+        r = self.backup(None, 0, "--dry-run")
+        photo = {f["path"]: f for f in r["files"]}["DCIM/100CANON/IMG_0002.JPG"]
+        xmp, wav = "DCIM/100CANON/IMG_0002.xmp", "DCIM/100CANON/IMG_0002.WAV"
+        self.assertEqual(photo["sidecars"], [xmp, wav])
+        local, immich = sorted(photo["targets"], key=lambda t: not t["where"].startswith("/"))
+        self.assertEqual(local["sidecars"],
+                         [{"path": xmp, "where": f"{self.dest}/2023/07/15/IMG_0002.xmp"},
+                          {"path": wav, "where": f"{self.dest}/2023/07/15/IMG_0002.WAV"}])
+        self.assertEqual(immich["sidecars"], [{"path": xmp, "where": immich["where"]}])
+        self.assertEqual(self.uploads(), [])
+
     def test_duplicate_content_from_another_card_is_not_sent_again(self):
         make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05", b"same")
         self.backup()

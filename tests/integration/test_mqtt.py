@@ -14,7 +14,7 @@ from harness import SnapsyncTest, make_blob, make_path_beyond_ceiling, make_phot
 
 DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs",
                     "home-assistant.md")
-ENTITY_ID = r"\b(?:sensor|binary_sensor|button)\.snapsync_[a-z0-9_]+\b"
+ENTITY_ID = r"\b(?:sensor|binary_sensor|button|event)\.snapsync_[a-z0-9_]+\b"
 STATUSES = ["idle", "scanning", "backing_up", "verifying", "completed", "partial", "failed",
             "interrupted", "empty"]
 
@@ -37,7 +37,9 @@ REQUIRED_ENTITIES = {
     "button.snapsync_eject", "button.snapsync_retry_failed",
     "binary_sensor.snapsync_unraid_reachable", "sensor.snapsync_last_verification",
     "sensor.snapsync_verification_problems", "binary_sensor.snapsync_verification_problem",
+    "event.snapsync_backup_finished",
 }
+EVENT_TYPES = ["completed", "partial", "failed", "interrupted", "empty"]
 
 
 class MqttTest(SnapsyncTest):
@@ -95,10 +97,12 @@ class MqttTest(SnapsyncTest):
         uids = [c["unique_id"] for c in d["components"].values()]
         self.assertEqual(len(uids), len(set(uids)))
         for cid, c in d["components"].items():
-            self.assertIn(c["p"], ("sensor", "binary_sensor", "button"))
+            self.assertIn(c["p"], ("sensor", "binary_sensor", "button", "event"))
             self.assertTrue(c["default_entity_id"].startswith(c["p"] + "."))
             if c["p"] == "button":
                 self.assertTrue(c["command_topic"].startswith(f"snapsync/{device_id}/cmd/"))
+            elif c["p"] == "event":  # events have a topic of their own, never retained
+                self.assertEqual(c["state_topic"], f"snapsync/{device_id}/event")
             else:  # the verification entities have a topic of their own
                 topic = "verification" if "verification" in cid else "state"
                 self.assertEqual(c["state_topic"], f"snapsync/{device_id}/{topic}")
@@ -135,6 +139,65 @@ class MqttTest(SnapsyncTest):
         self.cleanups.append(late.stop)
         late.wait(lambda: late.find(f"snapsync/{device_id}/state"), 10, "retained state")
         self.assertTrue(late.find(f"snapsync/{device_id}/state")[0][0])
+
+    def events(self, device_id):
+        return [m for m in self.sub.messages if m[1] == f"snapsync/{device_id}/event"]
+
+    def test_each_session_fires_one_event_that_is_never_retained(self):
+        """The "Backup finished" event entity: one event per finished session, with its result
+        as event_type and the session's facts as attributes; not retained, so neither a new
+        subscriber (Home Assistant restarting) nor a reconnect fires it again."""
+        self.use_broker()
+        port = re.search(r"web_ui_port: (\d+)", open(self.config).read()).group(1)
+        for i in range(3):
+            make_photo(f"{self.card}/DCIM/IMG_{i:04d}.JPG", self.dir, "2024:01:02 03:04:05")
+        r = self.backup()
+        self.assertEqual(r["status"], "completed")
+        self.sub.wait(lambda: any(m[2] == "offline" for m in self.sub.messages
+                                  if m[1].endswith("/availability")), 20, "offline at the end")
+        topic = self.discovery()[-1][1]
+        device_id = topic.split("/")[2]
+        c = json.loads(self.discovery()[-1][2])["components"]["backup_finished"]
+        self.assertEqual((c["p"], c["default_entity_id"], c["object_id"], c["unique_id"]),
+                         ("event", "event.snapsync_backup_finished", "snapsync_backup_finished",
+                          f"{device_id}_backup_finished"))
+        self.assertEqual(c["event_types"], EVENT_TYPES)
+        self.assertEqual(c["state_topic"], f"snapsync/{device_id}/event")
+        self.assertNotIn("value_template", c)  # the payload is the event itself
+        [ev] = self.events(device_id)
+        e = json.loads(ev[2])
+        self.assertEqual(e["event_type"], "completed")
+        self.assertEqual((e["session_id"], e["files_copied"], e["files_skipped"],
+                          e["files_duplicate"], e["files_failed"], e["files_total"]),
+                         (r["session_id"], 3, 0, 0, 0, 3))
+        self.assertEqual(e["card"], r["card_label"])
+        self.assertGreater(e["bytes_copied"], 0)
+        self.assertEqual(e["bytes_copied"], e["bytes_total"])
+        self.assertGreaterEqual(e["duration_s"], 0)
+        self.assertIs(e["safe_to_remove"], True)
+        self.assertEqual(e["dashboard_url"], f"http://127.0.0.1:{port}/")
+        # the event comes after the final state, so the sensors already agree with it
+        mine = [m for m in self.sub.messages if m[1].startswith(f"snapsync/{device_id}/")]
+        final = next(i for i, m in enumerate(mine)
+                     if m[1].endswith("/state") and json.loads(m[2])["status"] == "completed")
+        self.assertGreater(mine.index(ev), final)
+
+        # the same card again: nothing new, but a session all the same (an event of its own);
+        # then an empty card
+        self.assertEqual(self.backup()["status"], "completed")
+        make_blob(f"{self.dir}/empty/MISC/notes.txt", 100)
+        self.assertEqual(self.backup(f"{self.dir}/empty")["status"], "empty")
+        self.sub.wait(lambda: len(self.events(device_id)) == 3, 20, "three events")
+        seen = [json.loads(m[2]) for m in self.events(device_id)]
+        self.assertEqual([x["event_type"] for x in seen], ["completed", "completed", "empty"])
+        self.assertEqual((seen[1]["files_copied"], seen[1]["files_skipped"]), (0, 3))
+        self.assertEqual(len({x["session_id"] for x in seen}), 3)
+
+        # Home Assistant (re)starting subscribes anew: no retained event is waiting for it
+        late = Subscriber(self.broker)
+        self.cleanups.append(late.stop)
+        self.assertTrue(late.find(f"snapsync/{device_id}/state"))  # retained, as a control
+        self.assertEqual(late.find(f"snapsync/{device_id}/event"), [])
 
     def verifications(self):
         return [json.loads(m[2]) for m in self.sub.messages
@@ -204,6 +267,18 @@ class MqttTest(SnapsyncTest):
         self.assertEqual(last["scan_problems"], 1)
         self.assertIn(name[:50], last["error"])
         self.assertIn("path too long", last["error"])
+
+    def test_a_failed_backup_is_failed_with_its_reason(self):
+        self.use_broker()
+        with open(self.dest, "w") as f:  # the only destination is a file: nothing can be copied
+            f.write("not a folder")
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2024:01:02 03:04:05")
+        self.assertEqual(self.backup(None, None)["status"], "failed")
+        self.sub.wait(lambda: self.states() and self.states()[-1]["last_result"] == "failed", 20,
+                      "the failed result")
+        last = self.states()[-1]
+        self.assertEqual(last["status"], "failed")
+        self.assertIn("Not a directory", last["error"])
 
     def test_a_destination_that_is_down_is_one_state_with_its_reason(self):
         self.use_broker()

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Notifications of real backups (issue 18): `snapsync backup` queues its session's
 notification and delivers it before exiting; what it could not deliver the service
 (`snapsync start`) delivers, once. Real servers on loopback: the HTTP receiver and the aiosmtpd

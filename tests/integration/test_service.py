@@ -763,6 +763,25 @@ class ServiceTest(SnapsyncTest):
         discovery = json.loads([m for m in sub.messages
                                 if m[1].startswith("homeassistant/device/")][-1][2])
         self.assertEqual(discovery["device"]["configuration_url"], f"http://127.0.0.1:{port}/")
+        # one "Backup finished" event, not retained; Home Assistant's birth makes the service
+        # publish discovery and state again, never the event
+        device_id = discovery["device"]["identifiers"][0]
+        event_topic = f"snapsync/{device_id}/event"
+        sub.wait(lambda: sub.find(event_topic), 30, "the session's event")
+        [event] = [json.loads(m[2]) for m in sub.find(event_topic)]
+        self.assertEqual((event["event_type"], event["card"], event["files_copied"],
+                          event["safe_to_remove"], event["dashboard_url"]),
+                         ("completed", "EOS_R5", 2, False, f"http://127.0.0.1:{port}/"))
+        verification = f"snapsync/{device_id}/verification"
+        n = len(sub.find(verification))
+        broker.publish("homeassistant/status", "online")
+        # published after discovery and state: the whole answer to the birth is in
+        sub.wait(lambda: len(sub.find(verification)) > n, 30,
+                 "the verification state again after Home Assistant's birth")
+        self.assertEqual(len(sub.find(event_topic)), 1)
+        late = Subscriber(broker)
+        self.cleanups.append(late.stop)
+        self.assertEqual(late.find(event_topic), [])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=10) as r:
             self.assertEqual(r.status, 200)
             json.loads(r.read())
@@ -780,6 +799,59 @@ class ServiceTest(SnapsyncTest):
         self.stop()
         sub.wait(lambda: [m[2] for m in sub.messages if m[1].endswith("/availability")][-1]
                  == "offline", 30, "offline after stop")
+
+
+    def test_a_session_that_ends_while_the_broker_is_unreachable_fires_its_event_once(self):
+        """The "Backup finished" event of a session that ended while the service could not reach
+        the broker is published when it reconnects, once: not again on the next reconnect."""
+        from broker import Broker, CutProxy, Subscriber
+        import json
+        img, staging = self.make_card("EOS_R8", {"DCIM/IMG_0001.JPG": "photo"})
+        [loop] = self.reserve()
+        broker = Broker(self.dir)
+        self.cleanups.append(broker.stop)
+        proxy = CutProxy(broker)  # the service's way to the broker
+        self.cleanups.append(proxy.stop)
+        sub = Subscriber(broker)  # Home Assistant's, never cut
+        self.cleanups.append(sub.stop)
+        self.service_config()
+        with open(self.config, "a") as f:
+            f.write(f"mqtt:\n  enabled: true\n  broker: 127.0.0.1\n  port: {proxy.port}\n")
+        self.start()
+
+        def discoveries():
+            return [m for m in sub.messages if m[1].startswith("homeassistant/device/")]
+        sub.wait(lambda: discoveries(), 30, "discovery")
+        device_id = json.loads(discoveries()[-1][2])["device"]["identifiers"][0]
+        event_topic = f"snapsync/{device_id}/event"
+        proxy.cut()
+        self.wait_log("mqtt: lost the connection")
+        self.attach(img, loop)
+        self.wait_log(r"session \d+ completed")
+        self.assertEqual(sub.find(event_topic), [])
+        n = len(discoveries())
+        proxy.restore()
+        sub.wait(lambda: sub.find(event_topic), 90, "the event after the reconnect")
+        [event] = [json.loads(m[2]) for m in sub.find(event_topic)]
+        self.assertEqual((event["event_type"], event["card"], event["files_copied"],
+                          event["safe_to_remove"]), ("completed", "EOS_R8", 1, True))
+        self.assertGreater(len(discoveries()), n)  # it came with the reconnect
+        # the broker acknowledged the event (QoS 1) before it passed on this birth message, on
+        # the same connection: once the service answers the birth, it knows the event arrived;
+        # a connection lost before that acknowledgement would repeat the event, as MQTT says
+        n = len(discoveries())
+        broker.publish("homeassistant/status", "online")
+        sub.wait(lambda: len(discoveries()) > n, 30, "discovery again after the birth")
+        # another loss of the broker: the reconnect publishes discovery and state, not the event
+        proxy.cut()
+        self.wait_log("mqtt: lost the connection", count=2)
+        verification = f"snapsync/{device_id}/verification"
+        n = len(sub.find(verification))
+        proxy.restore()
+        sub.wait(lambda: len(sub.find(verification)) > n, 90,
+                 "the verification state after the second reconnect, published after events")
+        self.assertEqual(len(sub.find(event_topic)), 1)
+        self.stop()
 
 
     def test_retry_button_backs_up_the_failed_files_of_a_card_still_in(self):

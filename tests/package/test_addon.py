@@ -3,7 +3,8 @@
 Supervisor or an Unraid server: the add-on's config.yaml against the Supervisor's documented
 rules, its run script turning options.json into a configuration that snapsync accepts (secrets
 and the Supervisor's MQTT service included, checked against a real mosquitto and the Immich test
-server), and the Unraid template well-formed with what Community Applications needs."""
+server), the Unraid template well-formed with what Community Applications needs, and
+docker-compose.yml binding the image's volumes and port."""
 
 import http.server
 import json
@@ -103,6 +104,17 @@ class AddonConfig(unittest.TestCase):
             self.assertTrue(os.path.isfile(os.path.join(ADDON, f)), f)
         with open(os.path.join(ADDON, "CHANGELOG.md")) as f:
             self.assertIn(self.cfg["version"], f.read())
+
+    def test_one_published_image(self):
+        """The add-on builds on the image of its own version, which the Unraid template pulls
+        (docs/container.md, "Publishing"): one repository, nothing left from another release."""
+        build = load_yaml(ADDON, "build.yaml")
+        with open(os.path.join(ADDON, "Dockerfile")) as f:
+            default = re.search(r"^ARG BUILD_FROM=(\S+)$", f.read(), re.M).group(1)
+        unraid = ET.parse(os.path.join(SRC, "unraid", "snapsync.xml")).getroot()
+        repository = unraid.findtext("Repository").rsplit(":", 1)[0]
+        for image in list(build["build_from"].values()) + [default]:
+            self.assertEqual(image, f"{repository}:{project_version()}")
 
 
 class FakeSupervisor:
@@ -259,17 +271,51 @@ class UnraidTemplate(unittest.TestCase):
             self.assertIn(c.get("Type"), ("Path", "Port", "Variable", "Device", "Label"))
         targets = {c.get("Target"): c.get("Type") for c in configs}
         # the image's volumes and port (Dockerfile)
-        with open(os.path.join(SRC, "Dockerfile")) as f:
-            dockerfile = f.read()
-        volumes = json.loads(re.search(r"^VOLUME (\[.*\])$", dockerfile, re.M).group(1))
+        volumes, port = dockerfile_volumes_and_port()
         for v in volumes:
             self.assertEqual(targets.get(v), "Path", v)
-        port = re.search(r"^EXPOSE ([0-9]+)/tcp$", dockerfile, re.M).group(1)
         self.assertEqual(targets.get(port), "Port")
         self.assertEqual(targets.get("/run/udev"), "Path")
         for secret in ("IMMICH_API_KEY", "SNAPSYNC_WEB_TOKEN", "MQTT_PASSWORD"):
             c = [c for c in configs if c.get("Target") == secret][0]
             self.assertEqual(c.get("Mask"), "true", secret)
+
+
+def dockerfile_volumes_and_port():
+    with open(os.path.join(SRC, "Dockerfile")) as f:
+        dockerfile = f.read()
+    volumes = json.loads(re.search(r"^VOLUME (\[.*\])$", dockerfile, re.M).group(1))
+    port = re.search(r"^EXPOSE ([0-9]+)/tcp$", dockerfile, re.M).group(1)
+    return volumes, port
+
+
+class ComposeFile(unittest.TestCase):
+    """docker-compose.yml (no Docker here): the service builds this Dockerfile, binds each of
+    the image's volumes, reaches its port, and gives card detection what docs/container.md
+    names, with the host's mounts propagating in only."""
+
+    def test_service_matches_the_image(self):
+        compose = load_yaml(SRC, "docker-compose.yml")
+        svc = compose["services"]["snapsync"]
+        self.assertEqual(svc["build"], ".")
+        self.assertIs(svc["init"], True)
+        binds = {}
+        for v in svc["volumes"]:
+            if isinstance(v, str):
+                parts = v.split(":")
+                binds[parts[1]] = {"source": parts[0], "mode": parts[2] if len(parts) > 2 else "rw"}
+            else:
+                self.assertEqual(v["type"], "bind")
+                binds[v["target"]] = {"source": v["source"],
+                                      "propagation": v.get("bind", {}).get("propagation")}
+        volumes, port = dockerfile_volumes_and_port()
+        for target in volumes:
+            self.assertIn(target, binds, f"docker-compose.yml does not bind the volume {target}")
+        if svc.get("network_mode") != "host":
+            self.assertIn(f"{port}:{port}", [str(p) for p in svc.get("ports", [])])
+        self.assertEqual(binds["/run/udev"]["mode"], "ro")
+        self.assertEqual(binds["/media"]["propagation"], "rslave")
+        self.assertIs(svc["privileged"], True)
 
 
 class ContainerDefaults(SnapsyncTest):

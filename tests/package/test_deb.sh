@@ -34,6 +34,13 @@ else
     deb="$src/dist/snapsync_${version}_$arch.deb"
 fi
 [ -f "$deb" ] || fail "no package $deb"
+# runtime libraries only (shlibs): nothing from a -dev package, nor a compiler
+for field in Pre-Depends Depends Recommends; do
+    if dpkg-deb -f "$deb" "$field" | tr ',|' '\n' | sed 's/^ *//; s/[( ].*//' |
+        grep -E -e '-dev(:[a-z0-9]+)?$' -e '^(gcc|cpp|cmake|make)$'; then
+        fail "$field names build packages: $(dpkg-deb -f "$deb" "$field")"
+    fi
+done
 note "package $deb"
 
 # 2. a bare Debian 12 root, from the cached tarball; the mirror and suites are this machine's

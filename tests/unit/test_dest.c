@@ -276,6 +276,20 @@ static void test_probe(void **state)
     assert_string_equal(dest_id(f->dests[0]), id);
 }
 
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* valid accepts each of good and refuses each of bad. */
+static void check_valid(bool (*valid)(const char *), const char *const *good, size_t n_good,
+                        const char *const *bad, size_t n_bad)
+{
+    for (size_t i = 0; i < n_good; i++)
+        if (!valid(good[i]))
+            fail_msg("'%s' refused", good[i]);
+    for (size_t i = 0; i < n_bad; i++)
+        if (valid(bad[i]))
+            fail_msg("'%s' accepted", bad[i]);
+}
+
 /* The one check every backend applies to a file name before its own rules. */
 static void test_name_valid(void **state)
 {
@@ -291,12 +305,7 @@ static void test_name_valid(void **state)
         "IMG_0001.CR2", "a",         "...",        ".hidden",
         "name.",        "trailing ", "a:b*c?.jpg", "caf\xc3\xa9.jpg"};
     static const char *const bad[] = {"", ".", "..", "a/b", "/", "DCIM/IMG_0001.JPG", "../x"};
-    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
-        if (!dest_name_valid(good[i]))
-            fail_msg("'%s' refused", good[i]);
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        if (dest_name_valid(bad[i]))
-            fail_msg("'%s' accepted", bad[i]);
+    check_valid(dest_name_valid, good, ARRAY_LEN(good), bad, ARRAY_LEN(bad));
     assert_false(dest_name_valid(NULL));
 }
 
@@ -322,11 +331,25 @@ static void test_walk_skip(void **state)
         assert_false(dest_walk_skip(0, kept[i]));
 }
 
+/* The one check of a meta path (dest_ops' meta operations) every backend applies. */
+static void test_rel_valid(void **state)
+{
+    (void)state;
+    static const char *const good[] = {"ascmhl",  "ascmhl/0001_camera_2026-12-04_101521Z.mhl",
+                                       "ascmhl/", "a/b/c",
+                                       "...",     ".hidden/x"};
+    static const char *const bad[] = {"",    "/",   "/ascmhl", "a//b", ".",    "..",
+                                      "./a", "a/.", "a/../b",  "../x", "a/..", "//"};
+    check_valid(dest_rel_valid, good, ARRAY_LEN(good), bad, ARRAY_LEN(bad));
+    assert_false(dest_rel_valid(NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_walk_skip),
         cmocka_unit_test(test_name_valid),
+        cmocka_unit_test(test_rel_valid),
         cmocka_unit_test_setup_teardown(test_date_folder_and_collisions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_names_fit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort_and_verify_failure_leave_nothing, setup,
