@@ -457,6 +457,19 @@ static void dry_run_print(const struct engine_report *rep, struct dry_view *dv)
         printf("first error: %s\n", rep->error);
 }
 
+/* Delivers the outbox once before the command exits (each send bounded by the channel
+ * timeouts; Ctrl-C stops it); what is left stays pending for the service. */
+static void notify_deliver_once(const struct config *cfg, struct db *db)
+{
+    struct error err = {0};
+    struct outbox_result res = {0};
+    int r = notify_outbox_deliver(cfg, db, time(NULL), &cancel_flag, &res, &err);
+    if (r < 0 && r != -ECANCELED)
+        log_warning("notifications: %s", err.msg);
+    else if (res.next_due > 0)
+        log_info("notifications: some are still pending; the service delivers them");
+}
+
 /* The session's notification: queued, then delivered once (each send bounded by the channel
  * timeouts; Ctrl-C stops it); what is left stays pending for the service. Never changes the
  * backup's exit status: a failure is logged. */
@@ -466,7 +479,6 @@ static void backup_notify(const struct config *cfg, const struct engine_report *
         return;
     struct db *db = NULL;
     struct error err = {0};
-    struct outbox_result res = {0};
     bool queued = false;
     int r = db_open(cfg->service.database_path, DB_READ_WRITE, &db, &err);
     if (r == 0)
@@ -476,13 +488,8 @@ static void backup_notify(const struct config *cfg, const struct engine_report *
                     err.msg);
         goto out;
     }
-    if (!queued)
-        goto out;
-    r = notify_outbox_deliver(cfg, db, time(NULL), &cancel_flag, &res, &err);
-    if (r < 0 && r != -ECANCELED)
-        log_warning("notifications: %s", err.msg);
-    else if (res.next_due > 0)
-        log_info("notifications: some are still pending; the service delivers them");
+    if (queued)
+        notify_deliver_once(cfg, db);
 out:
     db_close(db);
 }
@@ -1231,6 +1238,27 @@ static int cmd_report(struct cli *cli, int argc, char **argv)
 
 /* ---- verify ---- */
 
+/* The run's verify_problem notification, when it found problems: queued, then delivered once
+ * as backup_notify does. Never changes the exit status: a failure is logged. */
+static void verify_notify(const struct config *cfg, struct db *db, const struct verify_summary *sum,
+                          const struct verify_scope *scope, const struct notify_outbox_problems *ps)
+{
+    struct error err = {0};
+    char text[64];
+    bool queued = false;
+    if (notify_channel_count(cfg) == 0)
+        return;
+    verify_scope_text(scope, text, sizeof(text));
+    int r = notify_outbox_queue_verify(cfg, db, sum, text, ps, time(NULL), &queued, &err);
+    if (r < 0) {
+        log_warning("the notification of verification run %" PRId64 " is not queued: %s",
+                    sum->run_id, err.msg);
+        return;
+    }
+    if (queued)
+        notify_deliver_once(cfg, db);
+}
+
 #define VERIFY_USAGE                                                                               \
     "verify [--session N | --since DATE | --all] [--dest NAME] [--json] [--rate MB/s]"
 #define VERIFY_JSON_PROBLEMS_MAX 10000 /* problems listed in --json; the counts have them all */
@@ -1240,6 +1268,7 @@ struct verify_view {
     bool json;
     json_object *problems;
     int64_t listed;
+    struct notify_outbox_problems *notify; /* the first problems, for the notification */
 };
 
 static void on_verify_progress(const struct verify_progress *p, void *userdata)
@@ -1285,6 +1314,8 @@ static void verify_problem_print(void *userdata)
 static void on_verify_problem(const struct verify_problem *p, void *userdata)
 {
     struct verify_view *v = userdata;
+    if (v->notify)
+        notify_outbox_problem_add(v->notify, p);
     if (!v->json) {
         struct verify_line l = {v, p};
         log_run_locked(verify_problem_print, &l);
@@ -1344,6 +1375,7 @@ static int cmd_verify(struct cli *cli, int argc, char **argv)
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
     };
     struct verify_scope scope = {0};
+    struct notify_outbox_problems *notify = NULL;
     const char *dest_name = NULL;
     bool json = false;
     double rate_mbps = 0;
@@ -1449,7 +1481,9 @@ static int cmd_verify(struct cli *cli, int argc, char **argv)
 
     catch_stop_signals();
     bool tty = isatty(STDERR_FILENO) && !json;
-    struct verify_view view = {.live = {.tty = tty}, .json = json, .problems = problems};
+    notify = notify_channel_count(cli->cfg) > 0 ? calloc(1, sizeof(*notify)) : NULL;
+    struct verify_view view = {
+        .live = {.tty = tty}, .json = json, .problems = problems, .notify = notify};
     struct verify_opts vo = {.rate_bps = rate_mbps * 1e6,
                              .cancel = &cancel_flag,
                              .on_progress = on_verify_progress,
@@ -1509,12 +1543,14 @@ static int cmd_verify(struct cli *cli, int argc, char **argv)
         fprintf(stderr, "snapsync: the ASC MHL history was not updated: %s\n", sum.history_error);
     if (sum.extra_error[0])
         fprintf(stderr, "snapsync: extra files not looked for: %s\n", sum.extra_error);
+    verify_notify(cli->cfg, db, &sum, &scope, notify);
     int sig = atomic_load(&cancel_signal);
     if (sig)
         rc = 128 + sig;
     else if (sum.status != DB_VERIFY_CLEAN || sum.history_error[0])
         rc = EXIT_FAILED;
 out:
+    free(notify);
     json_object_put(problems);
     db_close(db);
     dest_free_all(dests, n);

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const char *const result_names[] = {
     [NOTIFY_COMPLETED] = "completed",     [NOTIFY_PARTIAL] = "partial", [NOTIFY_FAILED] = "failed",
@@ -156,6 +157,24 @@ static void headline(const struct notify_session *s, char *out, size_t size)
     }
 }
 
+/* The dashboard link, when there is one. */
+static void html_link(FILE *f, const char *url)
+{
+    if (!url[0])
+        return;
+    fputs("<p><a href=\"", f);
+    html_escape(f, url);
+    fputs("\">Open the dashboard</a></p>\n", f);
+}
+
+/* "... and N more" closing a list, when N is not 0. */
+static void html_more(FILE *f, uint64_t more)
+{
+    if (more)
+        fprintf(f, "<li>... and %llu more</li>\n", (unsigned long long)more);
+    fputs("</ul>\n", f);
+}
+
 /* Closes a memory stream, handing its text over; NULL when writing it failed. */
 static char *stream_close(FILE *f, char **text)
 {
@@ -250,15 +269,9 @@ static void html_session(FILE *f, const struct notify_session *s, const struct c
             html_escape(f, c->failed[i]);
             fputs("</li>\n", f);
         }
-        if (c->more)
-            fprintf(f, "<li>... and %llu more</li>\n", (unsigned long long)c->more);
-        fputs("</ul>\n", f);
+        html_more(f, c->more);
     }
-    if (c->url[0]) {
-        fputs("<p><a href=\"", f);
-        html_escape(f, c->url);
-        fputs("\">Open the dashboard</a></p>\n", f);
-    }
+    html_link(f, c->url);
 }
 
 static char *build_html(const struct notify_session *s, const struct clean *c, const char *subject,
@@ -323,8 +336,295 @@ out:
     return out;
 }
 
+/* ---- the other kinds: a destination down, a verification's problems ---- */
+
+/* The cleaned strings of a notification of another kind than a session's. */
+struct other {
+    char *a, *b, *url; /* down: dest, reason; verify: scope, unused */
+    char *dest[NOTIFY_FAILED_LIST_MAX], *path[NOTIFY_FAILED_LIST_MAX];
+    const char *problem[NOTIFY_FAILED_LIST_MAX]; /* static */
+    size_t n;                                    /* problems listed */
+    uint64_t more;                               /* problems not listed */
+    char head[NOTIFY_LABEL_MAX + 96];
+};
+
+static void other_done(struct other *o)
+{
+    free(o->a);
+    free(o->b);
+    free(o->url);
+    for (size_t i = 0; i < NOTIFY_FAILED_LIST_MAX; i++) {
+        free(o->dest[i]);
+        free(o->path[i]);
+    }
+}
+
+static const char *problem_name(const char *p)
+{
+    static const char *const known[] = {"missing", "changed", "extra"};
+    for (size_t i = 0; p && i < sizeof(known) / sizeof(known[0]); i++)
+        if (strcmp(p, known[i]) == 0)
+            return known[i];
+    return "problem";
+}
+
+static uint64_t verify_total(const struct notify_verify *v)
+{
+    uint64_t t = v->missing + v->changed + v->extra;
+    return t > v->n_problems ? t : v->n_problems;
+}
+
+static int other_init(struct other *o, const struct notify_session *s)
+{
+    memset(o, 0, sizeof(*o));
+    o->url = notify_clean(s->dashboard_url, 2048);
+    if (s->kind == NOTIFY_KIND_DEST_DOWN) {
+        const struct notify_down *d = &s->down;
+        o->a = notify_clean(d->dest && d->dest[0] ? d->dest : "(unnamed)", NOTIFY_LABEL_MAX);
+        o->b = notify_clean(d->reason, NOTIFY_NAME_MAX);
+        if (!o->a || !o->b || !o->url)
+            return -ENOMEM;
+        if (d->back_up)
+            snprintf(o->head, sizeof(o->head), "destination %s back up", o->a);
+        else
+            snprintf(o->head, sizeof(o->head), "destination %s down for %lld min", o->a,
+                     (long long)d->minutes);
+        return 0;
+    }
+    const struct notify_verify *v = &s->verify;
+    o->a = notify_clean(v->scope && v->scope[0] ? v->scope : "all", NOTIFY_LABEL_MAX);
+    if (!o->a || !o->url)
+        return -ENOMEM;
+    o->n = v->n_problems < NOTIFY_FAILED_LIST_MAX ? v->n_problems : NOTIFY_FAILED_LIST_MAX;
+    for (size_t i = 0; i < o->n; i++) {
+        o->dest[i] = notify_clean(v->problems[i].dest, NOTIFY_LABEL_MAX);
+        o->path[i] = notify_clean(v->problems[i].path, NOTIFY_NAME_MAX);
+        o->problem[i] = problem_name(v->problems[i].problem);
+        if (!o->dest[i] || !o->path[i])
+            return -ENOMEM;
+    }
+    uint64_t total = verify_total(v);
+    o->more = total - o->n;
+    snprintf(o->head, sizeof(o->head), "verification found %llu problem%s",
+             (unsigned long long)total, total == 1 ? "" : "s");
+    return 0;
+}
+
+static void format_utc(int64_t t, char *out, size_t size)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (t <= 0 || !gmtime_r(&tt, &tm) || strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(out, size, "unknown");
+}
+
+/* The lines of a verification's counts: label and value. */
+static size_t verify_counts(const struct notify_verify *v, const char **labels, uint64_t *values)
+{
+    static const char *const names[] = {"Checked", "OK",          "Missing",
+                                        "Changed", "Extra files", "Could not be checked"};
+    const uint64_t vals[] = {v->checked, v->ok, v->missing, v->changed, v->extra, v->errors};
+    for (size_t i = 0; i < 6; i++) {
+        labels[i] = names[i];
+        values[i] = vals[i];
+    }
+    return 6;
+}
+
+static char *other_text(const struct notify_session *s, const struct other *o)
+{
+    char *text = NULL, since[32];
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return NULL;
+    if (s->kind == NOTIFY_KIND_DEST_DOWN) {
+        format_utc(s->down.since, since, sizeof(since));
+        if (s->down.back_up)
+            fprintf(f, "Destination %s is back up after %lld min down (since %s).\n", o->a,
+                    (long long)s->down.minutes, since);
+        else
+            fprintf(f,
+                    "Destination %s has been down for %lld min, since %s.\n"
+                    "Files for it wait and are copied when it is back; cards are not safe to "
+                    "remove until then.\n",
+                    o->a, (long long)s->down.minutes, since);
+        if (o->b[0])
+            fprintf(f, "\nReason: %s\n", o->b);
+    } else {
+        const char *labels[6];
+        uint64_t values[6];
+        fprintf(f, "Verification run %lld (%s): %s.\n\n", (long long)s->verify.run_id, o->a,
+                o->head);
+        for (size_t i = 0, n = verify_counts(&s->verify, labels, values); i < n; i++)
+            fprintf(f, "%s: %llu\n", labels[i], (unsigned long long)values[i]);
+        if (o->n || o->more) {
+            fputs("\nProblems:\n", f);
+            for (size_t i = 0; i < o->n; i++)
+                fprintf(f, "  %s: %s: %s\n", o->problem[i], o->dest[i], o->path[i]);
+            if (o->more)
+                fprintf(f, "  ... and %llu more\n", (unsigned long long)o->more);
+        }
+    }
+    if (o->url[0])
+        fprintf(f, "\nDashboard: %s\n", o->url);
+    return stream_close(f, &text);
+}
+
+/* The part of the HTML body about a notification of another kind. */
+static void other_html_part(FILE *f, const struct notify_session *s, const struct other *o)
+{
+    char since[32];
+    fputs("<p><strong>SnapSync:</strong> ", f);
+    html_escape(f, o->head);
+    fputs(".</p>\n", f);
+    if (s->kind == NOTIFY_KIND_DEST_DOWN) {
+        format_utc(s->down.since, since, sizeof(since));
+        fprintf(f, "<table>\n<tr><td>%s</td><td>",
+                s->down.back_up ? "Was down since" : "Down since");
+        html_escape(f, since);
+        fprintf(f, "</td></tr>\n<tr><td>Minutes</td><td>%lld</td></tr>\n",
+                (long long)s->down.minutes);
+        if (o->b[0]) {
+            fputs("<tr><td>Reason</td><td>", f);
+            html_escape(f, o->b);
+            fputs("</td></tr>\n", f);
+        }
+        fputs("</table>\n", f);
+    } else {
+        const char *labels[6];
+        uint64_t values[6];
+        fprintf(f, "<table>\n<tr><td>Run</td><td>%lld</td></tr>\n<tr><td>Scope</td><td>",
+                (long long)s->verify.run_id);
+        html_escape(f, o->a);
+        fputs("</td></tr>\n", f);
+        for (size_t i = 0, n = verify_counts(&s->verify, labels, values); i < n; i++)
+            fprintf(f, "<tr><td>%s</td><td>%llu</td></tr>\n", labels[i],
+                    (unsigned long long)values[i]);
+        fputs("</table>\n", f);
+        if (o->n || o->more) {
+            fputs("<h3>Problems</h3>\n<ul>\n", f);
+            for (size_t i = 0; i < o->n; i++) {
+                fprintf(f, "<li>%s: ", o->problem[i]);
+                html_escape(f, o->dest[i]);
+                fputs(": ", f);
+                html_escape(f, o->path[i]);
+                fputs("</li>\n", f);
+            }
+            html_more(f, o->more);
+        }
+    }
+    html_link(f, o->url);
+}
+
+static char *other_html(const struct notify_session *s, const struct other *o, const char *subject)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return NULL;
+    html_begin(f, subject);
+    other_html_part(f, s, o);
+    fputs("</body></html>\n", f);
+    return stream_close(f, &text);
+}
+
+static char *other_json(const struct notify_session *s, const struct other *o, const char *subject,
+                        const char *text)
+{
+    struct json_object *j = json_object_new_object();
+    char *out = NULL, since[32];
+    if (!j)
+        return NULL;
+    if (s->kind == NOTIFY_KIND_DEST_DOWN) {
+        format_utc(s->down.since, since, sizeof(since));
+        json_object_object_add(
+            j, "event",
+            json_object_new_string(s->down.back_up ? "destination_up" : "destination_down"));
+        json_object_object_add(j, "title", json_object_new_string(subject));
+        json_object_object_add(j, "message", json_object_new_string(text));
+        json_object_object_add(j, "destination", json_object_new_string(o->a));
+        json_object_object_add(j, "reason", json_object_new_string(o->b));
+        json_object_object_add(j, "down_since", json_object_new_string(since));
+        json_object_object_add(j, "down_minutes", json_object_new_int64(s->down.minutes));
+    } else {
+        const struct notify_verify *v = &s->verify;
+        struct json_object *counts = json_object_new_object(), *list = json_object_new_array();
+        if (!counts || !list) {
+            json_object_put(counts);
+            json_object_put(list);
+            goto out;
+        }
+        json_object_object_add(j, "event", json_object_new_string("verify_problem"));
+        json_object_object_add(j, "title", json_object_new_string(subject));
+        json_object_object_add(j, "message", json_object_new_string(text));
+        json_object_object_add(j, "run_id", json_object_new_int64(v->run_id));
+        json_object_object_add(j, "scope", json_object_new_string(o->a));
+        json_object_object_add(j, "counts", counts);
+        json_object_object_add(counts, "checked", json_object_new_int64((int64_t)v->checked));
+        json_object_object_add(counts, "ok", json_object_new_int64((int64_t)v->ok));
+        json_object_object_add(counts, "missing", json_object_new_int64((int64_t)v->missing));
+        json_object_object_add(counts, "changed", json_object_new_int64((int64_t)v->changed));
+        json_object_object_add(counts, "extra", json_object_new_int64((int64_t)v->extra));
+        json_object_object_add(counts, "errors", json_object_new_int64((int64_t)v->errors));
+        json_object_object_add(j, "problems", list);
+        for (size_t i = 0; i < o->n; i++) {
+            struct json_object *p = json_object_new_object();
+            if (!p || json_object_array_add(list, p) < 0) {
+                json_object_put(p);
+                goto out;
+            }
+            json_object_object_add(p, "destination", json_object_new_string(o->dest[i]));
+            json_object_object_add(p, "path", json_object_new_string(o->path[i]));
+            json_object_object_add(p, "problem", json_object_new_string(o->problem[i]));
+        }
+        json_object_object_add(j, "problems_more", json_object_new_int64((int64_t)o->more));
+    }
+    json_object_object_add(j, "dashboard_url", o->url[0] ? json_object_new_string(o->url) : NULL);
+    const char *str =
+        json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    out = str ? strdup(str) : NULL;
+out:
+    json_object_put(j);
+    return out;
+}
+
+static int other_build(const struct notify_session *s, struct notify_msg *ret, struct error *err)
+{
+    struct notify_msg m = {0};
+    struct other o;
+    int r = other_init(&o, s);
+    if (r < 0)
+        goto out;
+    r = -ENOMEM;
+    size_t n = strlen("SnapSync: ") + strlen(o.head) + 1;
+    if (!(m.subject = malloc(n)))
+        goto out;
+    snprintf(m.subject, n, "SnapSync: %s", o.head);
+    if (!(m.text = other_text(s, &o)) || !(m.html = other_html(s, &o, m.subject)) ||
+        !(m.json = other_json(s, &o, m.subject, m.text)) || !(m.click = strdup(o.url)))
+        goto out;
+    bool up = s->kind == NOTIFY_KIND_DEST_DOWN && s->down.back_up;
+    m.priority = up ? 3 : 4;
+    m.tags = up ? "white_check_mark" : s->kind == NOTIFY_KIND_DEST_DOWN ? "rotating_light" : "mag";
+    *ret = m;
+    m = (struct notify_msg){0};
+    r = 0;
+out:
+    other_done(&o);
+    notify_msg_done(&m);
+    if (r < 0)
+        return error_set(err, r, "cannot build the notification: out of memory");
+    return 0;
+}
+
 int notify_msg_build(const struct notify_session *s, struct notify_msg *ret, struct error *err)
 {
+    if (s->kind == NOTIFY_KIND_DEST_DOWN || s->kind == NOTIFY_KIND_VERIFY)
+        return other_build(s, ret, err);
+    if (s->kind != NOTIFY_KIND_SESSION)
+        return error_set(err, -EINVAL, "unknown notification kind %d", (int)s->kind);
     static const char *const tags[] = {
         [NOTIFY_COMPLETED] = "white_check_mark",
         [NOTIFY_PARTIAL] = "warning",
@@ -377,6 +677,7 @@ void notify_msg_done(struct notify_msg *m)
     free(m->html);
     free(m->json);
     free(m->click);
+    free(m->attachment);
     *m = (struct notify_msg){0};
 }
 
@@ -394,15 +695,26 @@ static char *build_html_merged(const struct notify_session *sessions, size_t n, 
     html_escape(f, intro);
     fputs("</p>\n", f);
     for (size_t i = 0; i < n; i++) {
-        struct clean c;
-        char head[96];
-        headline(&sessions[i], head, sizeof(head));
-        bool ok = clean_init(&c, &sessions[i]) == 0;
-        if (ok) {
-            fputs("<hr>\n", f);
-            html_session(f, &sessions[i], &c, head);
+        bool ok;
+        if (sessions[i].kind != NOTIFY_KIND_SESSION) {
+            struct other o;
+            ok = other_init(&o, &sessions[i]) == 0;
+            if (ok) {
+                fputs("<hr>\n", f);
+                other_html_part(f, &sessions[i], &o);
+            }
+            other_done(&o);
+        } else {
+            struct clean c;
+            char head[96];
+            headline(&sessions[i], head, sizeof(head));
+            ok = clean_init(&c, &sessions[i]) == 0;
+            if (ok) {
+                fputs("<hr>\n", f);
+                html_session(f, &sessions[i], &c, head);
+            }
+            clean_done(&c);
         }
-        clean_done(&c);
         if (!ok) {
             fclose(f);
             free(text);
@@ -423,7 +735,11 @@ int notify_msg_build_merged(const struct notify_session *sessions, size_t n, str
         return notify_msg_build(&sessions[0], ret, err);
     struct notify_msg single[NOTIFY_MERGED_MAX] = {0}, m = {0};
     struct json_object *o = NULL, *results = NULL;
-    size_t counts[N_RESULTS] = {0};
+    /* the results, then the other kinds: destination down, back up, verification */
+    static const char *const other_names[] = {"destination down", "destination back up",
+                                              "verification problem"};
+    size_t counts[N_RESULTS + 3] = {0};
+    bool all_sessions = true;
     char *text = NULL, intro[64];
     size_t text_len = 0;
     FILE *f = NULL;
@@ -432,21 +748,28 @@ int notify_msg_build_merged(const struct notify_session *sessions, size_t n, str
         r = notify_msg_build(&sessions[i], &single[i], err);
         if (r < 0)
             goto out;
-        counts[sessions[i].result]++;
+        const struct notify_session *si = &sessions[i];
+        all_sessions = all_sessions && si->kind == NOTIFY_KIND_SESSION;
+        counts[si->kind == NOTIFY_KIND_SESSION  ? (size_t)si->result
+               : si->kind == NOTIFY_KIND_VERIFY ? N_RESULTS + 2
+               : si->down.back_up               ? N_RESULTS + 1
+                                                : N_RESULTS]++;
         if (single[i].priority > m.priority) {
             m.priority = single[i].priority;
             m.tags = single[i].tags;
         }
     }
     r = -ENOMEM;
-    snprintf(intro, sizeof(intro), "%zu backup results since the last message.", n);
+    snprintf(intro, sizeof(intro), "%zu %s since the last message.", n,
+             all_sessions ? "backup results" : "notifications");
     /* "SnapSync: 3 results: 2 completed, 1 failed" */
     if (!(f = open_memstream(&m.subject, &text_len)))
         goto out;
     fprintf(f, "SnapSync: %zu results:", n);
-    for (size_t k = 0, first = 1; k < N_RESULTS; k++)
+    for (size_t k = 0, first = 1; k < N_RESULTS + 3; k++)
         if (counts[k]) {
-            fprintf(f, "%s %zu %s", first ? "" : ",", counts[k], result_names[k]);
+            fprintf(f, "%s %zu %s", first ? "" : ",", counts[k],
+                    k < N_RESULTS ? result_names[k] : other_names[k - N_RESULTS]);
             first = 0;
         }
     if (!stream_close(f, &m.subject)) {

@@ -39,8 +39,45 @@ struct notify_dest {
     const char *state; /* short text */
 };
 
-/* What happened in one session. Everything borrowed for the call only. */
+/* What a notification is about. NOTIFY_KIND_SESSION (zero) is a backup session's result. */
+enum notify_kind {
+    NOTIFY_KIND_SESSION,   /* a backup session ended: the fields of struct notify_session */
+    NOTIFY_KIND_DEST_DOWN, /* a destination down for a while, or back up: .down */
+    NOTIFY_KIND_VERIFY,    /* a verification run found a problem: .verify */
+};
+
+/* A destination down for longer than notify.destination_down_minutes, or back up after such
+ * an outage. Borrowed strings. */
+struct notify_down {
+    const char *dest;   /* its human name ("unraid: smb //nas/photos") (untrusted) */
+    const char *reason; /* why it is down (the last error), "" when unknown (untrusted) */
+    int64_t since;      /* when it went down, seconds since the epoch */
+    int64_t minutes;    /* how long it has been (or was) down */
+    bool back_up;       /* the outage ended: a short "back up" note */
+};
+
+/* A problem a verification run found: a copy missing or changed, or an extra file. */
+struct notify_problem {
+    const char *dest;    /* the destination's human name (untrusted) */
+    const char *path;    /* where the copy or file is (untrusted) */
+    const char *problem; /* "missing", "changed" or "extra" */
+};
+
+/* A verification run (`snapsync verify` or the scheduled scrub) that found problems. */
+struct notify_verify {
+    const char *scope; /* the run's scope ("all", "scrub", "session 12") (untrusted) */
+    int64_t run_id;
+    uint64_t checked, ok, missing, changed, extra, errors;
+    const struct notify_problem *problems; /* the first NOTIFY_FAILED_LIST_MAX are listed; the
+                                            * rest is counted from missing + changed + extra */
+    size_t n_problems;
+};
+
+/* What happened in one session, or (kind) another notification. Everything borrowed for the
+ * call only. For a kind other than NOTIFY_KIND_SESSION only that kind's struct and
+ * dashboard_url are read. */
 struct notify_session {
+    enum notify_kind kind;
     const char *card; /* label (untrusted); NULL or "" reads "(no label)" */
     enum notify_result result;
     uint64_t copied;     /* files copied in this session */
@@ -54,18 +91,27 @@ struct notify_session {
     const char *const *failed_files; /* names of failed files (untrusted), any number */
     size_t n_failed_files;
     bool safe_to_remove;
-    const char *dashboard_url; /* NULL or "": no link */
+    const char *dashboard_url;   /* NULL or "": no link */
+    struct notify_down down;     /* NOTIFY_KIND_DEST_DOWN */
+    struct notify_verify verify; /* NOTIFY_KIND_VERIFY */
 };
 
 /* A built message; every string is the owner's, freed by notify_msg_done. */
 struct notify_msg {
-    char *subject; /* one line, valid UTF-8, no control characters */
-    char *text;    /* plain text, LF line ends */
-    char *html;    /* a whole HTML document, LF line ends */
-    char *json;    /* the `json` webhook object, compact */
-    char *click;   /* the dashboard URL or "" */
-    int priority;  /* ntfy/Gotify scale 1..5: 3 completed/empty, 4 partial/interrupted, 5 failed */
-    const char *tags; /* ntfy tags (static): "white_check_mark", "warning", "x", ... */
+    char *subject;    /* one line, valid UTF-8, no control characters */
+    char *text;       /* plain text, LF line ends */
+    char *html;       /* a whole HTML document, LF line ends */
+    char *json;       /* the `json` webhook object, compact */
+    char *click;      /* the dashboard URL or "" */
+    int priority;     /* ntfy/Gotify scale 1..5: 3 completed/empty/back up, 4 partial/interrupted/
+                       * destination down/verify problem, 5 failed */
+    const char *tags; /* ntfy tags (static): "white_check_mark", "warning", "x", "rotating_light",
+                       * "mag", ... */
+    /* a file for the mail to attach (the session's report, added by the outbox at delivery),
+     * or NULL; its name printable ASCII, its type "text/html" */
+    char *attachment;
+    size_t attachment_len;
+    char attachment_name[64];
 };
 
 /* The result's name as the API says it: "completed", "partial", "failed", "interrupted",
@@ -76,8 +122,11 @@ const char *notify_result_name(enum notify_result r);
 int notify_result_parse(const char *name, enum notify_result *ret);
 
 /* Builds the message about s into *ret (written on success only; release it with
- * notify_msg_done). 0, or -EINVAL (result out of range, more than NOTIFY_DESTS_MAX
- * destinations), -ENOMEM. */
+ * notify_msg_done). By s->kind: a session's result; "SnapSync: destination <name> down for N
+ * min" (JSON event "destination_down", or "destination_up" for a back-up note); "SnapSync:
+ * verification found N problems" (JSON event "verify_problem", its counts and the first
+ * NOTIFY_FAILED_LIST_MAX problems). 0, or -EINVAL (kind or result out of range, more than
+ * NOTIFY_DESTS_MAX destinations), -ENOMEM. */
 int notify_msg_build(const struct notify_session *s, struct notify_msg *ret, struct error *err);
 
 #define NOTIFY_MERGED_MAX 20 /* results merged into one message */

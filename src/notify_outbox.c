@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dest.h"
 #include "log.h"
 #include "notify_channel.h"
 #include "notify_hook.h"
@@ -17,6 +18,8 @@
 
 #define SESSION_FILES_PAGE 1000
 #define SESSION_FILES_PAGES_MAX 100 /* failed files are looked for among this many pages */
+
+static struct notify_outbox_channels *channels_new(const struct config *cfg, struct error *err);
 
 static void skip(struct notify_outbox_channels *ret, const char *what, const char *why)
 {
@@ -132,9 +135,36 @@ static int result_of(enum db_session_status st, enum notify_result *ret)
     }
 }
 
+/* Writes the human names of the n destinations ids[i] into names[i] (NOTIFY_LABEL_MAX bytes
+ * each), creating cfg's destinations once: see notify_outbox_dest_name. */
+static void dest_names(const struct config *cfg, const char *const *ids, size_t n,
+                       char (*names)[NOTIFY_LABEL_MAX])
+{
+    struct dest **dests = NULL;
+    size_t nd = 0;
+    struct error err = {0};
+    if (dest_create_all(cfg, &dests, &nd, &err) < 0)
+        nd = 0;
+    for (size_t k = 0; k < n; k++) {
+        snprintf(names[k], NOTIFY_LABEL_MAX, "%s", ids[k] ? ids[k] : "");
+        for (size_t i = 0; ids[k] && i < nd; i++) {
+            if (strcmp(dest_id(dests[i]), ids[k]) != 0)
+                continue;
+            const char *sec = dest_section(dests[i]), *label = dest_label(dests[i]);
+            size_t sl = strlen(sec);
+            if (strncmp(label, sec, sl) == 0 && (label[sl] == ' ' || label[sl] == '\0'))
+                snprintf(names[k], NOTIFY_LABEL_MAX, "%s", label);
+            else
+                snprintf(names[k], NOTIFY_LABEL_MAX, "%s: %s", sec, label);
+            break;
+        }
+    }
+    dest_free_all(dests, nd);
+}
+
 /* Each destination's state from the copies of the session's files. */
-static int dests_of(struct db *db, int64_t session_id, struct notify_outbox_session *ret,
-                    struct error *err)
+static int dests_of(const struct config *cfg, struct db *db, int64_t session_id,
+                    struct notify_outbox_session *ret, struct error *err)
 {
     struct db_dest_stats *st = NULL;
     size_t n = 0;
@@ -142,7 +172,6 @@ static int dests_of(struct db *db, int64_t session_id, struct notify_outbox_sess
     if (r < 0)
         return r;
     for (size_t i = 0; i < n && i < NOTIFY_DESTS_MAX; i++) {
-        snprintf(ret->dest_names[i], sizeof(ret->dest_names[i]), "%s", st[i].dest);
         if (st[i].failed > 0)
             snprintf(ret->dest_states[i], sizeof(ret->dest_states[i]), "%" PRId64 " failed",
                      st[i].failed);
@@ -155,6 +184,10 @@ static int dests_of(struct db *db, int64_t session_id, struct notify_outbox_sess
             (struct notify_dest){.name = ret->dest_names[i], .state = ret->dest_states[i]};
         ret->s.n_dests++;
     }
+    const char *ids[NOTIFY_DESTS_MAX];
+    for (size_t i = 0; i < ret->s.n_dests; i++)
+        ids[i] = st[i].dest;
+    dest_names(cfg, ids, ret->s.n_dests, ret->dest_names);
     ret->s.dests = ret->dests;
     free(st);
     return 0;
@@ -212,7 +245,7 @@ int notify_outbox_session_from_report(const struct config *cfg, struct db *db,
         .safe_to_remove = engine_status_nothing_left(rep->status),
         .dashboard_url = ret->url,
     };
-    int r = dests_of(db, rep->session_id, ret, err);
+    int r = dests_of(cfg, db, rep->session_id, ret, err);
     if (r == 0)
         r = failed_of(db, rep->session_id, ret, err);
     if (r == 0 && ret->s.failed < ret->s.n_failed_files)
@@ -220,43 +253,138 @@ int notify_outbox_session_from_report(const struct config *cfg, struct db *db,
     return r;
 }
 
+int notify_outbox_queue(const struct config *cfg, struct db *db, struct notify_session *s,
+                        int64_t session_id, int64_t now, bool *ret_queued, struct error *err)
+{
+    char url[512];
+    int r = 0;
+    if (ret_queued)
+        *ret_queued = false;
+    int ev = outbox_event_of_session(s);
+    if (ev < 0)
+        return error_set(err, -EINVAL, "a notification of no known event");
+    if (notify_channel_count(cfg) == 0 ||
+        !config_notify_event_wanted(cfg, outbox_event_name((enum outbox_event)ev)))
+        return 0;
+    struct notify_outbox_channels *chs = channels_new(cfg, err);
+    if (!chs)
+        return -ENOMEM;
+    if (chs->n == 0)
+        goto out;
+    if (!s->dashboard_url || !s->dashboard_url[0]) {
+        notify_channel_dashboard_url(cfg, url, sizeof(url));
+        s->dashboard_url = url;
+    }
+    r = outbox_queue(db, s, (enum outbox_event)ev, session_id, chs->ch, chs->n, now, NULL, err);
+    if (r == 0 && ret_queued)
+        *ret_queued = true;
+out:
+    free(chs);
+    return r;
+}
+
 int notify_outbox_queue_report(const struct config *cfg, struct db *db,
                                const struct engine_report *rep, int safe_to_remove, int64_t now,
                                bool *ret_queued, struct error *err)
 {
-    struct notify_outbox_channels *chs = NULL;
-    struct notify_outbox_session *ns = NULL;
     enum notify_result result;
-    int r = 0;
     if (ret_queued)
         *ret_queued = false;
     if (result_of(rep->status, &result) < 0)
         return error_set(err, -EINVAL, "session %" PRId64 " has no result to notify",
                          rep->session_id);
-    enum outbox_event ev = outbox_event_of(result);
-    if (notify_channel_count(cfg) == 0 || !config_notify_event_wanted(cfg, outbox_event_name(ev)))
+    if (notify_channel_count(cfg) == 0 ||
+        !config_notify_event_wanted(cfg, outbox_event_name(outbox_event_of(result))))
         return 0;
-    chs = malloc(sizeof(*chs));
-    ns = malloc(sizeof(*ns));
-    if (!chs || !ns) {
-        r = error_set(err, -ENOMEM, "out of memory");
-        goto out;
+    struct notify_outbox_session *ns = malloc(sizeof(*ns));
+    if (!ns)
+        return error_set(err, -ENOMEM, "out of memory");
+    int r = notify_outbox_session_from_report(cfg, db, rep, ns, err);
+    if (r == 0) {
+        if (safe_to_remove >= 0)
+            ns->s.safe_to_remove = safe_to_remove != 0;
+        r = notify_outbox_queue(cfg, db, &ns->s, rep->session_id, now, ret_queued, err);
     }
-    notify_outbox_channels(cfg, chs);
-    if (chs->n == 0)
-        goto out;
-    r = notify_outbox_session_from_report(cfg, db, rep, ns, err);
-    if (r < 0)
-        goto out;
-    if (safe_to_remove >= 0)
-        ns->s.safe_to_remove = safe_to_remove != 0;
-    r = outbox_queue(db, &ns->s, ev, rep->session_id, chs->ch, chs->n, now, NULL, err);
-    if (r == 0 && ret_queued)
-        *ret_queued = true;
-out:
     free(ns);
-    free(chs);
     return r;
+}
+
+void notify_outbox_problem_add(struct notify_outbox_problems *ps, const struct verify_problem *p)
+{
+    const char *what = p->result == DB_VERIFY_MISSING   ? "missing"
+                       : p->result == DB_VERIFY_CHANGED ? "changed"
+                       : p->result == DB_VERIFY_EXTRA   ? "extra"
+                                                        : NULL;
+    if (!what || ps->n >= NOTIFY_FAILED_LIST_MAX)
+        return;
+    size_t i = ps->n++;
+    snprintf(ps->dest[i], sizeof(ps->dest[i]), "%s", p->dest_label ? p->dest_label : "");
+    snprintf(ps->id[i], sizeof(ps->id[i]), "%s", p->dest_id ? p->dest_id : "");
+    snprintf(ps->path[i], sizeof(ps->path[i]), "%s",
+             p->remote && p->remote[0] ? p->remote
+             : p->rel_path             ? p->rel_path
+                                       : "");
+    ps->p[i] = (struct notify_problem){ps->dest[i], ps->path[i], what};
+}
+
+int notify_outbox_queue_verify(const struct config *cfg, struct db *db,
+                               const struct verify_summary *sum, const char *scope,
+                               const struct notify_outbox_problems *ps, int64_t now,
+                               bool *ret_queued, struct error *err)
+{
+    const struct db_verify_counts *k = &sum->counts;
+    if (ret_queued)
+        *ret_queued = false;
+    if (k->missing + k->changed + k->extra <= 0)
+        return 0;
+    struct notify_session s = {
+        .kind = NOTIFY_KIND_VERIFY,
+        .verify =
+            {
+                .scope = scope,
+                .run_id = sum->run_id,
+                .checked = (uint64_t)k->checked,
+                .ok = (uint64_t)k->ok,
+                .missing = (uint64_t)k->missing,
+                .changed = (uint64_t)k->changed,
+                .extra = (uint64_t)k->extra,
+                .errors = (uint64_t)k->errors,
+            },
+    };
+    /* the destinations named as the session messages name them (the label when cfg no longer
+     * has the destination) */
+    struct named {
+        struct notify_problem p[NOTIFY_FAILED_LIST_MAX];
+        char names[NOTIFY_FAILED_LIST_MAX][NOTIFY_LABEL_MAX];
+    } *nm = ps && ps->n ? malloc(sizeof(*nm)) : NULL;
+    if (nm) {
+        const char *ids[NOTIFY_FAILED_LIST_MAX];
+        for (size_t i = 0; i < ps->n; i++)
+            ids[i] = ps->id[i];
+        dest_names(cfg, ids, ps->n, nm->names);
+        for (size_t i = 0; i < ps->n; i++) {
+            nm->p[i] = ps->p[i];
+            if (strcmp(nm->names[i], ps->id[i]) != 0)
+                nm->p[i].dest = nm->names[i];
+        }
+        s.verify.problems = nm->p;
+        s.verify.n_problems = ps->n;
+    } else if (ps) {
+        s.verify.problems = ps->p;
+        s.verify.n_problems = ps->n;
+    }
+    int r = notify_outbox_queue(cfg, db, &s, 0, now, ret_queued, err);
+    free(nm);
+    return r;
+}
+
+void notify_outbox_dest_name(const struct config *cfg, const char *id, char *buf, size_t size)
+{
+    char name[1][NOTIFY_LABEL_MAX];
+    if (size == 0)
+        return;
+    dest_names(cfg, &id, 1, name);
+    snprintf(buf, size, "%s", name[0]);
 }
 
 static int send_logged(const struct outbox_channel *ch, const struct notify_msg *m,

@@ -2,7 +2,8 @@
 /*
  * The outbox wired to a configuration and a backup session (notify_outbox.c): the outbox's
  * channels from notify.email and notify.webhooks, and a session's notification built from its
- * engine report and the database and queued for the channels that want its event.
+ * engine report and the database and queued for the channels that want its event; likewise a
+ * verification run's problems (verify_problem) and a destination down (destination_down).
  *
  * Threads: any; a call uses only the db connection given (one thread's).
  */
@@ -19,6 +20,7 @@
 #include "error.h"
 #include "notify_msg.h"
 #include "outbox.h"
+#include "verify.h"
 
 /* The outbox channels of a configuration. Borrows cfg's strings: lives no longer than cfg. */
 struct notify_outbox_channels {
@@ -88,3 +90,44 @@ int notify_outbox_next_due(const struct config *cfg, struct db *db, int64_t *ret
 /* outbox_forget_others for cfg's channels (all of them). *ret_count (may be NULL): how many. */
 int notify_outbox_forget_others(const struct config *cfg, struct db *db, int64_t *ret_count,
                                 struct error *err);
+
+/* Writes the human name of the destination the database calls id ("local:/srv/photos") into
+ * buf: "<section>: <label>" ("unraid: smb //nas/photos"), or the label alone when it starts with
+ * the section ("local /srv/photos"), from cfg's destinations; id itself when cfg has no such
+ * destination. Never fails (buf "" only for size 0). */
+void notify_outbox_dest_name(const struct config *cfg, const char *id, char *buf, size_t size);
+
+/*
+ * Queues the notification s (any kind; session_id its session's row or 0) at time now for cfg's
+ * channels, unless its event is not in notify.events or no channel is configured (*ret_queued
+ * false, 0 returned). A NULL or empty s->dashboard_url gets the configured one. *ret_queued may
+ * be NULL. Never touches the network. Errors as outbox_queue, -ENOMEM.
+ */
+int notify_outbox_queue(const struct config *cfg, struct db *db, struct notify_session *s,
+                        int64_t session_id, int64_t now, bool *ret_queued, struct error *err);
+
+/* The problems of a verification run, gathered from its on_problem callback: the first
+ * NOTIFY_FAILED_LIST_MAX copies missing or changed and extra files (errors, which are no
+ * verdict on a copy, are left out). Zero it to start. Fixed size: no allocation. */
+struct notify_outbox_problems {
+    struct notify_problem p[NOTIFY_FAILED_LIST_MAX];
+    char dest[NOTIFY_FAILED_LIST_MAX][NOTIFY_LABEL_MAX];
+    char path[NOTIFY_FAILED_LIST_MAX][NOTIFY_NAME_MAX];
+    char id[NOTIFY_FAILED_LIST_MAX][DEST_REMOTE_MAX]; /* the destination's id */
+    size_t n;
+};
+
+/* Adds p to ps when it is a missing or changed copy or an extra file and ps is not full. Its
+ * destination is named by p->dest_label here; notify_outbox_queue_verify names it as the
+ * session messages do (notify_outbox_dest_name). */
+void notify_outbox_problem_add(struct notify_outbox_problems *ps, const struct verify_problem *p);
+
+/*
+ * Queues the verify_problem notification of the run sum (scope its name: "all", "scrub", ...)
+ * with the problems ps (may be NULL) when the run found a copy missing or changed or an extra
+ * file, as notify_outbox_queue does; a run with none queues nothing (*ret_queued false, 0).
+ */
+int notify_outbox_queue_verify(const struct config *cfg, struct db *db,
+                               const struct verify_summary *sum, const char *scope,
+                               const struct notify_outbox_problems *ps, int64_t now,
+                               bool *ret_queued, struct error *err);

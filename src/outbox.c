@@ -16,6 +16,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "report.h"
+
 /* the session events are named as their results (notify_result_name) */
 _Static_assert((int)OUTBOX_EMPTY == (int)NOTIFY_EMPTY, "session events follow the results");
 
@@ -48,6 +50,20 @@ enum outbox_event outbox_event_of(enum notify_result r)
     }
 }
 
+int outbox_event_of_session(const struct notify_session *s)
+{
+    switch (s->kind) {
+    case NOTIFY_KIND_SESSION:
+        return notify_result_name(s->result) ? (int)outbox_event_of(s->result) : -EINVAL;
+    case NOTIFY_KIND_DEST_DOWN:
+        return OUTBOX_DESTINATION_DOWN;
+    case NOTIFY_KIND_VERIFY:
+        return OUTBOX_VERIFY_PROBLEM;
+    default:
+        return -EINVAL;
+    }
+}
+
 int outbox_channel_key(enum outbox_kind kind, const char *url, char *buf, size_t size)
 {
     if (!buf || size < sizeof("webhook:"))
@@ -76,11 +92,64 @@ int outbox_channel_key(enum outbox_kind kind, const char *url, char *buf, size_t
 
 /* ---- the stored data ---- */
 
+static const char *const verify_count_keys[] = {"checked", "ok",    "missing",
+                                                "changed", "extra", "errors"};
+
 static void add_str(struct json_object *o, const char *key, const char *s, size_t max)
 {
     char *c = notify_clean(s, max);
     json_object_object_add(o, key, c ? json_object_new_string(c) : NULL);
     free(c);
+}
+
+static char *json_take(struct json_object *o)
+{
+    const char *j =
+        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    char *out = j ? strdup(j) : NULL;
+    json_object_put(o);
+    return out;
+}
+
+/* The JSON stored for a destination down or a verification (kind "dest_down", "verify"), into
+ * o, which it takes. */
+static char *other_to_json(struct json_object *o, const struct notify_session *s)
+{
+    add_str(o, "dashboard_url", s->dashboard_url, 2048);
+    if (s->kind == NOTIFY_KIND_DEST_DOWN) {
+        json_object_object_add(o, "kind", json_object_new_string("dest_down"));
+        add_str(o, "dest", s->down.dest, NOTIFY_LABEL_MAX);
+        add_str(o, "reason", s->down.reason, NOTIFY_NAME_MAX);
+        json_object_object_add(o, "since", json_object_new_int64(s->down.since));
+        json_object_object_add(o, "minutes", json_object_new_int64(s->down.minutes));
+        json_object_object_add(o, "back_up", json_object_new_boolean(s->down.back_up));
+        return json_take(o);
+    }
+    const struct notify_verify *v = &s->verify;
+    struct json_object *list = json_object_new_array();
+    if (!list) {
+        json_object_put(o);
+        return NULL;
+    }
+    json_object_object_add(o, "kind", json_object_new_string("verify"));
+    add_str(o, "scope", v->scope, NOTIFY_LABEL_MAX);
+    json_object_object_add(o, "run_id", json_object_new_int64(v->run_id));
+    const uint64_t counts[] = {v->checked, v->ok, v->missing, v->changed, v->extra, v->errors};
+    for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++)
+        json_object_object_add(o, verify_count_keys[i], json_object_new_int64((int64_t)counts[i]));
+    json_object_object_add(o, "problems", list);
+    for (size_t i = 0; i < v->n_problems && i < NOTIFY_FAILED_LIST_MAX; i++) {
+        struct json_object *p = json_object_new_object();
+        if (!p || json_object_array_add(list, p) < 0) {
+            json_object_put(p);
+            json_object_put(o);
+            return NULL;
+        }
+        add_str(p, "dest", v->problems[i].dest, NOTIFY_LABEL_MAX);
+        add_str(p, "path", v->problems[i].path, NOTIFY_NAME_MAX);
+        add_str(p, "problem", v->problems[i].problem, 16);
+    }
+    return json_take(o);
 }
 
 /* The JSON stored for s; the caller frees it. NULL when out of memory. */
@@ -93,6 +162,11 @@ static char *session_to_json(const struct notify_session *s)
         json_object_put(dests);
         json_object_put(files);
         goto out;
+    }
+    if (s->kind != NOTIFY_KIND_SESSION) {
+        json_object_put(dests);
+        json_object_put(files);
+        return other_to_json(o, s);
     }
     uint64_t failed = s->failed > s->n_failed_files ? s->failed : s->n_failed_files;
     add_str(o, "card", s->card, NOTIFY_LABEL_MAX);
@@ -139,6 +213,7 @@ struct stored {
     struct notify_session s;
     struct notify_dest dests[NOTIFY_DESTS_MAX];
     const char *files[NOTIFY_FAILED_LIST_MAX];
+    struct notify_problem problems[NOTIFY_FAILED_LIST_MAX];
 };
 
 static const char *get_str(struct json_object *o, const char *key)
@@ -173,6 +248,41 @@ static void stored_done(struct stored *st)
     st->root = NULL;
 }
 
+/* A destination down or a verification from o (other_to_json's). 0, or -EBADMSG. */
+static int other_parse(struct stored *st, struct json_object *o, const char *kind)
+{
+    struct notify_session *s = &st->s;
+    struct json_object *v;
+    s->dashboard_url = get_str(o, "dashboard_url");
+    if (strcmp(kind, "dest_down") == 0) {
+        s->kind = NOTIFY_KIND_DEST_DOWN;
+        s->down.dest = get_str(o, "dest");
+        s->down.reason = get_str(o, "reason");
+        s->down.since = (int64_t)get_u64(o, "since");
+        s->down.minutes = (int64_t)get_u64(o, "minutes");
+        s->down.back_up = json_object_object_get_ex(o, "back_up", &v) && json_object_get_boolean(v);
+        return 0;
+    }
+    struct json_object *list = get_array(o, "problems", NOTIFY_FAILED_LIST_MAX);
+    if (strcmp(kind, "verify") != 0 || !list)
+        return -EBADMSG;
+    s->kind = NOTIFY_KIND_VERIFY;
+    s->verify.scope = get_str(o, "scope");
+    s->verify.run_id = (int64_t)get_u64(o, "run_id");
+    uint64_t *counts[] = {&s->verify.checked, &s->verify.ok,    &s->verify.missing,
+                          &s->verify.changed, &s->verify.extra, &s->verify.errors};
+    for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++)
+        *counts[i] = get_u64(o, verify_count_keys[i]);
+    s->verify.n_problems = json_object_array_length(list);
+    for (size_t i = 0; i < s->verify.n_problems; i++) {
+        struct json_object *p = json_object_array_get_idx(list, i);
+        st->problems[i] =
+            (struct notify_problem){get_str(p, "dest"), get_str(p, "path"), get_str(p, "problem")};
+    }
+    s->verify.problems = st->problems;
+    return 0;
+}
+
 /* 0, or -EBADMSG when data is not what session_to_json writes. */
 static int stored_parse(struct stored *st, const char *data)
 {
@@ -182,6 +292,9 @@ static int stored_parse(struct stored *st, const char *data)
     if (!o || !json_object_is_type(o, json_type_object))
         return -EBADMSG;
     struct notify_session *s = &st->s;
+    const char *kind = get_str(o, "kind");
+    if (kind[0])
+        return other_parse(st, o, kind);
     if (notify_result_parse(get_str(o, "result"), &s->result) < 0)
         return -EBADMSG;
     struct json_object *dests = get_array(o, "dests", NOTIFY_DESTS_MAX);
@@ -222,11 +335,7 @@ int outbox_queue(struct db *db, const struct notify_session *s, enum outbox_even
                  int64_t *ret_id, struct error *err)
 {
     const char *keys[OUTBOX_CHANNELS_MAX];
-    if (event == OUTBOX_DESTINATION_DOWN || event == OUTBOX_VERIFY_PROBLEM)
-        return error_set(err, -EOPNOTSUPP, "no notification message for event '%s' yet",
-                         outbox_event_name(event));
-    if (!db || !s || !outbox_event_name(event) || !notify_result_name(s->result) ||
-        outbox_event_of(s->result) != event)
+    if (!db || !s || outbox_event_of_session(s) != (int)event)
         return error_set(err, -EINVAL, "invalid notification event");
     if (s->n_dests > NOTIFY_DESTS_MAX)
         return error_set(err, -EINVAL, "more than %d destinations", NOTIFY_DESTS_MAX);
@@ -253,7 +362,14 @@ int outbox_send(const struct outbox_channel *ch, const struct notify_msg *m, str
 {
     if (ch->kind == OUTBOX_WEBHOOK)
         return notify_hook_send(&ch->hook, m, err);
+    struct notify_mail_attachment att = {
+        .filename = m->attachment_name,
+        .content_type = "text/html",
+        .data = m->attachment,
+        .len = m->attachment_len,
+    };
     struct notify_mail_content c = {
+        .attachment = m->attachment ? &att : NULL,
         .from = ch->from,
         .to = ch->to,
         .n_to = ch->n_to,
@@ -349,6 +465,30 @@ static int claim_tx(struct db *db, void *userdata)
     return r;
 }
 
+/* Attaches the HTML report of session_id to m when it fits in OUTBOX_REPORT_MAX bytes (the
+ * report is written into a fixed buffer: a larger one fails and is left out, memory stays
+ * bounded). Nothing attached on any failure: the message goes without it. */
+static void attach_report(struct db *db, int64_t session_id, struct notify_msg *m)
+{
+    char *buf = malloc(OUTBOX_REPORT_MAX);
+    FILE *f = buf ? fmemopen(buf, OUTBOX_REPORT_MAX, "w") : NULL;
+    if (!f) {
+        free(buf);
+        return;
+    }
+    int r = report_write(db, NULL, session_id, REPORT_HTML, f, NULL);
+    long len = r == 0 && fflush(f) == 0 ? ftell(f) : -1;
+    fclose(f);
+    if (len <= 0 || len >= OUTBOX_REPORT_MAX) { /* full: the report was cut */
+        free(buf);
+        return;
+    }
+    m->attachment = buf;
+    m->attachment_len = (size_t)len;
+    snprintf(m->attachment_name, sizeof(m->attachment_name), "snapsync-session-%lld.html",
+             (long long)session_id);
+}
+
 static int deliver_channel(struct db *db, const struct outbox_channel *ch, int64_t now,
                            struct outbox_result *res, struct error *err)
 {
@@ -379,6 +519,9 @@ static int deliver_channel(struct db *db, const struct outbox_channel *ch, int64
     int sent = -EBADMSG;
     if (k > 0) {
         sent = notify_msg_build_merged(sessions, k, &m, &send_err);
+        if (sent == 0 && ch->kind == OUTBOX_EMAIL && n == 1 && k == 1 &&
+            sessions[0].kind == NOTIFY_KIND_SESSION && rows[0].session_id > 0)
+            attach_report(db, rows[0].session_id, &m);
         if (sent == 0)
             sent = (ch->send ? ch->send : outbox_send)(ch, &m, &send_err);
         outbox_scrub(ch, send_err.msg);

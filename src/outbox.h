@@ -17,6 +17,9 @@
  *   (held OUTBOX_LEASE seconds), so two processes delivering at once (the service and a one-off
  *   `snapsync backup`) never both send them; a process dying mid-send leaves them to be retried
  *   when the lease ends.
+ * - The mail of one session's result (not a merged one) gets the session's HTML report
+ *   (report.h) attached when it is at most OUTBOX_REPORT_MAX bytes; the report is read from
+ *   the database at delivery.
  * - Secrets: a channel's key (the column stored) never holds its token or password; those come
  *   from the channels passed at delivery, and are scrubbed from any error stored.
  *
@@ -44,6 +47,9 @@
 /* seconds a delivery being sent is held from other processes; longer than any channel's
  * timeout, so a send still running is never duplicated */
 #define OUTBOX_LEASE 900
+/* bytes of a session's report attached to its mail at most (a larger one is left out); the
+ * whole mail, base64 and all, stays below NOTIFY_MAIL_MAX */
+#define OUTBOX_REPORT_MAX (4 * 1024 * 1024)
 #define OUTBOX_CHANNELS_MAX DB_CHANNELS_MAX
 #define OUTBOX_KEY_MAX DB_CHANNEL_MAX
 
@@ -54,8 +60,8 @@ enum outbox_event {
     OUTBOX_FAILED,
     OUTBOX_INTERRUPTED,
     OUTBOX_EMPTY,
-    OUTBOX_DESTINATION_DOWN, /* reserved: no message for it yet (-EOPNOTSUPP) */
-    OUTBOX_VERIFY_PROBLEM,   /* reserved: no message for it yet (-EOPNOTSUPP) */
+    OUTBOX_DESTINATION_DOWN, /* a notification of kind NOTIFY_KIND_DEST_DOWN (or back up) */
+    OUTBOX_VERIFY_PROBLEM,   /* a notification of kind NOTIFY_KIND_VERIFY */
 };
 
 /* "completed", ..., "destination_down", "verify_problem"; NULL out of range. */
@@ -63,6 +69,10 @@ const char *outbox_event_name(enum outbox_event e);
 
 /* The event of a session's result. */
 enum outbox_event outbox_event_of(enum notify_result r);
+
+/* The event of a notification (s->kind, and s->result for a session), as an int: an enum
+ * outbox_event, or -EINVAL for a kind or result out of range. */
+int outbox_event_of_session(const struct notify_session *s);
 
 enum outbox_kind { OUTBOX_EMAIL, OUTBOX_WEBHOOK };
 
@@ -108,10 +118,11 @@ int outbox_channel_key(enum outbox_kind kind, const char *url, char *buf, size_t
  * Queues the notification of event about session s (session_id its row, 0 for none) for the n
  * (1..OUTBOX_CHANNELS_MAX) channels, at time now: one notification and a pending delivery per
  * channel, written in one transaction, due at once. Only the data of s (cleaned as notify_msg
- * cleans it, the failed names cut to NOTIFY_FAILED_LIST_MAX, their total kept) and the channels'
- * keys are stored. Never blocks on the network. *ret_id (may be NULL): the notification's id.
- * Errors: -EINVAL (s NULL, a session event other than s's result, a channel without a key, n
- * out of range, more than NOTIFY_DESTS_MAX destinations), -EOPNOTSUPP (an event reserved),
+ * cleans it, the failed names or verification problems cut to NOTIFY_FAILED_LIST_MAX, their
+ * total kept) and the channels' keys are stored. s may be of any kind (a destination down, a
+ * verification); event must be outbox_event_of_session(s). Never blocks on the network.
+ * *ret_id (may be NULL): the notification's id. Errors: -EINVAL (s NULL, an event other than
+ * s's, a channel without a key, n out of range, more than NOTIFY_DESTS_MAX destinations),
  * -ENOMEM, and the db's errors.
  */
 int outbox_queue(struct db *db, const struct notify_session *s, enum outbox_event event,

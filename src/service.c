@@ -38,6 +38,7 @@
 #include "mqtt.h"
 #include "notify_channel.h"
 #include "notify_outbox.h"
+#include "outage.h"
 #include "scrub.h"
 #include "status.h"
 #include "web.h"
@@ -127,6 +128,9 @@ struct service {
     int scrub_rc;
     struct error scrub_err;
     struct scrub_slice scrub_result;
+    struct notify_outbox_problems *scrub_problems; /* the slice's first problems, or NULL */
+    /* destinations down as the sessions see them, for destination_down (any thread) */
+    struct outage *outage;
     /* the notification outbox: delivered in its own thread with its own db connection, started
      * by the loop when notifyfd fires; the thread owns the notify_result fields until it writes
      * notify_donefd */
@@ -186,6 +190,13 @@ static void mark_safe(const struct config *cfg, int64_t session_id)
 static void job_progress(const struct engine_progress *p, void *userdata)
 {
     struct job *j = userdata;
+    /* each destination up, or down with a reason (one not yet prepared has none: unknown) */
+    for (size_t i = 0; i < p->n_dests; i++)
+        if (p->dests[i].usable || p->dests[i].problem[0])
+            outage_observe(j->svc->outage, p->dests[i].id, p->dests[i].usable, p->dests[i].problem,
+                           time(NULL));
+    if (!j->svc->mqtt && !j->svc->web)
+        return;
     bool final = status_progress_is_final(p);
     struct status_live st;
     status_live_from_progress(p, final, &st);
@@ -202,7 +213,7 @@ static void *job_main(void *arg)
     const struct config *cfg = j->conf->cfg;
     struct engine_options opt = {
         .cancel = &j->cancel,
-        .on_progress = j->svc->mqtt || j->svc->web ? job_progress : NULL,
+        .on_progress = job_progress,
         .userdata = j,
     };
 
@@ -266,9 +277,13 @@ static void scrub_arm(struct service *svc, int seconds)
         log_warning("scrub: cannot set its timer: %s", strerror(errno));
 }
 
+static void notify_scrub(struct service *svc);
+
+/* Scrub thread; userdata the slice's problems for its notification (may be NULL). */
 static void on_scrub_problem(const struct verify_problem *p, void *userdata)
 {
-    (void)userdata;
+    if (userdata)
+        notify_outbox_problem_add(userdata, p);
     log_warning("scrub: %s: %s %s (card file %s): %s", db_verify_result_to_string(p->result),
                 p->dest_label, p->remote, p->rel_path, p->detail);
 }
@@ -279,7 +294,7 @@ static void *scrub_main(void *arg)
     pthread_setname_np(pthread_self(), "snapsync-scrub");
     svc->scrub_rc =
         scrub_slice(svc->scrub_conf->cfg, time(NULL), &svc->scrub_cancel, &svc->scrub_cursor,
-                    on_scrub_problem, NULL, &svc->scrub_result, &svc->scrub_err);
+                    on_scrub_problem, svc->scrub_problems, &svc->scrub_result, &svc->scrub_err);
     uint64_t one = 1;
     if (write(svc->scrub_donefd, &one, sizeof(one)) < 0)
         log_error("cannot wake the service loop: %s", strerror(errno));
@@ -301,6 +316,8 @@ static void scrub_start(struct service *svc)
     atomic_store(&svc->scrub_cancel, false);
     svc->scrub_paused = false;
     memset(&svc->scrub_err, 0, sizeof(svc->scrub_err));
+    free(svc->scrub_problems); /* NULL (no notification) when out of memory */
+    svc->scrub_problems = calloc(1, sizeof(*svc->scrub_problems));
     int r = pthread_create(&svc->scrub_thread, NULL, scrub_main, svc);
     if (r != 0) {
         log_error("scrub: cannot start its thread: %s", strerror(r));
@@ -358,8 +375,10 @@ static void scrub_done(struct service *svc)
             next = SCRUB_BETWEEN_SLICES_S; /* more are due: the next slice soon */
         /* else nothing could be checked (a destination down): not again before long */
     }
-    if (svc->scrub_rc == 0 && !res->nothing_due)
+    if (svc->scrub_rc == 0 && !res->nothing_due) {
         publish_verification(svc);
+        notify_scrub(svc);
+    }
     if (svc->stopping || (svc->scrub_paused && svc->n_jobs > 0))
         return; /* the end of the last backup arms the timer */
     scrub_arm(svc, svc->scrub_paused ? SCRUB_IDLE_S : next); /* cut for a card: on when idle */
@@ -403,12 +422,52 @@ static void *notify_main(void *arg)
     return NULL;
 }
 
+static int64_t outage_threshold(const struct service *svc)
+{
+    return (int64_t)svc->conf->cfg->notify.destination_down_minutes * 60;
+}
+
+/* Queues destination_down for each destination down longer than destination_down_minutes
+ * (once per outage) and the back-up note of each told one seen up since. Loop thread. */
+static void notify_outages(struct service *svc)
+{
+    const struct config *cfg = svc->conf->cfg;
+    struct outage_event ev;
+    struct db *db = NULL;
+    struct error err = {0};
+    char name[NOTIFY_LABEL_MAX];
+    while (outage_take(svc->outage, time(NULL), outage_threshold(svc), &ev) == 1) {
+        notify_outbox_dest_name(cfg, ev.id, name, sizeof(name));
+        if (ev.back_up)
+            log_info("destination %s is back up after %" PRId64 " min", name, ev.minutes);
+        else
+            log_warning("destination %s down for %" PRId64 " min: %s", name, ev.minutes, ev.reason);
+        struct notify_session s = {
+            .kind = NOTIFY_KIND_DEST_DOWN,
+            .down = {.dest = name,
+                     .reason = ev.reason,
+                     .since = ev.since,
+                     .minutes = ev.minutes,
+                     .back_up = ev.back_up},
+        };
+        int r = db ? 0 : db_open(cfg->service.database_path, DB_READ_WRITE, &db, &err);
+        if (r == 0)
+            r = notify_outbox_queue(cfg, db, &s, 0, time(NULL), NULL, &err);
+        if (r < 0)
+            log_warning("the notification that destination %s is %s is not queued: %s", name,
+                        ev.back_up ? "back up" : "down", err.msg);
+    }
+    db_close(db);
+}
+
 /* The timer fired: a delivery starts unless one runs or the service stops. Loop thread. */
 static void notify_start(struct service *svc)
 {
     uint64_t ticks;
     if (read(svc->notifyfd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
         log_warning("notification timer: %s", strerror(errno));
+    if (!svc->stopping && notify_on(svc))
+        notify_outages(svc);
     if (svc->notify_running) {
         svc->notify_again = true;
         return;
@@ -452,6 +511,9 @@ static void notify_done(struct service *svc)
     int64_t due = svc->notify_result.next_due;
     if (svc->notify_rc == 0 && due > 0 && due - (int64_t)time(NULL) < wait)
         wait = due - (int64_t)time(NULL);
+    int64_t down = outage_next_due(svc->outage, time(NULL), outage_threshold(svc));
+    if (down > 0 && down - (int64_t)time(NULL) < wait)
+        wait = down - (int64_t)time(NULL);
     if (wait < 1)
         wait = 1; /* what is due now waits a second: never a busy loop */
     if (svc->notify_again)
@@ -512,6 +574,29 @@ static void notify_session(struct service *svc, const struct job *j)
     if (r < 0)
         log_warning("card '%s': the notification of session %" PRId64 " is not queued: %s",
                     card_name(&j->card), j->report.session_id, err.msg);
+    else if (queued)
+        notify_arm(svc, 0);
+}
+
+/* The scrub slice's verify_problem notification, when it found a copy missing or changed or an
+ * extra file: queued like a session's. Loop thread, after the slice's thread ended. */
+static void notify_scrub(struct service *svc)
+{
+    if (!notify_on(svc))
+        return;
+    const struct config *cfg = svc->conf->cfg;
+    const struct verify_summary *sum = &svc->scrub_result.sum;
+    struct db *db = NULL;
+    struct error err = {0};
+    bool queued = false;
+    int r = db_open(cfg->service.database_path, DB_READ_WRITE, &db, &err);
+    if (r == 0)
+        r = notify_outbox_queue_verify(cfg, db, sum, SCRUB_SCOPE, svc->scrub_problems, time(NULL),
+                                       &queued, &err);
+    db_close(db);
+    if (r < 0)
+        log_warning("scrub: the notification of verification run %" PRId64 " is not queued: %s",
+                    sum->run_id, err.msg);
     else if (queued)
         notify_arm(svc, 0);
 }
@@ -1020,7 +1105,9 @@ int service_run(const char *config_path, const struct config *cfg, struct error 
     /* the log scrubs the secrets of the running configuration (swapped on SIGHUP) */
     log_set_scrubber(config_scrub_log_line, svc.conf->cfg);
 
-    r = setup(&svc, err);
+    r = outage_new(&svc.outage, err);
+    if (r == 0)
+        r = setup(&svc, err);
     if (r < 0)
         goto out;
     if (svc.det && detector_scan(svc.det) < 0)
@@ -1119,6 +1206,8 @@ out:
         close(svc.scrubfd);
     if (svc.scrub_donefd >= 0)
         close(svc.scrub_donefd);
+    free(svc.scrub_problems); /* the scrub's thread is joined by now */
+    outage_free(svc.outage);  /* and the sessions' */
     if (svc.notifyfd >= 0)
         close(svc.notifyfd);
     if (svc.notify_donefd >= 0)

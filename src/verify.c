@@ -275,7 +275,7 @@ static int check_one(struct run *r, const struct db_verify_copy *c, struct error
     return 0;
 }
 
-static void scope_text(const struct verify_scope *s, char *out, size_t size)
+void verify_scope_text(const struct verify_scope *s, char *out, size_t size)
 {
     if (s->name) {
         snprintf(out, size, "%s", s->name);
@@ -392,7 +392,7 @@ int verify_run(const struct config *cfg, struct db *db, struct dest *const *dest
     struct db_verify_copy *page = calloc(VERIFY_PAGE, sizeof(*page));
     int e = page ? hasher_new(&r.h, err) : error_set(err, -ENOMEM, "out of memory");
     char text[64];
-    scope_text(scope, text, sizeof(text));
+    verify_scope_text(scope, text, sizeof(text));
     if (e == 0)
         e = db_verify_run_begin(db, text, scope->dest_id, &ret->run_id, err);
     if (e < 0)

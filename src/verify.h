@@ -132,6 +132,10 @@ int verify_run(const struct config *cfg, struct db *db, struct dest *const *dest
 enum db_verify_result verify_compare(int64_t want_size, const char *want_md5, uint64_t got_size,
                                      const char *got_md5, char *detail, size_t detail_size);
 
+/* The scope's name as a run records it (verify_runs.scope): s->name, else "session 12",
+ * "since 2026-01-02T03:04:05Z" or "all". Pure; any thread. */
+void verify_scope_text(const struct verify_scope *s, char *out, size_t size);
+
 /* The wait, in seconds, that keeps bytes read in elapsed_s seconds at rate_bps at most (0 when
  * there is none to wait, or rate_bps is 0). Pure. */
 double verify_pace(uint64_t bytes, double elapsed_s, double rate_bps);

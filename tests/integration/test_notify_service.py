@@ -37,8 +37,8 @@ class NotifyServiceTest(SnapsyncTest):
         self.proc = None
         self.cleanups.append(self.kill_service)
 
-    def configure(self, notify):
-        write_config(self.config, self.dest, self.db,
+    def configure(self, notify, backup=None):
+        write_config(self.config, self.dest, self.db, backup=backup,
                      extra="sd_card:\n  auto_detect: false\n"
                            f"notify:\n  dashboard_url: \"http://snapsync.local:8080/\"\n{notify}")
 
@@ -51,6 +51,13 @@ class NotifyServiceTest(SnapsyncTest):
             return con.execute("SELECT channel, state, attempts FROM deliveries").fetchall()
         finally:
             con.close()
+
+    def rate_limit_passed(self):
+        """One message a minute per channel: the test moves the last one a minute back."""
+        con = sqlite3.connect(self.db)
+        con.execute("UPDATE deliveries SET sent_at = sent_at - 120 WHERE state = 'sent'")
+        con.commit()
+        con.close()
 
     def messages(self, hook):
         return [json.loads(body) for _, _, _, body in hook.requests]
@@ -117,6 +124,75 @@ class NotifyServiceTest(SnapsyncTest):
         self.snapsync("backup", self.card, check=0)
         self.assertEqual(len(hook.requests), 1)
         self.assertEqual(len(self.deliveries()), 1)
+
+    def test_verify_finding_a_deleted_copy_sends_verify_problem(self):
+        hook = HookServer(self)
+        self.cleanups.append(hook.stop)
+        self.configure(self.webhook(hook.url))
+        self.snapsync("backup", self.card, check=0)
+        self.assertEqual(len(hook.requests), 1)
+        session = self.messages(hook)[0]
+        # the destination is named as the config names it, not by its database id
+        name = session["destinations"][0]["name"]
+        self.assertFalse(name.startswith("local:"), name)
+        label = name.split(": ", 1)[-1]  # cut to 128 bytes: a long test folder may be
+        self.assertTrue(label.startswith("local /"), name)
+        self.assertTrue(self.dest.startswith(label[len("local "):]), name)
+        copies = sorted(os.path.join(d, f) for d, _, fs in os.walk(self.dest) for f in fs
+                        if f.endswith(".JPG"))
+        self.assertEqual(len(copies), 3)
+        os.remove(copies[0])
+        self.rate_limit_passed()
+
+        p = self.snapsync("verify", "--all", check=1)
+        self.assertNotIn(TOKEN, p.stdout + p.stderr)
+        self.assertEqual(len(hook.requests), 2, p.stderr)
+        m = self.messages(hook)[1]
+        self.assertEqual(m["event"], "verify_problem")
+        self.assertEqual(m["scope"], "all")
+        self.assertEqual((m["counts"]["checked"], m["counts"]["missing"], m["counts"]["ok"]),
+                         (3, 1, 2))
+        self.assertEqual(len(m["problems"]), 1)
+        self.assertEqual(m["problems"][0]["problem"], "missing")
+        self.assertEqual(m["problems"][0]["path"], copies[0])
+        self.assertEqual(m["problems"][0]["destination"], name)  # as the session names it
+        self.assertEqual(m["problems_more"], 0)
+        self.assertEqual(m["title"], "SnapSync: verification found 1 problem")
+        self.assertEqual(m["dashboard_url"], "http://snapsync.local:8080/")
+
+        # a clean run, or verify_problem left out of notify.events: nothing more
+        self.configure("  events: [completed]\n" + self.webhook(hook.url))
+        self.snapsync("verify", "--all", check=1)
+        self.assertEqual(len(hook.requests), 2)
+
+    def test_the_scrub_finding_a_deleted_copy_sends_verify_problem(self):
+        hook = HookServer(self)
+        self.cleanups.append(hook.stop)
+        self.configure(self.webhook(hook.url))
+        self.snapsync("backup", self.card, check=0)
+        self.assertEqual(len(hook.requests), 1)
+        # copies made 40 days ago, one of them since gone: due for a 30-day scrub
+        con = sqlite3.connect(self.db)
+        con.execute("UPDATE copies SET verified_at = verified_at - 40 * 86400")
+        con.commit()
+        con.close()
+        self.rate_limit_passed()
+        copies = sorted(os.path.join(d, f) for d, _, fs in os.walk(self.dest) for f in fs
+                        if f.endswith(".JPG"))
+        os.remove(copies[1])
+        self.configure(self.webhook(hook.url),
+                       backup="  concurrent_files: 2\n  verify_interval_days: 30\n")
+        self.start()
+        wait_for(lambda: len(hook.requests) >= 2, 60, f"the scrub's notification:\n{self.log()}")
+        text = self.stop()
+        self.assertRegex(text, r"scrub: verification run \d+ problems")
+        self.assertEqual(len(hook.requests), 2, text)
+        m = self.messages(hook)[1]
+        self.assertEqual((m["event"], m["scope"]), ("verify_problem", "scrub"))
+        self.assertEqual((m["counts"]["missing"], m["counts"]["ok"]), (1, 2))
+        self.assertEqual([(p["problem"], p["path"]) for p in m["problems"]],
+                         [("missing", copies[1])])
+        self.assertNotIn(TOKEN, text)
 
     def test_receiver_down_then_the_service_delivers_once(self):
         port = free_port()
@@ -203,6 +279,17 @@ class NotifyServiceTest(SnapsyncTest):
         text = msg.get_body(preferencelist=("plain",)).get_content()
         self.assertIn(CARD_LABEL, text)
         self.assertEqual([d[1] for d in self.deliveries()], ["sent"])
+        # the session's report is attached, as the HTML page `snapsync report` makes
+        self.assertEqual(msg.get_content_type(), "multipart/mixed")
+        [att] = list(msg.iter_attachments())
+        self.assertEqual(att.get_content_type(), "text/html")
+        self.assertRegex(att.get_filename(), r"^snapsync-session-\d+\.html$")
+        page = att.get_content()
+        if isinstance(page, bytes):
+            page = page.decode()
+        self.assertIn(CARD_LABEL, page)
+        for i in range(3):
+            self.assertIn(f"IMG_{i:04d}.JPG", page)
 
 
 if __name__ == "__main__":

@@ -458,6 +458,40 @@ class ServiceTest(SnapsyncTest):
         self.stop()
         self.assertEqual(len(hook.requests), 1)
 
+    def test_a_destination_down_is_notified_once_after_destination_down_minutes(self):
+        from test_notify import HookServer
+        import json
+        hook = HookServer(self)
+        self.cleanups.append(hook.stop)
+        img, _ = self.make_card("DOWN_DEST", {"DCIM/100CANON/IMG_0001.JPG": "photo"})
+        [loop] = self.reserve()
+        self.service_config()
+        # the smallest threshold the config takes: 1 minute
+        with open(self.config, "a") as f:
+            f.write(f"notify:\n  destination_down_minutes: 1\n"
+                    f"  webhooks:\n    - {{url: \"{hook.url}/hook\", format: json}}\n")
+        with open(self.dest, "w") as f:  # the destination's folder is a file: it is down
+            f.write("not a folder")
+        self.start()
+        self.attach(img, loop)
+        self.wait_log(r"card 'DOWN_DEST': session \d+ failed")
+        # the session has ended: the outage goes on while the service is idle
+        text = self.wait_log(r"notification 'SnapSync: destination .* down for 1 min' sent on "
+                             r"webhook:", timeout=150)
+        self.assertRegex(text, r"destination unraid: .* down for 1 min: .*Not a directory")
+        events = [json.loads(r[3]) for r in hook.requests]
+        down = [m for m in events if m["event"] == "destination_down"]
+        self.assertEqual(len(down), 1, events)
+        # named by section and label (cut to 128 bytes, a long test folder may be)
+        name = down[0]["destination"]
+        self.assertTrue(name.startswith("unraid: local /"), name)
+        self.assertTrue(self.dest.startswith(name[len("unraid: local "):]), name)
+        self.assertIn("Not a directory", down[0]["reason"])
+        self.assertEqual(down[0]["down_minutes"], 1)
+        self.stop()
+        self.assertEqual(len([m for m in (json.loads(r[3]) for r in hook.requests)
+                              if m["event"] == "destination_down"]), 1)
+
     def test_card_without_photos_is_empty_and_safe_to_remove(self):
         img, _ = self.make_card("NOPHOTOS", {"MISC/notes.txt": 100})
         [loop] = self.reserve()

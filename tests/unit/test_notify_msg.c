@@ -268,6 +268,125 @@ static void test_merged(void **state)
     assert_null(m.subject);
 }
 
+/* A destination down for a while: its label (cleaned), how long, the reason, the JSON object;
+ * the back-up note. */
+static void test_dest_down(void **state)
+{
+    (void)state;
+    struct notify_session s = {
+        .kind = NOTIFY_KIND_DEST_DOWN,
+        .down = {.dest = "unraid: smb //nas/photos\r\nBcc: x",
+                 .reason = "cannot connect",
+                 .since = 1800000000,
+                 .minutes = 35},
+        .dashboard_url = "http://pi.local:8080/",
+    };
+    struct notify_msg m;
+    struct error err;
+    assert_int_equal(notify_msg_build(&s, &m, &err), 0);
+    assert_string_equal(m.subject, "SnapSync: destination unraid: smb //nas/photos??Bcc: x down "
+                                   "for 35 min");
+    assert_non_null(strstr(m.text, "has been down for 35 min, since 2027-01-15T08:00:00Z"));
+    assert_non_null(strstr(m.text, "Reason: cannot connect\n"));
+    assert_non_null(strstr(m.text, "Dashboard: http://pi.local:8080/\n"));
+    assert_non_null(strstr(m.html, "Down since"));
+    assert_int_equal(m.priority, 4);
+    assert_string_equal(m.tags, "rotating_light");
+    struct json_object *o = json_tokener_parse(m.json), *v;
+    assert_non_null(o);
+    assert_true(json_object_object_get_ex(o, "event", &v));
+    assert_string_equal(json_object_get_string(v), "destination_down");
+    assert_true(json_object_object_get_ex(o, "destination", &v));
+    assert_string_equal(json_object_get_string(v), "unraid: smb //nas/photos??Bcc: x");
+    assert_true(json_object_object_get_ex(o, "down_minutes", &v));
+    assert_int_equal(json_object_get_int64(v), 35);
+    assert_true(json_object_object_get_ex(o, "down_since", &v));
+    assert_string_equal(json_object_get_string(v), "2027-01-15T08:00:00Z");
+    json_object_put(o);
+    notify_msg_done(&m);
+
+    s.down.back_up = true;
+    s.down.minutes = 50;
+    assert_int_equal(notify_msg_build(&s, &m, &err), 0);
+    assert_string_equal(m.subject,
+                        "SnapSync: destination unraid: smb //nas/photos??Bcc: x back up");
+    assert_non_null(strstr(m.text, "is back up after 50 min down"));
+    assert_int_equal(m.priority, 3);
+    o = json_tokener_parse(m.json);
+    assert_true(json_object_object_get_ex(o, "event", &v));
+    assert_string_equal(json_object_get_string(v), "destination_up");
+    json_object_put(o);
+    notify_msg_done(&m);
+}
+
+/* A verification with problems: counts, the first NOTIFY_FAILED_LIST_MAX problems and how many
+ * more, escaped in the HTML, the JSON object. */
+static void test_verify_problem(void **state)
+{
+    (void)state;
+    struct notify_problem probs[NOTIFY_FAILED_LIST_MAX + 5];
+    char paths[NOTIFY_FAILED_LIST_MAX + 5][64];
+    for (size_t i = 0; i < NOTIFY_FAILED_LIST_MAX + 5; i++) {
+        snprintf(paths[i], sizeof(paths[i]), "/srv/photos/<IMG_%04zu>.CR2", i);
+        probs[i] =
+            (struct notify_problem){"local: /srv/photos", paths[i], i == 0 ? "changed" : "missing"};
+    }
+    struct notify_session s = {
+        .kind = NOTIFY_KIND_VERIFY,
+        .verify = {.scope = "all",
+                   .run_id = 7,
+                   .checked = 100,
+                   .ok = 70,
+                   .missing = 29,
+                   .changed = 1,
+                   .extra = 3,
+                   .errors = 0,
+                   .problems = probs,
+                   .n_problems = NOTIFY_FAILED_LIST_MAX + 5},
+    };
+    struct notify_msg m;
+    struct error err;
+    assert_int_equal(notify_msg_build(&s, &m, &err), 0);
+    assert_string_equal(m.subject, "SnapSync: verification found 33 problems");
+    assert_non_null(strstr(m.text, "Verification run 7 (all)"));
+    assert_non_null(strstr(m.text, "Missing: 29\nChanged: 1\nExtra files: 3\n"));
+    assert_non_null(strstr(m.text, "  changed: local: /srv/photos: /srv/photos/<IMG_0000>.CR2\n"));
+    assert_null(strstr(m.text, "IMG_0020"));
+    assert_non_null(strstr(m.text, "... and 13 more\n"));
+    assert_null(strstr(m.html, "<IMG_"));
+    assert_non_null(strstr(m.html, "&lt;IMG_0019&gt;"));
+    assert_int_equal(m.priority, 4);
+    assert_string_equal(m.tags, "mag");
+    struct json_object *o = json_tokener_parse(m.json), *v, *c;
+    assert_non_null(o);
+    assert_true(json_object_object_get_ex(o, "event", &v));
+    assert_string_equal(json_object_get_string(v), "verify_problem");
+    assert_true(json_object_object_get_ex(o, "counts", &c));
+    assert_true(json_object_object_get_ex(c, "missing", &v));
+    assert_int_equal(json_object_get_int64(v), 29);
+    assert_true(json_object_object_get_ex(o, "problems", &v));
+    assert_int_equal(json_object_array_length(v), NOTIFY_FAILED_LIST_MAX);
+    struct json_object *p = json_object_array_get_idx(v, 0), *f;
+    assert_true(json_object_object_get_ex(p, "problem", &f));
+    assert_string_equal(json_object_get_string(f), "changed");
+    assert_true(json_object_object_get_ex(o, "problems_more", &v));
+    assert_int_equal(json_object_get_int64(v), 13);
+    json_object_put(o);
+    notify_msg_done(&m);
+
+    /* merged with a session result */
+    struct notify_session both[2] = {sample(), s};
+    assert_int_equal(notify_msg_build_merged(both, 2, &m, &err), 0);
+    assert_string_equal(m.subject, "SnapSync: 2 results: 1 completed, 1 verification problem");
+    assert_non_null(strstr(m.text, "2 notifications since the last message."));
+    assert_non_null(strstr(m.html, "&lt;IMG_0001&gt;"));
+    assert_int_equal(m.priority, 4);
+    notify_msg_done(&m);
+
+    s.kind = (enum notify_kind)9;
+    assert_int_equal(notify_msg_build(&s, &m, &err), -EINVAL);
+}
+
 static void test_clean(void **state)
 {
     (void)state;
@@ -302,6 +421,8 @@ int main(void)
         cmocka_unit_test(test_results_and_errors),
         cmocka_unit_test(test_clean),
         cmocka_unit_test(test_merged),
+        cmocka_unit_test(test_dest_down),
+        cmocka_unit_test(test_verify_problem),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

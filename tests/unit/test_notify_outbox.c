@@ -118,12 +118,46 @@ static void test_no_channel(void **state)
     assert_int_equal(c.n_skipped, 0);
 }
 
+/* A verification's problems: missing, changed and extra kept (the first NOTIFY_FAILED_LIST_MAX),
+ * errors left out; a destination the config does not have is named by its id. */
+static void test_problems_and_dest_name(void **state)
+{
+    (void)state;
+    struct notify_outbox_problems ps = {0};
+    struct verify_problem p = {.dest_label = "local /srv/p",
+                               .remote = "/srv/p/A.JPG",
+                               .rel_path = "DCIM/A.JPG",
+                               .result = DB_VERIFY_ERROR};
+    notify_outbox_problem_add(&ps, &p);
+    assert_int_equal(ps.n, 0);
+    p.result = DB_VERIFY_MISSING;
+    notify_outbox_problem_add(&ps, &p);
+    p.result = DB_VERIFY_EXTRA;
+    p.remote = "/srv/p/notes.txt";
+    notify_outbox_problem_add(&ps, &p);
+    assert_int_equal(ps.n, 2);
+    assert_string_equal(ps.p[0].problem, "missing");
+    assert_string_equal(ps.p[0].path, "/srv/p/A.JPG");
+    assert_string_equal(ps.p[0].dest, "local /srv/p");
+    assert_string_equal(ps.p[1].problem, "extra");
+    for (int i = 0; i < 30; i++)
+        notify_outbox_problem_add(&ps, &p);
+    assert_int_equal(ps.n, NOTIFY_FAILED_LIST_MAX);
+
+    struct config cfg;
+    fill(&cfg, NULL, 0);
+    char name[64];
+    notify_outbox_dest_name(&cfg, "local:/srv/gone", name, sizeof(name));
+    assert_string_equal(name, "local:/srv/gone");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_channels_keys_without_secrets),
         cmocka_unit_test(test_duplicate_and_bad_channels_skipped),
         cmocka_unit_test(test_no_channel),
+        cmocka_unit_test(test_problems_and_dest_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -401,7 +401,7 @@ static void test_keys_and_arguments(void **state)
     struct error err = {0};
     assert_int_equal(outbox_queue(db, &s, OUTBOX_FAILED, 0, &ch, 1, T0, NULL, &err), -EINVAL);
     assert_int_equal(outbox_queue(db, &s, OUTBOX_VERIFY_PROBLEM, 0, &ch, 1, T0, NULL, &err),
-                     -EOPNOTSUPP);
+                     -EINVAL); /* a session's result is not a verification */
     assert_int_equal(outbox_queue(db, &s, OUTBOX_COMPLETED, 0, &ch, 0, T0, NULL, &err), -EINVAL);
     assert_int_equal(outbox_queue(db, &s, OUTBOX_COMPLETED, 999, &ch, 1, T0, NULL, &err),
                      -EINVAL); /* no such session */
@@ -411,6 +411,60 @@ static void test_keys_and_arguments(void **state)
     assert_int_equal(outbox_deliver(db, &ch, 1, T0, &cancel, NULL, &err), -ECANCELED);
     assert_int_equal(rec.calls, 0);
     assert_int_equal(pending(db), 1);
+    db_close(db);
+}
+
+/* A destination down and a verification's problems are stored and rebuilt at delivery: each
+ * alone gives its own message; with a session result within the minute, one merged message. */
+static void test_other_events(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    struct db *db = open_db(path, sizeof(path), true);
+    struct outbox_channel ch = channel("webhook:x");
+    struct error err = {0};
+    struct notify_session down = {
+        .kind = NOTIFY_KIND_DEST_DOWN,
+        .down = {.dest = "unraid: smb //nas/photos",
+                 .reason = "cannot connect",
+                 .since = T0 - 1800,
+                 .minutes = 30},
+        .dashboard_url = "http://pi:8080/",
+    };
+    const struct notify_problem probs[] = {{"local: /srv/p", "/srv/p/IMG_1.CR2", "missing"},
+                                           {"local: /srv/p", "/srv/p/stray.txt", "extra"}};
+    struct notify_session ver = {
+        .kind = NOTIFY_KIND_VERIFY,
+        .verify = {.scope = "scrub",
+                   .run_id = 4,
+                   .checked = 9,
+                   .ok = 8,
+                   .missing = 1,
+                   .extra = 1,
+                   .problems = probs,
+                   .n_problems = 2},
+    };
+    assert_int_equal(outbox_queue(db, &down, OUTBOX_COMPLETED, 0, &ch, 1, T0, NULL, &err), -EINVAL);
+    assert_int_equal(outbox_queue(db, &down, OUTBOX_DESTINATION_DOWN, 0, &ch, 1, T0, NULL, &err),
+                     0);
+    struct outbox_result res = deliver(db, &ch, 1, T0);
+    assert_int_equal(res.sent, 1);
+    assert_string_equal(rec.subject[0],
+                        "SnapSync: destination unraid: smb //nas/photos down for 30 min");
+    assert_non_null(strstr(rec.json[0], "\"event\":\"destination_down\""));
+    assert_non_null(strstr(rec.text[0], "Reason: cannot connect\n"));
+
+    assert_int_equal(outbox_queue(db, &ver, OUTBOX_VERIFY_PROBLEM, 0, &ch, 1, T0 + 10, NULL, &err),
+                     0);
+    queue(db, "B", NOTIFY_PARTIAL, &ch, 1, T0 + 20);
+    res = deliver(db, &ch, 1, T0 + OUTBOX_RATE);
+    assert_int_equal(res.messages, 1);
+    assert_int_equal(res.sent, 2);
+    assert_string_equal(rec.subject[1], "SnapSync: 2 results: 1 partial, 1 verification problem");
+    assert_non_null(strstr(rec.text[1], "  extra: local: /srv/p: /srv/p/stray.txt\n"));
+    assert_non_null(strstr(rec.text[1], "Verification run 4 (scrub)"));
+    assert_non_null(strstr(rec.json[1], "\"problems_more\":0"));
+    assert_int_equal(pending(db), 0);
     db_close(db);
 }
 
@@ -489,6 +543,7 @@ int main(void)
         cmocka_unit_test_teardown(test_bounded_lists, test_teardown),
         cmocka_unit_test_teardown(test_keys_and_arguments, test_teardown),
         cmocka_unit_test_teardown(test_forget_others, test_teardown),
+        cmocka_unit_test_teardown(test_other_events, test_teardown),
         cmocka_unit_test_teardown(test_claimed_once, test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
