@@ -893,8 +893,7 @@ class ServiceTest(SnapsyncTest):
         from broker import Broker, Subscriber
         broker = Broker(self.dir)
         self.cleanups.append(broker.stop)
-        broker.proc.terminate()  # down when the service starts
-        broker.proc.wait(timeout=10)
+        broker.halt()  # down when the service starts
         self.service_config()
         with open(self.config, "a") as f:
             f.write(f"mqtt:\n  enabled: true\n  broker: 127.0.0.1\n  port: {broker.port}\n")
