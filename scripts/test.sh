@@ -43,12 +43,13 @@ for args in "backup $vg/card" "backup $vg/card" "status" "sessions --json" "repo
 done
 rm -rf "$vg"
 
-# the Debian package is built from the source, not from this build: tested once, above
+# the Debian package is built from the source, not from this build: tested once, above; the
+# browser test drives the same web server that integration.test_web checks under the sanitizers
 echo "== AddressSanitizer + UndefinedBehaviorSanitizer build"
 cmake -S . -B build-asan -DSNAPSYNC_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --output-on-failure -j"$jobs" --timeout 900 -LE package)
+    ctest --output-on-failure -j"$jobs" --timeout 900 -LE "package|browser")
 
 echo "== ThreadSanitizer build (engine, service, web, MQTT, database)"
 # The SMB lanes have their race check under DRD (integration.test_smb): libsmbclient is not
