@@ -143,8 +143,8 @@ struct config {
         char *remote;      /* "gdrive:Photos": remote name, ':' and a folder */
         char *config_file; /* rclone.conf, absolute after loading; "" rclone's default */
         bool organize_by_date;
-        int timeout;        /* seconds: rclone's --timeout and --contimeout */
-        char **extra_args;  /* more options for every rclone call */
+        int timeout;       /* seconds: rclone's --timeout and --contimeout */
+        char **extra_args; /* more options for every rclone call */
         size_t n_extra_args;
     } rclone;
 

@@ -2,7 +2,8 @@
 /*
  * Destinations: the small interface every backend implements (dest_local.c, dest_smb.c,
  * dest_immich.c, dest_s3.c, dest_rclone.c; each one file with one `const struct dest_ops` table,
- * and a new kind is one more such file). Nothing outside dest.c asks which kind of destination it has.
+ * and a new kind is one more such file). Nothing outside dest.c asks which kind of destination it
+ * has.
  *
  * Life cycle: dest_create_all() from the config; per session dest_prepare(); per worker and
  * destination dest_conn_new() (backends keep connection state there: an SMB context, a CURL

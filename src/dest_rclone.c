@@ -59,7 +59,7 @@ extern char **environ;
 #define TMP_DIR ".snapsync-tmp"
 #define ARGS_MAX 64
 #define ENV_MAX 64
-#define STDERR_SHOW 480          /* bytes of rclone's stderr an error quotes */
+#define STDERR_SHOW 480            /* bytes of rclone's stderr an error quotes */
 #define JSON_MAX (4 * 1024 * 1024) /* bytes of lsjson output read */
 #define CANDIDATES_MAX 1000
 #define STALE_AGE (24 * 3600)
@@ -200,9 +200,9 @@ static int proc_start(struct rclone *rc, const char *const *cmd, bool with_stdin
     if (e == 0)
         e = posix_spawn_file_actions_adddup2(&fa, p->errf, STDERR_FILENO);
     if (e == 0)
-        e = with_stdin ? posix_spawn_file_actions_adddup2(&fa, in[0], STDIN_FILENO)
-                       : posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null",
-                                                          O_RDONLY, 0);
+        e = with_stdin
+                ? posix_spawn_file_actions_adddup2(&fa, in[0], STDIN_FILENO)
+                : posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
     if (e == 0)
         e = posix_spawn_file_actions_addclosefrom_np(&fa, STDERR_FILENO + 1);
     if (e == 0)
@@ -408,7 +408,8 @@ static void copy_hash(json_object *hashes, const char *key, char *out, size_t si
 {
     json_object *v;
     out[0] = '\0';
-    if (hashes && json_object_object_get_ex(hashes, key, &v) && json_object_is_type(v, json_type_string)) {
+    if (hashes && json_object_object_get_ex(hashes, key, &v) &&
+        json_object_is_type(v, json_type_string)) {
         const char *s = json_object_get_string(v);
         if (strlen(s) == size - 1)
             snprintf(out, size, "%s", s);
@@ -439,8 +440,8 @@ static void info_of(json_object *o, struct object_info *ret)
 static int stat_path(struct rclone *rc, const char *path, bool hashes, struct object_info *ret,
                      struct error *err)
 {
-    const char *with[] = {"lsjson", "--stat", "--hash-type", "md5", "--hash-type", "sha1",
-                          "--",     path,     NULL};
+    const char *with[] = {"lsjson", "--stat", "--hash-type", "md5", "--hash-type",
+                          "sha1",   "--",     path,          NULL};
     const char *without[] = {"lsjson", "--stat", "--", path, NULL};
     char what[DEST_REMOTE_MAX + 32], *out = NULL;
     snprintf(what, sizeof(what), "looking at '%s'", path);
@@ -453,8 +454,16 @@ static int stat_path(struct rclone *rc, const char *path, bool hashes, struct ob
         json_object_put(o);
         return error_set(err, -EBADMSG, "%s: rclone's answer is not JSON", what);
     }
+    /* bucket-based remotes (S3, B2, ...) answer for a path that names nothing with a folder
+     * without a name (any prefix may be a folder there) */
+    json_object *name;
+    bool nameless = !json_object_object_get_ex(o, "Name", &name) ||
+                    !json_object_is_type(name, json_type_string) ||
+                    !json_object_get_string(name)[0];
     info_of(o, ret);
     json_object_put(o);
+    if (nameless && ret->is_dir)
+        return error_set(err, -ENOENT, "%s: nothing there", what);
     return 0;
 }
 
@@ -468,8 +477,7 @@ static void delete_quietly(struct rclone *rc, const char *path)
 
 /* The object holds this content: MD5 (or SHA-1 when the backend has no MD5) and size. false
  * when the backend has neither hash. */
-static bool same_content(const struct object_info *o, uint64_t size,
-                         const struct hasher_digest *d)
+static bool same_content(const struct object_info *o, uint64_t size, const struct hasher_digest *d)
 {
     if (o->is_dir || o->size != size)
         return false;
@@ -551,10 +559,10 @@ static int rclone_init(const struct config *cfg, void **ret_priv, char *id, size
     host[sizeof(host) - 1] = '\0';
     size_t h = 0;
     for (const char *c = host; *c && h + 1 < sizeof(rc->host); c++)
-        rc->host[h++] = (strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
-                                *c) && *c)
-                            ? *c
-                            : '_';
+        rc->host[h++] =
+            (strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", *c) && *c)
+                ? *c
+                : '_';
     rc->host[h] = '\0';
     snprintf(id, id_size, "rclone:%s", rc->root);
     snprintf(label, label_size, "rclone %s", rc->root);
@@ -741,8 +749,7 @@ static void rclone_conn_free(void *conn)
     free(conn);
 }
 
-static int rclone_open(void *conn, const struct dest_item *item, void **ret_file,
-                       struct error *err)
+static int rclone_open(void *conn, const struct dest_item *item, void **ret_file, struct error *err)
 {
     struct rclone *rc = ((struct rclone_conn *)conn)->rc;
     if (!dest_name_valid(item->name))
