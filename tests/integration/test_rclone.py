@@ -3,7 +3,8 @@
 rclone's `local` backend (a remote named in an rclone.conf of the test) and its S3 backend
 pointed at the s3rver of test_s3.py (a remote configured through RCLONE_CONFIG_* variables,
 which SnapSync passes on to rclone). What lands is checked with files and hashes read directly
-(local) or by a separate rclone call (S3)."""
+(local) or by a separate rclone call (S3). And rclone's sftp backend against a private sshd on
+loopback (sshd.py), where rclone gets its hashes by running md5sum over ssh."""
 
 import hashlib
 import json
@@ -13,6 +14,7 @@ import socket
 import subprocess
 
 from harness import BIN, SnapsyncTest, make_blob, make_photo, md5, tool, wait_for
+from sshd import Sshd
 from test_s3 import BUCKET, KEY_ID, SECRET, S3rver
 
 MIB = 1024 * 1024
@@ -242,6 +244,61 @@ class RcloneS3Test(SnapsyncTest):
         self.assertEqual(got, md5(f"{self.card}/DCIM/100CANON/IMG_0001.JPG"))
         self.assertEqual(hashlib.md5(other).hexdigest(), self.rclone(
             "md5sum", "--download", f"t:{BUCKET}/via-rclone/2023/07/14/IMG_0001.JPG").split()[0])
+
+
+class RcloneSftpTest(SnapsyncTest):
+    """rclone's sftp backend against OpenSSH on loopback: hashes through md5sum over ssh."""
+
+    def setUp(self):
+        super().setUp()
+        self.sshd = Sshd(self.dir)
+        self.cleanups.append(self.sshd.stop)
+        for k in [k for k in self.env if k.startswith("RCLONE_")]:
+            del self.env[k]
+        known = os.path.join(self.dir, "known_hosts")
+        with open(known, "w") as f:
+            f.write(self.sshd.known_hosts_line)
+        conf = os.path.join(self.dir, "rclone.conf")
+        with open(conf, "w") as f:
+            f.write(f"[nas]\ntype = sftp\nhost = 127.0.0.1\nport = {self.sshd.port}\n"
+                    f"user = {self.sshd.user}\nkey_file = {self.sshd.client_key}\n"
+                    f"known_hosts_file = {known}\n")
+        os.chmod(conf, 0o600)
+        self.remote_dir = os.path.join(self.dir, "nas")
+        with open(self.config) as f:
+            text = f.read()
+        text = text.replace("unraid:\n  enabled: true", "unraid:\n  enabled: false")
+        text += (f"rclone:\n  enabled: true\n  remote: nas:{self.remote_dir}/photos\n"
+                 f"  config_file: {conf}\n  timeout: 10\n")
+        with open(self.config, "w") as f:
+            f.write(text)
+
+    def test_card_over_sftp_verified_collision_gets_1_rerun_copies_nothing(self):
+        make_photo(f"{self.card}/DCIM/100CANON/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        make_photo(f"{self.card}/DCIM/100CANON/IMG_0002.JPG", self.dir, "2023:07:15 09:00:00")
+        os.makedirs(f"{self.remote_dir}/photos/2023/07/15")
+        with open(f"{self.remote_dir}/photos/2023/07/15/IMG_0002.JPG", "wb") as f:
+            f.write(b"the NAS's own file")
+        p = self.snapsync("test-connection", check=0)
+        self.assertIn("a probe file written and deleted", p.stdout + p.stderr)
+        r = self.backup()
+        self.assertEqual(r["status"], "completed", r)
+        self.assertEqual(r["files_copied"], 2, r)
+        root = f"{self.remote_dir}/photos"
+        self.assertEqual(md5(f"{root}/2023/07/14/IMG_0001.JPG"),
+                         md5(f"{self.card}/DCIM/100CANON/IMG_0001.JPG"))
+        self.assertEqual(md5(f"{root}/2023/07/15/IMG_0002_1.JPG"),
+                         md5(f"{self.card}/DCIM/100CANON/IMG_0002.JPG"))
+        with open(f"{root}/2023/07/15/IMG_0002.JPG", "rb") as f:
+            self.assertEqual(f.read(), b"the NAS's own file")
+        self.assertEqual(os.listdir(f"{root}/.snapsync-tmp"), [])
+        # the copies are found again by their MD5 over ssh: a fresh database adds nothing
+        os.unlink(self.db)
+        r = self.backup()
+        self.assertEqual(r["status"], "completed", r)
+        self.assertEqual(sorted(os.listdir(f"{root}/2023/07/15")),
+                         ["IMG_0002.JPG", "IMG_0002_1.JPG"])
+        self.assertEqual(os.listdir(f"{root}/2023/07/14"), ["IMG_0001.JPG"])
 
 
 if __name__ == "__main__":
