@@ -130,6 +130,19 @@ class RcloneLocalTest(SnapsyncTest):
         self.assertNotEqual(r["status"], "completed", r)
         self.assertIn("didn't find section in config file", r["error"])
 
+    def test_extra_args_are_options_only(self):
+        """An item of extra_args that is not an option (it would become an argument of the
+        command: another path) is refused before rclone runs."""
+        with open(self.config) as f:
+            text = f.read()
+        with open(self.config, "w") as f:
+            f.write(text.replace("extra_args: [--local-no-preallocate]",
+                                 "extra_args: [--local-no-preallocate, /etc]"))
+        p = self.snapsync("test-connection")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("rclone.extra_args: '/etc' is not an option", p.stdout + p.stderr)
+        self.assertFalse(os.path.exists(self.remote_dir))
+
     def test_test_connection_writes_and_deletes_a_probe(self):
         p = self.snapsync("test-connection", check=0)
         self.assertIn("a probe file written and deleted", p.stdout + p.stderr)
