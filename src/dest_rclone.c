@@ -18,15 +18,19 @@
  *
  * Why processes and not one `rclone rcd`: a process per step needs no port, no password for the
  * remote-control API and no state to lose when rclone dies; its exit code and stderr are the
- * error; and the data path (rcat's stdin) is the same streaming a rcd upload would be. A spawn
- * costs milliseconds against uploads of megabytes.
+ * error; and the data path (rcat's stdin) is the same streaming a rcd upload would be. The
+ * price is a start and a connection per call (docs/destinations.md: small on local and S3
+ * remotes, an SSH handshake on SFTP).
  *
  * The child gets nothing of ours: stdin the pipe or /dev/null, stdout a pipe or an anonymous
  * memory file, stderr an anonymous memory file read after its exit (the last lines, rclone's
  * time stamps cut, go into the error message; dest.c scrubs secrets), no other descriptor, the
- * default signal mask and dispositions, and an environment of PATH, HOME, TMPDIR, XDG_* and
- * RCLONE_* only (rclone can be configured through RCLONE_CONFIG_<REMOTE>_* variables). Every
+ * default signal mask and dispositions, and an environment of PATH, HOME, TMPDIR, TZ, XDG_*
+ * and RCLONE_* only (rclone can be configured through RCLONE_CONFIG_<REMOTE>_* variables). Every
  * call has a deadline; rclone's own --timeout/--contimeout bound a stalled transfer.
+ *
+ * interrupt() kills the rclone processes of the destination (a list under a lock; a process is
+ * unlisted before it is reaped, so its pid cannot have been reused): their calls fail at once.
  *
  * prepare() makes the temporary folder (which proves the remote is reachable and the
  * credentials work) and deletes temporaries of this host whose process is gone, and anyone's
@@ -37,6 +41,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdatomic.h>
@@ -64,6 +69,7 @@ extern char **environ;
 #define CANDIDATES_MAX 1000
 #define STALE_AGE (24 * 3600)
 #define STALE_MAX 1000 /* temporaries deleted by one prepare */
+#define RUNNING_MAX 64 /* rclone processes interrupt() knows of */
 
 struct rclone {
     char program[PATH_MAX];
@@ -76,6 +82,8 @@ struct rclone {
     int timeout_s;
     bool by_date;
     atomic_uint counter;
+    pthread_mutex_t lock;
+    pid_t running[RUNNING_MAX]; /* not reaped while listed here: a pid cannot be reused */
 };
 
 struct rclone_conn {
@@ -84,6 +92,7 @@ struct rclone_conn {
 
 /* A running rclone. */
 struct proc {
+    struct rclone *rc;
     pid_t pid;
     int pidfd;
     int in;   /* write end of its stdin, -1 */
@@ -109,10 +118,35 @@ static int64_t now_ms(void)
 
 /* ---- processes ---- */
 
-static void proc_init(struct proc *p)
+static void proc_init(struct proc *p, struct rclone *rc)
 {
+    p->rc = rc;
     p->pid = -1;
     p->pidfd = p->in = p->out = p->errf = -1;
+}
+
+/* Lists or unlists pid as running (interrupt kills those listed). */
+static void running_set(struct rclone *rc, pid_t pid, bool on)
+{
+    pthread_mutex_lock(&rc->lock);
+    for (size_t i = 0; i < RUNNING_MAX; i++)
+        if (rc->running[i] == (on ? 0 : pid)) {
+            rc->running[i] = on ? pid : 0;
+            break;
+        }
+    pthread_mutex_unlock(&rc->lock);
+}
+
+/* Reaps p's process (unlisted first); *ret_status its wait status. */
+static void proc_reap(struct proc *p, int *ret_status)
+{
+    int status = 0;
+    running_set(p->rc, p->pid, false);
+    while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    p->pid = -1;
+    if (ret_status)
+        *ret_status = status;
 }
 
 static void close_fd(int *fd)
@@ -167,7 +201,7 @@ static int proc_start(struct rclone *rc, const char *const *cmd, bool with_stdin
     char *envp[ENV_MAX];
     child_env(envp, ENV_MAX);
 
-    proc_init(p);
+    proc_init(p, rc);
     int in[2] = {-1, -1}, out[2] = {-1, -1}, r = 0;
     p->errf = memfd_create("rclone-stderr", MFD_CLOEXEC);
     if (p->errf < 0)
@@ -220,6 +254,7 @@ static int proc_start(struct rclone *rc, const char *const *cmd, bool with_stdin
         r = error_set_errno(err, -e, "cannot run '%s'", rc->program);
         goto fail;
     }
+    running_set(rc, p->pid, true);
     p->pidfd = pidfd_open(p->pid, 0);
     close_fd(&in[0]);
     close_fd(&out[1]);
@@ -259,9 +294,7 @@ static int proc_wait(struct proc *p, int64_t deadline, int *ret_code)
         }
     }
     int status = 0;
-    while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    p->pid = -1;
+    proc_reap(p, &status);
     close_fd(&p->pidfd);
     if (r == 0)
         *ret_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -274,8 +307,7 @@ static void proc_done(struct proc *p)
     close_fd(&p->in);
     if (p->pid > 0) {
         kill(p->pid, SIGKILL);
-        while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR)
-            ;
+        proc_reap(p, NULL);
     }
     p->pid = -1;
     close_fd(&p->pidfd);
@@ -492,7 +524,22 @@ static bool same_content(const struct object_info *o, uint64_t size, const struc
 
 static void rclone_done(void *priv)
 {
-    free(priv);
+    struct rclone *rc = priv;
+    if (!rc)
+        return;
+    pthread_mutex_destroy(&rc->lock);
+    free(rc);
+}
+
+/* Kills the rclone processes of this destination: their calls fail now. Any thread. */
+static void rclone_interrupt(void *priv)
+{
+    struct rclone *rc = priv;
+    pthread_mutex_lock(&rc->lock);
+    for (size_t i = 0; i < RUNNING_MAX; i++)
+        if (rc->running[i] > 0)
+            kill(rc->running[i], SIGKILL);
+    pthread_mutex_unlock(&rc->lock);
 }
 
 static bool find_program(const char *name, char *buf, size_t size)
@@ -538,8 +585,9 @@ static int rclone_init(const struct config *cfg, void **ret_priv, char *id, size
     struct rclone *rc = calloc(1, sizeof(*rc));
     if (!rc)
         return error_set(err, -ENOMEM, "out of memory");
+    pthread_mutex_init(&rc->lock, NULL);
     if (!find_program("rclone", rc->program, sizeof(rc->program))) {
-        free(rc);
+        rclone_done(rc);
         return error_set(err, -ENOENT,
                          "rclone is not installed: install the Debian package rclone");
     }
@@ -757,7 +805,7 @@ static int rclone_open(void *conn, const struct dest_item *item, void **ret_file
     struct rclone_file *f = calloc(1, sizeof(*f));
     if (!f)
         return error_set(err, -ENOMEM, "out of memory");
-    proc_init(&f->p);
+    proc_init(&f->p, rc);
     f->rc = rc;
     f->size = item->size;
     snprintf(f->name, sizeof(f->name), "%s", item->name);
@@ -973,6 +1021,7 @@ const struct dest_ops dest_rclone_ops = {
     .done = rclone_done,
     .prepare = rclone_prepare,
     .probe = rclone_probe,
+    .interrupt = rclone_interrupt,
     .conn_new = rclone_conn_new,
     .conn_free = rclone_conn_free,
     .open = rclone_open,
