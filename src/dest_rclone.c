@@ -7,10 +7,10 @@
  * One rclone process per file and step, no shell: `rclone rcat --size N <tmp>` is spawned at
  * open() and fed the chunks of SnapSync's single read of the card through a pipe (write()), so
  * the card is read once and memory stays a pipe buffer; the temporary is
- * <remote>/.snapsync-tmp/<host>-<pid>-<n>.part. finish() closes the pipe, waits for rcat, asks
- * `rclone lsjson --stat --hash-type md5 --hash-type sha1` for the temporary's size and hashes and
- * compares them with the engine's digest (MD5 where the backend has it, else SHA-1, else the size
- * alone: the backend keeps no hash we compute), then looks at the candidate final names (name,
+ * <remote>/.snapsync-tmp/<host>-<pid>-<run>-<n>.part. finish() closes the pipe, waits for rcat,
+ * asks `rclone lsjson --stat --hash-type md5 --hash-type sha1` for the temporary's size and hashes
+ * and compares them with the engine's digest (MD5 where the backend has it, else SHA-1, else the
+ * size alone: the backend keeps no hash we compute), then looks at the candidate final names (name,
  * name_1, ... as dest_candidate_name) with lsjson: a free one gets the temporary by a server-side
  * `rclone moveto --immutable` (which also refuses to replace a file that appeared meanwhile),
  * one holding the same content counts as existed (the temporary is deleted), other content
@@ -50,6 +50,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/pidfd.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -76,6 +77,7 @@ struct rclone {
     char root[DEST_REMOTE_MAX]; /* "gdrive:Photos", no trailing '/' unless it ends in ':' */
     char config[PATH_MAX];      /* "" rclone's default */
     char host[64];              /* this machine, for temporary names */
+    char run[9];                /* hex, random per process: a pid reused after a restart */
     char timeout_arg[32];       /* "60s" */
     const char *const *extra;   /* the config's, which outlives us */
     size_t n_extra;
@@ -418,6 +420,14 @@ static int control_deadline(const struct rclone *rc)
     return rc->timeout_s * 10 < 120 ? 120 : rc->timeout_s * 10;
 }
 
+/* Seconds rclone may take no data (rcat) or give none (cat) before it is given up: long, since
+ * a backend uploads a chunk it has read before it reads on (B2's are 96 MiB: minutes on a slow
+ * uplink); a stalled network is rclone's own --timeout to notice, which ends it. */
+static int stall_limit(const struct rclone *rc)
+{
+    return rc->timeout_s * 10 < 600 ? 600 : rc->timeout_s * 10;
+}
+
 /* root + "/" + rel into out. */
 static int join(const struct rclone *rc, const char *rel, char *out, size_t size)
 {
@@ -612,22 +622,28 @@ static int rclone_init(const struct config *cfg, void **ret_priv, char *id, size
                 ? *c
                 : '_';
     rc->host[h] = '\0';
+    uint32_t token = 0;
+    if (getrandom(&token, sizeof(token), 0) != sizeof(token))
+        token = (uint32_t)time(NULL) ^ (uint32_t)getpid();
+    snprintf(rc->run, sizeof(rc->run), "%08" PRIx32, token);
     snprintf(id, id_size, "rclone:%s", rc->root);
     snprintf(label, label_size, "rclone %s", rc->root);
     *ret_priv = rc;
     return 0;
 }
 
-/* A new temporary's path: <root>/.snapsync-tmp/<host>-<pid>-<n>.part */
+/* A new temporary's path: <root>/.snapsync-tmp/<host>-<pid>-<run>-<what><n>.part */
 static int temp_path(struct rclone *rc, const char *what, char *out, size_t size)
 {
     char rel[128];
     unsigned n = atomic_fetch_add(&rc->counter, 1);
-    snprintf(rel, sizeof(rel), TMP_DIR "/%s-%ld-%s%u.part", rc->host, (long)getpid(), what, n);
+    snprintf(rel, sizeof(rel), TMP_DIR "/%s-%ld-%s-%s%u.part", rc->host, (long)getpid(), rc->run,
+             what, n);
     return join(rc, rel, out, size);
 }
 
-/* A temporary to delete: this host's of a process that is gone, or anyone's older than a day. */
+/* A temporary to delete: this host's of a process that is gone (or of an earlier process with
+ * our pid: a restarted container), or anyone's older than a day. */
 static bool stale(const struct rclone *rc, const char *name, int64_t mtime)
 {
     size_t hl = strlen(rc->host);
@@ -638,9 +654,12 @@ static bool stale(const struct rclone *rc, const char *name, int64_t mtime)
     char *end;
     errno = 0;
     long pid = strtol(name + hl + 1, &end, 10);
-    if (errno || end == name + hl + 1 || *end != '-' || pid <= 0)
+    if (errno || end == name + hl + 1 || *end != '-' || pid <= 0 || strlen(end) < 10 ||
+        end[9] != '-')
         return false;
-    return pid != (long)getpid() && kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+    if (pid == (long)getpid())
+        return strncmp(end + 1, rc->run, 8) != 0;
+    return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
 }
 
 static int clean_temporaries(struct rclone *rc, struct error *err)
@@ -701,13 +720,13 @@ static int rclone_prepare(void *priv, const struct dest_session *session, struct
 static int feed(struct rclone *rc, struct proc *p, const void *buf, size_t len, struct error *err)
 {
     const uint8_t *b = buf;
-    int64_t deadline = now_ms() + (int64_t)rc->timeout_s * 2000;
+    int64_t deadline = now_ms() + (int64_t)stall_limit(rc) * 1000;
     while (len > 0) {
         ssize_t k = write(p->in, b, len);
         if (k > 0) {
             b += k;
             len -= (size_t)k;
-            deadline = now_ms() + (int64_t)rc->timeout_s * 2000;
+            deadline = now_ms() + (int64_t)stall_limit(rc) * 1000;
             continue;
         }
         if (k < 0 && errno == EINTR)
@@ -716,8 +735,7 @@ static int feed(struct rclone *rc, struct proc *p, const void *buf, size_t len, 
             int64_t left = deadline - now_ms();
             struct pollfd pf = {.fd = p->in, .events = POLLOUT};
             if (left <= 0 || poll(&pf, 1, (int)left) == 0)
-                return error_set(err, -ETIMEDOUT, "rclone took no data for %d s",
-                                 rc->timeout_s * 2);
+                return error_set(err, -ETIMEDOUT, "rclone took no data for %d s", stall_limit(rc));
             continue;
         }
         return k < 0 ? -errno : -EIO;
@@ -975,9 +993,9 @@ static int rclone_read_copy(void *priv, const char *remote,
     int cb = 0;
     for (;;) {
         struct pollfd pf = {.fd = p.out, .events = POLLIN};
-        int k = poll(&pf, 1, rc->timeout_s * 2000);
+        int k = poll(&pf, 1, stall_limit(rc) * 1000);
         if (k == 0) {
-            r = error_set(err, -ETIMEDOUT, "%s: no data for %d s", what, rc->timeout_s * 2);
+            r = error_set(err, -ETIMEDOUT, "%s: no data for %d s", what, stall_limit(rc));
             goto out;
         }
         if (k < 0 && errno == EINTR)
