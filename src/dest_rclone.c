@@ -11,10 +11,11 @@
  * asks `rclone lsjson --stat --hash-type md5 --hash-type sha1` for the temporary's size and hashes
  * and compares them with the engine's digest (MD5 where the backend has it, else SHA-1, else the
  * size alone: the backend keeps no hash we compute), then looks at the candidate final names (name,
- * name_1, ... as dest_candidate_name) with lsjson: a free one gets the temporary by a server-side
- * `rclone moveto --immutable` (which also refuses to replace a file that appeared meanwhile),
- * one holding the same content counts as existed (the temporary is deleted), other content
- * means the next name.
+ * name_1, ... as dest_candidate_name) with lsjson (the first one asked while the file streams):
+ * a free one gets the temporary by a server-side `rclone moveto --ignore-existing` (which leaves
+ * a file that appeared there meanwhile, and the temporary with it: the next name then), one
+ * holding the same content counts as existed (the temporary is deleted), other content means the
+ * next name.
  *
  * Why processes and not one `rclone rcd`: a process per step needs no port, no password for the
  * remote-control API and no state to lose when rclone dies; its exit code and stderr are the
@@ -105,6 +106,8 @@ struct proc {
 struct rclone_file {
     struct rclone *rc;
     struct proc p;
+    struct proc look;             /* lsjson of final0, running beside the upload; pid -1: none */
+    char final0[DEST_REMOTE_MAX]; /* the first candidate final name */
     char name[DEST_NAME_MAX + 1];
     char dir[32]; /* "YYYY/MM/DD" or "" */
     char tmp[DEST_REMOTE_MAX];
@@ -365,17 +368,16 @@ static int rclone_failure(const struct proc *p, int code, const char *what, stru
                      text);
 }
 
-/* Runs cmd to its end (deadline_s seconds at most); on success *ret_out (may be NULL) gets its
- * stdout, malloc'd and NUL-terminated, at most JSON_MAX bytes. */
-static int run(struct rclone *rc, const char *const *cmd, int deadline_s, const char *what,
-               char **ret_out, struct error *err)
+/* Waits for p (started with its stdout in a memory file) to end, deadline_s seconds at most, and
+ * frees it; on success *ret_out (may be NULL) gets its stdout, malloc'd and NUL-terminated, at
+ * most JSON_MAX bytes. */
+static int proc_collect(struct proc *p_, int deadline_s, const char *what, char **ret_out,
+                        struct error *err)
 {
-    struct proc p;
+    struct proc p = *p_;
     int code = 0;
-    int r = proc_start(rc, cmd, false, false, &p, err);
-    if (r < 0)
-        return error_prefix(err, "%s", what);
-    r = proc_wait(&p, now_ms() + (int64_t)deadline_s * 1000, &code);
+    proc_init(p_, p.rc);
+    int r = proc_wait(&p, now_ms() + (int64_t)deadline_s * 1000, &code);
     if (r == -ETIMEDOUT) {
         r = error_set(err, r, "%s: rclone did not finish in %d s", what, deadline_s);
         goto out;
@@ -411,6 +413,17 @@ static int run(struct rclone *rc, const char *const *cmd, int deadline_s, const 
 out:
     proc_done(&p);
     return r;
+}
+
+/* Runs cmd to its end: proc_collect's. */
+static int run(struct rclone *rc, const char *const *cmd, int deadline_s, const char *what,
+               char **ret_out, struct error *err)
+{
+    struct proc p;
+    int r = proc_start(rc, cmd, false, false, &p, err);
+    if (r < 0)
+        return error_prefix(err, "%s", what);
+    return proc_collect(&p, deadline_s, what, ret_out, err);
 }
 
 /* Seconds a control call (lsjson, moveto, delete) may take: a server-side move of a large file
@@ -478,16 +491,23 @@ static void info_of(json_object *o, struct object_info *ret)
     }
 }
 
-/* lsjson --stat of path (with hashes when hashes): -ENOENT when nothing is there. */
-static int stat_path(struct rclone *rc, const char *path, bool hashes, struct object_info *ret,
-                     struct error *err)
+/* Starts lsjson --stat of path (with hashes when hashes) as p. */
+static int stat_start(struct rclone *rc, const char *path, bool hashes, struct proc *p,
+                      struct error *err)
 {
     const char *with[] = {"lsjson", "--stat", "--hash-type", "md5", "--hash-type",
                           "sha1",   "--",     path,          NULL};
     const char *without[] = {"lsjson", "--stat", "--", path, NULL};
+    int r = proc_start(rc, hashes ? with : without, false, false, p, err);
+    return r < 0 ? error_prefix(err, "looking at '%s'", path) : 0;
+}
+
+/* The answer of stat_start's p about path (p is freed): -ENOENT when nothing is there. */
+static int stat_finish(struct proc *p, const char *path, struct object_info *ret, struct error *err)
+{
     char what[DEST_REMOTE_MAX + 32], *out = NULL;
     snprintf(what, sizeof(what), "looking at '%s'", path);
-    int r = run(rc, hashes ? with : without, control_deadline(rc), what, &out, err);
+    int r = proc_collect(p, control_deadline(p->rc), what, &out, err);
     if (r < 0)
         return r;
     json_object *o = json_tokener_parse(out);
@@ -507,6 +527,15 @@ static int stat_path(struct rclone *rc, const char *path, bool hashes, struct ob
     if (nameless && ret->is_dir)
         return error_set(err, -ENOENT, "%s: nothing there", what);
     return 0;
+}
+
+/* lsjson --stat of path (with hashes when hashes): -ENOENT when nothing is there. */
+static int stat_path(struct rclone *rc, const char *path, bool hashes, struct object_info *ret,
+                     struct error *err)
+{
+    struct proc p;
+    int r = stat_start(rc, path, hashes, &p, err);
+    return r < 0 ? r : stat_finish(&p, path, ret, err);
 }
 
 /* Deletes one file, as a best effort. */
@@ -815,6 +844,18 @@ static void rclone_conn_free(void *conn)
     free(conn);
 }
 
+/* Where candidate k of f's name is: <root>/<date>/<name or name_k>. */
+static int candidate_path(const struct rclone_file *f, unsigned k, char *out, size_t size,
+                          struct error *err)
+{
+    char name[DEST_NAME_MAX + 1], rel[DEST_REMOTE_MAX];
+    dest_candidate_name(f->name, k, name, sizeof(name));
+    int n = snprintf(rel, sizeof(rel), "%s%s%s", f->dir, f->dir[0] ? "/" : "", name);
+    if (n < 0 || (size_t)n >= sizeof(rel) || join(f->rc, rel, out, size) < 0)
+        return error_set(err, -ENAMETOOLONG, "the path of '%s' is too long", name);
+    return 0;
+}
+
 static int rclone_open(void *conn, const struct dest_item *item, void **ret_file, struct error *err)
 {
     struct rclone *rc = ((struct rclone_conn *)conn)->rc;
@@ -824,21 +865,33 @@ static int rclone_open(void *conn, const struct dest_item *item, void **ret_file
     if (!f)
         return error_set(err, -ENOMEM, "out of memory");
     proc_init(&f->p, rc);
+    proc_init(&f->look, rc);
     f->rc = rc;
     f->size = item->size;
     snprintf(f->name, sizeof(f->name), "%s", item->name);
     if (rc->by_date && item->date_path && item->date_path[0])
         snprintf(f->dir, sizeof(f->dir), "%s", item->date_path);
-    int r = temp_path(rc, "", f->tmp, sizeof(f->tmp));
+    int r = candidate_path(f, 0, f->final0, sizeof(f->final0), err);
+    if (r < 0) {
+        free(f);
+        return r;
+    }
+    r = temp_path(rc, "", f->tmp, sizeof(f->tmp));
     if (r < 0) {
         free(f);
         return error_set(err, r, "rclone.remote too long");
     }
+    /* what is at the name is asked while the file streams: one call less to wait for at the
+     * end (when it cannot start, finish asks itself) */
+    struct error e;
+    if (stat_start(rc, f->final0, true, &f->look, &e) < 0)
+        proc_init(&f->look, rc);
     char size[24];
     snprintf(size, sizeof(size), "%" PRIu64, item->size);
     const char *cmd[] = {"rcat", "--size", size, "--", f->tmp, NULL};
     r = proc_start(rc, cmd, true, false, &f->p, err);
     if (r < 0) {
+        proc_done(&f->look);
         free(f);
         return error_prefix(err, "uploading '%s'", item->name);
     }
@@ -881,6 +934,7 @@ static int rclone_write(void *file, const void *buf, size_t len, struct error *e
 static void file_free(struct rclone_file *f, bool delete_tmp)
 {
     proc_done(&f->p);
+    proc_done(&f->look);
     if (delete_tmp)
         delete_quietly(f->rc, f->tmp);
     free(f);
@@ -917,15 +971,14 @@ static int rclone_finish(void *file, const struct hasher_digest *digest, bool ve
         goto out;
     }
     for (unsigned k = 0; k < CANDIDATES_MAX; k++) {
-        char name[DEST_NAME_MAX + 1], rel[DEST_REMOTE_MAX];
-        dest_candidate_name(f->name, k, name, sizeof(name));
-        int n = snprintf(rel, sizeof(rel), "%s%s%s", f->dir, f->dir[0] ? "/" : "", name);
-        if (n < 0 || (size_t)n >= sizeof(rel) || join(rc, rel, final, sizeof(final)) < 0) {
-            r = error_set(err, -ENAMETOOLONG, "the path of '%s' is too long", name);
+        r = candidate_path(f, k, final, sizeof(final), err);
+        if (r < 0)
             goto out;
-        }
         struct object_info there;
-        r = stat_path(rc, final, true, &there, err);
+        if (k == 0 && f->look.pid > 0) /* asked while the file streamed */
+            r = stat_finish(&f->look, final, &there, err);
+        else
+            r = stat_path(rc, final, true, &there, err);
         if (r == 0) {
             if (same_content(&there, f->size, digest)) {
                 existed = true;
@@ -935,16 +988,24 @@ static int rclone_finish(void *file, const struct hasher_digest *digest, bool ve
         }
         if (r != -ENOENT)
             goto out;
-        const char *cmd[] = {"moveto", "--immutable", "--", f->tmp, final, NULL};
+        /* --ignore-existing: rclone leaves a file that appeared at final since it was looked
+         * at, and the temporary with it (moveto replaces files otherwise, --immutable or not);
+         * the temporary being gone afterwards is what says it moved */
+        const char *cmd[] = {"moveto", "--ignore-existing", "--", f->tmp, final, NULL};
         char what[DEST_REMOTE_MAX + 32];
         snprintf(what, sizeof(what), "moving into place '%s'", final);
         r = run(rc, cmd, control_deadline(rc), what, NULL, err);
         if (r < 0)
             goto out;
-        /* the content was verified as the temporary; a move is a rename on the server, or
-         * rclone's own copy, which it checks by hash, then a delete */
-        tmp_left = false;
-        goto result;
+        r = stat_path(rc, f->tmp, false, &there, err);
+        if (r == -ENOENT) {
+            /* the content was verified as the temporary; a move is a rename on the server, or
+             * rclone's own copy, which it checks by hash, then a delete */
+            tmp_left = false;
+            goto result;
+        }
+        if (r < 0)
+            goto out;
     }
     r = error_set(err, -EEXIST, "'%s' and %d other names are taken", f->name, CANDIDATES_MAX - 1);
     goto out;

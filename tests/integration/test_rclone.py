@@ -118,6 +118,21 @@ class RcloneLocalTest(SnapsyncTest):
         self.assertEqual(md5(f"{self.remote_dir}/photos/2023/07/14/IMG_0001_1.JPG"),
                          md5(f"{self.card}/{expect['2023/07/14/IMG_0001.JPG']}"))
 
+    def test_two_card_files_of_one_name_and_date_both_land(self):
+        """IMG_0001.JPG in two folders of the card, taken the same day, copied at the same time
+        (concurrent_files 2): both look at the free name while they stream; the second move
+        leaves the first's file (moveto alone would replace it) and takes _1."""
+        for folder, salt in (("100CANON", b"a"), ("101CANON", b"b")):
+            make_photo(f"{self.card}/DCIM/{folder}/IMG_0001.JPG", self.dir,
+                       "2023:07:14 18:30:05", salt=salt)
+        r = self.backup()
+        self.assertEqual(r["status"], "completed", r)
+        self.assertEqual(self.photos(), ["2023/07/14/IMG_0001.JPG", "2023/07/14/IMG_0001_1.JPG"])
+        there = {md5(f"{self.remote_dir}/photos/2023/07/14/{n}")
+                 for n in ("IMG_0001.JPG", "IMG_0001_1.JPG")}
+        self.assertEqual(there, {md5(f"{self.card}/DCIM/{d}/IMG_0001.JPG")
+                                 for d in ("100CANON", "101CANON")})
+
     def test_bad_remote_name_is_shown_clearly(self):
         self.make_card()
         self.configure(remote="nosuchremote:photos")
