@@ -20,6 +20,7 @@ compare the clients against the same server, not against a real S3 service."""
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -88,6 +89,8 @@ def main():
     sizes = sorted(os.path.getsize(os.path.join(d, n))
                    for d, _, names in os.walk(CARD) for n in names)
     total = sum(sizes)
+    for stale in ("state", "s3-data"):  # a fresh database and bucket: every run copies all
+        shutil.rmtree(os.path.join(OUT, stale), ignore_errors=True)
     server = S3rver(OUT)
     results = {r: [] for r in RUNS}
     try:
