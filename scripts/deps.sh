@@ -45,6 +45,9 @@ if [ "${1:-}" = "--test" ]; then
     # destination's tests (tests/integration/test_s3.py): the S3 server s3rver from npm (pinned in
     # tests/s3, installed by the test with `npm ci`), objects cross-checked with rclone
     pkgs="$pkgs chromium nodejs rclone"
+    # the rclone destination's sftp remote (tests/integration/test_rclone.py): a private sshd on
+    # loopback
+    pkgs="$pkgs openssh-server"
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
     # the container image (scripts/container.sh: Debian base images made with mmdebstrap, built
     # with podman), the Home Assistant add-on's run script (jq) and its YAML (python3-yaml), the

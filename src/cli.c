@@ -1355,7 +1355,7 @@ static int parse_date(const char *s, int64_t *ret)
     return 0;
 }
 
-/* The destination NAME stands for: its config section ("unraid", "local", "immich"), its kind
+/* The destination NAME stands for: its config section ("unraid", "local", "rclone" ...), its kind
  * ("smb") or its id. NULL when none. */
 static struct dest *dest_named(struct dest **dests, size_t n, const char *name)
 {
@@ -1430,7 +1430,7 @@ static int cmd_verify(struct cli *cli, int argc, char **argv)
                 "  -s, --session N   only the files of backup session N\n"
                 "  -S, --since DATE  only copies made since DATE (YYYY-MM-DD, local time)\n"
                 "  -a, --all         every copy (the default)\n"
-                "  -d, --dest NAME   only the destination NAME (unraid, local, immich, or an id)\n"
+                "  -d, --dest NAME   only the destination NAME (unraid, s3, rclone ... or an id)\n"
                 "  -j, --json        print one JSON object with the result on stdout\n"
                 "  -r, --rate MB/s   read at most this many megabytes a second\n\n"
                 "Exit status: 0 every copy checked is as recorded, 1 some copy is missing or\n"

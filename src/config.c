@@ -58,6 +58,7 @@ enum section {
     SEC_UNRAID,
     SEC_LOCAL,
     SEC_S3,
+    SEC_RCLONE,
     SEC_MQTT,
     SEC_BACKUP,
     SEC_NOTIFY,
@@ -87,6 +88,10 @@ static const struct section_row {
     [SEC_S3] = {.name = "s3",
                 .help =
                     "Also upload to an S3-compatible object store (AWS, MinIO, Ceph, B2, R2 ...)."},
+    [SEC_RCLONE] = {.name = "rclone",
+                    .help = "Also copy to any rclone remote (Google Drive, OneDrive, Dropbox, B2, "
+                            "SFTP, WebDAV ...)\n# through Debian's rclone; set the remote up "
+                            "first with `rclone config`."},
     [SEC_MQTT] = {.name = "mqtt", .help = "Report to Home Assistant through MQTT."},
     [SEC_BACKUP] = {.name = "backup", .help = "How files are copied."},
     [SEC_NOTIFY] = {.name = "notify",
@@ -396,6 +401,24 @@ static const struct key_row keys[] = {
     SECRET(SEC_S3, "secret_access_key", s3.secret_access_key, "S3_SECRET_ACCESS_KEY",
            "Secret access key."),
 
+    BOOL(SEC_RCLONE, "enabled", rclone.enabled, "false", "Copy files to the remote below too."),
+    STR(SEC_RCLONE, "remote", rclone.remote, "", 0,
+        "rclone remote and folder to copy into (\"gdrive:Photos\", \"b2:bucket/photos\")."),
+    PATHKEY(SEC_RCLONE, "config_file", rclone.config_file, "", 0,
+            "rclone's config file (rclone config file); empty: rclone's default for the user."),
+    BOOL(SEC_RCLONE, "organize_by_date", rclone.organize_by_date, "true",
+         "Sort copies into YYYY/MM/DD folders."),
+    INT(SEC_RCLONE, "timeout", rclone.timeout, "60", 1, 3600,
+        "Seconds without progress before rclone gives up on a connection (--timeout)."),
+    {.section = SEC_RCLONE,
+     .name = "extra_args",
+     .type = KT_LIST,
+     .off = AT(char **, rclone.extra_args),
+     .off_n = AT(size_t, rclone.n_extra_args),
+     .def_list = no_items,
+     .max = 1024,
+     .help = "More rclone options for every call, one item each (\"--drive-chunk-size=64M\")."},
+
     BOOL(SEC_MQTT, "enabled", mqtt.enabled, "false", "Publish state to an MQTT broker."),
     STR(SEC_MQTT, "broker", mqtt.broker, "localhost", 0, "Broker host name or address."),
     INT(SEC_MQTT, "port", mqtt.port, "1883", 1, 65535, "Broker port."),
@@ -505,6 +528,11 @@ static bool s3_on(const struct config *c)
     return c->s3.enabled;
 }
 
+static bool rclone_on(const struct config *c)
+{
+    return c->rclone.enabled;
+}
+
 static bool mqtt_on(const struct config *c)
 {
     return c->mqtt.enabled;
@@ -537,6 +565,7 @@ static const struct rule {
     {SEC_S3, "bucket", s3_on, "s3 is enabled"},
     {SEC_S3, "access_key_id", s3_on, "s3 is enabled"},
     {SEC_S3, "secret_access_key", s3_on, "s3 is enabled"},
+    {SEC_RCLONE, "remote", rclone_on, "rclone is enabled"},
     {SEC_MQTT, "broker", mqtt_on, "mqtt is enabled"},
     {SEC_MQTT, "discovery_prefix", mqtt_on, "mqtt is enabled"},
     {SEC_MQTT, "topic_prefix", mqtt_on, "mqtt is enabled"},

@@ -137,6 +137,17 @@ struct config {
         char *secret_access_key; /* secret */
     } s3;
 
+    /* Any rclone remote, through the rclone binary (dest_rclone.c). */
+    struct {
+        bool enabled;
+        char *remote;      /* "gdrive:Photos": remote name, ':' and a folder */
+        char *config_file; /* rclone.conf, absolute after loading; "" rclone's default */
+        bool organize_by_date;
+        int timeout;       /* seconds: rclone's --timeout and --contimeout */
+        char **extra_args; /* more options for every rclone call */
+        size_t n_extra_args;
+    } rclone;
+
     struct {
         bool enabled;
         char *broker;

@@ -21,6 +21,7 @@ extern const struct dest_ops dest_local_folder_ops;
 extern const struct dest_ops dest_smb_ops;
 extern const struct dest_ops dest_immich_ops;
 extern const struct dest_ops dest_s3_ops;
+extern const struct dest_ops dest_rclone_ops;
 
 struct dest {
     const struct dest_ops *ops;
@@ -94,9 +95,15 @@ int dest_create_all(const struct config *cfg, struct dest ***ret, size_t *ret_n,
             goto fail;
         n++;
     }
+    if (cfg->rclone.enabled) {
+        r = dest_new(&dest_rclone_ops, "rclone", cfg, &list[n], err);
+        if (r < 0)
+            goto fail;
+        n++;
+    }
     if (n == 0) {
         r = error_set(err, -ENODEV,
-                      "no destination is enabled (enable unraid, local, immich or s3)");
+                      "no destination is enabled (enable unraid, local, immich, s3 or rclone)");
         goto fail;
     }
     *ret = list;
@@ -172,6 +179,18 @@ void dest_target(const struct dest *d, const char *date_path, const char *rel, c
         int n =
             k < 0 ? -1
                   : snprintf(ret->where, sizeof(ret->where), "s3://%s/%s", d->cfg->s3.bucket, key);
+        ret->has_path = n > 0 && (size_t)n < sizeof(ret->where);
+        if (!ret->has_path)
+            snprintf(ret->where, sizeof(ret->where), "%s", d->id);
+        return;
+    }
+    if (d->ops == &dest_rclone_ops) { /* remote:folder/date/name; whether taken asks rclone */
+        const char *root = d->id + strlen("rclone:");
+        size_t rl = strlen(root);
+        bool bare = rl > 0 && (root[rl - 1] == ':' || root[rl - 1] == '/');
+        bool dated = d->cfg->rclone.organize_by_date && date_path && date_path[0];
+        int n = snprintf(ret->where, sizeof(ret->where), "%s%s%s%s%s", root, bare ? "" : "/",
+                         dated ? date_path : "", dated ? "/" : "", name);
         ret->has_path = n > 0 && (size_t)n < sizeof(ret->where);
         if (!ret->has_path)
             snprintf(ret->where, sizeof(ret->where), "%s", d->id);

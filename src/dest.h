@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Destinations: the small interface every backend implements (dest_local.c, dest_smb.c,
- * dest_immich.c, dest_s3.c; each one file with one `const struct dest_ops` table, and a new kind
- * is one more such file). Nothing outside dest.c asks which kind of destination it has.
+ * dest_immich.c, dest_s3.c, dest_rclone.c; each one file with one `const struct dest_ops` table,
+ * and a new kind is one more such file). Nothing outside dest.c asks which kind of destination it
+ * has.
  *
  * Life cycle: dest_create_all() from the config; per session dest_prepare(); per worker and
  * destination dest_conn_new() (backends keep connection state there: an SMB context, a CURL
@@ -199,7 +200,7 @@ void dest_free_all(struct dest **dests, size_t n);
 const char *dest_id(const struct dest *d);
 /* Short human label ("local /srv/photos"). */
 const char *dest_label(const struct dest *d);
-/* The config section it comes from: "unraid", "local" or "immich". */
+/* The config section it comes from: "unraid", "local", "immich", "s3" or "rclone". */
 const char *dest_section(const struct dest *d);
 /* Backend kind ("local"). */
 const char *dest_kind(const struct dest *d);
@@ -271,7 +272,7 @@ struct dest_target {
     bool taken;                  /* a file already has that name: the copy may be found the same
                                   * or get a name "_N"; looked up on local folders only */
     size_t n_sidecars;           /* the sidecars d carries with the file: all of them to a file
-                                  * destination, the XMP alone to Immich, none to S3 */
+                                  * destination, the XMP alone to Immich, none to S3 or rclone */
     struct dest_target_sidecar sidecars[DEST_SIDECARS_MAX];
 };
 

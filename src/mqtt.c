@@ -80,7 +80,7 @@ struct mqtt {
     char topic_base[TOPIC_MAX]; /* <topic_prefix>/<device id> */
     char broker[256];
     int port;
-    bool has_unraid, has_immich;
+    bool has_unraid, has_immich, has_s3, has_rclone;
     /* guarded by lock */
     struct status_live state;
     bool have_state;
@@ -158,7 +158,13 @@ void mqtt_device_id(const struct config *cfg, char *buf, size_t size)
 
 /* ---- the entities ---- */
 
-enum entity_when { ENTITY_ALWAYS, ENTITY_WITH_UNRAID, ENTITY_WITH_IMMICH };
+enum entity_when {
+    ENTITY_ALWAYS,
+    ENTITY_WITH_UNRAID,
+    ENTITY_WITH_IMMICH,
+    ENTITY_WITH_S3,
+    ENTITY_WITH_RCLONE
+};
 
 /* One Home Assistant entity of the device. Everything about an entity is here: adding one is
  * adding a row (and documenting it in docs/home-assistant.md). */
@@ -297,6 +303,22 @@ static const struct entity entities[] = {
      .attributes = "{{ {'problem': value_json.immich_problem} | tojson }}",
      .category = "diagnostic",
      .when = ENTITY_WITH_IMMICH},
+    {.platform = "binary_sensor",
+     .id = "s3_reachable",
+     .name = "Object store reachable",
+     .value = "{{ value_json.s3_reachable }}",
+     .device_class = "connectivity",
+     .attributes = "{{ {'problem': value_json.s3_problem} | tojson }}",
+     .category = "diagnostic",
+     .when = ENTITY_WITH_S3},
+    {.platform = "binary_sensor",
+     .id = "rclone_reachable",
+     .name = "Cloud remote reachable",
+     .value = "{{ value_json.rclone_reachable }}",
+     .device_class = "connectivity",
+     .attributes = "{{ {'problem': value_json.rclone_problem} | tojson }}",
+     .category = "diagnostic",
+     .when = ENTITY_WITH_RCLONE},
     {.platform = "sensor",
      .id = "last_verification",
      .name = "Last verification",
@@ -355,6 +377,10 @@ static bool entity_enabled(const struct mqtt *m, const struct entity *e)
         return m->has_unraid;
     case ENTITY_WITH_IMMICH:
         return m->has_immich;
+    case ENTITY_WITH_S3:
+        return m->has_s3;
+    case ENTITY_WITH_RCLONE:
+        return m->has_rclone;
     case ENTITY_ALWAYS:
         break;
     }
@@ -559,7 +585,7 @@ static void publish_discovery_locked(struct mqtt *m)
 {
     char topic[TOPIC_MAX + 64];
     snprintf(topic, sizeof(topic), "%s/device/%s/config", m->discovery_prefix, m->device_id);
-    if (!m->has_unraid || !m->has_immich) {
+    if (!m->has_unraid || !m->has_immich || !m->has_s3 || !m->has_rclone) {
         /* first remove the entities of destinations that are not enabled (any more) */
         json_object *o = discovery(m, true);
         const char *stubbed = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
@@ -828,6 +854,8 @@ int mqtt_new(const struct config *cfg, const char *web_url, const struct mqtt_ha
     m->port = cfg->mqtt.port;
     m->has_unraid = cfg->unraid.enabled;
     m->has_immich = cfg->immich.enabled;
+    m->has_s3 = cfg->s3.enabled;
+    m->has_rclone = cfg->rclone.enabled;
     char client_id[128];
     snprintf(client_id, sizeof(client_id), "%s", cfg->mqtt.client_id);
     topic_safe(client_id);

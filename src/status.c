@@ -276,7 +276,8 @@ json_object *status_live_json(const struct status_live *s)
     /* one state per destination with an entity (the local folder has none) */
     for (size_t i = 0; i < s->n_dests && i < STATUS_DEST_MAX; i++) {
         const char *sec = s->dests[i].section;
-        if (strcmp(sec, "unraid") != 0 && strcmp(sec, "immich") != 0)
+        if (strcmp(sec, "unraid") != 0 && strcmp(sec, "immich") != 0 && strcmp(sec, "s3") != 0 &&
+            strcmp(sec, "rclone") != 0)
             continue;
         char key[32];
         snprintf(key, sizeof(key), "%s_reachable", sec);

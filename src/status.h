@@ -58,8 +58,8 @@ struct status_live {
     char error[256];        /* the session's first failure (naming the first unreadable entry) */
     size_t n_dests;
     struct {
-        char kind[16];    /* "local", "smb", "immich" */
-        char section[16]; /* "unraid", "local", "immich": the config section it comes from */
+        char kind[16];    /* "local", "smb", "immich", "s3", "rclone" */
+        char section[16]; /* "unraid", "local", "immich", "s3", "rclone": its config section */
         char id[1024];    /* the destination's id, as the database names it */
         bool reachable;
         char problem[256]; /* why it is down, "" while reachable */
@@ -127,7 +127,8 @@ struct json_object *status_totals_json(const struct db_stats *st);
 
 /* The live state as the MQTT state payload carries it (docs/api.md, "Session and totals";
  * docs/home-assistant.md for the Home Assistant-only fields card_present, last_backup,
- * last_result, <section>_reachable and <section>_problem). New reference. */
+ * last_result, <section>_reachable and <section>_problem for unraid, immich, s3 and rclone; the
+ * local folder has none). New reference. */
 struct json_object *status_live_json(const struct status_live *s);
 
 /* ---- verification (`snapsync verify`, the scheduled scrub; docs/verification.md) ---- */

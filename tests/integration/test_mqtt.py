@@ -305,13 +305,43 @@ class MqttTest(SnapsyncTest):
                  for m in self.discovery()][-1]
         self.assertIn("unraid_problem", attrs["json_attributes_template"])
 
+    def test_object_store_and_rclone_remote_have_reachability_entities(self):
+        """S3 and rclone destinations get a connectivity entity each, like the share: the
+        rclone remote (a local folder) is reachable, the S3 server (a closed port) is down with
+        its reason."""
+        self.use_broker()
+        with open(self.config, "a") as f:
+            f.write("s3:\n  enabled: true\n  endpoint: http://127.0.0.1:9\n  bucket: photos\n"
+                    f"  timeout: 5\nrclone:\n  enabled: true\n  remote: {self.dir}/remote\n")
+        self.env.update(S3_ACCESS_KEY_ID="a", S3_SECRET_ACCESS_KEY="s")
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2024:01:02 03:04:05")
+        r = self.backup(None, 1)
+        self.assertEqual(r["status"], "partial", r)  # on the share and the remote, not in S3
+        self.assertTrue(os.path.exists(f"{self.dir}/remote/2024/01/02/IMG_0001.JPG"))
+        self.sub.wait(lambda: self.states() and self.states()[-1]["last_result"] == "partial",
+                      20, "the partial result")
+        last = self.states()[-1]
+        self.assertEqual(last["rclone_reachable"], "ON")
+        self.assertIsNone(last["rclone_problem"])
+        self.assertEqual(last["s3_reachable"], "OFF")
+        self.assertIn("127.0.0.1", last["s3_problem"])
+        self.assertEqual(last["unraid_reachable"], "ON")
+        components = json.loads(self.discovery()[-1][2])["components"]
+        for cid in ("s3_reachable", "rclone_reachable"):
+            self.assertEqual(components[cid]["device_class"], "connectivity", cid)
+            self.assertEqual(components[cid]["default_entity_id"], f"binary_sensor.snapsync_{cid}")
+        self.assertEqual(json.loads(self.discovery()[0][2])["components"]["immich_reachable"],
+                         {"p": "binary_sensor"})
+
     def test_entity_ids_are_the_documented_ones_on_every_version(self):
         """object_id (read by Home Assistant 2024.11 to 2026.3) and default_entity_id (2025.10
         and later) give each entity the id docs/home-assistant.md lists."""
         self.use_broker()
-        with open(self.config, "a") as f:  # every optional entity: the Immich one too
-            f.write("immich:\n  enabled: true\n  url: http://127.0.0.1:9\n")
-        self.env["IMMICH_API_KEY"] = "k"
+        with open(self.config, "a") as f:  # every optional entity: Immich, S3, rclone too
+            f.write("immich:\n  enabled: true\n  url: http://127.0.0.1:9\n"
+                    "s3:\n  enabled: true\n  endpoint: http://127.0.0.1:9\n  bucket: photos\n"
+                    f"rclone:\n  enabled: true\n  remote: {self.dir}/remote\n")
+        self.env.update(IMMICH_API_KEY="k", S3_ACCESS_KEY_ID="a", S3_SECRET_ACCESS_KEY="s")
         make_photo(f"{self.card}/DCIM/A.JPG", self.dir, "2024:01:02 03:04:05")
         self.snapsync("backup", self.card, check=None)
         self.sub.wait(lambda: any(m[2] == "offline" for m in self.sub.messages

@@ -772,6 +772,8 @@ static void test_errors_validation(void **state)
         {"s3:\n  enabled: true\n  endpoint: http://h\n  bucket: b\n  access_key_id: AKIA1\n",
          "config.yaml:2: s3.secret_access_key: required when s3 is enabled (set "
          "S3_SECRET_ACCESS_KEY in .env)"},
+        {"rclone:\n  enabled: true\n", "config.yaml:2: rclone.remote: required when rclone is "
+                                       "enabled"},
     };
     struct config *cfg = parse_ok(cases[0].yaml);
     config_free(cfg);
@@ -783,6 +785,19 @@ static void test_errors_validation(void **state)
     config_free(cfg);
     cfg = parse_ok("unraid:\n  enabled: true\n  protocol: local\n  mount_point: /srv/photos\n");
     assert_string_equal(cfg->unraid.mount_point, "/srv/photos");
+    config_free(cfg);
+
+    /* rclone: the remote as written, its options as a list, the defaults */
+    cfg = parse_ok("rclone:\n  enabled: true\n  remote: gdrive:Camera backups\n"
+                   "  extra_args: [--drive-chunk-size=64M, --fast-list]\n");
+    assert_true(cfg->rclone.enabled);
+    assert_string_equal(cfg->rclone.remote, "gdrive:Camera backups");
+    assert_int_equal(cfg->rclone.n_extra_args, 2);
+    assert_string_equal(cfg->rclone.extra_args[0], "--drive-chunk-size=64M");
+    assert_string_equal(cfg->rclone.extra_args[1], "--fast-list");
+    assert_true(cfg->rclone.organize_by_date);
+    assert_int_equal(cfg->rclone.timeout, 60);
+    assert_string_equal(cfg->rclone.config_file, "");
     config_free(cfg);
 }
 

@@ -52,12 +52,17 @@ static struct engine_progress progress(enum db_session_status st)
     p.rate_bps = 50;
     snprintf(p.current_file, sizeof(p.current_file), "DCIM/IMG_0003.JPG");
     snprintf(p.card_label, sizeof(p.card_label), "EOS");
-    p.n_dests = 2;
+    p.n_dests = 4;
     snprintf(p.dests[0].section, sizeof(p.dests[0].section), "unraid");
     p.dests[0].usable = false;
     snprintf(p.dests[0].problem, sizeof(p.dests[0].problem), "timed out");
     snprintf(p.dests[1].section, sizeof(p.dests[1].section), "local");
     p.dests[1].usable = true;
+    snprintf(p.dests[2].section, sizeof(p.dests[2].section), "s3");
+    p.dests[2].usable = true;
+    snprintf(p.dests[3].section, sizeof(p.dests[3].section), "rclone");
+    p.dests[3].usable = false;
+    snprintf(p.dests[3].problem, sizeof(p.dests[3].problem), "didn't find section");
     return p;
 }
 
@@ -76,7 +81,7 @@ static void test_live_from_progress(void **state)
     assert_string_equal(s.current_file, "DCIM/IMG_0003.JPG");
     assert_true(s.card_present);
     assert_string_equal(s.last_result, "");
-    assert_int_equal(s.n_dests, 2);
+    assert_int_equal(s.n_dests, 4);
     assert_false(s.dests[0].reachable);
 
     /* scanning with nothing found yet: no progress to show */
@@ -230,6 +235,10 @@ static void test_live_and_totals_json(void **state)
     assert_string_equal(get_str(o, "unraid_reachable"), "OFF");
     assert_string_equal(get_str(o, "unraid_problem"), "timed out");
     assert_false(json_object_object_get_ex(o, "local_reachable", NULL));
+    /* the object store and the rclone remote have entities like the share */
+    assert_string_equal(get_str(o, "s3_reachable"), "ON");
+    assert_string_equal(get_str(o, "rclone_reachable"), "OFF");
+    assert_string_equal(get_str(o, "rclone_problem"), "didn't find section");
     assert_string_equal(get_str(o, "last_result"), "none");
     json_object_put(o);
 

@@ -1,0 +1,334 @@
+# SPDX-License-Identifier: MIT
+"""The rclone destination (dest_rclone.c) driving Debian's rclone against remotes that run here:
+rclone's `local` backend (a remote named in an rclone.conf of the test) and its S3 backend
+pointed at the s3rver of test_s3.py (a remote configured through RCLONE_CONFIG_* variables,
+which SnapSync passes on to rclone). What lands is checked with files and hashes read directly
+(local) or by a separate rclone call (S3). And rclone's sftp backend against a private sshd on
+loopback (sshd.py), where rclone gets its hashes by running md5sum over ssh."""
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+
+from harness import BIN, SnapsyncTest, make_blob, make_photo, md5, tool, wait_for
+from sshd import Sshd
+from test_s3 import BUCKET, KEY_ID, SECRET, S3rver
+
+MIB = 1024 * 1024
+
+
+def host_tag():
+    """This machine's name as dest_rclone.c puts it in temporary names."""
+    return "".join(c if c.isascii() and c.isalnum() else "_" for c in socket.gethostname())[:63]
+
+
+class RcloneLocalTest(SnapsyncTest):
+    def setUp(self):
+        super().setUp()
+        self.remote_dir = os.path.join(self.dir, "remote")
+        self.rclone_conf = os.path.join(self.dir, "rclone.conf")
+        with open(self.rclone_conf, "w") as f:
+            f.write("[loc]\ntype = local\n")
+        for k in [k for k in self.env if k.startswith("RCLONE_")]:
+            del self.env[k]
+        self.configure()
+
+    def configure(self, remote=None, by_date=True):
+        remote = remote or f"loc:{self.remote_dir}/photos"
+        with open(self.config) as f:
+            text = f.read()
+        start = text.find("rclone:\n")
+        if start >= 0:
+            text = text[:start]
+        text = text.replace("unraid:\n  enabled: true", "unraid:\n  enabled: false")
+        text += (f"rclone:\n  enabled: true\n  remote: {remote}\n"
+                 f"  config_file: {self.rclone_conf}\n"
+                 f"  organize_by_date: {'true' if by_date else 'false'}\n  timeout: 10\n"
+                 f"  extra_args: [--local-no-preallocate]\n")
+        with open(self.config, "w") as f:
+            f.write(text)
+
+    def photos(self):
+        """Relative paths of the files under the remote's folder, SnapSync's own included."""
+        root = os.path.join(self.remote_dir, "photos")
+        out = []
+        for d, _, files in os.walk(root):
+            out += [os.path.relpath(os.path.join(d, f), root) for f in files]
+        return sorted(out)
+
+    def remote_temporaries(self):
+        tmp = os.path.join(self.remote_dir, "photos", ".snapsync-tmp")
+        return sorted(os.listdir(tmp)) if os.path.isdir(tmp) else []
+
+    def make_card(self):
+        make_photo(f"{self.card}/DCIM/100CANON/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        make_photo(f"{self.card}/DCIM/100CANON/IMG_0002.JPG", self.dir, "2023:07:15 09:00:00")
+        return {"2023/07/14/IMG_0001.JPG": "DCIM/100CANON/IMG_0001.JPG",
+                "2023/07/15/IMG_0002.JPG": "DCIM/100CANON/IMG_0002.JPG"}
+
+    def test_backup_lands_dated_and_verified_then_rerun_copies_nothing(self):
+        expect = self.make_card()
+        r = self.backup()
+        self.assertEqual(r["status"], "completed", r)
+        self.assertEqual(r["files_copied"], 2, r)
+        self.assertEqual(self.photos(), sorted(expect))
+        for rel, card_rel in expect.items():
+            self.assertEqual(md5(f"{self.remote_dir}/photos/{rel}"), md5(f"{self.card}/{card_rel}"))
+        self.assertEqual(self.remote_temporaries(), [])
+        before = {rel: os.stat(f"{self.remote_dir}/photos/{rel}").st_mtime_ns for rel in expect}
+        r = self.backup()
+        self.assertEqual(r["status"], "completed", r)
+        self.assertEqual(r["files_copied"], 0, r)
+        self.assertEqual({rel: os.stat(f"{self.remote_dir}/photos/{rel}").st_mtime_ns
+                          for rel in expect}, before)
+        # `snapsync verify` reads each copy back through `rclone cat`
+        p = self.snapsync("verify", check=0)
+        self.assertRegex(p.stdout + p.stderr, r"2 copies checked, 2 ok")
+        with open(f"{self.remote_dir}/photos/2023/07/14/IMG_0001.JPG", "r+b") as f:
+            f.seek(100)
+            f.write(b"XXXX")
+        p = self.snapsync("verify")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertRegex(p.stdout + p.stderr, r"1 changed")
+
+    def test_without_date_folders(self):
+        self.make_card()
+        self.configure(by_date=False)
+        self.assertEqual(self.backup()["files_copied"], 2)
+        self.assertEqual(self.photos(), ["IMG_0001.JPG", "IMG_0002.JPG"])
+
+    def test_other_content_under_the_name_gets_1_same_content_is_found(self):
+        expect = self.make_card()
+        os.makedirs(f"{self.remote_dir}/photos/2023/07/14")
+        with open(f"{self.remote_dir}/photos/2023/07/14/IMG_0001.JPG", "wb") as f:
+            f.write(b"someone else's photo")
+        os.makedirs(f"{self.remote_dir}/photos/2023/07/15")
+        with open(f"{self.card}/{expect['2023/07/15/IMG_0002.JPG']}", "rb") as src, \
+                open(f"{self.remote_dir}/photos/2023/07/15/IMG_0002.JPG", "wb") as dst:
+            dst.write(src.read())
+        r = self.backup()
+        self.assertEqual(r["status"], "completed", r)
+        self.assertEqual(self.photos(), ["2023/07/14/IMG_0001.JPG", "2023/07/14/IMG_0001_1.JPG",
+                                         "2023/07/15/IMG_0002.JPG"])
+        with open(f"{self.remote_dir}/photos/2023/07/14/IMG_0001.JPG", "rb") as f:
+            self.assertEqual(f.read(), b"someone else's photo")  # never overwritten
+        self.assertEqual(md5(f"{self.remote_dir}/photos/2023/07/14/IMG_0001_1.JPG"),
+                         md5(f"{self.card}/{expect['2023/07/14/IMG_0001.JPG']}"))
+
+    def test_two_card_files_of_one_name_and_date_both_land(self):
+        """IMG_0001.JPG in two folders of the card, taken the same day, copied at the same time
+        (concurrent_files 2): both look at the free name while they stream; the second move
+        leaves the first's file (moveto alone would replace it) and takes _1."""
+        for folder, salt in (("100CANON", b"a"), ("101CANON", b"b")):
+            make_photo(f"{self.card}/DCIM/{folder}/IMG_0001.JPG", self.dir,
+                       "2023:07:14 18:30:05", salt=salt)
+        r = self.backup()
+        self.assertEqual(r["status"], "completed", r)
+        self.assertEqual(self.photos(), ["2023/07/14/IMG_0001.JPG", "2023/07/14/IMG_0001_1.JPG"])
+        there = {md5(f"{self.remote_dir}/photos/2023/07/14/{n}")
+                 for n in ("IMG_0001.JPG", "IMG_0001_1.JPG")}
+        self.assertEqual(there, {md5(f"{self.card}/DCIM/{d}/IMG_0001.JPG")
+                                 for d in ("100CANON", "101CANON")})
+
+    def test_bad_remote_name_is_shown_clearly(self):
+        self.make_card()
+        self.configure(remote="nosuchremote:photos")
+        p = self.snapsync("test-connection")
+        self.assertNotEqual(p.returncode, 0)
+        out = p.stdout + p.stderr
+        self.assertIn("nosuchremote", out)
+        self.assertIn("didn't find section in config file", out)
+        r = self.backup(check=None)
+        self.assertNotEqual(r["status"], "completed", r)
+        self.assertIn("didn't find section in config file", r["error"])
+
+    def test_extra_args_are_options_only(self):
+        """An item of extra_args that is not an option (it would become an argument of the
+        command: another path) is refused before rclone runs."""
+        with open(self.config) as f:
+            text = f.read()
+        with open(self.config, "w") as f:
+            f.write(text.replace("extra_args: [--local-no-preallocate]",
+                                 "extra_args: [--local-no-preallocate, /etc]"))
+        p = self.snapsync("test-connection")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("rclone.extra_args: '/etc' is not an option", p.stdout + p.stderr)
+        self.assertFalse(os.path.exists(self.remote_dir))
+
+    def test_test_connection_writes_and_deletes_a_probe(self):
+        p = self.snapsync("test-connection", check=0)
+        self.assertIn("a probe file written and deleted", p.stdout + p.stderr)
+        self.assertEqual(self.photos(), [])
+
+    def test_killed_run_leaves_no_temporary_after_the_next_prepare(self):
+        """SnapSync and its rclone killed (a power cut) while a large file streams: its
+        temporary stays behind; the next run's prepare deletes it (its process is gone), and the
+        file lands whole. A temporary of another live process of this host and another host's
+        fresh one are left alone."""
+        path = f"{self.card}/DCIM/100CANON/MVI_0001.MP4"
+        make_blob(path, 512 * MIB)
+        tmp = os.path.join(self.remote_dir, "photos", ".snapsync-tmp")
+        os.makedirs(tmp)
+        others = [f"{host_tag()}-{os.getpid()}-0.part", "otherstation-1-0.part"]
+        for name in others:
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(b"x")
+        p = subprocess.Popen([BIN, "--config", self.config, "backup", self.card],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env,
+                             cwd=self.dir, start_new_session=True)
+        try:
+            wait_for(lambda: len(self.remote_temporaries()) > len(others), 120,
+                     "the video's temporary")
+        finally:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        left = [t for t in self.remote_temporaries() if t not in others]
+        self.assertEqual(len(left), 1, left)
+        self.assertTrue(left[0].startswith(f"{host_tag()}-{p.pid}-"), left)
+        r = self.backup()
+        self.assertEqual(r["status"], "completed", r)
+        self.assertEqual(self.remote_temporaries(), sorted(others))
+        dated = [f for f in self.photos() if f.endswith("MVI_0001.MP4")]
+        self.assertEqual(len(dated), 1, self.photos())
+        self.assertEqual(md5(f"{self.remote_dir}/photos/{dated[0]}"), md5(path))
+
+    def test_dry_run_names_the_remote_paths(self):
+        self.make_card()
+        p = self.snapsync("backup", self.card, "--dry-run", "--json", check=0)
+        self.assertIn(f"loc:{self.remote_dir}/photos/2023/07/14/IMG_0001.JPG", p.stdout)
+        self.assertEqual(self.photos(), [])
+
+
+class RcloneS3Test(SnapsyncTest):
+    """rclone's S3 backend against s3rver: the same remote SnapSync's own S3 backend uses."""
+
+    def setUp(self):
+        super().setUp()
+        self.server = S3rver(self.dir)
+        self.cleanups.append(self.server.stop)
+        for k in [k for k in self.env if k.startswith(("RCLONE_", "AWS_"))]:
+            del self.env[k]
+        self.s3env = dict(RCLONE_CONFIG_T_TYPE="s3", RCLONE_CONFIG_T_PROVIDER="Other",
+                          RCLONE_CONFIG_T_ENDPOINT=self.server.url,
+                          RCLONE_CONFIG_T_ACCESS_KEY_ID=KEY_ID,
+                          RCLONE_CONFIG_T_SECRET_ACCESS_KEY=SECRET,
+                          RCLONE_CONFIG_T_FORCE_PATH_STYLE="true")
+        self.env.update(self.s3env, RCLONE_CONFIG="/dev/null")
+        with open(self.config) as f:
+            text = f.read()
+        text = text.replace("unraid:\n  enabled: true", "unraid:\n  enabled: false")
+        text += f"rclone:\n  enabled: true\n  remote: t:{BUCKET}/via-rclone\n  timeout: 10\n"
+        with open(self.config, "w") as f:
+            f.write(text)
+
+    def rclone(self, *args):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RCLONE_"))}
+        env.update(self.s3env, RCLONE_CONFIG="/dev/null")
+        p = subprocess.run([tool("rclone"), *args], env=env, capture_output=True, timeout=300)
+        self.assertEqual(p.returncode, 0, p.stderr.decode(errors="replace"))
+        return p.stdout.decode()
+
+    def objects(self):
+        out = self.rclone("lsjson", "-R", "--files-only", f"t:{BUCKET}/via-rclone")
+        return {o["Path"]: o["Size"] for o in json.loads(out)}
+
+    def test_card_to_bucket_through_rclone_then_rerun_copies_nothing(self):
+        make_photo(f"{self.card}/DCIM/100CANON/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        make_blob(f"{self.card}/DCIM/100CANON/MVI_0002.MP4", 7 * MIB + 3)
+        r = self.backup()
+        self.assertEqual(r["status"], "completed", r)
+        self.assertEqual(r["files_copied"], 2, r)
+        objects = self.objects()
+        self.assertEqual(objects.get("2023/07/14/IMG_0001.JPG"),
+                         os.path.getsize(f"{self.card}/DCIM/100CANON/IMG_0001.JPG"), objects)
+        videos = [k for k in objects if k.endswith("/MVI_0002.MP4")]
+        self.assertEqual(len(videos), 1, objects)
+        self.assertRegex(videos[0], r"^\d{4}/\d{2}/\d{2}/MVI_0002\.MP4$")
+        self.assertEqual(len(objects), 2, objects)  # no temporary left in .snapsync-tmp
+        for key, rel in (("2023/07/14/IMG_0001.JPG", "DCIM/100CANON/IMG_0001.JPG"),
+                         (videos[0], "DCIM/100CANON/MVI_0002.MP4")):
+            got = self.rclone("md5sum", "--download", f"t:{BUCKET}/via-rclone/{key}").split()[0]
+            self.assertEqual(got, md5(f"{self.card}/{rel}"), key)
+        r = self.backup()
+        self.assertEqual(r["files_copied"], 0, r)
+        self.assertEqual(self.objects(), objects)
+
+    def test_other_content_in_the_bucket_gets_1(self):
+        make_photo(f"{self.card}/DCIM/100CANON/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        other = b"another station's photo"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RCLONE_"))}
+        env.update(self.s3env, RCLONE_CONFIG="/dev/null")
+        subprocess.run([tool("rclone"), "rcat", f"t:{BUCKET}/via-rclone/2023/07/14/IMG_0001.JPG"],
+                       input=other, env=env, check=True, timeout=60)
+        r = self.backup()
+        self.assertEqual(r["status"], "completed", r)
+        objects = self.objects()
+        self.assertEqual(objects["2023/07/14/IMG_0001.JPG"], len(other))
+        got = self.rclone("md5sum", "--download",
+                          f"t:{BUCKET}/via-rclone/2023/07/14/IMG_0001_1.JPG").split()[0]
+        self.assertEqual(got, md5(f"{self.card}/DCIM/100CANON/IMG_0001.JPG"))
+        self.assertEqual(hashlib.md5(other).hexdigest(), self.rclone(
+            "md5sum", "--download", f"t:{BUCKET}/via-rclone/2023/07/14/IMG_0001.JPG").split()[0])
+
+
+class RcloneSftpTest(SnapsyncTest):
+    """rclone's sftp backend against OpenSSH on loopback: hashes through md5sum over ssh."""
+
+    def setUp(self):
+        super().setUp()
+        self.sshd = Sshd(self.dir)
+        self.cleanups.append(self.sshd.stop)
+        for k in [k for k in self.env if k.startswith("RCLONE_")]:
+            del self.env[k]
+        known = os.path.join(self.dir, "known_hosts")
+        with open(known, "w") as f:
+            f.write(self.sshd.known_hosts_line)
+        conf = os.path.join(self.dir, "rclone.conf")
+        with open(conf, "w") as f:
+            f.write(f"[nas]\ntype = sftp\nhost = 127.0.0.1\nport = {self.sshd.port}\n"
+                    f"user = {self.sshd.user}\nkey_file = {self.sshd.client_key}\n"
+                    f"known_hosts_file = {known}\n")
+        os.chmod(conf, 0o600)
+        self.remote_dir = os.path.join(self.dir, "nas")
+        with open(self.config) as f:
+            text = f.read()
+        text = text.replace("unraid:\n  enabled: true", "unraid:\n  enabled: false")
+        text += (f"rclone:\n  enabled: true\n  remote: nas:{self.remote_dir}/photos\n"
+                 f"  config_file: {conf}\n  timeout: 10\n")
+        with open(self.config, "w") as f:
+            f.write(text)
+
+    def test_card_over_sftp_verified_collision_gets_1_rerun_copies_nothing(self):
+        make_photo(f"{self.card}/DCIM/100CANON/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        make_photo(f"{self.card}/DCIM/100CANON/IMG_0002.JPG", self.dir, "2023:07:15 09:00:00")
+        os.makedirs(f"{self.remote_dir}/photos/2023/07/15")
+        with open(f"{self.remote_dir}/photos/2023/07/15/IMG_0002.JPG", "wb") as f:
+            f.write(b"the NAS's own file")
+        p = self.snapsync("test-connection", check=0)
+        self.assertIn("a probe file written and deleted", p.stdout + p.stderr)
+        r = self.backup()
+        self.assertEqual(r["status"], "completed", r)
+        self.assertEqual(r["files_copied"], 2, r)
+        root = f"{self.remote_dir}/photos"
+        self.assertEqual(md5(f"{root}/2023/07/14/IMG_0001.JPG"),
+                         md5(f"{self.card}/DCIM/100CANON/IMG_0001.JPG"))
+        self.assertEqual(md5(f"{root}/2023/07/15/IMG_0002_1.JPG"),
+                         md5(f"{self.card}/DCIM/100CANON/IMG_0002.JPG"))
+        with open(f"{root}/2023/07/15/IMG_0002.JPG", "rb") as f:
+            self.assertEqual(f.read(), b"the NAS's own file")
+        self.assertEqual(os.listdir(f"{root}/.snapsync-tmp"), [])
+        # the copies are found again by their MD5 over ssh: a fresh database adds nothing
+        os.unlink(self.db)
+        r = self.backup()
+        self.assertEqual(r["status"], "completed", r)
+        self.assertEqual(sorted(os.listdir(f"{root}/2023/07/15")),
+                         ["IMG_0002.JPG", "IMG_0002_1.JPG"])
+        self.assertEqual(os.listdir(f"{root}/2023/07/14"), ["IMG_0001.JPG"])
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main()
