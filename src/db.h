@@ -27,7 +27,7 @@
 
 #include "error.h"
 
-#define DB_SCHEMA_VERSION 8
+#define DB_SCHEMA_VERSION 9
 
 enum db_mode {
     DB_READ_WRITE, /* creates the file and its folder if needed, migrates the schema */
@@ -270,6 +270,7 @@ struct db_file {
     int64_t mtime_ns;
     char md5[33];         /* hex, "" until hashed */
     char sha1[41];        /* hex, "" until hashed */
+    char xxh128[33];      /* hex (XXH3-128, canonical), "" until hashed or when not recorded */
     int64_t capture_time; /* floating local time, see media.h; 0 unknown */
     char kind[16];
     enum db_file_state state;
@@ -299,9 +300,11 @@ int db_file_find(struct db *db, const struct db_file_key *key, struct db_file *r
 int db_file_set_state(struct db *db, int64_t file_id, enum db_file_state state, const char *error,
                       struct error *err);
 
-/* Stores hashes (lower-case hex), capture time and kind ("photo", "raw", "video", "unknown"). */
+/* Stores hashes (hex of exact length, either case; stored lower-case), capture time and kind
+ * ("photo", "raw", "video", "unknown"). xxh128 (32 hex digits) may be NULL: not recorded. A hash
+ * of the wrong length or not hex: -EINVAL. */
 int db_file_set_meta(struct db *db, int64_t file_id, const char *md5, const char *sha1,
-                     int64_t capture_time, const char *kind, struct error *err);
+                     const char *xxh128, int64_t capture_time, const char *kind, struct error *err);
 
 /* Marks file_id as a duplicate of original_id (state completed). */
 int db_file_set_duplicate(struct db *db, int64_t file_id, int64_t original_id, struct error *err);
@@ -499,6 +502,7 @@ struct db_unsealed {
     int64_t mtime_ns; /* the card file's, which the copy carries */
     char md5[33];
     char sha1[41];
+    char xxh128[33];    /* "" when not recorded (sidecars, files copied before schema 9) */
     bool listed_before; /* an earlier copy at the same remote is listed (same content found
                          * in place): not a new file of the history */
 };

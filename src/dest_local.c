@@ -500,7 +500,7 @@ static void local_abort(void *file)
         local_file_free(file, true);
 }
 
-/* Is the file `name` in dir_fd the same content as the copy (size and MD5)? */
+/* Is the file `name` in dir_fd the same content as the copy (size and XXH3-128)? */
 static int same_content(struct local_file *f, int dir_fd, const char *name,
                         const struct hasher_digest *digest, bool *ret_same, struct error *err)
 {
@@ -523,12 +523,12 @@ static int same_content(struct local_file *f, int dir_fd, const char *name,
         goto out;
     }
     char hex[33];
-    r = hasher_md5_fd(fd, f->conn->buf, VERIFY_BUF, hex, err);
+    r = hasher_xxh128_fd(fd, f->conn->buf, VERIFY_BUF, hex, err);
     if (r < 0) {
         error_prefix(err, "cannot read existing '%s'", name);
         goto out;
     }
-    *ret_same = strcmp(hex, digest->md5_hex) == 0;
+    *ret_same = strcmp(hex, digest->xxh128_hex) == 0;
 out:
     close(fd);
     return r;
@@ -722,17 +722,17 @@ static int local_finish(void *file, const struct hasher_digest *digest, bool ver
             goto out;
         }
         char hex[33];
-        r = hasher_md5_fd(rfd, f->conn->buf, VERIFY_BUF, hex, err);
+        r = hasher_xxh128_fd(rfd, f->conn->buf, VERIFY_BUF, hex, err);
         close(rfd);
         if (r < 0) {
             error_prefix(err, "cannot read the copy back to verify it");
             goto out;
         }
-        if (strcmp(hex, digest->md5_hex) != 0) {
+        if (strcmp(hex, digest->xxh128_hex) != 0) {
             r = error_set(err, -EIO,
                           "verification failed: the copy differs from the card "
-                          "(MD5 %s, expected %s)",
-                          hex, digest->md5_hex);
+                          "(XXH3-128 %s, expected %s)",
+                          hex, digest->xxh128_hex);
             goto out;
         }
     }

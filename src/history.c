@@ -83,6 +83,7 @@ static int collect_entry(struct collect *c, const struct db_unsealed *u)
                           .mtime = mtime,
                           .md5 = u->md5[0] ? u->md5 : NULL,
                           .sha1 = u->sha1[0] ? u->sha1 : NULL,
+                          .xxh128 = u->xxh128[0] ? u->xxh128 : NULL,
                           .action = MHL_ACTION_ORIGINAL,
                           .hashdate = (time_t)u->verified_at};
     struct error eerr = {0};

@@ -584,8 +584,8 @@ static int stream_file(struct worker *w, const struct scan_entry *se, int64_t fi
 
     if (end == END_FINISH) {
         int64_t dup = 0;
-        r = db_step(db_file_set_meta(w->db, file_id, w->digest.md5_hex, w->digest.sha1_hex, own,
-                                     kind, &dberr),
+        r = db_step(db_file_set_meta(w->db, file_id, w->digest.md5_hex, w->digest.sha1_hex,
+                                     w->digest.xxh128_hex, own, kind, &dberr),
                     &dberr, err);
         if (r == 0)
             r = db_step(db_hash_backed_up(w->db, w->digest.md5_hex, w->digest.sha1_hex, file_id,
