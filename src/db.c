@@ -419,12 +419,18 @@ static const char *const stmt_sql[STMT_MAX] = {
                          "ON CONFLICT DO NOTHING",
     [STMT_FILE_SET_STATE] = "UPDATE files SET state = ?2, last_error = ?3, "
                             "attempts = attempts + ?4, updated_at = ?5 WHERE id = ?1",
-    [STMT_FILE_SET_META] = "UPDATE files SET md5 = ?2, sha1 = ?3, capture_time = ?4, kind = ?5, "
-                           "updated_at = ?6, xxh128 = ?7 WHERE id = ?1",
+    /* a hash not computed this time (NULL) is kept when the MD5 is the same (the old value of
+     * md5 on the right), else dropped */
+    [STMT_FILE_SET_META] =
+        "UPDATE files SET md5 = ?2, "
+        "sha1 = CASE WHEN ?3 IS NOT NULL THEN ?3 WHEN md5 = ?2 THEN sha1 END, "
+        "capture_time = ?4, kind = ?5, updated_at = ?6, "
+        "xxh128 = CASE WHEN ?7 IS NOT NULL THEN ?7 WHEN md5 = ?2 THEN xxh128 END "
+        "WHERE id = ?1",
     [STMT_FILE_SET_DUPLICATE] = "UPDATE files SET duplicate_of = ?2, state = 'completed', "
                                 "last_error = NULL, updated_at = ?3 WHERE id = ?1",
     [STMT_HASH_BACKED_UP] = "SELECT f.id FROM files f JOIN copies c ON c.file_id = f.id "
-                            "WHERE f.md5 = ?1 AND f.sha1 = ?2 AND f.id <> ?3 "
+                            "WHERE f.md5 = ?1 AND (f.sha1 = ?2 OR f.xxh128 = ?21) AND f.id <> ?3 "
                             "AND c.state = 'completed' AND c.dest IN " DEST_LIST_4 " "
                             "GROUP BY f.id HAVING count(*) = ?20 ORDER BY f.id LIMIT 1",
     [STMT_FILES_FAILED] =
@@ -1966,8 +1972,7 @@ int db_file_set_meta(struct db *db, int64_t file_id, const char *md5, const char
     r = hash_normalize(md5, 32, md5_lc, "MD5", err);
     if (r < 0)
         return r;
-    r = hash_normalize(sha1, 40, sha1_lc, "SHA-1", err);
-    if (r < 0)
+    if (sha1 && (r = hash_normalize(sha1, 40, sha1_lc, "SHA-1", err)) < 0)
         return r;
     if (xxh128 && (r = hash_normalize(xxh128, 32, xxh_lc, "XXH3-128", err)) < 0)
         return r;
@@ -1980,7 +1985,7 @@ int db_file_set_meta(struct db *db, int64_t file_id, const char *md5, const char
         return r;
     rc = bind_i64(st, 1, file_id, rc);
     rc = bind_str(st, 2, md5_lc, rc);
-    rc = bind_str(st, 3, sha1_lc, rc);
+    rc = sha1 ? bind_str(st, 3, sha1_lc, rc) : rc; /* unbound: NULL */
     rc = bind_i64(st, 4, capture_time, rc);
     rc = bind_str(st, 5, kind, rc);
     rc = bind_i64(st, 6, now_s(), rc);
@@ -2009,21 +2014,23 @@ int db_file_set_duplicate(struct db *db, int64_t file_id, int64_t original_id, s
     return r;
 }
 
-int db_hash_backed_up(struct db *db, const char *md5, const char *sha1, int64_t exclude_id,
-                      const char *const *dests, size_t n, int64_t *ret_file_id, struct error *err)
+int db_hash_backed_up(struct db *db, const char *md5, const char *sha1, const char *xxh128,
+                      int64_t exclude_id, const char *const *dests, size_t n, int64_t *ret_file_id,
+                      struct error *err)
 {
     sqlite3_stmt *st = NULL;
-    char md5_lc[33], sha1_lc[41];
+    char md5_lc[33], sha1_lc[41], xxh_lc[33];
     int64_t want = 0;
     int r, rc = SQLITE_OK;
 
-    if (!db || !ret_file_id)
+    if (!db || !ret_file_id || (!sha1 && !xxh128))
         return error_set(err, -EINVAL, "invalid duplicate query");
     r = hash_normalize(md5, 32, md5_lc, "MD5", err);
     if (r < 0)
         return r;
-    r = hash_normalize(sha1, 40, sha1_lc, "SHA-1", err);
-    if (r < 0)
+    if (sha1 && (r = hash_normalize(sha1, 40, sha1_lc, "SHA-1", err)) < 0)
+        return r;
+    if (xxh128 && (r = hash_normalize(xxh128, 32, xxh_lc, "XXH3-128", err)) < 0)
         return r;
     r = check_dests(dests, n, err);
     if (r < 0)
@@ -2032,11 +2039,12 @@ int db_hash_backed_up(struct db *db, const char *md5, const char *sha1, int64_t 
     if (r < 0)
         return r;
     rc = bind_str(st, 1, md5_lc, rc);
-    rc = bind_str(st, 2, sha1_lc, rc);
+    rc = sha1 ? bind_str(st, 2, sha1_lc, rc) : rc; /* unbound: NULL, which matches no row */
     rc = bind_i64(st, 3, exclude_id, rc);
     if (rc == SQLITE_OK)
         rc = bind_dests(st, 4, dests, n, &want);
     rc = bind_i64(st, 20, rc == SQLITE_OK ? want : 0, rc);
+    rc = xxh128 ? bind_str(st, 21, xxh_lc, rc) : rc;
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
@@ -2919,11 +2927,11 @@ int db_verify_copies_page(struct db *db, const struct db_verify_filter *f,
 {
     static const char sql[] =
         "SELECT c.file_id, c.dest, c.remote, f.rel_path, f.size, f.mtime_ns, f.md5, f.sha1, "
-        "  c.checked_at, c.mhl_generation "
+        "  c.checked_at, c.mhl_generation, f.xxh128 "
         "FROM copies c JOIN files f ON f.id = c.file_id "
         "WHERE (c.state = 'completed' OR (c.state = 'failed' AND c.check_result IN "
         "  ('missing', 'changed'))) AND c.remote IS NOT NULL AND f.md5 IS NOT NULL "
-        "  AND f.sha1 IS NOT NULL AND c.checked_at < ?1 "
+        "  AND c.checked_at < ?1 "
         "  AND (?2 = 0 OR (c.checked_at, c.file_id, c.dest) > (?3, ?4, ?5)) "
         "  AND (?6 IS NULL OR c.dest = ?6) "
         "  AND (?7 = 0 OR c.verified_at >= ?7) "
@@ -2965,6 +2973,7 @@ int db_verify_copies_page(struct db *db, const struct db_verify_filter *f,
         v->mtime_ns = sqlite3_column_int64(st, 5);
         col_str(st, 6, v->md5, sizeof(v->md5));
         col_str(st, 7, v->sha1, sizeof(v->sha1));
+        col_str(st, 10, v->xxh128, sizeof(v->xxh128));
         v->checked_at = sqlite3_column_int64(st, 8);
         v->mhl_generation = sqlite3_column_int64(st, 9);
     }

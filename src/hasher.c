@@ -17,6 +17,7 @@ struct hasher {
     EVP_MD_CTX *md5;
     EVP_MD_CTX *sha1;
     XXH3_state_t *xxh;
+    bool sha1_on;
 };
 
 struct hasher_xxh128 {
@@ -45,9 +46,16 @@ void hasher_hex(const uint8_t *bytes, size_t len, char *out)
 int hasher_reset(struct hasher *h, struct error *err)
 {
     if (EVP_DigestInit_ex(h->md5, EVP_md5(), NULL) != 1 ||
-        EVP_DigestInit_ex(h->sha1, EVP_sha1(), NULL) != 1 || XXH3_128bits_reset(h->xxh) != XXH_OK)
+        (h->sha1_on && EVP_DigestInit_ex(h->sha1, EVP_sha1(), NULL) != 1) ||
+        XXH3_128bits_reset(h->xxh) != XXH_OK)
         return error_set(err, -EIO, "cannot initialise MD5/SHA-1/XXH3");
     return 0;
+}
+
+int hasher_set_sha1(struct hasher *h, bool on, struct error *err)
+{
+    h->sha1_on = on;
+    return hasher_reset(h, err);
 }
 
 int hasher_new(struct hasher **ret, struct error *err)
@@ -58,6 +66,7 @@ int hasher_new(struct hasher **ret, struct error *err)
     h->md5 = EVP_MD_CTX_new();
     h->sha1 = EVP_MD_CTX_new();
     h->xxh = XXH3_createState();
+    h->sha1_on = true;
     int r = -ENOMEM;
     if (!h->md5 || !h->sha1 || !h->xxh) {
         error_set(err, r, "out of memory");
@@ -75,7 +84,8 @@ fail:
 
 int hasher_update(struct hasher *h, const void *data, size_t len, struct error *err)
 {
-    if (EVP_DigestUpdate(h->md5, data, len) != 1 || EVP_DigestUpdate(h->sha1, data, len) != 1 ||
+    if (EVP_DigestUpdate(h->md5, data, len) != 1 ||
+        (h->sha1_on && EVP_DigestUpdate(h->sha1, data, len) != 1) ||
         XXH3_128bits_update(h->xxh, data, len) != XXH_OK)
         return error_set(err, -EIO, "hashing failed");
     return 0;
@@ -84,13 +94,17 @@ int hasher_update(struct hasher *h, const void *data, size_t len, struct error *
 int hasher_final(struct hasher *h, struct hasher_digest *ret, struct error *err)
 {
     struct hasher_digest d;
-    unsigned int n5 = 0, n1 = 0;
+    unsigned int n5 = 0, n1 = sizeof(d.sha1);
+    memset(d.sha1, 0, sizeof(d.sha1));
     if (EVP_DigestFinal_ex(h->md5, d.md5, &n5) != 1 ||
-        EVP_DigestFinal_ex(h->sha1, d.sha1, &n1) != 1 || n5 != sizeof(d.md5) ||
+        (h->sha1_on && EVP_DigestFinal_ex(h->sha1, d.sha1, &n1) != 1) || n5 != sizeof(d.md5) ||
         n1 != sizeof(d.sha1))
         return error_set(err, -EIO, "hashing failed (OpenSSL)");
     hasher_hex(d.md5, sizeof(d.md5), d.md5_hex);
-    hasher_hex(d.sha1, sizeof(d.sha1), d.sha1_hex);
+    if (h->sha1_on)
+        hasher_hex(d.sha1, sizeof(d.sha1), d.sha1_hex);
+    else
+        d.sha1_hex[0] = '\0';
     xxh128_hex(h->xxh, d.xxh128, d.xxh128_hex);
     int r = hasher_reset(h, err);
     if (r < 0)

@@ -8,6 +8,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +33,11 @@ int hasher_update(struct hasher *h, const void *data, size_t len, struct error *
 
 /* Writes the three digests to ret and resets the hasher for the next stream. */
 int hasher_final(struct hasher *h, struct hasher_digest *ret, struct error *err);
+
+/* Starts a new stream, like hasher_reset, that computes SHA-1 when on (as from hasher_new) or
+ * not, as the streams after it do until the next call. Off, hasher_final gives sha1 zeroed and
+ * sha1_hex "" (docs/design.md, "Hashes": SHA-1 only for a consumer). -EIO. */
+int hasher_set_sha1(struct hasher *h, bool on, struct error *err);
 
 /* Starts a new stream, discarding what was fed. */
 int hasher_reset(struct hasher *h, struct error *err);

@@ -2016,38 +2016,92 @@ static void test_hash_backed_up(void **state)
     /* Same MD5, different SHA-1: not the same content. */
     assert_int_equal(db_file_set_meta(db, c, MD5_A, SHA1_B, NULL, 0, "photo", NULL), 0);
 
-    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, b, dests, 2, &found, NULL), 0);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, NULL, b, dests, 2, &found, NULL), 0);
     assert_int_equal(found, 0); /* a has no copies yet */
 
     assert_int_equal(db_copy_set(db, a, "nas", DB_COPY_COMPLETED, NULL, NULL, NULL), 0);
-    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, b, dests, 2, &found, NULL), 0);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, NULL, b, dests, 2, &found, NULL), 0);
     assert_int_equal(found, 0); /* only one of two */
     assert_int_equal(db_copy_set(db, a, "immich", DB_COPY_COMPLETED, NULL, NULL, NULL), 0);
     assert_int_equal(db_copy_set(db, c, "nas", DB_COPY_COMPLETED, NULL, NULL, NULL), 0);
     assert_int_equal(db_copy_set(db, c, "immich", DB_COPY_COMPLETED, NULL, NULL, NULL), 0);
 
-    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, b, dests, 2, &found, NULL), 0);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, NULL, b, dests, 2, &found, NULL), 0);
     assert_int_equal(found, a);
-    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, b, twice, 3, &found, NULL), 0);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, NULL, b, twice, 3, &found, NULL), 0);
     assert_int_equal(found, a);
     /* Upper-case input is the same hash. */
-    assert_int_equal(db_hash_backed_up(db, "0123456789ABCDEF0123456789ABCDEF", SHA1_A, b, dests, 2,
-                                       &found, NULL),
+    assert_int_equal(db_hash_backed_up(db, "0123456789ABCDEF0123456789ABCDEF", SHA1_A, NULL, b,
+                                       dests, 2, &found, NULL),
                      0);
     assert_int_equal(found, a);
-    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, a, dests, 2, &found, NULL), 0);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, NULL, a, dests, 2, &found, NULL), 0);
     assert_int_equal(found, 0); /* excluding a leaves only b, which has no copies */
-    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, b, other, 2, &found, NULL), 0);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, NULL, b, other, 2, &found, NULL), 0);
     assert_int_equal(found, 0); /* not on s3 */
-    assert_int_equal(db_hash_backed_up(db, MD5_B, SHA1_B, 0, dests, 2, &found, NULL), 0);
+    assert_int_equal(db_hash_backed_up(db, MD5_B, SHA1_B, NULL, 0, dests, 2, &found, NULL), 0);
     assert_int_equal(found, 0);
 
     found = -1;
-    assert_int_equal(db_hash_backed_up(db, "xyz", SHA1_A, b, dests, 2, &found, &err), -EINVAL);
-    assert_int_equal(db_hash_backed_up(db, MD5_A, NULL, b, dests, 2, &found, &err), -EINVAL);
-    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, b, dests, 0, &found, &err), -EINVAL);
-    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, b, dests, 17, &found, &err), -EINVAL);
+    assert_int_equal(db_hash_backed_up(db, "xyz", SHA1_A, NULL, b, dests, 2, &found, &err),
+                     -EINVAL);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, NULL, NULL, b, dests, 2, &found, &err), -EINVAL);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, NULL, b, dests, 0, &found, &err),
+                     -EINVAL);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, NULL, b, dests, 17, &found, &err),
+                     -EINVAL);
     assert_int_equal(found, -1);
+    db_close(db);
+}
+
+/* A file hashed without SHA-1 (no destination needed it) is deduplicated by MD5 and XXH3-128;
+ * one with another XXH3-128 or only other hashes is not the same content. A file hashed again
+ * without SHA-1 keeps the SHA-1 it had when its MD5 is the same, else has none. */
+static void test_hash_backed_up_without_sha1(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    int64_t found = -1;
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "XXH");
+    const char *const dests[] = {"nas"};
+    static const char XXH_A[] = "99aa06d3014798d86001c324468d497f";
+    static const char XXH_B[] = "06b05ab6733a618578af5f94892f3950";
+    int64_t a = add_file(db, card, "a.jpg", 10);
+    int64_t b = add_file(db, card, "b.jpg", 10);
+    int64_t old = add_file(db, card, "old.jpg", 10); /* hashed before schema 9 */
+    assert_int_equal(db_file_set_meta(db, a, MD5_A, NULL, XXH_A, 0, "photo", NULL), 0);
+    assert_int_equal(db_file_set_meta(db, b, MD5_A, NULL, XXH_B, 0, "photo", NULL), 0);
+    assert_int_equal(db_file_set_meta(db, old, MD5_B, SHA1_B, NULL, 0, "photo", NULL), 0);
+    assert_int_equal(db_copy_set(db, a, "nas", DB_COPY_COMPLETED, NULL, NULL, NULL), 0);
+    assert_int_equal(db_copy_set(db, b, "nas", DB_COPY_COMPLETED, NULL, NULL, NULL), 0);
+    assert_int_equal(db_copy_set(db, old, "nas", DB_COPY_COMPLETED, NULL, NULL, NULL), 0);
+
+    assert_int_equal(db_hash_backed_up(db, MD5_A, NULL, XXH_A, 0, dests, 1, &found, NULL), 0);
+    assert_int_equal(found, a);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, NULL, XXH_B, a, dests, 1, &found, NULL), 0);
+    assert_int_equal(found, b);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, NULL, XXH_B, b, dests, 1, &found, NULL), 0);
+    assert_int_equal(found, 0); /* a has the same MD5, another XXH3-128 */
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, NULL, 0, dests, 1, &found, NULL), 0);
+    assert_int_equal(found, 0); /* a and b have no SHA-1 to match */
+    /* an old file has no XXH3-128: found by SHA-1 only, never by a NULL */
+    assert_int_equal(db_hash_backed_up(db, MD5_B, NULL, XXH_A, 0, dests, 1, &found, NULL), 0);
+    assert_int_equal(found, 0);
+    assert_int_equal(db_hash_backed_up(db, MD5_B, SHA1_B, XXH_A, 0, dests, 1, &found, NULL), 0);
+    assert_int_equal(found, old);
+
+    struct db_file f;
+    assert_int_equal(db_file_set_meta(db, old, MD5_B, NULL, XXH_A, 0, "photo", NULL), 0);
+    assert_int_equal(db_file_get(db, old, &f, NULL), 0);
+    assert_string_equal(f.sha1, SHA1_B); /* same MD5: kept */
+    assert_string_equal(f.xxh128, XXH_A);
+    assert_int_equal(db_file_set_meta(db, old, MD5_A, NULL, NULL, 0, "photo", NULL), 0);
+    assert_int_equal(db_file_get(db, old, &f, NULL), 0);
+    assert_string_equal(f.md5, MD5_A);
+    assert_string_equal(f.sha1, ""); /* another content: neither is kept */
+    assert_string_equal(f.xxh128, "");
     db_close(db);
 }
 
@@ -2657,6 +2711,7 @@ int main(void)
         cmocka_unit_test(test_migrate_from_v2),
         cmocka_unit_test(test_migrate_to_outbox),
         cmocka_unit_test(test_migrate_to_xxh128),
+        cmocka_unit_test(test_hash_backed_up_without_sha1),
         cmocka_unit_test(test_copies_unsealed_and_sealed),
         cmocka_unit_test(test_verify_runs_pages_and_results),
         cmocka_unit_test(test_verify_open_problems),

@@ -57,6 +57,29 @@ static void test_vectors(void **state)
         }
 }
 
+/* Without SHA-1 the other digests are the same and sha1_hex is ""; on again, SHA-1 is back. */
+static void test_without_sha1(void **state)
+{
+    (void)state;
+    struct hasher *h = NULL;
+    struct hasher_digest d;
+    assert_int_equal(hasher_new(&h, NULL), 0);
+    assert_int_equal(hasher_update(h, "garbage", 7, NULL), 0);
+    assert_int_equal(hasher_set_sha1(h, false, NULL), 0); /* a new stream */
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(hasher_update(h, "abc", 3, NULL), 0);
+        assert_int_equal(hasher_final(h, &d, NULL), 0);
+        assert_string_equal(d.md5_hex, "900150983cd24fb0d6963f7d28e17f72");
+        assert_string_equal(d.xxh128_hex, "06b05ab6733a618578af5f94892f3950");
+        assert_string_equal(d.sha1_hex, "");
+    }
+    assert_int_equal(hasher_set_sha1(h, true, NULL), 0);
+    assert_int_equal(hasher_update(h, "abc", 3, NULL), 0);
+    assert_int_equal(hasher_final(h, &d, NULL), 0);
+    assert_string_equal(d.sha1_hex, "a9993e364706816aba3e25717850c26c9cd0d89d");
+    hasher_free(h);
+}
+
 static void test_reuse_after_final(void **state)
 {
     (void)state;
@@ -130,9 +153,8 @@ static void test_xxh128_stream(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_vectors),
-        cmocka_unit_test(test_reuse_after_final),
-        cmocka_unit_test(test_xxh128_fd),
+        cmocka_unit_test(test_vectors),       cmocka_unit_test(test_reuse_after_final),
+        cmocka_unit_test(test_without_sha1),  cmocka_unit_test(test_xxh128_fd),
         cmocka_unit_test(test_xxh128_stream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
