@@ -581,6 +581,8 @@ static int stream_file(struct worker *w, const struct scan_entry *se, int64_t fi
         p->stats.bytes_read += (uint64_t)n;
         pthread_mutex_unlock(&p->lock);
     }
+    /* read once: its pages need not stay in memory (a retry reads it again from the card) */
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
     close(fd);
 
     if (end == END_FINISH) {
