@@ -150,6 +150,8 @@ def tree_stats(path, skip_hidden_dirs=True):
     for d, dirs, names in os.walk(path):
         if skip_hidden_dirs:
             dirs[:] = [x for x in dirs if not x.startswith(".")]
+        if d == path:  # snapsync's ASC MHL history (docs/verification.md) is no copy of the card
+            dirs[:] = [x for x in dirs if x != "ascmhl"]
         for n in names:
             if n.endswith(".db") or n.startswith("."):
                 continue

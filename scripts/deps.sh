@@ -10,7 +10,7 @@ set -eu
 
 pkgs="build-essential cmake pkg-config libyaml-dev libsqlite3-dev libssl-dev libjson-c-dev
       libmount-dev libblkid-dev libsmbclient-dev libcurl4-openssl-dev libudev-dev libsystemd-dev libmosquitto-dev
-      libmicrohttpd-dev libxml2-dev"
+      libmicrohttpd-dev libxml2-dev libxxhash-dev"
 if [ "${1:-}" = "--list" ]; then
     # shellcheck disable=SC2086
     printf '%s\n' $pkgs

@@ -311,6 +311,9 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (run_id, dest, remote)"
     ") WITHOUT ROWID;"
     "CREATE INDEX copies_remote ON copies(dest, remote);",
+    /* 8 -> 9: the XXH3-128 of a file (hasher.h), which file destinations verify their copies
+     * with and the ASC MHL history lists as xxh128; NULL for files hashed before */
+    "ALTER TABLE files ADD COLUMN xxh128 TEXT;",
 };
 
 _Static_assert(ARRAY_SIZE(migrations) == DB_SCHEMA_VERSION,
@@ -361,7 +364,7 @@ enum stmt_id {
 
 #define FILE_COLUMNS                                                                               \
     "SELECT id, card_id, rel_path, size, mtime_ns, md5, sha1, capture_time, kind, state, "         \
-    "attempts, last_error, duplicate_of FROM files "
+    "attempts, last_error, duplicate_of, xxh128 FROM files "
 
 /* DB_DESTS_MAX placeholders; unused ones stay NULL, which matches no row. */
 #define DEST_LIST_5 "(?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
@@ -416,12 +419,18 @@ static const char *const stmt_sql[STMT_MAX] = {
                          "ON CONFLICT DO NOTHING",
     [STMT_FILE_SET_STATE] = "UPDATE files SET state = ?2, last_error = ?3, "
                             "attempts = attempts + ?4, updated_at = ?5 WHERE id = ?1",
-    [STMT_FILE_SET_META] = "UPDATE files SET md5 = ?2, sha1 = ?3, capture_time = ?4, kind = ?5, "
-                           "updated_at = ?6 WHERE id = ?1",
+    /* a hash not computed this time (NULL) is kept when the MD5 is the same (the old value of
+     * md5 on the right), else dropped */
+    [STMT_FILE_SET_META] =
+        "UPDATE files SET md5 = ?2, "
+        "sha1 = CASE WHEN ?3 IS NOT NULL THEN ?3 WHEN md5 = ?2 THEN sha1 END, "
+        "capture_time = ?4, kind = ?5, updated_at = ?6, "
+        "xxh128 = CASE WHEN ?7 IS NOT NULL THEN ?7 WHEN md5 = ?2 THEN xxh128 END "
+        "WHERE id = ?1",
     [STMT_FILE_SET_DUPLICATE] = "UPDATE files SET duplicate_of = ?2, state = 'completed', "
                                 "last_error = NULL, updated_at = ?3 WHERE id = ?1",
     [STMT_HASH_BACKED_UP] = "SELECT f.id FROM files f JOIN copies c ON c.file_id = f.id "
-                            "WHERE f.md5 = ?1 AND f.sha1 = ?2 AND f.id <> ?3 "
+                            "WHERE f.md5 = ?1 AND (f.sha1 = ?2 OR f.xxh128 = ?21) AND f.id <> ?3 "
                             "AND c.state = 'completed' AND c.dest IN " DEST_LIST_4 " "
                             "GROUP BY f.id HAVING count(*) = ?20 ORDER BY f.id LIMIT 1",
     [STMT_FILES_FAILED] =
@@ -1816,6 +1825,7 @@ static void read_file(sqlite3_stmt *st, struct db_file *f)
     f->attempts = sqlite3_column_int(st, 10);
     col_str(st, 11, f->last_error, sizeof(f->last_error));
     f->duplicate_of = sqlite3_column_int64(st, 12);
+    col_str(st, 13, f->xxh128, sizeof(f->xxh128));
 }
 
 static void read_file_row(sqlite3_stmt *st, void *row)
@@ -1951,10 +1961,10 @@ int db_file_set_state(struct db *db, int64_t file_id, enum db_file_state state, 
 }
 
 int db_file_set_meta(struct db *db, int64_t file_id, const char *md5, const char *sha1,
-                     int64_t capture_time, const char *kind, struct error *err)
+                     const char *xxh128, int64_t capture_time, const char *kind, struct error *err)
 {
     sqlite3_stmt *st = NULL;
-    char md5_lc[33], sha1_lc[41];
+    char md5_lc[33], sha1_lc[41], xxh_lc[33];
     int r, rc = SQLITE_OK;
 
     if (!db)
@@ -1962,8 +1972,9 @@ int db_file_set_meta(struct db *db, int64_t file_id, const char *md5, const char
     r = hash_normalize(md5, 32, md5_lc, "MD5", err);
     if (r < 0)
         return r;
-    r = hash_normalize(sha1, 40, sha1_lc, "SHA-1", err);
-    if (r < 0)
+    if (sha1 && (r = hash_normalize(sha1, 40, sha1_lc, "SHA-1", err)) < 0)
+        return r;
+    if (xxh128 && (r = hash_normalize(xxh128, 32, xxh_lc, "XXH3-128", err)) < 0)
         return r;
     if (!kind)
         kind = "unknown";
@@ -1974,10 +1985,11 @@ int db_file_set_meta(struct db *db, int64_t file_id, const char *md5, const char
         return r;
     rc = bind_i64(st, 1, file_id, rc);
     rc = bind_str(st, 2, md5_lc, rc);
-    rc = bind_str(st, 3, sha1_lc, rc);
+    rc = sha1 ? bind_str(st, 3, sha1_lc, rc) : rc; /* unbound: NULL */
     rc = bind_i64(st, 4, capture_time, rc);
     rc = bind_str(st, 5, kind, rc);
     rc = bind_i64(st, 6, now_s(), rc);
+    rc = xxh128 ? bind_str(st, 7, xxh_lc, rc) : rc; /* unbound: NULL */
     r = file_update_run(db, st, file_id, rc, err);
     stmt_done(st);
     return r;
@@ -2002,21 +2014,23 @@ int db_file_set_duplicate(struct db *db, int64_t file_id, int64_t original_id, s
     return r;
 }
 
-int db_hash_backed_up(struct db *db, const char *md5, const char *sha1, int64_t exclude_id,
-                      const char *const *dests, size_t n, int64_t *ret_file_id, struct error *err)
+int db_hash_backed_up(struct db *db, const char *md5, const char *sha1, const char *xxh128,
+                      int64_t exclude_id, const char *const *dests, size_t n, int64_t *ret_file_id,
+                      struct error *err)
 {
     sqlite3_stmt *st = NULL;
-    char md5_lc[33], sha1_lc[41];
+    char md5_lc[33], sha1_lc[41], xxh_lc[33];
     int64_t want = 0;
     int r, rc = SQLITE_OK;
 
-    if (!db || !ret_file_id)
+    if (!db || !ret_file_id || (!sha1 && !xxh128))
         return error_set(err, -EINVAL, "invalid duplicate query");
     r = hash_normalize(md5, 32, md5_lc, "MD5", err);
     if (r < 0)
         return r;
-    r = hash_normalize(sha1, 40, sha1_lc, "SHA-1", err);
-    if (r < 0)
+    if (sha1 && (r = hash_normalize(sha1, 40, sha1_lc, "SHA-1", err)) < 0)
+        return r;
+    if (xxh128 && (r = hash_normalize(xxh128, 32, xxh_lc, "XXH3-128", err)) < 0)
         return r;
     r = check_dests(dests, n, err);
     if (r < 0)
@@ -2025,11 +2039,12 @@ int db_hash_backed_up(struct db *db, const char *md5, const char *sha1, int64_t 
     if (r < 0)
         return r;
     rc = bind_str(st, 1, md5_lc, rc);
-    rc = bind_str(st, 2, sha1_lc, rc);
+    rc = sha1 ? bind_str(st, 2, sha1_lc, rc) : rc; /* unbound: NULL, which matches no row */
     rc = bind_i64(st, 3, exclude_id, rc);
     if (rc == SQLITE_OK)
         rc = bind_dests(st, 4, dests, n, &want);
     rc = bind_i64(st, 20, rc == SQLITE_OK ? want : 0, rc);
+    rc = xxh128 ? bind_str(st, 21, xxh_lc, rc) : rc;
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
@@ -2470,7 +2485,7 @@ static void read_session_file_row(sqlite3_stmt *st, void *row)
     struct db_session_file *sf = row;
     read_file(st, &sf->file);
     int o = index_of(outcome_names, ARRAY_SIZE(outcome_names),
-                     (const char *)sqlite3_column_text(st, 13));
+                     (const char *)sqlite3_column_text(st, 14));
     sf->outcome = o < 0 ? DB_OUTCOME_FAILED : (enum db_outcome)o;
 }
 
@@ -2495,7 +2510,7 @@ int db_session_files(struct db *db, int64_t session_id, int64_t offset, int limi
     r = adhoc_prepare(db,
                       "SELECT f.id, f.card_id, f.rel_path, f.size, f.mtime_ns, f.md5, f.sha1, "
                       "f.capture_time, f.kind, f.state, f.attempts, f.last_error, "
-                      "f.duplicate_of, sf.outcome FROM session_files sf "
+                      "f.duplicate_of, f.xxh128, sf.outcome FROM session_files sf "
                       "JOIN files f ON f.id = sf.file_id WHERE sf.session_id = ?1 "
                       "ORDER BY f.rel_path, f.id LIMIT ?2 OFFSET ?3",
                       &st, err);
@@ -2642,6 +2657,7 @@ static int walk_unsealed(struct db *db, const char *sql, const char *dest,
         col_str(st, 5, u.md5, sizeof(u.md5));
         col_str(st, 6, u.sha1, sizeof(u.sha1));
         u.listed_before = sqlite3_column_int(st, 7) != 0;
+        col_str(st, 8, u.xxh128, sizeof(u.xxh128));
         r = fn(&u, arg);
         if (r < 0)
             goto out;
@@ -2662,7 +2678,7 @@ int db_copies_unsealed(struct db *db, const char *dest,
     static const char sql[] =
         "SELECT c.file_id, c.remote, c.verified_at, f.size, f.mtime_ns, f.md5, f.sha1, "
         "  EXISTS (SELECT 1 FROM copies o WHERE o.dest = c.dest AND o.remote = c.remote "
-        "          AND o.mhl_generation > 0) "
+        "          AND o.mhl_generation > 0), f.xxh128 "
         "FROM copies c JOIN files f ON f.id = c.file_id "
         "WHERE c.dest = ?1 AND c.state = 'completed' AND c.mhl_generation = 0 "
         "  AND c.remote IS NOT NULL AND f.md5 IS NOT NULL "
@@ -2679,7 +2695,7 @@ int db_sidecars_unsealed(struct db *db, const char *dest,
     static const char sql[] =
         "SELECT min(s.file_id), s.remote, c.verified_at, s.size, s.mtime_ns, s.md5, s.sha1, "
         "  EXISTS (SELECT 1 FROM sidecar_copies o WHERE o.dest = s.dest AND o.remote = s.remote "
-        "          AND o.mhl_generation > 0) "
+        "          AND o.mhl_generation > 0), NULL "
         "FROM sidecar_copies s JOIN copies c ON c.file_id = s.file_id AND c.dest = s.dest "
         "WHERE s.dest = ?1 AND s.mhl_generation = 0 AND c.state = 'completed' "
         "GROUP BY s.remote ORDER BY s.remote";
@@ -2775,10 +2791,11 @@ int db_session_report_rows(struct db *db, int64_t session_id,
                            int (*fn)(const struct db_report_row *row, void *arg), void *arg,
                            struct error *err)
 {
-    /* the columns of read_file, the outcome, then the copy (NULL columns without one) */
+    /* the columns of read_file (FILE_COLUMNS'), the outcome, then the copy (NULL columns without
+     * one) */
     static const char sql[] =
         "SELECT f.id, f.card_id, f.rel_path, f.size, f.mtime_ns, f.md5, f.sha1, "
-        "f.capture_time, f.kind, f.state, f.attempts, f.last_error, f.duplicate_of, "
+        "f.capture_time, f.kind, f.state, f.attempts, f.last_error, f.duplicate_of, f.xxh128, "
         "sf.outcome, c.dest, c.state, c.remote, c.verified_at, c.error, c.mhl_generation "
         "FROM session_files sf JOIN files f ON f.id = sf.file_id "
         "LEFT JOIN copies c ON c.file_id = f.id "
@@ -2803,16 +2820,16 @@ int db_session_report_rows(struct db *db, int64_t session_id,
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         read_session_file_row(st, &row->sf);
         memset(&row->copy, 0, sizeof(row->copy));
-        row->has_copy = sqlite3_column_type(st, 14) != SQLITE_NULL;
+        row->has_copy = sqlite3_column_type(st, 15) != SQLITE_NULL;
         row->mhl_generation = 0;
         if (row->has_copy) {
             row->copy.file_id = row->sf.file.id;
-            col_str(st, 14, row->copy.dest, sizeof(row->copy.dest));
-            row->copy.state = copy_state_parse((const char *)sqlite3_column_text(st, 15));
-            col_str(st, 16, row->copy.remote, sizeof(row->copy.remote));
-            row->copy.verified_at = sqlite3_column_int64(st, 17);
-            col_str(st, 18, row->copy.error, sizeof(row->copy.error));
-            row->mhl_generation = sqlite3_column_int64(st, 19);
+            col_str(st, 15, row->copy.dest, sizeof(row->copy.dest));
+            row->copy.state = copy_state_parse((const char *)sqlite3_column_text(st, 16));
+            col_str(st, 17, row->copy.remote, sizeof(row->copy.remote));
+            row->copy.verified_at = sqlite3_column_int64(st, 18);
+            col_str(st, 19, row->copy.error, sizeof(row->copy.error));
+            row->mhl_generation = sqlite3_column_int64(st, 20);
         }
         r = fn(row, arg);
         if (r < 0)
@@ -2910,11 +2927,11 @@ int db_verify_copies_page(struct db *db, const struct db_verify_filter *f,
 {
     static const char sql[] =
         "SELECT c.file_id, c.dest, c.remote, f.rel_path, f.size, f.mtime_ns, f.md5, f.sha1, "
-        "  c.checked_at, c.mhl_generation "
+        "  c.checked_at, c.mhl_generation, f.xxh128 "
         "FROM copies c JOIN files f ON f.id = c.file_id "
         "WHERE (c.state = 'completed' OR (c.state = 'failed' AND c.check_result IN "
         "  ('missing', 'changed'))) AND c.remote IS NOT NULL AND f.md5 IS NOT NULL "
-        "  AND f.sha1 IS NOT NULL AND c.checked_at < ?1 "
+        "  AND c.checked_at < ?1 "
         "  AND (?2 = 0 OR (c.checked_at, c.file_id, c.dest) > (?3, ?4, ?5)) "
         "  AND (?6 IS NULL OR c.dest = ?6) "
         "  AND (?7 = 0 OR c.verified_at >= ?7) "
@@ -2956,6 +2973,7 @@ int db_verify_copies_page(struct db *db, const struct db_verify_filter *f,
         v->mtime_ns = sqlite3_column_int64(st, 5);
         col_str(st, 6, v->md5, sizeof(v->md5));
         col_str(st, 7, v->sha1, sizeof(v->sha1));
+        col_str(st, 10, v->xxh128, sizeof(v->xxh128));
         v->checked_at = sqlite3_column_int64(st, 8);
         v->mhl_generation = sqlite3_column_int64(st, 9);
     }

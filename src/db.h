@@ -27,7 +27,7 @@
 
 #include "error.h"
 
-#define DB_SCHEMA_VERSION 8
+#define DB_SCHEMA_VERSION 9
 
 enum db_mode {
     DB_READ_WRITE, /* creates the file and its folder if needed, migrates the schema */
@@ -270,6 +270,7 @@ struct db_file {
     int64_t mtime_ns;
     char md5[33];         /* hex, "" until hashed */
     char sha1[41];        /* hex, "" until hashed */
+    char xxh128[33];      /* hex (XXH3-128, canonical), "" until hashed or when not recorded */
     int64_t capture_time; /* floating local time, see media.h; 0 unknown */
     char kind[16];
     enum db_file_state state;
@@ -299,20 +300,25 @@ int db_file_find(struct db *db, const struct db_file_key *key, struct db_file *r
 int db_file_set_state(struct db *db, int64_t file_id, enum db_file_state state, const char *error,
                       struct error *err);
 
-/* Stores hashes (lower-case hex), capture time and kind ("photo", "raw", "video", "unknown"). */
+/* Stores hashes (hex of exact length, either case; stored lower-case), capture time and kind
+ * ("photo", "raw", "video", "unknown"). sha1 (40 hex digits) and xxh128 (32) may be NULL: not
+ * computed this time; the file keeps the one it had when its MD5 is the same, else has none. A
+ * hash of the wrong length or not hex: -EINVAL. */
 int db_file_set_meta(struct db *db, int64_t file_id, const char *md5, const char *sha1,
-                     int64_t capture_time, const char *kind, struct error *err);
+                     const char *xxh128, int64_t capture_time, const char *kind, struct error *err);
 
 /* Marks file_id as a duplicate of original_id (state completed). */
 int db_file_set_duplicate(struct db *db, int64_t file_id, int64_t original_id, struct error *err);
 
 /*
- * Dedup: finds another file (id != exclude_id) with the same md5 AND sha1 that has a completed
- * copy for every one of the n destinations. *ret_file_id is its id, or 0 when none. Hashes are
- * hex of exact length (either case); n and names as for db_file_done (-EINVAL otherwise).
+ * Dedup: finds another file (id != exclude_id) with the same md5 AND the same sha1 or the same
+ * xxh128 that has a completed copy for every one of the n destinations. *ret_file_id is its id,
+ * or 0 when none. Hashes are hex of exact length (either case); sha1 or xxh128 may be NULL, not
+ * both; n and names as for db_file_done (-EINVAL otherwise).
  */
-int db_hash_backed_up(struct db *db, const char *md5, const char *sha1, int64_t exclude_id,
-                      const char *const *dests, size_t n, int64_t *ret_file_id, struct error *err);
+int db_hash_backed_up(struct db *db, const char *md5, const char *sha1, const char *xxh128,
+                      int64_t exclude_id, const char *const *dests, size_t n, int64_t *ret_file_id,
+                      struct error *err);
 
 /* Files in state failed, newest first, at most limit. Array is the caller's (free()). */
 int db_files_failed(struct db *db, int limit, struct db_file **ret, size_t *ret_n,
@@ -499,6 +505,7 @@ struct db_unsealed {
     int64_t mtime_ns; /* the card file's, which the copy carries */
     char md5[33];
     char sha1[41];
+    char xxh128[33];    /* "" when not recorded (sidecars, files copied before schema 9) */
     bool listed_before; /* an earlier copy at the same remote is listed (same content found
                          * in place): not a new file of the history */
 };
@@ -637,7 +644,8 @@ struct db_verify_copy {
     int64_t size;
     int64_t mtime_ns; /* the card file's, which the copy carries */
     char md5[33];
-    char sha1[41];
+    char sha1[41];          /* "" when not computed (docs/design.md, "Hashes") */
+    char xxh128[33];        /* "" when not recorded */
     int64_t checked_at;     /* last check, 0 never */
     int64_t mhl_generation; /* the history generation listing it, 0 none (history.h) */
 };

@@ -290,6 +290,11 @@ const char *dest_root_name(const struct dest *d)
     return dest_has_meta(d) ? d->ops->root_name(d->priv) : "";
 }
 
+bool dest_needs_sha1(const struct dest *d)
+{
+    return d->ops->needs_sha1;
+}
+
 enum dest_check_kind dest_check_kind(const struct dest *d)
 {
     if (d->ops->read_copy)

@@ -108,6 +108,9 @@ struct dest_file;
 /* The table a backend fills. Private state hangs off the void pointers. */
 struct dest_ops {
     const char *kind; /* "local" */
+    /* The backend uses the SHA-1 of what it stores (Immich). The card's reader computes SHA-1
+     * only when a destination of the session needs it (docs/design.md, "Hashes"). */
+    bool needs_sha1;
     /* Reads its settings from cfg; sets *ret_priv, and the stable id and human label. */
     int (*init)(const struct config *cfg, void **ret_priv, char *id, size_t id_size, char *label,
                 size_t label_size, struct error *err);
@@ -226,6 +229,9 @@ int dest_meta_write(struct dest *d, const char *rel, const void *buf, size_t len
                     struct error *err);
 int dest_rel_of(const struct dest *d, const char *remote, char *out, size_t size);
 const char *dest_root_name(const struct dest *d);
+
+/* True when d's backend uses SHA-1 (dest_ops.needs_sha1). */
+bool dest_needs_sha1(const struct dest *d);
 
 /* How a stored copy can be checked again (verify.h): by reading its bytes (files), by asking the
  * server for its checksum, or not at all. */

@@ -1192,6 +1192,7 @@ static void immich_abort(void *file)
 
 const struct dest_ops dest_immich_ops = {
     .kind = "immich",
+    .needs_sha1 = true,
     .init = immich_init,
     .done = immich_done,
     .prepare = immich_prepare,

@@ -53,8 +53,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-
 #include "dest.h"
 #include "log.h"
 #include "sidecar.h"
@@ -391,21 +389,17 @@ static int mkdir_root(struct smb_conn *c, struct error *err)
     return 0;
 }
 
-/* ---- MD5 of a file on the share ---- */
+/* ---- XXH3-128 of a file on the share ---- */
 
-static int md5_url(struct smb_conn *c, const char *url, uint64_t *ret_size, char ret_hex[33],
-                   struct error *err)
+static int xxh128_url(struct smb_conn *c, const char *url, uint64_t *ret_size, char ret_hex[33],
+                      struct error *err)
 {
     struct smblib_file *fh = NULL;
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    struct hasher_xxh128 *x = NULL;
     uint64_t total = 0;
-    int r;
-    if (!md)
-        return error_set(err, -ENOMEM, "out of memory");
-    if (EVP_DigestInit_ex(md, EVP_md5(), NULL) != 1) {
-        r = error_set(err, -EIO, "MD5 is not available");
-        goto out;
-    }
+    int r = hasher_xxh128_new(&x, err);
+    if (r < 0)
+        return r;
     r = smblib_open(c->ctx, url, O_RDONLY, &fh);
     if (r < 0) {
         fh = NULL;
@@ -421,24 +415,15 @@ static int md5_url(struct smb_conn *c, const char *url, uint64_t *ret_size, char
         }
         if (n == 0)
             break;
-        if (EVP_DigestUpdate(md, c->buf, n) != 1) {
-            r = error_set(err, -EIO, "MD5 failed");
-            goto out;
-        }
+        hasher_xxh128_update(x, c->buf, n);
         total += n;
     }
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int dlen = 0;
-    if (EVP_DigestFinal_ex(md, digest, &dlen) != 1 || dlen != 16) {
-        r = error_set(err, -EIO, "MD5 failed");
-        goto out;
-    }
-    hasher_hex(digest, 16, ret_hex);
+    hasher_xxh128_final(x, ret_hex);
     *ret_size = total;
 out:
     if (fh)
         (void)smblib_close(c->ctx, fh);
-    EVP_MD_CTX_free(md);
+    hasher_xxh128_free(x);
     return r;
 }
 
@@ -858,7 +843,7 @@ static void smb_abort(void *file)
         file_free(file, true);
 }
 
-/* Is the file at url the same content as the copy (size, then MD5)? */
+/* Is the file at url the same content as the copy (size, then XXH3-128)? */
 static int same_content(struct smb_file *f, const char *url, const struct hasher_digest *digest,
                         const struct stat *st, bool *ret_same, struct error *err)
 {
@@ -868,10 +853,10 @@ static int same_content(struct smb_file *f, const char *url, const struct hasher
     }
     char hex[33];
     uint64_t size = 0;
-    int r = md5_url(f->conn, url, &size, hex, err);
+    int r = xxh128_url(f->conn, url, &size, hex, err);
     if (r < 0)
         return r;
-    *ret_same = size == f->written && strcmp(hex, digest->md5_hex) == 0;
+    *ret_same = size == f->written && strcmp(hex, digest->xxh128_hex) == 0;
     return 0;
 }
 
@@ -1084,16 +1069,16 @@ static int smb_finish(void *file, const struct hasher_digest *digest, bool verif
     if (verify) {
         char hex[33];
         uint64_t size = 0;
-        r = md5_url(c, f->tmp_url, &size, hex, err);
+        r = xxh128_url(c, f->tmp_url, &size, hex, err);
         if (r < 0) {
             error_prefix(err, "cannot read the copy back from %s to verify it", s->shown);
             goto fail;
         }
-        if (size != f->written || strcmp(hex, digest->md5_hex) != 0) {
+        if (size != f->written || strcmp(hex, digest->xxh128_hex) != 0) {
             r = error_set(err, -EIO,
-                          "verification failed: the copy on %s differs from the card (MD5 %s, "
-                          "%llu bytes; expected %s, %llu bytes)",
-                          s->shown, hex, (unsigned long long)size, digest->md5_hex,
+                          "verification failed: the copy on %s differs from the card (XXH3-128 "
+                          "%s, %llu bytes; expected %s, %llu bytes)",
+                          s->shown, hex, (unsigned long long)size, digest->xxh128_hex,
                           (unsigned long long)f->written);
             goto fail;
         }

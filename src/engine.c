@@ -640,9 +640,10 @@ static int dry_file(struct dry *x, const struct scan_entry *se, struct engine_dr
     }
     /* the same content is already backed up: decidable only with the hashes of an earlier read */
     int64_t original = 0;
-    if (f->verdict == ENGINE_VERDICT_NEW && known.md5[0] && known.sha1[0]) {
-        int r = db_hash_backed_up(x->db, known.md5, known.sha1, known.id, e->dest_ids, e->n_dests,
-                                  &original, err);
+    if (f->verdict == ENGINE_VERDICT_NEW && known.md5[0] && (known.sha1[0] || known.xxh128[0])) {
+        int r = db_hash_backed_up(x->db, known.md5, known.sha1[0] ? known.sha1 : NULL,
+                                  known.xxh128[0] ? known.xxh128 : NULL, known.id, e->dest_ids,
+                                  e->n_dests, &original, err);
         if (r < 0)
             return r;
         if (original > 0)

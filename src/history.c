@@ -83,6 +83,7 @@ static int collect_entry(struct collect *c, const struct db_unsealed *u)
                           .mtime = mtime,
                           .md5 = u->md5[0] ? u->md5 : NULL,
                           .sha1 = u->sha1[0] ? u->sha1 : NULL,
+                          .xxh128 = u->xxh128[0] ? u->xxh128 : NULL,
                           .action = MHL_ACTION_ORIGINAL,
                           .hashdate = (time_t)u->verified_at};
     struct error eerr = {0};
@@ -407,6 +408,7 @@ int history_gen_add(struct history_gen *g, const struct history_check *c, struct
                           .mtime = mtime,
                           .md5 = c->md5 && c->md5[0] ? c->md5 : NULL,
                           .sha1 = c->sha1 && c->sha1[0] ? c->sha1 : NULL,
+                          .xxh128 = c->xxh128 && c->xxh128[0] ? c->xxh128 : NULL,
                           .action = c->ok ? MHL_ACTION_VERIFIED : MHL_ACTION_FAILED,
                           .hashdate = c->at};
     struct error eerr = {0};

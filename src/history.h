@@ -74,6 +74,7 @@ struct history_check {
     int64_t mtime_ns;   /* the card file's, which the copy carries */
     const char *md5;    /* hex as found (NULL: not computed) */
     const char *sha1;
+    const char *xxh128;
     bool ok; /* verified, else failed */
     time_t at;
 };

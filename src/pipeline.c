@@ -124,6 +124,7 @@ struct worker {
 
 struct pipeline {
     struct pipeline_env env;
+    bool sha1; /* a destination needs SHA-1 (dest_needs_sha1): the reader computes it */
     atomic_bool card_gone;
     atomic_bool stop;         /* pipeline_free before the end */
     pthread_cond_t done_cond; /* CLOCK_MONOTONIC; workers_running reached 0 */
@@ -511,8 +512,8 @@ static int stream_file(struct worker *w, const struct scan_entry *se, int64_t fi
 
     enum lane_end end = END_ABORT;
     uint64_t total = 0;
-    hasher_reset(w->hasher, NULL);
-    for (;;) {
+    r = hasher_set_sha1(w->hasher, p->sha1, err);
+    for (; r == 0;) {
         if (cancelled(p)) {
             r = error_set(err, -ECANCELED, "interrupted");
             break;
@@ -580,16 +581,21 @@ static int stream_file(struct worker *w, const struct scan_entry *se, int64_t fi
         p->stats.bytes_read += (uint64_t)n;
         pthread_mutex_unlock(&p->lock);
     }
+    /* read once: its pages need not stay in memory (a retry reads it again from the card) */
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
     close(fd);
 
     if (end == END_FINISH) {
         int64_t dup = 0;
-        r = db_step(db_file_set_meta(w->db, file_id, w->digest.md5_hex, w->digest.sha1_hex, own,
-                                     kind, &dberr),
+        r = db_step(db_file_set_meta(w->db, file_id, w->digest.md5_hex,
+                                     w->digest.sha1_hex[0] ? w->digest.sha1_hex : NULL,
+                                     w->digest.xxh128_hex, own, kind, &dberr),
                     &dberr, err);
         if (r == 0)
-            r = db_step(db_hash_backed_up(w->db, w->digest.md5_hex, w->digest.sha1_hex, file_id,
-                                          p->env.dest_ids, p->env.n_dests, &dup, &dberr),
+            r = db_step(db_hash_backed_up(w->db, w->digest.md5_hex,
+                                          w->digest.sha1_hex[0] ? w->digest.sha1_hex : NULL,
+                                          w->digest.xxh128_hex, file_id, p->env.dest_ids,
+                                          p->env.n_dests, &dup, &dberr),
                         &dberr, err);
         if (r == 0 && dup > 0)
             *ret_dup = dup;
@@ -1291,6 +1297,8 @@ int pipeline_start(const struct pipeline_env *env, struct pipeline **ret, struct
     if (!p)
         return error_set(err, -ENOMEM, "out of memory");
     p->env = *env;
+    for (size_t i = 0; i < env->n_dests; i++)
+        p->sha1 = p->sha1 || dest_needs_sha1(env->dests[i]);
     pthread_mutex_init(&p->lock, NULL);
     monotime_cond_init(&p->cond);
     monotime_cond_init(&p->done_cond);

@@ -220,6 +220,7 @@ static int file_begin_json(struct ctx *c, const struct db_report_row *row)
                            json_object_new_string(db_outcome_to_string(row->sf.outcome)));
     json_object_object_add(o, "md5", jsonout_string_or_null(f->md5));
     json_object_object_add(o, "sha1", jsonout_string_or_null(f->sha1));
+    json_object_object_add(o, "xxh128", jsonout_string_or_null(f->xxh128));
     json_object_object_add(o, "duplicate_of",
                            f->duplicate_of ? json_object_new_int64(f->duplicate_of) : NULL);
     json_object_object_add(o, "error", jsonout_error(c->cfg, f->last_error));
@@ -241,6 +242,7 @@ static void file_begin_text(struct ctx *c, const struct db_report_row *row)
             db_file_state_to_string(f->state));
     fprintf(c->out, "  md5:      %s\n", f->md5[0] ? f->md5 : "-");
     fprintf(c->out, "  sha1:     %s\n", f->sha1[0] ? f->sha1 : "-");
+    fprintf(c->out, "  xxh128:   %s\n", f->xxh128[0] ? f->xxh128 : "-");
     if (f->duplicate_of)
         fprintf(c->out, "  duplicate of file %" PRId64 "\n", f->duplicate_of);
     if (f->last_error[0]) {
@@ -268,8 +270,8 @@ static void file_begin_html(struct ctx *c, const struct db_report_row *row)
             cap[0] ? cap : "unknown");
     fprintf(c->out, "<td class=\"%s\">%s</td>", row->sf.outcome == DB_OUTCOME_FAILED ? "bad" : "ok",
             db_outcome_to_string(row->sf.outcome));
-    fprintf(c->out, "<td class=\"hash\">MD5&nbsp;%s<br>SHA-1&nbsp;%s</td><td>",
-            f->md5[0] ? f->md5 : "-", f->sha1[0] ? f->sha1 : "-");
+    fprintf(c->out, "<td class=\"hash\">MD5&nbsp;%s<br>SHA-1&nbsp;%s<br>XXH3-128&nbsp;%s</td><td>",
+            f->md5[0] ? f->md5 : "-", f->sha1[0] ? f->sha1 : "-", f->xxh128[0] ? f->xxh128 : "-");
 }
 
 static int copy_json(struct ctx *c, const struct db_report_row *row)

@@ -135,7 +135,7 @@ static int check_read(struct run *r, struct vdest *vd, const struct db_verify_co
 {
     struct error err = {0};
     r->copy_bytes = 0;
-    int e = hasher_reset(r->h, &err);
+    int e = hasher_set_sha1(r->h, false, &err); /* compared by MD5; SHA-1 is no use here */
     if (e == 0)
         e = dest_read_copy(vd->d, c->remote, on_chunk, r, &err);
     if (e == -ECANCELED)
@@ -161,8 +161,13 @@ static void check_lookup(struct vdest *vd, const struct db_verify_copy *c,
 {
     struct error err = {0};
     struct dest_lookup l = {0};
-    int e = dest_lookup_copy(vd->d, c->remote, c->sha1, &l, &err);
     detail[0] = '\0';
+    if (!c->sha1[0]) { /* not computed: no destination of its session needed it */
+        snprintf(detail, detail_size, "no SHA-1 recorded to look the copy up by");
+        *ret = DB_VERIFY_ERROR;
+        return;
+    }
+    int e = dest_lookup_copy(vd->d, c->remote, c->sha1, &l, &err);
     if (e < 0) {
         snprintf(detail, detail_size, "%s", err.msg[0] ? err.msg : strerror(-e));
         *ret = DB_VERIFY_ERROR;
@@ -196,6 +201,7 @@ static void history_note(struct run *r, struct vdest *vd, const struct db_verify
                                .mtime_ns = c->mtime_ns,
                                .md5 = ok ? c->md5 : got->md5_hex,
                                .sha1 = ok ? c->sha1 : got->sha1_hex,
+                               .xxh128 = ok ? c->xxh128 : got->xxh128_hex,
                                .ok = ok,
                                .at = time(NULL)};
     if (e == 0)

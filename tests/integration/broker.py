@@ -176,10 +176,13 @@ class CutProxy:
     """A TCP relay on 127.0.0.1 in front of the broker: while up, each connection is passed on;
     cut() drops every connection and refuses new ones (accepted and closed at once) until
     restore(). The client behind it loses the broker while others, connected to the broker
-    itself, keep hearing what it publishes."""
+    itself, keep hearing what it publishes. Any server with a `port` on 127.0.0.1 will do;
+    upstream (optional) is applied to every piece the client sends, called under the relay's
+    lock: it returns what goes on instead (test_smb.py changes a byte on the way to smbd)."""
 
-    def __init__(self, broker):
+    def __init__(self, broker, upstream=None):
         self.target = ("127.0.0.1", broker.port)
+        self.upstream = upstream
         self.up = True
         self.lock = threading.Lock()
         self.conns = []
@@ -205,16 +208,18 @@ class CutProxy:
                     client.close()
                     continue
                 self.conns += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, up in ((client, server, True), (server, client, False)):
+                threading.Thread(target=self._pump, args=(a, b, up), daemon=True).start()
 
-    @staticmethod
-    def _pump(src, dst):
+    def _pump(self, src, dst, up):
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                if up and self.upstream:
+                    with self.lock:
+                        data = self.upstream(data)
                 dst.sendall(data)
         except OSError:
             pass

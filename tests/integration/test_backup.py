@@ -62,14 +62,16 @@ class BackupTest(SnapsyncTest):
         after = {p: os.stat(f"{self.dest}/{p}").st_mtime_ns for p in self.dest_files()}
         self.assertEqual(before, after)
 
-        # the database holds every file with both hashes and a verified copy
+        # the database holds every file with its MD5 and XXH3-128 and a verified copy; no SHA-1,
+        # which no destination here needs (docs/design.md, "Hashes")
         con = sqlite3.connect(self.db)
-        rows = con.execute("select f.md5, f.sha1, c.state, c.verified_at from files f "
-                           "join copies c on c.file_id = f.id").fetchall()
+        rows = con.execute("select f.rel_path, f.md5, f.sha1, f.xxh128, c.state, c.verified_at "
+                           "from files f join copies c on c.file_id = f.id").fetchall()
         self.assertEqual(len(rows), 4)
-        for md5hex, sha1hex, state, verified in rows:
-            self.assertEqual(len(md5hex), 32)
-            self.assertEqual(len(sha1hex), 40)
+        for rel, md5hex, sha1hex, xxh, state, verified in rows:
+            self.assertEqual(md5hex, md5(f"{self.card}/{rel}"))
+            self.assertRegex(xxh, r"^[0-9a-f]{32}$")
+            self.assertIsNone(sha1hex)
             self.assertEqual(state, "completed")
             self.assertGreater(verified, 0)
 

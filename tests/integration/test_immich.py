@@ -91,6 +91,14 @@ class ImmichBase:
             a = assets[sha1(f"{self.card}/{rel}")]  # byte-identical: SHA-1, MD5 and size
             self.assertEqual(a["size"], os.path.getsize(f"{self.card}/{rel}"))
             self.assertEqual(a["originalFileName"], os.path.basename(rel))
+        # Immich needs SHA-1, so the card's reader computed it and the database records it
+        con = sqlite3.connect(self.db)
+        rows = con.execute("select rel_path, sha1, xxh128 from files").fetchall()
+        con.close()
+        self.assertEqual(sorted(r[0] for r in rows), sorted(files))
+        for rel, sha1hex, xxh in rows:
+            self.assertEqual(sha1hex, sha1(f"{self.card}/{rel}"))
+            self.assertRegex(xxh, r"^[0-9a-f]{32}$")
         ups = self.uploads(st)
         self.assertEqual(len(ups), 4)
         for u in ups:

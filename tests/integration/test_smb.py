@@ -22,6 +22,7 @@ import threading
 from harness import (BIN, SANITIZER_MARKS, TMP_ROOT, SnapsyncTest, make_blob, make_photo,
                      make_video, md5, wait_for)
 import smbd
+from broker import CutProxy
 from test_history import chain, check_history, generation_paths, generations, tree
 
 SFM = {c: chr(0xF000 + c) for c in range(1, 0x20)}
@@ -43,6 +44,27 @@ def sfm_unmap(name):
     back["\uf028"] = " "
     back["\uf029"] = "."
     return "".join(back.get(ch, ch) for ch in name)
+
+
+class FlipRelay(CutProxy):
+    """A TCP relay on 127.0.0.1 in front of smbd that changes one bit of the first occurrence of
+    `pattern` in what the client sends (a WRITE's data: the share stores a copy that differs from
+    the card by one byte, as a bad cable or NAS would make it); everything else passes as is.
+    SMB2 without signing or encryption carries no checksum of the data, so smbd accepts it."""
+
+    def __init__(self, server, pattern):
+        self.pattern = pattern
+        self.flipped = 0
+        super().__init__(server, upstream=self._flip)
+
+    def _flip(self, data):
+        at = data.find(self.pattern) if not self.flipped else -1
+        if at < 0:
+            return data
+        self.flipped += 1
+        data = bytearray(data)
+        data[at + 5] ^= 0x01
+        return bytes(data)
 
 
 class BlackHole:
@@ -623,6 +645,32 @@ unraid:
         self.assertEqual((r["files_copied"], r["files_skipped"]), (0, len(names)), r)
         self.assertEqual(sorted(os.listdir(day)), sorted(names))
         self.assertEqual(self.share_temporaries("mac"), [])
+
+    def test_a_byte_changed_on_the_way_to_the_share_is_caught_by_the_read_back(self):
+        # the card file: random bytes around 256 KiB of a repeated 16-byte pattern, whose first
+        # occurrence the relay changes on its way to smbd
+        pattern = b"SNAPSYNC-FLIP-ME"
+        path = f"{self.card}/DCIM/100CANON/MVI_0001.MP4"
+        os.makedirs(os.path.dirname(path))
+        with open(path, "wb") as f:
+            f.write(os.urandom(300 << 10) + pattern * (16 << 10) + os.urandom(300 << 10))
+        relay = FlipRelay(self.server, pattern)
+        self.cleanups.append(relay.stop)
+        self.smb_config(port=relay.port, backup="  concurrent_files: 1\n  max_retries: 0\n")
+        p = self.snapsync("backup", self.card, "--json", check=1)
+        r = json.loads(p.stdout)
+        self.assertEqual(relay.flipped, 1)
+        self.assertEqual((r["files_copied"], r["files_failed"]), (0, 1), p.stderr)
+        self.assertRegex(p.stderr, r"verification failed: the copy on smb://127\.0\.0\.1:\d+/"
+                                   r"photos/\S+ differs from the card \(XXH3-128 [0-9a-f]{32}, ")
+        self.assertEqual([f for f in self.share_files() if not f.startswith(".")], [])
+        self.assertEqual(self.share_temporaries(), [])
+        # the relay changes nothing more: the next run copies it, equal to the card
+        r = self.backup()
+        self.assertEqual(r["files_copied"], 1, r)
+        copies = [f for f in self.share_files() if not f.startswith(".")]
+        self.assertEqual(len(copies), 1, copies)
+        self.assertEqual(md5(os.path.join(self.root(), copies[0])), md5(path))
 
     def test_share_full_is_a_clear_error(self):
         # the share's folder is a 6 MiB tmpfs: some files fit, the rest fail as "full"

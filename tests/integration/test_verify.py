@@ -11,7 +11,7 @@ import sqlite3
 import xml.etree.ElementTree as ET
 
 import smbd
-from harness import (TMP_ROOT, ImmichServer, SnapsyncTest, make_blob, make_photo, md5, sha1,
+from harness import (TMP_ROOT, ImmichServer, SnapsyncTest, make_blob, make_photo, md5,
                      write_config)
 from test_history import NS, c4, chain, generations, xmllint
 from webserver import WebServer
@@ -204,15 +204,17 @@ class VerifyLocalTest(SnapsyncTest):
         for h in root.findall("m:hashes/m:hash", NS):
             p = h.find("m:path", NS)
             m = h.find("m:md5", NS)
-            actions[os.path.basename(p.text)] = (m.get("action"), int(p.get("size")), m.text,
-                                                 h.find("m:sha1", NS).text)
+            # no SHA-1 (no destination here needs it), an XXH3-128
+            self.assertIsNone(h.find("m:sha1", NS))
+            self.assertRegex(h.find("m:xxh128", NS).text, r"^[0-9a-f]{32}$")
+            actions[os.path.basename(p.text)] = (m.get("action"), int(p.get("size")), m.text)
         # the missing file has nothing to hash: not listed; the changed one with what was found
         self.assertEqual(set(actions), {"IMG_0001.JPG", "IMG_0003.JPG", "MVI_0004.MOV"})
         self.assertEqual(actions["IMG_0001.JPG"][0], "verified")
         self.assertEqual(actions["MVI_0004.MOV"][0], "verified")
         p3 = self.path("IMG_0003.JPG")
         self.assertEqual(actions["IMG_0003.JPG"],
-                         ("failed", os.path.getsize(p3), md5(p3), sha1(p3)))
+                         ("failed", os.path.getsize(p3), md5(p3)))
 
     def test_scope_session_dest_and_usage_errors(self):
         os.unlink(self.path("IMG_0002.JPG"))

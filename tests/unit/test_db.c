@@ -768,8 +768,8 @@ static void test_verify_runs_pages_and_results(void **state)
         snprintf(remote, sizeof(remote), "/n/%d.jpg", i);
         f[i] = add_file(db, card, rel, 100 + i);
         assert_int_equal(db_file_set_meta(db, f[i], "0123456789abcdef0123456789abcdef",
-                                          "0123456789abcdef0123456789abcdef01234567", 0, "photo",
-                                          NULL),
+                                          "0123456789abcdef0123456789abcdef01234567", NULL, 0,
+                                          "photo", NULL),
                          0);
         assert_int_equal(db_copy_set(db, f[i], "nas", i == 3 ? DB_COPY_FAILED : DB_COPY_COMPLETED,
                                      remote, NULL, NULL),
@@ -909,10 +909,12 @@ static void test_verify_extras_and_dead_runs(void **state)
     db_close(db);
 }
 
-/* Takes a schema-8 database back to schema 7 (before verify runs' pid and extra files). */
+/* Takes a schema-9 database back to schema 8 (before the files' XXH3-128). */
+#define UNDO_V9 "ALTER TABLE files DROP COLUMN xxh128; "
+/* Takes a database back to schema 7 (before verify runs' pid and extra files). */
 #define UNDO_V8                                                                                    \
-    "DROP INDEX copies_remote; DROP TABLE verify_extras; "                                         \
-    "ALTER TABLE verify_runs DROP COLUMN extra; ALTER TABLE verify_runs DROP COLUMN pid; "
+    UNDO_V9 "DROP INDEX copies_remote; DROP TABLE verify_extras; "                                 \
+            "ALTER TABLE verify_runs DROP COLUMN extra; ALTER TABLE verify_runs DROP COLUMN pid; "
 /* Takes a database back to schema 6 (before the outbox). */
 #define UNDO_V7 UNDO_V8 "DROP TABLE deliveries; DROP TABLE notifications; "
 #define DB_SCHEMA_VERSION_BEFORE_OUTBOX 6 /* the step before the outbox's */
@@ -950,6 +952,35 @@ static void test_migrate_from_v2(void **state)
     assert_int_equal(s.status, DB_SESSION_COMPLETED);
     assert_int_equal(s.totals.scan_problems, 0);
     assert_int_equal(db_session_problem_add(db, sid, "DCIM", "cannot list the folder: x", NULL), 0);
+    db_close(db);
+}
+
+/* A schema-8 database (before the XXH3-128) is migrated in place: its files keep their hashes,
+ * without an XXH3-128, and can be given one. */
+static void test_migrate_to_xxh128(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "v8");
+    int64_t id = add_file(db, card, "DCIM/IMG_1.JPG", 10);
+    assert_int_equal(db_file_set_meta(db, id, MD5_A, SHA1_A, MD5_A, 0, "photo", NULL), 0);
+    db_close(db);
+    raw_exec(path, UNDO_V9 "PRAGMA user_version = 8");
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM pragma_table_info('files') "
+                                   "WHERE name = 'xxh128'"),
+                     0);
+    db = open_rw(path);
+    assert_int_equal(raw_int(path, "PRAGMA user_version"), DB_SCHEMA_VERSION);
+    struct db_file f;
+    assert_int_equal(db_file_get(db, id, &f, NULL), 0);
+    assert_string_equal(f.md5, MD5_A);
+    assert_string_equal(f.sha1, SHA1_A);
+    assert_string_equal(f.xxh128, "");
+    assert_int_equal(db_file_set_meta(db, id, MD5_A, SHA1_A, MD5_A, 0, "photo", NULL), 0);
+    assert_int_equal(db_file_get(db, id, &f, NULL), 0);
+    assert_string_equal(f.xxh128, MD5_A);
     db_close(db);
 }
 
@@ -1641,26 +1672,36 @@ static void test_files(void **state)
     assert_int_equal(f.state, DB_FILE_VERIFYING);
     assert_string_equal(f.last_error, "");
 
-    assert_int_equal(db_file_set_meta(db, id, "0123456789ABCDEF0123456789ABCDEF", SHA1_A,
+    assert_int_equal(db_file_set_meta(db, id, "0123456789ABCDEF0123456789ABCDEF", SHA1_A, NULL,
                                       1699999999, "raw", NULL),
                      0);
     assert_int_equal(db_file_get_or_create(db, &key, NULL, &f, NULL), 0);
     assert_string_equal(f.md5, MD5_A);
     assert_string_equal(f.sha1, SHA1_A);
+    assert_string_equal(f.xxh128, ""); /* not recorded */
+    assert_int_equal(db_file_set_meta(db, id, MD5_A, SHA1_A, "99AA06D3014798D86001C324468D497F",
+                                      1699999999, "raw", NULL),
+                     0);
+    assert_int_equal(db_file_get_or_create(db, &key, NULL, &f, NULL), 0);
+    assert_string_equal(f.xxh128, "99aa06d3014798d86001c324468d497f");
+    assert_int_equal(db_file_set_meta(db, id, MD5_A, SHA1_A, MD5_A "0", 0, "raw", &err), -EINVAL);
+    assert_int_equal(db_file_set_meta(db, id, MD5_A, SHA1_A, SHA1_A, 0, "raw", &err), -EINVAL);
+    assert_int_equal(db_file_get_or_create(db, &key, NULL, &f, NULL), 0);
+    assert_string_equal(f.xxh128, "99aa06d3014798d86001c324468d497f"); /* refused: unchanged */
     assert_int_equal(f.capture_time, 1699999999);
     assert_string_equal(f.kind, "raw");
 
-    assert_int_equal(db_file_set_meta(db, id, "0123", SHA1_A, 0, "raw", &err), -EINVAL);
-    assert_int_equal(db_file_set_meta(db, id, MD5_A, MD5_A, 0, "raw", &err), -EINVAL);
-    assert_int_equal(db_file_set_meta(db, id, MD5_A "0", SHA1_A, 0, "raw", &err), -EINVAL);
+    assert_int_equal(db_file_set_meta(db, id, "0123", SHA1_A, NULL, 0, "raw", &err), -EINVAL);
+    assert_int_equal(db_file_set_meta(db, id, MD5_A, MD5_A, NULL, 0, "raw", &err), -EINVAL);
+    assert_int_equal(db_file_set_meta(db, id, MD5_A "0", SHA1_A, NULL, 0, "raw", &err), -EINVAL);
     assert_int_equal(
-        db_file_set_meta(db, id, "0123456789abcdef0123456789abcdeg", SHA1_A, 0, "raw", &err),
+        db_file_set_meta(db, id, "0123456789abcdef0123456789abcdeg", SHA1_A, NULL, 0, "raw", &err),
         -EINVAL);
-    assert_int_equal(db_file_set_meta(db, id, NULL, SHA1_A, 0, "raw", &err), -EINVAL);
-    assert_int_equal(db_file_set_meta(db, id, MD5_A, SHA1_A, 0, "a-kind-far-too-long", &err),
+    assert_int_equal(db_file_set_meta(db, id, NULL, SHA1_A, NULL, 0, "raw", &err), -EINVAL);
+    assert_int_equal(db_file_set_meta(db, id, MD5_A, SHA1_A, NULL, 0, "a-kind-far-too-long", &err),
                      -EINVAL);
-    assert_int_equal(db_file_set_meta(db, 9999, MD5_A, SHA1_A, 0, NULL, &err), -ENOENT);
-    assert_int_equal(db_file_set_meta(db, id2, MD5_A, SHA1_A, 0, NULL, NULL), 0);
+    assert_int_equal(db_file_set_meta(db, 9999, MD5_A, SHA1_A, NULL, 0, NULL, &err), -ENOENT);
+    assert_int_equal(db_file_set_meta(db, id2, MD5_A, SHA1_A, NULL, 0, NULL, NULL), 0);
     assert_int_equal(db_file_get_or_create(db, &k2, NULL, &f, NULL), 0);
     assert_string_equal(f.kind, "unknown");
 
@@ -1970,43 +2011,97 @@ static void test_hash_backed_up(void **state)
     int64_t a = add_file(db, card, "a.jpg", 10);
     int64_t b = add_file(db, card, "copy-of-a.jpg", 10);
     int64_t c = add_file(db, card, "c.jpg", 10);
-    assert_int_equal(db_file_set_meta(db, a, MD5_A, SHA1_A, 0, "photo", NULL), 0);
-    assert_int_equal(db_file_set_meta(db, b, MD5_A, SHA1_A, 0, "photo", NULL), 0);
+    assert_int_equal(db_file_set_meta(db, a, MD5_A, SHA1_A, NULL, 0, "photo", NULL), 0);
+    assert_int_equal(db_file_set_meta(db, b, MD5_A, SHA1_A, NULL, 0, "photo", NULL), 0);
     /* Same MD5, different SHA-1: not the same content. */
-    assert_int_equal(db_file_set_meta(db, c, MD5_A, SHA1_B, 0, "photo", NULL), 0);
+    assert_int_equal(db_file_set_meta(db, c, MD5_A, SHA1_B, NULL, 0, "photo", NULL), 0);
 
-    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, b, dests, 2, &found, NULL), 0);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, NULL, b, dests, 2, &found, NULL), 0);
     assert_int_equal(found, 0); /* a has no copies yet */
 
     assert_int_equal(db_copy_set(db, a, "nas", DB_COPY_COMPLETED, NULL, NULL, NULL), 0);
-    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, b, dests, 2, &found, NULL), 0);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, NULL, b, dests, 2, &found, NULL), 0);
     assert_int_equal(found, 0); /* only one of two */
     assert_int_equal(db_copy_set(db, a, "immich", DB_COPY_COMPLETED, NULL, NULL, NULL), 0);
     assert_int_equal(db_copy_set(db, c, "nas", DB_COPY_COMPLETED, NULL, NULL, NULL), 0);
     assert_int_equal(db_copy_set(db, c, "immich", DB_COPY_COMPLETED, NULL, NULL, NULL), 0);
 
-    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, b, dests, 2, &found, NULL), 0);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, NULL, b, dests, 2, &found, NULL), 0);
     assert_int_equal(found, a);
-    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, b, twice, 3, &found, NULL), 0);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, NULL, b, twice, 3, &found, NULL), 0);
     assert_int_equal(found, a);
     /* Upper-case input is the same hash. */
-    assert_int_equal(db_hash_backed_up(db, "0123456789ABCDEF0123456789ABCDEF", SHA1_A, b, dests, 2,
-                                       &found, NULL),
+    assert_int_equal(db_hash_backed_up(db, "0123456789ABCDEF0123456789ABCDEF", SHA1_A, NULL, b,
+                                       dests, 2, &found, NULL),
                      0);
     assert_int_equal(found, a);
-    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, a, dests, 2, &found, NULL), 0);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, NULL, a, dests, 2, &found, NULL), 0);
     assert_int_equal(found, 0); /* excluding a leaves only b, which has no copies */
-    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, b, other, 2, &found, NULL), 0);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, NULL, b, other, 2, &found, NULL), 0);
     assert_int_equal(found, 0); /* not on s3 */
-    assert_int_equal(db_hash_backed_up(db, MD5_B, SHA1_B, 0, dests, 2, &found, NULL), 0);
+    assert_int_equal(db_hash_backed_up(db, MD5_B, SHA1_B, NULL, 0, dests, 2, &found, NULL), 0);
     assert_int_equal(found, 0);
 
     found = -1;
-    assert_int_equal(db_hash_backed_up(db, "xyz", SHA1_A, b, dests, 2, &found, &err), -EINVAL);
-    assert_int_equal(db_hash_backed_up(db, MD5_A, NULL, b, dests, 2, &found, &err), -EINVAL);
-    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, b, dests, 0, &found, &err), -EINVAL);
-    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, b, dests, 17, &found, &err), -EINVAL);
+    assert_int_equal(db_hash_backed_up(db, "xyz", SHA1_A, NULL, b, dests, 2, &found, &err),
+                     -EINVAL);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, NULL, NULL, b, dests, 2, &found, &err), -EINVAL);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, NULL, b, dests, 0, &found, &err),
+                     -EINVAL);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, NULL, b, dests, 17, &found, &err),
+                     -EINVAL);
     assert_int_equal(found, -1);
+    db_close(db);
+}
+
+/* A file hashed without SHA-1 (no destination needed it) is deduplicated by MD5 and XXH3-128;
+ * one with another XXH3-128 or only other hashes is not the same content. A file hashed again
+ * without SHA-1 keeps the SHA-1 it had when its MD5 is the same, else has none. */
+static void test_hash_backed_up_without_sha1(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    int64_t found = -1;
+    new_path(path, sizeof(path), "snapsync.db");
+    struct db *db = open_rw(path);
+    int64_t card = add_card(db, "XXH");
+    const char *const dests[] = {"nas"};
+    static const char XXH_A[] = "99aa06d3014798d86001c324468d497f";
+    static const char XXH_B[] = "06b05ab6733a618578af5f94892f3950";
+    int64_t a = add_file(db, card, "a.jpg", 10);
+    int64_t b = add_file(db, card, "b.jpg", 10);
+    int64_t old = add_file(db, card, "old.jpg", 10); /* hashed before schema 9 */
+    assert_int_equal(db_file_set_meta(db, a, MD5_A, NULL, XXH_A, 0, "photo", NULL), 0);
+    assert_int_equal(db_file_set_meta(db, b, MD5_A, NULL, XXH_B, 0, "photo", NULL), 0);
+    assert_int_equal(db_file_set_meta(db, old, MD5_B, SHA1_B, NULL, 0, "photo", NULL), 0);
+    assert_int_equal(db_copy_set(db, a, "nas", DB_COPY_COMPLETED, NULL, NULL, NULL), 0);
+    assert_int_equal(db_copy_set(db, b, "nas", DB_COPY_COMPLETED, NULL, NULL, NULL), 0);
+    assert_int_equal(db_copy_set(db, old, "nas", DB_COPY_COMPLETED, NULL, NULL, NULL), 0);
+
+    assert_int_equal(db_hash_backed_up(db, MD5_A, NULL, XXH_A, 0, dests, 1, &found, NULL), 0);
+    assert_int_equal(found, a);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, NULL, XXH_B, a, dests, 1, &found, NULL), 0);
+    assert_int_equal(found, b);
+    assert_int_equal(db_hash_backed_up(db, MD5_A, NULL, XXH_B, b, dests, 1, &found, NULL), 0);
+    assert_int_equal(found, 0); /* a has the same MD5, another XXH3-128 */
+    assert_int_equal(db_hash_backed_up(db, MD5_A, SHA1_A, NULL, 0, dests, 1, &found, NULL), 0);
+    assert_int_equal(found, 0); /* a and b have no SHA-1 to match */
+    /* an old file has no XXH3-128: found by SHA-1 only, never by a NULL */
+    assert_int_equal(db_hash_backed_up(db, MD5_B, NULL, XXH_A, 0, dests, 1, &found, NULL), 0);
+    assert_int_equal(found, 0);
+    assert_int_equal(db_hash_backed_up(db, MD5_B, SHA1_B, XXH_A, 0, dests, 1, &found, NULL), 0);
+    assert_int_equal(found, old);
+
+    struct db_file f;
+    assert_int_equal(db_file_set_meta(db, old, MD5_B, NULL, XXH_A, 0, "photo", NULL), 0);
+    assert_int_equal(db_file_get(db, old, &f, NULL), 0);
+    assert_string_equal(f.sha1, SHA1_B); /* same MD5: kept */
+    assert_string_equal(f.xxh128, XXH_A);
+    assert_int_equal(db_file_set_meta(db, old, MD5_A, NULL, NULL, 0, "photo", NULL), 0);
+    assert_int_equal(db_file_get(db, old, &f, NULL), 0);
+    assert_string_equal(f.md5, MD5_A);
+    assert_string_equal(f.sha1, ""); /* another content: neither is kept */
+    assert_string_equal(f.xxh128, "");
     db_close(db);
 }
 
@@ -2375,8 +2470,8 @@ static void test_copies_unsealed_and_sealed(void **state)
         snprintf(rel, sizeof(rel), "DCIM/IMG_%d.JPG", i);
         f[i] = add_file(db, card, rel, 10);
         assert_int_equal(db_file_set_meta(db, f[i], "0123456789abcdef0123456789abcdef",
-                                          "0123456789abcdef0123456789abcdef01234567", 0, "photo",
-                                          NULL),
+                                          "0123456789abcdef0123456789abcdef01234567", NULL, 0,
+                                          "photo", NULL),
                          0);
     }
     assert_int_equal(db_copy_set(db, f[0], "nas", DB_COPY_COMPLETED, "/n/b.jpg", NULL, NULL), 0);
@@ -2532,8 +2627,8 @@ static void test_verify_open_problems(void **state)
         snprintf(rel, sizeof(rel), "DCIM/%d.JPG", i);
         f[i] = add_file(db, card, rel, 10);
         assert_int_equal(db_file_set_meta(db, f[i], "0123456789abcdef0123456789abcdef",
-                                          "0123456789abcdef0123456789abcdef01234567", 0, "photo",
-                                          NULL),
+                                          "0123456789abcdef0123456789abcdef01234567", NULL, 0,
+                                          "photo", NULL),
                          0);
         assert_int_equal(db_copy_set(db, f[i], "nas", DB_COPY_COMPLETED, rel, NULL, NULL), 0);
     }
@@ -2615,6 +2710,8 @@ int main(void)
         cmocka_unit_test(test_verify_extras_and_dead_runs),
         cmocka_unit_test(test_migrate_from_v2),
         cmocka_unit_test(test_migrate_to_outbox),
+        cmocka_unit_test(test_migrate_to_xxh128),
+        cmocka_unit_test(test_hash_backed_up_without_sha1),
         cmocka_unit_test(test_copies_unsealed_and_sealed),
         cmocka_unit_test(test_verify_runs_pages_and_results),
         cmocka_unit_test(test_verify_open_problems),

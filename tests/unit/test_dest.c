@@ -222,6 +222,72 @@ static void test_abort_and_verify_failure_leave_nothing(void **state)
     assert_int_equal(count_tmp(f), 0);
 }
 
+/* Changes the byte at off of the one temporary in .snapsync-tmp on disk, as a bad disk, cable or
+ * NAS would, after the copy was written and before it is finished. */
+static void corrupt_tmp(struct fixture *f, off_t off)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/.snapsync-tmp", f->dir);
+    DIR *d = opendir(path);
+    assert_non_null(d);
+    struct dirent *e;
+    int done = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        int fd = openat(dirfd(d), e->d_name, O_RDWR | O_CLOEXEC);
+        assert_true(fd >= 0);
+        unsigned char c;
+        assert_int_equal(pread(fd, &c, 1, off), 1);
+        c ^= 0x01;
+        assert_int_equal(pwrite(fd, &c, 1, off), 1);
+        close(fd);
+        done++;
+    }
+    closedir(d);
+    assert_int_equal(done, 1);
+}
+
+/* The read-back is compared by XXH3-128: one changed byte in the copy is caught (the copy never
+ * gets its name), and a digest whose MD5 and SHA-1 are not the copy's but whose XXH3-128 is
+ * passes, so XXH3-128 is what is compared. */
+static void test_verify_compares_xxh128(void **state)
+{
+    struct fixture *f = *state;
+    struct error err;
+    static const char data[] = "a photo of a few bytes, one of which will change";
+    struct dest_item item = {.rel_path = "B.JPG",
+                             .name = "B.JPG",
+                             .size = sizeof(data) - 1,
+                             .date_path = "2021/02/04",
+                             .sha1_known = "",
+                             .card_dir_fd = -1};
+    struct hasher_digest d;
+    digest_of(data, sizeof(data) - 1, &d);
+    struct dest_file *file = NULL;
+    assert_int_equal(dest_open(f->conn, &item, &file, &err), 0);
+    assert_int_equal(dest_write(file, data, sizeof(data) - 1, &err), 0);
+    corrupt_tmp(f, 17);
+    struct dest_result res;
+    assert_int_equal(dest_finish(file, &d, true, &res, &err), -EIO);
+    assert_non_null(strstr(err.msg, "verification failed"));
+    assert_non_null(strstr(err.msg, "XXH3-128"));
+    assert_non_null(strstr(err.msg, d.xxh128_hex)); /* expected: the card's */
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/2021/02/04/B.JPG", f->dir);
+    assert_int_equal(access(path, F_OK), -1);
+    assert_int_equal(count_tmp(f), 0);
+
+    struct hasher_digest other;
+    digest_of("other bytes", 11, &other);
+    memcpy(other.xxh128, d.xxh128, sizeof(d.xxh128));
+    memcpy(other.xxh128_hex, d.xxh128_hex, sizeof(d.xxh128_hex));
+    assert_int_equal(dest_open(f->conn, &item, &file, &err), 0);
+    assert_int_equal(dest_write(file, data, sizeof(data) - 1, &err), 0);
+    assert_int_equal(dest_finish(file, &other, true, &res, &err), 0);
+    assert_int_equal(access(path, F_OK), 0);
+}
+
 static void test_stale_temporaries_are_removed(void **state)
 {
     struct fixture *f = *state;
@@ -352,6 +418,7 @@ int main(void)
         cmocka_unit_test(test_rel_valid),
         cmocka_unit_test_setup_teardown(test_date_folder_and_collisions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_names_fit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_compares_xxh128, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort_and_verify_failure_leave_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stale_temporaries_are_removed, setup, teardown),

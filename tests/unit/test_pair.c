@@ -142,7 +142,7 @@ static void test_partner_capture_recorded_then_probed(void **state)
     struct db_file_key key = {card, "IMG_0001.JPG", 11, 1};
     assert_int_equal(db_file_get_or_create(db, &key, &id, NULL, &err), 0);
     assert_int_equal(db_file_set_meta(db, id, "d41d8cd98f00b204e9800998ecf8427e",
-                                      "da39a3ee5e6b4b0d3255bfef95601890afd80709", 1600000000,
+                                      "da39a3ee5e6b4b0d3255bfef95601890afd80709", NULL, 1600000000,
                                       "photo", &err),
                      0);
     assert_int_equal(pair_partner_capture(db, card, dir_fd, &l->entries[0]), 1600000000);

@@ -43,7 +43,7 @@ static int64_t add_file(struct db *db, int64_t card, const char *path, int64_t s
     int64_t id = 0;
     assert_int_equal(db_file_get_or_create(db, &key, &id, NULL, &err), 0);
     if (md5)
-        assert_int_equal(db_file_set_meta(db, id, md5, sha1, 1714564800, "photo", &err), 0);
+        assert_int_equal(db_file_set_meta(db, id, md5, sha1, NULL, 1714564800, "photo", &err), 0);
     return id;
 }
 

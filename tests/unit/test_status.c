@@ -265,7 +265,8 @@ static int64_t verified_copy(struct db *db, int64_t card, const char *rel)
     int64_t id = 0;
     assert_int_equal(db_file_get_or_create(db, &key, &id, NULL, NULL), 0);
     assert_int_equal(db_file_set_meta(db, id, "0123456789abcdef0123456789abcdef",
-                                      "0123456789abcdef0123456789abcdef01234567", 0, "photo", NULL),
+                                      "0123456789abcdef0123456789abcdef01234567", NULL, 0, "photo",
+                                      NULL),
                      0);
     char remote[1200];
     snprintf(remote, sizeof(remote), "/nas/%s", rel);
