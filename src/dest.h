@@ -108,7 +108,8 @@ struct dest_file;
 /* The table a backend fills. Private state hangs off the void pointers. */
 struct dest_ops {
     const char *kind; /* "local" */
-    /* The backend uses the SHA-1 of what it stores (Immich). The card's reader computes SHA-1
+    /* The backend uses the SHA-1 of what it stores (Immich; rclone remotes whose backend has
+     * SHA-1 and no MD5). The card's reader computes SHA-1
      * only when a destination of the session needs it (docs/design.md, "Hashes"). */
     bool needs_sha1;
     /* Reads its settings from cfg; sets *ret_priv, and the stable id and human label. */

@@ -555,7 +555,7 @@ static bool same_content(const struct object_info *o, uint64_t size, const struc
     if (o->md5[0])
         return strcasecmp(o->md5, d->md5_hex) == 0;
     if (o->sha1[0])
-        return strcasecmp(o->sha1, d->sha1_hex) == 0;
+        return d->sha1_hex[0] && strcasecmp(o->sha1, d->sha1_hex) == 0;
     return false;
 }
 
@@ -1096,6 +1096,8 @@ out:
 
 const struct dest_ops dest_rclone_ops = {
     .kind = "rclone",
+    /* backends with SHA-1 and no MD5 (B2, pCloud ...) are verified by it (same_content) */
+    .needs_sha1 = true,
     .init = rclone_init,
     .done = rclone_done,
     .prepare = rclone_prepare,
