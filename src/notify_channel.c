@@ -61,6 +61,19 @@ void notify_channel_dashboard_url(const struct config *cfg, char *buf, size_t si
     mqtt_dashboard_url(cfg, buf, size);
 }
 
+struct notify_mail_server notify_channel_mail_server(const struct config *cfg)
+{
+    return (struct notify_mail_server){
+        .host = cfg->notify.email.host,
+        .port = config_notify_email_port(cfg),
+        .username = cfg->notify.email.username,
+        .password = cfg->notify.email.password,
+        .ca_file = cfg->notify.email.tls_ca_file,
+        .connect_timeout = NOTIFY_CHANNEL_CONNECT_TIMEOUT,
+        .timeout = NOTIFY_CHANNEL_TIMEOUT,
+    };
+}
+
 static int send_mail(const struct config *cfg, const struct notify_msg *m, struct error *err)
 {
     struct notify_mail_content c = {
@@ -72,15 +85,7 @@ static int send_mail(const struct config *cfg, const struct notify_msg *m, struc
         .html = m->html,
         .date = time(NULL),
     };
-    struct notify_mail_server srv = {
-        .host = cfg->notify.email.host,
-        .port = config_notify_email_port(cfg),
-        .username = cfg->notify.email.username,
-        .password = cfg->notify.email.password,
-        .ca_file = cfg->notify.email.tls_ca_file,
-        .connect_timeout = NOTIFY_CHANNEL_CONNECT_TIMEOUT,
-        .timeout = NOTIFY_CHANNEL_TIMEOUT,
-    };
+    struct notify_mail_server srv = notify_channel_mail_server(cfg);
     char *text = NULL;
     size_t len = 0;
     int r = notify_mail_security_parse(cfg->notify.email.security, &srv.security);

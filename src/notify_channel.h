@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "error.h"
+#include "notify_mail.h"
 #include "notify_msg.h"
 
 #define NOTIFY_CHANNEL_CONNECT_TIMEOUT 10 /* seconds to connect */
@@ -20,6 +21,10 @@
 
 /* How many channels cfg enables: 1 for notify.email when enabled, plus one per webhook. */
 size_t notify_channel_count(const struct config *cfg);
+
+/* The SMTP server of notify.email with the channels' timeouts; its security is left zero for
+ * the caller to parse (notify_mail_security_parse). Strings borrowed from cfg. */
+struct notify_mail_server notify_channel_mail_server(const struct config *cfg);
 
 /* A name for channel i, for messages and the CLI: "email", "webhook 1 (ntfy)". Written into buf
  * (truncated to size); "" when i is out of range. */

@@ -40,16 +40,7 @@ static void add_email(const struct config *cfg, struct notify_outbox_channels *r
     struct outbox_channel *ch = &ret->ch[ret->n];
     *ch = (struct outbox_channel){
         .kind = OUTBOX_EMAIL,
-        .mail =
-            {
-                .host = cfg->notify.email.host,
-                .port = config_notify_email_port(cfg),
-                .username = cfg->notify.email.username,
-                .password = cfg->notify.email.password,
-                .ca_file = cfg->notify.email.tls_ca_file,
-                .connect_timeout = NOTIFY_CHANNEL_CONNECT_TIMEOUT,
-                .timeout = NOTIFY_CHANNEL_TIMEOUT,
-            },
+        .mail = notify_channel_mail_server(cfg),
         .from = cfg->notify.email.from,
         .to = (const char *const *)cfg->notify.email.to,
         .n_to = cfg->notify.email.n_to,
