@@ -20,6 +20,9 @@
 /* Most bytes media_probe reads from one file, whatever its metadata claims. */
 #define MEDIA_PROBE_MAX_BYTES (4 * 1024 * 1024)
 
+/* Bytes of media_info's text fields, with the NUL. */
+#define MEDIA_TEXT_MAX 64
+
 enum media_kind { MEDIA_KIND_UNKNOWN, MEDIA_KIND_PHOTO, MEDIA_KIND_RAW, MEDIA_KIND_VIDEO };
 
 struct media_info {
@@ -32,6 +35,14 @@ struct media_info {
      * has_offset 0. */
     int32_t utc_offset;
     int has_offset;
+    /* Camera and lens as the metadata names them (EXIF Make, Model, LensModel, BodySerialNumber
+     * or their equivalents in maker notes and video boxes): NUL-terminated, leading and trailing
+     * spaces and NULs removed, cut to fit (never inside a UTF-8 sequence); "" when absent. Raw
+     * text: cleaning for file names is the caller's (pattern.h). */
+    char make[MEDIA_TEXT_MAX];
+    char model[MEDIA_TEXT_MAX];
+    char lens[MEDIA_TEXT_MAX];
+    char serial[MEDIA_TEXT_MAX];
 };
 
 /* Where media_probe reads from: a file (pread) or memory (tests, fuzzer). read_at reads up to
