@@ -20,7 +20,7 @@ import threading
 import time
 
 from harness import SANITIZER_MARKS, BIN, SnapsyncTest, make_blob, make_damaged_squashfs, \
-    make_photo, md5, tool, wait_for, write_config
+    make_photo, md5, slow, tool, wait_for, write_config
 
 MOUNT_FLAGS = {"ro", "nosuid", "nodev", "noexec"}
 
@@ -458,6 +458,7 @@ class ServiceTest(SnapsyncTest):
         self.stop()
         self.assertEqual(len(hook.requests), 1)
 
+    @slow
     def test_a_destination_down_is_notified_once_after_destination_down_minutes(self):
         from test_notify import HookServer
         import json
