@@ -12,6 +12,9 @@
 #   BENCH_SMALL    files on the small-file card (default 10000)
 #   SNAPSYNC_BIN   binary to measure (default: build-bench/snapsync, built if missing)
 #   BENCH_NO_APT=1 skip apt-get (the tools must already be installed)
+#   BENCH_CARD     image (default as root): the card as a read-only ext4 image on a loop device,
+#                  a filesystem of its own as a real card is; folder: the generated folder,
+#                  on the destination's filesystem
 #
 # Everything it writes goes to bench/out/ (gitignored); results in bench/out/results.md.
 # Exit status: 0 when the measurements ran (targets missed or not), non-zero on errors.
