@@ -48,6 +48,8 @@ if [ "${1:-}" = "--test" ]; then
     # the rclone destination's sftp remote (tests/integration/test_rclone.py): a private sshd on
     # loopback
     pkgs="$pkgs openssh-server"
+    # xxhsum: the XXH3-128 of a file, as verification compares copies by it (tests/integration)
+    pkgs="$pkgs xxhash"
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
     # the container image (scripts/container.sh: Debian base images made with mmdebstrap, built
     # with podman), the Home Assistant add-on's run script (jq) and its YAML (python3-yaml), the

@@ -22,8 +22,9 @@
 #define PACE_STEP_S 0.1 /* a throttling sleep is cut in steps so a cancel is seen soon */
 #define DOWN_AFTER 3    /* errors in a row after which a destination is not asked again */
 
-enum db_verify_result verify_compare(int64_t want_size, const char *want_md5, uint64_t got_size,
-                                     const char *got_md5, char *detail, size_t detail_size)
+enum db_verify_result verify_compare(int64_t want_size, const char *want_hash, uint64_t got_size,
+                                     const char *got_hash, const char *hash_name, char *detail,
+                                     size_t detail_size)
 {
     if (detail_size)
         detail[0] = '\0';
@@ -31,9 +32,9 @@ enum db_verify_result verify_compare(int64_t want_size, const char *want_md5, ui
         snprintf(detail, detail_size, "size %" PRIu64 ", recorded %" PRId64, got_size, want_size);
         return DB_VERIFY_CHANGED;
     }
-    if (!want_md5 || !got_md5 || strcasecmp(want_md5, got_md5) != 0) {
-        snprintf(detail, detail_size, "MD5 %s, recorded %s", got_md5 ? got_md5 : "-",
-                 want_md5 ? want_md5 : "-");
+    if (!want_hash || !got_hash || strcasecmp(want_hash, got_hash) != 0) {
+        snprintf(detail, detail_size, "%s %s, recorded %s", hash_name, got_hash ? got_hash : "-",
+                 want_hash ? want_hash : "-");
         return DB_VERIFY_CHANGED;
     }
     return DB_VERIFY_OK;
@@ -72,7 +73,9 @@ struct run {
     struct verify_summary *sum;
     struct vdest v[DEST_MAX];
     size_t n;
-    struct hasher *h;
+    struct hasher *h;        /* MD5, for a copy recorded without XXH3-128 */
+    struct hasher_xxh128 *x; /* XXH3-128, for a copy recorded with it */
+    bool by_xxh;             /* the copy being read is hashed by x */
     double start_s, last_progress_s;
     uint64_t copy_bytes; /* of the copy being read */
     const char *cur_label, *cur_remote;
@@ -119,23 +122,38 @@ static int on_chunk(const void *buf, size_t len, void *arg)
 {
     struct run *r = arg;
     struct error err = {0};
-    int e = hasher_update(r->h, buf, len, &err);
-    if (e < 0)
-        return e;
+    if (r->by_xxh) {
+        hasher_xxh128_update(r->x, buf, len);
+    } else {
+        int e = hasher_update(r->h, buf, len, &err);
+        if (e < 0)
+            return e;
+    }
     r->copy_bytes += len;
     r->sum->bytes_read += len;
     progress(r, false);
     return pace(r);
 }
 
-/* Reads a copy back: the verdict, or -ECANCELED. err gets the detail of an error verdict. */
+/* Reads a copy back: the verdict, or -ECANCELED. err gets the detail of an error verdict. A copy
+ * recorded with its XXH3-128 (every file hashed since schema 9) is compared by it, a fraction of
+ * MD5's CPU (docs/performance.md) for the same certainty about an accidental change; older
+ * records and sidecars by MD5. got gets the hash computed, the other ones "". */
 static int check_read(struct run *r, struct vdest *vd, const struct db_verify_copy *c,
                       enum db_verify_result *ret, char *detail, size_t detail_size,
                       struct hasher_digest *got)
 {
     struct error err = {0};
     r->copy_bytes = 0;
-    int e = hasher_set_sha1(r->h, false, &err); /* compared by MD5; SHA-1 is no use here */
+    r->by_xxh = c->xxh128[0] != '\0';
+    int e = 0;
+    if (r->by_xxh) {
+        hasher_xxh128_free(r->x);
+        r->x = NULL;
+        e = hasher_xxh128_new(&r->x, &err);
+    } else {
+        e = hasher_set_sha1(r->h, false, &err); /* compared by MD5; SHA-1 is no use here */
+    }
     if (e == 0)
         e = dest_read_copy(vd->d, c->remote, on_chunk, r, &err);
     if (e == -ECANCELED)
@@ -145,14 +163,19 @@ static int check_read(struct run *r, struct vdest *vd, const struct db_verify_co
         *ret = DB_VERIFY_MISSING;
         return 0;
     }
-    if (e == 0)
+    if (e == 0 && r->by_xxh)
+        hasher_xxh128_final(r->x, got->xxh128_hex);
+    else if (e == 0)
         e = hasher_final(r->h, got, &err);
     if (e < 0) {
         snprintf(detail, detail_size, "%s", err.msg[0] ? err.msg : strerror(-e));
         *ret = DB_VERIFY_ERROR;
         return 0;
     }
-    *ret = verify_compare(c->size, c->md5, r->copy_bytes, got->md5_hex, detail, detail_size);
+    *ret = r->by_xxh ? verify_compare(c->size, c->xxh128, r->copy_bytes, got->xxh128_hex,
+                                      "XXH3-128", detail, detail_size)
+                     : verify_compare(c->size, c->md5, r->copy_bytes, got->md5_hex, "MD5", detail,
+                                      detail_size);
     return 0;
 }
 
@@ -199,9 +222,10 @@ static void history_note(struct run *r, struct vdest *vd, const struct db_verify
     struct history_check hc = {.remote = c->remote,
                                .size = ok ? (uint64_t)c->size : r->copy_bytes,
                                .mtime_ns = c->mtime_ns,
-                               .md5 = ok ? c->md5 : got->md5_hex,
-                               .sha1 = ok ? c->sha1 : got->sha1_hex,
-                               .xxh128 = ok ? c->xxh128 : got->xxh128_hex,
+                               /* the hash computed again (check_read), no other: a verified
+                                * entry says that hash was recomputed and matched */
+                               .md5 = r->by_xxh ? NULL : got->md5_hex,
+                               .xxh128 = r->by_xxh ? got->xxh128_hex : NULL,
                                .ok = ok,
                                .at = time(NULL)};
     if (e == 0)
@@ -479,6 +503,7 @@ int verify_run(const struct config *cfg, struct db *db, struct dest *const *dest
     progress(&r, true);
 out:
     hasher_free(r.h);
+    hasher_xxh128_free(r.x);
     free(page);
     return e;
 }

@@ -125,12 +125,14 @@ int verify_run(const struct config *cfg, struct db *db, struct dest *const *dest
                struct verify_summary *ret, struct error *err);
 
 /*
- * The verdict on a copy read back: ok when size and MD5 (hex, either case) are the recorded
- * ones, else changed with detail saying what differs ("size 10, recorded 2048"; "MD5 ...,
- * recorded ..."). detail gets "" for ok. Pure; any thread.
+ * The verdict on a copy read back: ok when size and hash (hex, either case; hash_name says which
+ * one, "MD5" or "XXH3-128") are the recorded ones, else changed with detail saying what differs
+ * ("size 10, recorded 2048"; "XXH3-128 ..., recorded ..."). detail gets "" for ok. Pure; any
+ * thread.
  */
-enum db_verify_result verify_compare(int64_t want_size, const char *want_md5, uint64_t got_size,
-                                     const char *got_md5, char *detail, size_t detail_size);
+enum db_verify_result verify_compare(int64_t want_size, const char *want_hash, uint64_t got_size,
+                                     const char *got_hash, const char *hash_name, char *detail,
+                                     size_t detail_size);
 
 /* The scope's name as a run records it (verify_runs.scope): s->name, else "session 12",
  * "since 2026-01-02T03:04:05Z" or "all". Pure; any thread. */

@@ -224,6 +224,14 @@ def sha1(path):
     return file_digest(path, "sha1")
 
 
+def xxh128(path):
+    """XXH3-128 of a file in its canonical hex, as SnapSync records it (xxhsum -H2: Debian's
+    xxhash, which the standard library lacks)."""
+    out = subprocess.run([tool("xxhsum"), "-H2", path], check=True, capture_output=True,
+                         text=True).stdout
+    return out.split()[0]
+
+
 def wait_for(predicate, timeout=30.0, what="condition"):
     """Waits for predicate() to become true, polling a file-system state with a deadline."""
     deadline = time.monotonic() + timeout

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 
 import smbd
 from harness import (TMP_ROOT, ImmichServer, SnapsyncTest, make_blob, make_photo, md5,
-                     write_config)
+                     write_config, xxh128)
 from test_history import NS, c4, chain, generations, xmllint
 from webserver import WebServer
 
@@ -146,7 +146,8 @@ class VerifyLocalTest(SnapsyncTest):
                           ("DCIM/100CANON/IMG_0002.JPG", "missing"),
                           ("DCIM/100CANON/IMG_0003.JPG", "ok"),
                           ("DCIM/100CANON/MVI_0004.MOV", "changed")])
-        self.assertIn("MD5", rows[0][2])
+        # compared by XXH3-128, which every copy hashed since schema 9 has recorded
+        self.assertRegex(rows[0][2], r"^XXH3-128 [0-9a-f]{32}, recorded [0-9a-f]{32}$")
 
     def test_dashboard_api_shows_the_last_run_and_the_open_problems(self):
         w = WebServer(self)
@@ -203,10 +204,10 @@ class VerifyLocalTest(SnapsyncTest):
         actions = {}
         for h in root.findall("m:hashes/m:hash", NS):
             p = h.find("m:path", NS)
-            m = h.find("m:md5", NS)
-            # no SHA-1 (no destination here needs it), an XXH3-128
+            m = h.find("m:xxh128", NS)
+            # checked by XXH3-128 alone: only what was computed again is listed as verified
             self.assertIsNone(h.find("m:sha1", NS))
-            self.assertRegex(h.find("m:xxh128", NS).text, r"^[0-9a-f]{32}$")
+            self.assertIsNone(h.find("m:md5", NS))
             actions[os.path.basename(p.text)] = (m.get("action"), int(p.get("size")), m.text)
         # the missing file has nothing to hash: not listed; the changed one with what was found
         self.assertEqual(set(actions), {"IMG_0001.JPG", "IMG_0003.JPG", "MVI_0004.MOV"})
@@ -214,7 +215,7 @@ class VerifyLocalTest(SnapsyncTest):
         self.assertEqual(actions["MVI_0004.MOV"][0], "verified")
         p3 = self.path("IMG_0003.JPG")
         self.assertEqual(actions["IMG_0003.JPG"],
-                         ("failed", os.path.getsize(p3), md5(p3)))
+                         ("failed", os.path.getsize(p3), xxh128(p3)))
 
     def test_scope_session_dest_and_usage_errors(self):
         os.unlink(self.path("IMG_0002.JPG"))
@@ -386,7 +387,7 @@ backup:
         self.assertEqual(rc, 0, err)
         check_chain_only(self, self.root)
         root = ET.parse(os.path.join(self.root, "ascmhl", gens[2])).getroot()
-        actions = {os.path.basename(h.find("m:path", NS).text): h.find("m:md5", NS).get("action")
+        actions = {os.path.basename(h.find("m:path", NS).text): h.find("m:xxh128", NS).get("action")
                    for h in root.findall("m:hashes/m:hash", NS)}
         self.assertEqual(actions, {"CLIP_0003.MP4": "failed", "IMG_0001.JPG": "verified"})
         # a file put on the share by someone else is named, the share's own folders are not

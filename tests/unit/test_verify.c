@@ -29,18 +29,23 @@ static void test_compare(void **state)
     (void)state;
     char d[128];
     const char *md5 = "d41d8cd98f00b204e9800998ecf8427e";
-    assert_int_equal(verify_compare(0, md5, 0, md5, d, sizeof(d)), DB_VERIFY_OK);
+    assert_int_equal(verify_compare(0, md5, 0, md5, "MD5", d, sizeof(d)), DB_VERIFY_OK);
     assert_string_equal(d, "");
-    assert_int_equal(verify_compare(0, md5, 0, "D41D8CD98F00B204E9800998ECF8427E", d, sizeof(d)),
-                     DB_VERIFY_OK);
-    assert_int_equal(verify_compare(2048, md5, 10, md5, d, sizeof(d)), DB_VERIFY_CHANGED);
+    assert_int_equal(
+        verify_compare(0, md5, 0, "D41D8CD98F00B204E9800998ECF8427E", "MD5", d, sizeof(d)),
+        DB_VERIFY_OK);
+    assert_int_equal(verify_compare(2048, md5, 10, md5, "MD5", d, sizeof(d)), DB_VERIFY_CHANGED);
     assert_string_equal(d, "size 10, recorded 2048");
-    assert_int_equal(verify_compare(0, md5, 0, "00000000000000000000000000000000", d, sizeof(d)),
-                     DB_VERIFY_CHANGED);
+    assert_int_equal(
+        verify_compare(0, md5, 0, "00000000000000000000000000000000", "MD5", d, sizeof(d)),
+        DB_VERIFY_CHANGED);
     assert_string_equal(d, "MD5 00000000000000000000000000000000, recorded "
                            "d41d8cd98f00b204e9800998ecf8427e");
-    assert_int_equal(verify_compare(-1, md5, 0, md5, d, sizeof(d)), DB_VERIFY_CHANGED);
-    assert_int_equal(verify_compare(0, NULL, 0, md5, d, sizeof(d)), DB_VERIFY_CHANGED);
+    assert_int_equal(verify_compare(-1, md5, 0, md5, "MD5", d, sizeof(d)), DB_VERIFY_CHANGED);
+    assert_int_equal(verify_compare(0, NULL, 0, md5, "MD5", d, sizeof(d)), DB_VERIFY_CHANGED);
+    const char *x = "99aa06d3014798d86001c324468d497f"; /* XXH3-128 of "" */
+    assert_int_equal(verify_compare(0, x, 0, "00", "XXH3-128", d, sizeof(d)), DB_VERIFY_CHANGED);
+    assert_string_equal(d, "XXH3-128 00, recorded 99aa06d3014798d86001c324468d497f");
 }
 
 static void test_pace(void **state)
