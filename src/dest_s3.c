@@ -763,6 +763,22 @@ static int complete(struct s3_file *f, char etag[S3_ETAG_MAX], struct error *err
     return 0;
 }
 
+/* Deletes the object this finish created at f->key, found to differ from what was sent (a
+ * server that does not check Content-MD5, as s3rver for parts and single PUTs: a bad link or
+ * proxy changed the bytes), so that its final name never holds a damaged copy; the next attempt
+ * uploads it again. err (an error already) gets a note when the delete fails. */
+static void remove_created(struct s3_file *f, struct error *err)
+{
+    long code = 0;
+    struct error e = {0};
+    int r = request(f->c->s, f->c->x, "DELETE", f->key, NULL, NULL, NULL, 0, &code, &e);
+    if (r == 0 && (code == 204 || code == 200))
+        return;
+    size_t n = strlen(err->msg);
+    snprintf(err->msg + n, sizeof(err->msg) - n, "; it could not be removed (%s): delete it",
+             r < 0 ? e.msg : "the server refused");
+}
+
 static int s3_finish(void *file, const struct hasher_digest *digest, bool verify,
                      struct dest_result *ret, struct error *err)
 {
@@ -771,6 +787,7 @@ static int s3_finish(void *file, const struct hasher_digest *digest, bool verify
     struct http *x = f->c->x;
     int r = 0;
     bool existed = false;
+    bool created = false; /* this finish created the object at f->key */
     char mp_etag[S3_ETAG_MAX] = "";
     if (f->received != f->size) {
         r = error_set(err, -EIO, "read %" PRIu64 " of %" PRIu64 " bytes", f->received, f->size);
@@ -803,9 +820,13 @@ static int s3_finish(void *file, const struct hasher_digest *digest, bool verify
                 r = s3_failure(x, code, f->key, err);
                 goto out;
             }
+            created = true;
             if (!s3_etag_equal(http_reply_header(x, "etag"), digest->md5_hex)) {
-                r = error_set(err, -EIO, "'%s': the server's ETag %s is not the MD5 %s sent",
+                r = error_set(err, -EIO,
+                              "'%s': the server stored other bytes than were sent (its ETag %s "
+                              "is not the MD5 %s)",
                               f->key, http_reply_header(x, "etag") ?: "(none)", digest->md5_hex);
+                remove_created(f, err);
                 goto out;
             }
             goto result;
@@ -833,15 +854,22 @@ static int s3_finish(void *file, const struct hasher_digest *digest, bool verify
     r = complete(f, etag, err);
     if (r < 0)
         goto out;
+    created = true;
     if (!s3_etag_equal(etag, mp_etag) && !s3_etag_equal(etag, digest->md5_hex)) {
-        r = error_set(err, -EIO, "'%s': the server's ETag %s is neither %s nor the MD5 %s", f->key,
-                      etag, mp_etag, digest->md5_hex);
+        r = error_set(err, -EIO,
+                      "'%s': the server stored other bytes than were sent (its ETag %s is neither "
+                      "%s nor the MD5 %s)",
+                      f->key, etag, mp_etag, digest->md5_hex);
+        remove_created(f, err);
         goto out;
     }
 result:
-    if (r == 0 && verify)
+    if (r == 0 && verify) {
         r = verify_object(f, mp_etag[0] ? mp_etag : digest->md5_hex,
                           mp_etag[0] ? digest->md5_hex : NULL, err);
+        if (r == -EIO && created) /* it differs: not left under the name as if it were a copy */
+            remove_created(f, err);
+    }
     if (r == 0) {
         snprintf(ret->remote, sizeof(ret->remote), "s3://%s/%s", s->bucket, f->key);
         ret->existed = existed;

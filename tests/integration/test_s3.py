@@ -305,6 +305,56 @@ class S3Test(SnapsyncTest):
         self.assertIn(f"s3://{BUCKET}/{PREFIX}/2023/07/14/IMG_0001.JPG", p.stdout)
         self.assertEqual(self.objects(), {})
 
+    def test_a_byte_changed_on_the_way_to_the_server_is_caught(self):
+        """A relay in front of s3rver changes one bit of a photo sent in one PUT and of one part
+        of a video's multipart upload (a bad link or proxy). The photo: its Content-MD5 no longer
+        fits and the server refuses it. The part: s3rver does not check a part's Content-MD5, but
+        its ETag (the MD5 of what it stored) is not the MD5 of what was read from the card, which
+        SnapSync compares. Both copies fail with no object under their keys; the next run (the
+        relay changes nothing more) uploads them whole."""
+        from broker import CutProxy
+        photo_pattern, video_pattern = b"SNAPSYNC-FLIP-P1", b"SNAPSYNC-FLIP-V2"
+        photo = f"{self.card}/DCIM/100CANON/IMG_0021.JPG"
+        video = f"{self.card}/DCIM/100CANON/MVI_0020.MP4"
+        os.makedirs(os.path.dirname(photo))
+        with open(photo, "wb") as f:
+            f.write(os.urandom(100 << 10) + photo_pattern * 4096 + os.urandom(100 << 10))
+        with open(video, "wb") as f:  # the pattern in the second of three 5 MiB parts
+            f.write(os.urandom(6 * MIB) + video_pattern * 4096 + os.urandom(5 * MIB))
+        flipped = []
+
+        def flip(data):
+            for pattern in (photo_pattern, video_pattern):
+                at = data.find(pattern) if pattern not in flipped else -1
+                if at >= 0:
+                    flipped.append(pattern)
+                    data = bytearray(data)
+                    data[at + 5] ^= 0x01
+                    data = bytes(data)
+            return data
+
+        relay = CutProxy(self.server, upstream=flip)
+        self.cleanups.append(relay.stop)
+        self.configure(endpoint=f"http://127.0.0.1:{relay.port}")
+        with open(self.config) as f:
+            text = f.read()
+        with open(self.config, "w") as f:
+            f.write(text.replace("  max_retries: 1\n", "  max_retries: 0\n", 1))
+        p = self.snapsync("backup", self.card, "--json", check=1)
+        r = json.loads(p.stdout)
+        self.assertEqual(sorted(flipped), [photo_pattern, video_pattern])
+        self.assertEqual((r["files_copied"], r["files_failed"]), (0, 2), p.stderr)
+        self.assertRegex(p.stderr, r"IMG_0021\.JPG.*(BadDigest|Content-MD5|MD5)")
+        self.assertRegex(p.stderr, r"part 2 of '\S+/MVI_0020\.MP4': the server's ETag "
+                                   r"\"[0-9a-f]{32}\" is not its MD5 [0-9a-f]{32}")
+        self.assertEqual(self.objects(), {})  # nothing under the final keys
+        r = self.backup()
+        self.assertEqual((r["status"], r["files_copied"]), ("completed", 2), r)
+        objects = self.objects()
+        for path in (photo, video):
+            [key] = [k for k in objects if k.endswith("/" + os.path.basename(path))]
+            self.assertEqual(self.remote_md5(key), md5(path))
+
     def test_server_stopped_mid_upload_resumes_on_the_next_run(self):
         """s3rver killed while a 128 MiB video is partly sent: the session ends with the copy
         waiting, no object (half or whole) under its key; with the server back on the same port,
