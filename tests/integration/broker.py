@@ -247,3 +247,25 @@ class CutProxy:
     def stop(self):
         self.cut()
         self.listener.close()
+
+
+class FlipRelay(CutProxy):
+    """A TCP relay on 127.0.0.1 in front of a server that changes one bit of the first
+    occurrence of each of `patterns` in what the client sends (a copy then differs from the card
+    by one byte, as a bad cable, NAS or proxy would make it); everything else passes as is.
+    `flipped` lists the patterns changed so far."""
+
+    def __init__(self, server, *patterns):
+        self.patterns = patterns
+        self.flipped = []
+        super().__init__(server, upstream=self._flip)
+
+    def _flip(self, data):
+        for pattern in self.patterns:
+            at = data.find(pattern) if pattern not in self.flipped else -1
+            if at >= 0:
+                self.flipped.append(pattern)
+                data = bytearray(data)
+                data[at + 5] ^= 0x01
+                data = bytes(data)
+        return data

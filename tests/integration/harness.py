@@ -291,6 +291,14 @@ class SnapsyncTest(unittest.TestCase):
         if ok and not os.environ.get("SNAPSYNC_KEEP_TMP"):
             remove_shared_dir(TMP_ROOT, self.dir)
 
+    def no_retries(self):
+        """backup.max_retries 0 in the test's config (write_config's default is 1)."""
+        with open(self.config) as f:
+            text = f.read()
+        self.assertIn("  max_retries: 1\n", text)
+        with open(self.config, "w") as f:
+            f.write(text.replace("  max_retries: 1\n", "  max_retries: 0\n", 1))
+
     def snapsync(self, *args, config=True, check=None, timeout=300):
         cmd = [BIN] + (["--config", self.config] if config else []) + list(args)
         p = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=timeout,

@@ -279,33 +279,19 @@ class RcloneS3Test(SnapsyncTest):
         fails (rclone's own check of the upload, else SnapSync's of the remote object's MD5)
         and nothing lands under its final name; the next run (the relay changes nothing more)
         copies it whole and leaves no temporary."""
-        from broker import CutProxy
+        from broker import FlipRelay
         pattern = b"SNAPSYNC-FLIP-ME"
         path = f"{self.card}/DCIM/100CANON/IMG_0030.JPG"
         os.makedirs(os.path.dirname(path))
         with open(path, "wb") as f:
             f.write(os.urandom(100 << 10) + pattern * 4096 + os.urandom(100 << 10))
-        flipped = []
-
-        def flip(data):
-            at = data.find(pattern) if not flipped else -1
-            if at < 0:
-                return data
-            flipped.append(at)
-            data = bytearray(data)
-            data[at + 5] ^= 0x01
-            return bytes(data)
-
-        relay = CutProxy(self.server, upstream=flip)
+        relay = FlipRelay(self.server, pattern)
         self.cleanups.append(relay.stop)
         self.env["RCLONE_CONFIG_T_ENDPOINT"] = f"http://127.0.0.1:{relay.port}"
-        with open(self.config) as f:
-            text = f.read()
-        with open(self.config, "w") as f:
-            f.write(text.replace("  max_retries: 1\n", "  max_retries: 0\n", 1))
+        self.no_retries()
         p = self.snapsync("backup", self.card, "--json", check=1)
         r = json.loads(p.stdout)
-        self.assertEqual(len(flipped), 1)
+        self.assertEqual(relay.flipped, [pattern])
         self.assertEqual((r["files_copied"], r["files_failed"]), (0, 1), p.stderr)
         self.assertRegex(p.stderr, r"IMG_0030\.JPG.*(differ|MD5|md5|corrupt)")
         self.assertEqual([k for k in self.objects() if not k.startswith(".snapsync-tmp/")], [])

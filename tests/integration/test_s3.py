@@ -312,7 +312,7 @@ class S3Test(SnapsyncTest):
         its ETag (the MD5 of what it stored) is not the MD5 of what was read from the card, which
         SnapSync compares. Both copies fail with no object under their keys; the next run (the
         relay changes nothing more) uploads them whole."""
-        from broker import CutProxy
+        from broker import FlipRelay
         photo_pattern, video_pattern = b"SNAPSYNC-FLIP-P1", b"SNAPSYNC-FLIP-V2"
         photo = f"{self.card}/DCIM/100CANON/IMG_0021.JPG"
         video = f"{self.card}/DCIM/100CANON/MVI_0020.MP4"
@@ -321,28 +321,13 @@ class S3Test(SnapsyncTest):
             f.write(os.urandom(100 << 10) + photo_pattern * 4096 + os.urandom(100 << 10))
         with open(video, "wb") as f:  # the pattern in the second of three 5 MiB parts
             f.write(os.urandom(6 * MIB) + video_pattern * 4096 + os.urandom(5 * MIB))
-        flipped = []
-
-        def flip(data):
-            for pattern in (photo_pattern, video_pattern):
-                at = data.find(pattern) if pattern not in flipped else -1
-                if at >= 0:
-                    flipped.append(pattern)
-                    data = bytearray(data)
-                    data[at + 5] ^= 0x01
-                    data = bytes(data)
-            return data
-
-        relay = CutProxy(self.server, upstream=flip)
+        relay = FlipRelay(self.server, photo_pattern, video_pattern)
         self.cleanups.append(relay.stop)
         self.configure(endpoint=f"http://127.0.0.1:{relay.port}")
-        with open(self.config) as f:
-            text = f.read()
-        with open(self.config, "w") as f:
-            f.write(text.replace("  max_retries: 1\n", "  max_retries: 0\n", 1))
+        self.no_retries()
         p = self.snapsync("backup", self.card, "--json", check=1)
         r = json.loads(p.stdout)
-        self.assertEqual(sorted(flipped), [photo_pattern, video_pattern])
+        self.assertEqual(sorted(relay.flipped), [photo_pattern, video_pattern])
         self.assertEqual((r["files_copied"], r["files_failed"]), (0, 2), p.stderr)
         self.assertRegex(p.stderr, r"IMG_0021\.JPG.*(BadDigest|Content-MD5|MD5)")
         self.assertRegex(p.stderr, r"part 2 of '\S+/MVI_0020\.MP4': the server's ETag "

@@ -22,7 +22,7 @@ import threading
 from harness import (BIN, SANITIZER_MARKS, TMP_ROOT, SnapsyncTest, make_blob, make_photo,
                      make_video, md5, wait_for)
 import smbd
-from broker import CutProxy
+from broker import FlipRelay
 from test_history import chain, check_history, generation_paths, generations, tree
 
 SFM = {c: chr(0xF000 + c) for c in range(1, 0x20)}
@@ -44,27 +44,6 @@ def sfm_unmap(name):
     back["\uf028"] = " "
     back["\uf029"] = "."
     return "".join(back.get(ch, ch) for ch in name)
-
-
-class FlipRelay(CutProxy):
-    """A TCP relay on 127.0.0.1 in front of smbd that changes one bit of the first occurrence of
-    `pattern` in what the client sends (a WRITE's data: the share stores a copy that differs from
-    the card by one byte, as a bad cable or NAS would make it); everything else passes as is.
-    SMB2 without signing or encryption carries no checksum of the data, so smbd accepts it."""
-
-    def __init__(self, server, pattern):
-        self.pattern = pattern
-        self.flipped = 0
-        super().__init__(server, upstream=self._flip)
-
-    def _flip(self, data):
-        at = data.find(self.pattern) if not self.flipped else -1
-        if at < 0:
-            return data
-        self.flipped += 1
-        data = bytearray(data)
-        data[at + 5] ^= 0x01
-        return bytes(data)
 
 
 class BlackHole:
@@ -654,12 +633,13 @@ unraid:
         os.makedirs(os.path.dirname(path))
         with open(path, "wb") as f:
             f.write(os.urandom(300 << 10) + pattern * (16 << 10) + os.urandom(300 << 10))
+        # SMB2 without signing or encryption carries no checksum of the data: smbd stores it
         relay = FlipRelay(self.server, pattern)
         self.cleanups.append(relay.stop)
         self.smb_config(port=relay.port, backup="  concurrent_files: 1\n  max_retries: 0\n")
         p = self.snapsync("backup", self.card, "--json", check=1)
         r = json.loads(p.stdout)
-        self.assertEqual(relay.flipped, 1)
+        self.assertEqual(relay.flipped, [pattern])
         self.assertEqual((r["files_copied"], r["files_failed"]), (0, 1), p.stderr)
         self.assertRegex(p.stderr, r"verification failed: the copy on smb://127\.0\.0\.1:\d+/"
                                    r"photos/\S+ differs from the card \(XXH3-128 [0-9a-f]{32}, ")
