@@ -20,6 +20,10 @@ cmake --build build-test -j"$jobs"
 # before each release (docs/testing.md, "arm64")
 (cd build-test && ctest --output-on-failure -j"$jobs" --timeout 600 -LE arm64)
 
+echo "== Release build (the optimiser finds warnings -O2 does not: -Werror fails a user's build)"
+cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DSNAPSYNC_TESTS=OFF >/dev/null
+cmake --build build-release -j"$jobs" >/dev/null
+
 echo "== valgrind (unit tests)"
 # side by side, one per core: test_db alone takes over a minute under valgrind
 ls build-test/tests/test_* | grep -v '[.]' | xargs -P "$jobs" -I{} sh -c '

@@ -2289,7 +2289,7 @@ static int load_dotenv(struct config *cfg, const char *path, struct error *err)
 {
     char *text = NULL;
     size_t len;
-    struct stat st;
+    struct stat st = {0}; /* read_text sets it on success; -O3 cannot tell */
     struct error e;
     int r = read_text(path, &text, &len, &st, &e);
     if (r == -ENOENT)
@@ -2318,7 +2318,7 @@ static int load_file(const char *path, const char *how, struct config **ret, str
     struct lines lines;
     char *text = NULL, *abs = NULL, *dir = NULL, *envpath = NULL;
     size_t len;
-    struct stat st;
+    struct stat st = {0}; /* as in load_dotenv */
     int r = read_text(path, &text, &len, &st, err);
     if (r == -ENOENT)
         return error_set(err, r, "config file '%s'%s not found", path, how);

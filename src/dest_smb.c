@@ -1506,7 +1506,7 @@ static int walk_folder(struct smb_walk *w, size_t len, unsigned depth)
                       s->shown, META_LIST_MAX);
     }
     for (size_t i = 0; r == 0 && i < e.files.n; i++) {
-        size_t n;
+        size_t n = 0; /* walk_push sets it; -O3 cannot tell */
         if (dest_walk_skip(depth, e.files.names[i]))
             continue;
         r = walk_push(w, len, e.files.names[i], &n);
@@ -1519,7 +1519,7 @@ static int walk_folder(struct smb_walk *w, size_t len, unsigned depth)
     }
     name_list_free(&e.files);
     for (size_t i = 0; r == 0 && i < e.dirs.n; i++) {
-        size_t n;
+        size_t n = 0;
         if (dest_walk_skip(depth, e.dirs.names[i]))
             continue;
         r = walk_push(w, len, e.dirs.names[i], &n);
