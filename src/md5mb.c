@@ -423,24 +423,31 @@ void md5mb_run(struct md5mb *m)
             keep_tail(&m->lane[l]);
 }
 
+void md5mb_run_lane(struct md5mb *m, unsigned lane)
+{
+    assert(lane < m->lanes);
+    struct lane *L = &m->lane[lane];
+    if (!L->fed)
+        return;
+    top_up(L);
+    if (L->buffered == sizeof(L->buf)) {
+        compress_one(m, lane, L->buf, 1);
+        L->buffered = 0;
+    }
+    if (L->buffered == 0 && L->len >= 64) {
+        size_t n = L->len / 64;
+        compress_one(m, lane, L->data, n);
+        L->data += 64 * n;
+        L->len -= 64 * n;
+    }
+    keep_tail(L);
+}
+
 void md5mb_final(struct md5mb *m, unsigned lane, uint8_t ret[16])
 {
     assert(lane < m->lanes);
     struct lane *L = &m->lane[lane];
-    if (L->fed) {
-        top_up(L);
-        if (L->buffered == sizeof(L->buf)) {
-            compress_one(m, lane, L->buf, 1);
-            L->buffered = 0;
-        }
-        if (L->buffered == 0 && L->len >= 64) {
-            size_t n = L->len / 64;
-            compress_one(m, lane, L->data, n);
-            L->data += 64 * n;
-            L->len -= 64 * n;
-        }
-        keep_tail(L);
-    }
+    md5mb_run_lane(m, lane);
     /* RFC 1321 3.1-3.2: a 1 bit, zeros up to 56 bytes mod 64, the length in bits (LE 64-bit) */
     uint64_t bits = L->total * 8;
     L->buf[L->buffered++] = 0x80;

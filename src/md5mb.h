@@ -71,6 +71,10 @@ bool md5mb_pending(const struct md5mb *m, unsigned lane);
  * no fed data is referenced. */
 void md5mb_run(struct md5mb *m);
 
+/* Consumes lane's fed bytes alone, with the portable kernel (the other lanes untouched): for a
+ * lane that has no company, where a SIMD step would cost more than the scalar one. */
+void md5mb_run_lane(struct md5mb *m, unsigned lane);
+
 /* Consumes what lane still holds (alone), pads it and writes the MD5 of everything fed to lane
  * since its last reset to ret; the lane then starts a new, empty stream. */
 void md5mb_final(struct md5mb *m, unsigned lane, uint8_t ret[16]);

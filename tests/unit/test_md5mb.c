@@ -2,7 +2,8 @@
 /* Unit tests for md5mb.c: every kind this CPU runs (and the portable one) against the RFC 1321
  * test suite and against OpenSSL's MD5 on random streams: random lengths (many around the
  * padding's edges, 55/56/63/64 bytes mod 64), random pieces, lanes starting, finishing and
- * resetting at different times, empty streams, a lane finished while bytes are still fed. */
+ * resetting at different times, empty streams, a lane finished while bytes are still fed, lanes
+ * run alone. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -157,7 +158,7 @@ static void random_streams(enum md5mb_kind kind, int steps, size_t max_len)
     assert_non_null(src);
     for (size_t i = 0; i <= max_len; i++)
         src[i] = (uint8_t)rnd();
-    int finished = 0, finished_pending = 0, resets = 0;
+    int finished = 0, finished_pending = 0, resets = 0, alone = 0;
     for (int step = 0; step < steps; step++) {
         for (unsigned l = 0; l < lanes; l++) {
             struct stream *t = &s[l];
@@ -182,6 +183,11 @@ static void random_streams(enum md5mb_kind kind, int steps, size_t max_len)
                     piece = t->len - t->off;
                 md5mb_feed(m, l, t->msg + t->off, piece);
                 t->off += piece;
+                if (rnd() % 8 == 0) { /* this lane alone, with the portable kernel */
+                    md5mb_run_lane(m, l);
+                    assert_false(md5mb_pending(m, l));
+                    alone++;
+                }
             }
             if (t->off == t->len && rnd() % 2 == 0) {
                 uint8_t got[16], want[16];
@@ -198,7 +204,7 @@ static void random_streams(enum md5mb_kind kind, int steps, size_t max_len)
             assert_false(md5mb_pending(m, l));
     }
     assert_true(finished >= 10); /* the comparisons above did happen */
-    assert_true(finished_pending > 0 && resets > 0);
+    assert_true(finished_pending > 0 && resets > 0 && alone > 0);
     free(src);
     md5mb_free(m);
 }
