@@ -393,7 +393,7 @@ static const struct key_row keys[] = {
          "Sort objects into YYYY/MM/DD folders."),
     PATHKEY(SEC_S3, "tls_ca_file", s3.tls_ca_file, "", 0,
             "For https: CA certificate (PEM) of a self-signed server; empty: the system's CAs."),
-    INT(SEC_S3, "part_size", s3.part_size, "16", 5, 512,
+    INT(SEC_S3, "part_size", s3.part_size, "8", 5, 512,
         "MiB; larger files go up in parts this size (one part in memory per file)."),
     INT(SEC_S3, "timeout", s3.timeout, "30", 1, 3600,
         "Seconds without progress before a request gives up (not a total time)."),

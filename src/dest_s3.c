@@ -289,7 +289,7 @@ static int s3_init(const struct config *cfg, void **ret_priv, char *id, size_t i
         snprintf(s->class_header, sizeof(s->class_header), "x-amz-storage-class: %s", cls);
     snprintf(s->ca_file, sizeof(s->ca_file), "%s", ca);
     s->by_date = cfg->s3.organize_by_date;
-    s->part_size = (uint64_t)(cfg->s3.part_size > 0 ? cfg->s3.part_size : 16) * 1024 * 1024;
+    s->part_size = (uint64_t)(cfg->s3.part_size > 0 ? cfg->s3.part_size : 8) * 1024 * 1024;
     s->timeout = cfg->s3.timeout > 0 ? cfg->s3.timeout : 30;
     snprintf(id, id_size, "s3:%s/%s%s%s", s->endpoint, s->bucket, s->prefix[0] ? "/" : "",
              s->prefix);
