@@ -45,6 +45,8 @@
 #define HEIF_MAX_EXTENTS 65536 /* over all items: an extent may be 0 bytes long in iloc */
 #define HEIF_ILOC_MAX 65536    /* bytes of iloc we read; enough for thousands of items */
 #define DATE_MAX 32
+#define TEXT_READ_MAX 256 /* bytes of a text value read: room for padding before the text */
+#define QT_KEYS_MAX 256   /* keys of a QuickTime 'keys' box looked at */
 
 /* Seconds from 1904-01-01 (the QuickTime epoch) to 1970-01-01. */
 #define QT_EPOCH_OFFSET UINT64_C(2082844800)
@@ -64,6 +66,11 @@
 #define TAG_OFFSET_TIME 0x9010
 #define TAG_OFFSET_ORIGINAL 0x9011
 #define TAG_OFFSET_DIGITIZED 0x9012
+#define TAG_MAKE 0x010f
+#define TAG_MODEL 0x0110
+#define TAG_BODY_SERIAL 0xa431
+#define TAG_LENS_MODEL 0xa434
+#define TAG_DNG_SERIAL 0xc62f /* CameraSerialNumber in a DNG's IFD0 */
 
 struct probe {
     const struct media_reader *rd;
@@ -81,11 +88,20 @@ struct window {
 /* The three EXIF dates in order of preference, each with its own OffsetTime* tag. */
 enum { DATE_ORIGINAL, DATE_DIGITIZED, DATE_MODIFIED, DATE_COUNT };
 
-struct exif_dates {
+/* The text fields, in media_info's order, then the fallbacks resolved by text_resolve. */
+enum { TEXT_MAKE, TEXT_MODEL, TEXT_LENS, TEXT_SERIAL, TEXT_DNG_SERIAL, TEXT_COUNT };
+
+struct media_text {
+    char v[TEXT_COUNT][MEDIA_TEXT_MAX];
+};
+
+/* What the EXIF structures of a file gave: the dates and the text fields. */
+struct exif_found {
     bool has[DATE_COUNT];
     int64_t time[DATE_COUNT];
     bool has_offset[DATE_COUNT];
     int32_t offset[DATE_COUNT];
+    struct media_text text;
 };
 
 struct box {
@@ -246,6 +262,44 @@ static bool parse_exif_offset(const char *s, size_t len, int32_t *ret)
     return true;
 }
 
+/*
+ * Stores the text in src[0..len) into dst (MEDIA_TEXT_MAX bytes) unless dst already holds a value:
+ * the first one found wins. Leading spaces and NULs are skipped, the text ends at the next NUL,
+ * trailing spaces go, and a text too long is cut before a UTF-8 lead byte so that no sequence is
+ * split. An empty result leaves dst as it was, so a later source may still fill it.
+ */
+static void text_set(char *dst, const uint8_t *src, size_t len)
+{
+    size_t start = 0, end;
+
+    if (dst[0])
+        return;
+    while (start < len && (src[start] == ' ' || src[start] == '\0'))
+        start++;
+    const uint8_t *nul = memchr(src + start, '\0', len - start);
+    end = nul ? (size_t)(nul - src) : len;
+    if (end - start > MEDIA_TEXT_MAX - 1) {
+        end = start + MEDIA_TEXT_MAX - 1;
+        /* src[end] is the first byte left out: back off while it continues a sequence (at most
+         * three bytes, so text that is not UTF-8 still keeps almost all of its room). */
+        for (int i = 0; i < 3 && (src[end] & 0xc0) == 0x80; i++)
+            end--;
+    }
+    while (end > start && src[end - 1] == ' ')
+        end--;
+    memcpy(dst, src + start, end - start);
+    dst[end - start] = '\0';
+}
+
+static void text_resolve(const struct media_text *t, struct media_info *info)
+{
+    memcpy(info->make, t->v[TEXT_MAKE], MEDIA_TEXT_MAX);
+    memcpy(info->model, t->v[TEXT_MODEL], MEDIA_TEXT_MAX);
+    memcpy(info->lens, t->v[TEXT_LENS], MEDIA_TEXT_MAX);
+    memcpy(info->serial, t->v[t->v[TEXT_SERIAL][0] ? TEXT_SERIAL : TEXT_DNG_SERIAL],
+           MEDIA_TEXT_MAX);
+}
+
 /* ---- TIFF / EXIF ---------------------------------------------------------------------------- */
 
 struct tiff {
@@ -266,13 +320,13 @@ static void tiff_queue(struct tiff *t, uint32_t off)
     t->queue[t->nqueue++] = off;
 }
 
-/* Reads a string-valued entry (ASCII, BYTE or UNDEFINED) into buf, NUL-terminated. Returns 1 if
- * the entry has another type (ignored), 0 or an error. */
-static int tiff_string(struct tiff *t, const uint8_t *e, char *buf, size_t size, size_t *ret_len)
+/* Reads up to size bytes of a string-valued entry (ASCII, BYTE or UNDEFINED) into buf, the count
+ * into *ret_n. Returns 1 if the entry has another type (ignored), 0 or an error. */
+static int tiff_bytes(struct tiff *t, const uint8_t *e, uint8_t *buf, size_t size, size_t *ret_n)
 {
     uint16_t type = get_u16(e + 2, t->be);
     uint32_t count = get_u32(e + 4, t->be);
-    size_t n = count < size - 1 ? count : size - 1;
+    size_t n = count < size ? count : size;
 
     if (type != 1 && type != 2 && type != 7)
         return 1;
@@ -283,12 +337,37 @@ static int tiff_string(struct tiff *t, const uint8_t *e, char *buf, size_t size,
         if (r < 0)
             return r;
     }
+    *ret_n = n;
+    return 0;
+}
+
+/* A string-valued entry as a C string in buf. */
+static int tiff_string(struct tiff *t, const uint8_t *e, char *buf, size_t size, size_t *ret_len)
+{
+    size_t n;
+    int r = tiff_bytes(t, e, (uint8_t *)buf, size - 1, &n);
+    if (r != 0)
+        return r;
     buf[n] = '\0';
     *ret_len = strlen(buf);
     return 0;
 }
 
-static int tiff_entry(struct tiff *t, const uint8_t *e, struct exif_dates *d)
+/* A text entry into dst, unless dst is already set. */
+static int tiff_text(struct tiff *t, const uint8_t *e, char *dst)
+{
+    uint8_t buf[TEXT_READ_MAX];
+    size_t n;
+
+    if (dst[0])
+        return 0;
+    int r = tiff_bytes(t, e, buf, sizeof(buf), &n);
+    if (r == 0)
+        text_set(dst, buf, n);
+    return r < 0 ? r : 0;
+}
+
+static int tiff_entry(struct tiff *t, const uint8_t *e, struct exif_found *d)
 {
     uint16_t tag = get_u16(e, t->be);
     int slot;
@@ -298,6 +377,16 @@ static int tiff_entry(struct tiff *t, const uint8_t *e, struct exif_dates *d)
     case TAG_EXIF_IFD:
         tiff_queue(t, get_u32(e + 8, t->be));
         return 0;
+    case TAG_MAKE:
+        return tiff_text(t, e, d->text.v[TEXT_MAKE]);
+    case TAG_MODEL:
+        return tiff_text(t, e, d->text.v[TEXT_MODEL]);
+    case TAG_LENS_MODEL:
+        return tiff_text(t, e, d->text.v[TEXT_LENS]);
+    case TAG_BODY_SERIAL:
+        return tiff_text(t, e, d->text.v[TEXT_SERIAL]);
+    case TAG_DNG_SERIAL:
+        return tiff_text(t, e, d->text.v[TEXT_DNG_SERIAL]);
     case TAG_DATE_ORIGINAL:
         slot = DATE_ORIGINAL;
         break;
@@ -338,7 +427,7 @@ static int tiff_entry(struct tiff *t, const uint8_t *e, struct exif_dates *d)
     return 0;
 }
 
-static int tiff_ifd(struct tiff *t, uint32_t off, uint8_t *entries, struct exif_dates *d)
+static int tiff_ifd(struct tiff *t, uint32_t off, uint8_t *entries, struct exif_found *d)
 {
     uint8_t b[4];
     int r = win_read(t->p, &t->w, off, b, 2, "TIFF IFD");
@@ -379,7 +468,7 @@ static int tiff_ifd(struct tiff *t, uint32_t off, uint8_t *entries, struct exif_
  * IFD, in that order, at most TIFF_MAX_IFDS of them, each visited once. Stops at the first error
  * and returns it; what was found before stays in d.
  */
-static int tiff_parse(struct probe *p, const struct window *w, struct exif_dates *d)
+static int tiff_parse(struct probe *p, const struct window *w, struct exif_found *d)
 {
     struct tiff t = {.p = p, .w = *w};
     uint8_t hdr[8];
@@ -418,7 +507,7 @@ out:
 /* ---- JPEG, PNG, RAF ------------------------------------------------------------------------- */
 
 /* Finds the EXIF APP1 segment of the JPEG in w and parses it. -ENODATA without one. */
-static int jpeg_parse(struct probe *p, const struct window *w, struct exif_dates *d)
+static int jpeg_parse(struct probe *p, const struct window *w, struct exif_found *d)
 {
     uint64_t pos = 2; /* after SOI, checked by the caller */
 
@@ -466,7 +555,7 @@ static int jpeg_parse(struct probe *p, const struct window *w, struct exif_dates
     return error_set(&p->err, -ENODATA, "no EXIF in JPEG");
 }
 
-static int png_parse(struct probe *p, const struct window *w, struct exif_dates *d)
+static int png_parse(struct probe *p, const struct window *w, struct exif_found *d)
 {
     uint64_t pos = 8; /* after the signature */
 
@@ -494,7 +583,7 @@ static int png_parse(struct probe *p, const struct window *w, struct exif_dates 
 }
 
 /* WebP: a RIFF file whose EXIF chunk holds a TIFF structure, sometimes after "Exif\0\0". */
-static int webp_parse(struct probe *p, const struct window *w, struct exif_dates *d)
+static int webp_parse(struct probe *p, const struct window *w, struct exif_found *d)
 {
     uint64_t pos = 12; /* after "RIFF", the size and "WEBP" */
 
@@ -522,7 +611,7 @@ static int webp_parse(struct probe *p, const struct window *w, struct exif_dates
 }
 
 /* Fujifilm RAF: the EXIF lives in the embedded full-size JPEG preview. */
-static int raf_parse(struct probe *p, const struct window *w, struct exif_dates *d)
+static int raf_parse(struct probe *p, const struct window *w, struct exif_found *d)
 {
     uint8_t b[8];
     int r = win_read(p, w, 84, b, sizeof(b), "RAF header");
@@ -651,25 +740,22 @@ static int mvhd_parse(struct probe *p, const struct box *moov, struct media_info
     return 0;
 }
 
-static int cr3_parse(struct probe *p, const struct box *moov, struct exif_dates *d)
+/* Canon's uuid box (in CR3, and in the MP4s of the same cameras): CMT1 holds IFD0 (DateTime, Make,
+ * Model), CMT2 the EXIF IFD (DateTimeOriginal, LensModel, BodySerialNumber). Each is a complete
+ * TIFF structure of its own; CMT2 goes first for its better date. */
+static int canon_cmt_parse(struct probe *p, const struct box *canon, struct exif_found *d)
 {
     static const uint32_t cmt[2] = {FOURCC('C', 'M', 'T', '2'), FOURCC('C', 'M', 'T', '1')};
-    struct box canon, b;
+    struct box b;
 
-    int r = box_find(p, moov->payload, moov->end, FOURCC('u', 'u', 'i', 'd'), canon_uuid,
-                     BMFF_MAX_CHILD_BOXES, &canon);
-    if (r < 0)
-        return box_need(p, r, FOURCC('u', 'u', 'i', 'd'), "CR3 'moov'");
-    /* CMT2 holds the EXIF IFD (DateTimeOriginal), CMT1 IFD0 (DateTime, the fallback). Each is a
-     * complete TIFF structure of its own. */
     int first = 0;
     for (int i = 0; i < 2; i++) {
-        r = box_find(p, canon.payload, canon.end, cmt[i], NULL, BMFF_MAX_CHILD_BOXES, &b);
+        int r = box_find(p, canon->payload, canon->end, cmt[i], NULL, BMFF_MAX_CHILD_BOXES, &b);
         if (r == 0) {
             struct window w = {b.payload, b.end - b.payload};
             r = tiff_parse(p, &w, d);
         } else {
-            r = box_need(p, r, cmt[i], "CR3 Canon box");
+            r = box_need(p, r, cmt[i], "Canon uuid box");
         }
         if (r < 0 && r != -EBADMSG)
             return r;
@@ -677,6 +763,242 @@ static int cr3_parse(struct probe *p, const struct box *moov, struct exif_dates 
             first = r;
     }
     return first;
+}
+
+static int cr3_parse(struct probe *p, const struct box *moov, struct exif_found *d)
+{
+    struct box canon;
+
+    int r = box_find(p, moov->payload, moov->end, FOURCC('u', 'u', 'i', 'd'), canon_uuid,
+                     BMFF_MAX_CHILD_BOXES, &canon);
+    if (r < 0)
+        return box_need(p, r, FOURCC('u', 'u', 'i', 'd'), "CR3 'moov'");
+    return canon_cmt_parse(p, &canon, d);
+}
+
+/* Up to size bytes of a box's payload from skip on; the count read into *ret_n. */
+static int box_payload(struct probe *p, const struct box *b, uint64_t skip, uint8_t *buf,
+                       size_t size, size_t *ret_n)
+{
+    uint64_t have = b->end - b->payload;
+    *ret_n = 0;
+    if (skip >= have)
+        return 0;
+    *ret_n = have - skip < size ? (size_t)(have - skip) : size;
+    return probe_read(p, b->payload + skip, buf, *ret_n);
+}
+
+/* The first 'data' box of an item list entry as text: well-known type 1 (UTF-8), or 0 (none
+ * given, text in practice). */
+static int qt_data_text(struct probe *p, const struct box *item, char *dst)
+{
+    uint8_t buf[8 + TEXT_READ_MAX];
+    struct box b;
+    size_t n;
+
+    if (dst[0])
+        return 0;
+    int r = box_find(p, item->payload, item->end, FOURCC('d', 'a', 't', 'a'), NULL,
+                     BMFF_MAX_CHILD_BOXES, &b);
+    if (r < 0)
+        return r == -ENOENT ? 0 : r;
+    r = box_payload(p, &b, 0, buf, sizeof(buf), &n);
+    if (r < 0)
+        return r;
+    if (n < 8)
+        return error_set(&p->err, -EBADMSG, "truncated data box at offset %" PRIu64, b.start);
+    uint32_t type = get_u32(buf, true);
+    if (type == 0 || type == 1)
+        text_set(dst, buf + 8, n - 8);
+    return 0;
+}
+
+/* A QuickTime user data text such as (c)mak: a 16-bit length, a 16-bit language code and the text
+ * (the first of its translations is taken). MP4 writers put an item list 'data' box there
+ * instead. */
+static int qt_udta_text(struct probe *p, const struct box *b, char *dst)
+{
+    uint8_t buf[4 + TEXT_READ_MAX];
+    size_t n;
+
+    if (dst[0])
+        return 0;
+    int r = box_payload(p, b, 0, buf, sizeof(buf), &n);
+    if (r < 0 || n < 4)
+        return r;
+    if (n >= 8 && memcmp(buf + 4, "data", 4) == 0)
+        return qt_data_text(p, b, dst);
+    size_t len = get_u16(buf, true);
+    text_set(dst, buf + 4, len < n - 4 ? len : n - 4);
+    return 0;
+}
+
+/* Which field a QuickTime 'keys' name fills, or -1. */
+static int qt_key_field(const uint8_t *name, size_t len)
+{
+    static const struct {
+        const char *name;
+        int field;
+    } keys[] = {
+        {"com.apple.quicktime.make", TEXT_MAKE},
+        {"com.apple.quicktime.model", TEXT_MODEL},
+    };
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if (strlen(keys[i].name) == len && memcmp(keys[i].name, name, len) == 0)
+            return keys[i].field;
+    return -1;
+}
+
+/* Reads a 'keys' box: fields[i] is the text field (plus one) that the ilst entry of type i fills,
+ * for the first QT_KEYS_MAX keys. */
+static int qt_keys(struct probe *p, const struct box *keys, uint8_t fields[QT_KEYS_MAX + 1])
+{
+    struct window w = {keys->payload, keys->end - keys->payload};
+    uint8_t h[8], name[64];
+
+    int r = win_read(p, &w, 0, h, 8, "keys box");
+    if (r < 0)
+        return r;
+    uint32_t count = get_u32(h + 4, true);
+    uint64_t pos = 8;
+    for (uint32_t i = 1; i <= count && i <= QT_KEYS_MAX; i++) {
+        r = win_read(p, &w, pos, h, 8, "keys entry");
+        if (r < 0)
+            return r;
+        uint32_t size = get_u32(h, true);
+        if (size < 8)
+            return error_set(&p->err, -EBADMSG, "bad keys entry size at offset %" PRIu64,
+                             w.base + pos);
+        if (size - 8 <= sizeof(name) && get_u32(h + 4, true) == FOURCC('m', 'd', 't', 'a')) {
+            r = win_read(p, &w, pos + 8, name, size - 8, "keys entry");
+            if (r < 0)
+                return r;
+            int f = qt_key_field(name, size - 8);
+            fields[i] = (uint8_t)(f + 1);
+        }
+        pos += size;
+    }
+    return 0;
+}
+
+/*
+ * A 'meta' box of a movie: 'keys' and 'ilst' (QuickTime's com.apple.quicktime.make and model), or
+ * an 'ilst' alone whose entries are named by four-character codes ((c)mak, (c)mod).
+ */
+static int qt_meta_parse(struct probe *p, const struct box *meta, struct media_text *t)
+{
+    uint8_t fields[QT_KEYS_MAX + 1] = {0};
+    bool has_keys = false;
+    uint8_t h[4];
+    struct box b, item;
+    int bad = 0;
+
+    /* ISO's meta is a FullBox, QuickTime's is not: zeros where the first child's size would be
+     * are the version and flags. */
+    uint64_t pos = meta->payload;
+    if (meta->end - pos >= 4) {
+        int r = probe_read(p, pos, h, 4);
+        if (r < 0)
+            return r;
+        if (get_u32(h, true) == 0)
+            pos += 4;
+    }
+    for (int i = 0; i < BMFF_MAX_CHILD_BOXES && pos < meta->end && meta->end - pos >= 8; i++) {
+        int r = box_read(p, pos, meta->end, &b);
+        if (r < 0)
+            return r;
+        pos = b.end;
+        if (b.type == FOURCC('k', 'e', 'y', 's') && !has_keys) {
+            has_keys = true;
+            r = qt_keys(p, &b, fields);
+        } else if (b.type == FOURCC('i', 'l', 's', 't')) {
+            uint64_t ipos = b.payload;
+            for (int j = 0; j < BMFF_MAX_CHILD_BOXES && ipos < b.end && b.end - ipos >= 8; j++) {
+                r = box_read(p, ipos, b.end, &item);
+                if (r < 0)
+                    break;
+                ipos = item.end;
+                int f = -1;
+                if (has_keys && item.type >= 1 && item.type <= QT_KEYS_MAX)
+                    f = fields[item.type] - 1;
+                else if (!has_keys && item.type == FOURCC(0xa9, 'm', 'a', 'k'))
+                    f = TEXT_MAKE;
+                else if (!has_keys && item.type == FOURCC(0xa9, 'm', 'o', 'd'))
+                    f = TEXT_MODEL;
+                if (f >= 0 && (r = qt_data_text(p, &item, t->v[f])) < 0 && r != -EBADMSG)
+                    return r;
+            }
+        }
+        if (r < 0 && r != -EBADMSG)
+            return r;
+        if (r < 0 && !bad)
+            bad = r;
+    }
+    return bad;
+}
+
+/* A movie's 'udta': QuickTime texts ((c)mak, (c)mod), Canon's model name (CNMN) and an iTunes
+ * style 'meta'. */
+static int qt_udta_parse(struct probe *p, const struct box *udta, struct media_text *t)
+{
+    uint8_t buf[TEXT_READ_MAX];
+    struct box b;
+    size_t n;
+    int bad = 0;
+
+    uint64_t pos = udta->payload;
+    for (int i = 0; i < BMFF_MAX_CHILD_BOXES && pos < udta->end && udta->end - pos >= 8; i++) {
+        int r = box_read(p, pos, udta->end, &b);
+        if (r < 0)
+            return r;
+        pos = b.end;
+        if (b.type == FOURCC(0xa9, 'm', 'a', 'k')) {
+            r = qt_udta_text(p, &b, t->v[TEXT_MAKE]);
+        } else if (b.type == FOURCC(0xa9, 'm', 'o', 'd')) {
+            r = qt_udta_text(p, &b, t->v[TEXT_MODEL]);
+        } else if (b.type == FOURCC('C', 'N', 'M', 'N') && !t->v[TEXT_MODEL][0]) {
+            r = box_payload(p, &b, 0, buf, sizeof(buf), &n);
+            if (r == 0)
+                text_set(t->v[TEXT_MODEL], buf, n);
+        } else if (b.type == FOURCC('m', 'e', 't', 'a')) {
+            r = qt_meta_parse(p, &b, t);
+        }
+        if (r < 0 && r != -EBADMSG)
+            return r;
+        if (r < 0 && !bad)
+            bad = r;
+    }
+    return bad;
+}
+
+/*
+ * The camera of a movie, from the boxes in its moov: 'meta' (QuickTime keys), 'udta' (QuickTime
+ * texts, Canon's CNMN, an iTunes 'meta') and Canon's uuid box (CMT1/CMT2 as in a CR3). The first
+ * value found for a field wins. -EBADMSG when some part was malformed (what was found stays).
+ */
+static int movie_text(struct probe *p, const struct box *moov, struct exif_found *d)
+{
+    struct box b;
+    int bad = 0;
+
+    uint64_t pos = moov->payload;
+    for (int i = 0; i < BMFF_MAX_CHILD_BOXES && pos < moov->end && moov->end - pos >= 8; i++) {
+        int r = box_read(p, pos, moov->end, &b);
+        if (r < 0)
+            return r;
+        pos = b.end;
+        if (b.type == FOURCC('m', 'e', 't', 'a'))
+            r = qt_meta_parse(p, &b, &d->text);
+        else if (b.type == FOURCC('u', 'd', 't', 'a'))
+            r = qt_udta_parse(p, &b, &d->text);
+        else if (b.type == FOURCC('u', 'u', 'i', 'd') && memcmp(b.uuid, canon_uuid, 16) == 0)
+            r = canon_cmt_parse(p, &b, d);
+        if (r < 0 && r != -EBADMSG)
+            return r;
+        if (r < 0 && !bad)
+            bad = r;
+    }
+    return bad;
 }
 
 struct heif_loc {
@@ -786,7 +1108,7 @@ static int heif_iloc_find(struct cursor *c, uint32_t id, struct heif_loc *ret)
     return -ENOENT;
 }
 
-static int heif_parse(struct probe *p, const struct box *meta, struct exif_dates *d)
+static int heif_parse(struct probe *p, const struct box *meta, struct exif_found *d)
 {
     struct box b, iinf = {0}, iloc = {0}, idat = {0};
     uint8_t *buf = NULL;
@@ -917,7 +1239,7 @@ static int bmff_flavor(struct probe *p, enum bmff_flavor *ret)
     return 0;
 }
 
-static int bmff_parse(struct probe *p, struct media_info *info, struct exif_dates *d,
+static int bmff_parse(struct probe *p, struct media_info *info, struct exif_found *d,
                       bool *ret_exif)
 {
     enum bmff_flavor flavor;
@@ -948,7 +1270,17 @@ static int bmff_parse(struct probe *p, struct media_info *info, struct exif_date
     }
     info->kind = MEDIA_KIND_VIDEO;
     *ret_exif = false;
-    return mvhd_parse(p, &b, info);
+    r = mvhd_parse(p, &b, info);
+    if (r < 0 && r != -ENODATA)
+        return r;
+    /* The camera's name is a bonus: a malformed part of it changes neither the result nor the
+     * message; only a failure to read counts. */
+    struct error saved = p->err;
+    int t = movie_text(p, &b, d);
+    if (t < 0 && t != -EBADMSG)
+        return t;
+    p->err = saved;
+    return r;
 }
 
 /* ---- Detection and the public functions ----------------------------------------------------- */
@@ -1002,7 +1334,7 @@ static const char *unsupported_format(struct probe *p, const uint8_t *h, size_t 
     return NULL;
 }
 
-static int dates_resolve(struct probe *p, const struct exif_dates *d, int r,
+static int dates_resolve(struct probe *p, const struct exif_found *d, int r,
                          struct media_info *info)
 {
     /* A read error may have hidden a better date; a malformed part after a good one may not. */
@@ -1026,7 +1358,7 @@ int media_probe(const struct media_reader *rd, const char *ext, struct media_inf
 {
     struct probe p = {.rd = rd};
     struct media_info info = {.kind = media_kind_from_ext(ext)};
-    struct exif_dates d = {0};
+    struct exif_found d = {0};
     struct window all;
     uint8_t h[16];
     bool exif = true;
@@ -1077,14 +1409,20 @@ int media_probe(const struct media_reader *rd, const char *ext, struct media_inf
     }
     if (exif)
         r = dates_resolve(&p, &d, r, &info);
+    text_resolve(&d.text, &info);
 out:
     if (r < 0) {
         if (err)
             *err = p.err;
-        return r;
+        if (r != -ENODATA)
+            return r;
+        /* The format was read, without a date: the kind and the camera are still worth having. */
+        info.capture_time = 0;
+        info.utc_offset = 0;
+        info.has_offset = 0;
     }
     *ret = info;
-    return 0;
+    return r;
 }
 
 struct mem_reader {
