@@ -89,7 +89,15 @@ struct window {
 enum { DATE_ORIGINAL, DATE_DIGITIZED, DATE_MODIFIED, DATE_COUNT };
 
 /* The text fields, in media_info's order, then the fallbacks resolved by text_resolve. */
-enum { TEXT_MAKE, TEXT_MODEL, TEXT_LENS, TEXT_SERIAL, TEXT_DNG_SERIAL, TEXT_COUNT };
+enum {
+    TEXT_MAKE,
+    TEXT_MODEL,
+    TEXT_LENS,
+    TEXT_SERIAL,
+    TEXT_DNG_SERIAL,
+    TEXT_CANON_MODEL,
+    TEXT_COUNT
+};
 
 struct media_text {
     char v[TEXT_COUNT][MEDIA_TEXT_MAX];
@@ -294,7 +302,7 @@ static void text_set(char *dst, const uint8_t *src, size_t len)
 static void text_resolve(const struct media_text *t, struct media_info *info)
 {
     memcpy(info->make, t->v[TEXT_MAKE], MEDIA_TEXT_MAX);
-    memcpy(info->model, t->v[TEXT_MODEL], MEDIA_TEXT_MAX);
+    memcpy(info->model, t->v[t->v[TEXT_MODEL][0] ? TEXT_MODEL : TEXT_CANON_MODEL], MEDIA_TEXT_MAX);
     memcpy(info->lens, t->v[TEXT_LENS], MEDIA_TEXT_MAX);
     memcpy(info->serial, t->v[t->v[TEXT_SERIAL][0] ? TEXT_SERIAL : TEXT_DNG_SERIAL],
            MEDIA_TEXT_MAX);
@@ -814,8 +822,7 @@ static int qt_data_text(struct probe *p, const struct box *item, char *dst)
 }
 
 /* A QuickTime user data text such as (c)mak: a 16-bit length, a 16-bit language code and the text
- * (the first of its translations is taken). MP4 writers put an item list 'data' box there
- * instead. */
+ * (the first of its translations is taken). */
 static int qt_udta_text(struct probe *p, const struct box *b, char *dst)
 {
     uint8_t buf[4 + TEXT_READ_MAX];
@@ -826,8 +833,6 @@ static int qt_udta_text(struct probe *p, const struct box *b, char *dst)
     int r = box_payload(p, b, 0, buf, sizeof(buf), &n);
     if (r < 0 || n < 4)
         return r;
-    if (n >= 8 && memcmp(buf + 4, "data", 4) == 0)
-        return qt_data_text(p, b, dst);
     size_t len = get_u16(buf, true);
     text_set(dst, buf + 4, len < n - 4 ? len : n - 4);
     return 0;
@@ -881,10 +886,7 @@ static int qt_keys(struct probe *p, const struct box *keys, uint8_t fields[QT_KE
     return 0;
 }
 
-/*
- * A 'meta' box of a movie: 'keys' and 'ilst' (QuickTime's com.apple.quicktime.make and model), or
- * an 'ilst' alone whose entries are named by four-character codes ((c)mak, (c)mod).
- */
+/* A movie's 'meta' box: 'keys' and 'ilst' (QuickTime's com.apple.quicktime.make and model). */
 static int qt_meta_parse(struct probe *p, const struct box *meta, struct media_text *t)
 {
     uint8_t fields[QT_KEYS_MAX + 1] = {0};
@@ -911,20 +913,14 @@ static int qt_meta_parse(struct probe *p, const struct box *meta, struct media_t
         if (b.type == FOURCC('k', 'e', 'y', 's') && !has_keys) {
             has_keys = true;
             r = qt_keys(p, &b, fields);
-        } else if (b.type == FOURCC('i', 'l', 's', 't')) {
+        } else if (b.type == FOURCC('i', 'l', 's', 't') && has_keys) {
             uint64_t ipos = b.payload;
             for (int j = 0; j < BMFF_MAX_CHILD_BOXES && ipos < b.end && b.end - ipos >= 8; j++) {
                 r = box_read(p, ipos, b.end, &item);
                 if (r < 0)
                     break;
                 ipos = item.end;
-                int f = -1;
-                if (has_keys && item.type >= 1 && item.type <= QT_KEYS_MAX)
-                    f = fields[item.type] - 1;
-                else if (!has_keys && item.type == FOURCC(0xa9, 'm', 'a', 'k'))
-                    f = TEXT_MAKE;
-                else if (!has_keys && item.type == FOURCC(0xa9, 'm', 'o', 'd'))
-                    f = TEXT_MODEL;
+                int f = item.type >= 1 && item.type <= QT_KEYS_MAX ? fields[item.type] - 1 : -1;
                 if (f >= 0 && (r = qt_data_text(p, &item, t->v[f])) < 0 && r != -EBADMSG)
                     return r;
             }
@@ -937,8 +933,8 @@ static int qt_meta_parse(struct probe *p, const struct box *meta, struct media_t
     return bad;
 }
 
-/* A movie's 'udta': QuickTime texts ((c)mak, (c)mod), Canon's model name (CNMN) and an iTunes
- * style 'meta'. */
+/* A movie's 'udta': QuickTime texts ((c)mak, (c)mod) and Canon's model name (CNMN, second to
+ * the Model of Canon's CMT1 box, as for exiftool). */
 static int qt_udta_parse(struct probe *p, const struct box *udta, struct media_text *t)
 {
     uint8_t buf[TEXT_READ_MAX];
@@ -956,12 +952,10 @@ static int qt_udta_parse(struct probe *p, const struct box *udta, struct media_t
             r = qt_udta_text(p, &b, t->v[TEXT_MAKE]);
         } else if (b.type == FOURCC(0xa9, 'm', 'o', 'd')) {
             r = qt_udta_text(p, &b, t->v[TEXT_MODEL]);
-        } else if (b.type == FOURCC('C', 'N', 'M', 'N') && !t->v[TEXT_MODEL][0]) {
+        } else if (b.type == FOURCC('C', 'N', 'M', 'N') && !t->v[TEXT_CANON_MODEL][0]) {
             r = box_payload(p, &b, 0, buf, sizeof(buf), &n);
             if (r == 0)
-                text_set(t->v[TEXT_MODEL], buf, n);
-        } else if (b.type == FOURCC('m', 'e', 't', 'a')) {
-            r = qt_meta_parse(p, &b, t);
+                text_set(t->v[TEXT_CANON_MODEL], buf, n);
         }
         if (r < 0 && r != -EBADMSG)
             return r;
@@ -973,7 +967,7 @@ static int qt_udta_parse(struct probe *p, const struct box *udta, struct media_t
 
 /*
  * The camera of a movie, from the boxes in its moov: 'meta' (QuickTime keys), 'udta' (QuickTime
- * texts, Canon's CNMN, an iTunes 'meta') and Canon's uuid box (CMT1/CMT2 as in a CR3). The first
+ * texts, Canon's CNMN) and Canon's uuid box (CMT1/CMT2 as in a CR3). The first
  * value found for a field wins. -EBADMSG when some part was malformed (what was found stays).
  */
 static int movie_text(struct probe *p, const struct box *moov, struct exif_found *d)

@@ -240,15 +240,67 @@ struct sample {
     int has_offset;
     int32_t offset;
     enum media_kind kind;
+    const char *camera[4]; /* make, model, lens, serial; NULL for "" */
 };
 
-static struct sample samples[16];
+static struct sample samples[32];
 static size_t nsamples;
 
 static void add_sample(const char *name, const char *ext, int result, int64_t t, int has_offset,
                        int32_t offset, enum media_kind kind)
 {
-    samples[nsamples++] = (struct sample){name, ext, result, t, has_offset, offset, kind};
+    assert_true(nsamples < sizeof(samples) / sizeof(samples[0]));
+    samples[nsamples++] = (struct sample){name, ext, result, t, has_offset, offset, kind, {NULL}};
+}
+
+/* The camera of the sample added last. */
+static void sample_camera(const char *make, const char *model, const char *lens, const char *serial)
+{
+    struct sample *s = &samples[nsamples - 1];
+    s->camera[0] = make;
+    s->camera[1] = model;
+    s->camera[2] = lens;
+    s->camera[3] = serial;
+}
+
+/* exiftool with up to four tag assignments, in place. */
+static int exiftool4(const char *name, const char *a1, const char *a2, const char *a3,
+                     const char *a4)
+{
+    char file[4200];
+    path_in_tmp(file, sizeof(file), name);
+    const char *argv[] = {"exiftool", "-q", "-overwrite_original", a1, a2, a3, a4, file, NULL};
+    return run_tool(argv);
+}
+
+/* ffmpeg's movie with make and model as the muxer writes them (udta (c)mak in a MOV, nothing
+ * in an MP4). */
+static int ffmpeg_video_camera(const char *name)
+{
+    char out[4200];
+    path_in_tmp(out, sizeof(out), name);
+    const char *argv[] = {"ffmpeg",
+                          "-nostdin",
+                          "-v",
+                          "error",
+                          "-y",
+                          "-f",
+                          "lavfi",
+                          "-i",
+                          "testsrc=size=16x16:rate=1",
+                          "-t",
+                          "1",
+                          "-c:v",
+                          "mpeg4",
+                          "-metadata",
+                          "make=Sony",
+                          "-metadata",
+                          "model=ILCE-7M4",
+                          "-metadata",
+                          "creation_time=2022-12-31T23:59:58Z",
+                          out,
+                          NULL};
+    return run_tool(argv);
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -333,6 +385,62 @@ static int files_setup(void **state)
     add_sample("clip.mov", "mov", 0, video, 0, 0, MEDIA_KIND_VIDEO);
     add_sample("clip.3gp", "3gp", 0, video, 0, 0, MEDIA_KIND_VIDEO);
     add_sample("nodate.mp4", "mp4", -ENODATA, 0, 0, 0, MEDIA_KIND_VIDEO);
+
+    /* The camera: EXIF IFD0 and EXIF IFD in each container exiftool writes, a DNG's serial,
+     * QuickTime keys and udta in movies, and a camera without a date. */
+    const char *lens = "RF24-105mm F4 L IS USM";
+    if (ffmpeg_image("camera.jpg") ||
+        exiftool4("camera.jpg", "-Make=Canon", "-Model=Canon EOS R5",
+                  "-LensModel=RF24-105mm F4 L IS USM", "-SerialNumber=012345678901") ||
+        exiftool("camera.jpg", "-DateTimeOriginal=2024:05:06 07:08:09", NULL))
+        return -1;
+    add_sample("camera.jpg", "jpg", 0, utc(2024, 5, 6, 7, 8, 9), 0, 0, MEDIA_KIND_PHOTO);
+    sample_camera("Canon", "Canon EOS R5", lens, "012345678901");
+    if (ffmpeg_image("camera-be.jpg") ||
+        exiftool4("camera-be.jpg", "-ExifByteOrder=MM", "-Make=NIKON CORPORATION",
+                  "-Model=NIKON Z 8", "-SerialNumber=3001234") ||
+        exiftool("camera-be.jpg", "-LensModel=NIKKOR Z 24-120mm f/4 S", NULL))
+        return -1;
+    add_sample("camera-be.jpg", "jpg", -ENODATA, 0, 0, 0, MEDIA_KIND_PHOTO);
+    sample_camera("NIKON CORPORATION", "NIKON Z 8", "NIKKOR Z 24-120mm f/4 S", "3001234");
+    if (ffmpeg_image("camera.dng") ||
+        exiftool4("camera.dng", "-DNGVersion=1.4.0.0", "-Make=Leica Camera AG", "-Model=LEICA Q3",
+                  "-CameraSerialNumber=5551212") ||
+        exiftool("camera.dng", "-DateTimeOriginal=2023:10:11 12:13:14", NULL))
+        return -1;
+    add_sample("camera.dng", "dng", 0, utc(2023, 10, 11, 12, 13, 14), 0, 0, MEDIA_KIND_RAW);
+    sample_camera("Leica Camera AG", "LEICA Q3", NULL, "5551212");
+    if (ffmpeg_image("camera.png") ||
+        exiftool4("camera.png", "-Make=Google", "-Model=Pixel 8", "-LensModel=Pixel 8 back camera",
+                  "-DateTimeOriginal=2022:02:22 22:22:22"))
+        return -1;
+    add_sample("camera.png", "png", 0, utc(2022, 2, 22, 22, 22, 22), 0, 0, MEDIA_KIND_PHOTO);
+    sample_camera("Google", "Pixel 8", "Pixel 8 back camera", NULL);
+    if (ffmpeg_image("camera.webp") ||
+        exiftool4("camera.webp", "-Make=samsung", "-Model=SM-S918B", "-SerialNumber=R5CW1",
+                  "-DateTimeOriginal=2021:12:24 18:00:00"))
+        return -1;
+    add_sample("camera.webp", "webp", 0, utc(2021, 12, 24, 18, 0, 0), 0, 0, MEDIA_KIND_PHOTO);
+    sample_camera("samsung", "SM-S918B", NULL, "R5CW1");
+    if (ffmpeg_video("keys.mov", false, true) ||
+        exiftool("keys.mov", "-Keys:Make=Apple", "-Keys:Model=iPhone 15 Pro"))
+        return -1;
+    add_sample("keys.mov", "mov", 0, video, 0, 0, MEDIA_KIND_VIDEO);
+    sample_camera("Apple", "iPhone 15 Pro", NULL, NULL);
+    if (ffmpeg_video("udta.mp4", true, true) ||
+        exiftool("udta.mp4", "-UserData:Make=GoPro", "-UserData:Model=HERO12 Black"))
+        return -1;
+    add_sample("udta.mp4", "mp4", 0, video, 0, 0, MEDIA_KIND_VIDEO);
+    sample_camera("GoPro", "HERO12 Black", NULL, NULL);
+    if (ffmpeg_video_camera("ffmpeg.mov"))
+        return -1;
+    add_sample("ffmpeg.mov", "mov", 0, video, 0, 0, MEDIA_KIND_VIDEO);
+    sample_camera("Sony", "ILCE-7M4", NULL, NULL);
+    if (ffmpeg_video("nodate-keys.mp4", false, false) ||
+        exiftool("nodate-keys.mp4", "-Keys:Make=DJI", "-Keys:Model=Osmo Pocket 3"))
+        return -1;
+    add_sample("nodate-keys.mp4", "mp4", -ENODATA, 0, 0, 0, MEDIA_KIND_VIDEO);
+    sample_camera("DJI", "Osmo Pocket 3", NULL, NULL);
     keep_tmp = getenv("SNAPSYNC_KEEP_TMP") != NULL;
     return 0;
 }
@@ -358,13 +466,23 @@ static void test_samples(void **state)
         uint8_t *data = read_file(s->name, &len);
 
         for (int via_fd = 0; via_fd < 2; via_fd++) {
-            memset(&info, 0, sizeof(info));
+            memset(&info, 0x5a, sizeof(info));
             int r = via_fd ? probe_file(s->name, s->ext, &info, &err)
                            : media_probe_buffer(data, len, s->ext, &info, &err);
             if (r != s->result)
                 fail_msg("%s: expected %d, got %d (%s)", s->name, s->result, r, err.msg);
-            if (r < 0) {
+            if (r < 0)
                 assert_true(err.msg[0] != '\0');
+            if (r < 0 && r != -ENODATA)
+                continue;
+            const char *got[4] = {info.make, info.model, info.lens, info.serial};
+            for (int f = 0; f < 4; f++)
+                if (strcmp(got[f], s->camera[f] ? s->camera[f] : "") != 0)
+                    fail_msg("%s: field %d: expected '%s', got '%s'", s->name, f,
+                             s->camera[f] ? s->camera[f] : "", got[f]);
+            assert_int_equal(info.kind, s->kind);
+            if (r < 0) {
+                assert_int_equal(info.capture_time, 0);
                 continue;
             }
             if (info.capture_time != s->time)
@@ -601,6 +719,11 @@ struct tag {
     const char *value; /* ASCII */
 };
 
+static uint32_t tag_count(const struct tag *t)
+{
+    return (uint32_t)strlen(t->value) + 1;
+}
+
 /*
  * A TIFF structure: IFD0 with `ifd0` (plus a pointer to the EXIF IFD when `exif` is not empty),
  * the EXIF IFD, then the string values. Offsets are relative to the start of the structure.
@@ -624,7 +747,7 @@ static void put_tiff(struct buf *b, bool be, const struct tag *ifd0, size_t n0,
             break;
         put16(b, (unsigned)(n + (ifd == 0 && n1 ? 1 : 0)), be);
         for (size_t i = 0; i < n; i++) {
-            uint32_t count = (uint32_t)strlen(tags[i].value) + 1;
+            uint32_t count = tag_count(&tags[i]);
             put16(b, tags[i].tag, be);
             put16(b, 2, be);
             put32(b, count, be);
@@ -650,8 +773,8 @@ static void put_tiff(struct buf *b, bool be, const struct tag *ifd0, size_t n0,
         const struct tag *tags = ifd ? exif : ifd0;
         size_t n = ifd ? n1 : n0;
         for (size_t i = 0; i < n; i++)
-            if (strlen(tags[i].value) + 1 > 4)
-                put(b, tags[i].value, strlen(tags[i].value) + 1);
+            if (tag_count(&tags[i]) > 4)
+                put(b, tags[i].value, tag_count(&tags[i]));
     }
 }
 
@@ -923,6 +1046,264 @@ static void test_raf(void **state)
     patch32be(&b, 84, 0x7fffffff);
     assert_int_equal(probe_buf(&b, "raf", &info, &err), -EBADMSG);
     assert_non_null(strstr(err.msg, "outside the file"));
+}
+
+/* The first TIFF entry with this tag in b (little-endian, as put_jpeg writes it). */
+static size_t find_entry(const struct buf *b, uint16_t tag)
+{
+    for (size_t i = 0; i + 12 <= b->len; i++)
+        if (b->data[i] == (tag & 0xff) && b->data[i + 1] == tag >> 8 && b->data[i + 2] == 2 &&
+            b->data[i + 3] == 0)
+            return i;
+    fail_msg("no entry for tag 0x%04x", tag);
+    return 0;
+}
+
+static void test_camera_text(void **state)
+{
+    (void)state;
+    static struct buf b;
+    struct media_info info;
+    struct error err;
+    char a62e[80], a61euro[80], a60emoji[80], a63[80], a60euro_b[80];
+
+    /* 62 + 2 bytes: é does not fit; 61 + 3: € does not fit; 60 + 4: the emoji does not; 60 + 3 + 1:
+     * € fits and B does not; 63: all fits. */
+    snprintf(a62e, sizeof(a62e), "%.62s\xc3\xa9",
+             "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    snprintf(a61euro, sizeof(a61euro), "%.61s\xe2\x82\xac", a62e);
+    snprintf(a60emoji, sizeof(a60emoji), "%.60s\xf0\x9f\x98\x80", a62e);
+    snprintf(a60euro_b, sizeof(a60euro_b),
+             "%.60s\xe2\x82\xac"
+             "B",
+             a62e);
+    snprintf(a63, sizeof(a63), "%.63s",
+             "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB");
+    const struct tag ifd0[] = {{0x010f, "  Canon  "},
+                               {0x0110, "@@ Canon EOS R6 @@@junk"},
+                               {0x0132, "2020:01:01 00:00:00"}};
+    const struct tag exif[] = {
+        {0x9003, "2021:02:03 04:05:06"},
+        {0xa434, a62e},
+        {0xa431, "   "},   /* only spaces: absent */
+        {0xa433, "Canon"}, /* LensMake: not read */
+    };
+    b.len = 0;
+    put_jpeg(&b, ifd0, 3, exif, 4);
+    size_t at = find_bytes(b.data, b.len, "@@ Canon");
+    memset(b.data + at, 0, 2); /* NULs around the model, and text after the first NUL */
+    memset(b.data + at + 16, 0, 3);
+    memset(&info, 0x5a, sizeof(info));
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_string_equal(info.make, "Canon");
+    assert_string_equal(info.model, "Canon EOS R6");
+    assert_memory_equal(info.lens, a62e, 62); /* the cut backs off before the lead byte of é */
+    assert_int_equal(strlen(info.lens), 62);
+    assert_string_equal(info.serial, "");
+
+    const char *cut[][2] = {{a61euro, NULL}, {a60emoji, NULL}, {a60euro_b, NULL}, {a63, a63}};
+    size_t want_len[] = {61, 60, 63, 63};
+    for (size_t i = 0; i < 4; i++) {
+        const struct tag one[] = {{0x0110, cut[i][0]}, {0x0132, "2020:01:01 00:00:00"}};
+        b.len = 0;
+        put_jpeg(&b, one, 2, NULL, 0);
+        assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+        assert_int_equal(strlen(info.model), want_len[i]);
+        assert_memory_equal(info.model, cut[i][0], want_len[i]);
+    }
+
+    /* The EXIF serial wins over a DNG's; the first Make wins; a thumbnail IFD's is not read
+     * before the EXIF IFD's. */
+    const struct tag dng0[] = {{0x010f, "Make"}, {0xc62f, "DNG-1"}, {0x010f, "Other"}};
+    const struct tag dng_exif[] = {{0xa431, "BODY-2"}};
+    b.len = 0;
+    put_jpeg(&b, dng0, 3, dng_exif, 1);
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), -ENODATA); /* no date */
+    assert_string_equal(info.make, "Make");
+    assert_string_equal(info.serial, "BODY-2");
+    assert_int_equal(info.capture_time, 0);
+    b.len = 0;
+    put_jpeg(&b, dng0, 3, NULL, 0);
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), -ENODATA);
+    assert_string_equal(info.serial, "DNG-1");
+    assert_string_equal(info.model, "");
+    assert_string_equal(info.lens, "");
+
+    /* Hostile counts and offsets: the entry is dropped, the rest of the IFD still counts. */
+    const struct tag bad[] = {
+        {0x010f, "Hostile make"}, {0x0110, "Good model"}, {0x0132, "2020:01:01 00:00:00"}};
+    b.len = 0;
+    put_jpeg(&b, bad, 3, NULL, 0);
+    size_t e = find_entry(&b, 0x010f);
+    memcpy(b.data + e + 4, "\xff\xff\xff\xff\xf0\xff\xff\xff", 8); /* count 2^32-1 at 2^32-16 */
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_string_equal(info.make, "");
+    assert_string_equal(info.model, "Good model");
+    memcpy(b.data + e + 4, "\xff\xff\x00\x00\x08\x00\x00\x00", 8); /* 65535 bytes at IFD0 */
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_string_equal(info.make, "");                            /* runs past the segment */
+    memcpy(b.data + e + 4, "\x05\x00\x00\x00\x00\x00\x00\x00", 8); /* 5 bytes at 0: "II*\0\b" */
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_string_equal(info.make, "II*");
+    b.data[e + 2] = 3; /* SHORT: not text */
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_string_equal(info.make, "");
+}
+
+static void put_qt_text(struct buf *b, const char *type, const char *text, unsigned len_field)
+{
+    size_t at = box_begin(b, type);
+    put16(b, len_field, true);
+    put16(b, 0x55c4, true); /* language */
+    put(b, text, strlen(text));
+    box_end(b, at);
+}
+
+static void put_data_box(struct buf *b, uint32_t type, const char *text)
+{
+    size_t at = box_begin(b, "data");
+    put32(b, type, true);
+    put32(b, 0, true);
+    put(b, text, strlen(text));
+    box_end(b, at);
+}
+
+/* A movie whose moov holds the mvhd (dated), then the boxes that build() adds. */
+static void build_movie(struct buf *b, void (*build)(struct buf *, int), int variant)
+{
+    b->len = 0;
+    put_ftyp(b, "qt  ", "qt  ");
+    size_t moov = box_begin(b, "moov");
+    put_mvhd(b, 0, UINT64_C(2082844800) + (uint64_t)utc(2030, 6, 1, 12, 0, 0));
+    build(b, variant);
+    box_end(b, moov);
+    size_t mdat = box_begin(b, "mdat");
+    put(b, "frames", 6);
+    box_end(b, mdat);
+}
+
+/* QuickTime keys: variant 0 as Apple writes them (meta without version), 1 a FullBox meta, 2 a
+ * hostile key count and an ilst index past the keys, 3 a text of type UTF-16 (not read). */
+static void build_keys(struct buf *b, int variant)
+{
+    size_t meta = box_begin(b, "meta");
+    if (variant == 1)
+        put32(b, 0, true);
+    size_t hdlr = box_begin(b, "hdlr");
+    put32(b, 0, true);
+    put32(b, 0, true);
+    put(b, "mdta", 4);
+    put(b, "\0\0\0\0\0\0\0\0\0\0\0\0\0", 13);
+    box_end(b, hdlr);
+    size_t keys = box_begin(b, "keys");
+    put32(b, 0, true);
+    put32(b, variant == 2 ? 0xffffffffu : 3, true);
+    const char *names[] = {"com.apple.quicktime.software", "com.apple.quicktime.make",
+                           "com.apple.quicktime.model"};
+    for (int i = 0; i < 3; i++) {
+        put32(b, 8 + (uint32_t)strlen(names[i]), true);
+        put(b, "mdta", 4);
+        put(b, names[i], strlen(names[i]));
+    }
+    box_end(b, keys);
+    size_t ilst = box_begin(b, "ilst");
+    for (uint32_t idx = 1; idx <= 4; idx++) {
+        size_t item = b->len;
+        put32(b, 0, true);
+        put32(b, variant == 2 && idx == 3 ? 9999 : idx, true);
+        const char *v[] = {"17.1", "  Apple", "iPhone 15 Pro  ", "extra"};
+        put_data_box(b, variant == 3 ? 2 : 1, v[idx - 1]);
+        box_end(b, item);
+    }
+    box_end(b, ilst);
+    box_end(b, meta);
+}
+
+/* udta: variant 0 QuickTime texts, 1 an item list data box instead (not read, as by exiftool), 2 a
+ * length field past the box (the text is clipped to it), 3 Canon's CNMN and a Canon uuid with
+ * CMT1/CMT2 (whose Model wins), 4 CNMN alone. */
+static void build_udta(struct buf *b, int variant)
+{
+    size_t udta = box_begin(b, "udta");
+    if (variant == 0 || variant == 2) {
+        put_qt_text(b, "\xa9mak", "Panasonic", variant == 2 ? 0xffff : 9);
+        put_qt_text(b, "\xa9mod", "DC-GH6", 6);
+    } else if (variant == 1) { /* (c)mak with an item list data box: not QuickTime's form */
+        size_t mak = box_begin(b, "\xa9mak");
+        put_data_box(b, 1, "GoPro");
+        box_end(b, mak);
+    } else {
+        size_t cnmn = box_begin(b, "CNMN");
+        put(b, "Canon EOS R6\0\0\0\0", 16);
+        box_end(b, cnmn);
+    }
+    box_end(b, udta);
+    if (variant == 3) {
+        const struct tag cmt1[] = {{0x010f, "Canon"}, {0x0110, "Canon EOS R6 (CMT1)"}};
+        const struct tag cmt2[] = {{0xa434, "RF50mm F1.8 STM"}, {0xa431, "083021001234"}};
+        size_t uuid = box_begin(b, "uuid");
+        put(b, canon_uuid, 16);
+        size_t c1 = box_begin(b, "CMT1");
+        put_tiff(b, false, cmt1, 2, NULL, 0);
+        box_end(b, c1);
+        size_t c2 = box_begin(b, "CMT2");
+        put_tiff(b, true, cmt2, 2, NULL, 0);
+        box_end(b, c2);
+        box_end(b, uuid);
+    }
+}
+
+static void test_camera_movie(void **state)
+{
+    (void)state;
+    static struct buf b;
+    struct media_info info;
+    struct error err;
+    const int64_t t = utc(2030, 6, 1, 12, 0, 0);
+    const struct {
+        void (*build)(struct buf *, int);
+        int variant;
+        const char *make, *model, *lens, *serial;
+    } cases[] = {
+        {build_keys, 0, "Apple", "iPhone 15 Pro", "", ""},
+        {build_keys, 1, "Apple", "iPhone 15 Pro", "", ""},
+        {build_keys, 2, "Apple", "", "", ""},
+        {build_keys, 3, "", "", "", ""},
+        {build_udta, 0, "Panasonic", "DC-GH6", "", ""},
+        {build_udta, 1, "", "", "", ""},
+        {build_udta, 2, "Panasonic", "DC-GH6", "", ""},
+        {build_udta, 3, "Canon", "Canon EOS R6 (CMT1)", "RF50mm F1.8 STM", "083021001234"},
+        {build_udta, 4, "", "Canon EOS R6", "", ""},
+    };
+    set_tz("UTC0");
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        build_movie(&b, cases[i].build, cases[i].variant);
+        char name[64];
+        snprintf(name, sizeof(name), "camera-%zu.mov", i);
+        write_file(name, b.data, b.len);
+        memset(&info, 0x5a, sizeof(info));
+        int r = probe_buf(&b, "mov", &info, &err);
+        if (r != 0)
+            fail_msg("case %zu: %d %s", i, r, err.msg);
+        assert_int_equal(info.capture_time, t);
+        assert_int_equal(info.kind, MEDIA_KIND_VIDEO);
+        assert_string_equal(info.make, cases[i].make);
+        assert_string_equal(info.model, cases[i].model);
+        assert_string_equal(info.lens, cases[i].lens);
+        assert_string_equal(info.serial, cases[i].serial);
+    }
+
+    /* A malformed camera box changes neither the result nor, without a date, the message. */
+    build_movie(&b, build_udta, 0);
+    b.data[find_bytes(b.data, b.len, "\xa9mak") - 1] = 0xff; /* its size runs past udta */
+    assert_int_equal(probe_buf(&b, "mov", &info, &err), 0);
+    assert_string_equal(info.make, "");
+    assert_int_equal(info.capture_time, t);
+    size_t mvhd = find_bytes(b.data, b.len, "mvhd");
+    memset(b.data + mvhd + 8, 0, 4); /* creation time 0 */
+    assert_int_equal(probe_buf(&b, "mov", &info, &err), -ENODATA);
+    assert_string_equal(err.msg, "mvhd creation time is not set");
+    assert_int_equal(info.capture_time, 0);
 }
 
 static void test_mvhd_variants(void **state)
@@ -1397,6 +1778,8 @@ int main(void)
         cmocka_unit_test(test_cr3),
         cmocka_unit_test(test_heif),
         cmocka_unit_test(test_raf),
+        cmocka_unit_test(test_camera_text),
+        cmocka_unit_test(test_camera_movie),
     };
     const struct CMUnitTest memory[] = {
         cmocka_unit_test(test_mvhd_variants), cmocka_unit_test(test_moov_after_huge_mdat),
