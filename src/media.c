@@ -45,8 +45,9 @@
 #define HEIF_MAX_EXTENTS 65536 /* over all items: an extent may be 0 bytes long in iloc */
 #define HEIF_ILOC_MAX 65536    /* bytes of iloc we read; enough for thousands of items */
 #define DATE_MAX 32
-#define TEXT_READ_MAX 256 /* bytes of a text value read: room for padding before the text */
-#define QT_KEYS_MAX 256   /* keys of a QuickTime 'keys' box looked at */
+#define TEXT_READ_MAX 256  /* bytes of a text value read: room for padding before the text */
+#define QT_KEYS_MAX 256    /* keys of a QuickTime 'keys' box looked at */
+#define GPMF_READ_MAX 8192 /* bytes of GoPro's udta GPMF read: its settings come first */
 
 /* Seconds from 1904-01-01 (the QuickTime epoch) to 1970-01-01. */
 #define QT_EPOCH_OFFSET UINT64_C(2082844800)
@@ -933,8 +934,63 @@ static int qt_meta_parse(struct probe *p, const struct box *meta, struct media_t
     return bad;
 }
 
-/* A movie's 'udta': QuickTime texts ((c)mak, (c)mod) and Canon's model name (CNMN, second to
- * the Model of Canon's CMT1 box, as for exiftool). */
+/* A GPMF text entry (KLV: key, type, size, repeat, value padded to 4 bytes) of type 'c'. */
+static void gpmf_text(const uint8_t *v, size_t n, uint8_t type, char *dst)
+{
+    if (type == 'c')
+        text_set(dst, v, n);
+}
+
+/*
+ * GoPro's udta 'GPMF' box: KLV entries, the camera's in a DEVC container (one level down, walked
+ * by a second loop, not by recursion): MINF the model, CASN the serial number.
+ */
+static int gpmf_parse(struct probe *p, const struct box *b, struct media_text *t)
+{
+    uint8_t *buf = malloc(GPMF_READ_MAX);
+    size_t n;
+
+    if (!buf)
+        return error_set(&p->err, -ENOMEM, "out of memory reading GPMF");
+    int r = box_payload(p, b, 0, buf, GPMF_READ_MAX, &n);
+    if (r < 0)
+        goto out;
+    /* [pos, end) is the level being walked: the whole box, or one DEVC container */
+    size_t pos = 0, end = n;
+    bool inside = false;
+    for (int i = 0; i < GPMF_READ_MAX / 4; i++) {
+        size_t size = end - pos >= 8 ? (size_t)buf[pos + 5] * get_u16(buf + pos + 6, true) : 0;
+        if (end - pos < 8 || size > end - pos - 8) {
+            if (!inside)
+                break; /* the end, or cut by GPMF_READ_MAX: what was found stays */
+            /* out of the container (or past a malformed entry in it) to its next sibling */
+            inside = false;
+            pos = ((end + 3) & ~(size_t)3) < n ? (end + 3) & ~(size_t)3 : n;
+            end = n;
+            continue;
+        }
+        const uint8_t *k = buf + pos;
+        pos += 8;
+        if (!inside && memcmp(k, "DEVC", 4) == 0 && k[4] == 0) {
+            inside = true;
+            end = pos + size;
+            continue;
+        }
+        if (memcmp(k, "MINF", 4) == 0)
+            gpmf_text(buf + pos, size, k[4], t->v[TEXT_MODEL]);
+        else if (memcmp(k, "CASN", 4) == 0)
+            gpmf_text(buf + pos, size, k[4], t->v[TEXT_SERIAL]);
+        size_t padded = (size + 3) & ~(size_t)3;
+        pos += padded < end - pos ? padded : end - pos;
+    }
+    r = 0;
+out:
+    free(buf);
+    return r;
+}
+
+/* A movie's 'udta': QuickTime texts ((c)mak, (c)mod), GoPro's GPMF and Canon's model name (CNMN,
+ * second to the Model of Canon's CMT1 box, as for exiftool). */
 static int qt_udta_parse(struct probe *p, const struct box *udta, struct media_text *t)
 {
     uint8_t buf[TEXT_READ_MAX];
@@ -952,6 +1008,8 @@ static int qt_udta_parse(struct probe *p, const struct box *udta, struct media_t
             r = qt_udta_text(p, &b, t->v[TEXT_MAKE]);
         } else if (b.type == FOURCC(0xa9, 'm', 'o', 'd')) {
             r = qt_udta_text(p, &b, t->v[TEXT_MODEL]);
+        } else if (b.type == FOURCC('G', 'P', 'M', 'F')) {
+            r = gpmf_parse(p, &b, t);
         } else if (b.type == FOURCC('C', 'N', 'M', 'N') && !t->v[TEXT_CANON_MODEL][0]) {
             r = box_payload(p, &b, 0, buf, sizeof(buf), &n);
             if (r == 0)

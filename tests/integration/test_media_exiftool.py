@@ -5,7 +5,8 @@
 The samples: files made here with ffmpeg and exiftool (EXIF in JPEG of both byte orders, TIFF,
 DNG, PNG, WebP; QuickTime keys and udta texts in MOV and MP4, ffmpeg's own udta texts; files
 without a date), and every file of the media fuzz corpus (tests/fuzz/corpus/media: CR3, HEIF,
-RAF, ORF, RW2 built byte by byte, cut and looping files, AVI and MPEG-TS headers).
+RAF, ORF, RW2, Canon and GoPro movie boxes built byte by byte, cut and looping files, AVI and
+MPEG-TS headers).
 media_probe's side comes from tests/tools/media_probe_json.c ($SNAPSYNC_MEDIA_PROBE)."""
 
 import json
@@ -28,9 +29,9 @@ EXIF_DATES = [("ExifIFD:DateTimeOriginal", "ExifIFD:OffsetTimeOriginal"),
               ("IFD0:ModifyDate", "IFD0:OffsetTime")]
 TEXT_TAGS = {
     "make": ["IFD0:Make", "Keys:Make", "UserData:Make"],
-    "model": ["IFD0:Model", "Keys:Model", "UserData:Model"],
+    "model": ["IFD0:Model", "Keys:Model", "UserData:Model", "GoPro:Model"],
     "lens": ["ExifIFD:LensModel"],
-    "serial": ["ExifIFD:SerialNumber", "IFD0:CameraSerialNumber"],
+    "serial": ["ExifIFD:SerialNumber", "IFD0:CameraSerialNumber", "GoPro:CameraSerialNumber"],
 }
 EXIFTOOL_ARGS = ["-j", "-G1", "-a", "-api", "QuickTimeUTC", "-d", "%Y:%m:%d %H:%M:%S",
                  "-Make", "-Model", "-LensModel", "-SerialNumber", "-CameraSerialNumber",
@@ -200,6 +201,8 @@ class MediaExiftoolTest(unittest.TestCase):
         self.assertEqual(by_name["nodate.mp4"]["result"], -61)
         self.assertEqual(by_name["nodate.mp4"]["make"], "DJI")
         self.assertEqual(by_name["synthetic.cr3"]["make"], "Canon")
+        self.assertEqual(by_name["gopro-gpmf.mov"]["serial"], "C3441325084524")
+        self.assertEqual(by_name["canon-cmt-cnmn.mov"]["lens"], "RF50mm F1.8 STM")
 
 
 if __name__ == "__main__":

@@ -1219,15 +1219,58 @@ static void build_keys(struct buf *b, int variant)
     box_end(b, meta);
 }
 
+static void put_klv(struct buf *b, const char *key, char type, unsigned size, unsigned repeat,
+                    const void *value)
+{
+    put(b, key, 4);
+    put8(b, (unsigned)type);
+    put8(b, size);
+    put16(b, repeat, true);
+    put(b, value, (size_t)size * repeat);
+    while (b->len % 4)
+        put8(b, 0);
+}
+
+/* GoPro's udta GPMF: a DEVC with the camera's settings (bad: a DEVC entry whose size runs past the
+ * container, then a second DEVC with the model), then an entry at the top level. */
+static void put_gpmf(struct buf *b, bool bad)
+{
+    size_t gpmf = box_begin(b, "GPMF");
+    size_t devc = b->len;
+    put_klv(b, "DEVC", 0, 0, 0, NULL);
+    put_klv(b, "DVID", 'L', 4, 1, "\0\0\0\1");
+    put_klv(b, "DVNM", 'c', 1, 15, "Global Settings");
+    if (bad)
+        put_klv(b, "VERS", 'B', 200, 1, (char[200]){0}); /* patched below to run past DEVC */
+    put_klv(b, "CASN", 'c', 1, 14, "C3441325084524");
+    put_klv(b, "MINF", 'c', 1, 11, bad ? "HERO0 Wrong" : "HERO9 Black");
+    size_t size = b->len - devc - 8;
+    b->data[devc + 5] = 1;
+    b->data[devc + 6] = (uint8_t)(size >> 8);
+    b->data[devc + 7] = (uint8_t)size;
+    if (bad) {
+        b->data[devc + 8 + 12 + 24 + 6] = 0x10; /* VERS repeat 4096 */
+        size_t devc2 = b->len;
+        put_klv(b, "DEVC", 0, 0, 0, NULL);
+        put_klv(b, "MINF", 'c', 11, 1, "HERO9 Black");
+        b->data[devc2 + 5] = 1;
+        b->data[devc2 + 7] = (uint8_t)(b->len - devc2 - 8);
+    }
+    put_klv(b, "FMWR", 'c', 1, 15, "HD9.01.01.60.00");
+    box_end(b, gpmf);
+}
+
 /* udta: variant 0 QuickTime texts, 1 an item list data box instead (not read, as by exiftool), 2 a
  * length field past the box (the text is clipped to it), 3 Canon's CNMN and a Canon uuid with
- * CMT1/CMT2 (whose Model wins), 4 CNMN alone. */
+ * CMT1/CMT2 (whose Model wins), 4 CNMN alone, 5 GoPro's GPMF, 6 a malformed one. */
 static void build_udta(struct buf *b, int variant)
 {
     size_t udta = box_begin(b, "udta");
     if (variant == 0 || variant == 2) {
         put_qt_text(b, "\xa9mak", "Panasonic", variant == 2 ? 0xffff : 9);
         put_qt_text(b, "\xa9mod", "DC-GH6", 6);
+    } else if (variant == 5 || variant == 6) {
+        put_gpmf(b, variant == 6);
     } else if (variant == 1) { /* (c)mak with an item list data box: not QuickTime's form */
         size_t mak = box_begin(b, "\xa9mak");
         put_data_box(b, 1, "GoPro");
@@ -1274,6 +1317,8 @@ static void test_camera_movie(void **state)
         {build_udta, 2, "Panasonic", "DC-GH6", "", ""},
         {build_udta, 3, "Canon", "Canon EOS R6 (CMT1)", "RF50mm F1.8 STM", "083021001234"},
         {build_udta, 4, "", "Canon EOS R6", "", ""},
+        {build_udta, 5, "", "HERO9 Black", "", "C3441325084524"},
+        {build_udta, 6, "", "HERO9 Black", "", ""},
     };
     set_tz("UTC0");
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
