@@ -9,8 +9,9 @@
  * chunks. Camera and lens: EXIF Make, Model (IFD0), LensModel, BodySerialNumber (EXIF IFD; a
  * DNG's CameraSerialNumber when there is none), wherever the date is read from; in movies
  * QuickTime's `keys` com.apple.quicktime.make/model, the `udta` texts (c)mak/(c)mod, GoPro's
- * `udta` GPMF (MINF model, CASN serial), Canon's CMT1/CMT2 boxes and its `udta` CNMN model name. Everything it reads is untrusted:
- * bounds-checked, no recursion without a depth limit, no allocation sized from input.
+ * `udta` GPMF (MINF model, CASN serial), Canon's CMT1/CMT2 boxes and its `udta` CNMN model
+ * name. Everything it reads is untrusted: bounds-checked, no recursion without a depth limit, no
+ * allocation sized from input.
  */
 #pragma once
 
