@@ -72,6 +72,9 @@
 #define TAG_BODY_SERIAL 0xa431
 #define TAG_LENS_MODEL 0xa434
 #define TAG_DNG_SERIAL 0xc62f /* CameraSerialNumber in a DNG's IFD0 */
+#define TAG_MAKER_NOTE 0x927c
+#define TAG_CANON_LENS_MODEL 0x0095 /* in Canon's maker note */
+#define TAG_NIKON_SERIAL 0x001d     /* in Nikon's maker note */
 
 struct probe {
     const struct media_reader *rd;
@@ -311,12 +314,18 @@ static void text_resolve(const struct media_text *t, struct media_info *info)
 
 /* ---- TIFF / EXIF ---------------------------------------------------------------------------- */
 
+/* Which tags an IFD holds: TIFF's and EXIF's, or those of a maker's private IFD. */
+enum tiff_tags { TIFF_TAGS, TIFF_TAGS_CANON, TIFF_TAGS_NIKON };
+
 struct tiff {
     struct probe *p;
     struct window w;
     bool be;
+    enum tiff_tags tags;
     uint32_t queue[TIFF_MAX_IFDS]; /* every IFD offset ever queued: also the loop detector */
     size_t nqueue;
+    uint32_t maker_note; /* offset of the EXIF MakerNote, 0 if none */
+    uint32_t maker_note_len;
 };
 
 static void tiff_queue(struct tiff *t, uint32_t off)
@@ -376,13 +385,32 @@ static int tiff_text(struct tiff *t, const uint8_t *e, char *dst)
     return r < 0 ? r : 0;
 }
 
+/* An entry of a maker note's IFD: only the text the EXIF tags leave out on older cameras. */
+static int maker_entry(struct tiff *t, const uint8_t *e, struct exif_found *d)
+{
+    uint16_t tag = get_u16(e, t->be);
+    if (t->tags == TIFF_TAGS_CANON && tag == TAG_CANON_LENS_MODEL)
+        return tiff_text(t, e, d->text.v[TEXT_LENS]);
+    if (t->tags == TIFF_TAGS_NIKON && tag == TAG_NIKON_SERIAL)
+        return tiff_text(t, e, d->text.v[TEXT_SERIAL]);
+    return 0;
+}
+
 static int tiff_entry(struct tiff *t, const uint8_t *e, struct exif_found *d)
 {
     uint16_t tag = get_u16(e, t->be);
     int slot;
     bool is_offset = false;
 
+    if (t->tags != TIFF_TAGS)
+        return maker_entry(t, e, d);
     switch (tag) {
+    case TAG_MAKER_NOTE:
+        if (!t->maker_note && get_u16(e + 2, t->be) == 7 && get_u32(e + 4, t->be) > 4) {
+            t->maker_note = get_u32(e + 8, t->be);
+            t->maker_note_len = get_u32(e + 4, t->be);
+        }
+        return 0;
     case TAG_EXIF_IFD:
         tiff_queue(t, get_u32(e + 8, t->be));
         return 0;
@@ -473,9 +501,44 @@ static int tiff_ifd(struct tiff *t, uint32_t off, uint8_t *entries, struct exif_
 }
 
 /*
- * Collects the dates of the TIFF structure in w into d: IFD0, its chain of next IFDs and the EXIF
- * IFD, in that order, at most TIFF_MAX_IFDS of them, each visited once. Stops at the first error
- * and returns it; what was found before stays in d.
+ * The maker note of t, if it is one we read: Canon's is a bare IFD whose offsets count from t's
+ * header; Nikon's ("Nikon\0\2") holds a TIFF structure of its own after 10 bytes. Only its first
+ * IFD is read, at this fixed depth (a maker note's own maker note is never looked at).
+ */
+static int maker_note_parse(struct tiff *t, uint8_t *entries, struct exif_found *d)
+{
+    uint8_t h[18];
+    struct window w;
+
+    if (!t->maker_note || t->maker_note_len < sizeof(h))
+        return 0;
+    int r = win_read(t->p, &t->w, t->maker_note, h, sizeof(h), "maker note");
+    if (r < 0)
+        return r;
+    if (memcmp(h, "Nikon\0\2", 7) == 0) {
+        struct tiff m = {.p = t->p, .tags = TIFF_TAGS_NIKON};
+        r = win_sub(t->p, &t->w, (uint64_t)t->maker_note + 10, t->maker_note_len - 10,
+                    "Nikon maker note", &w);
+        if (r < 0)
+            return r;
+        m.w = w;
+        if ((h[10] != 'I' || h[11] != 'I') && (h[10] != 'M' || h[11] != 'M'))
+            return error_set(&t->p->err, -EBADMSG, "no TIFF header in Nikon maker note");
+        m.be = h[10] == 'M';
+        return tiff_ifd(&m, get_u32(h + 14, m.be), entries, d);
+    }
+    if (strncmp(d->text.v[TEXT_MAKE], "Canon", 5) == 0) {
+        struct tiff m = {.p = t->p, .w = t->w, .be = t->be, .tags = TIFF_TAGS_CANON};
+        return tiff_ifd(&m, t->maker_note, entries, d);
+    }
+    return 0;
+}
+
+/*
+ * Collects the dates and texts of the TIFF structure in w into d: IFD0, its chain of next IFDs
+ * and the EXIF IFD, in that order, at most TIFF_MAX_IFDS of them, each visited once, then the
+ * maker note (a malformed one is ignored). Stops at the first error and returns it; what was
+ * found before stays in d.
  */
 static int tiff_parse(struct probe *p, const struct window *w, struct exif_found *d)
 {
@@ -507,7 +570,12 @@ static int tiff_parse(struct probe *p, const struct window *w, struct exif_found
         if (r < 0)
             goto out;
     }
-    r = 0;
+    struct error saved = p->err;
+    r = maker_note_parse(&t, entries, d);
+    if (r == -EBADMSG) {
+        p->err = saved;
+        r = 0;
+    }
 out:
     free(entries);
     return r;

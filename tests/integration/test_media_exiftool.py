@@ -5,7 +5,7 @@
 The samples: files made here with ffmpeg and exiftool (EXIF in JPEG of both byte orders, TIFF,
 DNG, PNG, WebP; QuickTime keys and udta texts in MOV and MP4, ffmpeg's own udta texts; files
 without a date), and every file of the media fuzz corpus (tests/fuzz/corpus/media: CR3, HEIF,
-RAF, ORF, RW2, Canon and GoPro movie boxes built byte by byte, cut and looping files, AVI and
+RAF, ORF, RW2, Canon and Nikon maker notes, Canon and GoPro movie boxes built byte by byte, cut and looping files, AVI and
 MPEG-TS headers).
 media_probe's side comes from tests/tools/media_probe_json.c ($SNAPSYNC_MEDIA_PROBE)."""
 
@@ -30,8 +30,9 @@ EXIF_DATES = [("ExifIFD:DateTimeOriginal", "ExifIFD:OffsetTimeOriginal"),
 TEXT_TAGS = {
     "make": ["IFD0:Make", "Keys:Make", "UserData:Make"],
     "model": ["IFD0:Model", "Keys:Model", "UserData:Model", "GoPro:Model"],
-    "lens": ["ExifIFD:LensModel"],
-    "serial": ["ExifIFD:SerialNumber", "IFD0:CameraSerialNumber", "GoPro:CameraSerialNumber"],
+    "lens": ["ExifIFD:LensModel", "Canon:LensModel"],
+    "serial": ["ExifIFD:SerialNumber", "IFD0:CameraSerialNumber", "GoPro:CameraSerialNumber",
+               "Nikon:SerialNumber"],
 }
 EXIFTOOL_ARGS = ["-j", "-G1", "-a", "-api", "QuickTimeUTC", "-d", "%Y:%m:%d %H:%M:%S",
                  "-Make", "-Model", "-LensModel", "-SerialNumber", "-CameraSerialNumber",
@@ -203,6 +204,8 @@ class MediaExiftoolTest(unittest.TestCase):
         self.assertEqual(by_name["synthetic.cr3"]["make"], "Canon")
         self.assertEqual(by_name["gopro-gpmf.mov"]["serial"], "C3441325084524")
         self.assertEqual(by_name["canon-cmt-cnmn.mov"]["lens"], "RF50mm F1.8 STM")
+        self.assertEqual(by_name["canon-makernote.jpg"]["lens"], "EF24-105mm f/4L IS USM")
+        self.assertEqual(by_name["nikon-makernote.jpg"]["serial"], "6012345")
 
 
 if __name__ == "__main__":

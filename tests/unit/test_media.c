@@ -1150,6 +1150,111 @@ static void test_camera_text(void **state)
     assert_string_equal(info.make, "");
 }
 
+/* One ASCII entry whose value lies at value_off (relative to the TIFF header at base). */
+static void put_ascii_entry(struct buf *b, uint16_t tag, const char *v, uint32_t value_off, bool be)
+{
+    put16(b, tag, be);
+    put16(b, 2, be);
+    put32(b, (uint32_t)strlen(v) + 1, be);
+    put32(b, value_off, be);
+}
+
+/*
+ * A JPEG whose EXIF (little-endian) has Make (IFD0), DateTimeOriginal and a MakerNote (EXIF IFD):
+ * Canon's form (a bare IFD with LensModel 0x0095, offsets from the EXIF header) or Nikon's
+ * ("Nikon\0\2", its own big-endian TIFF header, SerialNumber 0x001d).
+ */
+static void build_maker_note(struct buf *b, const char *make, bool nikon, const char *text)
+{
+    const char *date = "2011:11:11 11:11:11";
+    b->len = 0;
+    put(b, "\xff\xd8\xff\xe1\0\0Exif\0\0", 12);
+    size_t tiff = b->len;
+    /* IFD0 at 8 (2 entries), EXIF IFD at 38 (2 entries), maker note at 68, strings after */
+    put(b, "II*\0\x08\0\0\0", 8);
+    size_t note = 68, note_len = nikon ? 10 + 8 + 18 + strlen(text) + 1 : 18 + strlen(text) + 1;
+    uint32_t make_off = (uint32_t)(note + note_len),
+             date_off = make_off + (uint32_t)strlen(make) + 1;
+    put16(b, 2, false);
+    put_ascii_entry(b, 0x010f, make, make_off, false);
+    put16(b, 0x8769, false);
+    put16(b, 4, false);
+    put32(b, 1, false);
+    put32(b, 38, false);
+    put32(b, 0, false);
+    put16(b, 2, false);
+    put_ascii_entry(b, 0x9003, date, date_off, false);
+    put16(b, 0x927c, false);
+    put16(b, 7, false);
+    put32(b, (uint32_t)note_len, false);
+    put32(b, (uint32_t)note, false);
+    put32(b, 0, false);
+    assert_int_equal(b->len - tiff, note);
+    if (nikon) {
+        put(b, "Nikon\0\x02\x10\0\0", 10);
+        put(b, "MM\0*\0\0\0\x08", 8);
+        put16(b, 1, true);
+        put_ascii_entry(b, 0x001d, text, 8 + 18, true);
+        put32(b, 0, true);
+    } else {
+        put16(b, 1, false);
+        put_ascii_entry(b, 0x0095, text, (uint32_t)note + 18, false);
+        put32(b, 0, false);
+    }
+    put(b, text, strlen(text) + 1);
+    put(b, make, strlen(make) + 1);
+    put(b, date, strlen(date) + 1);
+    size_t seg = b->len - 4;
+    b->data[4] = (uint8_t)(seg >> 8);
+    b->data[5] = (uint8_t)seg;
+    put(b, "\xff\xda\0\x02\xff\xd9", 6);
+}
+
+static void test_maker_notes(void **state)
+{
+    (void)state;
+    static struct buf b;
+    struct media_info info;
+    struct error err;
+
+    build_maker_note(&b, "Canon", false, "EF24-105mm f/4L IS USM");
+    write_file("canon-makernote.jpg", b.data, b.len);
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_int_equal(info.capture_time, utc(2011, 11, 11, 11, 11, 11));
+    assert_string_equal(info.make, "Canon");
+    assert_string_equal(info.lens, "EF24-105mm f/4L IS USM");
+    assert_string_equal(info.serial, "");
+
+    build_maker_note(&b, "NIKON CORPORATION", true, "6012345");
+    write_file("nikon-makernote.jpg", b.data, b.len);
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_string_equal(info.serial, "6012345");
+    assert_string_equal(info.lens, "");
+
+    /* Canon's form under another make is not Canon's */
+    build_maker_note(&b, "Canom", false, "EF24-105mm f/4L IS USM");
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_string_equal(info.lens, "");
+
+    /* A broken maker note changes nothing else: an IFD count past the segment, a Nikon TIFF
+     * header that is not one, a maker note offset outside the EXIF. */
+    build_maker_note(&b, "Canon", false, "EF24-105mm f/4L IS USM");
+    size_t note = 12 + 68;
+    b.data[note] = 0xff;
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_string_equal(info.lens, "");
+    assert_string_equal(info.make, "Canon");
+    build_maker_note(&b, "NIKON CORPORATION", true, "6012345");
+    b.data[note + 10] = 'X';
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_string_equal(info.serial, "");
+    b.data[note + 10] = 'M';
+    b.data[12 + 38 + 2 + 12 + 8] = 0xf0; /* the MakerNote's offset */
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_string_equal(info.serial, "");
+    assert_int_equal(info.capture_time, utc(2011, 11, 11, 11, 11, 11));
+}
+
 static void put_qt_text(struct buf *b, const char *type, const char *text, unsigned len_field)
 {
     size_t at = box_begin(b, type);
@@ -1825,6 +1930,7 @@ int main(void)
         cmocka_unit_test(test_raf),
         cmocka_unit_test(test_camera_text),
         cmocka_unit_test(test_camera_movie),
+        cmocka_unit_test(test_maker_notes),
     };
     const struct CMUnitTest memory[] = {
         cmocka_unit_test(test_mvhd_variants), cmocka_unit_test(test_moov_after_huge_mdat),
