@@ -3,7 +3,7 @@
 (make, model, lens, serial) that src/media.c reads must be what exiftool reads from the same file.
 
 The samples: files made here with ffmpeg and exiftool (EXIF in JPEG of both byte orders, TIFF,
-DNG, PNG, WebP; QuickTime keys and udta texts in MOV and MP4, ffmpeg's own udta texts; files
+DNG, PNG, WebP, and HEIC and AVIF from heif-enc; QuickTime keys and udta texts in MOV and MP4, ffmpeg's own udta texts; files
 without a date), and every file of the media fuzz corpus (tests/fuzz/corpus/media: CR3, HEIF,
 RAF, ORF, RW2, Canon and Nikon maker notes, Canon and GoPro movie boxes built byte by byte, cut and looping files, AVI and
 MPEG-TS headers).
@@ -78,6 +78,13 @@ SAMPLES = [
                             "-Model=Pixel 8", "-LensModel=Pixel 8 back camera"]),
     ("photo.webp", "image", ["-DateTimeOriginal=2017:01:01 00:00:00", "-Make=samsung",
                              "-Model=SM-S918B", "-SerialNumber=R5CW1"]),
+    # heif-enc (libheif-examples) carries the JPEG's EXIF into the Exif item
+    ("heif-enc.heic", "heif", ["-Make=Apple", "-Model=iPhone 15 Pro",
+                               "-LensModel=iPhone 15 Pro back triple camera 6.86mm f/1.78",
+                               "-DateTimeOriginal=2024:01:02 03:04:05",
+                               "-OffsetTimeOriginal=+01:00"]),
+    ("heif-enc.avif", "heif", ["-Make=Xiaomi", "-Model=2304FPN6DG",
+                               "-ModifyDate=2023:09:10 11:12:13"]),
     ("clip.mp4", "video", []),
     ("clip.mov", "video", []),
     ("clip.3gp", "video", []),
@@ -95,6 +102,12 @@ SAMPLES = [
 def make_sample(path, how, assignments):
     ffmpeg = [tool("ffmpeg"), "-nostdin", "-v", "error", "-y", "-f", "lavfi"]
     ext = os.path.splitext(path)[1]
+    if how == "heif":
+        jpeg = path + ".jpg"
+        make_sample(jpeg, "image", assignments)
+        run_tool(tool("heif-enc"), *(["-A"] if ext == ".avif" else []), jpeg, "-o", path)
+        os.unlink(jpeg)
+        return
     if how == "image":
         args = ["-i", "color=red:s=16x16", "-frames:v", "1"]
         if ext in (".tif", ".dng"):
@@ -136,6 +149,8 @@ class MediaExiftoolTest(unittest.TestCase):
             make_sample(path, how, assignments)
             cls.files.append(path)
         cls.files += sorted(os.path.join(CORPUS, n) for n in os.listdir(CORPUS))
+        names = [os.path.basename(f) for f in cls.files]
+        assert len(set(names)) == len(names), "a corpus file has a generated sample's name"
 
     @classmethod
     def tearDownClass(cls):
@@ -201,6 +216,8 @@ class MediaExiftoolTest(unittest.TestCase):
         self.assertEqual(by_name["ffmpeg.mov"]["model"], "ILCE-7M4")
         self.assertEqual(by_name["nodate.mp4"]["result"], -61)
         self.assertEqual(by_name["nodate.mp4"]["make"], "DJI")
+        self.assertEqual(by_name["heif-enc.heic"]["offset"], "+01:00")
+        self.assertEqual(by_name["heif-enc.avif"]["model"], "2304FPN6DG")
         self.assertEqual(by_name["synthetic.cr3"]["make"], "Canon")
         self.assertEqual(by_name["gopro-gpmf.mov"]["serial"], "C3441325084524")
         self.assertEqual(by_name["canon-cmt-cnmn.mov"]["lens"], "RF50mm F1.8 STM")

@@ -3,11 +3,13 @@
  * Unit tests for media.c.
  *
  * Two groups. "files" makes real samples at test time with ffmpeg and exiftool (JPEG with EXIF in
- * both byte orders, TIFF, DNG, PNG, WebP, MP4 with moov at the end and at the start, MOV, 3GP)
- * and checks the dates, then cuts, mutates and replaces them with random bytes to check that
- * every input ends in a clean error. A missing tool fails the group: it does not skip. "memory"
- * builds what the tools cannot write (CR3, HEIF, RAF, 64-bit boxes, IFD loops, pathological
- * counts) byte by byte, and covers the small helpers and time zones.
+ * both byte orders, TIFF, DNG, PNG, WebP, MP4 with moov at the end and at the start, MOV, 3GP;
+ * cameras in EXIF, QuickTime keys and udta) and checks the dates and camera fields, then cuts,
+ * mutates and replaces them with random bytes to check that every input ends in a clean error. A
+ * missing tool fails the group: it does not skip. "memory" builds what the tools cannot write
+ * (CR3, HEIF, RAF, 64-bit boxes, IFD loops, pathological counts, maker notes, Canon and GoPro
+ * movie boxes, text trimming and cutting) byte by byte, and covers the small helpers and time
+ * zones. tests/integration/test_media_exiftool.py compares all of it with exiftool.
  */
 #include <errno.h>
 #include <fcntl.h>
