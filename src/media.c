@@ -48,6 +48,7 @@
 #define TEXT_READ_MAX 256  /* bytes of a text value read: room for padding before the text */
 #define QT_KEYS_MAX 256    /* keys of a QuickTime 'keys' box looked at */
 #define GPMF_READ_MAX 8192 /* bytes of GoPro's udta GPMF read: its settings come first */
+#define XML_READ_MAX 16384 /* bytes of a movie's 'xml ' box read (Sony's is 2-4 KB) */
 
 /* Seconds from 1904-01-01 (the QuickTime epoch) to 1970-01-01. */
 #define QT_EPOCH_OFFSET UINT64_C(2082844800)
@@ -955,7 +956,57 @@ static int qt_keys(struct probe *p, const struct box *keys, uint8_t fields[QT_KE
     return 0;
 }
 
-/* A movie's 'meta' box: 'keys' and 'ilst' (QuickTime's com.apple.quicktime.make and model). */
+/* The value of attribute name="..." inside the element el[0..len), or NULL. */
+static const char *xml_attr(const char *el, size_t len, const char *name, size_t *ret_len)
+{
+    char pat[32];
+    int n = snprintf(pat, sizeof(pat), " %s=\"", name);
+    assert(n > 0 && (size_t)n < sizeof(pat));
+    const char *v = memmem(el, len, pat, (size_t)n);
+    if (!v)
+        return NULL;
+    v += n;
+    const char *q = memchr(v, '"', len - (size_t)(v - el));
+    if (!q)
+        return NULL;
+    *ret_len = (size_t)(q - v);
+    return v;
+}
+
+/*
+ * Sony's NonRealTimeMeta XML in a movie's 'meta' ('xml ' box): the camera is the attributes of
+ * <Device manufacturer="Sony" modelName="ILCE-7M4" serialNo="..."/>. Entities are left as they
+ * are (camera names have none).
+ */
+static int xml_parse(struct probe *p, const struct box *b, struct media_text *t)
+{
+    static const struct {
+        const char *attr;
+        int field;
+    } attrs[] = {{"manufacturer", TEXT_MAKE}, {"modelName", TEXT_MODEL}, {"serialNo", TEXT_SERIAL}};
+    char *buf = malloc(XML_READ_MAX);
+    size_t n, len;
+
+    if (!buf)
+        return error_set(&p->err, -ENOMEM, "out of memory reading XML");
+    /* a FullBox: the text follows the version and flags */
+    int r = box_payload(p, b, 4, (uint8_t *)buf, XML_READ_MAX, &n);
+    if (r < 0)
+        goto out;
+    const char *el = memmem(buf, n, "<Device ", 8);
+    const char *end = el ? memchr(el, '>', n - (size_t)(el - buf)) : NULL;
+    for (size_t i = 0; end && i < sizeof(attrs) / sizeof(attrs[0]); i++) {
+        const char *v = xml_attr(el, (size_t)(end - el), attrs[i].attr, &len);
+        if (v)
+            text_set(t->v[attrs[i].field], (const uint8_t *)v, len);
+    }
+out:
+    free(buf);
+    return r;
+}
+
+/* A movie's 'meta' box: 'keys' and 'ilst' (QuickTime's com.apple.quicktime.make and model), or
+ * Sony's 'xml '. */
 static int qt_meta_parse(struct probe *p, const struct box *meta, struct media_text *t)
 {
     uint8_t fields[QT_KEYS_MAX + 1] = {0};
@@ -982,6 +1033,8 @@ static int qt_meta_parse(struct probe *p, const struct box *meta, struct media_t
         if (b.type == FOURCC('k', 'e', 'y', 's') && !has_keys) {
             has_keys = true;
             r = qt_keys(p, &b, fields);
+        } else if (b.type == FOURCC('x', 'm', 'l', ' ')) {
+            r = xml_parse(p, &b, t);
         } else if (b.type == FOURCC('i', 'l', 's', 't') && has_keys) {
             uint64_t ipos = b.payload;
             for (int j = 0; j < BMFF_MAX_CHILD_BOXES && ipos < b.end && b.end - ipos >= 8; j++) {
@@ -1397,7 +1450,13 @@ static int bmff_parse(struct probe *p, struct media_info *info, struct exif_foun
      * message; only a failure to read counts. */
     struct error saved = p->err;
     int t = movie_text(p, &b, d);
-    if (t < 0 && t != -EBADMSG)
+    /* Sony puts its XML in a 'meta' box at the top level */
+    if (t == 0 || t == -EBADMSG) {
+        t = box_find(p, 0, p->rd->size, FOURCC('m', 'e', 't', 'a'), NULL, BMFF_MAX_TOP_BOXES, &b);
+        if (t == 0)
+            t = qt_meta_parse(p, &b, &d->text);
+    }
+    if (t < 0 && t != -EBADMSG && t != -ENOENT)
         return t;
     p->err = saved;
     return r;

@@ -11,8 +11,8 @@
  * wherever the date is read from; in movies
  * QuickTime's `keys` com.apple.quicktime.make/model, the `udta` texts (c)mak/(c)mod, GoPro's
  * `udta` GPMF (MINF model, CASN serial), Canon's CMT1/CMT2 boxes and its `udta` CNMN model
- * name. Everything it reads is untrusted: bounds-checked, no recursion without a depth limit, no
- * allocation sized from input.
+ * name, Sony's XML (<Device manufacturer modelName serialNo>) in a `meta` box. Everything it reads
+ * is untrusted: bounds-checked, no recursion without a depth limit, no allocation sized from input.
  */
 #pragma once
 

@@ -5,7 +5,7 @@
 The samples: files made here with ffmpeg and exiftool (EXIF in JPEG of both byte orders, TIFF,
 DNG, PNG, WebP, and HEIC and AVIF from heif-enc; QuickTime keys and udta texts in MOV and MP4, ffmpeg's own udta texts; files
 without a date), and every file of the media fuzz corpus (tests/fuzz/corpus/media: CR3, HEIF,
-RAF, ORF, RW2, Canon and Nikon maker notes, Canon and GoPro movie boxes built byte by byte, cut and looping files, AVI and
+RAF, ORF, RW2, Canon and Nikon maker notes, Canon, GoPro and Sony movie boxes built byte by byte, cut and looping files, AVI and
 MPEG-TS headers).
 media_probe's side comes from tests/tools/media_probe_json.c ($SNAPSYNC_MEDIA_PROBE)."""
 
@@ -28,16 +28,17 @@ EXIF_DATES = [("ExifIFD:DateTimeOriginal", "ExifIFD:OffsetTimeOriginal"),
               ("ExifIFD:CreateDate", "ExifIFD:OffsetTimeDigitized"),
               ("IFD0:ModifyDate", "IFD0:OffsetTime")]
 TEXT_TAGS = {
-    "make": ["IFD0:Make", "Keys:Make", "UserData:Make"],
-    "model": ["IFD0:Model", "Keys:Model", "UserData:Model", "GoPro:Model"],
+    "make": ["IFD0:Make", "Keys:Make", "UserData:Make", "XML:DeviceManufacturer"],
+    "model": ["IFD0:Model", "Keys:Model", "UserData:Model", "GoPro:Model", "XML:DeviceModelName"],
     "lens": ["ExifIFD:LensModel", "Canon:LensModel"],
     "serial": ["ExifIFD:SerialNumber", "IFD0:CameraSerialNumber", "GoPro:CameraSerialNumber",
-               "Nikon:SerialNumber"],
+               "Nikon:SerialNumber", "XML:DeviceSerialNo"],
 }
 EXIFTOOL_ARGS = ["-j", "-G1", "-a", "-api", "QuickTimeUTC", "-d", "%Y:%m:%d %H:%M:%S",
                  "-Make", "-Model", "-LensModel", "-SerialNumber", "-CameraSerialNumber",
                  "-DateTimeOriginal", "-CreateDate", "-ModifyDate", "-OffsetTimeOriginal",
-                 "-OffsetTimeDigitized", "-OffsetTime", "-Error", "-Warning"]
+                 "-OffsetTimeDigitized", "-OffsetTime", "-DeviceManufacturer", "-DeviceModelName",
+                 "-DeviceSerialNo", "-Error", "-Warning"]
 
 # Where exiftool 12.57 (Debian 12) reads less than media.c, and why.
 EXIFTOOL_LIMITS = {
@@ -145,12 +146,12 @@ class MediaExiftoolTest(unittest.TestCase):
         cls.dir = tempfile.mkdtemp(prefix="media-exiftool.", dir=TMP_ROOT)
         cls.files = []
         for name, how, assignments in SAMPLES:
-            path = os.path.join(cls.dir, name)
+            path = os.path.join(cls.dir, "gen-" + name)
             make_sample(path, how, assignments)
             cls.files.append(path)
         cls.files += sorted(os.path.join(CORPUS, n) for n in os.listdir(CORPUS))
         names = [os.path.basename(f) for f in cls.files]
-        assert len(set(names)) == len(names), "a corpus file has a generated sample's name"
+        assert len(set(names)) == len(names), "two samples of one name"
 
     @classmethod
     def tearDownClass(cls):
@@ -204,25 +205,26 @@ class MediaExiftoolTest(unittest.TestCase):
         """The samples carry what they should (a sample that lost its tags would make the
         comparison empty)."""
         by_name = {os.path.basename(p): ours for p, ours, _ in self.probe()}
-        self.assertEqual(by_name["camera.jpg"]["lens"], "RF24-105mm F4 L IS USM")
-        self.assertEqual(by_name["camera-be.jpg"]["result"], -61)  # ENODATA, with the camera
-        self.assertEqual(by_name["camera-be.jpg"]["model"], "NIKON Z 8")
-        self.assertEqual(by_name["spaces.jpg"]["make"], "OM Digital Solutions")
-        self.assertEqual(by_name["utf8.jpg"]["model"], "Modell Ω")
-        self.assertEqual(by_name["both-serials.dng"]["serial"], "BODY-2")
-        self.assertEqual(by_name["camera.dng"]["serial"], "5551212")
-        self.assertEqual(by_name["keys.mov"]["model"], "iPhone 15 Pro")
-        self.assertEqual(by_name["udta.mov"]["make"], "Panasonic")
-        self.assertEqual(by_name["ffmpeg.mov"]["model"], "ILCE-7M4")
-        self.assertEqual(by_name["nodate.mp4"]["result"], -61)
-        self.assertEqual(by_name["nodate.mp4"]["make"], "DJI")
-        self.assertEqual(by_name["heif-enc.heic"]["offset"], "+01:00")
-        self.assertEqual(by_name["heif-enc.avif"]["model"], "2304FPN6DG")
+        self.assertEqual(by_name["gen-camera.jpg"]["lens"], "RF24-105mm F4 L IS USM")
+        self.assertEqual(by_name["gen-camera-be.jpg"]["result"], -61)  # ENODATA, with the camera
+        self.assertEqual(by_name["gen-camera-be.jpg"]["model"], "NIKON Z 8")
+        self.assertEqual(by_name["gen-spaces.jpg"]["make"], "OM Digital Solutions")
+        self.assertEqual(by_name["gen-utf8.jpg"]["model"], "Modell Ω")
+        self.assertEqual(by_name["gen-both-serials.dng"]["serial"], "BODY-2")
+        self.assertEqual(by_name["gen-camera.dng"]["serial"], "5551212")
+        self.assertEqual(by_name["gen-keys.mov"]["model"], "iPhone 15 Pro")
+        self.assertEqual(by_name["gen-udta.mov"]["make"], "Panasonic")
+        self.assertEqual(by_name["gen-ffmpeg.mov"]["model"], "ILCE-7M4")
+        self.assertEqual(by_name["gen-nodate.mp4"]["result"], -61)
+        self.assertEqual(by_name["gen-nodate.mp4"]["make"], "DJI")
+        self.assertEqual(by_name["gen-heif-enc.heic"]["offset"], "+01:00")
+        self.assertEqual(by_name["gen-heif-enc.avif"]["model"], "2304FPN6DG")
         self.assertEqual(by_name["synthetic.cr3"]["make"], "Canon")
         self.assertEqual(by_name["gopro-gpmf.mov"]["serial"], "C3441325084524")
         self.assertEqual(by_name["canon-cmt-cnmn.mov"]["lens"], "RF50mm F1.8 STM")
         self.assertEqual(by_name["canon-makernote.jpg"]["lens"], "EF24-105mm f/4L IS USM")
         self.assertEqual(by_name["nikon-makernote.jpg"]["serial"], "6012345")
+        self.assertEqual(by_name["sony-xml.mp4"]["model"], "ILCE-7M4")
 
 
 if __name__ == "__main__":

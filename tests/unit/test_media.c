@@ -1403,6 +1403,77 @@ static void build_udta(struct buf *b, int variant)
     }
 }
 
+/* A Sony XAVC S movie: moov, then a top-level FullBox meta with hdlr 'nrtm' and the
+ * NonRealTimeMeta XML; in_moov puts the meta in the moov instead. */
+static void build_sony(struct buf *b, const char *device, bool in_moov)
+{
+    char xml[1024];
+    int n =
+        snprintf(xml, sizeof(xml),
+                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                 "<NonRealTimeMeta xmlns=\"urn:schemas-professionalDisc:nonRealTimeMeta:ver.2.20\""
+                 " lastUpdate=\"2024-03-01T10:00:00+01:00\">\n"
+                 "\t<Duration value=\"250\"/>\n"
+                 "\t<CreationDate value=\"2024-03-01T10:00:00+01:00\"/>\n"
+                 "\t%s\n"
+                 "\t<RecordingMode type=\"normal\" cacheRec=\"false\"/>\n"
+                 "</NonRealTimeMeta>\n",
+                 device);
+    assert_true(n > 0 && (size_t)n < sizeof(xml));
+    b->len = 0;
+    put_ftyp(b, "XAVC", "XAVCmp42iso2");
+    size_t moov = box_begin(b, "moov");
+    put_mvhd(b, 0, UINT64_C(2082844800) + (uint64_t)utc(2030, 6, 1, 12, 0, 0));
+    if (!in_moov)
+        box_end(b, moov);
+    size_t meta = box_begin(b, "meta");
+    put32(b, 0, true);
+    size_t hdlr = box_begin(b, "hdlr");
+    put32(b, 0, true);
+    put32(b, 0, true);
+    put(b, "nrtm", 4);
+    put(b, "\0\0\0\0\0\0\0\0\0\0\0\0\0", 13);
+    box_end(b, hdlr);
+    size_t x = box_begin(b, "xml ");
+    put32(b, 0, true);
+    put(b, xml, (size_t)n);
+    box_end(b, x);
+    box_end(b, meta);
+    if (in_moov)
+        box_end(b, moov);
+    size_t mdat = box_begin(b, "mdat");
+    put(b, "frames", 6);
+    box_end(b, mdat);
+}
+
+static void test_camera_sony(void **state)
+{
+    (void)state;
+    static struct buf b;
+    struct media_info info;
+    struct error err;
+    const char *dev = "<Device manufacturer=\"Sony\" modelName=\"ILCE-7M4\" serialNo=\"0123456\"/>";
+
+    for (int in_moov = 0; in_moov < 2; in_moov++) {
+        build_sony(&b, dev, in_moov);
+        write_file(in_moov ? "sony-moov.mp4" : "sony.mp4", b.data, b.len);
+        assert_int_equal(probe_buf(&b, "mp4", &info, &err), 0);
+        assert_string_equal(info.make, "Sony");
+        assert_string_equal(info.model, "ILCE-7M4");
+        assert_string_equal(info.serial, "0123456");
+        assert_int_equal(info.capture_time, utc(2030, 6, 1, 12, 0, 0));
+    }
+    /* an element cut before its end, an attribute without its closing quote, another element */
+    const char *bad[] = {"<Device manufacturer=\"Sony\"", "<Device modelName=\"ILCE-7M4/>",
+                         "<Devices manufacturer=\"Sony\"/>"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        build_sony(&b, bad[i], false);
+        assert_int_equal(probe_buf(&b, "mp4", &info, &err), 0);
+        assert_string_equal(info.make, i == 0 ? "Sony" : "");
+        assert_string_equal(info.model, "");
+    }
+}
+
 static void test_camera_movie(void **state)
 {
     (void)state;
@@ -1933,6 +2004,7 @@ int main(void)
         cmocka_unit_test(test_camera_text),
         cmocka_unit_test(test_camera_movie),
         cmocka_unit_test(test_maker_notes),
+        cmocka_unit_test(test_camera_sony),
     };
     const struct CMUnitTest memory[] = {
         cmocka_unit_test(test_mvhd_variants), cmocka_unit_test(test_moov_after_huge_mdat),
