@@ -817,6 +817,18 @@ static void put_ftyp(struct buf *b, const char *major, const char *compat)
 static const uint8_t canon_uuid[16] = {0x85, 0xc0, 0xb6, 0x87, 0x82, 0x0f, 0x11, 0xe0,
                                        0x81, 0x11, 0xf4, 0xce, 0x46, 0x2b, 0x6a, 0x48};
 
+/* A handler box of the given type: version, flags, pre_defined, type, reserved and an empty name.
+ */
+static void put_hdlr(struct buf *b, const char *type)
+{
+    size_t at = box_begin(b, "hdlr");
+    put32(b, 0, true);
+    put32(b, 0, true);
+    put(b, type, 4);
+    put(b, "\0\0\0\0\0\0\0\0\0\0\0\0\0", 13);
+    box_end(b, at);
+}
+
 static void put_mvhd(struct buf *b, int version, uint64_t created)
 {
     size_t at = box_begin(b, "mvhd");
@@ -918,12 +930,7 @@ static void build_heif(struct buf *b, int infe_version, bool in_idat, bool with_
     put_ftyp(b, "heic", "mif1heic");
     size_t meta = box_begin(b, "meta");
     put32(b, 0, true);
-    size_t hdlr = box_begin(b, "hdlr");
-    put32(b, 0, true);
-    put32(b, 0, true);
-    put(b, "pict", 4);
-    put(b, "\0\0\0\0\0\0\0\0\0\0\0\0\0", 13);
-    box_end(b, hdlr);
+    put_hdlr(b, "pict");
     size_t pitm = box_begin(b, "pitm");
     put32(b, 0, true);
     put16(b, 1, true);
@@ -1296,12 +1303,7 @@ static void build_keys(struct buf *b, int variant)
     size_t meta = box_begin(b, "meta");
     if (variant == 1)
         put32(b, 0, true);
-    size_t hdlr = box_begin(b, "hdlr");
-    put32(b, 0, true);
-    put32(b, 0, true);
-    put(b, "mdta", 4);
-    put(b, "\0\0\0\0\0\0\0\0\0\0\0\0\0", 13);
-    box_end(b, hdlr);
+    put_hdlr(b, "mdta");
     size_t keys = box_begin(b, "keys");
     put32(b, 0, true);
     put32(b, variant == 2 ? 0xffffffffu : 3, true);
@@ -1428,12 +1430,7 @@ static void build_sony(struct buf *b, const char *device, bool in_moov)
         box_end(b, moov);
     size_t meta = box_begin(b, "meta");
     put32(b, 0, true);
-    size_t hdlr = box_begin(b, "hdlr");
-    put32(b, 0, true);
-    put32(b, 0, true);
-    put(b, "nrtm", 4);
-    put(b, "\0\0\0\0\0\0\0\0\0\0\0\0\0", 13);
-    box_end(b, hdlr);
+    put_hdlr(b, "nrtm");
     size_t x = box_begin(b, "xml ");
     put32(b, 0, true);
     put(b, xml, (size_t)n);
