@@ -675,7 +675,8 @@ struct buf {
 static void put(struct buf *b, const void *p, size_t n)
 {
     assert_true(n <= sizeof(b->data) - b->len);
-    memcpy(b->data + b->len, p, n);
+    if (n)
+        memcpy(b->data + b->len, p, n);
     b->len += n;
 }
 
