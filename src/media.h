@@ -3,16 +3,16 @@
  * Capture date, kind, camera and lens of a photo or video from its metadata. Reads only the small
  * metadata structures of a file (the content itself is read once, by the engine).
  *
- * Supported: JPEG (EXIF APP1), TIFF-based RAW (CR2, NEF, NRW, ARW, SR2, DNG, ORF, RW2, PEF, RAF
- * via its embedded JPEG, SRW, 3FR, ERF, KDC, MEF, MOS, IIQ), ISO-BMFF (CR3 CMT1/CMT2 boxes,
- * HEIC/HEIF/AVIF Exif item, MP4/MOV/M4V/3GP `mvhd` creation time), PNG eXIf and WebP EXIF
- * chunks. Camera and lens: EXIF Make, Model (IFD0), LensModel, BodySerialNumber (EXIF IFD; else
- * a DNG's CameraSerialNumber, Canon's maker note LensModel, Nikon's maker note SerialNumber),
- * wherever the date is read from; in movies
- * QuickTime's `keys` com.apple.quicktime.make/model, the `udta` texts (c)mak/(c)mod, GoPro's
- * `udta` GPMF (MINF model, CASN serial), Canon's CMT1/CMT2 boxes and its `udta` CNMN model
- * name, Sony's XML (<Device manufacturer modelName serialNo>) in a `meta` box. Everything it reads
- * is untrusted: bounds-checked, no recursion without a depth limit, no allocation sized from input.
+ * Supported: JPEG (EXIF APP1), TIFF-based RAW (CR2, NEF, NRW, ARW, SR2, DNG, ORF, RW2, PEF, RAF via
+ * its embedded JPEG, SRW, 3FR, ERF, KDC, MEF, MOS, IIQ), ISO-BMFF (CR3 CMT1/CMT2 boxes,
+ * HEIC/HEIF/AVIF Exif item, MP4/MOV/M4V/3GP `mvhd` creation time), PNG eXIf and WebP EXIF chunks.
+ * Camera and lens: EXIF Make, Model (IFD0), LensModel, BodySerialNumber (EXIF IFD; else a DNG's
+ * CameraSerialNumber, Canon's maker note LensModel, Nikon's maker note SerialNumber), wherever the
+ * date is read from; in movies QuickTime's `keys` com.apple.quicktime.make/model, the `udta` texts
+ * (c)mak/(c)mod, GoPro's `udta` GPMF (MINF model, CASN serial), Canon's CMT1/CMT2 boxes and its
+ * `udta` CNMN model name, Sony's XML (<Device manufacturer modelName serialNo>) in a `meta` box.
+ * Everything it reads is untrusted: bounds-checked, no recursion without a depth limit, no
+ * allocation sized from input.
  */
 #pragma once
 
