@@ -32,6 +32,9 @@ if [ "${1:-}" = "--test" ]; then
           util-linux e2fsprogs squashfs-tools sqlite3 samba smbclient samba-vfs-modules rclone
           iproute2 mosquitto mosquitto-clients
           fdisk systemd nghttp2-proxy"
+    # HEIC and AVIF samples with EXIF for the metadata parser's comparison with exiftool
+    # (tests/integration/test_media_exiftool.py): heif-enc
+    pkgs="$pkgs libheif-examples"
     # the SMTP server the notification tests send to (tests/integration/smtpserver.py)
     pkgs="$pkgs python3-aiosmtpd"
     # exFAT and FAT32 card images (tests/integration/test_fuse_cards.py): made with exfatprogs

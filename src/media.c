@@ -45,6 +45,10 @@
 #define HEIF_MAX_EXTENTS 65536 /* over all items: an extent may be 0 bytes long in iloc */
 #define HEIF_ILOC_MAX 65536    /* bytes of iloc we read; enough for thousands of items */
 #define DATE_MAX 32
+#define TEXT_READ_MAX 256  /* bytes of a text value read: room for padding before the text */
+#define QT_KEYS_MAX 256    /* keys of a QuickTime 'keys' box looked at */
+#define GPMF_READ_MAX 8192 /* bytes of GoPro's udta GPMF read: its settings come first */
+#define XML_READ_MAX 16384 /* bytes of a movie's 'xml ' box read (Sony's is 2-4 KB) */
 
 /* Seconds from 1904-01-01 (the QuickTime epoch) to 1970-01-01. */
 #define QT_EPOCH_OFFSET UINT64_C(2082844800)
@@ -64,6 +68,14 @@
 #define TAG_OFFSET_TIME 0x9010
 #define TAG_OFFSET_ORIGINAL 0x9011
 #define TAG_OFFSET_DIGITIZED 0x9012
+#define TAG_MAKE 0x010f
+#define TAG_MODEL 0x0110
+#define TAG_BODY_SERIAL 0xa431
+#define TAG_LENS_MODEL 0xa434
+#define TAG_DNG_SERIAL 0xc62f /* CameraSerialNumber in a DNG's IFD0 */
+#define TAG_MAKER_NOTE 0x927c
+#define TAG_CANON_LENS_MODEL 0x0095 /* in Canon's maker note */
+#define TAG_NIKON_SERIAL 0x001d     /* in Nikon's maker note */
 
 struct probe {
     const struct media_reader *rd;
@@ -81,11 +93,28 @@ struct window {
 /* The three EXIF dates in order of preference, each with its own OffsetTime* tag. */
 enum { DATE_ORIGINAL, DATE_DIGITIZED, DATE_MODIFIED, DATE_COUNT };
 
-struct exif_dates {
+/* The text fields, in media_info's order, then the fallbacks resolved by text_resolve. */
+enum {
+    TEXT_MAKE,
+    TEXT_MODEL,
+    TEXT_LENS,
+    TEXT_SERIAL,
+    TEXT_DNG_SERIAL,
+    TEXT_CANON_MODEL,
+    TEXT_COUNT
+};
+
+struct media_text {
+    char v[TEXT_COUNT][MEDIA_TEXT_MAX];
+};
+
+/* What the EXIF structures of a file gave: the dates and the text fields. */
+struct exif_found {
     bool has[DATE_COUNT];
     int64_t time[DATE_COUNT];
     bool has_offset[DATE_COUNT];
     int32_t offset[DATE_COUNT];
+    struct media_text text;
 };
 
 struct box {
@@ -246,14 +275,58 @@ static bool parse_exif_offset(const char *s, size_t len, int32_t *ret)
     return true;
 }
 
+/*
+ * Stores the text in src[0..len) into dst (MEDIA_TEXT_MAX bytes) unless dst already holds a value:
+ * the first one found wins. Leading spaces and NULs are skipped, the text ends at the next NUL,
+ * trailing spaces go, and a text too long is cut before a UTF-8 lead byte so that no sequence is
+ * split. An empty result leaves dst as it was, so a later source may still fill it.
+ */
+static void text_set(char *dst, const uint8_t *src, size_t len)
+{
+    size_t start = 0, end;
+
+    if (dst[0])
+        return;
+    while (start < len && (src[start] == ' ' || src[start] == '\0'))
+        start++;
+    const uint8_t *nul = memchr(src + start, '\0', len - start);
+    end = nul ? (size_t)(nul - src) : len;
+    if (end - start > MEDIA_TEXT_MAX - 1) {
+        end = start + MEDIA_TEXT_MAX - 1;
+        /* src[end] is the first byte left out: back off while it continues a sequence (at most
+         * three bytes, so text that is not UTF-8 still keeps almost all of its room). */
+        for (int i = 0; i < 3 && (src[end] & 0xc0) == 0x80; i++)
+            end--;
+    }
+    while (end > start && src[end - 1] == ' ')
+        end--;
+    memcpy(dst, src + start, end - start);
+    dst[end - start] = '\0';
+}
+
+static void text_resolve(const struct media_text *t, struct media_info *info)
+{
+    memcpy(info->make, t->v[TEXT_MAKE], MEDIA_TEXT_MAX);
+    memcpy(info->model, t->v[t->v[TEXT_MODEL][0] ? TEXT_MODEL : TEXT_CANON_MODEL], MEDIA_TEXT_MAX);
+    memcpy(info->lens, t->v[TEXT_LENS], MEDIA_TEXT_MAX);
+    memcpy(info->serial, t->v[t->v[TEXT_SERIAL][0] ? TEXT_SERIAL : TEXT_DNG_SERIAL],
+           MEDIA_TEXT_MAX);
+}
+
 /* ---- TIFF / EXIF ---------------------------------------------------------------------------- */
+
+/* Which tags an IFD holds: TIFF's and EXIF's, or those of a maker's private IFD. */
+enum tiff_tags { TIFF_TAGS, TIFF_TAGS_CANON, TIFF_TAGS_NIKON };
 
 struct tiff {
     struct probe *p;
     struct window w;
     bool be;
+    enum tiff_tags tags;
     uint32_t queue[TIFF_MAX_IFDS]; /* every IFD offset ever queued: also the loop detector */
     size_t nqueue;
+    uint32_t maker_note; /* offset of the EXIF MakerNote, 0 if none */
+    uint32_t maker_note_len;
 };
 
 static void tiff_queue(struct tiff *t, uint32_t off)
@@ -266,13 +339,13 @@ static void tiff_queue(struct tiff *t, uint32_t off)
     t->queue[t->nqueue++] = off;
 }
 
-/* Reads a string-valued entry (ASCII, BYTE or UNDEFINED) into buf, NUL-terminated. Returns 1 if
- * the entry has another type (ignored), 0 or an error. */
-static int tiff_string(struct tiff *t, const uint8_t *e, char *buf, size_t size, size_t *ret_len)
+/* Reads up to size bytes of a string-valued entry (ASCII, BYTE or UNDEFINED) into buf, the count
+ * into *ret_n. Returns 1 if the entry has another type (ignored), 0 or an error. */
+static int tiff_bytes(struct tiff *t, const uint8_t *e, uint8_t *buf, size_t size, size_t *ret_n)
 {
     uint16_t type = get_u16(e + 2, t->be);
     uint32_t count = get_u32(e + 4, t->be);
-    size_t n = count < size - 1 ? count : size - 1;
+    size_t n = count < size ? count : size;
 
     if (type != 1 && type != 2 && type != 7)
         return 1;
@@ -283,21 +356,75 @@ static int tiff_string(struct tiff *t, const uint8_t *e, char *buf, size_t size,
         if (r < 0)
             return r;
     }
+    *ret_n = n;
+    return 0;
+}
+
+/* A string-valued entry as a C string in buf. */
+static int tiff_string(struct tiff *t, const uint8_t *e, char *buf, size_t size, size_t *ret_len)
+{
+    size_t n;
+    int r = tiff_bytes(t, e, (uint8_t *)buf, size - 1, &n);
+    if (r != 0)
+        return r;
     buf[n] = '\0';
     *ret_len = strlen(buf);
     return 0;
 }
 
-static int tiff_entry(struct tiff *t, const uint8_t *e, struct exif_dates *d)
+/* A text entry into dst, unless dst is already set. */
+static int tiff_text(struct tiff *t, const uint8_t *e, char *dst)
+{
+    uint8_t buf[TEXT_READ_MAX];
+    size_t n;
+
+    if (dst[0])
+        return 0;
+    int r = tiff_bytes(t, e, buf, sizeof(buf), &n);
+    if (r == 0)
+        text_set(dst, buf, n);
+    return r < 0 ? r : 0;
+}
+
+/* An entry of a maker note's IFD: only the text the EXIF tags leave out on older cameras. */
+static int maker_entry(struct tiff *t, const uint8_t *e, struct exif_found *d)
+{
+    uint16_t tag = get_u16(e, t->be);
+    if (t->tags == TIFF_TAGS_CANON && tag == TAG_CANON_LENS_MODEL)
+        return tiff_text(t, e, d->text.v[TEXT_LENS]);
+    if (t->tags == TIFF_TAGS_NIKON && tag == TAG_NIKON_SERIAL)
+        return tiff_text(t, e, d->text.v[TEXT_SERIAL]);
+    return 0;
+}
+
+static int tiff_entry(struct tiff *t, const uint8_t *e, struct exif_found *d)
 {
     uint16_t tag = get_u16(e, t->be);
     int slot;
     bool is_offset = false;
 
+    if (t->tags != TIFF_TAGS)
+        return maker_entry(t, e, d);
     switch (tag) {
+    case TAG_MAKER_NOTE:
+        if (!t->maker_note && get_u16(e + 2, t->be) == 7 && get_u32(e + 4, t->be) > 4) {
+            t->maker_note = get_u32(e + 8, t->be);
+            t->maker_note_len = get_u32(e + 4, t->be);
+        }
+        return 0;
     case TAG_EXIF_IFD:
         tiff_queue(t, get_u32(e + 8, t->be));
         return 0;
+    case TAG_MAKE:
+        return tiff_text(t, e, d->text.v[TEXT_MAKE]);
+    case TAG_MODEL:
+        return tiff_text(t, e, d->text.v[TEXT_MODEL]);
+    case TAG_LENS_MODEL:
+        return tiff_text(t, e, d->text.v[TEXT_LENS]);
+    case TAG_BODY_SERIAL:
+        return tiff_text(t, e, d->text.v[TEXT_SERIAL]);
+    case TAG_DNG_SERIAL:
+        return tiff_text(t, e, d->text.v[TEXT_DNG_SERIAL]);
     case TAG_DATE_ORIGINAL:
         slot = DATE_ORIGINAL;
         break;
@@ -338,7 +465,7 @@ static int tiff_entry(struct tiff *t, const uint8_t *e, struct exif_dates *d)
     return 0;
 }
 
-static int tiff_ifd(struct tiff *t, uint32_t off, uint8_t *entries, struct exif_dates *d)
+static int tiff_ifd(struct tiff *t, uint32_t off, uint8_t *entries, struct exif_found *d)
 {
     uint8_t b[4];
     int r = win_read(t->p, &t->w, off, b, 2, "TIFF IFD");
@@ -375,11 +502,46 @@ static int tiff_ifd(struct tiff *t, uint32_t off, uint8_t *entries, struct exif_
 }
 
 /*
- * Collects the dates of the TIFF structure in w into d: IFD0, its chain of next IFDs and the EXIF
- * IFD, in that order, at most TIFF_MAX_IFDS of them, each visited once. Stops at the first error
- * and returns it; what was found before stays in d.
+ * The maker note of t, if it is one we read: Canon's is a bare IFD whose offsets count from t's
+ * header; Nikon's ("Nikon\0\2") holds a TIFF structure of its own after 10 bytes. Only its first
+ * IFD is read, at this fixed depth (a maker note's own maker note is never looked at).
  */
-static int tiff_parse(struct probe *p, const struct window *w, struct exif_dates *d)
+static int maker_note_parse(struct tiff *t, uint8_t *entries, struct exif_found *d)
+{
+    uint8_t h[18];
+    struct window w;
+
+    if (!t->maker_note || t->maker_note_len < sizeof(h))
+        return 0;
+    int r = win_read(t->p, &t->w, t->maker_note, h, sizeof(h), "maker note");
+    if (r < 0)
+        return r;
+    if (memcmp(h, "Nikon\0\2", 7) == 0) {
+        struct tiff m = {.p = t->p, .tags = TIFF_TAGS_NIKON};
+        r = win_sub(t->p, &t->w, (uint64_t)t->maker_note + 10, t->maker_note_len - 10,
+                    "Nikon maker note", &w);
+        if (r < 0)
+            return r;
+        m.w = w;
+        if ((h[10] != 'I' || h[11] != 'I') && (h[10] != 'M' || h[11] != 'M'))
+            return error_set(&t->p->err, -EBADMSG, "no TIFF header in Nikon maker note");
+        m.be = h[10] == 'M';
+        return tiff_ifd(&m, get_u32(h + 14, m.be), entries, d);
+    }
+    if (strncmp(d->text.v[TEXT_MAKE], "Canon", 5) == 0) {
+        struct tiff m = {.p = t->p, .w = t->w, .be = t->be, .tags = TIFF_TAGS_CANON};
+        return tiff_ifd(&m, t->maker_note, entries, d);
+    }
+    return 0;
+}
+
+/*
+ * Collects the dates and texts of the TIFF structure in w into d: IFD0, its chain of next IFDs
+ * and the EXIF IFD, in that order, at most TIFF_MAX_IFDS of them, each visited once, then the
+ * maker note (a malformed one is ignored). Stops at the first error and returns it; what was
+ * found before stays in d.
+ */
+static int tiff_parse(struct probe *p, const struct window *w, struct exif_found *d)
 {
     struct tiff t = {.p = p, .w = *w};
     uint8_t hdr[8];
@@ -409,7 +571,12 @@ static int tiff_parse(struct probe *p, const struct window *w, struct exif_dates
         if (r < 0)
             goto out;
     }
-    r = 0;
+    struct error saved = p->err;
+    r = maker_note_parse(&t, entries, d);
+    if (r == -EBADMSG) {
+        p->err = saved;
+        r = 0;
+    }
 out:
     free(entries);
     return r;
@@ -418,7 +585,7 @@ out:
 /* ---- JPEG, PNG, RAF ------------------------------------------------------------------------- */
 
 /* Finds the EXIF APP1 segment of the JPEG in w and parses it. -ENODATA without one. */
-static int jpeg_parse(struct probe *p, const struct window *w, struct exif_dates *d)
+static int jpeg_parse(struct probe *p, const struct window *w, struct exif_found *d)
 {
     uint64_t pos = 2; /* after SOI, checked by the caller */
 
@@ -466,7 +633,7 @@ static int jpeg_parse(struct probe *p, const struct window *w, struct exif_dates
     return error_set(&p->err, -ENODATA, "no EXIF in JPEG");
 }
 
-static int png_parse(struct probe *p, const struct window *w, struct exif_dates *d)
+static int png_parse(struct probe *p, const struct window *w, struct exif_found *d)
 {
     uint64_t pos = 8; /* after the signature */
 
@@ -494,7 +661,7 @@ static int png_parse(struct probe *p, const struct window *w, struct exif_dates 
 }
 
 /* WebP: a RIFF file whose EXIF chunk holds a TIFF structure, sometimes after "Exif\0\0". */
-static int webp_parse(struct probe *p, const struct window *w, struct exif_dates *d)
+static int webp_parse(struct probe *p, const struct window *w, struct exif_found *d)
 {
     uint64_t pos = 12; /* after "RIFF", the size and "WEBP" */
 
@@ -522,7 +689,7 @@ static int webp_parse(struct probe *p, const struct window *w, struct exif_dates
 }
 
 /* Fujifilm RAF: the EXIF lives in the embedded full-size JPEG preview. */
-static int raf_parse(struct probe *p, const struct window *w, struct exif_dates *d)
+static int raf_parse(struct probe *p, const struct window *w, struct exif_found *d)
 {
     uint8_t b[8];
     int r = win_read(p, w, 84, b, sizeof(b), "RAF header");
@@ -651,25 +818,22 @@ static int mvhd_parse(struct probe *p, const struct box *moov, struct media_info
     return 0;
 }
 
-static int cr3_parse(struct probe *p, const struct box *moov, struct exif_dates *d)
+/* Canon's uuid box (in CR3, and in the MP4s of the same cameras): CMT1 holds IFD0 (DateTime, Make,
+ * Model), CMT2 the EXIF IFD (DateTimeOriginal, LensModel, BodySerialNumber). Each is a complete
+ * TIFF structure of its own; CMT2 goes first for its better date. */
+static int canon_cmt_parse(struct probe *p, const struct box *canon, struct exif_found *d)
 {
     static const uint32_t cmt[2] = {FOURCC('C', 'M', 'T', '2'), FOURCC('C', 'M', 'T', '1')};
-    struct box canon, b;
+    struct box b;
 
-    int r = box_find(p, moov->payload, moov->end, FOURCC('u', 'u', 'i', 'd'), canon_uuid,
-                     BMFF_MAX_CHILD_BOXES, &canon);
-    if (r < 0)
-        return box_need(p, r, FOURCC('u', 'u', 'i', 'd'), "CR3 'moov'");
-    /* CMT2 holds the EXIF IFD (DateTimeOriginal), CMT1 IFD0 (DateTime, the fallback). Each is a
-     * complete TIFF structure of its own. */
     int first = 0;
     for (int i = 0; i < 2; i++) {
-        r = box_find(p, canon.payload, canon.end, cmt[i], NULL, BMFF_MAX_CHILD_BOXES, &b);
+        int r = box_find(p, canon->payload, canon->end, cmt[i], NULL, BMFF_MAX_CHILD_BOXES, &b);
         if (r == 0) {
             struct window w = {b.payload, b.end - b.payload};
             r = tiff_parse(p, &w, d);
         } else {
-            r = box_need(p, r, cmt[i], "CR3 Canon box");
+            r = box_need(p, r, cmt[i], "Canon uuid box");
         }
         if (r < 0 && r != -EBADMSG)
             return r;
@@ -677,6 +841,337 @@ static int cr3_parse(struct probe *p, const struct box *moov, struct exif_dates 
             first = r;
     }
     return first;
+}
+
+static int cr3_parse(struct probe *p, const struct box *moov, struct exif_found *d)
+{
+    struct box canon;
+
+    int r = box_find(p, moov->payload, moov->end, FOURCC('u', 'u', 'i', 'd'), canon_uuid,
+                     BMFF_MAX_CHILD_BOXES, &canon);
+    if (r < 0)
+        return box_need(p, r, FOURCC('u', 'u', 'i', 'd'), "CR3 'moov'");
+    return canon_cmt_parse(p, &canon, d);
+}
+
+/* Up to size bytes of a box's payload from skip on; the count read into *ret_n. */
+static int box_payload(struct probe *p, const struct box *b, uint64_t skip, uint8_t *buf,
+                       size_t size, size_t *ret_n)
+{
+    uint64_t have = b->end - b->payload;
+    *ret_n = 0;
+    if (skip >= have)
+        return 0;
+    *ret_n = have - skip < size ? (size_t)(have - skip) : size;
+    return probe_read(p, b->payload + skip, buf, *ret_n);
+}
+
+/* The first 'data' box of an item list entry as text: well-known type 1 (UTF-8), or 0 (none
+ * given, text in practice). */
+static int qt_data_text(struct probe *p, const struct box *item, char *dst)
+{
+    uint8_t buf[8 + TEXT_READ_MAX];
+    struct box b;
+    size_t n;
+
+    if (dst[0])
+        return 0;
+    int r = box_find(p, item->payload, item->end, FOURCC('d', 'a', 't', 'a'), NULL,
+                     BMFF_MAX_CHILD_BOXES, &b);
+    if (r < 0)
+        return r == -ENOENT ? 0 : r;
+    r = box_payload(p, &b, 0, buf, sizeof(buf), &n);
+    if (r < 0)
+        return r;
+    if (n < 8)
+        return error_set(&p->err, -EBADMSG, "truncated data box at offset %" PRIu64, b.start);
+    uint32_t type = get_u32(buf, true);
+    if (type == 0 || type == 1)
+        text_set(dst, buf + 8, n - 8);
+    return 0;
+}
+
+/* A QuickTime user data text such as (c)mak: a 16-bit length, a 16-bit language code and the text
+ * (the first of its translations is taken). */
+static int qt_udta_text(struct probe *p, const struct box *b, char *dst)
+{
+    uint8_t buf[4 + TEXT_READ_MAX];
+    size_t n;
+
+    if (dst[0])
+        return 0;
+    int r = box_payload(p, b, 0, buf, sizeof(buf), &n);
+    if (r < 0 || n < 4)
+        return r;
+    size_t len = get_u16(buf, true);
+    text_set(dst, buf + 4, len < n - 4 ? len : n - 4);
+    return 0;
+}
+
+/* Which field a QuickTime 'keys' name fills, or -1. */
+static int qt_key_field(const uint8_t *name, size_t len)
+{
+    static const struct {
+        const char *name;
+        int field;
+    } keys[] = {
+        {"com.apple.quicktime.make", TEXT_MAKE},
+        {"com.apple.quicktime.model", TEXT_MODEL},
+    };
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if (strlen(keys[i].name) == len && memcmp(keys[i].name, name, len) == 0)
+            return keys[i].field;
+    return -1;
+}
+
+/* Reads a 'keys' box: fields[i] is the text field (plus one) that the ilst entry of type i fills,
+ * for the first QT_KEYS_MAX keys. */
+static int qt_keys(struct probe *p, const struct box *keys, uint8_t fields[QT_KEYS_MAX + 1])
+{
+    struct window w = {keys->payload, keys->end - keys->payload};
+    uint8_t h[8], name[64];
+
+    int r = win_read(p, &w, 0, h, 8, "keys box");
+    if (r < 0)
+        return r;
+    uint32_t count = get_u32(h + 4, true);
+    uint64_t pos = 8;
+    for (uint32_t i = 1; i <= count && i <= QT_KEYS_MAX; i++) {
+        r = win_read(p, &w, pos, h, 8, "keys entry");
+        if (r < 0)
+            return r;
+        uint32_t size = get_u32(h, true);
+        if (size < 8)
+            return error_set(&p->err, -EBADMSG, "bad keys entry size at offset %" PRIu64,
+                             w.base + pos);
+        if (size - 8 <= sizeof(name) && get_u32(h + 4, true) == FOURCC('m', 'd', 't', 'a')) {
+            r = win_read(p, &w, pos + 8, name, size - 8, "keys entry");
+            if (r < 0)
+                return r;
+            int f = qt_key_field(name, size - 8);
+            fields[i] = (uint8_t)(f + 1);
+        }
+        pos += size;
+    }
+    return 0;
+}
+
+/* The value of attribute name="..." inside the element el[0..len), or NULL. */
+static const char *xml_attr(const char *el, size_t len, const char *name, size_t *ret_len)
+{
+    char pat[32];
+    int n = snprintf(pat, sizeof(pat), " %s=\"", name);
+    assert(n > 0 && (size_t)n < sizeof(pat));
+    const char *v = memmem(el, len, pat, (size_t)n);
+    if (!v)
+        return NULL;
+    v += n;
+    const char *q = memchr(v, '"', len - (size_t)(v - el));
+    if (!q)
+        return NULL;
+    *ret_len = (size_t)(q - v);
+    return v;
+}
+
+/*
+ * Sony's NonRealTimeMeta XML in a movie's 'meta' ('xml ' box): the camera is the attributes of
+ * <Device manufacturer="Sony" modelName="ILCE-7M4" serialNo="..."/>. Entities are left as they
+ * are (camera names have none).
+ */
+static int xml_parse(struct probe *p, const struct box *b, struct media_text *t)
+{
+    static const struct {
+        const char *attr;
+        int field;
+    } attrs[] = {{"manufacturer", TEXT_MAKE}, {"modelName", TEXT_MODEL}, {"serialNo", TEXT_SERIAL}};
+    char *buf = malloc(XML_READ_MAX);
+    size_t n, len;
+
+    if (!buf)
+        return error_set(&p->err, -ENOMEM, "out of memory reading XML");
+    /* a FullBox: the text follows the version and flags */
+    int r = box_payload(p, b, 4, (uint8_t *)buf, XML_READ_MAX, &n);
+    if (r < 0)
+        goto out;
+    const char *el = memmem(buf, n, "<Device ", 8);
+    const char *end = el ? memchr(el, '>', n - (size_t)(el - buf)) : NULL;
+    for (size_t i = 0; end && i < sizeof(attrs) / sizeof(attrs[0]); i++) {
+        const char *v = xml_attr(el, (size_t)(end - el), attrs[i].attr, &len);
+        if (v)
+            text_set(t->v[attrs[i].field], (const uint8_t *)v, len);
+    }
+out:
+    free(buf);
+    return r;
+}
+
+/* A movie's 'meta' box: 'keys' and 'ilst' (QuickTime's com.apple.quicktime.make and model), or
+ * Sony's 'xml '. */
+static int qt_meta_parse(struct probe *p, const struct box *meta, struct media_text *t)
+{
+    uint8_t fields[QT_KEYS_MAX + 1] = {0};
+    bool has_keys = false;
+    uint8_t h[4];
+    struct box b, item;
+    int bad = 0;
+
+    /* ISO's meta is a FullBox, QuickTime's is not: zeros where the first child's size would be
+     * are the version and flags. */
+    uint64_t pos = meta->payload;
+    if (meta->end - pos >= 4) {
+        int r = probe_read(p, pos, h, 4);
+        if (r < 0)
+            return r;
+        if (get_u32(h, true) == 0)
+            pos += 4;
+    }
+    for (int i = 0; i < BMFF_MAX_CHILD_BOXES && pos < meta->end && meta->end - pos >= 8; i++) {
+        int r = box_read(p, pos, meta->end, &b);
+        if (r < 0)
+            return r;
+        pos = b.end;
+        if (b.type == FOURCC('k', 'e', 'y', 's') && !has_keys) {
+            has_keys = true;
+            r = qt_keys(p, &b, fields);
+        } else if (b.type == FOURCC('x', 'm', 'l', ' ')) {
+            r = xml_parse(p, &b, t);
+        } else if (b.type == FOURCC('i', 'l', 's', 't') && has_keys) {
+            uint64_t ipos = b.payload;
+            for (int j = 0; j < BMFF_MAX_CHILD_BOXES && ipos < b.end && b.end - ipos >= 8; j++) {
+                r = box_read(p, ipos, b.end, &item);
+                if (r < 0)
+                    break;
+                ipos = item.end;
+                int f = item.type >= 1 && item.type <= QT_KEYS_MAX ? fields[item.type] - 1 : -1;
+                if (f >= 0 && (r = qt_data_text(p, &item, t->v[f])) < 0 && r != -EBADMSG)
+                    return r;
+            }
+        }
+        if (r < 0 && r != -EBADMSG)
+            return r;
+        if (r < 0 && !bad)
+            bad = r;
+    }
+    return bad;
+}
+
+/* A GPMF text entry (KLV: key, type, size, repeat, value padded to 4 bytes) of type 'c'. */
+static void gpmf_text(const uint8_t *v, size_t n, uint8_t type, char *dst)
+{
+    if (type == 'c')
+        text_set(dst, v, n);
+}
+
+/*
+ * GoPro's udta 'GPMF' box: KLV entries, the camera's in a DEVC container (one level down, walked
+ * by a second loop, not by recursion): MINF the model, CASN the serial number.
+ */
+static int gpmf_parse(struct probe *p, const struct box *b, struct media_text *t)
+{
+    uint8_t *buf = malloc(GPMF_READ_MAX);
+    size_t n;
+
+    if (!buf)
+        return error_set(&p->err, -ENOMEM, "out of memory reading GPMF");
+    int r = box_payload(p, b, 0, buf, GPMF_READ_MAX, &n);
+    if (r < 0)
+        goto out;
+    /* [pos, end) is the level being walked: the whole box, or one DEVC container */
+    size_t pos = 0, end = n;
+    bool inside = false;
+    for (int i = 0; i < GPMF_READ_MAX / 4; i++) {
+        size_t size = end - pos >= 8 ? (size_t)buf[pos + 5] * get_u16(buf + pos + 6, true) : 0;
+        if (end - pos < 8 || size > end - pos - 8) {
+            if (!inside)
+                break; /* the end, or cut by GPMF_READ_MAX: what was found stays */
+            /* out of the container (or past a malformed entry in it) to its next sibling */
+            inside = false;
+            pos = ((end + 3) & ~(size_t)3) < n ? (end + 3) & ~(size_t)3 : n;
+            end = n;
+            continue;
+        }
+        const uint8_t *k = buf + pos;
+        pos += 8;
+        if (!inside && memcmp(k, "DEVC", 4) == 0 && k[4] == 0) {
+            inside = true;
+            end = pos + size;
+            continue;
+        }
+        if (memcmp(k, "MINF", 4) == 0)
+            gpmf_text(buf + pos, size, k[4], t->v[TEXT_MODEL]);
+        else if (memcmp(k, "CASN", 4) == 0)
+            gpmf_text(buf + pos, size, k[4], t->v[TEXT_SERIAL]);
+        size_t padded = (size + 3) & ~(size_t)3;
+        pos += padded < end - pos ? padded : end - pos;
+    }
+    r = 0;
+out:
+    free(buf);
+    return r;
+}
+
+/* A movie's 'udta': QuickTime texts ((c)mak, (c)mod), GoPro's GPMF and Canon's model name (CNMN,
+ * second to the Model of Canon's CMT1 box, as for exiftool). */
+static int qt_udta_parse(struct probe *p, const struct box *udta, struct media_text *t)
+{
+    uint8_t buf[TEXT_READ_MAX];
+    struct box b;
+    size_t n;
+    int bad = 0;
+
+    uint64_t pos = udta->payload;
+    for (int i = 0; i < BMFF_MAX_CHILD_BOXES && pos < udta->end && udta->end - pos >= 8; i++) {
+        int r = box_read(p, pos, udta->end, &b);
+        if (r < 0)
+            return r;
+        pos = b.end;
+        if (b.type == FOURCC(0xa9, 'm', 'a', 'k')) {
+            r = qt_udta_text(p, &b, t->v[TEXT_MAKE]);
+        } else if (b.type == FOURCC(0xa9, 'm', 'o', 'd')) {
+            r = qt_udta_text(p, &b, t->v[TEXT_MODEL]);
+        } else if (b.type == FOURCC('G', 'P', 'M', 'F')) {
+            r = gpmf_parse(p, &b, t);
+        } else if (b.type == FOURCC('C', 'N', 'M', 'N') && !t->v[TEXT_CANON_MODEL][0]) {
+            r = box_payload(p, &b, 0, buf, sizeof(buf), &n);
+            if (r == 0)
+                text_set(t->v[TEXT_CANON_MODEL], buf, n);
+        }
+        if (r < 0 && r != -EBADMSG)
+            return r;
+        if (r < 0 && !bad)
+            bad = r;
+    }
+    return bad;
+}
+
+/*
+ * The camera of a movie, from the boxes in its moov: 'meta' (QuickTime keys), 'udta' (QuickTime
+ * texts, Canon's CNMN) and Canon's uuid box (CMT1/CMT2 as in a CR3). The first
+ * value found for a field wins. -EBADMSG when some part was malformed (what was found stays).
+ */
+static int movie_text(struct probe *p, const struct box *moov, struct exif_found *d)
+{
+    struct box b;
+    int bad = 0;
+
+    uint64_t pos = moov->payload;
+    for (int i = 0; i < BMFF_MAX_CHILD_BOXES && pos < moov->end && moov->end - pos >= 8; i++) {
+        int r = box_read(p, pos, moov->end, &b);
+        if (r < 0)
+            return r;
+        pos = b.end;
+        if (b.type == FOURCC('m', 'e', 't', 'a'))
+            r = qt_meta_parse(p, &b, &d->text);
+        else if (b.type == FOURCC('u', 'd', 't', 'a'))
+            r = qt_udta_parse(p, &b, &d->text);
+        else if (b.type == FOURCC('u', 'u', 'i', 'd') && memcmp(b.uuid, canon_uuid, 16) == 0)
+            r = canon_cmt_parse(p, &b, d);
+        if (r < 0 && r != -EBADMSG)
+            return r;
+        if (r < 0 && !bad)
+            bad = r;
+    }
+    return bad;
 }
 
 struct heif_loc {
@@ -786,7 +1281,7 @@ static int heif_iloc_find(struct cursor *c, uint32_t id, struct heif_loc *ret)
     return -ENOENT;
 }
 
-static int heif_parse(struct probe *p, const struct box *meta, struct exif_dates *d)
+static int heif_parse(struct probe *p, const struct box *meta, struct exif_found *d)
 {
     struct box b, iinf = {0}, iloc = {0}, idat = {0};
     uint8_t *buf = NULL;
@@ -917,7 +1412,7 @@ static int bmff_flavor(struct probe *p, enum bmff_flavor *ret)
     return 0;
 }
 
-static int bmff_parse(struct probe *p, struct media_info *info, struct exif_dates *d,
+static int bmff_parse(struct probe *p, struct media_info *info, struct exif_found *d,
                       bool *ret_exif)
 {
     enum bmff_flavor flavor;
@@ -948,7 +1443,23 @@ static int bmff_parse(struct probe *p, struct media_info *info, struct exif_date
     }
     info->kind = MEDIA_KIND_VIDEO;
     *ret_exif = false;
-    return mvhd_parse(p, &b, info);
+    r = mvhd_parse(p, &b, info);
+    if (r < 0 && r != -ENODATA)
+        return r;
+    /* The camera's name is a bonus: a malformed part of it changes neither the result nor the
+     * message; only a failure to read counts. */
+    struct error saved = p->err;
+    int t = movie_text(p, &b, d);
+    /* Sony puts its XML in a 'meta' box at the top level */
+    if (t == 0 || t == -EBADMSG) {
+        t = box_find(p, 0, p->rd->size, FOURCC('m', 'e', 't', 'a'), NULL, BMFF_MAX_TOP_BOXES, &b);
+        if (t == 0)
+            t = qt_meta_parse(p, &b, &d->text);
+    }
+    if (t < 0 && t != -EBADMSG && t != -ENOENT)
+        return t;
+    p->err = saved;
+    return r;
 }
 
 /* ---- Detection and the public functions ----------------------------------------------------- */
@@ -1002,7 +1513,7 @@ static const char *unsupported_format(struct probe *p, const uint8_t *h, size_t 
     return NULL;
 }
 
-static int dates_resolve(struct probe *p, const struct exif_dates *d, int r,
+static int dates_resolve(struct probe *p, const struct exif_found *d, int r,
                          struct media_info *info)
 {
     /* A read error may have hidden a better date; a malformed part after a good one may not. */
@@ -1026,7 +1537,7 @@ int media_probe(const struct media_reader *rd, const char *ext, struct media_inf
 {
     struct probe p = {.rd = rd};
     struct media_info info = {.kind = media_kind_from_ext(ext)};
-    struct exif_dates d = {0};
+    struct exif_found d = {0};
     struct window all;
     uint8_t h[16];
     bool exif = true;
@@ -1077,14 +1588,20 @@ int media_probe(const struct media_reader *rd, const char *ext, struct media_inf
     }
     if (exif)
         r = dates_resolve(&p, &d, r, &info);
+    text_resolve(&d.text, &info);
 out:
     if (r < 0) {
         if (err)
             *err = p.err;
-        return r;
+        if (r != -ENODATA)
+            return r;
+        /* The format was read, without a date: the kind and the camera are still worth having. */
+        info.capture_time = 0;
+        info.utc_offset = 0;
+        info.has_offset = 0;
     }
     *ret = info;
-    return 0;
+    return r;
 }
 
 struct mem_reader {

@@ -1,13 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Capture date and kind of a photo or video from its metadata. Reads only the small metadata
- * structures of a file (the content itself is read once, by the engine).
+ * Capture date, kind, camera and lens of a photo or video from its metadata. Reads only the small
+ * metadata structures of a file (the content itself is read once, by the engine).
  *
- * Supported: JPEG (EXIF APP1), TIFF-based RAW (CR2, NEF, NRW, ARW, SR2, DNG, ORF, RW2, PEF, RAF
- * via its embedded JPEG, SRW, 3FR, ERF, KDC, MEF, MOS, IIQ), ISO-BMFF (CR3 CMT1/CMT2 boxes,
- * HEIC/HEIF/AVIF Exif item, MP4/MOV/M4V/3GP `mvhd` creation time), PNG eXIf and WebP EXIF
- * chunks. Everything it reads is untrusted: bounds-checked, no recursion without a depth limit,
- * no allocation sized from input.
+ * Supported: JPEG (EXIF APP1), TIFF-based RAW (CR2, NEF, NRW, ARW, SR2, DNG, ORF, RW2, PEF, RAF via
+ * its embedded JPEG, SRW, 3FR, ERF, KDC, MEF, MOS, IIQ), ISO-BMFF (CR3 CMT1/CMT2 boxes,
+ * HEIC/HEIF/AVIF Exif item, MP4/MOV/M4V/3GP `mvhd` creation time), PNG eXIf and WebP EXIF chunks.
+ * Camera and lens: EXIF Make, Model (IFD0), LensModel, BodySerialNumber (EXIF IFD; else a DNG's
+ * CameraSerialNumber, Canon's maker note LensModel, Nikon's maker note SerialNumber), wherever the
+ * date is read from; in movies QuickTime's `keys` com.apple.quicktime.make/model, the `udta` texts
+ * (c)mak/(c)mod, GoPro's `udta` GPMF (MINF model, CASN serial), Canon's CMT1/CMT2 boxes and its
+ * `udta` CNMN model name, Sony's XML (<Device manufacturer modelName serialNo>) in a `meta` box.
+ * Everything it reads is untrusted: bounds-checked, no recursion without a depth limit, no
+ * allocation sized from input.
  */
 #pragma once
 
@@ -54,13 +59,17 @@ struct media_reader {
 };
 
 /*
- * Reads the capture date of a file: only the metadata structures (EXIF IFDs, box headers, the
- * moov box wherever it lies), never the image or video data, at most MEDIA_PROBE_MAX_BYTES.
- * `ext` is the lower-case extension without dot, a hint for the kind; the content decides the
- * format. Errors: -ENODATA (no capture date found, also for containers recognised but not read:
- * AVI, Matroska, MPEG-TS/AVCHD, GIF, X3F, CRW), -EBADMSG (malformed, unrecognised, or metadata
- * needing more than MEDIA_PROBE_MAX_BYTES of reading), -ENOMEM, -EIO and other read errors from
- * read_at. Never crashes on any input. ret is written only on success. Any thread; the local
+ * Reads the capture date, kind and camera of a file: only the metadata structures (EXIF IFDs,
+ * box headers, the moov box wherever it lies), never the image or video data, at most
+ * MEDIA_PROBE_MAX_BYTES. `ext` is the lower-case extension without dot, a hint for the kind; the
+ * content decides the format. Errors: -ENODATA (no capture date found, also for containers
+ * recognised but not read: AVI, Matroska, MPEG-TS/AVCHD, GIF, X3F, CRW), -EBADMSG (malformed,
+ * unrecognised, or metadata needing more than MEDIA_PROBE_MAX_BYTES of reading), -ENOMEM, -EIO
+ * and other read errors from read_at. Never crashes on any input. ret is written on success and
+ * on -ENODATA: then capture_time, utc_offset and has_offset are 0, kind is what the content or
+ * the extension says, and the text fields hold what was found (a photo without a date may still
+ * name its camera); on any other error ret is untouched. A malformed part of a movie's camera
+ * boxes does not fail the call (the fields it would have given stay ""). Any thread; the local
  * time zone is read (for MP4 times) as localtime_r sees it, so call tzset() after changing TZ.
  */
 int media_probe(const struct media_reader *rd, const char *ext, struct media_info *ret,

@@ -3,11 +3,13 @@
  * Unit tests for media.c.
  *
  * Two groups. "files" makes real samples at test time with ffmpeg and exiftool (JPEG with EXIF in
- * both byte orders, TIFF, DNG, PNG, WebP, MP4 with moov at the end and at the start, MOV, 3GP)
- * and checks the dates, then cuts, mutates and replaces them with random bytes to check that
- * every input ends in a clean error. A missing tool fails the group: it does not skip. "memory"
- * builds what the tools cannot write (CR3, HEIF, RAF, 64-bit boxes, IFD loops, pathological
- * counts) byte by byte, and covers the small helpers and time zones.
+ * both byte orders, TIFF, DNG, PNG, WebP, MP4 with moov at the end and at the start, MOV, 3GP;
+ * cameras in EXIF, QuickTime keys and udta) and checks the dates and camera fields, then cuts,
+ * mutates and replaces them with random bytes to check that every input ends in a clean error. A
+ * missing tool fails the group: it does not skip. "memory" builds what the tools cannot write
+ * (CR3, HEIF, RAF, 64-bit boxes, IFD loops, pathological counts, maker notes, Canon and GoPro
+ * movie boxes, text trimming and cutting) byte by byte, and covers the small helpers and time
+ * zones. tests/integration/test_media_exiftool.py compares all of it with exiftool.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -189,7 +191,17 @@ static int probe_file(const char *name, const char *ext, struct media_info *info
     return r;
 }
 
-/* Every failure is a clean -ENODATA or -EBADMSG with a message and ret untouched. */
+/* A text field is NUL-terminated inside the field, without a space at either end. */
+static void assert_text_ok(const char *s)
+{
+    const char *nul = memchr(s, '\0', MEDIA_TEXT_MAX);
+    assert_non_null(nul);
+    size_t n = (size_t)(nul - s);
+    assert_true(n == 0 || (s[0] != ' ' && s[n - 1] != ' '));
+}
+
+/* Every failure is a clean -ENODATA or -EBADMSG with a message; -EBADMSG leaves ret untouched,
+ * -ENODATA writes it without a capture time. */
 static int probe_checked(const uint8_t *data, size_t len, const char *ext)
 {
     struct media_info info, before;
@@ -197,16 +209,26 @@ static int probe_checked(const uint8_t *data, size_t len, const char *ext)
     memset(&info, 0xa5, sizeof(info));
     before = info;
     int r = media_probe_buffer(data, len, ext, &info, &err);
-    if (r == 0) {
+    if (r != 0 && r != -ENODATA && r != -EBADMSG)
+        fail_msg("unexpected error %d (%s) for %zu bytes", r, err.msg, len);
+    if (r == 0 || r == -ENODATA) {
         assert_true(info.kind >= MEDIA_KIND_UNKNOWN && info.kind <= MEDIA_KIND_VIDEO);
         assert_true(info.has_offset == 0 || info.has_offset == 1);
-    } else {
-        if (r != -ENODATA && r != -EBADMSG)
-            fail_msg("unexpected error %d (%s) for %zu bytes", r, err.msg, len);
+        assert_text_ok(info.make);
+        assert_text_ok(info.model);
+        assert_text_ok(info.lens);
+        assert_text_ok(info.serial);
+    }
+    if (r == -ENODATA) {
+        assert_int_equal(info.capture_time, 0);
+        assert_int_equal(info.has_offset, 0);
+    }
+    if (r < 0) {
         assert_int_equal(err.code, r);
         assert_true(err.msg[0] != '\0');
-        assert_memory_equal(&info, &before, sizeof(info));
     }
+    if (r == -EBADMSG)
+        assert_memory_equal(&info, &before, sizeof(info));
     return r;
 }
 
@@ -220,15 +242,67 @@ struct sample {
     int has_offset;
     int32_t offset;
     enum media_kind kind;
+    const char *camera[4]; /* make, model, lens, serial; NULL for "" */
 };
 
-static struct sample samples[16];
+static struct sample samples[32];
 static size_t nsamples;
 
 static void add_sample(const char *name, const char *ext, int result, int64_t t, int has_offset,
                        int32_t offset, enum media_kind kind)
 {
-    samples[nsamples++] = (struct sample){name, ext, result, t, has_offset, offset, kind};
+    assert_true(nsamples < sizeof(samples) / sizeof(samples[0]));
+    samples[nsamples++] = (struct sample){name, ext, result, t, has_offset, offset, kind, {NULL}};
+}
+
+/* The camera of the sample added last. */
+static void sample_camera(const char *make, const char *model, const char *lens, const char *serial)
+{
+    struct sample *s = &samples[nsamples - 1];
+    s->camera[0] = make;
+    s->camera[1] = model;
+    s->camera[2] = lens;
+    s->camera[3] = serial;
+}
+
+/* exiftool with up to four tag assignments, in place. */
+static int exiftool4(const char *name, const char *a1, const char *a2, const char *a3,
+                     const char *a4)
+{
+    char file[4200];
+    path_in_tmp(file, sizeof(file), name);
+    const char *argv[] = {"exiftool", "-q", "-overwrite_original", a1, a2, a3, a4, file, NULL};
+    return run_tool(argv);
+}
+
+/* ffmpeg's movie with make and model as the muxer writes them (udta (c)mak in a MOV, nothing
+ * in an MP4). */
+static int ffmpeg_video_camera(const char *name)
+{
+    char out[4200];
+    path_in_tmp(out, sizeof(out), name);
+    const char *argv[] = {"ffmpeg",
+                          "-nostdin",
+                          "-v",
+                          "error",
+                          "-y",
+                          "-f",
+                          "lavfi",
+                          "-i",
+                          "testsrc=size=16x16:rate=1",
+                          "-t",
+                          "1",
+                          "-c:v",
+                          "mpeg4",
+                          "-metadata",
+                          "make=Sony",
+                          "-metadata",
+                          "model=ILCE-7M4",
+                          "-metadata",
+                          "creation_time=2022-12-31T23:59:58Z",
+                          out,
+                          NULL};
+    return run_tool(argv);
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -313,6 +387,62 @@ static int files_setup(void **state)
     add_sample("clip.mov", "mov", 0, video, 0, 0, MEDIA_KIND_VIDEO);
     add_sample("clip.3gp", "3gp", 0, video, 0, 0, MEDIA_KIND_VIDEO);
     add_sample("nodate.mp4", "mp4", -ENODATA, 0, 0, 0, MEDIA_KIND_VIDEO);
+
+    /* The camera: EXIF IFD0 and EXIF IFD in each container exiftool writes, a DNG's serial,
+     * QuickTime keys and udta in movies, and a camera without a date. */
+    const char *lens = "RF24-105mm F4 L IS USM";
+    if (ffmpeg_image("camera.jpg") ||
+        exiftool4("camera.jpg", "-Make=Canon", "-Model=Canon EOS R5",
+                  "-LensModel=RF24-105mm F4 L IS USM", "-SerialNumber=012345678901") ||
+        exiftool("camera.jpg", "-DateTimeOriginal=2024:05:06 07:08:09", NULL))
+        return -1;
+    add_sample("camera.jpg", "jpg", 0, utc(2024, 5, 6, 7, 8, 9), 0, 0, MEDIA_KIND_PHOTO);
+    sample_camera("Canon", "Canon EOS R5", lens, "012345678901");
+    if (ffmpeg_image("camera-be.jpg") ||
+        exiftool4("camera-be.jpg", "-ExifByteOrder=MM", "-Make=NIKON CORPORATION",
+                  "-Model=NIKON Z 8", "-SerialNumber=3001234") ||
+        exiftool("camera-be.jpg", "-LensModel=NIKKOR Z 24-120mm f/4 S", NULL))
+        return -1;
+    add_sample("camera-be.jpg", "jpg", -ENODATA, 0, 0, 0, MEDIA_KIND_PHOTO);
+    sample_camera("NIKON CORPORATION", "NIKON Z 8", "NIKKOR Z 24-120mm f/4 S", "3001234");
+    if (ffmpeg_image("camera.dng") ||
+        exiftool4("camera.dng", "-DNGVersion=1.4.0.0", "-Make=Leica Camera AG", "-Model=LEICA Q3",
+                  "-CameraSerialNumber=5551212") ||
+        exiftool("camera.dng", "-DateTimeOriginal=2023:10:11 12:13:14", NULL))
+        return -1;
+    add_sample("camera.dng", "dng", 0, utc(2023, 10, 11, 12, 13, 14), 0, 0, MEDIA_KIND_RAW);
+    sample_camera("Leica Camera AG", "LEICA Q3", NULL, "5551212");
+    if (ffmpeg_image("camera.png") ||
+        exiftool4("camera.png", "-Make=Google", "-Model=Pixel 8", "-LensModel=Pixel 8 back camera",
+                  "-DateTimeOriginal=2022:02:22 22:22:22"))
+        return -1;
+    add_sample("camera.png", "png", 0, utc(2022, 2, 22, 22, 22, 22), 0, 0, MEDIA_KIND_PHOTO);
+    sample_camera("Google", "Pixel 8", "Pixel 8 back camera", NULL);
+    if (ffmpeg_image("camera.webp") ||
+        exiftool4("camera.webp", "-Make=samsung", "-Model=SM-S918B", "-SerialNumber=R5CW1",
+                  "-DateTimeOriginal=2021:12:24 18:00:00"))
+        return -1;
+    add_sample("camera.webp", "webp", 0, utc(2021, 12, 24, 18, 0, 0), 0, 0, MEDIA_KIND_PHOTO);
+    sample_camera("samsung", "SM-S918B", NULL, "R5CW1");
+    if (ffmpeg_video("keys.mov", false, true) ||
+        exiftool("keys.mov", "-Keys:Make=Apple", "-Keys:Model=iPhone 15 Pro"))
+        return -1;
+    add_sample("keys.mov", "mov", 0, video, 0, 0, MEDIA_KIND_VIDEO);
+    sample_camera("Apple", "iPhone 15 Pro", NULL, NULL);
+    if (ffmpeg_video("udta.mp4", true, true) ||
+        exiftool("udta.mp4", "-UserData:Make=GoPro", "-UserData:Model=HERO12 Black"))
+        return -1;
+    add_sample("udta.mp4", "mp4", 0, video, 0, 0, MEDIA_KIND_VIDEO);
+    sample_camera("GoPro", "HERO12 Black", NULL, NULL);
+    if (ffmpeg_video_camera("ffmpeg.mov"))
+        return -1;
+    add_sample("ffmpeg.mov", "mov", 0, video, 0, 0, MEDIA_KIND_VIDEO);
+    sample_camera("Sony", "ILCE-7M4", NULL, NULL);
+    if (ffmpeg_video("nodate-keys.mp4", false, false) ||
+        exiftool("nodate-keys.mp4", "-Keys:Make=DJI", "-Keys:Model=Osmo Pocket 3"))
+        return -1;
+    add_sample("nodate-keys.mp4", "mp4", -ENODATA, 0, 0, 0, MEDIA_KIND_VIDEO);
+    sample_camera("DJI", "Osmo Pocket 3", NULL, NULL);
     keep_tmp = getenv("SNAPSYNC_KEEP_TMP") != NULL;
     return 0;
 }
@@ -338,13 +468,23 @@ static void test_samples(void **state)
         uint8_t *data = read_file(s->name, &len);
 
         for (int via_fd = 0; via_fd < 2; via_fd++) {
-            memset(&info, 0, sizeof(info));
+            memset(&info, 0x5a, sizeof(info));
             int r = via_fd ? probe_file(s->name, s->ext, &info, &err)
                            : media_probe_buffer(data, len, s->ext, &info, &err);
             if (r != s->result)
                 fail_msg("%s: expected %d, got %d (%s)", s->name, s->result, r, err.msg);
-            if (r < 0) {
+            if (r < 0)
                 assert_true(err.msg[0] != '\0');
+            if (r < 0 && r != -ENODATA)
+                continue;
+            const char *got[4] = {info.make, info.model, info.lens, info.serial};
+            for (int f = 0; f < 4; f++)
+                if (strcmp(got[f], s->camera[f] ? s->camera[f] : "") != 0)
+                    fail_msg("%s: field %d: expected '%s', got '%s'", s->name, f,
+                             s->camera[f] ? s->camera[f] : "", got[f]);
+            assert_int_equal(info.kind, s->kind);
+            if (r < 0) {
+                assert_int_equal(info.capture_time, 0);
                 continue;
             }
             if (info.capture_time != s->time)
@@ -535,7 +675,8 @@ struct buf {
 static void put(struct buf *b, const void *p, size_t n)
 {
     assert_true(n <= sizeof(b->data) - b->len);
-    memcpy(b->data + b->len, p, n);
+    if (n)
+        memcpy(b->data + b->len, p, n);
     b->len += n;
 }
 
@@ -581,6 +722,11 @@ struct tag {
     const char *value; /* ASCII */
 };
 
+static uint32_t tag_count(const struct tag *t)
+{
+    return (uint32_t)strlen(t->value) + 1;
+}
+
 /*
  * A TIFF structure: IFD0 with `ifd0` (plus a pointer to the EXIF IFD when `exif` is not empty),
  * the EXIF IFD, then the string values. Offsets are relative to the start of the structure.
@@ -604,7 +750,7 @@ static void put_tiff(struct buf *b, bool be, const struct tag *ifd0, size_t n0,
             break;
         put16(b, (unsigned)(n + (ifd == 0 && n1 ? 1 : 0)), be);
         for (size_t i = 0; i < n; i++) {
-            uint32_t count = (uint32_t)strlen(tags[i].value) + 1;
+            uint32_t count = tag_count(&tags[i]);
             put16(b, tags[i].tag, be);
             put16(b, 2, be);
             put32(b, count, be);
@@ -630,8 +776,8 @@ static void put_tiff(struct buf *b, bool be, const struct tag *ifd0, size_t n0,
         const struct tag *tags = ifd ? exif : ifd0;
         size_t n = ifd ? n1 : n0;
         for (size_t i = 0; i < n; i++)
-            if (strlen(tags[i].value) + 1 > 4)
-                put(b, tags[i].value, strlen(tags[i].value) + 1);
+            if (tag_count(&tags[i]) > 4)
+                put(b, tags[i].value, tag_count(&tags[i]));
     }
 }
 
@@ -671,6 +817,18 @@ static void put_ftyp(struct buf *b, const char *major, const char *compat)
 
 static const uint8_t canon_uuid[16] = {0x85, 0xc0, 0xb6, 0x87, 0x82, 0x0f, 0x11, 0xe0,
                                        0x81, 0x11, 0xf4, 0xce, 0x46, 0x2b, 0x6a, 0x48};
+
+/* A handler box of the given type: version, flags, pre_defined, type, reserved and an empty name.
+ */
+static void put_hdlr(struct buf *b, const char *type)
+{
+    size_t at = box_begin(b, "hdlr");
+    put32(b, 0, true);
+    put32(b, 0, true);
+    put(b, type, 4);
+    put(b, "\0\0\0\0\0\0\0\0\0\0\0\0\0", 13);
+    box_end(b, at);
+}
 
 static void put_mvhd(struct buf *b, int version, uint64_t created)
 {
@@ -773,12 +931,7 @@ static void build_heif(struct buf *b, int infe_version, bool in_idat, bool with_
     put_ftyp(b, "heic", "mif1heic");
     size_t meta = box_begin(b, "meta");
     put32(b, 0, true);
-    size_t hdlr = box_begin(b, "hdlr");
-    put32(b, 0, true);
-    put32(b, 0, true);
-    put(b, "pict", 4);
-    put(b, "\0\0\0\0\0\0\0\0\0\0\0\0\0", 13);
-    box_end(b, hdlr);
+    put_hdlr(b, "pict");
     size_t pitm = box_begin(b, "pitm");
     put32(b, 0, true);
     put16(b, 1, true);
@@ -903,6 +1056,475 @@ static void test_raf(void **state)
     patch32be(&b, 84, 0x7fffffff);
     assert_int_equal(probe_buf(&b, "raf", &info, &err), -EBADMSG);
     assert_non_null(strstr(err.msg, "outside the file"));
+}
+
+/* The first TIFF entry with this tag in b (little-endian, as put_jpeg writes it). */
+static size_t find_entry(const struct buf *b, uint16_t tag)
+{
+    for (size_t i = 0; i + 12 <= b->len; i++)
+        if (b->data[i] == (tag & 0xff) && b->data[i + 1] == tag >> 8 && b->data[i + 2] == 2 &&
+            b->data[i + 3] == 0)
+            return i;
+    fail_msg("no entry for tag 0x%04x", tag);
+    return 0;
+}
+
+static void test_camera_text(void **state)
+{
+    (void)state;
+    static struct buf b;
+    struct media_info info;
+    struct error err;
+    char a62e[80], a61euro[80], a60emoji[80], a63[80], a60euro_b[80];
+
+    /* 62 + 2 bytes: é does not fit; 61 + 3: € does not fit; 60 + 4: the emoji does not; 60 + 3 + 1:
+     * € fits and B does not; 63: all fits. */
+    snprintf(a62e, sizeof(a62e), "%.62s\xc3\xa9",
+             "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    snprintf(a61euro, sizeof(a61euro), "%.61s\xe2\x82\xac", a62e);
+    snprintf(a60emoji, sizeof(a60emoji), "%.60s\xf0\x9f\x98\x80", a62e);
+    snprintf(a60euro_b, sizeof(a60euro_b),
+             "%.60s\xe2\x82\xac"
+             "B",
+             a62e);
+    snprintf(a63, sizeof(a63), "%.63s",
+             "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB");
+    const struct tag ifd0[] = {{0x010f, "  Canon  "},
+                               {0x0110, "@@ Canon EOS R6 @@@junk"},
+                               {0x0132, "2020:01:01 00:00:00"}};
+    const struct tag exif[] = {
+        {0x9003, "2021:02:03 04:05:06"},
+        {0xa434, a62e},
+        {0xa431, "   "},   /* only spaces: absent */
+        {0xa433, "Canon"}, /* LensMake: not read */
+    };
+    b.len = 0;
+    put_jpeg(&b, ifd0, 3, exif, 4);
+    size_t at = find_bytes(b.data, b.len, "@@ Canon");
+    memset(b.data + at, 0, 2); /* NULs around the model, and text after the first NUL */
+    memset(b.data + at + 16, 0, 3);
+    memset(&info, 0x5a, sizeof(info));
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_string_equal(info.make, "Canon");
+    assert_string_equal(info.model, "Canon EOS R6");
+    assert_memory_equal(info.lens, a62e, 62); /* the cut backs off before the lead byte of é */
+    assert_int_equal(strlen(info.lens), 62);
+    assert_string_equal(info.serial, "");
+
+    const char *cut[][2] = {{a61euro, NULL}, {a60emoji, NULL}, {a60euro_b, NULL}, {a63, a63}};
+    size_t want_len[] = {61, 60, 63, 63};
+    for (size_t i = 0; i < 4; i++) {
+        const struct tag one[] = {{0x0110, cut[i][0]}, {0x0132, "2020:01:01 00:00:00"}};
+        b.len = 0;
+        put_jpeg(&b, one, 2, NULL, 0);
+        assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+        assert_int_equal(strlen(info.model), want_len[i]);
+        assert_memory_equal(info.model, cut[i][0], want_len[i]);
+    }
+
+    /* The EXIF serial wins over a DNG's; the first Make wins; a thumbnail IFD's is not read
+     * before the EXIF IFD's. */
+    const struct tag dng0[] = {{0x010f, "Make"}, {0xc62f, "DNG-1"}, {0x010f, "Other"}};
+    const struct tag dng_exif[] = {{0xa431, "BODY-2"}};
+    b.len = 0;
+    put_jpeg(&b, dng0, 3, dng_exif, 1);
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), -ENODATA); /* no date */
+    assert_string_equal(info.make, "Make");
+    assert_string_equal(info.serial, "BODY-2");
+    assert_int_equal(info.capture_time, 0);
+    b.len = 0;
+    put_jpeg(&b, dng0, 3, NULL, 0);
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), -ENODATA);
+    assert_string_equal(info.serial, "DNG-1");
+    assert_string_equal(info.model, "");
+    assert_string_equal(info.lens, "");
+
+    /* Hostile counts and offsets: the entry is dropped, the rest of the IFD still counts. */
+    const struct tag bad[] = {
+        {0x010f, "Hostile make"}, {0x0110, "Good model"}, {0x0132, "2020:01:01 00:00:00"}};
+    b.len = 0;
+    put_jpeg(&b, bad, 3, NULL, 0);
+    size_t e = find_entry(&b, 0x010f);
+    memcpy(b.data + e + 4, "\xff\xff\xff\xff\xf0\xff\xff\xff", 8); /* count 2^32-1 at 2^32-16 */
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_string_equal(info.make, "");
+    assert_string_equal(info.model, "Good model");
+    memcpy(b.data + e + 4, "\xff\xff\x00\x00\x08\x00\x00\x00", 8); /* 65535 bytes at IFD0 */
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_string_equal(info.make, "");                            /* runs past the segment */
+    memcpy(b.data + e + 4, "\x05\x00\x00\x00\x00\x00\x00\x00", 8); /* 5 bytes at 0: "II*\0\b" */
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_string_equal(info.make, "II*");
+    b.data[e + 2] = 3; /* SHORT: not text */
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_string_equal(info.make, "");
+}
+
+/* One ASCII entry whose value lies at value_off (relative to the TIFF header at base). */
+static void put_ascii_entry(struct buf *b, uint16_t tag, const char *v, uint32_t value_off, bool be)
+{
+    put16(b, tag, be);
+    put16(b, 2, be);
+    put32(b, (uint32_t)strlen(v) + 1, be);
+    put32(b, value_off, be);
+}
+
+/*
+ * A JPEG whose EXIF (little-endian) has Make (IFD0), DateTimeOriginal and a MakerNote (EXIF IFD):
+ * Canon's form (a bare IFD with LensModel 0x0095, offsets from the EXIF header) or Nikon's
+ * ("Nikon\0\2", its own big-endian TIFF header, SerialNumber 0x001d).
+ */
+static void build_maker_note(struct buf *b, const char *make, bool nikon, const char *text)
+{
+    const char *date = "2011:11:11 11:11:11";
+    b->len = 0;
+    put(b, "\xff\xd8\xff\xe1\0\0Exif\0\0", 12);
+    size_t tiff = b->len;
+    /* IFD0 at 8 (2 entries), EXIF IFD at 38 (2 entries), maker note at 68, strings after */
+    put(b, "II*\0\x08\0\0\0", 8);
+    size_t note = 68, note_len = nikon ? 10 + 8 + 18 + strlen(text) + 1 : 18 + strlen(text) + 1;
+    uint32_t make_off = (uint32_t)(note + note_len),
+             date_off = make_off + (uint32_t)strlen(make) + 1;
+    put16(b, 2, false);
+    put_ascii_entry(b, 0x010f, make, make_off, false);
+    put16(b, 0x8769, false);
+    put16(b, 4, false);
+    put32(b, 1, false);
+    put32(b, 38, false);
+    put32(b, 0, false);
+    put16(b, 2, false);
+    put_ascii_entry(b, 0x9003, date, date_off, false);
+    put16(b, 0x927c, false);
+    put16(b, 7, false);
+    put32(b, (uint32_t)note_len, false);
+    put32(b, (uint32_t)note, false);
+    put32(b, 0, false);
+    assert_int_equal(b->len - tiff, note);
+    if (nikon) {
+        put(b, "Nikon\0\x02\x10\0\0", 10);
+        put(b, "MM\0*\0\0\0\x08", 8);
+        put16(b, 1, true);
+        put_ascii_entry(b, 0x001d, text, 8 + 18, true);
+        put32(b, 0, true);
+    } else {
+        put16(b, 1, false);
+        put_ascii_entry(b, 0x0095, text, (uint32_t)note + 18, false);
+        put32(b, 0, false);
+    }
+    put(b, text, strlen(text) + 1);
+    put(b, make, strlen(make) + 1);
+    put(b, date, strlen(date) + 1);
+    size_t seg = b->len - 4;
+    b->data[4] = (uint8_t)(seg >> 8);
+    b->data[5] = (uint8_t)seg;
+    put(b, "\xff\xda\0\x02\xff\xd9", 6);
+}
+
+static void test_maker_notes(void **state)
+{
+    (void)state;
+    static struct buf b;
+    struct media_info info;
+    struct error err;
+
+    build_maker_note(&b, "Canon", false, "EF24-105mm f/4L IS USM");
+    write_file("canon-makernote.jpg", b.data, b.len);
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_int_equal(info.capture_time, utc(2011, 11, 11, 11, 11, 11));
+    assert_string_equal(info.make, "Canon");
+    assert_string_equal(info.lens, "EF24-105mm f/4L IS USM");
+    assert_string_equal(info.serial, "");
+
+    build_maker_note(&b, "NIKON CORPORATION", true, "6012345");
+    write_file("nikon-makernote.jpg", b.data, b.len);
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_string_equal(info.serial, "6012345");
+    assert_string_equal(info.lens, "");
+
+    /* Canon's form under another make is not Canon's */
+    build_maker_note(&b, "Canom", false, "EF24-105mm f/4L IS USM");
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_string_equal(info.lens, "");
+
+    /* A broken maker note changes nothing else: an IFD count past the segment, a Nikon TIFF
+     * header that is not one, a maker note offset outside the EXIF. */
+    build_maker_note(&b, "Canon", false, "EF24-105mm f/4L IS USM");
+    size_t note = 12 + 68;
+    b.data[note] = 0xff;
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_string_equal(info.lens, "");
+    assert_string_equal(info.make, "Canon");
+    build_maker_note(&b, "NIKON CORPORATION", true, "6012345");
+    b.data[note + 10] = 'X';
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_string_equal(info.serial, "");
+    b.data[note + 10] = 'M';
+    b.data[12 + 38 + 2 + 12 + 8] = 0xf0; /* the MakerNote's offset */
+    assert_int_equal(probe_buf(&b, "jpg", &info, &err), 0);
+    assert_string_equal(info.serial, "");
+    assert_int_equal(info.capture_time, utc(2011, 11, 11, 11, 11, 11));
+}
+
+static void put_qt_text(struct buf *b, const char *type, const char *text, unsigned len_field)
+{
+    size_t at = box_begin(b, type);
+    put16(b, len_field, true);
+    put16(b, 0x55c4, true); /* language */
+    put(b, text, strlen(text));
+    box_end(b, at);
+}
+
+static void put_data_box(struct buf *b, uint32_t type, const char *text)
+{
+    size_t at = box_begin(b, "data");
+    put32(b, type, true);
+    put32(b, 0, true);
+    put(b, text, strlen(text));
+    box_end(b, at);
+}
+
+/* A movie whose moov holds the mvhd (dated), then the boxes that build() adds. */
+static void build_movie(struct buf *b, void (*build)(struct buf *, int), int variant)
+{
+    b->len = 0;
+    put_ftyp(b, "qt  ", "qt  ");
+    size_t moov = box_begin(b, "moov");
+    put_mvhd(b, 0, UINT64_C(2082844800) + (uint64_t)utc(2030, 6, 1, 12, 0, 0));
+    build(b, variant);
+    box_end(b, moov);
+    size_t mdat = box_begin(b, "mdat");
+    put(b, "frames", 6);
+    box_end(b, mdat);
+}
+
+/* QuickTime keys: variant 0 as Apple writes them (meta without version), 1 a FullBox meta, 2 a
+ * hostile key count and an ilst index past the keys, 3 a text of type UTF-16 (not read). */
+static void build_keys(struct buf *b, int variant)
+{
+    size_t meta = box_begin(b, "meta");
+    if (variant == 1)
+        put32(b, 0, true);
+    put_hdlr(b, "mdta");
+    size_t keys = box_begin(b, "keys");
+    put32(b, 0, true);
+    put32(b, variant == 2 ? 0xffffffffu : 3, true);
+    const char *names[] = {"com.apple.quicktime.software", "com.apple.quicktime.make",
+                           "com.apple.quicktime.model"};
+    for (int i = 0; i < 3; i++) {
+        put32(b, 8 + (uint32_t)strlen(names[i]), true);
+        put(b, "mdta", 4);
+        put(b, names[i], strlen(names[i]));
+    }
+    box_end(b, keys);
+    size_t ilst = box_begin(b, "ilst");
+    for (uint32_t idx = 1; idx <= 4; idx++) {
+        size_t item = b->len;
+        put32(b, 0, true);
+        put32(b, variant == 2 && idx == 3 ? 9999 : idx, true);
+        const char *v[] = {"17.1", "  Apple", "iPhone 15 Pro  ", "extra"};
+        put_data_box(b, variant == 3 ? 2 : 1, v[idx - 1]);
+        box_end(b, item);
+    }
+    box_end(b, ilst);
+    box_end(b, meta);
+}
+
+static void put_klv(struct buf *b, const char *key, char type, unsigned size, unsigned repeat,
+                    const void *value)
+{
+    put(b, key, 4);
+    put8(b, (unsigned)type);
+    put8(b, size);
+    put16(b, repeat, true);
+    put(b, value, (size_t)size * repeat);
+    while (b->len % 4)
+        put8(b, 0);
+}
+
+/* GoPro's udta GPMF: a DEVC with the camera's settings (bad: a DEVC entry whose size runs past the
+ * container, then a second DEVC with the model), then an entry at the top level. */
+static void put_gpmf(struct buf *b, bool bad)
+{
+    size_t gpmf = box_begin(b, "GPMF");
+    size_t devc = b->len;
+    put_klv(b, "DEVC", 0, 0, 0, NULL);
+    put_klv(b, "DVID", 'L', 4, 1, "\0\0\0\1");
+    put_klv(b, "DVNM", 'c', 1, 15, "Global Settings");
+    if (bad)
+        put_klv(b, "VERS", 'B', 200, 1, (char[200]){0}); /* patched below to run past DEVC */
+    put_klv(b, "CASN", 'c', 1, 14, "C3441325084524");
+    put_klv(b, "MINF", 'c', 1, 11, bad ? "HERO0 Wrong" : "HERO9 Black");
+    size_t size = b->len - devc - 8;
+    b->data[devc + 5] = 1;
+    b->data[devc + 6] = (uint8_t)(size >> 8);
+    b->data[devc + 7] = (uint8_t)size;
+    if (bad) {
+        b->data[devc + 8 + 12 + 24 + 6] = 0x10; /* VERS repeat 4096 */
+        size_t devc2 = b->len;
+        put_klv(b, "DEVC", 0, 0, 0, NULL);
+        put_klv(b, "MINF", 'c', 11, 1, "HERO9 Black");
+        b->data[devc2 + 5] = 1;
+        b->data[devc2 + 7] = (uint8_t)(b->len - devc2 - 8);
+    }
+    put_klv(b, "FMWR", 'c', 1, 15, "HD9.01.01.60.00");
+    box_end(b, gpmf);
+}
+
+/* udta: variant 0 QuickTime texts, 1 an item list data box instead (not read, as by exiftool), 2 a
+ * length field past the box (the text is clipped to it), 3 Canon's CNMN and a Canon uuid with
+ * CMT1/CMT2 (whose Model wins), 4 CNMN alone, 5 GoPro's GPMF, 6 a malformed one. */
+static void build_udta(struct buf *b, int variant)
+{
+    size_t udta = box_begin(b, "udta");
+    if (variant == 0 || variant == 2) {
+        put_qt_text(b, "\xa9mak", "Panasonic", variant == 2 ? 0xffff : 9);
+        put_qt_text(b, "\xa9mod", "DC-GH6", 6);
+    } else if (variant == 5 || variant == 6) {
+        put_gpmf(b, variant == 6);
+    } else if (variant == 1) { /* (c)mak with an item list data box: not QuickTime's form */
+        size_t mak = box_begin(b, "\xa9mak");
+        put_data_box(b, 1, "GoPro");
+        box_end(b, mak);
+    } else {
+        size_t cnmn = box_begin(b, "CNMN");
+        put(b, "Canon EOS R6\0\0\0\0", 16);
+        box_end(b, cnmn);
+    }
+    box_end(b, udta);
+    if (variant == 3) {
+        const struct tag cmt1[] = {{0x010f, "Canon"}, {0x0110, "Canon EOS R6 (CMT1)"}};
+        const struct tag cmt2[] = {{0xa434, "RF50mm F1.8 STM"}, {0xa431, "083021001234"}};
+        size_t uuid = box_begin(b, "uuid");
+        put(b, canon_uuid, 16);
+        size_t c1 = box_begin(b, "CMT1");
+        put_tiff(b, false, cmt1, 2, NULL, 0);
+        box_end(b, c1);
+        size_t c2 = box_begin(b, "CMT2");
+        put_tiff(b, true, cmt2, 2, NULL, 0);
+        box_end(b, c2);
+        box_end(b, uuid);
+    }
+}
+
+/* A Sony XAVC S movie: moov, then a top-level FullBox meta with hdlr 'nrtm' and the
+ * NonRealTimeMeta XML; in_moov puts the meta in the moov instead. */
+static void build_sony(struct buf *b, const char *device, bool in_moov)
+{
+    char xml[1024];
+    int n =
+        snprintf(xml, sizeof(xml),
+                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                 "<NonRealTimeMeta xmlns=\"urn:schemas-professionalDisc:nonRealTimeMeta:ver.2.20\""
+                 " lastUpdate=\"2024-03-01T10:00:00+01:00\">\n"
+                 "\t<Duration value=\"250\"/>\n"
+                 "\t<CreationDate value=\"2024-03-01T10:00:00+01:00\"/>\n"
+                 "\t%s\n"
+                 "\t<RecordingMode type=\"normal\" cacheRec=\"false\"/>\n"
+                 "</NonRealTimeMeta>\n",
+                 device);
+    assert_true(n > 0 && (size_t)n < sizeof(xml));
+    b->len = 0;
+    put_ftyp(b, "XAVC", "XAVCmp42iso2");
+    size_t moov = box_begin(b, "moov");
+    put_mvhd(b, 0, UINT64_C(2082844800) + (uint64_t)utc(2030, 6, 1, 12, 0, 0));
+    if (!in_moov)
+        box_end(b, moov);
+    size_t meta = box_begin(b, "meta");
+    put32(b, 0, true);
+    put_hdlr(b, "nrtm");
+    size_t x = box_begin(b, "xml ");
+    put32(b, 0, true);
+    put(b, xml, (size_t)n);
+    box_end(b, x);
+    box_end(b, meta);
+    if (in_moov)
+        box_end(b, moov);
+    size_t mdat = box_begin(b, "mdat");
+    put(b, "frames", 6);
+    box_end(b, mdat);
+}
+
+static void test_camera_sony(void **state)
+{
+    (void)state;
+    static struct buf b;
+    struct media_info info;
+    struct error err;
+    const char *dev = "<Device manufacturer=\"Sony\" modelName=\"ILCE-7M4\" serialNo=\"0123456\"/>";
+
+    for (int in_moov = 0; in_moov < 2; in_moov++) {
+        build_sony(&b, dev, in_moov);
+        write_file(in_moov ? "sony-moov.mp4" : "sony.mp4", b.data, b.len);
+        assert_int_equal(probe_buf(&b, "mp4", &info, &err), 0);
+        assert_string_equal(info.make, "Sony");
+        assert_string_equal(info.model, "ILCE-7M4");
+        assert_string_equal(info.serial, "0123456");
+        assert_int_equal(info.capture_time, utc(2030, 6, 1, 12, 0, 0));
+    }
+    /* an element cut before its end, an attribute without its closing quote, another element */
+    const char *bad[] = {"<Device manufacturer=\"Sony\"", "<Device modelName=\"ILCE-7M4/>",
+                         "<Devices manufacturer=\"Sony\"/>"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        build_sony(&b, bad[i], false);
+        assert_int_equal(probe_buf(&b, "mp4", &info, &err), 0);
+        assert_string_equal(info.make, i == 0 ? "Sony" : "");
+        assert_string_equal(info.model, "");
+    }
+}
+
+static void test_camera_movie(void **state)
+{
+    (void)state;
+    static struct buf b;
+    struct media_info info;
+    struct error err;
+    const int64_t t = utc(2030, 6, 1, 12, 0, 0);
+    const struct {
+        void (*build)(struct buf *, int);
+        int variant;
+        const char *make, *model, *lens, *serial;
+    } cases[] = {
+        {build_keys, 0, "Apple", "iPhone 15 Pro", "", ""},
+        {build_keys, 1, "Apple", "iPhone 15 Pro", "", ""},
+        {build_keys, 2, "Apple", "", "", ""},
+        {build_keys, 3, "", "", "", ""},
+        {build_udta, 0, "Panasonic", "DC-GH6", "", ""},
+        {build_udta, 1, "", "", "", ""},
+        {build_udta, 2, "Panasonic", "DC-GH6", "", ""},
+        {build_udta, 3, "Canon", "Canon EOS R6 (CMT1)", "RF50mm F1.8 STM", "083021001234"},
+        {build_udta, 4, "", "Canon EOS R6", "", ""},
+        {build_udta, 5, "", "HERO9 Black", "", "C3441325084524"},
+        {build_udta, 6, "", "HERO9 Black", "", ""},
+    };
+    set_tz("UTC0");
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        build_movie(&b, cases[i].build, cases[i].variant);
+        char name[64];
+        snprintf(name, sizeof(name), "camera-%zu.mov", i);
+        write_file(name, b.data, b.len);
+        memset(&info, 0x5a, sizeof(info));
+        int r = probe_buf(&b, "mov", &info, &err);
+        if (r != 0)
+            fail_msg("case %zu: %d %s", i, r, err.msg);
+        assert_int_equal(info.capture_time, t);
+        assert_int_equal(info.kind, MEDIA_KIND_VIDEO);
+        assert_string_equal(info.make, cases[i].make);
+        assert_string_equal(info.model, cases[i].model);
+        assert_string_equal(info.lens, cases[i].lens);
+        assert_string_equal(info.serial, cases[i].serial);
+    }
+
+    /* A malformed camera box changes neither the result nor, without a date, the message. */
+    build_movie(&b, build_udta, 0);
+    b.data[find_bytes(b.data, b.len, "\xa9mak") - 1] = 0xff; /* its size runs past udta */
+    assert_int_equal(probe_buf(&b, "mov", &info, &err), 0);
+    assert_string_equal(info.make, "");
+    assert_int_equal(info.capture_time, t);
+    size_t mvhd = find_bytes(b.data, b.len, "mvhd");
+    memset(b.data + mvhd + 8, 0, 4); /* creation time 0 */
+    assert_int_equal(probe_buf(&b, "mov", &info, &err), -ENODATA);
+    assert_string_equal(err.msg, "mvhd creation time is not set");
+    assert_int_equal(info.capture_time, 0);
 }
 
 static void test_mvhd_variants(void **state)
@@ -1377,6 +1999,10 @@ int main(void)
         cmocka_unit_test(test_cr3),
         cmocka_unit_test(test_heif),
         cmocka_unit_test(test_raf),
+        cmocka_unit_test(test_camera_text),
+        cmocka_unit_test(test_camera_movie),
+        cmocka_unit_test(test_maker_notes),
+        cmocka_unit_test(test_camera_sony),
     };
     const struct CMUnitTest memory[] = {
         cmocka_unit_test(test_mvhd_variants), cmocka_unit_test(test_moov_after_huge_mdat),
