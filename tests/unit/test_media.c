@@ -570,6 +570,11 @@ static void test_truncated(void **state)
         size_t len;
         uint8_t *data = read_file(samples[i].name, &len);
         for (size_t cut = 0; cut < len; cut++) {
+            /* Every length in the first and the last 4 KiB (headers; a movie's moov at its
+             * end), every 61st between them: each metadata structure of these samples is cut
+             * somewhere inside, at a fraction of the time (valgrind) of every length. */
+            if (cut >= 4096 && cut + 4096 < len && cut % 61 != 0)
+                continue;
             /* an exact-size copy, so ASan and valgrind see any read past the end */
             uint8_t *copy = malloc(cut ? cut : 1);
             assert_non_null(copy);
