@@ -254,10 +254,12 @@ static void put(struct out *o, const char *s, size_t len)
     o->buf[o->len] = '\0';
 }
 
-/* Cleans raw text (len bytes) into dst (PATTERN_VALUE_MAX bytes): drops control characters,
+#define NAME_VALUE_MAX 256 /* {name}, {ext}: a whole file name (255 bytes) */
+
+/* Cleans raw text (len bytes) into dst (max bytes): drops control characters,
  * maps '/', '\' and invalid UTF-8 to '_', trims spaces (and dots when trim_dots), cuts on a
  * UTF-8 boundary. Returns the length. */
-static size_t clean(const char *s, size_t len, bool trim_dots, char *dst)
+static size_t clean(const char *s, size_t len, bool trim_dots, char *dst, size_t max)
 {
     size_t n = 0;
     for (size_t i = 0; i < len && s[i];) {
@@ -273,7 +275,7 @@ static size_t clean(const char *s, size_t len, bool trim_dots, char *dst)
         } else if (c == '/' || c == '\\') {
             c = '_';
         }
-        if (n + sl >= PATTERN_VALUE_MAX)
+        if (n + sl >= max)
             break;
         if (sl == 1)
             dst[n] = (char)c;
@@ -304,19 +306,22 @@ static int valid_md5(const char *s)
 {
     if (!s)
         return 0;
+    if (strcmp(s, PATTERN_MD5_UNKNOWN) == 0)
+        return 1;
     for (int i = 0; i < 32; i++)
         if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
             return 0;
     return s[32] == '\0';
 }
 
-/* The value of one token into v (PATTERN_VALUE_MAX bytes), uncleaned for numbers. */
+/* The value of one token into v (NAME_VALUE_MAX bytes; cut to PATTERN_VALUE_MAX but for {name}
+ * and {ext}). */
 static int token_value(const struct part *part, const struct pattern_values *vals,
                        const struct tm *tm, char *v, struct error *err)
 {
     const char *name = vals->name ? vals->name : "";
     const char *raw = NULL;
-    bool trim_dots = true;
+    bool as_is = false; /* {name}, {ext}: raw_len bytes of raw */
     size_t raw_len = 0;
     switch (part->field) {
     case F_YEAR:
@@ -355,13 +360,13 @@ static int token_value(const struct part *part, const struct pattern_values *val
     case F_NAME:
         raw = name;
         raw_len = (size_t)(ext_of(name) - name);
-        trim_dots = false; /* the card's own name, already a file name */
+        as_is = true;
         break;
     case F_EXT:
     case F_EXT_UPPER:
         raw = ext_of(name);
         raw_len = strlen(raw);
-        trim_dots = false;
+        as_is = true;
         break;
     case F_MAKE:
         raw = vals->make;
@@ -381,9 +386,14 @@ static int token_value(const struct part *part, const struct pattern_values *val
     case F_LITERAL:
         break;
     }
-    if (raw && !raw_len)
-        raw_len = strlen(raw);
-    clean(raw ? raw : "", raw_len, trim_dots, v);
+    if (as_is) { /* the card's own name, as it is (a backend maps what it must) */
+        size_t n = raw_len < NAME_VALUE_MAX - 1 ? raw_len : NAME_VALUE_MAX - 1;
+        for (size_t i = 0; i < n; i++)
+            v[i] = raw[i] == '/' ? '_' : raw[i];
+        v[n] = '\0';
+    } else {
+        clean(raw ? raw : "", raw ? strlen(raw) : 0, true, v, PATTERN_VALUE_MAX);
+    }
     if (part->field == F_EXT_UPPER)
         for (char *c = v; *c; c++)
             if (*c >= 'a' && *c <= 'z')
@@ -409,28 +419,34 @@ static int check_result(const char *s, struct error *err)
     }
 }
 
+/* The broken-down capture time of v (floating: read as UTC). */
+static void capture_tm(const struct pattern_values *v, struct tm *tm)
+{
+    time_t t = (time_t)v->capture_time;
+    if (!gmtime_r(&t, tm))
+        memset(tm, 0, sizeof(*tm));
+}
+
 int pattern_expand(const struct pattern *p, const struct pattern_values *v, char *out, size_t size,
                    struct error *err)
 {
     char tmp[PATTERN_OUT_MAX];
     struct out o = {.buf = tmp, .size = sizeof(tmp)};
     tmp[0] = '\0';
-    time_t t = (time_t)v->capture_time;
     struct tm tm;
-    if (!gmtime_r(&t, &tm))
-        memset(&tm, 0, sizeof(tm));
+    capture_tm(v, &tm);
     for (size_t i = 0; i < p->n; i++) {
         const struct part *part = &p->parts[i];
         if (part->field == F_LITERAL) {
             put(&o, p->text + part->off, part->len);
             continue;
         }
-        char val[PATTERN_VALUE_MAX];
+        char val[NAME_VALUE_MAX];
         int r = token_value(part, v, &tm, val, err);
         if (r < 0)
             return r;
         if (!val[0] && part->def_len)
-            clean(p->text + part->def_off, part->def_len, false, val);
+            clean(p->text + part->def_off, part->def_len, false, val, PATTERN_VALUE_MAX);
         if (!val[0] && part->field >= F_MAKE && part->field <= F_CARD)
             snprintf(val, sizeof(val), "unknown"); /* an extension may well be empty */
         put(&o, val, strlen(val));
@@ -446,6 +462,54 @@ int pattern_expand(const struct pattern *p, const struct pattern_values *v, char
     int r = check_result(tmp, err);
     if (r < 0)
         return r;
+    memcpy(out, tmp, o.len + 1);
+    return 0;
+}
+
+/* Appends len bytes of s to o, glob characters escaped. */
+static void put_escaped(struct out *o, const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (strchr("*?[\\", s[i]))
+            put(o, "\\", 1);
+        put(o, s + i, 1);
+    }
+}
+
+int pattern_glob(const struct pattern *p, const struct pattern_values *v, char *out, size_t size)
+{
+    char tmp[2 * PATTERN_OUT_MAX];
+    struct out o = {.buf = tmp, .size = sizeof(tmp)};
+    tmp[0] = '\0';
+    struct tm tm;
+    capture_tm(v, &tm);
+    for (size_t i = 0; i < p->n; i++) {
+        const struct part *part = &p->parts[i];
+        enum field f = part->field;
+        bool timed = f >= F_YEAR && f <= F_DATE;
+        if (f == F_LITERAL) {
+            put_escaped(&o, p->text + part->off, part->len);
+            continue;
+        }
+        if ((f >= F_MAKE && f <= F_SERIAL) || f == F_SESSION || f == F_SEQ ||
+            (f == F_MD5 && !v->md5) || (timed && v->capture_time <= 0)) {
+            put(&o, "*", 1);
+            continue;
+        }
+        char val[NAME_VALUE_MAX];
+        struct error err;
+        if (token_value(part, v, &tm, val, &err) < 0) {
+            put(&o, "*", 1);
+            continue;
+        }
+        if (!val[0] && part->def_len)
+            clean(p->text + part->def_off, part->def_len, false, val, PATTERN_VALUE_MAX);
+        if (!val[0] && f == F_CARD)
+            snprintf(val, sizeof(val), "unknown");
+        put_escaped(&o, val, strlen(val));
+    }
+    if (o.full || o.len >= size)
+        return -ENAMETOOLONG;
     memcpy(out, tmp, o.len + 1);
     return 0;
 }

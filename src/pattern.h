@@ -24,7 +24,7 @@
 
 #define PATTERN_TEXT_MAX 256  /* bytes of a pattern's text */
 #define PATTERN_TOKENS_MAX 64 /* tokens and literals of one pattern */
-#define PATTERN_VALUE_MAX 64  /* bytes one token's value gets at most (cut on a UTF-8 boundary) */
+#define PATTERN_VALUE_MAX 64  /* bytes of a value but {name} {ext} (cut on a UTF-8 boundary) */
 #define PATTERN_OUT_MAX 512   /* bytes of an expansion, with the NUL */
 
 /* What a pattern names: folders below a destination's root ("" allowed: no folder), a file
@@ -42,8 +42,12 @@ struct pattern_values {
     const char *card; /* card label */
     int64_t session;  /* session id */
     uint64_t seq;     /* the file's number in its session, from 1 */
-    const char *md5;  /* 32 lower-case hex digits, or NULL while the content is not read */
+    /* 32 lower-case hex digits; PATTERN_MD5_UNKNOWN while the content is not read (a name
+     * chosen before it, a dry run: it expands to '?'s); NULL: an {md5} token fails. */
+    const char *md5;
 };
+
+#define PATTERN_MD5_UNKNOWN "????????????????????????????????"
 
 /*
  * Compiles text as a pattern of kind. Refused (-EINVAL, err reads "column C: problem", C from
@@ -68,14 +72,26 @@ const char *pattern_text(const struct pattern *p);
 bool pattern_uses_md5(const struct pattern *p);
 
 /*
- * Expands p with v into out (size bytes). Each value is cleaned for file names: control
- * characters dropped, '/' and '\' replaced by '_', invalid UTF-8 bytes replaced by '_', leading
- * and trailing spaces removed, and dots too but in {name} and {ext}, cut to PATTERN_VALUE_MAX
- * bytes; an empty value becomes the token's default, or "unknown" (see the top). The result is
- * checked: no empty, "." or ".." component, no component longer than 255 bytes. A folder pattern
- * may expand to "". Per-destination rules (SMB's characters) remain the backends'. Writes out only
- * on success. Errors: -EINVAL (an {md5} token and v->md5 NULL or not 32 hex digits, or a bad
- * result; err says which), -ENAMETOOLONG (does not fit size). Pure; any thread.
+ * Expands p with v into out (size bytes). {name} and {ext} are the card's name as it is (it
+ * is a file name already; cut at 255 bytes). Other text values (metadata, card label, defaults)
+ * are cleaned for file names: control characters dropped, '/' and '\' replaced by '_', invalid
+ * UTF-8 bytes replaced by '_', leading and trailing spaces removed, and dots too (but in a
+ * default), cut to PATTERN_VALUE_MAX bytes; an empty value becomes the token's default, or
+ * "unknown" (see the top). The result is checked: no empty, "." or ".." component, no component
+ * longer than 255 bytes. A folder pattern may expand to "". Per-destination rules (SMB's
+ * characters) remain the backends'. Writes out only on success. Errors: -EINVAL (an {md5} token
+ * and v->md5 NULL or neither 32 hex digits nor PATTERN_MD5_UNKNOWN, or a bad result; err says
+ * which), -ENAMETOOLONG (does not fit size). Pure; any thread.
  */
 int pattern_expand(const struct pattern *p, const struct pattern_values *v, char *out, size_t size,
                    struct error *err);
+
+/*
+ * A glob (fnmatch(3) with FNM_PATHNAME) matching what p expands to for v when some values are
+ * not known: {make} {model} {lens} {serial} {session} {seq}, {md5} when v->md5 is NULL, and the
+ * time tokens when v->capture_time <= 0, are '*'; the others are expanded from v as
+ * pattern_expand does (but not checked); '*', '?', '[' and '\' of values and text are escaped
+ * with '\'. For telling whether a stored copy's path could come from p. Errors: -ENAMETOOLONG
+ * (does not fit size); out written only on success. Pure; any thread.
+ */
+int pattern_glob(const struct pattern *p, const struct pattern_values *v, char *out, size_t size);

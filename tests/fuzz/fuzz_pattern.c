@@ -3,8 +3,10 @@
  * libFuzzer target for name patterns (pattern.h; the text comes from a config file, the values
  * from a card's metadata): the first byte picks the kind, the text runs to the first NUL and the
  * bytes after it become the model's value. A pattern that compiles must expand to a relative
- * path without an empty, "." or ".." component and without control characters, or fail cleanly.
+ * path without an empty, "." or ".." component and without control characters (but the card's
+ * name's), or fail cleanly.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +44,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
             if (out[0] == '/' || strstr(out, "//") || (len && out[len - 1] == '/'))
                 abort();
-            for (const char *c = out; *c; c++)
+            bool ctl = false; /* control characters come only from {name} and {ext} */
+            for (const char *c = value; *c; c++)
+                ctl = ctl || (unsigned char)*c < 0x20 || *c == 0x7f;
+            for (const char *c = out; *c && !ctl; c++)
                 if ((unsigned char)*c < 0x20 || *c == 0x7f)
                     abort();
             for (const char *c = out; len;) {

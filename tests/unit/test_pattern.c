@@ -77,6 +77,11 @@ static void test_name_tokens(void **state)
     assert_string_equal(expand("{name}{ext}", PATTERN_FILE, &v), "clip.mp4");
     v.name = "README"; /* no extension: {ext} is empty, not "unknown" */
     assert_string_equal(expand("{name}{ext}", PATTERN_FILE, &v), "README");
+    char lng[256]; /* a long name is kept whole */
+    memset(lng, 'a', 251);
+    memcpy(lng + 251, ".JPG", 5);
+    v.name = lng;
+    assert_string_equal(expand("{name}{ext}", PATTERN_FILE, &v), lng);
     v.name = "a.b.tar.CR3";
     assert_string_equal(expand("{name}-x{EXT}", PATTERN_FILE, &v), "a.b.tar-x.CR3");
 }
@@ -98,6 +103,9 @@ static void test_seq_md5(void **state)
     assert_expands("{md5}", MD5);
     assert_expands("{md5:8}", "01234567");
     assert_expands("{md5:1}", "0");
+    struct pattern_values u = vals();
+    u.md5 = PATTERN_MD5_UNKNOWN;
+    assert_string_equal(expand("{name}_{md5:4}{ext}", PATTERN_FILE, &u), "IMG_0001_????.JPG");
     struct pattern_values v = vals();
     v.seq = 123456;
     assert_string_equal(expand("{seq:3}", PATTERN_FILE, &v), "123456");
@@ -252,6 +260,33 @@ static void test_validation(void **state)
     pattern_free(p);
 }
 
+static void test_glob(void **state)
+{
+    (void)state;
+    struct pattern *p = NULL;
+    struct error err;
+    char g[PATTERN_OUT_MAX * 2];
+    struct pattern_values v = vals();
+    v.md5 = NULL;
+    assert_int_equal(pattern_compile("{year}/{date} {model|x}/{card}", PATTERN_FOLDER, &p, &err),
+                     0);
+    assert_int_equal(pattern_glob(p, &v, g, sizeof(g)), 0);
+    assert_string_equal(g, "2024/2024-07-14 */EOS_DIGITAL");
+    assert_int_equal(pattern_glob(p, &v, g, 10), -ENAMETOOLONG);
+    v.capture_time = 0; /* not known: any date */
+    assert_int_equal(pattern_glob(p, &v, g, sizeof(g)), 0);
+    assert_string_equal(g, "*/* */EOS_DIGITAL");
+    pattern_free(p);
+    assert_int_equal(pattern_compile("[{name}]_{seq:4}_{md5:8}*{ext}", PATTERN_FILE, &p, &err), 0);
+    v.name = "A?B.JPG";
+    assert_int_equal(pattern_glob(p, &v, g, sizeof(g)), 0);
+    assert_string_equal(g, "\\[A\\?B]_*_*\\*.JPG");
+    v.md5 = MD5;
+    assert_int_equal(pattern_glob(p, &v, g, sizeof(g)), 0);
+    assert_string_equal(g, "\\[A\\?B]_*_01234567\\*.JPG");
+    pattern_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -263,6 +298,7 @@ int main(void)
         cmocka_unit_test(test_cleaning),
         cmocka_unit_test(test_folder_empty_and_results),
         cmocka_unit_test(test_validation),
+        cmocka_unit_test(test_glob),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
