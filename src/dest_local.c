@@ -4,11 +4,12 @@
  * a second folder next to unraid: dest_local_folder_ops).
  *
  * A copy is written to <root>/.snapsync-tmp/<pid>.<seq>.<host>.part, fsync'd, read back from disk
- * (the page cache dropped first) and compared by MD5, then moved to <root>/YYYY/MM/DD/<name> with a
- * rename that refuses to replace (renameat2 RENAME_NOREPLACE, falling back to link+unlink, then to
- * check-then-rename on filesystems that have neither). When the name is taken, the file there is
- * compared: same content means done, different content means the next free name "<stem>_N.<ext>".
- * Temporaries of processes that died (kill -9, power loss) are removed by the next prepare.
+ * (the page cache dropped first) and compared by MD5, then moved to <root>/<folder>/<name> (dest.c
+ * expands the patterns) with a rename that refuses to replace (renameat2 RENAME_NOREPLACE, falling
+ * back to link+unlink, then to check-then-rename on filesystems that have neither). When the name
+ * is taken, the file there is compared: same content means done, different content means the next
+ * free name "<stem>_N.<ext>". Temporaries of processes that died (kill -9, power loss) are removed
+ * by the next prepare.
  *
  * What a copy carries besides its bytes, set on the temporary so the final name never shows
  * anything else: the card file's modification time (futimens, to the nanosecond where the

@@ -2,7 +2,7 @@
 /*
  * Any rclone remote as a destination (`rclone.enabled`): Google Drive, OneDrive, Dropbox, B2,
  * SFTP, WebDAV ... through Debian's rclone binary rather than a client of our own. Each file
- * becomes <remote>/<YYYY/MM/DD>/<name>.
+ * becomes <remote>/<folder>/<name> (the folder and name from the patterns, dest.c).
  *
  * One rclone process per file and step, no shell: `rclone rcat --size N <tmp>` is spawned at
  * open() and fed the chunks of SnapSync's single read of the card through a pipe (write()), so

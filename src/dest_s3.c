@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * S3-compatible object store destination (`s3.enabled`): each file becomes an object
- * <prefix>/<YYYY/MM/DD>/<name> in the bucket, over libcurl (http.h) with AWS Signature V4 done by
- * libcurl (CURLOPT_AWS_SIGV4). Bodies are not hashed for the signature: every request says
- * "x-amz-content-sha256: UNSIGNED-PAYLOAD", which libcurl signs as the payload hash, and the
- * content is protected by Content-MD5 instead (S3 refuses a body whose MD5 differs).
+ * <prefix>/<folder>/<name> (the patterns, dest.c) in the bucket, over libcurl (http.h) with AWS
+ * Signature V4 done by libcurl (CURLOPT_AWS_SIGV4). Bodies are not hashed for the signature: every
+ * request says "x-amz-content-sha256: UNSIGNED-PAYLOAD", which libcurl signs as the payload hash,
+ * and the content is protected by Content-MD5 instead (S3 refuses a body whose MD5 differs).
  *
  * Content-MD5 must be sent before the body, so the chunks write() receives are gathered into one
  * part buffer of s3.part_size bytes (smaller for a smaller file): a file that fits goes at finish

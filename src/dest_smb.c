@@ -11,13 +11,13 @@
  *
  * A copy is written to <path>/.snapsync-tmp/<pid>.<seq>.<host>.part, closed, given the card file's
  * modification (and access) time (utimes: microseconds on the wire), read back over SMB and
- * compared by MD5, then renamed to <path>/YYYY/MM/DD/<name>. Owner and permissions are the
- * server's to decide (force user, create mask): config.c refuses file_mode, dir_mode, owner and
- * group with protocol smb. libsmbclient's rename replaces
- * an existing target (it unlinks it and retries), so the move is check-then-rename under
- * `place_lock`, which makes it atomic among the lanes of this process; a name that is taken is
- * compared (size, then MD5 read back): same content is done, other content gets "<stem>_N.<ext>".
- * Temporaries of dead processes are removed by the next prepare.
+ * compared by MD5, then renamed to <path>/<folder>/<name> (the patterns, dest.c). Owner and
+ * permissions are the server's to decide (force user, create mask): config.c refuses file_mode,
+ * dir_mode, owner and group with protocol smb. libsmbclient's rename replaces an existing target
+ * (it unlinks it and retries), so the move is check-then-rename under `place_lock`, which makes it
+ * atomic among the lanes of this process; a name that is taken is compared (size, then MD5 read
+ * back): same content is done, other content gets "<stem>_N.<ext>". Temporaries of dead processes
+ * are removed by the next prepare.
  *
  * The destination's own files (the ASC MHL history in ascmhl/, dest.h's meta ops) go through the
  * main connection (main thread), under names mapped like copies, through a temporary of
