@@ -319,10 +319,13 @@ static void dry_targets_text(const struct engine_dry_file *f, char *buf, size_t 
     buf[0] = '\0';
     for (size_t i = 0; i < f->n_targets && n < size; i++) {
         const struct engine_dry_target *t = &f->targets[i];
-        int k = snprintf(buf + n, size - n, "%s%s%s", i ? "; " : "", t->where,
-                         t->recorded ? " (already there)"
-                         : t->taken  ? " (name taken: may get _N, or be found the same)"
-                                     : "");
+        int k = snprintf(buf + n, size - n, "%s%s%s%s%s", i ? "; " : "", t->where,
+                         t->recorded     ? " (already there)"
+                         : t->taken      ? " (name taken: may get _N, or be found the same)"
+                         : t->problem[0] ? " (no path: "
+                                         : "",
+                         t->problem[0] && !t->recorded ? t->problem : "",
+                         t->problem[0] && !t->recorded ? ")" : "");
         if (k < 0)
             break;
         n += (size_t)k;
@@ -356,6 +359,8 @@ static json_object *dry_file_json(const struct engine_dry_file *f)
         json_object_object_add(to, "where", json_object_new_string(t->where));
         json_object_object_add(to, "recorded", json_object_new_boolean(t->recorded));
         json_object_object_add(to, "name_taken", json_object_new_boolean(t->taken));
+        json_object_object_add(to, "problem",
+                               t->problem[0] ? json_object_new_string(t->problem) : NULL);
         json_object *sidecars = json_object_new_array();
         for (size_t k = 0; k < t->n_sidecars; k++) {
             json_object *so = json_object_new_object();

@@ -760,6 +760,7 @@ static int dry_file(struct dry *x, const struct scan_entry *se, struct engine_dr
         dest_target(e->dests[d], &x->values, se->rel_path, &x->sidecars, &dt);
         snprintf(t->where, sizeof(t->where), "%s", dt.where);
         t->taken = dt.taken;
+        snprintf(t->problem, sizeof(t->problem), "%s", dt.problem);
         if (f->verdict == ENGINE_VERDICT_NEW) {
             t->n_sidecars = dt.n_sidecars;
             memcpy(t->sidecars, dt.sidecars, dt.n_sidecars * sizeof(dt.sidecars[0]));

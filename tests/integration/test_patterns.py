@@ -187,6 +187,23 @@ class PatternTest(SnapsyncTest):
         self.assertIn("#   unraid: " + os.path.join(self.dest, "2024/EOS_DIGITAL Canon EOS R6/"
                                                       "01-IMG_0001-9e10.JPG"), out)
 
+    def test_a_name_too_long_fails_that_file_and_the_dry_run_says_why(self):
+        long = "L" * 100
+        make_photo(f"{self.card}/DCIM/{long}.JPG", self.dir, SHOT)
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, SHOT)
+        self.patterns("{date}", "{name}{name}{name}{ext}")
+        r = self.backup(None, 0, "--dry-run")
+        files = {f["path"]: f["targets"][0] for f in r["files"]}
+        bad = files[f"DCIM/{long}.JPG"]
+        self.assertRegex(bad["problem"], r"file_pattern '\{name\}\{name\}\{name\}\{ext\}' gives "
+                                         r"a name longer than 255 bytes|longer than 255 bytes")
+        self.assertIsNone(files["DCIM/IMG_0001.JPG"]["problem"])
+        text = self.snapsync("backup", self.card, "--dry-run", check=0).stdout
+        self.assertIn("(no path: ", text)
+        r = self.backup(None, 1)  # some files failed
+        self.assertEqual((r["files_copied"], r["files_failed"]), (1, 1), r)
+        self.assertEqual(self.dest_files(), ["2024-07-14/IMG_0001IMG_0001IMG_0001.JPG"])
+
     def test_section_pattern_wins_over_organize_by_date(self):
         make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, SHOT)
         local = os.path.join(self.dir, "local")
