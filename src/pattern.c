@@ -160,6 +160,10 @@ static int check_components(const struct pattern *p, struct error *err)
         return t[0] ? 0 : bad(err, 0, "empty name");
     if (t[0] == '/')
         return bad(err, 0, "absolute path (a folder pattern is relative to the destination)");
+    size_t levels = 1;
+    for (size_t i = 0; t[i]; i++)
+        if (t[i] == '/' && ++levels > PATTERN_FOLDERS_MAX)
+            return bad(err, i, "more than 16 folder levels");
     for (size_t i = 0; t[i];) {
         size_t len = strcspn(t + i, "/");
         if (len == 0 || (len == 1 && t[i] == '.'))

@@ -22,10 +22,11 @@
 
 #include "error.h"
 
-#define PATTERN_TEXT_MAX 256  /* bytes of a pattern's text */
-#define PATTERN_TOKENS_MAX 64 /* tokens and literals of one pattern */
-#define PATTERN_VALUE_MAX 64  /* bytes of a value but {name} {ext} (cut on a UTF-8 boundary) */
-#define PATTERN_OUT_MAX 512   /* bytes of an expansion, with the NUL */
+#define PATTERN_TEXT_MAX 256   /* bytes of a pattern's text */
+#define PATTERN_TOKENS_MAX 64  /* tokens and literals of one pattern */
+#define PATTERN_VALUE_MAX 64   /* bytes of a value but {name} {ext} (cut on a UTF-8 boundary) */
+#define PATTERN_OUT_MAX 512    /* bytes of an expansion, with the NUL */
+#define PATTERN_FOLDERS_MAX 16 /* folder levels of a folder pattern (a walk goes 32 deep) */
 
 /* What a pattern names: folders below a destination's root ("" allowed: no folder), a file
  * name (no '/'), or an album name (no '/'). */
@@ -54,10 +55,10 @@ struct pattern_values {
  * 1): an unknown token, unbalanced braces, a bad width ({seq:x}, {seq:0}, {md5:33}), an empty
  * default ({model|}), literal text holding "..", a folder pattern starting with '/' (absolute)
  * or with an empty component ("a//b", a trailing '/'), an empty file or album pattern, a '/' in
- * a file or album pattern, a component that is "." alone, a text longer than PATTERN_TEXT_MAX
- * bytes or with more than PATTERN_TOKENS_MAX parts, or control characters. An empty folder
- * pattern is valid (no folder). *ret is the caller's (pattern_free); written only on success.
- * Errors: -EINVAL, -ENOMEM. Any thread.
+ * a file or album pattern, a component that is "." alone, more than PATTERN_FOLDERS_MAX folder
+ * levels, a text longer than PATTERN_TEXT_MAX bytes or with more than PATTERN_TOKENS_MAX parts, or
+ * control characters. An empty folder pattern is valid (no folder). *ret is the caller's
+ * (pattern_free); written only on success. Errors: -EINVAL, -ENOMEM. Any thread.
  */
 int pattern_compile(const char *text, enum pattern_kind kind, struct pattern **ret,
                     struct error *err);

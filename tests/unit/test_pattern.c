@@ -241,6 +241,8 @@ static void test_validation(void **state)
     assert_refused("{year}/{name}{ext}", PATTERN_FILE, "column 7: a file pattern cannot hold '/'");
     assert_refused("a/b", PATTERN_ALBUM, "an album pattern cannot hold '/'");
     assert_refused("a\tb", PATTERN_FOLDER, "column 2: control character");
+    assert_refused("a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q", PATTERN_FOLDER,
+                   "column 32: more than 16 folder levels");
     char big[PATTERN_TEXT_MAX + 2];
     memset(big, 'a', sizeof(big) - 1);
     big[sizeof(big) - 1] = '\0';
