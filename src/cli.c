@@ -319,10 +319,13 @@ static void dry_targets_text(const struct engine_dry_file *f, char *buf, size_t 
     buf[0] = '\0';
     for (size_t i = 0; i < f->n_targets && n < size; i++) {
         const struct engine_dry_target *t = &f->targets[i];
-        int k = snprintf(buf + n, size - n, "%s%s%s", i ? "; " : "", t->where,
-                         t->recorded ? " (already there)"
-                         : t->taken  ? " (name taken: may get _N, or be found the same)"
-                                     : "");
+        int k = snprintf(buf + n, size - n, "%s%s%s%s%s", i ? "; " : "", t->where,
+                         t->recorded     ? " (already there)"
+                         : t->taken      ? " (name taken: may get _N, or be found the same)"
+                         : t->problem[0] ? " (no path: "
+                                         : "",
+                         t->problem[0] && !t->recorded ? t->problem : "",
+                         t->problem[0] && !t->recorded ? ")" : "");
         if (k < 0)
             break;
         n += (size_t)k;
@@ -356,6 +359,8 @@ static json_object *dry_file_json(const struct engine_dry_file *f)
         json_object_object_add(to, "where", json_object_new_string(t->where));
         json_object_object_add(to, "recorded", json_object_new_boolean(t->recorded));
         json_object_object_add(to, "name_taken", json_object_new_boolean(t->taken));
+        json_object_object_add(to, "problem",
+                               t->problem[0] ? json_object_new_string(t->problem) : NULL);
         json_object *sidecars = json_object_new_array();
         for (size_t k = 0; k < t->n_sidecars; k++) {
             json_object *so = json_object_new_object();
@@ -878,6 +883,40 @@ static int cmd_sessions(struct cli *cli, int argc, char **argv)
 
 /* ---- config and test-connection ---- */
 
+/* As comments after the configuration: where an example photo goes on each destination with
+ * the configured name patterns (dest_target, as a dry run shows it; nothing is contacted). */
+static void config_examples(const struct config *cfg)
+{
+    static const struct pattern_values v = {
+        .capture_time = 1720999805, /* 2024-07-14 23:30:05 on the camera's clock */
+        .name = "IMG_0001.JPG",
+        .make = "Canon",
+        .model = "Canon EOS R6",
+        .lens = "RF24-105mm F4 L IS USM",
+        .serial = "012345678901",
+        .card = "EOS_DIGITAL",
+        .session = 1,
+        .seq = 1,
+        .md5 = "9e107d9d372bb6826bd81d3542a419d6",
+    };
+    struct dest **dests = NULL;
+    size_t n = 0;
+    struct error err;
+    if (dest_create_all(cfg, &dests, &n, &err) < 0)
+        return;
+    printf(
+        "\n# Where a photo goes with these patterns (docs/patterns.md), for example IMG_0001.JPG\n"
+        "# shot 2024-07-14 23:30:05 with a Canon EOS R6 (lens RF24-105mm F4 L IS USM, serial\n"
+        "# 012345678901) on card EOS_DIGITAL, the first file of session 1, MD5 9e107d9d...:\n");
+    for (size_t i = 0; i < n; i++) {
+        struct dest_target t;
+        dest_target(dests[i], &v, v.name, NULL, &t);
+        printf("#   %s: %s%s%s\n", dest_section(dests[i]), t.where, t.problem[0] ? ": " : "",
+               t.problem);
+    }
+    dest_free_all(dests, n);
+}
+
 static int cmd_config(struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -924,7 +963,10 @@ static int cmd_config(struct cli *cli, int argc, char **argv)
         json_print(o);
         return EXIT_OK;
     }
-    return config_print(cli->cfg, stdout) < 0 ? EXIT_FAILED : EXIT_OK;
+    if (config_print(cli->cfg, stdout) < 0)
+        return EXIT_FAILED;
+    config_examples(cli->cfg);
+    return fflush(stdout) == 0 ? EXIT_OK : EXIT_FAILED;
 }
 
 /* One check of test-connection: a line, or an entry of the JSON "checks" array. name NULL:

@@ -22,6 +22,7 @@
 #include "fileio.h"
 #include "notify_hook.h"
 #include "notify_mail.h"
+#include "pattern.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -133,6 +134,9 @@ enum key_type {
 #define KF_ADDRESS 0x20u   /* an IPv4 or IPv6 address literal, or "localhost" */
 #define KF_HOSTNAME 0x40u  /* list items are host names: letters, digits, '-', '.' */
 #define KF_MAILADDR 0x80u  /* an e-mail address (notify_mail_address_ok) when not empty */
+#define KF_FOLDERS 0x100u  /* a folder pattern (pattern.h) */
+#define KF_FILENAME 0x200u /* a file name pattern; "" allowed in a section: backup's */
+#define KF_ALBUM 0x400u    /* an album name pattern; "" allowed: album_mode decides */
 
 struct key_row {
     enum section section;
@@ -226,6 +230,14 @@ static const char *const default_extensions[] = {
         OWNER(sec, "group", KT_GROUP, perms.group, perms.gid,                                      \
               "Group of copies and new folders, name or number (Unraid's users: 100); "            \
               "empty: ours.")
+
+/* A destination section's patterns: "" takes backup's (config_dest_patterns). */
+#define PATTERNS(sec, folder, file)                                                                \
+    STR(sec, "folder_pattern", folder, "", KF_FOLDERS,                                             \
+        "Folders here (as backup.folder_pattern); empty: backup's, none if organize_by_date "      \
+        "is false."),                                                                              \
+        STR(sec, "file_pattern", file, "", KF_FILENAME,                                            \
+            "File names here, as backup.file_pattern; empty: backup's.")
 
 static const struct key_row keys[] = {
     STR(SEC_SERVICE, "name", service.name, "snapsync", KF_NONEMPTY,
@@ -324,6 +336,8 @@ static const struct key_row keys[] = {
      .choices = album_modes,
      .help = "Albums: fixed (album below), one per session or date."},
     STR(SEC_IMMICH, "album", immich.album, "", 0, "Album name for album_mode fixed."),
+    STR(SEC_IMMICH, "album_pattern", immich.album_pattern, "", KF_ALBUM,
+        "Album name pattern (\"{year} {card}\", docs/patterns.md); empty: album_mode."),
     PATHKEY(SEC_IMMICH, "tls_ca_file", immich.tls_ca_file, "", 0,
             "For https: CA certificate (PEM) of a self-signed server; empty: the system's CAs."),
 
@@ -355,7 +369,8 @@ static const struct key_row keys[] = {
      .max = PATH_MAX - 1,
      .help = "Folder to copy into (nfs, local); relative to this file."},
     BOOL(SEC_UNRAID, "organize_by_date", unraid.organize_by_date, "true",
-         "Sort copies into YYYY/MM/DD folders."),
+         "Sort copies into folders (backup.folder_pattern); false: all in one folder."),
+    PATTERNS(SEC_UNRAID, unraid.folder_pattern, unraid.file_pattern),
     /* nfs, local; with smb the server decides (validate() refuses other values) */
     BOOL(SEC_UNRAID, "mhl", unraid.mhl, "true",
          "Keep an ASC MHL history in ascmhl/ (docs/verification.md); smb, nfs, local."),
@@ -366,7 +381,8 @@ static const struct key_row keys[] = {
     BOOL(SEC_LOCAL, "enabled", local.enabled, "false", "Copy files to the folder below too."),
     PATHKEY(SEC_LOCAL, "path", local.path, "", 0, "Folder to copy into; relative to this file."),
     BOOL(SEC_LOCAL, "organize_by_date", local.organize_by_date, "true",
-         "Sort copies into YYYY/MM/DD folders."),
+         "Sort copies into folders (backup.folder_pattern); false: all in one folder."),
+    PATTERNS(SEC_LOCAL, local.folder_pattern, local.file_pattern),
     BOOL(SEC_LOCAL, "mhl", local.mhl, "true",
          "Keep an ASC MHL history in ascmhl/ (docs/verification.md)."),
     PERMS(SEC_LOCAL, local.perms),
@@ -390,7 +406,8 @@ static const struct key_row keys[] = {
     STR(SEC_S3, "storage_class", s3.storage_class, "", 0,
         "Storage class of new objects (STANDARD_IA, ...); empty: the bucket's default."),
     BOOL(SEC_S3, "organize_by_date", s3.organize_by_date, "true",
-         "Sort objects into YYYY/MM/DD folders."),
+         "Sort objects into folders (backup.folder_pattern); false: all in one folder."),
+    PATTERNS(SEC_S3, s3.folder_pattern, s3.file_pattern),
     PATHKEY(SEC_S3, "tls_ca_file", s3.tls_ca_file, "", 0,
             "For https: CA certificate (PEM) of a self-signed server; empty: the system's CAs."),
     INT(SEC_S3, "part_size", s3.part_size, "8", 5, 512,
@@ -407,7 +424,8 @@ static const struct key_row keys[] = {
     PATHKEY(SEC_RCLONE, "config_file", rclone.config_file, "", 0,
             "rclone's config file (rclone config file); empty: rclone's default for the user."),
     BOOL(SEC_RCLONE, "organize_by_date", rclone.organize_by_date, "true",
-         "Sort copies into YYYY/MM/DD folders."),
+         "Sort copies into folders (backup.folder_pattern); false: all in one folder."),
+    PATTERNS(SEC_RCLONE, rclone.folder_pattern, rclone.file_pattern),
     INT(SEC_RCLONE, "timeout", rclone.timeout, "60", 1, 3600,
         "Seconds without progress before rclone gives up on a connection (--timeout)."),
     {.section = SEC_RCLONE,
@@ -448,6 +466,11 @@ static const struct key_row keys[] = {
         "The service re-checks copies older than this many days when idle (scrub); 0 off."),
     NUMBER(SEC_BACKUP, "verify_rate", backup.verify_rate, "0", 0, 100000,
            "MB/s the scrub reads at most, so a NAS is not flooded; 0 unlimited."),
+    STR(SEC_BACKUP, "folder_pattern", backup.folder_pattern, "{year}/{month}/{day}", KF_FOLDERS,
+        "Folders below a destination (docs/patterns.md): {year} {date} {model} ...; "
+        "empty: none."),
+    STR(SEC_BACKUP, "file_pattern", backup.file_pattern, "{name}{ext}", KF_FILENAME | KF_NONEMPTY,
+        "File name of each copy (docs/patterns.md): {name}{ext} keeps the card's name."),
 
     /* notify: notifications (docs/notifications.md) */
     {.section = SEC_NOTIFY,
@@ -1018,6 +1041,30 @@ static int string_check(const struct key_row *row, const char *s, size_t len, bo
     }
     if (!dup)
         return error_set(err, -ENOMEM, "out of memory");
+    unsigned pat = row->flags & (KF_FOLDERS | KF_FILENAME | KF_ALBUM);
+    if (pat && (dup[0] || (row->flags & KF_FOLDERS))) {
+        struct pattern *compiled = NULL;
+        struct error perr;
+        int r = pattern_compile(dup,
+                                pat == KF_FOLDERS    ? PATTERN_FOLDER
+                                : pat == KF_FILENAME ? PATTERN_FILE
+                                                     : PATTERN_ALBUM,
+                                &compiled, &perr);
+        bool md5 = r == 0 && pattern_uses_md5(compiled);
+        pattern_free(compiled);
+        if (r == 0 && md5 && pat == KF_ALBUM) {
+            r = -EINVAL;
+            snprintf(perr.msg, sizeof(perr.msg),
+                     "{md5} cannot name an album (it is chosen before the content is read)");
+        }
+        if (r < 0) {
+            free(dup);
+            if (r == -ENOMEM)
+                return error_set(err, r, "out of memory");
+            return fail(err, o->name, o->line, o->key, "pattern '%s': %s",
+                        show(shown, sizeof(shown), s, len), perr.msg);
+        }
+    }
     *ret_dup = dup;
     return 0;
 }
@@ -1356,10 +1403,37 @@ static int validate_notify(const struct config *cfg, const char *name, const str
     return 0;
 }
 
+/* S3 chooses an object's key when its upload starts (a multipart upload is created before the
+ * first part is read), so the content's MD5 cannot be in it. */
+static int validate_s3_patterns(const struct config *cfg, const char *name,
+                                const struct lines *lines, struct error *err)
+{
+    if (!cfg->s3.enabled)
+        return 0;
+    const char *pats[2];
+    config_dest_patterns(cfg, "s3", &pats[0], &pats[1]);
+    for (int i = 0; i < 2; i++) {
+        const char *key = i == 0 ? "folder_pattern" : "file_pattern";
+        bool own = (i == 0 ? cfg->s3.folder_pattern : cfg->s3.file_pattern)[0] != '\0';
+        if (!strstr(pats[i], "{md5"))
+            continue;
+        char path[64];
+        snprintf(path, sizeof(path), "%s.%s", own ? "s3" : "backup", key);
+        return fail(err, name, line_of(lines, own ? SEC_S3 : SEC_BACKUP, key), path,
+                    "{md5} cannot be used for s3: an object's key is chosen before its content "
+                    "is read (a large file's multipart upload starts first); set s3.%s without it",
+                    key);
+    }
+    return 0;
+}
+
 static int validate(const struct config *cfg, const char *name, const struct lines *lines,
                     struct error *err)
 {
     int r = validate_smb_perms(cfg, name, lines, err);
+    if (r < 0)
+        return r;
+    r = validate_s3_patterns(cfg, name, lines, err);
     if (r < 0)
         return r;
     r = validate_notify(cfg, name, lines, err);
@@ -2481,6 +2555,28 @@ int config_notify_email_port(const struct config *cfg)
     if (cfg->notify.email.port > 0)
         return cfg->notify.email.port;
     return strcmp(sec, "tls") == 0 ? 465 : strcmp(sec, "none") == 0 ? 25 : 587;
+}
+
+void config_dest_patterns(const struct config *cfg, const char *section, const char **ret_folder,
+                          const char **ret_file)
+{
+    const char *folder = NULL, *file = NULL;
+    bool by_date = true;
+    if (strcmp(section, "unraid") == 0) {
+        folder = cfg->unraid.folder_pattern, file = cfg->unraid.file_pattern;
+        by_date = cfg->unraid.organize_by_date;
+    } else if (strcmp(section, "local") == 0) {
+        folder = cfg->local.folder_pattern, file = cfg->local.file_pattern;
+        by_date = cfg->local.organize_by_date;
+    } else if (strcmp(section, "s3") == 0) {
+        folder = cfg->s3.folder_pattern, file = cfg->s3.file_pattern;
+        by_date = cfg->s3.organize_by_date;
+    } else if (strcmp(section, "rclone") == 0) {
+        folder = cfg->rclone.folder_pattern, file = cfg->rclone.file_pattern;
+        by_date = cfg->rclone.organize_by_date;
+    }
+    *ret_folder = folder && folder[0] ? folder : by_date ? cfg->backup.folder_pattern : "";
+    *ret_file = file && file[0] ? file : cfg->backup.file_pattern;
 }
 
 bool config_extension_wanted(const struct config *cfg, const char *ext)

@@ -91,8 +91,9 @@ struct config {
         char *api_key; /* secret */
         int timeout;   /* seconds without progress before a request gives up (stall) */
         bool organize_by_date;
-        char *album_mode;  /* auto | none | fixed | session | date */
-        char *album;       /* album name for album_mode fixed */
+        char *album_mode;    /* auto | none | fixed | session | date */
+        char *album;         /* album name for album_mode fixed */
+        char *album_pattern; /* pattern.h album pattern; "" album_mode decides */
         char *tls_ca_file; /* PEM CA file for an https url, absolute after loading; "" system CAs */
     } immich;
 
@@ -106,6 +107,8 @@ struct config {
         char *password; /* secret */
         char *mount_point;
         bool organize_by_date;
+        char *folder_pattern; /* "": config_dest_patterns */
+        char *file_pattern;
         bool mhl;    /* keep an ASC MHL history in ascmhl/ (history.h) */
         int timeout; /* seconds an SMB request may wait for the server (protocol smb) */
         struct config_perms perms; /* protocol nfs, local; with smb the server decides */
@@ -116,6 +119,8 @@ struct config {
         bool enabled;
         char *path; /* absolute after loading a file */
         bool organize_by_date;
+        char *folder_pattern; /* "": config_dest_patterns */
+        char *file_pattern;
         bool mhl; /* keep an ASC MHL history in ascmhl/ (history.h) */
         struct config_perms perms;
     } local;
@@ -130,6 +135,8 @@ struct config {
         char *addressing;    /* path | virtual */
         char *storage_class; /* x-amz-storage-class, "" the bucket's default */
         bool organize_by_date;
+        char *folder_pattern; /* "": config_dest_patterns; no {md5} (refused at load) */
+        char *file_pattern;
         char *tls_ca_file;       /* PEM CA file, absolute after loading; "" system CAs */
         int part_size;           /* MiB: larger files go as multipart uploads of such parts */
         int timeout;             /* seconds without progress before a request gives up */
@@ -143,6 +150,8 @@ struct config {
         char *remote;      /* "gdrive:Photos": remote name, ':' and a folder */
         char *config_file; /* rclone.conf, absolute after loading; "" rclone's default */
         bool organize_by_date;
+        char *folder_pattern; /* "": config_dest_patterns */
+        char *file_pattern;
         int timeout;       /* seconds: rclone's --timeout and --contimeout */
         char **extra_args; /* more options for every rclone call */
         size_t n_extra_args;
@@ -170,6 +179,8 @@ struct config {
         double destination_wait;  /* seconds to wait at the end for a destination that is down */
         int verify_interval_days; /* 0..3650; the service's scrub re-checks copies older; 0 off */
         double verify_rate;       /* MB/s the scrub reads at most; 0 unlimited */
+        char *folder_pattern;     /* pattern.h folder pattern, "{year}/{month}/{day}"; may be "" */
+        char *file_pattern;       /* pattern.h file pattern, "{name}{ext}" */
     } backup;
 
     struct {
@@ -269,6 +280,16 @@ bool config_notify_event_wanted(const struct config *cfg, const char *event);
 /* The port notify.email connects to: notify.email.port, or 587 (starttls), 465 (tls), 25 (none)
  * when it is 0. */
 int config_notify_email_port(const struct config *cfg);
+
+/*
+ * The folder and file name patterns (pattern.h, valid: checked at load) of the destination of
+ * config section `section` ("unraid", "local", "s3", "rclone"). Folder: the section's
+ * folder_pattern when set; else "" when its organize_by_date is false; else
+ * backup.folder_pattern. File: the section's file_pattern when set, else backup.file_pattern.
+ * Borrowed from cfg. Another section (immich) gets backup's. Any thread while cfg lives.
+ */
+void config_dest_patterns(const struct config *cfg, const char *section, const char **ret_folder,
+                          const char **ret_file);
 
 /* True when the file extension (without dot, any case) is one of cfg->files.extensions. */
 bool config_extension_wanted(const struct config *cfg, const char *ext);

@@ -30,6 +30,10 @@ struct dest {
     void *priv;
     char id[DEST_REMOTE_MAX];
     char label[DEST_REMOTE_MAX];
+    struct pattern *folder_pat, *file_pat;
+    struct pattern *album_pat; /* immich.album_pattern; NULL: none */
+    bool paths;                /* names its copies with folder_pat and file_pat (not Immich) */
+    bool md5;                  /* ... and they use {md5} */
 };
 
 struct dest_conn {
@@ -37,10 +41,46 @@ struct dest_conn {
     void *priv;
 };
 
+#define VALUE_TEXT_MAX 256 /* bytes of a text value kept for a retarget (longer: cut) */
+
 struct dest_file {
     struct dest *dest;
     void *priv;
+    /* what dest_open handed the backend in its dest_item, valid until finish or abort */
+    char folder[PATTERN_OUT_MAX];
+    char target[DEST_NAME_MAX + 1];
+    char album[PATTERN_OUT_MAX];
+    /* d->md5: the values again at finish, with the content's MD5 */
+    struct pattern_values v;
+    char text[6][VALUE_TEXT_MAX]; /* name, make, model, lens, serial, card */
 };
+
+/* Compiles d's patterns (valid: config_load checked them). */
+static int dest_patterns(struct dest *d, struct error *err)
+{
+    const char *folder, *file;
+    config_dest_patterns(d->cfg, d->section, &folder, &file);
+    int r = pattern_compile(folder, PATTERN_FOLDER, &d->folder_pat, err);
+    if (r == 0)
+        r = pattern_compile(file, PATTERN_FILE, &d->file_pat, err);
+    if (r == 0 && strcmp(d->section, "immich") == 0 && d->cfg->immich.album_pattern[0])
+        r = pattern_compile(d->cfg->immich.album_pattern, PATTERN_ALBUM, &d->album_pat, err);
+    if (r < 0)
+        return error_prefix(err, "%s: name pattern", d->section);
+    d->paths = strcmp(d->section, "immich") != 0;
+    d->md5 = d->paths && (pattern_uses_md5(d->folder_pat) || pattern_uses_md5(d->file_pat));
+    if (d->md5 && !d->ops->retarget)
+        return error_set(err, -EINVAL, "%s: {md5} cannot be used here", d->section);
+    return 0;
+}
+
+static void dest_free(struct dest *d)
+{
+    pattern_free(d->folder_pat);
+    pattern_free(d->file_pat);
+    pattern_free(d->album_pat);
+    free(d);
+}
 
 static int dest_new(const struct dest_ops *ops, const char *section, const struct config *cfg,
                     struct dest **ret, struct error *err)
@@ -51,10 +91,15 @@ static int dest_new(const struct dest_ops *ops, const char *section, const struc
     d->ops = ops;
     d->cfg = cfg;
     d->section = section;
-    int r = ops->init(cfg, &d->priv, d->id, sizeof(d->id), d->label, sizeof(d->label), err);
+    int r = dest_patterns(d, err);
+    if (r < 0) {
+        dest_free(d);
+        return r;
+    }
+    r = ops->init(cfg, &d->priv, d->id, sizeof(d->id), d->label, sizeof(d->label), err);
     if (r < 0) {
         config_scrub_secrets(cfg, err ? err->msg : NULL);
-        free(d);
+        dest_free(d);
         return r;
     }
     *ret = d;
@@ -122,7 +167,7 @@ void dest_free_all(struct dest **dests, size_t n)
         if (!dests[i])
             continue;
         dests[i]->ops->done(dests[i]->priv);
-        free(dests[i]);
+        dest_free(dests[i]);
     }
     free(dests);
 }
@@ -168,37 +213,45 @@ static void target_sidecars(const struct sidecar_set *sc, const char *rel, const
     }
 }
 
-void dest_target(const struct dest *d, const char *date_path, const char *rel, const char *name,
+const struct pattern *dest_folder_pattern(const struct dest *d)
+{
+    return d->folder_pat;
+}
+
+const struct pattern *dest_file_pattern(const struct dest *d)
+{
+    return d->file_pat;
+}
+
+int dest_expand(const struct dest *d, const struct pattern_values *v, char *folder,
+                size_t folder_size, char *name, size_t name_size, struct error *err)
+{
+    char fo[PATTERN_OUT_MAX], na[PATTERN_OUT_MAX];
+    int r = pattern_expand(d->folder_pat, v, fo, sizeof(fo), err);
+    if (r < 0)
+        return error_prefix(err, "folder_pattern '%s'", pattern_text(d->folder_pat));
+    r = pattern_expand(d->file_pat, v, na, sizeof(na), err);
+    if (r < 0)
+        return error_prefix(err, "file_pattern '%s'", pattern_text(d->file_pat));
+    if (!dest_name_valid(na))
+        return error_set(err, -ENAMETOOLONG, "file_pattern '%s' gives a name longer than %d bytes",
+                         pattern_text(d->file_pat), DEST_NAME_MAX);
+    if (strlen(fo) >= folder_size || strlen(na) >= name_size)
+        return error_set(err, -ENAMETOOLONG, "the folder or name the patterns give is too long");
+    memcpy(folder, fo, strlen(fo) + 1);
+    memcpy(name, na, strlen(na) + 1);
+    return 0;
+}
+
+void dest_target(const struct dest *d, const struct pattern_values *v, const char *rel,
                  const struct sidecar_set *sidecars, struct dest_target *ret)
 {
     memset(ret, 0, sizeof(*ret));
-    if (d->ops == &dest_s3_ops) { /* the object's URL; whether the key is taken asks the server */
-        char key[S3_KEY_MAX + 1];
-        const char *date = d->cfg->s3.organize_by_date && date_path ? date_path : "";
-        int k = s3_object_key(d->cfg->s3.prefix, date, name, key, sizeof(key));
-        int n =
-            k < 0 ? -1
-                  : snprintf(ret->where, sizeof(ret->where), "s3://%s/%s", d->cfg->s3.bucket, key);
-        ret->has_path = n > 0 && (size_t)n < sizeof(ret->where);
-        if (!ret->has_path)
-            snprintf(ret->where, sizeof(ret->where), "%s", d->id);
-        return;
-    }
-    if (d->ops == &dest_rclone_ops) { /* remote:folder/date/name; whether taken asks rclone */
-        const char *root = d->id + strlen("rclone:");
-        size_t rl = strlen(root);
-        bool bare = rl > 0 && (root[rl - 1] == ':' || root[rl - 1] == '/');
-        bool dated = d->cfg->rclone.organize_by_date && date_path && date_path[0];
-        int n = snprintf(ret->where, sizeof(ret->where), "%s%s%s%s%s", root, bare ? "" : "/",
-                         dated ? date_path : "", dated ? "/" : "", name);
-        ret->has_path = n > 0 && (size_t)n < sizeof(ret->where);
-        if (!ret->has_path)
-            snprintf(ret->where, sizeof(ret->where), "%s", d->id);
-        return;
-    }
+    snprintf(ret->where, sizeof(ret->where), "%s", d->id);
     bool local = d->ops == &dest_local_ops || d->ops == &dest_local_folder_ops;
-    if (!local && d->ops != &dest_smb_ops) {
-        snprintf(ret->where, sizeof(ret->where), "%s", d->id);
+    bool paths =
+        local || d->ops == &dest_smb_ops || d->ops == &dest_s3_ops || d->ops == &dest_rclone_ops;
+    if (!paths) {
         /* Immich takes the XMP alone, sent with the asset (sidecar_find puts it first) */
         const char *dot = sidecars && sidecars->n ? strrchr(sidecars->rel[0], '.') : NULL;
         if (dot && strcasecmp(dot + 1, "xmp") == 0) {
@@ -207,18 +260,43 @@ void dest_target(const struct dest *d, const char *date_path, const char *rel, c
         }
         return;
     }
-    bool by_date = strcmp(d->section, "local") == 0 ? d->cfg->local.organize_by_date
-                                                    : d->cfg->unraid.organize_by_date;
-    /* a local id is "local:<root>", an SMB one the smb:// URL of its folder */
-    const char *root = local ? d->id + strlen("local:") : d->id;
-    bool dated = by_date && date_path && date_path[0];
-    int n = snprintf(ret->where, sizeof(ret->where), "%s/%s%s%s", root, dated ? date_path : "",
-                     dated ? "/" : "", name);
+    struct pattern_values pv = *v;
+    if (!pv.md5)
+        pv.md5 = PATTERN_MD5_UNKNOWN;
+    char folder[PATTERN_OUT_MAX], name[DEST_NAME_MAX + 1];
+    struct error err;
+    if (dest_expand(d, &pv, folder, sizeof(folder), name, sizeof(name), &err) < 0) {
+        snprintf(ret->problem, sizeof(ret->problem), "%s", err.msg);
+        return;
+    }
+    const char *slash = folder[0] ? "/" : "";
+    int n = -1;
+    if (d->ops == &dest_s3_ops) { /* the object's URL; whether the key is taken asks the server */
+        char key[S3_KEY_MAX + 1];
+        if (s3_object_key(d->cfg->s3.prefix, folder, name, key, sizeof(key)) == 0)
+            n = snprintf(ret->where, sizeof(ret->where), "s3://%s/%s", d->cfg->s3.bucket, key);
+    } else if (d->ops == &dest_rclone_ops) { /* remote:folder/name; whether taken asks rclone */
+        const char *root = d->id + strlen("rclone:");
+        size_t rl = strlen(root);
+        bool bare = rl > 0 && (root[rl - 1] == ':' || root[rl - 1] == '/');
+        n = snprintf(ret->where, sizeof(ret->where), "%s%s%s%s%s", root, bare ? "" : "/", folder,
+                     slash, name);
+    } else {
+        /* a local id is "local:<root>", an SMB one the smb:// URL of its folder */
+        const char *root = local ? d->id + strlen("local:") : d->id;
+        n = snprintf(ret->where, sizeof(ret->where), "%s/%s%s%s", root, folder, slash, name);
+    }
     ret->has_path = n > 0 && (size_t)n < sizeof(ret->where);
+    if (!ret->has_path) {
+        snprintf(ret->where, sizeof(ret->where), "%s", d->id);
+        snprintf(ret->problem, sizeof(ret->problem), "the path is too long");
+        return;
+    }
+    if (d->ops == &dest_s3_ops || d->ops == &dest_rclone_ops)
+        return; /* no sidecars there */
     struct stat st;
-    ret->taken = local && ret->has_path && lstat(ret->where, &st) == 0;
-    if (ret->has_path)
-        target_sidecars(sidecars, rel, name, ret);
+    ret->taken = local && lstat(ret->where, &st) == 0;
+    target_sidecars(sidecars, rel, name, ret);
 }
 
 /* r, with err's message scrubbed of secrets when r is an error. */
@@ -386,14 +464,54 @@ void dest_conn_free(struct dest_conn *c)
     free(c);
 }
 
+/* Keeps a copy of v in f for the expansion at finish. */
+static void values_keep(struct dest_file *f, const struct pattern_values *v)
+{
+    const char *src[6] = {v->name, v->make, v->model, v->lens, v->serial, v->card};
+    const char **dst[6] = {&f->v.name, &f->v.make,   &f->v.model,
+                           &f->v.lens, &f->v.serial, &f->v.card};
+    f->v = *v;
+    for (size_t i = 0; i < 6; i++) {
+        snprintf(f->text[i], sizeof(f->text[i]), "%s", src[i] ? src[i] : "");
+        *dst[i] = f->text[i];
+    }
+}
+
 int dest_open(struct dest_conn *c, const struct dest_item *item, struct dest_file **ret,
               struct error *err)
 {
+    struct dest *d = c->dest;
+    if (!dest_name_valid(item->name))
+        return error_set(err, -EINVAL, "unusable file name");
     struct dest_file *f = calloc(1, sizeof(*f));
     if (!f)
         return error_set(err, -ENOMEM, "out of memory");
-    f->dest = c->dest;
-    int r = scrubbed(c->dest, c->dest->ops->open(c->priv, item, &f->priv, err), err);
+    f->dest = d;
+    struct pattern_values v = {.capture_time = item->capture_time, .name = item->name};
+    if (item->values)
+        v = *item->values;
+    v.md5 = PATTERN_MD5_UNKNOWN;
+    struct dest_item it = *item;
+    int r = 0;
+    if (d->paths)
+        r = dest_expand(d, &v, f->folder, sizeof(f->folder), f->target, sizeof(f->target), err);
+    else /* Immich keeps the card's name */
+        snprintf(f->target, sizeof(f->target), "%s", item->name);
+    if (r == 0 && d->album_pat) {
+        r = pattern_expand(d->album_pat, &v, f->album, sizeof(f->album), err);
+        if (r < 0)
+            error_prefix(err, "album_pattern '%s'", pattern_text(d->album_pat));
+    }
+    if (r < 0) {
+        free(f);
+        return r;
+    }
+    if (d->md5)
+        values_keep(f, &v);
+    it.folder = f->folder;
+    it.target = f->target;
+    it.album = d->album_pat ? f->album : NULL;
+    r = scrubbed(d, d->ops->open(c->priv, &it, &f->priv, err), err);
     if (r < 0) {
         free(f);
         return r;
@@ -410,6 +528,18 @@ int dest_write(struct dest_file *f, const void *buf, size_t len, struct error *e
 int dest_finish(struct dest_file *f, const struct hasher_digest *digest, bool verify,
                 struct dest_result *ret, struct error *err)
 {
+    if (f->dest->md5) { /* the name waited for the content's MD5 */
+        f->v.md5 = digest->md5_hex;
+        int r = dest_expand(f->dest, &f->v, f->folder, sizeof(f->folder), f->target,
+                            sizeof(f->target), err);
+        if (r == 0)
+            r = scrubbed(f->dest, f->dest->ops->retarget(f->priv, f->folder, f->target, err), err);
+        if (r < 0) {
+            f->dest->ops->abort(f->priv);
+            free(f);
+            return r;
+        }
+    }
     int r = scrubbed(f->dest, f->dest->ops->finish(f->priv, digest, verify, ret, err), err);
     free(f);
     return r;

@@ -29,6 +29,7 @@
 #include "config.h"
 #include "error.h"
 #include "hasher.h"
+#include "pattern.h"
 
 #define DEST_MAX 8
 #define DEST_REMOTE_MAX 1024
@@ -49,11 +50,20 @@ struct dest_item {
     const char *name;     /* base name on the card */
     uint64_t size;
     int64_t mtime_ns;
-    int64_t capture_time;  /* floating local time (media.h) */
-    int32_t utc_offset;    /* seconds east of UTC of capture_time, when has_offset */
-    bool has_offset;       /* the file said its zone; else capture_time is the local zone's */
-    const char *date_path; /* "YYYY/MM/DD" from capture_time */
-    const char *kind;      /* "photo", "raw", "video", "unknown" */
+    int64_t capture_time; /* floating local time (media.h) */
+    int32_t utc_offset;   /* seconds east of UTC of capture_time, when has_offset */
+    bool has_offset;      /* the file said its zone; else capture_time is the local zone's */
+    /* The file's values for the name patterns (pattern.h), the caller's; its md5 is ignored
+     * (dest_open and dest_finish set it). */
+    const struct pattern_values *values;
+    /* Set by dest_open for the backend from the destination's patterns (callers leave them
+     * NULL): the folder below the root ("" none; '/'-separated, no empty, "." or ".."
+     * component), the copy's file name (a dest_name_valid name, before the backend's own rules
+     * and "_N"), and the album (immich.album_pattern; NULL: the backend's album_mode). */
+    const char *folder;
+    const char *target;
+    const char *album;
+    const char *kind; /* "photo", "raw", "video", "unknown" */
     /* SHA-1 (hex) when already known before this read (an earlier attempt or session hashed
      * the file), else "". The content read now is hashed again and checked at finish. */
     const char *sha1_known;
@@ -140,6 +150,12 @@ struct dest_ops {
                   struct dest_result *ret, struct error *err);
     /* Removes the temporary. Consumes file. */
     void (*abort)(void *file);
+    /* Optional (NULL: {md5} is refused for this destination at load): called by dest_finish
+     * before finish when the destination's patterns use {md5}, with the folder and target
+     * (dest_item) expanded with the content's MD5, which replace the ones open had (expanded
+     * with PATTERN_MD5_UNKNOWN). Errors: -ENAMETOOLONG, -EINVAL; the file is still to be
+     * finished or aborted. */
+    int (*retarget)(void *file, const char *folder, const char *target, struct error *err);
 
     /* Optional, all five or none (NULL: the destination keeps no ASC MHL history, history.h):
      * SnapSync's own small files below the destination's root (ascmhl/). rel is relative to the
@@ -278,21 +294,36 @@ struct dest_target {
     bool has_path;               /* where names a file path (else the destination itself) */
     bool taken;                  /* a file already has that name: the copy may be found the same
                                   * or get a name "_N"; looked up on local folders only */
+    char problem[ERROR_MSG_MAX]; /* why the patterns give no path for the file; "" */
     size_t n_sidecars;           /* the sidecars d carries with the file: all of them to a file
                                   * destination, the XMP alone to Immich, none to S3 or rclone */
     struct dest_target_sidecar sidecars[DEST_SIDECARS_MAX];
 };
 
 /*
- * Where the card file rel, named name (its base name), with the date folder date_path
- * ("YYYY/MM/DD") would go on d: root + date_path (when the destination organises by date) +
- * name; and where each of its sidecars (sidecar_find's set for rel, may be NULL) that d carries
- * would go. Writes nothing and asks no server; on a local or NFS folder it looks (lstat) whether
- * the name is taken. The exact name the copy (and so its sidecars) gets when it is taken is
- * decided at copy time. Any thread.
+ * Where the card file rel with the pattern values v (v->name its base name; v->md5 NULL when
+ * not known: {md5} shows as '?'s) would go on d: root + the folder and file name its patterns
+ * give (the backend's own character mapping and "_N" apart); and where each of its sidecars
+ * (sidecar_find's set for rel, may be NULL) that d carries would go. Writes nothing and asks no
+ * server; on a local or NFS folder it looks (lstat) whether the name is taken. The exact name
+ * the copy (and so its sidecars) gets when it is taken is decided at copy time. When the
+ * patterns cannot be expanded, where is the destination's id, has_path false, and problem says
+ * why. Any thread.
  */
-void dest_target(const struct dest *d, const char *date_path, const char *rel, const char *name,
+void dest_target(const struct dest *d, const struct pattern_values *v, const char *rel,
                  const struct sidecar_set *sidecars, struct dest_target *ret);
+
+/*
+ * The folder (folder_size bytes) and file name (name_size bytes) the patterns of d give for v
+ * (v->md5 as pattern_expand takes it), as dest_open hands them to the backend in dest_item.
+ * Errors: pattern_expand's; outputs written only on success. Any thread.
+ */
+int dest_expand(const struct dest *d, const struct pattern_values *v, char *folder,
+                size_t folder_size, char *name, size_t name_size, struct error *err);
+
+/* The folder and file patterns of d (borrowed; never NULL). */
+const struct pattern *dest_folder_pattern(const struct dest *d);
+const struct pattern *dest_file_pattern(const struct dest *d);
 
 /*
  * For backends: true when name can be one file name at every destination: 1 to DEST_NAME_MAX

@@ -28,6 +28,7 @@
  */
 #include "http.h"
 #include "immich_reply.h"
+#include "media.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -78,6 +79,7 @@ struct immich {
     long timeout;
     bool verify;
     enum album_mode album_mode;
+    bool album_pattern; /* immich.album_pattern names each file's album (album_mode none) */
     char album_fixed[256];
     char device_id[96];
     int version[3];       /* from prepare */
@@ -109,6 +111,7 @@ struct immich_file {
     char sha1_known[41];
     char dup_id[IMMICH_ID_MAX]; /* found by checksum after the server cut the upload */
     char album_date[16];
+    char album[256]; /* from immich.album_pattern (dest_item.album); "" none */
 };
 
 /* ---- requests ---- */
@@ -384,6 +387,9 @@ static int immich_init(const struct config *cfg, void **ret_priv, char *id, size
         im->album_mode = cfg->immich.organize_by_date ? ALBUM_DATE : ALBUM_NONE;
     else
         im->album_mode = ALBUM_NONE;
+    im->album_pattern = cfg->immich.album_pattern[0] != '\0';
+    if (im->album_pattern) /* albums come with each file (dest_item.album) */
+        im->album_mode = ALBUM_NONE;
     snprintf(im->album_fixed, sizeof(im->album_fixed), "%s",
              cfg->immich.album ? cfg->immich.album : "");
     char host[64] = "";
@@ -456,7 +462,7 @@ static int check_version(struct immich *im, struct error *err)
 static unsigned perms_needed(const struct immich *im)
 {
     unsigned need = IMMICH_PERM_UPLOAD | IMMICH_PERM_READ;
-    if (im->album_mode != ALBUM_NONE)
+    if (im->album_mode != ALBUM_NONE || im->album_pattern)
         need |= IMMICH_PERM_ALBUM_READ | IMMICH_PERM_ALBUM_CREATE | IMMICH_PERM_ALBUM_ADD;
     return need;
 }
@@ -676,7 +682,7 @@ static int immich_probe(void *priv, char *detail, size_t detail_size, struct err
     immich_printable(name, strlen(name), safe, sizeof(safe));
     snprintf(detail, detail_size, "%s: Immich %d.%d.%d, API key '%s' may upload and read assets%s",
              im->api, im->version[0], im->version[1], im->version[2], safe,
-             im->album_mode != ALBUM_NONE ? " and manage albums" : "");
+             im->album_mode != ALBUM_NONE || im->album_pattern ? " and manage albums" : "");
     return 0;
 }
 
@@ -966,7 +972,8 @@ static int immich_open(void *conn, const struct dest_item *item, void **ret_file
     memcpy(boundary, "snapsync-", 9);
     hasher_hex(rnd, sizeof(rnd), boundary + 9);
     snprintf(f->sha1_known, sizeof(f->sha1_known), "%s", item->sha1_known ? item->sha1_known : "");
-    snprintf(f->album_date, sizeof(f->album_date), "%s", item->date_path ? item->date_path : "");
+    media_date_path(item->capture_time, f->album_date, sizeof(f->album_date));
+    snprintf(f->album, sizeof(f->album), "%s", item->album ? item->album : "");
     r = build_head(f, im, item, boundary, err);
     if (r < 0)
         goto fail;
@@ -1174,7 +1181,7 @@ static int immich_finish(void *file, const struct hasher_digest *digest, bool ve
     if (verify && (r = verify_asset(im, f->x, id, digest, err)) < 0)
         goto out;
     char buf[64];
-    const char *album = album_for(im, f->album_date, buf, sizeof(buf));
+    const char *album = f->album[0] ? f->album : album_for(im, f->album_date, buf, sizeof(buf));
     if (album && (r = album_add(im, f->x, album, id, err)) < 0)
         goto out;
     snprintf(ret->remote, sizeof(ret->remote), "%s", id);

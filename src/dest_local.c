@@ -4,11 +4,12 @@
  * a second folder next to unraid: dest_local_folder_ops).
  *
  * A copy is written to <root>/.snapsync-tmp/<pid>.<seq>.<host>.part, fsync'd, read back from disk
- * (the page cache dropped first) and compared by MD5, then moved to <root>/YYYY/MM/DD/<name> with a
- * rename that refuses to replace (renameat2 RENAME_NOREPLACE, falling back to link+unlink, then to
- * check-then-rename on filesystems that have neither). When the name is taken, the file there is
- * compared: same content means done, different content means the next free name "<stem>_N.<ext>".
- * Temporaries of processes that died (kill -9, power loss) are removed by the next prepare.
+ * (the page cache dropped first) and compared by MD5, then moved to <root>/<folder>/<name> (dest.c
+ * expands the patterns) with a rename that refuses to replace (renameat2 RENAME_NOREPLACE, falling
+ * back to link+unlink, then to check-then-rename on filesystems that have neither). When the name
+ * is taken, the file there is compared: same content means done, different content means the next
+ * free name "<stem>_N.<ext>". Temporaries of processes that died (kill -9, power loss) are removed
+ * by the next prepare.
  *
  * What a copy carries besides its bytes, set on the temporary so the final name never shows
  * anything else: the card file's modification time (futimens, to the nanosecond where the
@@ -48,7 +49,6 @@ struct local {
     char root[PATH_MAX];        /* absolute: mount_point[/path] */
     char mount_point[PATH_MAX]; /* absolute */
     bool nfs;
-    bool organize_by_date;
     char host[64];
     mode_t file_mode;
     mode_t dir_mode;
@@ -68,8 +68,8 @@ struct local_file {
     int tmp_dir_fd;
     char tmp_name[128];
     char name[DEST_NAME_MAX + 1];
-    char date_path[16];
-    int64_t mtime_ns; /* the card file's */
+    char folder[PATTERN_OUT_MAX]; /* below the root, from the folder pattern; "" none */
+    int64_t mtime_ns;             /* the card file's */
     uint64_t written;
     uint64_t flushed; /* writeback started up to here */
     int card_dir_fd;  /* the card, for the sidecars (borrowed) */
@@ -116,7 +116,7 @@ static void perms_init(struct local *l, const struct config_perms *p)
 }
 
 /* A destination at mount_point[/path]; nfs: the folder must be a mount point. */
-static int local_init_at(const char *mount_point, const char *path, bool nfs, bool organize_by_date,
+static int local_init_at(const char *mount_point, const char *path, bool nfs,
                          const struct config_perms *perms, const char *key, void **ret_priv,
                          char *id, size_t id_size, char *label, size_t label_size,
                          struct error *err)
@@ -141,7 +141,6 @@ static int local_init_at(const char *mount_point, const char *path, bool nfs, bo
     for (size_t len = strlen(l->root); len > 1 && l->root[len - 1] == '/'; len--)
         l->root[len - 1] = '\0';
     l->nfs = nfs;
-    l->organize_by_date = organize_by_date;
     perms_init(l, perms);
     if (gethostname(l->host, sizeof(l->host)) < 0 || !l->host[0])
         snprintf(l->host, sizeof(l->host), "localhost");
@@ -160,18 +159,16 @@ static int local_init(const struct config *cfg, void **ret_priv, char *id, size_
                       char *label, size_t label_size, struct error *err)
 {
     return local_init_at(cfg->unraid.mount_point, cfg->unraid.path,
-                         cfg->unraid.protocol == CONFIG_PROTOCOL_NFS, cfg->unraid.organize_by_date,
-                         &cfg->unraid.perms, "unraid.mount_point", ret_priv, id, id_size, label,
-                         label_size, err);
+                         cfg->unraid.protocol == CONFIG_PROTOCOL_NFS, &cfg->unraid.perms,
+                         "unraid.mount_point", ret_priv, id, id_size, label, label_size, err);
 }
 
 /* the local section: a second folder next to unraid */
 static int local_folder_init(const struct config *cfg, void **ret_priv, char *id, size_t id_size,
                              char *label, size_t label_size, struct error *err)
 {
-    return local_init_at(cfg->local.path, NULL, false, cfg->local.organize_by_date,
-                         &cfg->local.perms, "local.path", ret_priv, id, id_size, label, label_size,
-                         err);
+    return local_init_at(cfg->local.path, NULL, false, &cfg->local.perms, "local.path", ret_priv,
+                         id, id_size, label, label_size, err);
 }
 
 static void local_done(void *priv)
@@ -411,13 +408,24 @@ static void local_file_free(struct local_file *f, bool unlink_tmp)
     free(f);
 }
 
+static int local_retarget(void *file, const char *folder, const char *target, struct error *err)
+{
+    struct local_file *f = file;
+    if (!dest_name_valid(target))
+        return error_set(err, -EINVAL, "unusable file name");
+    snprintf(f->name, sizeof(f->name), "%s", target);
+    if ((size_t)snprintf(f->folder, sizeof(f->folder), "%s", folder) >= sizeof(f->folder))
+        return error_set(err, -ENAMETOOLONG, "destination path too long");
+    return 0;
+}
+
 static int local_open(void *conn, const struct dest_item *item, void **ret_file, struct error *err)
 {
     struct local_conn *c = conn;
     struct local *l = c->local;
-    if (!dest_name_valid(item->name))
+    if (!dest_name_valid(item->target))
         return error_set(err, -EINVAL, "unusable file name");
-    size_t name_len = strlen(item->name);
+    size_t name_len = strlen(item->target);
 
     struct local_file *f = calloc(1, sizeof(*f));
     if (!f)
@@ -430,8 +438,8 @@ static int local_open(void *conn, const struct dest_item *item, void **ret_file,
         free(f);
         return error_set(err, -ENOMEM, "out of memory");
     }
-    memcpy(f->name, item->name, name_len + 1);
-    snprintf(f->date_path, sizeof(f->date_path), "%s", l->organize_by_date ? item->date_path : "");
+    memcpy(f->name, item->target, name_len + 1);
+    snprintf(f->folder, sizeof(f->folder), "%s", item->folder);
 
     char tmp[PATH_MAX];
     snprintf(tmp, sizeof(tmp), "%s/" TMP_DIR, l->root);
@@ -756,8 +764,8 @@ static int local_finish(void *file, const struct hasher_digest *digest, bool ver
         }
     }
 
-    int n = f->date_path[0] ? snprintf(dir, sizeof(dir), "%s/%s", l->root, f->date_path)
-                            : snprintf(dir, sizeof(dir), "%s", l->root);
+    int n = f->folder[0] ? snprintf(dir, sizeof(dir), "%s/%s", l->root, f->folder)
+                         : snprintf(dir, sizeof(dir), "%s", l->root);
     if (n < 0 || (size_t)n >= sizeof(dir)) {
         r = error_set(err, -ENAMETOOLONG, "destination path too long");
         goto out;
@@ -1120,7 +1128,7 @@ static const char *local_root_name(void *priv)
         .kind = "local", .init = (init_fn), .done = local_done, .prepare = local_prepare,          \
         .probe = local_probe, .conn_new = local_conn_new, .conn_free = local_conn_free,            \
         .open = local_open, .write = local_write, .finish = local_finish, .abort = local_abort,    \
-        .meta_read = local_meta_read, .meta_list = local_meta_list,                                \
+        .retarget = local_retarget, .meta_read = local_meta_read, .meta_list = local_meta_list,    \
         .meta_write = local_meta_write, .rel_of = local_rel_of, .root_name = local_root_name,      \
         .read_copy = local_read_copy, .walk = local_walk,                                          \
     }

@@ -2,7 +2,7 @@
 /*
  * Any rclone remote as a destination (`rclone.enabled`): Google Drive, OneDrive, Dropbox, B2,
  * SFTP, WebDAV ... through Debian's rclone binary rather than a client of our own. Each file
- * becomes <remote>/<YYYY/MM/DD>/<name>.
+ * becomes <remote>/<folder>/<name> (the folder and name from the patterns, dest.c).
  *
  * One rclone process per file and step, no shell: `rclone rcat --size N <tmp>` is spawned at
  * open() and fed the chunks of SnapSync's single read of the card through a pipe (write()), so
@@ -83,7 +83,6 @@ struct rclone {
     const char *const *extra;   /* the config's, which outlives us */
     size_t n_extra;
     int timeout_s;
-    bool by_date;
     atomic_uint counter;
     pthread_mutex_t lock;
     pid_t running[RUNNING_MAX]; /* not reaped while listed here: a pid cannot be reused */
@@ -109,7 +108,7 @@ struct rclone_file {
     struct proc look;             /* lsjson of final0, running beside the upload; pid -1: none */
     char final0[DEST_REMOTE_MAX]; /* the first candidate final name */
     char name[DEST_NAME_MAX + 1];
-    char dir[32]; /* "YYYY/MM/DD" or "" */
+    char dir[PATTERN_OUT_MAX]; /* below the root, from the folder pattern; "" none */
     char tmp[DEST_REMOTE_MAX];
     uint64_t size, sent;
 };
@@ -639,7 +638,6 @@ static int rclone_init(const struct config *cfg, void **ret_priv, char *id, size
     snprintf(rc->timeout_arg, sizeof(rc->timeout_arg), "%ds", rc->timeout_s);
     rc->extra = (const char *const *)cfg->rclone.extra_args;
     rc->n_extra = cfg->rclone.n_extra_args;
-    rc->by_date = cfg->rclone.organize_by_date;
     char host[HOST_NAME_MAX + 1] = "";
     if (gethostname(host, sizeof(host)) < 0 || !host[0])
         snprintf(host, sizeof(host), "host");
@@ -856,10 +854,23 @@ static int candidate_path(const struct rclone_file *f, unsigned k, char *out, si
     return 0;
 }
 
+static int rclone_retarget(void *file, const char *folder, const char *target, struct error *err)
+{
+    struct rclone_file *f = file;
+    if (!dest_name_valid(target))
+        return error_set(err, -EINVAL, "unusable file name");
+    proc_done(&f->look); /* it asked about the name open had: finish asks again */
+    proc_init(&f->look, f->rc);
+    snprintf(f->name, sizeof(f->name), "%s", target);
+    if ((size_t)snprintf(f->dir, sizeof(f->dir), "%s", folder) >= sizeof(f->dir))
+        return error_set(err, -ENAMETOOLONG, "the path of '%s' is too long", target);
+    return candidate_path(f, 0, f->final0, sizeof(f->final0), err);
+}
+
 static int rclone_open(void *conn, const struct dest_item *item, void **ret_file, struct error *err)
 {
     struct rclone *rc = ((struct rclone_conn *)conn)->rc;
-    if (!dest_name_valid(item->name))
+    if (!dest_name_valid(item->target))
         return error_set(err, -EINVAL, "unusable file name");
     struct rclone_file *f = calloc(1, sizeof(*f));
     if (!f)
@@ -868,9 +879,8 @@ static int rclone_open(void *conn, const struct dest_item *item, void **ret_file
     proc_init(&f->look, rc);
     f->rc = rc;
     f->size = item->size;
-    snprintf(f->name, sizeof(f->name), "%s", item->name);
-    if (rc->by_date && item->date_path && item->date_path[0])
-        snprintf(f->dir, sizeof(f->dir), "%s", item->date_path);
+    snprintf(f->name, sizeof(f->name), "%s", item->target);
+    snprintf(f->dir, sizeof(f->dir), "%s", item->folder);
     int r = candidate_path(f, 0, f->final0, sizeof(f->final0), err);
     if (r < 0) {
         free(f);
@@ -1109,5 +1119,6 @@ const struct dest_ops dest_rclone_ops = {
     .write = rclone_write,
     .finish = rclone_finish,
     .abort = rclone_abort,
+    .retarget = rclone_retarget,
     .read_copy = rclone_read_copy,
 };

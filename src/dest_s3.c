@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * S3-compatible object store destination (`s3.enabled`): each file becomes an object
- * <prefix>/<YYYY/MM/DD>/<name> in the bucket, over libcurl (http.h) with AWS Signature V4 done by
- * libcurl (CURLOPT_AWS_SIGV4). Bodies are not hashed for the signature: every request says
- * "x-amz-content-sha256: UNSIGNED-PAYLOAD", which libcurl signs as the payload hash, and the
- * content is protected by Content-MD5 instead (S3 refuses a body whose MD5 differs).
+ * <prefix>/<folder>/<name> (the patterns, dest.c) in the bucket, over libcurl (http.h) with AWS
+ * Signature V4 done by libcurl (CURLOPT_AWS_SIGV4). Bodies are not hashed for the signature: every
+ * request says "x-amz-content-sha256: UNSIGNED-PAYLOAD", which libcurl signs as the payload hash,
+ * and the content is protected by Content-MD5 instead (S3 refuses a body whose MD5 differs).
  *
  * Content-MD5 must be sent before the body, so the chunks write() receives are gathered into one
  * part buffer of s3.part_size bytes (smaller for a smaller file): a file that fits goes at finish
@@ -71,7 +71,6 @@ struct s3 {
     char *credentials;       /* "<id>:<secret>" (secret) */
     char ca_file[PATH_MAX];
     char class_header[160]; /* "x-amz-storage-class: ..." or "" */
-    bool by_date;
     uint64_t part_size;
     long timeout;
     struct http *main; /* prepare, probe: the main thread */
@@ -88,8 +87,8 @@ struct s3_conn {
 struct s3_file {
     struct s3_conn *c;
     char name[DEST_NAME_MAX + 1];
-    char date[16];
-    char key[S3_KEY_MAX + 1]; /* "" until chosen */
+    char date[PATTERN_OUT_MAX]; /* the folder from the folder pattern; "" none */
+    char key[S3_KEY_MAX + 1];   /* "" until chosen */
     uint64_t size, received;
     uint8_t *buf;
     size_t buf_cap, buf_len;
@@ -288,7 +287,6 @@ static int s3_init(const struct config *cfg, void **ret_priv, char *id, size_t i
     if (cls[0])
         snprintf(s->class_header, sizeof(s->class_header), "x-amz-storage-class: %s", cls);
     snprintf(s->ca_file, sizeof(s->ca_file), "%s", ca);
-    s->by_date = cfg->s3.organize_by_date;
     s->part_size = (uint64_t)(cfg->s3.part_size > 0 ? cfg->s3.part_size : 8) * 1024 * 1024;
     s->timeout = cfg->s3.timeout > 0 ? cfg->s3.timeout : 30;
     snprintf(id, id_size, "s3:%s/%s%s%s", s->endpoint, s->bucket, s->prefix[0] ? "/" : "",
@@ -514,7 +512,7 @@ static int s3_open(void *conn, const struct dest_item *item, void **ret_file, st
 {
     struct s3_conn *c = conn;
     struct s3 *s = c->s;
-    if (!dest_name_valid(item->name))
+    if (!dest_name_valid(item->target))
         return error_set(err, -EINVAL, "unusable file name");
     uint64_t parts = item->size == 0 ? 1 : (item->size + s->part_size - 1) / s->part_size;
     if (parts > S3_PARTS_MAX)
@@ -534,8 +532,8 @@ static int s3_open(void *conn, const struct dest_item *item, void **ret_file, st
         file_free(f);
         return error_set(err, -ENOMEM, "out of memory");
     }
-    snprintf(f->name, sizeof(f->name), "%s", item->name);
-    snprintf(f->date, sizeof(f->date), "%s", s->by_date && item->date_path ? item->date_path : "");
+    snprintf(f->name, sizeof(f->name), "%s", item->target);
+    snprintf(f->date, sizeof(f->date), "%s", item->folder);
     char key[S3_KEY_MAX + 1];
     if (s3_object_key(s->prefix, f->date, f->name, key, sizeof(key)) < 0) {
         file_free(f);

@@ -11,13 +11,13 @@
  *
  * A copy is written to <path>/.snapsync-tmp/<pid>.<seq>.<host>.part, closed, given the card file's
  * modification (and access) time (utimes: microseconds on the wire), read back over SMB and
- * compared by MD5, then renamed to <path>/YYYY/MM/DD/<name>. Owner and permissions are the
- * server's to decide (force user, create mask): config.c refuses file_mode, dir_mode, owner and
- * group with protocol smb. libsmbclient's rename replaces
- * an existing target (it unlinks it and retries), so the move is check-then-rename under
- * `place_lock`, which makes it atomic among the lanes of this process; a name that is taken is
- * compared (size, then MD5 read back): same content is done, other content gets "<stem>_N.<ext>".
- * Temporaries of dead processes are removed by the next prepare.
+ * compared by MD5, then renamed to <path>/<folder>/<name> (the patterns, dest.c). Owner and
+ * permissions are the server's to decide (force user, create mask): config.c refuses file_mode,
+ * dir_mode, owner and group with protocol smb. libsmbclient's rename replaces an existing target
+ * (it unlinks it and retries), so the move is check-then-rename under `place_lock`, which makes it
+ * atomic among the lanes of this process; a name that is taken is compared (size, then MD5 read
+ * back): same content is done, other content gets "<stem>_N.<ext>". Temporaries of dead processes
+ * are removed by the next prepare.
  *
  * The destination's own files (the ASC MHL history in ascmhl/, dest.h's meta ops) go through the
  * main connection (main thread), under names mapped like copies, through a temporary of
@@ -68,8 +68,7 @@
 struct smb {
     struct smblib_server srv; /* host, port, credentials, timeout, hung */
     char share[256];
-    char path[1024]; /* folder inside the share, no leading or trailing '/'; may be "" */
-    bool organize_by_date;
+    char path[1024];        /* folder inside the share, no leading or trailing '/'; may be "" */
     char hostname[64];      /* this machine, in temporary names */
     char base_url[URL_MAX]; /* smb://host/share[/path], encoded */
     char shown[URL_MAX];    /* smb://host[:port]/share[/path], for messages */
@@ -81,7 +80,7 @@ struct smb_conn {
     struct smb *smb;
     struct smblib_ctx *ctx; /* NULL or broken: rebuilt before the next file */
     uint8_t *buf;
-    char made_dir[16]; /* the last date folder known to exist */
+    char made_dir[DEST_REMOTE_MAX]; /* the last folder known to exist */
     /* temporaries an abort could not remove (connection gone): removed after reconnecting */
     char orphans[8][128];
     size_t n_orphans;
@@ -93,8 +92,8 @@ struct smb_file {
     char tmp_url[URL_MAX];
     char tmp_name[128];
     char name[DEST_NAME_MAX + 1]; /* as stored on the share (mapped) */
-    char date_path[16];
-    int64_t mtime_ns; /* the card file's */
+    char folder[DEST_REMOTE_MAX]; /* below the root, mapped as names are; "" none */
+    int64_t mtime_ns;             /* the card file's */
     uint64_t written;
     int card_dir_fd; /* the card, for the sidecars (borrowed) */
     char *card_rel;  /* the file's path on the card */
@@ -548,7 +547,6 @@ static int smb_init(const struct config *cfg, void **ret_priv, char *id, size_t 
         r = error_set(err, -EINVAL, "unraid: a password is set but no username (UNRAID_USERNAME)");
         goto fail;
     }
-    s->organize_by_date = cfg->unraid.organize_by_date;
     if (gethostname(s->hostname, sizeof(s->hostname)) < 0 || !s->hostname[0])
         snprintf(s->hostname, sizeof(s->hostname), "localhost");
     s->hostname[sizeof(s->hostname) - 1] = '\0';
@@ -745,11 +743,44 @@ static void smb_conn_free(void *conn)
     conn_destroy(conn);
 }
 
+static int meta_map(const char *rel, char *out, size_t size);
+
+/* map_name for each component of a folder path ("" stays ""). */
+static int map_folder(const char *in, char *out, size_t size)
+{
+    if (!in[0]) {
+        out[0] = '\0';
+        return 0;
+    }
+    return meta_map(in, out, size);
+}
+
+/* f's name and folder from target and folder, with SMB's own rule on top of the shared check:
+ * the characters Windows forbids and a trailing dot or space are mapped (see the top of this
+ * file), which may make a name too long. */
+static int smb_names(struct smb_file *f, const char *folder, const char *target, struct error *err)
+{
+    if (!dest_name_valid(target))
+        return error_set(err, -EINVAL, "unusable file name");
+    if (map_name(target, f->name, sizeof(f->name)) < 0 ||
+        map_folder(folder, f->folder, sizeof(f->folder)) < 0)
+        return error_set(err, -ENAMETOOLONG,
+                         "name too long for an SMB share once the characters Windows forbids are "
+                         "mapped (more than %d bytes)",
+                         DEST_NAME_MAX);
+    return 0;
+}
+
+static int smb_retarget(void *file, const char *folder, const char *target, struct error *err)
+{
+    return smb_names(file, folder, target, err);
+}
+
 static int smb_open(void *conn, const struct dest_item *item, void **ret_file, struct error *err)
 {
     struct smb_conn *c = conn;
     struct smb *s = c->smb;
-    if (!dest_name_valid(item->name))
+    if (!dest_name_valid(item->target))
         return error_set(err, -EINVAL, "unusable file name");
     struct smb_file *f = calloc(1, sizeof(*f));
     if (!f)
@@ -761,17 +792,9 @@ static int smb_open(void *conn, const struct dest_item *item, void **ret_file, s
         free(f);
         return error_set(err, -ENOMEM, "out of memory");
     }
-    /* SMB's own rule on top of the shared check: the characters Windows forbids and a trailing
-     * dot or space are mapped (see the top of this file), which may make the name too long */
-    int r = map_name(item->name, f->name, sizeof(f->name));
-    if (r < 0) {
-        r = error_set(err, -ENAMETOOLONG,
-                      "name too long for an SMB share once the characters Windows forbids are "
-                      "mapped (more than %d bytes)",
-                      DEST_NAME_MAX);
+    int r = smb_names(f, item->folder, item->target, err);
+    if (r < 0)
         goto fail;
-    }
-    snprintf(f->date_path, sizeof(f->date_path), "%s", s->organize_by_date ? item->date_path : "");
     f->mtime_ns = item->mtime_ns;
     r = conn_revive(c, err);
     if (r < 0)
@@ -873,11 +896,11 @@ static int place(struct smb_file *f, const struct hasher_digest *digest, struct 
     for (unsigned k = 0;; k++) {
         if (k > 9999) {
             r = error_set(err, -EEXIST, "no free name for '%s' in %s/%s", f->name, s->shown,
-                          f->date_path);
+                          f->folder);
             break;
         }
         dest_candidate_name(f->name, k, name, DEST_NAME_MAX + 1);
-        if (url_join(s, url, sizeof(url), f->date_path, name, NULL) < 0) {
+        if (url_join(s, url, sizeof(url), f->folder, name, NULL) < 0) {
             r = error_set(err, -ENAMETOOLONG, "path too long");
             break;
         }
@@ -909,8 +932,8 @@ static int place(struct smb_file *f, const struct hasher_digest *digest, struct 
     }
     pthread_mutex_unlock(&s->place_lock);
     if (r == 0)
-        snprintf(ret->remote, sizeof(ret->remote), "%s/%s%s%s", s->shown, f->date_path,
-                 f->date_path[0] ? "/" : "", name);
+        snprintf(ret->remote, sizeof(ret->remote), "%s/%s%s%s", s->shown, f->folder,
+                 f->folder[0] ? "/" : "", name);
     return r;
 }
 
@@ -964,7 +987,7 @@ static int put_sidecar(struct smb_file *f, const char *rel, const char *final_na
     snprintf(tmp_name, sizeof(tmp_name), "%ld.%u.%s.part", (long)getpid(),
              atomic_fetch_add(&tmp_seq, 1), s->hostname);
     if (sidecar_dest_name(rel, f->card_rel, final_name, name, sizeof(name)) < 0 ||
-        url_join(s, url, sizeof(url), f->date_path, name, NULL) < 0 ||
+        url_join(s, url, sizeof(url), f->folder, name, NULL) < 0 ||
         url_join(s, tmp_url, sizeof(tmp_url), TMP_DIR, tmp_name, NULL) < 0)
         return error_set(err, -ENAMETOOLONG, "the name for the sidecar '%s' is too long", rel);
     int r = sidecar_read(f->card_dir_fd, rel, &buf, &len, &mtime_ns, err);
@@ -1035,8 +1058,8 @@ static int put_sidecar(struct smb_file *f, const char *rel, const char *final_na
     pthread_mutex_unlock(&s->place_lock);
     if (r == 0 && ours) {
         char remote[DEST_REMOTE_MAX];
-        if ((size_t)snprintf(remote, sizeof(remote), "%s/%s%s%s", s->shown, f->date_path,
-                             f->date_path[0] ? "/" : "", name) < sizeof(remote))
+        if ((size_t)snprintf(remote, sizeof(remote), "%s/%s%s%s", s->shown, f->folder,
+                             f->folder[0] ? "/" : "", name) < sizeof(remote))
             r = dest_sidecar_add(ret, remote, buf, len, mtime_ns, err);
     }
 out:
@@ -1083,11 +1106,11 @@ static int smb_finish(void *file, const struct hasher_digest *digest, bool verif
             goto fail;
         }
     }
-    if (f->date_path[0] && strcmp(c->made_dir, f->date_path) != 0) {
-        r = mkdir_p(c, f->date_path, err);
+    if (f->folder[0] && strcmp(c->made_dir, f->folder) != 0) {
+        r = mkdir_p(c, f->folder, err);
         if (r < 0)
             goto fail;
-        snprintf(c->made_dir, sizeof(c->made_dir), "%s", f->date_path);
+        snprintf(c->made_dir, sizeof(c->made_dir), "%s", f->folder);
     }
     char name[DEST_NAME_MAX + 1];
     r = place(f, digest, ret, name, err);
@@ -1577,6 +1600,7 @@ const struct dest_ops dest_smb_ops = {
     .write = smb_write,
     .finish = smb_finish,
     .abort = smb_abort,
+    .retarget = smb_retarget,
     .meta_read = smb_meta_read,
     .meta_list = smb_meta_list,
     .meta_write = smb_meta_write,

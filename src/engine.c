@@ -17,6 +17,7 @@
 #include "engine.h"
 
 #include <errno.h>
+#include <fnmatch.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -55,6 +56,8 @@ struct engine {
     bool card_gone; /* found gone before the pipeline ran */
     struct scan_list *scan;
     size_t *partner; /* of each scan entry, its RAW+JPEG partner or PAIR_NONE (pair.h) */
+    uint64_t *seq;   /* of each scan entry, its {seq} (pair_seq) */
+    size_t earlier;  /* files done whose copies are named by earlier name patterns */
     size_t *todo;    /* indexes into scan->entries still to back up */
     size_t n_todo;
     /* what the session itself decided (the fast path, the precheck) */
@@ -206,6 +209,67 @@ static void report_progress(struct engine *e, enum db_session_status st,
         *ret = p;
 }
 
+/* name without a "_N" a collision gave it ("IMG_0001_2.JPG" -> "IMG_0001.JPG") into out. */
+static void strip_collision(const char *name, char *out, size_t size)
+{
+    const char *dot = strrchr(name, '.');
+    if (!dot || dot == name)
+        dot = name + strlen(name);
+    const char *u = dot;
+    while (u > name && u[-1] >= '0' && u[-1] <= '9')
+        u--;
+    if (u < dot && u - 1 > name && u[-1] == '_')
+        snprintf(out, size, "%.*s%s", (int)(u - 1 - name), name, dot);
+    else
+        snprintf(out, size, "%s", name);
+}
+
+/* True when the copy of se (recorded as f) at remote on destination d cannot have been named by
+ * d's present patterns: it was named under earlier ones and stays there (the copy is found by
+ * its content, not by its name). Only destinations that tell a copy's path below their root
+ * (dest_rel_of) are asked; values the database does not keep (the camera, the session) match
+ * anything (pattern_glob). */
+static bool earlier_pattern(const struct engine *e, size_t d, const struct scan_entry *se,
+                            const struct db_file *f, const char *remote)
+{
+    char rel[DEST_REMOTE_MAX], folder[DEST_REMOTE_MAX], base[DEST_NAME_MAX + 1];
+    char fg[2 * PATTERN_OUT_MAX], ng[2 * PATTERN_OUT_MAX];
+    struct pattern_values v = {.capture_time = f->capture_time,
+                               .name = se->name,
+                               .card = e->card.label,
+                               .md5 = f->md5[0] ? f->md5 : NULL};
+    if (dest_rel_of(e->dests[d], remote, rel, sizeof(rel)) < 0 ||
+        pattern_glob(dest_folder_pattern(e->dests[d]), &v, fg, sizeof(fg)) < 0 ||
+        pattern_glob(dest_file_pattern(e->dests[d]), &v, ng, sizeof(ng)) < 0)
+        return false;
+    const char *slash = strrchr(rel, '/');
+    const char *name = slash ? slash + 1 : rel;
+    snprintf(folder, sizeof(folder), "%.*s", slash ? (int)(slash - rel) : 0, rel);
+    if (fnmatch(fg, folder, FNM_PATHNAME) != 0)
+        return true;
+    strip_collision(name, base, sizeof(base));
+    return fnmatch(ng, name, FNM_PATHNAME) != 0 && fnmatch(ng, base, FNM_PATHNAME) != 0;
+}
+
+/* Counts into e->earlier the done file se (key) when one of its copies is where earlier name
+ * patterns put it. */
+static void count_earlier(struct engine *e, struct db *db, const struct scan_entry *se,
+                          const struct db_file_key *key)
+{
+    struct db_file f;
+    struct error derr;
+    if (db_file_find(db, key, &f, &derr) < 0 || f.duplicate_of > 0)
+        return;
+    for (size_t d = 0; d < e->n_dests; d++) {
+        struct db_copy c;
+        if (db_copy_get(db, f.id, e->dest_ids[d], &c, &derr) == 0 && c.remote[0] &&
+            earlier_pattern(e, d, se, &f, c.remote)) {
+            e->earlier++;
+            return;
+        }
+    }
+}
+
 /* Fast path and the to-do list. In a dry run db may be NULL (no database yet). */
 static int classify(struct engine *e, struct db *db, struct error *err)
 {
@@ -227,6 +291,7 @@ static int classify(struct engine *e, struct db *db, struct error *err)
         }
         e->totals.files_skipped++;
         e->bytes_skipped += se->size;
+        count_earlier(e, db, se, &key);
         if (!e->opt->dry_run) {
             int64_t id = 0;
             int r = db_file_get_or_create(db, &key, &id, NULL, err);
@@ -281,12 +346,12 @@ static int precheck_pass(struct engine *e, struct db *db, struct error *err)
 
     struct dest_item *items = calloc(e->n_todo, sizeof(*items));
     char(*sha1)[41] = calloc(e->n_todo, sizeof(*sha1));
-    char(*dates)[16] = calloc(e->n_todo, sizeof(*dates));
+    struct pattern_values *vals = calloc(e->n_todo, sizeof(*vals));
     int64_t *ids = calloc(e->n_todo, sizeof(*ids));
     size_t *pos = calloc(e->n_todo, sizeof(*pos));
     struct dest_precheck *res = calloc(e->n_todo, sizeof(*res));
     int r = 0;
-    if (!items || !sha1 || !dates || !ids || !pos || !res) {
+    if (!items || !sha1 || !vals || !ids || !pos || !res) {
         r = error_set(err, -ENOMEM, "out of memory");
         goto out;
     }
@@ -304,13 +369,17 @@ static int precheck_pass(struct engine *e, struct db *db, struct error *err)
         /* the capture time is known from the read that produced the hash */
         int64_t capture =
             f.capture_time > 0 ? f.capture_time : media_floating_time(se->mtime_ns / 1000000000);
-        media_date_path(capture, dates[n], sizeof(dates[n]));
+        vals[n] = (struct pattern_values){.capture_time = capture,
+                                          .name = se->name,
+                                          .card = e->card.label,
+                                          .session = e->session_id,
+                                          .seq = e->seq[e->todo[k]]};
         items[n] = (struct dest_item){.rel_path = se->rel_path,
                                       .name = se->name,
                                       .size = se->size,
                                       .mtime_ns = se->mtime_ns,
                                       .capture_time = capture,
-                                      .date_path = dates[n],
+                                      .values = &vals[n],
                                       .kind = f.kind,
                                       .sha1_known = sha1[n],
                                       .card_dir_fd = -1};
@@ -360,7 +429,7 @@ static int precheck_pass(struct engine *e, struct db *db, struct error *err)
 out:
     free(items);
     free(sha1);
-    free(dates);
+    free(vals);
     free(ids);
     free(pos);
     free(res);
@@ -447,6 +516,8 @@ static int run_pipeline(struct engine *e, struct db *db, struct error *err)
         .health = e->health,
         .scan = e->scan,
         .partner = e->partner,
+        .seq = e->seq,
+        .card_label = e->card.label,
         .todo = e->todo,
         .n_todo = e->n_todo,
         .cancel = e->opt->cancel,
@@ -533,6 +604,8 @@ struct dry {
     struct sidecar_set sidecars; /* of the file being looked at */
     char **carried;              /* every sidecar found, strdup'd; sorted once the list is done */
     size_t n_carried, cap_carried;
+    struct media_info mi;         /* of the file being looked at */
+    struct pattern_values values; /* of the file being looked at (into mi) */
 };
 
 const char *engine_verdict_to_string(enum engine_verdict v)
@@ -552,21 +625,44 @@ const char *engine_verdict_to_string(enum engine_verdict v)
     return "unknown";
 }
 
-/* The date folder as the pipeline will choose it: the capture date from the metadata (recorded
- * when an earlier read hashed it, else read: media_probe reads a few KB), else the one of its
- * RAW+JPEG partner (pair.h), else the modification time. */
-static void dry_date(struct dry *x, const struct scan_entry *se, int64_t recorded,
-                     struct engine_dry_file *f)
+/* The pattern values (pattern.h) as the pipeline will fill them, into x->values: the capture
+ * date from the metadata (recorded when an earlier read hashed it, else read: media_probe reads
+ * a few KB), else the one of its RAW+JPEG partner (pair.h), else the modification time; the
+ * camera from the metadata, a pair's missing fields from its partner; md5 when an earlier read
+ * recorded it. */
+static void dry_values(struct dry *x, const struct scan_entry *se, const struct db_file *known,
+                       struct engine_dry_file *f)
 {
     struct engine *e = x->e;
-    int64_t capture = recorded > 0 ? recorded : pair_probe(x->root_fd, se);
-    size_t partner = e->partner[se - e->scan->entries];
+    size_t idx = (size_t)(se - e->scan->entries);
+    size_t partner = e->partner[idx];
+    pair_probe_info(x->root_fd, se, &x->mi);
+    int64_t capture = known->capture_time > 0  ? known->capture_time
+                      : x->mi.capture_time > 0 ? x->mi.capture_time
+                                               : 0;
     if (capture <= 0 && partner != PAIR_NONE)
         capture = pair_partner_capture(x->db, e->card_id, x->root_fd, &e->scan->entries[partner]);
     f->date_from_metadata = capture > 0;
     if (!capture)
         capture = media_floating_time(se->mtime_ns / 1000000000);
+    if (partner != PAIR_NONE && pair_camera_missing(&x->mi)) {
+        struct media_info pm;
+        pair_probe_info(x->root_fd, &e->scan->entries[partner], &pm);
+        pair_share_camera(&x->mi, &pm);
+    }
     media_date_path(capture, f->date_path, sizeof(f->date_path));
+    x->values = (struct pattern_values){
+        .capture_time = capture,
+        .name = se->name,
+        .make = x->mi.make,
+        .model = x->mi.model,
+        .lens = x->mi.lens,
+        .serial = x->mi.serial,
+        .card = e->card.label,
+        .session = e->session_id,
+        .seq = e->seq[idx],
+        .md5 = known->md5[0] ? known->md5 : NULL,
+    };
 }
 
 /* The copy of file_id the database records as completed at destination d, if any. */
@@ -654,16 +750,17 @@ static int dry_file(struct dry *x, const struct scan_entry *se, struct engine_dr
     struct db_file of;
     if (original > 0 && db_file_get(x->db, original, &of, NULL) == 0)
         snprintf(f->duplicate_of, sizeof(f->duplicate_of), "%s", of.rel_path);
-    dry_date(x, se, known.capture_time, f);
+    dry_values(x, se, &known, f);
     for (size_t d = 0; d < e->n_dests; d++) {
         struct engine_dry_target *t = &f->targets[d];
         if (dry_recorded(x, known.id, d, t) ||
             (f->verdict == ENGINE_VERDICT_DUPLICATE && dry_recorded(x, original, d, t)))
             continue;
         struct dest_target dt;
-        dest_target(e->dests[d], f->date_path, se->rel_path, se->name, &x->sidecars, &dt);
+        dest_target(e->dests[d], &x->values, se->rel_path, &x->sidecars, &dt);
         snprintf(t->where, sizeof(t->where), "%s", dt.where);
         t->taken = dt.taken;
+        snprintf(t->problem, sizeof(t->problem), "%s", dt.problem);
         if (f->verdict == ENGINE_VERDICT_NEW) {
             t->n_sidecars = dt.n_sidecars;
             memcpy(t->sidecars, dt.sidecars, dt.n_sidecars * sizeof(dt.sidecars[0]));
@@ -739,6 +836,8 @@ static int dry_run(struct engine *e, struct error *err)
         goto out;
     record_scan_problems(e, NULL);
     r = pair_index(e->scan, &e->partner, err);
+    if (r == 0)
+        r = pair_seq(e->scan, e->partner, &e->seq, err);
     if (r < 0)
         goto out;
     e->totals.files_total = (int64_t)e->scan->n;
@@ -868,6 +967,8 @@ int engine_backup(const struct config *cfg, const char *path, const struct engin
         goto end_session;
     record_scan_problems(&e, db);
     r = pair_index(e.scan, &e.partner, err);
+    if (r == 0)
+        r = pair_seq(e.scan, e.partner, &e.seq, err);
     if (r < 0)
         goto end_session;
     e.totals.files_total = (int64_t)e.scan->n;
@@ -885,6 +986,10 @@ int engine_backup(const struct config *cfg, const char *path, const struct engin
     report_progress(&e, DB_SESSION_BACKING_UP, NULL);
     log_info("%zu files (%.1f MB), %lld already backed up, %zu to back up", e.scan->n,
              (double)e.scan->bytes / 1e6, (long long)e.totals.files_skipped, e.n_todo);
+    if (e.earlier > 0)
+        log_info("%zu files are already backed up under an earlier folder_pattern or "
+                 "file_pattern; they stay where they are and are not copied again",
+                 e.earlier);
 
     if (e.n_todo > 0)
         r = run_pipeline(&e, db, err);
@@ -934,6 +1039,7 @@ out:
     health_free(e.health);
     scan_list_free(e.scan);
     free(e.partner);
+    free(e.seq);
     free(e.todo);
     dest_free_all(e.dests, e.n_dests);
     db_close(db);

@@ -53,6 +53,7 @@ struct engine_dry_target {
     char where[DEST_REMOTE_MAX]; /* the path it would get (or has), or the destination */
     bool recorded;               /* where the database says a copy already is */
     bool taken;                  /* the name is taken there: the copy may get a name "_N" */
+    char problem[256];           /* why the name patterns give the file no path there; "" */
     size_t n_sidecars;           /* NEW files: where the sidecars this destination carries go
                                   * (their "of" indexes engine_dry_file.sidecars); else 0 */
     struct dest_target_sidecar sidecars[DEST_SIDECARS_MAX];

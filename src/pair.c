@@ -89,18 +89,68 @@ int pair_index(const struct scan_list *l, size_t **ret_partner, struct error *er
     return 0;
 }
 
-int64_t pair_probe(int card_dir_fd, const struct scan_entry *se)
+int pair_probe_fd(int fd, const struct scan_entry *se, struct media_info *ret)
+{
+    struct error merr;
+    memset(ret, 0, sizeof(*ret));
+    int r = media_probe_fd(fd, se->size, se->ext, ret, &merr);
+    if (r != 0 && r != -ENODATA) {
+        memset(ret, 0, sizeof(*ret));
+        return r;
+    }
+    if (r != 0)
+        ret->capture_time = 0;
+    char *text[] = {ret->make, ret->model, ret->lens, ret->serial};
+    for (size_t i = 0; i < sizeof(text) / sizeof(text[0]); i++)
+        text[i][MEDIA_TEXT_MAX - 1] = '\0';
+    return r;
+}
+
+int pair_probe_info(int card_dir_fd, const struct scan_entry *se, struct media_info *ret)
 {
     int fd = scanner_open_beneath(card_dir_fd, se->rel_path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    struct media_info mi;
-    struct error merr;
-    int64_t t = 0;
-    if (media_probe_fd(fd, se->size, se->ext, &mi, &merr) == 0 && mi.capture_time > 0)
-        t = mi.capture_time;
+    if (fd < 0) {
+        memset(ret, 0, sizeof(*ret));
+        return fd;
+    }
+    int r = pair_probe_fd(fd, se, ret);
     close(fd);
-    return t;
+    return r;
+}
+
+int64_t pair_probe(int card_dir_fd, const struct scan_entry *se)
+{
+    struct media_info mi;
+    return pair_probe_info(card_dir_fd, se, &mi) == 0 && mi.capture_time > 0 ? mi.capture_time : 0;
+}
+
+void pair_share_camera(struct media_info *mi, const struct media_info *partner)
+{
+    char *mine[] = {mi->make, mi->model, mi->lens, mi->serial};
+    const char *theirs[] = {partner->make, partner->model, partner->lens, partner->serial};
+    for (size_t i = 0; i < sizeof(mine) / sizeof(mine[0]); i++)
+        if (!mine[i][0])
+            memcpy(mine[i], theirs[i], MEDIA_TEXT_MAX);
+}
+
+bool pair_camera_missing(const struct media_info *mi)
+{
+    return !mi->make[0] || !mi->model[0] || !mi->lens[0] || !mi->serial[0];
+}
+
+int pair_seq(const struct scan_list *l, const size_t *partner, uint64_t **ret_seq,
+             struct error *err)
+{
+    uint64_t *seq = calloc(l->n ? l->n : 1, sizeof(*seq));
+    if (!seq)
+        return error_set(err, -ENOMEM, "out of memory");
+    uint64_t next = 1;
+    for (size_t i = 0; i < l->n; i++) {
+        size_t p = partner ? partner[i] : PAIR_NONE;
+        seq[i] = p != PAIR_NONE && p < i ? seq[p] : next++;
+    }
+    *ret_seq = seq;
+    return 0;
 }
 
 int64_t pair_partner_capture(struct db *db, int64_t card_id, int card_dir_fd,

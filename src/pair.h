@@ -23,6 +23,7 @@
 
 #include "db.h"
 #include "error.h"
+#include "media.h"
 #include "scanner.h"
 
 #define PAIR_NONE SIZE_MAX /* an entry of no pair */
@@ -41,6 +42,27 @@ int pair_index(const struct scan_list *l, size_t **ret_partner, struct error *er
  * read with media_probe_fd (at most MEDIA_PROBE_MAX_BYTES, the file's head in practice); 0 when
  * it has none or cannot be opened or read. */
 int64_t pair_probe(int card_dir_fd, const struct scan_entry *se);
+
+/* The metadata of the card file se, open as fd (media_probe_fd): *ret is always written, all
+ * zero when the probe failed; with -ENODATA (no capture date) capture_time 0 and the rest as the
+ * probe found it (make, model, lens, serial: "" when absent). Returns media_probe's result. */
+int pair_probe_fd(int fd, const struct scan_entry *se, struct media_info *ret);
+
+/* pair_probe_fd on the card file se below card_dir_fd; also the open's negative errno. */
+int pair_probe_info(int card_dir_fd, const struct scan_entry *se, struct media_info *ret);
+
+/* A pair shares its metadata for the name patterns (pattern.h): each of mi's make, model, lens
+ * and serial that is empty is taken from partner's. */
+void pair_share_camera(struct media_info *mi, const struct media_info *partner);
+
+/* True when one of mi's make, model, lens, serial is empty (its partner may have it). */
+bool pair_camera_missing(const struct media_info *mi);
+
+/* The {seq} of each entry of l (pattern.h): numbers from 1 in l's order (the session's file
+ * list), the second file of a pair (partner, pair_index's; NULL: no pairs) taking the first's.
+ * *ret_seq (l->n numbers, malloc'd, non-NULL) is the caller's. Errors: -ENOMEM. */
+int pair_seq(const struct scan_list *l, const size_t *partner, uint64_t **ret_seq,
+             struct error *err);
 
 /* The capture time of the file partner (the other file of a pair) from its own metadata: the one
  * db records for this version of it (recorded by the read that hashed it, in this or an earlier

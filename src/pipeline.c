@@ -118,7 +118,9 @@ struct worker {
     bool verify;
     struct hasher_digest digest;
     struct dest_item item;
-    int64_t file_id; /* of item */
+    struct media_info mi;         /* item's metadata (item.values point into it) */
+    struct pattern_values values; /* item's */
+    int64_t file_id;              /* of item */
     struct lane lanes[DEST_MAX];
 };
 
@@ -412,7 +414,6 @@ static int stream_file(struct worker *w, const struct scan_entry *se, int64_t fi
 {
     struct pipeline *p = w->p;
     int r = 0, fd = -1;
-    char date_path[16];
     *ret_dup = 0;
 
     *ret_job = 0;
@@ -434,25 +435,25 @@ static int stream_file(struct worker *w, const struct scan_entry *se, int64_t fi
     }
     (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
-    struct media_info mi;
-    struct error merr;
     int64_t own = 0; /* the capture time the file itself says: the one the database records */
     int64_t capture; /* the one its date folder is chosen by */
     const char *kind;
     int32_t utc_offset = 0;
     bool has_offset = false;
-    if (media_probe_fd(fd, se->size, se->ext, &mi, &merr) == 0 && mi.capture_time > 0) {
-        capture = own = mi.capture_time;
-        kind = media_kind_to_string(mi.kind);
-        utc_offset = mi.utc_offset;
-        has_offset = mi.has_offset;
+    size_t entry = (size_t)(se - p->env.scan->entries);
+    size_t partner = p->env.partner ? p->env.partner[entry] : PAIR_NONE;
+    struct media_info *mi = &w->mi; /* the lanes are done with the previous file's */
+    if (pair_probe_fd(fd, se, mi) == 0 && mi->capture_time > 0) {
+        capture = own = mi->capture_time;
+        kind = media_kind_to_string(mi->kind);
+        utc_offset = mi->utc_offset;
+        has_offset = mi->has_offset;
     } else {
         /* A RAW+JPEG pair shares the date the other one has (pair.h). Its partner's date is read
          * here, before this file is routed, from the database (when a read of it in this or an
          * earlier session recorded one) or from its head on the card: whichever of the two is
          * read first, by whichever worker, both find the same date without waiting for each
          * other; the cost is one small read for a dateless file that has a partner. */
-        size_t partner = p->env.partner ? p->env.partner[se - p->env.scan->entries] : PAIR_NONE;
         capture = partner == PAIR_NONE ? 0
                                        : pair_partner_capture(w->db, p->env.card_id, w->src_dir_fd,
                                                               &p->env.scan->entries[partner]);
@@ -460,7 +461,23 @@ static int stream_file(struct worker *w, const struct scan_entry *se, int64_t fi
             capture = media_floating_time(se->mtime_ns / 1000000000);
         kind = media_kind_to_string(media_kind_from_ext(se->ext));
     }
-    media_date_path(capture, date_path, sizeof(date_path));
+    /* and its camera, for the name patterns: the same small read of the partner's head */
+    if (partner != PAIR_NONE && pair_camera_missing(mi)) {
+        struct media_info pm;
+        pair_probe_info(w->src_dir_fd, &p->env.scan->entries[partner], &pm);
+        pair_share_camera(mi, &pm);
+    }
+    w->values = (struct pattern_values){
+        .capture_time = capture,
+        .name = se->name,
+        .make = mi->make,
+        .model = mi->model,
+        .lens = mi->lens,
+        .serial = mi->serial,
+        .card = p->env.card_label,
+        .session = p->env.session_id,
+        .seq = p->env.seq ? p->env.seq[entry] : entry + 1,
+    };
     char sidecar[SCANNER_MAX_PATH];
     const char *sidecar_rel = find_sidecar(w->src_dir_fd, se->rel_path, sidecar, sizeof(sidecar));
 
@@ -481,7 +498,7 @@ static int stream_file(struct worker *w, const struct scan_entry *se, int64_t fi
         .capture_time = capture,
         .utc_offset = utc_offset,
         .has_offset = has_offset,
-        .date_path = date_path,
+        .values = &w->values,
         .kind = kind,
         .sha1_known = sha1_known ? sha1_known : "",
         .sidecar_rel = sidecar_rel,

@@ -46,8 +46,10 @@ struct pipeline_env {
     size_t n_dests; /* 1..DEST_MAX */
     struct health *health;
     const struct scan_list *scan;
-    const size_t *partner; /* of each scan entry, its RAW+JPEG partner or PAIR_NONE (pair.h) */
-    const size_t *todo;    /* indexes into scan->entries, backed up in this order */
+    const size_t *partner;  /* of each scan entry, its RAW+JPEG partner or PAIR_NONE (pair.h) */
+    const uint64_t *seq;    /* of each scan entry, its {seq} (pair_seq); NULL: its index + 1 */
+    const char *card_label; /* {card} (pattern.h); "" none */
+    const size_t *todo;     /* indexes into scan->entries, backed up in this order */
     size_t n_todo;
     const atomic_bool *cancel; /* may be NULL */
 };

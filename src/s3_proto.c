@@ -74,8 +74,7 @@ static bool child_text(xmlNodePtr parent, const char *name, char *out, size_t si
     return ok;
 }
 
-int s3_object_key(const char *prefix, const char *date_path, const char *name, char *out,
-                  size_t size)
+int s3_object_key(const char *prefix, const char *folder, const char *name, char *out, size_t size)
 {
     if (!name || !name[0] || strchr(name, '/'))
         return -EINVAL;
@@ -95,7 +94,7 @@ int s3_object_key(const char *prefix, const char *date_path, const char *name, c
             return -EINVAL;
         i = j + 1;
     }
-    const char *d = date_path ? date_path : "";
+    const char *d = folder ? folder : "";
     int n = snprintf(out, size, "%.*s%s%s%s%s", (int)plen, p, plen ? "/" : "", d, d[0] ? "/" : "",
                      name);
     if (n < 0 || (size_t)n >= size || n > S3_KEY_MAX)

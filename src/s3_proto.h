@@ -25,12 +25,11 @@
 
 /*
  * The object key of a file: prefix (leading and trailing '/' dropped, "" for none), then
- * date_path ("YYYY/MM/DD", NULL or "" for none), then name, joined by '/'. 0, or -EINVAL (name
- * empty or holding '/'; prefix holding "//", "." or ".." components), -ENAMETOOLONG (more than
- * S3_KEY_MAX bytes or size).
+ * folder (from the folder pattern, "YYYY/MM/DD"; NULL or "" for none), then name, joined by '/'. 0,
+ * or -EINVAL (name empty or holding '/'; prefix holding "//", "." or ".." components),
+ * -ENAMETOOLONG (more than S3_KEY_MAX bytes or size).
  */
-int s3_object_key(const char *prefix, const char *date_path, const char *name, char *out,
-                  size_t size);
+int s3_object_key(const char *prefix, const char *folder, const char *name, char *out, size_t size);
 
 /* key percent-encoded for a URL path and SigV4's canonical URI: every byte but A-Z a-z 0-9
  * '-' '.' '_' '~' and '/' as %XX. 0, or -ENAMETOOLONG when it does not fit in size. */

@@ -373,6 +373,18 @@ class ImmichBase:
         self.assertEqual(len(names), 2)
         self.assertTrue(names[1].startswith("SnapSync card "), names)
 
+    def test_album_pattern_names_an_album_per_file(self):
+        """immich.album_pattern (docs/patterns.md): one album per distinct name, instead of
+        album_mode; the destinations with paths are not changed by it."""
+        make_photo(f"{self.card}/DCIM/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        make_photo(f"{self.card}/DCIM/IMG_0002.JPG", self.dir, "2023:07:14 19:00:00")
+        make_photo(f"{self.card}/DCIM/IMG_0003.JPG", self.dir, "2024:01:02 03:04:05")
+        self.configure(immich='  album_mode: fixed\n  album: ignored\n'
+                              '  album_pattern: "{year} {card} {model|nocamera}"\n')
+        self.assertEqual(self.backup()["files_copied"], 3)
+        albums = {a["name"]: len(a["assets"]) for a in self.server.state()["albums"]}
+        self.assertEqual(albums, {"2023 card nocamera": 2, "2024 card nocamera": 1})
+
     def test_streams_a_large_file_with_bounded_memory(self):
         path = f"{self.card}/DCIM/LONG.MP4"
         os.makedirs(os.path.dirname(path))

@@ -100,6 +100,21 @@ class RcloneLocalTest(SnapsyncTest):
         self.assertEqual(self.backup()["files_copied"], 2)
         self.assertEqual(self.photos(), ["IMG_0001.JPG", "IMG_0002.JPG"])
 
+    def test_md5_in_the_name_is_chosen_at_the_end(self):
+        """{md5} (docs/patterns.md): known only once the file is read; rclone picks the final
+        name when the upload is done, so it takes it (S3 does not)."""
+        expect = self.make_card()
+        with open(self.config, "a") as f:
+            f.write('  folder_pattern: "{year}/{md5:2}"\n  file_pattern: "{name}_{md5:8}{ext}"\n')
+        self.assertEqual(self.backup()["files_copied"], 2)
+        want = []
+        for card_rel in expect.values():
+            digest = md5(f"{self.card}/{card_rel}")
+            name = os.path.basename(card_rel).replace(".JPG", f"_{digest[:8]}.JPG")
+            want.append(f"2023/{digest[:2]}/{name}")
+        self.assertEqual(self.photos(), sorted(want))
+        self.assertEqual(self.remote_temporaries(), [])
+
     def test_other_content_under_the_name_gets_1_same_content_is_found(self):
         expect = self.make_card()
         os.makedirs(f"{self.remote_dir}/photos/2023/07/14")

@@ -575,6 +575,26 @@ unraid:
             self.assertEqual(md5(os.path.join(self.root(), c)),
                              md5(f"{self.card}/DCIM/{os.path.basename(c)}"))
 
+    def test_folder_pattern_names_are_mapped_and_md5_picked_at_the_end(self):
+        """A folder from a pattern (docs/patterns.md) with characters Windows forbids (a camera
+        model may hold them; here a default) is mapped like a file name; {md5} in the name is
+        chosen when the copy is put in place."""
+        photo = f"{self.card}/DCIM/IMG_0001.JPG"
+        make_photo(photo, self.dir, "2020:05:06 07:08:09")
+        self.smb_config(backup="  max_retries: 1\n  destination_wait: 0\n"
+                        '  folder_pattern: "{year}/{model|EOS:R6?} x."\n'
+                        '  file_pattern: "{name}_{md5:6}{ext}"\n')
+        r = self.backup()
+        self.assertEqual(r["files_copied"], 1, r)
+        digest = md5(photo)
+        want = f"2020/{sfm_map('EOS:R6? x.')}/IMG_0001_{digest[:6]}.JPG"
+        self.assertEqual(self.share_files(), [want])
+        self.assertEqual(md5(os.path.join(self.root(), want)), digest)
+        con = sqlite3.connect(self.db)
+        (remote,) = con.execute("select remote from copies").fetchone()
+        con.close()
+        self.assertTrue(remote.endswith(f"/IMG_0001_{digest[:6]}.JPG"), remote)
+
     def test_names_windows_forbids_are_mapped_reversibly(self):
         names = ["a:b.JPG", "what?.JPG", "star*.JPG", 'q"uote.JPG', "pi|pe.JPG", "lt<gt>.JPG",
                  "back\\slash.JPG", "new\nline.JPG", "percent%41.JPG", "hash#&amp;.JPG",

@@ -801,6 +801,84 @@ static void test_errors_validation(void **state)
     config_free(cfg);
 }
 
+/* backup.folder_pattern / file_pattern, the sections' own, organize_by_date false, and the
+ * errors at load with file:line and the pattern's column. */
+static void test_patterns(void **state)
+{
+    (void)state;
+    const char *folder, *file;
+    struct config *cfg = parse_ok("");
+    assert_string_equal(cfg->backup.folder_pattern, "{year}/{month}/{day}");
+    assert_string_equal(cfg->backup.file_pattern, "{name}{ext}");
+    assert_string_equal(cfg->immich.album_pattern, "");
+    config_dest_patterns(cfg, "local", &folder, &file);
+    assert_string_equal(folder, "{year}/{month}/{day}");
+    assert_string_equal(file, "{name}{ext}");
+    config_free(cfg);
+
+    cfg = parse_ok("backup:\n  folder_pattern: \"{year}/{model|nocamera}\"\n"
+                   "  file_pattern: \"{date}_{seq:4}{EXT}\"\n"
+                   "unraid:\n  organize_by_date: false\n"
+                   "local:\n  organize_by_date: false\n  folder_pattern: \"{card}\"\n"
+                   "rclone:\n  file_pattern: \"{md5:8}{ext}\"\n"
+                   "immich:\n  album_pattern: \"{year} {card}\"\n");
+    config_dest_patterns(cfg, "unraid", &folder, &file); /* organize_by_date false: none */
+    assert_string_equal(folder, "");
+    assert_string_equal(file, "{date}_{seq:4}{EXT}");
+    config_dest_patterns(cfg, "local", &folder, &file); /* its own pattern wins */
+    assert_string_equal(folder, "{card}");
+    config_dest_patterns(cfg, "s3", &folder, &file);
+    assert_string_equal(folder, "{year}/{model|nocamera}");
+    config_dest_patterns(cfg, "rclone", &folder, &file);
+    assert_string_equal(file, "{md5:8}{ext}");
+    assert_string_equal(cfg->immich.album_pattern, "{year} {card}");
+    config_free(cfg);
+
+    cfg = parse_ok("backup:\n  folder_pattern: \"\"\n");
+    config_dest_patterns(cfg, "local", &folder, &file);
+    assert_string_equal(folder, "");
+    config_free(cfg);
+
+    parse_fails("backup:\n  folder_pattern: \"{year}/{mnth}\"\n",
+                "config.yaml:2: backup.folder_pattern: pattern '{year}/{mnth}': column 8: unknown "
+                "token '{mnth}'");
+    parse_fails("local:\n  enabled: false\n  folder_pattern: \"{year\"\n",
+                "config.yaml:3: local.folder_pattern: pattern '{year': column 1: '{' without '}'");
+    parse_fails("unraid:\n  file_pattern: \"{seq:x}\"\n",
+                "config.yaml:2: unraid.file_pattern: pattern '{seq:x}': column 5: bad width in "
+                "'{seq:x}' (a number from 1 to 9)");
+    parse_fails("backup:\n  folder_pattern: \"{year}/../x\"\n",
+                "config.yaml:2: backup.folder_pattern: pattern '{year}/../x': column 8: '..' is "
+                "not allowed (it could name a parent folder)");
+    parse_fails("backup:\n  folder_pattern: /srv/{year}\n",
+                "config.yaml:2: backup.folder_pattern: pattern '/srv/{year}': column 1: absolute "
+                "path (a folder pattern is relative to the destination)");
+    parse_fails("backup:\n  file_pattern: \"\"\n",
+                "config.yaml:2: backup.file_pattern: must not be empty");
+    parse_fails("backup:\n  file_pattern: \"{year}/{name}\"\n",
+                "config.yaml:2: backup.file_pattern: pattern '{year}/{name}': column 7: a file "
+                "pattern cannot hold '/' (folders belong in folder_pattern)");
+    parse_fails("immich:\n  album_pattern: \"{md5}\"\n",
+                "config.yaml:2: immich.album_pattern: pattern '{md5}': {md5} cannot name an "
+                "album (it is chosen before the content is read)");
+    /* S3 picks a key before the content is read: {md5} is refused there, from its own key or
+     * from backup's */
+    const char *s3 = "s3:\n  enabled: true\n  endpoint: http://minio:9000\n  bucket: b\n"
+                     "  access_key_id: k\n  secret_access_key: s\n";
+    char yaml[512];
+    snprintf(yaml, sizeof(yaml), "%s  file_pattern: \"{name}_{md5:8}{ext}\"\n", s3);
+    parse_fails(yaml, "config.yaml:7: s3.file_pattern: {md5} cannot be used for s3: an object's "
+                      "key is chosen before its content is read (a large file's multipart upload "
+                      "starts first); set s3.file_pattern without it");
+    snprintf(yaml, sizeof(yaml), "backup:\n  folder_pattern: \"{md5:2}\"\n%s", s3);
+    parse_fails(yaml, "config.yaml:2: backup.folder_pattern: {md5} cannot be used for s3: an "
+                      "object's key is chosen before its content is read (a large file's "
+                      "multipart upload starts first); set s3.folder_pattern without it");
+    snprintf(yaml, sizeof(yaml),
+             "backup:\n  folder_pattern: \"{md5:2}\"\n%s  folder_pattern: \"{year}\"\n", s3);
+    config_free(parse_ok(yaml)); /* s3's own pattern overrides backup's */
+}
+
 /* unraid and local: file_mode, dir_mode, owner, group. Modes are octal; owner and group are a
  * name (resolved at load) or a number; with protocol smb they are refused unless left as the
  * defaults, because the server decides. */
@@ -1573,13 +1651,14 @@ int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(test_default),          T(test_empty_documents), T(test_template_round_trip),
-        T(test_values),           T(test_scrub_secrets),   T(test_print_masked_round_trip),
-        T(test_errors_structure), T(test_errors_values),   T(test_errors_validation),
-        T(test_copy_permissions), T(test_sizes),           T(test_numbers),
-        T(test_hostile),          T(test_dotenv_syntax),   T(test_precedence),
-        T(test_permissions),      T(test_paths),           T(test_search_order),
-        T(test_notify_values),    T(test_notify_errors),   T(test_notify_secrets),
+        T(test_default),          T(test_empty_documents),  T(test_template_round_trip),
+        T(test_values),           T(test_scrub_secrets),    T(test_print_masked_round_trip),
+        T(test_errors_structure), T(test_errors_values),    T(test_errors_validation),
+        T(test_patterns),         T(test_copy_permissions), T(test_sizes),
+        T(test_numbers),          T(test_hostile),          T(test_dotenv_syntax),
+        T(test_precedence),       T(test_permissions),      T(test_paths),
+        T(test_search_order),     T(test_notify_values),    T(test_notify_errors),
+        T(test_notify_secrets),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }

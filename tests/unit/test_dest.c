@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -73,6 +74,14 @@ static void digest_of(const char *data, size_t len, struct hasher_digest *d)
     hasher_free(h);
 }
 
+/* The floating capture time of midnight of date_path ("YYYY/MM/DD"). */
+static int64_t day_of(const char *date_path)
+{
+    struct tm tm = {0};
+    assert_non_null(strptime(date_path, "%Y/%m/%d", &tm));
+    return (int64_t)timegm(&tm);
+}
+
 /* Copies data as `name` dated date_path; returns the finish result. */
 static int copy(struct fixture *f, const char *name, const char *date_path, const char *data,
                 struct dest_result *res, struct error *err)
@@ -80,7 +89,7 @@ static int copy(struct fixture *f, const char *name, const char *date_path, cons
     struct dest_item item = {.rel_path = name,
                              .name = name,
                              .size = strlen(data),
-                             .date_path = date_path,
+                             .capture_time = day_of(date_path),
                              .kind = "photo",
                              .sha1_known = "",
                              .card_dir_fd = -1};
@@ -198,7 +207,7 @@ static void test_abort_and_verify_failure_leave_nothing(void **state)
     struct dest_item item = {.rel_path = "A.JPG",
                              .name = "A.JPG",
                              .size = 5,
-                             .date_path = "2021/02/03",
+                             .capture_time = day_of("2021/02/03"),
                              .sha1_known = "",
                              .card_dir_fd = -1};
     struct dest_file *file = NULL;
@@ -259,7 +268,7 @@ static void test_verify_compares_xxh128(void **state)
     struct dest_item item = {.rel_path = "B.JPG",
                              .name = "B.JPG",
                              .size = sizeof(data) - 1,
-                             .date_path = "2021/02/04",
+                             .capture_time = day_of("2021/02/04"),
                              .sha1_known = "",
                              .card_dir_fd = -1};
     struct hasher_digest d;

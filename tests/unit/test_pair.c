@@ -95,6 +95,53 @@ static void test_pairs_by_folder_and_name_ignoring_case(void **state)
     list_free(l);
 }
 
+/* {seq}: the list's order from 1, a pair's second file taking its first's number. */
+static void test_seq_shared_by_a_pair(void **state)
+{
+    (void)state;
+    static const char *const paths[] = {"A/IMG_0001.CR3", "A/IMG_0001.JPG", "A/IMG_0002.JPG",
+                                        "A/dsc_0003.nef", "A/MVI_0004.MP4", "B/DSC_0003.JPG",
+                                        "B/DSC_0003.NEF"};
+    size_t n = sizeof(paths) / sizeof(paths[0]);
+    struct scan_list *l = list_of(paths, n);
+    size_t *partner = NULL;
+    uint64_t *seq = NULL;
+    struct error err;
+    assert_int_equal(pair_index(l, &partner, &err), 0);
+    assert_int_equal(pair_seq(l, partner, &seq, &err), 0);
+    uint64_t want[] = {1, 1, 2, 3, 4, 5, 5};
+    for (size_t i = 0; i < n; i++)
+        if (seq[i] != want[i])
+            fail_msg("%s: seq %llu, wanted %llu", paths[i], (unsigned long long)seq[i],
+                     (unsigned long long)want[i]);
+    free(seq);
+    assert_int_equal(pair_seq(l, NULL, &seq, &err), 0); /* no pairs: 1..n */
+    assert_int_equal(seq[6], 7);
+    free(seq);
+    free(partner);
+    list_free(l);
+}
+
+/* A pair shares its camera: each empty field is taken from the partner, the others kept. */
+static void test_share_camera(void **state)
+{
+    (void)state;
+    struct media_info jpg = {0}, raw = {0};
+    snprintf(jpg.model, sizeof(jpg.model), "EOS R6 (from the JPEG)");
+    snprintf(raw.make, sizeof(raw.make), "Canon");
+    snprintf(raw.model, sizeof(raw.model), "Canon EOS R6");
+    snprintf(raw.lens, sizeof(raw.lens), "RF24-105mm");
+    assert_true(pair_camera_missing(&jpg));
+    pair_share_camera(&jpg, &raw);
+    assert_string_equal(jpg.make, "Canon");
+    assert_string_equal(jpg.model, "EOS R6 (from the JPEG)");
+    assert_string_equal(jpg.lens, "RF24-105mm");
+    assert_string_equal(jpg.serial, "");
+    assert_true(pair_camera_missing(&jpg));
+    snprintf(jpg.serial, sizeof(jpg.serial), "1");
+    assert_false(pair_camera_missing(&jpg));
+}
+
 static void test_extension_sets(void **state)
 {
     (void)state;
@@ -160,6 +207,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pairs_by_folder_and_name_ignoring_case),
         cmocka_unit_test(test_extension_sets),
+        cmocka_unit_test(test_seq_shared_by_a_pair),
+        cmocka_unit_test(test_share_camera),
         cmocka_unit_test(test_partner_capture_recorded_then_probed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
