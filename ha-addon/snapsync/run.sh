@@ -66,7 +66,8 @@ umask 077
       immich: {
         enabled: o("immich_enabled"; false),
         url: o("immich_url"; ""),
-        album_mode: o("immich_album_mode"; "auto")
+        album_mode: o("immich_album_mode"; "auto"),
+        album_pattern: o("immich_album_pattern"; "")
       },
       mqtt: (
         if o("mqtt_enabled"; false) and (o("mqtt_broker"; "") != "") then
@@ -74,7 +75,10 @@ umask 077
         elif o("mqtt_enabled"; false) and $mqtt != null and $mqtt.host != null then
           {enabled: true, broker: $mqtt.host, port: ($mqtt.port // 1883), tls: ($mqtt.ssl // false)}
         else {enabled: false} end),
-      backup: {verify_checksums: o("verify_checksums"; true)}
+      # an empty pattern option: the built-in default ({year}/{month}/{day}, {name}{ext})
+      backup: ({verify_checksums: o("verify_checksums"; true)}
+               + (if o("folder_pattern"; "") != "" then {folder_pattern: .folder_pattern} else {} end)
+               + (if o("file_pattern"; "") != "" then {file_pattern: .file_pattern} else {} end))
     }' "$options"
 } >"$data/config.yaml.new"
 mv "$data/config.yaml.new" "$data/config.yaml"

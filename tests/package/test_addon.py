@@ -204,6 +204,22 @@ class RunScript(SnapsyncTest):
         self.assertEqual(cfg["service"]["name"], 'Kitchen "Pi"')
         self.assertEqual(cfg["service"]["log_level"], "debug")
         self.assertIn("ha.example.org", cfg["service"]["web_ui_hosts"])
+        # no pattern options: the built-in defaults
+        self.assertEqual(cfg["backup"]["folder_pattern"], "{year}/{month}/{day}")
+        self.assertEqual(cfg["backup"]["file_pattern"], "{name}{ext}")
+
+    def test_pattern_options_reach_the_config(self):
+        _, cfg, _ = self.run_addon({
+            "destination": "folder", "folder": "/share/x", "organize_by_date": True,
+            "folder_pattern": "{year}/{date} {model|nocamera}",
+            "file_pattern": "IMG_{year}{month}{day}_{hour}{minute}{second}{EXT}",
+            "immich_enabled": False, "immich_album_pattern": "{year}-{month} {card}",
+            "mqtt_enabled": False, "auto_detect": True, "verify_checksums": True,
+            "log_level": "info"})
+        self.assertEqual(cfg["backup"]["folder_pattern"], "{year}/{date} {model|nocamera}")
+        self.assertEqual(cfg["backup"]["file_pattern"],
+                         "IMG_{year}{month}{day}_{hour}{minute}{second}{EXT}")
+        self.assertEqual(cfg["immich"]["album_pattern"], "{year}-{month} {card}")
 
     def test_immich_key_with_quotes_reaches_the_server(self):
         key = 'k"e\\y #1 \'x'
