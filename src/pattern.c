@@ -28,6 +28,7 @@ enum field {
     F_NAME,
     F_EXT,
     F_EXT_UPPER,
+    F_EXT_LOWER, /* {ext:lower} */
     F_MAKE,
     F_MODEL,
     F_LENS,
@@ -102,6 +103,11 @@ static int parse_token(struct pattern *p, size_t open, size_t close, struct erro
     }
     if (part.field == F_MD5)
         part.width = 32;
+    if (colon && part.field == F_EXT && head - nlen - 1 == 5 &&
+        memcmp(colon + 1, "lower", 5) == 0) {
+        part.field = F_EXT_LOWER;
+        colon = NULL;
+    }
     if (colon) {
         const char *w = colon + 1;
         size_t wl = head - nlen - 1;
@@ -368,6 +374,7 @@ static int token_value(const struct part *part, const struct pattern_values *val
         break;
     case F_EXT:
     case F_EXT_UPPER:
+    case F_EXT_LOWER:
         raw = ext_of(name);
         raw_len = strlen(raw);
         as_is = true;
@@ -402,6 +409,10 @@ static int token_value(const struct part *part, const struct pattern_values *val
         for (char *c = v; *c; c++)
             if (*c >= 'a' && *c <= 'z')
                 *c = (char)(*c - 'a' + 'A');
+    if (part->field == F_EXT_LOWER)
+        for (char *c = v; *c; c++)
+            if (*c >= 'A' && *c <= 'Z')
+                *c = (char)(*c - 'A' + 'a');
     return 0;
 }
 

@@ -6,10 +6,11 @@
  *
  * Tokens: {year} {month} {day} {hour} {minute} {second} (capture time, the camera's wall clock)
  * {date} (YYYY-MM-DD) {name} (the card file's base name without its extension) {ext} (its
- * extension with the dot, as on the card) {EXT} (the same, upper case) {make} {model} {lens}
- * {serial} (from the metadata) {card} (card label) {session} (session id) {seq} {seq:N} (a
- * counter per session, zero-padded to N digits, 1..9) {md5} {md5:N} (the first N, 1..32, hex
- * digits of the content's MD5). Any token takes a default for an empty value after '|':
+ * extension with the dot, as on the card) {EXT} (the same, upper case) {ext:lower} (lower case)
+ * {make} {model} {lens} {serial} (from the metadata) {card} (card label) {session} (session id)
+ * {seq} {seq:N} (a counter per session, zero-padded to N digits, 1..9) {md5} {md5:N} (the first
+ * N, 1..32, hex digits of the content's MD5). Any token takes a default for an empty value after
+ * '|':
  * `{model|nocamera}`; without one an empty {make} {model} {lens} {serial} {card} reads
  * `unknown` (an empty {ext}, a name without one, stays empty). Text outside braces is copied as
  * it is; '/' separates folders (folder patterns only).

@@ -84,6 +84,10 @@ static void test_name_tokens(void **state)
     assert_string_equal(expand("{name}{ext}", PATTERN_FILE, &v), lng);
     v.name = "a.b.tar.CR3";
     assert_string_equal(expand("{name}-x{EXT}", PATTERN_FILE, &v), "a.b.tar-x.CR3");
+    /* {ext} keeps the card's case (the default {name}{ext} renames nothing), {ext:lower} not */
+    assert_string_equal(expand("{name}{ext:lower}", PATTERN_FILE, &v), "a.b.tar.cr3");
+    v.name = "Clip.Mp4";
+    assert_string_equal(expand("{ext}|{ext:lower}|{EXT}", PATTERN_FILE, &v), ".Mp4|.mp4|.MP4");
 }
 
 static void test_metadata_tokens(void **state)
@@ -222,6 +226,8 @@ static void test_validation(void **state)
     assert_refused("{seq:x}", PATTERN_FILE, "column 5: bad width");
     assert_refused("{seq:0}", PATTERN_FILE, "bad width");
     assert_refused("{seq:10}", PATTERN_FILE, "bad width");
+    assert_refused("{ext:upper}", PATTERN_FILE, "bad width");
+    assert_refused("{EXT:lower}", PATTERN_FILE, "bad width");
     assert_refused("{seq:}", PATTERN_FILE, "bad width");
     assert_refused("{md5:33}", PATTERN_FILE, "bad width");
     assert_refused("{year:4}", PATTERN_FILE, "this token takes none");
