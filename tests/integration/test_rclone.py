@@ -195,6 +195,89 @@ class RcloneLocalTest(SnapsyncTest):
         self.assertEqual(len(dated), 1, self.photos())
         self.assertEqual(md5(f"{self.remote_dir}/photos/{dated[0]}"), md5(path))
 
+    def rcd_pids(self):
+        """Live `rclone rcd` processes of this test (their command line names its rclone.conf);
+        a zombie counts as gone."""
+        pids = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+                with open(f"/proc/{pid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if b"rcd" in argv and self.rclone_conf.encode() in argv and state != "Z":
+                pids.append(int(pid))
+        return pids
+
+    def start_video_backup(self):
+        """snapsync backup of a card with a 512 MiB video in the background, waited for until the
+        video streams into its temporary. Returns the Popen and the video's path."""
+        path = f"{self.card}/DCIM/100CANON/MVI_0001.MP4"
+        make_blob(path, 512 * MIB)
+        p = subprocess.Popen([BIN, "--config", self.config, "backup", self.card, "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env,
+                             cwd=self.dir, start_new_session=True)
+        self.cleanups.append(lambda: p.poll() is None and os.killpg(p.pid, signal.SIGKILL))
+        wait_for(lambda: self.remote_temporaries(), 120, "the video's temporary")
+        return p, path
+
+    def test_one_rcd_its_password_not_on_its_command_line_none_left_after_the_run(self):
+        """One `rclone rcd` serves the whole run: listening on loopback, its user and password in
+        its environment and not on its command line (which every user can read); it is gone when
+        snapsync exits."""
+        self.make_card()
+        p, video = self.start_video_backup()
+        [pid] = self.rcd_pids()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode().split("\0")
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = dict(e.split("=", 1) for e in f.read().decode().split("\0") if "=" in e)
+        with open(f"/proc/{pid}/stat") as f:
+            self.assertEqual(int(f.read().rsplit(")", 1)[1].split()[1]), p.pid)  # its parent
+        self.assertIn("--rc-addr=127.0.0.1:0", argv)
+        self.assertGreaterEqual(len(env.get("RCLONE_RC_PASS", "")), 32, env.keys())
+        self.assertGreaterEqual(len(env.get("RCLONE_RC_USER", "")), 32, env.keys())
+        self.assertFalse([a for a in argv if a.startswith(("--rc-pass", "--rc-user", "--rc-no-auth",
+                                                           "--rc-htpasswd"))], argv)
+        self.assertFalse([a for a in argv if env["RCLONE_RC_PASS"] in a], argv)
+        out, err = p.communicate(timeout=300)
+        self.assertEqual(p.returncode, 0, err.decode(errors="replace"))
+        r = json.loads(out)
+        self.assertEqual((r["status"], r["files_copied"]), ("completed", 3), r)
+        self.assertEqual(self.rcd_pids(), [])
+        dated = [f for f in self.photos() if f.endswith("MVI_0001.MP4")]
+        self.assertEqual(md5(f"{self.remote_dir}/photos/{dated[0]}"), md5(video))
+
+    def test_rcd_killed_mid_file_the_file_fails_clearly_and_the_retry_starts_another(self):
+        """The rclone rcd dies while the video streams into it: that copy fails saying how rclone
+        ended, the retry starts a new rcd, and the video lands whole, with no temporary left."""
+        p, video = self.start_video_backup()
+        [pid] = self.rcd_pids()
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: [q for q in self.rcd_pids() if q != pid], 120, "another rclone rcd")
+        out, err = p.communicate(timeout=300)
+        err = err.decode(errors="replace")
+        self.assertEqual(p.returncode, 0, err)
+        r = json.loads(out)
+        self.assertEqual((r["status"], r["files_copied"]), ("completed", 1), r)
+        self.assertRegex(err, rf"MVI_0001\.MP4.*rclone rcd \(pid {pid}\) was killed by signal 9")
+        dated = [f for f in self.photos() if f.endswith("MVI_0001.MP4")]
+        self.assertEqual(len(dated), 1, self.photos())
+        self.assertEqual(md5(f"{self.remote_dir}/photos/{dated[0]}"), md5(video))
+        self.assertEqual(self.remote_temporaries(), [])
+        self.assertEqual(self.rcd_pids(), [])
+
+    def test_rcd_dies_with_a_killed_snapsync(self):
+        """snapsync killed with SIGKILL (no clean-up of its own): its rclone rcd goes with it
+        (PR_SET_PDEATHSIG), not left running with the remote's credentials."""
+        p, _ = self.start_video_backup()
+        [pid] = self.rcd_pids()
+        os.kill(p.pid, signal.SIGKILL)
+        p.communicate()
+        wait_for(lambda: pid not in self.rcd_pids(), 30, "the rcd to end")
+
     def test_dry_run_names_the_remote_paths(self):
         self.make_card()
         p = self.snapsync("backup", self.card, "--dry-run", "--json", check=0)
