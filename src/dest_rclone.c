@@ -134,11 +134,9 @@ struct rclone_file {
     char name[DEST_NAME_MAX + 1];
     char dir[32]; /* "YYYY/MM/DD" or "" */
     char tmp[DEST_REMOTE_MAX];
-    char head[FORM_HEAD_MAX], tail[80]; /* the form around the file */
-    size_t head_len, head_off, tail_len, tail_off;
-    const uint8_t *chunk; /* the chunk being sent, borrowed during write() */
-    size_t chunk_len, chunk_off;
-    uint64_t size, sent, fed; /* bytes handed to write(), bytes given to libcurl */
+    char head[FORM_HEAD_MAX], tail[80]; /* the form around the file, in body */
+    struct http_framed body;
+    uint64_t size, sent; /* bytes handed to write() */
 };
 
 static int64_t now_ms(void)
@@ -1113,42 +1111,6 @@ static int candidate_path(const struct rclone_file *f, unsigned k, char *out, si
     return 0;
 }
 
-/* The upload's body for libcurl: the form's head, the chunks write() hands over, its tail. */
-static size_t upload_read(void *arg, char *buf, size_t room)
-{
-    struct rclone_file *f = arg;
-    size_t n = 0;
-    while (n < room) {
-        if (f->head_off < f->head_len) {
-            size_t k = f->head_len - f->head_off;
-            k = k < room - n ? k : room - n;
-            memcpy(buf + n, f->head + f->head_off, k);
-            f->head_off += k;
-            n += k;
-        } else if (f->fed < f->size) {
-            size_t k = f->chunk_len - f->chunk_off;
-            if (k == 0)
-                break;
-            k = k < room - n ? k : room - n;
-            memcpy(buf + n, f->chunk + f->chunk_off, k);
-            f->chunk_off += k;
-            f->fed += k;
-            n += k;
-        } else if (f->tail_off < f->tail_len) {
-            size_t k = f->tail_len - f->tail_off;
-            k = k < room - n ? k : room - n;
-            memcpy(buf + n, f->tail + f->tail_off, k);
-            f->tail_off += k;
-            n += k;
-        } else {
-            break;
-        }
-    }
-    if (n == 0 && f->fed < f->size)
-        return HTTP_READ_PAUSE;
-    return n;
-}
-
 static int rclone_open(void *conn, const struct dest_item *item, void **ret_file, struct error *err)
 {
     struct rclone_conn *c = conn;
@@ -1172,8 +1134,11 @@ static int rclone_open(void *conn, const struct dest_item *item, void **ret_file
         error_set(err, r, "rclone.remote too long");
         goto fail;
     }
-    r = form_parts(temp_name(f->tmp), f->head, sizeof(f->head), &f->head_len, f->tail,
-                   sizeof(f->tail), &f->tail_len, err);
+    r = form_parts(temp_name(f->tmp), f->head, sizeof(f->head), &f->body.head_len, f->tail,
+                   sizeof(f->tail), &f->body.tail_len, err);
+    f->body.head = f->head;
+    f->body.tail = f->tail;
+    f->body.size = item->size;
     if (r < 0)
         goto fail;
     char url[URL_MAX + 64], ct[96];
@@ -1185,15 +1150,15 @@ static int rclone_open(void *conn, const struct dest_item *item, void **ret_file
         goto fail;
     }
     snprintf(ct, sizeof(ct), "Content-Type: multipart/form-data; boundary=%.*s",
-             (int)(f->tail_len - 8), f->tail + 4);
+             (int)(f->body.tail_len - 8), f->tail + 4);
     const char *headers[] = {f->ep.auth, ct, "Expect:", NULL};
     struct http_request req = {
         .method = "POST",
         .url = url,
         .headers = headers,
-        .read = upload_read,
-        .read_arg = f,
-        .body_size = (int64_t)(f->head_len + f->size + f->tail_len),
+        .read = http_framed_read,
+        .read_arg = &f->body,
+        .body_size = (int64_t)(f->body.head_len + f->size + f->body.tail_len),
         .reply_max = JSON_MAX,
     };
     r = http_start(c->up, &req, err);
@@ -1210,7 +1175,7 @@ fail:
 static bool chunk_used(void *arg)
 {
     struct rclone_file *f = arg;
-    return f->chunk_off == f->chunk_len || http_reply_complete(f->conn->up);
+    return f->body.chunk_off == f->body.chunk_len || http_reply_complete(f->conn->up);
 }
 
 /* The upload's outcome once its transfer ended (or rclone answered early). */
@@ -1225,7 +1190,7 @@ static int upload_result(struct rclone_file *f, struct error *err)
     if (r < 0 && r != -EBADMSG && !http_reply_complete(x))
         return rcd_lost(f->rc, &f->ep, r, what, err);
     r = rc_reply(x, http_status(x), NULL, what, err);
-    if (r == 0 && (f->fed != f->size || f->tail_off != f->tail_len))
+    if (r == 0 && (f->body.sent != f->size || f->body.tail_off != f->body.tail_len))
         r = error_set(err, -EIO, "%s: rclone answered before it had the whole file", what);
     return r;
 }
@@ -1240,12 +1205,12 @@ static int rclone_write(void *file, const void *buf, size_t len, struct error *e
     if (http_done(x))
         return upload_result(f, err);
     f->sent += len;
-    f->chunk = buf;
-    f->chunk_len = len;
-    f->chunk_off = 0;
+    f->body.chunk = buf;
+    f->body.chunk_len = len;
+    f->body.chunk_off = 0;
     http_resume(x); /* waiting for the reader is not a stall */
     int r = http_drive(x, chunk_used, f, err);
-    f->chunk_len = f->chunk_off = 0; /* buf is the caller's again */
+    f->body.chunk_len = f->body.chunk_off = 0; /* buf is the caller's again */
     if (r < 0)
         return r;
     if (http_done(x) || http_reply_complete(x)) {
