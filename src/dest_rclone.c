@@ -28,7 +28,8 @@
  * nothing of ours: stdin and stdout /dev/null, stderr an anonymous memory file (its last lines,
  * rclone's time stamps cut, explain a start or an end that went wrong), no other descriptor, the
  * default signal mask and dispositions, PR_SET_PDEATHSIG SIGKILL (it dies with the thread that
- * started it, so with SnapSync even when SnapSync is killed), and an environment of PATH, HOME,
+ * forked it, a thread of ours that lives exactly as long as the rcd: so with SnapSync, even when
+ * SnapSync is killed), and an environment of PATH, HOME,
  * TMPDIR, TZ, XDG_* and RCLONE_* (but RCLONE_RC_* other than ours) only.
  *
  * Every call checks the rcd first: one that exited is reaped and a new one started (a call in
@@ -109,6 +110,7 @@ struct rclone {
     pthread_mutex_t lock; /* the rcd: */
     pid_t pid;            /* -1 none; not reaped while set, so the pid cannot be reused */
     int pidfd, errf;      /* its pidfd, its stderr (a memory file) */
+    pthread_t holder;     /* the thread that started it, alive while it runs (holder_main) */
     struct rcd_endpoint ep;
     char env_user[64], env_pass[64]; /* "RCLONE_RC_USER=..." for its environment */
     pid_t gone_pid;                  /* the last rcd reaped, and how it ended */
@@ -246,6 +248,7 @@ static void rcd_reap(struct rclone *rc)
     snprintf(rc->gone, sizeof(rc->gone), "%s%s%s", how, text[0] ? ": " : "", text);
     rc->gone_pid = rc->pid;
     rc->pid = -1;
+    pthread_join(rc->holder, NULL); /* it ends with the rcd */
     close_fd(&rc->pidfd);
     close_fd(&rc->errf);
     explicit_bzero(&rc->ep, sizeof(rc->ep));
@@ -272,6 +275,48 @@ static void child_exec(const char *program, char *const *argv, char *const *envp
     sigprocmask(SIG_SETMASK, &none, NULL);
     execve(program, argv, envp);
     _exit(127);
+}
+
+/* What the thread that starts the rcd gets, and gives back. */
+struct spawn {
+    const char *program;
+    char *const *argv, *const *envp;
+    int devnull, errf;
+    pid_t parent;
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    bool ready; /* under m: */
+    pid_t pid;
+    int err; /* fork's errno */
+};
+
+/* Forks the rcd and lives until it exits: PR_SET_PDEATHSIG fires when the thread that forked
+ * ends, and the threads calling us (the engine's workers) may end before SnapSync does. */
+static void *holder_main(void *arg)
+{
+    struct spawn *sp = arg;
+    pid_t pid = fork();
+    if (pid == 0)
+        child_exec(sp->program, sp->argv, sp->envp, sp->devnull, sp->errf, sp->parent);
+    int e = pid < 0 ? errno : 0;
+    int fd = pid > 0 ? pidfd_open(pid, 0) : -1;
+    pthread_mutex_lock(&sp->m);
+    sp->pid = pid;
+    sp->err = e;
+    sp->ready = true;
+    pthread_cond_signal(&sp->c);
+    pthread_mutex_unlock(&sp->m); /* sp is the starter's again */
+    if (fd >= 0) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        while (poll(&pf, 1, -1) < 0 && errno == EINTR)
+            ;
+        close(fd);
+    } else if (pid > 0) {
+        siginfo_t info;
+        while (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOWAIT) < 0 && errno == EINTR)
+            ;
+    }
+    return NULL;
 }
 
 /* The port of the "Serving remote control on http://127.0.0.1:<port>/" notice, 0 before it. */
@@ -341,12 +386,27 @@ static int rcd_start(struct rclone *rc, struct error *err)
         r = error_set_errno(err, -errno, "starting rclone rcd");
         goto fail;
     }
-    pid_t parent = getpid();
-    rc->pid = fork();
-    if (rc->pid == 0)
-        child_exec(rc->program, (char *const *)argv, envp, devnull, rc->errf, parent);
-    if (rc->pid < 0) {
-        r = error_set_errno(err, -errno, "cannot run '%s'", rc->program);
+    struct spawn sp = {.program = rc->program,
+                       .argv = (char *const *)argv,
+                       .envp = envp,
+                       .devnull = devnull,
+                       .errf = rc->errf,
+                       .parent = getpid(),
+                       .pid = -1};
+    pthread_mutex_init(&sp.m, NULL);
+    pthread_cond_init(&sp.c, NULL);
+    int e = pthread_create(&rc->holder, NULL, holder_main, &sp);
+    pthread_mutex_lock(&sp.m);
+    while (e == 0 && !sp.ready)
+        pthread_cond_wait(&sp.c, &sp.m);
+    pthread_mutex_unlock(&sp.m);
+    pthread_cond_destroy(&sp.c);
+    pthread_mutex_destroy(&sp.m);
+    rc->pid = sp.pid;
+    if (e != 0 || rc->pid < 0) {
+        if (e == 0)
+            pthread_join(rc->holder, NULL);
+        r = error_set_errno(err, e ? -e : -sp.err, "cannot run '%s'", rc->program);
         goto fail;
     }
     close_fd(&devnull);
