@@ -13,7 +13,8 @@ import signal
 import socket
 import subprocess
 
-from harness import BIN, SnapsyncTest, make_blob, make_photo, md5, tool, wait_for
+from harness import (BIN, SANITIZER_MARKS, SnapsyncTest, make_blob, make_photo, md5, tool,
+                     wait_for)
 from sshd import Sshd
 from test_s3 import BUCKET, KEY_ID, SECRET, S3rver
 
@@ -243,7 +244,9 @@ class RcloneLocalTest(SnapsyncTest):
                                                            "--rc-htpasswd"))], argv)
         self.assertFalse([a for a in argv if env["RCLONE_RC_PASS"] in a], argv)
         out, err = p.communicate(timeout=300)
-        self.assertEqual(p.returncode, 0, err.decode(errors="replace"))
+        err = err.decode(errors="replace")
+        self.assertEqual(p.returncode, 0, err)
+        self.assertFalse([m for m in SANITIZER_MARKS if m in err], err)
         r = json.loads(out)
         self.assertEqual((r["status"], r["files_copied"]), ("completed", 3), r)
         self.assertEqual(self.rcd_pids(), [])
@@ -260,6 +263,7 @@ class RcloneLocalTest(SnapsyncTest):
         out, err = p.communicate(timeout=300)
         err = err.decode(errors="replace")
         self.assertEqual(p.returncode, 0, err)
+        self.assertFalse([m for m in SANITIZER_MARKS if m in err], err)
         r = json.loads(out)
         self.assertEqual((r["status"], r["files_copied"]), ("completed", 1), r)
         self.assertRegex(err, rf"MVI_0001\.MP4.*rclone rcd \(pid {pid}\) was killed by signal 9")
