@@ -872,6 +872,8 @@ static int new_handle(const struct rclone *rc, bool transfer, struct http **ret,
         .connect_timeout = CONNECT_S,
         .stall_timeout = transfer ? stall_limit(rc) : control_deadline(rc),
         .total_timeout = transfer ? 0 : control_deadline(rc),
+        /* the rcd's password must not go to a proxy of the environment */
+        .no_proxy = true,
     };
     return http_new(&o, ret, err);
 }

@@ -300,6 +300,8 @@ static void setup(struct http *h, const struct http_request *req)
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, h->opts.connect_timeout);
     if (h->opts.total_timeout > 0)
         curl_easy_setopt(e, CURLOPT_TIMEOUT, h->opts.total_timeout);
+    if (h->opts.no_proxy)
+        curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(e, CURLOPT_USERAGENT, "snapsync/" SNAPSYNC_VERSION);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h->headers);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);

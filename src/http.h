@@ -68,6 +68,8 @@ struct http_options {
     long connect_timeout; /* seconds, > 0 */
     long stall_timeout;   /* seconds without a byte acknowledged or received, > 0 */
     long total_timeout;   /* seconds for a whole request, 0 for none */
+    bool no_proxy;        /* never through a proxy of the environment (http_proxy ...): a
+                           * server of our own on loopback */
     /* AWS Signature V4 (S3): CURLOPT_AWS_SIGV4's "aws:amz:<region>:<service>", NULL for none;
      * then credentials is "<key id>:<secret>" (a secret: copied, wiped at http_free). The
      * request names its payload hash in an "x-amz-content-sha256" header, which libcurl signs. */

@@ -6,12 +6,15 @@ which SnapSync passes on to rclone). What lands is checked with files and hashes
 (local) or by a separate rclone call (S3). And rclone's sftp backend against a private sshd on
 loopback (sshd.py), where rclone gets its hashes by running md5sum over ssh."""
 
+import base64
 import hashlib
 import json
 import os
 import signal
 import socket
 import subprocess
+import urllib.error
+import urllib.request
 
 from harness import (BIN, SANITIZER_MARKS, SnapsyncTest, make_blob, make_photo, md5, tool,
                      wait_for)
@@ -24,6 +27,27 @@ MIB = 1024 * 1024
 def host_tag():
     """This machine's name as dest_rclone.c puts it in temporary names."""
     return "".join(c if c.isascii() and c.isalnum() else "_" for c in socket.gethostname())[:63]
+
+
+def listening(pid):
+    """(address, port) of the TCP sockets process pid listens on (IPv4)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    out = []
+    with open(f"/proc/{pid}/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                hexaddr, hexport = fields[1].split(":")
+                addr = ".".join(str(b) for b in reversed(bytes.fromhex(hexaddr)))
+                out.append((addr, int(hexport, 16)))
+    return out
 
 
 class RcloneLocalTest(SnapsyncTest):
@@ -227,8 +251,10 @@ class RcloneLocalTest(SnapsyncTest):
     def test_one_rcd_its_password_not_on_its_command_line_none_left_after_the_run(self):
         """One `rclone rcd` serves the whole run: listening on loopback, its user and password in
         its environment and not on its command line (which every user can read); it is gone when
-        snapsync exits."""
+        snapsync exits. A proxy in the environment (which would get the password with every
+        call) is not used to reach it."""
         self.make_card()
+        self.env["http_proxy"] = self.env["HTTP_PROXY"] = "http://127.0.0.1:9"
         p, video = self.start_video_backup()
         [pid] = self.rcd_pids()
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -243,6 +269,18 @@ class RcloneLocalTest(SnapsyncTest):
         self.assertFalse([a for a in argv if a.startswith(("--rc-pass", "--rc-user", "--rc-no-auth",
                                                            "--rc-htpasswd"))], argv)
         self.assertFalse([a for a in argv if env["RCLONE_RC_PASS"] in a], argv)
+        # it listens on loopback only, and answers nobody without the password
+        [(addr, port)] = listening(pid)
+        self.assertEqual(addr, "127.0.0.1")
+        url = f"http://127.0.0.1:{port}/core/version"
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            urllib.request.urlopen(urllib.request.Request(url, data=b"{}"), timeout=30)
+        self.assertEqual(cm.exception.code, 401)
+        auth = base64.b64encode(f"{env['RCLONE_RC_USER']}:{env['RCLONE_RC_PASS']}".encode())
+        with urllib.request.urlopen(urllib.request.Request(
+                url, data=b"{}", headers={"Authorization": "Basic " + auth.decode()}),
+                timeout=30) as reply:
+            self.assertIn("version", json.loads(reply.read()))
         out, err = p.communicate(timeout=300)
         err = err.decode(errors="replace")
         self.assertEqual(p.returncode, 0, err)
