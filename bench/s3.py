@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """S3 benchmark: snapsync against `rclone copy`, both sending the same card to the same S3 server
 (s3rver from tests/s3, as the tests run it, on loopback) in the same run, and snapsync through its
-rclone destination (rclone's S3 backend, one rclone per call) for comparison. Started by
+rclone destination (rclone's S3 backend through one rclone rcd) for comparison. Started by
 bench/s3.sh. Writes bench/out/s3/results.md and results.json.
 
 Per round (BENCH_ROUNDS, default 3), each run into a prefix of its own, the page cache dropped

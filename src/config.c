@@ -435,7 +435,8 @@ static const struct key_row keys[] = {
      .off_n = AT(size_t, rclone.n_extra_args),
      .def_list = no_items,
      .max = 1024,
-     .help = "More rclone options for every call, one item each (\"--drive-chunk-size=64M\")."},
+     .help = "More options for the rclone rcd, one item each (\"--drive-chunk-size=64M\"; "
+             "not --rc-*)."},
 
     BOOL(SEC_MQTT, "enabled", mqtt.enabled, "false", "Publish state to an MQTT broker."),
     STR(SEC_MQTT, "broker", mqtt.broker, "localhost", 0, "Broker host name or address."),

@@ -100,13 +100,10 @@ struct immich_conn {
 struct immich_file {
     struct immich_conn *conn;
     struct http *x;
-    char *head;
-    size_t head_len, head_off;
+    char *head; /* the form around the file, in body */
     char tail[128];
-    size_t tail_len, tail_off;
-    const uint8_t *chunk;
-    size_t chunk_len, chunk_off;
-    uint64_t size, sent, written;
+    struct http_framed body;
+    uint64_t size, written;
     bool early; /* the server answered before the whole body was sent */
     char sha1_known[41];
     char dup_id[IMMICH_ID_MAX]; /* found by checksum after the server cut the upload */
@@ -913,44 +910,11 @@ static int build_head(struct immich_file *fl, const struct immich *im, const str
         return error_set(err, -EFBIG, "multipart head too large");
     }
     fl->head = text;
-    fl->head_len = len;
-    fl->tail_len = (size_t)snprintf(fl->tail, sizeof(fl->tail), "\r\n--%s--\r\n", boundary);
+    fl->body.head = text;
+    fl->body.head_len = len;
+    fl->body.tail = fl->tail;
+    fl->body.tail_len = (size_t)snprintf(fl->tail, sizeof(fl->tail), "\r\n--%s--\r\n", boundary);
     return 0;
-}
-
-static size_t upload_read(void *arg, char *buf, size_t room)
-{
-    struct immich_file *f = arg;
-    size_t n = 0;
-    while (n < room) {
-        if (f->head_off < f->head_len) {
-            size_t k = f->head_len - f->head_off;
-            k = k < room - n ? k : room - n;
-            memcpy(buf + n, f->head + f->head_off, k);
-            f->head_off += k;
-            n += k;
-        } else if (f->sent < f->size) {
-            size_t k = f->chunk_len - f->chunk_off;
-            if (k == 0)
-                break;
-            k = k < room - n ? k : room - n;
-            memcpy(buf + n, f->chunk + f->chunk_off, k);
-            f->chunk_off += k;
-            f->sent += k;
-            n += k;
-        } else if (f->tail_off < f->tail_len) {
-            size_t k = f->tail_len - f->tail_off;
-            k = k < room - n ? k : room - n;
-            memcpy(buf + n, f->tail + f->tail_off, k);
-            f->tail_off += k;
-            n += k;
-        } else {
-            break;
-        }
-    }
-    if (n == 0 && f->sent < f->size)
-        return HTTP_READ_PAUSE;
-    return n;
 }
 
 static int immich_open(void *conn, const struct dest_item *item, void **ret_file, struct error *err)
@@ -962,6 +926,7 @@ static int immich_open(void *conn, const struct dest_item *item, void **ret_file
         return error_set(err, -ENOMEM, "out of memory");
     f->conn = c;
     f->size = item->size;
+    f->body.size = item->size;
     int r = 0;
     uint8_t rnd[16];
     char boundary[48];
@@ -997,9 +962,9 @@ static int immich_open(void *conn, const struct dest_item *item, void **ret_file
         .method = "POST",
         .url = url,
         .headers = headers,
-        .read = upload_read,
-        .read_arg = f,
-        .body_size = (int64_t)(f->head_len + f->size + f->tail_len),
+        .read = http_framed_read,
+        .read_arg = &f->body,
+        .body_size = (int64_t)(f->body.head_len + f->size + f->body.tail_len),
         .reply_max = REPLY_MAX,
         .capture = captured,
     };
@@ -1019,7 +984,7 @@ fail:
 static bool chunk_used(void *arg)
 {
     struct immich_file *f = arg;
-    if (f->chunk_off == f->chunk_len)
+    if (f->body.chunk_off == f->body.chunk_len)
         return true;
     if (http_reply_complete(f->x)) { /* answered early (a duplicate by checksum, an error) */
         f->early = true;
@@ -1094,9 +1059,9 @@ static int immich_write(void *file, const void *buf, size_t len, struct error *e
         return 0; /* answered already; the rest of the file is not needed */
     }
     f->written += len;
-    f->chunk = buf;
-    f->chunk_len = len;
-    f->chunk_off = 0;
+    f->body.chunk = buf;
+    f->body.chunk_len = len;
+    f->body.chunk_off = 0;
     http_resume(f->x); /* waiting for the reader is not a stall */
     int r = http_drive(f->x, chunk_used, f, err);
     if (r < 0)
@@ -1107,7 +1072,7 @@ static int immich_write(void *file, const void *buf, size_t len, struct error *e
             return duplicate_after_cut(f) ? 0 : http_error(f->x, err);
         if (code != 200 && code != 201)
             return http_failure(f->x, code, err);
-        f->early = f->sent < f->size;
+        f->early = f->body.sent < f->size;
     }
     return 0;
 }
@@ -1154,7 +1119,7 @@ static int immich_finish(void *file, const struct hasher_digest *digest, bool ve
             r = error_set(err, -EIO, "read %" PRIu64 " of %" PRIu64 " bytes", f->written, f->size);
             goto out;
         }
-        f->chunk_len = f->chunk_off = 0;
+        f->body.chunk_len = f->body.chunk_off = 0;
         http_resume(f->x);
         r = http_drive(f->x, NULL, NULL, err);
         if (r < 0)

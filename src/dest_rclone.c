@@ -4,34 +4,40 @@
  * SFTP, WebDAV ... through Debian's rclone binary rather than a client of our own. Each file
  * becomes <remote>/<folder>/<name> (the folder and name from the patterns, dest.c).
  *
- * One rclone process per file and step, no shell: `rclone rcat --size N <tmp>` is spawned at
- * open() and fed the chunks of SnapSync's single read of the card through a pipe (write()), so
- * the card is read once and memory stays a pipe buffer; the temporary is
- * <remote>/.snapsync-tmp/<host>-<pid>-<run>-<n>.part. finish() closes the pipe, waits for rcat,
- * asks `rclone lsjson --stat --hash-type md5 --hash-type sha1` for the temporary's size and hashes
- * and compares them with the engine's digest (MD5 where the backend has it, else SHA-1, else the
- * size alone: the backend keeps no hash we compute), then looks at the candidate final names (name,
- * name_1, ... as dest_candidate_name) with lsjson (the first one asked while the file streams):
- * a free one gets the temporary by a server-side `rclone moveto --ignore-existing` (which leaves
- * a file that appeared there meanwhile, and the temporary with it: the next name then), one
- * holding the same content counts as existed (the temporary is deleted), other content means the
- * next name.
+ * One long-lived `rclone rcd` per destination (per SnapSync process: started at the first call,
+ * normally prepare, stopped at done), driven through its remote-control HTTP API on loopback
+ * with libcurl (http.c): no process per file, and rclone keeps its connections to the service
+ * between files. open() starts a POST of operations/uploadfile (a multipart form whose one part
+ * is the file, named <host>-<pid>-<run>-<n>.part, into <remote>/.snapsync-tmp) and write()
+ * streams the chunks of SnapSync's single read of the card into it: the card is read once and
+ * memory is the chunk being sent (rclone's Rcat behind it keeps its own upload buffer). finish()
+ * sends the form's end, takes rclone's answer, asks operations/stat with md5 and sha1 hashes for
+ * the temporary's size and hashes and compares them with the engine's digest (MD5 where the
+ * backend has it, else SHA-1, else the size alone: the backend keeps no hash we compute), then
+ * looks at the candidate final names (name, name_1, ... as dest_candidate_name) with
+ * operations/stat: a free one gets the temporary by a server-side operations/movefile with
+ * `_config: {"IgnoreExisting": true}` (which leaves a file that appeared there meanwhile, and the
+ * temporary with it: the temporary still there afterwards means the next name; movefile alone
+ * replaces), one holding the same content counts as existed (the temporary is deleted), other
+ * content means the next name.
  *
- * Why processes and not one `rclone rcd`: a process per step needs no port, no password for the
- * remote-control API and no state to lose when rclone dies; its exit code and stderr are the
- * error; and the data path (rcat's stdin) is the same streaming a rcd upload would be. The
- * price is a start and a connection per call (docs/destinations.md: small on local and S3
- * remotes, an SSH handshake on SFTP).
+ * The rcd listens on 127.0.0.1, a port the kernel picks (read from its "Serving remote control
+ * on" notice; rclone 1.60 has no unix socket for it), with a user and password drawn at random
+ * when it starts and given to it in its environment (RCLONE_RC_USER, RCLONE_RC_PASS), never on
+ * its command line; `--rc-serve` lets read_copy GET a copy back in ranges. The child gets
+ * nothing of ours: stdin and stdout /dev/null, stderr an anonymous memory file (its last lines,
+ * rclone's time stamps cut, explain a start or an end that went wrong), no other descriptor, the
+ * default signal mask and dispositions, PR_SET_PDEATHSIG SIGKILL (it dies with the thread that
+ * forked it, a thread of ours that lives exactly as long as the rcd: so with SnapSync, even when
+ * SnapSync is killed), and an environment of PATH, HOME,
+ * TMPDIR, TZ, XDG_* and RCLONE_* (but RCLONE_RC_* other than ours) only.
  *
- * The child gets nothing of ours: stdin the pipe or /dev/null, stdout a pipe or an anonymous
- * memory file, stderr an anonymous memory file read after its exit (the last lines, rclone's
- * time stamps cut, go into the error message; dest.c scrubs secrets), no other descriptor, the
- * default signal mask and dispositions, and an environment of PATH, HOME, TMPDIR, TZ, XDG_*
- * and RCLONE_* only (rclone can be configured through RCLONE_CONFIG_<REMOTE>_* variables). Every
- * call has a deadline; rclone's own --timeout/--contimeout bound a stalled transfer.
- *
- * interrupt() kills the rclone processes of the destination (a list under a lock; a process is
- * unlisted before it is reaped, so its pid cannot have been reused): their calls fail at once.
+ * Every call checks the rcd first: one that exited is reaped and a new one started (a call in
+ * flight when it died fails, saying how it ended). interrupt() kills it: calls in flight fail at
+ * once. Errors are rclone's own words from the API's {"error": ...}; a 404 (nothing there) is
+ * -ENOENT. Deadlines: control calls have ten times `timeout` (at least two minutes) in all; an
+ * upload or read that moves no byte for ten times `timeout` (at least ten minutes) is given up;
+ * rclone's own --timeout/--contimeout bound a stalled transfer to the service.
  *
  * prepare() makes the temporary folder (which proves the remote is reachable and the
  * credentials work) and deletes temporaries of this host whose process is gone, and anyone's
@@ -44,13 +50,14 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/pidfd.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -58,8 +65,10 @@
 #include <unistd.h>
 
 #include <json-c/json.h>
+#include <openssl/evp.h>
 
 #include "dest.h"
+#include "http.h"
 
 extern char **environ;
 
@@ -67,11 +76,23 @@ extern char **environ;
 #define ARGS_MAX 64
 #define ENV_MAX 64
 #define STDERR_SHOW 480            /* bytes of rclone's stderr an error quotes */
-#define JSON_MAX (4 * 1024 * 1024) /* bytes of lsjson output read */
+#define JSON_MAX (4 * 1024 * 1024) /* bytes of an rc answer read */
 #define CANDIDATES_MAX 1000
 #define STALE_AGE (24 * 3600)
-#define STALE_MAX 1000 /* temporaries deleted by one prepare */
-#define RUNNING_MAX 64 /* rclone processes interrupt() knows of */
+#define STALE_MAX 1000   /* temporaries deleted by one prepare */
+#define RCD_START_S 30   /* seconds the rcd may take to listen */
+#define RCD_STOP_MS 3000 /* after SIGTERM at done, before SIGKILL */
+#define CONNECT_S 10     /* to the rcd on loopback */
+#define URL_MAX (3 * DEST_REMOTE_MAX + 128)
+#define FORM_HEAD_MAX 512
+#define MOVING_MAX 64 /* final names being moved into at once by this process */
+
+/* Where the rcd is: a copy taken under the lock for one call. */
+struct rcd_endpoint {
+    char base[48];  /* "http://127.0.0.1:<port>" */
+    char auth[128]; /* "Authorization: Basic ..." */
+    pid_t pid;
+};
 
 struct rclone {
     char program[PATH_MAX];
@@ -84,33 +105,39 @@ struct rclone {
     size_t n_extra;
     int timeout_s;
     atomic_uint counter;
-    pthread_mutex_t lock;
-    pid_t running[RUNNING_MAX]; /* not reaped while listed here: a pid cannot be reused */
+    struct http *main;    /* prepare, probe, read_copy: the main thread */
+    pthread_mutex_t lock; /* the rcd: */
+    pid_t pid;            /* -1 none; not reaped while set, so the pid cannot be reused */
+    int pidfd, errf;      /* its pidfd, its stderr (a memory file) */
+    pthread_t holder;     /* the thread that started it, alive while it runs (holder_main) */
+    struct rcd_endpoint ep;
+    char env_user[64], env_pass[64]; /* "RCLONE_RC_USER=..." for its environment */
+    pid_t gone_pid;                  /* the last rcd reaped, and how it ended */
+    char gone[STDERR_SHOW + 64];
+    /* final names (their hash) a finish of ours is looking at and moving into: rclone looks
+     * at the destination and then moves, and two of our moves to one name at the same time
+     * would both find it free (a rename replaces) */
+    pthread_cond_t moved;
+    uint64_t moving[MOVING_MAX]; /* under lock, 0 free */
 };
 
 struct rclone_conn {
     struct rclone *rc;
-};
-
-/* A running rclone. */
-struct proc {
-    struct rclone *rc;
-    pid_t pid;
-    int pidfd;
-    int in;   /* write end of its stdin, -1 */
-    int out;  /* its stdout: read end of a pipe, or a memory file, or -1 */
-    int errf; /* its stderr: a memory file */
+    struct http *ctl; /* stat, move, delete */
+    struct http *up;  /* the upload of the open file */
 };
 
 struct rclone_file {
     struct rclone *rc;
-    struct proc p;
-    struct proc look;             /* lsjson of final0, running beside the upload; pid -1: none */
+    struct rclone_conn *conn;
+    struct rcd_endpoint ep;       /* the rcd the upload goes to */
     char final0[DEST_REMOTE_MAX]; /* the first candidate final name */
     char name[DEST_NAME_MAX + 1];
     char dir[PATTERN_OUT_MAX]; /* below the root, from the folder pattern; "" none */
     char tmp[DEST_REMOTE_MAX];
-    uint64_t size, sent;
+    char head[FORM_HEAD_MAX], tail[80]; /* the form around the file, in body */
+    struct http_framed body;
+    uint64_t size, sent; /* bytes handed to write() */
 };
 
 static int64_t now_ms(void)
@@ -120,39 +147,6 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* ---- processes ---- */
-
-static void proc_init(struct proc *p, struct rclone *rc)
-{
-    p->rc = rc;
-    p->pid = -1;
-    p->pidfd = p->in = p->out = p->errf = -1;
-}
-
-/* Lists or unlists pid as running (interrupt kills those listed). */
-static void running_set(struct rclone *rc, pid_t pid, bool on)
-{
-    pthread_mutex_lock(&rc->lock);
-    for (size_t i = 0; i < RUNNING_MAX; i++)
-        if (rc->running[i] == (on ? 0 : pid)) {
-            rc->running[i] = on ? pid : 0;
-            break;
-        }
-    pthread_mutex_unlock(&rc->lock);
-}
-
-/* Reaps p's process (unlisted first); *ret_status its wait status. */
-static void proc_reap(struct proc *p, int *ret_status)
-{
-    int status = 0;
-    running_set(p->rc, p->pid, false);
-    while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    p->pid = -1;
-    if (ret_status)
-        *ret_status = status;
-}
-
 static void close_fd(int *fd)
 {
     if (*fd >= 0)
@@ -160,175 +154,55 @@ static void close_fd(int *fd)
     *fd = -1;
 }
 
-/* The environment rclone gets: no secrets of ours. Pointers into environ. */
-static void child_env(char **envp, size_t max)
+/* Seconds a control call (stat, move, delete) may take: a server-side move of a large file
+ * may be a copy on backends without moves. */
+static int control_deadline(const struct rclone *rc)
+{
+    return rc->timeout_s * 10 < 120 ? 120 : rc->timeout_s * 10;
+}
+
+/* Seconds an upload or read may move no byte before it is given up: long, since a backend
+ * uploads a chunk it has read before it reads on (B2's are 96 MiB: minutes on a slow uplink); a
+ * stalled network is rclone's own --timeout to notice, which fails the call. */
+static int stall_limit(const struct rclone *rc)
+{
+    return rc->timeout_s * 10 < 600 ? 600 : rc->timeout_s * 10;
+}
+
+/* ---- the rcd process ---- */
+
+/* The environment rclone gets: no secrets of ours, no RCLONE_RC_* but the two of rc. Pointers
+ * into environ and rc. */
+static void child_env(struct rclone *rc, char **envp, size_t max)
 {
     static char path[] = "PATH=/usr/local/bin:/usr/bin:/bin";
     static const char *const keep[] = {"HOME=", "TMPDIR=", "XDG_", "RCLONE_", "TZ="};
     size_t n = 0;
     envp[n++] = path;
-    for (char **e = environ; e && *e && n + 1 < max; e++)
+    envp[n++] = rc->env_user;
+    envp[n++] = rc->env_pass;
+    for (char **e = environ; e && *e && n + 1 < max; e++) {
+        if (strncmp(*e, "RCLONE_RC_", 10) == 0)
+            continue;
         for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
             if (strncmp(*e, keep[i], strlen(keep[i])) == 0) {
                 envp[n++] = *e;
                 break;
             }
+    }
     envp[n] = NULL;
 }
 
-/*
- * Starts rclone with cmd (the subcommand and its arguments, NULL-terminated) and the common
- * options. with_stdin: p->in gets a pipe to its stdin (else /dev/null). out_pipe: its stdout is
- * a pipe (streamed), else a memory file read after the exit.
- */
-static int proc_start(struct rclone *rc, const char *const *cmd, bool with_stdin, bool out_pipe,
-                      struct proc *p, struct error *err)
-{
-    const char *argv[ARGS_MAX + 1];
-    size_t n = 0;
-    argv[n++] = rc->program;
-    /* options before the command: its arguments follow "--" */
-    if (rc->config[0]) {
-        argv[n++] = "--config";
-        argv[n++] = rc->config;
-    }
-    argv[n++] = "--timeout";
-    argv[n++] = rc->timeout_arg;
-    argv[n++] = "--contimeout";
-    argv[n++] = rc->timeout_arg;
-    argv[n++] = "--ask-password=false";
-    for (size_t i = 0; i < rc->n_extra && n < ARGS_MAX / 2; i++)
-        argv[n++] = rc->extra[i];
-    for (const char *const *c = cmd; *c && n < ARGS_MAX; c++)
-        argv[n++] = *c;
-    argv[n] = NULL;
-    char *envp[ENV_MAX];
-    child_env(envp, ENV_MAX);
-
-    proc_init(p, rc);
-    int in[2] = {-1, -1}, out[2] = {-1, -1}, r = 0;
-    p->errf = memfd_create("rclone-stderr", MFD_CLOEXEC);
-    if (p->errf < 0)
-        return error_set_errno(err, -errno, "memfd_create");
-    if (with_stdin && pipe2(in, O_CLOEXEC) < 0) {
-        r = error_set_errno(err, -errno, "pipe");
-        goto fail;
-    }
-    if (out_pipe) {
-        if (pipe2(out, O_CLOEXEC) < 0) {
-            r = error_set_errno(err, -errno, "pipe");
-            goto fail;
-        }
-    } else {
-        out[0] = memfd_create("rclone-stdout", MFD_CLOEXEC);
-        out[1] = out[0] >= 0 ? dup(out[0]) : -1;
-        if (out[1] < 0) {
-            r = error_set_errno(err, -errno, "memfd_create");
-            goto fail;
-        }
-    }
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawnattr_init(&attr);
-    sigset_t none, all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    int e = posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
-    if (e == 0)
-        e = posix_spawn_file_actions_adddup2(&fa, p->errf, STDERR_FILENO);
-    if (e == 0)
-        e = with_stdin
-                ? posix_spawn_file_actions_adddup2(&fa, in[0], STDIN_FILENO)
-                : posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    if (e == 0)
-        e = posix_spawn_file_actions_addclosefrom_np(&fa, STDERR_FILENO + 1);
-    if (e == 0)
-        e = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    if (e == 0)
-        e = posix_spawnattr_setsigmask(&attr, &none);
-    if (e == 0)
-        e = posix_spawnattr_setsigdefault(&attr, &all);
-    if (e == 0)
-        e = posix_spawn(&p->pid, rc->program, &fa, &attr, (char *const *)argv, envp);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
-    if (e != 0) {
-        p->pid = -1;
-        r = error_set_errno(err, -e, "cannot run '%s'", rc->program);
-        goto fail;
-    }
-    running_set(rc, p->pid, true);
-    p->pidfd = pidfd_open(p->pid, 0);
-    close_fd(&in[0]);
-    close_fd(&out[1]);
-    p->in = in[1];
-    p->out = out[0];
-    return 0;
-fail:
-    close_fd(&in[0]);
-    close_fd(&in[1]);
-    close_fd(&out[0]);
-    close_fd(&out[1]);
-    close_fd(&p->errf);
-    return r;
-}
-
-/* Waits until the process exits, at most until deadline (monotonic ms), then kills it.
- * *ret_code: its exit code (128 + signal when killed by one). -ETIMEDOUT when killed here. */
-static int proc_wait(struct proc *p, int64_t deadline, int *ret_code)
-{
-    close_fd(&p->in);
-    int r = 0;
-    while (p->pidfd >= 0) {
-        int64_t left = deadline - now_ms();
-        if (left <= 0) {
-            kill(p->pid, SIGKILL);
-            r = -ETIMEDOUT;
-            break;
-        }
-        struct pollfd pf = {.fd = p->pidfd, .events = POLLIN};
-        int k = poll(&pf, 1, left > INT_MAX ? INT_MAX : (int)left);
-        if (k > 0)
-            break;
-        if (k < 0 && errno != EINTR) {
-            kill(p->pid, SIGKILL);
-            r = -errno;
-            break;
-        }
-    }
-    int status = 0;
-    proc_reap(p, &status);
-    close_fd(&p->pidfd);
-    if (r == 0)
-        *ret_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    return r;
-}
-
-/* Frees what p holds; a process still running is killed and reaped. */
-static void proc_done(struct proc *p)
-{
-    close_fd(&p->in);
-    if (p->pid > 0) {
-        kill(p->pid, SIGKILL);
-        proc_reap(p, NULL);
-    }
-    p->pid = -1;
-    close_fd(&p->pidfd);
-    close_fd(&p->out);
-    close_fd(&p->errf);
-}
-
-/* What rclone said on stderr: its last lines, time stamps cut, joined by "; ". */
-static void stderr_text(const struct proc *p, char *out, size_t size)
+/* What rclone said on stderr (fd): its last lines, time stamps cut, joined by "; ". */
+static void stderr_text(int fd, char *out, size_t size)
 {
     char buf[4096];
     out[0] = '\0';
-    off_t end = p->errf >= 0 ? lseek(p->errf, 0, SEEK_END) : -1;
+    off_t end = fd >= 0 ? lseek(fd, 0, SEEK_END) : -1;
     if (end <= 0)
         return;
     off_t from = end > (off_t)sizeof(buf) - 1 ? end - (off_t)sizeof(buf) + 1 : 0;
-    ssize_t n = pread(p->errf, buf, sizeof(buf) - 1, from);
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, from);
     if (n <= 0)
         return;
     buf[n] = '\0';
@@ -344,7 +218,7 @@ static void stderr_text(const struct proc *p, char *out, size_t size)
         for (char *c = line; *c; c++)
             if ((unsigned char)*c < 0x20)
                 *c = ' ';
-        if (!*line)
+        if (!*line || strstr(line, "Serving remote control on"))
             continue;
         int k = snprintf(out + len, size - len, "%s%s", len ? "; " : "", line);
         if (k < 0 || (size_t)k >= size - len) {
@@ -357,88 +231,334 @@ static void stderr_text(const struct proc *p, char *out, size_t size)
     }
 }
 
-/* The error of a call that exited with code: -ENOENT for rclone's "not found" codes. */
-static int rclone_failure(const struct proc *p, int code, const char *what, struct error *err)
+/* Reaps the rcd (lock held; it has exited or was killed) and remembers how it ended. */
+static void rcd_reap(struct rclone *rc)
 {
-    char text[STDERR_SHOW];
-    stderr_text(p, text, sizeof(text));
-    int r = code == 3 || code == 4 ? -ENOENT : -EIO;
-    return error_set(err, r, "%s: rclone exited with %d%s%s", what, code, text[0] ? ": " : "",
-                     text);
+    int status = 0;
+    while (waitpid(rc->pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    char how[48], text[STDERR_SHOW];
+    if (WIFEXITED(status))
+        snprintf(how, sizeof(how), "exited with %d", WEXITSTATUS(status));
+    else
+        snprintf(how, sizeof(how), "was killed by signal %d",
+                 WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    stderr_text(rc->errf, text, sizeof(text));
+    snprintf(rc->gone, sizeof(rc->gone), "%s%s%s", how, text[0] ? ": " : "", text);
+    rc->gone_pid = rc->pid;
+    rc->pid = -1;
+    pthread_join(rc->holder, NULL); /* it ends with the rcd */
+    close_fd(&rc->pidfd);
+    close_fd(&rc->errf);
+    explicit_bzero(&rc->ep, sizeof(rc->ep));
 }
 
-/* Waits for p (started with its stdout in a memory file) to end, deadline_s seconds at most, and
- * frees it; on success *ret_out (may be NULL) gets its stdout, malloc'd and NUL-terminated, at
- * most JSON_MAX bytes. */
-static int proc_collect(struct proc *p_, int deadline_s, const char *what, char **ret_out,
-                        struct error *err)
+/* In the child between fork and exec: async-signal-safe calls only (the parent has threads). */
+static void child_exec(const char *program, char *const *argv, char *const *envp, int devnull,
+                       int errf, pid_t parent)
 {
-    struct proc p = *p_;
-    int code = 0;
-    proc_init(p_, p.rc);
-    int r = proc_wait(&p, now_ms() + (int64_t)deadline_s * 1000, &code);
-    if (r == -ETIMEDOUT) {
-        r = error_set(err, r, "%s: rclone did not finish in %d s", what, deadline_s);
-        goto out;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) /* the parent died before prctl */
+        _exit(127);
+    if (dup2(devnull, STDIN_FILENO) < 0 || dup2(devnull, STDOUT_FILENO) < 0 ||
+        dup2(errf, STDERR_FILENO) < 0)
+        _exit(127);
+    close_range(STDERR_FILENO + 1, ~0U, 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = SIG_DFL;
+    for (int s = 1; s < NSIG; s++)
+        sigaction(s, &sa, NULL); /* SIGKILL, SIGSTOP and glibc's own refuse: fine */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execve(program, argv, envp);
+    _exit(127);
+}
+
+/* What the thread that starts the rcd gets, and gives back. */
+struct spawn {
+    const char *program;
+    char *const *argv, *const *envp;
+    int devnull, errf;
+    pid_t parent;
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    bool ready; /* under m: */
+    pid_t pid;
+    int err; /* fork's errno */
+};
+
+/* Forks the rcd and lives until it exits: PR_SET_PDEATHSIG fires when the thread that forked
+ * ends, and the threads calling us (the engine's workers) may end before SnapSync does. */
+static void *holder_main(void *arg)
+{
+    struct spawn *sp = arg;
+    pid_t pid = fork();
+    if (pid == 0)
+        child_exec(sp->program, sp->argv, sp->envp, sp->devnull, sp->errf, sp->parent);
+    int e = pid < 0 ? errno : 0;
+    int fd = pid > 0 ? pidfd_open(pid, 0) : -1;
+    pthread_mutex_lock(&sp->m);
+    sp->pid = pid;
+    sp->err = e;
+    sp->ready = true;
+    pthread_cond_signal(&sp->c);
+    pthread_mutex_unlock(&sp->m); /* sp is the starter's again */
+    if (fd >= 0) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        while (poll(&pf, 1, -1) < 0 && errno == EINTR)
+            ;
+        close(fd);
+    } else if (pid > 0) {
+        siginfo_t info;
+        while (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOWAIT) < 0 && errno == EINTR)
+            ;
     }
-    if (r < 0) {
-        r = error_set_errno(err, r, "%s: waiting for rclone", what);
-        goto out;
+    return NULL;
+}
+
+/* The port of the "Serving remote control on http://127.0.0.1:<port>/" notice, 0 before it. */
+static int announced_port(int errf)
+{
+    static const char notice[] = "Serving remote control on http://127.0.0.1:";
+    char buf[16384];
+    ssize_t n = pread(errf, buf, sizeof(buf) - 1, 0);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    const char *p = strstr(buf, notice);
+    if (!p)
+        return 0;
+    char *end;
+    long port = strtol(p + sizeof(notice) - 1, &end, 10);
+    return *end == '/' && port > 0 && port < 65536 ? (int)port : 0;
+}
+
+/* Starts the rcd and waits until it listens (lock held). */
+static int rcd_start(struct rclone *rc, struct error *err)
+{
+    uint8_t rnd[32];
+    char user[33], pass[33], cred[80], b64[112];
+    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+        return error_set_errno(err, -errno, "getrandom");
+    hasher_hex(rnd, 16, user);
+    hasher_hex(rnd + 16, 16, pass);
+    snprintf(rc->env_user, sizeof(rc->env_user), "RCLONE_RC_USER=%s", user);
+    snprintf(rc->env_pass, sizeof(rc->env_pass), "RCLONE_RC_PASS=%s", pass);
+    int cl = snprintf(cred, sizeof(cred), "%s:%s", user, pass);
+    EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)cred, cl);
+    snprintf(rc->ep.auth, sizeof(rc->ep.auth), "Authorization: Basic %s", b64);
+    explicit_bzero(rnd, sizeof(rnd));
+    explicit_bzero(pass, sizeof(pass));
+    explicit_bzero(cred, sizeof(cred));
+    explicit_bzero(b64, sizeof(b64));
+
+    const char *argv[ARGS_MAX + 1];
+    size_t n = 0;
+    argv[n++] = rc->program;
+    if (rc->config[0]) {
+        argv[n++] = "--config";
+        argv[n++] = rc->config;
     }
-    if (code != 0) {
-        r = rclone_failure(&p, code, what, err);
-        goto out;
+    argv[n++] = "--timeout";
+    argv[n++] = rc->timeout_arg;
+    argv[n++] = "--contimeout";
+    argv[n++] = rc->timeout_arg;
+    argv[n++] = "--ask-password=false";
+    for (size_t i = 0; i < rc->n_extra && n < ARGS_MAX - 8; i++)
+        argv[n++] = rc->extra[i];
+    argv[n++] = "rcd";
+    argv[n++] = "--rc-addr=127.0.0.1:0";
+    argv[n++] = "--rc-serve";
+    /* the upload of a large file over a slow uplink reads its request for hours: our own stall
+     * limit is the bound */
+    argv[n++] = "--rc-server-read-timeout=0s";
+    argv[n++] = "--rc-server-write-timeout=0s";
+    argv[n] = NULL;
+    char *envp[ENV_MAX];
+    child_env(rc, envp, ENV_MAX);
+
+    int r = 0, devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    rc->errf = memfd_create("rclone-rcd-stderr", MFD_CLOEXEC);
+    if (devnull < 0 || rc->errf < 0) {
+        r = error_set_errno(err, -errno, "starting rclone rcd");
+        goto fail;
     }
-    if (ret_out) {
-        off_t len = lseek(p.out, 0, SEEK_END);
-        if (len < 0 || len > JSON_MAX) {
-            r = error_set(err, -EFBIG, "%s: rclone's answer is too long", what);
-            goto out;
+    struct spawn sp = {.program = rc->program,
+                       .argv = (char *const *)argv,
+                       .envp = envp,
+                       .devnull = devnull,
+                       .errf = rc->errf,
+                       .parent = getpid(),
+                       .pid = -1};
+    pthread_mutex_init(&sp.m, NULL);
+    pthread_cond_init(&sp.c, NULL);
+    int e = pthread_create(&rc->holder, NULL, holder_main, &sp);
+    pthread_mutex_lock(&sp.m);
+    while (e == 0 && !sp.ready)
+        pthread_cond_wait(&sp.c, &sp.m);
+    pthread_mutex_unlock(&sp.m);
+    pthread_cond_destroy(&sp.c);
+    pthread_mutex_destroy(&sp.m);
+    rc->pid = sp.pid;
+    if (e != 0 || rc->pid < 0) {
+        if (e == 0)
+            pthread_join(rc->holder, NULL);
+        r = error_set_errno(err, e ? -e : -sp.err, "cannot run '%s'", rc->program);
+        goto fail;
+    }
+    close_fd(&devnull);
+    rc->pidfd = pidfd_open(rc->pid, 0);
+    if (rc->pidfd < 0) {
+        r = error_set_errno(err, -errno, "pidfd_open");
+        kill(rc->pid, SIGKILL);
+        rcd_reap(rc);
+        return r;
+    }
+    int64_t deadline = now_ms() + RCD_START_S * 1000;
+    int port;
+    while ((port = announced_port(rc->errf)) == 0) {
+        int64_t left = deadline - now_ms();
+        if (left <= 0) {
+            kill(rc->pid, SIGKILL);
+            rcd_reap(rc);
+            return error_set(err, -ETIMEDOUT,
+                             "rclone rcd did not say where it listens in %d s (a -q or "
+                             "--log-level above NOTICE in rclone.extra_args hides it)",
+                             RCD_START_S);
         }
-        char *buf = malloc((size_t)len + 1);
-        if (!buf) {
-            r = error_set(err, -ENOMEM, "out of memory");
-            goto out;
+        /* its notice is polled for: a memory file does not wake poll() */
+        struct pollfd pf = {.fd = rc->pidfd, .events = POLLIN};
+        if (poll(&pf, 1, left < 20 ? (int)left : 20) > 0) {
+            rcd_reap(rc);
+            return error_set(err, -EIO, "rclone rcd %s", rc->gone);
         }
-        ssize_t k = len ? pread(p.out, buf, (size_t)len, 0) : 0;
-        if (k != (ssize_t)len) {
-            free(buf);
-            r = error_set(err, -EIO, "%s: reading rclone's answer", what);
-            goto out;
-        }
-        buf[len] = '\0';
-        *ret_out = buf;
     }
-out:
-    proc_done(&p);
+    snprintf(rc->ep.base, sizeof(rc->ep.base), "http://127.0.0.1:%d", port);
+    rc->ep.pid = rc->pid;
+    return 0;
+fail:
+    close_fd(&devnull);
+    close_fd(&rc->errf);
+    rc->pid = -1;
+    explicit_bzero(&rc->ep, sizeof(rc->ep));
     return r;
 }
 
-/* Runs cmd to its end: proc_collect's. */
-static int run(struct rclone *rc, const char *const *cmd, int deadline_s, const char *what,
-               char **ret_out, struct error *err)
+/* The rcd to call, started (again) when there is none or it exited: *ret its endpoint. */
+static int rcd_ensure(struct rclone *rc, struct rcd_endpoint *ret, struct error *err)
 {
-    struct proc p;
-    int r = proc_start(rc, cmd, false, false, &p, err);
-    if (r < 0)
-        return error_prefix(err, "%s", what);
-    return proc_collect(&p, deadline_s, what, ret_out, err);
+    pthread_mutex_lock(&rc->lock);
+    if (rc->pid > 0) {
+        struct pollfd pf = {.fd = rc->pidfd, .events = POLLIN};
+        if (poll(&pf, 1, 0) > 0)
+            rcd_reap(rc);
+    }
+    int r = rc->pid > 0 ? 0 : rcd_start(rc, err);
+    if (r == 0)
+        *ret = rc->ep;
+    pthread_mutex_unlock(&rc->lock);
+    return r;
 }
 
-/* Seconds a control call (lsjson, moveto, delete) may take: a server-side move of a large file
- * may be a copy on backends without moves. */
-static int control_deadline(const struct rclone *rc)
+/* Whether the rcd at ep has ended (reaped now if it just did; a connection it reset or refused
+ * comes just before its exit, so it is given a moment); *gone (may be NULL) how. */
+static bool rcd_gone_how(struct rclone *rc, const struct rcd_endpoint *ep, char *gone, size_t size)
 {
-    return rc->timeout_s * 10 < 120 ? 120 : rc->timeout_s * 10;
+    pthread_mutex_lock(&rc->lock);
+    if (rc->pid == ep->pid && rc->pid > 0) {
+        struct pollfd pf = {.fd = rc->pidfd, .events = POLLIN};
+        if (poll(&pf, 1, 100) > 0)
+            rcd_reap(rc);
+    }
+    bool is_gone = rc->gone_pid == ep->pid;
+    if (gone)
+        snprintf(gone, size, "%s", is_gone ? rc->gone : "");
+    pthread_mutex_unlock(&rc->lock);
+    return is_gone;
 }
 
-/* Seconds rclone may take no data (rcat) or give none (cat) before it is given up: long, since
- * a backend uploads a chunk it has read before it reads on (B2's are 96 MiB: minutes on a slow
- * uplink); a stalled network is rclone's own --timeout to notice, which ends it. */
-static int stall_limit(const struct rclone *rc)
+static bool rcd_gone(struct rclone *rc, const struct rcd_endpoint *ep)
 {
-    return rc->timeout_s * 10 < 600 ? 600 : rc->timeout_s * 10;
+    return rcd_gone_how(rc, ep, NULL, 0);
 }
+
+/* The error of a call to the rcd at ep that failed with r (http.c's, in err): when the rcd
+ * ended, how. */
+static int rcd_lost(struct rclone *rc, const struct rcd_endpoint *ep, int r, const char *what,
+                    struct error *err)
+{
+    char gone[sizeof(rc->gone)];
+    if (rcd_gone_how(rc, ep, gone, sizeof(gone)) && gone[0])
+        return error_set(err, -EIO, "%s: rclone rcd (pid %ld) %s; the next call starts another",
+                         what, (long)ep->pid, gone);
+    error_prefix(err, "%s", what);
+    return r;
+}
+
+/* Stops the rcd: SIGTERM, SIGKILL when it is still there after RCD_STOP_MS. */
+static void rcd_stop(struct rclone *rc)
+{
+    pthread_mutex_lock(&rc->lock);
+    if (rc->pid > 0) {
+        kill(rc->pid, SIGTERM);
+        struct pollfd pf = {.fd = rc->pidfd, .events = POLLIN};
+        if (poll(&pf, 1, RCD_STOP_MS) <= 0)
+            kill(rc->pid, SIGKILL);
+        rcd_reap(rc);
+    }
+    explicit_bzero(rc->env_pass, sizeof(rc->env_pass));
+    pthread_mutex_unlock(&rc->lock);
+}
+
+/* ---- final names being moved into ---- */
+
+static uint64_t name_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h ? h : 1;
+}
+
+/* Waits until no other finish of ours is at the name path, then holds it: a hash collision or
+ * a full table only makes one wait for another. */
+static void name_claim(struct rclone *rc, const char *path)
+{
+    uint64_t h = name_hash(path);
+    pthread_mutex_lock(&rc->lock);
+    for (;;) {
+        size_t free_slot = MOVING_MAX;
+        bool busy = false;
+        for (size_t i = 0; i < MOVING_MAX; i++) {
+            busy = busy || rc->moving[i] == h;
+            if (!rc->moving[i] && free_slot == MOVING_MAX)
+                free_slot = i;
+        }
+        if (!busy && free_slot < MOVING_MAX) {
+            rc->moving[free_slot] = h;
+            break;
+        }
+        pthread_cond_wait(&rc->moved, &rc->lock);
+    }
+    pthread_mutex_unlock(&rc->lock);
+}
+
+static void name_release(struct rclone *rc, const char *path)
+{
+    uint64_t h = name_hash(path);
+    pthread_mutex_lock(&rc->lock);
+    for (size_t i = 0; i < MOVING_MAX; i++)
+        if (rc->moving[i] == h) {
+            rc->moving[i] = 0;
+            break;
+        }
+    pthread_cond_broadcast(&rc->moved);
+    pthread_mutex_unlock(&rc->lock);
+}
+
+/* ---- calls ---- */
 
 /* root + "/" + rel into out. */
 static int join(const struct rclone *rc, const char *rel, char *out, size_t size)
@@ -449,8 +569,109 @@ static int join(const struct rclone *rc, const char *rel, char *out, size_t size
     return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
 
-/* ---- what lsjson says ---- */
+/* The part of path (a join() of rc) below the root, or NULL when it is not below it. */
+static const char *rel_in(const struct rclone *rc, const char *path)
+{
+    size_t rl = strlen(rc->root);
+    bool bare = rl > 0 && (rc->root[rl - 1] == ':' || rc->root[rl - 1] == '/');
+    if (strncmp(path, rc->root, rl) != 0)
+        return NULL;
+    if (bare || !path[rl])
+        return path + rl;
+    return path[rl] == '/' ? path + rl + 1 : NULL;
+}
 
+/* Percent-encodes s into out (for a URL path or query value): unreserved characters, '/' and
+ * ':' stay. -ENAMETOOLONG when it does not fit. */
+static int pct(const char *s, char *out, size_t size)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        bool plain = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+                     (*c >= '0' && *c <= '9') || strchr("-._~/:", *c);
+        if (n + (plain ? 1 : 3) >= size)
+            return -ENAMETOOLONG;
+        if (plain) {
+            out[n++] = (char)*c;
+        } else {
+            out[n++] = '%';
+            out[n++] = hex[*c >> 4];
+            out[n++] = hex[*c & 15];
+        }
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+/* The outcome of a finished rc request on h with HTTP status: 0 and *ret_out (NULL: dropped)
+ * the answer; -ENOENT for rclone's 404 (nothing there), -EIO else, in rclone's words. */
+static int rc_reply(struct http *h, long status, json_object **ret_out, const char *what,
+                    struct error *err)
+{
+    json_object *o = http_reply_len(h) ? json_tokener_parse(http_reply(h)) : NULL, *v;
+    if (status == 200 && o && json_object_is_type(o, json_type_object)) {
+        if (ret_out)
+            *ret_out = o;
+        else
+            json_object_put(o);
+        return 0;
+    }
+    char msg[STDERR_SHOW];
+    if (o && json_object_object_get_ex(o, "error", &v) && json_object_is_type(v, json_type_string))
+        snprintf(msg, sizeof(msg), "%s", json_object_get_string(v));
+    else
+        snprintf(msg, sizeof(msg), "HTTP %ld %.200s", status, http_reply(h));
+    json_object_put(o);
+    for (char *c = msg; *c; c++)
+        if ((unsigned char)*c < 0x20)
+            *c = ' ';
+    if (status == 200)
+        return error_set(err, -EBADMSG, "%s: rclone's answer is not JSON", what);
+    return error_set(err, status == 404 ? -ENOENT : -EIO, "%s: rclone: %s", what, msg);
+}
+
+/* Calls the rc method ("operations/stat") with the JSON object in (consumed) on h: rc_reply's. */
+static int rc_call(struct rclone *rc, struct http *h, const char *method, json_object *in,
+                   json_object **ret_out, const char *what, struct error *err)
+{
+    struct rcd_endpoint ep;
+    const char *body = json_object_to_json_string_ext(in, JSON_C_TO_STRING_PLAIN);
+    long status = 0;
+    int r = 0;
+    /* a call that could not connect never reached rclone: once the rcd that refused it is
+     * found gone, the call is made again on a new one */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        r = rcd_ensure(rc, &ep, err);
+        if (r < 0) {
+            json_object_put(in);
+            return error_prefix(err, "%s", what);
+        }
+        char url[96];
+        snprintf(url, sizeof(url), "%s/%s", ep.base, method);
+        const char *headers[] = {ep.auth, "Content-Type: application/json", "Expect:", NULL};
+        struct http_request req = {
+            .method = "POST",
+            .url = url,
+            .headers = headers,
+            .body = body,
+            .body_len = strlen(body),
+            .reply_max = JSON_MAX,
+        };
+        r = http_run(h, &req, &status, err);
+        explicit_bzero(ep.auth, sizeof(ep.auth));
+        if (r != -ECONNREFUSED || !rcd_gone(rc, &ep))
+            break;
+    }
+    json_object_put(in);
+    if (r < 0 && r != -EBADMSG)
+        return rcd_lost(rc, &ep, r, what, err);
+    if (r < 0)
+        return error_set(err, r, "%s: rclone's answer is too long", what);
+    return rc_reply(h, status, ret_out, what, err);
+}
+
+/* ---- what operations/stat and operations/list say ---- */
 struct object_info {
     bool is_dir;
     uint64_t size;
@@ -490,59 +711,117 @@ static void info_of(json_object *o, struct object_info *ret)
     }
 }
 
-/* Starts lsjson --stat of path (with hashes when hashes) as p. */
-static int stat_start(struct rclone *rc, const char *path, bool hashes, struct proc *p,
-                      struct error *err)
+/* A new {"fs": root, "remote": rel} for a call about path (a join() of rc); NULL when path is
+ * not below the root or out of memory. */
+static json_object *args_for(const struct rclone *rc, const char *path)
 {
-    const char *with[] = {"lsjson", "--stat", "--hash-type", "md5", "--hash-type",
-                          "sha1",   "--",     path,          NULL};
-    const char *without[] = {"lsjson", "--stat", "--", path, NULL};
-    int r = proc_start(rc, hashes ? with : without, false, false, p, err);
-    return r < 0 ? error_prefix(err, "looking at '%s'", path) : 0;
+    const char *rel = rel_in(rc, path);
+    json_object *in = rel ? json_object_new_object() : NULL;
+    if (in) {
+        json_object_object_add(in, "fs", json_object_new_string(rc->root));
+        json_object_object_add(in, "remote", json_object_new_string(rel));
+    }
+    return in;
 }
 
-/* The answer of stat_start's p about path (p is freed): -ENOENT when nothing is there. */
-static int stat_finish(struct proc *p, const char *path, struct object_info *ret, struct error *err)
+/* operations/stat of path (with hashes when hashes) on h: -ENOENT when nothing is there. */
+static int stat_path(struct rclone *rc, struct http *h, const char *path, bool hashes,
+                     struct object_info *ret, struct error *err)
 {
-    char what[DEST_REMOTE_MAX + 32], *out = NULL;
+    char what[DEST_REMOTE_MAX + 32];
     snprintf(what, sizeof(what), "looking at '%s'", path);
-    int r = proc_collect(p, control_deadline(p->rc), what, &out, err);
+    json_object *in = args_for(rc, path), *opt = json_object_new_object(), *out = NULL, *item;
+    if (!in || !opt) {
+        json_object_put(in);
+        json_object_put(opt);
+        return error_set(err, -ENOMEM, "%s: out of memory", what);
+    }
+    json_object_object_add(opt, "noMimeType", json_object_new_boolean(true));
+    if (hashes) {
+        json_object *types = json_object_new_array();
+        json_object_array_add(types, json_object_new_string("md5"));
+        json_object_array_add(types, json_object_new_string("sha1"));
+        json_object_object_add(opt, "showHash", json_object_new_boolean(true));
+        json_object_object_add(opt, "hashTypes", types);
+    }
+    json_object_object_add(in, "opt", opt);
+    int r = rc_call(rc, h, "operations/stat", in, &out, what, err);
     if (r < 0)
         return r;
-    json_object *o = json_tokener_parse(out);
-    free(out);
-    if (!o || !json_object_is_type(o, json_type_object)) {
-        json_object_put(o);
-        return error_set(err, -EBADMSG, "%s: rclone's answer is not JSON", what);
+    if (!json_object_object_get_ex(out, "item", &item) ||
+        !json_object_is_type(item, json_type_object)) {
+        json_object_put(out);
+        return error_set(err, -ENOENT, "%s: nothing there", what);
     }
-    /* bucket-based remotes (S3, B2, ...) answer for a path that names nothing with a folder
+    /* bucket-based remotes (S3, B2, ...) may answer for a path that names nothing with a folder
      * without a name (any prefix may be a folder there) */
     json_object *name;
-    bool nameless = !json_object_object_get_ex(o, "Name", &name) ||
+    bool nameless = !json_object_object_get_ex(item, "Name", &name) ||
                     !json_object_is_type(name, json_type_string) ||
                     !json_object_get_string(name)[0];
-    info_of(o, ret);
-    json_object_put(o);
+    info_of(item, ret);
+    json_object_put(out);
     if (nameless && ret->is_dir)
         return error_set(err, -ENOENT, "%s: nothing there", what);
     return 0;
 }
 
-/* lsjson --stat of path (with hashes when hashes): -ENOENT when nothing is there. */
-static int stat_path(struct rclone *rc, const char *path, bool hashes, struct object_info *ret,
-                     struct error *err)
+/* operations/deletefile of path on h. */
+static int delete_path(struct rclone *rc, struct http *h, const char *path, const char *what,
+                       struct error *err)
 {
-    struct proc p;
-    int r = stat_start(rc, path, hashes, &p, err);
-    return r < 0 ? r : stat_finish(&p, path, ret, err);
+    json_object *in = args_for(rc, path);
+    if (!in)
+        return error_set(err, -ENOMEM, "%s: out of memory", what);
+    return rc_call(rc, h, "operations/deletefile", in, NULL, what, err);
 }
 
 /* Deletes one file, as a best effort. */
-static void delete_quietly(struct rclone *rc, const char *path)
+static void delete_quietly(struct rclone *rc, struct http *h, const char *path)
 {
-    const char *cmd[] = {"deletefile", "--", path, NULL};
     struct error e;
-    run(rc, cmd, control_deadline(rc), "delete", NULL, &e);
+    delete_path(rc, h, path, "delete", &e);
+}
+
+/* The form around a file named name: head and tail (boundary random). */
+static int form_parts(const char *name, char *head, size_t head_size, size_t *ret_head_len,
+                      char *tail, size_t tail_size, size_t *ret_tail_len, struct error *err)
+{
+    uint8_t rnd[16];
+    char boundary[48];
+    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+        return error_set_errno(err, -errno, "getrandom");
+    memcpy(boundary, "snapsync-", 9);
+    hasher_hex(rnd, sizeof(rnd), boundary + 9);
+    int h = snprintf(head, head_size,
+                     "--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"%s\"\r\n"
+                     "Content-Type: application/octet-stream\r\n\r\n",
+                     boundary, name);
+    int t = snprintf(tail, tail_size, "\r\n--%s--\r\n", boundary);
+    if (h < 0 || (size_t)h >= head_size || t < 0 || (size_t)t >= tail_size)
+        return error_set(err, -ENAMETOOLONG, "the name '%s' is too long", name);
+    *ret_head_len = (size_t)h;
+    *ret_tail_len = (size_t)t;
+    return 0;
+}
+
+/* The URL of operations/uploadfile into the temporary folder. */
+static int upload_url(const struct rclone *rc, const struct rcd_endpoint *ep, char *url,
+                      size_t size, struct error *err)
+{
+    char fs[URL_MAX];
+    int r = pct(rc->root, fs, sizeof(fs));
+    int n = snprintf(url, size, "%s/operations/uploadfile?fs=%s&remote=" TMP_DIR, ep->base, fs);
+    if (r < 0 || n < 0 || (size_t)n >= size)
+        return error_set(err, -ENAMETOOLONG, "rclone.remote too long");
+    return 0;
+}
+
+/* The basename of a temporary's path. */
+static const char *temp_name(const char *tmp)
+{
+    const char *s = strrchr(tmp, '/');
+    return s ? s + 1 : tmp;
 }
 
 /* The object holds this content: MD5 (or SHA-1 when the backend has no MD5) and size. false
@@ -565,19 +844,37 @@ static void rclone_done(void *priv)
     struct rclone *rc = priv;
     if (!rc)
         return;
+    rcd_stop(rc);
+    http_free(rc->main);
+    pthread_cond_destroy(&rc->moved);
     pthread_mutex_destroy(&rc->lock);
     free(rc);
 }
 
-/* Kills the rclone processes of this destination: their calls fail now. Any thread. */
+/* Kills the rcd: the calls in flight fail now (the next call starts another). Any thread. */
 static void rclone_interrupt(void *priv)
 {
     struct rclone *rc = priv;
     pthread_mutex_lock(&rc->lock);
-    for (size_t i = 0; i < RUNNING_MAX; i++)
-        if (rc->running[i] > 0)
-            kill(rc->running[i], SIGKILL);
+    if (rc->pid > 0)
+        kill(rc->pid, SIGKILL);
     pthread_mutex_unlock(&rc->lock);
+}
+
+/* A handle for calls to the rcd: control calls have control_deadline in all, transfers
+ * stall_limit without a byte moving. */
+static int new_handle(const struct rclone *rc, bool transfer, struct http **ret, struct error *err)
+{
+    struct http_options o = {
+        .name = "rclone rcd",
+        .section = "rclone",
+        .connect_timeout = CONNECT_S,
+        .stall_timeout = transfer ? stall_limit(rc) : control_deadline(rc),
+        .total_timeout = transfer ? 0 : control_deadline(rc),
+        /* the rcd's password must not go to a proxy of the environment */
+        .no_proxy = true,
+    };
+    return http_new(&o, ret, err);
 }
 
 static bool find_program(const char *name, char *buf, size_t size)
@@ -612,10 +909,10 @@ static int rclone_init(const struct config *cfg, void **ret_priv, char *id, size
                          "(\"gdrive:Photos\")");
     for (size_t i = 0; i < cfg->rclone.n_extra_args; i++) {
         const char *a = cfg->rclone.extra_args[i];
-        if (a[0] != '-' || !printable(a))
+        if (a[0] != '-' || !printable(a) || strncmp(a, "--rc", 4) == 0)
             return error_set(err, -EINVAL,
                              "rclone.extra_args: '%.48s' is not an option (one \"--name=value\" "
-                             "per item)",
+                             "per item; --rc-* are SnapSync's)",
                              a);
     }
     if (cfg->rclone.n_extra_args > ARGS_MAX / 2 - 8)
@@ -624,6 +921,9 @@ static int rclone_init(const struct config *cfg, void **ret_priv, char *id, size
     if (!rc)
         return error_set(err, -ENOMEM, "out of memory");
     pthread_mutex_init(&rc->lock, NULL);
+    pthread_cond_init(&rc->moved, NULL);
+    rc->pid = -1;
+    rc->pidfd = rc->errf = -1;
     if (!find_program("rclone", rc->program, sizeof(rc->program))) {
         rclone_done(rc);
         return error_set(err, -ENOENT,
@@ -638,6 +938,11 @@ static int rclone_init(const struct config *cfg, void **ret_priv, char *id, size
     snprintf(rc->timeout_arg, sizeof(rc->timeout_arg), "%ds", rc->timeout_s);
     rc->extra = (const char *const *)cfg->rclone.extra_args;
     rc->n_extra = cfg->rclone.n_extra_args;
+    int r = new_handle(rc, false, &rc->main, err);
+    if (r < 0) {
+        rclone_done(rc);
+        return r;
+    }
     char host[HOST_NAME_MAX + 1] = "";
     if (gethostname(host, sizeof(host)) < 0 || !host[0])
         snprintf(host, sizeof(host), "host");
@@ -691,21 +996,28 @@ static bool stale(const struct rclone *rc, const char *name, int64_t mtime)
 
 static int clean_temporaries(struct rclone *rc, struct error *err)
 {
-    char dir[DEST_REMOTE_MAX], *out = NULL;
+    char dir[DEST_REMOTE_MAX];
     int r = join(rc, TMP_DIR, dir, sizeof(dir));
     if (r < 0)
         return error_set(err, r, "rclone.remote too long");
-    const char *cmd[] = {"lsjson", "--files-only", "--", dir, NULL};
-    r = run(rc, cmd, control_deadline(rc), "listing the temporaries", &out, err);
+    json_object *in = args_for(rc, dir), *opt = json_object_new_object(), *out = NULL, *list;
+    if (!in || !opt) {
+        json_object_put(in);
+        json_object_put(opt);
+        return error_set(err, -ENOMEM, "out of memory");
+    }
+    json_object_object_add(opt, "filesOnly", json_object_new_boolean(true));
+    json_object_object_add(opt, "noMimeType", json_object_new_boolean(true));
+    json_object_object_add(in, "opt", opt);
+    r = rc_call(rc, rc->main, "operations/list", in, &out, "listing the temporaries", err);
     if (r == -ENOENT)
         return 0;
     if (r < 0)
         return r;
-    json_object *list = json_tokener_parse(out);
-    free(out);
-    if (!list || !json_object_is_type(list, json_type_array)) {
-        json_object_put(list);
-        return error_set(err, -EBADMSG, "listing the temporaries: rclone's answer is not JSON");
+    if (!json_object_object_get_ex(out, "list", &list) ||
+        !json_object_is_type(list, json_type_array)) {
+        json_object_put(out);
+        return error_set(err, -EBADMSG, "listing the temporaries: rclone's answer has no list");
     }
     size_t n = json_object_array_length(list), deleted = 0;
     for (size_t i = 0; i < n && deleted < STALE_MAX; i++) {
@@ -720,11 +1032,11 @@ static int clean_temporaries(struct rclone *rc, struct error *err)
             continue;
         snprintf(rel, sizeof(rel), TMP_DIR "/%s", name);
         if (join(rc, rel, path, sizeof(path)) == 0) {
-            delete_quietly(rc, path);
+            delete_quietly(rc, rc->main, path);
             deleted++;
         }
     }
-    json_object_put(list);
+    json_object_put(out);
     return 0;
 }
 
@@ -736,63 +1048,57 @@ static int rclone_prepare(void *priv, const struct dest_session *session, struct
     if (join(rc, TMP_DIR, dir, sizeof(dir)) < 0)
         return error_set(err, -ENAMETOOLONG, "rclone.remote too long");
     snprintf(what, sizeof(what), "rclone remote '%s'", rc->root);
-    const char *cmd[] = {"mkdir", "--", dir, NULL};
-    int r = run(rc, cmd, control_deadline(rc), what, NULL, err);
+    json_object *in = args_for(rc, dir);
+    if (!in)
+        return error_set(err, -ENOMEM, "out of memory");
+    int r = rc_call(rc, rc->main, "operations/mkdir", in, NULL, what, err);
     if (r < 0)
         return r;
     return clean_temporaries(rc, err);
 }
 
-/* Streams len bytes at buf into p's stdin. */
-static int feed(struct rclone *rc, struct proc *p, const void *buf, size_t len, struct error *err)
-{
-    const uint8_t *b = buf;
-    int64_t deadline = now_ms() + (int64_t)stall_limit(rc) * 1000;
-    while (len > 0) {
-        ssize_t k = write(p->in, b, len);
-        if (k > 0) {
-            b += k;
-            len -= (size_t)k;
-            deadline = now_ms() + (int64_t)stall_limit(rc) * 1000;
-            continue;
-        }
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0 && errno == EAGAIN) {
-            int64_t left = deadline - now_ms();
-            struct pollfd pf = {.fd = p->in, .events = POLLOUT};
-            if (left <= 0 || poll(&pf, 1, (int)left) == 0)
-                return error_set(err, -ETIMEDOUT, "rclone took no data for %d s", stall_limit(rc));
-            continue;
-        }
-        return k < 0 ? -errno : -EIO;
-    }
-    return 0;
-}
-
-/* Uploads a small probe through rcat to tmp. */
+/* Uploads a small probe in one request to tmp (a temporary's path). */
 static int put_small(struct rclone *rc, const char *tmp, const void *buf, size_t len,
                      struct error *err)
 {
-    char size[24], what[DEST_REMOTE_MAX + 32];
-    snprintf(size, sizeof(size), "%zu", len);
+    char head[FORM_HEAD_MAX], tail[80], url[URL_MAX + 64], what[DEST_REMOTE_MAX + 32];
+    size_t hl, tl;
     snprintf(what, sizeof(what), "writing '%s'", tmp);
-    const char *cmd[] = {"rcat", "--size", size, "--", tmp, NULL};
-    struct proc p;
-    int code = 0;
-    int r = proc_start(rc, cmd, true, false, &p, err);
+    int r = form_parts(temp_name(tmp), head, sizeof(head), &hl, tail, sizeof(tail), &tl, err);
     if (r < 0)
+        return r;
+    char *body = malloc(hl + len + tl + 1);
+    if (!body)
+        return error_set(err, -ENOMEM, "out of memory");
+    memcpy(body, head, hl);
+    memcpy(body + hl, buf, len);
+    memcpy(body + hl + len, tail, tl);
+    struct rcd_endpoint ep;
+    r = rcd_ensure(rc, &ep, err);
+    if (r == 0)
+        r = upload_url(rc, &ep, url, sizeof(url), err);
+    if (r < 0) {
+        free(body);
         return error_prefix(err, "%s", what);
-    fcntl(p.in, F_SETFL, O_NONBLOCK);
-    int w = feed(rc, &p, buf, len, err);
-    r = proc_wait(&p, now_ms() + (int64_t)control_deadline(rc) * 1000, &code);
-    if (r < 0)
-        r = error_set_errno(err, r, "%s", what);
-    else if (code != 0)
-        r = rclone_failure(&p, code, what, err);
-    else if (w < 0)
-        r = error_set_errno(err, w, "%s", what);
-    proc_done(&p);
+    }
+    char ct[96];
+    snprintf(ct, sizeof(ct), "Content-Type: multipart/form-data; boundary=%.*s", (int)(tl - 8),
+             tail + 4);
+    const char *headers[] = {ep.auth, ct, "Expect:", NULL};
+    struct http_request req = {.method = "POST",
+                               .url = url,
+                               .headers = headers,
+                               .body = body,
+                               .body_len = hl + len + tl,
+                               .reply_max = JSON_MAX};
+    long status = 0;
+    r = http_run(rc->main, &req, &status, err);
+    free(body);
+    if (r < 0 && r != -EBADMSG)
+        r = rcd_lost(rc, &ep, r, what, err);
+    else
+        r = rc_reply(rc->main, status, NULL, what, err);
+    explicit_bzero(&ep, sizeof(ep));
     return r;
 }
 
@@ -810,21 +1116,30 @@ static int rclone_probe(void *priv, char *detail, size_t detail_size, struct err
     if (r < 0)
         goto out;
     struct object_info info;
-    r = stat_path(rc, tmp, false, &info, err);
+    r = stat_path(rc, rc->main, tmp, false, &info, err);
     if (r == 0 && info.size != sizeof(body) - 1)
         r = error_set(err, -EIO, "the probe '%s' has %" PRIu64 " bytes, %zu written", tmp,
                       info.size, sizeof(body) - 1);
     if (r < 0)
         goto out;
-    const char *del[] = {"deletefile", "--", tmp, NULL};
-    r = run(rc, del, control_deadline(rc), "deleting the probe", NULL, err);
+    r = delete_path(rc, rc->main, tmp, "deleting the probe", err);
     if (r == 0)
         snprintf(detail, detail_size, "rclone remote '%s': a probe file written and deleted",
                  rc->root);
     return r;
 out:
-    delete_quietly(rc, tmp);
+    delete_quietly(rc, rc->main, tmp);
     return r;
+}
+
+static void rclone_conn_free(void *conn)
+{
+    struct rclone_conn *c = conn;
+    if (!c)
+        return;
+    http_free(c->ctl);
+    http_free(c->up);
+    free(c);
 }
 
 static int rclone_conn_new(void *priv, void **ret_conn, struct error *err)
@@ -833,13 +1148,15 @@ static int rclone_conn_new(void *priv, void **ret_conn, struct error *err)
     if (!c)
         return error_set(err, -ENOMEM, "out of memory");
     c->rc = priv;
+    int r = new_handle(c->rc, false, &c->ctl, err);
+    if (r == 0)
+        r = new_handle(c->rc, true, &c->up, err);
+    if (r < 0) {
+        rclone_conn_free(c);
+        return r;
+    }
     *ret_conn = c;
     return 0;
-}
-
-static void rclone_conn_free(void *conn)
-{
-    free(conn);
 }
 
 /* Where candidate k of f's name is: <root>/<date>/<name or name_k>. */
@@ -859,8 +1176,6 @@ static int rclone_retarget(void *file, const char *folder, const char *target, s
     struct rclone_file *f = file;
     if (!dest_name_valid(target))
         return error_set(err, -EINVAL, "unusable file name");
-    proc_done(&f->look); /* it asked about the name open had: finish asks again */
-    proc_init(&f->look, f->rc);
     snprintf(f->name, sizeof(f->name), "%s", target);
     if ((size_t)snprintf(f->dir, sizeof(f->dir), "%s", folder) >= sizeof(f->dir))
         return error_set(err, -ENAMETOOLONG, "the path of '%s' is too long", target);
@@ -869,85 +1184,164 @@ static int rclone_retarget(void *file, const char *folder, const char *target, s
 
 static int rclone_open(void *conn, const struct dest_item *item, void **ret_file, struct error *err)
 {
-    struct rclone *rc = ((struct rclone_conn *)conn)->rc;
+    struct rclone_conn *c = conn;
+    struct rclone *rc = c->rc;
     if (!dest_name_valid(item->target))
         return error_set(err, -EINVAL, "unusable file name");
     struct rclone_file *f = calloc(1, sizeof(*f));
     if (!f)
         return error_set(err, -ENOMEM, "out of memory");
-    proc_init(&f->p, rc);
-    proc_init(&f->look, rc);
     f->rc = rc;
+    f->conn = c;
     f->size = item->size;
     snprintf(f->name, sizeof(f->name), "%s", item->target);
     snprintf(f->dir, sizeof(f->dir), "%s", item->folder);
     int r = candidate_path(f, 0, f->final0, sizeof(f->final0), err);
-    if (r < 0) {
-        free(f);
-        return r;
-    }
+    if (r < 0)
+        goto fail;
     r = temp_path(rc, "", f->tmp, sizeof(f->tmp));
     if (r < 0) {
-        free(f);
-        return error_set(err, r, "rclone.remote too long");
+        error_set(err, r, "rclone.remote too long");
+        goto fail;
     }
-    /* what is at the name is asked while the file streams: one call less to wait for at the
-     * end (when it cannot start, finish asks itself) */
-    struct error e;
-    if (stat_start(rc, f->final0, true, &f->look, &e) < 0)
-        proc_init(&f->look, rc);
-    char size[24];
-    snprintf(size, sizeof(size), "%" PRIu64, item->size);
-    const char *cmd[] = {"rcat", "--size", size, "--", f->tmp, NULL};
-    r = proc_start(rc, cmd, true, false, &f->p, err);
+    r = form_parts(temp_name(f->tmp), f->head, sizeof(f->head), &f->body.head_len, f->tail,
+                   sizeof(f->tail), &f->body.tail_len, err);
+    f->body.head = f->head;
+    f->body.tail = f->tail;
+    f->body.size = item->size;
+    if (r < 0)
+        goto fail;
+    char url[URL_MAX + 64], ct[96];
+    r = rcd_ensure(rc, &f->ep, err);
+    if (r == 0)
+        r = upload_url(rc, &f->ep, url, sizeof(url), err);
     if (r < 0) {
-        proc_done(&f->look);
-        free(f);
-        return error_prefix(err, "uploading '%s'", item->name);
+        error_prefix(err, "uploading '%s'", item->name);
+        goto fail;
     }
-    fcntl(f->p.in, F_SETFL, O_NONBLOCK);
+    snprintf(ct, sizeof(ct), "Content-Type: multipart/form-data; boundary=%.*s",
+             (int)(f->body.tail_len - 8), f->tail + 4);
+    const char *headers[] = {f->ep.auth, ct, "Expect:", NULL};
+    struct http_request req = {
+        .method = "POST",
+        .url = url,
+        .headers = headers,
+        .read = http_framed_read,
+        .read_arg = &f->body,
+        .body_size = (int64_t)(f->body.head_len + f->size + f->body.tail_len),
+        .reply_max = JSON_MAX,
+    };
+    r = http_start(c->up, &req, err);
+    if (r < 0)
+        goto fail;
     *ret_file = f;
     return 0;
+fail:
+    explicit_bzero(&f->ep, sizeof(f->ep));
+    free(f);
+    return r;
 }
 
-/* rcat's end, after a failed write or at finish: 0 when it exited well. */
-static int rcat_end(struct rclone_file *f, struct error *err)
+static bool chunk_used(void *arg)
 {
-    int code = 0;
+    struct rclone_file *f = arg;
+    return f->body.chunk_off == f->body.chunk_len || http_reply_complete(f->conn->up);
+}
+
+/* The upload's outcome once its transfer ended (or rclone answered early). */
+static int upload_result(struct rclone_file *f, struct error *err)
+{
+    struct http *x = f->conn->up;
     char what[DEST_REMOTE_MAX + 32];
     snprintf(what, sizeof(what), "uploading '%s'", f->tmp);
-    int r = proc_wait(&f->p, now_ms() + (int64_t)control_deadline(f->rc) * 1000, &code);
-    if (r < 0)
-        return error_set_errno(err, r, "%s", what);
-    if (code != 0)
-        return rclone_failure(&f->p, code, what, err);
-    return 0;
+    http_end(x);
+    int r = http_error(x, err);
+    /* rclone answering an error before it read the whole body: its answer says why */
+    if (r < 0 && r != -EBADMSG && !http_reply_complete(x))
+        return rcd_lost(f->rc, &f->ep, r, what, err);
+    r = rc_reply(x, http_status(x), NULL, what, err);
+    if (r == 0 && (f->body.sent != f->size || f->body.tail_off != f->body.tail_len))
+        r = error_set(err, -EIO, "%s: rclone answered before it had the whole file", what);
+    return r;
 }
 
 static int rclone_write(void *file, const void *buf, size_t len, struct error *err)
 {
     struct rclone_file *f = file;
+    struct http *x = f->conn->up;
     if (f->sent + len > f->size)
         return error_set(err, -EIO, "the file grew while it was read (%" PRIu64 " bytes expected)",
                          f->size);
-    int r = feed(f->rc, &f->p, buf, len, err);
-    if (r == -EPIPE || r == -EIO) { /* rclone gave up: its exit says why */
-        int e = rcat_end(f, err);
-        return e < 0 ? e : error_set(err, -EIO, "rclone stopped reading '%s'", f->tmp);
-    }
+    if (http_done(x))
+        return upload_result(f, err);
+    f->sent += len;
+    f->body.chunk = buf;
+    f->body.chunk_len = len;
+    f->body.chunk_off = 0;
+    http_resume(x); /* waiting for the reader is not a stall */
+    int r = http_drive(x, chunk_used, f, err);
+    f->body.chunk_len = f->body.chunk_off = 0; /* buf is the caller's again */
     if (r < 0)
         return r;
-    f->sent += len;
+    if (http_done(x) || http_reply_complete(x)) {
+        r = upload_result(f, err);
+        return r < 0 ? r : error_set(err, -EIO, "rclone ended the upload of '%s' early", f->tmp);
+    }
     return 0;
 }
 
 static void file_free(struct rclone_file *f, bool delete_tmp)
 {
-    proc_done(&f->p);
-    proc_done(&f->look);
+    http_end(f->conn->up);
     if (delete_tmp)
-        delete_quietly(f->rc, f->tmp);
+        delete_quietly(f->rc, f->conn->ctl, f->tmp);
+    explicit_bzero(&f->ep, sizeof(f->ep));
     free(f);
+}
+
+/* The verified temporary of f to final, when final is free (0); when final holds the same
+ * content, 0 and *ret_existed (the temporary stays, to be deleted); -EEXIST when it holds other
+ * content (or appeared meanwhile: the temporary stays). The caller holds the name. */
+static int move_into(struct rclone_file *f, const char *final, const struct hasher_digest *digest,
+                     bool *ret_existed, struct error *err)
+{
+    struct rclone *rc = f->rc;
+    struct http *ctl = f->conn->ctl;
+    struct object_info there;
+    int r = stat_path(rc, ctl, final, true, &there, err);
+    if (r == 0) {
+        *ret_existed = same_content(&there, f->size, digest);
+        return *ret_existed ? 0 : -EEXIST;
+    }
+    if (r != -ENOENT)
+        return r;
+    /* IgnoreExisting: rclone leaves a file that appeared at final since it was looked at (another
+     * station's), and the temporary with it (movefile replaces files otherwise); the temporary
+     * being gone afterwards is what says it moved */
+    char what[DEST_REMOTE_MAX + 32];
+    snprintf(what, sizeof(what), "moving into place '%s'", final);
+    json_object *in = json_object_new_object(), *cfg = json_object_new_object();
+    const char *src = rel_in(rc, f->tmp), *dst = rel_in(rc, final);
+    if (!in || !cfg || !src || !dst) {
+        json_object_put(in);
+        json_object_put(cfg);
+        return error_set(err, -ENOMEM, "%s: out of memory", what);
+    }
+    json_object_object_add(in, "srcFs", json_object_new_string(rc->root));
+    json_object_object_add(in, "srcRemote", json_object_new_string(src));
+    json_object_object_add(in, "dstFs", json_object_new_string(rc->root));
+    json_object_object_add(in, "dstRemote", json_object_new_string(dst));
+    json_object_object_add(cfg, "IgnoreExisting", json_object_new_boolean(true));
+    json_object_object_add(in, "_config", cfg);
+    r = rc_call(rc, ctl, "operations/movefile", in, NULL, what, err);
+    if (r < 0)
+        return r;
+    r = stat_path(rc, ctl, f->tmp, false, &there, err);
+    /* moved: the content was verified as the temporary; a move is a rename on the server, or
+     * rclone's own copy, which it checks by hash, then a delete */
+    if (r == -ENOENT)
+        return 0;
+    return r < 0 ? r : -EEXIST;
 }
 
 static int rclone_finish(void *file, const struct hasher_digest *digest, bool verify,
@@ -962,11 +1356,17 @@ static int rclone_finish(void *file, const struct hasher_digest *digest, bool ve
         r = error_set(err, -EIO, "read %" PRIu64 " of %" PRIu64 " bytes", f->sent, f->size);
         goto out;
     }
-    r = rcat_end(f, err);
+    if (!http_done(f->conn->up)) {
+        http_resume(f->conn->up);
+        r = http_drive(f->conn->up, NULL, NULL, err);
+        if (r < 0)
+            goto out;
+    }
+    r = upload_result(f, err);
     if (r < 0)
         goto out;
     struct object_info info;
-    r = stat_path(rc, f->tmp, verify, &info, err);
+    r = stat_path(rc, f->conn->ctl, f->tmp, verify, &info, err);
     if (r < 0)
         goto out;
     if (info.size != f->size) {
@@ -984,37 +1384,14 @@ static int rclone_finish(void *file, const struct hasher_digest *digest, bool ve
         r = candidate_path(f, k, final, sizeof(final), err);
         if (r < 0)
             goto out;
-        struct object_info there;
-        if (k == 0 && f->look.pid > 0) /* asked while the file streamed */
-            r = stat_finish(&f->look, final, &there, err);
-        else
-            r = stat_path(rc, final, true, &there, err);
+        name_claim(rc, final);
+        r = move_into(f, final, digest, &existed, err);
+        name_release(rc, final);
         if (r == 0) {
-            if (same_content(&there, f->size, digest)) {
-                existed = true;
-                goto result;
-            }
-            continue;
-        }
-        if (r != -ENOENT)
-            goto out;
-        /* --ignore-existing: rclone leaves a file that appeared at final since it was looked
-         * at, and the temporary with it (moveto replaces files otherwise, --immutable or not);
-         * the temporary being gone afterwards is what says it moved */
-        const char *cmd[] = {"moveto", "--ignore-existing", "--", f->tmp, final, NULL};
-        char what[DEST_REMOTE_MAX + 32];
-        snprintf(what, sizeof(what), "moving into place '%s'", final);
-        r = run(rc, cmd, control_deadline(rc), what, NULL, err);
-        if (r < 0)
-            goto out;
-        r = stat_path(rc, f->tmp, false, &there, err);
-        if (r == -ENOENT) {
-            /* the content was verified as the temporary; a move is a rename on the server, or
-             * rclone's own copy, which it checks by hash, then a delete */
-            tmp_left = false;
+            tmp_left = existed;
             goto result;
         }
-        if (r < 0)
+        if (r != -EEXIST)
             goto out;
     }
     r = error_set(err, -EEXIST, "'%s' and %d other names are taken", f->name, CANDIDATES_MAX - 1);
@@ -1035,73 +1412,56 @@ static void rclone_abort(void *file)
         file_free(f, true);
 }
 
+/* Reads remote back through the rcd's --rc-serve, DEST_READ_CHUNK bytes per ranged GET. */
 static int rclone_read_copy(void *priv, const char *remote,
                             int (*fn)(const void *buf, size_t len, void *arg), void *arg,
                             struct error *err)
 {
     struct rclone *rc = priv;
-    char prefix[DEST_REMOTE_MAX];
-    if (join(rc, "", prefix, sizeof(prefix)) < 0)
-        return error_set(err, -EINVAL, "not below the remote");
-    size_t pl = strlen(prefix);
-    bool bare = pl > 0 && (prefix[pl - 1] == ':' || prefix[pl - 1] == '/');
-    if (strncmp(remote, prefix, pl) != 0 || (!bare && remote[pl] != '/') || strstr(remote, "/../"))
+    const char *rel = rel_in(rc, remote);
+    if (!rel || !rel[0] || strstr(remote, "/../") || strchr(rc->root, ']'))
         return error_set(err, -EINVAL, "'%s' is not below '%s'", remote, rc->root);
     char what[DEST_REMOTE_MAX + 32];
     snprintf(what, sizeof(what), "reading '%s'", remote);
-    const char *cmd[] = {"cat", "--", remote, NULL};
-    struct proc p;
-    int code = 0;
-    uint8_t *buf = malloc(DEST_READ_CHUNK);
-    if (!buf)
-        return error_set(err, -ENOMEM, "out of memory");
-    int r = proc_start(rc, cmd, false, true, &p, err);
-    if (r < 0) {
-        free(buf);
-        return error_prefix(err, "%s", what);
-    }
-    size_t have = 0;
-    int cb = 0;
-    for (;;) {
-        struct pollfd pf = {.fd = p.out, .events = POLLIN};
-        int k = poll(&pf, 1, stall_limit(rc) * 1000);
-        if (k == 0) {
-            r = error_set(err, -ETIMEDOUT, "%s: no data for %d s", what, stall_limit(rc));
-            goto out;
-        }
-        if (k < 0 && errno == EINTR)
-            continue;
-        ssize_t n = read(p.out, buf + have, DEST_READ_CHUNK - have);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            r = error_set_errno(err, -errno, "%s", what);
-            goto out;
-        }
-        have += (size_t)n;
-        if (have == DEST_READ_CHUNK || (n == 0 && have > 0)) {
-            cb = fn(buf, have, arg);
-            have = 0;
-            if (cb < 0)
-                break;
-        }
-        if (n == 0)
-            break;
-    }
-    close_fd(&p.out);
-    r = proc_wait(&p, now_ms() + (int64_t)control_deadline(rc) * 1000, &code);
-    if (cb < 0) {
-        r = cb;
-        goto out;
-    }
+    struct object_info info;
+    int r = stat_path(rc, rc->main, remote, false, &info, err);
     if (r < 0)
-        r = error_set_errno(err, r, "%s", what);
-    else if (code != 0)
-        r = rclone_failure(&p, code, what, err);
-out:
-    proc_done(&p);
-    free(buf);
-    return r;
+        return r;
+    if (info.is_dir)
+        return error_set(err, -EINVAL, "%s: a folder", what);
+    char fs[URL_MAX], path[URL_MAX], url[2 * URL_MAX + 64], range[64];
+    if (pct(rc->root, fs, sizeof(fs)) < 0 || pct(rel, path, sizeof(path)) < 0)
+        return error_set(err, -ENAMETOOLONG, "%s: the path is too long", what);
+    for (uint64_t off = 0; off < info.size;) {
+        struct rcd_endpoint ep;
+        r = rcd_ensure(rc, &ep, err);
+        if (r < 0)
+            return error_prefix(err, "%s", what);
+        uint64_t want = info.size - off < DEST_READ_CHUNK ? info.size - off : DEST_READ_CHUNK;
+        snprintf(url, sizeof(url), "%s/%%5B%s%%5D/%s", ep.base, fs, path);
+        snprintf(range, sizeof(range), "Range: bytes=%" PRIu64 "-%" PRIu64, off, off + want - 1);
+        const char *headers[] = {ep.auth, range, NULL};
+        struct http_request req = {
+            .method = "GET", .url = url, .headers = headers, .reply_max = DEST_READ_CHUNK};
+        long status = 0;
+        r = http_run(rc->main, &req, &status, err);
+        if (r < 0 && r != -EBADMSG)
+            r = rcd_lost(rc, &ep, r, what, err);
+        else if (r < 0 || (status != 206 && status != 200))
+            r = rc_reply(rc->main, status == 200 ? 500 : status, NULL, what, err);
+        else if (http_reply_len(rc->main) != want)
+            r = error_set(err, -EIO,
+                          "%s: %zu bytes at %" PRIu64 ", %" PRIu64 " asked (it changed?)", what,
+                          http_reply_len(rc->main), off, want);
+        explicit_bzero(&ep, sizeof(ep));
+        if (r < 0)
+            return r;
+        r = fn(http_reply(rc->main), want, arg);
+        if (r < 0)
+            return r;
+        off += want;
+    }
+    return 0;
 }
 
 const struct dest_ops dest_rclone_ops = {

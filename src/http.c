@@ -300,6 +300,8 @@ static void setup(struct http *h, const struct http_request *req)
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, h->opts.connect_timeout);
     if (h->opts.total_timeout > 0)
         curl_easy_setopt(e, CURLOPT_TIMEOUT, h->opts.total_timeout);
+    if (h->opts.no_proxy)
+        curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(e, CURLOPT_USERAGENT, "snapsync/" SNAPSYNC_VERSION);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h->headers);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
@@ -501,4 +503,39 @@ int http_run(struct http *h, const struct http_request *req, long *ret_status, s
     if (r == 0)
         *ret_status = http_status(h);
     return r;
+}
+
+size_t http_framed_read(void *arg, char *buf, size_t room)
+{
+    struct http_framed *f = arg;
+    size_t n = 0;
+    while (n < room) {
+        if (f->head_off < f->head_len) {
+            size_t k = f->head_len - f->head_off;
+            k = k < room - n ? k : room - n;
+            memcpy(buf + n, f->head + f->head_off, k);
+            f->head_off += k;
+            n += k;
+        } else if (f->sent < f->size) {
+            size_t k = f->chunk_len - f->chunk_off;
+            if (k == 0)
+                break;
+            k = k < room - n ? k : room - n;
+            memcpy(buf + n, f->chunk + f->chunk_off, k);
+            f->chunk_off += k;
+            f->sent += k;
+            n += k;
+        } else if (f->tail_off < f->tail_len) {
+            size_t k = f->tail_len - f->tail_off;
+            k = k < room - n ? k : room - n;
+            memcpy(buf + n, f->tail + f->tail_off, k);
+            f->tail_off += k;
+            n += k;
+        } else {
+            break;
+        }
+    }
+    if (n == 0 && f->sent < f->size)
+        return HTTP_READ_PAUSE;
+    return n;
 }

@@ -46,6 +46,21 @@ struct http;
 /* Fills buf with at most room bytes of the request body. Called on the thread driving. */
 typedef size_t http_read_fn(void *arg, char *buf, size_t room);
 
+/* A request body made of a head, a file handed over in chunks as it is read, and a tail (a
+ * multipart form around one file, built by the caller). The caller sets head, tail and size,
+ * and before each http_drive the chunk to send (chunk_off 0); the callback advances the offsets. */
+struct http_framed {
+    const char *head, *tail;
+    size_t head_len, head_off, tail_len, tail_off;
+    const uint8_t *chunk; /* borrowed until chunk_off reaches chunk_len */
+    size_t chunk_len, chunk_off;
+    uint64_t size, sent; /* the file's bytes, and those given to libcurl so far */
+};
+
+/* An http_read_fn over a struct http_framed (arg): the head, the chunks, the tail;
+ * HTTP_READ_PAUSE while the file is not all sent and no chunk is pending. */
+size_t http_framed_read(void *arg, char *buf, size_t room);
+
 struct http_options {
     const char *name;     /* the peer in messages: "cannot reach <name>" ("Immich") */
     const char *section;  /* config section for hints: "<section>.timeout" ("immich") */
@@ -53,6 +68,8 @@ struct http_options {
     long connect_timeout; /* seconds, > 0 */
     long stall_timeout;   /* seconds without a byte acknowledged or received, > 0 */
     long total_timeout;   /* seconds for a whole request, 0 for none */
+    bool no_proxy;        /* never through a proxy of the environment (http_proxy ...): a
+                           * server of our own on loopback */
     /* AWS Signature V4 (S3): CURLOPT_AWS_SIGV4's "aws:amz:<region>:<service>", NULL for none;
      * then credentials is "<key id>:<secret>" (a secret: copied, wiped at http_free). The
      * request names its payload hash in an "x-amz-content-sha256" header, which libcurl signs. */

@@ -6,14 +6,18 @@ which SnapSync passes on to rclone). What lands is checked with files and hashes
 (local) or by a separate rclone call (S3). And rclone's sftp backend against a private sshd on
 loopback (sshd.py), where rclone gets its hashes by running md5sum over ssh."""
 
+import base64
 import hashlib
 import json
 import os
 import signal
 import socket
 import subprocess
+import urllib.error
+import urllib.request
 
-from harness import BIN, SnapsyncTest, make_blob, make_photo, md5, tool, wait_for
+from harness import (BIN, SANITIZER_MARKS, SnapsyncTest, make_blob, make_photo, md5, tool,
+                     wait_for)
 from sshd import Sshd
 from test_s3 import BUCKET, KEY_ID, SECRET, S3rver
 
@@ -23,6 +27,27 @@ MIB = 1024 * 1024
 def host_tag():
     """This machine's name as dest_rclone.c puts it in temporary names."""
     return "".join(c if c.isascii() and c.isalnum() else "_" for c in socket.gethostname())[:63]
+
+
+def listening(pid):
+    """(address, port) of the TCP sockets process pid listens on (IPv4)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    out = []
+    with open(f"/proc/{pid}/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                hexaddr, hexport = fields[1].split(":")
+                addr = ".".join(str(b) for b in reversed(bytes.fromhex(hexaddr)))
+                out.append((addr, int(hexport, 16)))
+    return out
 
 
 class RcloneLocalTest(SnapsyncTest):
@@ -209,6 +234,106 @@ class RcloneLocalTest(SnapsyncTest):
         dated = [f for f in self.photos() if f.endswith("MVI_0001.MP4")]
         self.assertEqual(len(dated), 1, self.photos())
         self.assertEqual(md5(f"{self.remote_dir}/photos/{dated[0]}"), md5(path))
+
+    def rcd_pids(self):
+        """Live `rclone rcd` processes of this test (their command line names its rclone.conf);
+        a zombie counts as gone."""
+        pids = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+                with open(f"/proc/{pid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if b"rcd" in argv and self.rclone_conf.encode() in argv and state != "Z":
+                pids.append(int(pid))
+        return pids
+
+    def start_video_backup(self):
+        """snapsync backup of a card with a 512 MiB video in the background, waited for until the
+        video streams into its temporary. Returns the Popen and the video's path."""
+        path = f"{self.card}/DCIM/100CANON/MVI_0001.MP4"
+        make_blob(path, 512 * MIB)
+        p = subprocess.Popen([BIN, "--config", self.config, "backup", self.card, "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env,
+                             cwd=self.dir, start_new_session=True)
+        self.cleanups.append(lambda: p.poll() is None and os.killpg(p.pid, signal.SIGKILL))
+        wait_for(lambda: self.remote_temporaries(), 120, "the video's temporary")
+        return p, path
+
+    def test_one_rcd_its_password_not_on_its_command_line_none_left_after_the_run(self):
+        """One `rclone rcd` serves the whole run: listening on loopback, its user and password in
+        its environment and not on its command line (which every user can read); it is gone when
+        snapsync exits. A proxy in the environment (which would get the password with every
+        call) is not used to reach it."""
+        self.make_card()
+        self.env["http_proxy"] = self.env["HTTP_PROXY"] = "http://127.0.0.1:9"
+        p, video = self.start_video_backup()
+        [pid] = self.rcd_pids()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode().split("\0")
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = dict(e.split("=", 1) for e in f.read().decode().split("\0") if "=" in e)
+        with open(f"/proc/{pid}/stat") as f:
+            self.assertEqual(int(f.read().rsplit(")", 1)[1].split()[1]), p.pid)  # its parent
+        self.assertIn("--rc-addr=127.0.0.1:0", argv)
+        self.assertGreaterEqual(len(env.get("RCLONE_RC_PASS", "")), 32, env.keys())
+        self.assertGreaterEqual(len(env.get("RCLONE_RC_USER", "")), 32, env.keys())
+        self.assertFalse([a for a in argv if a.startswith(("--rc-pass", "--rc-user", "--rc-no-auth",
+                                                           "--rc-htpasswd"))], argv)
+        self.assertFalse([a for a in argv if env["RCLONE_RC_PASS"] in a], argv)
+        # it listens on loopback only, and answers nobody without the password
+        [(addr, port)] = listening(pid)
+        self.assertEqual(addr, "127.0.0.1")
+        url = f"http://127.0.0.1:{port}/core/version"
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            urllib.request.urlopen(urllib.request.Request(url, data=b"{}"), timeout=30)
+        self.assertEqual(cm.exception.code, 401)
+        auth = base64.b64encode(f"{env['RCLONE_RC_USER']}:{env['RCLONE_RC_PASS']}".encode())
+        with urllib.request.urlopen(urllib.request.Request(
+                url, data=b"{}", headers={"Authorization": "Basic " + auth.decode()}),
+                timeout=30) as reply:
+            self.assertIn("version", json.loads(reply.read()))
+        out, err = p.communicate(timeout=300)
+        err = err.decode(errors="replace")
+        self.assertEqual(p.returncode, 0, err)
+        self.assertFalse([m for m in SANITIZER_MARKS if m in err], err)
+        r = json.loads(out)
+        self.assertEqual((r["status"], r["files_copied"]), ("completed", 3), r)
+        self.assertEqual(self.rcd_pids(), [])
+        dated = [f for f in self.photos() if f.endswith("MVI_0001.MP4")]
+        self.assertEqual(md5(f"{self.remote_dir}/photos/{dated[0]}"), md5(video))
+
+    def test_rcd_killed_mid_file_the_file_fails_clearly_and_the_retry_starts_another(self):
+        """The rclone rcd dies while the video streams into it: that copy fails saying how rclone
+        ended, the retry starts a new rcd, and the video lands whole, with no temporary left."""
+        p, video = self.start_video_backup()
+        [pid] = self.rcd_pids()
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: [q for q in self.rcd_pids() if q != pid], 120, "another rclone rcd")
+        out, err = p.communicate(timeout=300)
+        err = err.decode(errors="replace")
+        self.assertEqual(p.returncode, 0, err)
+        self.assertFalse([m for m in SANITIZER_MARKS if m in err], err)
+        r = json.loads(out)
+        self.assertEqual((r["status"], r["files_copied"]), ("completed", 1), r)
+        self.assertRegex(err, rf"MVI_0001\.MP4.*rclone rcd \(pid {pid}\) was killed by signal 9")
+        dated = [f for f in self.photos() if f.endswith("MVI_0001.MP4")]
+        self.assertEqual(len(dated), 1, self.photos())
+        self.assertEqual(md5(f"{self.remote_dir}/photos/{dated[0]}"), md5(video))
+        self.assertEqual(self.remote_temporaries(), [])
+        self.assertEqual(self.rcd_pids(), [])
+
+    def test_rcd_dies_with_a_killed_snapsync(self):
+        """snapsync killed with SIGKILL (no clean-up of its own): its rclone rcd goes with it
+        (PR_SET_PDEATHSIG), not left running with the remote's credentials."""
+        p, _ = self.start_video_backup()
+        [pid] = self.rcd_pids()
+        os.kill(p.pid, signal.SIGKILL)
+        p.communicate()
+        wait_for(lambda: pid not in self.rcd_pids(), 30, "the rcd to end")
 
     def test_dry_run_names_the_remote_paths(self):
         self.make_card()
