@@ -9,16 +9,21 @@ import subprocess
 
 def make_card(card, n_big, n_small):
     """n_big 24 MiB 'videos' and n_small 6 MiB 'raws' of random content under card, made once
-    (card + '.done' marks a finished one, kept between runs)."""
+    (card + '.done' marks a finished one and records its plan: kept between runs of the same
+    scale, made again for another)."""
+    plan = f"{n_big} {n_small}\n"
     if os.path.exists(card + ".done"):
-        return
+        with open(card + ".done") as f:
+            if f.read() == plan:
+                return
     shutil.rmtree(card, ignore_errors=True)
     os.makedirs(f"{card}/DCIM/100CANON")
     sizes = [24 << 20] * n_big + [6 << 20] * n_small
     for i, size in enumerate(sizes):
         with open(f"{card}/DCIM/100CANON/IMG_{i:04d}.CR3", "wb") as f:
             f.write(os.urandom(size))
-    open(card + ".done", "w").close()
+    with open(card + ".done", "w") as f:
+        f.write(plan)
 
 
 def drop_caches():
