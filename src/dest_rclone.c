@@ -7,11 +7,17 @@
  * One long-lived `rclone rcd` per destination (per SnapSync process: started at the first call,
  * normally prepare, stopped at done), driven through its remote-control HTTP API on loopback
  * with libcurl (http.c): no process per file, and rclone keeps its connections to the service
- * between files. open() starts a POST of operations/uploadfile (a multipart form whose one part
- * is the file, named <host>-<pid>-<run>-<n>.part, into <remote>/.snapsync-tmp) and write()
- * streams the chunks of SnapSync's single read of the card into it: the card is read once and
- * memory is the chunk being sent (rclone's Rcat behind it keeps its own upload buffer). finish()
- * sends the form's end, takes rclone's answer, asks operations/stat with md5 and sha1 hashes for
+ * between files. open() offers the file on a feed (feed.h: SnapSync's own HTTP server on
+ * 127.0.0.1, a random path per file) and starts an operations/copyfile from
+ * `:http,url='http://127.0.0.1:<port>/':<path>` to
+ * <remote>/.snapsync-tmp/<host>-<pid>-<run>-<n>.part; write() hands each chunk of SnapSync's single
+ * read of the card to rclone's GET of it. So the card is read once, memory is the chunk being sent,
+ * and rclone knows the size before the first byte (HEAD): its backends send the file as they would
+ * a local one (S3 one PUT below its upload cutoff; OneDrive and WebDAV, which have no streaming
+ * upload, without spooling it to a temporary file; operations/uploadfile gave rclone a stream of
+ * unknown length). No parallel ranged reads (MultiThreadStreams 0): the feed is read once, from its
+ * start. finish() takes rclone's answer (which it sends once the copy is complete), asks
+ * operations/stat with md5 and sha1 hashes for
  * the temporary's size and hashes and compares them with the engine's digest (MD5 where the
  * backend has it, else SHA-1, else the size alone: the backend keeps no hash we compute), then
  * looks at the candidate final names (name, name_1, ... as dest_candidate_name) with
@@ -68,6 +74,7 @@
 #include <openssl/evp.h>
 
 #include "dest.h"
+#include "feed.h"
 #include "http.h"
 
 extern char **environ;
@@ -119,6 +126,8 @@ struct rclone {
      * would both find it free (a rename replaces) */
     pthread_cond_t moved;
     uint64_t moving[MOVING_MAX]; /* under lock, 0 free */
+    struct feed_server *feeds;   /* under lock: where rclone reads the files from, NULL none yet */
+    char source_fs[64];          /* ":http,url='http://127.0.0.1:<port>/':" */
 };
 
 struct rclone_conn {
@@ -135,8 +144,8 @@ struct rclone_file {
     char name[DEST_NAME_MAX + 1];
     char dir[PATTERN_OUT_MAX]; /* below the root, from the folder pattern; "" none */
     char tmp[DEST_REMOTE_MAX];
-    char head[FORM_HEAD_MAX], tail[80]; /* the form around the file, in body */
-    struct http_framed body;
+    struct feed *feed;   /* where rclone reads the file from */
+    char *request;       /* the operations/copyfile call, sent from open() to finish() */
     uint64_t size, sent; /* bytes handed to write() */
 };
 
@@ -845,6 +854,7 @@ static void rclone_done(void *priv)
     if (!rc)
         return;
     rcd_stop(rc);
+    feed_server_stop(rc->feeds);
     http_free(rc->main);
     pthread_cond_destroy(&rc->moved);
     pthread_mutex_destroy(&rc->lock);
@@ -1062,7 +1072,7 @@ static int put_small(struct rclone *rc, const char *tmp, const void *buf, size_t
                      struct error *err)
 {
     char head[FORM_HEAD_MAX], tail[80], url[URL_MAX + 64], what[DEST_REMOTE_MAX + 32];
-    size_t hl, tl;
+    size_t hl = 0, tl = 0;
     snprintf(what, sizeof(what), "writing '%s'", tmp);
     int r = form_parts(temp_name(tmp), head, sizeof(head), &hl, tail, sizeof(tail), &tl, err);
     if (r < 0)
@@ -1182,6 +1192,62 @@ static int rclone_retarget(void *file, const char *folder, const char *target, s
     return candidate_path(f, 0, f->final0, sizeof(f->final0), err);
 }
 
+/* The server rclone reads the files from, started on first use; *ret_fs its source for
+ * operations/copyfile. */
+static int feeds_ensure(struct rclone *rc, char *ret_fs, size_t size, struct error *err)
+{
+    int r = 0;
+    pthread_mutex_lock(&rc->lock);
+    if (!rc->feeds) {
+        /* a reader idle between requests for longer than rclone's own timeout is gone */
+        r = feed_server_start((unsigned)stall_limit(rc), &rc->feeds, err);
+        if (r == 0)
+            snprintf(rc->source_fs, sizeof(rc->source_fs),
+                     ":http,url='http://127.0.0.1:%d/':", feed_server_port(rc->feeds));
+    }
+    snprintf(ret_fs, size, "%s", rc->source_fs);
+    pthread_mutex_unlock(&rc->lock);
+    return r;
+}
+
+static void wake_up(void *arg)
+{
+    http_wakeup(arg);
+}
+
+/* {"srcFs": <the feeds>, "srcRemote": <f's feed>, "dstFs": <root>, "dstRemote": <f's temporary>,
+ * "_config": {"MultiThreadStreams": 0}}: one GET from the start (no ranges in parallel). */
+static char *copy_request(const struct rclone_file *f, const char *source_fs)
+{
+    json_object *in = json_object_new_object(), *cfg = json_object_new_object();
+    const char *dst = rel_in(f->rc, f->tmp);
+    char *text = NULL;
+    if (in && cfg && dst) {
+        json_object_object_add(in, "srcFs", json_object_new_string(source_fs));
+        json_object_object_add(in, "srcRemote", json_object_new_string(feed_path(f->feed)));
+        json_object_object_add(in, "dstFs", json_object_new_string(f->rc->root));
+        json_object_object_add(in, "dstRemote", json_object_new_string(dst));
+        json_object_object_add(cfg, "MultiThreadStreams", json_object_new_int(0));
+        json_object_object_add(in, "_config", cfg);
+        cfg = NULL;
+        text = strdup(json_object_to_json_string_ext(in, JSON_C_TO_STRING_PLAIN));
+    }
+    json_object_put(cfg);
+    json_object_put(in);
+    return text;
+}
+
+static void file_free(struct rclone_file *f, bool delete_tmp)
+{
+    http_end(f->conn->up);
+    feed_free(f->feed);
+    if (delete_tmp)
+        delete_quietly(f->rc, f->conn->ctl, f->tmp);
+    explicit_bzero(&f->ep, sizeof(f->ep));
+    free(f->request);
+    free(f);
+}
+
 static int rclone_open(void *conn, const struct dest_item *item, void **ret_file, struct error *err)
 {
     struct rclone_conn *c = conn;
@@ -1196,6 +1262,7 @@ static int rclone_open(void *conn, const struct dest_item *item, void **ret_file
     f->size = item->size;
     snprintf(f->name, sizeof(f->name), "%s", item->target);
     snprintf(f->dir, sizeof(f->dir), "%s", item->folder);
+    char source_fs[sizeof(rc->source_fs)], url[96];
     int r = candidate_path(f, 0, f->final0, sizeof(f->final0), err);
     if (r < 0)
         goto fail;
@@ -1204,31 +1271,26 @@ static int rclone_open(void *conn, const struct dest_item *item, void **ret_file
         error_set(err, r, "rclone.remote too long");
         goto fail;
     }
-    r = form_parts(temp_name(f->tmp), f->head, sizeof(f->head), &f->body.head_len, f->tail,
-                   sizeof(f->tail), &f->body.tail_len, err);
-    f->body.head = f->head;
-    f->body.tail = f->tail;
-    f->body.size = item->size;
-    if (r < 0)
-        goto fail;
-    char url[URL_MAX + 64], ct[96];
-    r = rcd_ensure(rc, &f->ep, err);
+    r = feeds_ensure(rc, source_fs, sizeof(source_fs), err);
     if (r == 0)
-        r = upload_url(rc, &f->ep, url, sizeof(url), err);
+        r = feed_new(rc->feeds, item->size, item->mtime_ns / 1000000000, wake_up, c->up, &f->feed,
+                     err);
+    if (r == 0 && !(f->request = copy_request(f, source_fs)))
+        r = error_set(err, -ENOMEM, "out of memory");
+    if (r == 0)
+        r = rcd_ensure(rc, &f->ep, err);
     if (r < 0) {
         error_prefix(err, "uploading '%s'", item->name);
         goto fail;
     }
-    snprintf(ct, sizeof(ct), "Content-Type: multipart/form-data; boundary=%.*s",
-             (int)(f->body.tail_len - 8), f->tail + 4);
-    const char *headers[] = {f->ep.auth, ct, "Expect:", NULL};
+    snprintf(url, sizeof(url), "%s/operations/copyfile", f->ep.base);
+    const char *headers[] = {f->ep.auth, "Content-Type: application/json", "Expect:", NULL};
     struct http_request req = {
         .method = "POST",
         .url = url,
         .headers = headers,
-        .read = http_framed_read,
-        .read_arg = &f->body,
-        .body_size = (int64_t)(f->body.head_len + f->size + f->body.tail_len),
+        .body = f->request,
+        .body_len = strlen(f->request),
         .reply_max = JSON_MAX,
     };
     r = http_start(c->up, &req, err);
@@ -1237,18 +1299,17 @@ static int rclone_open(void *conn, const struct dest_item *item, void **ret_file
     *ret_file = f;
     return 0;
 fail:
-    explicit_bzero(&f->ep, sizeof(f->ep));
-    free(f);
+    file_free(f, false);
     return r;
 }
 
-static bool chunk_used(void *arg)
+static bool chunk_taken(void *arg)
 {
     struct rclone_file *f = arg;
-    return f->body.chunk_off == f->body.chunk_len || http_reply_complete(f->conn->up);
+    return feed_taken(f->feed) || http_reply_complete(f->conn->up);
 }
 
-/* The upload's outcome once its transfer ended (or rclone answered early). */
+/* The upload's outcome once its call ended (or rclone answered early). */
 static int upload_result(struct rclone_file *f, struct error *err)
 {
     struct http *x = f->conn->up;
@@ -1256,12 +1317,11 @@ static int upload_result(struct rclone_file *f, struct error *err)
     snprintf(what, sizeof(what), "uploading '%s'", f->tmp);
     http_end(x);
     int r = http_error(x, err);
-    /* rclone answering an error before it read the whole body: its answer says why */
     if (r < 0 && r != -EBADMSG && !http_reply_complete(x))
         return rcd_lost(f->rc, &f->ep, r, what, err);
     r = rc_reply(x, http_status(x), NULL, what, err);
-    if (r == 0 && (f->body.sent != f->size || f->body.tail_off != f->body.tail_len))
-        r = error_set(err, -EIO, "%s: rclone answered before it had the whole file", what);
+    if (r == 0 && feed_delivered(f->feed) != f->size)
+        r = error_set(err, -EIO, "%s: rclone answered before it had read the whole file", what);
     return r;
 }
 
@@ -1274,29 +1334,24 @@ static int rclone_write(void *file, const void *buf, size_t len, struct error *e
                          f->size);
     if (http_done(x))
         return upload_result(f, err);
-    f->sent += len;
-    f->body.chunk = buf;
-    f->body.chunk_len = len;
-    f->body.chunk_off = 0;
-    http_resume(x); /* waiting for the reader is not a stall */
-    int r = http_drive(x, chunk_used, f, err);
-    f->body.chunk_len = f->body.chunk_off = 0; /* buf is the caller's again */
+    feed_offer(f->feed, buf, len);
+    http_resume(x); /* waiting for the card is not a stall */
+    int r = http_drive(x, chunk_taken, f, err);
+    uint64_t given = feed_withdraw(f->feed); /* buf is the caller's again */
     if (r < 0)
         return r;
-    if (http_done(x) || http_reply_complete(x)) {
-        r = upload_result(f, err);
-        return r < 0 ? r : error_set(err, -EIO, "rclone ended the upload of '%s' early", f->tmp);
+    f->sent += len;
+    if (given == f->sent && (given == f->size || (!http_done(x) && !http_reply_complete(x))))
+        return 0; /* taken; at the end rclone may answer at once: finish() reads it */
+    /* rclone answered, or stopped reading: its answer says why */
+    if (!http_done(x)) {
+        http_resume(x);
+        r = http_drive(x, NULL, NULL, err);
+        if (r < 0)
+            return r;
     }
-    return 0;
-}
-
-static void file_free(struct rclone_file *f, bool delete_tmp)
-{
-    http_end(f->conn->up);
-    if (delete_tmp)
-        delete_quietly(f->rc, f->conn->ctl, f->tmp);
-    explicit_bzero(&f->ep, sizeof(f->ep));
-    free(f);
+    r = upload_result(f, err);
+    return r < 0 ? r : error_set(err, -EIO, "rclone ended the upload of '%s' early", f->tmp);
 }
 
 /* The verified temporary of f to final, when final is free (0); when final holds the same

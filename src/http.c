@@ -395,6 +395,11 @@ int http_drive(struct http *h, bool (*stop)(void *arg), void *arg, struct error 
     }
 }
 
+void http_wakeup(struct http *h)
+{
+    curl_multi_wakeup(h->multi);
+}
+
 void http_resume(struct http *h)
 {
     h->last_progress = now_s();

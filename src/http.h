@@ -112,6 +112,9 @@ int http_start(struct http *h, const struct http_request *req, struct error *err
  * http_done/http_error. */
 int http_drive(struct http *h, bool (*stop)(void *arg), void *arg, struct error *err);
 
+/* Makes an http_drive that waits on h return to check its stop callback now. Any thread. */
+void http_wakeup(struct http *h);
+
 /* Restarts the stall clock (the caller had its own waiting to do) and unpauses a transfer whose
  * read callback returned HTTP_READ_PAUSE. */
 void http_resume(struct http *h);

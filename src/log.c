@@ -149,6 +149,16 @@ int log_level_from_string(const char *s, enum log_level *ret)
     return -EINVAL;
 }
 
+void log_library(const char *who, const char *fmt, va_list ap)
+{
+    char line[512];
+    vsnprintf(line, sizeof(line), fmt, ap);
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    log_debug("%s: %s", who, line);
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
     static const char *const prefix[] = {"debug", "info", "warning", "error"};

@@ -8,6 +8,8 @@
  */
 #pragma once
 
+#include <stdarg.h>
+
 #include <stdint.h>
 
 enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, LOG_LEVEL_ERROR };
@@ -27,6 +29,11 @@ int log_level_from_string(const char *s, enum log_level *ret);
  * error/warning/info/debug, SYSLOG_IDENTIFIER and, when the thread has one, SNAPSYNC_SESSION; if
  * journald refuses it, it goes to stderr as usual. Thread-safe. */
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A library's own message (libmicrohttpd's logger callback, for one), as a debug line
+ * "<who>: <text>" without its trailing newlines. */
+void log_library(const char *who, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 
 /* Tags the calling thread's later lines with session id (SNAPSYNC_SESSION in the journal); 0
  * clears it. Only the thread's own lines: each thread of a session sets it for itself. */

@@ -1595,12 +1595,7 @@ static size_t on_unescape(void *cls, struct MHD_Connection *conn, char *s)
 __attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
-    char line[512];
-    vsnprintf(line, sizeof(line), fmt, ap);
-    size_t n = strlen(line);
-    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-        line[--n] = '\0';
-    log_debug("web: %s", line);
+    log_library("web", fmt, ap);
 }
 
 /* ---- life cycle ---- */

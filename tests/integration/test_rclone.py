@@ -16,8 +16,8 @@ import subprocess
 import urllib.error
 import urllib.request
 
-from harness import (BIN, SANITIZER_MARKS, SnapsyncTest, make_blob, make_photo, md5, tool,
-                     wait_for)
+from harness import (BIN, SANITIZER_MARKS, SnapsyncTest, free_port, make_blob, make_photo, md5,
+                     tool, wait_for)
 from sshd import Sshd
 from test_s3 import BUCKET, KEY_ID, SECRET, S3rver
 
@@ -392,6 +392,13 @@ class RcloneS3Test(SnapsyncTest):
                          (videos[0], "DCIM/100CANON/MVI_0002.MP4")):
             got = self.rclone("md5sum", "--download", f"t:{BUCKET}/via-rclone/{key}").split()[0]
             self.assertEqual(got, md5(f"{self.card}/{rel}"), key)
+        # rclone was told each file's size (it reads the file from SnapSync over loopback HTTP,
+        # not as a stream of unknown length): one PUT per file, whose ETag is the MD5; a stream
+        # would have been a multipart upload ("<md5 of md5s>-2"), which rclone has no MD5 for
+        listed = json.loads(self.rclone("lsjson", "-R", "--files-only", "--hash",
+                                        f"t:{BUCKET}/via-rclone"))
+        etags = {o["Path"]: o.get("Hashes", {}).get("md5") for o in listed}
+        self.assertEqual(etags[videos[0]], md5(f"{self.card}/DCIM/100CANON/MVI_0002.MP4"), listed)
         r = self.backup()
         self.assertEqual(r["files_copied"], 0, r)
         self.assertEqual(self.objects(), objects)
@@ -497,6 +504,54 @@ class RcloneSftpTest(SnapsyncTest):
         self.assertEqual(sorted(os.listdir(f"{root}/2023/07/15")),
                          ["IMG_0002.JPG", "IMG_0002_1.JPG"])
         self.assertEqual(os.listdir(f"{root}/2023/07/14"), ["IMG_0001.JPG"])
+
+
+class RcloneWebdavTest(SnapsyncTest):
+    """rclone's webdav backend, which has no streaming upload (PutStream), against rclone's own
+    WebDAV server on loopback. Given a stream of unknown length, rclone would first spool the file
+    to a temporary file of its own; SnapSync tells it the size, so nothing is spooled: the test
+    gives rclone a TMPDIR that does not exist."""
+
+    def setUp(self):
+        super().setUp()
+        for k in [k for k in self.env if k.startswith("RCLONE_")]:
+            del self.env[k]
+        self.remote_dir = os.path.join(self.dir, "dav")
+        os.makedirs(self.remote_dir)
+        port = free_port()
+        self.server = subprocess.Popen(
+            [tool("rclone"), "serve", "webdav", self.remote_dir, "--addr", f"127.0.0.1:{port}",
+             "--config", "/dev/null"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.cleanups.append(self.server.wait)
+        self.cleanups.append(self.server.kill)
+        wait_for(lambda: ("127.0.0.1", port) in listening(self.server.pid), 30, "the WebDAV server")
+        conf = os.path.join(self.dir, "rclone.conf")
+        with open(conf, "w") as f:
+            f.write(f"[dav]\ntype = webdav\nurl = http://127.0.0.1:{port}/\nvendor = other\n")
+        with open(self.config) as f:
+            text = f.read()
+        text = text.replace("unraid:\n  enabled: true", "unraid:\n  enabled: false")
+        text += (f"rclone:\n  enabled: true\n  remote: dav:photos\n"
+                 f"  config_file: {conf}\n  timeout: 10\n")
+        with open(self.config, "w") as f:
+            f.write(text)
+        self.env["TMPDIR"] = os.path.join(self.dir, "no-such-dir")
+
+    def test_a_backend_without_streaming_uploads_gets_the_file_without_spooling(self):
+        make_photo(f"{self.card}/DCIM/100CANON/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
+        video = f"{self.card}/DCIM/100CANON/MVI_0002.MP4"
+        make_blob(video, 7 * MIB + 3)
+        r = self.backup()
+        self.assertEqual((r["status"], r["files_copied"]), ("completed", 2), r)
+        root = f"{self.remote_dir}/photos"
+        self.assertEqual(md5(f"{root}/2023/07/14/IMG_0001.JPG"),
+                         md5(f"{self.card}/DCIM/100CANON/IMG_0001.JPG"))
+        [dated] = [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs
+                   if f == "MVI_0002.MP4"]
+        self.assertEqual(md5(dated), md5(video))
+        self.assertEqual(os.listdir(f"{root}/.snapsync-tmp"), [])
+        r = self.backup()
+        self.assertEqual((r["status"], r["files_copied"]), ("completed", 0), r)
 
 
 if __name__ == "__main__":
