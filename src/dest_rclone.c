@@ -1243,7 +1243,7 @@ static void file_free(struct rclone_file *f, bool delete_tmp)
     feed_free(f->feed);
     if (delete_tmp)
         delete_quietly(f->rc, f->conn->ctl, f->tmp);
-    explicit_bzero(&f->ep, sizeof(f->ep));
+    explicit_bzero(f->ep.auth, sizeof(f->ep.auth)); /* the secret */
     free(f->request);
     free(f);
 }
