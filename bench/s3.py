@@ -9,7 +9,10 @@ before it:
   1. snapsync backup with the s3 destination alone (verify_checksums on, its default);
   2. rclone copy of the card to the bucket (its defaults: it checks each upload's MD5 against
      the ETag);
-  3. snapsync backup with the rclone destination alone (rclone's S3 backend).
+  3. snapsync backup with the rclone destination alone (rclone's S3 backend);
+  4. rclone copy sending every file the way snapsync's s3 destination does (multipart in parts
+     of snapsync's s3.part_size: --s3-upload-cutoff and --s3-chunk-size), which tells the
+     cost of the request shape on this server apart from the client's.
 After every run the bucket must hold exactly the card's files (count and sizes under the run's
 prefix), or the bench stops. Reports MB/s (10^6 bytes) and the peak RSS of the process tree's
 largest member (wait4's ru_maxrss), medians over the rounds. The target (issue 19): snapsync to S3
@@ -38,11 +41,12 @@ SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 OUT = os.path.join(here, "out", "s3")
 CARD = os.path.join(OUT, "card")
-RUNS = ["snapsync s3", "rclone copy", "snapsync rclone"]
+RUNS = ["snapsync s3", "rclone copy", "snapsync rclone", "rclone copy, multipart"]
 # BENCH_CONCURRENT=n: snapsync's backup.concurrent_files (default: snapsync's, 2);
-# BENCH_PART_SIZE=MiB: snapsync's s3.part_size (default: snapsync's, 16)
+# BENCH_PART_SIZE=MiB: snapsync's s3.part_size (default: snapsync's, 8)
 CONCURRENT = os.environ.get("BENCH_CONCURRENT", "")
 PART_SIZE = os.environ.get("BENCH_PART_SIZE", "")
+SNAPSYNC_PART_MIB = 8  # s3.part_size's default (src/dest_s3.c)
 
 
 def rclone_env(url):
@@ -105,13 +109,16 @@ def main():
         for rnd in range(ROUNDS):
             order = RUNS[rnd % len(RUNS):] + RUNS[:rnd % len(RUNS)]
             for run in order:
-                prefix = f"r{rnd}-{run.replace(' ', '-')}"
+                prefix = f"r{rnd}-{run.replace(',', '').replace(' ', '-')}"
                 state = os.path.join(OUT, "state", prefix)
                 os.makedirs(state, exist_ok=True)
                 cards.drop_caches()
                 env = rclone_env(server.url)
-                if run == "rclone copy":
+                if run.startswith("rclone copy"):
                     cmd = ["rclone", "copy", CARD, f"t:{BUCKET}/{prefix}"]
+                    if run.endswith("multipart"):
+                        part = PART_SIZE or SNAPSYNC_PART_MIB
+                        cmd += [f"--s3-upload-cutoff={part}Mi", f"--s3-chunk-size={part}Mi"]
                 else:
                     conf = os.path.join(state, "config.yaml")
                     write_config(conf, state, server.url, run, prefix)

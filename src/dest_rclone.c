@@ -1228,6 +1228,7 @@ static char *copy_request(const struct rclone_file *f, const char *source_fs)
         json_object_object_add(in, "dstFs", json_object_new_string(f->rc->root));
         json_object_object_add(in, "dstRemote", json_object_new_string(dst));
         json_object_object_add(cfg, "MultiThreadStreams", json_object_new_int(0));
+        json_object_object_add(cfg, "BufferSize", json_object_new_int64(1 << 20));
         json_object_object_add(in, "_config", cfg);
         cfg = NULL;
         text = strdup(json_object_to_json_string_ext(in, JSON_C_TO_STRING_PLAIN));
