@@ -23,8 +23,13 @@
  *
  * Verification (backup.verify_checksums): the ETag each PUT and part returns must be the MD5 that
  * was sent, the Complete's the multipart ETag (or, as s3rver does, the whole MD5), and a HEAD of
- * the final object must show the size and the ETag. A server whose ETags are not MD5s (SSE-KMS,
- * SSE-C) fails verification with a message saying so.
+ * the final object must show the size and the ETag. An ETag that is not the MD5 means the server
+ * stored other bytes (one that ignores Content-MD5) or that its ETags are not MD5s (SSE-KMS,
+ * SSE-C): the object is read back (ranged GETs) and its size and MD5 decide; once that found a
+ * right object under an ETag that is not its MD5, the server is known for it and every copy it
+ * holds is verified by reading it back. A part whose ETag is not its MD5 on a server that gave
+ * MD5 ETags before fails at once. Complete names the parts by the ETags the server gave. The same
+ * ranged GETs read copies back for `snapsync verify` (read_copy).
  *
  * Stale uploads: abort() sends AbortMultipartUpload; prepare() lists the multipart uploads under
  * the prefix and aborts those older than STALE_AGE (uploads of dead runs; another station's
@@ -41,6 +46,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +58,7 @@
 #include <openssl/evp.h>
 
 #include "dest.h"
+#include "log.h"
 
 #define URL_MAX 2048
 #define REPLY_MAX (1024 * 1024)
@@ -77,6 +84,9 @@ struct s3 {
     pthread_mutex_t lock;
     char (*different)[S3_KEY_MAX + 1]; /* ring of keys known to hold other content */
     size_t n_different;
+    char label[160];
+    atomic_bool etags_not_md5; /* learned: an object read back was right, its ETag not its MD5 */
+    atomic_bool etags_md5;     /* learned: a PUT's or part's ETag was its MD5 */
 };
 
 struct s3_conn {
@@ -94,6 +104,8 @@ struct s3_file {
     size_t buf_cap, buf_len;
     size_t n_parts, parts_done;
     uint8_t (*part_md5)[16];
+    char (*part_etag)[S3_ETAG_MAX];   /* the server's, unquoted: what Complete must name */
+    bool etag_off;                    /* a part's ETag was not its MD5 */
     char upload_id[S3_UPLOAD_ID_MAX]; /* "" when not multipart */
     bool dry;                         /* an object of the same size is at key: only compare */
     char dry_etag[S3_ETAG_MAX];       /* its ETag, unquoted */
@@ -176,6 +188,121 @@ static void md5_header(const uint8_t md5[16], char *out, size_t size)
     char b64[32];
     EVP_EncodeBlock((unsigned char *)b64, md5, 16);
     snprintf(out, size, "Content-MD5: %s", b64);
+}
+
+/* An ETag the server sent (quoted or not) as out (unquoted, S3_ETAG_MAX bytes): false when it is
+ * missing, too long or holds more than letters, digits and '-' (it goes back into Complete's
+ * XML). */
+static bool etag_usable(const char *etag, char out[S3_ETAG_MAX])
+{
+    if (!etag)
+        return false;
+    size_t n = strlen(etag);
+    if (n >= 2 && etag[0] == '"' && etag[n - 1] == '"') {
+        etag++;
+        n -= 2;
+    }
+    if (n == 0 || n >= S3_ETAG_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = etag[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              c == '-'))
+            return false;
+    }
+    memcpy(out, etag, n);
+    out[n] = '\0';
+    return true;
+}
+
+/* ---- reading an object back ---- */
+
+/* Reads the object at key through x in ranged GETs of DEST_READ_CHUNK bytes, each handed to fn;
+ * *ret_size (NULL: not wanted) its size. -ENOENT when there is none. */
+static int read_object(struct s3 *s, struct http *x, const char *key,
+                       int (*fn)(const void *buf, size_t len, void *arg), void *arg,
+                       uint64_t *ret_size, struct error *err)
+{
+    long code = 0;
+    int r = request(s, x, "HEAD", key, NULL, NULL, NULL, 0, &code, err);
+    if (r < 0)
+        return error_prefix(err, "reading '%s'", key);
+    if (code == 404)
+        return error_set(err, -ENOENT, "'%s': no such object", key);
+    if (code != 200)
+        return s3_failure(x, code, key, err);
+    const char *len = http_reply_header(x, "content-length");
+    char *end = NULL;
+    uint64_t size = len ? strtoull(len, &end, 10) : 0;
+    if (!len || !*len || *end)
+        return error_set(err, -EIO, "reading '%s': the server said no size", key);
+    for (uint64_t off = 0; off < size;) {
+        uint64_t want = size - off < DEST_READ_CHUNK ? size - off : DEST_READ_CHUNK;
+        char range[64];
+        snprintf(range, sizeof(range), "Range: bytes=%" PRIu64 "-%" PRIu64, off, off + want - 1);
+        const char *extra[] = {range, NULL};
+        r = request(s, x, "GET", key, NULL, extra, NULL, 0, &code, err);
+        if (r < 0)
+            return error_prefix(err, "reading '%s'", key);
+        if (code == 404)
+            return error_set(err, -ENOENT, "'%s': no such object", key);
+        /* 200: a server that ignores ranges sends it whole, fine only when that is the range */
+        if (code != 206 && !(code == 200 && off == 0 && want == size))
+            return code == 200
+                       ? error_set(err, -EIO, "reading '%s': the server ignored the range", key)
+                       : s3_failure(x, code, key, err);
+        if (http_reply_len(x) != want)
+            return error_set(err, -EIO,
+                             "reading '%s': %zu bytes at %" PRIu64 ", %" PRIu64 " asked (it "
+                             "changed?)",
+                             key, http_reply_len(x), off, want);
+        r = fn(http_reply(x), (size_t)want, arg);
+        if (r < 0)
+            return r;
+        off += want;
+    }
+    if (ret_size)
+        *ret_size = size;
+    return 0;
+}
+
+static int md5_update(const void *buf, size_t len, void *arg)
+{
+    return EVP_DigestUpdate(arg, buf, len) == 1 ? 0 : -ENOMEM;
+}
+
+/* Reads the object f made back and compares its size and MD5 with what was read from the card:
+ * 0 the same, -EIO not (the server stored other bytes; err says so). */
+static int read_back(struct s3_file *f, const struct hasher_digest *digest, struct error *err)
+{
+    struct s3 *s = f->c->s;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (!ctx || EVP_DigestInit_ex(ctx, EVP_md5(), NULL) != 1) {
+        EVP_MD_CTX_free(ctx);
+        return error_set(err, -ENOMEM, "out of memory");
+    }
+    uint64_t size = 0;
+    int r = read_object(s, f->c->x, f->key, md5_update, ctx, &size, err);
+    uint8_t md5[16];
+    unsigned int n = 0;
+    if (r == 0 && EVP_DigestFinal_ex(ctx, md5, &n) != 1)
+        r = error_set(err, -ENOMEM, "out of memory");
+    EVP_MD_CTX_free(ctx);
+    if (r < 0)
+        return r == -ENOENT ? error_set(err, -EIO, "verify '%s': the object is gone", f->key) : r;
+    char hex[33];
+    hasher_hex(md5, 16, hex);
+    if (size != f->size || strcmp(hex, digest->md5_hex) != 0)
+        return error_set(err, -EIO,
+                         "'%s': the server stored other bytes than were sent (read back: %" PRIu64
+                         " bytes, MD5 %s; sent %" PRIu64 " bytes, MD5 %s)",
+                         f->key, size, hex, f->size, digest->md5_hex);
+    /* right: so the ETag that was not its MD5 says nothing about the bytes */
+    if (!atomic_exchange(&s->etags_not_md5, true))
+        log_info("%s: the server's ETags are not the MD5s of what it stores (a bucket encrypted "
+                 "with KMS or customer keys?): copies are checked by reading them back",
+                 s->label);
+    return 0;
 }
 
 /* ---- keys known to hold other content ---- */
@@ -292,6 +419,7 @@ static int s3_init(const struct config *cfg, void **ret_priv, char *id, size_t i
     snprintf(id, id_size, "s3:%s/%s%s%s", s->endpoint, s->bucket, s->prefix[0] ? "/" : "",
              s->prefix);
     snprintf(label, label_size, "s3 %s/%s%s", s->bucket, s->prefix, s->prefix[0] ? "/" : "");
+    snprintf(s->label, sizeof(s->label), "%s", label);
     *ret_priv = s;
     return 0;
 }
@@ -505,6 +633,7 @@ static void file_free(struct s3_file *f)
 {
     free(f->buf);
     free(f->part_md5);
+    free(f->part_etag);
     free(f);
 }
 
@@ -528,7 +657,8 @@ static int s3_open(void *conn, const struct dest_item *item, void **ret_file, st
     f->buf_cap = item->size < s->part_size ? (size_t)item->size : (size_t)s->part_size;
     f->buf = malloc(f->buf_cap ? f->buf_cap : 1);
     f->part_md5 = calloc(f->n_parts, sizeof(*f->part_md5));
-    if (!f->buf || !f->part_md5) {
+    f->part_etag = calloc(f->n_parts, sizeof(*f->part_etag));
+    if (!f->buf || !f->part_md5 || !f->part_etag) {
         file_free(f);
         return error_set(err, -ENOMEM, "out of memory");
     }
@@ -648,9 +778,20 @@ static int send_part(struct s3_file *f, struct error *err)
     if (code != 200)
         return s3_failure(x, code, f->key, err);
     hasher_hex(f->part_md5[n], 16, hex);
-    if (!s3_etag_equal(http_reply_header(x, "etag"), hex))
-        return error_set(err, -EIO, "part %zu of '%s': the server's ETag %s is not its MD5 %s",
-                         n + 1, f->key, http_reply_header(x, "etag") ?: "(none)", hex);
+    const char *etag = http_reply_header(x, "etag");
+    if (!etag_usable(etag, f->part_etag[n]))
+        return error_set(err, -EIO, "part %zu of '%s': the server's ETag '%s' is not usable", n + 1,
+                         f->key, etag ? etag : "(none)");
+    /* not its MD5: the server stored other bytes (one that does not check Content-MD5), or its
+     * ETags are not MD5s (encryption): when it has given MD5s before, the former (a bucket's
+     * objects are all encrypted alike); else the object is read back at finish to tell */
+    if (s3_etag_equal(etag, hex))
+        atomic_store(&s->etags_md5, true);
+    else if (atomic_load(&s->etags_md5))
+        return error_set(err, -EIO, "part %zu of '%s': the server's ETag \"%s\" is not its MD5 %s",
+                         n + 1, f->key, f->part_etag[n], hex);
+    else
+        f->etag_off = true;
 done:
     f->parts_done++;
     f->buf_len = 0;
@@ -680,8 +821,10 @@ static int s3_write(void *file, const void *buf, size_t len, struct error *err)
     return 0;
 }
 
-/* HEAD of the final object: its size and ETag must be what was sent. */
-static int verify_object(struct s3_file *f, const char *etag1, const char *etag2, struct error *err)
+/* HEAD of the final object: its size must be what was sent (-EIO), and *ret_etag_differs says
+ * whether its ETag is neither etag1 nor etag2. */
+static int verify_object(struct s3_file *f, const char *etag1, const char *etag2,
+                         bool *ret_etag_differs, struct error *err)
 {
     struct s3 *s = f->c->s;
     struct http *x = f->c->x;
@@ -698,11 +841,7 @@ static int verify_object(struct s3_file *f, const char *etag1, const char *etag2
     if (!len || strcmp(len, want_len) != 0)
         return error_set(err, -EIO, "verify '%s': %s bytes on the server, %s sent", f->key,
                          len ? len : "?", want_len);
-    if (!s3_etag_equal(etag, etag1) && !(etag2 && s3_etag_equal(etag, etag2)))
-        return error_set(err, -EIO,
-                         "verify '%s': the server's ETag %s is not the MD5 %s sent (a server "
-                         "that encrypts with KMS or customer keys has ETags that are not MD5s)",
-                         f->key, etag ? etag : "(none)", etag1);
+    *ret_etag_differs = !s3_etag_equal(etag, etag1) && !(etag2 && s3_etag_equal(etag, etag2));
     return 0;
 }
 
@@ -725,18 +864,15 @@ static int complete(struct s3_file *f, char etag[S3_ETAG_MAX], struct error *err
 {
     struct s3 *s = f->c->s;
     struct http *x = f->c->x;
-    size_t cap = 128 + f->parts_done * 96;
+    size_t cap = 128 + f->parts_done * 128;
     char *xml = malloc(cap);
     if (!xml)
         return error_set(err, -ENOMEM, "out of memory");
     size_t at = (size_t)snprintf(xml, cap, "<CompleteMultipartUpload>");
-    for (size_t i = 0; i < f->parts_done; i++) {
-        char hex[33];
-        hasher_hex(f->part_md5[i], 16, hex);
+    for (size_t i = 0; i < f->parts_done; i++)
         at += (size_t)snprintf(xml + at, cap - at,
                                "<Part><PartNumber>%zu</PartNumber><ETag>\"%s\"</ETag></Part>",
-                               i + 1, hex);
-    }
+                               i + 1, f->part_etag[i]);
     at += (size_t)snprintf(xml + at, cap - at, "</CompleteMultipartUpload>");
     char query[S3_UPLOAD_ID_MAX * 3 + 16], ei[S3_UPLOAD_ID_MAX * 3 + 1];
     s3_uri_encode(f->upload_id, ei, sizeof(ei));
@@ -786,6 +922,7 @@ static int s3_finish(void *file, const struct hasher_digest *digest, bool verify
     int r = 0;
     bool existed = false;
     bool created = false; /* this finish created the object at f->key */
+    bool read = false;    /* and read it back whole */
     char mp_etag[S3_ETAG_MAX] = "";
     if (f->received != f->size) {
         r = error_set(err, -EIO, "read %" PRIu64 " of %" PRIu64 " bytes", f->received, f->size);
@@ -819,14 +956,9 @@ static int s3_finish(void *file, const struct hasher_digest *digest, bool verify
                 goto out;
             }
             created = true;
-            if (!s3_etag_equal(http_reply_header(x, "etag"), digest->md5_hex)) {
-                r = error_set(err, -EIO,
-                              "'%s': the server stored other bytes than were sent (its ETag %s "
-                              "is not the MD5 %s)",
-                              f->key, http_reply_header(x, "etag") ?: "(none)", digest->md5_hex);
-                remove_created(f, err);
-                goto out;
-            }
+            if (!s3_etag_equal(http_reply_header(x, "etag"), digest->md5_hex))
+                goto check_etag;
+            atomic_store(&s->etags_md5, true);
             goto result;
         }
         r = error_set(err, -EAGAIN, "'%s': names taken while uploading", f->name);
@@ -853,21 +985,30 @@ static int s3_finish(void *file, const struct hasher_digest *digest, bool verify
     if (r < 0)
         goto out;
     created = true;
-    if (!s3_etag_equal(etag, mp_etag) && !s3_etag_equal(etag, digest->md5_hex)) {
-        r = error_set(err, -EIO,
-                      "'%s': the server stored other bytes than were sent (its ETag %s is neither "
-                      "%s nor the MD5 %s)",
-                      f->key, etag, mp_etag, digest->md5_hex);
-        remove_created(f, err);
-        goto out;
+    if (!f->etag_off && (s3_etag_equal(etag, mp_etag) || s3_etag_equal(etag, digest->md5_hex)))
+        goto result;
+check_etag:
+    /* an ETag that is not the MD5 sent: the server stored other bytes (one that does not check
+     * Content-MD5, as s3rver), or its ETags are not MD5s (encryption with KMS or customer keys):
+     * reading the object back tells, unless the server is known for the latter and copies are
+     * not verified */
+    if (verify || !atomic_load(&s->etags_not_md5)) {
+        r = read_back(f, digest, err);
+        if (r < 0) /* not left under the name as if it were a copy */
+            goto remove;
+        read = true;
     }
 result:
-    if (r == 0 && verify) {
+    if (r == 0 && verify && !read) {
+        bool etag_differs = false;
         r = verify_object(f, mp_etag[0] ? mp_etag : digest->md5_hex,
-                          mp_etag[0] ? digest->md5_hex : NULL, err);
-        if (r == -EIO && created) /* it differs: not left under the name as if it were a copy */
-            remove_created(f, err);
+                          mp_etag[0] ? digest->md5_hex : NULL, &etag_differs, err);
+        if (r == 0 && etag_differs)
+            r = read_back(f, digest, err);
     }
+remove:
+    if (r < 0 && created) /* differs, or could not be checked: not left as if it were a copy */
+        remove_created(f, err);
     if (r == 0) {
         snprintf(ret->remote, sizeof(ret->remote), "s3://%s/%s", s->bucket, f->key);
         ret->existed = existed;
@@ -887,6 +1028,24 @@ static void s3_abort(void *file)
     file_free(f);
 }
 
+/* Reads a copy back for `snapsync verify`: remote is "s3://<bucket>/<key>" (dest_result), the key
+ * below the prefix. */
+static int s3_read_copy(void *priv, const char *remote,
+                        int (*fn)(const void *buf, size_t len, void *arg), void *arg,
+                        struct error *err)
+{
+    struct s3 *s = priv;
+    char head[sizeof(s->bucket) + 8];
+    snprintf(head, sizeof(head), "s3://%s/", s->bucket);
+    size_t hl = strlen(head), pl = strlen(s->prefix);
+    const char *key = strncmp(remote, head, hl) == 0 ? remote + hl : NULL;
+    if (!key || !key[0] || strlen(key) > S3_KEY_MAX ||
+        (pl && (strncmp(key, s->prefix, pl) != 0 || key[pl] != '/')))
+        return error_set(err, -EINVAL, "'%s' is not in %s", remote, s->label);
+    int r = main_xfer(s, err);
+    return r < 0 ? r : read_object(s, s->main, key, fn, arg, NULL, err);
+}
+
 const struct dest_ops dest_s3_ops = {
     .kind = "s3",
     .init = s3_init,
@@ -899,4 +1058,5 @@ const struct dest_ops dest_s3_ops = {
     .write = s3_write,
     .finish = s3_finish,
     .abort = s3_abort,
+    .read_copy = s3_read_copy,
 };

@@ -2,7 +2,9 @@
 """A real mosquitto broker on 127.0.0.1 and a free port, and a subscriber that records every
 message, for the MQTT tests. Started and stopped by the test; waits have deadlines."""
 
+import hashlib
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -178,11 +180,13 @@ class CutProxy:
     restore(). The client behind it loses the broker while others, connected to the broker
     itself, keep hearing what it publishes. Any server with a `port` on 127.0.0.1 will do;
     upstream (optional) is applied to every piece the client sends, called under the relay's
-    lock: it returns what goes on instead (test_smb.py changes a byte on the way to smbd)."""
+    lock: it returns what goes on instead (test_smb.py changes a byte on the way to smbd);
+    downstream (optional) the same for every piece the server sends."""
 
-    def __init__(self, broker, upstream=None):
+    def __init__(self, broker, upstream=None, downstream=None):
         self.target = ("127.0.0.1", broker.port)
         self.upstream = upstream
+        self.downstream = downstream
         self.up = True
         self.lock = threading.Lock()
         self.conns = []
@@ -217,9 +221,10 @@ class CutProxy:
                 data = src.recv(65536)
                 if not data:
                     break
-                if up and self.upstream:
+                change = self.upstream if up else self.downstream
+                if change:
                     with self.lock:
-                        data = self.upstream(data)
+                        data = change(data)
                 dst.sendall(data)
         except OSError:
             pass
@@ -269,3 +274,33 @@ class FlipRelay(CutProxy):
                 data[at + 5] ^= 0x01
                 data = bytes(data)
         return data
+
+
+class EtagRelay(FlipRelay):
+    """A FlipRelay in front of an S3 server whose ETags the client never sees: every ETag the
+    server sends (an `ETag:` header, an <ETag> in XML) becomes another 32-hex value, as with a
+    bucket encrypted with KMS, whose ETags are not MD5s; the client's own mentions of those
+    (the part list of CompleteMultipartUpload) go to the server as its real ones. Each stays the
+    same length, so Content-Length holds. `rewritten` counts the ETags changed."""
+
+    DOWN = re.compile(rb'(?i)(etag:[ \t]*"?|<ETag>(?:"|&quot;)?)([0-9a-f]{32})')
+    UP = re.compile(rb'(<ETag>(?:"|&quot;)?)([0-9a-f]{32})')
+
+    def __init__(self, server, *patterns):
+        self.real = {}  # the client's ETag -> the server's
+        self.rewritten = 0
+        super().__init__(server, *patterns)
+        self.downstream = self._down
+
+    def _down(self, data):
+        def fake(m):
+            real = m.group(2)
+            other = hashlib.sha256(b"kms:" + real).hexdigest()[:32].encode()
+            self.real[other] = real
+            self.rewritten += 1
+            return m.group(1) + other
+        return self.DOWN.sub(fake, data)
+
+    def _flip(self, data):
+        data = super()._flip(data)
+        return self.UP.sub(lambda m: m.group(1) + self.real.get(m.group(2), m.group(2)), data)

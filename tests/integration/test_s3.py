@@ -162,6 +162,38 @@ class S3Test(SnapsyncTest):
         self.assertNotIn(f"{KEY_ID}:{SECRET}", p.stdout + p.stderr)
         return p
 
+    def flipped_backup(self, relay_class, photo, video):
+        """A photo (one PUT) and a video (the pattern in the second of three 5 MiB parts) named
+        photo and video on the card, each holding a pattern that a relay_class (broker.py) in
+        front of s3rver changes on the way; a backup through it without retries, which must
+        fail both copies. Returns (paths, stderr)."""
+        photo_pattern, video_pattern = b"SNAPSYNC-FLIP-P1", b"SNAPSYNC-FLIP-V2"
+        paths = (f"{self.card}/DCIM/100CANON/{photo}", f"{self.card}/DCIM/100CANON/{video}")
+        os.makedirs(os.path.dirname(paths[0]))
+        with open(paths[0], "wb") as f:
+            f.write(os.urandom(100 << 10) + photo_pattern * 4096 + os.urandom(100 << 10))
+        with open(paths[1], "wb") as f:
+            f.write(os.urandom(6 * MIB) + video_pattern * 4096 + os.urandom(5 * MIB))
+        relay = relay_class(self.server, photo_pattern, video_pattern)
+        self.cleanups.append(relay.stop)
+        self.configure(endpoint=f"http://127.0.0.1:{relay.port}")
+        self.no_retries()
+        p = self.snapsync("backup", self.card, "--json", check=1)
+        r = json.loads(p.stdout)
+        self.assertEqual(sorted(relay.flipped), [photo_pattern, video_pattern])
+        self.assertEqual((r["files_copied"], r["files_failed"]), (0, 2), p.stderr)
+        self.assertEqual(self.objects(), {})  # nothing under the final keys
+        return paths, p.stderr
+
+    def backup_again_lands(self, paths):
+        """The next run, through the same relay (which changes nothing more), copies paths whole."""
+        r = self.backup()
+        self.assertEqual((r["status"], r["files_copied"]), ("completed", len(paths)), r)
+        objects = self.objects()
+        for path in paths:
+            [key] = [k for k in objects if k.endswith("/" + os.path.basename(path))]
+            self.assertEqual(self.remote_md5(key), md5(path))
+
     # ---- tests ----
 
     def test_card_to_bucket_verified_then_rerun_copies_nothing(self):
@@ -307,38 +339,73 @@ class S3Test(SnapsyncTest):
 
     def test_a_byte_changed_on_the_way_to_the_server_is_caught(self):
         """A relay in front of s3rver changes one bit of a photo sent in one PUT and of one part
-        of a video's multipart upload (a bad link or proxy). The photo: its Content-MD5 no longer
-        fits and the server refuses it. The part: s3rver does not check a part's Content-MD5, but
-        its ETag (the MD5 of what it stored) is not the MD5 of what was read from the card, which
-        SnapSync compares. Both copies fail with no object under their keys; the next run (the
-        relay changes nothing more) uploads them whole."""
+        of a video's multipart upload (a bad link or proxy). s3rver checks no Content-MD5 (a real
+        server refuses both with BadDigest). The photo: its ETag (the MD5 of what s3rver stored)
+        is not the MD5 sent, so it is read back, differs, and is deleted. The part: the server
+        gave MD5 ETags before, so a part whose ETag is not its MD5 fails at once. Both copies fail
+        with no object under their keys; the next run (the relay changes nothing more) uploads
+        them whole."""
         from broker import FlipRelay
-        photo_pattern, video_pattern = b"SNAPSYNC-FLIP-P1", b"SNAPSYNC-FLIP-V2"
-        photo = f"{self.card}/DCIM/100CANON/IMG_0021.JPG"
-        video = f"{self.card}/DCIM/100CANON/MVI_0020.MP4"
-        os.makedirs(os.path.dirname(photo))
-        with open(photo, "wb") as f:
-            f.write(os.urandom(100 << 10) + photo_pattern * 4096 + os.urandom(100 << 10))
-        with open(video, "wb") as f:  # the pattern in the second of three 5 MiB parts
-            f.write(os.urandom(6 * MIB) + video_pattern * 4096 + os.urandom(5 * MIB))
-        relay = FlipRelay(self.server, photo_pattern, video_pattern)
+        paths, stderr = self.flipped_backup(FlipRelay, "IMG_0021.JPG", "MVI_0020.MP4")
+        self.assertRegex(stderr, r"IMG_0021\.JPG.*(BadDigest|Content-MD5|MD5)")
+        self.assertRegex(stderr, r"part 2 of '\S+/MVI_0020\.MP4': the server's ETag "
+                                 r"\"[0-9a-f]{32}\" is not its MD5 [0-9a-f]{32}")
+        self.backup_again_lands(paths)
+
+    def test_a_bucket_whose_etags_are_not_md5s_is_checked_by_reading_back(self):
+        """Every ETag the client sees is not the MD5 of the object (a relay rewrites them, as a
+        bucket encrypted with KMS gives them): the photos (one PUT) and the video (multipart,
+        completed with the parts' ETags as the server gave them) are read back and compared by
+        size and MD5, land whole, and SnapSync says once why it reads them back."""
+        from broker import EtagRelay
+        expect = self.make_card()
+        relay = EtagRelay(self.server)
         self.cleanups.append(relay.stop)
         self.configure(endpoint=f"http://127.0.0.1:{relay.port}")
-        self.no_retries()
-        p = self.snapsync("backup", self.card, "--json", check=1)
+        p = self.snapsync("backup", self.card, "--json")
         r = json.loads(p.stdout)
-        self.assertEqual(sorted(relay.flipped), [photo_pattern, video_pattern])
-        self.assertEqual((r["files_copied"], r["files_failed"]), (0, 2), p.stderr)
-        self.assertRegex(p.stderr, r"IMG_0021\.JPG.*(BadDigest|Content-MD5|MD5)")
-        self.assertRegex(p.stderr, r"part 2 of '\S+/MVI_0020\.MP4': the server's ETag "
-                                   r"\"[0-9a-f]{32}\" is not its MD5 [0-9a-f]{32}")
-        self.assertEqual(self.objects(), {})  # nothing under the final keys
-        r = self.backup()
-        self.assertEqual((r["status"], r["files_copied"]), ("completed", 2), r)
+        self.assertEqual((r["status"], r["files_copied"]), ("completed", 3), p.stderr)
+        self.assertGreater(relay.rewritten, 0)
+        self.assertEqual(p.stderr.count("ETags are not the MD5s of what it stores"), 1, p.stderr)
         objects = self.objects()
-        for path in (photo, video):
-            [key] = [k for k in objects if k.endswith("/" + os.path.basename(path))]
-            self.assertEqual(self.remote_md5(key), md5(path))
+        self.assertEqual(len(objects), 3, objects)
+        for key, rel in list(expect.items()) + [(self.video_key(objects),
+                                                 "DCIM/100CANON/MVI_0003.MP4")]:
+            self.assertEqual(self.remote_md5(key), md5(f"{self.card}/{rel}"), key)
+        # `snapsync verify` reads them back too
+        p = self.snapsync("verify", "--json")
+        out = json.loads(p.stdout)
+        self.assertEqual((out["checked"], out["ok"], out["problems"]), (3, 3, []), out)
+
+    def test_on_such_a_bucket_a_changed_byte_is_caught_by_reading_back(self):
+        """ETags that are not MD5s and a server that does not check Content-MD5 (s3rver) behind
+        a relay that also changes a bit of a photo and of a video's part: only reading the
+        objects back can tell, and it does: both copies fail, nothing stays under their keys,
+        and the next run uploads them whole."""
+        from broker import EtagRelay
+        paths, stderr = self.flipped_backup(EtagRelay, "IMG_0031.JPG", "MVI_0030.MP4")
+        for name in ("IMG_0031.JPG", "MVI_0030.MP4"):
+            self.assertRegex(stderr, name.replace(".", r"\.") +
+                             r"'?: the server stored other bytes than were sent \(read back")
+        self.backup_again_lands(paths)
+
+    def test_verify_reads_every_object_back(self):
+        """`snapsync verify` reads each object back in ranges and compares it with the record:
+        all ok, then one replaced by other bytes of the same size (changed) and one deleted
+        (missing)."""
+        expect = self.make_card()
+        self.assertEqual(self.backup()["files_copied"], 3)
+        p = self.snapsync("verify", "--json")
+        out = json.loads(p.stdout)
+        self.assertEqual((out["checked"], out["ok"], out["problems"]), (3, 3, []), out)
+        [photo1, photo2] = sorted(expect)
+        size = os.path.getsize(f"{self.card}/{expect[photo1]}")
+        self.put_other(photo1, os.urandom(size))
+        self.rclone("deletefile", f"t:{BUCKET}/{PREFIX}/{photo2}")
+        p = self.snapsync("verify", "--json", check=1)
+        out = json.loads(p.stdout)
+        self.assertEqual((out["checked"], out["ok"], out["changed"], out["missing"]), (3, 1, 1, 1),
+                         out)
 
     def test_server_stopped_mid_upload_resumes_on_the_next_run(self):
         """s3rver killed while a 128 MiB video is partly sent: the session ends with the copy
