@@ -51,6 +51,8 @@ if [ "${1:-}" = "--test" ]; then
     # the rclone destination's sftp remote (tests/integration/test_rclone.py): a private sshd on
     # loopback
     pkgs="$pkgs openssh-server"
+    # faketime: an S3 server whose clock is an hour ahead (tests/integration/test_s3.py)
+    pkgs="$pkgs faketime"
     # xxhsum: the XXH3-128 of a file, as verification compares copies by it (tests/integration)
     pkgs="$pkgs xxhash"
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"

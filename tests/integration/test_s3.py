@@ -52,9 +52,10 @@ def install_s3rver():
 
 
 class S3rver:
-    """s3rver on 127.0.0.1, a port the OS picks, with the bucket BUCKET; stopped by its pid."""
+    """s3rver on 127.0.0.1, a port the OS picks, with the bucket BUCKET; stopped by its pid.
+    clock: a faketime offset for its clock ("+1h"), None its machine's."""
 
-    def __init__(self, workdir, port=0):
+    def __init__(self, workdir, port=0, clock=None):
         install_s3rver()
         self.data = os.path.join(workdir, "s3-data")
         self.log = os.path.join(workdir, "s3rver.log")
@@ -63,6 +64,7 @@ class S3rver:
         env = dict(os.environ, NODE_OPTIONS="--openssl-legacy-provider")
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen(
+                ([tool("faketime"), "-f", clock] if clock else []) +
                 [tool("node"), os.path.join(NODE_DIR, "node_modules", "s3rver", "bin",
                                             "s3rver.js"),
                  "-d", self.data, "-a", "127.0.0.1", "-p", str(port), "--configure-bucket", BUCKET,
@@ -406,6 +408,28 @@ class S3Test(SnapsyncTest):
         out = json.loads(p.stdout)
         self.assertEqual((out["checked"], out["ok"], out["changed"], out["missing"]), (3, 1, 1, 1),
                          out)
+
+    def test_a_clock_an_hour_off_is_named(self):
+        """The server's clock is an hour ahead of ours (s3rver under faketime): it refuses every
+        signed request with RequestTimeTooSkewed, and SnapSync says the clock is off, in
+        test-connection and in the backup, which copies nothing and loses nothing."""
+        self.server.stop()
+        self.server = S3rver(self.dir, clock="+1h")
+        self.cleanups.append(self.server.stop)
+        self.configure()
+        self.make_card()
+        p = self.snapsync("test-connection", check=None)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertRegex(p.stdout + p.stderr, r"RequestTimeTooSkewed.*clock")
+        self.no_retries()
+        p = self.snapsync("backup", self.card, "--json", check=None)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertRegex(p.stdout + p.stderr, r"RequestTimeTooSkewed.*clock")
+        self.assertEqual(json.loads(p.stdout)["files_copied"], 0)
+        # (rclone's own requests would be skewed too: s3rver's folder is looked at instead)
+        stored = [n for _, _, names in os.walk(self.server.data) for n in names
+                  if n.startswith(("IMG_", "MVI_"))]
+        self.assertEqual(stored, [])
 
     def test_server_stopped_mid_upload_resumes_on_the_next_run(self):
         """s3rver killed while a 128 MiB video is partly sent: the session ends with the copy
