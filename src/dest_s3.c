@@ -271,38 +271,71 @@ static int md5_update(const void *buf, size_t len, void *arg)
     return EVP_DigestUpdate(arg, buf, len) == 1 ? 0 : -ENOMEM;
 }
 
-/* Reads the object f made back and compares its size and MD5 with what was read from the card:
- * 0 the same, -EIO not (the server stored other bytes; err says so). */
-static int read_back(struct s3_file *f, const struct hasher_digest *digest, struct error *err)
+/* The size and MD5 (hex) of the object at key, read back through x. */
+static int object_md5(struct s3 *s, struct http *x, const char *key, uint64_t *ret_size,
+                      char hex[33], struct error *err)
 {
-    struct s3 *s = f->c->s;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     if (!ctx || EVP_DigestInit_ex(ctx, EVP_md5(), NULL) != 1) {
         EVP_MD_CTX_free(ctx);
         return error_set(err, -ENOMEM, "out of memory");
     }
-    uint64_t size = 0;
-    int r = read_object(s, f->c->x, f->key, md5_update, ctx, &size, err);
+    int r = read_object(s, x, key, md5_update, ctx, ret_size, err);
     uint8_t md5[16];
     unsigned int n = 0;
     if (r == 0 && EVP_DigestFinal_ex(ctx, md5, &n) != 1)
         r = error_set(err, -ENOMEM, "out of memory");
     EVP_MD_CTX_free(ctx);
+    if (r == 0)
+        hasher_hex(md5, 16, hex);
+    return r;
+}
+
+/* An object found right by reading it back although its ETag was not its MD5. */
+static void learn_etags_not_md5(struct s3 *s)
+{
+    if (!atomic_exchange(&s->etags_not_md5, true))
+        log_info("%s: the server's ETags are not the MD5s of what it stores (a bucket encrypted "
+                 "with KMS or customer keys?): copies are checked by reading them back",
+                 s->label);
+}
+
+/* Reads the object f made back and compares its size and MD5 with what was read from the card:
+ * 0 the same, -EIO not (the server stored other bytes; err says so). */
+static int read_back(struct s3_file *f, const struct hasher_digest *digest, struct error *err)
+{
+    uint64_t size = 0;
+    char hex[33];
+    int r = object_md5(f->c->s, f->c->x, f->key, &size, hex, err);
     if (r < 0)
         return r == -ENOENT ? error_set(err, -EIO, "verify '%s': the object is gone", f->key) : r;
-    char hex[33];
-    hasher_hex(md5, 16, hex);
     if (size != f->size || strcmp(hex, digest->md5_hex) != 0)
         return error_set(err, -EIO,
                          "'%s': the server stored other bytes than were sent (read back: %" PRIu64
                          " bytes, MD5 %s; sent %" PRIu64 " bytes, MD5 %s)",
                          f->key, size, hex, f->size, digest->md5_hex);
     /* right: so the ETag that was not its MD5 says nothing about the bytes */
-    if (!atomic_exchange(&s->etags_not_md5, true))
-        log_info("%s: the server's ETags are not the MD5s of what it stores (a bucket encrypted "
-                 "with KMS or customer keys?): copies are checked by reading them back",
-                 s->label);
+    learn_etags_not_md5(f->c->s);
     return 0;
+}
+
+/* An object already at key, of f's size, whose ETag is not md5_hex: whether it holds this
+ * content after all. Only asked when the server may have ETags that are not MD5s (it has not
+ * given an MD5 ETag in this run): then the object is read back. A read that fails counts as
+ * other content (the next name: nothing is lost). */
+static bool same_by_reading(struct s3_file *f, const char *key, const char *md5_hex)
+{
+    struct s3 *s = f->c->s;
+    if (atomic_load(&s->etags_md5))
+        return false;
+    uint64_t size = 0;
+    char hex[33];
+    struct error e;
+    if (object_md5(s, f->c->x, key, &size, hex, &e) < 0 || size != f->size ||
+        strcmp(hex, md5_hex) != 0)
+        return false;
+    learn_etags_not_md5(s);
+    return true;
 }
 
 /* ---- keys known to hold other content ---- */
@@ -708,7 +741,7 @@ static int choose_key(struct s3_file *f, const char *md5_hex, bool *ret_same, st
         if (!etag || !len || strcmp(len, want_len) != 0)
             continue;
         if (md5_hex) {
-            if (s3_etag_equal(etag, md5_hex)) {
+            if (s3_etag_equal(etag, md5_hex) || same_by_reading(f, key, md5_hex)) {
                 snprintf(f->key, sizeof(f->key), "%s", key);
                 *ret_same = true;
                 return 0;
@@ -726,7 +759,9 @@ static int choose_key(struct s3_file *f, const char *md5_hex, bool *ret_same, st
         snprintf(tail, sizeof(tail), "-%zu", f->n_parts);
         bool plain = el == 32;
         bool same_parts = el == 32 + strlen(tail) && strncmp(e + 32, tail, strlen(tail)) == 0;
-        if (!plain && !same_parts)
+        /* (an ETag of another form is compared by reading the object back at finish, where
+         * ETags may not be MD5s) */
+        if (!plain && !same_parts && atomic_load(&s->etags_md5))
             continue;
         snprintf(f->key, sizeof(f->key), "%s", key);
         snprintf(f->dry_etag, sizeof(f->dry_etag), "%.*s", (int)el, e);
@@ -970,7 +1005,8 @@ static int s3_finish(void *file, const struct hasher_digest *digest, bool verify
         goto out;
     s3_multipart_etag((const uint8_t(*)[16])f->part_md5, f->parts_done, mp_etag);
     if (f->dry) {
-        if (s3_etag_equal(f->dry_etag, mp_etag) || s3_etag_equal(f->dry_etag, digest->md5_hex)) {
+        if (s3_etag_equal(f->dry_etag, mp_etag) || s3_etag_equal(f->dry_etag, digest->md5_hex) ||
+            same_by_reading(f, f->key, digest->md5_hex)) {
             existed = true;
             goto result;
         }
