@@ -734,6 +734,19 @@ static void notifications_print(const struct config *cfg, const struct status_no
     }
 }
 
+/* The session's copies per destination, a line each (with the last error of one that failed). */
+static void dests_print(const struct db_dest_stats *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char bytes[32];
+        format_bytes((double)d[i].bytes_completed, bytes, sizeof(bytes));
+        printf("        %s: %" PRId64 " verified (%s), %" PRId64 " failed, %" PRId64 " pending\n",
+               d[i].dest, d[i].completed, bytes, d[i].failed, d[i].pending);
+        if (d[i].failed > 0 && d[i].last_error[0])
+            printf("          last error: %s\n", d[i].last_error);
+    }
+}
+
 static int cmd_status(struct cli *cli, int argc, char **argv)
 {
     bool json = false;
@@ -754,11 +767,15 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
     struct error err = {0};
     struct db_problem *problems = NULL;
     size_t n_problems = 0;
+    struct db_dest_stats *ds = NULL; /* the session's copies, per destination */
+    size_t n_ds = 0;
     if (db && (status_sessions_list(db, CLI_STATUS_SESSIONS, &list, &n, &err) < 0 ||
                db_stats_get(db, &st, &err) < 0 ||
-               (n && db_session_problems(db, list[0].id, &problems, &n_problems, &err) < 0))) {
+               (n && db_session_problems(db, list[0].id, &problems, &n_problems, &err) < 0) ||
+               (n && db_dest_stats(db, list[0].id, &ds, &n_ds, &err) < 0))) {
         fprintf(stderr, "snapsync: %s\n", err.msg);
         free(list);
+        free(problems);
         db_close(db);
         return EXIT_FAILED;
     }
@@ -785,10 +802,12 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
         json_object_object_add(o, "database", json_object_new_string(missing ? "missing" : "ok"));
         jsonout_add_path(o, "database_path", cli->cfg->service.database_path);
         json_object *session = n ? status_session_json(cli->cfg, &list[0]) : NULL;
-        if (session)
+        if (session) {
             json_object_object_add(
                 session, "scan_problem_entries",
                 status_problems_json(cli->cfg, problems, n_problems, n_problems));
+            json_object_object_add(session, "destinations", status_dests_json(cli->cfg, ds, n_ds));
+        }
         json_object_object_add(o, "session", session);
         json_object_object_add(o, "stats", status_totals_json(&st));
         if (cli->cfg->mqtt.enabled) {
@@ -824,6 +843,7 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
                     printf("        no photos or videos were found\n");
                 if (list[0].safe_to_remove)
                     printf("        the card was unmounted: safe to remove\n");
+                dests_print(ds, n_ds);
             }
             char bytes[32];
             format_bytes((double)st.bytes_completed, bytes, sizeof(bytes));
@@ -838,6 +858,7 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
     }
     free(list);
     free(problems);
+    free(ds);
     db_close(db);
     return EXIT_OK;
 }

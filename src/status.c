@@ -213,6 +213,22 @@ json_object *status_problems_json(const struct config *cfg, const struct db_prob
     return a;
 }
 
+json_object *status_dests_json(const struct config *cfg, const struct db_dest_stats *d, size_t n)
+{
+    json_object *a = json_object_new_array();
+    for (size_t i = 0; i < n; i++) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "name", jsonout_string(d[i].dest));
+        json_object_object_add(o, "completed", json_object_new_int64(d[i].completed));
+        json_object_object_add(o, "failed", json_object_new_int64(d[i].failed));
+        json_object_object_add(o, "pending", json_object_new_int64(d[i].pending));
+        json_object_object_add(o, "bytes_completed", json_object_new_int64(d[i].bytes_completed));
+        json_object_object_add(o, "error", jsonout_error(cfg, d[i].last_error));
+        json_object_array_add(a, o);
+    }
+    return a;
+}
+
 json_object *status_totals_json(const struct db_stats *st)
 {
     json_object *o = json_object_new_object();

@@ -121,6 +121,12 @@ struct json_object *status_session_json(const struct config *cfg, const struct d
 struct json_object *status_problems_json(const struct config *cfg, const struct db_problem *p,
                                          size_t n, size_t max);
 
+/* Copies per destination (db_dest_stats): an array of {name (the destination id), completed,
+ * failed, pending, bytes_completed, error}, the error scrubbed as jsonout_error does. New
+ * reference. */
+struct json_object *status_dests_json(const struct config *cfg, const struct db_dest_stats *d,
+                                      size_t n);
+
 /* The all-time totals: sessions, cards, files, files_completed, files_failed, files_duplicate,
  * bytes_completed. New reference. */
 struct json_object *status_totals_json(const struct db_stats *st);

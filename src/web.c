@@ -314,23 +314,6 @@ static json_object *file_json(const struct config *cfg, const struct db_file *f)
     return o;
 }
 
-static json_object *dest_stats_json(const struct config *cfg, const struct db_dest_stats *d,
-                                    size_t n)
-{
-    json_object *a = json_object_new_array();
-    for (size_t i = 0; i < n; i++) {
-        json_object *o = json_object_new_object();
-        json_object_object_add(o, "name", jsonout_string(d[i].dest));
-        json_object_object_add(o, "completed", json_object_new_int64(d[i].completed));
-        json_object_object_add(o, "failed", json_object_new_int64(d[i].failed));
-        json_object_object_add(o, "pending", json_object_new_int64(d[i].pending));
-        json_object_object_add(o, "bytes_completed", json_object_new_int64(d[i].bytes_completed));
-        json_object_object_add(o, "error", jsonout_error(cfg, d[i].last_error));
-        json_object_array_add(a, o);
-    }
-    return a;
-}
-
 /* ---- the sampler: the status document ---- */
 
 static struct track *track_for(struct web *w, int64_t session_id)
@@ -437,7 +420,7 @@ static json_object *active_json(struct web *w, struct db *db, const struct db_se
         json_object_array_add(hist, p);
     }
     json_object_object_add(o, "history", hist);
-    json_object *dests = dest_stats_json(w->cfg, ds, n_ds);
+    json_object *dests = status_dests_json(w->cfg, ds, n_ds);
     for (size_t i = 0; lv && i < lv->s.n_dests && i < STATUS_DEST_MAX; i++) {
         /* the session's own view: a destination it found down, and why (one entry each, also
          * before any of its files has an outcome: those that wait for it have none yet) */
@@ -451,7 +434,7 @@ static json_object *active_json(struct web *w, struct db *db, const struct db_se
         if (!d) {
             struct db_dest_stats none = {0};
             snprintf(none.dest, sizeof(none.dest), "%s", lv->s.dests[i].id);
-            json_object *one = dest_stats_json(w->cfg, &none, 1);
+            json_object *one = status_dests_json(w->cfg, &none, 1);
             d = json_object_get(json_object_array_get_idx(one, 0));
             json_object_put(one);
             json_object_array_add(dests, d);
@@ -963,7 +946,7 @@ static enum MHD_Result get_session(struct web *w, struct MHD_Connection *conn, i
     }
     json_object *o = status_session_json(w->cfg, &s);
     add_scan_problems(o, w->cfg, db, &s, DB_PROBLEMS_MAX);
-    json_object_object_add(o, "destinations", dest_stats_json(w->cfg, ds, n_ds));
+    json_object_object_add(o, "destinations", status_dests_json(w->cfg, ds, n_ds));
     json_object *fa = json_object_new_array();
     for (size_t i = 0; i < n; i++) {
         json_object *f = file_json(w->cfg, &files[i].file);
@@ -1088,7 +1071,7 @@ static enum MHD_Result get_stats(struct web *w, struct MHD_Connection *conn, int
     if (r < 0 && r != -ENOENT)
         return send_db_error(conn, r, &err);
     json_object *o = status_totals_json(&st);
-    json_object_object_add(o, "destinations", dest_stats_json(w->cfg, ds, n_ds));
+    json_object_object_add(o, "destinations", status_dests_json(w->cfg, ds, n_ds));
     free(ds);
     return send_json(conn, MHD_HTTP_OK, o);
 }

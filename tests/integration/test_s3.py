@@ -220,6 +220,16 @@ class S3Test(SnapsyncTest):
         self.assertNotIn("partNumber=4&", log)
         self.assertNotIn("IMG_0001.JPG?partNumber", log)
         puts_before = log.count("Stored ")
+        # `snapsync status` names the bucket with the session's copies there, like any other
+        st = json.loads(self.snapsync("status", "--json", check=0).stdout)
+        [dest] = st["session"]["destinations"]
+        self.assertEqual((dest["completed"], dest["failed"], dest["pending"], dest["error"]),
+                         (3, 0, 0, None), dest)
+        self.assertTrue(dest["name"].startswith("s3:") and PREFIX in dest["name"], dest)
+        self.assertEqual(dest["bytes_completed"],
+                         sum(os.path.getsize(f"{self.card}/{rel}") for rel in expect.values()))
+        text = self.snapsync("status", check=0).stdout
+        self.assertIn(f"{dest['name']}: 3 verified", text)
         # a rerun copies nothing
         r = self.backup()
         self.assertEqual(r["status"], "completed", r)
