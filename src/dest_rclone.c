@@ -92,7 +92,6 @@ extern char **environ;
 #define RCD_STOP_MS 3000 /* after SIGTERM at done, before SIGKILL */
 #define CONNECT_S 10     /* to the rcd on loopback */
 #define URL_MAX (3 * DEST_REMOTE_MAX + 128)
-#define FORM_HEAD_MAX 512
 #define MOVING_MAX 64 /* final names being moved into at once by this process */
 
 /* Where the rcd is: a copy taken under the lock for one call. */
@@ -793,47 +792,6 @@ static void delete_quietly(struct rclone *rc, struct http *h, const char *path)
     delete_path(rc, h, path, "delete", &e);
 }
 
-/* The form around a file named name: head and tail (boundary random). */
-static int form_parts(const char *name, char *head, size_t head_size, size_t *ret_head_len,
-                      char *tail, size_t tail_size, size_t *ret_tail_len, struct error *err)
-{
-    uint8_t rnd[16];
-    char boundary[48];
-    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
-        return error_set_errno(err, -errno, "getrandom");
-    memcpy(boundary, "snapsync-", 9);
-    hasher_hex(rnd, sizeof(rnd), boundary + 9);
-    int h = snprintf(head, head_size,
-                     "--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"%s\"\r\n"
-                     "Content-Type: application/octet-stream\r\n\r\n",
-                     boundary, name);
-    int t = snprintf(tail, tail_size, "\r\n--%s--\r\n", boundary);
-    if (h < 0 || (size_t)h >= head_size || t < 0 || (size_t)t >= tail_size)
-        return error_set(err, -ENAMETOOLONG, "the name '%s' is too long", name);
-    *ret_head_len = (size_t)h;
-    *ret_tail_len = (size_t)t;
-    return 0;
-}
-
-/* The URL of operations/uploadfile into the temporary folder. */
-static int upload_url(const struct rclone *rc, const struct rcd_endpoint *ep, char *url,
-                      size_t size, struct error *err)
-{
-    char fs[URL_MAX];
-    int r = pct(rc->root, fs, sizeof(fs));
-    int n = snprintf(url, size, "%s/operations/uploadfile?fs=%s&remote=" TMP_DIR, ep->base, fs);
-    if (r < 0 || n < 0 || (size_t)n >= size)
-        return error_set(err, -ENAMETOOLONG, "rclone.remote too long");
-    return 0;
-}
-
-/* The basename of a temporary's path. */
-static const char *temp_name(const char *tmp)
-{
-    const char *s = strrchr(tmp, '/');
-    return s ? s + 1 : tmp;
-}
-
 /* The object holds this content: MD5 (or SHA-1 when the backend has no MD5) and size. false
  * when the backend has neither hash. */
 static bool same_content(const struct object_info *o, uint64_t size, const struct hasher_digest *d)
@@ -1068,48 +1026,73 @@ static int rclone_prepare(void *priv, const struct dest_session *session, struct
     return clean_temporaries(rc, err);
 }
 
-/* Uploads a small probe in one request to tmp (a temporary's path). */
+/* The server rclone reads the files from, started on first use; *ret_fs its source for
+ * operations/copyfile. */
+static int feeds_ensure(struct rclone *rc, char *ret_fs, size_t size, struct error *err)
+{
+    int r = 0;
+    pthread_mutex_lock(&rc->lock);
+    if (!rc->feeds) {
+        /* a reader idle between requests for longer than rclone's own timeout is gone */
+        r = feed_server_start((unsigned)stall_limit(rc), &rc->feeds, err);
+        if (r == 0)
+            snprintf(rc->source_fs, sizeof(rc->source_fs),
+                     ":http,url='http://127.0.0.1:%d/':", feed_server_port(rc->feeds));
+    }
+    snprintf(ret_fs, size, "%s", rc->source_fs);
+    pthread_mutex_unlock(&rc->lock);
+    return r;
+}
+
+static void wake_up(void *arg)
+{
+    http_wakeup(arg);
+}
+
+/* {"srcFs": <the feeds>, "srcRemote": <feed>, "dstFs": <root>, "dstRemote": <tmp>, "_config":
+ * {"MultiThreadStreams": 0, "BufferSize": 1 MiB}}: operations/copyfile's arguments for a copy from
+ * feed to tmp (a temporary's path): one GET from the start (no ranges in parallel), a small
+ * read-ahead. NULL when out of memory. */
+static json_object *copy_args(const struct rclone *rc, const struct feed *feed, const char *tmp,
+                              const char *source_fs)
+{
+    json_object *in = json_object_new_object(), *cfg = json_object_new_object();
+    const char *dst = rel_in(rc, tmp);
+    if (!in || !cfg || !dst) {
+        json_object_put(cfg);
+        json_object_put(in);
+        return NULL;
+    }
+    json_object_object_add(in, "srcFs", json_object_new_string(source_fs));
+    json_object_object_add(in, "srcRemote", json_object_new_string(feed_path(feed)));
+    json_object_object_add(in, "dstFs", json_object_new_string(rc->root));
+    json_object_object_add(in, "dstRemote", json_object_new_string(dst));
+    json_object_object_add(cfg, "MultiThreadStreams", json_object_new_int(0));
+    json_object_object_add(cfg, "BufferSize", json_object_new_int64(1 << 20));
+    json_object_object_add(in, "_config", cfg);
+    return in;
+}
+
+/* Copies a small probe in memory to tmp (a temporary's path), the way files go (a feed): the
+ * whole of it is on offer before rclone is called, so one synchronous call does it. */
 static int put_small(struct rclone *rc, const char *tmp, const void *buf, size_t len,
                      struct error *err)
 {
-    char head[FORM_HEAD_MAX], tail[80], url[URL_MAX + 64], what[DEST_REMOTE_MAX + 32];
-    size_t hl = 0, tl = 0;
+    char source_fs[sizeof(rc->source_fs)], what[DEST_REMOTE_MAX + 32];
     snprintf(what, sizeof(what), "writing '%s'", tmp);
-    int r = form_parts(temp_name(tmp), head, sizeof(head), &hl, tail, sizeof(tail), &tl, err);
-    if (r < 0)
-        return r;
-    char *body = malloc(hl + len + tl + 1);
-    if (!body)
-        return error_set(err, -ENOMEM, "out of memory");
-    memcpy(body, head, hl);
-    memcpy(body + hl, buf, len);
-    memcpy(body + hl + len, tail, tl);
-    struct rcd_endpoint ep;
-    r = rcd_ensure(rc, &ep, err);
+    struct feed *feed = NULL;
+    int r = feeds_ensure(rc, source_fs, sizeof(source_fs), err);
     if (r == 0)
-        r = upload_url(rc, &ep, url, sizeof(url), err);
-    if (r < 0) {
-        free(body);
+        r = feed_new(rc->feeds, len, 0, NULL, NULL, &feed, err);
+    if (r < 0)
         return error_prefix(err, "%s", what);
-    }
-    char ct[96];
-    snprintf(ct, sizeof(ct), "Content-Type: multipart/form-data; boundary=%.*s", (int)(tl - 8),
-             tail + 4);
-    const char *headers[] = {ep.auth, ct, "Expect:", NULL};
-    struct http_request req = {.method = "POST",
-                               .url = url,
-                               .headers = headers,
-                               .body = body,
-                               .body_len = hl + len + tl,
-                               .reply_max = JSON_MAX};
-    long status = 0;
-    r = http_run(rc->main, &req, &status, err);
-    free(body);
-    if (r < 0 && r != -EBADMSG)
-        r = rcd_lost(rc, &ep, r, what, err);
-    else
-        r = rc_reply(rc->main, status, NULL, what, err);
-    explicit_bzero(&ep, sizeof(ep));
+    feed_offer(feed, buf, len);
+    json_object *in = copy_args(rc, feed, tmp, source_fs);
+    r = in ? rc_call(rc, rc->main, "operations/copyfile", in, NULL, what, err)
+           : error_set(err, -ENOMEM, "%s: out of memory", what);
+    if (r == 0 && feed_withdraw(feed) != len)
+        r = error_set(err, -EIO, "%s: rclone answered before it had read it all", what);
+    feed_free(feed);
     return r;
 }
 
@@ -1193,53 +1176,6 @@ static int rclone_retarget(void *file, const char *folder, const char *target, s
     return candidate_path(f, 0, f->final0, sizeof(f->final0), err);
 }
 
-/* The server rclone reads the files from, started on first use; *ret_fs its source for
- * operations/copyfile. */
-static int feeds_ensure(struct rclone *rc, char *ret_fs, size_t size, struct error *err)
-{
-    int r = 0;
-    pthread_mutex_lock(&rc->lock);
-    if (!rc->feeds) {
-        /* a reader idle between requests for longer than rclone's own timeout is gone */
-        r = feed_server_start((unsigned)stall_limit(rc), &rc->feeds, err);
-        if (r == 0)
-            snprintf(rc->source_fs, sizeof(rc->source_fs),
-                     ":http,url='http://127.0.0.1:%d/':", feed_server_port(rc->feeds));
-    }
-    snprintf(ret_fs, size, "%s", rc->source_fs);
-    pthread_mutex_unlock(&rc->lock);
-    return r;
-}
-
-static void wake_up(void *arg)
-{
-    http_wakeup(arg);
-}
-
-/* {"srcFs": <the feeds>, "srcRemote": <f's feed>, "dstFs": <root>, "dstRemote": <f's temporary>,
- * "_config": {"MultiThreadStreams": 0, "BufferSize": 1 MiB}}: one GET from the start (no ranges
- * in parallel), a small read-ahead. */
-static char *copy_request(const struct rclone_file *f, const char *source_fs)
-{
-    json_object *in = json_object_new_object(), *cfg = json_object_new_object();
-    const char *dst = rel_in(f->rc, f->tmp);
-    char *text = NULL;
-    if (in && cfg && dst) {
-        json_object_object_add(in, "srcFs", json_object_new_string(source_fs));
-        json_object_object_add(in, "srcRemote", json_object_new_string(feed_path(f->feed)));
-        json_object_object_add(in, "dstFs", json_object_new_string(f->rc->root));
-        json_object_object_add(in, "dstRemote", json_object_new_string(dst));
-        json_object_object_add(cfg, "MultiThreadStreams", json_object_new_int(0));
-        json_object_object_add(cfg, "BufferSize", json_object_new_int64(1 << 20));
-        json_object_object_add(in, "_config", cfg);
-        cfg = NULL;
-        text = strdup(json_object_to_json_string_ext(in, JSON_C_TO_STRING_PLAIN));
-    }
-    json_object_put(cfg);
-    json_object_put(in);
-    return text;
-}
-
 static void file_free(struct rclone_file *f, bool delete_tmp)
 {
     http_end(f->conn->up);
@@ -1278,7 +1214,11 @@ static int rclone_open(void *conn, const struct dest_item *item, void **ret_file
     if (r == 0)
         r = feed_new(rc->feeds, item->size, item->mtime_ns / 1000000000, wake_up, c->up, &f->feed,
                      err);
-    if (r == 0 && !(f->request = copy_request(f, source_fs)))
+    json_object *in = r == 0 ? copy_args(rc, f->feed, f->tmp, source_fs) : NULL;
+    if (in)
+        f->request = strdup(json_object_to_json_string_ext(in, JSON_C_TO_STRING_PLAIN));
+    json_object_put(in);
+    if (r == 0 && !f->request)
         r = error_set(err, -ENOMEM, "out of memory");
     if (r == 0)
         r = rcd_ensure(rc, &f->ep, err);

@@ -50,6 +50,17 @@ def listening(pid):
     return out
 
 
+def rclone_alone(test, remote, config_file=None):
+    """test's configuration backs up to the rclone remote alone (the share off)."""
+    with open(test.config) as f:
+        text = f.read()
+    text = text.replace("unraid:\n  enabled: true", "unraid:\n  enabled: false")
+    text += (f"rclone:\n  enabled: true\n  remote: {remote}\n" +
+             (f"  config_file: {config_file}\n" if config_file else "") + "  timeout: 10\n")
+    with open(test.config, "w") as f:
+        f.write(text)
+
+
 class RcloneLocalTest(SnapsyncTest):
     def setUp(self):
         super().setUp()
@@ -357,12 +368,7 @@ class RcloneS3Test(SnapsyncTest):
                           RCLONE_CONFIG_T_SECRET_ACCESS_KEY=SECRET,
                           RCLONE_CONFIG_T_FORCE_PATH_STYLE="true")
         self.env.update(self.s3env, RCLONE_CONFIG="/dev/null")
-        with open(self.config) as f:
-            text = f.read()
-        text = text.replace("unraid:\n  enabled: true", "unraid:\n  enabled: false")
-        text += f"rclone:\n  enabled: true\n  remote: t:{BUCKET}/via-rclone\n  timeout: 10\n"
-        with open(self.config, "w") as f:
-            f.write(text)
+        rclone_alone(self, f"t:{BUCKET}/via-rclone")
 
     def rclone(self, *args):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RCLONE_"))}
@@ -463,13 +469,7 @@ class RcloneSftpTest(SnapsyncTest):
                     f"known_hosts_file = {known}\n")
         os.chmod(conf, 0o600)
         self.remote_dir = os.path.join(self.dir, "nas")
-        with open(self.config) as f:
-            text = f.read()
-        text = text.replace("unraid:\n  enabled: true", "unraid:\n  enabled: false")
-        text += (f"rclone:\n  enabled: true\n  remote: nas:{self.remote_dir}/photos\n"
-                 f"  config_file: {conf}\n  timeout: 10\n")
-        with open(self.config, "w") as f:
-            f.write(text)
+        rclone_alone(self, f"nas:{self.remote_dir}/photos", conf)
 
     def test_card_over_sftp_verified_collision_gets_1_rerun_copies_nothing(self):
         make_photo(f"{self.card}/DCIM/100CANON/IMG_0001.JPG", self.dir, "2023:07:14 18:30:05")
@@ -521,13 +521,7 @@ class RcloneWebdavTest(SnapsyncTest):
         conf = os.path.join(self.dir, "rclone.conf")
         with open(conf, "w") as f:
             f.write(f"[dav]\ntype = webdav\nurl = http://127.0.0.1:{port}/\nvendor = other\n")
-        with open(self.config) as f:
-            text = f.read()
-        text = text.replace("unraid:\n  enabled: true", "unraid:\n  enabled: false")
-        text += (f"rclone:\n  enabled: true\n  remote: dav:photos\n"
-                 f"  config_file: {conf}\n  timeout: 10\n")
-        with open(self.config, "w") as f:
-            f.write(text)
+        rclone_alone(self, "dav:photos", conf)
         self.env["TMPDIR"] = os.path.join(self.dir, "no-such-dir")
 
     def test_a_backend_without_streaming_uploads_gets_the_file_without_spooling(self):
